@@ -1,0 +1,42 @@
+"""The ``sddsf`` command line: thin commands over the library, no protocol logic here."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from sddsf import __version__
+from sddsf.errors import SddsfError
+
+__all__ = ["cli", "main"]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="sddsf")
+def cli() -> None:
+    """SDDSF: end-to-end encrypted, offline-first sync across your devices."""
+
+
+@cli.command()
+@click.option("--quiet", is_flag=True, help="Print only the final verdict.")
+def demo(quiet: bool) -> None:
+    """Walk through the protocol core: account, devices, encrypted ops, attacks refused."""
+    from sddsf.cli.demo import run_demo  # noqa: PLC0415 - keep CLI start-up light
+
+    run_demo(quiet=quiet)
+
+
+def main() -> None:
+    """Console-script entry point: typed errors become one line and exit code 1."""
+    try:
+        cli.main(standalone_mode=False)
+    except SddsfError as exc:
+        click.echo(f"error: {exc.message} [{exc.code.value}]", err=True)
+        sys.exit(1)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)

@@ -1,0 +1,308 @@
+"""Thin, typed wrappers over the cryptographic libraries. The ONLY module that imports them.
+
+Primitives and where they come from (we implement none of them):
+
+* Ed25519 signatures, X25519, sealed boxes, XChaCha20-Poly1305: PyNaCl (libsodium).
+  One Ed25519 library everywhere: relay and clients therefore take the same
+  decision on every edge case (THREATS #2).
+* BLAKE2b and SHA-256: :mod:`hashlib` (the same functions; PyNaCl's per-call
+  overhead is 8-10 µs for a 1-2 µs hash, see PERFORMANCE-NOTES). A test checks
+  that hashlib's BLAKE2b equals libsodium's.
+* HKDF-SHA256 (RFC 5869): pyca/cryptography's ``HKDF``. That library is used for
+  HKDF only and never for Ed25519 (the two Ed25519 implementations disagree on
+  165 CCTV vectors).
+* Argon2id: argon2-cffi.
+
+Ed25519 policy (one policy, used by the relay and by every client):
+
+1. A public key is accepted only through :meth:`Ed25519PublicKey.from_bytes`,
+   which requires a canonical encoding of a point in the prime-order subgroup
+   (``crypto_core_ed25519_is_valid_point``): low-order, mixed-order and
+   non-canonical keys are refused.
+2. A signature is checked with libsodium's ``crypto_sign_open``, which refuses
+   S >= L, small-order and non-canonical R, and uses the cofactorless equation.
+
+Randomness is read only by :func:`random_bytes`; every other function here is
+deterministic, so the protocol core can take random bytes as parameters.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from dataclasses import dataclass
+from typing import Final
+
+import nacl.bindings as _sodium
+import nacl.exceptions as _nacl_exc
+import nacl.utils as _nacl_utils
+from argon2.low_level import Type as _Argon2Type
+from argon2.low_level import hash_secret_raw as _argon2_raw
+from cryptography.hazmat.primitives import hashes as _hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF as _HKDF
+
+from sddsf.errors import Code, DecryptError, KeyValidationError, SignatureError, UsageError
+
+__all__ = [
+    "AEAD_KEY_SIZE",
+    "AEAD_NONCE_SIZE",
+    "AEAD_TAG_SIZE",
+    "ED25519_SIG_SIZE",
+    "SEAL_OVERHEAD",
+    "Ed25519PublicKey",
+    "Ed25519SigningKey",
+    "X25519KeyPair",
+    "aead_decrypt",
+    "aead_encrypt",
+    "argon2id",
+    "blake2b_256",
+    "constant_time_equal",
+    "hkdf_sha256",
+    "random_bytes",
+    "seal",
+    "seal_open",
+    "sha256",
+    "validate_x25519_public",
+    "x25519",
+]
+
+ED25519_SIG_SIZE: Final = 64
+AEAD_KEY_SIZE: Final = 32
+AEAD_NONCE_SIZE: Final = 24
+AEAD_TAG_SIZE: Final = 16
+SEAL_OVERHEAD: Final = 48  # ephemeral public key (32) + Poly1305 tag (16)
+_P25519: Final = 2**255 - 19
+# A clamped scalar is a multiple of the cofactor 8, so multiplying any point of
+# small order by it gives the identity, which libsodium reports as an error.
+_PROBE_SCALAR: Final = bytes([0x48]) + bytes(30) + bytes([0x40])
+
+
+def random_bytes(n: int) -> bytes:
+    """``n`` bytes from the operating system's CSPRNG (libsodium ``randombytes``)."""
+    return bytes(_nacl_utils.random(n))
+
+
+def constant_time_equal(a: bytes, b: bytes) -> bool:
+    """Compare two byte strings without leaking where they differ."""
+    return hmac.compare_digest(a, b)
+
+
+# --------------------------------------------------------------------- hashing
+
+
+def blake2b_256(data: bytes) -> bytes:
+    """BLAKE2b with a 32-byte output (no key, no personalisation)."""
+    return hashlib.blake2b(data, digest_size=32).digest()
+
+
+def sha256(data: bytes) -> bytes:
+    """SHA-256 (used by the RFC 9162 Merkle log)."""
+    return hashlib.sha256(data).digest()
+
+
+def hkdf_sha256(ikm: bytes, *, salt: bytes, info: bytes, length: int = 32) -> bytes:
+    """HKDF-SHA256 (RFC 5869) extract-and-expand.
+
+    Args:
+        ikm: input key material (a secret).
+        salt: a public, domain-separating salt.
+        info: context binding (encode it canonically).
+        length: output length in bytes (at most 255 * 32).
+    """
+    return _HKDF(algorithm=_hashes.SHA256(), length=length, salt=salt, info=info).derive(ikm)
+
+
+def argon2id(passphrase: bytes, salt: bytes, *, time_cost: int, memory_kib: int,
+             parallelism: int, length: int = 32) -> bytes:
+    """Argon2id raw hash (RFC 9106) of ``passphrase``; the parameters are the caller's."""
+    return bytes(_argon2_raw(secret=passphrase, salt=salt, time_cost=time_cost,
+                             memory_cost=memory_kib, parallelism=parallelism,
+                             hash_len=length, type=_Argon2Type.ID))
+
+
+# --------------------------------------------------------------------- Ed25519
+
+
+@dataclass(frozen=True, slots=True)
+class Ed25519PublicKey:
+    """A validated Ed25519 public key (canonical, prime-order subgroup).
+
+    Construct with :meth:`from_bytes`; holding an instance means the key passed
+    the registration policy, so :meth:`verify` need not re-check it.
+    """
+
+    raw: bytes
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> Ed25519PublicKey:
+        """Validate and wrap a 32-byte public key.
+
+        Raises:
+            KeyValidationError: wrong length, non-canonical, low-order or mixed-order point.
+        """
+        if len(raw) != 32:
+            raise KeyValidationError(f"an Ed25519 public key is 32 bytes, got {len(raw)}")
+        if not _sodium.crypto_core_ed25519_is_valid_point(raw):
+            raise KeyValidationError(
+                "Ed25519 public key is not a canonical point of prime order "
+                "(low-order and non-canonical keys are refused)")
+        return cls(bytes(raw))
+
+    def verify(self, message: bytes, signature: bytes) -> None:
+        """Check ``signature`` over ``message``.
+
+        Raises:
+            SignatureError: for every kind of failure (one opaque error).
+        """
+        if len(signature) != ED25519_SIG_SIZE:
+            raise SignatureError("signature is not 64 bytes")
+        try:
+            _sodium.crypto_sign_open(signature + message, self.raw)
+        except _nacl_exc.BadSignatureError:
+            raise SignatureError("signature does not verify") from None
+
+    def is_valid_signature(self, message: bytes, signature: bytes) -> bool:
+        """Boolean form of :meth:`verify`."""
+        try:
+            self.verify(message, signature)
+        except SignatureError:
+            return False
+        return True
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class Ed25519SigningKey:
+    """An Ed25519 signing key built deterministically from a 32-byte seed."""
+
+    seed: bytes
+    _secret: bytes
+    public: Ed25519PublicKey
+
+    @classmethod
+    def from_seed(cls, seed: bytes) -> Ed25519SigningKey:
+        """Derive the key pair from ``seed`` (32 bytes; keep it secret)."""
+        if len(seed) != 32:
+            raise UsageError("an Ed25519 seed is 32 bytes")
+        pk, sk = _sodium.crypto_sign_seed_keypair(seed)
+        return cls(bytes(seed), bytes(sk), Ed25519PublicKey(bytes(pk)))
+
+    def sign(self, message: bytes) -> bytes:
+        """Detached Ed25519 signature (64 bytes)."""
+        return bytes(_sodium.crypto_sign(message, self._secret)[:ED25519_SIG_SIZE])
+
+    def __repr__(self) -> str:  # never print the secret
+        return f"Ed25519SigningKey(public={self.public.raw.hex()})"
+
+
+# ---------------------------------------------------------------------- X25519
+
+
+def validate_x25519_public(raw: bytes) -> bytes:
+    """Refuse X25519 public keys that are non-canonical or of small order.
+
+    Raises:
+        KeyValidationError: wrong length, u >= 2^255-19, or a small-order point.
+    """
+    if len(raw) != 32:
+        raise KeyValidationError(f"an X25519 public key is 32 bytes, got {len(raw)}")
+    if int.from_bytes(raw, "little") >= _P25519:
+        raise KeyValidationError("X25519 public key is not canonically encoded")
+    try:
+        _sodium.crypto_scalarmult(_PROBE_SCALAR, raw)
+    except _nacl_exc.RuntimeError:
+        raise KeyValidationError("X25519 public key is a small-order point") from None
+    return bytes(raw)
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class X25519KeyPair:
+    """An X25519 key pair derived deterministically from a 32-byte seed."""
+
+    secret: bytes
+    public: bytes
+
+    @classmethod
+    def from_seed(cls, seed: bytes) -> X25519KeyPair:
+        """libsodium ``crypto_box_seed_keypair`` (secret = SHA-512(seed)[:32])."""
+        if len(seed) != 32:
+            raise UsageError("an X25519 seed is 32 bytes")
+        pk, sk = _sodium.crypto_box_seed_keypair(seed)
+        return cls(bytes(sk), bytes(pk))
+
+    def __repr__(self) -> str:
+        return f"X25519KeyPair(public={self.public.hex()})"
+
+
+def x25519(secret: bytes, public: bytes) -> bytes:
+    """Raw X25519 shared secret.
+
+    Raises:
+        KeyValidationError: the result is all zeros (``public`` has small order).
+    """
+    try:
+        return bytes(_sodium.crypto_scalarmult(secret, public))
+    except _nacl_exc.RuntimeError:
+        raise KeyValidationError("X25519 with a small-order public key") from None
+
+
+def seal(recipient_public: bytes, message: bytes, ephemeral_seed: bytes) -> bytes:
+    """Anonymous public-key encryption in libsodium's ``crypto_box_seal`` format.
+
+    libsodium's ``crypto_box_seal`` draws its ephemeral key inside the library;
+    the protocol core takes randomness as a parameter (so its outputs can be
+    pinned by vectors), so the ephemeral key pair comes from ``ephemeral_seed``
+    (32 fresh random bytes per call). The steps are libsodium's own
+    (``ek || crypto_box_easy(m, BLAKE2b-192(ek || pk), pk, esk)``) and the
+    output opens with libsodium's ``crypto_box_seal_open`` (see :func:`seal_open`;
+    a test checks both directions against the library).
+    """
+    validate_x25519_public(recipient_public)
+    if len(ephemeral_seed) != 32:
+        raise UsageError("the ephemeral seed is 32 bytes")
+    epk, esk = _sodium.crypto_box_seed_keypair(ephemeral_seed)
+    nonce = hashlib.blake2b(epk + recipient_public, digest_size=24).digest()
+    return bytes(epk) + bytes(_sodium.crypto_box_easy(message, nonce, recipient_public, esk))
+
+
+def seal_open(recipient: X25519KeyPair, sealed: bytes) -> bytes:
+    """Open a sealed box with libsodium's ``crypto_box_seal_open``.
+
+    Raises:
+        DecryptError: not sealed for this key, or tampered.
+    """
+    if len(sealed) < SEAL_OVERHEAD:
+        raise DecryptError("sealed box is too short")
+    try:
+        return bytes(_sodium.crypto_box_seal_open(sealed, recipient.public, recipient.secret))
+    except _nacl_exc.CryptoError:
+        raise DecryptError("sealed box does not open with this key") from None
+
+
+# ------------------------------------------------------------------------ AEAD
+
+
+def aead_encrypt(key: bytes, nonce: bytes, plaintext: bytes, associated_data: bytes) -> bytes:
+    """XChaCha20-Poly1305 (IETF) encryption; returns ciphertext || 16-byte tag."""
+    if len(key) != AEAD_KEY_SIZE or len(nonce) != AEAD_NONCE_SIZE:
+        raise UsageError("XChaCha20-Poly1305 takes a 32-byte key and a 24-byte nonce")
+    return bytes(_sodium.crypto_aead_xchacha20poly1305_ietf_encrypt(
+        plaintext, associated_data, nonce, key))
+
+
+def aead_decrypt(key: bytes, nonce: bytes, ciphertext: bytes, associated_data: bytes) -> bytes:
+    """XChaCha20-Poly1305 (IETF) decryption.
+
+    Raises:
+        DecryptError: wrong key, nonce or associated data, or a tampered ciphertext.
+    """
+    if len(key) != AEAD_KEY_SIZE or len(nonce) != AEAD_NONCE_SIZE:
+        raise DecryptError("XChaCha20-Poly1305 takes a 32-byte key and a 24-byte nonce",
+                           Code.DECRYPT_FAILED)
+    if len(ciphertext) < AEAD_TAG_SIZE:
+        raise DecryptError("ciphertext is shorter than its authentication tag")
+    try:
+        return bytes(_sodium.crypto_aead_xchacha20poly1305_ietf_decrypt(
+            ciphertext, associated_data, nonce, key))
+    except _nacl_exc.CryptoError:
+        raise DecryptError("authenticated decryption failed (wrong key or tampered data)"
+                           ) from None

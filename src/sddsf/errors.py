@@ -1,0 +1,276 @@
+"""The one exception tree of SDDSF, with stable error codes.
+
+Every rejection anywhere in SDDSF (protocol core, relay, client, CLI) is an
+instance of :class:`SddsfError` carrying a stable :class:`Code`. Codes are part
+of the wire protocol: the relay sends ``{"code": ..., "message": ...}`` and the
+client maps the code back to the same class with :func:`error_from_wire`.
+Codes never change meaning; new ones may be added.
+
+The tree (after h11's Local/Remote split)::
+
+    SddsfError                      code, message, http_status
+    ├── LocalProtocolError          you (the caller) misused the API
+    │   ├── UsageError              bad argument, wrong state
+    │   └── ConfigError             bad configuration value
+    └── RemoteProtocolError         the peer (device or relay) misbehaved
+        ├── DecodeError             malformed, too_large, unsupported_version, unsupported_suite
+        └── VerificationError       well-formed but not acceptable
+            ├── SignatureError      sig_invalid
+            ├── KeyValidationError  bad_key (low-order / non-canonical public key)
+            ├── ContextError        wrong_context (transplanted into another space/doc/epoch)
+            ├── ChainError          chain_fork, chain_gap, deps_regression
+            ├── AuthorizationError  unknown_device, revoked, not_authorized
+            ├── EpochError          stale_epoch, unknown_epoch
+            ├── ClockSkewError      clock_skew
+            ├── RegistryError       registry_invalid, registry_fork
+            ├── ProofError          proof_invalid, tree_head_invalid, log_rollback
+            └── DecryptError        decrypt_failed
+
+Messages are written for a person: they say what was wrong and, where it
+helps, what to do. They never contain key material or plaintext.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Final
+
+__all__ = [
+    "AuthorizationError",
+    "ChainError",
+    "ClockSkewError",
+    "Code",
+    "ConfigError",
+    "ContextError",
+    "DecodeError",
+    "DecryptError",
+    "EpochError",
+    "KeyValidationError",
+    "LocalProtocolError",
+    "ProofError",
+    "RegistryError",
+    "RemoteProtocolError",
+    "SddsfError",
+    "SignatureError",
+    "UsageError",
+    "VerificationError",
+    "error_from_wire",
+]
+
+
+class Code(StrEnum):
+    """Stable error codes. The value is what travels on the wire."""
+
+    # local misuse
+    USAGE = "usage"
+    CONFIG = "config"
+    # decoding
+    MALFORMED = "malformed"
+    TOO_LARGE = "too_large"
+    UNSUPPORTED_VERSION = "unsupported_version"
+    UNSUPPORTED_SUITE = "unsupported_suite"
+    # verification
+    SIG_INVALID = "sig_invalid"
+    BAD_KEY = "bad_key"
+    WRONG_CONTEXT = "wrong_context"
+    CHAIN_FORK = "chain_fork"
+    CHAIN_GAP = "chain_gap"
+    DEPS_REGRESSION = "deps_regression"
+    UNKNOWN_DEVICE = "unknown_device"
+    REVOKED = "revoked"
+    NOT_AUTHORIZED = "not_authorized"
+    STALE_EPOCH = "stale_epoch"
+    UNKNOWN_EPOCH = "unknown_epoch"
+    CLOCK_SKEW = "clock_skew"
+    REGISTRY_INVALID = "registry_invalid"
+    REGISTRY_FORK = "registry_fork"
+    PROOF_INVALID = "proof_invalid"
+    TREE_HEAD_INVALID = "tree_head_invalid"
+    LOG_ROLLBACK = "log_rollback"
+    DECRYPT_FAILED = "decrypt_failed"
+
+
+#: HTTP status the relay uses for each code (a 5xx is never a peer's fault).
+HTTP_STATUS: Final[dict[Code, int]] = {
+    Code.USAGE: 400,
+    Code.CONFIG: 400,
+    Code.MALFORMED: 400,
+    Code.TOO_LARGE: 413,
+    Code.UNSUPPORTED_VERSION: 400,
+    Code.UNSUPPORTED_SUITE: 400,
+    Code.SIG_INVALID: 401,
+    Code.BAD_KEY: 400,
+    Code.WRONG_CONTEXT: 400,
+    Code.CHAIN_FORK: 409,
+    Code.CHAIN_GAP: 409,
+    Code.DEPS_REGRESSION: 409,
+    Code.UNKNOWN_DEVICE: 403,
+    Code.REVOKED: 403,
+    Code.NOT_AUTHORIZED: 403,
+    Code.STALE_EPOCH: 409,
+    Code.UNKNOWN_EPOCH: 409,
+    Code.CLOCK_SKEW: 400,
+    Code.REGISTRY_INVALID: 400,
+    Code.REGISTRY_FORK: 409,
+    Code.PROOF_INVALID: 400,
+    Code.TREE_HEAD_INVALID: 400,
+    Code.LOG_ROLLBACK: 409,
+    Code.DECRYPT_FAILED: 400,
+}
+
+
+class SddsfError(Exception):
+    """Root of every SDDSF error.
+
+    Attributes:
+        code: the stable :class:`Code` of this rejection.
+        message: a sentence for a person (no secrets, no plaintext).
+    """
+
+    default_code: Code = Code.USAGE
+
+    def __init__(self, message: str, code: Code | None = None) -> None:
+        self.code: Code = code if code is not None else self.default_code
+        self.message = message
+        super().__init__(f"[{self.code.value}] {message}")
+
+    @property
+    def http_status(self) -> int:
+        """The HTTP status the relay answers with for this error."""
+        return HTTP_STATUS[self.code]
+
+    def to_wire(self) -> dict[str, str]:
+        """The ``{code, message}`` body the relay sends."""
+        return {"code": self.code.value, "message": self.message}
+
+
+class LocalProtocolError(SddsfError):
+    """The caller misused the API (a bug or a wrong argument on this side)."""
+
+
+class UsageError(LocalProtocolError):
+    """An argument or call order that the API does not allow."""
+
+    default_code = Code.USAGE
+
+
+class ConfigError(LocalProtocolError):
+    """A configuration value that is missing or out of range."""
+
+    default_code = Code.CONFIG
+
+
+class RemoteProtocolError(SddsfError):
+    """The peer (another device or the relay) sent something unacceptable."""
+
+
+class DecodeError(RemoteProtocolError):
+    """Bytes that do not decode as the expected structure, or exceed a limit."""
+
+    default_code = Code.MALFORMED
+
+
+class VerificationError(RemoteProtocolError):
+    """A well-formed structure that fails a verification rule."""
+
+
+class SignatureError(VerificationError):
+    """A signature does not verify. Deliberately opaque (one error for every cause)."""
+
+    default_code = Code.SIG_INVALID
+
+
+class KeyValidationError(VerificationError):
+    """A public key that is low-order, non-canonical or otherwise unusable."""
+
+    default_code = Code.BAD_KEY
+
+
+class ContextError(VerificationError):
+    """A structure bound to one context (space, doc, epoch, author) presented in another."""
+
+    default_code = Code.WRONG_CONTEXT
+
+
+class ChainError(VerificationError):
+    """A per-author hash chain rule failed: fork, gap or deps regression."""
+
+    default_code = Code.CHAIN_FORK
+
+
+class AuthorizationError(VerificationError):
+    """The signer is unknown, revoked, or not allowed to do this."""
+
+    default_code = Code.NOT_AUTHORIZED
+
+
+class EpochError(VerificationError):
+    """The key epoch is too old or not known yet."""
+
+    default_code = Code.STALE_EPOCH
+
+
+class ClockSkewError(VerificationError):
+    """A timestamp lies outside the allowed skew window."""
+
+    default_code = Code.CLOCK_SKEW
+
+
+class RegistryError(VerificationError):
+    """The device registry (sigchain) does not verify from genesis."""
+
+    default_code = Code.REGISTRY_INVALID
+
+
+class ProofError(VerificationError):
+    """A Merkle proof or signed tree head fails, or the log went back in time."""
+
+    default_code = Code.PROOF_INVALID
+
+
+class DecryptError(VerificationError):
+    """Authenticated decryption failed (wrong key, or tampered ciphertext)."""
+
+    default_code = Code.DECRYPT_FAILED
+
+
+_CLASS_FOR_CODE: Final[dict[Code, type[SddsfError]]] = {
+    Code.USAGE: UsageError,
+    Code.CONFIG: ConfigError,
+    Code.MALFORMED: DecodeError,
+    Code.TOO_LARGE: DecodeError,
+    Code.UNSUPPORTED_VERSION: DecodeError,
+    Code.UNSUPPORTED_SUITE: DecodeError,
+    Code.SIG_INVALID: SignatureError,
+    Code.BAD_KEY: KeyValidationError,
+    Code.WRONG_CONTEXT: ContextError,
+    Code.CHAIN_FORK: ChainError,
+    Code.CHAIN_GAP: ChainError,
+    Code.DEPS_REGRESSION: ChainError,
+    Code.UNKNOWN_DEVICE: AuthorizationError,
+    Code.REVOKED: AuthorizationError,
+    Code.NOT_AUTHORIZED: AuthorizationError,
+    Code.STALE_EPOCH: EpochError,
+    Code.UNKNOWN_EPOCH: EpochError,
+    Code.CLOCK_SKEW: ClockSkewError,
+    Code.REGISTRY_INVALID: RegistryError,
+    Code.REGISTRY_FORK: RegistryError,
+    Code.PROOF_INVALID: ProofError,
+    Code.TREE_HEAD_INVALID: ProofError,
+    Code.LOG_ROLLBACK: ProofError,
+    Code.DECRYPT_FAILED: DecryptError,
+}
+
+
+def error_from_wire(code: str, message: str) -> SddsfError:
+    """Rebuild the typed error a peer reported as ``{code, message}``.
+
+    An unknown code (a newer peer) becomes a plain :class:`RemoteProtocolError`
+    with code ``malformed`` and the peer's code kept in the message.
+    """
+    try:
+        known = Code(code)
+    except ValueError:
+        return RemoteProtocolError(f"peer reported unknown error code {code!r}: {message}",
+                                   Code.MALFORMED)
+    return _CLASS_FOR_CODE[known](message, known)

@@ -1,0 +1,248 @@
+"""Canonical encoding: a strict subset of deterministic CBOR (RFC 8949 §4.2.1).
+
+Every signed, hashed or AEAD-bound structure in SDDSF is one CBOR value
+encoded here. The invariant this module keeps is *one byte string per value*:
+:func:`encode` produces the only encoding :func:`decode` accepts, so a
+signature over the bytes is a signature over the value.
+
+Allowed data model: ``None``, ``bool``, ``int`` (-2^64 .. 2^64-1), ``bytes``,
+``str`` (UTF-8), ``list`` and ``dict`` with ``str`` or ``int`` keys.
+Rejected on decode (``DecodeError``, code ``malformed`` unless noted):
+non-shortest integer or length arguments, indefinite lengths, tags, floats,
+simple values other than false/true/null, unsorted or duplicate map keys,
+invalid UTF-8, trailing bytes; input over ``max_size`` (code ``too_large``),
+nesting deeper than ``max_depth``, containers with more than ``max_items``.
+Every declared length is checked against the bytes that remain *before*
+anything is allocated, so a 9-byte header cannot ask for 2^64 items.
+
+Map keys are ordered by their encoded bytes (bytewise lexicographic), which is
+RFC 8949's core deterministic ordering; ``cbor2.dumps(v, canonical=True)``
+produces the same bytes for this data model (a test cross-checks).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Final
+
+from sddsf.errors import Code, DecodeError, UsageError
+
+__all__ = [
+    "DEFAULT_LIMITS",
+    "DecodeLimits",
+    "decode",
+    "encode",
+]
+
+_UINT64_MAX: Final = 2**64 - 1
+_MAJOR_UINT, _MAJOR_NINT, _MAJOR_BYTES, _MAJOR_TEXT = 0, 1, 2, 3
+_MAJOR_ARRAY, _MAJOR_MAP, _MAJOR_TAG, _MAJOR_SIMPLE = 4, 5, 6, 7
+_FALSE, _TRUE, _NULL = 0xF4, 0xF5, 0xF6
+
+
+@dataclass(frozen=True, slots=True)
+class DecodeLimits:
+    """Bounds applied while decoding untrusted bytes."""
+
+    max_size: int = 1 << 20  # whole input, bytes
+    max_depth: int = 16  # nesting of arrays and maps
+    max_items: int = 10_000  # entries in one array or map
+
+
+DEFAULT_LIMITS: Final = DecodeLimits()
+
+
+# ---------------------------------------------------------------------- encode
+
+
+def _head(major: int, arg: int) -> bytes:
+    # Shortest form: the invariant that makes the encoding canonical.
+    mt = major << 5
+    if arg < 24:
+        return bytes((mt | arg,))
+    if arg <= 0xFF:
+        return bytes((mt | 24, arg))
+    if arg <= 0xFFFF:
+        return bytes((mt | 25,)) + arg.to_bytes(2, "big")
+    if arg <= 0xFFFFFFFF:
+        return bytes((mt | 26,)) + arg.to_bytes(4, "big")
+    return bytes((mt | 27,)) + arg.to_bytes(8, "big")
+
+
+def _encode_into(out: bytearray, value: object, depth: int) -> None:
+    if depth > 64:
+        raise UsageError("value nests too deeply to encode")
+    if value is None:
+        out.append(_NULL)
+    elif value is True:
+        out.append(_TRUE)
+    elif value is False:
+        out.append(_FALSE)
+    elif isinstance(value, int):
+        if 0 <= value <= _UINT64_MAX:
+            out += _head(_MAJOR_UINT, value)
+        elif -(2**64) <= value < 0:
+            out += _head(_MAJOR_NINT, -1 - value)
+        else:
+            raise UsageError(f"integer {value} does not fit in 64 bits")
+    elif isinstance(value, bytes | bytearray | memoryview):
+        raw = bytes(value)
+        out += _head(_MAJOR_BYTES, len(raw))
+        out += raw
+    elif isinstance(value, str):
+        raw = value.encode("utf-8")
+        out += _head(_MAJOR_TEXT, len(raw))
+        out += raw
+    elif isinstance(value, Mapping):
+        items = []
+        for k, v in value.items():
+            if isinstance(k, bool) or not isinstance(k, str | int):
+                raise UsageError(f"map keys must be str or int, got {type(k).__name__}")
+            encoded_key = bytearray()
+            _encode_into(encoded_key, k, depth + 1)
+            items.append((bytes(encoded_key), v))
+        items.sort(key=lambda kv: kv[0])
+        out += _head(_MAJOR_MAP, len(items))
+        for key_bytes, v in items:
+            out += key_bytes
+            _encode_into(out, v, depth + 1)
+    elif isinstance(value, Sequence):
+        out += _head(_MAJOR_ARRAY, len(value))
+        for item in value:
+            _encode_into(out, item, depth + 1)
+    else:
+        raise UsageError(f"cannot encode values of type {type(value).__name__}")
+
+
+def encode(value: object) -> bytes:
+    """Encode ``value`` canonically.
+
+    Raises:
+        UsageError: a type outside the data model, a key that is not str/int,
+            or an integer beyond 64 bits.
+    """
+    out = bytearray()
+    _encode_into(out, value, 0)
+    return bytes(out)
+
+
+# ---------------------------------------------------------------------- decode
+
+
+class _Reader:
+    __slots__ = ("data", "limits", "pos")
+
+    def __init__(self, data: bytes, limits: DecodeLimits) -> None:
+        self.data = data
+        self.pos = 0
+        self.limits = limits
+
+    def fail(self, why: str) -> DecodeError:
+        return DecodeError(f"malformed encoding at byte {self.pos}: {why}", Code.MALFORMED)
+
+    def take(self, n: int) -> bytes:
+        end = self.pos + n
+        if end > len(self.data):
+            raise self.fail(f"needs {n} bytes, only {len(self.data) - self.pos} remain")
+        chunk = self.data[self.pos:end]
+        self.pos = end
+        return chunk
+
+    def head(self) -> tuple[int, int]:
+        if self.pos >= len(self.data):
+            raise self.fail("unexpected end of input")
+        initial = self.data[self.pos]
+        self.pos += 1
+        major, info = initial >> 5, initial & 0x1F
+        if info < 24:
+            return major, info
+        if info > 27:
+            # 28-30 reserved, 31 = indefinite length: neither is canonical.
+            raise self.fail("indefinite lengths and reserved values are not allowed")
+        width = 1 << (info - 24)
+        arg = int.from_bytes(self.take(width), "big")
+        # Shortest form only: each width must be needed.
+        minimum = 24 if width == 1 else 1 << (4 * width)
+        if arg < minimum:
+            raise self.fail("integer or length not in its shortest form")
+        return major, arg
+
+    def value(self, depth: int) -> object:
+        start = self.pos
+        major, arg = self.head()
+        if major == _MAJOR_UINT:
+            return arg
+        if major == _MAJOR_NINT:
+            return -1 - arg
+        if major in (_MAJOR_BYTES, _MAJOR_TEXT):
+            if arg > len(self.data) - self.pos:
+                raise self.fail(f"string of {arg} bytes is longer than the input")
+            raw = self.take(arg)
+            if major == _MAJOR_BYTES:
+                return raw
+            try:
+                return raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise self.fail("text string is not valid UTF-8") from None
+        if major in (_MAJOR_ARRAY, _MAJOR_MAP):
+            if depth >= self.limits.max_depth:
+                raise self.fail(f"nesting deeper than {self.limits.max_depth}")
+            if arg > self.limits.max_items:
+                raise self.fail(f"{arg} items exceed the limit of {self.limits.max_items}")
+            # Every item takes at least one byte (a map entry two): refuse
+            # impossible counts before allocating anything for them.
+            if arg * (1 if major == _MAJOR_ARRAY else 2) > len(self.data) - self.pos:
+                raise self.fail(f"declares {arg} items but the input is too short")
+            if major == _MAJOR_ARRAY:
+                return [self.value(depth + 1) for _ in range(arg)]
+            return self.map(arg, depth)
+        if major == _MAJOR_TAG:
+            raise self.fail("tags are not allowed")
+        self.pos = start + 1
+        initial = self.data[start]
+        if initial == _FALSE:
+            return False
+        if initial == _TRUE:
+            return True
+        if initial == _NULL:
+            return None
+        raise self.fail("floats and simple values other than false/true/null are not allowed")
+
+    def map(self, count: int, depth: int) -> dict[object, object]:
+        result: dict[object, object] = {}
+        previous_key = b""
+        for i in range(count):
+            key_start = self.pos
+            key = self.value(depth + 1)
+            if isinstance(key, bool) or not isinstance(key, str | int):
+                raise self.fail("map keys must be text or integers")
+            key_bytes = self.data[key_start:self.pos]
+            if i and key_bytes <= previous_key:
+                raise self.fail("map keys are duplicated or not in canonical order")
+            previous_key = key_bytes
+            result[key] = self.value(depth + 1)
+        return result
+
+
+def decode(data: bytes | bytearray | memoryview, *,
+           limits: DecodeLimits = DEFAULT_LIMITS) -> object:
+    """Decode exactly one canonical value from ``data``.
+
+    Returns an object in the data model described in the module docstring; the
+    caller narrows its type with :mod:`sddsf.protocol.schema`.
+
+    Raises:
+        DecodeError: ``too_large`` when ``data`` exceeds ``limits.max_size``;
+            ``malformed`` for anything that is not the canonical encoding.
+    """
+    if not isinstance(data, bytes):
+        data = bytes(data)
+    if len(data) > limits.max_size:
+        raise DecodeError(f"input of {len(data)} bytes exceeds the limit of {limits.max_size}",
+                          Code.TOO_LARGE)
+    reader = _Reader(data, limits)
+    value = reader.value(0)
+    if reader.pos != len(data):
+        raise reader.fail(f"{len(data) - reader.pos} trailing bytes after the value")
+    return value

@@ -1,0 +1,237 @@
+"""Op envelopes: signed, encrypted CRDT updates.
+
+Wire form (canonical CBOR)::
+
+    envelope = [version, header_bytes, ciphertext, signature]
+    header   = {"v", "suite", "space", "doc", "author", "seq", "prev", "deps",
+                "epoch", "ts", "seen", "nonce"}            (all required)
+
+* ``ciphertext`` = XChaCha20-Poly1305(doc_key, nonce, plaintext,
+  ad = labelled(OP_AD, header_bytes)); the header is therefore bound to the
+  ciphertext, and every context field (space, doc, author, seq, epoch) is in it.
+* ``doc_key`` = HKDF-SHA256(epoch_key, salt=DOC_KEY, info=labelled(DOC_KEY,
+  space, doc, epoch)).
+* ``signature`` = Ed25519 by the author over
+  ``labelled(OP_SIG, header_bytes, tagged_hash(OP_CIPHERTEXT, ciphertext))``.
+* op id = ``tagged_hash(OP_ID, envelope_bytes)``; a Merkle leaf is the
+  envelope bytes themselves.
+
+:func:`decode_envelope` checks structure only; the rules in
+:mod:`sddsf.protocol.rules` decide acceptance.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Final
+
+from sddsf.crypto import AEAD_NONCE_SIZE, Ed25519PublicKey, aead_decrypt, aead_encrypt, hkdf_sha256
+from sddsf.errors import Code, DecodeError, UsageError
+from sddsf.protocol import labels
+from sddsf.protocol.clock import HLCTimestamp
+from sddsf.protocol.encoding import decode, encode
+from sddsf.protocol.identity import ID_SIZE, DeviceKeys
+from sddsf.protocol.labels import labelled, tagged_hash
+from sddsf.protocol.limits import DEFAULT_PROTOCOL_LIMITS, ProtocolLimits
+from sddsf.protocol.schema import expect_list, expect_map
+from sddsf.protocol.vv import VersionVector
+
+__all__ = [
+    "FORMAT_VERSION",
+    "GENESIS_PREV",
+    "SPACE_ID_SIZE",
+    "SUITE_V1",
+    "OpEnvelope",
+    "OpHeader",
+    "TreeHeadRef",
+    "decode_envelope",
+    "derive_doc_key",
+    "open_op",
+    "seal_op",
+]
+
+FORMAT_VERSION: Final = 1
+#: Ed25519 + XChaCha20-Poly1305 + HKDF-SHA256 + BLAKE2b-256 + RFC 9162 SHA-256 log.
+SUITE_V1: Final = 1
+SUPPORTED_SUITES: Final = frozenset({SUITE_V1})
+SPACE_ID_SIZE: Final = 16
+DOC_ID_SIZE: Final = 16
+HASH_SIZE: Final = 32
+GENESIS_PREV: Final = bytes(HASH_SIZE)  # "prev" of an author's first op in a space
+_HEADER_KEYS: Final = ("v", "suite", "space", "doc", "author", "seq", "prev", "deps",
+                       "epoch", "ts", "seen", "nonce")
+
+
+@dataclass(frozen=True, slots=True)
+class TreeHeadRef:
+    """The last tree head (size, root) of the space log the author had verified."""
+
+    size: int
+    root: bytes
+
+    def to_wire(self) -> list[object]:
+        """``[size, root]``."""
+        return [self.size, self.root]
+
+
+@dataclass(frozen=True, slots=True)
+class OpHeader:
+    """The signed, authenticated (AD) header of an op."""
+
+    space: bytes
+    doc: bytes
+    author: bytes
+    seq: int
+    prev: bytes
+    deps: VersionVector
+    epoch: int
+    ts: HLCTimestamp
+    seen: TreeHeadRef | None
+    nonce: bytes
+    version: int = FORMAT_VERSION
+    suite: int = SUITE_V1
+
+    def to_wire(self) -> dict[str, object]:
+        """The header as a map, ready for :func:`encode`."""
+        return {
+            "v": self.version, "suite": self.suite, "space": self.space, "doc": self.doc,
+            "author": self.author, "seq": self.seq, "prev": self.prev,
+            "deps": self.deps.to_wire(), "epoch": self.epoch, "ts": self.ts.to_wire(),
+            "seen": None if self.seen is None else self.seen.to_wire(), "nonce": self.nonce,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class OpEnvelope:
+    """A decoded envelope, with the exact bytes it came from."""
+
+    header: OpHeader
+    header_bytes: bytes
+    ciphertext: bytes
+    signature: bytes
+    raw: bytes
+    op_id: bytes = field(default=b"", compare=False)
+
+    def signed_message(self) -> bytes:
+        """The bytes the author's signature covers."""
+        return labelled(labels.OP_SIG, self.header_bytes,
+                        tagged_hash(labels.OP_CIPHERTEXT, self.ciphertext))
+
+    def verify_signature(self, author_key: Ed25519PublicKey) -> None:
+        """Check the author's signature.
+
+        Raises:
+            SignatureError: the signature does not verify under ``author_key``.
+        """
+        author_key.verify(self.signed_message(), self.signature)
+
+
+def derive_doc_key(epoch_key: bytes, space: bytes, doc: bytes, epoch: int) -> bytes:
+    """Per-document AEAD key for one key epoch."""
+    if len(epoch_key) != 32:
+        raise UsageError("an epoch key is 32 bytes")
+    return hkdf_sha256(epoch_key, salt=labels.DOC_KEY.encode(),
+                       info=labelled(labels.DOC_KEY, space, doc, epoch))
+
+
+def seal_op(author: DeviceKeys, header: OpHeader, plaintext: bytes, epoch_key: bytes, *,
+            limits: ProtocolLimits = DEFAULT_PROTOCOL_LIMITS) -> OpEnvelope:
+    """Encrypt and sign ``plaintext`` as an op.
+
+    ``header.nonce`` must be 24 fresh random bytes (the caller supplies them).
+
+    Raises:
+        UsageError: the header does not belong to ``author``, or the result is too large.
+    """
+    if header.author != author.device_id:
+        raise UsageError("header.author is not this device")
+    if len(header.nonce) != AEAD_NONCE_SIZE:
+        raise UsageError("header.nonce must be 24 random bytes")
+    header_bytes = encode(header.to_wire())
+    key = derive_doc_key(epoch_key, header.space, header.doc, header.epoch)
+    ciphertext = aead_encrypt(key, header.nonce, plaintext,
+                              labelled(labels.OP_AD, header_bytes))
+    message = labelled(labels.OP_SIG, header_bytes,
+                       tagged_hash(labels.OP_CIPHERTEXT, ciphertext))
+    raw = encode([FORMAT_VERSION, header_bytes, ciphertext, author.sign(message)])
+    if len(raw) > limits.max_op:
+        raise UsageError(f"op of {len(raw)} bytes exceeds the limit of {limits.max_op}; "
+                         "split the update")
+    return decode_envelope(raw, limits=limits)
+
+
+def open_op(envelope: OpEnvelope, epoch_key: bytes) -> bytes:
+    """Decrypt an op's payload with the key of its epoch.
+
+    Raises:
+        DecryptError: wrong key, or tampered header or ciphertext.
+    """
+    h = envelope.header
+    key = derive_doc_key(epoch_key, h.space, h.doc, h.epoch)
+    return aead_decrypt(key, h.nonce, envelope.ciphertext,
+                        labelled(labels.OP_AD, envelope.header_bytes))
+
+
+def _decode_header(header_bytes: bytes, limits: ProtocolLimits) -> OpHeader:
+    value = decode(header_bytes, limits=limits.decode_limits(limits.max_header))
+    f = expect_map(value, "op header", _HEADER_KEYS)
+    version = f.int_("v")
+    if version != FORMAT_VERSION:
+        raise DecodeError(f"op header version {version} is not supported (this build speaks "
+                          f"version {FORMAT_VERSION}); upgrade the device that sent it",
+                          Code.UNSUPPORTED_VERSION)
+    suite = f.int_("suite")
+    if suite not in SUPPORTED_SUITES:
+        raise DecodeError(f"cipher suite {suite} is not allowed", Code.UNSUPPORTED_SUITE)
+    seen_raw = f.raw("seen")
+    seen: TreeHeadRef | None = None
+    if seen_raw is not None:
+        pair = expect_list(seen_raw, "op header.seen", max_items=2)
+        if (len(pair) != 2 or isinstance(pair[0], bool) or not isinstance(pair[0], int)
+                or pair[0] < 1 or not isinstance(pair[1], bytes) or len(pair[1]) != HASH_SIZE):
+            raise DecodeError("op header.seen: expected [size >= 1, 32-byte root] or null")
+        seen = TreeHeadRef(pair[0], pair[1])
+    seq = f.int_("seq", lo=1)
+    prev = f.bytes_("prev", size=HASH_SIZE)
+    if seq == 1 and prev != GENESIS_PREV:
+        raise DecodeError("op header.prev must be all zeros for an author's first op")
+    return OpHeader(
+        space=f.bytes_("space", size=SPACE_ID_SIZE), doc=f.bytes_("doc", size=DOC_ID_SIZE),
+        author=f.bytes_("author", size=ID_SIZE), seq=seq, prev=prev,
+        deps=VersionVector.from_wire(f.raw("deps"), what="op header.deps", id_size=ID_SIZE,
+                                     max_entries=limits.max_deps),
+        epoch=f.int_("epoch"), ts=HLCTimestamp.from_wire(f.raw("ts"), what="op header.ts"),
+        seen=seen, nonce=f.bytes_("nonce", size=AEAD_NONCE_SIZE), version=version, suite=suite)
+
+
+def decode_envelope(data: bytes, *,
+                    limits: ProtocolLimits = DEFAULT_PROTOCOL_LIMITS) -> OpEnvelope:
+    """Decode an envelope (structure only: no signature or rule checks).
+
+    Raises:
+        DecodeError: ``too_large``, ``malformed``, ``unsupported_version`` or
+            ``unsupported_suite``, with the field at fault in the message.
+    """
+    if len(data) > limits.max_op:
+        raise DecodeError(f"op of {len(data)} bytes exceeds the limit of {limits.max_op}",
+                          Code.TOO_LARGE)
+    outer = decode(data, limits=limits.decode_limits(limits.max_op))
+    if not isinstance(outer, list) or len(outer) != 4:
+        raise DecodeError("op envelope: expected [version, header, ciphertext, signature]")
+    version, header_bytes, ciphertext, signature = outer
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise DecodeError("op envelope: version must be an integer")
+    if version != FORMAT_VERSION:
+        raise DecodeError(f"op envelope version {version} is not supported (this build speaks "
+                          f"version {FORMAT_VERSION})", Code.UNSUPPORTED_VERSION)
+    if not isinstance(header_bytes, bytes) or not isinstance(ciphertext, bytes) \
+            or not isinstance(signature, bytes):
+        raise DecodeError("op envelope: header, ciphertext and signature are byte strings")
+    if len(signature) != 64:
+        raise DecodeError("op envelope: signature must be 64 bytes")
+    if len(ciphertext) < 16:
+        raise DecodeError("op envelope: ciphertext is shorter than its tag")
+    header = _decode_header(header_bytes, limits)
+    raw = bytes(data)
+    return OpEnvelope(header, header_bytes, ciphertext, signature, raw,
+                      tagged_hash(labels.OP_ID, raw))

@@ -1,0 +1,64 @@
+"""Versioned domain-separation labels, and the two ways they are applied.
+
+Every signature, hash and AEAD associated-data input in SDDSF is the canonical
+encoding of the array ``[label, part1, part2, ...]``. The label names the
+structure and the protocol version, so bytes signed or hashed for one purpose
+can never be accepted for another (THREATS #3; MLS ``SignWithLabel``). Parts
+are byte strings or other canonical values; array framing makes the split
+between parts unambiguous.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from sddsf.crypto import blake2b_256
+from sddsf.protocol.encoding import encode
+
+__all__ = [
+    "ACCOUNT_ID",
+    "ACCOUNT_RECOVERY_KEY",
+    "ACCOUNT_SIGNING_KEY",
+    "DEVICE_ID",
+    "DOC_KEY",
+    "KEY_PACKAGE_HASH",
+    "KEY_PACKAGE_SEALED",
+    "KEY_PACKAGE_SIG",
+    "OP_AD",
+    "OP_CIPHERTEXT",
+    "OP_ID",
+    "OP_SIG",
+    "REGISTRY_COSIG",
+    "REGISTRY_ENTRY",
+    "REGISTRY_SIG",
+    "TREE_HEAD_SIG",
+    "labelled",
+    "tagged_hash",
+]
+
+OP_SIG: Final = "sddsf/v1/op/sig"
+OP_AD: Final = "sddsf/v1/op/ad"
+OP_ID: Final = "sddsf/v1/op/id"
+OP_CIPHERTEXT: Final = "sddsf/v1/op/ciphertext"
+DOC_KEY: Final = "sddsf/v1/doc-key"
+DEVICE_ID: Final = "sddsf/v1/device-id"
+ACCOUNT_ID: Final = "sddsf/v1/account-id"
+ACCOUNT_SIGNING_KEY: Final = "sddsf/v1/account/signing-key"
+ACCOUNT_RECOVERY_KEY: Final = "sddsf/v1/account/recovery-key"
+REGISTRY_SIG: Final = "sddsf/v1/registry/sig"
+REGISTRY_COSIG: Final = "sddsf/v1/registry/cosig"
+REGISTRY_ENTRY: Final = "sddsf/v1/registry/entry"
+KEY_PACKAGE_SIG: Final = "sddsf/v1/key-package/sig"
+KEY_PACKAGE_HASH: Final = "sddsf/v1/key-package/hash"
+KEY_PACKAGE_SEALED: Final = "sddsf/v1/key-package/sealed-key"
+TREE_HEAD_SIG: Final = "sddsf/v1/tree-head/sig"
+
+
+def labelled(label: str, *parts: object) -> bytes:
+    """Canonical bytes of ``[label, *parts]``: the input to a signature, KDF or AD."""
+    return encode([label, *parts])
+
+
+def tagged_hash(label: str, *parts: object) -> bytes:
+    """BLAKE2b-256 of :func:`labelled` ``(label, *parts)``."""
+    return blake2b_256(labelled(label, *parts))

@@ -1,0 +1,38 @@
+"""Size limits for every structure that arrives from the network.
+
+Decoders check these before allocating (see :mod:`sddsf.protocol.encoding`).
+Relays may lower them in configuration; raising them above the defaults
+breaks interoperability with default peers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+from sddsf.protocol.encoding import DecodeLimits
+
+__all__ = ["DEFAULT_PROTOCOL_LIMITS", "ProtocolLimits"]
+
+
+@dataclass(frozen=True, slots=True)
+class ProtocolLimits:
+    """Bounds on decoded structures (bytes unless stated)."""
+
+    max_op: int = 512 * 1024  # whole op envelope
+    max_header: int = 64 * 1024  # encoded op header
+    max_deps: int = 1024  # entries in a version vector
+    max_registry_entry: int = 64 * 1024
+    max_devices: int = 1024  # devices in one account (and recipients in a key package)
+    max_key_package: int = 256 * 1024
+    max_tree_head: int = 1024
+    max_name: int = 128  # characters in a device name
+    max_depth: int = 8  # nesting of any structure
+
+    def decode_limits(self, max_size: int) -> DecodeLimits:
+        """Decoder bounds for one structure of at most ``max_size`` bytes."""
+        return DecodeLimits(max_size=max_size, max_depth=self.max_depth,
+                            max_items=max(self.max_deps, self.max_devices) + 16)
+
+
+DEFAULT_PROTOCOL_LIMITS: Final = ProtocolLimits()

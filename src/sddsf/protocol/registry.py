@@ -1,0 +1,461 @@
+"""The device registry: the account's signed, hash-chained sigchain.
+
+Wire form of one entry (canonical CBOR)::
+
+    entry = [version, body_bytes, sigs]
+    sigs  = {"by": signature} | {"by": signature, "new": countersignature}
+    body  = {"v", "account", "seq", "prev", "type", "ts", "signer", ...type fields}
+
+    genesis: "account_key", "recovery_key", "device"   signer = account id (account key)
+    add:     "device"                                   signer = active device or account
+    revoke:  "target", "reason"                         signer = active device or account
+    policy:  "policy"                                   signer = active device or account
+    recover: "device", "revoke"                         signer = account id (account key)
+    device = {"sign": Ed25519 pk, "kx": X25519 pk, "name": text}
+
+``"by"`` signs ``labelled(REGISTRY_SIG, body_bytes)``; entries that introduce a
+device (genesis, add, recover) carry ``"new"``, the new device's signature over
+``labelled(REGISTRY_COSIG, body_bytes)``, proving it holds the key. ``seq``
+starts at 0 (genesis); ``prev`` is the previous entry's hash
+``tagged_hash(REGISTRY_ENTRY, entry_bytes)`` (zeros for genesis).
+
+Every device and the relay verify the chain from genesis against the pinned
+account key (:func:`verify_registry`); a gap, a fork, an unauthorised signer, a
+re-added or low-order key is a :class:`~sddsf.errors.RegistryError` (or
+``bad_key`` / ``sig_invalid``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from enum import StrEnum
+from typing import Final, Protocol
+
+from sddsf.crypto import Ed25519PublicKey
+from sddsf.errors import Code, DecodeError, RegistryError, SignatureError, UsageError
+from sddsf.protocol import labels
+from sddsf.protocol.encoding import decode, encode
+from sddsf.protocol.identity import ID_SIZE, AccountKeys, AccountPublic, DeviceKeys, DevicePublic
+from sddsf.protocol.labels import labelled, tagged_hash
+from sddsf.protocol.limits import DEFAULT_PROTOCOL_LIMITS, ProtocolLimits
+from sddsf.protocol.schema import Fields, expect_map
+
+__all__ = [
+    "REGISTRY_VERSION",
+    "DeviceRecord",
+    "DeviceStatus",
+    "EntryType",
+    "RegistryEntry",
+    "RegistryState",
+    "Signer",
+    "add_device",
+    "assemble_entry",
+    "build_body",
+    "countersign_body",
+    "decode_entry",
+    "device_fields",
+    "entry_hash",
+    "genesis",
+    "recover",
+    "revoke_device",
+    "set_policy",
+    "sign_body",
+    "verify_registry",
+]
+
+REGISTRY_VERSION: Final = 1
+_ZERO: Final = bytes(32)
+_COMMON: Final = ("v", "account", "seq", "prev", "type", "ts", "signer")
+
+
+class EntryType(StrEnum):
+    """Kinds of registry entry."""
+
+    GENESIS = "genesis"
+    ADD = "add"
+    REVOKE = "revoke"
+    POLICY = "policy"
+    RECOVER = "recover"
+
+
+_TYPE_FIELDS: Final[dict[EntryType, tuple[str, ...]]] = {
+    EntryType.GENESIS: ("account_key", "recovery_key", "device"),
+    EntryType.ADD: ("device",),
+    EntryType.REVOKE: ("target", "reason"),
+    EntryType.POLICY: ("policy",),
+    EntryType.RECOVER: ("device", "revoke"),
+}
+_INTRODUCES_DEVICE: Final = frozenset({EntryType.GENESIS, EntryType.ADD, EntryType.RECOVER})
+_ACCOUNT_ONLY: Final = frozenset({EntryType.GENESIS, EntryType.RECOVER})
+
+
+class DeviceStatus(StrEnum):
+    """Whether a device may act for the account."""
+
+    ACTIVE = "active"
+    REVOKED = "revoked"
+
+
+class Signer(Protocol):
+    """Anything that signs: :class:`DeviceKeys` or :class:`AccountKeys`."""
+
+    def sign(self, message: bytes) -> bytes:
+        """Detached Ed25519 signature."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceRecord:
+    """What the registry knows about one device."""
+
+    public: DevicePublic
+    name: str
+    status: DeviceStatus
+    added_by: bytes
+    added_seq: int
+    added_ts: int
+    revoked_seq: int | None = None
+    revoked_by: bytes | None = None
+
+    @property
+    def device_id(self) -> bytes:
+        """The device id."""
+        return self.public.device_id
+
+
+@dataclass(frozen=True, slots=True)
+class RegistryEntry:
+    """One decoded (not yet verified) entry."""
+
+    type: EntryType
+    account: bytes
+    seq: int
+    prev: bytes
+    ts: int
+    signer: bytes
+    fields: Fields
+    body_bytes: bytes
+    signature: bytes
+    countersignature: bytes | None
+    raw: bytes
+    hash: bytes
+
+
+def entry_hash(entry_bytes: bytes) -> bytes:
+    """The hash that links the next entry (``prev``) to this one."""
+    return tagged_hash(labels.REGISTRY_ENTRY, entry_bytes)
+
+
+def decode_entry(data: bytes, *,
+                 limits: ProtocolLimits = DEFAULT_PROTOCOL_LIMITS) -> RegistryEntry:
+    """Decode one entry's structure (signatures are checked by :meth:`RegistryState.apply`).
+
+    Raises:
+        DecodeError: malformed, too large or an unsupported version.
+    """
+    if len(data) > limits.max_registry_entry:
+        raise DecodeError(f"registry entry of {len(data)} bytes exceeds the limit of "
+                          f"{limits.max_registry_entry}", Code.TOO_LARGE)
+    outer = decode(data, limits=limits.decode_limits(limits.max_registry_entry))
+    if not isinstance(outer, list) or len(outer) != 3:
+        raise DecodeError("registry entry: expected [version, body, signatures]")
+    version, body_bytes, sigs = outer
+    if version != REGISTRY_VERSION or isinstance(version, bool):
+        raise DecodeError(f"registry entry version {version!r} is not supported",
+                          Code.UNSUPPORTED_VERSION)
+    if not isinstance(body_bytes, bytes):
+        raise DecodeError("registry entry: body must be a byte string")
+    s = expect_map(sigs, "registry entry signatures", ("by",), ("new",))
+    signature = s.bytes_("by", size=64)
+    cosig = s.bytes_("new", size=64) if s.has("new") else None
+    body = decode(body_bytes, limits=limits.decode_limits(limits.max_registry_entry))
+    if not isinstance(body, dict) or not isinstance(body.get("type"), str):
+        raise DecodeError("registry entry body: expected a map with a text 'type'")
+    try:
+        etype = EntryType(body["type"])
+    except ValueError:
+        raise DecodeError(f"registry entry type {body['type']!r} is unknown",
+                          Code.UNSUPPORTED_VERSION) from None
+    f = expect_map(body, f"registry {etype.value} entry", _COMMON + _TYPE_FIELDS[etype])
+    if f.int_("v") != REGISTRY_VERSION:
+        raise DecodeError("registry entry body version is not supported",
+                          Code.UNSUPPORTED_VERSION)
+    if (cosig is None) == (etype in _INTRODUCES_DEVICE):
+        raise DecodeError(f"registry {etype.value} entry: a countersignature is "
+                          f"{'required' if etype in _INTRODUCES_DEVICE else 'not allowed'}")
+    raw = bytes(data)
+    return RegistryEntry(etype, f.bytes_("account", size=ID_SIZE), f.int_("seq"),
+                         f.bytes_("prev", size=32), f.int_("ts"),
+                         f.bytes_("signer", size=ID_SIZE), f, body_bytes, signature, cosig,
+                         raw, entry_hash(raw))
+
+
+def _device_of(f: Fields, limits: ProtocolLimits) -> tuple[DevicePublic, str]:
+    d = f.map_("device", ("sign", "kx", "name"))
+    public = DevicePublic.from_keys(d.bytes_("sign", size=32), d.bytes_("kx", size=32))
+    return public, d.str_("name", max_len=limits.max_name)
+
+
+def _policy_of(f: Fields) -> dict[str, object]:
+    raw = f.raw("policy")
+    if not isinstance(raw, dict) or len(raw) > 64:
+        raise DecodeError("registry policy: expected a map of at most 64 settings")
+    for k, v in raw.items():
+        if not isinstance(k, str) or not isinstance(v, bool | int | str):
+            raise DecodeError("registry policy: keys are text, values are bool/int/text")
+    return {str(k): v for k, v in raw.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class RegistryState:
+    """The verified registry after applying entries ``0..seq``.
+
+    Instances are immutable: :meth:`apply` returns a new state.
+    """
+
+    account: AccountPublic
+    devices: Mapping[bytes, DeviceRecord]
+    policy: Mapping[str, object]
+    seq: int
+    head: bytes
+    entry_hashes: tuple[bytes, ...]
+    limits: ProtocolLimits = DEFAULT_PROTOCOL_LIMITS
+
+    @property
+    def account_id(self) -> bytes:
+        """The account id."""
+        return self.account.account_id
+
+    def device(self, device_id: bytes) -> DeviceRecord | None:
+        """The record of ``device_id``, or None if the registry never had it."""
+        return self.devices.get(device_id)
+
+    def is_active(self, device_id: bytes) -> bool:
+        """Whether ``device_id`` is a registered, non-revoked device."""
+        rec = self.devices.get(device_id)
+        return rec is not None and rec.status is DeviceStatus.ACTIVE
+
+    def active_devices(self) -> list[DeviceRecord]:
+        """Active devices, in the order they were added."""
+        return sorted((r for r in self.devices.values() if r.status is DeviceStatus.ACTIVE),
+                      key=lambda r: r.added_seq)
+
+    def signer_key(self, signer: bytes) -> Ed25519PublicKey | None:
+        """Key of an identity allowed to sign entries: the account or an active device."""
+        if signer == self.account_id:
+            return self.account.signing_key
+        rec = self.devices.get(signer)
+        if rec is None or rec.status is not DeviceStatus.ACTIVE:
+            return None
+        return rec.public.signing_key
+
+    def apply(self, data: bytes | RegistryEntry) -> RegistryState:
+        """Verify the next entry against this state and return the new state.
+
+        Re-applying an entry already in the chain returns ``self`` unchanged
+        (idempotent). Raises:
+            RegistryError: ``registry_fork`` (another entry at a known seq),
+                ``registry_invalid`` (gap, broken link, unauthorised signer, ...).
+            SignatureError: a signature or countersignature does not verify.
+            KeyValidationError: a new device key is low-order or non-canonical.
+        """
+        e = data if isinstance(data, RegistryEntry) else decode_entry(data, limits=self.limits)
+        if e.seq <= self.seq:
+            if self.entry_hashes[e.seq] == e.hash:
+                return self
+            raise RegistryError(f"registry fork: a different entry already holds seq {e.seq}",
+                                Code.REGISTRY_FORK)
+        if e.seq != self.seq + 1:
+            raise RegistryError(f"registry gap: expected seq {self.seq + 1}, got {e.seq}")
+        if e.prev != self.head:
+            raise RegistryError(f"registry entry {e.seq} does not link to entry {self.seq}",
+                                Code.REGISTRY_FORK)
+        if e.account != self.account_id:
+            raise RegistryError("registry entry belongs to another account")
+        if e.type is EntryType.GENESIS:
+            raise RegistryError("a second genesis entry is not allowed")
+        if e.type in _ACCOUNT_ONLY and e.signer != self.account_id:
+            raise RegistryError(f"a {e.type.value} entry must be signed by the account key",
+                                Code.NOT_AUTHORIZED)
+        key = self.signer_key(e.signer)
+        if key is None:
+            raise RegistryError("registry entry signer is not an active device of this account",
+                                Code.NOT_AUTHORIZED)
+        key.verify(labelled(labels.REGISTRY_SIG, e.body_bytes), e.signature)
+        return self._applied(e)
+
+    def _applied(self, e: RegistryEntry) -> RegistryState:
+        devices = dict(self.devices)
+        policy = self.policy
+        f = e.fields
+        if e.type in _INTRODUCES_DEVICE:
+            public, name = _device_of(f, self.limits)
+            if public.device_id in devices:
+                raise RegistryError("device is already in the registry (a revoked device "
+                                    "cannot be re-added; pair it again with new keys)")
+            if len(devices) >= self.limits.max_devices:
+                raise RegistryError(f"account already has {len(devices)} devices (limit)")
+            try:
+                public.signing_key.verify(labelled(labels.REGISTRY_COSIG, e.body_bytes),
+                                          e.countersignature or b"")
+            except SignatureError:
+                raise SignatureError("new device's countersignature does not verify") from None
+            devices[public.device_id] = DeviceRecord(public, name, DeviceStatus.ACTIVE,
+                                                     e.signer, e.seq, e.ts)
+        targets: list[bytes] = []
+        if e.type is EntryType.REVOKE:
+            targets = [f.bytes_("target", size=ID_SIZE)]
+            f.str_("reason", max_len=256)
+        elif e.type is EntryType.RECOVER:
+            for t in f.list_("revoke", max_items=self.limits.max_devices):
+                if not isinstance(t, bytes) or len(t) != ID_SIZE:
+                    raise DecodeError("registry recover entry: revoke lists 32-byte device ids")
+                targets.append(t)
+            if len(set(targets)) != len(targets):
+                raise RegistryError("registry recover entry lists a device twice")
+        for target in targets:
+            rec = devices.get(target)
+            if rec is None or rec.status is not DeviceStatus.ACTIVE:
+                raise RegistryError("revocation target is not an active device")
+            devices[target] = replace(rec, status=DeviceStatus.REVOKED, revoked_seq=e.seq,
+                                      revoked_by=e.signer)
+        if e.type is EntryType.POLICY:
+            policy = _policy_of(f)
+        return RegistryState(self.account, devices, policy, e.seq, e.hash,
+                             (*self.entry_hashes, e.hash), self.limits)
+
+
+def _genesis_state(e: RegistryEntry, pinned: AccountPublic | None,
+                   limits: ProtocolLimits) -> RegistryState:
+    if e.type is not EntryType.GENESIS or e.seq != 0 or e.prev != _ZERO:
+        raise RegistryError("the registry must start with a genesis entry at seq 0")
+    f = e.fields
+    account = AccountPublic.from_keys(f.bytes_("account_key", size=32),
+                                      f.bytes_("recovery_key", size=32))
+    if pinned is not None and (account.signing_key != pinned.signing_key
+                               or account.recovery_key != pinned.recovery_key):
+        raise RegistryError("genesis names another account key than the pinned one; "
+                            "this registry does not belong to your account", Code.NOT_AUTHORIZED)
+    if e.account != account.account_id or e.signer != account.account_id:
+        raise RegistryError("genesis must be signed by the account key it introduces")
+    account.signing_key.verify(labelled(labels.REGISTRY_SIG, e.body_bytes), e.signature)
+    before_genesis = RegistryState(account, {}, {}, -1, _ZERO, (), limits)
+    return before_genesis._applied(e)
+
+
+def verify_registry(entries: Sequence[bytes], *, pinned: AccountPublic | None,
+                    limits: ProtocolLimits = DEFAULT_PROTOCOL_LIMITS) -> RegistryState:
+    """Verify a whole registry from genesis.
+
+    Args:
+        entries: entry bytes in seq order, starting with genesis.
+        pinned: the account key this device trusts; ``None`` only on first
+            contact (trust on first use: the caller must then pin the result's
+            ``account`` and show its fingerprint to the person).
+
+    Raises:
+        RegistryError, SignatureError, KeyValidationError, DecodeError.
+    """
+    if not entries:
+        raise RegistryError("the registry is empty (no genesis entry)")
+    state = _genesis_state(decode_entry(entries[0], limits=limits), pinned, limits)
+    for data in entries[1:]:
+        state = state.apply(data)
+    return state
+
+
+def build_body(etype: EntryType, *, account_id: bytes, seq: int, prev: bytes, ts_ms: int,
+               signer_id: bytes, fields: Mapping[str, object]) -> bytes:
+    """Canonical body bytes of a new entry (sign them with :func:`assemble_entry`).
+
+    Raises:
+        UsageError: ``fields`` do not match the entry type.
+    """
+    if set(fields) != set(_TYPE_FIELDS[etype]):
+        raise UsageError(f"a {etype.value} entry takes fields {_TYPE_FIELDS[etype]}")
+    body: dict[str, object] = {"v": REGISTRY_VERSION, "account": account_id, "seq": seq,
+                               "prev": prev, "type": etype.value, "ts": ts_ms,
+                               "signer": signer_id}
+    body.update(fields)
+    return encode(body)
+
+
+def device_fields(public: DevicePublic, name: str) -> dict[str, object]:
+    """The ``device`` field for genesis, add and recover entries."""
+    return {"sign": public.signing_key.raw, "kx": public.kx_key, "name": name}
+
+
+def sign_body(body_bytes: bytes, signer: Signer) -> bytes:
+    """The ``by`` signature over a body."""
+    return signer.sign(labelled(labels.REGISTRY_SIG, body_bytes))
+
+
+def countersign_body(body_bytes: bytes, new_device: Signer) -> bytes:
+    """The new device's ``new`` countersignature over a body."""
+    return new_device.sign(labelled(labels.REGISTRY_COSIG, body_bytes))
+
+
+def assemble_entry(body_bytes: bytes, signature: bytes,
+                   countersignature: bytes | None = None) -> bytes:
+    """Entry bytes from a body and its signature(s)."""
+    sigs: dict[str, object] = {"by": signature}
+    if countersignature is not None:
+        sigs["new"] = countersignature
+    return encode([REGISTRY_VERSION, body_bytes, sigs])
+
+
+# ------------------------------------------------------------------ recipes
+# Whole entries when every private key involved is at hand. Pairing (where the
+# new device countersigns on its own machine) uses build_body/countersign_body/
+# sign_body/assemble_entry directly.
+
+
+def _signer_id(signer: DeviceKeys | AccountKeys) -> bytes:
+    return signer.account_id if isinstance(signer, AccountKeys) else signer.device_id
+
+
+def genesis(account: AccountKeys, first_device: DeviceKeys, name: str, ts_ms: int) -> bytes:
+    """The genesis entry: the account key certifies the first device."""
+    body = build_body(EntryType.GENESIS, account_id=account.account_id, seq=0, prev=_ZERO,
+                      ts_ms=ts_ms, signer_id=account.account_id, fields={
+                          "account_key": account.signing.public.raw,
+                          "recovery_key": account.recovery.public,
+                          "device": device_fields(first_device.public, name)})
+    return assemble_entry(body, sign_body(body, account), countersign_body(body, first_device))
+
+
+def _next(state: RegistryState, etype: EntryType, signer: DeviceKeys | AccountKeys,
+          ts_ms: int, fields: Mapping[str, object]) -> bytes:
+    return build_body(etype, account_id=state.account_id, seq=state.seq + 1, prev=state.head,
+                      ts_ms=ts_ms, signer_id=_signer_id(signer), fields=fields)
+
+
+def add_device(state: RegistryState, signer: DeviceKeys | AccountKeys, new_device: DeviceKeys,
+               name: str, ts_ms: int) -> bytes:
+    """An add-device entry signed by ``signer`` and countersigned by ``new_device``."""
+    body = _next(state, EntryType.ADD, signer, ts_ms,
+                 {"device": device_fields(new_device.public, name)})
+    return assemble_entry(body, sign_body(body, signer), countersign_body(body, new_device))
+
+
+def revoke_device(state: RegistryState, signer: DeviceKeys | AccountKeys, target: bytes,
+                  reason: str, ts_ms: int) -> bytes:
+    """A revoke-device entry."""
+    body = _next(state, EntryType.REVOKE, signer, ts_ms, {"target": target, "reason": reason})
+    return assemble_entry(body, sign_body(body, signer))
+
+
+def set_policy(state: RegistryState, signer: DeviceKeys | AccountKeys,
+               policy: Mapping[str, bool | int | str], ts_ms: int) -> bytes:
+    """A set-policy entry (replaces the whole policy map)."""
+    body = _next(state, EntryType.POLICY, signer, ts_ms, {"policy": dict(policy)})
+    return assemble_entry(body, sign_body(body, signer))
+
+
+def recover(state: RegistryState, account: AccountKeys, new_device: DeviceKeys,  # noqa: PLR0917
+            name: str, revoke: Sequence[bytes], ts_ms: int) -> bytes:
+    """A recover entry: the account key certifies a new device, optionally revoking others."""
+    body = _next(state, EntryType.RECOVER, account, ts_ms,
+                 {"device": device_fields(new_device.public, name), "revoke": list(revoke)})
+    return assemble_entry(body, sign_body(body, account), countersign_body(body, new_device))

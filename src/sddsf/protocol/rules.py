@@ -1,0 +1,223 @@
+"""THE op verification rules: one implementation, run by the relay and by every client.
+
+:func:`verify_op` decides whether an op envelope is accepted into a space, is
+an idempotent duplicate of one already accepted, or is rejected with a typed
+error. Rules, in the order they are applied (cheap and state-free first, so
+bad traffic is dropped before any expensive or stateful step)::
+
+    1  size and structure            too_large, malformed
+    2  format version and suite      unsupported_version, unsupported_suite
+    3  space matches                 wrong_context
+    4  author known to the registry  unknown_device
+    5  same (author, seq) already    identical bytes -> DUPLICATE (idempotent,
+       accepted?                     even if later rules would now refuse it)
+    6  author not revoked            revoked
+    7  epoch current, or previous    stale_epoch, unknown_epoch
+       within the grace window
+    8  timestamp within skew         clock_skew
+    9  signature                     sig_invalid
+    10 chain: seq contiguous and     chain_gap, chain_fork (same seq, other
+       prev linked                   bytes; or prev not the head's op id)
+    11 deps monotonic, no self dep   deps_regression
+
+A fork is reported only after the signature checks (rule 9 runs before the
+fork verdict), so forged bytes never become evidence against a device.
+
+History mode (``now_ms=None``) is for a client verifying ops that the relay
+already ordered: the clock rule is skipped and any epoch up to the current one
+is allowed, because an op that was fresh when written stays valid history.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Final, Protocol
+
+from sddsf.errors import (
+    AuthorizationError,
+    ChainError,
+    ClockSkewError,
+    Code,
+    ContextError,
+    EpochError,
+)
+from sddsf.protocol.envelope import OpEnvelope, decode_envelope
+from sddsf.protocol.limits import DEFAULT_PROTOCOL_LIMITS, ProtocolLimits
+from sddsf.protocol.registry import DeviceStatus, RegistryState
+from sddsf.protocol.vv import VersionVector
+
+__all__ = [
+    "DEFAULT_RULES",
+    "ChainHead",
+    "ChainView",
+    "EpochWindow",
+    "MemoryChainView",
+    "Outcome",
+    "RuleSettings",
+    "Verdict",
+    "verify_op",
+]
+
+_MINUTE: Final = 60_000
+
+
+@dataclass(frozen=True, slots=True)
+class RuleSettings:
+    """Tunable windows of the rules (relay and clients must agree)."""
+
+    max_skew_ms: int = 10 * _MINUTE
+    epoch_grace_ms: int = 24 * 60 * _MINUTE
+    limits: ProtocolLimits = DEFAULT_PROTOCOL_LIMITS
+
+
+DEFAULT_RULES: Final = RuleSettings()
+
+
+@dataclass(frozen=True, slots=True)
+class EpochWindow:
+    """The space's current key epoch and when it started (ms since the epoch)."""
+
+    current: int
+    started_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class ChainHead:
+    """The last accepted op of one author in one space."""
+
+    seq: int
+    op_id: bytes
+    deps: VersionVector
+
+
+class ChainView(Protocol):
+    """Read access to the accepted per-author chains of one space.
+
+    The relay answers from storage (prefetched for a batch); a client from its
+    local store. Implementations must reflect every op accepted before.
+    """
+
+    def head(self, author: bytes) -> ChainHead | None:
+        """The author's last accepted op, or None if it has none here."""
+        ...
+
+    def op_id_at(self, author: bytes, seq: int) -> bytes | None:
+        """The id of the author's accepted op at ``seq``, or None."""
+        ...
+
+
+@dataclass
+class MemoryChainView:
+    """A :class:`ChainView` in memory; :meth:`record` adds an accepted op."""
+
+    heads: dict[bytes, ChainHead] = field(default_factory=dict)
+    ids: dict[tuple[bytes, int], bytes] = field(default_factory=dict)
+
+    def head(self, author: bytes) -> ChainHead | None:
+        """See :class:`ChainView`."""
+        return self.heads.get(author)
+
+    def op_id_at(self, author: bytes, seq: int) -> bytes | None:
+        """See :class:`ChainView`."""
+        return self.ids.get((author, seq))
+
+    def record(self, envelope: OpEnvelope) -> None:
+        """Record an op that :func:`verify_op` accepted."""
+        h = envelope.header
+        self.heads[h.author] = ChainHead(h.seq, envelope.op_id, h.deps)
+        self.ids[(h.author, h.seq)] = envelope.op_id
+
+
+class Outcome(Enum):
+    """What to do with a verified op."""
+
+    ACCEPT = "accept"
+    DUPLICATE = "duplicate"
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """Result of :func:`verify_op` (rejections are raised, not returned)."""
+
+    outcome: Outcome
+    envelope: OpEnvelope
+
+
+def _check_epoch(epoch: int, window: EpochWindow, now_ms: int | None,
+                 settings: RuleSettings) -> None:
+    if epoch > window.current:
+        raise EpochError(f"op uses key epoch {epoch} but the space is at epoch "
+                         f"{window.current}; fetch the space's key packages", Code.UNKNOWN_EPOCH)
+    if epoch == window.current or now_ms is None:
+        return
+    if epoch == window.current - 1 and now_ms <= window.started_ms + settings.epoch_grace_ms:
+        return
+    raise EpochError(f"op uses key epoch {epoch}, which was replaced by epoch {window.current};"
+                     " re-encrypt it under the current key", Code.STALE_EPOCH)
+
+
+def _check_chain(env: OpEnvelope, chains: ChainView) -> None:
+    h = env.header
+    head = chains.head(h.author)
+    head_seq = head.seq if head is not None else 0
+    if h.seq > head_seq + 1:
+        raise ChainError(f"op seq {h.seq} skips ahead of the author's last accepted seq "
+                         f"{head_seq}; send the missing ops first", Code.CHAIN_GAP)
+    if h.seq <= head_seq:
+        raise ChainError(f"a different op already holds seq {h.seq} of this author "
+                         "(equivocation or a device restored from an old backup)",
+                         Code.CHAIN_FORK)
+    if head is not None and h.prev != head.op_id:
+        raise ChainError(f"op seq {h.seq} does not link to the author's previous op",
+                         Code.CHAIN_FORK)
+    if h.author in h.deps:
+        raise ChainError("op deps must not name the author itself", Code.DEPS_REGRESSION)
+    if head is not None and not h.deps.dominates(head.deps):
+        raise ChainError("op deps go backwards relative to the author's previous op",
+                         Code.DEPS_REGRESSION)
+
+
+def verify_op(data: bytes | OpEnvelope, *, space: bytes, registry: RegistryState,
+              epochs: EpochWindow, chains: ChainView, now_ms: int | None,
+              settings: RuleSettings | None = None) -> Verdict:
+    """Apply every rule to one op. Pure: reads only its arguments.
+
+    Args:
+        data: envelope bytes, or an envelope already decoded with the same limits.
+        space: the space the op is submitted to (or was pulled from).
+        registry: the verified registry that applies to this op.
+        epochs: the space's current key epoch.
+        chains: accepted chains of this space (the caller records accepted ops).
+        now_ms: the verifier's clock; ``None`` selects history mode.
+
+    Returns:
+        :class:`Verdict` with ``ACCEPT`` or ``DUPLICATE``.
+
+    Raises:
+        DecodeError, ContextError, AuthorizationError, EpochError,
+        ClockSkewError, SignatureError, ChainError (see the module docstring).
+    """
+    settings = settings or DEFAULT_RULES
+    env = data if isinstance(data, OpEnvelope) else decode_envelope(
+        data, limits=settings.limits)
+    h = env.header
+    if h.space != space:
+        raise ContextError("op was signed for another space")
+    author = registry.device(h.author)
+    if author is None:
+        raise AuthorizationError("op author is not a device of this account",
+                                 Code.UNKNOWN_DEVICE)
+    if chains.op_id_at(h.author, h.seq) == env.op_id:
+        return Verdict(Outcome.DUPLICATE, env)
+    if author.status is DeviceStatus.REVOKED:
+        raise AuthorizationError("op author has been revoked; its writes are refused",
+                                 Code.REVOKED)
+    _check_epoch(h.epoch, epochs, now_ms, settings)
+    if now_ms is not None and abs(h.ts.wall_ms - now_ms) > settings.max_skew_ms:
+        raise ClockSkewError(f"op timestamp is {abs(h.ts.wall_ms - now_ms) // 1000} s away "
+                             f"from the verifier's clock (limit {settings.max_skew_ms // 1000}"
+                             " s); check the device's clock")
+    env.verify_signature(author.public.signing_key)
+    _check_chain(env, chains)
+    return Verdict(Outcome.ACCEPT, env)

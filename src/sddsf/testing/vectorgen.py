@@ -1,0 +1,287 @@
+"""Deterministic generator of SDDSF's own conformance vectors (tests/vectors/*.json).
+
+Run ``python -m sddsf.testing.vectorgen tests/vectors`` to (re)write them. Every
+secret, nonce and ephemeral key comes from :func:`seed`, so the output is
+byte-for-byte reproducible; a test regenerates the files and compares.
+
+Each file has ``valid`` cases (MLS style: inputs and every intermediate value)
+and ``invalid`` cases (Keybase style: the input and the error ``code`` a
+conforming implementation must report). Byte strings are lowercase hex.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from sddsf.crypto import Ed25519SigningKey, blake2b_256
+from sddsf.errors import Code
+from sddsf.protocol import keypackage as kp
+from sddsf.protocol import registry as reg
+from sddsf.protocol.clock import HLCTimestamp
+from sddsf.protocol.encoding import encode
+from sddsf.protocol.envelope import GENESIS_PREV, OpEnvelope, OpHeader, derive_doc_key, seal_op
+from sddsf.protocol.identity import AccountKeys, DeviceKeys
+from sddsf.protocol.merkle import MerkleTree
+from sddsf.protocol.treehead import sign_tree_head
+from sddsf.protocol.vv import VersionVector
+
+__all__ = ["generate", "seed", "write"]
+
+NOW_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z, the vectors' clock
+SPACE = bytes.fromhex("5ddf0000000000000000000000000001")
+DOC = bytes.fromhex("d0c00000000000000000000000000001")
+
+
+def seed(name: str) -> bytes:
+    """32 deterministic bytes named ``name`` (vectors only, never for real keys)."""
+    return blake2b_256(b"sddsf/vectors/" + name.encode())
+
+
+def _device(name: str) -> DeviceKeys:
+    return DeviceKeys.from_seeds(seed(f"{name}/sign"), seed(f"{name}/kx"))
+
+
+class _World:
+    """One account with three devices: laptop (genesis), phone (added), tablet (revoked)."""
+
+    def __init__(self) -> None:
+        self.account_secret = seed("account")
+        self.account = AccountKeys.from_secret(self.account_secret)
+        self.laptop, self.phone, self.tablet = (_device(n) for n in ("laptop", "phone", "tablet"))
+        self.entries = [reg.genesis(self.account, self.laptop, "laptop", NOW_MS - 50_000)]
+        state = reg.verify_registry(self.entries, pinned=self.account.public)
+        steps: list[Callable[[reg.RegistryState], bytes]] = [
+            lambda s: reg.add_device(s, self.laptop, self.phone, "phone", NOW_MS - 40_000),
+            lambda s: reg.add_device(s, self.laptop, self.tablet, "tablet", NOW_MS - 30_000),
+            lambda s: reg.revoke_device(s, self.phone, self.tablet.device_id, "lost",
+                                        NOW_MS - 20_000),
+        ]
+        for entry in steps:
+            self.entries.append(entry(state))
+            state = state.apply(self.entries[-1])
+        self.state = state
+        self.epoch_key = seed("epoch-key/0")
+
+    def op(self, author: DeviceKeys, seq: int, prev: bytes, plaintext: bytes, *,
+           space: bytes = SPACE, epoch: int = 0, ts_ms: int = NOW_MS,
+           deps: VersionVector | None = None, key: bytes | None = None) -> OpEnvelope:
+        header = OpHeader(space=space, doc=DOC, author=author.device_id, seq=seq, prev=prev,
+                          deps=deps or VersionVector(), epoch=epoch, ts=HLCTimestamp(ts_ms, 0),
+                          seen=None, nonce=seed(f"nonce/{seq}/{plaintext.hex()}")[:24])
+        return seal_op(author, header, plaintext, key or self.epoch_key)
+
+    def context(self) -> dict[str, Any]:
+        return {
+            "account_secret": self.account_secret.hex(),
+            "account_public_key": self.account.signing.public.raw.hex(),
+            "recovery_public_key": self.account.recovery.public.hex(),
+            "devices": {n: {"signing_seed": seed(f"{n}/sign").hex(),
+                            "kx_seed": seed(f"{n}/kx").hex(), "device_id": d.device_id.hex()}
+                        for n, d in (("laptop", self.laptop), ("phone", self.phone),
+                                     ("tablet", self.tablet))},
+            "registry": [e.hex() for e in self.entries],
+            "space": SPACE.hex(), "doc": DOC.hex(), "epoch_key": self.epoch_key.hex(),
+            "epoch": {"current": 0, "started_ms": NOW_MS - 60_000}, "now_ms": NOW_MS,
+            "rules": {"max_skew_ms": 600_000, "epoch_grace_ms": 86_400_000},
+        }
+
+
+def _flip(data: bytes, index: int) -> bytes:
+    return data[:index] + bytes([data[index] ^ 0x01]) + data[index + 1:]
+
+
+def _envelopes(w: _World) -> dict[str, Any]:
+    first = w.op(w.laptop, 1, GENESIS_PREV, b"first edit")
+    second = w.op(w.laptop, 2, first.op_id, b"second edit",
+                  deps=VersionVector({w.phone.device_id: 1}))
+    phone1 = w.op(w.phone, 1, GENESIS_PREV, b"phone edit")
+    fork = w.op(w.laptop, 1, GENESIS_PREV, b"another first edit")
+    forged = encode([1, first.header_bytes, first.ciphertext,
+                     w.phone.sign(first.signed_message())])
+    valid = [
+        {"name": name, "preceding": [p.raw.hex() for p in pre], "envelope": e.raw.hex(),
+         "op_id": e.op_id.hex(), "outcome": outcome, "plaintext": pt.hex(),
+         "doc_key": derive_doc_key(w.epoch_key, SPACE, DOC, 0).hex()}
+        for name, pre, e, outcome, pt in (
+            ("first op of an author", [], first, "accept", b"first edit"),
+            ("second op links to the first", [first], second, "accept", b"second edit"),
+            ("identical resubmission is a duplicate", [first], first, "duplicate", b"first edit"),
+            ("another author's first op", [first], phone1, "accept", b"phone edit"),
+        )
+    ]
+    invalid = [
+        {"name": name, "preceding": [p.hex() for p in pre], "envelope": env.hex(), "code": code}
+        for name, pre, env, code in (
+            ("signature by another device", [], forged, Code.SIG_INVALID),
+            ("bit flip in the signature", [], _flip(first.raw, len(first.raw) - 1),
+             Code.SIG_INVALID),
+            ("bit flip in the ciphertext", [], _flip(first.raw, len(first.raw) - 70),
+             Code.SIG_INVALID),
+            ("fork: same seq, other content", [first.raw], fork.raw, Code.CHAIN_FORK),
+            ("gap: seq 2 without seq 1", [], second.raw, Code.CHAIN_GAP),
+            ("another space", [], w.op(w.laptop, 1, GENESIS_PREV, b"x",
+                                       space=bytes(16)).raw, Code.WRONG_CONTEXT),
+            ("revoked author", [], w.op(w.tablet, 1, GENESIS_PREV, b"x").raw, Code.REVOKED),
+            ("unknown author", [], w.op(_device("stranger"), 1, GENESIS_PREV, b"x").raw,
+             Code.UNKNOWN_DEVICE),
+            ("future epoch", [], w.op(w.laptop, 1, GENESIS_PREV, b"x", epoch=1).raw,
+             Code.UNKNOWN_EPOCH),
+            ("timestamp an hour ahead", [], w.op(w.laptop, 1, GENESIS_PREV, b"x",
+                                                 ts_ms=NOW_MS + 3_600_000).raw,
+             Code.CLOCK_SKEW),
+            ("deps name the author", [], w.op(w.laptop, 1, GENESIS_PREV, b"x", deps=VersionVector(
+                {w.laptop.device_id: 1})).raw, Code.DEPS_REGRESSION),
+            ("envelope version 2", [], encode([2, first.header_bytes, first.ciphertext,
+                                               first.signature]), Code.UNSUPPORTED_VERSION),
+            ("trailing byte", [], first.raw + b"\x00", Code.MALFORMED),
+            ("truncated", [], first.raw[:-1], Code.MALFORMED),
+        )
+    ]
+    return {"context": w.context(), "valid": valid, "invalid": invalid}
+
+
+def _registries(w: _World) -> dict[str, Any]:
+    s0 = reg.verify_registry(w.entries[:1], pinned=w.account.public)
+    stranger = _device("stranger")
+    bad_sig = reg.add_device(s0, stranger, _device("x"), "x", NOW_MS)
+    fork = reg.add_device(s0, w.laptop, _device("other-phone"), "other", NOW_MS)
+    second_state = s0.apply(w.entries[1])
+    readd = reg.add_device(w.state, w.laptop, w.tablet, "tablet again", NOW_MS)
+    body = reg.build_body(reg.EntryType.RECOVER, account_id=w.account.account_id,
+                          seq=w.state.seq + 1, prev=w.state.head, ts_ms=NOW_MS,
+                          signer_id=w.laptop.device_id, fields={
+                              "device": reg.device_fields(_device("new").public, "new"),
+                              "revoke": []})
+    recover_by_device = reg.assemble_entry(body, reg.sign_body(body, w.laptop),
+                                           reg.countersign_body(body, _device("new")))
+    good_recover = reg.recover(w.state, w.account, _device("recovered"), "recovered",
+                               [w.laptop.device_id, w.phone.device_id], NOW_MS)
+    devices = {r.name: r.status.value for r in w.state.devices.values()}
+    return {
+        "context": w.context(),
+        "valid": [
+            {"name": "genesis, add, add, revoke", "entries": [e.hex() for e in w.entries],
+             "head": w.state.head.hex(), "devices": devices},
+            {"name": "recover revoking every old device",
+             "entries": [e.hex() for e in [*w.entries, good_recover]],
+             "head": reg.entry_hash(good_recover).hex(),
+             "devices": {**{n: "revoked" for n in devices}, "recovered": "active"}},
+        ],
+        "invalid": [
+            {"name": name, "entries": [e.hex() for e in entries], "code": code}
+            for name, entries, code in (
+                ("add signed by a stranger", [w.entries[0], bad_sig], Code.NOT_AUTHORIZED),
+                ("fork at seq 1", [*w.entries[:2], fork], Code.REGISTRY_FORK),
+                ("gap: seq 2 after seq 0", [w.entries[0], w.entries[2]], Code.REGISTRY_INVALID),
+                ("re-adding a revoked device", [*w.entries, readd], Code.REGISTRY_INVALID),
+                ("recover signed by a device", [*w.entries, recover_by_device],
+                 Code.NOT_AUTHORIZED),
+                ("no genesis", [w.entries[1]], Code.REGISTRY_INVALID),
+                ("bit flip in a signature", [w.entries[0], _flip(w.entries[1], len(
+                    w.entries[1]) - 1)], Code.SIG_INVALID),
+            )
+        ],
+        "note": f"valid chain state after entry 1 has {len(second_state.devices)} devices",
+    }
+
+
+def _key_packages(w: _World) -> dict[str, Any]:
+    def build(creator: DeviceKeys, space: bytes = SPACE, epoch: int = 0,
+              prev: bytes = bytes(32), key: bytes | None = None) -> bytes:
+        n = len(w.state.active_devices()) + 1
+        return kp.build_key_package(creator=creator, registry=w.state, space=space, epoch=epoch,
+                                    prev=prev, epoch_key=key or w.epoch_key, ts_ms=NOW_MS,
+                                    ephemeral_seeds=[seed(f"eph/{epoch}/{i}") for i in range(n)])
+
+    p0 = build(w.laptop)
+    p1 = build(w.phone, epoch=1, prev=kp.package_hash(p0), key=seed("epoch-key/1"))
+    return {
+        "context": w.context(),
+        "valid": [
+            {"name": "epoch 0 by laptop", "previous": None, "package": p0.hex(),
+             "epoch_key": w.epoch_key.hex(), "hash": kp.package_hash(p0).hex()},
+            {"name": "epoch 1 by phone", "previous": p0.hex(), "package": p1.hex(),
+             "epoch_key": seed("epoch-key/1").hex(), "hash": kp.package_hash(p1).hex()},
+        ],
+        "invalid": [
+            {"name": name, "previous": prev.hex() if prev else None, "package": pkg.hex(),
+             "code": code}
+            for name, prev, pkg, code in (
+                ("created for another space", None, build(w.laptop, space=bytes(16)),
+                 Code.WRONG_CONTEXT),
+                ("epoch 1 without epoch 0", None, p1, Code.UNKNOWN_EPOCH),
+                ("broken prev link", p0, build(w.phone, epoch=1, prev=bytes(range(32))),
+                 Code.WRONG_CONTEXT),
+                ("bit flip in the signature", None, _flip(p0, len(p0) - 1), Code.SIG_INVALID),
+            )
+        ],
+    }
+
+
+def _tree_heads() -> dict[str, Any]:
+    relay = Ed25519SigningKey.from_seed(seed("relay"))
+    tree = MerkleTree()
+    for i in range(7):
+        tree.append_leaf(f"leaf {i}".encode())
+    heads = {n: sign_tree_head(relay, log=SPACE, size=n, root=tree.root(n), ts_ms=NOW_MS)
+             for n in (3, 7)}
+    other = sign_tree_head(relay, log=SPACE, size=7, root=bytes(32), ts_ms=NOW_MS)
+    return {
+        "context": {"relay_public_key": relay.public.raw.hex(), "log": SPACE.hex(),
+                    "leaves": [f"leaf {i}".encode().hex() for i in range(7)]},
+        "valid": [{"name": f"size {n}", "tree_head": h.hex(), "size": n,
+                   "root": tree.root(n).hex()} for n, h in heads.items()],
+        "progress": [
+            {"name": "3 -> 7 consistent", "old": heads[3].hex(), "new": heads[7].hex(),
+             "proof": [p.hex() for p in tree.consistency_proof(3, 7)], "code": None},
+            {"name": "7 -> 3 rollback", "old": heads[7].hex(), "new": heads[3].hex(),
+             "proof": [], "code": Code.LOG_ROLLBACK},
+            {"name": "same size, other root (split view)", "old": heads[7].hex(),
+             "new": other.hex(), "proof": [], "code": Code.PROOF_INVALID},
+        ],
+        "invalid": [
+            {"name": "bit flip in the signature", "tree_head": _flip(
+                heads[7], len(heads[7]) - 1).hex(), "code": Code.TREE_HEAD_INVALID},
+            {"name": "another log", "tree_head": sign_tree_head(
+                relay, log=bytes(16), size=7, root=tree.root(), ts_ms=NOW_MS).hex(),
+             "code": Code.TREE_HEAD_INVALID},
+        ],
+    }
+
+
+def generate() -> dict[str, Any]:
+    """All vector files, by file name."""
+    w = _World()
+    makers: dict[str, Callable[[], dict[str, Any]]] = {
+        "envelope.json": lambda: _envelopes(w),
+        "registry.json": lambda: _registries(w),
+        "key_package.json": lambda: _key_packages(w),
+        "tree_head.json": _tree_heads,
+    }
+    return {name: {"generator": "python -m sddsf.testing.vectorgen tests/vectors", **make()}
+            for name, make in makers.items()}
+
+
+def render(doc: dict[str, Any]) -> str:
+    """The exact text written to a vector file."""
+    return json.dumps(doc, indent=1, sort_keys=True, default=str) + "\n"
+
+
+def write(directory: Path) -> list[Path]:
+    """Write every vector file into ``directory``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, doc in generate().items():
+        path = directory / name
+        path.write_text(render(doc))
+        paths.append(path)
+    return paths
+
+
+if __name__ == "__main__":
+    for p in write(Path(sys.argv[1] if len(sys.argv) > 1 else "tests/vectors")):
+        print(p)
