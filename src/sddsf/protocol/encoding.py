@@ -131,97 +131,96 @@ def encode(value: object) -> bytes:
 
 
 class _Reader:
-    __slots__ = ("data", "limits", "pos")
+    """Recursive-descent reader. Hot path: one method call per value, no slicing
+    for integers, every length checked against the remaining input first."""
+
+    __slots__ = ("data", "end", "limits", "pos")
 
     def __init__(self, data: bytes, limits: DecodeLimits) -> None:
         self.data = data
+        self.end = len(data)
         self.pos = 0
         self.limits = limits
 
     def fail(self, why: str) -> DecodeError:
         return DecodeError(f"malformed encoding at byte {self.pos}: {why}", Code.MALFORMED)
 
-    def take(self, n: int) -> bytes:
-        end = self.pos + n
-        if end > len(self.data):
-            raise self.fail(f"needs {n} bytes, only {len(self.data) - self.pos} remain")
-        chunk = self.data[self.pos:end]
-        self.pos = end
-        return chunk
-
-    def head(self) -> tuple[int, int]:
-        if self.pos >= len(self.data):
-            raise self.fail("unexpected end of input")
-        initial = self.data[self.pos]
-        self.pos += 1
-        major, info = initial >> 5, initial & 0x1F
-        if info < 24:
-            return major, info
-        if info > 27:
-            # 28-30 reserved, 31 = indefinite length: neither is canonical.
-            raise self.fail("indefinite lengths and reserved values are not allowed")
-        width = 1 << (info - 24)
-        arg = int.from_bytes(self.take(width), "big")
-        # Shortest form only: each width must be needed.
-        minimum = 24 if width == 1 else 1 << (4 * width)
-        if arg < minimum:
-            raise self.fail("integer or length not in its shortest form")
-        return major, arg
-
     def value(self, depth: int) -> object:
-        start = self.pos
-        major, arg = self.head()
+        data, pos = self.data, self.pos
+        if pos >= self.end:
+            raise self.fail("unexpected end of input")
+        initial = data[pos]
+        major, arg = initial >> 5, initial & 0x1F
+        pos += 1
+        if major == _MAJOR_SIMPLE:
+            self.pos = pos
+            if initial == _FALSE:
+                return False
+            if initial == _TRUE:
+                return True
+            if initial == _NULL:
+                return None
+            raise self.fail("floats and simple values other than false/true/null are not "
+                            "allowed")
+        if arg >= 24:
+            if arg > 27:
+                # 28-30 reserved, 31 = indefinite length: neither is canonical.
+                raise self.fail("indefinite lengths and reserved values are not allowed")
+            width = 1 << (arg - 24)
+            if pos + width > self.end:
+                raise self.fail("truncated integer or length")
+            arg = int.from_bytes(data[pos:pos + width], "big")
+            pos += width
+            # Shortest form only: each width must be needed.
+            if arg < (24 if width == 1 else 1 << (4 * width)):
+                self.pos = pos
+                raise self.fail("integer or length not in its shortest form")
+        self.pos = pos
         if major == _MAJOR_UINT:
             return arg
         if major == _MAJOR_NINT:
             return -1 - arg
         if major in (_MAJOR_BYTES, _MAJOR_TEXT):
-            if arg > len(self.data) - self.pos:
+            if arg > self.end - pos:
                 raise self.fail(f"string of {arg} bytes is longer than the input")
-            raw = self.take(arg)
+            raw = data[pos:pos + arg]
+            self.pos = pos + arg
             if major == _MAJOR_BYTES:
                 return raw
             try:
                 return raw.decode("utf-8")
             except UnicodeDecodeError:
                 raise self.fail("text string is not valid UTF-8") from None
-        if major in (_MAJOR_ARRAY, _MAJOR_MAP):
-            if depth >= self.limits.max_depth:
-                raise self.fail(f"nesting deeper than {self.limits.max_depth}")
-            if arg > self.limits.max_items:
-                raise self.fail(f"{arg} items exceed the limit of {self.limits.max_items}")
-            # Every item takes at least one byte (a map entry two): refuse
-            # impossible counts before allocating anything for them.
-            if arg * (1 if major == _MAJOR_ARRAY else 2) > len(self.data) - self.pos:
-                raise self.fail(f"declares {arg} items but the input is too short")
-            if major == _MAJOR_ARRAY:
-                return [self.value(depth + 1) for _ in range(arg)]
-            return self.map(arg, depth)
         if major == _MAJOR_TAG:
             raise self.fail("tags are not allowed")
-        self.pos = start + 1
-        initial = self.data[start]
-        if initial == _FALSE:
-            return False
-        if initial == _TRUE:
-            return True
-        if initial == _NULL:
-            return None
-        raise self.fail("floats and simple values other than false/true/null are not allowed")
+        # arrays and maps
+        if depth >= self.limits.max_depth:
+            raise self.fail(f"nesting deeper than {self.limits.max_depth}")
+        if arg > self.limits.max_items:
+            raise self.fail(f"{arg} items exceed the limit of {self.limits.max_items}")
+        # Every item takes at least one byte (a map entry two): refuse
+        # impossible counts before allocating anything for them.
+        if arg * (1 if major == _MAJOR_ARRAY else 2) > self.end - pos:
+            raise self.fail(f"declares {arg} items but the input is too short")
+        if major == _MAJOR_ARRAY:
+            return [self.value(depth + 1) for _ in range(arg)]
+        return self.map(arg, depth + 1)
 
     def map(self, count: int, depth: int) -> dict[object, object]:
         result: dict[object, object] = {}
         previous_key = b""
-        for i in range(count):
+        data = self.data
+        for _ in range(count):
             key_start = self.pos
-            key = self.value(depth + 1)
+            key = self.value(depth)
             if isinstance(key, bool) or not isinstance(key, str | int):
                 raise self.fail("map keys must be text or integers")
-            key_bytes = self.data[key_start:self.pos]
-            if i and key_bytes <= previous_key:
+            key_bytes = data[key_start:self.pos]
+            # RFC 8949 4.2.1: keys sorted bytewise by their encoding; equal = duplicate.
+            if key_bytes <= previous_key:
                 raise self.fail("map keys are duplicated or not in canonical order")
             previous_key = key_bytes
-            result[key] = self.value(depth + 1)
+            result[key] = self.value(depth)
         return result
 
 
