@@ -7,6 +7,7 @@ Hypothesis profiles: ``ci`` (set when CI is set), ``dev`` (default) and
 from __future__ import annotations
 
 import os
+
 from hypothesis import HealthCheck, settings
 
 settings.register_profile(

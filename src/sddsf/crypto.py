@@ -1,4 +1,6 @@
-"""Thin, typed wrappers over the cryptographic libraries. The ONLY module that imports them.
+"""Thin, typed wrappers over the cryptographic libraries (the only module importing
+PyNaCl, argon2-cffi and pyca/cryptography; :mod:`hashlib` is the standard
+library's and is also used directly by the RFC 9162 Merkle code).
 
 Primitives and where they come from (we implement none of them):
 

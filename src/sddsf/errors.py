@@ -23,6 +23,7 @@ The tree (after h11's Local/Remote split)::
             ├── EpochError          stale_epoch, unknown_epoch
             ├── ClockSkewError      clock_skew
             ├── RegistryError       registry_invalid, registry_fork
+            │                       (an unauthorised registry signer is AuthorizationError)
             ├── ProofError          proof_invalid, tree_head_invalid, log_rollback
             └── DecryptError        decrypt_failed
 
@@ -131,6 +132,12 @@ class SddsfError(Exception):
 
     def __init__(self, message: str, code: Code | None = None) -> None:
         self.code: Code = code if code is not None else self.default_code
+        # Invariant: a code always travels with its one class, so that
+        # error_from_wire(e.code, ...) rebuilds an instance of the same class.
+        expected = _CLASS_FOR_CODE.get(self.code)
+        if expected is not None and not isinstance(self, expected):
+            raise TypeError(f"code {self.code.value!r} belongs to {expected.__name__}, "
+                            f"not {type(self).__name__}")
         self.message = message
         super().__init__(f"[{self.code.value}] {message}")
 
@@ -265,12 +272,12 @@ _CLASS_FOR_CODE: Final[dict[Code, type[SddsfError]]] = {
 def error_from_wire(code: str, message: str) -> SddsfError:
     """Rebuild the typed error a peer reported as ``{code, message}``.
 
-    An unknown code (a newer peer) becomes a plain :class:`RemoteProtocolError`
-    with code ``malformed`` and the peer's code kept in the message.
+    An unknown code (a newer peer) becomes a :class:`DecodeError` with code
+    ``malformed`` and the peer's code kept in the message.
     """
     try:
         known = Code(code)
     except ValueError:
-        return RemoteProtocolError(f"peer reported unknown error code {code!r}: {message}",
-                                   Code.MALFORMED)
+        return DecodeError(f"peer reported unknown error code {code!r}: {message}",
+                           Code.MALFORMED)
     return _CLASS_FOR_CODE[known](message, known)

@@ -2,7 +2,9 @@
 
 A timestamp is ``(wall_ms, counter)``, ordered lexicographically. The clock
 never goes backwards even when the wall clock does, and stays within
-``max_drift_ms`` of the wall clock. Wall time is a parameter (the caller reads
+``max_drift_ms`` of the wall clock (default 10 minutes, the same window
+as the op rules' ``max_skew_ms``, so a timestamp the rules accept is one the
+clock can observe). Wall time is a parameter (the caller reads
 the clock), so the core does no I/O.
 
 SDDSF never orders ops by time: order comes from per-author sequence numbers
@@ -52,7 +54,7 @@ class HybridLogicalClock:
 
     __slots__ = ("last", "max_drift_ms")
 
-    def __init__(self, last: HLCTimestamp | None = None, *, max_drift_ms: int = 60_000) -> None:
+    def __init__(self, last: HLCTimestamp | None = None, *, max_drift_ms: int = 600_000) -> None:
         self.last = last or HLCTimestamp(0, 0)
         self.max_drift_ms = max_drift_ms
 

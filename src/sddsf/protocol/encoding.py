@@ -11,13 +11,15 @@ Rejected on decode (``DecodeError``, code ``malformed`` unless noted):
 non-shortest integer or length arguments, indefinite lengths, tags, floats,
 simple values other than false/true/null, unsorted or duplicate map keys,
 invalid UTF-8, trailing bytes; input over ``max_size`` (code ``too_large``),
-nesting deeper than ``max_depth``, containers with more than ``max_items``.
+nesting deeper than ``max_depth``; containers with more than ``max_items``
+(code ``too_large``).
 Every declared length is checked against the bytes that remain *before*
 anything is allocated, so a 9-byte header cannot ask for 2^64 items.
 
 Map keys are ordered by their encoded bytes (bytewise lexicographic), which is
-RFC 8949's core deterministic ordering; ``cbor2.dumps(v, canonical=True)``
-produces the same bytes for this data model (a test cross-checks).
+RFC 8949's core deterministic ordering. ``cbor2.dumps(v, canonical=True)`` uses
+RFC 7049's length-first ordering instead; the two agree whenever all keys are
+text, which is true of every SDDSF structure (tests cross-check both facts).
 """
 
 from __future__ import annotations
@@ -197,7 +199,8 @@ class _Reader:
         if depth >= self.limits.max_depth:
             raise self.fail(f"nesting deeper than {self.limits.max_depth}")
         if arg > self.limits.max_items:
-            raise self.fail(f"{arg} items exceed the limit of {self.limits.max_items}")
+            raise DecodeError(f"{arg} items exceed the limit of {self.limits.max_items}",
+                              Code.TOO_LARGE)
         # Every item takes at least one byte (a map entry two): refuse
         # impossible counts before allocating anything for them.
         if arg * (1 if major == _MAJOR_ARRAY else 2) > self.end - pos:

@@ -33,7 +33,7 @@ from sddsf.protocol.encoding import decode, encode
 from sddsf.protocol.identity import ID_SIZE, DeviceKeys
 from sddsf.protocol.labels import labelled, tagged_hash
 from sddsf.protocol.limits import DEFAULT_PROTOCOL_LIMITS, ProtocolLimits
-from sddsf.protocol.schema import expect_list, expect_map
+from sddsf.protocol.schema import check_version, expect_map, version_of_map
 from sddsf.protocol.vv import VersionVector
 
 __all__ = [
@@ -174,19 +174,16 @@ def open_op(envelope: OpEnvelope, epoch_key: bytes) -> bytes:
 
 def _decode_header(header_bytes: bytes, limits: ProtocolLimits) -> OpHeader:
     value = decode(header_bytes, limits=limits.decode_limits(limits.max_header))
+    version_of_map(value, FORMAT_VERSION, "op header")
     f = expect_map(value, "op header", _HEADER_KEYS)
     version = f.int_("v")
-    if version != FORMAT_VERSION:
-        raise DecodeError(f"op header version {version} is not supported (this build speaks "
-                          f"version {FORMAT_VERSION}); upgrade the device that sent it",
-                          Code.UNSUPPORTED_VERSION)
     suite = f.int_("suite")
     if suite not in SUPPORTED_SUITES:
         raise DecodeError(f"cipher suite {suite} is not allowed", Code.UNSUPPORTED_SUITE)
     seen_raw = f.raw("seen")
     seen: TreeHeadRef | None = None
     if seen_raw is not None:
-        pair = expect_list(seen_raw, "op header.seen", max_items=2)
+        pair = seen_raw if isinstance(seen_raw, list) else []
         if (len(pair) != 2 or isinstance(pair[0], bool) or not isinstance(pair[0], int)
                 or pair[0] < 1 or not isinstance(pair[1], bytes) or len(pair[1]) != HASH_SIZE):
             raise DecodeError("op header.seen: expected [size >= 1, 32-byte root] or null")
@@ -219,11 +216,7 @@ def decode_envelope(data: bytes, *,
     if not isinstance(outer, list) or len(outer) != 4:
         raise DecodeError("op envelope: expected [version, header, ciphertext, signature]")
     version, header_bytes, ciphertext, signature = outer
-    if isinstance(version, bool) or not isinstance(version, int):
-        raise DecodeError("op envelope: version must be an integer")
-    if version != FORMAT_VERSION:
-        raise DecodeError(f"op envelope version {version} is not supported (this build speaks "
-                          f"version {FORMAT_VERSION})", Code.UNSUPPORTED_VERSION)
+    check_version(version, FORMAT_VERSION, "op envelope")
     if not isinstance(header_bytes, bytes) or not isinstance(ciphertext, bytes) \
             or not isinstance(signature, bytes):
         raise DecodeError("op envelope: header, ciphertext and signature are byte strings")

@@ -75,7 +75,8 @@ class DevicePublic:
         """Validate both public keys and derive the device id.
 
         Raises:
-            KeyValidationError: a low-order, mixed-order or non-canonical key.
+            KeyValidationError: an Ed25519 key that is low-order, mixed-order or
+                non-canonical; an X25519 key that is small-order or non-canonical.
         """
         sk = Ed25519PublicKey.from_bytes(signing_public)
         return cls(device_id_of(sk.raw), sk, validate_x25519_public(kx_public))

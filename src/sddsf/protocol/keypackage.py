@@ -31,6 +31,7 @@ from sddsf.errors import (
     ContextError,
     DecodeError,
     DecryptError,
+    EpochError,
     UsageError,
 )
 from sddsf.protocol import labels
@@ -40,13 +41,14 @@ from sddsf.protocol.identity import ID_SIZE, DeviceKeys
 from sddsf.protocol.labels import labelled, tagged_hash
 from sddsf.protocol.limits import DEFAULT_PROTOCOL_LIMITS, ProtocolLimits
 from sddsf.protocol.registry import RegistryState
-from sddsf.protocol.schema import expect_map
+from sddsf.protocol.schema import check_version, expect_map, version_of_map
 
 __all__ = [
     "KEY_PACKAGE_VERSION",
     "KeyPackage",
     "build_key_package",
     "decode_key_package",
+    "needs_rotation",
     "open_epoch_key",
     "package_hash",
     "verify_key_package",
@@ -129,15 +131,13 @@ def decode_key_package(data: bytes, *,
     if not isinstance(outer, list) or len(outer) != 3:
         raise DecodeError("key package: expected [version, body, signature]")
     version, body_bytes, signature = outer
-    if version != KEY_PACKAGE_VERSION or isinstance(version, bool):
-        raise DecodeError(f"key package version {version!r} is not supported",
-                          Code.UNSUPPORTED_VERSION)
+    check_version(version, KEY_PACKAGE_VERSION, "key package")
     if not isinstance(body_bytes, bytes) or not isinstance(signature, bytes) \
             or len(signature) != 64:
         raise DecodeError("key package: body is bytes and the signature 64 bytes")
-    f = expect_map(decode(body_bytes, limits=dl), "key package", _FIELDS)
-    if f.int_("v") != KEY_PACKAGE_VERSION:
-        raise DecodeError("key package body version is not supported", Code.UNSUPPORTED_VERSION)
+    body = decode(body_bytes, limits=dl)
+    version_of_map(body, KEY_PACKAGE_VERSION, "key package body")
+    f = expect_map(body, "key package", _FIELDS)
     recipients: dict[bytes, bytes] = {}
     previous = b""
     for item in f.list_("recipients", max_items=limits.max_devices + 1):
@@ -179,17 +179,22 @@ def verify_key_package(data: bytes, *, registry: RegistryState, space: bytes,
         raise ContextError("key package belongs to another space")
     expected_epoch = 0 if previous is None else previous.epoch + 1
     if pkg.epoch != expected_epoch:
-        raise ContextError(f"key package is for epoch {pkg.epoch}, expected {expected_epoch}",
-                           Code.UNKNOWN_EPOCH)
+        raise EpochError(f"key package is for epoch {pkg.epoch}, expected {expected_epoch}",
+                         Code.UNKNOWN_EPOCH)
     if pkg.prev != (_ZERO if previous is None else previous.hash):
         raise ContextError("key package does not link to the previous epoch's package")
     if pkg.registry_seq > registry.seq:
         raise ContextError("key package refers to registry entries this device has not seen; "
                            "sync the registry first")
+    # Registry states only move forward along the epoch chain: a device revoked
+    # after epoch e cannot back-date epoch e+1 to a time it was still active.
+    if previous is not None and pkg.registry_seq < previous.registry_seq:
+        raise ContextError("key package claims an older registry state than the previous "
+                           "epoch's package")
     creator = registry.device(pkg.creator)
-    if creator is None:
-        raise AuthorizationError("key package creator is not a device of this account",
-                                 Code.UNKNOWN_DEVICE)
+    if creator is None or creator.added_seq > pkg.registry_seq:
+        raise AuthorizationError("key package creator is not a device of this account at the "
+                                 "package's registry state", Code.UNKNOWN_DEVICE)
     if creator.revoked_seq is not None and creator.revoked_seq <= pkg.registry_seq:
         raise AuthorizationError("key package creator was revoked", Code.REVOKED)
     creator.public.signing_key.verify(labelled(labels.KEY_PACKAGE_SIG, pkg.body_bytes),
@@ -200,7 +205,10 @@ def verify_key_package(data: bytes, *, registry: RegistryState, space: bytes,
         if rid == registry.account_id:
             continue
         rec = registry.device(rid)
-        if rec is None or rec.added_seq > pkg.registry_seq or (
+        if rec is None:
+            raise AuthorizationError("key package wraps the key for a device that is not in "
+                                     "the registry", Code.UNKNOWN_DEVICE)
+        if rec.added_seq > pkg.registry_seq or (
                 rec.revoked_seq is not None and rec.revoked_seq <= pkg.registry_seq):
             raise AuthorizationError("key package wraps the key for a device that was not "
                                      "active at its registry state", Code.REVOKED)
@@ -214,13 +222,23 @@ def verify_key_package(data: bytes, *, registry: RegistryState, space: bytes,
     return pkg
 
 
+def needs_rotation(pkg: KeyPackage, registry: RegistryState) -> bool:
+    """Whether a device was revoked after ``pkg`` was made (so a new epoch is due).
+
+    Writers must not encrypt under an epoch that a revoked device may know:
+    when this returns True, create the next epoch's package first.
+    """
+    return any(r.revoked_seq is not None and r.revoked_seq > pkg.registry_seq
+               for r in registry.devices.values())
+
+
 def open_epoch_key(pkg: KeyPackage, recipient_id: bytes, keypair: X25519KeyPair) -> bytes:
     """Unwrap the epoch key for ``recipient_id`` (a device id, or the account id).
 
     Raises:
         AuthorizationError: the package has no key for this recipient.
-        DecryptError / ContextError: the sealed key does not open, or names
-            another space or epoch.
+        DecryptError: the sealed key does not open or is not in the sealed-key format.
+        ContextError: the sealed key names another space or epoch.
     """
     sealed = pkg.recipients.get(recipient_id)
     if sealed is None:
@@ -228,11 +246,14 @@ def open_epoch_key(pkg: KeyPackage, recipient_id: bytes, keypair: X25519KeyPair)
                                  "(it was created after the device was revoked, or before "
                                  "it was added)", Code.NOT_AUTHORIZED)
     plaintext = seal_open(keypair, sealed)
-    value = decode(plaintext)
+    try:
+        value = decode(plaintext)
+    except DecodeError:
+        raise DecryptError("sealed epoch key has the wrong format") from None
     if (not isinstance(value, list) or len(value) != 4
             or value[0] != labels.KEY_PACKAGE_SEALED or not isinstance(value[3], bytes)
             or len(value[3]) != 32):
         raise DecryptError("sealed epoch key has the wrong format")
-    if value[1] != pkg.space or value[2] != pkg.epoch:
+    if value[1] != pkg.space or type(value[2]) is not int or value[2] != pkg.epoch:
         raise ContextError("sealed epoch key was made for another space or epoch")
     return value[3]

@@ -1,7 +1,11 @@
 """Versioned domain-separation labels, and the two ways they are applied.
 
-Every signature, hash and AEAD associated-data input in SDDSF is the canonical
-encoding of the array ``[label, part1, part2, ...]``. The label names the
+Every signature input, every non-Merkle hash and every AEAD associated-data
+input in SDDSF is the canonical encoding of the array ``[label, part1, ...]``
+(:func:`labelled`, :func:`tagged_hash`). HKDF derivations use the label
+string itself as ``info`` (account keys) or as ``salt`` (doc keys, whose
+``info`` is labelled). Merkle hashes follow RFC 9162 exactly (prefix bytes, no
+label): their leaves are envelope bytes, which are themselves labelled. The label names the
 structure and the protocol version, so bytes signed or hashed for one purpose
 can never be accepted for another (THREATS #3; MLS ``SignWithLabel``). Parts
 are byte strings or other canonical values; array framing makes the split

@@ -1,6 +1,8 @@
 """Size limits for every structure that arrives from the network.
 
-Decoders check these before allocating (see :mod:`sddsf.protocol.encoding`).
+The total size and the decoder's item and depth bounds are checked before
+anything is allocated (see :mod:`sddsf.protocol.encoding`); per-structure
+counts (deps, recipients) are checked right after decoding, inside those bounds.
 Relays may lower them in configuration; raising them above the defaults
 breaks interoperability with default peers.
 """
@@ -23,7 +25,7 @@ class ProtocolLimits:
     max_header: int = 64 * 1024  # encoded op header
     max_deps: int = 1024  # entries in a version vector
     max_registry_entry: int = 64 * 1024
-    max_devices: int = 1024  # devices in one account (and recipients in a key package)
+    max_devices: int = 1024  # devices ever added to one account (revoked ones count)
     max_key_package: int = 256 * 1024
     max_tree_head: int = 1024
     max_name: int = 128  # characters in a device name

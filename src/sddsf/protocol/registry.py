@@ -33,13 +33,20 @@ from enum import StrEnum
 from typing import Final, Protocol
 
 from sddsf.crypto import Ed25519PublicKey
-from sddsf.errors import Code, DecodeError, RegistryError, SignatureError, UsageError
+from sddsf.errors import (
+    AuthorizationError,
+    Code,
+    DecodeError,
+    RegistryError,
+    SignatureError,
+    UsageError,
+)
 from sddsf.protocol import labels
 from sddsf.protocol.encoding import decode, encode
 from sddsf.protocol.identity import ID_SIZE, AccountKeys, AccountPublic, DeviceKeys, DevicePublic
 from sddsf.protocol.labels import labelled, tagged_hash
 from sddsf.protocol.limits import DEFAULT_PROTOCOL_LIMITS, ProtocolLimits
-from sddsf.protocol.schema import Fields, expect_map
+from sddsf.protocol.schema import Fields, check_version, expect_map, version_of_map
 
 __all__ = [
     "REGISTRY_VERSION",
@@ -161,15 +168,14 @@ def decode_entry(data: bytes, *,
     if not isinstance(outer, list) or len(outer) != 3:
         raise DecodeError("registry entry: expected [version, body, signatures]")
     version, body_bytes, sigs = outer
-    if version != REGISTRY_VERSION or isinstance(version, bool):
-        raise DecodeError(f"registry entry version {version!r} is not supported",
-                          Code.UNSUPPORTED_VERSION)
+    check_version(version, REGISTRY_VERSION, "registry entry")
     if not isinstance(body_bytes, bytes):
         raise DecodeError("registry entry: body must be a byte string")
     s = expect_map(sigs, "registry entry signatures", ("by",), ("new",))
     signature = s.bytes_("by", size=64)
     cosig = s.bytes_("new", size=64) if s.has("new") else None
     body = decode(body_bytes, limits=limits.decode_limits(limits.max_registry_entry))
+    version_of_map(body, REGISTRY_VERSION, "registry entry body")
     if not isinstance(body, dict) or not isinstance(body.get("type"), str):
         raise DecodeError("registry entry body: expected a map with a text 'type'")
     try:
@@ -178,9 +184,6 @@ def decode_entry(data: bytes, *,
         raise DecodeError(f"registry entry type {body['type']!r} is unknown",
                           Code.UNSUPPORTED_VERSION) from None
     f = expect_map(body, f"registry {etype.value} entry", _COMMON + _TYPE_FIELDS[etype])
-    if f.int_("v") != REGISTRY_VERSION:
-        raise DecodeError("registry entry body version is not supported",
-                          Code.UNSUPPORTED_VERSION)
     if (cosig is None) == (etype in _INTRODUCES_DEVICE):
         raise DecodeError(f"registry {etype.value} entry: a countersignature is "
                           f"{'required' if etype in _INTRODUCES_DEVICE else 'not allowed'}")
@@ -254,36 +257,50 @@ class RegistryState:
         """Verify the next entry against this state and return the new state.
 
         Re-applying an entry already in the chain returns ``self`` unchanged
-        (idempotent). Raises:
-            RegistryError: ``registry_fork`` (another entry at a known seq),
-                ``registry_invalid`` (gap, broken link, unauthorised signer, ...).
+        (idempotent). A fork is reported only for a correctly signed entry, so
+        forged bytes never become evidence against a device. Raises:
+            RegistryError: ``registry_fork`` (another signed entry at a known seq,
+                or one that links elsewhere), ``registry_invalid`` (gap, ...).
+            AuthorizationError: ``not_authorized`` (the signer may not sign this).
             SignatureError: a signature or countersignature does not verify.
             KeyValidationError: a new device key is low-order or non-canonical.
         """
         e = data if isinstance(data, RegistryEntry) else decode_entry(data, limits=self.limits)
-        if e.seq <= self.seq:
-            if self.entry_hashes[e.seq] == e.hash:
-                return self
-            raise RegistryError(f"registry fork: a different entry already holds seq {e.seq}",
-                                Code.REGISTRY_FORK)
-        if e.seq != self.seq + 1:
+        if e.seq <= self.seq and self.entry_hashes[e.seq] == e.hash:
+            return self
+        if e.seq > self.seq + 1:
             raise RegistryError(f"registry gap: expected seq {self.seq + 1}, got {e.seq}")
-        if e.prev != self.head:
-            raise RegistryError(f"registry entry {e.seq} does not link to entry {self.seq}",
-                                Code.REGISTRY_FORK)
+        if e.seq <= self.seq or e.prev != self.head:
+            self._check_fork_evidence(e)
+            raise RegistryError(f"registry fork: entry {e.seq} conflicts with the verified "
+                                "chain", Code.REGISTRY_FORK)
         if e.account != self.account_id:
             raise RegistryError("registry entry belongs to another account")
         if e.type is EntryType.GENESIS:
             raise RegistryError("a second genesis entry is not allowed")
         if e.type in _ACCOUNT_ONLY and e.signer != self.account_id:
-            raise RegistryError(f"a {e.type.value} entry must be signed by the account key",
-                                Code.NOT_AUTHORIZED)
+            raise AuthorizationError(f"a {e.type.value} entry must be signed by the account key",
+                                     Code.NOT_AUTHORIZED)
         key = self.signer_key(e.signer)
         if key is None:
-            raise RegistryError("registry entry signer is not an active device of this account",
-                                Code.NOT_AUTHORIZED)
+            raise AuthorizationError("registry entry signer is not an active device of this "
+                                     "account", Code.NOT_AUTHORIZED)
         key.verify(labelled(labels.REGISTRY_SIG, e.body_bytes), e.signature)
         return self._applied(e)
+
+    def _check_fork_evidence(self, e: RegistryEntry) -> None:
+        # The signer may have been revoked since the fork point: any key this
+        # account ever certified can sign evidence of its own equivocation.
+        if e.account != self.account_id:
+            raise RegistryError("registry entry belongs to another account")
+        if e.signer == self.account_id:
+            key = self.account.signing_key
+        elif (rec := self.devices.get(e.signer)) is not None:
+            key = rec.public.signing_key
+        else:
+            raise AuthorizationError("registry entry signer is not a device of this account",
+                                     Code.NOT_AUTHORIZED)
+        key.verify(labelled(labels.REGISTRY_SIG, e.body_bytes), e.signature)
 
     def _applied(self, e: RegistryEntry) -> RegistryState:
         devices = dict(self.devices)
@@ -335,8 +352,9 @@ def _genesis_state(e: RegistryEntry, pinned: AccountPublic | None,
                                       f.bytes_("recovery_key", size=32))
     if pinned is not None and (account.signing_key != pinned.signing_key
                                or account.recovery_key != pinned.recovery_key):
-        raise RegistryError("genesis names another account key than the pinned one; "
-                            "this registry does not belong to your account", Code.NOT_AUTHORIZED)
+        raise AuthorizationError("genesis names another account key than the pinned one; "
+                                 "this registry does not belong to your account",
+                                 Code.NOT_AUTHORIZED)
     if e.account != account.account_id or e.signer != account.account_id:
         raise RegistryError("genesis must be signed by the account key it introduces")
     account.signing_key.verify(labelled(labels.REGISTRY_SIG, e.body_bytes), e.signature)

@@ -14,7 +14,9 @@ bad traffic is dropped before any expensive or stateful step)::
     6  author not revoked            revoked
     7  epoch current, or previous    stale_epoch, unknown_epoch
        within the grace window
-    8  timestamp within skew         clock_skew
+    8  timestamp not in the future   clock_skew (ahead of the verifier's clock
+       beyond the skew window        by more than max_skew_ms; an old timestamp
+                                     is fine: offline edits arrive late)
     9  signature                     sig_invalid
     10 chain: seq contiguous and     chain_gap, chain_fork (same seq, other
        prev linked                   bytes; or prev not the head's op id)
@@ -26,6 +28,8 @@ fork verdict), so forged bytes never become evidence against a device.
 History mode (``now_ms=None``) is for a client verifying ops that the relay
 already ordered: the clock rule is skipped and any epoch up to the current one
 is allowed, because an op that was fresh when written stays valid history.
+The registry passed in must be the one that applies at the op's position in
+the log (for history, the state before any later revocation of its author).
 """
 
 from __future__ import annotations
@@ -214,10 +218,12 @@ def verify_op(data: bytes | OpEnvelope, *, space: bytes, registry: RegistryState
         raise AuthorizationError("op author has been revoked; its writes are refused",
                                  Code.REVOKED)
     _check_epoch(h.epoch, epochs, now_ms, settings)
-    if now_ms is not None and abs(h.ts.wall_ms - now_ms) > settings.max_skew_ms:
-        raise ClockSkewError(f"op timestamp is {abs(h.ts.wall_ms - now_ms) // 1000} s away "
-                             f"from the verifier's clock (limit {settings.max_skew_ms // 1000}"
-                             " s); check the device's clock")
+    # Ordering never uses wall clocks (THREATS #19); a timestamp from the
+    # future would poison every peer's hybrid logical clock, so only that is refused.
+    if now_ms is not None and h.ts.wall_ms - now_ms > settings.max_skew_ms:
+        raise ClockSkewError(f"op timestamp is {(h.ts.wall_ms - now_ms) // 1000} s ahead of "
+                             f"the verifier's clock (limit {settings.max_skew_ms // 1000} s); "
+                             "check the device's clock")
     env.verify_signature(author.public.signing_key)
     _check_chain(env, chains)
     return Verdict(Outcome.ACCEPT, env)

@@ -12,13 +12,36 @@ from typing import Final
 
 from sddsf.errors import Code, DecodeError
 
-__all__ = ["Fields", "expect_list", "expect_map"]
+__all__ = ["Fields", "check_version", "expect_list", "expect_map", "version_of_map"]
 
 _U64: Final = 2**64 - 1
 
 
 def _bad(what: str, why: str) -> DecodeError:
     return DecodeError(f"{what}: {why}", Code.MALFORMED)
+
+
+def check_version(value: object, supported: int, what: str) -> int:
+    """Check a structure's version field before anything else about it.
+
+    Raises:
+        DecodeError: ``malformed`` if it is not an integer,
+            ``unsupported_version`` if it is another version.
+    """
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _bad(what, "version must be an integer")
+    if value != supported:
+        raise DecodeError(f"{what}: version {value} is not supported (this build speaks "
+                          f"version {supported}); upgrade the software that sent it",
+                          Code.UNSUPPORTED_VERSION)
+    return value
+
+
+def version_of_map(value: object, supported: int, what: str) -> None:
+    """Check the ``"v"`` field of a decoded map first, so that a newer structure
+    with new fields is reported as ``unsupported_version``, not ``malformed``."""
+    if isinstance(value, dict) and "v" in value:
+        check_version(value["v"], supported, what)
 
 
 def expect_map(value: object, what: str, required: Iterable[str],

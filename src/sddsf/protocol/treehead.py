@@ -28,7 +28,7 @@ from sddsf.protocol.encoding import decode, encode
 from sddsf.protocol.labels import labelled
 from sddsf.protocol.limits import DEFAULT_PROTOCOL_LIMITS, ProtocolLimits
 from sddsf.protocol.merkle import verify_consistency
-from sddsf.protocol.schema import expect_map
+from sddsf.protocol.schema import check_version, expect_map, version_of_map
 
 __all__ = ["TREE_HEAD_VERSION", "TreeHead", "check_progress", "decode_tree_head",
            "sign_tree_head", "verify_tree_head"]
@@ -71,14 +71,12 @@ def decode_tree_head(data: bytes, *,
     if not isinstance(outer, list) or len(outer) != 3:
         raise DecodeError("tree head: expected [version, body, signature]")
     version, body, sig = outer
-    if version != TREE_HEAD_VERSION or isinstance(version, bool):
-        raise DecodeError(f"tree head version {version!r} is not supported",
-                          Code.UNSUPPORTED_VERSION)
+    check_version(version, TREE_HEAD_VERSION, "tree head")
     if not isinstance(body, bytes) or not isinstance(sig, bytes) or len(sig) != 64:
         raise DecodeError("tree head: body is bytes and the signature 64 bytes")
-    f = expect_map(decode(body, limits=dl), "tree head", ("v", "log", "size", "root", "ts"))
-    if f.int_("v") != TREE_HEAD_VERSION:
-        raise DecodeError("tree head body version is not supported", Code.UNSUPPORTED_VERSION)
+    decoded = decode(body, limits=dl)
+    version_of_map(decoded, TREE_HEAD_VERSION, "tree head body")
+    f = expect_map(decoded, "tree head", ("v", "log", "size", "root", "ts"))
     return TreeHead(f.bytes_("log", max_size=64), f.int_("size"), f.bytes_("root", size=32),
                     f.int_("ts"), body, sig, bytes(data))
 
@@ -107,10 +105,12 @@ def check_progress(old: TreeHead | None, new: TreeHead, consistency: Sequence[by
             travel to the past), ``proof_invalid`` when they are not consistent
             (a forked or rewritten log), ``tree_head_invalid`` for another log.
     """
-    if old is None or old.size == 0:
+    if old is None:
         return
     if new.log != old.log:
         raise ProofError("tree heads of two different logs", Code.TREE_HEAD_INVALID)
+    if old.size == 0:
+        return
     if new.size < old.size:
         raise ProofError(f"the relay's log went back from {old.size} to {new.size} entries; "
                          "it is rolling back history", Code.LOG_ROLLBACK)

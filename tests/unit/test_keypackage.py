@@ -1,0 +1,443 @@
+"""Key epochs and key packages (sddsf.protocol.keypackage).
+
+Covers: build/verify/open for every recipient including the account recovery
+key; the epoch chain (epoch 0 -> 1 linked by ``prev``); packages from before a
+revocation or an addition staying valid history; rotation locking a revoked
+device out; and every rejection: other space (wrong_context), wrong epoch
+(unknown_epoch), broken prev link, registry_seq ahead of the verifier, creator
+unknown or revoked, recovery key or an active device missing, a revoked or
+unknown device included, tampered or misattributed signature, a sealed key
+transplanted from another space's or epoch's package, a device not in the
+package, the wrong X25519 key; decode refusals (version, sorting, size).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from factories import (
+    ACCOUNT,
+    D1,
+    D2,
+    D3,
+    D4,
+    EPOCH_KEY,
+    NOW_MS,
+    OTHER_EPOCH_KEY,
+    OTHER_SPACE,
+    SPACE,
+    STRANGER,
+    ZERO32,
+    base_registry,
+    ephemeral_seeds,
+    raw_key_package,
+    recipients_of,
+    revoked_registry,
+)
+from sddsf.errors import (
+    AuthorizationError,
+    Code,
+    ContextError,
+    DecodeError,
+    DecryptError,
+    EpochError,
+    SignatureError,
+    UsageError,
+    error_from_wire,
+)
+from sddsf.protocol import labels
+from sddsf.protocol.encoding import decode, encode
+from sddsf.protocol.identity import DeviceKeys
+from sddsf.protocol.keypackage import (
+    KeyPackage,
+    build_key_package,
+    decode_key_package,
+    open_epoch_key,
+    package_hash,
+    verify_key_package,
+)
+from sddsf.protocol.labels import labelled
+from sddsf.protocol.limits import ProtocolLimits
+from sddsf.protocol.registry import RegistryState, add_device
+
+
+def build(state: RegistryState, *, creator: DeviceKeys = D1, space: bytes = SPACE,
+          epoch: int = 0, prev: bytes = ZERO32, key: bytes = EPOCH_KEY) -> bytes:
+    return build_key_package(creator=creator, registry=state, space=space, epoch=epoch,
+                             prev=prev, epoch_key=key, ts_ms=NOW_MS,
+                             ephemeral_seeds=ephemeral_seeds(state))
+
+
+def verify(data: bytes, state: RegistryState | None = None, *, space: bytes = SPACE,
+           previous: KeyPackage | None = None) -> KeyPackage:
+    return verify_key_package(data, registry=state or base_registry().state, space=space,
+                              previous=previous)
+
+
+def p0() -> KeyPackage:
+    return verify(build(base_registry().state))
+
+
+# ------------------------------------------------------------------ happy path
+
+
+def test_every_recipient_opens_the_epoch_key() -> None:
+    pkg = p0()
+    assert open_epoch_key(pkg, D1.device_id, D1.kx) == EPOCH_KEY
+    assert open_epoch_key(pkg, D2.device_id, D2.kx) == EPOCH_KEY
+    assert open_epoch_key(pkg, ACCOUNT.account_id, ACCOUNT.recovery) == EPOCH_KEY
+
+
+def test_package_fields() -> None:
+    data = build(base_registry().state)
+    pkg = verify(data)
+    assert set(pkg.recipients) == {D1.device_id, D2.device_id, ACCOUNT.account_id}
+    assert (pkg.space, pkg.epoch, pkg.prev, pkg.creator) == (SPACE, 0, ZERO32, D1.device_id)
+    assert pkg.registry_seq == base_registry().state.seq
+    assert pkg.hash == package_hash(data)
+    assert decode_key_package(data) == pkg
+
+
+def test_epoch_chain_links_by_prev() -> None:
+    first = p0()
+    data = build(base_registry().state, creator=D2, epoch=1, prev=first.hash,
+                 key=OTHER_EPOCH_KEY)
+    second = verify(data, previous=first)
+    assert second.epoch == 1
+    assert open_epoch_key(second, D1.device_id, D1.kx) == OTHER_EPOCH_KEY
+
+
+def test_epoch_0_prev_is_forced_to_zero_by_the_builder() -> None:
+    pkg = verify(build(base_registry().state, prev=bytes([5]) * 32))
+    assert pkg.prev == ZERO32
+
+
+def test_rotation_after_revocation_locks_out_the_revoked_device() -> None:
+    state = revoked_registry().state
+    pkg = verify(build(state), state)
+    assert D3.device_id not in pkg.recipients
+    with pytest.raises(AuthorizationError) as info:
+        open_epoch_key(pkg, D3.device_id, D3.kx)
+    assert info.value.code is Code.NOT_AUTHORIZED
+
+
+def test_package_from_before_a_revocation_stays_valid_history() -> None:
+    r = base_registry()
+    r = r.then(add_device(r.state, D1, D3, "tablet", NOW_MS))
+    old = build(r.state)  # D3 is a recipient
+    later = revoked_registry().state
+    pkg = verify(old, later)
+    assert open_epoch_key(pkg, D3.device_id, D3.kx) == EPOCH_KEY
+
+
+def test_package_from_before_an_addition_does_not_need_the_new_device() -> None:
+    old = build(base_registry().state)
+    pkg = verify(old, revoked_registry().state)
+    with pytest.raises(AuthorizationError) as info:
+        open_epoch_key(pkg, D3.device_id, D3.kx)
+    assert info.value.code is Code.NOT_AUTHORIZED
+
+
+def test_hand_built_package_matching_the_builder_verifies() -> None:
+    state = base_registry().state
+    data = raw_key_package(D1, recipients=recipients_of(state), registry_seq=state.seq)
+    assert open_epoch_key(verify(data), D2.device_id, D2.kx) == EPOCH_KEY
+
+
+# ---------------------------------------------------------------- builder refusals
+
+
+def test_builder_refuses_inactive_creator_and_bad_sizes() -> None:
+    state = revoked_registry().state
+    with pytest.raises(UsageError):
+        build(state, creator=D3)
+    with pytest.raises(UsageError):
+        build(state, key=bytes(16))
+    with pytest.raises(UsageError):
+        build(state, space=bytes(15))
+    with pytest.raises(UsageError):
+        build_key_package(creator=D1, registry=state, space=SPACE, epoch=0, prev=ZERO32,
+                          epoch_key=EPOCH_KEY, ts_ms=NOW_MS, ephemeral_seeds=[bytes(32)])
+
+
+# --------------------------------------------------------------- context checks
+
+
+def test_other_space() -> None:
+    with pytest.raises(ContextError) as info:
+        verify(build(base_registry().state, space=OTHER_SPACE))
+    assert info.value.code is Code.WRONG_CONTEXT
+
+
+def test_epoch_1_without_previous() -> None:
+    first = p0()
+    data = build(base_registry().state, epoch=1, prev=first.hash)
+    with pytest.raises(EpochError) as info:
+        verify(data, previous=None)
+    assert info.value.code is Code.UNKNOWN_EPOCH
+
+
+def test_epoch_skipping_ahead_of_previous() -> None:
+    first = p0()
+    data = build(base_registry().state, epoch=2, prev=first.hash)
+    with pytest.raises(EpochError) as info:
+        verify(data, previous=first)
+    assert info.value.code is Code.UNKNOWN_EPOCH
+
+
+def test_epoch_0_when_a_previous_exists() -> None:
+    with pytest.raises(EpochError) as info:
+        verify(build(base_registry().state), previous=p0())
+    assert info.value.code is Code.UNKNOWN_EPOCH
+
+
+def test_broken_prev_chain() -> None:
+    data = build(base_registry().state, epoch=1, prev=bytes([9]) * 32)
+    with pytest.raises(ContextError) as info:
+        verify(data, previous=p0())
+    assert info.value.code is Code.WRONG_CONTEXT
+
+
+def test_registry_seq_ahead_of_the_verifier() -> None:
+    data = build(revoked_registry().state)
+    with pytest.raises(ContextError) as info:
+        verify(data, base_registry().state)
+    assert info.value.code is Code.WRONG_CONTEXT
+
+
+def test_epoch_rejection_keeps_its_class_over_the_wire() -> None:
+    # errors.py: "the client maps the code back to the same class with error_from_wire".
+    with pytest.raises(EpochError) as info:
+        verify(build(base_registry().state, epoch=1, prev=p0().hash), previous=None)
+    remote = error_from_wire(info.value.code.value, info.value.message)
+    assert type(remote) is type(info.value)
+
+
+# ------------------------------------------------------------ creator checks
+
+
+def test_unknown_creator() -> None:
+    state = base_registry().state
+    data = raw_key_package(STRANGER, recipients=recipients_of(state), registry_seq=state.seq)
+    with pytest.raises(AuthorizationError) as info:
+        verify(data)
+    assert info.value.code is Code.UNKNOWN_DEVICE
+
+
+def test_revoked_creator() -> None:
+    state = revoked_registry().state
+    data = raw_key_package(D3, recipients=recipients_of(state), registry_seq=state.seq)
+    with pytest.raises(AuthorizationError) as info:
+        verify(data, state)
+    assert info.value.code is Code.REVOKED
+
+
+def test_revoked_creator_cannot_backdate_a_new_epoch_before_its_revocation() -> None:
+    # D3 was added at seq 2 and revoked at seq 3. Epoch 0 was created at seq 3 (after the
+    # revocation). D3 then signs epoch 1 claiming registry_seq 2, when it was still active,
+    # and wraps the key for itself: accepting it would let a revoked device keep reading
+    # (THREATS #15). A new epoch must not refer to an older registry state than its
+    # predecessor.
+    r = base_registry()
+    at_2 = r.then(add_device(r.state, D1, D3, "tablet", NOW_MS)).state
+    state = revoked_registry().state
+    first = verify(build(state), state)
+    data = raw_key_package(D3, recipients=recipients_of(at_2), epoch=1, prev=first.hash,
+                           registry_seq=at_2.seq, epoch_key=OTHER_EPOCH_KEY)
+    with pytest.raises((AuthorizationError, ContextError)):
+        verify(data, state, previous=first)
+
+
+def test_tampered_signature() -> None:
+    outer = decode(build(base_registry().state))
+    assert isinstance(outer, list)
+    sig = bytearray(outer[2])
+    sig[10] ^= 1
+    with pytest.raises(SignatureError) as info:
+        verify(encode([outer[0], outer[1], bytes(sig)]))
+    assert info.value.code is Code.SIG_INVALID
+
+
+def test_signature_by_another_active_device() -> None:
+    outer = decode(build(base_registry().state))
+    assert isinstance(outer, list)
+    forged = D2.sign(labelled(labels.KEY_PACKAGE_SIG, outer[1]))
+    with pytest.raises(SignatureError):
+        verify(encode([outer[0], outer[1], forged]))
+
+
+# ---------------------------------------------------------- recipient checks
+
+
+def test_recovery_key_missing() -> None:
+    state = base_registry().state
+    recipients = recipients_of(state)
+    del recipients[ACCOUNT.account_id]
+    data = raw_key_package(D1, recipients=recipients, registry_seq=state.seq)
+    with pytest.raises(AuthorizationError) as info:
+        verify(data)
+    assert info.value.code is Code.NOT_AUTHORIZED
+
+
+def test_active_device_missing() -> None:
+    state = base_registry().state
+    recipients = recipients_of(state)
+    del recipients[D2.device_id]
+    data = raw_key_package(D1, recipients=recipients, registry_seq=state.seq)
+    with pytest.raises(AuthorizationError) as info:
+        verify(data)
+    assert info.value.code is Code.NOT_AUTHORIZED
+
+
+def test_revoked_device_included() -> None:
+    state = revoked_registry().state
+    data = raw_key_package(D1, recipients=recipients_of(state, D3), registry_seq=state.seq)
+    with pytest.raises(AuthorizationError) as info:
+        verify(data, state)
+    assert info.value.code is Code.REVOKED
+
+
+def test_unknown_device_included() -> None:
+    state = base_registry().state
+    data = raw_key_package(D1, recipients=recipients_of(state, STRANGER),
+                           registry_seq=state.seq)
+    with pytest.raises(AuthorizationError):
+        verify(data)
+
+
+def test_device_added_after_registry_seq_included() -> None:
+    r = base_registry()
+    later = r.then(add_device(r.state, D1, D4, "x", NOW_MS)).state
+    data = raw_key_package(D1, recipients=recipients_of(later), registry_seq=r.state.seq)
+    with pytest.raises(AuthorizationError):
+        verify(data, later)
+
+
+# --------------------------------------------------------------- opening keys
+
+
+def test_device_not_in_package() -> None:
+    with pytest.raises(AuthorizationError) as info:
+        open_epoch_key(p0(), STRANGER.device_id, STRANGER.kx)
+    assert info.value.code is Code.NOT_AUTHORIZED
+
+
+def test_wrong_x25519_key_for_the_slot() -> None:
+    with pytest.raises(DecryptError) as info:
+        open_epoch_key(p0(), D1.device_id, D2.kx)
+    assert info.value.code is Code.DECRYPT_FAILED
+
+
+def test_sealed_key_transplanted_from_another_space_in_a_signed_package() -> None:
+    state = base_registry().state
+    other = verify(build(state, space=OTHER_SPACE, key=OTHER_EPOCH_KEY), space=OTHER_SPACE)
+    data = raw_key_package(D1, recipients=recipients_of(state), registry_seq=state.seq,
+                           sealed_override={D2.device_id: other.recipients[D2.device_id]})
+    pkg = verify(data)
+    with pytest.raises((ContextError, DecryptError)) as info:
+        open_epoch_key(pkg, D2.device_id, D2.kx)
+    assert info.value.code in (Code.WRONG_CONTEXT, Code.DECRYPT_FAILED)
+
+
+def test_sealed_key_transplanted_from_another_space() -> None:
+    state = base_registry().state
+    other = verify(build(state, space=OTHER_SPACE), space=OTHER_SPACE)
+    moved = replace(p0(), recipients={**p0().recipients,
+                                      D1.device_id: other.recipients[D1.device_id]})
+    with pytest.raises(ContextError) as info:
+        open_epoch_key(moved, D1.device_id, D1.kx)
+    assert info.value.code is Code.WRONG_CONTEXT
+
+
+def test_sealed_key_transplanted_from_another_epoch() -> None:
+    first = p0()
+    second = verify(build(base_registry().state, epoch=1, prev=first.hash,
+                          key=OTHER_EPOCH_KEY), previous=first)
+    moved = replace(second, recipients={**second.recipients,
+                                        D1.device_id: first.recipients[D1.device_id]})
+    with pytest.raises(ContextError):
+        open_epoch_key(moved, D1.device_id, D1.kx)
+
+
+def test_sealed_key_of_another_recipient_does_not_open() -> None:
+    pkg = p0()
+    moved = replace(pkg, recipients={**pkg.recipients,
+                                     D1.device_id: pkg.recipients[D2.device_id]})
+    with pytest.raises(DecryptError):
+        open_epoch_key(moved, D1.device_id, D1.kx)
+
+
+# ------------------------------------------------------------ decode refusals
+
+
+def _body(data: bytes) -> dict[str, object]:
+    outer = decode(data)
+    assert isinstance(outer, list)
+    body = decode(outer[1])
+    assert isinstance(body, dict)
+    return body
+
+
+@pytest.mark.parametrize("version", [0, 2, True])
+def test_unsupported_outer_version(version: object) -> None:
+    outer = decode(build(base_registry().state))
+    assert isinstance(outer, list)
+    with pytest.raises(DecodeError) as info:
+        decode_key_package(encode([version, outer[1], outer[2]]))
+    assert info.value.code is (Code.MALFORMED if version is True else Code.UNSUPPORTED_VERSION)
+
+
+def test_unsupported_body_version() -> None:
+    body = _body(build(base_registry().state))
+    body["v"] = 2
+    with pytest.raises(DecodeError) as info:
+        decode_key_package(encode([1, encode(body), bytes(64)]))
+    assert info.value.code is Code.UNSUPPORTED_VERSION
+
+
+def test_unsorted_recipients() -> None:
+    body = _body(build(base_registry().state))
+    rows = body["recipients"]
+    assert isinstance(rows, list)
+    body["recipients"] = list(reversed(rows))
+    with pytest.raises(DecodeError) as info:
+        decode_key_package(encode([1, encode(body), bytes(64)]))
+    assert info.value.code is Code.MALFORMED
+
+
+def test_duplicate_recipient() -> None:
+    body = _body(build(base_registry().state))
+    rows = body["recipients"]
+    assert isinstance(rows, list)
+    body["recipients"] = [rows[0], rows[0]]
+    with pytest.raises(DecodeError):
+        decode_key_package(encode([1, encode(body), bytes(64)]))
+
+
+def test_epoch_0_with_non_zero_prev() -> None:
+    body = _body(build(base_registry().state))
+    body["prev"] = bytes([1]) * 32
+    with pytest.raises(DecodeError) as info:
+        decode_key_package(encode([1, encode(body), bytes(64)]))
+    assert info.value.code is Code.MALFORMED
+
+
+@pytest.mark.parametrize(("field", "value"), [("space", bytes(15)), ("creator", bytes(31)),
+                                               ("epoch", -1), ("recipients", {}),
+                                               ("prev", bytes(31))])
+def test_malformed_body_fields(field: str, value: object) -> None:
+    body = _body(build(base_registry().state))
+    body[field] = value
+    with pytest.raises(DecodeError) as info:
+        decode_key_package(encode([1, encode(body), bytes(64)]))
+    assert info.value.code is Code.MALFORMED
+
+
+def test_too_large_package() -> None:
+    data = build(base_registry().state)
+    decode_key_package(data, limits=ProtocolLimits(max_key_package=len(data)))
+    with pytest.raises(DecodeError) as info:
+        decode_key_package(data, limits=ProtocolLimits(max_key_package=len(data) - 1))
+    assert info.value.code is Code.TOO_LARGE
