@@ -41,7 +41,7 @@ from sddsf.protocol.identity import ID_SIZE, DeviceKeys
 from sddsf.protocol.labels import labelled, tagged_hash
 from sddsf.protocol.limits import DEFAULT_PROTOCOL_LIMITS, ProtocolLimits
 from sddsf.protocol.registry import RegistryState
-from sddsf.protocol.schema import check_version, expect_map, version_of_map
+from sddsf.protocol.schema import decode_signed
 
 __all__ = [
     "KEY_PACKAGE_VERSION",
@@ -123,21 +123,9 @@ def decode_key_package(data: bytes, *,
     Raises:
         DecodeError: malformed, too large or an unsupported version.
     """
-    if len(data) > limits.max_key_package:
-        raise DecodeError(f"key package of {len(data)} bytes exceeds the limit of "
-                          f"{limits.max_key_package}", Code.TOO_LARGE)
-    dl = limits.decode_limits(limits.max_key_package)
-    outer = decode(data, limits=dl)
-    if not isinstance(outer, list) or len(outer) != 3:
-        raise DecodeError("key package: expected [version, body, signature]")
-    version, body_bytes, signature = outer
-    check_version(version, KEY_PACKAGE_VERSION, "key package")
-    if not isinstance(body_bytes, bytes) or not isinstance(signature, bytes) \
-            or len(signature) != 64:
-        raise DecodeError("key package: body is bytes and the signature 64 bytes")
-    body = decode(body_bytes, limits=dl)
-    version_of_map(body, KEY_PACKAGE_VERSION, "key package body")
-    f = expect_map(body, "key package", _FIELDS)
+    f, body_bytes, signature = decode_signed(
+        data, what="key package", version=KEY_PACKAGE_VERSION, fields=_FIELDS,
+        limits=limits.decode_limits(limits.max_key_package))
     recipients: dict[bytes, bytes] = {}
     previous = b""
     for item in f.list_("recipients", max_items=limits.max_devices + 1):

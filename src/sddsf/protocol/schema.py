@@ -11,8 +11,10 @@ from collections.abc import Iterable
 from typing import Final
 
 from sddsf.errors import Code, DecodeError
+from sddsf.protocol.encoding import DecodeLimits, decode
 
-__all__ = ["Fields", "check_version", "expect_list", "expect_map", "version_of_map"]
+__all__ = ["Fields", "check_version", "decode_signed", "expect_list", "expect_map",
+           "version_of_map"]
 
 _U64: Final = 2**64 - 1
 
@@ -134,3 +136,30 @@ class Fields:
     def map_(self, key: str, required: Iterable[str], optional: Iterable[str] = ()) -> Fields:
         """A nested map with exactly the given keys."""
         return expect_map(self._m[key], f"{self._what}.{key}", required, optional)
+
+
+def decode_signed(data: bytes, *, what: str, version: int, fields: Iterable[str],
+                  limits: DecodeLimits) -> tuple[Fields, bytes, bytes]:
+    """Decode the common signed layout ``[version, body_bytes, signature]``.
+
+    The body is itself a canonical map whose ``"v"`` equals ``version`` and whose
+    keys are exactly ``fields``. Returns ``(body fields, body_bytes, signature)``.
+
+    Raises:
+        DecodeError: ``too_large`` over ``limits.max_size``; ``unsupported_version``;
+            ``malformed`` for any other shape error.
+    """
+    if len(data) > limits.max_size:
+        raise DecodeError(f"{what} of {len(data)} bytes exceeds the limit of "
+                          f"{limits.max_size}", Code.TOO_LARGE)
+    outer = decode(data, limits=limits)
+    if not isinstance(outer, list) or len(outer) != 3:
+        raise _bad(what, "expected [version, body, signature]")
+    outer_version, body_bytes, signature = outer
+    check_version(outer_version, version, what)
+    if not isinstance(body_bytes, bytes) or not isinstance(signature, bytes) \
+            or len(signature) != 64:
+        raise _bad(what, "the body is a byte string and the signature 64 bytes")
+    body = decode(body_bytes, limits=limits)
+    version_of_map(body, version, f"{what} body")
+    return expect_map(body, what, fields), body_bytes, signature

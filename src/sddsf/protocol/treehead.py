@@ -22,13 +22,13 @@ from dataclasses import dataclass
 from typing import Final
 
 from sddsf.crypto import Ed25519PublicKey, Ed25519SigningKey
-from sddsf.errors import Code, DecodeError, ProofError
+from sddsf.errors import Code, ProofError
 from sddsf.protocol import labels
-from sddsf.protocol.encoding import decode, encode
+from sddsf.protocol.encoding import encode
 from sddsf.protocol.labels import labelled
 from sddsf.protocol.limits import DEFAULT_PROTOCOL_LIMITS, ProtocolLimits
 from sddsf.protocol.merkle import verify_consistency
-from sddsf.protocol.schema import check_version, expect_map, version_of_map
+from sddsf.protocol.schema import decode_signed
 
 __all__ = ["TREE_HEAD_VERSION", "TreeHead", "check_progress", "decode_tree_head",
            "sign_tree_head", "verify_tree_head"]
@@ -64,19 +64,9 @@ def decode_tree_head(data: bytes, *,
     Raises:
         DecodeError: malformed, too large or unsupported version.
     """
-    if len(data) > limits.max_tree_head:
-        raise DecodeError("tree head is too large", Code.TOO_LARGE)
-    dl = limits.decode_limits(limits.max_tree_head)
-    outer = decode(data, limits=dl)
-    if not isinstance(outer, list) or len(outer) != 3:
-        raise DecodeError("tree head: expected [version, body, signature]")
-    version, body, sig = outer
-    check_version(version, TREE_HEAD_VERSION, "tree head")
-    if not isinstance(body, bytes) or not isinstance(sig, bytes) or len(sig) != 64:
-        raise DecodeError("tree head: body is bytes and the signature 64 bytes")
-    decoded = decode(body, limits=dl)
-    version_of_map(decoded, TREE_HEAD_VERSION, "tree head body")
-    f = expect_map(decoded, "tree head", ("v", "log", "size", "root", "ts"))
+    f, body, sig = decode_signed(data, what="tree head", version=TREE_HEAD_VERSION,
+                                 fields=("v", "log", "size", "root", "ts"),
+                                 limits=limits.decode_limits(limits.max_tree_head))
     return TreeHead(f.bytes_("log", max_size=64), f.int_("size"), f.bytes_("root", size=32),
                     f.int_("ts"), body, sig, bytes(data))
 
