@@ -12,9 +12,15 @@ The tree (after h11's Local/Remote split)::
     ├── LocalProtocolError          you (the caller) misused the API
     │   ├── UsageError              bad argument, wrong state
     │   └── ConfigError             bad configuration value
+    ├── ServiceError                the service cannot do it now (nobody misbehaved)
+    │   ├── UnavailableError        unavailable (HTTP 503: retry later, nothing was stored)
+    │   ├── ConflictError           conflict (a concurrent writer won; re-read and retry)
+    │   └── NotFoundError           not_found
     └── RemoteProtocolError         the peer (device or relay) misbehaved
         ├── DecodeError             malformed, too_large, unsupported_version, unsupported_suite
+        ├── RateLimitedError        rate_limited (HTTP 429 with Retry-After)
         └── VerificationError       well-formed but not acceptable
+            ├── AuthenticationError unauthenticated (no, expired or wrong session), replay
             ├── SignatureError      sig_invalid
             ├── KeyValidationError  bad_key (low-order / non-canonical public key)
             ├── ContextError        wrong_context (transplanted into another space/doc/epoch)
@@ -37,22 +43,28 @@ from enum import StrEnum
 from typing import Final
 
 __all__ = [
+    "AuthenticationError",
     "AuthorizationError",
     "ChainError",
     "ClockSkewError",
     "Code",
     "ConfigError",
+    "ConflictError",
     "ContextError",
     "DecodeError",
     "DecryptError",
     "EpochError",
     "KeyValidationError",
     "LocalProtocolError",
+    "NotFoundError",
     "ProofError",
+    "RateLimitedError",
     "RegistryError",
     "RemoteProtocolError",
     "SddsfError",
+    "ServiceError",
     "SignatureError",
+    "UnavailableError",
     "UsageError",
     "VerificationError",
     "error_from_wire",
@@ -89,6 +101,13 @@ class Code(StrEnum):
     TREE_HEAD_INVALID = "tree_head_invalid"
     LOG_ROLLBACK = "log_rollback"
     DECRYPT_FAILED = "decrypt_failed"
+    # relay edge and service
+    UNAUTHENTICATED = "unauthenticated"
+    REPLAY = "replay"
+    RATE_LIMITED = "rate_limited"
+    NOT_FOUND = "not_found"
+    CONFLICT = "conflict"
+    UNAVAILABLE = "unavailable"
 
 
 #: HTTP status the relay uses for each code (a 5xx is never a peer's fault).
@@ -117,6 +136,12 @@ HTTP_STATUS: Final[dict[Code, int]] = {
     Code.TREE_HEAD_INVALID: 400,
     Code.LOG_ROLLBACK: 409,
     Code.DECRYPT_FAILED: 400,
+    Code.UNAUTHENTICATED: 401,
+    Code.REPLAY: 401,
+    Code.RATE_LIMITED: 429,
+    Code.NOT_FOUND: 404,
+    Code.CONFLICT: 409,
+    Code.UNAVAILABLE: 503,
 }
 
 
@@ -167,6 +192,28 @@ class ConfigError(LocalProtocolError):
     default_code = Code.CONFIG
 
 
+class ServiceError(SddsfError):
+    """The service cannot do this now; neither side misbehaved."""
+
+
+class UnavailableError(ServiceError):
+    """A dependency (the database) is unavailable; nothing was stored. Retry later."""
+
+    default_code = Code.UNAVAILABLE
+
+
+class ConflictError(ServiceError):
+    """A concurrent writer changed the state first; re-read and retry."""
+
+    default_code = Code.CONFLICT
+
+
+class NotFoundError(ServiceError):
+    """The account, space, channel or object does not exist."""
+
+    default_code = Code.NOT_FOUND
+
+
 class RemoteProtocolError(SddsfError):
     """The peer (another device or the relay) sent something unacceptable."""
 
@@ -177,8 +224,25 @@ class DecodeError(RemoteProtocolError):
     default_code = Code.MALFORMED
 
 
+class RateLimitedError(RemoteProtocolError):
+    """Too many requests; ``retry_after_s`` says when to try again."""
+
+    default_code = Code.RATE_LIMITED
+
+    def __init__(self, message: str, code: Code | None = None, *,
+                 retry_after_s: float = 1.0) -> None:
+        super().__init__(message, code)
+        self.retry_after_s = retry_after_s
+
+
 class VerificationError(RemoteProtocolError):
     """A well-formed structure that fails a verification rule."""
+
+
+class AuthenticationError(VerificationError):
+    """No valid session, or a replayed or stale signed request."""
+
+    default_code = Code.UNAUTHENTICATED
 
 
 class SignatureError(VerificationError):
@@ -266,6 +330,12 @@ _CLASS_FOR_CODE: Final[dict[Code, type[SddsfError]]] = {
     Code.TREE_HEAD_INVALID: ProofError,
     Code.LOG_ROLLBACK: ProofError,
     Code.DECRYPT_FAILED: DecryptError,
+    Code.UNAUTHENTICATED: AuthenticationError,
+    Code.REPLAY: AuthenticationError,
+    Code.RATE_LIMITED: RateLimitedError,
+    Code.NOT_FOUND: NotFoundError,
+    Code.CONFLICT: ConflictError,
+    Code.UNAVAILABLE: UnavailableError,
 }
 
 

@@ -35,7 +35,9 @@ def test_every_code_round_trips_to_the_same_class(code: Code) -> None:
     err = cls("why", code)
     back = error_from_wire(**err.to_wire())
     assert type(back) is cls and back.code is code and back.message == "why"
-    assert 400 <= err.http_status < 500  # a peer's fault is never a 5xx
+    # A peer's fault is never a 5xx; only "unavailable" (retry later) is.
+    assert (err.http_status == 503) == (code is Code.UNAVAILABLE)
+    assert 400 <= err.http_status < 504
 
 
 def test_a_code_cannot_be_raised_with_another_class() -> None:

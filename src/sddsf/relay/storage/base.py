@@ -1,0 +1,331 @@
+"""The relay's storage interface: one contract, two real backends (SQLite, PostgreSQL).
+
+Every backend passes the conformance suite in :mod:`sddsf.testing.storage_conformance`.
+The relay keeps no state outside this interface and the edge-state interface,
+so several relay processes can share one PostgreSQL database.
+
+Invariants every backend keeps (the conformance suite checks each):
+
+* **Durability before acknowledgement.** A method that stores something returns
+  only after its transaction is durable (SQLite: WAL with ``synchronous=FULL``;
+  PostgreSQL: ``synchronous_commit=on``).
+* **Atomic append.** :meth:`RelayStorage.append_ops` stores a batch's ops, the
+  per-space counter and the Merkle nodes in ONE transaction: all or nothing.
+* **Gap-free offsets equal to commit order.** Offsets are 0, 1, 2, ... per space,
+  assigned from a per-space counter row that the append transaction locks
+  (never from an auto-increment id, which can commit out of order). The offset
+  of an op is also its leaf index in the space's Merkle log.
+* **Idempotence.** Appending an op whose ``(author, seq)`` is already stored with
+  the same op id yields ``duplicate`` with the original offset; with another op
+  id it yields ``fork`` and nothing is appended (the caller stores evidence).
+* **Proofs survive pruning.** :meth:`RelayStorage.prune_ops` drops envelopes but
+  never leaf hashes or nodes, so every inclusion and consistency proof stays
+  valid.
+
+Errors: backends raise :class:`~sddsf.errors.SddsfError` subclasses only;
+driver exceptions are translated once, here at the adapter. A unique-key race
+on registry entries, key packages or spaces surfaces as
+:class:`~sddsf.errors.ConflictError` (``StorageConflict``, code ``conflict``).
+A database that is unreachable raises :class:`~sddsf.errors.UnavailableError`
+(``StorageUnavailable``, code ``unavailable``, HTTP 503).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import Enum
+
+from sddsf.errors import ConfigError, ConflictError, UnavailableError
+
+__all__ = [
+    "AppendOutcome",
+    "AppendStatus",
+    "ChainSnapshot",
+    "ForkEvidence",
+    "OpToAppend",
+    "PairingMessage",
+    "RelayStorage",
+    "SpaceRecord",
+    "StorageConflict",
+    "StorageUnavailable",
+    "StoredOp",
+]
+
+
+# Backends raise these two (from sddsf.errors) for storage conditions.
+StorageUnavailable = UnavailableError
+StorageConflict = ConflictError
+
+
+@dataclass(frozen=True, slots=True)
+class SpaceRecord:
+    """A space and its log state."""
+
+    space_id: bytes
+    account_id: bytes
+    size: int  # number of leaves (= next offset)
+    root: bytes  # RFC 9162 root of the whole log
+    epoch: int  # current key epoch (highest stored key package), -1 if none
+    epoch_started_ms: int  # when the current epoch's package was stored
+    created_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class OpToAppend:
+    """A verified op, ready to append."""
+
+    envelope: bytes
+    op_id: bytes
+    author: bytes
+    seq: int
+    deps: bytes  # canonical encoding of the op's deps (for ChainSnapshot)
+    leaf_hash: bytes  # RFC 9162 leaf hash of ``envelope``
+
+
+class AppendStatus(Enum):
+    """What happened to one op of a batch."""
+
+    ACCEPTED = "accepted"
+    DUPLICATE = "duplicate"
+    FORK = "fork"
+
+
+@dataclass(frozen=True, slots=True)
+class AppendOutcome:
+    """Result for one op: its offset (original offset for a duplicate; the
+    existing op's offset for a fork)."""
+
+    status: AppendStatus
+    offset: int
+    existing_op_id: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class StoredOp:
+    """An op as served to readers. ``envelope`` is None once pruned."""
+
+    offset: int
+    op_id: bytes
+    author: bytes
+    seq: int
+    leaf_hash: bytes
+    envelope: bytes | None
+    received_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class ChainSnapshot:
+    """Per-author chain state of one space, prefetched for verifying a batch.
+
+    ``heads[author] = (seq, op_id, deps_bytes)``; ``ids[(author, seq)] = op_id``
+    for every requested ``(author, seq)`` that is stored.
+    """
+
+    heads: dict[bytes, tuple[int, bytes, bytes]]
+    ids: dict[tuple[bytes, int], bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class ForkEvidence:
+    """Two signed ops by one author at one seq: the stored one and the refused one."""
+
+    space_id: bytes
+    author: bytes
+    seq: int
+    accepted_envelope: bytes
+    refused_envelope: bytes
+    recorded_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class PairingMessage:
+    """One opaque message in a pairing channel."""
+
+    index: int
+    sender: str  # "initiator" or "joiner"
+    body: bytes
+
+
+class RelayStorage(ABC):
+    """The storage contract. All methods are coroutines; all are safe to call
+    concurrently from several tasks (and, for PostgreSQL, several processes)."""
+
+    # ---------------------------------------------------------------- lifecycle
+    @abstractmethod
+    async def open(self) -> None:
+        """Connect and apply pending schema migrations (versioned, in order).
+
+        Raises:
+            StorageUnavailable: the database cannot be reached.
+        """
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Release connections. Idempotent."""
+
+    @abstractmethod
+    async def schema_version(self) -> int:
+        """The applied schema version (the number of the last migration)."""
+
+    @abstractmethod
+    async def ping(self) -> None:
+        """Cheap round trip for readiness checks. Raises StorageUnavailable."""
+
+    # ----------------------------------------------------------------- registry
+    @abstractmethod
+    async def create_account(self, account_id: bytes, genesis: bytes, now_ms: int) -> bool:
+        """Store a verified genesis entry as registry seq 0.
+
+        Returns True if created, False if the identical genesis is already stored.
+        Raises:
+            StorageConflict: the account exists with another genesis.
+        """
+
+    @abstractmethod
+    async def registry_entries(self, account_id: bytes, since: int = 0) -> list[bytes]:
+        """Entries with seq >= ``since`` in seq order ([] for an unknown account)."""
+
+    @abstractmethod
+    async def append_registry_entry(self, account_id: bytes, seq: int, entry: bytes,
+                                    now_ms: int) -> bool:
+        """Store a verified entry at ``seq`` (must be the next seq).
+
+        Returns True if stored, False if the identical entry is already at ``seq``.
+        Raises:
+            StorageConflict: ``seq`` is taken by another entry, or ``seq`` is not
+                the next one (the caller re-reads and re-verifies).
+        """
+
+    # ------------------------------------------------------------------- spaces
+    @abstractmethod
+    async def create_space(self, space_id: bytes, account_id: bytes, now_ms: int) -> bool:
+        """Create an empty space owned by ``account_id``.
+
+        Returns True if created, False if it already exists for this account.
+        Raises:
+            StorageConflict: the space id belongs to another account.
+        """
+
+    @abstractmethod
+    async def get_space(self, space_id: bytes) -> SpaceRecord | None:
+        """The space, or None."""
+
+    @abstractmethod
+    async def list_spaces(self, account_id: bytes) -> list[SpaceRecord]:
+        """The account's spaces, oldest first."""
+
+    # ------------------------------------------------------------- key packages
+    @abstractmethod
+    async def put_key_package(self, space_id: bytes, epoch: int, package: bytes,
+                              now_ms: int) -> bool:
+        """Store the verified package of ``epoch`` (must be current epoch + 1).
+
+        Updates the space's ``epoch`` and ``epoch_started_ms`` in the same
+        transaction. Returns False if the identical package is already stored.
+        Raises:
+            StorageConflict: the epoch is taken by another package, or is not next.
+        """
+
+    @abstractmethod
+    async def key_packages(self, space_id: bytes, since_epoch: int = 0) -> list[bytes]:
+        """Packages with epoch >= ``since_epoch``, in epoch order."""
+
+    # ---------------------------------------------------------------------- ops
+    @abstractmethod
+    async def chain_snapshot(self, space_id: bytes,
+                             wanted: Sequence[tuple[bytes, int]]) -> ChainSnapshot:
+        """Heads of the authors in ``wanted`` and the op ids stored at those seqs."""
+
+    @abstractmethod
+    async def append_ops(self, space_id: bytes, ops: Sequence[OpToAppend],
+                         now_ms: int) -> list[AppendOutcome]:
+        """Append a batch in one transaction (see the module invariants).
+
+        Ops are processed in order; an op whose (author, seq) is already stored
+        (possibly by an earlier op of the same batch) is DUPLICATE or FORK and
+        takes no offset. An op whose seq is not its author's head + 1 at commit
+        time (a concurrent writer got there first) is reported as FORK if that
+        seq holds another op, else it must not be appended: raise StorageConflict
+        for the whole batch so the caller re-verifies (nothing is stored).
+
+        Raises:
+            NotFoundError: unknown space.
+            StorageConflict: see above; nothing was stored.
+            StorageUnavailable: nothing was stored.
+        """
+
+    @abstractmethod
+    async def read_ops(self, space_id: bytes, after: int, limit: int) -> list[StoredOp]:
+        """Ops with offset > ``after`` (use -1 for all), ascending, at most ``limit``."""
+
+    @abstractmethod
+    async def leaf_hashes(self, space_id: bytes, start: int, end: int) -> list[bytes]:
+        """Leaf hashes of offsets [start, end)."""
+
+    @abstractmethod
+    async def merkle_nodes(self, space_id: bytes,
+                           keys: Sequence[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+        """Stored perfect-subtree nodes ``(level, index) -> hash`` (level 0 = leaves)."""
+
+    @abstractmethod
+    async def record_fork(self, evidence: ForkEvidence) -> None:
+        """Keep both signed ops as evidence (idempotent for the same pair)."""
+
+    @abstractmethod
+    async def fork_evidence(self, space_id: bytes) -> list[ForkEvidence]:
+        """All evidence recorded for the space, oldest first."""
+
+    @abstractmethod
+    async def prune_ops(self, space_id: bytes, before_offset: int) -> int:
+        """Drop envelopes of offsets < ``before_offset``; keep leaf hashes and nodes.
+
+        Returns the number of envelopes dropped.
+        """
+
+    # ---------------------------------------------------------------- snapshots
+    @abstractmethod
+    async def put_snapshot(self, space_id: bytes, doc_id: bytes, covers_offset: int,
+                           blob: bytes, now_ms: int) -> None:
+        """Store (replace) the signed encrypted snapshot of a doc covering offsets
+        <= ``covers_offset``. An older snapshot (lower offset) never replaces a newer one."""
+
+    @abstractmethod
+    async def get_snapshot(self, space_id: bytes, doc_id: bytes) -> tuple[int, bytes] | None:
+        """``(covers_offset, blob)`` of the doc's snapshot, or None."""
+
+    # ---------------------------------------------------------- pairing mailbox
+    @abstractmethod
+    async def create_channel(self, channel_id: bytes, expires_ms: int) -> None:
+        """Open a pairing channel. Raises StorageConflict if the id exists."""
+
+    @abstractmethod
+    async def post_channel_message(self, channel_id: bytes, sender: str, body: bytes,
+                                   now_ms: int, max_messages: int) -> int:
+        """Append a message; returns its index.
+
+        Raises:
+            StorageConflict: unknown, expired, burnt or full channel.
+        """
+
+    @abstractmethod
+    async def channel_messages(self, channel_id: bytes, after: int,
+                               now_ms: int) -> list[PairingMessage]:
+        """Messages with index > ``after``. Raises StorageConflict if unknown/expired/burnt."""
+
+    @abstractmethod
+    async def burn_channel(self, channel_id: bytes) -> None:
+        """Make the channel unusable (after a failed confirmation or completion)."""
+
+
+def require_backend_url(url: str) -> str:
+    """Validate a ``--db`` URL scheme: ``sqlite:///path`` or ``postgresql://...``.
+
+    Raises:
+        ConfigError: any other scheme.
+    """
+    if url.startswith(("sqlite:///", "postgresql://", "postgres://")):
+        return url
+    raise ConfigError(f"unsupported database URL {url!r}: use sqlite:///PATH or "
+                      "postgresql://USER@HOST/DB")
