@@ -15,7 +15,8 @@ The tree (after h11's Local/Remote split)::
     ├── ServiceError                the service cannot do it now (nobody misbehaved)
     │   ├── UnavailableError        unavailable (HTTP 503: retry later, nothing was stored)
     │   ├── ConflictError           conflict (a concurrent writer won; re-read and retry)
-    │   └── NotFoundError           not_found
+    │   ├── NotFoundError           not_found
+    │   └── InternalError           internal (HTTP 500: a relay bug; nothing was acknowledged)
     └── RemoteProtocolError         the peer (device or relay) misbehaved
         ├── DecodeError             malformed, too_large, unsupported_version, unsupported_suite
         ├── RateLimitedError        rate_limited (HTTP 429 with Retry-After)
@@ -54,6 +55,7 @@ __all__ = [
     "DecodeError",
     "DecryptError",
     "EpochError",
+    "InternalError",
     "KeyValidationError",
     "LocalProtocolError",
     "NotFoundError",
@@ -108,6 +110,7 @@ class Code(StrEnum):
     NOT_FOUND = "not_found"
     CONFLICT = "conflict"
     UNAVAILABLE = "unavailable"
+    INTERNAL = "internal"
 
 
 #: HTTP status the relay uses for each code (a 5xx is never a peer's fault).
@@ -142,6 +145,7 @@ HTTP_STATUS: Final[dict[Code, int]] = {
     Code.NOT_FOUND: 404,
     Code.CONFLICT: 409,
     Code.UNAVAILABLE: 503,
+    Code.INTERNAL: 500,
 }
 
 
@@ -212,6 +216,12 @@ class NotFoundError(ServiceError):
     """The account, space, channel or object does not exist."""
 
     default_code = Code.NOT_FOUND
+
+
+class InternalError(ServiceError):
+    """An unexpected failure inside the relay (a bug); nothing was acknowledged."""
+
+    default_code = Code.INTERNAL
 
 
 class RemoteProtocolError(SddsfError):
@@ -336,6 +346,7 @@ _CLASS_FOR_CODE: Final[dict[Code, type[SddsfError]]] = {
     Code.NOT_FOUND: NotFoundError,
     Code.CONFLICT: ConflictError,
     Code.UNAVAILABLE: UnavailableError,
+    Code.INTERNAL: InternalError,
 }
 
 

@@ -35,9 +35,8 @@ def test_every_code_round_trips_to_the_same_class(code: Code) -> None:
     err = cls("why", code)
     back = error_from_wire(**err.to_wire())
     assert type(back) is cls and back.code is code and back.message == "why"
-    # A peer's fault is never a 5xx; only "unavailable" (retry later) is.
-    assert (err.http_status == 503) == (code is Code.UNAVAILABLE)
-    assert 400 <= err.http_status < 504
+    # A peer's fault is never a 5xx; only "unavailable" and "internal" are.
+    assert (err.http_status >= 500) == (code in (Code.UNAVAILABLE, Code.INTERNAL))
 
 
 def test_a_code_cannot_be_raised_with_another_class() -> None:

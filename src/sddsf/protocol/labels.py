@@ -23,6 +23,7 @@ __all__ = [
     "ACCOUNT_ID",
     "ACCOUNT_RECOVERY_KEY",
     "ACCOUNT_SIGNING_KEY",
+    "AUTH_SESSION",
     "DEVICE_ID",
     "DOC_KEY",
     "KEY_PACKAGE_HASH",
@@ -35,6 +36,7 @@ __all__ = [
     "REGISTRY_COSIG",
     "REGISTRY_ENTRY",
     "REGISTRY_SIG",
+    "REQUEST_SIG",
     "TREE_HEAD_SIG",
     "labelled",
     "tagged_hash",
@@ -56,6 +58,8 @@ KEY_PACKAGE_SIG: Final = "sddsf/v1/key-package/sig"
 KEY_PACKAGE_HASH: Final = "sddsf/v1/key-package/hash"
 KEY_PACKAGE_SEALED: Final = "sddsf/v1/key-package/sealed-key"
 TREE_HEAD_SIG: Final = "sddsf/v1/tree-head/sig"
+AUTH_SESSION: Final = "sddsf/v1/auth/session"
+REQUEST_SIG: Final = "sddsf/v1/request/sig"
 
 
 def labelled(label: str, *parts: object) -> bytes:

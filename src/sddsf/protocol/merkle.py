@@ -401,7 +401,7 @@ def verify_consistency(
 # ---------------------------------------------------------------------------
 
 
-def verify_subtree_inclusion(  # noqa: PLR0917 - positional order mirrors verify_inclusion and Go
+def verify_subtree_inclusion(
     leaf_hash: bytes, index: int, start: int, end: int, proof: Sequence[bytes],
     subtree_root: bytes,
 ) -> None:
@@ -441,7 +441,7 @@ def verify_subtree_inclusion(  # noqa: PLR0917 - positional order mirrors verify
                    f"subtree root {_short(expected)}")
 
 
-def verify_subtree_consistency(  # noqa: PLR0917 - positional order mirrors verify_consistency
+def verify_subtree_consistency(
     start: int, end: int, size: int, subtree_root: bytes, root: bytes, proof: Sequence[bytes]
 ) -> None:
     """Check that the subtree ``[start, end)`` with ``subtree_root`` is in the tree of ``size``.

@@ -471,7 +471,7 @@ def set_policy(state: RegistryState, signer: DeviceKeys | AccountKeys,
     return assemble_entry(body, sign_body(body, signer))
 
 
-def recover(state: RegistryState, account: AccountKeys, new_device: DeviceKeys,  # noqa: PLR0917
+def recover(state: RegistryState, account: AccountKeys, new_device: DeviceKeys,
             name: str, revoke: Sequence[bytes], ts_ms: int) -> bytes:
     """A recover entry: the account key certifies a new device, optionally revoking others."""
     body = _next(state, EntryType.RECOVER, account, ts_ms,

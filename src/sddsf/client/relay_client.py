@@ -1,0 +1,244 @@
+"""Typed async HTTP client of the relay API (the transport adapter of the client).
+
+It authenticates a device (challenge-response), signs every mutating request
+with a fresh nonce and timestamp, and turns every ``{code, message}`` error body
+back into the typed :mod:`sddsf.errors` exception. httpx exceptions are
+translated here, once: a connection failure is :class:`UnavailableError`.
+
+It trusts nothing it receives: callers verify registries, key packages, tree
+heads and proofs with :mod:`sddsf.protocol`.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from sddsf.crypto import random_bytes
+from sddsf.errors import DecodeError, UnavailableError, error_from_wire
+from sddsf.protocol import auth
+from sddsf.protocol.identity import DeviceKeys
+
+__all__ = ["PulledOp", "RelayClient", "UploadResult"]
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.b64decode(text.encode("ascii"), altchars=b"-_", validate=True)
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class UploadResult:
+    """One op's result from the relay (unverified: check the proof yourself)."""
+
+    status: str
+    offset: int | None
+    op_id: bytes | None
+    proof: list[bytes] | None
+    code: str | None
+    message: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class PulledOp:
+    """One op from the log (``envelope`` None once pruned)."""
+
+    offset: int
+    op_id: bytes
+    leaf_hash: bytes
+    envelope: bytes | None
+
+
+class RelayClient:
+    """A device's connection to one relay."""
+
+    def __init__(self, base_url: str, *, device: DeviceKeys | None = None,
+                 account_id: bytes | None = None,
+                 transport: httpx.AsyncBaseTransport | None = None,
+                 clock: Callable[[], int] = _now_ms, timeout_s: float = 30.0) -> None:
+        self.device = device
+        self.account_id = account_id
+        self._clock = clock
+        self._http = httpx.AsyncClient(base_url=base_url, transport=transport,
+                                       timeout=timeout_s)
+        self._token: bytes | None = None
+        self._token_expires_ms = 0
+        self.relay_id: bytes | None = None
+
+    async def aclose(self) -> None:
+        """Close the HTTP connection pool."""
+        await self._http.aclose()
+
+    async def __aenter__(self) -> RelayClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # ------------------------------------------------------------- plumbing
+    async def _send(self, method: str, path: str, *, body: dict[str, Any] | None = None,
+                    params: dict[str, Any] | None = None, signed: bool = False,
+                    authed: bool = False) -> Any:
+        content = json.dumps(body).encode() if body is not None else b""
+        headers = {"content-type": "application/json"} if body is not None else {}
+        if authed or signed:
+            token = await self._session_token()
+            headers["authorization"] = f"Bearer {_b64(token)}"
+            if signed and self.device is not None:  # _session_token ensured a device
+                request = self._http.build_request(method, path, params=params)
+                target = request.url.raw_path.decode("ascii")
+                nonce, ts = random_bytes(auth.NONCE_SIZE), self._clock()
+                sig = self.device.sign(auth.request_message(
+                    method, target, content, nonce, ts, auth.token_hash(token)))
+                headers.update({"x-sddsf-nonce": _b64(nonce), "x-sddsf-timestamp": str(ts),
+                                "x-sddsf-signature": _b64(sig)})
+        try:
+            response = await self._http.request(method, path, params=params, content=content,
+                                                headers=headers)
+        except httpx.HTTPError as exc:
+            raise UnavailableError(f"cannot reach the relay at {self._http.base_url}: "
+                                   f"{exc.__class__.__name__}") from None
+        if response.status_code >= 400:
+            try:
+                err = response.json()
+                raise error_from_wire(str(err["code"]), str(err["message"]))
+            except (ValueError, KeyError, TypeError):
+                raise UnavailableError(f"relay answered HTTP {response.status_code} without "
+                                       "an error body") from None
+        try:
+            return response.json()
+        except ValueError:
+            raise DecodeError("relay sent a response that is not JSON") from None
+
+    async def _session_token(self) -> bytes:
+        if self._token is not None and self._clock() < self._token_expires_ms - 30_000:
+            return self._token
+        if self.device is None or self.account_id is None:
+            raise UnavailableError("this client has no device identity to authenticate with")
+        ch = await self._send("POST", "/v1/auth/challenge", body={
+            "account_id": _b64(self.account_id), "device_id": _b64(self.device.device_id)})
+        challenge, self.relay_id = _unb64(ch["challenge"]), _unb64(ch["relay_id"])
+        sig = self.device.sign(auth.session_message(self.relay_id, self.account_id,
+                                                    self.device.device_id, challenge))
+        s = await self._send("POST", "/v1/auth/session", body={
+            "account_id": _b64(self.account_id), "device_id": _b64(self.device.device_id),
+            "challenge": _b64(challenge), "signature": _b64(sig)})
+        self._token, self._token_expires_ms = _unb64(s["token"]), int(s["expires_ms"])
+        return self._token
+
+    def forget_session(self) -> None:
+        """Drop the cached session (the next call opens a new one)."""
+        self._token = None
+
+    # -------------------------------------------------------------- registry
+    async def create_account(self, genesis: bytes) -> bytes:
+        """Upload a genesis entry; returns the account id (idempotent)."""
+        r = await self._send("POST", "/v1/accounts", body={"genesis": _b64(genesis)})
+        return _unb64(r["account_id"])
+
+    async def registry(self, account_id: bytes, since: int = 0) -> list[bytes]:
+        """Registry entries from ``since`` (verify them!)."""
+        r = await self._send("GET", f"/v1/accounts/{_quote(account_id)}/registry",
+                             params={"since": since})
+        return [_unb64(e) for e in r["entries"]]
+
+    async def append_registry(self, account_id: bytes, entry: bytes) -> int:
+        """Append a signed entry; returns the next seq."""
+        r = await self._send("POST", f"/v1/accounts/{_quote(account_id)}/registry",
+                             body={"entry": _b64(entry)})
+        return int(r["next_seq"])
+
+    # ---------------------------------------------------------------- spaces
+    async def create_space(self, space_id: bytes, key_package: bytes) -> dict[str, Any]:
+        """Create a space with its epoch-0 key package."""
+        r: dict[str, Any] = await self._send(
+            "POST", "/v1/spaces", signed=True,
+            body={"space_id": _b64(space_id), "key_package": _b64(key_package)})
+        return r
+
+    async def list_spaces(self) -> list[dict[str, Any]]:
+        """The account's spaces."""
+        r = await self._send("GET", "/v1/spaces", authed=True)
+        return list(r["spaces"])
+
+    async def put_key_package(self, space_id: bytes, key_package: bytes) -> dict[str, Any]:
+        """Open the next epoch."""
+        r: dict[str, Any] = await self._send("POST", f"/v1/spaces/{_quote(space_id)}/keys",
+                                             signed=True,
+                                             body={"key_package": _b64(key_package)})
+        return r
+
+    async def key_packages(self, space_id: bytes, since_epoch: int = 0) -> list[bytes]:
+        """Key packages from ``since_epoch``."""
+        r = await self._send("GET", f"/v1/spaces/{_quote(space_id)}/keys", authed=True,
+                             params={"since_epoch": since_epoch})
+        return [_unb64(p) for p in r["key_packages"]]
+
+    async def upload(self, space_id: bytes, envelopes: Sequence[bytes], *,
+                     proofs: bool = True) -> tuple[list[UploadResult], bytes]:
+        """Upload a batch; returns per-op results and the signed tree head."""
+        r = await self._send("POST", f"/v1/spaces/{_quote(space_id)}/ops", signed=True,
+                             body={"ops": [_b64(e) for e in envelopes], "proofs": proofs})
+        results = [UploadResult(
+            x["status"], x.get("offset"), _unb64(x["op_id"]) if x.get("op_id") else None,
+            [_unb64(p) for p in x["proof"]] if x.get("proof") is not None else None,
+            x.get("code"), x.get("message")) for x in r["results"]]
+        return results, _unb64(r["tree_head"]["tree_head"])
+
+    async def pull(self, space_id: bytes, after: int = -1,
+                   limit: int = 500) -> tuple[list[PulledOp], bytes]:
+        """One page of ops after ``after`` and the current signed tree head."""
+        r = await self._send("GET", f"/v1/spaces/{_quote(space_id)}/ops", authed=True,
+                             params={"after": after, "limit": limit})
+        ops = [PulledOp(o["offset"], _unb64(o["op_id"]), _unb64(o["leaf_hash"]),
+                        _unb64(o["envelope"]) if o["envelope"] is not None else None)
+               for o in r["ops"]]
+        return ops, _unb64(r["tree_head"]["tree_head"])
+
+    async def tree_head(self, space_id: bytes) -> bytes:
+        """The current signed tree head."""
+        r = await self._send("GET", f"/v1/spaces/{_quote(space_id)}/tree-head", authed=True)
+        return _unb64(r["tree_head"])
+
+    async def inclusion_proof(self, space_id: bytes, index: int,
+                              size: int | None = None) -> tuple[list[bytes], bytes]:
+        """Inclusion proof and the signed head it is relative to."""
+        params: dict[str, Any] = {"index": index}
+        if size is not None:
+            params["size"] = size
+        r = await self._send("GET", f"/v1/spaces/{_quote(space_id)}/proofs/inclusion",
+                             authed=True, params=params)
+        return [_unb64(p) for p in r["proof"]], _unb64(r["tree_head"]["tree_head"])
+
+    async def consistency_proof(self, space_id: bytes, first: int,
+                                second: int | None = None) -> tuple[list[bytes], bytes]:
+        """Consistency proof and the signed head of ``second``."""
+        params: dict[str, Any] = {"first": first}
+        if second is not None:
+            params["second"] = second
+        r = await self._send("GET", f"/v1/spaces/{_quote(space_id)}/proofs/consistency",
+                             authed=True, params=params)
+        return [_unb64(p) for p in r["proof"]], _unb64(r["tree_head"]["tree_head"])
+
+    async def ws_ticket(self) -> bytes:
+        """A single-use WebSocket ticket."""
+        r = await self._send("POST", "/v1/ws/ticket", signed=True, body={})
+        return _unb64(r["ticket"])
+
+
+def _quote(raw: bytes) -> str:
+    # URL-safe base64 needs no escaping in a path segment.
+    return _b64(raw)

@@ -1,0 +1,139 @@
+"""The relay's ASGI application: ``create_app(settings, storage, relay_key)``.
+
+No globals: everything a handler needs hangs off ``app.state.relay``
+(:class:`~sddsf.relay.deps.RelayContext`). Third-party exceptions are
+translated once, into ``{code, message}`` bodies; a peer's mistake is always a
+4xx, never a 500, and no response carries a stack trace.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from sddsf.crypto import Ed25519SigningKey
+from sddsf.errors import (
+    Code,
+    DecodeError,
+    NotFoundError,
+    SddsfError,
+)
+from sddsf.relay import models as m
+from sddsf.relay.deps import (
+    BodyLimit,
+    RelayContext,
+    error_response,
+    log,
+    now_ms,
+)
+from sddsf.relay.edge import EdgeState, MemoryEdgeState
+from sddsf.relay.fabric import Fabric
+from sddsf.relay.fanout import Hub
+from sddsf.relay.metrics import RelayMetrics
+from sddsf.relay.routes import accounts, live, pairing, spaces
+from sddsf.relay.settings import RelaySettings
+from sddsf.relay.storage.base import RelayStorage
+
+__all__ = ["create_app"]
+
+
+# ------------------------------------------------------------------------ app
+
+
+def create_app(settings: RelaySettings, storage: RelayStorage, relay_key: Ed25519SigningKey,
+               *, edge: EdgeState | None = None,
+               clock: Callable[[], int] = now_ms) -> FastAPI:
+    """Build the relay application around a storage backend.
+
+    The app opens ``storage`` on start-up (applying migrations) and closes it
+    on shutdown.
+    """
+    hub = Hub()
+    metrics = RelayMetrics(connected=lambda: hub.connected)
+    fabric = Fabric(storage, settings, relay_key, publish=hub.publish, clock=clock)
+    ctx = RelayContext(settings, storage, relay_key, edge or MemoryEdgeState(), hub, fabric,
+                       metrics, clock)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await storage.open()
+        try:
+            yield
+        finally:
+            await storage.close()
+
+    app = FastAPI(title="SDDSF relay", version="1",
+                  description="End-to-end encrypted sync relay. Binary fields are base64. "
+                              "Errors are {code, message} with stable codes.",
+                  lifespan=lifespan, responses={
+                      400: {"model": m.ErrorBody}, 401: {"model": m.ErrorBody},
+                      403: {"model": m.ErrorBody}, 404: {"model": m.ErrorBody},
+                      409: {"model": m.ErrorBody}, 413: {"model": m.ErrorBody},
+                      429: {"model": m.ErrorBody}, 503: {"model": m.ErrorBody}})
+    app.state.relay = ctx
+    app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
+
+    @app.middleware("http")
+    async def timing(request: Request, call_next: Callable[[Request], Awaitable[Any]]) -> Any:
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        metrics.latency.labels(request.method, path).observe(time.perf_counter() - started)
+        return response
+
+    @app.exception_handler(SddsfError)
+    async def on_sddsf(_: Request, exc: SddsfError) -> JSONResponse:
+        return error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def on_validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        return error_response(DecodeError(f"malformed request: {where}: "
+                                           f"{first.get('msg', 'invalid')}"))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 404:
+            return error_response(NotFoundError("no such endpoint"))
+        return JSONResponse({"code": Code.USAGE.value, "message": str(exc.detail)},
+                            status_code=exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def on_bug(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error in relay handler", exc_info=exc)
+        return JSONResponse({"code": Code.INTERNAL.value,
+                             "message": "internal relay error; nothing was acknowledged"},
+                            status_code=500)
+
+    _routes_health(app, ctx)
+    for router in (accounts.router, spaces.router, pairing.router, live.router):
+        app.include_router(router)
+    return app
+
+
+def _routes_health(app: FastAPI, ctx: RelayContext) -> None:
+    @app.get("/healthz", tags=["ops"])
+    async def healthz() -> dict[str, str]:
+        """Liveness: the process answers."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["ops"])
+    async def readyz() -> dict[str, str]:
+        """Readiness: the database answers."""
+        await ctx.storage.ping()
+        return {"status": "ready", "schema": str(await ctx.storage.schema_version())}
+
+    @app.get("/metrics", tags=["ops"], response_class=PlainTextResponse)
+    async def metrics_endpoint() -> PlainTextResponse:
+        """Prometheus metrics."""
+        body, content_type = ctx.metrics.render()
+        return PlainTextResponse(body, media_type=content_type)

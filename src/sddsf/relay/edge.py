@@ -1,0 +1,189 @@
+"""Edge state: challenges, sessions, WebSocket tickets, the replay cache and
+rate-limit buckets, behind one interface.
+
+:class:`MemoryEdgeState` serves one relay process. A shared implementation
+(Redis) can serve a cluster without touching the handlers: every operation is
+a single atomic step keyed by strings, with an expiry, which maps onto Redis
+``SET NX PX`` / ``GETDEL`` / a Lua token bucket.
+
+Bounds: every map is capped (oldest entries expire first, then the cap
+refuses new ones), so a flood cannot grow memory without limit.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections import OrderedDict
+from dataclasses import dataclass
+
+__all__ = ["EdgeState", "MemoryEdgeState", "Session"]
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """An authenticated device session."""
+
+    account_id: bytes
+    device_id: bytes
+    expires_ms: int
+
+
+class EdgeState(ABC):
+    """Edge state contract. ``now_ms`` is always passed in (tests inject a clock)."""
+
+    @abstractmethod
+    async def put_challenge(self, key: bytes, challenge: bytes, expires_ms: int,
+                            now_ms: int) -> None:
+        """Remember the one outstanding challenge for ``key`` (replacing any older one)."""
+
+    @abstractmethod
+    async def take_challenge(self, key: bytes, now_ms: int) -> bytes | None:
+        """Return and forget the challenge for ``key`` if it has not expired (single use)."""
+
+    @abstractmethod
+    async def put_session(self, token_digest: bytes, session: Session, now_ms: int) -> None:
+        """Store a session under the hash of its token."""
+
+    @abstractmethod
+    async def get_session(self, token_digest: bytes, now_ms: int) -> Session | None:
+        """The live session for a token hash, or None (expired or dropped)."""
+
+    @abstractmethod
+    async def drop_device(self, device_id: bytes) -> int:
+        """Drop every session and ticket of a device (revocation). Returns how many."""
+
+    @abstractmethod
+    async def put_ticket(self, ticket: bytes, session: Session, expires_ms: int,
+                         now_ms: int) -> None:
+        """Store a single-use WebSocket ticket."""
+
+    @abstractmethod
+    async def take_ticket(self, ticket: bytes, now_ms: int) -> Session | None:
+        """Consume a ticket: the first call returns its session, later calls None."""
+
+    @abstractmethod
+    async def remember_nonce(self, key: bytes, expires_ms: int, now_ms: int) -> bool:
+        """Record a request nonce. True if it was new, False if seen before (a replay)."""
+
+    @abstractmethod
+    async def take_tokens(self, bucket: str, cost: float, rate_per_s: float, burst: float,
+                          now_ms: int) -> float:
+        """Token bucket: take ``cost`` tokens. Returns 0.0 if allowed, else the
+        seconds to wait before ``cost`` tokens will be available (nothing taken)."""
+
+
+class _Expiring:
+    """An insertion-ordered map with per-entry expiry and a hard cap."""
+
+    __slots__ = ("cap", "items")
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self.items: OrderedDict[bytes, tuple[int, object]] = OrderedDict()
+
+    def sweep(self, now_ms: int) -> None:
+        # Entries are appended in time order only approximately, so sweep
+        # from the front while expired and stop at the first live one; the
+        # cap below bounds whatever remains.
+        while self.items:
+            key, (expires, _) = next(iter(self.items.items()))
+            if expires > now_ms:
+                break
+            del self.items[key]
+
+    def put(self, key: bytes, value: object, expires_ms: int, now_ms: int) -> bool:
+        self.sweep(now_ms)
+        if key not in self.items and len(self.items) >= self.cap:
+            self.items.popitem(last=False)  # evict the oldest rather than grow
+        self.items[key] = (expires_ms, value)
+        self.items.move_to_end(key)
+        return True
+
+    def get(self, key: bytes, now_ms: int) -> object | None:
+        entry = self.items.get(key)
+        if entry is None or entry[0] <= now_ms:
+            return None
+        return entry[1]
+
+    def pop(self, key: bytes, now_ms: int) -> object | None:
+        entry = self.items.pop(key, None)
+        if entry is None or entry[0] <= now_ms:
+            return None
+        return entry[1]
+
+
+class MemoryEdgeState(EdgeState):
+    """In-process edge state for a single relay node."""
+
+    def __init__(self, *, max_entries: int = 200_000) -> None:
+        self._challenges = _Expiring(max_entries)
+        self._sessions = _Expiring(max_entries)
+        self._tickets = _Expiring(max_entries)
+        # The nonce cache must never evict a live nonce (that would allow a
+        # replay), so at the cap it refuses new requests instead (see below).
+        self._nonces: OrderedDict[bytes, int] = OrderedDict()
+        self._max_nonces = max_entries
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+        self._max_buckets = max_entries
+
+    async def put_challenge(self, key: bytes, challenge: bytes, expires_ms: int,
+                            now_ms: int) -> None:
+        self._challenges.put(key, challenge, expires_ms, now_ms)
+
+    async def take_challenge(self, key: bytes, now_ms: int) -> bytes | None:
+        value = self._challenges.pop(key, now_ms)
+        return value if isinstance(value, bytes) else None
+
+    async def put_session(self, token_digest: bytes, session: Session, now_ms: int) -> None:
+        self._sessions.put(token_digest, session, session.expires_ms, now_ms)
+
+    async def get_session(self, token_digest: bytes, now_ms: int) -> Session | None:
+        value = self._sessions.get(token_digest, now_ms)
+        return value if isinstance(value, Session) else None
+
+    async def drop_device(self, device_id: bytes) -> int:
+        dropped = 0
+        for store in (self._sessions, self._tickets):
+            for key in [k for k, (_, s) in store.items.items()
+                        if isinstance(s, Session) and s.device_id == device_id]:
+                del store.items[key]
+                dropped += 1
+        return dropped
+
+    async def put_ticket(self, ticket: bytes, session: Session, expires_ms: int,
+                         now_ms: int) -> None:
+        self._tickets.put(ticket, session, expires_ms, now_ms)
+
+    async def take_ticket(self, ticket: bytes, now_ms: int) -> Session | None:
+        value = self._tickets.pop(ticket, now_ms)
+        return value if isinstance(value, Session) else None
+
+    async def remember_nonce(self, key: bytes, expires_ms: int, now_ms: int) -> bool:
+        while self._nonces:
+            oldest, expires = next(iter(self._nonces.items()))
+            if expires > now_ms:
+                break
+            del self._nonces[oldest]
+        if key in self._nonces and self._nonces[key] > now_ms:
+            return False
+        if len(self._nonces) >= self._max_nonces:
+            # Fail closed: refusing a fresh request is safe, forgetting a live
+            # nonce is not. Rate limits keep honest clients far below the cap.
+            return False
+        self._nonces[key] = expires_ms
+        return True
+
+    async def take_tokens(self, bucket: str, cost: float, rate_per_s: float, burst: float,
+                          now_ms: int) -> float:
+        tokens, last_ms = self._buckets.get(bucket, (burst, float(now_ms)))
+        tokens = min(burst, tokens + max(0.0, now_ms - last_ms) * rate_per_s / 1000.0)
+        if tokens >= cost:
+            self._buckets[bucket] = (tokens - cost, float(now_ms))
+            self._buckets.move_to_end(bucket)
+            if len(self._buckets) > self._max_buckets:
+                # The oldest bucket has refilled the longest: dropping it only
+                # ever gives a client a full bucket it would nearly have anyway.
+                self._buckets.popitem(last=False)
+            return 0.0
+        self._buckets[bucket] = (tokens, float(now_ms))
+        return (cost - tokens) / rate_per_s if rate_per_s > 0 else float("inf")

@@ -1,0 +1,332 @@
+"""The replication fabric: verify with the shared rules, append, prove, fan out.
+
+The relay runs :func:`sddsf.protocol.rules.verify_op` - the same code every
+client runs - on each op of a batch, appends the accepted ones in one storage
+transaction (offsets gap-free, Merkle frontier updated in the same
+transaction), and returns per-op results with a signed tree head and an
+inclusion proof. A bad op never drops the good ones of its batch; a fork is
+refused and both signed ops are kept as evidence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from sddsf.crypto import Ed25519SigningKey
+from sddsf.errors import (
+    AuthorizationError,
+    ChainError,
+    Code,
+    ConflictError,
+    EpochError,
+    NotFoundError,
+    SddsfError,
+)
+from sddsf.protocol import merkle
+from sddsf.protocol.encoding import decode, encode
+from sddsf.protocol.envelope import OpEnvelope, decode_envelope
+from sddsf.protocol.identity import ID_SIZE
+from sddsf.protocol.registry import RegistryState, decode_entry, verify_registry
+from sddsf.protocol.rules import (
+    ChainHead,
+    EpochWindow,
+    MemoryChainView,
+    Outcome,
+    Verdict,
+    verify_op,
+)
+from sddsf.protocol.treehead import sign_tree_head
+from sddsf.protocol.vv import VersionVector
+from sddsf.relay.settings import RelaySettings
+from sddsf.relay.storage.base import (
+    AppendStatus,
+    ForkEvidence,
+    OpToAppend,
+    RelayStorage,
+    SpaceRecord,
+)
+
+__all__ = ["Fabric", "OpResult", "RegistryCache", "check_registry_entry", "consistency_proof",
+           "inclusion_proof", "inclusion_proofs"]
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class OpResult:
+    """Per-op outcome of a batch upload."""
+
+    status: Literal["accepted", "duplicate", "rejected"]
+    offset: int | None = None
+    op_id: bytes | None = None
+    proof: list[bytes] | None = None
+    code: str | None = None
+    message: str | None = None
+
+
+class RegistryCache:
+    """Verified registry per account, re-verified from genesis when it grows.
+
+    Verification from genesis on every request would cost one signature per
+    entry; the cache keeps the verified state and applies only new entries.
+    """
+
+    def __init__(self, storage: RelayStorage) -> None:
+        self._storage = storage
+        self._states: dict[bytes, RegistryState] = {}
+        self._locks: dict[bytes, asyncio.Lock] = {}
+
+    def lock(self, account_id: bytes) -> asyncio.Lock:
+        """Serialises registry appends of one account within this process."""
+        return self._locks.setdefault(account_id, asyncio.Lock())
+
+    async def get(self, account_id: bytes) -> RegistryState:
+        """The verified registry of ``account_id``, refreshed from storage.
+
+        Raises:
+            NotFoundError: no such account.
+        """
+        state = self._states.get(account_id)
+        since = 0 if state is None else state.seq + 1
+        entries = await self._storage.registry_entries(account_id, since)
+        if state is None:
+            if not entries:
+                raise NotFoundError("no account with this id on this relay")
+            state = verify_registry(entries, pinned=None)
+            if state.account_id != account_id:
+                raise ConflictError("stored registry does not match its account id")
+        else:
+            for entry in entries:
+                state = state.apply(entry)
+        self._states[account_id] = state
+        return state
+
+    def forget(self, account_id: bytes) -> None:
+        """Drop the cached state (after a storage conflict)."""
+        self._states.pop(account_id, None)
+
+
+_Builder = Callable[[Callable[[int, int], bytes]], list[bytes]]
+
+
+async def _fetch_then(storage: RelayStorage, space_id: bytes,
+                      builders: Sequence[_Builder]) -> list[list[bytes]]:
+    """Run proof builders twice: once to learn which stored nodes they read (which
+    does not depend on the nodes' values), then with all of them fetched in one query."""
+    wanted: set[tuple[int, int]] = set()
+
+    def record(level: int, index: int) -> bytes:
+        wanted.add((level, index))
+        return bytes(32)
+
+    for build in builders:
+        build(lambda s, e: merkle.range_hash_from_nodes(record, s, e))
+    nodes = await storage.merkle_nodes(space_id, sorted(wanted))
+    cache: dict[tuple[int, int], bytes] = {}
+
+    def range_hash(s: int, e: int) -> bytes:
+        # Ranges repeat across the proofs of one batch; hash each once.
+        if (s, e) not in cache:
+            cache[(s, e)] = merkle.range_hash_from_nodes(lambda lv, ix: nodes[(lv, ix)], s, e)
+        return cache[(s, e)]
+
+    return [build(range_hash) for build in builders]
+
+
+async def inclusion_proofs(storage: RelayStorage, space_id: bytes, indices: Sequence[int],
+                           size: int) -> list[list[bytes]]:
+    """RFC 9162 inclusion proofs of several leaves in the tree of ``size`` leaves."""
+    def builder(index: int) -> _Builder:
+        return lambda hr: merkle.inclusion_proof(hr, index, size)
+
+    return await _fetch_then(storage, space_id, [builder(i) for i in indices])
+
+
+async def inclusion_proof(storage: RelayStorage, space_id: bytes, index: int,
+                          size: int) -> list[bytes]:
+    """RFC 9162 inclusion proof of leaf ``index`` in the tree of ``size`` leaves."""
+    return (await inclusion_proofs(storage, space_id, [index], size))[0]
+
+
+async def consistency_proof(storage: RelayStorage, space_id: bytes, size1: int,
+                            size2: int) -> list[bytes]:
+    """RFC 9162 consistency proof between two tree sizes."""
+    return (await _fetch_then(storage, space_id, [
+        lambda hr: merkle.consistency_proof(hr, size1, size2)]))[0]
+
+
+class Fabric:
+    """Verify-and-append for one relay process (stateless beyond storage)."""
+
+    def __init__(self, storage: RelayStorage, settings: RelaySettings,
+                 relay_key: Ed25519SigningKey,
+                 publish: Callable[[bytes, list[tuple[int, bytes]]], Awaitable[None]] | None
+                 = None, clock: Callable[[], int] = _now_ms) -> None:
+        self.storage = storage
+        self.settings = settings
+        self.relay_key = relay_key
+        self.registries = RegistryCache(storage)
+        self._publish = publish
+        self._clock = clock
+
+    async def space_for(self, space_id: bytes, account_id: bytes) -> SpaceRecord:
+        """The space, checked to belong to the caller's account.
+
+        Raises:
+            NotFoundError: unknown space, or one of another account (not revealed).
+        """
+        space = await self.storage.get_space(space_id)
+        if space is None or space.account_id != account_id:
+            raise NotFoundError("no such space in this account")
+        return space
+
+    def tree_head(self, space: SpaceRecord, size: int, root: bytes) -> bytes:
+        """A freshly signed tree head for the space's log."""
+        return sign_tree_head(self.relay_key, log=space.space_id, size=size, root=root,
+                              ts_ms=self._clock())
+
+    async def submit(self, account_id: bytes, space_id: bytes, envelopes: Sequence[bytes],
+                     *, proofs: bool = True) -> tuple[list[OpResult], bytes]:
+        """Verify and append a batch. Returns per-op results and the signed tree head.
+
+        Raises:
+            NotFoundError, ConflictError (after one retry), UnavailableError.
+        """
+        for attempt in (0, 1):
+            try:
+                return await self._submit_once(account_id, space_id, envelopes, proofs)
+            except ConflictError:
+                # A concurrent writer (this node or another) appended first:
+                # re-read the chains and re-verify everything once.
+                self.registries.forget(account_id)
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _submit_once(self, account_id: bytes, space_id: bytes,
+                           envelopes: Sequence[bytes],
+                           proofs: bool) -> tuple[list[OpResult], bytes]:
+        space = await self.space_for(space_id, account_id)
+        registry = await self.registries.get(account_id)
+        limits = self.settings.rules.limits
+        decoded: list[OpEnvelope | SddsfError] = []
+        for raw in envelopes:
+            try:
+                decoded.append(decode_envelope(raw, limits=limits))
+            except SddsfError as exc:
+                decoded.append(exc)
+        wanted = [(e.header.author, e.header.seq) for e in decoded if isinstance(e, OpEnvelope)]
+        snap = await self.storage.chain_snapshot(space_id, wanted)
+        chains = MemoryChainView(
+            heads={a: ChainHead(s, oid, _deps(d)) for a, (s, oid, d) in snap.heads.items()},
+            ids=dict(snap.ids))
+        now = self._clock()
+        verdicts = await asyncio.to_thread(self._verify_all, decoded, space, registry, chains,
+                                           now)
+        results: list[OpResult | None] = [None] * len(envelopes)
+        to_append: list[tuple[int, OpEnvelope]] = []
+        forks: list[tuple[OpEnvelope, bytes]] = []
+        for i, v in enumerate(verdicts):
+            if isinstance(v, Verdict):
+                # DUPLICATE goes to storage too: it answers with the original offset.
+                to_append.append((i, v.envelope))
+                continue
+            results[i] = OpResult("rejected", code=v.code.value, message=v.message)
+            env = decoded[i]
+            if (isinstance(v, ChainError) and v.code is Code.CHAIN_FORK
+                    and isinstance(env, OpEnvelope)
+                    and (existing := snap.ids.get((env.header.author, env.header.seq)))):
+                forks.append((env, existing))
+        outcomes = await self.storage.append_ops(space_id, [
+            OpToAppend(e.raw, e.op_id, e.header.author, e.header.seq,
+                       encode(e.header.deps.to_wire()), merkle.leaf_hash(e.raw))
+            for _, e in to_append], now) if to_append else []
+        published: list[tuple[int, bytes]] = []
+        for (i, env), out in zip(to_append, outcomes, strict=True):
+            if out.status is AppendStatus.FORK:
+                results[i] = OpResult("rejected", code=Code.CHAIN_FORK.value,
+                                      message="a different op already holds this seq")
+                forks.append((env, out.existing_op_id))
+                continue
+            accepted = out.status is AppendStatus.ACCEPTED
+            results[i] = OpResult("accepted" if accepted else "duplicate", offset=out.offset,
+                                  op_id=env.op_id)
+            if accepted:
+                published.append((out.offset, env.raw))
+        for env, existing_id in forks:
+            await self._record_fork(space_id, env, existing_id, now)
+        after = await self.storage.get_space(space_id)
+        if after is None:
+            raise NotFoundError("space disappeared")
+        head = self.tree_head(after, after.size, after.root)
+        final = [r for r in results if r is not None]
+        if len(final) != len(results):  # pragma: no cover - every index is filled above
+            raise AssertionError("missing result")
+        if proofs:
+            with_offset = [i for i, r in enumerate(final) if r.offset is not None]
+            paths = await inclusion_proofs(self.storage, space_id,
+                                           [final[i].offset or 0 for i in with_offset],
+                                           after.size)
+            for i, path in zip(with_offset, paths, strict=True):
+                r = final[i]
+                final[i] = OpResult(r.status, r.offset, r.op_id, path)
+        if published and self._publish is not None:
+            await self._publish(space_id, published)
+        return final, head
+
+    def _verify_all(self, decoded: Sequence[OpEnvelope | SddsfError], space: SpaceRecord,
+                    registry: RegistryState, chains: MemoryChainView,
+                    now: int) -> list[SddsfError | Verdict]:
+        # Runs in a worker thread: PyNaCl releases the GIL while verifying, so
+        # the event loop keeps serving other requests meanwhile.
+        window = EpochWindow(space.epoch, space.epoch_started_ms)
+        out: list[SddsfError | Verdict] = []
+        for env in decoded:
+            if isinstance(env, SddsfError):
+                out.append(env)
+                continue
+            if space.epoch < 0:
+                out.append(EpochError("the space has no key package yet; upload epoch 0 "
+                                      "first", Code.UNKNOWN_EPOCH))
+                continue
+            try:
+                verdict = verify_op(env, space=space.space_id, registry=registry,
+                                    epochs=window, chains=chains, now_ms=now,
+                                    settings=self.settings.rules)
+            except SddsfError as exc:
+                out.append(exc)
+                continue
+            if verdict.outcome is Outcome.ACCEPT:
+                chains.record(env)  # later ops of the batch may build on it
+            out.append(verdict)
+        return out
+
+    async def _record_fork(self, space_id: bytes, refused: OpEnvelope, existing_id: bytes,
+                           now: int) -> None:
+        accepted = await self.storage.op_by_author_seq(space_id, refused.header.author,
+                                                       refused.header.seq)
+        if accepted is None or accepted.envelope is None or accepted.op_id != existing_id:
+            return  # pruned or raced: the refusal stands, evidence is best effort
+        await self.storage.record_fork(ForkEvidence(space_id, refused.header.author,
+                                                    refused.header.seq, accepted.envelope,
+                                                    refused.raw, now))
+
+
+def _deps(raw: bytes) -> VersionVector:
+    return VersionVector.from_wire(decode(raw), what="stored deps", id_size=ID_SIZE,
+                                   max_entries=1 << 16)
+
+
+def check_registry_entry(state: RegistryState, entry: bytes) -> RegistryState:
+    """Verify one new registry entry against the cached state (shared by handlers)."""
+    e = decode_entry(entry)
+    if e.account != state.account_id:
+        raise AuthorizationError("registry entry belongs to another account",
+                                 Code.NOT_AUTHORIZED)
+    return state.apply(e)

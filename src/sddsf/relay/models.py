@@ -1,0 +1,281 @@
+"""HTTP API models (JSON). Binary fields are URL-safe base64 (RFC 4648 §5, with
+padding), in JSON bodies and in URL paths alike.
+
+These pydantic models are the single source of the OpenAPI document served at
+``/openapi.json``: what is documented is what the handlers parse and return.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from sddsf.errors import DecodeError
+
+__all__ = [
+    "AccountCreated",
+    "ChallengeRequest",
+    "ChallengeResponse",
+    "ChannelCreated",
+    "ChannelMessageIn",
+    "ChannelMessages",
+    "CreateAccount",
+    "CreateSpace",
+    "ErrorBody",
+    "KeyPackageIn",
+    "KeyPackages",
+    "OpResultOut",
+    "OpsIn",
+    "OpsOut",
+    "Proof",
+    "RegistryEntries",
+    "RegistryEntryIn",
+    "SessionRequest",
+    "SessionResponse",
+    "SnapshotIn",
+    "SnapshotOut",
+    "SpaceOut",
+    "SpacesOut",
+    "StoredOpOut",
+    "TicketResponse",
+    "TreeHeadOut",
+    "b64",
+    "unb64",
+]
+
+# Base64 text of at most ~1.4 MiB (the request limit applies first anyway).
+B64 = Annotated[str, Field(max_length=1_500_000, pattern=r"^[A-Za-z0-9_-]*={0,2}$",
+                           description="URL-safe base64 (RFC 4648 section 5) with padding")]
+
+
+def b64(data: bytes) -> str:
+    """Encode bytes for the JSON API."""
+    return base64.urlsafe_b64encode(data).decode("ascii")
+
+
+def unb64(text: str, what: str, *, size: int | None = None) -> bytes:
+    """Decode a base64 field strictly.
+
+    Raises:
+        DecodeError: not canonical base64, or not ``size`` bytes.
+    """
+    try:
+        raw = base64.b64decode(text.encode("ascii"), altchars=b"-_", validate=True)
+    except (binascii.Error, ValueError, UnicodeEncodeError):
+        raise DecodeError(f"{what}: not valid URL-safe base64") from None
+    if base64.urlsafe_b64encode(raw).decode("ascii") != text:
+        raise DecodeError(f"{what}: not canonical URL-safe base64 (with padding)")
+    if size is not None and len(raw) != size:
+        raise DecodeError(f"{what}: expected {size} bytes, got {len(raw)}")
+    return raw
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ErrorBody(_Strict):
+    """Every error response."""
+
+    code: str = Field(description="stable error code (see docs/protocol.md)")
+    message: str
+
+
+class CreateAccount(_Strict):
+    """A verified genesis entry creates the account."""
+
+    genesis: B64
+
+
+class AccountCreated(_Strict):
+    """The account id (hash of the account key) and whether it was new."""
+
+    account_id: B64
+    created: bool
+
+
+class RegistryEntries(_Strict):
+    """Registry entries from ``since`` on, in seq order."""
+
+    entries: list[B64]
+    next_seq: int
+
+
+class RegistryEntryIn(_Strict):
+    """One new, signed registry entry."""
+
+    entry: B64
+
+
+class ChallengeRequest(_Strict):
+    """Ask for a session challenge."""
+
+    account_id: B64
+    device_id: B64
+
+
+class ChallengeResponse(_Strict):
+    """A single-use challenge to sign."""
+
+    challenge: B64
+    relay_id: B64
+    expires_ms: int
+
+
+class SessionRequest(_Strict):
+    """The signed challenge."""
+
+    account_id: B64
+    device_id: B64
+    challenge: B64
+    signature: B64
+
+
+class SessionResponse(_Strict):
+    """A bearer token for ``Authorization: Bearer``."""
+
+    token: B64
+    expires_ms: int
+
+
+class TicketResponse(_Strict):
+    """A single-use WebSocket ticket."""
+
+    ticket: B64
+    expires_ms: int
+
+
+class CreateSpace(_Strict):
+    """A new space with its epoch-0 key package."""
+
+    space_id: B64
+    key_package: B64
+
+
+class SpaceOut(_Strict):
+    """A space's log state."""
+
+    space_id: B64
+    size: int
+    root: B64
+    epoch: int
+
+
+class SpacesOut(_Strict):
+    """The account's spaces."""
+
+    spaces: list[SpaceOut]
+
+
+class KeyPackageIn(_Strict):
+    """The next epoch's key package."""
+
+    key_package: B64
+
+
+class KeyPackages(_Strict):
+    """Key packages from ``since_epoch`` on."""
+
+    key_packages: list[B64]
+
+
+class OpsIn(_Strict):
+    """A batch of op envelopes for one space."""
+
+    ops: list[B64] = Field(max_length=10_000)
+    proofs: bool = Field(default=True, description="include inclusion proofs in the results")
+
+
+class OpResultOut(_Strict):
+    """Per-op outcome."""
+
+    status: Literal["accepted", "duplicate", "rejected"]
+    offset: int | None = None
+    op_id: B64 | None = None
+    proof: list[B64] | None = None
+    code: str | None = None
+    message: str | None = None
+
+
+class TreeHeadOut(_Strict):
+    """A signed tree head and its decoded size/root."""
+
+    tree_head: B64
+    size: int
+    root: B64
+
+
+class OpsOut(_Strict):
+    """Results of a batch upload."""
+
+    results: list[OpResultOut]
+    tree_head: TreeHeadOut
+
+
+class StoredOpOut(_Strict):
+    """One op of the log (``envelope`` is null once pruned)."""
+
+    offset: int
+    op_id: B64
+    leaf_hash: B64
+    envelope: B64 | None
+
+
+class OpsPage(_Strict):
+    """A page of the log."""
+
+    ops: list[StoredOpOut]
+    tree_head: TreeHeadOut
+    next_after: int
+
+
+class Proof(_Strict):
+    """An RFC 9162 proof (audit path)."""
+
+    proof: list[B64]
+    tree_head: TreeHeadOut
+
+
+class SnapshotIn(_Strict):
+    """A signed encrypted snapshot of one doc covering offsets <= covers_offset."""
+
+    covers_offset: int = Field(ge=-1)
+    blob: B64
+
+
+class SnapshotOut(_Strict):
+    """The stored snapshot."""
+
+    covers_offset: int
+    blob: B64
+
+
+class ChannelCreated(_Strict):
+    """A new pairing channel."""
+
+    channel_id: B64
+    expires_ms: int
+
+
+class ChannelMessageIn(_Strict):
+    """An opaque pairing message."""
+
+    sender: Literal["initiator", "joiner"]
+    body: B64 = Field(max_length=65_536)
+
+
+class ChannelMessage(_Strict):
+    """One stored pairing message."""
+
+    index: int
+    sender: str
+    body: B64
+
+
+class ChannelMessages(_Strict):
+    """Messages after the requested index."""
+
+    messages: list[ChannelMessage]

@@ -1,0 +1,114 @@
+"""Accounts, the registry sigchain, and device sessions."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query
+
+from sddsf.crypto import random_bytes
+from sddsf.errors import (
+    AuthenticationError,
+    AuthorizationError,
+    Code,
+    NotFoundError,
+)
+from sddsf.protocol import auth
+from sddsf.protocol.identity import ID_SIZE
+from sddsf.protocol.registry import EntryType, decode_entry, verify_registry
+from sddsf.relay import models as m
+from sddsf.relay.deps import (
+    Ctx,
+    limit_ip,
+    log,
+)
+from sddsf.relay.edge import Session
+
+router = APIRouter()
+
+
+@router.post("/v1/accounts", response_model=m.AccountCreated, tags=["registry"],
+          dependencies=[Depends(limit_ip)])
+async def create_account(body: m.CreateAccount, ctx: Ctx) -> m.AccountCreated:
+    """Create an account from its genesis entry (self-authenticating: signed by the
+    account key and countersigned by the first device)."""
+    genesis = m.unb64(body.genesis, "genesis")
+    state = verify_registry([genesis], pinned=None)
+    created = await ctx.storage.create_account(state.account_id, genesis, ctx.clock())
+    return m.AccountCreated(account_id=m.b64(state.account_id), created=created)
+
+@router.get("/v1/accounts/{account_id}/registry", response_model=m.RegistryEntries,
+         tags=["registry"], dependencies=[Depends(limit_ip)])
+async def get_registry(account_id: str, ctx: Ctx,
+                       since: Annotated[int, Query(ge=0)] = 0) -> m.RegistryEntries:
+    """Registry entries from ``since``; verify them from genesis against your pinned key."""
+    aid = m.unb64(account_id, "account id", size=ID_SIZE)
+    entries = await ctx.storage.registry_entries(aid, since)
+    if not entries and since == 0:
+        raise NotFoundError("no account with this id on this relay")
+    return m.RegistryEntries(entries=[m.b64(e) for e in entries],
+                             next_seq=since + len(entries))
+
+@router.post("/v1/accounts/{account_id}/registry", response_model=m.RegistryEntries,
+          tags=["registry"], dependencies=[Depends(limit_ip)])
+async def append_registry(account_id: str, body: m.RegistryEntryIn,
+                          ctx: Ctx) -> m.RegistryEntries:
+    """Append one signed entry (self-authenticating; verified from genesis). A revoke
+    closes the target's sessions and WebSockets at once."""
+    aid = m.unb64(account_id, "account id", size=ID_SIZE)
+    raw = m.unb64(body.entry, "entry")
+    entry = decode_entry(raw)
+    async with ctx.fabric.registries.lock(aid):
+        state = await ctx.fabric.registries.get(aid)
+        new_state = state.apply(entry)
+        if new_state is not state:
+            await ctx.storage.append_registry_entry(aid, entry.seq, raw, ctx.clock())
+    for device_id, rec in new_state.devices.items():
+        if rec.revoked_seq == entry.seq:
+            await ctx.edge.drop_device(device_id)
+            ctx.hub.close_device(device_id, "revoked")
+    if entry.type is EntryType.REVOKE or entry.type is EntryType.RECOVER:
+        log.info("registry %s: seq %d revocation applied", aid.hex()[:12], entry.seq)
+    return m.RegistryEntries(entries=[], next_seq=new_state.seq + 1)
+
+@router.post("/v1/auth/challenge", response_model=m.ChallengeResponse, tags=["auth"],
+          dependencies=[Depends(limit_ip)])
+async def challenge(body: m.ChallengeRequest, ctx: Ctx) -> m.ChallengeResponse:
+    """A single-use challenge for (account, device)."""
+    aid = m.unb64(body.account_id, "account id", size=ID_SIZE)
+    did = m.unb64(body.device_id, "device id", size=ID_SIZE)
+    value = random_bytes(32)
+    now = ctx.clock()
+    expires = now + ctx.settings.challenge_ttl_s * 1000
+    await ctx.edge.put_challenge(aid + did, value, expires, now)
+    return m.ChallengeResponse(challenge=m.b64(value), relay_id=m.b64(ctx.relay_id),
+                               expires_ms=expires)
+
+@router.post("/v1/auth/session", response_model=m.SessionResponse, tags=["auth"],
+          dependencies=[Depends(limit_ip)])
+async def session(body: m.SessionRequest, ctx: Ctx) -> m.SessionResponse:
+    """Exchange a signed challenge for a short-lived bearer token."""
+    aid = m.unb64(body.account_id, "account id", size=ID_SIZE)
+    did = m.unb64(body.device_id, "device id", size=ID_SIZE)
+    sig = m.unb64(body.signature, "signature", size=64)
+    now = ctx.clock()
+    expected = await ctx.edge.take_challenge(aid + did, now)
+    if expected is None or expected != m.unb64(body.challenge, "challenge"):
+        raise AuthenticationError("challenge unknown, expired or already used; "
+                                  "request a new one")
+    registry = await ctx.fabric.registries.get(aid)
+    record = registry.device(did)
+    if record is None:
+        raise AuthorizationError("device is not in this account's registry",
+                                 Code.UNKNOWN_DEVICE)
+    if not registry.is_active(did):
+        raise AuthorizationError("this device has been revoked", Code.REVOKED)
+    if not record.public.signing_key.is_valid_signature(
+            auth.session_message(ctx.relay_id, aid, did, expected), sig):
+        raise AuthenticationError("challenge signature does not verify")
+    token = random_bytes(32)
+    expires = now + ctx.settings.session_ttl_s * 1000
+    await ctx.edge.put_session(auth.token_hash(token), Session(aid, did, expires), now)
+    return m.SessionResponse(token=m.b64(token), expires_ms=expires)
+
+

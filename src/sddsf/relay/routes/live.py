@@ -1,0 +1,94 @@
+"""Live fan-out over WebSocket, authenticated with single-use tickets."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+
+from sddsf.crypto import random_bytes
+from sddsf.errors import (
+    DecodeError,
+    SddsfError,
+)
+from sddsf.relay import models as m
+from sddsf.relay.deps import (
+    MAX_WS_FRAME,
+    SPACE_ID_SIZE,
+    Authed,
+    Ctx,
+    RelayContext,
+)
+from sddsf.relay.fanout import Subscriber
+
+router = APIRouter()
+
+
+@router.post("/v1/ws/ticket", response_model=m.TicketResponse, tags=["live"])
+async def ticket(caller: Authed, ctx: Ctx) -> m.TicketResponse:
+    """A single-use ticket for ``GET /v1/ws?ticket=...`` (WebSocket)."""
+    value = random_bytes(32)
+    now = ctx.clock()
+    expires = now + ctx.settings.ticket_ttl_s * 1000
+    await ctx.edge.put_ticket(value, caller.session, expires, now)
+    return m.TicketResponse(ticket=m.b64(value), expires_ms=expires)
+
+@router.websocket("/v1/ws")
+async def live(ws: WebSocket, ticket: str = "") -> None:
+    """Live fan-out: send {"type": "subscribe", "space": b64}; receive op/resync/close."""
+    ctx: RelayContext = ws.app.state.relay
+    try:
+        session = await ctx.edge.take_ticket(m.unb64(ticket, "ticket", size=32),
+                                             ctx.clock())
+    except DecodeError:
+        session = None
+    if session is None:
+        await ws.close(code=4401, reason="ticket unknown, expired or used")
+        return
+    await ws.accept()
+    sub = Subscriber(session.account_id, session.device_id, ctx.settings.ws_queue_max)
+    ctx.hub.add(sub)
+    sender = asyncio.create_task(_ws_send(ws, sub))
+    try:
+        await _ws_receive(ws, sub, ctx)
+    except WebSocketDisconnect:
+        pass
+    finally:
+        ctx.hub.remove(sub)
+        sender.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await sender
+
+
+async def _ws_send(ws: WebSocket, sub: Subscriber) -> None:
+    while True:
+        message = await sub.next_message()
+        if message.get("type") == "close":
+            await ws.close(code=4403, reason=str(message.get("reason", "closed")))
+            return
+        await ws.send_json({k: m.b64(v) if isinstance(v, bytes) else v
+                            for k, v in message.items()})
+
+
+async def _ws_receive(ws: WebSocket, sub: Subscriber, ctx: RelayContext) -> None:
+    while True:
+        text = await ws.receive_text()
+        if len(text) > MAX_WS_FRAME:
+            await ws.close(code=1009, reason="frame too large")
+            return
+        try:
+            msg = json.loads(text)
+            if not isinstance(msg, dict) or msg.get("type") != "subscribe":
+                raise DecodeError("expected {\"type\": \"subscribe\", \"space\": ...}")
+            space = await ctx.fabric.space_for(
+                m.unb64(str(msg.get("space", "")), "space id", size=SPACE_ID_SIZE),
+                sub.account_id)
+        except (ValueError, SddsfError) as exc:
+            err = exc if isinstance(exc, SddsfError) else DecodeError("malformed JSON frame")
+            await ws.send_json({"type": "error", **err.to_wire()})
+            continue
+        ctx.hub.subscribe(sub, space.space_id)
+        await ws.send_json({"type": "subscribed", "space": m.b64(space.space_id),
+                            "size": space.size})

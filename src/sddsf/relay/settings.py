@@ -1,0 +1,130 @@
+"""Relay settings: defaults, then a TOML file, then ``SDDSF_RELAY_*`` environment
+variables, then command-line flags (later sources win). docs/operations.md lists
+every setting; a test checks that the list and this dataclass agree."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+
+from sddsf.errors import ConfigError
+from sddsf.protocol.rules import RuleSettings
+
+__all__ = ["RelaySettings", "default_data_dir", "load_settings"]
+
+
+def default_data_dir() -> Path:
+    """The platform's per-user data directory for SDDSF."""
+    return Path(platformdirs.user_data_dir("sddsf"))
+
+
+@dataclass(frozen=True, slots=True)
+class RelaySettings:
+    """Every relay setting, with its safe default."""
+
+    db: str = field(default_factory=lambda: f"sqlite:///{default_data_dir() / 'relay.db'}")
+    host: str = "127.0.0.1"
+    port: int = 8787
+    key_file: str = field(default_factory=lambda: str(default_data_dir() / "relay.key"))
+    max_request_bytes: int = 1 << 20
+    max_batch_ops: int = 1000
+    max_page_ops: int = 1000
+    session_ttl_s: int = 900
+    challenge_ttl_s: int = 60
+    ticket_ttl_s: int = 30
+    request_window_s: int = 300
+    max_skew_s: int = 600
+    epoch_grace_s: int = 86_400
+    rate_device_per_s: float = 50.0
+    rate_device_burst: float = 200.0
+    rate_account_per_s: float = 200.0
+    rate_account_burst: float = 800.0
+    rate_ip_per_s: float = 20.0
+    rate_ip_burst: float = 100.0
+    rate_ops_per_s: float = 5000.0
+    rate_ops_burst: float = 20000.0
+    ws_queue_max: int = 256
+    pairing_ttl_s: int = 600
+    pairing_max_messages: int = 16
+    trust_proxy_headers: bool = False
+
+    @property
+    def rules(self) -> RuleSettings:
+        """The op verification windows (relay and clients must agree)."""
+        return RuleSettings(max_skew_ms=self.max_skew_s * 1000,
+                            epoch_grace_ms=self.epoch_grace_s * 1000)
+
+    def replace(self, **changes: Any) -> RelaySettings:
+        """A copy with ``changes`` applied and validated."""
+        return _validated(dataclasses.replace(self, **changes))
+
+
+def _coerce(name: str, kind: Any, raw: Any) -> Any:
+    try:
+        if kind in (int, "int"):
+            return int(raw)
+        if kind in (float, "float"):
+            return float(raw)
+        if kind in (bool, "bool"):
+            if isinstance(raw, bool):
+                return raw
+            return str(raw).strip().lower() in ("1", "true", "yes", "on")
+        return str(raw)
+    except (TypeError, ValueError):
+        raise ConfigError(f"setting {name!r}: {raw!r} is not a valid {kind}") from None
+
+
+def _validated(s: RelaySettings) -> RelaySettings:
+    positive = [f.name for f in fields(s) if f.type in ("int", "float") and f.name != "port"]
+    for name in positive:
+        if getattr(s, name) <= 0:
+            raise ConfigError(f"setting {name!r} must be positive, got {getattr(s, name)}")
+    if not 0 <= s.port <= 65535:
+        raise ConfigError(f"port {s.port} is out of range")
+    if not s.db.startswith(("sqlite:///", "postgresql://", "postgres://")):
+        raise ConfigError(f"unsupported database URL {s.db!r}: use sqlite:///PATH or "
+                          "postgresql://USER@HOST/DB")
+    return s
+
+
+def load_settings(config_file: str | None = None, env: Mapping[str, str] | None = None,
+                  **overrides: Any) -> RelaySettings:
+    """Build settings from defaults, a TOML file, the environment and overrides.
+
+    Environment variables are ``SDDSF_RELAY_<NAME>`` (e.g. ``SDDSF_RELAY_DB``).
+    Unknown keys in the file are an error, so a typo never silently keeps a default.
+
+    Raises:
+        ConfigError: unreadable file, unknown key, or a value out of range.
+    """
+    env = os.environ if env is None else env
+    known = {f.name: f.type for f in fields(RelaySettings)}
+    values: dict[str, Any] = {}
+    if config_file:
+        try:
+            data = tomllib.loads(Path(config_file).read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read relay config {config_file}: {exc}") from None
+        section = data.get("relay", data)
+        for key, raw in section.items():
+            if key not in known:
+                raise ConfigError(f"unknown setting {key!r} in {config_file}; known: "
+                                  f"{', '.join(sorted(known))}")
+            values[key] = _coerce(key, known[key], raw)
+    for name, kind in known.items():
+        raw = env.get(f"SDDSF_RELAY_{name.upper()}")
+        if raw is not None:
+            values[name] = _coerce(name, kind, raw)
+    for name, raw in overrides.items():
+        if raw is not None:
+            if name not in known:
+                raise ConfigError(f"unknown setting {name!r}")
+            values[name] = _coerce(name, known[name], raw)
+    return _validated(RelaySettings(**values))
