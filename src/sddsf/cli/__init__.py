@@ -27,6 +27,29 @@ def demo(quiet: bool) -> None:
     run_demo(quiet=quiet)
 
 
+@cli.group()
+def relay() -> None:
+    """Run and manage a relay."""
+
+
+@relay.command("serve")
+@click.option("--db", help="sqlite:///PATH (default: user data dir) or postgresql://USER@HOST/DB")
+@click.option("--host", help="Address to listen on (default 127.0.0.1).")
+@click.option("--port", type=int, help="Port (default 8787).")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False),
+              help="TOML file with relay settings (see docs/operations.md).")
+def relay_serve(db: str | None, host: str | None, port: int | None,
+                config_file: str | None) -> None:
+    """Serve the relay (HTTP + WebSocket) until interrupted."""
+    from sddsf.relay.serve import run  # noqa: PLC0415
+    from sddsf.relay.settings import load_settings  # noqa: PLC0415
+
+    settings = load_settings(config_file, db=db, host=host, port=port)
+    click.echo(f"sddsf relay on http://{settings.host}:{settings.port} "
+               f"({settings.db.split('://', 1)[0]})", err=True)
+    run(settings)
+
+
 def main() -> None:
     """Console-script entry point: typed errors become one line and exit code 1."""
     try:

@@ -257,6 +257,11 @@ class RelayStorage(ABC):
         """
 
     @abstractmethod
+    async def op_by_author_seq(self, space_id: bytes, author: bytes,
+                               seq: int) -> StoredOp | None:
+        """The stored op of ``author`` at ``seq`` (for fork evidence), or None."""
+
+    @abstractmethod
     async def read_ops(self, space_id: bytes, after: int, limit: int) -> list[StoredOp]:
         """Ops with offset > ``after`` (use -1 for all), ascending, at most ``limit``."""
 

@@ -1,0 +1,52 @@
+"""Running a relay process: settings, the relay key, storage, uvicorn."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from sddsf.crypto import Ed25519SigningKey, random_bytes
+from sddsf.errors import ConfigError
+from sddsf.relay.settings import RelaySettings
+
+__all__ = ["load_relay_key", "run"]
+
+
+def load_relay_key(path: str) -> Ed25519SigningKey:
+    """Load the relay's tree-head signing key, creating it (mode 0600) on first start.
+
+    Every node of a cluster must use the same key file (or ``SDDSF_RELAY_KEY_HEX``),
+    so that all tree heads of one deployment are signed by one key.
+
+    Raises:
+        ConfigError: unreadable or malformed key file.
+    """
+    env = os.environ.get("SDDSF_RELAY_KEY_HEX")
+    if env:
+        try:
+            return Ed25519SigningKey.from_seed(bytes.fromhex(env))
+        except ValueError:
+            raise ConfigError("SDDSF_RELAY_KEY_HEX must be 64 hex characters") from None
+    p = Path(path)
+    if not p.exists():
+        p.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(random_bytes(32).hex() + "\n")
+    try:
+        seed = bytes.fromhex(p.read_text().strip())
+        return Ed25519SigningKey.from_seed(seed)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read the relay key {p}: {exc}") from None
+
+
+def run(settings: RelaySettings) -> None:
+    """Serve the relay until interrupted (blocking)."""
+    import uvicorn  # noqa: PLC0415 - only the serving process needs it
+
+    from sddsf.relay.app import create_app  # noqa: PLC0415
+    from sddsf.relay.storage import open_storage  # noqa: PLC0415
+
+    app = create_app(settings, open_storage(settings.db), load_relay_key(settings.key_file))
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info",
+                ws_max_size=64 * 1024, proxy_headers=settings.trust_proxy_headers)

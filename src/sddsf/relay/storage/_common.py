@@ -1,0 +1,234 @@
+"""Backend-neutral pieces of the relay storage: batch planning and validation.
+
+Both backends run the same append algorithm; only the way they read the
+chain state and write rows differs. Keeping the decision logic here, pure and
+synchronous, means SQLite and PostgreSQL cannot disagree on which op of a batch
+is accepted, duplicate or a fork, and which batch must be refused whole.
+
+The append algorithm, inside ONE transaction that holds the space's counter row:
+
+1. read the counter row (``size``, frontier) of the space;
+2. read each batch author's head seq, and the stored ``(op_id, offset)`` at the
+   batch's ``(author, seq)`` pairs that can already be stored (``seq <= head``);
+3. :func:`plan_append` decides each op in order and computes the new rows, the
+   Merkle nodes completed by the new leaves, and the new counter row;
+4. write everything with batch inserts and commit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Final
+
+from sddsf.errors import ConfigError, ConflictError, UsageError
+from sddsf.protocol.merkle import HASH_SIZE, Frontier, leaf_hash
+from sddsf.relay.storage.base import (
+    AppendOutcome,
+    AppendStatus,
+    ForkEvidence,
+    OpToAppend,
+    SpaceRecord,
+    StoredOp,
+)
+
+__all__ = [
+    "FIRST_OP_SEQ",
+    "PAIRING_SENDERS",
+    "AppendPlan",
+    "decode_frontier",
+    "encode_frontier",
+    "evidence_digest",
+    "now_ms",
+    "pairs_to_look_up",
+    "plan_append",
+    "space_record",
+    "stored_op",
+    "validate_batch",
+    "validate_sender",
+    "validate_sql_identifier",
+]
+
+#: Op chains start at seq 1 (``rules.verify_op``: no head means head seq 0).
+FIRST_OP_SEQ: Final = 1
+PAIRING_SENDERS: Final = ("initiator", "joiner")
+_IDENTIFIER: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+
+
+def now_ms() -> int:
+    """Wall-clock milliseconds, for bookkeeping columns only (never for protocol rules)."""
+    return time.time_ns() // 1_000_000
+
+
+def encode_frontier(hashes: Sequence[bytes]) -> bytes:
+    """Frontier hashes as one column value: the concatenated 32-byte hashes."""
+    return b"".join(hashes)
+
+
+def decode_frontier(size: int, blob: bytes) -> Frontier:
+    """Rebuild the stored frontier (validated: a tampered row raises ProofError)."""
+    hashes = [bytes(blob[i:i + HASH_SIZE]) for i in range(0, len(blob), HASH_SIZE)]
+    return Frontier.from_hashes(size, hashes)
+
+
+def space_record(space_id: bytes, account_id: bytes, size: int, root: bytes, epoch: int,
+                 epoch_started_ms: int, created_ms: int) -> SpaceRecord:
+    """A :class:`SpaceRecord` from column values (drivers return memoryview/bytes)."""
+    return SpaceRecord(bytes(space_id), bytes(account_id), int(size), bytes(root), int(epoch),
+                       int(epoch_started_ms), int(created_ms))
+
+
+def stored_op(offset: int, op_id: bytes, author: bytes, seq: int, leaf: bytes,
+              envelope: bytes | None, received_ms: int) -> StoredOp:
+    """A :class:`StoredOp` from column values (``envelope`` is NULL once pruned)."""
+    return StoredOp(int(offset), bytes(op_id), bytes(author), int(seq), bytes(leaf),
+                    None if envelope is None else bytes(envelope), int(received_ms))
+
+
+def validate_batch(ops: Sequence[OpToAppend]) -> None:
+    """Refuse ops that would corrupt the log if stored.
+
+    The leaf hash is recomputed: a wrong one would make every later proof of the
+    space fail and could never be repaired, so one SHA-256 per op is cheap insurance.
+
+    Raises:
+        UsageError: a field of the wrong type, a seq below 1, or a leaf hash
+            that is not ``merkle.leaf_hash(envelope)``.
+    """
+    for i, op in enumerate(ops):
+        if not isinstance(op, OpToAppend):
+            raise UsageError(f"op #{i} of the batch is a {type(op).__name__}, not an OpToAppend")
+        for name in ("envelope", "op_id", "author", "deps", "leaf_hash"):
+            if not isinstance(getattr(op, name), bytes):
+                raise UsageError(f"op #{i}: {name} must be bytes")
+        if not isinstance(op.seq, int) or isinstance(op.seq, bool) or op.seq < FIRST_OP_SEQ:
+            raise UsageError(f"op #{i}: seq must be an integer >= {FIRST_OP_SEQ}, got {op.seq!r}")
+        if op.leaf_hash != leaf_hash(op.envelope):
+            raise UsageError(f"op #{i}: leaf_hash is not the RFC 9162 leaf hash of its "
+                             "envelope; refusing to corrupt the space's Merkle log")
+
+
+def pairs_to_look_up(ops: Sequence[OpToAppend],
+                     heads: Mapping[bytes, int]) -> list[tuple[bytes, int]]:
+    """The distinct ``(author, seq)`` pairs of the batch that may already be stored.
+
+    Only a seq at or below the author's stored head can be taken, so a batch of
+    new ops (the common case) needs no lookups at all.
+    """
+    seen: set[tuple[bytes, int]] = set()
+    out: list[tuple[bytes, int]] = []
+    for op in ops:
+        key = (op.author, op.seq)
+        if op.seq <= heads.get(op.author, FIRST_OP_SEQ - 1) and key not in seen:
+            seen.add(key)
+            out.append(key)
+    return out
+
+
+@dataclass(slots=True)
+class AppendPlan:
+    """What one append transaction writes.
+
+    ``op_rows`` are ``(offset, op_id, author, seq, deps, leaf_hash, envelope)``;
+    ``node_rows`` are the completed perfect nodes ``(level, index, hash)`` of
+    level >= 1 (level 0 is the op row's ``leaf_hash``, never stored twice).
+    """
+
+    outcomes: list[AppendOutcome] = field(default_factory=list)
+    op_rows: list[tuple[int, bytes, bytes, int, bytes, bytes, bytes]] = field(default_factory=list)
+    node_rows: list[tuple[int, int, bytes]] = field(default_factory=list)
+    size: int = 0
+    root: bytes = b""
+    frontier: bytes = b""
+
+
+def plan_append(size: int, frontier_blob: bytes, heads: Mapping[bytes, int],
+                stored: Mapping[tuple[bytes, int], tuple[bytes, int]],
+                ops: Sequence[OpToAppend]) -> AppendPlan:
+    """Decide every op of a batch, in order, against the locked chain state.
+
+    Args:
+        size: the space's counter (next offset) read under the lock.
+        frontier_blob: the stored frontier at ``size``.
+        heads: each batch author's stored head seq (absent: no ops yet).
+        stored: ``(author, seq) -> (op_id, offset)`` for the pairs of
+            :func:`pairs_to_look_up` that are stored.
+        ops: the validated batch.
+
+    Returns:
+        The plan; ``outcomes`` has one entry per op.
+
+    Raises:
+        ConflictError: an op's seq is free but not its author's head + 1 (a
+            concurrent writer moved the chain since the caller verified it);
+            the whole batch must be refused so that nothing is stored.
+    """
+    frontier = decode_frontier(size, frontier_blob)
+    plan = AppendPlan()
+    head_now = dict(heads)
+    # (author, seq) -> (op_id, offset) of everything taken, stored or in this batch.
+    taken = dict(stored)
+    for op in ops:
+        key = (op.author, op.seq)
+        existing = taken.get(key)
+        if existing is not None:
+            ex_id, ex_offset = existing
+            status = AppendStatus.DUPLICATE if ex_id == op.op_id else AppendStatus.FORK
+            plan.outcomes.append(AppendOutcome(status, ex_offset, ex_id))
+            continue
+        expected = head_now.get(op.author, FIRST_OP_SEQ - 1) + 1
+        if op.seq != expected:
+            raise ConflictError(
+                f"op seq {op.seq} of author {op.author.hex()[:16]}... is not the author's next "
+                f"seq ({expected}): the chain changed since the batch was verified; re-read "
+                "the chain state and verify the batch again (nothing was stored)")
+        offset = frontier.size
+        for level, index, h in frontier.append(op.leaf_hash):
+            if level:
+                plan.node_rows.append((level, index, h))
+        plan.op_rows.append((offset, op.op_id, op.author, op.seq, op.deps, op.leaf_hash,
+                             op.envelope))
+        plan.outcomes.append(AppendOutcome(AppendStatus.ACCEPTED, offset, op.op_id))
+        taken[key] = (op.op_id, offset)
+        head_now[op.author] = op.seq
+    plan.size = frontier.size
+    plan.root = frontier.root()
+    plan.frontier = encode_frontier(frontier.to_hashes())
+    return plan
+
+
+def evidence_digest(evidence: ForkEvidence) -> bytes:
+    """Identity of a fork-evidence pair, so recording it twice stores it once.
+
+    Length-prefixed so that no two different pairs share a digest input.
+    """
+    h = hashlib.sha256()
+    for part in (evidence.accepted_envelope, evidence.refused_envelope):
+        h.update(len(part).to_bytes(8, "big"))
+        h.update(part)
+    return h.digest()
+
+
+def validate_sender(sender: str) -> None:
+    """Pairing messages come from one of the two ends of the channel.
+
+    Raises:
+        UsageError: any other sender name.
+    """
+    if sender not in PAIRING_SENDERS:
+        raise UsageError(f"pairing sender must be 'initiator' or 'joiner', not {sender!r}")
+
+
+def validate_sql_identifier(name: str, what: str) -> str:
+    """An identifier safe to quote into SQL (schema names are not bind parameters).
+
+    Raises:
+        ConfigError: not ``[A-Za-z_][A-Za-z0-9_]*`` of at most 63 characters.
+    """
+    if not isinstance(name, str) or not _IDENTIFIER.fullmatch(name):
+        raise ConfigError(f"{what} {name!r} must be letters, digits and underscores "
+                          "(at most 63, not starting with a digit)")
+    return name

@@ -1,0 +1,333 @@
+"""Versioned schema migrations for the relay storage backends.
+
+Each backend has an ordered list of :class:`Migration` (version, description,
+SQL statements). ``open()`` applies the pending ones in order, each in its own
+transaction together with its ``schema_migrations`` row, so a crash leaves the
+schema at a whole version. Applying is idempotent: a version already recorded
+is never run again, even when several relay processes open the same database
+at once (SQLite: ``BEGIN IMMEDIATE`` serialises them; PostgreSQL: a
+transaction-scoped advisory lock per schema, and the version is re-read under it).
+
+A database whose schema is newer than this code refuses to open
+(:class:`~sddsf.errors.ConfigError`): an older relay must not write rows whose
+meaning it does not know.
+
+Schema (both backends; ``log_offset`` because ``offset`` is an SQL keyword):
+
+* ``registry_entries(account_id, seq, entry, stored_ms)``: seq 0 is the genesis.
+* ``spaces(space_id, account_id, created_ms, size, root, frontier, epoch,
+  epoch_started_ms)``: ``size`` is the per-space counter (next offset) that the
+  append transaction locks; ``frontier`` is the concatenated RFC 9162 frontier.
+* ``ops(space_id, log_offset, op_id, author, seq, deps, leaf_hash, envelope,
+  received_ms)``: ``envelope`` is NULL once pruned; unique ``(space_id, author, seq)``.
+* ``merkle_nodes(space_id, level, idx, hash)``: perfect nodes of level >= 1
+  (level 0 is ``ops.leaf_hash``).
+* ``key_packages``, ``snapshots``, ``fork_evidence``, ``pairing_channels``,
+  ``pairing_messages``.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from sddsf.errors import ConfigError
+from sddsf.relay.storage._common import now_ms
+
+__all__ = [
+    "LATEST_VERSION",
+    "POSTGRES_MIGRATIONS",
+    "SQLITE_MIGRATIONS",
+    "Migration",
+    "apply_postgres",
+    "apply_sqlite",
+    "check_not_newer",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    """One schema version: its number, a description and its SQL statements."""
+
+    version: int
+    description: str
+    sql: tuple[str, ...]
+
+
+_SQLITE_TRACKING: Final = """CREATE TABLE IF NOT EXISTS schema_migrations (
+    version INTEGER PRIMARY KEY,
+    description TEXT NOT NULL,
+    applied_ms INTEGER NOT NULL)"""
+
+_PG_TRACKING: Final = """CREATE TABLE IF NOT EXISTS schema_migrations (
+    version integer PRIMARY KEY,
+    description text NOT NULL,
+    applied_ms bigint NOT NULL)"""
+
+SQLITE_MIGRATIONS: Final[tuple[Migration, ...]] = (
+    Migration(1, "device registries and spaces", (
+        """CREATE TABLE registry_entries (
+            account_id BLOB NOT NULL,
+            seq INTEGER NOT NULL CHECK (seq >= 0),
+            entry BLOB NOT NULL,
+            stored_ms INTEGER NOT NULL,
+            PRIMARY KEY (account_id, seq))""",
+        """CREATE TABLE spaces (
+            space_id BLOB PRIMARY KEY,
+            account_id BLOB NOT NULL,
+            created_ms INTEGER NOT NULL,
+            size INTEGER NOT NULL DEFAULT 0 CHECK (size >= 0),
+            root BLOB NOT NULL,
+            frontier BLOB NOT NULL DEFAULT x'',
+            epoch INTEGER NOT NULL DEFAULT -1 CHECK (epoch >= -1),
+            epoch_started_ms INTEGER NOT NULL DEFAULT 0)""",
+        "CREATE INDEX spaces_by_account ON spaces (account_id, created_ms)",
+    )),
+    Migration(2, "op log and Merkle nodes", (
+        """CREATE TABLE ops (
+            space_id BLOB NOT NULL REFERENCES spaces (space_id),
+            log_offset INTEGER NOT NULL CHECK (log_offset >= 0),
+            op_id BLOB NOT NULL,
+            author BLOB NOT NULL,
+            seq INTEGER NOT NULL CHECK (seq >= 1),
+            deps BLOB NOT NULL,
+            leaf_hash BLOB NOT NULL,
+            envelope BLOB,
+            received_ms INTEGER NOT NULL,
+            PRIMARY KEY (space_id, log_offset),
+            UNIQUE (space_id, author, seq))""",
+        """CREATE TABLE merkle_nodes (
+            space_id BLOB NOT NULL REFERENCES spaces (space_id),
+            level INTEGER NOT NULL CHECK (level >= 1),
+            idx INTEGER NOT NULL CHECK (idx >= 0),
+            hash BLOB NOT NULL,
+            PRIMARY KEY (space_id, level, idx)) WITHOUT ROWID""",
+    )),
+    Migration(3, "key packages, snapshots and fork evidence", (
+        """CREATE TABLE key_packages (
+            space_id BLOB NOT NULL REFERENCES spaces (space_id),
+            epoch INTEGER NOT NULL CHECK (epoch >= 0),
+            package BLOB NOT NULL,
+            stored_ms INTEGER NOT NULL,
+            PRIMARY KEY (space_id, epoch))""",
+        """CREATE TABLE snapshots (
+            space_id BLOB NOT NULL REFERENCES spaces (space_id),
+            doc_id BLOB NOT NULL,
+            covers_offset INTEGER NOT NULL,
+            blob BLOB NOT NULL,
+            stored_ms INTEGER NOT NULL,
+            PRIMARY KEY (space_id, doc_id))""",
+        """CREATE TABLE fork_evidence (
+            id INTEGER PRIMARY KEY,
+            space_id BLOB NOT NULL REFERENCES spaces (space_id),
+            author BLOB NOT NULL,
+            seq INTEGER NOT NULL,
+            pair_digest BLOB NOT NULL,
+            accepted_envelope BLOB NOT NULL,
+            refused_envelope BLOB NOT NULL,
+            recorded_ms INTEGER NOT NULL,
+            UNIQUE (space_id, pair_digest))""",
+    )),
+    Migration(4, "pairing mailbox", (
+        """CREATE TABLE pairing_channels (
+            channel_id BLOB PRIMARY KEY,
+            expires_ms INTEGER NOT NULL,
+            burnt INTEGER NOT NULL DEFAULT 0,
+            message_count INTEGER NOT NULL DEFAULT 0)""",
+        """CREATE TABLE pairing_messages (
+            channel_id BLOB NOT NULL REFERENCES pairing_channels (channel_id) ON DELETE CASCADE,
+            idx INTEGER NOT NULL,
+            sender TEXT NOT NULL CHECK (sender IN ('initiator', 'joiner')),
+            body BLOB NOT NULL,
+            PRIMARY KEY (channel_id, idx))""",
+    )),
+)
+
+POSTGRES_MIGRATIONS: Final[tuple[Migration, ...]] = (
+    Migration(1, "device registries and spaces", (
+        """CREATE TABLE registry_entries (
+            account_id bytea NOT NULL,
+            seq bigint NOT NULL CHECK (seq >= 0),
+            entry bytea NOT NULL,
+            stored_ms bigint NOT NULL,
+            PRIMARY KEY (account_id, seq))""",
+        """CREATE TABLE spaces (
+            space_id bytea PRIMARY KEY,
+            account_id bytea NOT NULL,
+            created_ms bigint NOT NULL,
+            size bigint NOT NULL DEFAULT 0 CHECK (size >= 0),
+            root bytea NOT NULL,
+            frontier bytea NOT NULL DEFAULT '\\x',
+            epoch bigint NOT NULL DEFAULT -1 CHECK (epoch >= -1),
+            epoch_started_ms bigint NOT NULL DEFAULT 0)""",
+        "CREATE INDEX spaces_by_account ON spaces (account_id, created_ms)",
+    )),
+    Migration(2, "op log and Merkle nodes", (
+        """CREATE TABLE ops (
+            space_id bytea NOT NULL REFERENCES spaces (space_id),
+            log_offset bigint NOT NULL CHECK (log_offset >= 0),
+            op_id bytea NOT NULL,
+            author bytea NOT NULL,
+            seq bigint NOT NULL CHECK (seq >= 1),
+            deps bytea NOT NULL,
+            leaf_hash bytea NOT NULL,
+            envelope bytea,
+            received_ms bigint NOT NULL,
+            PRIMARY KEY (space_id, log_offset),
+            UNIQUE (space_id, author, seq))""",
+        """CREATE TABLE merkle_nodes (
+            space_id bytea NOT NULL REFERENCES spaces (space_id),
+            level smallint NOT NULL CHECK (level >= 1),
+            idx bigint NOT NULL CHECK (idx >= 0),
+            hash bytea NOT NULL,
+            PRIMARY KEY (space_id, level, idx))""",
+    )),
+    Migration(3, "key packages, snapshots and fork evidence", (
+        """CREATE TABLE key_packages (
+            space_id bytea NOT NULL REFERENCES spaces (space_id),
+            epoch bigint NOT NULL CHECK (epoch >= 0),
+            package bytea NOT NULL,
+            stored_ms bigint NOT NULL,
+            PRIMARY KEY (space_id, epoch))""",
+        """CREATE TABLE snapshots (
+            space_id bytea NOT NULL REFERENCES spaces (space_id),
+            doc_id bytea NOT NULL,
+            covers_offset bigint NOT NULL,
+            blob bytea NOT NULL,
+            stored_ms bigint NOT NULL,
+            PRIMARY KEY (space_id, doc_id))""",
+        """CREATE TABLE fork_evidence (
+            id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            space_id bytea NOT NULL REFERENCES spaces (space_id),
+            author bytea NOT NULL,
+            seq bigint NOT NULL,
+            pair_digest bytea NOT NULL,
+            accepted_envelope bytea NOT NULL,
+            refused_envelope bytea NOT NULL,
+            recorded_ms bigint NOT NULL,
+            UNIQUE (space_id, pair_digest))""",
+    )),
+    Migration(4, "pairing mailbox", (
+        """CREATE TABLE pairing_channels (
+            channel_id bytea PRIMARY KEY,
+            expires_ms bigint NOT NULL,
+            burnt boolean NOT NULL DEFAULT false,
+            message_count bigint NOT NULL DEFAULT 0)""",
+        """CREATE TABLE pairing_messages (
+            channel_id bytea NOT NULL REFERENCES pairing_channels (channel_id) ON DELETE CASCADE,
+            idx bigint NOT NULL,
+            sender text NOT NULL CHECK (sender IN ('initiator', 'joiner')),
+            body bytea NOT NULL,
+            PRIMARY KEY (channel_id, idx))""",
+    )),
+)
+
+#: The schema version this code writes. Both backends always have the same list.
+LATEST_VERSION: Final = SQLITE_MIGRATIONS[-1].version
+
+
+def _check_list(migrations: Sequence[Migration]) -> None:
+    """Versions are 1, 2, 3, ... so "applied up to N" is a complete description."""
+    for i, m in enumerate(migrations, start=1):
+        if m.version != i:
+            raise AssertionError(f"migration #{i} has version {m.version}")  # pragma: no cover
+
+
+_check_list(SQLITE_MIGRATIONS)
+_check_list(POSTGRES_MIGRATIONS)
+if POSTGRES_MIGRATIONS[-1].version != LATEST_VERSION:  # pragma: no cover - import-time invariant
+    raise AssertionError("the SQLite and PostgreSQL migration lists must end at one version")
+
+
+def check_not_newer(applied: int, latest: int = LATEST_VERSION) -> None:
+    """Refuse a database that a newer relay has migrated.
+
+    Raises:
+        ConfigError: ``applied > latest``.
+    """
+    if applied > latest:
+        raise ConfigError(f"database schema version {applied} is newer than this relay "
+                          f"({latest}); upgrade the relay")
+
+
+def _sqlite_version(conn: sqlite3.Connection) -> int:
+    row = conn.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchone()
+    return int(row[0])
+
+
+def apply_sqlite(conn: sqlite3.Connection) -> int:
+    """Apply pending SQLite migrations; returns the schema version.
+
+    ``conn`` must be in autocommit mode (``isolation_level=None``): this
+    function opens and ends its own transactions.
+
+    Raises:
+        ConfigError: the database is newer than this code.
+        sqlite3.Error: for the caller to translate.
+    """
+    conn.execute(_SQLITE_TRACKING)
+    for m in SQLITE_MIGRATIONS:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            # Re-read under the write lock: another process may have just applied it.
+            applied = _sqlite_version(conn)
+            check_not_newer(applied)
+            if m.version <= applied:
+                conn.execute("COMMIT")
+                continue
+            for statement in m.sql:
+                conn.execute(statement)
+            conn.execute("INSERT INTO schema_migrations (version, description, applied_ms) "
+                         "VALUES (?, ?, ?)", (m.version, m.description, now_ms()))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    version = _sqlite_version(conn)
+    check_not_newer(version)
+    return version
+
+
+# Advisory lock key (two int4) for migrations; the second half is the schema,
+# so tests running in separate schemas of one database do not wait on each other.
+_PG_LOCK: Final = ("SELECT pg_advisory_xact_lock(hashtext('sddsf.relay.migrations'), "
+                   "hashtext(current_schema()))")
+
+
+async def apply_postgres(conn: Any) -> int:
+    """Apply pending PostgreSQL migrations on an asyncpg connection; returns the version.
+
+    Raises:
+        ConfigError: the database is newer than this code.
+        asyncpg.PostgresError: for the caller to translate.
+    """
+    async def version() -> int:
+        return int(await conn.fetchval(
+            "SELECT coalesce(max(version), 0) FROM schema_migrations"))
+
+    async def lock() -> None:
+        # A migration may wait for another node's; it must not hit the
+        # request-sized lock/statement timeouts of the relay's connections.
+        await conn.execute("SET LOCAL lock_timeout = '60s'")
+        await conn.execute("SET LOCAL statement_timeout = 0")
+        await conn.execute(_PG_LOCK)
+
+    async with conn.transaction():
+        await lock()
+        await conn.execute(_PG_TRACKING)
+    for m in POSTGRES_MIGRATIONS:
+        async with conn.transaction():
+            await lock()
+            applied = await version()
+            check_not_newer(applied)
+            if m.version <= applied:
+                continue
+            for statement in m.sql:
+                await conn.execute(statement)
+            await conn.execute("INSERT INTO schema_migrations (version, description, applied_ms)"
+                               " VALUES ($1, $2, $3)", m.version, m.description, now_ms())
+    applied = await version()
+    check_not_newer(applied)
+    return applied

@@ -1,0 +1,578 @@
+"""PostgreSQL backend of the relay storage (asyncpg pool).
+
+Several relay nodes may share one database. What keeps them correct:
+
+* **Per-space counter row.** ``append_ops`` starts with ``SELECT ... FROM spaces
+  ... FOR UPDATE``: appends to one space are serialised by that row lock, and
+  offsets come from its ``size`` column, so they are gap-free and equal to
+  commit order (a serial id could commit out of order and make readers skip,
+  THREATS #24). Statements after the lock run in READ COMMITTED with a fresh
+  snapshot, so they see everything the previous lock holder committed.
+* **Fail fast on a stalled lock holder.** Every connection runs with
+  ``lock_timeout`` and ``statement_timeout``: a writer stuck behind a paused
+  node gets ``StorageUnavailable`` ("space is locked by a stalled writer;
+  retry") instead of hanging (THREATS #25).
+* **Durability.** ``synchronous_commit=on`` is set explicitly on every
+  connection, whatever the server default (THREATS #21).
+* Driver errors are translated once, in :meth:`PostgresStorage._conn`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager, suppress
+from typing import Any, Final
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+
+from sddsf.errors import (
+    ConfigError,
+    ConflictError,
+    NotFoundError,
+    SddsfError,
+    UnavailableError,
+    UsageError,
+)
+from sddsf.protocol.merkle import EMPTY_ROOT
+from sddsf.relay.storage import migrations
+from sddsf.relay.storage._common import (
+    evidence_digest,
+    pairs_to_look_up,
+    plan_append,
+    space_record,
+    stored_op,
+    validate_batch,
+    validate_sender,
+    validate_sql_identifier,
+)
+from sddsf.relay.storage.base import (
+    AppendOutcome,
+    ChainSnapshot,
+    ForkEvidence,
+    OpToAppend,
+    PairingMessage,
+    RelayStorage,
+    SpaceRecord,
+    StoredOp,
+)
+
+__all__ = ["PostgresStorage"]
+
+_SPACE_COLUMNS: Final = ("space_id, account_id, size, root, epoch, epoch_started_ms, "
+                         "created_ms")
+_OP_COLUMNS: Final = "log_offset, op_id, author, seq, leaf_hash, envelope, received_ms"
+_STALLED: Final = "space is locked by a stalled writer; retry"
+# The rows of one append: the ops, the completed Merkle nodes and the counter row.
+_WRITE_BATCH: Final = """
+WITH new_ops AS (
+    INSERT INTO ops (space_id, log_offset, op_id, author, seq, deps, leaf_hash, envelope,
+                     received_ms)
+    SELECT $1, u.*, $9::bigint FROM unnest($2::bigint[], $3::bytea[], $4::bytea[],
+        $5::bigint[], $6::bytea[], $7::bytea[], $8::bytea[]) AS u
+), new_nodes AS (
+    INSERT INTO merkle_nodes (space_id, level, idx, hash)
+    SELECT $1, n.* FROM unnest($10::smallint[], $11::bigint[], $12::bytea[]) AS n
+)
+UPDATE spaces SET size = $13, root = $14, frontier = $15 WHERE space_id = $1"""
+
+
+def redact_dsn(dsn: str) -> str:
+    """The DSN without its password, for error messages and logs."""
+    try:
+        parts = urlsplit(dsn)
+    except ValueError:
+        return "<unparsable DSN>"
+    if parts.password is None:
+        return dsn
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _count(status: str) -> int:
+    """Row count from a command tag such as ``UPDATE 3``."""
+    return int(status.rsplit(" ", 1)[-1])
+
+
+class PostgresStorage(RelayStorage):
+    """Relay storage in PostgreSQL, shareable by several relay processes.
+
+    Args:
+        dsn: ``postgresql://user@host:port/db`` (libpq URL).
+        schema: keep the tables in this schema (created if missing) by setting
+            ``search_path`` on every connection; None uses the server default.
+        min_size: connections opened up front.
+        max_size: pool size.
+        lock_timeout_ms: how long a statement waits for a row lock before the
+            call fails with ``StorageUnavailable``.
+        statement_timeout_ms: the longest any statement may run.
+        connect_timeout_s: how long opening a connection may take.
+    """
+
+    def __init__(self, dsn: str, *, schema: str | None = None, min_size: int = 1,
+                 max_size: int = 4, lock_timeout_ms: int = 2000,
+                 statement_timeout_ms: int = 10000, connect_timeout_s: float = 5.0) -> None:
+        """Configure; nothing connects before :meth:`open`."""
+        if schema is not None:
+            validate_sql_identifier(schema, "PostgreSQL schema")
+        if not 1 <= min_size <= max_size:
+            raise ConfigError(f"need 1 <= min_size <= max_size, got {min_size} and {max_size}")
+        self.dsn = dsn
+        self.schema = schema
+        self.min_size = min_size
+        self.max_size = max_size
+        self.lock_timeout_ms = lock_timeout_ms
+        self.statement_timeout_ms = statement_timeout_ms
+        self.connect_timeout_s = connect_timeout_s
+        self._pool: Any = None
+
+    def __repr__(self) -> str:
+        return f"PostgresStorage({redact_dsn(self.dsn)!r}, schema={self.schema!r})"
+
+    # ------------------------------------------------------------ plumbing
+    def _translate(self, exc: BaseException, lock_message: str) -> SddsfError:
+        """Map a driver or socket error to the storage contract's errors."""
+        where = redact_dsn(self.dsn)
+        state = getattr(exc, "sqlstate", None) or ""
+        text = str(exc) or type(exc).__name__
+        if state == "55P03":  # lock_not_available: lock_timeout fired
+            return UnavailableError(f"{lock_message} (waited {self.lock_timeout_ms} ms)")
+        if state == "57014":  # query_canceled: statement_timeout fired
+            return UnavailableError(f"a database statement took longer than "
+                                    f"{self.statement_timeout_ms} ms; retry")
+        if state.startswith("23"):  # integrity: a concurrent writer won a unique key
+            return ConflictError(f"a concurrent writer stored a conflicting row ({text}); "
+                                 "re-read and retry")
+        if state in ("40001", "40P01"):
+            return UnavailableError(f"transaction aborted by the database ({text}); retry")
+        if isinstance(exc, asyncpg.exceptions.DataError):
+            return UsageError(f"invalid value for the database: {text}")
+        if isinstance(exc, OSError | TimeoutError | asyncpg.InterfaceError) or \
+                state.startswith(("08", "53", "57P", "28", "3D")):
+            return UnavailableError(f"PostgreSQL at {where} is unavailable ({text}); check that "
+                                    "it is running and reachable, then retry")
+        return UnavailableError(f"PostgreSQL error at {where}: {text}")
+
+    @asynccontextmanager
+    async def _conn(self, lock_message: str = "a row is locked by a stalled writer; retry",
+                    ) -> AsyncIterator[Any]:
+        """A pooled connection; every driver error raised inside becomes an SddsfError."""
+        pool = self._pool
+        if pool is None:
+            raise UsageError("the PostgreSQL storage is not open: call open() first")
+        try:
+            async with pool.acquire(timeout=self.statement_timeout_ms / 1000) as conn:
+                yield conn
+        except SddsfError:
+            raise
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+            raise self._translate(exc, lock_message) from exc
+
+    # ------------------------------------------------------------ lifecycle
+    async def open(self) -> None:
+        """Create the pool (and the schema), then apply migrations.
+
+        Raises:
+            StorageUnavailable: the database cannot be reached.
+            ConfigError: the schema is newer than this relay.
+        """
+        if self._pool is not None:
+            return
+        settings = {
+            "synchronous_commit": "on",
+            "lock_timeout": str(int(self.lock_timeout_ms)),
+            "statement_timeout": str(int(self.statement_timeout_ms)),
+            "application_name": "sddsf-relay",
+        }
+        if self.schema is not None:
+            settings["search_path"] = f'"{self.schema}"'
+        try:
+            self._pool = await asyncpg.create_pool(
+                self.dsn, min_size=self.min_size, max_size=self.max_size,
+                timeout=self.connect_timeout_s, server_settings=settings)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+            raise self._translate(exc, "") from exc
+        except ValueError as exc:  # a malformed DSN
+            raise UnavailableError(f"cannot use the PostgreSQL DSN {redact_dsn(self.dsn)!r}: "
+                                   f"{exc}") from exc
+        try:
+            async with self._conn() as conn:
+                if self.schema is not None:
+                    await _create_schema(conn, self.schema)
+                await migrations.apply_postgres(conn)
+        except BaseException:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        """Close the pool (terminating connections that do not close in time). Idempotent."""
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        try:
+            await asyncio.wait_for(pool.close(), timeout=10)
+        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            pool.terminate()
+
+    async def schema_version(self) -> int:
+        """The number of the last applied migration."""
+        async with self._conn() as conn:
+            return int(await conn.fetchval(
+                "SELECT coalesce(max(version), 0) FROM schema_migrations"))
+
+    async def ping(self) -> None:
+        """``SELECT 1`` through the pool."""
+        async with self._conn() as conn:
+            await conn.fetchval("SELECT 1")
+
+    # ------------------------------------------------------------- registry
+    async def create_account(self, account_id: bytes, genesis: bytes, now_ms: int) -> bool:
+        """See :meth:`RelayStorage.create_account`."""
+        async with self._conn() as conn, conn.transaction():
+            if await conn.fetchval(
+                    "INSERT INTO registry_entries (account_id, seq, entry, stored_ms) VALUES "
+                    "($1, 0, $2, $3) ON CONFLICT DO NOTHING RETURNING true",
+                    account_id, genesis, now_ms):
+                return True
+            stored = await conn.fetchval("SELECT entry FROM registry_entries WHERE "
+                                         "account_id = $1 AND seq = 0", account_id)
+            if bytes(stored) == genesis:
+                return False
+            raise ConflictError("this account already exists with another genesis entry")
+
+    async def registry_entries(self, account_id: bytes, since: int = 0) -> list[bytes]:
+        """See :meth:`RelayStorage.registry_entries`."""
+        async with self._conn() as conn:
+            rows = await conn.fetch("SELECT entry FROM registry_entries WHERE account_id = $1 "
+                                    "AND seq >= $2 ORDER BY seq", account_id, since)
+        return [bytes(r[0]) for r in rows]
+
+    async def append_registry_entry(self, account_id: bytes, seq: int, entry: bytes,
+                                    now_ms: int) -> bool:
+        """See :meth:`RelayStorage.append_registry_entry`. An unknown account
+        raises NotFoundError (it has no next seq: create it first)."""
+        select = "SELECT entry FROM registry_entries WHERE account_id = $1 AND seq = $2"
+        async with self._conn() as conn, conn.transaction():
+            stored = await conn.fetchval(select, account_id, seq)
+            if stored is None:
+                head = await conn.fetchval("SELECT max(seq) FROM registry_entries WHERE "
+                                           "account_id = $1", account_id)
+                if head is None:
+                    raise NotFoundError("unknown account: store its genesis entry first")
+                if seq != head + 1:
+                    raise ConflictError(f"registry seq {seq} is not the next seq ({head + 1}); "
+                                        "re-read the registry and verify again")
+                # Unique (account_id, seq) settles a race with another node: the
+                # loser's insert waits for the winner's commit, then does nothing.
+                if await conn.fetchval(
+                        "INSERT INTO registry_entries (account_id, seq, entry, stored_ms) VALUES "
+                        "($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING true",
+                        account_id, seq, entry, now_ms):
+                    return True
+                stored = await conn.fetchval(select, account_id, seq)
+            if bytes(stored) == entry:
+                return False
+            raise ConflictError(f"registry seq {seq} already holds another entry; re-read "
+                                "the registry and verify again")
+
+    # --------------------------------------------------------------- spaces
+    async def create_space(self, space_id: bytes, account_id: bytes, now_ms: int) -> bool:
+        """See :meth:`RelayStorage.create_space`."""
+        async with self._conn() as conn, conn.transaction():
+            if await conn.fetchval(
+                    "INSERT INTO spaces (space_id, account_id, created_ms, root) VALUES "
+                    "($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING true",
+                    space_id, account_id, now_ms, EMPTY_ROOT):
+                return True
+            owner = await conn.fetchval("SELECT account_id FROM spaces WHERE space_id = $1",
+                                        space_id)
+        if bytes(owner) == account_id:
+            return False
+        raise ConflictError("this space id belongs to another account")
+
+    async def get_space(self, space_id: bytes) -> SpaceRecord | None:
+        """See :meth:`RelayStorage.get_space`."""
+        async with self._conn() as conn:
+            row = await conn.fetchrow(
+                f"SELECT {_SPACE_COLUMNS} FROM spaces WHERE space_id = $1",  # noqa: S608
+                space_id)
+        return None if row is None else space_record(*row)
+
+    async def list_spaces(self, account_id: bytes) -> list[SpaceRecord]:
+        """See :meth:`RelayStorage.list_spaces`."""
+        async with self._conn() as conn:
+            rows = await conn.fetch(
+                f"SELECT {_SPACE_COLUMNS} FROM spaces WHERE account_id = $1 "  # noqa: S608
+                "ORDER BY created_ms, space_id", account_id)
+        return [space_record(*r) for r in rows]
+
+    # --------------------------------------------------------- key packages
+    async def put_key_package(self, space_id: bytes, epoch: int, package: bytes,
+                              now_ms: int) -> bool:
+        """See :meth:`RelayStorage.put_key_package`. Unknown space: NotFoundError."""
+        async with self._conn(_STALLED) as conn, conn.transaction():
+            current = await conn.fetchval("SELECT epoch FROM spaces WHERE space_id = $1 "
+                                          "FOR UPDATE", space_id)
+            if current is None:
+                raise NotFoundError("unknown space")
+            stored = await conn.fetchval("SELECT package FROM key_packages WHERE space_id = $1 "
+                                         "AND epoch = $2", space_id, epoch)
+            if stored is not None:
+                if bytes(stored) == package:
+                    return False
+                raise ConflictError(f"key epoch {epoch} already has another package")
+            if epoch != current + 1:
+                raise ConflictError(f"key epoch {epoch} is not the next epoch ({current + 1}); "
+                                    "re-read the key packages")
+            await conn.execute("INSERT INTO key_packages (space_id, epoch, package, stored_ms) "
+                               "VALUES ($1, $2, $3, $4)", space_id, epoch, package, now_ms)
+            await conn.execute("UPDATE spaces SET epoch = $2, epoch_started_ms = $3 "
+                               "WHERE space_id = $1", space_id, epoch, now_ms)
+            return True
+
+    async def key_packages(self, space_id: bytes, since_epoch: int = 0) -> list[bytes]:
+        """See :meth:`RelayStorage.key_packages` ([] for an unknown space)."""
+        async with self._conn() as conn:
+            rows = await conn.fetch("SELECT package FROM key_packages WHERE space_id = $1 AND "
+                                    "epoch >= $2 ORDER BY epoch", space_id, since_epoch)
+        return [bytes(r[0]) for r in rows]
+
+    # ------------------------------------------------------------------ ops
+    async def chain_snapshot(self, space_id: bytes,
+                             wanted: Sequence[tuple[bytes, int]]) -> ChainSnapshot:
+        """See :meth:`RelayStorage.chain_snapshot` (one consistent snapshot)."""
+        authors = list(dict.fromkeys(a for a, _ in wanted))
+        pairs = list(dict.fromkeys(wanted))
+        async with self._conn() as conn, conn.transaction(isolation="repeatable_read",
+                                                          readonly=True):
+            await _space_size(conn, space_id)
+            head_rows = await conn.fetch(
+                "SELECT a.author, h.seq, h.op_id, h.deps FROM unnest($2::bytea[]) AS a(author) "
+                "CROSS JOIN LATERAL (SELECT seq, op_id, deps FROM ops WHERE space_id = $1 "
+                "AND author = a.author ORDER BY seq DESC LIMIT 1) AS h", space_id, authors)
+            id_rows = await conn.fetch(
+                "SELECT o.author, o.seq, o.op_id FROM unnest($2::bytea[], $3::bigint[]) "
+                "AS w(author, seq) JOIN ops o ON o.space_id = $1 AND o.author = w.author "
+                "AND o.seq = w.seq", space_id, [a for a, _ in pairs], [s for _, s in pairs])
+        return ChainSnapshot(
+            {bytes(r[0]): (int(r[1]), bytes(r[2]), bytes(r[3])) for r in head_rows},
+            {(bytes(r[0]), int(r[1])): bytes(r[2]) for r in id_rows})
+
+    async def append_ops(self, space_id: bytes, ops: Sequence[OpToAppend],
+                         now_ms: int) -> list[AppendOutcome]:
+        """See :meth:`RelayStorage.append_ops`: one transaction holding the counter row."""
+        ops = list(ops)
+        validate_batch(ops)
+        authors = list(dict.fromkeys(op.author for op in ops))
+        async with self._conn(_STALLED) as conn, conn.transaction():
+            size, frontier = await _space_size(conn, space_id, lock=True)
+            head_rows = await conn.fetch(
+                "SELECT a.author, (SELECT max(seq) FROM ops WHERE space_id = $1 AND "
+                "author = a.author) FROM unnest($2::bytea[]) AS a(author)", space_id, authors)
+            heads = {bytes(r[0]): int(r[1]) for r in head_rows if r[1] is not None}
+            pairs = pairs_to_look_up(ops, heads)
+            stored: dict[tuple[bytes, int], tuple[bytes, int]] = {}
+            if pairs:
+                rows = await conn.fetch(
+                    "SELECT o.author, o.seq, o.op_id, o.log_offset FROM unnest($2::bytea[], "
+                    "$3::bigint[]) AS w(author, seq) JOIN ops o ON o.space_id = $1 AND "
+                    "o.author = w.author AND o.seq = w.seq",
+                    space_id, [a for a, _ in pairs], [s for _, s in pairs])
+                stored = {(bytes(r[0]), int(r[1])): (bytes(r[2]), int(r[3])) for r in rows}
+            plan = plan_append(size, frontier, heads, stored, ops)
+            if plan.op_rows:
+                op_columns = list(map(list, zip(*plan.op_rows, strict=True)))
+                node_columns = (list(map(list, zip(*plan.node_rows, strict=True)))
+                                if plan.node_rows else [[], [], []])
+                # All writes in ONE statement (arrays in, rows out): fewer round
+                # trips while the counter row is locked means more appends per
+                # second on a busy space.
+                await conn.execute(_WRITE_BATCH, space_id, *op_columns, now_ms, *node_columns,
+                                   plan.size, plan.root, plan.frontier)
+        return plan.outcomes
+
+    # Hot read paths run ONE statement (one snapshot, one round trip) and look
+    # the space up only when the answer is empty, to tell "unknown space" apart.
+    async def op_by_author_seq(self, space_id: bytes, author: bytes,
+                               seq: int) -> StoredOp | None:
+        """See :meth:`RelayStorage.op_by_author_seq`."""
+        async with self._conn() as conn:
+            row = await conn.fetchrow(
+                f"SELECT {_OP_COLUMNS} FROM ops WHERE space_id = $1 AND "  # noqa: S608
+                "author = $2 AND seq = $3", space_id, author, seq)
+            if row is None:
+                await _space_size(conn, space_id)
+        return None if row is None else stored_op(*row)
+
+    async def read_ops(self, space_id: bytes, after: int, limit: int) -> list[StoredOp]:
+        """See :meth:`RelayStorage.read_ops`."""
+        if limit < 0:
+            raise UsageError(f"limit must be >= 0, got {limit}")
+        async with self._conn() as conn:
+            rows = await conn.fetch(
+                f"SELECT {_OP_COLUMNS} FROM ops WHERE space_id = $1 AND "  # noqa: S608
+                "log_offset > $2 ORDER BY log_offset LIMIT $3", space_id, after, limit)
+            if not rows:
+                await _space_size(conn, space_id)
+        return [stored_op(*r) for r in rows]
+
+    async def leaf_hashes(self, space_id: bytes, start: int, end: int) -> list[bytes]:
+        """See :meth:`RelayStorage.leaf_hashes`. A range past the log is a UsageError."""
+        async with self._conn() as conn, conn.transaction(isolation="repeatable_read",
+                                                          readonly=True):
+            size, _ = await _space_size(conn, space_id)
+            if not 0 <= start <= end <= size:
+                raise UsageError(f"leaf range [{start}, {end}) is outside the log of {size}")
+            rows = await conn.fetch("SELECT leaf_hash FROM ops WHERE space_id = $1 AND "
+                                    "log_offset >= $2 AND log_offset < $3 ORDER BY log_offset",
+                                    space_id, start, end)
+        return [bytes(r[0]) for r in rows]
+
+    async def merkle_nodes(self, space_id: bytes,
+                           keys: Sequence[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+        """See :meth:`RelayStorage.merkle_nodes`; keys not stored are absent."""
+        wanted = list(dict.fromkeys(keys))
+        leaves = [i for lv, i in wanted if lv == 0]  # leaves live in the ops rows
+        inner = [(lv, i) for lv, i in wanted if lv != 0]
+        async with self._conn() as conn:
+            rows = await conn.fetch(
+                "SELECT 0::smallint, log_offset, leaf_hash FROM ops WHERE space_id = $1 AND "
+                "log_offset = ANY($2::bigint[]) UNION ALL "
+                "SELECT n.level, n.idx, n.hash FROM unnest($3::smallint[], $4::bigint[]) "
+                "AS k(level, idx) JOIN merkle_nodes n ON n.space_id = $1 AND "
+                "n.level = k.level AND n.idx = k.idx",
+                space_id, leaves, [lv for lv, _ in inner], [i for _, i in inner])
+            if len(rows) < len(wanted):
+                await _space_size(conn, space_id)
+        return {(int(r[0]), int(r[1])): bytes(r[2]) for r in rows}
+
+    async def record_fork(self, evidence: ForkEvidence) -> None:
+        """See :meth:`RelayStorage.record_fork`."""
+        e = evidence
+        async with self._conn() as conn, conn.transaction():
+            await _space_size(conn, e.space_id)
+            await conn.execute(
+                "INSERT INTO fork_evidence (space_id, author, seq, pair_digest, "
+                "accepted_envelope, refused_envelope, recorded_ms) VALUES "
+                "($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (space_id, pair_digest) DO NOTHING",
+                e.space_id, e.author, e.seq, evidence_digest(e), e.accepted_envelope,
+                e.refused_envelope, e.recorded_ms)
+
+    async def fork_evidence(self, space_id: bytes) -> list[ForkEvidence]:
+        """See :meth:`RelayStorage.fork_evidence`."""
+        async with self._conn() as conn:
+            rows = await conn.fetch("SELECT author, seq, accepted_envelope, refused_envelope, "
+                                    "recorded_ms FROM fork_evidence WHERE space_id = $1 "
+                                    "ORDER BY recorded_ms, id", space_id)
+            if not rows:
+                await _space_size(conn, space_id)
+        return [ForkEvidence(space_id, bytes(r[0]), int(r[1]), bytes(r[2]), bytes(r[3]),
+                             int(r[4])) for r in rows]
+
+    async def prune_ops(self, space_id: bytes, before_offset: int) -> int:
+        """See :meth:`RelayStorage.prune_ops`."""
+        async with self._conn() as conn, conn.transaction():
+            await _space_size(conn, space_id)
+            status = await conn.execute("UPDATE ops SET envelope = NULL WHERE space_id = $1 AND "
+                                        "log_offset < $2 AND envelope IS NOT NULL",
+                                        space_id, before_offset)
+        return _count(status)
+
+    # ------------------------------------------------------------ snapshots
+    async def put_snapshot(self, space_id: bytes, doc_id: bytes, covers_offset: int,
+                           blob: bytes, now_ms: int) -> None:
+        """See :meth:`RelayStorage.put_snapshot`. A snapshot covering the same
+        offset replaces the stored one (e.g. re-encrypted for a new epoch)."""
+        async with self._conn() as conn, conn.transaction():
+            await _space_size(conn, space_id)
+            await conn.execute(
+                "INSERT INTO snapshots (space_id, doc_id, covers_offset, blob, stored_ms) "
+                "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (space_id, doc_id) DO UPDATE SET "
+                "covers_offset = excluded.covers_offset, blob = excluded.blob, "
+                "stored_ms = excluded.stored_ms "
+                "WHERE excluded.covers_offset >= snapshots.covers_offset",
+                space_id, doc_id, covers_offset, blob, now_ms)
+
+    async def get_snapshot(self, space_id: bytes, doc_id: bytes) -> tuple[int, bytes] | None:
+        """See :meth:`RelayStorage.get_snapshot`."""
+        async with self._conn() as conn:
+            row = await conn.fetchrow("SELECT covers_offset, blob FROM snapshots WHERE "
+                                      "space_id = $1 AND doc_id = $2", space_id, doc_id)
+        return None if row is None else (int(row[0]), bytes(row[1]))
+
+    # ------------------------------------------------------ pairing mailbox
+    async def create_channel(self, channel_id: bytes, expires_ms: int) -> None:
+        """See :meth:`RelayStorage.create_channel`."""
+        async with self._conn() as conn:
+            created = await conn.fetchval(
+                "INSERT INTO pairing_channels (channel_id, expires_ms) VALUES ($1, $2) "
+                "ON CONFLICT DO NOTHING RETURNING true", channel_id, expires_ms)
+        if not created:
+            raise ConflictError("a pairing channel with this id already exists")
+
+    async def post_channel_message(self, channel_id: bytes, sender: str, body: bytes,
+                                   now_ms: int, max_messages: int) -> int:
+        """See :meth:`RelayStorage.post_channel_message`."""
+        validate_sender(sender)
+        async with self._conn() as conn, conn.transaction():
+            count = await _usable_channel(conn, channel_id, now_ms, lock=True)
+            if count >= max_messages:
+                raise ConflictError(f"the pairing channel is full ({max_messages} messages)")
+            await conn.execute("INSERT INTO pairing_messages (channel_id, idx, sender, body) "
+                               "VALUES ($1, $2, $3, $4)", channel_id, count, sender, body)
+            await conn.execute("UPDATE pairing_channels SET message_count = $2 "
+                               "WHERE channel_id = $1", channel_id, count + 1)
+        return count
+
+    async def channel_messages(self, channel_id: bytes, after: int,
+                               now_ms: int) -> list[PairingMessage]:
+        """See :meth:`RelayStorage.channel_messages`."""
+        async with self._conn() as conn, conn.transaction(isolation="repeatable_read",
+                                                          readonly=True):
+            await _usable_channel(conn, channel_id, now_ms)
+            rows = await conn.fetch("SELECT idx, sender, body FROM pairing_messages WHERE "
+                                    "channel_id = $1 AND idx > $2 ORDER BY idx",
+                                    channel_id, after)
+        return [PairingMessage(int(r[0]), str(r[1]), bytes(r[2])) for r in rows]
+
+    async def burn_channel(self, channel_id: bytes) -> None:
+        """See :meth:`RelayStorage.burn_channel`. Also deletes its messages; a
+        no-op for an unknown channel."""
+        async with self._conn() as conn, conn.transaction():
+            await conn.execute("UPDATE pairing_channels SET burnt = true WHERE channel_id = $1",
+                               channel_id)
+            await conn.execute("DELETE FROM pairing_messages WHERE channel_id = $1", channel_id)
+
+
+async def _create_schema(conn: Any, schema: str) -> None:
+    """``CREATE SCHEMA IF NOT EXISTS``, tolerating a concurrent creator (which can
+    win between the existence check and the catalog insert)."""
+    with suppress(asyncpg.exceptions.UniqueViolationError,
+                  asyncpg.exceptions.DuplicateSchemaError):
+        await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+
+
+async def _space_size(conn: Any, space_id: bytes, *, lock: bool = False) -> tuple[int, bytes]:
+    """``(size, frontier)`` of the space, optionally locking its counter row."""
+    query = ("SELECT size, frontier FROM spaces WHERE space_id = $1 FOR UPDATE" if lock
+             else "SELECT size, frontier FROM spaces WHERE space_id = $1")
+    row = await conn.fetchrow(query, space_id)
+    if row is None:
+        raise NotFoundError("unknown space")
+    return int(row[0]), bytes(row[1])
+
+
+async def _usable_channel(conn: Any, channel_id: bytes, now_ms: int, *,
+                          lock: bool = False) -> int:
+    """The channel's message count; ConflictError if unknown, expired or burnt."""
+    query = ("SELECT expires_ms, burnt, message_count FROM pairing_channels "
+             "WHERE channel_id = $1")
+    row = await conn.fetchrow(query + " FOR UPDATE" if lock else query, channel_id)
+    if row is None:
+        raise ConflictError("unknown pairing channel")
+    if row[1]:
+        raise ConflictError("the pairing channel was closed; start pairing again")
+    if now_ms >= row[0]:
+        raise ConflictError("the pairing channel expired; start pairing again")
+    return int(row[2])

@@ -1,0 +1,594 @@
+"""SQLite backend of the relay storage (stdlib :mod:`sqlite3`, no extra dependency).
+
+Design:
+
+* ONE connection, used only from ONE dedicated worker thread. Every public
+  coroutine ships a function to that thread, so calls from many tasks are
+  serialised in submission order without a lock of our own, and the event loop
+  never blocks on disk.
+* Every public method is one transaction: ``BEGIN IMMEDIATE`` for writes (takes
+  the database write lock up front, so a read-then-write never fails with a
+  stale snapshot), a deferred ``BEGIN`` for multi-statement reads (one
+  consistent snapshot). Other processes on the same file wait up to
+  ``busy_timeout_ms`` for the write lock.
+* WAL with ``synchronous=FULL``: a commit is fsync'd before the method returns
+  (durability before acknowledgement, THREATS #21).
+* The write lock of ``BEGIN IMMEDIATE`` is what makes the space's counter row
+  the only source of offsets: two appends can never read the same ``size``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Final, TypeVar
+
+from sddsf.errors import (
+    ConfigError,
+    ConflictError,
+    NotFoundError,
+    SddsfError,
+    UnavailableError,
+    UsageError,
+)
+from sddsf.protocol.merkle import EMPTY_ROOT
+from sddsf.relay.storage import migrations
+from sddsf.relay.storage._common import (
+    evidence_digest,
+    pairs_to_look_up,
+    plan_append,
+    space_record,
+    stored_op,
+    validate_batch,
+    validate_sender,
+)
+from sddsf.relay.storage.base import (
+    AppendOutcome,
+    ChainSnapshot,
+    ForkEvidence,
+    OpToAppend,
+    PairingMessage,
+    RelayStorage,
+    SpaceRecord,
+    StoredOp,
+)
+
+__all__ = ["SqliteStorage"]
+
+T = TypeVar("T")
+Conn = sqlite3.Connection
+
+_SPACE_COLUMNS: Final = ("space_id, account_id, size, root, epoch, epoch_started_ms, "
+                         "created_ms")
+_OP_COLUMNS: Final = "log_offset, op_id, author, seq, leaf_hash, envelope, received_ms"
+
+
+def _translate(exc: sqlite3.Error, path: str) -> SddsfError:
+    """Map a driver error to the storage contract's errors (the only place that does)."""
+    text = str(exc)
+    lowered = text.lower()
+    if isinstance(exc, sqlite3.ProgrammingError | sqlite3.InterfaceError):
+        return UsageError(f"invalid value for the database: {text}")  # a caller's bug, not a 503
+    if isinstance(exc, sqlite3.IntegrityError):
+        return ConflictError(f"a concurrent writer stored a conflicting row ({text}); "
+                             "re-read and retry")
+    if "unable to open" in lowered:
+        return UnavailableError(f"cannot open the SQLite database {path!r} ({text}): check that "
+                                "the directory exists and is writable by the relay")
+    if "locked" in lowered or "busy" in lowered:
+        return UnavailableError(f"the SQLite database {path!r} is locked by another process "
+                                f"({text}); retry, or stop the other writer")
+    if "full" in lowered:
+        return UnavailableError(f"the disk holding {path!r} is full ({text}); free space "
+                                "and retry")
+    if "i/o" in lowered or "readonly" in lowered or "read-only" in lowered:
+        return UnavailableError(f"SQLite could not write {path!r} ({text}); check the disk "
+                                "and the file's permissions")
+    if "not a database" in lowered or "malformed" in lowered:
+        return UnavailableError(f"{path!r} is not a readable SQLite database ({text}); restore "
+                                "it from a backup or point --db at the right file")
+    return UnavailableError(f"SQLite error on {path!r}: {text}")
+
+
+class SqliteStorage(RelayStorage):
+    """Relay storage in one SQLite file (WAL, ``synchronous=FULL``).
+
+    Several processes may open the same file (SQLite's file locks serialise
+    writers); for several relay *nodes* use PostgreSQL.
+
+    Args:
+        path: the database file; parent directories are created on :meth:`open`.
+        busy_timeout_ms: how long a write waits for another process's write lock
+            before failing with ``StorageUnavailable``.
+    """
+
+    def __init__(self, path: str, *, busy_timeout_ms: int = 5000) -> None:
+        """Configure; nothing touches the disk before :meth:`open`."""
+        if not path or path == ":memory:" or path.startswith("file:"):
+            raise ConfigError("the SQLite storage needs a file path (an in-memory database "
+                              "is not durable)")
+        self.path = path
+        self.busy_timeout_ms = busy_timeout_ms
+        self._executor: ThreadPoolExecutor | None = None
+        self._conn: Conn | None = None  # touched only on the worker thread
+
+    def __repr__(self) -> str:
+        return f"SqliteStorage({self.path!r})"
+
+    # ------------------------------------------------------------ plumbing
+    async def _run(self, fn: Callable[[Conn], T]) -> T:
+        """Run ``fn(conn)`` on the worker thread; driver errors are translated here.
+
+        If the awaiting task is cancelled, the transaction still runs to its
+        end (commit or rollback) on the worker: it is never left half-done, and
+        the caller's retry is answered idempotently.
+        """
+        executor = self._executor
+        if executor is None:
+            raise UsageError("the SQLite storage is not open: call open() first")
+        return await asyncio.get_running_loop().run_in_executor(executor, self._call, fn)
+
+    def _call(self, fn: Callable[[Conn], T]) -> T:
+        conn = self._conn
+        if conn is None:
+            raise UsageError("the SQLite storage is closed")
+        try:
+            return fn(conn)
+        except sqlite3.Error as exc:
+            raise _translate(exc, self.path) from exc
+
+    @staticmethod
+    def _tx(conn: Conn, body: Callable[[Conn], T], *, write: bool) -> T:
+        """Run ``body`` in one transaction; any exception rolls the whole of it back.
+
+        This is the atomicity guarantee: a failure after some rows of a batch
+        were inserted (even a statement that failed half-way) leaves nothing.
+        """
+        conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+        try:
+            result = body(conn)
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return result
+
+    async def _write(self, body: Callable[[Conn], T]) -> T:
+        return await self._run(lambda conn: self._tx(conn, body, write=True))
+
+    async def _read(self, body: Callable[[Conn], T]) -> T:
+        return await self._run(lambda conn: self._tx(conn, body, write=False))
+
+    # ------------------------------------------------------------ lifecycle
+    def _connect(self) -> None:
+        if self._conn is not None:
+            return
+        parent = os.path.dirname(os.path.abspath(self.path))
+        try:
+            os.makedirs(parent, exist_ok=True)
+        except OSError as exc:
+            raise UnavailableError(f"cannot create the directory {parent!r} for the SQLite "
+                                   f"database ({exc.strerror}); check its permissions") from exc
+        try:
+            conn = sqlite3.connect(self.path, isolation_level=None,
+                                   timeout=self.busy_timeout_ms / 1000)
+        except sqlite3.Error as exc:
+            raise _translate(exc, self.path) from exc
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise UnavailableError(f"SQLite refused WAL mode for {self.path!r} (got {mode}); "
+                                       "put the database on a local filesystem")
+            # FULL: the WAL is fsync'd at every commit, so an acknowledged op
+            # survives power loss (NORMAL would only survive a process crash).
+            conn.execute("PRAGMA synchronous = FULL")
+            conn.execute("PRAGMA foreign_keys = ON")
+            migrations.apply_sqlite(conn)
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+
+    async def open(self) -> None:
+        """Create the file if needed, set the pragmas, apply migrations.
+
+        Raises:
+            StorageUnavailable: the file cannot be created or opened.
+            ConfigError: the schema is newer than this relay.
+        """
+        if self._executor is not None:
+            return
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sddsf-sqlite")
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._executor,
+                                                             self._connect_translated)
+        except BaseException:
+            await self.close()
+            raise
+
+    def _connect_translated(self) -> None:
+        try:
+            self._connect()
+        except sqlite3.Error as exc:
+            raise _translate(exc, self.path) from exc
+
+    async def close(self) -> None:
+        """Close the connection and stop the worker thread. Idempotent."""
+        executor, self._executor = self._executor, None
+        if executor is None:
+            return
+
+        def shut() -> None:
+            conn, self._conn = self._conn, None
+            if conn is not None:
+                conn.close()
+
+        try:
+            await asyncio.get_running_loop().run_in_executor(executor, shut)
+        finally:
+            executor.shutdown(wait=True)
+
+    async def schema_version(self) -> int:
+        """The number of the last applied migration."""
+        return await self._run(lambda c: int(c.execute(
+            "SELECT coalesce(max(version), 0) FROM schema_migrations").fetchone()[0]))
+
+    async def ping(self) -> None:
+        """Round trip to the worker thread and the database file."""
+        await self._run(lambda c: c.execute("SELECT 1").fetchone())
+
+    # ------------------------------------------------------------- registry
+    async def create_account(self, account_id: bytes, genesis: bytes, now_ms: int) -> bool:
+        """See :meth:`RelayStorage.create_account`."""
+        def body(c: Conn) -> bool:
+            row = c.execute("SELECT entry FROM registry_entries WHERE account_id = ? AND seq = 0",
+                            (account_id,)).fetchone()
+            if row is not None:
+                if bytes(row[0]) == genesis:
+                    return False
+                raise ConflictError("this account already exists with another genesis entry")
+            c.execute("INSERT INTO registry_entries (account_id, seq, entry, stored_ms) "
+                      "VALUES (?, 0, ?, ?)", (account_id, genesis, now_ms))
+            return True
+        return await self._write(body)
+
+    async def registry_entries(self, account_id: bytes, since: int = 0) -> list[bytes]:
+        """See :meth:`RelayStorage.registry_entries`."""
+        rows = await self._read(lambda c: c.execute(
+            "SELECT entry FROM registry_entries WHERE account_id = ? AND seq >= ? ORDER BY seq",
+            (account_id, since)).fetchall())
+        return [bytes(r[0]) for r in rows]
+
+    async def append_registry_entry(self, account_id: bytes, seq: int, entry: bytes,
+                                    now_ms: int) -> bool:
+        """See :meth:`RelayStorage.append_registry_entry`. An unknown account
+        raises NotFoundError (it has no next seq: create it first)."""
+        def body(c: Conn) -> bool:
+            row = c.execute("SELECT entry FROM registry_entries WHERE account_id = ? AND seq = ?",
+                            (account_id, seq)).fetchone()
+            if row is not None:
+                if bytes(row[0]) == entry:
+                    return False
+                raise ConflictError(f"registry seq {seq} already holds another entry; re-read "
+                                    "the registry and verify again")
+            head = c.execute("SELECT max(seq) FROM registry_entries WHERE account_id = ?",
+                             (account_id,)).fetchone()[0]
+            if head is None:
+                raise NotFoundError("unknown account: store its genesis entry first")
+            if seq != head + 1:
+                raise ConflictError(f"registry seq {seq} is not the next seq ({head + 1}); "
+                                    "re-read the registry and verify again")
+            c.execute("INSERT INTO registry_entries (account_id, seq, entry, stored_ms) "
+                      "VALUES (?, ?, ?, ?)", (account_id, seq, entry, now_ms))
+            return True
+        return await self._write(body)
+
+    # --------------------------------------------------------------- spaces
+    async def create_space(self, space_id: bytes, account_id: bytes, now_ms: int) -> bool:
+        """See :meth:`RelayStorage.create_space`."""
+        def body(c: Conn) -> bool:
+            row = c.execute("SELECT account_id FROM spaces WHERE space_id = ?",
+                            (space_id,)).fetchone()
+            if row is not None:
+                if bytes(row[0]) == account_id:
+                    return False
+                raise ConflictError("this space id belongs to another account")
+            c.execute("INSERT INTO spaces (space_id, account_id, created_ms, root) "
+                      "VALUES (?, ?, ?, ?)", (space_id, account_id, now_ms, EMPTY_ROOT))
+            return True
+        return await self._write(body)
+
+    async def get_space(self, space_id: bytes) -> SpaceRecord | None:
+        """See :meth:`RelayStorage.get_space`."""
+        row = await self._read(lambda c: c.execute(
+            f"SELECT {_SPACE_COLUMNS} FROM spaces WHERE space_id = ?",  # noqa: S608 - constant
+            (space_id,)).fetchone())
+        return None if row is None else space_record(*row)
+
+    async def list_spaces(self, account_id: bytes) -> list[SpaceRecord]:
+        """See :meth:`RelayStorage.list_spaces`."""
+        rows = await self._read(lambda c: c.execute(
+            f"SELECT {_SPACE_COLUMNS} FROM spaces WHERE account_id = ? "  # noqa: S608 - constant
+            "ORDER BY created_ms, rowid", (account_id,)).fetchall())
+        return [space_record(*r) for r in rows]
+
+    # --------------------------------------------------------- key packages
+    async def put_key_package(self, space_id: bytes, epoch: int, package: bytes,
+                              now_ms: int) -> bool:
+        """See :meth:`RelayStorage.put_key_package`. Unknown space: NotFoundError."""
+        def body(c: Conn) -> bool:
+            current = _space_epoch(c, space_id)
+            row = c.execute("SELECT package FROM key_packages WHERE space_id = ? AND epoch = ?",
+                            (space_id, epoch)).fetchone()
+            if row is not None:
+                if bytes(row[0]) == package:
+                    return False
+                raise ConflictError(f"key epoch {epoch} already has another package")
+            if epoch != current + 1:
+                raise ConflictError(f"key epoch {epoch} is not the next epoch ({current + 1}); "
+                                    "re-read the key packages")
+            c.execute("INSERT INTO key_packages (space_id, epoch, package, stored_ms) "
+                      "VALUES (?, ?, ?, ?)", (space_id, epoch, package, now_ms))
+            c.execute("UPDATE spaces SET epoch = ?, epoch_started_ms = ? WHERE space_id = ?",
+                      (epoch, now_ms, space_id))
+            return True
+        return await self._write(body)
+
+    async def key_packages(self, space_id: bytes, since_epoch: int = 0) -> list[bytes]:
+        """See :meth:`RelayStorage.key_packages` ([] for an unknown space)."""
+        rows = await self._read(lambda c: c.execute(
+            "SELECT package FROM key_packages WHERE space_id = ? AND epoch >= ? ORDER BY epoch",
+            (space_id, since_epoch)).fetchall())
+        return [bytes(r[0]) for r in rows]
+
+    # ------------------------------------------------------------------ ops
+    async def chain_snapshot(self, space_id: bytes,
+                             wanted: Sequence[tuple[bytes, int]]) -> ChainSnapshot:
+        """See :meth:`RelayStorage.chain_snapshot`."""
+        def body(c: Conn) -> ChainSnapshot:
+            _space_size(c, space_id)
+            heads: dict[bytes, tuple[int, bytes, bytes]] = {}
+            for author in dict.fromkeys(a for a, _ in wanted):
+                row = c.execute("SELECT seq, op_id, deps FROM ops WHERE space_id = ? AND "
+                                "author = ? ORDER BY seq DESC LIMIT 1",
+                                (space_id, author)).fetchone()
+                if row is not None:
+                    heads[author] = (int(row[0]), bytes(row[1]), bytes(row[2]))
+            ids: dict[tuple[bytes, int], bytes] = {}
+            for author, seq in dict.fromkeys(wanted):
+                head = heads.get(author)
+                if head is None or seq > head[0]:
+                    continue
+                row = c.execute("SELECT op_id FROM ops WHERE space_id = ? AND author = ? "
+                                "AND seq = ?", (space_id, author, seq)).fetchone()
+                if row is not None:
+                    ids[(author, seq)] = bytes(row[0])
+            return ChainSnapshot(heads, ids)
+        return await self._read(body)
+
+    def _store_batch(self, c: Conn, space_id: bytes, rows: list[tuple[object, ...]],
+                     nodes: list[tuple[object, ...]], head: tuple[int, bytes, bytes]) -> None:
+        """Write one batch's rows (a separate step so tests can inject a fault here)."""
+        c.executemany("INSERT INTO ops (space_id, log_offset, op_id, author, seq, deps, "
+                      "leaf_hash, envelope, received_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        c.executemany("INSERT INTO merkle_nodes (space_id, level, idx, hash) VALUES (?, ?, ?, ?)",
+                      nodes)
+        c.execute("UPDATE spaces SET size = ?, root = ?, frontier = ? WHERE space_id = ?",
+                  (*head, space_id))
+
+    async def append_ops(self, space_id: bytes, ops: Sequence[OpToAppend],
+                         now_ms: int) -> list[AppendOutcome]:
+        """See :meth:`RelayStorage.append_ops`: one ``BEGIN IMMEDIATE`` transaction."""
+        ops = list(ops)
+        validate_batch(ops)
+
+        def body(c: Conn) -> list[AppendOutcome]:
+            size, frontier = _space_size(c, space_id)
+            heads: dict[bytes, int] = {}
+            for author in dict.fromkeys(op.author for op in ops):
+                head = c.execute("SELECT max(seq) FROM ops WHERE space_id = ? AND author = ?",
+                                 (space_id, author)).fetchone()[0]
+                if head is not None:
+                    heads[author] = int(head)
+            stored: dict[tuple[bytes, int], tuple[bytes, int]] = {}
+            for author, seq in pairs_to_look_up(ops, heads):
+                row = c.execute("SELECT op_id, log_offset FROM ops WHERE space_id = ? AND "
+                                "author = ? AND seq = ?", (space_id, author, seq)).fetchone()
+                if row is not None:
+                    stored[(author, seq)] = (bytes(row[0]), int(row[1]))
+            plan = plan_append(size, frontier, heads, stored, ops)
+            if plan.op_rows:
+                self._store_batch(
+                    c, space_id,
+                    [(space_id, *r, now_ms) for r in plan.op_rows],
+                    [(space_id, *n) for n in plan.node_rows],
+                    (plan.size, plan.root, plan.frontier))
+            return plan.outcomes
+        return await self._write(body)
+
+    async def op_by_author_seq(self, space_id: bytes, author: bytes,
+                               seq: int) -> StoredOp | None:
+        """See :meth:`RelayStorage.op_by_author_seq`."""
+        def body(c: Conn) -> StoredOp | None:
+            _space_size(c, space_id)
+            row = c.execute(f"SELECT {_OP_COLUMNS} FROM ops WHERE space_id = ? "  # noqa: S608
+                            "AND author = ? AND seq = ?", (space_id, author, seq)).fetchone()
+            return None if row is None else stored_op(*row)
+        return await self._read(body)
+
+    async def read_ops(self, space_id: bytes, after: int, limit: int) -> list[StoredOp]:
+        """See :meth:`RelayStorage.read_ops`."""
+        if limit < 0:
+            raise UsageError(f"limit must be >= 0, got {limit}")
+
+        def body(c: Conn) -> list[StoredOp]:
+            _space_size(c, space_id)
+            rows = c.execute(f"SELECT {_OP_COLUMNS} FROM ops WHERE space_id = ? "  # noqa: S608
+                             "AND log_offset > ? ORDER BY log_offset LIMIT ?",
+                             (space_id, after, limit)).fetchall()
+            return [stored_op(*r) for r in rows]
+        return await self._read(body)
+
+    async def leaf_hashes(self, space_id: bytes, start: int, end: int) -> list[bytes]:
+        """See :meth:`RelayStorage.leaf_hashes`. A range past the log is a UsageError."""
+        def body(c: Conn) -> list[bytes]:
+            size, _ = _space_size(c, space_id)
+            if not 0 <= start <= end <= size:
+                raise UsageError(f"leaf range [{start}, {end}) is outside the log of {size}")
+            rows = c.execute("SELECT leaf_hash FROM ops WHERE space_id = ? AND log_offset >= ? "
+                             "AND log_offset < ? ORDER BY log_offset",
+                             (space_id, start, end)).fetchall()
+            return [bytes(r[0]) for r in rows]
+        return await self._read(body)
+
+    async def merkle_nodes(self, space_id: bytes,
+                           keys: Sequence[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+        """See :meth:`RelayStorage.merkle_nodes`; keys not stored are absent."""
+        def body(c: Conn) -> dict[tuple[int, int], bytes]:
+            _space_size(c, space_id)
+            out: dict[tuple[int, int], bytes] = {}
+            for level, index in dict.fromkeys(keys):
+                if level == 0:  # leaves live in the ops rows
+                    row = c.execute("SELECT leaf_hash FROM ops WHERE space_id = ? AND "
+                                    "log_offset = ?", (space_id, index)).fetchone()
+                else:
+                    row = c.execute("SELECT hash FROM merkle_nodes WHERE space_id = ? AND "
+                                    "level = ? AND idx = ?", (space_id, level, index)).fetchone()
+                if row is not None:
+                    out[(level, index)] = bytes(row[0])
+            return out
+        return await self._read(body)
+
+    async def record_fork(self, evidence: ForkEvidence) -> None:
+        """See :meth:`RelayStorage.record_fork`."""
+        e = evidence
+
+        def body(c: Conn) -> None:
+            _space_size(c, e.space_id)
+            c.execute("INSERT INTO fork_evidence (space_id, author, seq, pair_digest, "
+                      "accepted_envelope, refused_envelope, recorded_ms) VALUES "
+                      "(?, ?, ?, ?, ?, ?, ?) ON CONFLICT (space_id, pair_digest) DO NOTHING",
+                      (e.space_id, e.author, e.seq, evidence_digest(e), e.accepted_envelope,
+                       e.refused_envelope, e.recorded_ms))
+        await self._write(body)
+
+    async def fork_evidence(self, space_id: bytes) -> list[ForkEvidence]:
+        """See :meth:`RelayStorage.fork_evidence`."""
+        def body(c: Conn) -> list[ForkEvidence]:
+            _space_size(c, space_id)
+            rows = c.execute("SELECT author, seq, accepted_envelope, refused_envelope, "
+                             "recorded_ms FROM fork_evidence WHERE space_id = ? "
+                             "ORDER BY recorded_ms, id", (space_id,)).fetchall()
+            return [ForkEvidence(space_id, bytes(r[0]), int(r[1]), bytes(r[2]), bytes(r[3]),
+                                 int(r[4])) for r in rows]
+        return await self._read(body)
+
+    async def prune_ops(self, space_id: bytes, before_offset: int) -> int:
+        """See :meth:`RelayStorage.prune_ops`."""
+        def body(c: Conn) -> int:
+            _space_size(c, space_id)
+            cur = c.execute("UPDATE ops SET envelope = NULL WHERE space_id = ? AND "
+                            "log_offset < ? AND envelope IS NOT NULL", (space_id, before_offset))
+            return int(cur.rowcount)
+        return await self._write(body)
+
+    # ------------------------------------------------------------ snapshots
+    async def put_snapshot(self, space_id: bytes, doc_id: bytes, covers_offset: int,
+                           blob: bytes, now_ms: int) -> None:
+        """See :meth:`RelayStorage.put_snapshot`. A snapshot covering the same
+        offset replaces the stored one (e.g. re-encrypted for a new epoch)."""
+        def body(c: Conn) -> None:
+            _space_size(c, space_id)
+            c.execute("INSERT INTO snapshots (space_id, doc_id, covers_offset, blob, stored_ms) "
+                      "VALUES (?, ?, ?, ?, ?) ON CONFLICT (space_id, doc_id) DO UPDATE SET "
+                      "covers_offset = excluded.covers_offset, blob = excluded.blob, "
+                      "stored_ms = excluded.stored_ms "
+                      "WHERE excluded.covers_offset >= snapshots.covers_offset",
+                      (space_id, doc_id, covers_offset, blob, now_ms))
+        await self._write(body)
+
+    async def get_snapshot(self, space_id: bytes, doc_id: bytes) -> tuple[int, bytes] | None:
+        """See :meth:`RelayStorage.get_snapshot`."""
+        row = await self._read(lambda c: c.execute(
+            "SELECT covers_offset, blob FROM snapshots WHERE space_id = ? AND doc_id = ?",
+            (space_id, doc_id)).fetchone())
+        return None if row is None else (int(row[0]), bytes(row[1]))
+
+    # ------------------------------------------------------ pairing mailbox
+    async def create_channel(self, channel_id: bytes, expires_ms: int) -> None:
+        """See :meth:`RelayStorage.create_channel`."""
+        def body(c: Conn) -> None:
+            cur = c.execute("INSERT INTO pairing_channels (channel_id, expires_ms) VALUES (?, ?) "
+                            "ON CONFLICT (channel_id) DO NOTHING", (channel_id, expires_ms))
+            if cur.rowcount != 1:
+                raise ConflictError("a pairing channel with this id already exists")
+        await self._write(body)
+
+    async def post_channel_message(self, channel_id: bytes, sender: str, body: bytes,
+                                   now_ms: int, max_messages: int) -> int:
+        """See :meth:`RelayStorage.post_channel_message`."""
+        validate_sender(sender)
+
+        def tx(c: Conn) -> int:
+            count = _usable_channel(c, channel_id, now_ms)
+            if count >= max_messages:
+                raise ConflictError(f"the pairing channel is full ({max_messages} messages)")
+            c.execute("INSERT INTO pairing_messages (channel_id, idx, sender, body) "
+                      "VALUES (?, ?, ?, ?)", (channel_id, count, sender, body))
+            c.execute("UPDATE pairing_channels SET message_count = ? WHERE channel_id = ?",
+                      (count + 1, channel_id))
+            return count
+        return await self._write(tx)
+
+    async def channel_messages(self, channel_id: bytes, after: int,
+                               now_ms: int) -> list[PairingMessage]:
+        """See :meth:`RelayStorage.channel_messages`."""
+        def body(c: Conn) -> list[PairingMessage]:
+            _usable_channel(c, channel_id, now_ms)
+            rows = c.execute("SELECT idx, sender, body FROM pairing_messages WHERE "
+                             "channel_id = ? AND idx > ? ORDER BY idx",
+                             (channel_id, after)).fetchall()
+            return [PairingMessage(int(r[0]), str(r[1]), bytes(r[2])) for r in rows]
+        return await self._read(body)
+
+    async def burn_channel(self, channel_id: bytes) -> None:
+        """See :meth:`RelayStorage.burn_channel`. Also deletes its messages; a
+        no-op for an unknown channel."""
+        def body(c: Conn) -> None:
+            c.execute("UPDATE pairing_channels SET burnt = 1 WHERE channel_id = ?", (channel_id,))
+            c.execute("DELETE FROM pairing_messages WHERE channel_id = ?", (channel_id,))
+        await self._write(body)
+
+
+def _space_size(c: Conn, space_id: bytes) -> tuple[int, bytes]:
+    """``(size, frontier)`` of the space; NotFoundError if there is none."""
+    row = c.execute("SELECT size, frontier FROM spaces WHERE space_id = ?",
+                    (space_id,)).fetchone()
+    if row is None:
+        raise NotFoundError("unknown space")
+    return int(row[0]), bytes(row[1])
+
+
+def _space_epoch(c: Conn, space_id: bytes) -> int:
+    row = c.execute("SELECT epoch FROM spaces WHERE space_id = ?", (space_id,)).fetchone()
+    if row is None:
+        raise NotFoundError("unknown space")
+    return int(row[0])
+
+
+def _usable_channel(c: Conn, channel_id: bytes, now_ms: int) -> int:
+    """The channel's message count; ConflictError if unknown, expired or burnt."""
+    row = c.execute("SELECT expires_ms, burnt, message_count FROM pairing_channels "
+                    "WHERE channel_id = ?", (channel_id,)).fetchone()
+    if row is None:
+        raise ConflictError("unknown pairing channel")
+    if row[1]:
+        raise ConflictError("the pairing channel was closed; start pairing again")
+    if now_ms >= row[0]:
+        raise ConflictError("the pairing channel expired; start pairing again")
+    return int(row[2])

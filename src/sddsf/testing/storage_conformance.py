@@ -1,0 +1,734 @@
+"""The one conformance suite for :class:`~sddsf.relay.storage.base.RelayStorage` backends.
+
+Every check is a plain coroutine taking a :class:`Harness` (a fresh, opened,
+empty storage plus two ways to reach the same database) and asserting; a
+backend's tests run every entry of :data:`CHECKS`. Checks only use the public
+contract, plus portable SQL on ``schema_migrations`` for the migration checks.
+
+Ops are synthesised with random envelopes but real hashes: ``leaf_hash`` is the
+RFC 9162 leaf hash and ``op_id`` the tagged op-id hash of the envelope, so the
+Merkle checks recompute everything independently of the backend.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from sddsf.errors import ConfigError, NotFoundError, SddsfError, UsageError
+from sddsf.protocol import merkle
+from sddsf.protocol.encoding import encode
+from sddsf.protocol.labels import OP_ID, tagged_hash
+from sddsf.relay.storage import migrations
+from sddsf.relay.storage.base import (
+    AppendOutcome,
+    AppendStatus,
+    ForkEvidence,
+    OpToAppend,
+    RelayStorage,
+    StorageConflict,
+)
+
+__all__ = ["CHECKS", "Check", "Harness", "expect", "expect_eq", "make_op", "verify_log"]
+
+ACCEPTED, DUPLICATE, FORK = AppendStatus.ACCEPTED, AppendStatus.DUPLICATE, AppendStatus.FORK
+NOW = 1_700_000_000_000
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Harness:
+    """What a check gets.
+
+    Attributes:
+        storage: opened, on an empty database.
+        new_peer: builds another, unopened storage on the same database (a
+            reopened SQLite file, or another PostgreSQL pool: a second relay node).
+            The check opens and closes it.
+        sql: runs one portable SQL statement on the same database through an
+            independent connection and returns its rows.
+    """
+
+    storage: RelayStorage
+    new_peer: Callable[[], RelayStorage]
+    sql: Callable[[str], Awaitable[list[tuple[Any, ...]]]]
+
+
+Check = Callable[[Harness], Awaitable[None]]
+
+
+# --------------------------------------------------------------------- helpers
+def present(value: T | None, what: str = "a stored value") -> T:
+    """``value``, failing the check if it is None."""
+    if value is None:
+        raise AssertionError(f"expected {what}, got None")
+    return value
+
+
+def expect_eq(actual: object, expected: object, what: str = "value") -> None:
+    """Fail the check unless ``actual == expected``, showing both."""
+    if actual != expected:
+        raise AssertionError(f"{what}: got {_short(actual)}, expected {_short(expected)}")
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 600 else text[:600] + "..."
+
+
+def expect(condition: object, message: str = "storage contract violated") -> None:
+    """Fail the check unless ``condition`` holds.
+
+    Not ``assert``: the suite must still check under ``python -O``.
+    """
+    if not condition:
+        raise AssertionError(message)
+
+
+def rid(n: int = 16) -> bytes:
+    """A random id."""
+    return os.urandom(n)
+
+
+def make_op(author: bytes, seq: int, size: int = 160, deps: object = ()) -> OpToAppend:
+    """A storage-ready op with a random envelope and its real hashes."""
+    envelope = os.urandom(size)
+    return OpToAppend(envelope=envelope, op_id=tagged_hash(OP_ID, envelope), author=author,
+                      seq=seq, deps=encode(list(deps) if isinstance(deps, tuple) else deps),
+                      leaf_hash=merkle.leaf_hash(envelope))
+
+
+def chain(author: bytes, first: int, count: int) -> list[OpToAppend]:
+    """``count`` consecutive ops of one author from seq ``first``."""
+    return [make_op(author, s) for s in range(first, first + count)]
+
+
+async def new_space(storage: RelayStorage) -> bytes:
+    """Create a space for a fresh account and return its id."""
+    space = rid()
+    expect(await storage.create_space(space, rid(), NOW))
+    return space
+
+
+async def raises(exc_type: type[BaseException], awaitable: Awaitable[object],
+                 match: str = "") -> BaseException:
+    """Assert that ``awaitable`` raises ``exc_type`` (with ``match`` in its text)."""
+    try:
+        await awaitable
+    except exc_type as exc:
+        expect(match.lower() in str(exc).lower(), f"{exc!r} does not mention {match!r}")
+        return exc
+    raise AssertionError(f"expected {exc_type.__name__}")
+
+
+def statuses(outcomes: Sequence[AppendOutcome]) -> list[AppendStatus]:
+    """The status of each outcome."""
+    return [o.status for o in outcomes]
+
+
+async def verify_log(storage: RelayStorage, space: bytes,
+                     history: Sequence[tuple[int, bytes]] = ()) -> merkle.MerkleTree:
+    """Recompute the space's log from its leaf hashes and check it all.
+
+    Checks: ``get_space`` size and root equal a :class:`MerkleTree` rebuilt from
+    ``leaf_hashes``; every stored perfect node equals the recomputed one and no
+    node beyond the tree is returned; for the current size and every
+    ``(size, root)`` in ``history``, inclusion proofs of every leaf and
+    consistency proofs between all those sizes, generated only from
+    ``merkle_nodes`` (as the relay does), verify against the recorded roots.
+    """
+    record = present(await storage.get_space(space))
+    n = record.size
+    leaves = await storage.leaf_hashes(space, 0, n)
+    expect_eq(len(leaves), n)
+    tree = merkle.MerkleTree(leaves)
+    expect(record.root == tree.root() == merkle.root_of(leaves))
+    keys = [(lv, i) for lv in range(max(n, 1).bit_length()) for i in range(n >> lv)]
+    outside = [(0, n), (1, n // 2 + 1), (n.bit_length() + 1, 0)]
+    nodes = await storage.merkle_nodes(space, keys + outside)
+    expect_eq(set(nodes), set(keys), "merkle_nodes returned missing or extra nodes")
+    for (lv, i), h in nodes.items():
+        expect_eq(h, tree.node(lv, i), f"stored node ({lv}, {i}) is wrong")
+
+    def hash_range(start: int, end: int) -> bytes:
+        return merkle.range_hash_from_nodes(lambda lv, i: nodes[(lv, i)], start, end)
+
+    points = sorted({*history, (n, record.root)})
+    for size, root in points:
+        if size == 0:
+            expect_eq(root, merkle.EMPTY_ROOT)
+            continue
+        expect_eq(hash_range(0, size), root, f"root at size {size} changed")
+        for index in range(size):
+            proof = merkle.inclusion_proof(hash_range, index, size)
+            merkle.verify_inclusion(leaves[index], index, size, proof, root)
+    for size1, root1 in points:
+        for size2, root2 in points:
+            if 0 < size1 <= size2:
+                proof = merkle.consistency_proof(hash_range, size1, size2)
+                merkle.verify_consistency(size1, size2, root1, root2, proof)
+    return tree
+
+
+async def tail(storage: RelayStorage, space: bytes, stop: asyncio.Event) -> list[int]:
+    """Follow the log like a reader, asserting that it never skips an offset."""
+    seen: list[int] = []
+    while True:
+        done = stop.is_set()
+        batch = await storage.read_ops(space, seen[-1] if seen else -1, 64)
+        for op in batch:
+            expect_eq(op.offset, len(seen), f"reader skipped from {len(seen) - 1} to {op.offset}")
+            seen.append(op.offset)
+        if done and not batch:
+            return seen
+        if not batch:
+            await asyncio.sleep(0.002)
+
+
+async def check_concurrent(storages: Sequence[RelayStorage], space: bytes, tasks: int,
+                           per_task: int) -> None:
+    """Barrier-synchronised single-op appends by ``tasks`` authors, spread over
+    ``storages``; then count == max offset + 1, gap-free, root recomputes."""
+    start, stop = asyncio.Event(), asyncio.Event()
+    authors = [rid() for _ in range(tasks)]
+
+    async def writer(k: int) -> list[int]:
+        storage = storages[k % len(storages)]
+        await start.wait()
+        offsets = []
+        for op in chain(authors[k], 1, per_task):
+            (out,) = await storage.append_ops(space, [op], NOW)
+            expect(out.status is ACCEPTED)
+            offsets.append(out.offset)
+        return offsets
+
+    reader = asyncio.create_task(tail(storages[-1], space, stop))
+    writers = [asyncio.create_task(writer(k)) for k in range(tasks)]
+    await asyncio.sleep(0)
+    start.set()
+    try:
+        results = await asyncio.gather(*writers)
+    except BaseException:
+        for task in (reader, *writers):
+            task.cancel()
+        raise
+    stop.set()
+    seen = await reader
+    total = tasks * per_task
+    offsets = sorted(o for r in results for o in r)
+    expect_eq(offsets, list(range(total)), "offsets are not unique and gap-free")
+    for r in results:
+        expect_eq(r, sorted(r), "one author's ops were not appended in order")
+    expect_eq(seen, list(range(total)))
+    ops = await storages[0].read_ops(space, -1, total + 10)
+    expect(len(ops) == total == max(o.offset for o in ops) + 1)
+    for author in authors:
+        mine = [o.seq for o in ops if o.author == author]
+        expect_eq(mine, list(range(1, per_task + 1)))
+    await verify_log(storages[0], space)
+
+
+# ----------------------------------------------------------------- lifecycle
+async def check_migrations_applied(h: Harness) -> None:
+    """Every migration is recorded once, in order; schema_version is the latest."""
+    expect_eq(await h.storage.schema_version(), migrations.LATEST_VERSION)
+    rows = await h.sql("SELECT version, description FROM schema_migrations ORDER BY version")
+    expect_eq([(int(v), str(d)) for v, d in rows], [
+        (m.version, m.description) for m in migrations.SQLITE_MIGRATIONS])
+    await h.storage.ping()
+
+
+async def check_reopen_is_idempotent(h: Harness) -> None:
+    """Close/open keeps the data and does not re-apply migrations; open and close
+    are idempotent; a closed storage raises an SddsfError, not a driver error."""
+    before = await h.sql("SELECT version, applied_ms FROM schema_migrations ORDER BY version")
+    account, space = rid(), rid()
+    await h.storage.create_account(account, b"genesis", NOW)
+    await h.storage.create_space(space, account, NOW)
+    await h.storage.append_ops(space, chain(rid(), 1, 5), NOW)
+    record = await h.storage.get_space(space)
+    ops = await h.storage.read_ops(space, -1, 10)
+    await h.storage.open()  # already open: no-op
+    await h.storage.close()
+    await h.storage.close()
+    await raises(SddsfError, h.storage.get_space(space))
+    peer = h.new_peer()
+    try:
+        await peer.open()
+        await peer.open()
+        expect_eq(await peer.schema_version(), migrations.LATEST_VERSION)
+        expect_eq(await h.sql("SELECT version, applied_ms FROM schema_migrations "
+                           "ORDER BY version"), before)
+        expect_eq(await peer.get_space(space), record)
+        expect_eq(await peer.read_ops(space, -1, 10), ops)
+        expect_eq(await peer.registry_entries(account), [b"genesis"])
+        await verify_log(peer, space)
+    finally:
+        await peer.close()
+
+
+async def check_newer_schema_is_refused(h: Harness) -> None:
+    """A database migrated by a newer relay refuses to open with ConfigError."""
+    future = migrations.LATEST_VERSION + 1
+    await h.sql("INSERT INTO schema_migrations (version, description, applied_ms) "  # noqa: S608
+                f"VALUES ({future}, 'from a newer relay', 0)")  # an int, not user input
+    peer = h.new_peer()
+    try:
+        exc = await raises(ConfigError, peer.open(), "newer than this relay")
+        expect(f"version {future}" in str(exc))
+        expect(f"({migrations.LATEST_VERSION})" in str(exc))
+        await h.sql(f"DELETE FROM schema_migrations WHERE version = {future}")  # noqa: S608
+        await peer.open()
+        expect_eq(await peer.schema_version(), migrations.LATEST_VERSION)
+    finally:
+        await peer.close()
+
+
+# ------------------------------------------------------------------ registry
+async def check_create_account(h: Harness) -> None:
+    """Genesis is seq 0; identical repeat is False; another genesis conflicts."""
+    s, account = h.storage, rid()
+    expect_eq(await s.registry_entries(account), [])
+    expect(await s.create_account(account, b"genesis-a", NOW) is True)
+    expect(await s.create_account(account, b"genesis-a", NOW + 1) is False)
+    await raises(StorageConflict, s.create_account(account, b"genesis-b", NOW))
+    expect_eq(await s.registry_entries(account), [b"genesis-a"])
+    expect_eq(await s.registry_entries(rid()), [])
+
+
+async def check_registry_append(h: Harness) -> None:
+    """Only the next seq is stored; repeats are idempotent; taken seqs conflict."""
+    s, account = h.storage, rid()
+    await raises(NotFoundError, s.append_registry_entry(account, 1, b"e1", NOW))
+    await s.create_account(account, b"g", NOW)
+    expect(await s.append_registry_entry(account, 1, b"e1", NOW) is True)
+    expect(await s.append_registry_entry(account, 1, b"e1", NOW) is False)
+    await raises(StorageConflict, s.append_registry_entry(account, 1, b"other", NOW))
+    await raises(StorageConflict, s.append_registry_entry(account, 0, b"other", NOW))
+    await raises(StorageConflict, s.append_registry_entry(account, 3, b"e3", NOW), "next seq")
+    expect(await s.append_registry_entry(account, 2, b"e2", NOW) is True)
+    expect_eq(await s.registry_entries(account), [b"g", b"e1", b"e2"])
+    expect_eq(await s.registry_entries(account, since=2), [b"e2"])
+    expect_eq(await s.registry_entries(account, since=3), [])
+
+
+# -------------------------------------------------------------------- spaces
+async def check_spaces(h: Harness) -> None:
+    """Create/get/list; the same id for another account conflicts."""
+    s, account, other = h.storage, rid(), rid()
+    ids = [rid() for _ in range(3)]
+    for k, space in enumerate(ids):
+        expect(await s.create_space(space, account, NOW + 10 * k) is True)
+    expect(await s.create_space(ids[0], account, NOW + 99) is False)
+    await raises(StorageConflict, s.create_space(ids[0], other, NOW))
+    record = present(await s.get_space(ids[1]))
+    expect_eq((record.space_id, record.account_id, record.size, record.root, record.epoch,
+            record.epoch_started_ms, record.created_ms), (
+        ids[1], account, 0, merkle.EMPTY_ROOT, -1, 0, NOW + 10))
+    expect_eq([r.space_id for r in await s.list_spaces(account)], ids)
+    expect_eq(await s.list_spaces(other), [])
+    expect(await s.get_space(rid()) is None)
+
+
+async def check_key_packages(h: Harness) -> None:
+    """Epochs go 0, 1, 2 ... with idempotent repeats; the space's epoch follows."""
+    s = h.storage
+    space = await new_space(s)
+    await raises(NotFoundError, s.put_key_package(rid(), 0, b"p", NOW))
+    expect_eq(await s.key_packages(rid()), [])
+    await raises(StorageConflict, s.put_key_package(space, 1, b"p1", NOW), "next epoch")
+    expect(await s.put_key_package(space, 0, b"p0", NOW + 5) is True)
+    expect(await s.put_key_package(space, 0, b"p0", NOW + 6) is False)
+    await raises(StorageConflict, s.put_key_package(space, 0, b"other", NOW))
+    await raises(StorageConflict, s.put_key_package(space, 2, b"p2", NOW))
+    record = present(await s.get_space(space))
+    expect_eq((record.epoch, record.epoch_started_ms), (0, NOW + 5))
+    expect(await s.put_key_package(space, 1, b"p1", NOW + 9) is True)
+    record = present(await s.get_space(space))
+    expect_eq((record.epoch, record.epoch_started_ms), (1, NOW + 9))
+    expect_eq(await s.key_packages(space), [b"p0", b"p1"])
+    expect_eq(await s.key_packages(space, since_epoch=1), [b"p1"])
+
+
+# ----------------------------------------------------------------------- ops
+async def check_append_offsets(h: Harness) -> None:
+    """Accepted ops get offsets 0..n-1 in batch order, across batches and authors."""
+    s = h.storage
+    space = await new_space(s)
+    a, b = rid(), rid()
+    out = await s.append_ops(space, [*chain(a, 1, 3), *chain(b, 1, 2)], NOW)
+    expect(statuses(out) == [ACCEPTED] * 5 and [o.offset for o in out] == list(range(5)))
+    batch = [make_op(b, 3), make_op(a, 4)]
+    out = await s.append_ops(space, batch, NOW + 1)
+    expect_eq([(o.status, o.offset, o.existing_op_id) for o in out], [
+        (ACCEPTED, 5, batch[0].op_id), (ACCEPTED, 6, batch[1].op_id)])
+    expect_eq(await s.append_ops(space, [], NOW), [])
+    ops = await s.read_ops(space, -1, 100)
+    expect_eq([o.offset for o in ops], list(range(7)))
+    expect_eq([(o.author, o.seq) for o in ops[5:]], [(b, 3), (a, 4)])
+    expect(ops[5].envelope == batch[0].envelope and ops[5].leaf_hash == batch[0].leaf_hash)
+    expect_eq(ops[6].received_ms, NOW + 1)
+    record = present(await s.get_space(space))
+    expect_eq(record.size, 7)
+    await verify_log(s, space)
+
+
+async def check_append_duplicates(h: Harness) -> None:
+    """A repeated op (same batch or later batch) is DUPLICATE at its original offset."""
+    s = h.storage
+    space = await new_space(s)
+    a = rid()
+    ops = chain(a, 1, 3)
+    out = await s.append_ops(space, [ops[0], ops[1], ops[1], ops[2]], NOW)
+    expect_eq(statuses(out), [ACCEPTED, ACCEPTED, DUPLICATE, ACCEPTED])
+    expect_eq([o.offset for o in out], [0, 1, 1, 2])
+    expect_eq(out[2].existing_op_id, ops[1].op_id)
+    before = await s.get_space(space)
+    out = await s.append_ops(space, ops, NOW)
+    expect_eq([(o.status, o.offset, o.existing_op_id) for o in out], [
+        (DUPLICATE, k, op.op_id) for k, op in enumerate(ops)])
+    expect_eq(await s.get_space(space), before)
+    expect_eq(len(await s.read_ops(space, -1, 10)), 3)
+
+
+async def check_append_forks(h: Harness) -> None:
+    """Another op at a taken (author, seq) is FORK with the stored op's id and offset."""
+    s = h.storage
+    space = await new_space(s)
+    a = rid()
+    first = chain(a, 1, 2)
+    await s.append_ops(space, first, NOW)
+    before = await s.get_space(space)
+    rival = make_op(a, 2)
+    (out,) = await s.append_ops(space, [rival], NOW)
+    expect_eq((out.status, out.offset, out.existing_op_id), (FORK, 1, first[1].op_id))
+    expect_eq(await s.get_space(space), before)
+    # A fork inside one batch: the earlier op of the batch holds the seq.
+    x, y = make_op(a, 3), make_op(a, 3)
+    out2 = await s.append_ops(space, [x, y], NOW)
+    expect_eq([(o.status, o.offset, o.existing_op_id) for o in out2], [
+        (ACCEPTED, 2, x.op_id), (FORK, 2, x.op_id)])
+    expect_eq(len(await s.read_ops(space, -1, 10)), 3)
+
+
+async def check_append_mixed_batch(h: Harness) -> None:
+    """Duplicates and forks in a batch take no offset; the good ops are appended."""
+    s = h.storage
+    space = await new_space(s)
+    a, b = rid(), rid()
+    base = chain(a, 1, 2)
+    await s.append_ops(space, base, NOW)
+    batch = [base[0], make_op(b, 1), make_op(a, 2), make_op(a, 3), make_op(b, 2)]
+    out = await s.append_ops(space, batch, NOW)
+    expect_eq([(o.status, o.offset) for o in out], [
+        (DUPLICATE, 0), (ACCEPTED, 2), (FORK, 1), (ACCEPTED, 3), (ACCEPTED, 4)])
+    expect_eq(out[2].existing_op_id, base[1].op_id)
+    ops = await s.read_ops(space, -1, 10)
+    expect_eq([o.op_id for o in ops], [base[0].op_id, base[1].op_id, batch[1].op_id,
+                                      batch[3].op_id, batch[4].op_id])
+    await verify_log(s, space)
+
+
+async def check_append_refuses_chain_gaps(h: Harness) -> None:
+    """A free seq that is not head + 1 refuses the whole batch; nothing is stored."""
+    s = h.storage
+    space = await new_space(s)
+    a, b = rid(), rid()
+    await raises(StorageConflict, s.append_ops(space, [make_op(a, 1), make_op(b, 2)], NOW),
+                 "next seq")
+    await raises(StorageConflict, s.append_ops(space, [make_op(a, 1), make_op(a, 3)], NOW))
+    record = present(await s.get_space(space))
+    expect_eq((record.size, record.root), (0, merkle.EMPTY_ROOT))
+    expect_eq(await s.read_ops(space, -1, 10), [])
+    snap = await s.chain_snapshot(space, [(a, 1), (b, 1)])
+    expect_eq((snap.heads, snap.ids), ({}, {}))
+    await s.append_ops(space, chain(a, 1, 2), NOW)
+    await raises(StorageConflict, s.append_ops(space, [make_op(b, 1), make_op(a, 4)], NOW))
+    expect_eq(len(await s.read_ops(space, -1, 10)), 2)
+    await verify_log(s, space)
+
+
+async def check_append_validates_ops(h: Harness) -> None:
+    """A leaf hash that is not the envelope's, or a seq below 1, is a UsageError."""
+    s = h.storage
+    space = await new_space(s)
+    good = make_op(rid(), 1)
+    bad = OpToAppend(good.envelope, good.op_id, good.author, 1, good.deps, bytes(32))
+    await raises(UsageError, s.append_ops(space, [good, bad], NOW), "leaf")
+    zero = make_op(rid(), 1)
+    zero = OpToAppend(zero.envelope, zero.op_id, zero.author, 0, zero.deps, zero.leaf_hash)
+    await raises(UsageError, s.append_ops(space, [zero], NOW), "seq")
+    expect_eq(await s.read_ops(space, -1, 10), [])
+
+
+async def check_unknown_space(h: Harness) -> None:
+    """Ops, proofs, evidence and snapshot writes on an unknown space: NotFoundError."""
+    s, space = h.storage, rid()
+    evidence = ForkEvidence(space, rid(), 1, b"a", b"b", NOW)
+    calls: list[Callable[[], Awaitable[object]]] = [
+        lambda: s.append_ops(space, [make_op(rid(), 1)], NOW),
+        lambda: s.read_ops(space, -1, 10),
+        lambda: s.leaf_hashes(space, 0, 0),
+        lambda: s.merkle_nodes(space, [(0, 0)]),
+        lambda: s.chain_snapshot(space, [(rid(), 1)]),
+        lambda: s.prune_ops(space, 1),
+        lambda: s.record_fork(evidence),
+        lambda: s.fork_evidence(space),
+        lambda: s.put_snapshot(space, rid(), 0, b"x", NOW),
+    ]
+    for call in calls:
+        await raises(NotFoundError, call())
+    expect(await s.get_space(space) is None)
+    expect(await s.get_snapshot(space, rid()) is None)
+
+
+async def check_merkle_log_and_proofs(h: Harness) -> None:
+    """After batches of many sizes, the root, nodes and every inclusion and
+    consistency proof built from merkle_nodes match an independent recomputation."""
+    s = h.storage
+    space = await new_space(s)
+    authors = [rid() for _ in range(3)]
+    seqs = dict.fromkeys(authors, 1)
+    history: list[tuple[int, bytes]] = [(0, merkle.EMPTY_ROOT)]
+    for k, count in enumerate((1, 1, 2, 3, 5, 8, 13, 1, 7)):
+        author = authors[k % 3]
+        await s.append_ops(space, chain(author, seqs[author], count), NOW)
+        seqs[author] += count
+        record = present(await s.get_space(space))
+        history.append((record.size, record.root))
+    expect_eq(history[-1][0], 41)
+    await verify_log(s, space, history)
+
+
+async def check_large_batch(h: Harness) -> None:
+    """A 1000-op batch is one append; the log recomputes."""
+    s = h.storage
+    space = await new_space(s)
+    authors = [rid() for _ in range(10)]
+    batch = [make_op(authors[i % 10], i // 10 + 1, 64) for i in range(1000)]
+    out = await s.append_ops(space, batch, NOW)
+    expect_eq([o.offset for o in out], list(range(1000)))
+    record = present(await s.get_space(space))
+    expect_eq(record.size, 1000)
+    leaves = await s.leaf_hashes(space, 0, 1000)
+    expect_eq(leaves, [op.leaf_hash for op in batch])
+    expect_eq(record.root, merkle.root_of(leaves))
+
+
+async def check_concurrent_appends(h: Harness) -> None:
+    """THREATS #24 within one instance: 8 tasks x 25 single-op batches."""
+    space = await new_space(h.storage)
+    await check_concurrent([h.storage], space, 8, 25)
+
+
+async def check_concurrent_appends_two_nodes(h: Harness) -> None:
+    """THREATS #24 across two instances (two pools / connections, like two relay
+    nodes); and one op or two rival ops raced through both nodes."""
+    space = await new_space(h.storage)
+    peer = h.new_peer()
+    await peer.open()
+    try:
+        await check_concurrent([h.storage, peer], space, 8, 12)
+        a = rid()
+        for seq in range(1, 11, 2):
+            same = make_op(a, seq)
+            outs = await asyncio.gather(h.storage.append_ops(space, [same], NOW),
+                                        peer.append_ops(space, [same], NOW))
+            got = sorted((o.status.value, o.offset) for (o,) in outs)
+            expect([st for st, _ in got] == ["accepted", "duplicate"] and got[0][1] == got[1][1])
+            x, y = make_op(a, seq + 1), make_op(a, seq + 1)
+            (ox,), (oy,) = await asyncio.gather(h.storage.append_ops(space, [x], NOW),
+                                                peer.append_ops(space, [y], NOW))
+            expect_eq({ox.status, oy.status}, {ACCEPTED, FORK})
+            winner = x if ox.status is ACCEPTED else y
+            expect(ox.existing_op_id == oy.existing_op_id == winner.op_id)
+            expect_eq(ox.offset, oy.offset)
+        await verify_log(peer, space)
+    finally:
+        await peer.close()
+
+
+async def check_chain_snapshot(h: Harness) -> None:
+    """Heads are each author's last (seq, op_id, deps); ids only for stored pairs."""
+    s = h.storage
+    space = await new_space(s)
+    a, b, c = rid(), rid(), rid()
+    ops_a = chain(a, 1, 3)
+    last_b = make_op(b, 2, deps={"x": 1})
+    first_b = make_op(b, 1)
+    await s.append_ops(space, [*ops_a, first_b, last_b], NOW)
+    snap = await s.chain_snapshot(space, [(a, 2), (a, 4), (b, 1), (c, 1), (a, 2)])
+    expect_eq(snap.heads, {a: (3, ops_a[2].op_id, ops_a[2].deps),
+                          b: (2, last_b.op_id, encode({"x": 1}))})
+    expect_eq(snap.ids, {(a, 2): ops_a[1].op_id, (b, 1): first_b.op_id})
+    empty = await s.chain_snapshot(space, [])
+    expect_eq((empty.heads, empty.ids), ({}, {}))
+
+
+async def check_op_by_author_seq(h: Harness) -> None:
+    """The stored op at (author, seq) for fork evidence; None when absent; pruned
+    ops come back without their envelope."""
+    s = h.storage
+    space = await new_space(s)
+    a = rid()
+    ops = chain(a, 1, 3)
+    await s.append_ops(space, [make_op(rid(), 1), *ops], NOW + 4)
+    got = present(await s.op_by_author_seq(space, a, 2))
+    expect_eq((got.offset, got.op_id, got.author, got.seq, got.leaf_hash, got.envelope,
+            got.received_ms), (2, ops[1].op_id, a, 2, ops[1].leaf_hash, ops[1].envelope,
+                                 NOW + 4))
+    expect(await s.op_by_author_seq(space, a, 4) is None)
+    expect(await s.op_by_author_seq(space, rid(), 1) is None)
+    await s.prune_ops(space, 3)
+    pruned = present(await s.op_by_author_seq(space, a, 2))
+    expect(pruned.envelope is None and pruned.op_id == ops[1].op_id)
+    await raises(NotFoundError, s.op_by_author_seq(rid(), a, 1))
+
+
+async def check_read_ops_pagination(h: Harness) -> None:
+    """read_ops(after, limit) pages through the log in ascending order."""
+    s = h.storage
+    space = await new_space(s)
+    await s.append_ops(space, chain(rid(), 1, 23), NOW)
+    pages, after = [], -1
+    while page := await s.read_ops(space, after, 5):
+        expect(len(page) <= 5)
+        pages.append([o.offset for o in page])
+        after = page[-1].offset
+    expect_eq(pages, [list(range(i, min(i + 5, 23))) for i in range(0, 23, 5)])
+    expect_eq(await s.read_ops(space, -1, 0), [])
+    expect_eq([o.offset for o in await s.read_ops(space, 20, 100)], [21, 22])
+    expect_eq(await s.read_ops(space, 22, 100), [])
+    expect_eq(await s.leaf_hashes(space, 3, 3), [])
+    expect_eq(len(await s.leaf_hashes(space, 3, 23)), 20)
+    await raises(UsageError, s.leaf_hashes(space, 0, 24))
+    await raises(UsageError, s.leaf_hashes(space, 5, 4))
+
+
+async def check_prune_keeps_proofs(h: Harness) -> None:
+    """prune_ops drops envelopes only; hashes, nodes, root and proofs survive."""
+    s = h.storage
+    space = await new_space(s)
+    ops = chain(rid(), 1, 21)
+    await s.append_ops(space, ops, NOW)
+    before = present(await s.get_space(space))
+    tree = await verify_log(s, space)
+    expect_eq(await s.prune_ops(space, 13), 13)
+    expect_eq(await s.prune_ops(space, 13), 0)
+    stored = await s.read_ops(space, -1, 100)
+    expect_eq([o.envelope for o in stored[:13]], [None] * 13)
+    expect_eq([o.envelope for o in stored[13:]], [op.envelope for op in ops[13:]])
+    expect_eq([o.leaf_hash for o in stored], [op.leaf_hash for op in ops])
+    expect_eq(await s.get_space(space), before)
+    expect_eq((await verify_log(s, space, [(before.size, before.root)])).root(), tree.root())
+    snap = await s.chain_snapshot(space, [(ops[0].author, 1)])
+    expect_eq(snap.ids, {(ops[0].author, 1): ops[0].op_id})
+    expect_eq(await s.prune_ops(space, 1000), 8)
+    await s.append_ops(space, [make_op(ops[0].author, 22)], NOW)
+    await verify_log(s, space, [(before.size, before.root)])
+
+
+async def check_fork_evidence(h: Harness) -> None:
+    """Evidence round-trips, oldest first; recording the same pair twice keeps one."""
+    s = h.storage
+    space = await new_space(s)
+    expect_eq(await s.fork_evidence(space), [])
+    author = rid()
+    first = ForkEvidence(space, author, 3, b"accepted" * 20, b"refused-1", NOW + 2)
+    second = ForkEvidence(space, author, 3, b"accepted" * 20, b"refused-2", NOW + 7)
+    await s.record_fork(first)
+    await s.record_fork(second)
+    await s.record_fork(first)
+    expect_eq(await s.fork_evidence(space), [first, second])
+    other = await new_space(s)
+    expect_eq(await s.fork_evidence(other), [])
+
+
+async def check_snapshots(h: Harness) -> None:
+    """A snapshot is replaced by one covering at least as much, never by an older one."""
+    s = h.storage
+    space = await new_space(s)
+    doc, doc2 = rid(), rid()
+    expect(await s.get_snapshot(space, doc) is None)
+    await s.put_snapshot(space, doc, 5, b"five", NOW)
+    await s.put_snapshot(space, doc, 3, b"three", NOW + 1)
+    expect_eq(await s.get_snapshot(space, doc), (5, b"five"))
+    await s.put_snapshot(space, doc, 9, b"nine", NOW + 2)
+    expect_eq(await s.get_snapshot(space, doc), (9, b"nine"))
+    await s.put_snapshot(space, doc, 9, b"nine-rekeyed", NOW + 3)
+    expect_eq(await s.get_snapshot(space, doc), (9, b"nine-rekeyed"))
+    await s.put_snapshot(space, doc2, 1, b"other doc", NOW)
+    expect_eq(await s.get_snapshot(space, doc), (9, b"nine-rekeyed"))
+    expect_eq(await s.get_snapshot(space, doc2), (1, b"other doc"))
+
+
+async def check_pairing_channel(h: Harness) -> None:
+    """Messages are indexed 0, 1, ...; a full channel and a duplicate id conflict."""
+    s, channel = h.storage, rid()
+    await s.create_channel(channel, NOW + 60_000)
+    await raises(StorageConflict, s.create_channel(channel, NOW + 60_000))
+    expect_eq(await s.channel_messages(channel, -1, NOW), [])
+    expect_eq(await s.post_channel_message(channel, "initiator", b"hello", NOW, 3), 0)
+    expect_eq(await s.post_channel_message(channel, "joiner", b"hi", NOW, 3), 1)
+    expect_eq(await s.post_channel_message(channel, "initiator", b"code", NOW, 3), 2)
+    await raises(StorageConflict, s.post_channel_message(channel, "joiner", b"x", NOW, 3), "full")
+    await raises(UsageError, s.post_channel_message(channel, "mallory", b"x", NOW, 9))
+    msgs = await s.channel_messages(channel, -1, NOW)
+    expect_eq([(m.index, m.sender, m.body) for m in msgs], [
+        (0, "initiator", b"hello"), (1, "joiner", b"hi"), (2, "initiator", b"code")])
+    expect_eq([m.index for m in await s.channel_messages(channel, 0, NOW)], [1, 2])
+    unknown = rid()
+    await raises(StorageConflict, s.post_channel_message(unknown, "joiner", b"x", NOW, 3))
+    await raises(StorageConflict, s.channel_messages(unknown, -1, NOW))
+
+
+async def check_pairing_expiry_and_burn(h: Harness) -> None:
+    """Expired and burnt channels refuse reads and posts; burning is idempotent."""
+    s, short, burnt = h.storage, rid(), rid()
+    await s.create_channel(short, NOW + 100)
+    expect_eq(await s.post_channel_message(short, "initiator", b"m", NOW + 99, 5), 0)
+    await raises(StorageConflict, s.post_channel_message(short, "joiner", b"m", NOW + 100, 5),
+                 "expired")
+    await raises(StorageConflict, s.channel_messages(short, -1, NOW + 100), "expired")
+    expect_eq(len(await s.channel_messages(short, -1, NOW + 99)), 1)
+    await s.create_channel(burnt, NOW + 60_000)
+    await s.post_channel_message(burnt, "initiator", b"m", NOW, 5)
+    await s.burn_channel(burnt)
+    await s.burn_channel(burnt)
+    await s.burn_channel(rid())
+    await raises(StorageConflict, s.channel_messages(burnt, -1, NOW))
+    await raises(StorageConflict, s.post_channel_message(burnt, "joiner", b"m", NOW, 5))
+    await raises(StorageConflict, s.create_channel(burnt, NOW + 60_000))
+
+
+CHECKS: list[Check] = [
+    check_migrations_applied,
+    check_reopen_is_idempotent,
+    check_newer_schema_is_refused,
+    check_create_account,
+    check_registry_append,
+    check_spaces,
+    check_key_packages,
+    check_append_offsets,
+    check_append_duplicates,
+    check_append_forks,
+    check_append_mixed_batch,
+    check_append_refuses_chain_gaps,
+    check_append_validates_ops,
+    check_unknown_space,
+    check_merkle_log_and_proofs,
+    check_large_batch,
+    check_concurrent_appends,
+    check_concurrent_appends_two_nodes,
+    check_chain_snapshot,
+    check_op_by_author_seq,
+    check_read_ops_pagination,
+    check_prune_keeps_proofs,
+    check_fork_evidence,
+    check_snapshots,
+    check_pairing_channel,
+    check_pairing_expiry_and_burn,
+]
