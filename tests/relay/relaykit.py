@@ -58,7 +58,7 @@ class World:
     def __post_init__(self) -> None:
         base = next(_counter) * 10
         self.devices = [DeviceKeys.from_seeds(seed("sign", base + i), seed("kx", base + i))
-                        for i in range(4)]
+                        for i in range(6)]
         self.entries = [reg.genesis(self.account, self.devices[0], "laptop", T0)]
 
     @property

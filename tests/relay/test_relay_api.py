@@ -280,9 +280,12 @@ async def test_space_of_another_account_is_not_found(storage: RelayStorage,
     other = World()
     other_client = client_for(app, other, 0, clock)
     await other_client.create_account(other.entries[0])
+    other.key_package()
+    intruding = other.op(0, space=world.space)
     with pytest.raises(NotFoundError):
-        await other_client.upload(world.space, [other.op(0, space=world.space).raw
-                                                if other.key_package() else b""])
+        await other_client.upload(world.space, [intruding.raw])
+    pulled, _ = await client_for(app, world, 0, clock).pull(world.space)
+    assert pulled == []
 
 
 async def test_account_creation_is_idempotent_and_verifies(storage: RelayStorage,
@@ -323,3 +326,25 @@ async def test_unknown_session_token(storage: RelayStorage, clock: Clock) -> Non
     client._token_expires_ms = clock.now + 600_000
     with pytest.raises(AuthenticationError):
         await client.list_spaces()
+
+
+async def test_pruning_waits_for_every_device_and_a_snapshot(storage: RelayStorage,
+                                                             clock: Clock) -> None:
+    world, app, laptop = await _setup(storage, clock)
+    phone = client_for(app, world, 1, clock)
+    ops = [world.op(0, text=f"v{i}".encode()) for i in range(5)]
+    await laptop.upload(world.space, [o.raw for o in ops])
+    assert await laptop.acknowledge(world.space, 4) == (4, 0)  # the phone has not acked
+    assert await phone.acknowledge(world.space, 4) == (4, 0)  # no snapshot covers them
+    assert await laptop.put_snapshot(world.space, world.doc, 2, b"sealed state") == 2
+    assert (await laptop.acknowledge(world.space, 1))[1] == 3  # acks never go back
+    pulled, head_raw = await phone.pull(world.space)
+    assert [p.envelope is None for p in pulled] == [True, True, True, False, False]
+    assert [p.leaf_hash for p in pulled] == [merkle.leaf_hash(o.raw) for o in ops]
+    head = _head(head_raw, world)
+    proof, _ = await phone.inclusion_proof(world.space, 0)
+    merkle.verify_inclusion(merkle.leaf_hash(ops[0].raw), 0, head.size, proof, head.root)
+    assert await phone.get_snapshot(world.space, world.doc) == (2, b"sealed state")
+    with pytest.raises(SddsfError) as info:
+        await laptop.acknowledge(world.space, 99)
+    assert info.value.code is Code.USAGE

@@ -272,21 +272,17 @@ def test_migration_lists_match_across_backends() -> None:
         migrations.check_not_newer(migrations.LATEST_VERSION + 1)
 
 
-# ---------------------------------------------------------------- throughput
-async def test_batch_append_throughput(storage_harness: Harness) -> None:
-    """A 1000-op batch is one transaction: best of 3 must beat 8k ops/s (the
-    relay's SQLite target; PostgreSQL must not be slower than half of it)."""
+# ------------------------------------------------------------- large batches
+async def test_large_batches_append_and_recompute(storage_harness: Harness) -> None:
+    """Three 1000-op batches (the relay's batch size): every op lands, the root
+    recomputes. Speed is measured in bench/relay_ingest.py, not asserted here."""
     s = storage_harness.storage
     space = await new_space(s)
     authors = [rid() for _ in range(20)]
-    best = 0.0
     for round_ in range(3):
         batch = [make_op(authors[i % 20], round_ * 50 + i // 20 + 1, 200) for i in range(1000)]
-        started = time.perf_counter()
-        await s.append_ops(space, batch, NOW)
-        best = max(best, 1000 / (time.perf_counter() - started))
-    print(f"\n{type(s).__name__}: 1000-op batch append, best of 3: {best:,.0f} ops/s")
-    assert best > (8000 if isinstance(s, SqliteStorage) else 4000)
+        outcomes = await s.append_ops(space, batch, NOW)
+        assert [o.offset for o in outcomes] == list(range(round_ * 1000, round_ * 1000 + 1000))
     record = await s.get_space(space)
     assert record is not None and record.size == 3000
     assert record.root == merkle.root_of(await s.leaf_hashes(space, 0, 3000))

@@ -233,6 +233,29 @@ class RelayClient:
                              authed=True, params=params)
         return [_unb64(p) for p in r["proof"]], _unb64(r["tree_head"]["tree_head"])
 
+    async def acknowledge(self, space_id: bytes, offset: int) -> tuple[int, int]:
+        """Tell the relay this device applied every op up to ``offset``.
+
+        Returns ``(stored ack, offset below which envelopes are pruned)``.
+        """
+        r = await self._send("POST", f"/v1/spaces/{_quote(space_id)}/ack", signed=True,
+                             body={"offset": offset})
+        return int(r["acked"]), int(r["pruned_before"])
+
+    async def put_snapshot(self, space_id: bytes, doc_id: bytes, covers_offset: int,
+                           blob: bytes) -> int:
+        """Store a signed encrypted snapshot of a doc; returns the stored cover offset."""
+        r = await self._send("PUT", f"/v1/spaces/{_quote(space_id)}/docs/{_quote(doc_id)}"
+                             "/snapshot", signed=True,
+                             body={"covers_offset": covers_offset, "blob": _b64(blob)})
+        return int(r["covers_offset"])
+
+    async def get_snapshot(self, space_id: bytes, doc_id: bytes) -> tuple[int, bytes]:
+        """The doc's snapshot ``(covers_offset, blob)``."""
+        r = await self._send("GET", f"/v1/spaces/{_quote(space_id)}/docs/{_quote(doc_id)}"
+                             "/snapshot", authed=True)
+        return int(r["covers_offset"]), _unb64(r["blob"])
+
     async def ws_ticket(self) -> bytes:
         """A single-use WebSocket ticket."""
         r = await self._send("POST", "/v1/ws/ticket", signed=True, body={})

@@ -33,6 +33,7 @@ from sddsf.errors import Code, DecodeError, UsageError
 __all__ = [
     "DEFAULT_LIMITS",
     "DecodeLimits",
+    "byte_string_head",
     "decode",
     "encode",
 ]
@@ -70,6 +71,11 @@ def _head(major: int, arg: int) -> bytes:
     if arg <= 0xFFFFFFFF:
         return bytes((mt | 26,)) + arg.to_bytes(4, "big")
     return bytes((mt | 27,)) + arg.to_bytes(8, "big")
+
+
+def byte_string_head(length: int) -> bytes:
+    """The canonical head of a byte string of ``length`` bytes."""
+    return _head(_MAJOR_BYTES, length)
 
 
 def _encode_into(out: bytearray, value: object, depth: int) -> None:
@@ -152,8 +158,18 @@ class _Reader:
         if pos >= self.end:
             raise self.fail("unexpected end of input")
         initial = data[pos]
-        major, arg = initial >> 5, initial & 0x1F
         pos += 1
+        # Fast paths for the commonest items: small integers and short byte
+        # strings (every id, hash and nonce is < 24 bytes or a 1-byte length).
+        if initial < 0x18:
+            self.pos = pos
+            return initial
+        if initial == 0x58 and pos < self.end:
+            n = data[pos]
+            if n >= 24 and pos + 1 + n <= self.end:
+                self.pos = pos + 1 + n
+                return data[pos + 1:pos + 1 + n]
+        major, arg = initial >> 5, initial & 0x1F
         if major == _MAJOR_SIMPLE:
             self.pos = pos
             if initial == _FALSE:
@@ -215,7 +231,16 @@ class _Reader:
         data = self.data
         for _ in range(count):
             key_start = self.pos
-            key = self.value(depth)
+            first = data[key_start] if key_start < self.end else 0xFF
+            if 0x61 <= first <= 0x77 and key_start + 1 + (first - 0x60) <= self.end:
+                # Short text key (every SDDSF field name): decode inline.
+                self.pos = key_start + 1 + (first - 0x60)
+                try:
+                    key: object = data[key_start + 1:self.pos].decode("utf-8")
+                except UnicodeDecodeError:
+                    raise self.fail("text string is not valid UTF-8") from None
+            else:
+                key = self.value(depth)
             if isinstance(key, bool) or not isinstance(key, str | int):
                 raise self.fail("map keys must be text or integers")
             key_bytes = data[key_start:self.pos]

@@ -14,10 +14,11 @@ between parts unambiguous.
 
 from __future__ import annotations
 
+import functools
 from typing import Final
 
 from sddsf.crypto import blake2b_256
-from sddsf.protocol.encoding import encode
+from sddsf.protocol.encoding import byte_string_head, encode
 
 __all__ = [
     "ACCOUNT_ID",
@@ -62,8 +63,22 @@ AUTH_SESSION: Final = "sddsf/v1/auth/session"
 REQUEST_SIG: Final = "sddsf/v1/request/sig"
 
 
+@functools.cache
+def _prefix(label: str, count: int) -> bytes:
+    # Canonical array head for ``count`` items followed by the encoded label.
+    return encode([label, *([b""] * (count - 1))])[: -(count - 1)] if count > 1 else encode(
+        [label])
+
+
 def labelled(label: str, *parts: object) -> bytes:
     """Canonical bytes of ``[label, *parts]``: the input to a signature, KDF or AD."""
+    # Hot path (every op signature, id and AD): when every part is a byte
+    # string the encoding is the cached prefix plus each part with its head.
+    # A test checks the result equals encode([label, *parts]).
+    raw = [p for p in parts if type(p) is bytes]
+    if len(raw) == len(parts):
+        return _prefix(label, len(parts) + 1) + b"".join(
+            [byte_string_head(len(p)) + p for p in raw])
     return encode([label, *parts])
 
 

@@ -34,6 +34,7 @@ the log (for history, the state before any later revocation of its author).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Final, Protocol
@@ -45,6 +46,7 @@ from sddsf.errors import (
     Code,
     ContextError,
     EpochError,
+    SddsfError,
 )
 from sddsf.protocol.envelope import OpEnvelope, decode_envelope
 from sddsf.protocol.limits import DEFAULT_PROTOCOL_LIMITS, ProtocolLimits
@@ -60,6 +62,7 @@ __all__ = [
     "Outcome",
     "RuleSettings",
     "Verdict",
+    "verify_batch",
     "verify_op",
 ]
 
@@ -205,25 +208,106 @@ def verify_op(data: bytes | OpEnvelope, *, space: bytes, registry: RegistryState
     settings = settings or DEFAULT_RULES
     env = data if isinstance(data, OpEnvelope) else decode_envelope(
         data, limits=settings.limits)
+    pre = _precheck(env, space, registry, epochs, now_ms, settings)
+    return _finish(pre, chains)
+
+
+@dataclass(frozen=True, slots=True)
+class _Prechecked:
+    """Outcome of the state-free rules for one op (see module docstring).
+
+    ``early`` is a failure of rules 1-4 (reported even for a duplicate),
+    ``late`` a failure of rules 6-9 (not reported for a duplicate).
+    """
+
+    env: OpEnvelope | None
+    early: SddsfError | None = None
+    late: SddsfError | None = None
+
+
+def _precheck(data: bytes | OpEnvelope, space: bytes, registry: RegistryState,
+              epochs: EpochWindow, now_ms: int | None, settings: RuleSettings) -> _Prechecked:
+    # Rules 1-4 and 6-9: independent of the chains, so batches can run them in
+    # parallel (signature verification releases the GIL).
+    try:
+        env = data if isinstance(data, OpEnvelope) else decode_envelope(
+            data, limits=settings.limits)
+    except SddsfError as exc:
+        return _Prechecked(None, early=exc)
     h = env.header
     if h.space != space:
-        raise ContextError("op was signed for another space")
+        return _Prechecked(env, early=ContextError("op was signed for another space"))
     author = registry.device(h.author)
     if author is None:
-        raise AuthorizationError("op author is not a device of this account",
-                                 Code.UNKNOWN_DEVICE)
-    if chains.op_id_at(h.author, h.seq) == env.op_id:
+        return _Prechecked(env, early=AuthorizationError(
+            "op author is not a device of this account", Code.UNKNOWN_DEVICE))
+    try:
+        if author.status is DeviceStatus.REVOKED:
+            raise AuthorizationError("op author has been revoked; its writes are refused",
+                                     Code.REVOKED)
+        _check_epoch(h.epoch, epochs, now_ms, settings)
+        # Ordering never uses wall clocks (THREATS #19); a timestamp from the
+        # future would poison every peer's hybrid logical clock, so only that is refused.
+        if now_ms is not None and h.ts.wall_ms - now_ms > settings.max_skew_ms:
+            raise ClockSkewError(f"op timestamp is {(h.ts.wall_ms - now_ms) // 1000} s ahead "
+                                 f"of the verifier's clock (limit "
+                                 f"{settings.max_skew_ms // 1000} s); check the device's clock")
+        env.verify_signature(author.public.signing_key)
+    except SddsfError as exc:
+        return _Prechecked(env, late=exc)
+    return _Prechecked(env)
+
+
+def _finish(pre: _Prechecked, chains: ChainView) -> Verdict:
+    # Rule 5 (duplicate) between the early and the late rules, then 10-11.
+    if pre.early is not None:
+        raise pre.early
+    env = pre.env
+    if env is None:  # pragma: no cover - _precheck sets early when env is None
+        raise AssertionError("no envelope")
+    if chains.op_id_at(env.header.author, env.header.seq) == env.op_id:
         return Verdict(Outcome.DUPLICATE, env)
-    if author.status is DeviceStatus.REVOKED:
-        raise AuthorizationError("op author has been revoked; its writes are refused",
-                                 Code.REVOKED)
-    _check_epoch(h.epoch, epochs, now_ms, settings)
-    # Ordering never uses wall clocks (THREATS #19); a timestamp from the
-    # future would poison every peer's hybrid logical clock, so only that is refused.
-    if now_ms is not None and h.ts.wall_ms - now_ms > settings.max_skew_ms:
-        raise ClockSkewError(f"op timestamp is {(h.ts.wall_ms - now_ms) // 1000} s ahead of "
-                             f"the verifier's clock (limit {settings.max_skew_ms // 1000} s); "
-                             "check the device's clock")
-    env.verify_signature(author.public.signing_key)
+    if pre.late is not None:
+        raise pre.late
     _check_chain(env, chains)
     return Verdict(Outcome.ACCEPT, env)
+
+
+def verify_batch(items: Sequence[bytes | OpEnvelope], *, space: bytes,
+                 registry: RegistryState, epochs: EpochWindow, chains: MemoryChainView,
+                 now_ms: int | None, settings: RuleSettings | None = None,
+                 parallel_map: Callable[[Callable[[list[bytes | OpEnvelope]],
+                                                  list[_Prechecked]],
+                                         list[list[bytes | OpEnvelope]]],
+                                        list[list[_Prechecked]]] | None = None,
+                 chunks: int = 1) -> list[Verdict | SddsfError]:
+    """Verify a batch with the same result as :func:`verify_op` applied to each item
+    in order (recording each accepted op in ``chains`` before the next).
+
+    The state-free rules (including the signature) run over ``chunks`` slices
+    of the batch through ``parallel_map`` (e.g. a thread pool's map; PyNaCl
+    releases the GIL while verifying); the chain rules then run in order.
+    A property test checks the equivalence with :func:`verify_op`.
+
+    Returns:
+        One :class:`Verdict` or rejection (an :class:`SddsfError`) per item.
+    """
+    settings = settings or DEFAULT_RULES
+
+    def run(part: list[bytes | OpEnvelope]) -> list[_Prechecked]:
+        return [_precheck(x, space, registry, epochs, now_ms, settings) for x in part]
+
+    size = max(1, -(-len(items) // max(1, chunks)))
+    parts = [list(items[i:i + size]) for i in range(0, len(items), size)]
+    mapped = (parallel_map or (lambda f, ps: [f(p) for p in ps]))(run, parts)
+    out: list[Verdict | SddsfError] = []
+    for pre in (p for part in mapped for p in part):
+        try:
+            verdict = _finish(pre, chains)
+        except SddsfError as exc:
+            out.append(exc)
+            continue
+        if verdict.outcome is Outcome.ACCEPT:
+            chains.record(verdict.envelope)
+        out.append(verdict)
+    return out

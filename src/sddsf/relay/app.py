@@ -67,6 +67,7 @@ def create_app(settings: RelaySettings, storage: RelayStorage, relay_key: Ed2551
         try:
             yield
         finally:
+            fabric.close()
             await storage.close()
 
     app = FastAPI(title="SDDSF relay", version="1",

@@ -253,6 +253,19 @@ class SnapshotOut(_Strict):
     blob: B64
 
 
+class AckIn(_Strict):
+    """This device has applied every op up to ``offset`` (-1: none)."""
+
+    offset: int = Field(ge=-1)
+
+
+class AckOut(_Strict):
+    """The stored acknowledgement and how far the space's log is pruned."""
+
+    acked: int
+    pruned_before: int
+
+
 class ChannelCreated(_Strict):
     """A new pairing channel."""
 

@@ -665,6 +665,22 @@ async def check_snapshots(h: Harness) -> None:
     expect_eq(await s.get_snapshot(space, doc2), (1, b"other doc"))
 
 
+async def check_acks_only_move_forward(h: Harness) -> None:
+    """Acknowledgements are per device, monotonic, and bounded by the log."""
+    s = h.storage
+    space = await new_space(s)
+    author, dev_a, dev_b = rid(), rid(), rid()
+    await s.append_ops(space, [make_op(author, i) for i in range(1, 6)], NOW)
+    expect_eq(await s.acks(space), {}, "acks of a new space")
+    expect_eq(await s.set_ack(space, dev_a, 3, NOW), 3, "first ack")
+    expect_eq(await s.set_ack(space, dev_a, 1, NOW + 1), 3, "an older ack does not win")
+    expect_eq(await s.set_ack(space, dev_b, -1, NOW), -1, "nothing applied yet")
+    expect_eq(await s.acks(space), {dev_a: 3, dev_b: -1}, "acks")
+    await raises(UsageError, s.set_ack(space, dev_a, 5, NOW), "5")  # the log has 0..4
+    await raises(NotFoundError, s.set_ack(rid(), dev_a, 0, NOW))
+    await raises(NotFoundError, s.acks(rid()))
+
+
 async def check_pairing_channel(h: Harness) -> None:
     """Messages are indexed 0, 1, ...; a full channel and a duplicate id conflict."""
     s, channel = h.storage, rid()
@@ -729,6 +745,7 @@ CHECKS: list[Check] = [
     check_prune_keeps_proofs,
     check_fork_evidence,
     check_snapshots,
+    check_acks_only_move_forward,
     check_pairing_channel,
     check_pairing_expiry_and_burn,
 ]

@@ -159,7 +159,18 @@ async def put_snapshot(space_id: str, doc_id: str, body: m.SnapshotIn, caller: A
     stored = await ctx.storage.get_snapshot(space.space_id, did)
     if stored is None:  # pragma: no cover - just written
         raise ConflictError("snapshot vanished")
+    await ctx.fabric.maybe_prune(space)
     return m.SnapshotOut(covers_offset=stored[0], blob=m.b64(stored[1]))
+
+@router.post("/v1/spaces/{space_id}/ack", response_model=m.AckOut, tags=["snapshots"])
+async def acknowledge(space_id: str, body: m.AckIn, caller: Authed, ctx: Ctx) -> m.AckOut:
+    """Record how far this device has applied the log; prunes what every active
+    device has applied and a snapshot covers (proofs stay valid)."""
+    space = await space_of(ctx, caller, space_id)
+    acked = await ctx.storage.set_ack(space.space_id, caller.session.device_id, body.offset,
+                                      ctx.clock())
+    return m.AckOut(acked=acked, pruned_before=await ctx.fabric.maybe_prune(space))
+
 
 @router.get("/v1/spaces/{space_id}/docs/{doc_id}/snapshot", response_model=m.SnapshotOut,
          tags=["snapshots"])

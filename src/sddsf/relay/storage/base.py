@@ -289,6 +289,20 @@ class RelayStorage(ABC):
         Returns the number of envelopes dropped.
         """
 
+    @abstractmethod
+    async def set_ack(self, space_id: bytes, device_id: bytes, offset: int,
+                      now_ms: int) -> int:
+        """Record that a device has applied every op up to ``offset``.
+
+        Acknowledgements only move forward: the stored value becomes
+        ``max(stored, offset)``, which is returned. Raises NotFoundError for an
+        unknown space and UsageError for an offset beyond the log.
+        """
+
+    @abstractmethod
+    async def acks(self, space_id: bytes) -> dict[bytes, int]:
+        """Every device's acknowledged offset in the space."""
+
     # ---------------------------------------------------------------- snapshots
     @abstractmethod
     async def put_snapshot(self, space_id: bytes, doc_id: bytes, covers_offset: int,

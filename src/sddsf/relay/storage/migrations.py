@@ -24,6 +24,8 @@ Schema (both backends; ``log_offset`` because ``offset`` is an SQL keyword):
   (level 0 is ``ops.leaf_hash``).
 * ``key_packages``, ``snapshots``, ``fork_evidence``, ``pairing_channels``,
   ``pairing_messages``.
+* ``acks(space_id, device_id, acked_offset, updated_ms)``: how far each device
+  has applied the log (pruning waits for every active device).
 """
 
 from __future__ import annotations
@@ -143,6 +145,14 @@ SQLITE_MIGRATIONS: Final[tuple[Migration, ...]] = (
             body BLOB NOT NULL,
             PRIMARY KEY (channel_id, idx))""",
     )),
+    Migration(5, "device acknowledgements for pruning", (
+        """CREATE TABLE acks (
+            space_id BLOB NOT NULL REFERENCES spaces (space_id),
+            device_id BLOB NOT NULL,
+            acked_offset INTEGER NOT NULL CHECK (acked_offset >= -1),
+            updated_ms INTEGER NOT NULL,
+            PRIMARY KEY (space_id, device_id))""",
+    )),
 )
 
 POSTGRES_MIGRATIONS: Final[tuple[Migration, ...]] = (
@@ -221,6 +231,14 @@ POSTGRES_MIGRATIONS: Final[tuple[Migration, ...]] = (
             sender text NOT NULL CHECK (sender IN ('initiator', 'joiner')),
             body bytea NOT NULL,
             PRIMARY KEY (channel_id, idx))""",
+    )),
+    Migration(5, "device acknowledgements for pruning", (
+        """CREATE TABLE acks (
+            space_id bytea NOT NULL REFERENCES spaces (space_id),
+            device_id bytea NOT NULL,
+            acked_offset bigint NOT NULL CHECK (acked_offset >= -1),
+            updated_ms bigint NOT NULL,
+            PRIMARY KEY (space_id, device_id))""",
     )),
 )
 

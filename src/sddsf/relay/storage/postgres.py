@@ -494,6 +494,29 @@ class PostgresStorage(RelayStorage):
                 "WHERE excluded.covers_offset >= snapshots.covers_offset",
                 space_id, doc_id, covers_offset, blob, now_ms)
 
+    async def set_ack(self, space_id: bytes, device_id: bytes, offset: int,
+                      now_ms: int) -> int:
+        """See :meth:`RelayStorage.set_ack` (monotonic: the larger value wins)."""
+        async with self._conn() as conn, conn.transaction():
+            size, _ = await _space_size(conn, space_id)
+            if not -1 <= offset < size:
+                raise UsageError(f"cannot acknowledge offset {offset}: the log has {size} ops")
+            value = await conn.fetchval(
+                "INSERT INTO acks (space_id, device_id, acked_offset, updated_ms) "
+                "VALUES ($1, $2, $3, $4) ON CONFLICT (space_id, device_id) DO UPDATE SET "
+                "acked_offset = GREATEST(acks.acked_offset, excluded.acked_offset), "
+                "updated_ms = excluded.updated_ms RETURNING acked_offset",
+                space_id, device_id, offset, now_ms)
+        return int(value)
+
+    async def acks(self, space_id: bytes) -> dict[bytes, int]:
+        """See :meth:`RelayStorage.acks`."""
+        async with self._conn() as conn:
+            await _space_size(conn, space_id)
+            rows = await conn.fetch("SELECT device_id, acked_offset FROM acks WHERE "
+                                    "space_id = $1", space_id)
+        return {bytes(r[0]): int(r[1]) for r in rows}
+
     async def get_snapshot(self, space_id: bytes, doc_id: bytes) -> tuple[int, bytes] | None:
         """See :meth:`RelayStorage.get_snapshot`."""
         async with self._conn() as conn:

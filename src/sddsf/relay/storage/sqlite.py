@@ -497,6 +497,31 @@ class SqliteStorage(RelayStorage):
             return int(cur.rowcount)
         return await self._write(body)
 
+    async def set_ack(self, space_id: bytes, device_id: bytes, offset: int,
+                      now_ms: int) -> int:
+        """See :meth:`RelayStorage.set_ack` (monotonic: the larger value wins)."""
+        def body(c: Conn) -> int:
+            size, _ = _space_size(c, space_id)
+            if not -1 <= offset < size:
+                raise UsageError(f"cannot acknowledge offset {offset}: the log has {size} ops")
+            c.execute("INSERT INTO acks (space_id, device_id, acked_offset, updated_ms) "
+                      "VALUES (?, ?, ?, ?) ON CONFLICT (space_id, device_id) DO UPDATE SET "
+                      "acked_offset = MAX(acked_offset, excluded.acked_offset), "
+                      "updated_ms = excluded.updated_ms", (space_id, device_id, offset, now_ms))
+            row = c.execute("SELECT acked_offset FROM acks WHERE space_id = ? AND "
+                            "device_id = ?", (space_id, device_id)).fetchone()
+            return int(row[0])
+        return await self._write(body)
+
+    async def acks(self, space_id: bytes) -> dict[bytes, int]:
+        """See :meth:`RelayStorage.acks`."""
+        def body(c: Conn) -> dict[bytes, int]:
+            _space_size(c, space_id)
+            rows = c.execute("SELECT device_id, acked_offset FROM acks WHERE space_id = ?",
+                             (space_id,)).fetchall()
+            return {bytes(d): int(o) for d, o in rows}
+        return await self._read(body)
+
     # ------------------------------------------------------------ snapshots
     async def put_snapshot(self, space_id: bytes, doc_id: bytes, covers_offset: int,
                            blob: bytes, now_ms: int) -> None:
