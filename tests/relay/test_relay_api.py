@@ -2,6 +2,8 @@
 and leaves stored data intact; accepted ops come with proofs that verify with the
 protocol core; the log reproduces RFC 9162 roots.
 
+Every test runs on both storage backends (SQLite and PostgreSQL).
+
 Refusals covered (issue acceptance): forged signature, replayed request, replayed
 op (idempotent), fork, gap, revoked device, stale epoch, clock skew, oversize
 body, malformed body, unknown version, rate-limit burst.
@@ -9,12 +11,9 @@ body, malformed body, unknown version, rate-limit burst.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
 import httpx
 import pytest
-from relaykit import T0, Clock, World, client_for, make_app, relay_key, tmp_sqlite_url
+from relaykit import T0, Clock, World, client_for, make_app, relay_key
 
 from sddsf.client.relay_client import RelayClient
 from sddsf.errors import (
@@ -29,16 +28,10 @@ from sddsf.errors import (
 from sddsf.protocol import merkle
 from sddsf.protocol.encoding import encode
 from sddsf.protocol.treehead import check_progress, verify_tree_head
-from sddsf.relay.storage import open_storage
 from sddsf.relay.storage.base import RelayStorage
 
-
-@pytest.fixture
-async def storage(tmp_path: Path) -> AsyncIterator[RelayStorage]:
-    s = open_storage(tmp_sqlite_url(tmp_path))
-    await s.open()
-    yield s
-    await s.close()
+# The ``storage`` fixture (tests/relay/conftest.py) runs every test below on
+# SQLite and on PostgreSQL.
 
 
 @pytest.fixture
