@@ -51,6 +51,12 @@ def b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).decode("ascii")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux /proc), to tell CPU- from GIL-bound."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def verify_rate(seconds: float = 2.0) -> float:
     key = Ed25519SigningKey.from_seed(bytes(32))
     msg = bytes(200)
@@ -202,7 +208,10 @@ def main() -> None:
         try:
             raw = verify_rate()
             base, ws_base = f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}"
+            cpu0 = cpu_seconds(proc.pid)
             no_proofs = asyncio.run(ingest(base, args.ops, args.batch, False, args.concurrency))
+            no_proofs["relay_cpu_cores_busy"] = (cpu_seconds(proc.pid) - cpu0) / no_proofs[
+                "seconds"]
             with_proofs = asyncio.run(ingest(base, args.ops, args.batch, True, args.concurrency))
             single = asyncio.run(ingest(base, args.ops // 2, args.batch, False, 1))
             fan = asyncio.run(fanout(base, ws_base, args.subscribers, args.pushes))

@@ -16,6 +16,7 @@ from collections.abc import Iterator, Mapping
 from enum import Enum
 
 from sddsf.errors import Code, DecodeError, UsageError
+from sddsf.protocol.encoding import encode
 
 __all__ = ["Ordering", "VersionVector"]
 
@@ -32,7 +33,7 @@ class Ordering(Enum):
 class VersionVector(Mapping[bytes, int]):
     """An immutable version vector."""
 
-    __slots__ = ("_entries", "_hash")
+    __slots__ = ("_encoded", "_entries", "_hash")
 
     def __init__(self, entries: Mapping[bytes, int] | None = None) -> None:
         clean: dict[bytes, int] = {}
@@ -45,6 +46,7 @@ class VersionVector(Mapping[bytes, int]):
                 clean[author] = seq
         self._entries = dict(sorted(clean.items()))
         self._hash: int | None = None
+        self._encoded: bytes | None = None
 
     # Mapping protocol: absent authors read as 0 through get(), not [].
     def __getitem__(self, author: bytes) -> int:
@@ -106,6 +108,12 @@ class VersionVector(Mapping[bytes, int]):
         if le:
             return Ordering.BEFORE
         return Ordering.CONCURRENT
+
+    def encoded(self) -> bytes:
+        """Canonical bytes of :meth:`to_wire` (computed once)."""
+        if self._encoded is None:
+            self._encoded = encode(self.to_wire())
+        return self._encoded
 
     def to_wire(self) -> list[list[object]]:
         """``[[device_id, seq], ...]`` sorted by device id."""

@@ -29,7 +29,7 @@ from sddsf.errors import (
     SddsfError,
 )
 from sddsf.protocol import merkle
-from sddsf.protocol.encoding import decode, encode
+from sddsf.protocol.encoding import decode
 from sddsf.protocol.envelope import OpEnvelope, decode_envelope
 from sddsf.protocol.identity import ID_SIZE
 from sddsf.protocol.limits import ProtocolLimits
@@ -289,8 +289,8 @@ class Fabric:
                     and (existing := snap.ids.get((env.header.author, env.header.seq)))):
                 forks.append((env, existing))
         outcomes = await self.storage.append_ops(space_id, [
-            OpToAppend(e.raw, e.op_id, e.header.author, e.header.seq,
-                       encode(e.header.deps.to_wire()), merkle.leaf_hash(e.raw))
+            OpToAppend(e.raw, e.op_id, e.header.author, e.header.seq, e.header.deps.encoded(),
+                       merkle.leaf_hash(e.raw))
             for _, e in to_append], now) if to_append else []
         published: list[tuple[int, bytes]] = []
         for (i, env), out in zip(to_append, outcomes, strict=True):
