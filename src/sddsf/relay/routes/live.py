@@ -45,6 +45,9 @@ async def live(ws: WebSocket, ticket: str = "") -> None:
     except DecodeError:
         session = None
     if session is None:
+        # Accept first: a close before accept is an HTTP 403 without a reason;
+        # an accepted-then-closed socket tells the client why (code 4401).
+        await ws.accept()
         await ws.close(code=4401, reason="ticket unknown, expired or used")
         return
     await ws.accept()
