@@ -18,7 +18,13 @@ __all__ = ["Hub", "Subscriber"]
 
 @dataclass(eq=False)
 class Subscriber:
-    """One WebSocket connection's subscriptions and outbound queue."""
+    """One WebSocket connection's subscriptions and outbound queue.
+
+    Invariant: for every subscribed space, the client either receives every op
+    in order, or a ``resync`` naming an offset at or before the first op it did
+    not receive. The queue holds at most ``queue_max`` ops plus one resync
+    marker per space.
+    """
 
     account_id: bytes
     device_id: bytes
@@ -27,21 +33,37 @@ class Subscriber:
     pending: deque[dict[str, object]] = field(default_factory=deque)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     closed: bool = False
-    # Lowest offset this subscriber missed and has not yet been told about.
-    resync_from: int | None = None
+    # Per space: the lowest offset missed and not yet told to the client.
+    resync_from: dict[bytes, int] = field(default_factory=dict)
 
     def offer(self, message: dict[str, object]) -> bool:
-        """Queue a message; False if the subscriber is full (caller sends resync)."""
+        """Queue an op; False if the queue is full (the caller then calls overflow)."""
         if self.closed or len(self.pending) >= self.queue_max:
             return False
         self.pending.append(message)
         self.wake.set()
         return True
 
-    def replace_with(self, message: dict[str, object]) -> None:
-        """Drop everything queued and leave only ``message`` (resync or close)."""
+    def overflow(self, space_id: bytes, offset: int) -> None:
+        """The subscriber fell behind on ``space_id`` at ``offset``: drop that space's
+        queued messages (other spaces keep theirs) and queue one resync for it."""
+        if self.closed:
+            return
+        dropped = [m["offset"] for m in self.pending
+                   if m.get("space") == space_id and isinstance(m.get("offset"), int)]
+        first = min([offset, *(o for o in dropped if isinstance(o, int))])
+        previous = self.resync_from.get(space_id)
+        self.resync_from[space_id] = first if previous is None else min(previous, first)
+        self.pending = deque(m for m in self.pending if m.get("space") != space_id)
+        self.pending.append({"type": "resync", "space": space_id,
+                             "from": self.resync_from[space_id]})
+        self.wake.set()
+
+    def close(self, reason: str) -> None:
+        """Drop everything and leave only a close marker."""
         self.pending.clear()
-        self.pending.append(message)
+        self.pending.append({"type": "close", "reason": reason})
+        self.closed = True
         self.wake.set()
 
     async def next_message(self) -> dict[str, object]:
@@ -51,7 +73,10 @@ class Subscriber:
             await self.wake.wait()
         message = self.pending.popleft()
         if message.get("type") == "resync":
-            self.resync_from = None  # delivered: later misses start a new resync
+            space = message.get("space")
+            if isinstance(space, bytes):
+                # Delivered: a later miss starts a new resync for this space.
+                self.resync_from.pop(space, None)
         return message
 
 
@@ -93,26 +118,13 @@ class Hub:
             for offset, envelope in items:
                 if not sub.offer({"type": "op", "space": space_id, "offset": offset,
                                   "envelope": envelope}):
-                    if not sub.closed:
-                        # Everything queued is dropped, so the resync must start at
-                        # the first op still queued or at an earlier pending resync.
-                        first = _first_queued_offset(sub, space_id, offset)
-                        sub.resync_from = first if sub.resync_from is None else min(
-                            sub.resync_from, first)
-                        sub.replace_with({"type": "resync", "space": space_id,
-                                          "from": sub.resync_from})
+                    sub.overflow(space_id, offset)
                     break
 
     def close_device(self, device_id: bytes, reason: str) -> int:
         """Close every connection of a device (revocation). Returns how many."""
         closing = [s for s in self._all if s.device_id == device_id]
         for sub in closing:
-            sub.replace_with({"type": "close", "reason": reason})
-            sub.closed = True
+            sub.close(reason)
         return len(closing)
 
-
-def _first_queued_offset(sub: Subscriber, space_id: bytes, default: int) -> int:
-    queued = [m.get("offset") for m in sub.pending
-              if m.get("space") == space_id and isinstance(m.get("offset"), int)]
-    return min([default, *(q for q in queued if isinstance(q, int))])

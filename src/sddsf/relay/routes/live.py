@@ -92,6 +92,10 @@ async def _ws_receive(ws: WebSocket, sub: Subscriber, ctx: RelayContext) -> None
             err = exc if isinstance(exc, SddsfError) else DecodeError("malformed JSON frame")
             await ws.send_json({"type": "error", **err.to_wire()})
             continue
+        # Subscribe first, then read the size: an op committed in between is
+        # then both below the reported size and pushed (the client dedupes by
+        # offset), never missing from both.
         ctx.hub.subscribe(sub, space.space_id)
+        space = await ctx.fabric.space_for(space.space_id, sub.account_id)
         await ws.send_json({"type": "subscribed", "space": m.b64(space.space_id),
                             "size": space.size})
