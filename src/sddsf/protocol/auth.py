@@ -8,8 +8,10 @@
    the device's clock reading, signed together with the request:
    ``labelled(REQUEST_SIG, method, target, sha256(body), nonce, ts_ms,
    token_hash)``. The relay refuses a timestamp outside the freshness window
-   (``clock_skew``) and a nonce it has seen within the window (``replay``), so a
-   captured request cannot be replayed, on this node or another (THREATS #5).
+   (``clock_skew``) and a nonce it has already seen (``replay``; nonces are kept
+   for twice the window, so no timestamp still inside the window outlives its
+   nonce): a captured request cannot be replayed (THREATS #5). The nonce cache
+   is per relay process today; a shared cache (Redis) extends this to a cluster.
 
 ``relay_id`` binds a session signature to one relay deployment, and
 ``token_hash`` binds a request signature to one session.

@@ -205,7 +205,7 @@ async def _check_signed_request(request: Request, ctx: RelayContext, session: Se
         sig = m.unb64(h["x-sddsf-signature"], "X-Sddsf-Signature", size=64)
     except (KeyError, ValueError):
         raise AuthenticationError("mutating requests need X-Sddsf-Nonce, X-Sddsf-Timestamp "
-                                  "and X-Sddsf-Signature headers") from None
+                                  "(integer ms) and X-Sddsf-Signature headers") from None
     target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
     body = await request.body()
     now = ctx.clock()

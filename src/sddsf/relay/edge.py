@@ -6,8 +6,11 @@ rate-limit buckets, behind one interface.
 a single atomic step keyed by strings, with an expiry, which maps onto Redis
 ``SET NX PX`` / ``GETDEL`` / a Lua token bucket.
 
-Bounds: every map is capped (oldest entries expire first, then the cap
-refuses new ones), so a flood cannot grow memory without limit.
+Bounds: every map is capped, so a flood cannot grow memory without limit.
+Challenges, sessions and tickets evict their oldest entry at the cap (the
+owner just authenticates again); the nonce cache never evicts a live nonce
+(that would allow a replay) and refuses new signed requests instead
+(:class:`~sddsf.errors.RateLimitedError`).
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from dataclasses import dataclass
+
+from sddsf.errors import RateLimitedError
 
 __all__ = ["EdgeState", "MemoryEdgeState", "Session"]
 
@@ -63,7 +68,11 @@ class EdgeState(ABC):
 
     @abstractmethod
     async def remember_nonce(self, key: bytes, expires_ms: int, now_ms: int) -> bool:
-        """Record a request nonce. True if it was new, False if seen before (a replay)."""
+        """Record a request nonce. True if it was new, False if seen before (a replay).
+
+        Raises:
+            RateLimitedError: the cache is full of live nonces (fail closed).
+        """
 
     @abstractmethod
     async def take_tokens(self, bucket: str, cost: float, rate_per_s: float, burst: float,
@@ -169,7 +178,9 @@ class MemoryEdgeState(EdgeState):
         if len(self._nonces) >= self._max_nonces:
             # Fail closed: refusing a fresh request is safe, forgetting a live
             # nonce is not. Rate limits keep honest clients far below the cap.
-            return False
+            oldest_expiry = next(iter(self._nonces.values()))
+            raise RateLimitedError("too many signed requests in the freshness window; retry",
+                                   retry_after_s=max(1.0, (oldest_expiry - now_ms) / 1000))
         self._nonces[key] = expires_ms
         return True
 

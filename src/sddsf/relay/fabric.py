@@ -20,7 +20,6 @@ from typing import Literal
 
 from sddsf.crypto import Ed25519SigningKey
 from sddsf.errors import (
-    AuthorizationError,
     ChainError,
     Code,
     ConflictError,
@@ -33,7 +32,7 @@ from sddsf.protocol.encoding import decode
 from sddsf.protocol.envelope import OpEnvelope, decode_envelope
 from sddsf.protocol.identity import ID_SIZE
 from sddsf.protocol.limits import ProtocolLimits
-from sddsf.protocol.registry import RegistryState, decode_entry, verify_registry
+from sddsf.protocol.registry import RegistryState, verify_registry
 from sddsf.protocol.rules import (
     ChainHead,
     EpochWindow,
@@ -52,7 +51,7 @@ from sddsf.relay.storage.base import (
     SpaceRecord,
 )
 
-__all__ = ["Fabric", "OpResult", "RegistryCache", "check_registry_entry", "consistency_proof",
+__all__ = ["Fabric", "OpResult", "RegistryCache", "consistency_proof",
            "inclusion_proof", "inclusion_proofs"]
 
 
@@ -370,11 +369,3 @@ def _deps(raw: bytes) -> VersionVector:
     return VersionVector.from_wire(decode(raw), what="stored deps", id_size=ID_SIZE,
                                    max_entries=1 << 16)
 
-
-def check_registry_entry(state: RegistryState, entry: bytes) -> RegistryState:
-    """Verify one new registry entry against the cached state (shared by handlers)."""
-    e = decode_entry(entry)
-    if e.account != state.account_id:
-        raise AuthorizationError("registry entry belongs to another account",
-                                 Code.NOT_AUTHORIZED)
-    return state.apply(e)

@@ -1,10 +1,11 @@
 """Live fan-out: per-space subscribers with bounded queues.
 
 After a batch commits, the fabric publishes ``(offset, envelope)`` pairs. Each
-subscriber has a queue of at most ``queue_max`` messages; a subscriber that
-falls behind is not buffered without bound: its queue is replaced by one
-``resync`` message naming the first offset it missed, and it backfills over
-HTTP (THREATS #18, #23). Revoking a device closes its subscriptions at once.
+subscriber has a queue of at most ``queue_max`` ops; a subscriber that falls
+behind on a space is not buffered without bound: that space's queued ops are
+replaced by one ``resync`` message naming the first offset it missed (other
+spaces keep theirs), and it backfills over HTTP (THREATS #18, #23). Revoking a
+device closes its subscriptions at once.
 """
 
 from __future__ import annotations

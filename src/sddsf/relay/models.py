@@ -62,8 +62,11 @@ def unb64(text: str, what: str, *, size: int | None = None) -> bytes:
     Raises:
         DecodeError: not canonical base64, or not ``size`` bytes.
     """
-    # Strict alphabet and padding; the bytes (not their transport text) are what
-    # every signature and hash covers, so the text need not be re-encoded to check it.
+    # Strict URL-safe alphabet and padding. The bytes (not their transport text)
+    # are what every signature and hash covers, so unused trailing bits are not
+    # re-checked (that would cost a re-encode per field on the hot path).
+    if "+" in text or "/" in text:
+        raise DecodeError(f"{what}: use URL-safe base64 ('-' and '_', not '+' and '/')")
     try:
         raw = base64.b64decode(text.encode("ascii"), altchars=b"-_", validate=True)
     except (binascii.Error, ValueError, UnicodeEncodeError):
@@ -277,7 +280,8 @@ class ChannelMessageIn(_Strict):
     """An opaque pairing message."""
 
     sender: Literal["initiator", "joiner"]
-    body: B64 = Field(max_length=65_536)
+    body: Annotated[str, Field(max_length=87_384, pattern=r"^[A-Za-z0-9_-]*={0,2}$",
+                               description="URL-safe base64 of at most 64 KiB")]
 
 
 class ChannelMessage(_Strict):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -47,6 +48,8 @@ def run(settings: RelaySettings) -> None:
     from sddsf.relay.app import create_app  # noqa: PLC0415
     from sddsf.relay.storage import open_storage  # noqa: PLC0415
 
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_app(settings, open_storage(settings.db), load_relay_key(settings.key_file))
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="info",
                 ws_max_size=64 * 1024, proxy_headers=settings.trust_proxy_headers)

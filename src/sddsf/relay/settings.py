@@ -39,7 +39,7 @@ class RelaySettings:
     session_ttl_s: int = 900
     challenge_ttl_s: int = 60
     ticket_ttl_s: int = 30
-    request_window_s: int = 300
+    request_window_s: int = 120
     max_skew_s: int = 600
     epoch_grace_s: int = 86_400
     rate_device_per_s: float = 50.0
@@ -113,6 +113,10 @@ def load_settings(config_file: str | None = None, env: Mapping[str, str] | None 
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"cannot read relay config {config_file}: {exc}") from None
         section = data.get("relay", data)
+        if "relay" in data and len(data) > 1:
+            stray = sorted(k for k in data if k != "relay")
+            raise ConfigError(f"unknown top-level key(s) {stray} in {config_file}; put every "
+                              "setting in the [relay] table")
         for key, raw in section.items():
             if key not in known:
                 raise ConfigError(f"unknown setting {key!r} in {config_file}; known: "

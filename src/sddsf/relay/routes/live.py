@@ -77,7 +77,13 @@ async def _ws_send(ws: WebSocket, sub: Subscriber) -> None:
 
 async def _ws_receive(ws: WebSocket, sub: Subscriber, ctx: RelayContext) -> None:
     while True:
-        text = await ws.receive_text()
+        frame = await ws.receive()
+        if frame["type"] == "websocket.disconnect":
+            raise WebSocketDisconnect(frame.get("code", 1000))
+        text = frame.get("text")
+        if text is None:
+            await ws.close(code=1003, reason="send JSON text frames")
+            return
         if len(text) > MAX_WS_FRAME:
             await ws.close(code=1009, reason="frame too large")
             return

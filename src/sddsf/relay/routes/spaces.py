@@ -107,6 +107,8 @@ async def pull(space_id: str, caller: Authed, ctx: Ctx,
     space = await space_of(ctx, caller, space_id)
     ops = await ctx.storage.read_ops(space.space_id, after,
                                      min(limit, ctx.settings.max_page_ops))
+    # Read the log state after the page, so the signed head covers every op in it.
+    space = await space_of(ctx, caller, space_id)
     head = ctx.fabric.tree_head(space, space.size, space.root)
     return JSONResponse({"ops": [{  # the shape of m.OpsPage (see upload)
         "offset": o.offset, "op_id": m.b64(o.op_id), "leaf_hash": m.b64(o.leaf_hash),
