@@ -9,7 +9,7 @@ Starts a real relay process (`sddsf relay serve`) on loopback, then:
 3. subscribes N WebSocket clients to the space and reports p50/p99 latency from
    the start of an upload to each subscriber's receipt of the op.
 
-Usage:
+Usage (with PostgreSQL, a scratch database is created on that server and dropped):
     python bench/relay_ingest.py [--db postgresql://postgres@127.0.0.1/test]
         [--ops 6000] [--batch 500] [--subscribers 100] [--pushes 50]
 
@@ -192,6 +192,29 @@ async def fanout(base: str, ws_base: str, subscribers: int, pushes: int) -> dict
             "p99_ms": 1000 * latencies[int(0.99 * (len(latencies) - 1))]}
 
 
+async def _pg_admin(dsn: str, sql: str) -> None:
+    import asyncpg  # noqa: PLC0415 - only for PostgreSQL runs
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+def scratch_database(dsn: str) -> tuple[str, str]:
+    """Create a throw-away database next to ``dsn``; returns (its DSN, its name)."""
+    name = f"sddsf_bench_{os.getpid()}_{int(time.time())}"
+    asyncio.run(_pg_admin(dsn, f'CREATE DATABASE "{name}"'))
+    return dsn.rsplit("/", 1)[0] + "/" + name, name
+
+
+def drop_database(dsn: str, name: str) -> None:
+    asyncio.run(_pg_admin(dsn, f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                               f"WHERE datname = '{name}'"))
+    asyncio.run(_pg_admin(dsn, f'DROP DATABASE IF EXISTS "{name}"'))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--db", default=None)
@@ -201,8 +224,12 @@ def main() -> None:
     ap.add_argument("--subscribers", type=int, default=100)
     ap.add_argument("--pushes", type=int, default=50)
     args = ap.parse_args()
+    scratch: str | None = None
+    if args.db and args.db.startswith(("postgresql://", "postgres://")):
+        # Never write into the database the DSN names: run in a scratch one.
+        db_url, scratch = scratch_database(args.db)
     with tempfile.TemporaryDirectory() as tmp:
-        db = args.db or f"sqlite:///{tmp}/relay.db"
+        db = db_url if scratch else args.db or f"sqlite:///{tmp}/relay.db"
         port = free_port()
         proc = start_relay(db, port, Path(tmp))
         try:
@@ -218,6 +245,8 @@ def main() -> None:
         finally:
             proc.terminate()
             proc.wait(timeout=10)
+            if scratch:
+                drop_database(args.db, scratch)
     report = {
         "backend": db.split("://", 1)[0], "raw_verify_per_s": raw,
         "ingest_no_proofs": no_proofs, "ingest_with_proofs": with_proofs,
