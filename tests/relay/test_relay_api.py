@@ -263,6 +263,15 @@ async def test_pull_pagination_and_consistency(storage: RelayStorage, clock: Clo
     proof, proof_head = await client.consistency_proof(world.space, 3)
     assert _head(proof_head, world).root == head7.root
     check_progress(head3, head7, proof)
+    # proofs against an older tree size: the relay recomputes that size's root
+    old_proof, old_head_raw = await client.inclusion_proof(world.space, 1, size=3)
+    old_head = _head(old_head_raw, world)
+    assert (old_head.size, old_head.root) == (3, head3.root)
+    merkle.verify_inclusion(merkle.leaf_hash(first[1].raw), 1, 3, old_proof, head3.root)
+    mid_proof, mid_head_raw = await client.consistency_proof(world.space, 3, 5)
+    mid = _head(mid_head_raw, world)
+    assert mid.root == merkle.root_of([merkle.leaf_hash(o.raw) for o in (first + more)[:5]])
+    check_progress(head3, mid, mid_proof)
     with pytest.raises(NotFoundError):
         await client.inclusion_proof(world.space, 99)
 

@@ -52,7 +52,7 @@ from sddsf.relay.storage.base import (
 )
 
 __all__ = ["Fabric", "OpResult", "RegistryCache", "consistency_proof",
-           "inclusion_proof", "inclusion_proofs"]
+           "inclusion_proof", "inclusion_proofs", "root_at"]
 
 
 def _now_ms() -> int:
@@ -153,6 +153,11 @@ async def inclusion_proof(storage: RelayStorage, space_id: bytes, index: int,
                           size: int) -> list[bytes]:
     """RFC 9162 inclusion proof of leaf ``index`` in the tree of ``size`` leaves."""
     return (await inclusion_proofs(storage, space_id, [index], size))[0]
+
+
+async def root_at(storage: RelayStorage, space_id: bytes, size: int) -> bytes:
+    """The root of the first ``size`` leaves, from stored nodes (an older tree head)."""
+    return (await _fetch_then(storage, space_id, [lambda hr: [hr(0, size)]]))[0][0]
 
 
 async def consistency_proof(storage: RelayStorage, space_id: bytes, size1: int,

@@ -37,6 +37,7 @@ async def create_account(body: m.CreateAccount, ctx: Ctx) -> m.AccountCreated:
     created = await ctx.storage.create_account(state.account_id, genesis, ctx.clock())
     return m.AccountCreated(account_id=m.b64(state.account_id), created=created)
 
+
 @router.get("/v1/accounts/{account_id}/registry", response_model=m.RegistryEntries,
          tags=["registry"], dependencies=[Depends(limit_ip)])
 async def get_registry(account_id: str, ctx: Ctx,
@@ -48,6 +49,7 @@ async def get_registry(account_id: str, ctx: Ctx,
         raise NotFoundError("no account with this id on this relay")
     return m.RegistryEntries(entries=[m.b64(e) for e in entries],
                              next_seq=since + len(entries))
+
 
 @router.post("/v1/accounts/{account_id}/registry", response_model=m.RegistryEntries,
           tags=["registry"], dependencies=[Depends(limit_ip)])
@@ -71,6 +73,7 @@ async def append_registry(account_id: str, body: m.RegistryEntryIn,
         log.info("registry %s: seq %d revocation applied", aid.hex()[:12], entry.seq)
     return m.RegistryEntries(entries=[], next_seq=new_state.seq + 1)
 
+
 @router.post("/v1/auth/challenge", response_model=m.ChallengeResponse, tags=["auth"],
           dependencies=[Depends(limit_ip)])
 async def challenge(body: m.ChallengeRequest, ctx: Ctx) -> m.ChallengeResponse:
@@ -83,6 +86,7 @@ async def challenge(body: m.ChallengeRequest, ctx: Ctx) -> m.ChallengeResponse:
     await ctx.edge.put_challenge(aid + did, value, expires, now)
     return m.ChallengeResponse(challenge=m.b64(value), relay_id=m.b64(ctx.relay_id),
                                expires_ms=expires)
+
 
 @router.post("/v1/auth/session", response_model=m.SessionResponse, tags=["auth"],
           dependencies=[Depends(limit_ip)])

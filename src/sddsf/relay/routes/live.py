@@ -35,6 +35,7 @@ async def ticket(caller: Authed, ctx: Ctx) -> m.TicketResponse:
     await ctx.edge.put_ticket(value, caller.session, expires, now)
     return m.TicketResponse(ticket=m.b64(value), expires_ms=expires)
 
+
 @router.websocket("/v1/ws")
 async def live(ws: WebSocket, ticket: str = "") -> None:
     """Live fan-out: send {"type": "subscribe", "space": b64}; receive op/resync/close."""

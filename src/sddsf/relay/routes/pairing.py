@@ -25,6 +25,7 @@ async def open_channel(ctx: Ctx) -> m.ChannelCreated:
     await ctx.storage.create_channel(cid, expires)
     return m.ChannelCreated(channel_id=m.b64(cid), expires_ms=expires)
 
+
 @router.post("/v1/pairing/{channel_id}/messages", response_model=m.ChannelMessages,
           tags=["pairing"], dependencies=[Depends(limit_ip)])
 async def post_message(channel_id: str, body: m.ChannelMessageIn,
@@ -37,6 +38,7 @@ async def post_message(channel_id: str, body: m.ChannelMessageIn,
     return m.ChannelMessages(messages=[m.ChannelMessage(index=index, sender=body.sender,
                                                         body=body.body)])
 
+
 @router.get("/v1/pairing/{channel_id}/messages", response_model=m.ChannelMessages,
          tags=["pairing"], dependencies=[Depends(limit_ip)])
 async def read_messages(channel_id: str, ctx: Ctx,
@@ -46,6 +48,7 @@ async def read_messages(channel_id: str, ctx: Ctx,
                                               after, ctx.clock())
     return m.ChannelMessages(messages=[m.ChannelMessage(
         index=x.index, sender=x.sender, body=m.b64(x.body)) for x in msgs])
+
 
 @router.post("/v1/pairing/{channel_id}/burn", response_model=m.ChannelMessages,
           tags=["pairing"], dependencies=[Depends(limit_ip)])

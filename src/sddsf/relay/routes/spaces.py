@@ -21,14 +21,12 @@ from sddsf.relay.deps import (
     SPACE_ID_SIZE,
     Authed,
     Ctx,
-    RelayContext,
     rate_limit,
     space_of,
     space_out,
     tree_head_out,
 )
-from sddsf.relay.fabric import consistency_proof, inclusion_proof
-from sddsf.relay.storage.base import SpaceRecord
+from sddsf.relay.fabric import consistency_proof, inclusion_proof, root_at
 
 router = APIRouter()
 
@@ -38,6 +36,7 @@ async def list_spaces(caller: Authed, ctx: Ctx) -> m.SpacesOut:
     """The caller's account's spaces."""
     spaces = await ctx.storage.list_spaces(caller.session.account_id)
     return m.SpacesOut(spaces=[space_out(s) for s in spaces])
+
 
 @router.post("/v1/spaces", response_model=m.SpaceOut, tags=["spaces"])
 async def create_space(body: m.CreateSpace, caller: Authed, ctx: Ctx) -> m.SpaceOut:
@@ -51,6 +50,7 @@ async def create_space(body: m.CreateSpace, caller: Authed, ctx: Ctx) -> m.Space
     await ctx.storage.create_space(sid, caller.session.account_id, now)
     await ctx.storage.put_key_package(sid, 0, raw, now)
     return space_out(await ctx.fabric.space_for(sid, caller.session.account_id))
+
 
 @router.post("/v1/spaces/{space_id}/keys", response_model=m.SpaceOut, tags=["spaces"])
 async def put_keys(space_id: str, body: m.KeyPackageIn, caller: Authed,
@@ -66,6 +66,7 @@ async def put_keys(space_id: str, body: m.KeyPackageIn, caller: Authed,
     await ctx.storage.put_key_package(space.space_id, pkg.epoch, raw, ctx.clock())
     return space_out(await ctx.fabric.space_for(space.space_id, caller.session.account_id))
 
+
 @router.get("/v1/spaces/{space_id}/keys", response_model=m.KeyPackages, tags=["spaces"])
 async def get_keys(space_id: str, caller: Authed, ctx: Ctx,
                    since_epoch: Annotated[int, Query(ge=0)] = 0) -> m.KeyPackages:
@@ -73,6 +74,7 @@ async def get_keys(space_id: str, caller: Authed, ctx: Ctx,
     space = await space_of(ctx, caller, space_id)
     packages = await ctx.storage.key_packages(space.space_id, since_epoch)
     return m.KeyPackages(key_packages=[m.b64(p) for p in packages])
+
 
 @router.post("/v1/spaces/{space_id}/ops", response_model=m.OpsOut, tags=["ops"])
 async def upload(space_id: str, body: m.OpsIn, caller: Authed, ctx: Ctx) -> JSONResponse:
@@ -99,6 +101,7 @@ async def upload(space_id: str, body: m.OpsIn, caller: Authed, ctx: Ctx) -> JSON
         "code": r.code, "message": r.message} for r in results],
         "tree_head": tree_head_out(head).model_dump()})
 
+
 @router.get("/v1/spaces/{space_id}/ops", response_model=m.OpsPage, tags=["ops"])
 async def pull(space_id: str, caller: Authed, ctx: Ctx,
                after: Annotated[int, Query(ge=-1)] = -1,
@@ -116,11 +119,13 @@ async def pull(space_id: str, caller: Authed, ctx: Ctx,
         "tree_head": tree_head_out(head).model_dump(),
         "next_after": ops[-1].offset if ops else after})
 
+
 @router.get("/v1/spaces/{space_id}/tree-head", response_model=m.TreeHeadOut, tags=["proofs"])
 async def tree_head(space_id: str, caller: Authed, ctx: Ctx) -> m.TreeHeadOut:
     """The current signed tree head."""
     space = await space_of(ctx, caller, space_id)
     return tree_head_out(ctx.fabric.tree_head(space, space.size, space.root))
+
 
 @router.get("/v1/spaces/{space_id}/proofs/inclusion", response_model=m.Proof,
          tags=["proofs"])
@@ -133,10 +138,11 @@ async def prove_inclusion(space_id: str, caller: Authed, ctx: Ctx,
     if n > space.size or index >= n:
         raise NotFoundError(f"the log has {space.size} leaves; index must be < size "
                             "<= that")
-    root = space.root if n == space.size else await _root_at(ctx, space, n)
+    root = space.root if n == space.size else await root_at(ctx.storage, space.space_id, n)
     proof = await inclusion_proof(ctx.storage, space.space_id, index, n)
     return m.Proof(proof=[m.b64(p) for p in proof],
                    tree_head=tree_head_out(ctx.fabric.tree_head(space, n, root)))
+
 
 @router.get("/v1/spaces/{space_id}/proofs/consistency", response_model=m.Proof,
          tags=["proofs"])
@@ -148,10 +154,11 @@ async def prove_consistency(space_id: str, caller: Authed, ctx: Ctx,
     n = space.size if second is None else second
     if not first <= n <= space.size:
         raise NotFoundError(f"need 1 <= first <= second <= {space.size}")
-    root = space.root if n == space.size else await _root_at(ctx, space, n)
+    root = space.root if n == space.size else await root_at(ctx.storage, space.space_id, n)
     proof = await consistency_proof(ctx.storage, space.space_id, first, n)
     return m.Proof(proof=[m.b64(p) for p in proof],
                    tree_head=tree_head_out(ctx.fabric.tree_head(space, n, root)))
+
 
 @router.put("/v1/spaces/{space_id}/docs/{doc_id}/snapshot", response_model=m.SnapshotOut,
          tags=["snapshots"])
@@ -170,6 +177,7 @@ async def put_snapshot(space_id: str, doc_id: str, body: m.SnapshotIn, caller: A
         raise ConflictError("snapshot vanished")
     await ctx.fabric.maybe_prune(space)
     return m.SnapshotOut(covers_offset=stored[0], blob=m.b64(stored[1]))
+
 
 @router.post("/v1/spaces/{space_id}/ack", response_model=m.AckOut, tags=["snapshots"])
 async def acknowledge(space_id: str, body: m.AckIn, caller: Authed, ctx: Ctx) -> m.AckOut:
@@ -192,19 +200,5 @@ async def get_snapshot(space_id: str, doc_id: str, caller: Authed,
     if stored is None:
         raise NotFoundError("no snapshot for this doc")
     return m.SnapshotOut(covers_offset=stored[0], blob=m.b64(stored[1]))
-
-
-async def _root_at(ctx: RelayContext, space: SpaceRecord, size: int) -> bytes:
-    from sddsf.protocol import merkle  # noqa: PLC0415 - only for historical roots
-
-    nodes_needed: set[tuple[int, int]] = set()
-
-    def record(level: int, index: int) -> bytes:
-        nodes_needed.add((level, index))
-        return bytes(32)
-
-    merkle.range_hash_from_nodes(record, 0, size)
-    nodes = await ctx.storage.merkle_nodes(space.space_id, sorted(nodes_needed))
-    return merkle.range_hash_from_nodes(lambda lv, ix: nodes[(lv, ix)], 0, size)
 
 
