@@ -299,8 +299,11 @@ FIELD_VALUE: dict[str, st.SearchStrategy[object]] = {
                                      "kx": B32 | st.just(D1.kx.public),
                                      "name": st.text(max_size=5)}),
     "target": B32, "reason": st.text(max_size=5),
+    "cutoff": st.lists(st.lists(st.binary(min_size=16, max_size=16) | SMALL_INT, min_size=2,
+                                max_size=2), max_size=2),
     "policy": st.dictionaries(st.text(max_size=4), st.booleans() | SMALL_INT | JUNK, max_size=3),
-    "revoke": st.lists(B32 | JUNK, max_size=3), "account_key": B32, "recovery_key": B32,
+    "revoke": st.lists(st.lists(B32 | JUNK | st.just([]), min_size=2, max_size=2) | JUNK,
+                       max_size=3), "account_key": B32, "recovery_key": B32,
     "creator": B32, "registry_seq": SMALL_INT,
     "recipients": st.lists(st.lists(B32 | st.binary(min_size=48, max_size=150), min_size=2,
                                     max_size=2), max_size=3),
@@ -315,7 +318,8 @@ BODY_FIELDS: dict[str, tuple[str, ...]] = {
 }
 ENTRY_FIELDS: dict[str, tuple[str, ...]] = {
     "genesis": ("account_key", "recovery_key", "device"), "add": ("device",),
-    "revoke": ("target", "reason"), "policy": ("policy",), "recover": ("device", "revoke"),
+    "revoke": ("target", "reason", "cutoff"), "policy": ("policy",),
+    "recover": ("device", "revoke"),
     "other": ("device",),
 }
 ENTRY_COMMON = ("v", "account", "seq", "prev", "type", "ts", "signer")

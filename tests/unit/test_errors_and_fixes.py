@@ -96,3 +96,34 @@ def test_rotation_is_due_after_a_revocation() -> None:
 
 def test_errors_are_all_sddsf_errors() -> None:
     assert all(issubclass(c, SddsfError) for c in errors._CLASS_FOR_CODE.values())
+
+
+def test_revoked_author_history_is_valid_up_to_its_cutoff_only() -> None:
+    """History mode accepts a revoked author's ops up to the revocation's cutoff for
+    that space; later ops, and anything in live mode, are refused."""
+    from factories import make_op
+    from sddsf.protocol.envelope import decode_envelope
+    from sddsf.protocol.registry import revoke_device
+    from sddsf.protocol.rules import EpochWindow, MemoryChainView, verify_op
+
+    state = base_registry().state
+    ops, prev = [], bytes(32)
+    for seq in (1, 2, 3):
+        raw = make_op(D2, seq=seq, prev=prev)
+        ops.append(raw)
+        prev = decode_envelope(raw).op_id
+    revoked = state.apply(revoke_device(state, D1, D2.device_id, "lost", NOW_MS,
+                                        cutoff={SPACE: 2}))
+    chains = MemoryChainView()
+
+    def check(raw: bytes, now: int | None) -> object:
+        return verify_op(raw, space=SPACE, registry=revoked, epochs=EpochWindow(0, 0),
+                         chains=chains, now_ms=now)
+
+    for raw in ops[:2]:
+        chains.record(check(raw, None).envelope)  # type: ignore[attr-defined]
+    with pytest.raises(errors.AuthorizationError) as info:
+        check(ops[2], None)  # seq 3 > cutoff 2
+    assert info.value.code is Code.REVOKED
+    with pytest.raises(errors.AuthorizationError):
+        check(make_op(D2, seq=3, prev=prev, plaintext=b"new"), NOW_MS)  # live mode: never

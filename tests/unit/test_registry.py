@@ -334,7 +334,8 @@ def test_missing_countersignature() -> None:
 def test_countersignature_on_revoke_is_refused() -> None:
     state = base_registry().state
     entry = build_entry(state, EntryType.REVOKE, signer=D1, signer_id=D1.device_id,
-                        fields={"target": D2.device_id, "reason": "x"}, cosigner=D2)
+                        fields={"target": D2.device_id, "reason": "x", "cutoff": []},
+                        cosigner=D2)
     with pytest.raises(DecodeError) as info:
         state.apply(entry)
     assert info.value.code is Code.MALFORMED
@@ -375,8 +376,31 @@ def test_recover_revoking_a_non_active_device() -> None:
 
 def test_recover_listing_a_device_twice() -> None:
     state = base_registry().state
-    entry = recover(state, ACCOUNT, D4, "x", [D1.device_id, D1.device_id], NOW_MS)
+    body = build_body(EntryType.RECOVER, account_id=ACCOUNT.account_id, seq=state.seq + 1,
+                      prev=state.head, ts_ms=NOW_MS, signer_id=ACCOUNT.account_id, fields={
+                          "device": device_fields(D4.public, "x"),
+                          "revoke": [[D1.device_id, []], [D1.device_id, []]]})
+    entry = assemble_entry(body, sign_body(body, ACCOUNT), countersign_body(body, D4))
     rejects(state, entry, RegistryError, Code.REGISTRY_INVALID)
+
+
+def test_revocation_cutoff_keeps_earlier_history_valid() -> None:
+    state = base_registry().state
+    space = bytes(range(16))
+    after = state.apply(revoke_device(state, D1, D2.device_id, "lost", NOW_MS,
+                                      cutoff={space: 3, bytes(16): 1}))
+    rec = after.device(D2.device_id)
+    assert rec is not None and dict(rec.cutoff) == {space: 3, bytes(16): 1}
+
+
+def test_unsorted_cutoff_is_malformed() -> None:
+    state = base_registry().state
+    body = build_body(EntryType.REVOKE, account_id=ACCOUNT.account_id, seq=state.seq + 1,
+                      prev=state.head, ts_ms=NOW_MS, signer_id=D1.device_id, fields={
+                          "target": D2.device_id, "reason": "x",
+                          "cutoff": [[bytes([2]) * 16, 1], [bytes([1]) * 16, 1]]})
+    with pytest.raises(DecodeError):
+        state.apply(assemble_entry(body, sign_body(body, D1)))
 
 
 @pytest.mark.parametrize(

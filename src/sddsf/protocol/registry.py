@@ -8,9 +8,11 @@ Wire form of one entry (canonical CBOR)::
 
     genesis: "account_key", "recovery_key", "device"   signer = account id (account key)
     add:     "device"                                   signer = active device or account
-    revoke:  "target", "reason"                         signer = active device or account
+    revoke:  "target", "reason", "cutoff"               signer = active device or account
     policy:  "policy"                                   signer = active device or account
     recover: "device", "revoke"                         signer = account id (account key)
+    cutoff = [[space_id, seq], ...]   per space, the target's last op that stays valid
+    revoke = [[device_id, cutoff], ...]
     device = {"sign": Ed25519 pk, "kx": X25519 pk, "name": text}
 
 ``"by"`` signs ``labelled(REGISTRY_SIG, body_bytes)``; entries that introduce a
@@ -28,7 +30,7 @@ re-added or low-order key is a :class:`~sddsf.errors.RegistryError` (or
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Final, Protocol
 
@@ -60,6 +62,7 @@ __all__ = [
     "assemble_entry",
     "build_body",
     "countersign_body",
+    "cutoff_field",
     "decode_entry",
     "device_fields",
     "entry_hash",
@@ -89,7 +92,7 @@ class EntryType(StrEnum):
 _TYPE_FIELDS: Final[dict[EntryType, tuple[str, ...]]] = {
     EntryType.GENESIS: ("account_key", "recovery_key", "device"),
     EntryType.ADD: ("device",),
-    EntryType.REVOKE: ("target", "reason"),
+    EntryType.REVOKE: ("target", "reason", "cutoff"),
     EntryType.POLICY: ("policy",),
     EntryType.RECOVER: ("device", "revoke"),
 }
@@ -124,6 +127,9 @@ class DeviceRecord:
     added_ts: int
     revoked_seq: int | None = None
     revoked_by: bytes | None = None
+    # Per space: the last seq of this device that stays valid history after its
+    # revocation (ops with a higher seq are refused everywhere, whenever seen).
+    cutoff: Mapping[bytes, int] = field(default_factory=dict)
 
     @property
     def device_id(self) -> bytes:
@@ -198,6 +204,29 @@ def _device_of(f: Fields, limits: ProtocolLimits) -> tuple[DevicePublic, str]:
     d = f.map_("device", ("sign", "kx", "name"))
     public = DevicePublic.from_keys(d.bytes_("sign", size=32), d.bytes_("kx", size=32))
     return public, d.str_("name", max_len=limits.max_name)
+
+
+def _cutoff_of(value: object, what: str) -> dict[bytes, int]:
+    # [[space_id, seq], ...] sorted by space id, unique, seq >= 1: one encoding.
+    if not isinstance(value, list) or len(value) > 65_536:
+        raise DecodeError(f"{what}: expected an array of [space id, seq] pairs")
+    cutoff: dict[bytes, int] = {}
+    previous = b""
+    for item in value:
+        if (not isinstance(item, list) or len(item) != 2 or not isinstance(item[0], bytes)
+                or len(item[0]) != 16 or isinstance(item[1], bool)
+                or not isinstance(item[1], int) or item[1] < 1):
+            raise DecodeError(f"{what}: each entry is [16-byte space id, seq >= 1]")
+        if item[0] <= previous:
+            raise DecodeError(f"{what}: entries must be sorted by space id, without repeats")
+        previous = item[0]
+        cutoff[item[0]] = item[1]
+    return cutoff
+
+
+def cutoff_field(cutoff: Mapping[bytes, int]) -> list[list[object]]:
+    """Wire form of a revocation cutoff: ``[[space_id, last valid seq], ...]``."""
+    return [[space, seq] for space, seq in sorted(cutoff.items()) if seq > 0]
 
 
 def _policy_of(f: Fields) -> dict[str, object]:
@@ -320,23 +349,26 @@ class RegistryState:
                 raise SignatureError("new device's countersignature does not verify") from None
             devices[public.device_id] = DeviceRecord(public, name, DeviceStatus.ACTIVE,
                                                      e.signer, e.seq, e.ts)
-        targets: list[bytes] = []
+        targets: list[tuple[bytes, dict[bytes, int]]] = []
         if e.type is EntryType.REVOKE:
-            targets = [f.bytes_("target", size=ID_SIZE)]
             f.str_("reason", max_len=256)
+            targets = [(f.bytes_("target", size=ID_SIZE),
+                        _cutoff_of(f.raw("cutoff"), "registry revoke entry.cutoff"))]
         elif e.type is EntryType.RECOVER:
             for t in f.list_("revoke", max_items=self.limits.max_devices):
-                if not isinstance(t, bytes) or len(t) != ID_SIZE:
-                    raise DecodeError("registry recover entry: revoke lists 32-byte device ids")
-                targets.append(t)
-            if len(set(targets)) != len(targets):
+                if (not isinstance(t, list) or len(t) != 2 or not isinstance(t[0], bytes)
+                        or len(t[0]) != ID_SIZE):
+                    raise DecodeError("registry recover entry: revoke lists "
+                                      "[32-byte device id, cutoff] pairs")
+                targets.append((t[0], _cutoff_of(t[1], "registry recover entry.revoke")))
+            if len({t for t, _ in targets}) != len(targets):
                 raise RegistryError("registry recover entry lists a device twice")
-        for target in targets:
+        for target, cutoff in targets:
             rec = devices.get(target)
             if rec is None or rec.status is not DeviceStatus.ACTIVE:
                 raise RegistryError("revocation target is not an active device")
             devices[target] = replace(rec, status=DeviceStatus.REVOKED, revoked_seq=e.seq,
-                                      revoked_by=e.signer)
+                                      revoked_by=e.signer, cutoff=cutoff)
         if e.type is EntryType.POLICY:
             policy = _policy_of(f)
         return RegistryState(self.account, devices, policy, e.seq, e.hash,
@@ -458,9 +490,15 @@ def add_device(state: RegistryState, signer: DeviceKeys | AccountKeys, new_devic
 
 
 def revoke_device(state: RegistryState, signer: DeviceKeys | AccountKeys, target: bytes,
-                  reason: str, ts_ms: int) -> bytes:
-    """A revoke-device entry."""
-    body = _next(state, EntryType.REVOKE, signer, ts_ms, {"target": target, "reason": reason})
+                  reason: str, ts_ms: int, cutoff: Mapping[bytes, int] | None = None) -> bytes:
+    """A revoke-device entry.
+
+    Args:
+        cutoff: per space, the target's last op seq that stays valid history
+            (what the revoker has seen); later ops of the target are refused.
+    """
+    body = _next(state, EntryType.REVOKE, signer, ts_ms, {
+        "target": target, "reason": reason, "cutoff": cutoff_field(cutoff or {})})
     return assemble_entry(body, sign_body(body, signer))
 
 
@@ -472,8 +510,12 @@ def set_policy(state: RegistryState, signer: DeviceKeys | AccountKeys,
 
 
 def recover(state: RegistryState, account: AccountKeys, new_device: DeviceKeys,
-            name: str, revoke: Sequence[bytes], ts_ms: int) -> bytes:
-    """A recover entry: the account key certifies a new device, optionally revoking others."""
-    body = _next(state, EntryType.RECOVER, account, ts_ms,
-                 {"device": device_fields(new_device.public, name), "revoke": list(revoke)})
+            name: str, revoke: Sequence[bytes] | Mapping[bytes, Mapping[bytes, int]],
+            ts_ms: int) -> bytes:
+    """A recover entry: the account key certifies a new device, optionally revoking
+    others (a mapping gives each revoked device's cutoff, see :func:`revoke_device`)."""
+    cutoffs = revoke if isinstance(revoke, Mapping) else {d: {} for d in revoke}
+    body = _next(state, EntryType.RECOVER, account, ts_ms, {
+        "device": device_fields(new_device.public, name),
+        "revoke": [[d, cutoff_field(c)] for d, c in cutoffs.items()]})
     return assemble_entry(body, sign_body(body, account), countersign_body(body, new_device))

@@ -242,7 +242,10 @@ def _precheck(data: bytes | OpEnvelope, space: bytes, registry: RegistryState,
         return _Prechecked(env, early=AuthorizationError(
             "op author is not a device of this account", Code.UNKNOWN_DEVICE))
     try:
-        if author.status is DeviceStatus.REVOKED:
+        # A revoked author's ops up to its revocation cutoff stay valid history
+        # (history mode); anything later, or anything new at a relay, is refused.
+        if author.status is DeviceStatus.REVOKED and (
+                now_ms is not None or h.seq > author.cutoff.get(h.space, 0)):
             raise AuthorizationError("op author has been revoked; its writes are refused",
                                      Code.REVOKED)
         _check_epoch(h.epoch, epochs, now_ms, settings)
