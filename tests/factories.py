@@ -227,7 +227,7 @@ def raw_key_package(creator: DeviceKeys, *, recipients: Mapping[bytes, bytes], s
         recipients: recipient id -> X25519 public key to seal the key to.
         sealed_override: recipient id -> sealed bytes to put instead of a fresh seal.
     """
-    plaintext = labelled(labels.KEY_PACKAGE_SEALED, space, epoch, epoch_key)
+    plaintext = labelled(labels.KEY_PACKAGE_SEALED, space, epoch, epoch_key, [])
     overrides = dict(sealed_override or {})
     rows = []
     for i, rid in enumerate(sorted(recipients)):

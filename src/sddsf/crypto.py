@@ -222,6 +222,7 @@ class X25519KeyPair:
 
     secret: bytes
     public: bytes
+    seed: bytes = b""
 
     @classmethod
     def from_seed(cls, seed: bytes) -> X25519KeyPair:
@@ -229,7 +230,7 @@ class X25519KeyPair:
         if len(seed) != 32:
             raise UsageError("an X25519 seed is 32 bytes")
         pk, sk = _sodium.crypto_box_seed_keypair(seed)
-        return cls(bytes(sk), bytes(pk))
+        return cls(bytes(sk), bytes(pk), bytes(seed))
 
     def __repr__(self) -> str:
         return f"X25519KeyPair(public={self.public.hex()})"

@@ -31,7 +31,8 @@ The tree (after h11's Local/Remote split)::
             ├── ClockSkewError      clock_skew
             ├── RegistryError       registry_invalid, registry_fork
             │                       (an unauthorised registry signer is AuthorizationError)
-            ├── ProofError          proof_invalid, tree_head_invalid, log_rollback
+            ├── ProofError          proof_invalid, tree_head_invalid, log_rollback,
+            │                       split_view
             └── DecryptError        decrypt_failed
 
 Messages are written for a person: they say what was wrong and, where it
@@ -102,6 +103,7 @@ class Code(StrEnum):
     PROOF_INVALID = "proof_invalid"
     TREE_HEAD_INVALID = "tree_head_invalid"
     LOG_ROLLBACK = "log_rollback"
+    SPLIT_VIEW = "split_view"
     DECRYPT_FAILED = "decrypt_failed"
     # relay edge and service
     UNAUTHENTICATED = "unauthenticated"
@@ -138,6 +140,7 @@ HTTP_STATUS: Final[dict[Code, int]] = {
     Code.PROOF_INVALID: 400,
     Code.TREE_HEAD_INVALID: 400,
     Code.LOG_ROLLBACK: 409,
+    Code.SPLIT_VIEW: 409,
     Code.DECRYPT_FAILED: 400,
     Code.UNAUTHENTICATED: 401,
     Code.REPLAY: 401,
@@ -339,6 +342,7 @@ _CLASS_FOR_CODE: Final[dict[Code, type[SddsfError]]] = {
     Code.PROOF_INVALID: ProofError,
     Code.TREE_HEAD_INVALID: ProofError,
     Code.LOG_ROLLBACK: ProofError,
+    Code.SPLIT_VIEW: ProofError,
     Code.DECRYPT_FAILED: DecryptError,
     Code.UNAUTHENTICATED: AuthenticationError,
     Code.REPLAY: AuthenticationError,

@@ -45,11 +45,13 @@ from sddsf.protocol.schema import decode_signed
 
 __all__ = [
     "KEY_PACKAGE_VERSION",
+    "MAX_KEY_HISTORY",
     "KeyPackage",
     "build_key_package",
     "decode_key_package",
     "needs_rotation",
     "open_epoch_key",
+    "open_epoch_keys",
     "package_hash",
     "verify_key_package",
 ]
@@ -57,7 +59,9 @@ __all__ = [
 KEY_PACKAGE_VERSION: Final = 1
 _ZERO: Final = bytes(32)
 _FIELDS: Final = ("v", "space", "epoch", "prev", "creator", "ts", "registry_seq", "recipients")
-_SEALED_SIZE: Final = 48 + 100  # overhead + a bound on the labelled plaintext
+MAX_KEY_HISTORY: Final = 255  # previous epoch keys carried in one sealed key
+# Seal overhead + the labelled plaintext with a full key history.
+_SEALED_SIZE: Final = 48 + 100 + 34 * MAX_KEY_HISTORY
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,18 +86,23 @@ def package_hash(package_bytes: bytes) -> bytes:
     return tagged_hash(labels.KEY_PACKAGE_HASH, package_bytes)
 
 
-def _sealed_plaintext(space: bytes, epoch: int, key: bytes) -> bytes:
-    return labelled(labels.KEY_PACKAGE_SEALED, space, epoch, key)
+def _sealed_plaintext(space: bytes, epoch: int, key: bytes,
+                      history: Sequence[bytes]) -> bytes:
+    return labelled(labels.KEY_PACKAGE_SEALED, space, epoch, key, list(history))
 
 
 def build_key_package(*, creator: DeviceKeys, registry: RegistryState, space: bytes, epoch: int,
                       prev: bytes, epoch_key: bytes, ts_ms: int,
-                      ephemeral_seeds: Sequence[bytes]) -> bytes:
+                      ephemeral_seeds: Sequence[bytes],
+                      previous_keys: Sequence[bytes] = ()) -> bytes:
     """Wrap ``epoch_key`` for every active device and the recovery key, and sign.
 
     Args:
         ephemeral_seeds: one fresh 32-byte random seed per recipient
             (``len(registry.active_devices()) + 1``), in recipient-id order.
+        previous_keys: the keys of the epochs before ``epoch`` (oldest first, at
+            most the last :data:`MAX_KEY_HISTORY`), so a device added now can read
+            the space's history.
 
     Raises:
         UsageError: wrong key or seed sizes, or the creator is not active.
@@ -106,7 +115,10 @@ def build_key_package(*, creator: DeviceKeys, registry: RegistryState, space: by
     targets[registry.account_id] = registry.account.recovery_key
     if len(ephemeral_seeds) != len(targets):
         raise UsageError(f"need {len(targets)} ephemeral seeds, got {len(ephemeral_seeds)}")
-    plaintext = _sealed_plaintext(space, epoch, epoch_key)
+    history = list(previous_keys)[-MAX_KEY_HISTORY:]
+    if any(len(k) != 32 for k in history) or len(history) > epoch:
+        raise UsageError("previous keys are 32 bytes each, at most one per earlier epoch")
+    plaintext = _sealed_plaintext(space, epoch, epoch_key, history)
     recipients = [[rid, seal(targets[rid], plaintext, seed)]
                   for rid, seed in zip(sorted(targets), ephemeral_seeds, strict=True)]
     body = encode({"v": KEY_PACKAGE_VERSION, "space": space, "epoch": epoch,
@@ -220,13 +232,12 @@ def needs_rotation(pkg: KeyPackage, registry: RegistryState) -> bool:
                for r in registry.devices.values())
 
 
-def open_epoch_key(pkg: KeyPackage, recipient_id: bytes, keypair: X25519KeyPair) -> bytes:
-    """Unwrap the epoch key for ``recipient_id`` (a device id, or the account id).
+def open_epoch_keys(pkg: KeyPackage, recipient_id: bytes,
+                    keypair: X25519KeyPair) -> dict[int, bytes]:
+    """Unwrap this package's epoch key and the key history it carries.
 
-    Raises:
-        AuthorizationError: the package has no key for this recipient.
-        DecryptError: the sealed key does not open or is not in the sealed-key format.
-        ContextError: the sealed key names another space or epoch.
+    Returns ``{epoch: key}`` for the package's epoch and the earlier epochs whose
+    keys it carries. Raises as :func:`open_epoch_key`.
     """
     sealed = pkg.recipients.get(recipient_id)
     if sealed is None:
@@ -238,10 +249,26 @@ def open_epoch_key(pkg: KeyPackage, recipient_id: bytes, keypair: X25519KeyPair)
         value = decode(plaintext)
     except DecodeError:
         raise DecryptError("sealed epoch key has the wrong format") from None
-    if (not isinstance(value, list) or len(value) != 4
+    if (not isinstance(value, list) or len(value) != 5
             or value[0] != labels.KEY_PACKAGE_SEALED or not isinstance(value[3], bytes)
-            or len(value[3]) != 32):
+            or len(value[3]) != 32 or not isinstance(value[4], list)
+            or len(value[4]) > min(pkg.epoch, MAX_KEY_HISTORY)
+            or any(not isinstance(k, bytes) or len(k) != 32 for k in value[4])):
         raise DecryptError("sealed epoch key has the wrong format")
     if value[1] != pkg.space or type(value[2]) is not int or value[2] != pkg.epoch:
         raise ContextError("sealed epoch key was made for another space or epoch")
-    return value[3]
+    history: list[bytes] = value[4]
+    keys = {pkg.epoch - len(history) + i: k for i, k in enumerate(history)}
+    keys[pkg.epoch] = value[3]
+    return keys
+
+
+def open_epoch_key(pkg: KeyPackage, recipient_id: bytes, keypair: X25519KeyPair) -> bytes:
+    """Unwrap the epoch key for ``recipient_id`` (a device id, or the account id).
+
+    Raises:
+        AuthorizationError: the package has no key for this recipient.
+        DecryptError: the sealed key does not open or is not in the sealed-key format.
+        ContextError: the sealed key names another space or epoch.
+    """
+    return open_epoch_keys(pkg, recipient_id, keypair)[pkg.epoch]

@@ -26,6 +26,7 @@ __all__ = [
     "ACCOUNT_SIGNING_KEY",
     "AUTH_SESSION",
     "DEVICE_ID",
+    "DOC_ID",
     "DOC_KEY",
     "KEY_PACKAGE_HASH",
     "KEY_PACKAGE_SEALED",
@@ -60,6 +61,7 @@ KEY_PACKAGE_HASH: Final = "sddsf/v1/key-package/hash"
 KEY_PACKAGE_SEALED: Final = "sddsf/v1/key-package/sealed-key"
 TREE_HEAD_SIG: Final = "sddsf/v1/tree-head/sig"
 AUTH_SESSION: Final = "sddsf/v1/auth/session"
+DOC_ID: Final = "sddsf/v1/doc-id"
 REQUEST_SIG: Final = "sddsf/v1/request/sig"
 
 

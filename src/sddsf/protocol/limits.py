@@ -26,7 +26,7 @@ class ProtocolLimits:
     max_deps: int = 1024  # entries in a version vector
     max_registry_entry: int = 64 * 1024
     max_devices: int = 1024  # devices ever added to one account (revoked ones count)
-    max_key_package: int = 256 * 1024
+    max_key_package: int = 512 * 1024
     max_tree_head: int = 1024
     max_name: int = 128  # characters in a device name
     max_depth: int = 8  # nesting of any structure

@@ -1,0 +1,608 @@
+"""A device: identity, spaces, CRDT documents, and sync that trusts no relay.
+
+Every local change to a :class:`pycrdt.Doc` obtained from :meth:`Device.doc` is
+captured as a Yjs update. :meth:`Device.flush` turns buffered updates into one
+signed, encrypted op per document (so typing does not make one op per
+keystroke) and persists it in the pending queue together with the new chain
+head, *before* anything is sent. :meth:`Device.sync` then:
+
+1. refreshes the registry (verified from genesis against the pinned account
+   key) and the space's key packages (verified as a chain);
+2. pushes pending ops; each accepted op's inclusion proof is checked against
+   the relay's signed tree head, and the acknowledgement is remembered;
+3. pulls every op after its cursor and, **before applying anything**, checks:
+   the tree heads' signatures (pinned relay key); that offsets are contiguous;
+   that each envelope hashes to its leaf; that the log extends what this device
+   already verified and reproduces the signed root (so an omitted, reordered,
+   rewritten or rolled-back history is refused: ``proof_invalid`` /
+   ``log_rollback``); every op with the shared rules (history mode); that its
+   own acknowledged ops are still where the relay put them; and that the tree
+   heads other devices report in their ops (``seen``) agree with its own view
+   (``split_view``). Only then are the updates decrypted and applied, in one
+   local transaction; on any failure the local state stays as it was.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pycrdt
+
+from sddsf.client.home import open_home
+from sddsf.client.relay_client import RelayClient
+from sddsf.client.store import LocalStore
+from sddsf.crypto import Ed25519PublicKey, random_bytes
+from sddsf.errors import Code, ConfigError, DecodeError, ProofError, SddsfError, UsageError
+from sddsf.protocol import keypackage as kp
+from sddsf.protocol import labels, merkle
+from sddsf.protocol import registry as reg
+from sddsf.protocol.clock import HLCTimestamp, HybridLogicalClock
+from sddsf.protocol.encoding import decode, encode
+from sddsf.protocol.envelope import (
+    GENESIS_PREV,
+    OpEnvelope,
+    OpHeader,
+    TreeHeadRef,
+    open_op,
+    seal_op,
+)
+from sddsf.protocol.identity import ID_SIZE, AccountKeys, AccountPublic, DeviceKeys
+from sddsf.protocol.labels import tagged_hash
+from sddsf.protocol.rules import ChainHead, EpochWindow, MemoryChainView, Outcome, verify_op
+from sddsf.protocol.treehead import TreeHead, verify_tree_head
+from sddsf.protocol.vv import VersionVector
+
+__all__ = ["Device", "SyncReport", "doc_id_for"]
+
+_MAX_BATCH = 500
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _u64(n: int) -> bytes:
+    return n.to_bytes(8, "big")
+
+
+def doc_id_for(space_id: bytes, name: str) -> bytes:
+    """Every device names a document the same way: a 16-byte hash of (space, name)."""
+    return tagged_hash(labels.DOC_ID, space_id, name)[:16]
+
+
+@dataclass
+class SyncReport:
+    """What one :meth:`Device.sync` did."""
+
+    pushed: int = 0
+    pulled: int = 0
+    applied: int = 0
+    rejected: list[tuple[str, str]] = field(default_factory=list)  # (code, message) per op
+    tree_size: dict[bytes, int] = field(default_factory=dict)
+
+
+class Device:
+    """One device of an account, bound to one home directory and one relay."""
+
+    def __init__(self, store: LocalStore, key_kind: str, *,
+                 transport: httpx.AsyncBaseTransport | None = None,
+                 clock: Callable[[], int] = _now_ms) -> None:
+        self.store = store
+        self.key_kind = key_kind
+        self._clock = clock
+        ident = _as_dict(self._need("id", b"device"))
+        acct = _as_dict(self._need("id", b"account"))
+        relay = _as_dict(self._need("id", b"relay"))
+        self.keys = DeviceKeys.from_seeds(ident["sign"], ident["kx"])
+        self.name = str(ident["name"])
+        self.account = AccountPublic.from_keys(acct["sign"], acct["recovery"])
+        self.relay_url = str(relay["url"])
+        self.relay_key = (Ed25519PublicKey.from_bytes(relay["key"])
+                          if relay.get("key") else None)
+        self.relay = RelayClient(self.relay_url, device=self.keys,
+                                 account_id=self.account.account_id, transport=transport,
+                                 clock=clock)
+        last = self.store.get("id", b"hlc")
+        self.hlc = HybridLogicalClock(
+            HLCTimestamp.from_wire(decode(last), what="hlc") if last else None)
+        self._docs: dict[tuple[bytes, bytes], pycrdt.Doc[Any]] = {}
+        self._buffers: dict[tuple[bytes, bytes], list[bytes]] = {}
+        self._subs: list[Any] = []
+        self._applying = False
+        self._registry: reg.RegistryState | None = None
+        self._names: dict[bytes, str] = {}
+
+    # ----------------------------------------------------------- lifecycle
+    @classmethod
+    async def create_account(cls, home: Path, relay_url: str, name: str, *,
+                             passphrase: Callable[[], str] | None,
+                             insecure_plaintext: bool = False,
+                             transport: httpx.AsyncBaseTransport | None = None,
+                             clock: Callable[[], int] = _now_ms) -> tuple[Device, bytes]:
+        """Create an account and this device (its first). Returns the device and the
+        32-byte account secret, which the caller shows ONCE (recovery phrase)."""
+        secret = random_bytes(32)
+        account = AccountKeys.from_secret(secret)
+        keys = DeviceKeys.from_seeds(random_bytes(32), random_bytes(32))
+        genesis = reg.genesis(account, keys, name, clock())
+        store = cls._new_home(home, keys, name, account.public, relay_url, passphrase,
+                              insecure_plaintext)
+        store.put("reg", _u64(0), genesis)
+        device = cls(store, store_kind(home), transport=transport, clock=clock)
+        await device.relay.create_account(genesis)
+        await device._pin_relay()
+        return device, secret
+
+    @classmethod
+    async def add_local(cls, approver: Device, home: Path, name: str, *,
+                        passphrase: Callable[[], str] | None,
+                        insecure_plaintext: bool = False,
+                        transport: httpx.AsyncBaseTransport | None = None,
+                        clock: Callable[[], int] = _now_ms) -> Device:
+        """Add a new device whose home is on this machine, approved by ``approver``.
+
+        Both key sets are at hand, so the add entry is signed and countersigned
+        here; pairing between two machines (SPAKE2 over the relay's mailbox) is
+        the key-lifecycle milestone. The approver also wraps every space key for
+        the new device (a new epoch that includes it).
+        """
+        keys = DeviceKeys.from_seeds(random_bytes(32), random_bytes(32))
+        state = await approver.refresh_registry()
+        entry = reg.add_device(state, approver.keys, keys, name, clock())
+        await approver.relay.append_registry(approver.account.account_id, entry)
+        await approver.refresh_registry()
+        for space_id, _ in approver.spaces():
+            await approver.rotate(space_id)
+        store = cls._new_home(home, keys, name, approver.account, approver.relay_url,
+                              passphrase, insecure_plaintext)
+        device = cls(store, store_kind(home), transport=transport, clock=clock)
+        await device._pin_relay()
+        await device.refresh_registry()
+        return device
+
+    @classmethod
+    def open(cls, home: Path, *, passphrase: Callable[[], str] | None,
+             transport: httpx.AsyncBaseTransport | None = None,
+             clock: Callable[[], int] = _now_ms) -> Device:
+        """Open an existing device home."""
+        store, kind = open_home(home, passphrase=passphrase)
+        return cls(store, kind, transport=transport, clock=clock)
+
+    @staticmethod
+    def _new_home(home: Path, keys: DeviceKeys, name: str, account: AccountPublic,
+                  relay_url: str, passphrase: Callable[[], str] | None,
+                  insecure_plaintext: bool) -> LocalStore:
+        store, _ = open_home(home, passphrase=passphrase, create=True,
+                             insecure_plaintext=insecure_plaintext)
+        with store.batch() as b:
+            b.put("id", b"device", encode({"sign": keys.signing.seed, "kx": keys.kx.seed,
+                                           "name": name}))
+            b.put("id", b"account", encode({"sign": account.signing_key.raw,
+                                            "recovery": account.recovery_key}))
+            b.put("id", b"relay", encode({"url": relay_url, "key": b""}))
+        return store
+
+    async def close(self) -> None:
+        """Flush buffered edits to the pending queue and close everything."""
+        self.flush()
+        await self.relay.aclose()
+        self.store.close()
+
+    def _need(self, ns: str, key: bytes) -> bytes:
+        value = self.store.get(ns, key)
+        if value is None:
+            raise ConfigError(f"the device store lacks {ns}/{key.decode(errors='replace')}; "
+                              "was this home initialised?")
+        return value
+
+    async def _pin_relay(self) -> None:
+        # Trust on first use of the relay key, checked on every later session.
+        await self.relay.list_spaces()
+        rid = self.relay.relay_id
+        if rid is None:
+            raise ConfigError("the relay did not identify itself")
+        if self.relay_key is None:
+            self.relay_key = Ed25519PublicKey.from_bytes(rid)
+            self.store.put("id", b"relay", encode({"url": self.relay_url, "key": rid}))
+        elif rid != self.relay_key.raw:
+            raise ProofError("the relay's tree-head key changed since this device first "
+                             "connected; refusing to trust it", Code.TREE_HEAD_INVALID)
+
+    # ------------------------------------------------------------ registry
+    @property
+    def device_id(self) -> bytes:
+        """This device's id."""
+        return self.keys.device_id
+
+    def registry(self) -> reg.RegistryState:
+        """The locally verified registry."""
+        if self._registry is None:
+            entries = [v for _, v in self.store.scan("reg")]
+            self._registry = reg.verify_registry(entries, pinned=self.account)
+        return self._registry
+
+    async def refresh_registry(self) -> reg.RegistryState:
+        """Fetch and verify new registry entries (against the pinned account key)."""
+        if self.store.count("reg") == 0:
+            # A new device: the whole chain, verified from genesis against the
+            # account key it was given when it joined.
+            entries = await self.relay.registry(self.account.account_id, 0)
+            state = reg.verify_registry(entries, pinned=self.account)
+            with self.store.batch() as b:
+                for seq, entry in enumerate(entries):
+                    b.put("reg", _u64(seq), entry)
+            self._registry = state
+            return state
+        state = self.registry()
+        new = await self.relay.registry(self.account.account_id, state.seq + 1)
+        with self.store.batch() as b:
+            for entry in new:
+                state = state.apply(entry)
+                b.put("reg", _u64(state.seq), entry)
+        self._registry = state
+        return state
+
+    # -------------------------------------------------------------- spaces
+    def spaces(self) -> list[tuple[bytes, str]]:
+        """``(space_id, name)`` of the spaces this device holds keys for."""
+        return [(k, str(decode(v))) for k, v in self.store.scan("space")]
+
+    def space_by_name(self, name: str) -> bytes:
+        """The id of the space called ``name``.
+
+        Raises:
+            UsageError: no such space here (sync first?).
+        """
+        for space_id, space_name in self.spaces():
+            if space_name == name:
+                return space_id
+        raise UsageError(f"no space named {name!r} on this device; run `sddsf sync` or "
+                         "`sddsf space list`")
+
+    async def create_space(self, name: str) -> bytes:
+        """Create a space (its epoch-0 key wrapped for every device and the recovery key)."""
+        if any(n == name for _, n in self.spaces()):
+            raise UsageError(f"a space named {name!r} already exists")
+        space_id = random_bytes(16)
+        pkg = self._package(space_id, 0, bytes(32))
+        await self.relay.create_space(space_id, pkg)
+        with self.store.batch() as b:
+            b.put("space", space_id, encode(name))
+            b.put("kp", space_id + (0).to_bytes(4, "big"), pkg)
+        await self._announce_name(space_id, name)
+        return space_id
+
+    async def _announce_name(self, space_id: bytes, name: str) -> None:
+        # The space name travels encrypted, as the "meta" document of the space.
+        meta = self.doc(space_id, "_meta")
+        meta.get("meta", type=pycrdt.Map)["name"] = name
+        self.flush()
+
+    def _package(self, space_id: bytes, epoch: int, prev: bytes) -> bytes:
+        # The new epoch's package also carries every earlier key this device
+        # holds, so a device added since can read the space's history.
+        state = self.registry()
+        known = self._epoch_keys(space_id) if epoch else {}
+        if epoch and sorted(known) != list(range(epoch)):
+            raise UsageError("this device lacks some of the space's earlier keys; sync first")
+        return kp.build_key_package(
+            creator=self.keys, registry=state, space=space_id, epoch=epoch, prev=prev,
+            epoch_key=random_bytes(32), ts_ms=self._clock(),
+            ephemeral_seeds=[random_bytes(32) for _ in range(len(state.active_devices()) + 1)],
+            previous_keys=[known[e] for e in range(epoch)])
+
+    async def rotate(self, space_id: bytes) -> int:
+        """Open the next key epoch for the current set of active devices."""
+        packages = await self.refresh_keys(space_id)
+        last = packages[-1]
+        pkg = self._package(space_id, last.epoch + 1, last.hash)
+        await self.relay.put_key_package(space_id, pkg)
+        self.store.put("kp", space_id + (last.epoch + 1).to_bytes(4, "big"), pkg)
+        return last.epoch + 1
+
+    async def refresh_keys(self, space_id: bytes) -> list[kp.KeyPackage]:
+        """Fetch, verify (as a chain) and store the space's key packages."""
+        raw = await self.relay.key_packages(space_id, 0)
+        state = await self.refresh_registry()
+        verified: list[kp.KeyPackage] = []
+        with self.store.batch() as b:
+            for data in raw:
+                previous = verified[-1] if verified else None
+                pkg = kp.verify_key_package(data, registry=state, space=space_id,
+                                            previous=previous)
+                verified.append(pkg)
+                b.put("kp", space_id + pkg.epoch.to_bytes(4, "big"), data)
+        if not verified:
+            raise ProofError("the relay has no key package for this space")
+        return verified
+
+    def _epoch_keys(self, space_id: bytes) -> dict[int, bytes]:
+        keys: dict[int, bytes] = {}
+        for _, data in self.store.scan("kp", space_id):
+            pkg = kp.decode_key_package(data)
+            if self.device_id in pkg.recipients:
+                keys.update(kp.open_epoch_keys(pkg, self.device_id, self.keys.kx))
+        return keys
+
+    # ---------------------------------------------------------------- docs
+    def doc(self, space_id: bytes, name: str) -> pycrdt.Doc[Any]:
+        """The document ``name`` of a space, as a live :class:`pycrdt.Doc`.
+
+        Local transactions are captured and become ops at the next :meth:`flush`.
+        """
+        doc_id = doc_id_for(space_id, name)
+        key = (space_id, doc_id)
+        if key not in self._docs:
+            doc: pycrdt.Doc[Any] = pycrdt.Doc()
+            stored = self.store.get("doc", space_id + doc_id)
+            if stored is not None:
+                doc.apply_update(_as_dict(stored)["state"])
+            self._docs[key] = doc
+            self._buffers[key] = []
+
+            def capture(event: Any, key: tuple[bytes, bytes] = key) -> None:
+                if not self._applying:
+                    self._buffers[key].append(bytes(event.update))
+
+            self._subs.append(doc.observe(capture))
+            self._names[doc_id] = name
+        return self._docs[key]
+
+    def flush(self) -> int:
+        """Turn buffered local edits into pending ops (one per document). Returns how many."""
+        made = 0
+        for (space_id, doc_id), updates in self._buffers.items():
+            if not updates:
+                continue
+            name = self._names[doc_id]
+            self._seal(space_id, doc_id, name, list(updates))
+            updates.clear()
+            made += 1
+        return made
+
+    def _seal(self, space_id: bytes, doc_id: bytes, name: str, updates: list[bytes]) -> None:
+        keys = self._epoch_keys(space_id)
+        if not keys:
+            raise UsageError("this device has no key for the space yet; sync first")
+        epoch = max(keys)
+        mine = self.store.get("mine", space_id)
+        seq, prev = (1, GENESIS_PREV)
+        if mine is not None:
+            last = _as_list(mine)
+            seq, prev = int(last[0]) + 1, bytes(last[1])
+        deps = self._deps(space_id)
+        head = self.store.get("head", space_id)
+        seen = None
+        if head is not None:
+            th = verify_tree_head(head, self._relay_key(), log=space_id)
+            seen = TreeHeadRef(th.size, th.root) if th.size else None
+        ts = self.hlc.tick(self._clock())
+        header = OpHeader(space=space_id, doc=doc_id, author=self.device_id, seq=seq,
+                          prev=prev, deps=deps, epoch=epoch, ts=ts, seen=seen,
+                          nonce=random_bytes(24))
+        doc = self._docs[(space_id, doc_id)]
+        env = seal_op(self.keys, header, encode({"n": name, "u": updates}), keys[epoch])
+        # Persist the op, the chain head and the doc state in one transaction
+        # BEFORE sending (THREATS #6): a crash can only re-send this same op.
+        with self.store.batch() as b:
+            b.put("pending", space_id + _u64(seq), env.raw)
+            b.put("mine", space_id, encode([seq, env.op_id]))
+            b.put("doc", space_id + doc_id, encode({"name": name, "state": doc.get_update()}))
+            b.put("id", b"hlc", encode(ts.to_wire()))
+
+    def _deps(self, space_id: bytes) -> VersionVector:
+        entries = {}
+        for key, value in self.store.scan("chain", space_id):
+            author = key[16:]
+            if author != self.device_id:
+                entries[author] = int(_as_list(value)[0])
+        return VersionVector(entries)
+
+    def pending_count(self) -> int:
+        """Ops waiting to be pushed (after :meth:`flush`)."""
+        return self.store.count("pending")
+
+    def _relay_key(self) -> Ed25519PublicKey:
+        if self.relay_key is None:
+            raise ConfigError("the relay key is not pinned yet; sync once while online")
+        return self.relay_key
+
+    # ---------------------------------------------------------------- sync
+    async def sync(self) -> SyncReport:
+        """Push pending ops and pull, verifying everything (see the module docstring)."""
+        self.flush()
+        report = SyncReport()
+        await self._pin_relay()
+        await self.refresh_registry()
+        known = {s for s, _ in self.spaces()}
+        for space in await self.relay.list_spaces():
+            sid = _unb64(space["space_id"])
+            if sid not in known:
+                with self.store.batch() as b:
+                    b.put("space", sid, encode(""))  # name learnt from its _meta doc
+        for space_id, _ in self.spaces():
+            await self.refresh_keys(space_id)
+            await self._push(space_id, report)
+            await self._pull(space_id, report)
+        return report
+
+    async def _push(self, space_id: bytes, report: SyncReport) -> None:
+        rows = self.store.scan("pending", space_id)
+        for start in range(0, len(rows), _MAX_BATCH):
+            chunk = rows[start:start + _MAX_BATCH]
+            results, head_raw = await self.relay.upload(space_id, [v for _, v in chunk])
+            head = verify_tree_head(head_raw, self._relay_key(), log=space_id)
+            with self.store.batch() as b:
+                for (key, env), r in zip(chunk, results, strict=True):
+                    if r.status in ("accepted", "duplicate"):
+                        if r.offset is None or r.proof is None:
+                            raise ProofError("the relay acknowledged an op without a proof")
+                        merkle.verify_inclusion(merkle.leaf_hash(env), r.offset, head.size,
+                                                r.proof, head.root)
+                        b.put("acked", space_id + _u64(r.offset), merkle.leaf_hash(env))
+                        b.delete("pending", key)
+                        report.pushed += 1
+                    else:
+                        report.rejected.append((r.code or "", r.message or ""))
+                        b.put("failed", key, env)
+                        b.delete("pending", key)
+
+    async def _pull(self, space_id: bytes, report: SyncReport) -> None:
+        have = self.store.count("leaf", space_id)
+        leaves = [v for _, v in self.store.scan("leaf", space_id)]
+        old_head_raw = self.store.get("head", space_id)
+        old = (verify_tree_head(old_head_raw, self._relay_key(), log=space_id)
+               if old_head_raw else None)
+        fetched: list[tuple[int, bytes, bytes | None]] = []
+        head: TreeHead | None = None
+        cursor = have
+        for _ in range(10_000):  # bounded: at most 10k pages per sync
+            page, head_raw = await self.relay.pull(space_id, after=cursor - 1, limit=_MAX_BATCH)
+            head = verify_tree_head(head_raw, self._relay_key(), log=space_id)
+            for op in page:
+                if op.offset != cursor:
+                    raise ProofError(f"the relay skipped or repeated log offsets (expected "
+                                     f"{cursor}, got {op.offset}): it is omitting history")
+                if op.envelope is not None and merkle.leaf_hash(op.envelope) != op.leaf_hash:
+                    raise ProofError(f"op at offset {op.offset} does not match its leaf hash")
+                fetched.append((op.offset, op.leaf_hash, op.envelope))
+                cursor += 1
+            if not page or cursor >= head.size:
+                break
+        if head is None:
+            return
+        if head.size < have or (old is not None and head.size < old.size):
+            raise ProofError(f"the relay's log went back from {max(have, old.size if old else 0)}"
+                             f" to {head.size} entries: it is rolling back history",
+                             Code.LOG_ROLLBACK)
+        tree = merkle.MerkleTree(leaves + [h for _, h, _ in fetched])
+        if tree.size < head.size or tree.root(head.size) != head.root:
+            raise ProofError("the ops the relay served do not reproduce its signed tree head: "
+                             "history was omitted, reordered or rewritten")
+        for key, acked in self.store.scan("acked", space_id):
+            offset = int.from_bytes(key[16:], "big")
+            if offset >= head.size or leaves_at(tree, offset) != acked:
+                raise ProofError(f"the relay dropped or replaced this device's acknowledged op "
+                                 f"at offset {offset}")
+        self._apply_verified(space_id, fetched, tree, head, report)
+
+    def _apply_verified(  # noqa: PLR0915 - one verified transaction, kept in one place
+            self, space_id: bytes, fetched: list[tuple[int, bytes, bytes | None]],
+                        tree: merkle.MerkleTree, head: TreeHead, report: SyncReport) -> None:
+        state = self.registry()
+        keys = self._epoch_keys(space_id)
+        chains = MemoryChainView(heads={
+            k[16:]: _chain_head(v) for k, v in self.store.scan("chain", space_id)})
+        window = EpochWindow(max(keys) if keys else 0, 0)
+        applied: list[tuple[OpEnvelope, dict[str, object]]] = []
+        for offset, _, raw in fetched:
+            if raw is None:
+                continue  # pruned: covered by a snapshot (client snapshots: next milestone)
+            try:
+                verdict = verify_op(raw, space=space_id, registry=state, epochs=window,
+                                    chains=chains, now_ms=None)
+            except SddsfError as exc:
+                raise ProofError(f"the relay served an op (offset {offset}) that fails the "
+                                 f"rules: [{exc.code.value}] {exc.message}") from exc
+            if verdict.outcome is not Outcome.ACCEPT:
+                raise ProofError(f"the relay served a duplicate op at offset {offset}")
+            env = verdict.envelope
+            chains.record(env)
+            self._check_gossip(env, tree)
+            if env.header.epoch not in keys:
+                raise ProofError(f"op at offset {offset} uses an epoch this device has no key for")
+            body = decode(open_op(env, keys[env.header.epoch]))
+            if (not isinstance(body, dict) or not isinstance(body.get("n"), str)
+                    or doc_id_for(space_id, str(body["n"])) != env.header.doc
+                    or not isinstance(body.get("u"), list)):
+                raise ProofError(f"op at offset {offset} has a malformed payload")
+            applied.append((env, body))
+        report.pulled += len(fetched)
+        # Everything verified: apply and persist in one local transaction.
+        touched: set[tuple[bytes, bytes]] = set()
+        self._applying = True
+        try:
+            for env, body in applied:
+                if env.header.author == self.device_id:
+                    continue  # already applied locally when it was made
+                name = str(body.get("n", ""))
+                doc = self.doc(space_id, name)
+                for update in body.get("u", []):  # type: ignore[attr-defined]
+                    doc.apply_update(update)
+                touched.add((space_id, doc_id_for(space_id, name)))
+                report.applied += 1
+        finally:
+            self._applying = False
+        with self.store.batch() as b:
+            for offset, leaf, raw in fetched:
+                b.put("leaf", space_id + _u64(offset), leaf)
+                if raw is not None:
+                    b.put("op", space_id + _u64(offset), raw)
+            for author, ch in chains.heads.items():
+                b.put("chain", space_id + author, encode([ch.seq, ch.op_id, ch.deps.encoded()]))
+            b.put("head", space_id, head.raw)
+            for key in touched:
+                doc = self._docs[key]
+                name = self._names[key[1]]
+                b.put("doc", key[0] + key[1], encode({"name": name, "state": doc.get_update()}))
+            meta = self._docs.get((space_id, doc_id_for(space_id, "_meta")))
+            if meta is not None:
+                space_name = meta.get("meta", type=pycrdt.Map).get("name")
+                if isinstance(space_name, str) and space_name:
+                    b.put("space", space_id, encode(space_name))
+        report.tree_size[space_id] = head.size
+
+    def _check_gossip(self, env: OpEnvelope, tree: merkle.MerkleTree) -> None:
+        # Fork consistency (THREATS #12): a tree head another device verified
+        # must be a prefix of the log this device verified.
+        seen = env.header.seen
+        if seen is None or env.header.author == self.device_id:
+            return
+        if seen.size <= tree.size and tree.root(seen.size) != seen.root:
+            raise ProofError(f"device {env.header.author.hex()[:12]} saw a different history "
+                             f"of this space at size {seen.size}: the relay is showing devices "
+                             "different logs (split view)", Code.SPLIT_VIEW)
+
+
+def leaves_at(tree: merkle.MerkleTree, offset: int) -> bytes:
+    """The leaf hash at ``offset`` (a perfect node of level 0)."""
+    return tree.hash_range(offset, offset + 1)
+
+
+def _as_dict(raw: bytes) -> dict[str, Any]:
+    value = decode(raw)
+    if not isinstance(value, dict):
+        raise DecodeError("a device store record is malformed (expected a map)")
+    return {str(k): v for k, v in value.items()}
+
+
+def _as_list(raw: bytes) -> list[Any]:
+    value = decode(raw)
+    if not isinstance(value, list):
+        raise DecodeError("a device store record is malformed (expected an array)")
+    return value
+
+
+def _chain_head(raw: bytes) -> ChainHead:
+    seq, op_id, deps = _as_list(raw)
+    return ChainHead(int(seq), bytes(op_id),
+                     VersionVector.from_wire(decode(deps), what="deps", id_size=ID_SIZE,
+                                             max_entries=1 << 16))
+
+
+def store_kind(home: Path) -> str:
+    """The storage key kind recorded in a home."""
+    import json  # noqa: PLC0415
+
+    return str(json.loads((home / "storage-key.json").read_text())["kind"])
+
+
+def _unb64(text: str) -> bytes:
+    import base64  # noqa: PLC0415
+
+    return base64.b64decode(text.encode(), altchars=b"-_", validate=True)
