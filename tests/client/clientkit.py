@@ -14,7 +14,7 @@ from relaykit import Clock, make_app
 from sddsf.client.device import Device
 from sddsf.relay.storage.base import RelayStorage
 
-PASS = "correct horse battery staple"
+PASS = "correct horse battery staple"  # noqa: S105 - a test passphrase
 
 
 def passphrase() -> str:
