@@ -74,3 +74,36 @@ async def test_state_survives_reopen_and_store_has_no_plaintext(relay: InProcess
         "wallet": "PLAINTEXT-SEED-WORDS"}
     assert again.space_by_name("secret-space-name") == space
     await again.close()
+
+
+async def test_revoke_then_recover_on_a_new_device(relay: InProcessRelay,
+                                                   tmp_path: Path) -> None:
+    from sddsf.errors import AuthenticationError, AuthorizationError
+
+    laptop, secret = await relay.new_account(tmp_path / "laptop")
+    space = await laptop.create_space("notes")
+    phone = await relay.add(laptop, tmp_path / "phone", "phone")
+    await phone.sync()
+    phone.doc(space, "kv").get("kv", type=pycrdt.Map)["from phone"] = "before revocation"
+    await phone.sync()
+    await laptop.sync()
+    await laptop.revoke(phone.device_id, "lost")
+    laptop.doc(space, "kv").get("kv", type=pycrdt.Map)["after"] = "revocation"
+    await laptop.sync()
+    # the revoked phone can neither write nor read what came after
+    phone.doc(space, "kv").get("kv", type=pycrdt.Map)["sneaky"] = "write"
+    with pytest.raises((AuthenticationError, AuthorizationError)):
+        await phone.sync()
+    assert max(phone._epoch_keys(space)) < max(laptop._epoch_keys(space))  # noqa: SLF001
+    # every device lost: recover from the secret on a third device
+    tablet = await Device.recover(tmp_path / "tablet", "http://relay.test", secret, "tablet",
+                                  passphrase=passphrase, revoke_others=True,
+                                  transport=relay.transport(), clock=relay.clock)
+    assert dict(tablet.doc(space, "kv").get("kv", type=pycrdt.Map)) == {
+        "from phone": "before revocation", "after": "revocation"}
+    assert [d.name for d in tablet.registry().active_devices()] == ["tablet"]
+    assert tablet.space_by_name("notes") == space
+    with pytest.raises((AuthenticationError, AuthorizationError)):
+        await laptop.sync()  # revoked by the recovery
+    for dev in (laptop, phone, tablet):
+        await dev.close()

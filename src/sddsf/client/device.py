@@ -166,6 +166,60 @@ class Device:
         return device
 
     @classmethod
+    async def recover(cls, home: Path, relay_url: str, secret: bytes, name: str, *,
+                      passphrase: Callable[[], str] | None, revoke_others: bool = False,
+                      insecure_plaintext: bool = False,
+                      transport: httpx.AsyncBaseTransport | None = None,
+                      clock: Callable[[], int] = _now_ms) -> Device:
+        """Recover the account on a new device from the 32-byte account secret.
+
+        The account key certifies the new device (a recover entry). The
+        account recovery key is a recipient of every key package, so this
+        device unwraps every space's whole key history with it, then opens a
+        new epoch of each space that includes itself; the secret is not kept.
+        With ``revoke_others`` every other device is then revoked, its history
+        kept up to what this device has verified (the revocation cutoff).
+        """
+        account = AccountKeys.from_secret(secret)
+        keys = DeviceKeys.from_seeds(random_bytes(32), random_bytes(32))
+        probe = RelayClient(relay_url, transport=transport, clock=clock)
+        try:
+            entries = await probe.registry(account.account_id, 0)
+        finally:
+            await probe.aclose()
+        state = reg.verify_registry(entries, pinned=account.public)
+        entry = reg.recover(state, account, keys, name, [], clock())
+        store = cls._new_home(home, keys, name, account.public, relay_url, passphrase,
+                              insecure_plaintext)
+        device = cls(store, store_kind(home), transport=transport, clock=clock)
+        await device.relay.append_registry(account.account_id, entry)
+        await device._pin_relay()
+        await device.refresh_registry()
+        for space in await device.relay.list_spaces():
+            space_id = _unb64(space["space_id"])
+            packages = await device.refresh_keys(space_id)
+            known: dict[int, bytes] = {}
+            for pkg in packages:
+                known.update(kp.open_epoch_keys(pkg, account.account_id, account.recovery))
+            last = packages[-1]
+            pkg_bytes = kp.build_key_package(
+                creator=keys, registry=device.registry(), space=space_id,
+                epoch=last.epoch + 1, prev=last.hash, epoch_key=random_bytes(32),
+                ts_ms=clock(), previous_keys=[known[e] for e in range(last.epoch + 1)],
+                ephemeral_seeds=[random_bytes(32) for _ in
+                                 range(len(device.registry().active_devices()) + 1)])
+            await device.relay.put_key_package(space_id, pkg_bytes)
+            with store.batch() as b:
+                b.put("space", space_id, encode(""))
+        await device.sync()
+        if revoke_others:
+            for other in device.registry().active_devices():
+                if other.device_id != device.device_id:
+                    await device.revoke(other.device_id, "recovered on a new device",
+                                        signer=account)
+        return device
+
+    @classmethod
     def open(cls, home: Path, *, passphrase: Callable[[], str] | None,
              transport: httpx.AsyncBaseTransport | None = None,
              clock: Callable[[], int] = _now_ms) -> Device:
@@ -246,6 +300,33 @@ class Device:
                 b.put("reg", _u64(state.seq), entry)
         self._registry = state
         return state
+
+    def cutoff_for(self, device_id: bytes) -> dict[bytes, int]:
+        """Per space, the last seq of ``device_id`` this device has verified."""
+        cutoff: dict[bytes, int] = {}
+        for space_id, _ in self.spaces():
+            raw = self.store.get("chain", space_id + device_id)
+            if raw is not None:
+                cutoff[space_id] = int(_as_list(raw)[0])
+        return cutoff
+
+    async def revoke(self, device_id: bytes, reason: str, *,
+                     signer: AccountKeys | None = None) -> None:
+        """Revoke a device: its later writes are refused everywhere, its sessions
+        end, and every space moves to a new epoch it cannot read.
+
+        Sync first, so that the cutoff keeps every op of the device that this
+        device has seen (later ones are refused as history too).
+        """
+        state = await self.refresh_registry()
+        if device_id == self.device_id:
+            raise UsageError("a device cannot revoke itself here; revoke it from another one")
+        entry = reg.revoke_device(state, signer or self.keys, device_id, reason, self._clock(),
+                                  cutoff=self.cutoff_for(device_id))
+        await self.relay.append_registry(self.account.account_id, entry)
+        await self.refresh_registry()
+        for space_id, _ in self.spaces():
+            await self.rotate(space_id)
 
     # -------------------------------------------------------------- spaces
     def spaces(self) -> list[tuple[bytes, str]]:
