@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
 
 from sddsf import __version__
+from sddsf.cli.device_cmds import register
 from sddsf.errors import SddsfError
 
 __all__ = ["cli", "main"]
@@ -14,8 +16,12 @@ __all__ = ["cli", "main"]
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="sddsf")
-def cli() -> None:
+@click.option("--home", envvar="SDDSF_HOME", type=click.Path(file_okay=False),
+              help="Device home directory (default: the platform's user data dir).")
+@click.pass_context
+def cli(ctx: click.Context, home: str | None) -> None:
     """SDDSF: end-to-end encrypted, offline-first sync across your devices."""
+    ctx.obj = {"home": home}
 
 
 @cli.command()
@@ -25,6 +31,9 @@ def demo(quiet: bool) -> None:
     from sddsf.cli.demo import run_demo  # noqa: PLC0415 - keep CLI start-up light
 
     run_demo(quiet=quiet)
+
+
+register(cli)
 
 
 @cli.group()
@@ -63,3 +72,12 @@ def main() -> None:
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    except Exception as exc:
+        if os.environ.get("SDDSF_DEBUG"):
+            raise
+        click.echo(f"error: unexpected {type(exc).__name__}: {exc} (a bug: please report it; "
+                   "SDDSF_DEBUG=1 shows the traceback)", err=True)
+        sys.exit(2)

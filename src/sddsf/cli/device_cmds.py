@@ -1,0 +1,283 @@
+"""Device commands: ``init``, ``space``, ``put``/``get``/``ls``, ``sync``, ``status``, ``recover``.
+
+Thin wrappers over :class:`sddsf.client.device.Device`; no protocol logic here.
+Every read command takes ``--json``. Failures end with exit code 1 and one line
+that says what to do (see :func:`sddsf.cli.main`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+import pycrdt
+from mnemonic import Mnemonic
+from rich.console import Console
+
+from sddsf.client.device import Device
+from sddsf.client.home import default_home
+from sddsf.errors import UnavailableError, UsageError
+
+__all__ = ["register"]
+
+T = TypeVar("T")
+KV_DOC = "kv"  # the key-value document of every space (a pycrdt Map named "kv")
+
+
+def _passphrase(confirm: bool = False) -> Callable[[], str]:
+    def ask() -> str:
+        env = os.environ.get("SDDSF_PASSPHRASE")
+        if env is not None:
+            return env
+        return str(click.prompt("Passphrase for this device's store", hide_input=True,
+                                confirmation_prompt=confirm))
+    return ask
+
+
+def _home(ctx: click.Context) -> Path:
+    home = ctx.obj.get("home") if ctx.obj else None
+    return Path(home) if home else default_home()
+
+
+def _run(coro: Awaitable[T]) -> T:
+    return asyncio.run(coro)  # type: ignore[arg-type]
+
+
+async def _with_device(ctx: click.Context, action: Callable[[Device], Awaitable[T]]) -> T:
+    device = Device.open(_home(ctx), passphrase=_passphrase())
+    try:
+        return await action(device)
+    finally:
+        await device.close()
+
+
+def _kv(device: Device, space: str) -> Any:
+    return device.doc(device.space_by_name(space), KV_DOC).get("kv", type=pycrdt.Map)
+
+
+def _emit(data: Any, as_json: bool, render: Callable[[Console], None]) -> None:
+    if as_json:
+        click.echo(json.dumps(data, indent=2, sort_keys=True))
+    else:
+        render(Console(highlight=False))
+
+
+def _lines(console: Console, lines: list[str]) -> None:
+    for line in lines:
+        console.print(line)
+
+
+@click.command()
+@click.option("--relay", "relay_url", required=True, help="Relay URL, e.g. http://127.0.0.1:8787")
+@click.option("--name", default="this device", show_default=True, help="Device name.")
+@click.option("--phrase-out", type=click.Path(dir_okay=False),
+              help="Write the recovery phrase to this file (mode 0600) instead of showing it.")
+@click.option("--insecure-plaintext-key", is_flag=True,
+              help="INSECURE: keep the store key in plaintext (no keyring, no passphrase).")
+@click.pass_context
+def init(ctx: click.Context, relay_url: str, name: str, phrase_out: str | None,
+         insecure_plaintext_key: bool) -> None:
+    """Create an account and this device; shows the recovery phrase ONCE."""
+    async def go() -> tuple[bytes, str]:
+        device, secret = await Device.create_account(
+            _home(ctx), relay_url, name, passphrase=None if insecure_plaintext_key
+            else _passphrase(confirm=True), insecure_plaintext=insecure_plaintext_key)
+        await device.close()
+        return secret, device.account.fingerprint
+
+    secret, fingerprint = _run(go())
+    words = Mnemonic("english").to_mnemonic(secret)
+    if phrase_out:
+        fd = os.open(phrase_out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(words + "\n")
+        click.echo(f"Recovery phrase written to {phrase_out} (keep it offline).")
+    else:
+        click.echo("Recovery phrase (write it down now; it is shown only once):\n")
+        click.echo("  " + words + "\n")
+    click.echo(f"Account fingerprint: {fingerprint}")
+    click.echo(f"Device home: {_home(ctx)}")
+
+
+@click.command()
+@click.option("--relay", "relay_url", required=True)
+@click.option("--phrase-file", type=click.Path(exists=True, dir_okay=False), required=True,
+              help="File holding the 24-word recovery phrase.")
+@click.option("--name", default="recovered device", show_default=True)
+@click.option("--revoke-others", is_flag=True, help="Revoke every other device.")
+@click.pass_context
+def recover(ctx: click.Context, relay_url: str, phrase_file: str, name: str,
+            revoke_others: bool) -> None:
+    """Recover the account on this device from the recovery phrase."""
+    words = Path(phrase_file).read_text().strip()
+    m = Mnemonic("english")
+    if not m.check(words):
+        raise UsageError("the recovery phrase is not a valid 24-word BIP39 phrase; check "
+                         "every word")
+    async def go() -> tuple[str, int]:
+        device = await Device.recover(_home(ctx), relay_url, bytes(m.to_entropy(words)), name,
+                                      passphrase=_passphrase(confirm=True),
+                                      revoke_others=revoke_others)
+        result = device.account.fingerprint, len(device.spaces())
+        await device.close()
+        return result
+
+    fingerprint, spaces = _run(go())
+    click.echo(f"Recovered account {fingerprint}; {spaces} space(s) readable.")
+
+
+@click.group()
+def space() -> None:
+    """Create and list spaces."""
+
+
+@space.command("create")
+@click.argument("name")
+@click.pass_context
+def space_create(ctx: click.Context, name: str) -> None:
+    """Create a space (a set of documents sharing keys)."""
+    space_id = _run(_with_device(ctx, lambda d: d.create_space(name)))
+    click.echo(f"created space {name!r} ({space_id.hex()[:12]})")
+
+
+@space.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def space_list(ctx: click.Context, as_json: bool) -> None:
+    """List spaces this device can read."""
+    async def go(d: Device) -> list[dict[str, str]]:
+        return [{"name": n, "id": s.hex()} for s, n in d.spaces()]
+    rows = _run(_with_device(ctx, go))
+    _emit(rows, as_json, lambda c: _lines(
+        c, [f"{r['name'] or '(unnamed)'}  {r['id'][:12]}" for r in rows]))
+
+
+@click.command()
+@click.argument("space_name")
+@click.argument("key")
+@click.argument("value")
+@click.pass_context
+def put(ctx: click.Context, space_name: str, key: str, value: str) -> None:
+    """Set KEY to VALUE in the space's key-value document (synced on `sddsf sync`)."""
+    async def go(d: Device) -> None:
+        _kv(d, space_name)[key] = value
+        d.flush()
+    _run(_with_device(ctx, go))
+    click.echo(f"{space_name}: {key} set (run `sddsf sync` to share it)")
+
+
+@click.command()
+@click.argument("space_name")
+@click.argument("key")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def get(ctx: click.Context, space_name: str, key: str, as_json: bool) -> None:
+    """Print the value of KEY."""
+    async def go(d: Device) -> Any:
+        kv = _kv(d, space_name)
+        if key not in kv:
+            raise UsageError(f"no key {key!r} in {space_name!r}; `sddsf ls {space_name}` "
+                             "lists them")
+        return kv[key]
+    value = _run(_with_device(ctx, go))
+    _emit({"key": key, "value": value}, as_json, lambda c: click.echo(str(value)))
+
+
+@click.command("ls")
+@click.argument("space_name")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def ls(ctx: click.Context, space_name: str, as_json: bool) -> None:
+    """List the keys and values of the space's key-value document."""
+    async def go(d: Device) -> dict[str, Any]:
+        return dict(_kv(d, space_name))
+    items = _run(_with_device(ctx, go))
+    _emit(items, as_json, lambda c: _lines(c, [f"{k} = {v}" for k, v in sorted(items.items())]))
+
+
+@click.command()
+@click.option("--watch", is_flag=True, help="Keep syncing (backoff with jitter on errors).")
+@click.option("--interval", default=5.0, show_default=True, help="Seconds between syncs.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def sync(ctx: click.Context, watch: bool, interval: float, as_json: bool) -> None:
+    """Push pending edits, pull and verify everything, apply."""
+    async def once(d: Device) -> dict[str, Any]:
+        r = await d.sync()
+        return {"pushed": r.pushed, "pulled": r.pulled, "applied": r.applied,
+                "rejected": r.rejected}
+
+    async def loop(d: Device) -> None:
+        delay = interval
+        while True:
+            try:
+                result = await once(d)
+                click.echo(json.dumps(result) if as_json else
+                           f"synced: pushed {result['pushed']}, pulled {result['pulled']}")
+                delay = interval
+            except UnavailableError as exc:
+                delay = min(delay * 2, 300.0)
+                click.echo(f"relay unavailable ({exc.message}); retrying in {delay:.0f} s",
+                           err=True)
+            await asyncio.sleep(delay * random.uniform(0.8, 1.2))  # noqa: S311 - jitter
+
+    if watch:
+        _run(_with_device(ctx, loop))
+        return
+    result = _run(_with_device(ctx, once))
+    _emit(result, as_json, lambda c: c.print(
+        f"synced: pushed {result['pushed']}, pulled {result['pulled']}, applied "
+        f"{result['applied']}" + (f", REJECTED {len(result['rejected'])}: "
+                                  f"{result['rejected']}" if result["rejected"] else "")))
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def status(ctx: click.Context, as_json: bool) -> None:
+    """Pending ops, verified tree heads, devices."""
+    async def go(d: Device) -> dict[str, Any]:
+        state = d.registry()
+        heads = {}
+        for s, n in d.spaces():
+            leaves = d.store.count("leaf", s)
+            heads[n or s.hex()[:12]] = {"verified_log_size": leaves}
+        return {
+            "device": d.name, "device_id": d.device_id.hex(),
+            "account_fingerprint": d.account.fingerprint, "relay": d.relay_url,
+            "store_key": d.key_kind, "pending_ops": d.pending_count(), "spaces": heads,
+            "devices": [{"name": r.name, "status": r.status.value,
+                         "id": r.device_id.hex()[:12]} for r in state.devices.values()],
+            "checked_at_ms": int(time.time() * 1000)}
+    info = _run(_with_device(ctx, go))
+
+    def render(c: Console) -> None:
+        c.print(f"[bold]{info['device']}[/] on {info['relay']} "
+                f"(account {info['account_fingerprint']})")
+        if info["store_key"] == "plaintext":
+            c.print("[red]WARNING: this device's store key is kept in plaintext[/]")
+        c.print(f"pending ops: {info['pending_ops']}")
+        for name, h in info["spaces"].items():
+            c.print(f"space {name}: verified log size {h['verified_log_size']}")
+        for dev in info["devices"]:
+            c.print(f"device {dev['name']} ({dev['id']}): {dev['status']}")
+    _emit(info, as_json, render)
+
+
+def register(cli: click.Group) -> None:
+    """Attach the device commands to the top-level group."""
+    cli.add_command(init)
+    cli.add_command(recover)
+    cli.add_command(space)
+    cli.add_command(put)
+    cli.add_command(get)
+    cli.add_command(ls)
+    cli.add_command(sync)
+    cli.add_command(status)
