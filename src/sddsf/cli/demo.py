@@ -1,139 +1,173 @@
-"""``sddsf demo``: a narrated run of the protocol core with real cryptography.
+"""``sddsf demo``: the main job in one command, narrated.
 
-Everything happens in memory with fresh random keys. Each attack step checks
-that the expected typed error really occurs; the demo fails (exit 1) if a
-protection does not hold. The relay and client (later milestones) will turn
-this into a multi-device run over a real relay.
+An embedded relay (a real HTTP server on 127.0.0.1, SQLite in a temporary
+directory) and three devices in separate homes, using the same code paths as
+the real commands: create the account, add a second device, edit offline on
+both, sync and converge, catch a relay that tampers with history, revoke a
+device, and recover the account on a third device from the recovery secret.
+Each protection is checked: the demo fails (exit 1) if one does not hold.
 """
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import json
+import socket
+import tempfile
+import threading
 import time
-from collections.abc import Callable
+from pathlib import Path
 
+import httpx
+import pycrdt
+import uvicorn
 from rich.console import Console
 
+from sddsf.client.device import Device
 from sddsf.crypto import Ed25519SigningKey, random_bytes
-from sddsf.errors import Code, SddsfError, UsageError
-from sddsf.protocol import keypackage as kp
-from sddsf.protocol import registry as reg
-from sddsf.protocol.clock import HybridLogicalClock
-from sddsf.protocol.envelope import GENESIS_PREV, OpEnvelope, OpHeader, open_op, seal_op
-from sddsf.protocol.identity import AccountKeys, DeviceKeys
-from sddsf.protocol.merkle import MerkleTree, leaf_hash, verify_inclusion
-from sddsf.protocol.rules import EpochWindow, MemoryChainView, verify_op
-from sddsf.protocol.treehead import check_progress, sign_tree_head, verify_tree_head
-from sddsf.protocol.vv import VersionVector
+from sddsf.errors import AuthenticationError, AuthorizationError, ProofError, UsageError
+from sddsf.relay.app import create_app
+from sddsf.relay.settings import RelaySettings
+from sddsf.relay.storage import open_storage
 
 __all__ = ["run_demo"]
 
-
-def _now() -> int:
-    return time.time_ns() // 1_000_000
+_PASS = "demo passphrase (not a real one)"  # noqa: S105 - throw-away demo homes
 
 
-def _new_device() -> DeviceKeys:
-    return DeviceKeys.from_seeds(random_bytes(32), random_bytes(32))
+class _TamperingTransport(httpx.AsyncBaseTransport):
+    """A relay that flips one byte of every op it serves, while ``active``."""
+
+    def __init__(self) -> None:
+        self.inner = httpx.AsyncHTTPTransport()
+        self.active = False
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self.inner.handle_async_request(request)
+        if not (self.active and request.method == "GET" and request.url.path.endswith("/ops")):
+            return response
+        body = json.loads(await response.aread())
+        for op in body["ops"]:
+            if op["envelope"]:
+                raw = bytearray(base64.urlsafe_b64decode(op["envelope"]))
+                raw[-20] ^= 1
+                op["envelope"] = base64.urlsafe_b64encode(bytes(raw)).decode()
+        return httpx.Response(response.status_code, json=body)
 
 
-def _expect(code: Code, action: Callable[[], object], console: Console, what: str) -> None:
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _start_relay(workdir: Path) -> tuple[uvicorn.Server, threading.Thread, str]:
+    port = _free_port()
+    settings = RelaySettings(db=f"sqlite:///{workdir / 'relay.db'}", port=port,
+                             key_file=str(workdir / "relay.key"))
+    app = create_app(settings, open_storage(settings.db),
+                     Ed25519SigningKey.from_seed(random_bytes(32)))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
+                                           log_level="warning", ws_max_size=64 * 1024))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 20
+    while not server.started:
+        if time.time() > deadline:
+            raise UsageError("the embedded relay did not start")
+        time.sleep(0.05)
+    return server, thread, f"http://127.0.0.1:{port}"
+
+
+def _kv(device: Device, space: bytes) -> dict[str, object]:
+    return dict(device.doc(space, "kv").get("kv", type=pycrdt.Map))
+
+
+async def _scenario(say: Console, workdir: Path, url: str) -> None:  # noqa: PLR0915
+    def secret_source() -> str:
+        return _PASS
+
+    say.print("\n[bold]1. Create the account and a first device (laptop)[/]")
+    laptop, secret = await Device.create_account(workdir / "laptop", url, "laptop",
+                                                  passphrase=secret_source)
+    say.print(f"  account fingerprint  {laptop.account.fingerprint}")
+    say.print("  recovery secret      shown once as a 24-word phrase by `sddsf init`")
+    space = await laptop.create_space("groceries")
+
+    say.print("\n[bold]2. Add a second device (phone)[/]")
+    phone = await Device.add_local(laptop, workdir / "phone", "phone", passphrase=secret_source)
+    await laptop.sync()
+    await phone.sync()
+    say.print("  the laptop signed the phone into the registry (the phone countersigned) and "
+              "opened a new key epoch that includes it")
+
+    say.print("\n[bold]3. Edit offline on both, then sync[/]")
+    laptop.doc(space, "kv").get("kv", type=pycrdt.Map)["milk"] = "2 l"
+    phone.doc(space, "kv").get("kv", type=pycrdt.Map)["eggs"] = "12"
+    phone.doc(space, "kv").get("kv", type=pycrdt.Map)["bread"] = "1"
+    for _ in range(2):
+        await laptop.sync()
+        await phone.sync()
+    if _kv(laptop, space) != _kv(phone, space):
+        raise UsageError("demo: the devices did not converge")
+    say.print(f"  both devices now hold {_kv(laptop, space)}")
+
+    say.print("\n[bold]4. A relay that tampers with history is caught[/]")
+    tamper = _TamperingTransport()
+    watcher = await Device.add_local(laptop, workdir / "watcher", "watcher",
+                                     passphrase=secret_source, transport=tamper)
+    before = _kv(watcher, space)
+    tamper.active = True
     try:
-        action()
-    except SddsfError as exc:
-        if exc.code is not code:
-            raise UsageError(f"demo: expected {code.value} for {what}, got {exc.code.value}"
-                             ) from exc
-        console.print(f"  [green]refused[/] {what}: [bold]{exc.code.value}[/] - {exc.message}")
-        return
-    raise UsageError(f"demo: {what} was NOT refused; a protection failed")
+        await watcher.sync()
+    except ProofError as exc:
+        say.print(f"  [green]refused[/]: {exc.code.value} - {exc.message}")
+    else:
+        raise UsageError("demo: tampered history was NOT detected")
+    if _kv(watcher, space) != before:
+        raise UsageError("demo: tampered data reached the device")
+    tamper.active = False
+    await watcher.sync()
+    say.print(f"  with an honest relay again, the same device syncs: {_kv(watcher, space)}")
+
+    say.print("\n[bold]5. Revoke the phone[/]")
+    await laptop.revoke(phone.device_id, "phone lost")
+    await laptop.revoke(watcher.device_id, "demo device")
+    laptop.doc(space, "kv").get("kv", type=pycrdt.Map)["coffee"] = "beans"
+    await laptop.sync()
+    phone.doc(space, "kv").get("kv", type=pycrdt.Map)["sneaky"] = "write"
+    try:
+        await phone.sync()
+    except (AuthenticationError, AuthorizationError) as exc:
+        say.print(f"  [green]refused[/]: the phone's write ({exc.code.value})")
+    else:
+        raise UsageError("demo: the revoked phone could still sync")
+    say.print("  every space moved to a new key epoch the phone never receives")
+
+    say.print("\n[bold]6. Every device lost: recover on a new tablet from the recovery "
+              "secret[/]")
+    tablet = await Device.recover(workdir / "tablet", url, secret, "tablet",
+                                  passphrase=secret_source, revoke_others=True)
+    say.print(f"  the tablet reads the whole history: {_kv(tablet, space)}")
+    say.print(f"  active devices: {[d.name for d in tablet.registry().active_devices()]}")
+    for device in (laptop, phone, watcher, tablet):
+        await device.close()
 
 
-def run_demo(*, quiet: bool = False) -> None:  # noqa: PLR0915 - one linear, narrated script
+def run_demo(*, quiet: bool = False) -> None:
     """Run the walkthrough; raises :class:`UsageError` if any protection fails."""
-    console = Console(quiet=quiet, highlight=False)
-    say = console.print
-    say("[bold]SDDSF protocol demo[/] (real Ed25519, X25519, XChaCha20-Poly1305, RFC 9162)")
-
-    say("\n[bold]1. Account and first device[/]")
-    account = AccountKeys.from_secret(random_bytes(32))
-    laptop, phone = _new_device(), _new_device()
-    entries = [reg.genesis(account, laptop, "laptop", _now())]
-    state = reg.verify_registry(entries, pinned=account.public)
-    say(f"  account fingerprint  {account.public.fingerprint}")
-    entries.append(reg.add_device(state, laptop, phone, "phone", _now()))
-    state = state.apply(entries[-1])
-    say(f"  registry verified from genesis: {len(state.active_devices())} active devices "
-        f"({', '.join(d.name for d in state.active_devices())})")
-
-    say("\n[bold]2. A space key, wrapped for each device and the recovery key[/]")
-    space, doc, epoch_key = random_bytes(16), random_bytes(16), random_bytes(32)
-    n = len(state.active_devices()) + 1
-    package = kp.verify_key_package(
-        kp.build_key_package(creator=laptop, registry=state, space=space, epoch=0,
-                             prev=bytes(32), epoch_key=epoch_key, ts_ms=_now(),
-                             ephemeral_seeds=[random_bytes(32) for _ in range(n)]),
-        registry=state, space=space, previous=None)
-    if kp.open_epoch_key(package, phone.device_id, phone.kx) != epoch_key:
-        raise UsageError("demo: the phone unwrapped a different epoch key")
-    say(f"  epoch 0 key package: {len(package.recipients)} recipients; the phone unwraps it")
-
-    say("\n[bold]3. Signed, encrypted ops verified by the shared rules[/]")
-    clock, chains, log = HybridLogicalClock(), MemoryChainView(), MerkleTree()
-    relay_key = Ed25519SigningKey.from_seed(random_bytes(32))
-    window = EpochWindow(0, _now())
-
-    def make(author: DeviceKeys, seq: int, prev: bytes, text: str) -> OpEnvelope:
-        header = OpHeader(space=space, doc=doc, author=author.device_id, seq=seq, prev=prev,
-                          deps=VersionVector(), epoch=0, ts=clock.tick(_now()), seen=None,
-                          nonce=random_bytes(24))
-        return seal_op(author, header, text.encode(), epoch_key)
-
-    def accept(env: OpEnvelope | bytes) -> object:
-        verdict = verify_op(env if isinstance(env, bytes) else env.raw, space=space,
-                            registry=state, epochs=window, chains=chains, now_ms=_now())
-        return verdict
-
-    first = make(laptop, 1, GENESIS_PREV, "shopping: milk")
-    second = make(laptop, 2, first.op_id, "shopping: milk, eggs")
-    for env in (first, second):
-        accept(env)
-        chains.record(env)
-        log.append_leaf(env.raw)
-    say(f"  accepted 2 ops from the laptop; log size {log.size}")
-    say(f"  the phone decrypts op 2: {open_op(second, epoch_key).decode()!r}")
-
-    say("\n[bold]4. Attacks the rules refuse[/]")
-    tampered = bytearray(second.raw)
-    tampered[-80] ^= 1
-    _expect(Code.SIG_INVALID, lambda: accept(bytes(tampered)), console, "a flipped ciphertext bit")
-    fork = make(laptop, 2, first.op_id, "shopping: nothing")
-    _expect(Code.CHAIN_FORK, lambda: accept(fork), console, "a second op with the same seq")
-    gap = make(laptop, 5, second.op_id, "jump ahead")
-    _expect(Code.CHAIN_GAP, lambda: accept(gap), console, "a jump from seq 2 to seq 5")
-    stranger = _new_device()
-    _expect(Code.UNKNOWN_DEVICE, lambda: accept(make(stranger, 1, GENESIS_PREV, "hi")), console,
-            "an op from a device not in the registry")
-    say(f"  an identical resubmission is idempotent: {accept(second).outcome.value}")  # type: ignore[attr-defined]
-
-    say("\n[bold]5. Revocation[/]")
-    entries.append(reg.revoke_device(state, laptop, phone.device_id, "phone lost", _now()))
-    state = state.apply(entries[-1])
-    _expect(Code.REVOKED, lambda: accept(make(phone, 1, GENESIS_PREV, "sneaky")), console,
-            "a write from the revoked phone")
-
-    say("\n[bold]6. The log proves what it stored[/]")
-    head = verify_tree_head(sign_tree_head(relay_key, log=space, size=log.size, root=log.root(),
-                                           ts_ms=_now()), relay_key.public, log=space)
-    verify_inclusion(leaf_hash(first.raw), 0, head.size, log.inclusion_proof(0), head.root)
-    say(f"  inclusion proof for op 1 verifies against the signed head (size {head.size})")
-    old = head
-    log.append_leaf(make(laptop, 3, second.op_id, "shopping: milk, eggs, tea").raw)
-    new = verify_tree_head(sign_tree_head(relay_key, log=space, size=log.size, root=log.root(),
-                                          ts_ms=_now()), relay_key.public, log=space)
-    check_progress(old, new, log.consistency_proof(old.size, new.size))
-    say(f"  consistency proof {old.size} -> {new.size} verifies")
-    _expect(Code.LOG_ROLLBACK, lambda: check_progress(new, old, []), console,
-            "a relay serving an older tree head")
-    console.print("\n[bold green]demo complete: every protection held[/]")
+    say = Console(quiet=quiet, highlight=False)
+    say.print("[bold]SDDSF demo[/]: one account, three devices, one relay (embedded, SQLite)")
+    with tempfile.TemporaryDirectory(prefix="sddsf-demo-") as tmp:
+        workdir = Path(tmp)
+        server, thread, url = _start_relay(workdir)
+        say.print(f"  relay listening on {url}")
+        try:
+            asyncio.run(_scenario(say, workdir, url))
+        finally:
+            server.should_exit = True
+            thread.join(timeout=10)
+    say.print("\n[bold green]demo complete: every protection held[/]")
     if quiet:
         print("demo complete: every protection held")
