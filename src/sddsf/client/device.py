@@ -549,7 +549,12 @@ class Device:
                 if op.offset != cursor:
                     raise ProofError(f"the relay skipped or repeated log offsets (expected "
                                      f"{cursor}, got {op.offset}): it is omitting history")
-                if op.envelope is not None and merkle.leaf_hash(op.envelope) != op.leaf_hash:
+                if op.envelope is None:
+                    # Pruned ops are served only under a snapshot that covers them;
+                    # this client does not load snapshots yet, so it needs every op.
+                    raise ProofError(f"the relay withheld the op at offset {op.offset} "
+                                     "(no snapshot this device trusts covers it)")
+                if merkle.leaf_hash(op.envelope) != op.leaf_hash:
                     raise ProofError(f"op at offset {op.offset} does not match its leaf hash")
                 fetched.append((op.offset, op.leaf_hash, op.envelope))
                 cursor += 1
@@ -567,7 +572,11 @@ class Device:
                              "history was omitted, reordered or rewritten")
         for key, acked in self.store.scan("acked", space_id):
             offset = int.from_bytes(key[16:], "big")
-            if offset >= head.size or leaves_at(tree, offset) != acked:
+            if offset >= head.size:
+                raise ProofError(f"the relay's log ({head.size} entries) no longer holds this "
+                                 f"device's acknowledged op at offset {offset}: it is rolling "
+                                 "back history", Code.LOG_ROLLBACK)
+            if leaves_at(tree, offset) != acked:
                 raise ProofError(f"the relay dropped or replaced this device's acknowledged op "
                                  f"at offset {offset}")
         self._apply_verified(space_id, fetched, tree, head, report)
