@@ -94,7 +94,7 @@ async def test_revoke_then_recover_on_a_new_device(relay: InProcessRelay,
     phone.doc(space, "kv").get("kv", type=pycrdt.Map)["sneaky"] = "write"
     with pytest.raises((AuthenticationError, AuthorizationError)):
         await phone.sync()
-    assert max(phone._epoch_keys(space)) < max(laptop._epoch_keys(space))  # noqa: SLF001
+    assert max(phone._epoch_keys(space)) < max(laptop._epoch_keys(space))
     # every device lost: recover from the secret on a third device
     tablet = await Device.recover(tmp_path / "tablet", "http://relay.test", secret, "tablet",
                                   passphrase=passphrase, revoke_others=True,

@@ -264,6 +264,7 @@ class Device:
             self.relay_key = Ed25519PublicKey.from_bytes(rid)
             self.store.put("id", b"relay", encode({"url": self.relay_url, "key": rid}))
         elif rid != self.relay_key.raw:
+            self.relay.forget_session()  # never reuse a session opened with an impostor
             raise ProofError("the relay's tree-head key changed since this device first "
                              "connected; refusing to trust it", Code.TREE_HEAD_INVALID)
 
@@ -603,7 +604,7 @@ class Device:
                 raise ProofError(f"the relay served a duplicate op at offset {offset}")
             env = verdict.envelope
             chains.record(env)
-            self._check_gossip(env, tree)
+            self._check_gossip(env, offset, tree)
             if env.header.epoch not in keys:
                 raise ProofError(f"op at offset {offset} uses an epoch this device has no key for")
             body = decode(open_op(env, keys[env.header.epoch]))
@@ -647,12 +648,20 @@ class Device:
                     b.put("space", space_id, encode(space_name))
         report.tree_size[space_id] = head.size
 
-    def _check_gossip(self, env: OpEnvelope, tree: merkle.MerkleTree) -> None:
+    def _check_gossip(self, env: OpEnvelope, offset: int, tree: merkle.MerkleTree) -> None:
         # Fork consistency (THREATS #12): a tree head another device verified
-        # must be a prefix of the log this device verified.
+        # must be a prefix of the log this device verified. An op is written
+        # after its author verified `seen`, so an honest relay places it at an
+        # offset >= seen.size: an op placed earlier means the relay showed its
+        # author a log this device was not shown (ops hidden from this device).
         seen = env.header.seen
         if seen is None or env.header.author == self.device_id:
             return
+        if seen.size > offset:
+            raise ProofError(f"device {env.header.author.hex()[:12]} had verified {seen.size} "
+                             f"entries of this space before writing the op this relay put at "
+                             f"offset {offset}: the relay is hiding entries from this device "
+                             "(split view)", Code.SPLIT_VIEW)
         if seen.size <= tree.size and tree.root(seen.size) != seen.root:
             raise ProofError(f"device {env.header.author.hex()[:12]} saw a different history "
                              f"of this space at size {seen.size}: the relay is showing devices "
