@@ -21,7 +21,13 @@ from typing import Any
 import httpx
 
 from sddsf.crypto import random_bytes
-from sddsf.errors import DecodeError, UnavailableError, error_from_wire
+from sddsf.errors import (
+    AuthenticationError,
+    Code,
+    DecodeError,
+    UnavailableError,
+    error_from_wire,
+)
 from sddsf.protocol import auth
 from sddsf.protocol.identity import DeviceKeys
 
@@ -92,6 +98,22 @@ class RelayClient:
     async def _send(self, method: str, path: str, *, body: dict[str, Any] | None = None,
                     params: dict[str, Any] | None = None, signed: bool = False,
                     authed: bool = False) -> Any:
+        try:
+            return await self._send_once(method, path, body=body, params=params,
+                                         signed=signed, authed=authed)
+        except AuthenticationError as exc:
+            # The relay forgot our session (restart, or another node): open a
+            # new one and retry once. A signed request is re-signed with a fresh
+            # nonce, so the retry is not a replay.
+            if exc.code is not Code.UNAUTHENTICATED or not (authed or signed) \
+                    or self._token is None:
+                raise
+            self.forget_session()
+            return await self._send_once(method, path, body=body, params=params,
+                                         signed=signed, authed=authed)
+
+    async def _send_once(self, method: str, path: str, *, body: dict[str, Any] | None,
+                         params: dict[str, Any] | None, signed: bool, authed: bool) -> Any:
         content = json.dumps(body).encode() if body is not None else b""
         headers = {"content-type": "application/json"} if body is not None else {}
         if authed or signed:
