@@ -112,9 +112,11 @@ def init(ctx: click.Context, relay_url: str, name: str, phrase_out: str | None,
               help="File holding the 24-word recovery phrase.")
 @click.option("--name", default="recovered device", show_default=True)
 @click.option("--revoke-others", is_flag=True, help="Revoke every other device.")
+@click.option("--insecure-plaintext-key", is_flag=True,
+              help="INSECURE: keep the store key in plaintext (no keyring, no passphrase).")
 @click.pass_context
 def recover(ctx: click.Context, relay_url: str, phrase_file: str, name: str,
-            revoke_others: bool) -> None:
+            revoke_others: bool, insecure_plaintext_key: bool) -> None:
     """Recover the account on this device from the recovery phrase."""
     words = Path(phrase_file).read_text().strip()
     m = Mnemonic("english")
@@ -122,9 +124,10 @@ def recover(ctx: click.Context, relay_url: str, phrase_file: str, name: str,
         raise UsageError("the recovery phrase is not a valid 24-word BIP39 phrase; check "
                          "every word")
     async def go() -> tuple[str, int]:
-        device = await Device.recover(_home(ctx), relay_url, bytes(m.to_entropy(words)), name,
-                                      passphrase=_passphrase(confirm=True),
-                                      revoke_others=revoke_others)
+        device = await Device.recover(
+            _home(ctx), relay_url, bytes(m.to_entropy(words)), name,
+            passphrase=None if insecure_plaintext_key else _passphrase(confirm=True),
+            revoke_others=revoke_others, insecure_plaintext=insecure_plaintext_key)
         result = device.account.fingerprint, len(device.spaces())
         await device.close()
         return result
@@ -234,8 +237,15 @@ def sync(ctx: click.Context, watch: bool, interval: float, as_json: bool) -> Non
     result = _run(_with_device(ctx, once))
     _emit(result, as_json, lambda c: c.print(
         f"synced: pushed {result['pushed']}, pulled {result['pulled']}, applied "
-        f"{result['applied']}" + (f", REJECTED {len(result['rejected'])}: "
-                                  f"{result['rejected']}" if result["rejected"] else "")))
+        f"{result['applied']}"))
+    codes = [code for code, _ in result["rejected"]]
+    if "chain_fork" in codes:
+        click.echo("note: this device's chain had diverged (restored from an older copy?); "
+                   "its edits were sealed again and sent", err=True)
+    lost = [c for c in codes if c != "chain_fork"]
+    if lost:
+        raise UsageError(f"the relay refused {len(lost)} op(s) ({', '.join(sorted(set(lost)))})"
+                         "; they are kept in this device's store under 'failed'")
 
 
 @click.command()

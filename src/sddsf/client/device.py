@@ -48,6 +48,7 @@ from sddsf.protocol.envelope import (
     OpEnvelope,
     OpHeader,
     TreeHeadRef,
+    decode_envelope,
     open_op,
     seal_op,
 )
@@ -473,6 +474,7 @@ class Device:
         # BEFORE sending (THREATS #6): a crash can only re-send this same op.
         with self.store.batch() as b:
             b.put("pending", space_id + _u64(seq), env.raw)
+            b.put("sent", space_id + _u64(seq), env.op_id)
             b.put("mine", space_id, encode([seq, env.op_id]))
             b.put("doc", space_id + doc_id, encode({"name": name, "state": doc.get_update()}))
             b.put("id", b"hlc", encode(ts.to_wire()))
@@ -511,6 +513,9 @@ class Device:
             await self.refresh_keys(space_id)
             await self._push(space_id, report)
             await self._pull(space_id, report)
+            if self.flush():  # edits re-queued after a chain fork: seal and send again
+                await self._push(space_id, report)
+                await self._pull(space_id, report)
         return report
 
     async def _push(self, space_id: bytes, report: SyncReport) -> None:
@@ -533,6 +538,24 @@ class Device:
                         report.rejected.append((r.code or "", r.message or ""))
                         b.put("failed", key, env)
                         b.delete("pending", key)
+                        if r.code == Code.CHAIN_FORK.value:
+                            # This device was restored from an older copy: its
+                            # chain diverged. Keep the edit: re-queue its updates,
+                            # to be sealed again on top of the log's chain head.
+                            self._requeue(space_id, env)
+
+    def _requeue(self, space_id: bytes, raw: bytes) -> None:
+        env = decode_envelope(raw)
+        key = self._epoch_keys(space_id).get(env.header.epoch)
+        if key is None:
+            return
+        body = decode(open_op(env, key))
+        if isinstance(body, dict) and isinstance(body.get("n"), str) \
+                and isinstance(body.get("u"), list):
+            name = str(body["n"])
+            self.doc(space_id, name)  # ensure the buffer exists
+            self._buffers[(space_id, doc_id_for(space_id, name))].extend(
+                u for u in body["u"] if isinstance(u, bytes))
 
     async def _pull(self, space_id: bytes, report: SyncReport) -> None:
         have = self.store.count("leaf", space_id)
@@ -619,8 +642,9 @@ class Device:
         self._applying = True
         try:
             for env, body in applied:
-                if env.header.author == self.device_id:
-                    continue  # already applied locally when it was made
+                if env.header.author == self.device_id and self.store.get(
+                        "sent", space_id + _u64(env.header.seq)) == env.op_id:
+                    continue  # made here: already applied locally
                 name = str(body.get("n", ""))
                 doc = self.doc(space_id, name)
                 for update in body.get("u", []):  # type: ignore[attr-defined]
@@ -629,7 +653,17 @@ class Device:
                 report.applied += 1
         finally:
             self._applying = False
+        own = [env for env, _ in applied if env.header.author == self.device_id]
         with self.store.batch() as b:
+            if own:
+                # The log holds ops of this device that this copy did not make (it
+                # was restored from an older copy): adopt the log's chain head.
+                last = max(own, key=lambda e: e.header.seq)
+                mine = self.store.get("mine", space_id)
+                if mine is None or int(_as_list(mine)[0]) <= last.header.seq:
+                    b.put("mine", space_id, encode([last.header.seq, last.op_id]))
+                for env in own:
+                    b.put("sent", space_id + _u64(env.header.seq), env.op_id)
             for offset, leaf, raw in fetched:
                 b.put("leaf", space_id + _u64(offset), leaf)
                 if raw is not None:
