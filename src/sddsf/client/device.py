@@ -117,6 +117,9 @@ class Device:
         self._applying = False
         self._registry: reg.RegistryState | None = None
         self._names: dict[bytes, str] = {}
+        self._key_cache: dict[bytes, dict[int, bytes]] = {}
+        self._seen_cache: dict[bytes, TreeHeadRef | None] = {}
+        self._trees: dict[bytes, merkle.MerkleTree] = {}
 
     # ----------------------------------------------------------- lifecycle
     @classmethod
@@ -245,6 +248,7 @@ class Device:
     async def close(self) -> None:
         """Flush buffered edits to the pending queue and close everything."""
         self.flush()
+        self._compact_docs()
         await self.relay.aclose()
         self.store.close()
 
@@ -386,6 +390,7 @@ class Device:
         pkg = self._package(space_id, last.epoch + 1, last.hash)
         await self.relay.put_key_package(space_id, pkg)
         self.store.put("kp", space_id + (last.epoch + 1).to_bytes(4, "big"), pkg)
+        self._key_cache.pop(space_id, None)
         return last.epoch + 1
 
     async def refresh_keys(self, space_id: bytes) -> list[kp.KeyPackage]:
@@ -402,6 +407,7 @@ class Device:
                 b.put("kp", space_id + pkg.epoch.to_bytes(4, "big"), data)
         if not verified:
             raise ProofError("the relay has no key package for this space")
+        self._key_cache.pop(space_id, None)
         return verified
 
     def _epoch_keys(self, space_id: bytes) -> dict[int, bytes]:
@@ -425,6 +431,9 @@ class Device:
             stored = self.store.get("doc", space_id + doc_id)
             if stored is not None:
                 doc.apply_update(_as_dict(stored)["state"])
+            for _, updates in self.store.scan("docupd", space_id + doc_id):
+                for update in _as_list(updates):
+                    doc.apply_update(update)
             self._docs[key] = doc
             self._buffers[key] = []
 
@@ -443,13 +452,16 @@ class Device:
             if not updates:
                 continue
             name = self._names[doc_id]
-            self._seal(space_id, doc_id, name, list(updates))
+            # One merged Yjs update per op (merging a debounce window's worth
+            # is cheap, shrinks the op and applies ~8x faster than the parts).
+            merged = updates[0] if len(updates) == 1 else pycrdt.merge_updates(*updates)
+            self._seal(space_id, doc_id, name, [merged])
             updates.clear()
             made += 1
         return made
 
     def _seal(self, space_id: bytes, doc_id: bytes, name: str, updates: list[bytes]) -> None:
-        keys = self._epoch_keys(space_id)
+        keys = self._keys_cached(space_id)
         if not keys:
             raise UsageError("this device has no key for the space yet; sync first")
         epoch = max(keys)
@@ -459,25 +471,58 @@ class Device:
             last = _as_list(mine)
             seq, prev = int(last[0]) + 1, bytes(last[1])
         deps = self._deps(space_id)
-        head = self.store.get("head", space_id)
-        seen = None
-        if head is not None:
-            th = verify_tree_head(head, self._relay_key(), log=space_id)
-            seen = TreeHeadRef(th.size, th.root) if th.size else None
+        seen = self._seen_cached(space_id)
         ts = self.hlc.tick(self._clock())
         header = OpHeader(space=space_id, doc=doc_id, author=self.device_id, seq=seq,
                           prev=prev, deps=deps, epoch=epoch, ts=ts, seen=seen,
                           nonce=random_bytes(24))
-        doc = self._docs[(space_id, doc_id)]
         env = seal_op(self.keys, header, encode({"n": name, "u": updates}), keys[epoch])
-        # Persist the op, the chain head and the doc state in one transaction
-        # BEFORE sending (THREATS #6): a crash can only re-send this same op.
+        # Persist the op, the chain head and the doc's new updates in one
+        # transaction BEFORE sending (THREATS #6): a crash can only re-send this
+        # same op. The updates are appended (O(edit), not O(document)); they are
+        # folded into the stored state when the device closes or syncs.
         with self.store.batch() as b:
             b.put("pending", space_id + _u64(seq), env.raw)
             b.put("sent", space_id + _u64(seq), env.op_id)
             b.put("mine", space_id, encode([seq, env.op_id]))
-            b.put("doc", space_id + doc_id, encode({"name": name, "state": doc.get_update()}))
+            b.put("docupd", space_id + doc_id + _u64(seq), encode(updates))
             b.put("id", b"hlc", encode(ts.to_wire()))
+
+    def _verified_tree(self, space_id: bytes) -> merkle.MerkleTree:
+        """The Merkle tree of the leaves this device verified (loaded once)."""
+        tree = self._trees.get(space_id)
+        if tree is None:
+            tree = merkle.MerkleTree(v for _, v in self.store.scan("leaf", space_id))
+            self._trees[space_id] = tree
+        return tree
+
+    def _keys_cached(self, space_id: bytes) -> dict[int, bytes]:
+        keys = self._key_cache.get(space_id)
+        if keys is None:
+            keys = self._key_cache[space_id] = self._epoch_keys(space_id)
+        return keys
+
+    def _seen_cached(self, space_id: bytes) -> TreeHeadRef | None:
+        if space_id not in self._seen_cache:
+            head = self.store.get("head", space_id)
+            seen = None
+            if head is not None:
+                th = verify_tree_head(head, self._relay_key(), log=space_id)
+                seen = TreeHeadRef(th.size, th.root) if th.size else None
+            self._seen_cache[space_id] = seen
+        return self._seen_cache[space_id]
+
+    def _compact_docs(self) -> None:
+        # Fold appended updates into each open document's stored state.
+        with self.store.batch() as b:
+            for (space_id, doc_id), doc in self._docs.items():
+                rows = self.store.scan("docupd", space_id + doc_id)
+                if not rows:
+                    continue
+                b.put("doc", space_id + doc_id, encode({"name": self._names[doc_id],
+                                                        "state": doc.get_update()}))
+                for key, _ in rows:
+                    b.delete("docupd", key)
 
     def _deps(self, space_id: bytes) -> VersionVector:
         entries = {}
@@ -516,10 +561,13 @@ class Device:
             if self.flush():  # edits re-queued after a chain fork: seal and send again
                 await self._push(space_id, report)
                 await self._pull(space_id, report)
+        self._compact_docs()
         return report
 
     async def _push(self, space_id: bytes, report: SyncReport) -> None:
         rows = self.store.scan("pending", space_id)
+        if rows:
+            self.store.make_durable()  # the relay must never hold an op we could forget
         for start in range(0, len(rows), _MAX_BATCH):
             chunk = rows[start:start + _MAX_BATCH]
             results, head_raw = await self.relay.upload(space_id, [v for _, v in chunk])
@@ -558,8 +606,8 @@ class Device:
                 u for u in body["u"] if isinstance(u, bytes))
 
     async def _pull(self, space_id: bytes, report: SyncReport) -> None:
-        have = self.store.count("leaf", space_id)
-        leaves = [v for _, v in self.store.scan("leaf", space_id)]
+        verified = self._verified_tree(space_id)
+        have = verified.size
         old_head_raw = self.store.get("head", space_id)
         old = (verify_tree_head(old_head_raw, self._relay_key(), log=space_id)
                if old_head_raw else None)
@@ -590,7 +638,11 @@ class Device:
             raise ProofError(f"the relay's log went back from {max(have, old.size if old else 0)}"
                              f" to {head.size} entries: it is rolling back history",
                              Code.LOG_ROLLBACK)
-        tree = merkle.MerkleTree(leaves + [h for _, h, _ in fetched])
+        # Extend a copy: the cached tree only ever holds leaves that were stored.
+        tree = merkle.MerkleTree(verified.hash_range(i, i + 1) for i in range(have)) \
+            if fetched else verified
+        for _, leaf, _ in fetched:
+            tree.append(leaf)
         if tree.size < head.size or tree.root(head.size) != head.root:
             raise ProofError("the ops the relay served do not reproduce its signed tree head: "
                              "history was omitted, reordered or rewritten")
@@ -671,6 +723,7 @@ class Device:
             for author, ch in chains.heads.items():
                 b.put("chain", space_id + author, encode([ch.seq, ch.op_id, ch.deps.encoded()]))
             b.put("head", space_id, head.raw)
+            self._seen_cache[space_id] = TreeHeadRef(head.size, head.root) if head.size else None
             for key in touched:
                 doc = self._docs[key]
                 name = self._names[key[1]]
@@ -680,6 +733,7 @@ class Device:
                 space_name = meta.get("meta", type=pycrdt.Map).get("name")
                 if isinstance(space_name, str) and space_name:
                     b.put("space", space_id, encode(space_name))
+        self._trees[space_id] = tree  # only after the leaves were committed
         report.tree_size[space_id] = head.size
 
     def _check_gossip(self, env: OpEnvelope, offset: int, tree: merkle.MerkleTree) -> None:

@@ -7,10 +7,14 @@ The file holds one table ``kv(ns, key, value)``. ``ns`` names what a row is
 so a value cannot be moved to another row and no plaintext of documents, keys,
 names or settings is in the file (a test greps it).
 
-Writes go through :meth:`LocalStore.batch`, one SQLite transaction
-(``synchronous=FULL``): e.g. an op is persisted in the pending queue together
-with the new chain head *before* it is sent (THREATS #6), so a crash can only
-re-send the same op, never fork the chain.
+Writes go through :meth:`LocalStore.batch`, one SQLite transaction in WAL mode
+with ``synchronous=NORMAL``: atomic, and durable against a crash of the
+process (kill -9); an op is persisted in the pending queue together with the
+new chain head *before* it is sent (THREATS #6), so a crash can only re-send
+the same op, never fork the chain. Before anything is sent to a relay,
+:meth:`LocalStore.make_durable` also forces the log to disk (one fsync per
+sync instead of one per edit), so not even a power loss can make a device
+forget an op the relay may already hold.
 """
 
 from __future__ import annotations
@@ -69,7 +73,7 @@ class LocalStore:
             self._conn = sqlite3.connect(str(path), isolation_level=None,
                                          check_same_thread=False)
             self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=FULL")
+            self._conn.execute("PRAGMA synchronous=NORMAL")
             self._conn.execute(_SCHEMA)
         except sqlite3.Error as exc:
             raise UnavailableError(f"cannot open the device store {path}: {exc}") from None
@@ -138,6 +142,11 @@ class LocalStore:
                 self._conn.execute("ROLLBACK")
                 raise
             self._conn.execute("COMMIT")
+
+    def make_durable(self) -> None:
+        """Force every committed transaction to stable storage (one fsync)."""
+        with self._lock:
+            self._conn.execute("PRAGMA wal_checkpoint(FULL)")
 
     def put(self, ns: str, key: bytes, value: bytes) -> None:
         """A one-row transaction."""
