@@ -115,43 +115,6 @@ class Code(StrEnum):
     INTERNAL = "internal"
 
 
-#: HTTP status the relay uses for each code (a 5xx is never a peer's fault).
-HTTP_STATUS: Final[dict[Code, int]] = {
-    Code.USAGE: 400,
-    Code.CONFIG: 400,
-    Code.MALFORMED: 400,
-    Code.TOO_LARGE: 413,
-    Code.UNSUPPORTED_VERSION: 400,
-    Code.UNSUPPORTED_SUITE: 400,
-    Code.SIG_INVALID: 401,
-    Code.BAD_KEY: 400,
-    Code.WRONG_CONTEXT: 400,
-    Code.CHAIN_FORK: 409,
-    Code.CHAIN_GAP: 409,
-    Code.DEPS_REGRESSION: 409,
-    Code.UNKNOWN_DEVICE: 403,
-    Code.REVOKED: 403,
-    Code.NOT_AUTHORIZED: 403,
-    Code.STALE_EPOCH: 409,
-    Code.UNKNOWN_EPOCH: 409,
-    Code.CLOCK_SKEW: 400,
-    Code.REGISTRY_INVALID: 400,
-    Code.REGISTRY_FORK: 409,
-    Code.PROOF_INVALID: 400,
-    Code.TREE_HEAD_INVALID: 400,
-    Code.LOG_ROLLBACK: 409,
-    Code.SPLIT_VIEW: 409,
-    Code.DECRYPT_FAILED: 400,
-    Code.UNAUTHENTICATED: 401,
-    Code.REPLAY: 401,
-    Code.RATE_LIMITED: 429,
-    Code.NOT_FOUND: 404,
-    Code.CONFLICT: 409,
-    Code.UNAVAILABLE: 503,
-    Code.INTERNAL: 500,
-}
-
-
 class SddsfError(Exception):
     """Root of every SDDSF error.
 
@@ -318,40 +281,44 @@ class DecryptError(VerificationError):
     default_code = Code.DECRYPT_FAILED
 
 
-_CLASS_FOR_CODE: Final[dict[Code, type[SddsfError]]] = {
-    Code.USAGE: UsageError,
-    Code.CONFIG: ConfigError,
-    Code.MALFORMED: DecodeError,
-    Code.TOO_LARGE: DecodeError,
-    Code.UNSUPPORTED_VERSION: DecodeError,
-    Code.UNSUPPORTED_SUITE: DecodeError,
-    Code.SIG_INVALID: SignatureError,
-    Code.BAD_KEY: KeyValidationError,
-    Code.WRONG_CONTEXT: ContextError,
-    Code.CHAIN_FORK: ChainError,
-    Code.CHAIN_GAP: ChainError,
-    Code.DEPS_REGRESSION: ChainError,
-    Code.UNKNOWN_DEVICE: AuthorizationError,
-    Code.REVOKED: AuthorizationError,
-    Code.NOT_AUTHORIZED: AuthorizationError,
-    Code.STALE_EPOCH: EpochError,
-    Code.UNKNOWN_EPOCH: EpochError,
-    Code.CLOCK_SKEW: ClockSkewError,
-    Code.REGISTRY_INVALID: RegistryError,
-    Code.REGISTRY_FORK: RegistryError,
-    Code.PROOF_INVALID: ProofError,
-    Code.TREE_HEAD_INVALID: ProofError,
-    Code.LOG_ROLLBACK: ProofError,
-    Code.SPLIT_VIEW: ProofError,
-    Code.DECRYPT_FAILED: DecryptError,
-    Code.UNAUTHENTICATED: AuthenticationError,
-    Code.REPLAY: AuthenticationError,
-    Code.RATE_LIMITED: RateLimitedError,
-    Code.NOT_FOUND: NotFoundError,
-    Code.CONFLICT: ConflictError,
-    Code.UNAVAILABLE: UnavailableError,
-    Code.INTERNAL: InternalError,
+#: Each code's one class and the HTTP status the relay answers with (a 5xx is
+#: never a peer's fault). One table, so a code cannot drift between the two.
+_CODES: Final[dict[Code, tuple[type[SddsfError], int]]] = {
+    Code.USAGE: (UsageError, 400),
+    Code.CONFIG: (ConfigError, 400),
+    Code.MALFORMED: (DecodeError, 400),
+    Code.TOO_LARGE: (DecodeError, 413),
+    Code.UNSUPPORTED_VERSION: (DecodeError, 400),
+    Code.UNSUPPORTED_SUITE: (DecodeError, 400),
+    Code.SIG_INVALID: (SignatureError, 401),
+    Code.BAD_KEY: (KeyValidationError, 400),
+    Code.WRONG_CONTEXT: (ContextError, 400),
+    Code.CHAIN_FORK: (ChainError, 409),
+    Code.CHAIN_GAP: (ChainError, 409),
+    Code.DEPS_REGRESSION: (ChainError, 409),
+    Code.UNKNOWN_DEVICE: (AuthorizationError, 403),
+    Code.REVOKED: (AuthorizationError, 403),
+    Code.NOT_AUTHORIZED: (AuthorizationError, 403),
+    Code.STALE_EPOCH: (EpochError, 409),
+    Code.UNKNOWN_EPOCH: (EpochError, 409),
+    Code.CLOCK_SKEW: (ClockSkewError, 400),
+    Code.REGISTRY_INVALID: (RegistryError, 400),
+    Code.REGISTRY_FORK: (RegistryError, 409),
+    Code.PROOF_INVALID: (ProofError, 400),
+    Code.TREE_HEAD_INVALID: (ProofError, 400),
+    Code.LOG_ROLLBACK: (ProofError, 409),
+    Code.SPLIT_VIEW: (ProofError, 409),
+    Code.DECRYPT_FAILED: (DecryptError, 400),
+    Code.UNAUTHENTICATED: (AuthenticationError, 401),
+    Code.REPLAY: (AuthenticationError, 401),
+    Code.RATE_LIMITED: (RateLimitedError, 429),
+    Code.NOT_FOUND: (NotFoundError, 404),
+    Code.CONFLICT: (ConflictError, 409),
+    Code.UNAVAILABLE: (UnavailableError, 503),
+    Code.INTERNAL: (InternalError, 500),
 }
+_CLASS_FOR_CODE: Final[dict[Code, type[SddsfError]]] = {c: v[0] for c, v in _CODES.items()}
+HTTP_STATUS: Final[dict[Code, int]] = {c: v[1] for c, v in _CODES.items()}
 
 
 def error_from_wire(code: str, message: str) -> SddsfError:

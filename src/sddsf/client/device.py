@@ -57,6 +57,7 @@ from sddsf.protocol.labels import tagged_hash
 from sddsf.protocol.rules import ChainHead, EpochWindow, MemoryChainView, Outcome, verify_op
 from sddsf.protocol.treehead import TreeHead, verify_tree_head
 from sddsf.protocol.vv import VersionVector
+from sddsf.wire import unb64 as _unb64
 
 __all__ = ["Device", "SyncReport", "doc_id_for"]
 
@@ -787,9 +788,3 @@ def store_kind(home: Path) -> str:
     import json  # noqa: PLC0415
 
     return str(json.loads((home / "storage-key.json").read_text())["kind"])
-
-
-def _unb64(text: str) -> bytes:
-    import base64  # noqa: PLC0415
-
-    return base64.b64decode(text.encode(), altchars=b"-_", validate=True)

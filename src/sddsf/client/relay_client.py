@@ -11,7 +11,6 @@ heads and proofs with :mod:`sddsf.protocol`.
 
 from __future__ import annotations
 
-import base64
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -30,16 +29,10 @@ from sddsf.errors import (
 )
 from sddsf.protocol import auth
 from sddsf.protocol.identity import DeviceKeys
+from sddsf.wire import b64 as _b64
+from sddsf.wire import unb64 as _unb64
 
 __all__ = ["PulledOp", "RelayClient", "UploadResult"]
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).decode("ascii")
-
-
-def _unb64(text: str) -> bytes:
-    return base64.b64decode(text.encode("ascii"), altchars=b"-_", validate=True)
 
 
 def _now_ms() -> int:

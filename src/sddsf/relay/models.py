@@ -7,13 +7,11 @@ These pydantic models are the single source of the OpenAPI document served at
 
 from __future__ import annotations
 
-import base64
-import binascii
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from sddsf.errors import DecodeError
+from sddsf.wire import b64, unb64
 
 __all__ = [
     "AccountCreated",
@@ -49,31 +47,6 @@ __all__ = [
 # Base64 text of at most ~1.4 MiB (the request limit applies first anyway).
 B64 = Annotated[str, Field(max_length=1_500_000, pattern=r"^[A-Za-z0-9_-]*={0,2}$",
                            description="URL-safe base64 (RFC 4648 section 5) with padding")]
-
-
-def b64(data: bytes) -> str:
-    """Encode bytes for the JSON API."""
-    return base64.urlsafe_b64encode(data).decode("ascii")
-
-
-def unb64(text: str, what: str, *, size: int | None = None) -> bytes:
-    """Decode a base64 field strictly.
-
-    Raises:
-        DecodeError: not canonical base64, or not ``size`` bytes.
-    """
-    # Strict URL-safe alphabet and padding. The bytes (not their transport text)
-    # are what every signature and hash covers, so unused trailing bits are not
-    # re-checked (that would cost a re-encode per field on the hot path).
-    if "+" in text or "/" in text:
-        raise DecodeError(f"{what}: use URL-safe base64 ('-' and '_', not '+' and '/')")
-    try:
-        raw = base64.b64decode(text.encode("ascii"), altchars=b"-_", validate=True)
-    except (binascii.Error, ValueError, UnicodeEncodeError):
-        raise DecodeError(f"{what}: not valid URL-safe base64") from None
-    if size is not None and len(raw) != size:
-        raise DecodeError(f"{what}: expected {size} bytes, got {len(raw)}")
-    return raw
 
 
 class _Strict(BaseModel):

@@ -95,7 +95,6 @@ victim asked for (``after``, ``limit``) is cut from that view.
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 import sqlite3
@@ -129,6 +128,8 @@ from sddsf.protocol.vv import VersionVector
 from sddsf.relay.app import create_app
 from sddsf.relay.deps import RelayContext
 from sddsf.relay.storage.base import RelayStorage, StoredOp
+from sddsf.wire import b64 as _b64
+from sddsf.wire import unb64 as _unb64
 
 __all__ = [
     "MAIN",
@@ -162,14 +163,6 @@ _PAGE = 1000  # the relay's default max_page_ops
 class HarnessError(AssertionError):
     """The scenario is broken (an attack that did not fire, a merge the relay
     refused...): a test error, never a verdict about the client."""
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).decode("ascii")
-
-
-def _unb64(text: str) -> bytes:
-    return base64.b64decode(text.encode("ascii"), altchars=b"-_", validate=True)
 
 
 # ------------------------------------------------------------------ the log view
