@@ -37,7 +37,16 @@ from sddsf.client.home import open_home
 from sddsf.client.relay_client import RelayClient
 from sddsf.client.store import LocalStore
 from sddsf.crypto import Ed25519PublicKey, random_bytes
-from sddsf.errors import Code, ConfigError, DecodeError, ProofError, SddsfError, UsageError
+from sddsf.errors import (
+    AuthorizationError,
+    Code,
+    ConfigError,
+    DecodeError,
+    NotFoundError,
+    ProofError,
+    SddsfError,
+    UsageError,
+)
 from sddsf.protocol import keypackage as kp
 from sddsf.protocol import labels, merkle
 from sddsf.protocol import registry as reg
@@ -55,6 +64,7 @@ from sddsf.protocol.envelope import (
 from sddsf.protocol.identity import ID_SIZE, AccountKeys, AccountPublic, DeviceKeys
 from sddsf.protocol.labels import tagged_hash
 from sddsf.protocol.rules import ChainHead, EpochWindow, MemoryChainView, Outcome, verify_op
+from sddsf.protocol.snapshot import SPACE_SNAPSHOT_DOC, Snapshot, seal_snapshot, verify_snapshot
 from sddsf.protocol.treehead import TreeHead, verify_tree_head
 from sddsf.protocol.vv import VersionVector
 from sddsf.wire import unb64 as _unb64
@@ -62,6 +72,10 @@ from sddsf.wire import unb64 as _unb64
 __all__ = ["Device", "SyncReport", "doc_id_for"]
 
 _MAX_BATCH = 500
+#: Write a space snapshot once the log grew this much since the last one.
+SNAPSHOT_EVERY = 1000
+#: Acknowledge progress to the relay (which lets it prune) every this many ops.
+ACK_EVERY = 256
 
 
 def _now_ms() -> int:
@@ -86,6 +100,8 @@ class SyncReport:
     applied: int = 0
     rejected: list[tuple[str, str]] = field(default_factory=list)  # (code, message) per op
     tree_size: dict[bytes, int] = field(default_factory=dict)
+    snapshots_loaded: int = 0
+    snapshots_written: int = 0
 
 
 class Device:
@@ -121,6 +137,11 @@ class Device:
         self._key_cache: dict[bytes, dict[int, bytes]] = {}
         self._seen_cache: dict[bytes, TreeHeadRef | None] = {}
         self._trees: dict[bytes, merkle.MerkleTree] = {}
+        #: Start new spaces from the relay's snapshot (False: replay every op).
+        self.use_snapshots = True
+        #: Log growth after which :meth:`sync` writes a snapshot (0: never).
+        self.snapshot_every = SNAPSHOT_EVERY
+        self._gossip_ok: set[tuple[int, bytes]] = set()
 
     # ----------------------------------------------------------- lifecycle
     @classmethod
@@ -493,7 +514,15 @@ class Device:
         """The Merkle tree of the leaves this device verified (loaded once)."""
         tree = self._trees.get(space_id)
         if tree is None:
-            tree = merkle.MerkleTree(v for _, v in self.store.scan("leaf", space_id))
+            base = self.store.get("base", space_id)
+            if base is None:
+                tree = merkle.MerkleTree()
+            else:  # started from a snapshot: the history before it is a frontier
+                size, hashes = _as_list(base)
+                tree = merkle.MerkleTree.from_frontier(
+                    merkle.Frontier.from_hashes(int(size), list(hashes)))
+            for _, leaf in self.store.scan("leaf", space_id):
+                tree.append(leaf)
             self._trees[space_id] = tree
         return tree
 
@@ -563,7 +592,76 @@ class Device:
                 await self._push(space_id, report)
                 await self._pull(space_id, report)
         self._compact_docs()
+        for space_id, _ in self.spaces():
+            await self._maintain(space_id, report)
         return report
+
+    async def _maintain(self, space_id: bytes, report: SyncReport) -> None:
+        # Snapshot and acknowledge: together they let the relay prune the log.
+        size = self._verified_tree(space_id).size
+        if not size:
+            return
+        last_snap = self.store.get("snapmark", space_id)
+        if self.snapshot_every and size - (_as_int(last_snap) if last_snap else 0) \
+                >= self.snapshot_every and await self.snapshot(space_id) is not None:
+            report.snapshots_written += 1
+        last_ack = self.store.get("ackmark", space_id)
+        if last_ack is None or size - 1 - _as_int(last_ack) >= ACK_EVERY \
+                or report.snapshots_written:
+            await self.relay.acknowledge(space_id, size - 1)
+            self.store.put("ackmark", space_id, encode(size - 1))
+
+    def snapshot_state(self, space_id: bytes) -> dict[str, bytes] | None:
+        """Every document of a space as Yjs state, or None while local edits are
+        not yet in the log (a snapshot must hold exactly the logged state)."""
+        if self.store.scan("pending", space_id) or any(
+                buf for (sid, _), buf in self._buffers.items() if sid == space_id and buf):
+            return None
+        docs: dict[str, bytes] = {}
+        for _, raw in self.store.scan("doc", space_id):
+            row = _as_dict(raw)
+            docs[str(row["name"])] = bytes(row["state"])
+        for (sid, doc_id), doc in self._docs.items():  # open docs may be newer
+            if sid == space_id:
+                docs[self._names[doc_id]] = doc.get_update()
+        return docs
+
+    async def snapshot(self, space_id: bytes) -> int | None:
+        """Write a signed encrypted snapshot of the space at the log size this
+        device verified. Returns that size, or None when there is nothing to
+        snapshot, local edits are still pending (sync first), or the space is
+        too large for one snapshot (new devices then replay the ops)."""
+        tree = self._verified_tree(space_id)
+        docs = self.snapshot_state(space_id)
+        if not tree.size or docs is None:
+            return None
+        keys = self._keys_cached(space_id)
+        chains = {k[16:]: _chain_head(v) for k, v in self.store.scan("chain", space_id)}
+        try:
+            blob = seal_snapshot(self.keys, space=space_id, epoch=max(keys),
+                                 epoch_key=keys[max(keys)], size=tree.size,
+                                 frontier=tree.frontier(), chains=chains, docs=docs,
+                                 ts_ms=self._clock(), nonce=random_bytes(24))
+        except UsageError:
+            self.store.put("snapmark", space_id, encode(tree.size))  # do not retry each sync
+            return None
+        await self.relay.put_snapshot(space_id, SPACE_SNAPSHOT_DOC, tree.size - 1, blob)
+        self.store.put("snapmark", space_id, encode(tree.size))
+        return tree.size
+
+    async def _fetch_snapshot(self, space_id: bytes) -> Snapshot | None:
+        try:
+            _, raw = await self.relay.get_snapshot(space_id, SPACE_SNAPSHOT_DOC)
+        except NotFoundError:
+            return None
+        try:
+            return verify_snapshot(raw, registry=self.registry(), space=space_id,
+                                   epoch_keys=self._keys_cached(space_id))
+        except AuthorizationError:
+            return None  # written by a device since revoked: replay the ops instead
+        except SddsfError as exc:
+            raise ProofError(f"the relay served a snapshot that fails verification: "
+                             f"[{exc.code.value}] {exc.message}") from exc
 
     async def _push(self, space_id: bytes, report: SyncReport) -> None:
         rows = self.store.scan("pending", space_id)
@@ -608,6 +706,14 @@ class Device:
 
     async def _pull(self, space_id: bytes, report: SyncReport) -> None:
         verified = self._verified_tree(space_id)
+        snap: Snapshot | None = None
+        if not verified.size and self.use_snapshots:
+            # A new device: start from the newest snapshot and pull only the tail.
+            # The tail must extend the snapshot's frontier to the signed root.
+            snap = await self._fetch_snapshot(space_id)
+            if snap is not None:
+                verified = merkle.MerkleTree.from_frontier(
+                    merkle.Frontier.from_hashes(snap.size, snap.frontier))
         have = verified.size
         old_head_raw = self.store.get("head", space_id)
         old = (verify_tree_head(old_head_raw, self._relay_key(), log=space_id)
@@ -624,7 +730,7 @@ class Device:
                                      f"{cursor}, got {op.offset}): it is omitting history")
                 if op.envelope is None:
                     # Pruned ops are served only under a snapshot that covers them;
-                    # this client does not load snapshots yet, so it needs every op.
+                    # this device starts from a snapshot only when it is new.
                     raise ProofError(f"the relay withheld the op at offset {op.offset} "
                                      "(no snapshot this device trusts covers it)")
                 if merkle.leaf_hash(op.envelope) != op.leaf_hash:
@@ -640,8 +746,7 @@ class Device:
                              f" to {head.size} entries: it is rolling back history",
                              Code.LOG_ROLLBACK)
         # Extend a copy: the cached tree only ever holds leaves that were stored.
-        tree = merkle.MerkleTree(verified.hash_range(i, i + 1) for i in range(have)) \
-            if fetched else verified
+        tree = verified.copy() if fetched else verified
         for _, leaf, _ in fetched:
             tree.append(leaf)
         if tree.size < head.size or tree.root(head.size) != head.root:
@@ -656,15 +761,17 @@ class Device:
             if leaves_at(tree, offset) != acked:
                 raise ProofError(f"the relay dropped or replaced this device's acknowledged op "
                                  f"at offset {offset}")
-        self._apply_verified(space_id, fetched, tree, head, report)
+        await self._apply_verified(space_id, fetched, tree, head, report, snap)
 
-    def _apply_verified(  # noqa: PLR0915 - one verified transaction, kept in one place
+    async def _apply_verified(  # noqa: PLR0915 - one verified transaction, kept in one place
             self, space_id: bytes, fetched: list[tuple[int, bytes, bytes | None]],
-                        tree: merkle.MerkleTree, head: TreeHead, report: SyncReport) -> None:
+            tree: merkle.MerkleTree, head: TreeHead, report: SyncReport,
+            snap: Snapshot | None) -> None:
         state = self.registry()
         keys = self._epoch_keys(space_id)
-        chains = MemoryChainView(heads={
+        chains = MemoryChainView(heads=dict(snap.chains) if snap is not None else {
             k[16:]: _chain_head(v) for k, v in self.store.scan("chain", space_id)})
+        older: list[tuple[bytes, TreeHeadRef]] = []  # gossip about sizes before tree.base
         window = EpochWindow(max(keys) if keys else 0, 0)
         applied: list[tuple[OpEnvelope, dict[str, object]]] = []
         for offset, _, raw in fetched:
@@ -680,7 +787,7 @@ class Device:
                 raise ProofError(f"the relay served a duplicate op at offset {offset}")
             env = verdict.envelope
             chains.record(env)
-            self._check_gossip(env, offset, tree)
+            self._check_gossip(env, offset, tree, older)
             if env.header.epoch not in keys:
                 raise ProofError(f"op at offset {offset} uses an epoch this device has no key for")
             body = decode(open_op(env, keys[env.header.epoch]))
@@ -690,10 +797,17 @@ class Device:
                 raise ProofError(f"op at offset {offset} has a malformed payload")
             applied.append((env, body))
         report.pulled += len(fetched)
+        for author, seen in older:
+            await self._check_older_gossip(space_id, tree, author, seen)
         # Everything verified: apply and persist in one local transaction.
         touched: set[tuple[bytes, bytes]] = set()
         self._applying = True
         try:
+            if snap is not None:
+                for name, doc_state in snap.docs.items():
+                    self.doc(space_id, name).apply_update(doc_state)
+                    touched.add((space_id, doc_id_for(space_id, name)))
+                report.snapshots_loaded += 1
             for env, body in applied:
                 if env.header.author == self.device_id and self.store.get(
                         "sent", space_id + _u64(env.header.seq)) == env.op_id:
@@ -717,6 +831,9 @@ class Device:
                     b.put("mine", space_id, encode([last.header.seq, last.op_id]))
                 for env in own:
                     b.put("sent", space_id + _u64(env.header.seq), env.op_id)
+            if snap is not None:
+                b.put("base", space_id, encode([snap.size, list(snap.frontier)]))
+                b.put("snapmark", space_id, encode(snap.size))
             for offset, leaf, raw in fetched:
                 b.put("leaf", space_id + _u64(offset), leaf)
                 if raw is not None:
@@ -737,7 +854,8 @@ class Device:
         self._trees[space_id] = tree  # only after the leaves were committed
         report.tree_size[space_id] = head.size
 
-    def _check_gossip(self, env: OpEnvelope, offset: int, tree: merkle.MerkleTree) -> None:
+    def _check_gossip(self, env: OpEnvelope, offset: int, tree: merkle.MerkleTree,
+                      older: list[tuple[bytes, TreeHeadRef]]) -> None:
         # Fork consistency (THREATS #12): a tree head another device verified
         # must be a prefix of the log this device verified. An op is written
         # after its author verified `seen`, so an honest relay places it at an
@@ -751,10 +869,34 @@ class Device:
                              f"entries of this space before writing the op this relay put at "
                              f"offset {offset}: the relay is hiding entries from this device "
                              "(split view)", Code.SPLIT_VIEW)
+        if seen.size < tree.base:
+            older.append((env.header.author, seen))  # checked with a proof from the relay
+            return
         if seen.size <= tree.size and tree.root(seen.size) != seen.root:
             raise ProofError(f"device {env.header.author.hex()[:12]} saw a different history "
                              f"of this space at size {seen.size}: the relay is showing devices "
                              "different logs (split view)", Code.SPLIT_VIEW)
+
+
+    async def _check_older_gossip(self, space_id: bytes, tree: merkle.MerkleTree,
+                                  author: bytes, seen: TreeHeadRef) -> None:
+        # This device knows the history before its snapshot only as a frontier,
+        # so a tree head gossiped about that history is checked with a
+        # consistency proof from seen.size to the snapshot's size.
+        if (seen.size, seen.root) in self._gossip_ok:
+            return
+        proof, head_raw = await self.relay.consistency_proof(space_id, seen.size, tree.base)
+        head = verify_tree_head(head_raw, self._relay_key(), log=space_id)
+        try:
+            if head.size != tree.base or head.root != tree.root(tree.base):
+                raise ProofError("the relay's head at the snapshot's size is not the snapshot's")
+            merkle.verify_consistency(seen.size, tree.base, seen.root, head.root, proof)
+        except ProofError as exc:
+            raise ProofError(f"device {author.hex()[:12]} saw a history of this space at size "
+                             f"{seen.size} that is not a prefix of this device's: the relay is "
+                             f"showing devices different logs (split view; {exc.message})",
+                             Code.SPLIT_VIEW) from exc
+        self._gossip_ok.add((seen.size, seen.root))
 
 
 def leaves_at(tree: merkle.MerkleTree, offset: int) -> bytes:
@@ -773,6 +915,13 @@ def _as_list(raw: bytes) -> list[Any]:
     value = decode(raw)
     if not isinstance(value, list):
         raise DecodeError("a device store record is malformed (expected an array)")
+    return value
+
+
+def _as_int(raw: bytes) -> int:
+    value = decode(raw)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise DecodeError("a device store record is malformed (expected an integer)")
     return value
 
 

@@ -39,6 +39,9 @@ __all__ = [
     "REGISTRY_ENTRY",
     "REGISTRY_SIG",
     "REQUEST_SIG",
+    "SNAPSHOT_AD",
+    "SNAPSHOT_KEY",
+    "SNAPSHOT_SIG",
     "TREE_HEAD_SIG",
     "labelled",
     "tagged_hash",
@@ -63,6 +66,9 @@ TREE_HEAD_SIG: Final = "sddsf/v1/tree-head/sig"
 AUTH_SESSION: Final = "sddsf/v1/auth/session"
 DOC_ID: Final = "sddsf/v1/doc-id"
 REQUEST_SIG: Final = "sddsf/v1/request/sig"
+SNAPSHOT_SIG: Final = "sddsf/v1/snapshot/sig"
+SNAPSHOT_AD: Final = "sddsf/v1/snapshot/ad"
+SNAPSHOT_KEY: Final = "sddsf/v1/snapshot/key"
 
 
 @functools.cache

@@ -28,6 +28,9 @@ class ProtocolLimits:
     max_devices: int = 1024  # devices ever added to one account (revoked ones count)
     max_key_package: int = 512 * 1024
     max_tree_head: int = 1024
+    # A whole-space snapshot; it must fit one relay request (1 MiB by default)
+    # once base64-encoded, so larger spaces fall back to replaying ops.
+    max_snapshot: int = 700 * 1024
     max_name: int = 128  # characters in a device name
     max_depth: int = 8  # nesting of any structure
 

@@ -795,7 +795,7 @@ class MerkleTree:
     Stores perfect-subtree nodes by (level, index): ``2n - popcount(n)`` hashes.
     """
 
-    __slots__ = ("_levels",)
+    __slots__ = ("_base", "_levels")
 
     def __init__(self, leaf_hashes: Iterable[bytes] = ()) -> None:
         """Build a tree from leaf hashes (appended in order).
@@ -806,11 +806,46 @@ class MerkleTree:
         Raises:
             UsageError: an element is not a 32-byte hash.
         """
-        # Invariant: _levels[l][i] is the perfect node (l, i), and
+        # Invariant: _levels[l][i] is the perfect node (l, i) or, only for nodes
+        # inside [0, _base) that are not frontier nodes of _base, None; and
         # len(_levels[l]) == size >> l for every stored level.
-        self._levels: list[list[bytes]] = [[]]
+        self._levels: list[list[bytes | None]] = [[]]
+        self._base = 0
         for h in leaf_hashes:
             self.append(h)
+
+    @classmethod
+    def from_frontier(cls, frontier: Frontier) -> MerkleTree:
+        """A tree whose first ``frontier.size`` leaves are known only by their frontier.
+
+        Appending works as usual, and every root, range hash and proof that
+        involves only sizes ``>= base`` is answered (a compact range holds every
+        node those need); anything inside ``[0, base)`` raises
+        :class:`UsageError`. This is how a device that starts from a snapshot
+        keeps O(log n) state for the history the snapshot covers.
+        """
+        tree = cls()
+        size = frontier.size
+        tree._levels = [[None] * (size >> level) for level in range(max(size.bit_length(), 1))]
+        start = 0
+        for level, h in zip((b for b in range(size.bit_length() - 1, -1, -1)
+                             if size >> b & 1), frontier.to_hashes(), strict=True):
+            tree._levels[level][start >> level] = h
+            start += 1 << level
+        tree._base = size
+        return tree
+
+    @property
+    def base(self) -> int:
+        """Leaves known only through a frontier (0 for a tree built from leaves)."""
+        return self._base
+
+    def copy(self) -> MerkleTree:
+        """An independent copy (appending to it leaves this tree unchanged)."""
+        tree = MerkleTree()
+        tree._levels = [list(level) for level in self._levels]
+        tree._base = self._base
+        return tree
 
     @property
     def size(self) -> int:
@@ -838,7 +873,10 @@ class MerkleTree:
         levels[0].append(h)
         level, i = 0, index
         while i & 1:  # right child completed: its parent is complete too
-            h = _node(levels[level][i - 1], h)
+            left = levels[level][i - 1]
+            if left is None:  # pragma: no cover - a compact range always holds it
+                raise UsageError("the tree's frontier lacks a node it needs")
+            h = _node(left, h)
             level += 1
             i >>= 1
             if level == len(levels):
@@ -875,7 +913,11 @@ class MerkleTree:
         """
         if not (0 <= level < len(self._levels) and 0 <= index < len(self._levels[level])):
             raise UsageError(f"no complete node ({level}, {index}) in a tree of {self.size}")
-        return self._levels[level][index]
+        h = self._levels[level][index]
+        if h is None:
+            raise UsageError(f"node ({level}, {index}) lies inside the first {self._base} "
+                             "leaves, which this tree knows only by their frontier")
+        return h
 
     def _size_arg(self, size: int | None) -> int:
         if size is None:
@@ -915,6 +957,19 @@ class MerkleTree:
         if isinstance(end, int) and end > self.size:
             raise UsageError(f"range [{start}, {end}) is past the end of the tree ({self.size})")
         return range_hash_from_nodes(self.node, start, end)
+
+    def frontier(self) -> Frontier:
+        """The frontier of the tree at its current size (the perfect-subtree roots).
+
+        Returns:
+            A :class:`Frontier` that :meth:`from_frontier` accepts.
+        """
+        size, start, hashes = self.size, 0, []
+        for level in range(size.bit_length() - 1, -1, -1):
+            if size >> level & 1:
+                hashes.append(self.node(level, start >> level))
+                start += 1 << level
+        return Frontier.from_hashes(size, hashes)
 
     def inclusion_proof(self, index: int, size: int | None = None) -> list[bytes]:
         """Audit path of leaf ``index`` in the tree at ``size`` (default: now).

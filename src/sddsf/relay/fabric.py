@@ -40,6 +40,7 @@ from sddsf.protocol.rules import (
     Verdict,
     verify_batch,
 )
+from sddsf.protocol.snapshot import SPACE_SNAPSHOT_DOC
 from sddsf.protocol.treehead import sign_tree_head
 from sddsf.protocol.vv import VersionVector
 from sddsf.relay.settings import RelaySettings
@@ -217,6 +218,9 @@ class Fabric:
         candidate = min(acks.get(d, -1) for d in active) + 1
         start = self._pruned_to.get(space.space_id, 0)
         point, covers = candidate, dict[bytes, int | None]()
+        # A whole-space snapshot (the reserved doc id) covers every doc's ops.
+        whole = await self.storage.get_snapshot(space.space_id, SPACE_SNAPSHOT_DOC)
+        whole_covers = -1 if whole is None else whole[0]
         after = start - 1
         while after + 1 < candidate and point == candidate:
             page = await self.storage.read_ops(space.space_id, after,
@@ -224,7 +228,7 @@ class Fabric:
             if not page:
                 break
             for op in page:
-                if op.envelope is None:
+                if op.envelope is None or op.offset <= whole_covers:
                     continue
                 doc = decode_envelope(op.envelope).header.doc
                 if doc not in covers:
