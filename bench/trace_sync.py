@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gzip
 import json
 import os
@@ -26,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +108,31 @@ async def sddsf_run(url: str, work: Path, edits: list[tuple[int, int, str]], deb
     return elapsed, result, ops
 
 
+@contextlib.contextmanager
+def relay_process(work: Path) -> Iterator[str]:
+    """A real relay (``sddsf relay serve``, SQLite) on a free loopback port, with
+    rate limits lifted for benchmarks. Yields its URL."""
+    port = free_port()
+    env = dict(os.environ, SDDSF_RELAY_KEY_FILE=str(work / "relay.key"),
+               SDDSF_RELAY_RATE_OPS_PER_S="1e9", SDDSF_RELAY_RATE_OPS_BURST="1e9",
+               SDDSF_RELAY_RATE_DEVICE_PER_S="1e6", SDDSF_RELAY_RATE_DEVICE_BURST="1e6",
+               SDDSF_RELAY_MAX_REQUEST_BYTES=str(64 << 20))
+    relay = subprocess.Popen([sys.executable, "-m", "sddsf", "relay", "serve", "--db",
+                              f"sqlite:///{work / 'relay.db'}", "--port", str(port)],
+                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        relay.terminate()
+        relay.wait(timeout=10)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--edits", type=int, default=259_778)
@@ -114,27 +141,9 @@ def main() -> None:
     args = ap.parse_args()
     edits, end = load(args.edits)
     base_s, base_text = baseline(edits)
-    with tempfile.TemporaryDirectory() as tmp:
-        work, port = Path(tmp), free_port()
-        env = dict(os.environ, SDDSF_RELAY_KEY_FILE=str(work / "relay.key"),
-                   SDDSF_RELAY_RATE_OPS_PER_S="1e9", SDDSF_RELAY_RATE_OPS_BURST="1e9",
-                   SDDSF_RELAY_RATE_DEVICE_PER_S="1e6", SDDSF_RELAY_RATE_DEVICE_BURST="1e6",
-                   SDDSF_RELAY_MAX_REQUEST_BYTES=str(64 << 20))
-        relay = subprocess.Popen([sys.executable, "-m", "sddsf", "relay", "serve", "--db",
-                                  f"sqlite:///{work / 'relay.db'}", "--port", str(port)],
-                                 env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            for _ in range(100):
-                try:
-                    httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
-                    break
-                except httpx.HTTPError:
-                    time.sleep(0.1)
-            ours_s, ours_text, ops = asyncio.run(sddsf_run(
-                f"http://127.0.0.1:{port}", work, edits, args.debounce, args.sync_every))
-        finally:
-            relay.terminate()
-            relay.wait(timeout=10)
+    with tempfile.TemporaryDirectory() as tmp, relay_process(Path(tmp)) as url:
+        ours_s, ours_text, ops = asyncio.run(sddsf_run(
+            url, Path(tmp), edits, args.debounce, args.sync_every))
     full = args.edits >= 259_778
     report = {
         "edits": len(edits), "debounce_edits_per_op": args.debounce, "ops": ops,

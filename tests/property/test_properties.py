@@ -3,15 +3,17 @@
 * #1/#16 any single-byte mutation (any position, any xor 1..255) of a valid
   envelope makes verify_op raise an SddsfError: never ACCEPT or DUPLICATE, never
   another exception type. The same holds for a valid registry entry applied to
-  its state, and for a valid key package and tree head. Every position is also
-  swept exhaustively with xor 0x01, 0x80 and 0xFF; a mutated envelope that still
-  decodes does not open, unless only its signature was hit (which then fails).
+  its state, and for a valid key package, tree head and space snapshot. Every
+  position is also swept exhaustively with xor 0x01, 0x80 and 0xFF; a mutated
+  envelope that still decodes does not open, unless only its signature was hit
+  (which then fails).
 * #3 an op transplanted to another space, doc, author, seq or epoch (header
   rebuilt with one field changed, original ciphertext and signature kept) is
   rejected by verify_op with sig_invalid, in a context where every other rule
   passes, and does not open with the epoch key.
 * #17 arbitrary bytes, and structurally plausible junk, fed to decode_envelope,
-  decode_entry, decode_key_package and decode_tree_head raise only DecodeError.
+  decode_entry, decode_key_package, decode_tree_head and decode_snapshot raise
+  only DecodeError.
 """
 
 from __future__ import annotations
@@ -43,9 +45,12 @@ from sddsf.errors import DecodeError, DecryptError, SddsfError, SignatureError
 from sddsf.protocol.encoding import decode, encode
 from sddsf.protocol.envelope import TreeHeadRef, decode_envelope, open_op
 from sddsf.protocol.keypackage import build_key_package, decode_key_package, verify_key_package
+from sddsf.protocol.merkle import MerkleTree, leaf_hash
 from sddsf.protocol.registry import add_device, decode_entry, revoke_device
-from sddsf.protocol.rules import EpochWindow, MemoryChainView, Outcome, verify_op
+from sddsf.protocol.rules import ChainHead, EpochWindow, MemoryChainView, Outcome, verify_op
+from sddsf.protocol.snapshot import decode_snapshot, seal_snapshot, verify_snapshot
 from sddsf.protocol.treehead import decode_tree_head, sign_tree_head, verify_tree_head
+from sddsf.protocol.vv import VersionVector
 
 RELAY = Ed25519SigningKey.from_seed(bytes([0x60]) * 32)
 EPOCHS = EpochWindow(current=2, started_ms=NOW_MS - 1000)
@@ -212,6 +217,42 @@ def test_every_position_flipped_in_a_tree_head_is_rejected() -> None:
                 verify_tree_head(flip(TREE_HEAD, pos, xor), RELAY.public, log=SPACE)
 
 
+@cache
+def snapshot() -> bytes:
+    tree = MerkleTree(leaf_hash(bytes([i])) for i in range(11))  # a 3-hash frontier
+    return seal_snapshot(
+        D1, space=SPACE, epoch=2, epoch_key=EPOCH_KEY, size=11, frontier=tree.frontier(),
+        chains={D1.device_id: ChainHead(4, bytes([0x11]) * 32, VersionVector({D2.device_id: 3})),
+                D2.device_id: ChainHead(3, bytes([0x22]) * 32, VersionVector())},
+        docs={"notes": b"a yjs state", "todo": b"another one"}, ts_ms=NOW_MS,
+        nonce=bytes([0x5E]) * 24)
+
+
+def verify_snap(data: bytes) -> object:
+    return verify_snapshot(data, registry=base_registry().state, space=SPACE,
+                           epoch_keys={2: EPOCH_KEY})
+
+
+def test_the_unmutated_snapshot_verifies() -> None:
+    snap = verify_snapshot(snapshot(), registry=base_registry().state, space=SPACE,
+                           epoch_keys={2: EPOCH_KEY})
+    assert (snap.size, len(snap.frontier), snap.docs["todo"]) == (11, 3, b"another one")
+
+
+def test_every_position_flipped_in_a_snapshot_is_rejected() -> None:
+    for pos in range(len(snapshot())):
+        for xor in SOME_XORS:
+            with pytest.raises(SddsfError):
+                verify_snap(flip(snapshot(), pos, xor))
+
+
+@settings(max_examples=300)
+@given(flips(snapshot()))
+def test_any_byte_flip_of_a_snapshot_is_rejected(mutation: tuple[int, int]) -> None:
+    with pytest.raises(SddsfError):
+        verify_snap(flip(snapshot(), *mutation))
+
+
 # -------------------------------------------------------------- #3 transplant
 
 BASE_OP = make_op(D1, epoch=2, plaintext=b"context-bound")
@@ -274,6 +315,7 @@ DECODERS: dict[str, Callable[[bytes], object]] = {
     "entry": decode_entry,
     "key_package": decode_key_package,
     "tree_head": decode_tree_head,
+    "snapshot": decode_snapshot,
 }
 
 JUNK_SCALARS = (st.none() | st.booleans() | st.integers(-(2**64), 2**64 - 1)
@@ -308,6 +350,11 @@ FIELD_VALUE: dict[str, st.SearchStrategy[object]] = {
     "recipients": st.lists(st.lists(B32 | st.binary(min_size=48, max_size=150), min_size=2,
                                     max_size=2), max_size=3),
     "log": st.binary(max_size=70), "size": SMALL_INT, "root": B32,
+    "frontier": st.lists(B32 | JUNK, max_size=4),
+    "chains": st.lists(st.lists(B32 | SMALL_INT | st.lists(st.lists(B32 | SMALL_INT, max_size=2),
+                                                           max_size=2), min_size=4, max_size=4)
+                       | JUNK, max_size=3),
+    "ct": st.binary(min_size=16, max_size=60),
 }
 BODY_FIELDS: dict[str, tuple[str, ...]] = {
     "envelope": ("v", "suite", "space", "doc", "author", "seq", "prev", "deps", "epoch", "ts",
@@ -315,6 +362,8 @@ BODY_FIELDS: dict[str, tuple[str, ...]] = {
     "key_package": ("v", "space", "epoch", "prev", "creator", "ts", "registry_seq",
                     "recipients"),
     "tree_head": ("v", "log", "size", "root", "ts"),
+    "snapshot": ("v", "space", "author", "epoch", "size", "root", "frontier", "chains", "ts",
+                 "nonce", "ct"),
 }
 ENTRY_FIELDS: dict[str, tuple[str, ...]] = {
     "genesis": ("account_key", "recovery_key", "device"), "add": ("device",),
@@ -389,6 +438,7 @@ VALID_SAMPLES: dict[str, Callable[[], bytes]] = {
     "entry": lambda: registry_entries()["add"],
     "key_package": key_package,
     "tree_head": lambda: TREE_HEAD,
+    "snapshot": snapshot,
 }
 
 
@@ -431,6 +481,7 @@ VERIFIERS: dict[str, Callable[[bytes], object]] = {
     "key_package": lambda data: verify_key_package(data, registry=base_registry().state,
                                                    space=SPACE, previous=None),
     "tree_head": lambda data: verify_tree_head(data, RELAY.public, log=SPACE),
+    "snapshot": verify_snap,
 }
 
 

@@ -14,13 +14,17 @@ from typing import Any
 
 import pytest
 
-from sddsf.crypto import Ed25519PublicKey
+from sddsf.crypto import Ed25519PublicKey, aead_decrypt, hkdf_sha256
 from sddsf.errors import SddsfError
 from sddsf.protocol import keypackage as kp
+from sddsf.protocol.encoding import decode
 from sddsf.protocol.envelope import decode_envelope, open_op
 from sddsf.protocol.identity import AccountKeys
+from sddsf.protocol.labels import SNAPSHOT_AD, SNAPSHOT_KEY, labelled
+from sddsf.protocol.merkle import MerkleTree, leaf_hash
 from sddsf.protocol.registry import verify_registry
 from sddsf.protocol.rules import EpochWindow, MemoryChainView, Outcome, RuleSettings, verify_op
+from sddsf.protocol.snapshot import Snapshot, decode_snapshot, verify_snapshot
 from sddsf.protocol.treehead import check_progress, verify_tree_head
 from sddsf.testing import vectorgen
 
@@ -64,6 +68,7 @@ ENVELOPE = _load("envelope.json")
 REGISTRY = _load("registry.json")
 KEYPKG = _load("key_package.json")
 TREEHEAD = _load("tree_head.json")
+SNAPSHOT = _load("snapshot.json")
 
 
 @pytest.mark.parametrize("case", ENVELOPE["valid"], ids=lambda c: c["name"])
@@ -159,7 +164,80 @@ def test_tree_head_progress(case: dict[str, Any]) -> None:
         assert info.value.code.value == case["code"]
 
 
+def _verify_snapshot(raw_hex: str) -> Snapshot:
+    ctx = SNAPSHOT["context"]
+    return verify_snapshot(bytes.fromhex(raw_hex), registry=_registry(ctx),
+                           space=bytes.fromhex(ctx["space"]),
+                           epoch_keys={int(e): bytes.fromhex(k)
+                                       for e, k in ctx["epoch_keys"].items()})
+
+
+@pytest.mark.parametrize("case", SNAPSHOT["valid"], ids=lambda c: c["name"])
+def test_snapshot_valid(case: dict[str, Any]) -> None:
+    ctx = SNAPSHOT["context"]
+    snap = _verify_snapshot(case["snapshot"])
+    assert (snap.space.hex(), snap.author.hex(), snap.epoch, snap.size, snap.root.hex(),
+            snap.ts) == (ctx["space"], case["author"], case["epoch"], case["size"],
+                         case["root"], case["ts"])
+    assert [h.hex() for h in snap.frontier] == case["frontier"]
+    assert {n: d.hex() for n, d in snap.docs.items()} == case["docs"]
+    assert [[a.hex(), h.seq, h.op_id.hex(), [[i.hex(), n] for i, n in sorted(h.deps.items())]]
+            for a, h in sorted(snap.chains.items())] == case["chains"]
+    assert decode_snapshot(snap.raw) == (snap.space, snap.author, snap.size)
+
+
+@pytest.mark.parametrize("case", SNAPSHOT["valid"], ids=lambda c: c["name"])
+def test_snapshot_valid_matches_its_log(case: dict[str, Any]) -> None:
+    # The frontier and root are those of the first `size` log entries, and the
+    # chain heads are what replaying those entries gives.
+    ctx = SNAPSHOT["context"]
+    entries = [bytes.fromhex(e) for e in ctx["leaves"][:case["size"]]]
+    tree = MerkleTree(leaf_hash(e) for e in entries)
+    assert tree.root().hex() == case["root"]
+    assert [h.hex() for h in tree.frontier().to_hashes()] == case["frontier"]
+    chains = MemoryChainView()
+    for e in entries:
+        chains.record(verify_op(e, space=bytes.fromhex(ctx["space"]), registry=_registry(ctx),
+                                epochs=EpochWindow(ctx["epoch"]["current"], 0),
+                                chains=chains, now_ms=None).envelope)
+    assert chains.heads == dict(_verify_snapshot(case["snapshot"]).chains)
+
+
+@pytest.mark.parametrize("case", SNAPSHOT["valid"], ids=lambda c: c["name"])
+def test_snapshot_valid_intermediate_values(case: dict[str, Any]) -> None:
+    # Key derivation, associated data and plaintext, restated from section 18.
+    ctx = SNAPSHOT["context"]
+    space, epoch = bytes.fromhex(ctx["space"]), case["epoch"]
+    key = hkdf_sha256(bytes.fromhex(ctx["epoch_keys"][str(epoch)]),
+                      salt=SNAPSHOT_KEY.encode(), info=labelled(SNAPSHOT_KEY, space, epoch))
+    assert key.hex() == case["snapshot_key"]
+    outer = decode(bytes.fromhex(case["snapshot"]))
+    assert isinstance(outer, list) and isinstance(outer[1], bytes)
+    body = decode(outer[1])
+    assert isinstance(body, dict)
+    header = bytes.fromhex(case["header"])
+    assert decode(header) == {k: v for k, v in body.items() if k != "ct"}
+    plaintext = aead_decrypt(key, body["nonce"], body["ct"], labelled(SNAPSHOT_AD, header))
+    assert plaintext.hex() == case["plaintext"]
+    assert decode(plaintext) == {"docs": [[n, bytes.fromhex(d)]
+                                          for n, d in sorted(case["docs"].items())]}
+
+
+@pytest.mark.parametrize("case", SNAPSHOT["invalid"], ids=lambda c: c["name"])
+def test_snapshot_invalid(case: dict[str, Any]) -> None:
+    with pytest.raises(SddsfError) as info:
+        _verify_snapshot(case["snapshot"])
+    assert info.value.code.value == case["code"]
+
+
 def test_vector_counts() -> None:
     counts = {n: len(d["valid"]) + len(d["invalid"]) for n, d in vectorgen.generate().items()}
     assert counts == {"envelope.json": 18, "registry.json": 9, "key_package.json": 6,
-                      "tree_head.json": 4}
+                      "tree_head.json": 4, "snapshot.json": 24}
+
+
+def test_snapshot_vectors_cover_every_rejection() -> None:
+    codes = {c["code"] for c in SNAPSHOT["invalid"]}
+    assert codes == {"sig_invalid", "decrypt_failed", "proof_invalid", "wrong_context",
+                     "revoked", "unknown_device", "unknown_epoch", "unsupported_version",
+                     "malformed"}

@@ -64,7 +64,13 @@ from sddsf.protocol.envelope import (
 from sddsf.protocol.identity import ID_SIZE, AccountKeys, AccountPublic, DeviceKeys
 from sddsf.protocol.labels import tagged_hash
 from sddsf.protocol.rules import ChainHead, EpochWindow, MemoryChainView, Outcome, verify_op
-from sddsf.protocol.snapshot import SPACE_SNAPSHOT_DOC, Snapshot, seal_snapshot, verify_snapshot
+from sddsf.protocol.snapshot import (
+    MAX_DOC_NAME,
+    SPACE_SNAPSHOT_DOC,
+    Snapshot,
+    seal_snapshot,
+    verify_snapshot,
+)
 from sddsf.protocol.treehead import TreeHead, verify_tree_head
 from sddsf.protocol.vv import VersionVector
 from sddsf.wire import unb64 as _unb64
@@ -141,6 +147,9 @@ class Device:
         self.use_snapshots = True
         #: Log growth after which :meth:`sync` writes a snapshot (0: never).
         self.snapshot_every = SNAPSHOT_EVERY
+        #: Acknowledge progress every this many ops (0: never, so the relay
+        #: keeps the whole history; e.g. an archive device).
+        self.ack_every = ACK_EVERY
         self._gossip_ok: set[tuple[int, bytes]] = set()
 
     # ----------------------------------------------------------- lifecycle
@@ -355,6 +364,11 @@ class Device:
         await self.refresh_registry()
         for space_id, _ in self.spaces():
             await self.rotate(space_id)
+        # Readers ignore snapshots of revoked devices, and the relay may already
+        # have pruned history under one: write fresh snapshots (new epoch) now.
+        await self.sync()
+        for space_id, _ in self.spaces():
+            await self.snapshot(space_id)
 
     # -------------------------------------------------------------- spaces
     def spaces(self) -> list[tuple[bytes, str]]:
@@ -446,6 +460,8 @@ class Device:
 
         Local transactions are captured and become ops at the next :meth:`flush`.
         """
+        if not name or len(name) > MAX_DOC_NAME:
+            raise UsageError(f"a document name has 1 to {MAX_DOC_NAME} characters")
         doc_id = doc_id_for(space_id, name)
         key = (space_id, doc_id)
         if key not in self._docs:
@@ -606,8 +622,8 @@ class Device:
                 >= self.snapshot_every and await self.snapshot(space_id) is not None:
             report.snapshots_written += 1
         last_ack = self.store.get("ackmark", space_id)
-        if last_ack is None or size - 1 - _as_int(last_ack) >= ACK_EVERY \
-                or report.snapshots_written:
+        if self.ack_every and (last_ack is None or report.snapshots_written
+                               or size - 1 - _as_int(last_ack) >= self.ack_every):
             await self.relay.acknowledge(space_id, size - 1)
             self.store.put("ackmark", space_id, encode(size - 1))
 

@@ -58,6 +58,8 @@ from sddsf.protocol.schema import Fields, decode_signed, expect_list, expect_map
 from sddsf.protocol.vv import VersionVector
 
 __all__ = [
+    "MAX_DOC_NAME",
+    "MAX_SNAPSHOT_DOCS",
     "SNAPSHOT_VERSION",
     "SPACE_SNAPSHOT_DOC",
     "Snapshot",
@@ -72,8 +74,10 @@ SNAPSHOT_VERSION: Final = 1
 SPACE_SNAPSHOT_DOC: Final = bytes(16)
 _HEADER_KEYS: Final = ("v", "space", "author", "epoch", "size", "root", "frontier",
                        "chains", "ts", "nonce")
-_MAX_DOCS: Final = 4096
-_MAX_NAME: Final = 256
+#: Bounds a reader enforces, so a writer checks them too (a snapshot nobody
+#: can load must never be published: readers would not fall back to replay).
+MAX_SNAPSHOT_DOCS: Final = 1024
+MAX_DOC_NAME: Final = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +127,11 @@ def seal_snapshot(author: DeviceKeys, *, space: bytes, epoch: int, epoch_key: by
         raise UsageError("a snapshot covers at least one entry and its frontier has its size")
     if len(nonce) != AEAD_NONCE_SIZE:
         raise UsageError("the snapshot nonce must be 24 random bytes")
+    if len(docs) > MAX_SNAPSHOT_DOCS or any(len(n) > MAX_DOC_NAME for n in docs):
+        raise UsageError(f"a snapshot holds at most {MAX_SNAPSHOT_DOCS} documents with names "
+                         f"of at most {MAX_DOC_NAME} characters")
+    if len(chains) > limits.max_devices:
+        raise UsageError(f"a snapshot holds at most {limits.max_devices} chains")
     header = {
         "v": SNAPSHOT_VERSION, "space": space, "author": author.device_id, "epoch": epoch,
         "size": size, "root": frontier.root(), "frontier": frontier.to_hashes(),
@@ -189,9 +198,9 @@ def _docs(plaintext: bytes, limits: ProtocolLimits) -> dict[str, bytes]:
     value = decode(plaintext, limits=limits.decode_limits(limits.max_snapshot))
     f = expect_map(value, "snapshot payload", ("docs",))
     docs: dict[str, bytes] = {}
-    for item in f.list_("docs", max_items=_MAX_DOCS):
+    for item in f.list_("docs", max_items=MAX_SNAPSHOT_DOCS):
         row = expect_list(item, "snapshot payload.docs[]", max_items=2)
-        if (len(row) != 2 or not isinstance(row[0], str) or len(row[0]) > _MAX_NAME
+        if (len(row) != 2 or not isinstance(row[0], str) or len(row[0]) > MAX_DOC_NAME
                 or not isinstance(row[1], bytes) or row[0] in docs):
             raise DecodeError("snapshot payload.docs: expected unique [name, state] pairs")
         docs[row[0]] = row[1]

@@ -17,19 +17,23 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sddsf.crypto import Ed25519SigningKey, blake2b_256
+from sddsf.crypto import Ed25519SigningKey, aead_encrypt, blake2b_256, hkdf_sha256
 from sddsf.errors import Code
 from sddsf.protocol import keypackage as kp
+from sddsf.protocol import labels
 from sddsf.protocol import registry as reg
 from sddsf.protocol.clock import HLCTimestamp
-from sddsf.protocol.encoding import encode
+from sddsf.protocol.encoding import decode, encode
 from sddsf.protocol.envelope import GENESIS_PREV, OpEnvelope, OpHeader, derive_doc_key, seal_op
 from sddsf.protocol.identity import AccountKeys, DeviceKeys
-from sddsf.protocol.merkle import MerkleTree
+from sddsf.protocol.labels import labelled
+from sddsf.protocol.merkle import MerkleTree, leaf_hash
+from sddsf.protocol.rules import ChainHead
+from sddsf.protocol.snapshot import SNAPSHOT_VERSION, seal_snapshot
 from sddsf.protocol.treehead import sign_tree_head
 from sddsf.protocol.vv import VersionVector
 
-__all__ = ["generate", "seed", "write"]
+__all__ = ["generate", "seed", "snapshot_key", "write"]
 
 NOW_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z, the vectors' clock
 SPACE = bytes.fromhex("5ddf0000000000000000000000000001")
@@ -222,6 +226,171 @@ def _key_packages(w: _World) -> dict[str, Any]:
     }
 
 
+def snapshot_key(epoch_key: bytes, space: bytes, epoch: int) -> bytes:
+    """The snapshot AEAD key, restated from the specification (not the library's helper)."""
+    return hkdf_sha256(epoch_key, salt=labels.SNAPSHOT_KEY.encode(),
+                       info=labelled(labels.SNAPSHOT_KEY, space, epoch))
+
+
+def _snapshot_by_hand(signer: DeviceKeys, header: dict[str, Any], payload: object,
+                      epoch_key: bytes, *, ad_header: dict[str, Any] | None = None,
+                      flip_ct: int | None = None, extra: dict[str, Any] | None = None,
+                      version: int = SNAPSHOT_VERSION) -> bytes:
+    """A snapshot assembled field by field: any header, payload, key or signer.
+
+    ``ad_header`` encrypts under another header than the one sent; ``flip_ct``
+    flips a ciphertext byte before signing; ``extra`` adds fields to the body.
+    """
+    key = snapshot_key(epoch_key, header["space"], header["epoch"])
+    ad = labelled(labels.SNAPSHOT_AD, encode(ad_header if ad_header is not None else header))
+    ct = aead_encrypt(key, header["nonce"], encode(payload), ad)
+    if flip_ct is not None:
+        ct = _flip(ct, flip_ct)
+    body = encode({**header, **(extra or {}), "ct": ct})
+    return encode([version, body, signer.sign(labelled(labels.SNAPSHOT_SIG, body))])
+
+
+def _snapshot_log(w: _World) -> tuple[list[OpEnvelope], list[dict[bytes, ChainHead]]]:
+    """Seven ops by laptop and phone in log order, and every author's chain head
+    after each of them (``heads[n]`` is the state at log size ``n``)."""
+    laptop, phone = w.laptop.device_id, w.phone.device_id
+    script = [(w.laptop, {}), (w.phone, {}), (w.laptop, {phone: 1}), (w.phone, {laptop: 2}),
+              (w.laptop, {phone: 2}), (w.laptop, {phone: 2}), (w.phone, {laptop: 4})]
+    ops: list[OpEnvelope] = []
+    heads: list[dict[bytes, ChainHead]] = [{}]
+    for i, (author, deps) in enumerate(script):
+        last = heads[-1].get(author.device_id)
+        seq = last.seq + 1 if last else 1
+        env = w.op(author, seq, last.op_id if last else GENESIS_PREV,
+                   f"snapshot log op {i}".encode(), deps=VersionVector(deps))
+        ops.append(env)
+        heads.append({**heads[-1], author.device_id: ChainHead(seq, env.op_id,
+                                                                env.header.deps)})
+    return ops, heads
+
+
+def _chains_wire(chains: dict[bytes, ChainHead]) -> list[list[object]]:
+    return [[a, h.seq, h.op_id, h.deps.to_wire()] for a, h in sorted(chains.items())]
+
+
+def _hexed(value: object) -> object:
+    """Byte strings inside a wire value as hex (for the JSON files)."""
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, list):
+        return [_hexed(v) for v in value]
+    return value
+
+
+def _snapshots(w: _World) -> dict[str, Any]:
+    ops, heads = _snapshot_log(w)
+    tree = MerkleTree(leaf_hash(e.raw) for e in ops)
+    keys = {0: w.epoch_key, 1: seed("epoch-key/1"), 2: seed("epoch-key/2")}
+    notes, todo = b"opaque yjs state of notes", b"opaque yjs state of todo"
+
+    def frontier_at(size: int) -> MerkleTree:
+        return MerkleTree(leaf_hash(e.raw) for e in ops[:size])
+
+    def seal(author: DeviceKeys, size: int, epoch: int, docs: dict[str, bytes], tag: str,
+             space: bytes = SPACE) -> bytes:
+        return seal_snapshot(author, space=space, epoch=epoch, epoch_key=keys[epoch],
+                             size=size, frontier=frontier_at(size).frontier(),
+                             chains=heads[size], docs=docs, ts_ms=NOW_MS,
+                             nonce=seed(f"snapshot/nonce/{tag}")[:24])
+
+    nonces = iter(range(1000))
+
+    def header(author: DeviceKeys, size: int = 3, epoch: int = 0, **over: object
+               ) -> dict[str, Any]:
+        # Each hand-built snapshot gets its own nonce (never reuse one under a key).
+        sub = frontier_at(size)
+        base: dict[str, Any] = {
+            "v": SNAPSHOT_VERSION, "space": SPACE, "author": author.device_id, "epoch": epoch,
+            "size": size, "root": sub.root(), "frontier": sub.frontier().to_hashes(),
+            "chains": _chains_wire(heads[size]), "ts": NOW_MS,
+            "nonce": seed(f"snapshot/nonce/by-hand/{next(nonces)}")[:24]}
+        return {**base, **over}
+
+    payload = {"docs": [["notes", notes], ["todo", todo]]}
+
+    def by_hand(author: DeviceKeys = w.laptop, *, signer: DeviceKeys | None = None,
+                hdr: dict[str, Any] | None = None, body: object = payload,
+                key: bytes | None = None, **kw: Any) -> bytes:
+        h = hdr if hdr is not None else header(author)
+        return _snapshot_by_hand(signer or author, h, body,
+                                 key if key is not None else keys[h["epoch"]], **kw)
+
+    valid_inputs = [
+        ("laptop at size 3, epoch 0", w.laptop, 3, 0, {"notes": notes, "todo": todo}),
+        ("phone at size 7, epoch 1", w.phone, 7, 1, {"notes": notes + b" v2"}),
+        ("no documents yet", w.laptop, 1, 0, {}),
+    ]
+    valid, sealed = [], []
+    for name, author, size, epoch, docs in valid_inputs:
+        raw = seal(author, size, epoch, docs, name)
+        sealed.append(raw)
+        sub = frontier_at(size)
+        hdr = header(author, size, epoch, nonce=seed(f"snapshot/nonce/{name}")[:24])
+        valid.append({
+            "name": name, "snapshot": raw.hex(), "author": author.device_id.hex(),
+            "epoch": epoch, "size": size, "root": sub.root().hex(),
+            "frontier": [h.hex() for h in sub.frontier().to_hashes()],
+            "chains": _hexed(_chains_wire(heads[size])), "ts": NOW_MS,
+            "header": encode(hdr).hex(),
+            "snapshot_key": snapshot_key(keys[epoch], SPACE, epoch).hex(),
+            "plaintext": encode({"docs": [[n, docs[n]] for n in sorted(docs)]}).hex(),
+            "docs": {n: d.hex() for n, d in docs.items()},
+        })
+    good = sealed[0]
+    outer: Any = decode(good)  # [version, body, signature] of our own valid snapshot
+    ct: bytes = decode(outer[1])["ct"]  # type: ignore[index]
+    unsorted = header(w.laptop, chains=list(reversed(_chains_wire(heads[3]))))
+    sub3 = frontier_at(3)
+    invalid = [
+        {"name": name, "snapshot": raw.hex(), "code": code}
+        for name, raw, code in (
+            ("signature by another device", by_hand(signer=w.phone), Code.SIG_INVALID),
+            ("bit flip in the signature", _flip(good, len(good) - 1), Code.SIG_INVALID),
+            ("bit flip in the ciphertext, signature kept",
+             _flip(good, good.index(ct) + len(ct) // 2), Code.SIG_INVALID),
+            ("bit flip in the ciphertext, re-signed", by_hand(flip_ct=0), Code.DECRYPT_FAILED),
+            ("header changed after encryption, re-signed",
+             by_hand(ad_header=header(w.laptop, ts=NOW_MS + 1)), Code.DECRYPT_FAILED),
+            ("encrypted under another epoch's key", by_hand(key=keys[1]),
+             Code.DECRYPT_FAILED),
+            ("root does not match the frontier",
+             by_hand(hdr=header(w.laptop, root=tree.root())), Code.PROOF_INVALID),
+            ("frontier hashes in the wrong order",
+             by_hand(hdr=header(w.laptop, frontier=sub3.frontier().to_hashes()[::-1])),
+             Code.PROOF_INVALID),
+            ("frontier with a hash missing",
+             by_hand(hdr=header(w.laptop, frontier=sub3.frontier().to_hashes()[:1])),
+             Code.PROOF_INVALID),
+            ("another space", seal(w.laptop, 3, 0, {"notes": notes}, "other space",
+                                   space=bytes(16)), Code.WRONG_CONTEXT),
+            ("revoked author", seal(w.tablet, 3, 0, {"notes": notes}, "tablet"),
+             Code.REVOKED),
+            ("unknown author", seal(_device("stranger"), 3, 0, {"notes": notes}, "stranger"),
+             Code.UNKNOWN_DEVICE),
+            ("epoch without a key", seal(w.laptop, 3, 2, {"notes": notes}, "epoch 2"),
+             Code.UNKNOWN_EPOCH),
+            ("snapshot version 2", encode([2, outer[1], outer[2]]), Code.UNSUPPORTED_VERSION),
+            ("trailing byte", good + b"\x00", Code.MALFORMED),
+            ("truncated", good[:-1], Code.MALFORMED),
+            ("unknown body field", by_hand(extra={"x": 1}), Code.MALFORMED),
+            ("size 0", by_hand(hdr=header(w.laptop, size=0, frontier=[])), Code.MALFORMED),
+            ("chains not sorted by author", by_hand(hdr=unsorted), Code.MALFORMED),
+            ("duplicate document name",
+             by_hand(body={"docs": [["notes", notes], ["notes", todo]]}), Code.MALFORMED),
+            ("payload with an unknown field", by_hand(body={**payload, "x": 1}),
+             Code.MALFORMED),
+        )
+    ]
+    context = {**w.context(), "epoch_keys": {str(e): keys[e].hex() for e in (0, 1)},
+               "leaves": [e.raw.hex() for e in ops]}
+    return {"context": context, "valid": valid, "invalid": invalid}
+
+
 def _tree_heads() -> dict[str, Any]:
     relay = Ed25519SigningKey.from_seed(seed("relay"))
     tree = MerkleTree()
@@ -261,6 +430,7 @@ def generate() -> dict[str, Any]:
         "registry.json": lambda: _registries(w),
         "key_package.json": lambda: _key_packages(w),
         "tree_head.json": _tree_heads,
+        "snapshot.json": lambda: _snapshots(w),
     }
     return {name: {"generator": "python -m sddsf.testing.vectorgen tests/vectors", **make()}
             for name, make in makers.items()}
