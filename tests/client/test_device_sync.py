@@ -107,3 +107,24 @@ async def test_revoke_then_recover_on_a_new_device(relay: InProcessRelay,
         await laptop.sync()  # revoked by the recovery
     for dev in (laptop, phone, tablet):
         await dev.close()
+
+
+async def test_sync_reports_pull_progress_per_page(relay: InProcessRelay, tmp_path: Path) -> None:
+    laptop, _ = await relay.new_account(tmp_path / "laptop")
+    laptop.snapshot_every = 0  # the phone must pull every op, in pages of 500
+    space = await laptop.create_space("notes")
+    phone = await relay.add(laptop, tmp_path / "phone", "phone")
+    m = laptop.doc(space, "kv").get("kv", type=pycrdt.Map)
+    for i in range(620):
+        m[f"k{i}"] = i
+        laptop.flush()
+    await laptop.sync()
+    calls: list[tuple[bytes, int, int]] = []
+    report = await phone.sync(lambda sid, done, total: calls.append((sid, done, total)))
+    size = report.tree_size[space]
+    mine = [(done, total) for sid, done, total in calls if sid == space]
+    assert len(mine) >= 2 and mine[-1] == (size, size)
+    assert [d for d, _ in mine] == sorted(d for d, _ in mine)
+    assert all(total == size for _, total in mine)
+    await laptop.close()
+    await phone.close()

@@ -8,11 +8,12 @@ that says what to do (see :func:`sddsf.cli.main`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -20,8 +21,10 @@ import click
 import pycrdt
 from mnemonic import Mnemonic
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, TaskID, TextColumn, TimeRemainingColumn
+from rich.progress import Progress as RichProgress
 
-from sddsf.client.device import Device
+from sddsf.client.device import Device, Progress
 from sddsf.client.home import default_home
 from sddsf.errors import UnavailableError, UsageError
 
@@ -205,6 +208,32 @@ def ls(ctx: click.Context, space_name: str, as_json: bool) -> None:
     _emit(items, as_json, lambda c: _lines(c, [f"{k} = {v}" for k, v in sorted(items.items())]))
 
 
+#: A pull shows a progress bar only when it has more than this many entries to go.
+_PROGRESS_MIN = 1000
+
+
+@contextlib.contextmanager
+def _pull_progress(*, enabled: bool) -> Iterator[Progress | None]:
+    """A rich progress bar (on stderr, only on a terminal) for long pulls."""
+    console = Console(stderr=True)
+    if not enabled or not console.is_terminal:
+        yield None
+        return
+    with RichProgress(TextColumn("pulling {task.description}"), BarColumn(),
+                      MofNCompleteColumn(), TimeRemainingColumn(), console=console,
+                      transient=True) as bar:
+        tasks: dict[bytes, TaskID] = {}
+
+        def update(space_id: bytes, done: int, total: int) -> None:
+            if space_id not in tasks:
+                if total - done < _PROGRESS_MIN:
+                    return
+                tasks[space_id] = bar.add_task(space_id.hex()[:8], total=total)
+            bar.update(tasks[space_id], completed=done, total=total)
+
+        yield update
+
+
 @click.command()
 @click.option("--watch", is_flag=True, help="Keep syncing (backoff with jitter on errors).")
 @click.option("--interval", default=5.0, show_default=True, help="Seconds between syncs.")
@@ -213,9 +242,10 @@ def ls(ctx: click.Context, space_name: str, as_json: bool) -> None:
 def sync(ctx: click.Context, watch: bool, interval: float, as_json: bool) -> None:
     """Push pending edits, pull and verify everything, apply."""
     async def once(d: Device) -> dict[str, Any]:
-        r = await d.sync()
+        with _pull_progress(enabled=not as_json and not watch) as progress:
+            r = await d.sync(progress)
         return {"pushed": r.pushed, "pulled": r.pulled, "applied": r.applied,
-                "rejected": r.rejected}
+                "rejected": r.rejected, "snapshots_loaded": r.snapshots_loaded}
 
     async def loop(d: Device) -> None:
         delay = interval

@@ -75,7 +75,10 @@ from sddsf.protocol.treehead import TreeHead, verify_tree_head
 from sddsf.protocol.vv import VersionVector
 from sddsf.wire import unb64 as _unb64
 
-__all__ = ["Device", "SyncReport", "doc_id_for"]
+__all__ = ["Device", "Progress", "SyncReport", "doc_id_for"]
+
+#: ``progress(space_id, entries verified or fetched so far, log size)``.
+Progress = Callable[[bytes, int, int], None]
 
 _MAX_BATCH = 500
 #: Write a space snapshot once the log grew this much since the last one.
@@ -151,6 +154,7 @@ class Device:
         #: keeps the whole history; e.g. an archive device).
         self.ack_every = ACK_EVERY
         self._gossip_ok: set[tuple[int, bytes]] = set()
+        self._progress: Progress | None = None
 
     # ----------------------------------------------------------- lifecycle
     @classmethod
@@ -588,10 +592,15 @@ class Device:
         return self.relay_key
 
     # ---------------------------------------------------------------- sync
-    async def sync(self) -> SyncReport:
-        """Push pending ops and pull, verifying everything (see the module docstring)."""
+    async def sync(self, progress: Progress | None = None) -> SyncReport:
+        """Push pending ops and pull, verifying everything (see the module docstring).
+
+        ``progress(space_id, done, total)`` is called after each page of a pull
+        (``total`` is the log size the relay reports), for progress bars.
+        """
         self.flush()
         report = SyncReport()
+        self._progress = progress
         await self._pin_relay()
         await self.refresh_registry()
         known = {s for s, _ in self.spaces()}
@@ -740,6 +749,8 @@ class Device:
         for _ in range(10_000):  # bounded: at most 10k pages per sync
             page, head_raw = await self.relay.pull(space_id, after=cursor - 1, limit=_MAX_BATCH)
             head = verify_tree_head(head_raw, self._relay_key(), log=space_id)
+            if self._progress is not None:
+                self._progress(space_id, cursor + len(page), head.size)
             for op in page:
                 if op.offset != cursor:
                     raise ProofError(f"the relay skipped or repeated log offsets (expected "
