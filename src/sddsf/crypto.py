@@ -14,6 +14,12 @@ Primitives and where they come from (we implement none of them):
   HKDF only and never for Ed25519 (the two Ed25519 implementations disagree on
   165 CCTV vectors).
 * Argon2id: argon2-cffi.
+* SPAKE2 (pairing): the ``spake2`` package (its own Ed25519 *group* arithmetic
+  for the PAKE only; it never verifies a signature, so the one-Ed25519-library
+  rule for signatures holds).
+* secp256k1 (vault wallet keys only): ``coincurve`` (libsecp256k1).
+* SLIP-39 Shamir shares of the account secret: ``shamir-mnemonic`` (the
+  SatoshiLabs reference implementation).
 
 Ed25519 policy (one policy, used by the relay and by every client):
 
@@ -42,6 +48,9 @@ from argon2.low_level import Type as _Argon2Type
 from argon2.low_level import hash_secret_raw as _argon2_raw
 from cryptography.hazmat.primitives import hashes as _hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF as _HKDF
+from spake2 import SPAKE2_A as _SPAKE2_A
+from spake2 import SPAKE2_B as _SPAKE2_B
+from spake2.spake2 import SPAKEError as _SPAKEError
 
 from sddsf.errors import Code, DecryptError, KeyValidationError, SignatureError, UsageError
 
@@ -53,6 +62,7 @@ __all__ = [
     "SEAL_OVERHEAD",
     "Ed25519PublicKey",
     "Ed25519SigningKey",
+    "Spake2",
     "X25519KeyPair",
     "aead_decrypt",
     "aead_encrypt",
@@ -63,7 +73,10 @@ __all__ = [
     "random_bytes",
     "seal",
     "seal_open",
+    "secp256k1_public_key",
     "sha256",
+    "slip39_combine",
+    "slip39_split",
     "validate_x25519_public",
     "x25519",
 ]
@@ -309,3 +322,94 @@ def aead_decrypt(key: bytes, nonce: bytes, ciphertext: bytes, associated_data: b
     except _nacl_exc.CryptoError:
         raise DecryptError("authenticated decryption failed (wrong key or tampered data)"
                            ) from None
+
+
+# ---------------------------------------------------------------------- SPAKE2
+
+
+class Spake2:
+    """One side of a SPAKE2 exchange (``initiator`` = side A, ``joiner`` = side B).
+
+    ``message`` is sent to the peer; :meth:`finish` takes the peer's message and
+    returns the shared key. Both sides get the same key only if they used the
+    same password; a wrong password is noticed only by key confirmation (the
+    caller's MACs), never here.
+    """
+
+    def __init__(self, role: str, password: bytes, *, id_a: bytes, id_b: bytes) -> None:
+        if role not in ("initiator", "joiner"):
+            raise UsageError("a SPAKE2 role is 'initiator' or 'joiner'")
+        cls = _SPAKE2_A if role == "initiator" else _SPAKE2_B
+        self._s = cls(password, idA=id_a, idB=id_b)
+        self.message: bytes = self._s.start()
+
+    def finish(self, peer_message: bytes) -> bytes:
+        """The 32-byte shared key.
+
+        Raises:
+            KeyValidationError: the peer's message is malformed, from the wrong
+                side, or a reflection of ours (``bad_key``).
+        """
+        try:
+            return bytes(self._s.finish(peer_message))
+        except (_SPAKEError, ValueError) as exc:
+            raise KeyValidationError(f"the pairing peer sent an invalid SPAKE2 message "
+                                     f"({exc})", Code.BAD_KEY) from exc
+
+
+# ------------------------------------------------------------------- secp256k1
+
+
+def secp256k1_public_key(secret: bytes) -> bytes:
+    """The 33-byte compressed secp256k1 public key of a 32-byte secret (vault keys).
+
+    Raises:
+        UsageError: ``secret`` is not a valid secp256k1 private key.
+    """
+    from coincurve import PrivateKey  # noqa: PLC0415 - only the vault needs it
+
+    try:
+        return bytes(PrivateKey(secret).public_key.format(compressed=True))
+    except (ValueError, TypeError) as exc:
+        raise UsageError("not a valid secp256k1 private key (32 bytes, 0 < k < n)") from exc
+
+
+# --------------------------------------------------------------------- SLIP-39
+
+
+def slip39_split(secret: bytes, *, threshold: int, shares: int,
+                 passphrase: bytes = b"") -> list[str]:
+    """Split ``secret`` into ``shares`` SLIP-39 mnemonics, any ``threshold`` of
+    which recover it (one group; ``passphrase`` optional, SLIP-39 encryption).
+
+    Raises:
+        UsageError: bad threshold/share counts or secret length.
+    """
+    import shamir_mnemonic  # noqa: PLC0415 - only recovery needs it
+
+    if not 1 <= threshold <= shares <= 16:
+        raise UsageError("need 1 <= threshold <= shares <= 16")
+    if threshold == 1 and shares > 1:
+        raise UsageError("a threshold of 1 would make every share the whole secret; "
+                         "use --threshold 2 or more (or the recovery phrase)")
+    try:
+        groups = shamir_mnemonic.generate_mnemonics(1, [(threshold, shares)], secret,
+                                                    passphrase=passphrase)
+    except (ValueError, shamir_mnemonic.MnemonicError) as exc:
+        raise UsageError(f"cannot split the secret: {exc}") from exc
+    return list(groups[0])
+
+
+def slip39_combine(mnemonics: list[str], passphrase: bytes = b"") -> bytes:
+    """Recover the secret from enough SLIP-39 mnemonics.
+
+    Raises:
+        UsageError: an invalid share (checksum, word, length), shares of
+            different sets, or too few shares; the message says which.
+    """
+    import shamir_mnemonic  # noqa: PLC0415 - only recovery needs it
+
+    try:
+        return bytes(shamir_mnemonic.combine_mnemonics(mnemonics, passphrase=passphrase))
+    except (ValueError, shamir_mnemonic.MnemonicError) as exc:
+        raise UsageError(f"these shares do not recover a secret: {exc}") from exc

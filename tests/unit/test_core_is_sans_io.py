@@ -24,7 +24,7 @@ ALLOWED_IMPORTS = {
     "__future__", "base64", "collections", "collections.abc", "dataclasses", "enum",
     "typing", "hashlib", "functools",
 }
-CRYPTO_LIBS = ("nacl", "argon2", "cryptography")
+CRYPTO_LIBS = ("nacl", "argon2", "cryptography", "spake2", "coincurve", "shamir_mnemonic")
 
 
 def _imports(path: Path) -> set[str]:

@@ -25,6 +25,9 @@ __all__ = [
     "ACCOUNT_RECOVERY_KEY",
     "ACCOUNT_SIGNING_KEY",
     "AUTH_SESSION",
+    "BACKUP_AD",
+    "BACKUP_KEY",
+    "BACKUP_VERIFIER",
     "DEVICE_ID",
     "DOC_ID",
     "DOC_KEY",
@@ -35,6 +38,9 @@ __all__ = [
     "OP_CIPHERTEXT",
     "OP_ID",
     "OP_SIG",
+    "PAIRING_CONFIRM",
+    "PAIRING_KEY",
+    "PAIRING_SAS",
     "REGISTRY_COSIG",
     "REGISTRY_ENTRY",
     "REGISTRY_SIG",
@@ -69,6 +75,12 @@ REQUEST_SIG: Final = "sddsf/v1/request/sig"
 SNAPSHOT_SIG: Final = "sddsf/v1/snapshot/sig"
 SNAPSHOT_AD: Final = "sddsf/v1/snapshot/ad"
 SNAPSHOT_KEY: Final = "sddsf/v1/snapshot/key"
+BACKUP_KEY: Final = "sddsf/v1/backup/key"
+BACKUP_VERIFIER: Final = "sddsf/v1/backup/verifier"
+BACKUP_AD: Final = "sddsf/v1/backup/ad"
+PAIRING_KEY: Final = "sddsf/v1/pairing/key"
+PAIRING_SAS: Final = "sddsf/v1/pairing/sas"
+PAIRING_CONFIRM: Final = "sddsf/v1/pairing/confirm"
 
 
 @functools.cache
