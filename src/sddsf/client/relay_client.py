@@ -271,6 +271,29 @@ class RelayClient:
                              "/snapshot", authed=True)
         return int(r["covers_offset"]), _unb64(r["blob"])
 
+    # ------------------------------------------------------- pairing mailbox
+    async def open_channel(self) -> tuple[bytes, int]:
+        """Open a pairing mailbox: ``(channel_id, expires_ms)``."""
+        r = await self._send("POST", "/v1/pairing")
+        return _unb64(r["channel_id"]), int(r["expires_ms"])
+
+    async def post_channel(self, channel_id: bytes, sender: str, body: bytes) -> int:
+        """Post an opaque message as ``sender``; returns its index."""
+        r = await self._send("POST", f"/v1/pairing/{_quote(channel_id)}/messages",
+                             body={"sender": sender, "body": _b64(body)})
+        return int(r["messages"][0]["index"])
+
+    async def read_channel(self, channel_id: bytes,
+                           after: int = -1) -> list[tuple[int, str, bytes]]:
+        """Messages after index ``after``: ``(index, sender, body)``."""
+        r = await self._send("GET", f"/v1/pairing/{_quote(channel_id)}/messages",
+                             params={"after": after})
+        return [(int(x["index"]), str(x["sender"]), _unb64(x["body"])) for x in r["messages"]]
+
+    async def burn_channel(self, channel_id: bytes) -> None:
+        """Burn a pairing mailbox (no further messages)."""
+        await self._send("POST", f"/v1/pairing/{_quote(channel_id)}/burn")
+
     async def ws_ticket(self) -> bytes:
         """A single-use WebSocket ticket."""
         r = await self._send("POST", "/v1/ws/ticket", signed=True, body={})
