@@ -8,7 +8,7 @@ import sys
 import click
 
 from sddsf import __version__
-from sddsf.cli.device_cmds import register
+from sddsf.cli import device_cmds, pairing_cmds
 from sddsf.errors import SddsfError
 
 __all__ = ["cli", "main"]
@@ -33,7 +33,8 @@ def demo(quiet: bool) -> None:
     run_demo(quiet=quiet)
 
 
-register(cli)
+device_cmds.register(cli)
+pairing_cmds.register(cli)
 
 
 @cli.group()

@@ -2,7 +2,7 @@
 
 An embedded relay (a real HTTP server on 127.0.0.1, SQLite in a temporary
 directory) and three devices in separate homes, using the same code paths as
-the real commands: create the account, add a second device, edit offline on
+the real commands: create the account, pair a second device (SPAKE2), edit offline on
 both, sync and converge, catch a relay that tampers with history, revoke a
 device, and recover the account on a third device from the recovery secret.
 Each protection is checked: the demo fails (exit 1) if one does not hold.
@@ -24,7 +24,9 @@ import pycrdt
 import uvicorn
 from rich.console import Console
 
+from sddsf.client import pairing
 from sddsf.client.device import Device
+from sddsf.client.pairing import PairingInvite
 from sddsf.crypto import Ed25519SigningKey, random_bytes
 from sddsf.errors import AuthenticationError, AuthorizationError, ProofError, UsageError
 from sddsf.relay.app import create_app
@@ -95,12 +97,32 @@ async def _scenario(say: Console, workdir: Path, url: str) -> None:  # noqa: PLR
     say.print("  recovery secret      shown once as a 24-word phrase by `sddsf init`")
     space = await laptop.create_space("groceries")
 
-    say.print("\n[bold]2. Add a second device (phone)[/]")
-    phone = await Device.add_local(laptop, workdir / "phone", "phone", passphrase=secret_source)
+    say.print("\n[bold]2. Pair a second device (phone) with a one-time code[/]")
+    invites: asyncio.Queue[PairingInvite] = asyncio.Queue()
+    words: list[tuple[str, ...]] = []
+
+    def compare(sas: tuple[str, ...]) -> bool:
+        words.append(sas)  # a person compares them; here both sides must agree
+        return True
+
+    def show(invite: PairingInvite) -> None:
+        say.print(f"  laptop shows the code  {invite.code}  (and a QR code)")
+        invites.put_nowait(invite)
+
+    async def phone_joins() -> Device:
+        invite = await invites.get()
+        return await pairing.join(workdir / "phone", url, invite.code, "phone",
+                                  passphrase=secret_source, confirm_sas=compare, poll_s=0.05)
+
+    _, phone = await asyncio.gather(
+        pairing.add_device(laptop, show=show, confirm_sas=compare, poll_s=0.05), phone_joins())
+    if len(words) != 2 or words[0] != words[1]:
+        raise UsageError("demo: the two devices did not derive the same pairing words")
+    say.print(f"  both screens show the same words: {' '.join(words[0])}")
+    say.print("  SPAKE2 over the relay's mailbox: the laptop signed the phone into the registry "
+              "(the phone countersigned) and opened a new key epoch that includes it")
     await laptop.sync()
     await phone.sync()
-    say.print("  the laptop signed the phone into the registry (the phone countersigned) and "
-              "opened a new key epoch that includes it")
 
     say.print("\n[bold]3. Edit offline on both, then sync[/]")
     laptop.doc(space, "kv").get("kv", type=pycrdt.Map)["milk"] = "2 l"

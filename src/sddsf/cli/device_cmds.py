@@ -287,8 +287,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
         state = d.registry()
         heads = {}
         for s, n in d.spaces():
-            leaves = d.store.count("leaf", s)
-            heads[n or s.hex()[:12]] = {"verified_log_size": leaves}
+            heads[n or s.hex()[:12]] = {"verified_log_size": d.verified_size(s)}
         return {
             "device": d.name, "device_id": d.device_id.hex(),
             "account_fingerprint": d.account.fingerprint, "relay": d.relay_url,

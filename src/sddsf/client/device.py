@@ -582,6 +582,14 @@ class Device:
                 entries[author] = int(_as_list(value)[0])
         return VersionVector(entries)
 
+    def verified_size(self, space_id: bytes) -> int:
+        """Entries of the space's log this device has verified."""
+        return self._verified_tree(space_id).size
+
+    def last_seen(self) -> dict[bytes, int]:
+        """Per device, the newest op timestamp (ms) this device has verified."""
+        return {k: _as_int(v) for k, v in self.store.scan("lastseen")}
+
     def pending_count(self) -> int:
         """Ops waiting to be pushed (after :meth:`flush`)."""
         return self.store.count("pending")
@@ -867,6 +875,14 @@ class Device:
                     b.put("op", space_id + _u64(offset), raw)
             for author, ch in chains.heads.items():
                 b.put("chain", space_id + author, encode([ch.seq, ch.op_id, ch.deps.encoded()]))
+            seen_ms: dict[bytes, int] = {}
+            for env, _ in applied:
+                a = env.header.author
+                seen_ms[a] = max(seen_ms.get(a, 0), env.header.ts.wall_ms)
+            for author, ms in seen_ms.items():
+                old_ms = self.store.get("lastseen", author)
+                if old_ms is None or _as_int(old_ms) < ms:
+                    b.put("lastseen", author, encode(ms))
             b.put("head", space_id, head.raw)
             self._seen_cache[space_id] = TreeHeadRef(head.size, head.root) if head.size else None
             for key in touched:
