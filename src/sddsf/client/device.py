@@ -41,6 +41,7 @@ from sddsf.errors import (
     AuthorizationError,
     Code,
     ConfigError,
+    ConflictError,
     DecodeError,
     NotFoundError,
     ProofError,
@@ -109,6 +110,7 @@ class SyncReport:
     applied: int = 0
     rejected: list[tuple[str, str]] = field(default_factory=list)  # (code, message) per op
     tree_size: dict[bytes, int] = field(default_factory=dict)
+    rotated: int = 0  # spaces moved to a new key epoch (policy age or a late revocation)
     snapshots_loaded: int = 0
     snapshots_written: int = 0
 
@@ -618,7 +620,7 @@ class Device:
                 with self.store.batch() as b:
                     b.put("space", sid, encode(""))  # name learnt from its _meta doc
         for space_id, _ in self.spaces():
-            await self.refresh_keys(space_id)
+            await self._rotate_if_due(space_id, await self.refresh_keys(space_id), report)
             await self._push(space_id, report)
             await self._pull(space_id, report)
             if self.flush():  # edits re-queued after a chain fork: seal and send again
@@ -628,6 +630,30 @@ class Device:
         for space_id, _ in self.spaces():
             await self._maintain(space_id, report)
         return report
+
+    async def _rotate_if_due(self, space_id: bytes, packages: list[kp.KeyPackage],
+                             report: SyncReport) -> None:
+        # A new epoch is due when a device was revoked after the current one
+        # was made (its revoker may have crashed before rotating), or when the
+        # current one is older than the policy's max_epoch_age_s.
+        last = packages[-1]
+        max_age = self.registry().policy.get("max_epoch_age_s")
+        aged = isinstance(max_age, int) and not isinstance(max_age, bool) and max_age > 0 \
+            and self._clock() - last.ts > max_age * 1000
+        if not (aged or kp.needs_rotation(last, self.registry())):
+            return
+        try:
+            await self.rotate(space_id)
+            report.rotated += 1
+        except ConflictError:
+            await self.refresh_keys(space_id)  # another device rotated first: use its epoch
+
+    async def set_policy(self, policy: dict[str, bool | int | str]) -> None:
+        """Replace the account's registry policy (e.g. ``{"max_epoch_age_s": 86400}``)."""
+        state = await self.refresh_registry()
+        await self.relay.append_registry(self.account.account_id,
+                                         reg.set_policy(state, self.keys, policy, self._clock()))
+        await self.refresh_registry()
 
     async def _maintain(self, space_id: bytes, report: SyncReport) -> None:
         # Snapshot and acknowledge: together they let the relay prune the log.
