@@ -8,9 +8,11 @@ import stat
 import time
 from pathlib import Path
 
-from test_cli_homes import PASS, relay, spawn, succeeded, failed  # noqa: F401 - fixture
-
+import test_cli_homes as homes
 from livekit import RelayProcess
+from test_cli_homes import PASS, failed, spawn, succeeded
+
+relay = homes.relay  # the module's relay-process fixture
 
 
 def ok_json(home: Path, *args: str, passphrase: str | None = None) -> object:

@@ -1,0 +1,238 @@
+"""``sddsf vault``: secrets synced through the vault space (``docs/vault.md``).
+
+Thin wrappers over :class:`sddsf.client.vault.Vault`. Every command syncs before
+it reads and after it writes; with the relay unreachable it warns on stderr and
+works on this device's copy (writes are sent at the next sync). Secrets are read
+from a file or stdin, never from the command line, and only ``vault get`` prints
+one.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from sddsf.cli.device_cmds import _emit, _run, _with_device
+from sddsf.client.device import Device
+from sddsf.client.vault import GENERATED, KINDS, Item, Vault, Version, normalize_secret
+from sddsf.errors import UnavailableError, UsageError
+
+__all__ = ["register"]
+
+T = TypeVar("T")
+
+
+async def _sync(device: Device) -> None:
+    try:
+        await device.sync()
+    except UnavailableError as exc:
+        click.echo(f"warning: not synced ({exc.message}); using this device's copy, changes "
+                   "are sent at the next sync", err=True)
+
+
+def _session(ctx: click.Context, action: Callable[[Vault, Device], T], *,
+             write: bool = False, create: bool = False) -> T:
+    """Sync, open the vault (created if absent and ``create``), act, sync after a write."""
+    async def go(device: Device) -> T:
+        await _sync(device)
+        vault = await Vault.open(device, create=create)
+        result = action(vault, device)
+        if write:
+            await _sync(device)
+        if vault.unreadable:
+            click.echo(f"note: {len(vault.unreadable)} vault record(s) could not be read "
+                       "(written by a newer sddsf?)", err=True)
+        return result
+    return _run(_with_device(ctx, go))
+
+
+def _read_secret(from_file: str | None) -> str:
+    try:
+        if from_file is not None:
+            text = Path(from_file).read_text(encoding="utf-8")
+        elif sys.stdin.isatty():
+            text = str(click.prompt("Secret", hide_input=True))
+        else:
+            text = sys.stdin.read()
+    except UnicodeDecodeError:
+        raise UsageError(f"{from_file or 'stdin'} is not UTF-8 text") from None
+    return text[:-2] if text.endswith("\r\n") else text.removesuffix("\n")
+
+
+def _echo(lines: list[str]) -> Callable[[Any], None]:
+    def render(_: Any) -> None:
+        for line in lines:
+            click.echo(line)
+    return render
+
+
+def _when(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _author(device: Device, v: Version) -> str:
+    rec = device.registry().device(bytes.fromhex(v.author))
+    return rec.name if rec is not None else v.author[:12]
+
+
+def _describe(device: Device, item: Item) -> dict[str, Any]:
+    data = item.describe()
+    for row, head in zip(data["versions"], item.heads, strict=True):
+        row["author_name"] = _author(device, head)
+    return data
+
+
+def _version_line(device: Device, v: Version) -> str:
+    extra = " (deletion)" if v.deleted else f" key {v.public_key[:16]}" if v.public_key else ""
+    return f"  {v.id[:12]}  {v.kind:<9}  {_when(v.ts_ms)}  by {_author(device, v)}{extra}"
+
+
+@click.group()
+def vault() -> None:
+    """Secrets (seed phrases, private keys, passwords, notes), end-to-end encrypted."""
+
+
+@vault.command("put")
+@click.argument("name")
+@click.option("--kind", required=True, help=f"One of {', '.join(KINDS)} (generic = note).")
+@click.option("--from-file", type=click.Path(exists=True, dir_okay=False),
+              help="Read the secret from this file (default: stdin, or a hidden prompt).")
+@click.pass_context
+def put(ctx: click.Context, name: str, kind: str, from_file: str | None) -> None:
+    """Store the secret NAME (a new version; never taken from the command line)."""
+    secret = normalize_secret(kind, _read_secret(from_file))  # fail before any sync
+    v = _session(ctx, lambda vt, _: vt.put(name, kind, secret), write=True, create=True)
+    click.echo(f"stored {name!r} ({v.kind}, version {v.id[:12]})")
+    if v.public_key:
+        click.echo(f"public key: {v.public_key}")
+
+
+@vault.command("get")
+@click.argument("name")
+@click.option("--version", help="A version id (or a unique prefix), e.g. during a conflict.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def get(ctx: click.Context, name: str, version: str | None, as_json: bool) -> None:
+    """Print the secret NAME (the only command that shows a secret)."""
+    v = _session(ctx, lambda vt, _: vt.get(name, version))
+    data = {"name": v.name, "secret": v.secret, "public_key": v.public_key, **v.describe()}
+    _emit(data, as_json, lambda _: click.echo(v.secret))
+
+
+@vault.command("list")
+@click.option("--deleted", is_flag=True, help="Include deleted items still restorable.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def list_(ctx: click.Context, deleted: bool, as_json: bool) -> None:
+    """List names, kinds and versions (never the secrets)."""
+    def go(vt: Vault, d: Device) -> tuple[list[dict[str, Any]], list[str]]:
+        items = vt.list(deleted=deleted)
+        lines = []
+        for i in items:
+            flag = (f"  CONFLICT ({len(i.heads)} versions)" if i.conflict else
+                    "  deleted" + ("" if vt.restorable(i) else ", past its grace period")
+                    if i.deleted else "")
+            lines.append(f"{i.name}  {i.kind}  {_when(i.updated_ms)}{flag}")
+        return [_describe(d, i) for i in items], lines or ["the vault is empty"]
+    rows, lines = _session(ctx, go)
+    _emit(rows, as_json, _echo(lines))
+
+
+@vault.command("history")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def history(ctx: click.Context, name: str, as_json: bool) -> None:
+    """Every version of NAME, oldest first (without the secrets)."""
+    rows, lines = _session(ctx, lambda vt, d: (
+        [{**v.describe(), "author_name": _author(d, v)} for v in vt.history(name)],
+        [_version_line(d, v) for v in vt.history(name)]))
+    _emit(rows, as_json, _echo(lines))
+
+
+@vault.command("rm")
+@click.argument("name")
+@click.pass_context
+def rm(ctx: click.Context, name: str) -> None:
+    """Delete NAME (restorable with `sddsf vault restore` during the grace period)."""
+    until = _session(ctx, lambda vt, _: vt.rm(name).ts_ms + vt.grace_ms, write=True)
+    click.echo(f"deleted {name!r}; `sddsf vault restore {name}` brings it back until "
+               f"{_when(until)}")
+
+
+@vault.command("restore")
+@click.argument("name")
+@click.pass_context
+def restore(ctx: click.Context, name: str) -> None:
+    """Undo the deletion of NAME (within the grace period)."""
+    written = _session(ctx, lambda vt, _: vt.restore(name), write=True)
+    if len(written) == 1:
+        click.echo(f"restored {name!r} (version {written[0].id[:12]})")
+    else:
+        click.echo(f"restored {name!r} as {len(written)} conflicting versions; "
+                   "`sddsf vault conflicts` shows them")
+
+
+@vault.command("generate")
+@click.argument("name")
+@click.option("--kind", required=True, type=click.Choice(GENERATED))
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def generate(ctx: click.Context, name: str, kind: str, as_json: bool) -> None:
+    """Generate a key or a 24-word BIP39 phrase; prints only a key's public key."""
+    v = _session(ctx, lambda vt, _: vt.generate(name, kind), write=True, create=True)
+    data = {"name": name, "kind": kind, "version": v.id, "public_key": v.public_key}
+
+    def render(_: Any) -> None:
+        what = "a 24-word BIP39 phrase" if kind == "bip39" else f"a new {kind} key"
+        click.echo(f"generated {what} as {name!r} (version {v.id[:12]}); "
+                   f"`sddsf vault get {name}` shows the secret")
+        if v.public_key:
+            click.echo(f"public key: {v.public_key}")
+    _emit(data, as_json, render)
+
+
+@vault.command("conflicts")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def conflicts(ctx: click.Context, as_json: bool) -> None:
+    """Items with several current versions (without the secrets)."""
+    def go(vt: Vault, d: Device) -> tuple[list[dict[str, Any]], list[str]]:
+        items = vt.conflicts()
+        lines = []
+        for i in items:
+            lines.append(f"{i.name}: {len(i.heads)} versions (keep one with `sddsf vault "
+                         f"resolve {i.name} --keep ID`)")
+            lines += [_version_line(d, h) for h in i.heads]
+        return [_describe(d, i) for i in items], lines or ["no conflicts"]
+    rows, lines = _session(ctx, go)
+    _emit(rows, as_json, _echo(lines))
+
+
+@vault.command("resolve")
+@click.argument("name")
+@click.option("--keep", required=True, help="The version to keep (an id or unique prefix).")
+@click.pass_context
+def resolve(ctx: click.Context, name: str, keep: str) -> None:
+    """End a conflict on NAME by keeping one version (a deletion confirms the delete)."""
+    v = _session(ctx, lambda vt, _: vt.resolve(name, keep), write=True)
+    click.echo(f"resolved {name!r}: " + ("deleted" if v.deleted else
+                                         f"kept as version {v.id[:12]}"))
+
+
+@vault.command("purge")
+@click.pass_context
+def purge(ctx: click.Context) -> None:
+    """Erase the items deleted longer than the grace period ago."""
+    names = _session(ctx, lambda vt, _: vt.purge(), write=True)
+    click.echo(f"purged {len(names)} item(s)" + (f": {', '.join(names)}" if names else ""))
+
+
+def register(cli: click.Group) -> None:
+    """Attach the ``vault`` group to the top-level group."""
+    cli.add_command(vault)
