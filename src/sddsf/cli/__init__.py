@@ -8,7 +8,7 @@ import sys
 import click
 
 from sddsf import __version__
-from sddsf.cli import device_cmds, pairing_cmds, vault_cmds
+from sddsf.cli import device_cmds, pairing_cmds, recovery_cmds, vault_cmds
 from sddsf.errors import SddsfError
 
 __all__ = ["cli", "main"]
@@ -36,6 +36,7 @@ def demo(quiet: bool) -> None:
 device_cmds.register(cli)
 pairing_cmds.register(cli)
 vault_cmds.register(cli)
+recovery_cmds.register(cli)
 
 
 @cli.group()

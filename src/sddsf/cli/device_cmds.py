@@ -19,7 +19,6 @@ from typing import Any, TypeVar
 
 import click
 import pycrdt
-from mnemonic import Mnemonic
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, TaskID, TextColumn, TimeRemainingColumn
 from rich.progress import Progress as RichProgress
@@ -27,6 +26,7 @@ from rich.progress import Progress as RichProgress
 from sddsf.client.device import Device, Progress
 from sddsf.client.home import default_home
 from sddsf.errors import UnavailableError, UsageError
+from sddsf.recovery import phrase_from_secret
 
 __all__ = ["register"]
 
@@ -96,7 +96,7 @@ def init(ctx: click.Context, relay_url: str, name: str, phrase_out: str | None,
         return secret, device.account.fingerprint
 
     secret, fingerprint = _run(go())
-    words = Mnemonic("english").to_mnemonic(secret)
+    words = phrase_from_secret(secret)
     if phrase_out:
         fd = os.open(phrase_out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:
@@ -111,24 +111,51 @@ def init(ctx: click.Context, relay_url: str, name: str, phrase_out: str | None,
 
 @click.command()
 @click.option("--relay", "relay_url", required=True)
-@click.option("--phrase-file", type=click.Path(exists=True, dir_okay=False), required=True,
+@click.option("--phrase-file", type=click.Path(dir_okay=False),
               help="File holding the 24-word recovery phrase.")
+@click.option("--shares", "share_files", multiple=True, type=click.Path(dir_okay=False),
+              help="A file holding one SLIP-39 share (repeat: --shares F1 --shares F2).")
+@click.option("--share-passphrase", is_flag=True,
+              help="The shares were made with `recovery split --passphrase` (prompted, or "
+                   "SDDSF_SHARES_PASSPHRASE).")
+@click.option("--passphrase", "use_backup", is_flag=True,
+              help="Recover from the relay's passphrase backup (needs --account).")
+@click.option("--account", "account_text",
+              help="Account id (64 hex digits, printed by `sddsf backup enable`).")
 @click.option("--name", default="recovered device", show_default=True)
 @click.option("--revoke-others", is_flag=True, help="Revoke every other device.")
 @click.option("--insecure-plaintext-key", is_flag=True,
               help="INSECURE: keep the store key in plaintext (no keyring, no passphrase).")
 @click.pass_context
-def recover(ctx: click.Context, relay_url: str, phrase_file: str, name: str,
-            revoke_others: bool, insecure_plaintext_key: bool) -> None:
-    """Recover the account on this device from the recovery phrase."""
-    words = Path(phrase_file).read_text().strip()
-    m = Mnemonic("english")
-    if not m.check(words):
-        raise UsageError("the recovery phrase is not a valid 24-word BIP39 phrase; check "
-                         "every word")
+def recover(ctx: click.Context, relay_url: str, phrase_file: str | None,
+            share_files: tuple[str, ...], share_passphrase: bool, use_backup: bool,
+            account_text: str | None, name: str, revoke_others: bool,
+            insecure_plaintext_key: bool) -> None:
+    """Recover the account on this device: from the recovery phrase, from SLIP-39
+    shares, or from the relay's passphrase backup."""
+    from sddsf import recovery  # noqa: PLC0415 - keep CLI start-up light
+
+    sources = [bool(phrase_file), bool(share_files), use_backup]
+    if sum(sources) != 1:
+        raise UsageError("give exactly one of --phrase-file F, --shares F1 --shares F2 ..., "
+                         "or --passphrase --account ID")
+    if phrase_file:
+        secret = recovery.secret_from_phrase(recovery.read_words_file(phrase_file))
+    elif share_files:
+        words = [recovery.read_words_file(f, kind="share") for f in share_files]
+        secret = recovery.combine_shares(words, _env_or_prompt(
+            "SDDSF_SHARES_PASSPHRASE", "Passphrase of the shares") if share_passphrase else "")
+    else:
+        if not account_text:
+            raise UsageError("--passphrase needs --account ID (printed by `sddsf backup "
+                             "enable`)")
+        account_id = recovery.parse_account_id(account_text)
+        backup_pass = _env_or_prompt("SDDSF_BACKUP_PASSPHRASE", "Backup passphrase")
+        secret = _run(recovery.fetch_backup_secret(relay_url, account_id, backup_pass))
+
     async def go() -> tuple[str, int]:
         device = await Device.recover(
-            _home(ctx), relay_url, bytes(m.to_entropy(words)), name,
+            _home(ctx), relay_url, secret, name,
             passphrase=None if insecure_plaintext_key else _passphrase(confirm=True),
             revoke_others=revoke_others, insecure_plaintext=insecure_plaintext_key)
         result = device.account.fingerprint, len(device.spaces())
@@ -137,6 +164,13 @@ def recover(ctx: click.Context, relay_url: str, phrase_file: str, name: str,
 
     fingerprint, spaces = _run(go())
     click.echo(f"Recovered account {fingerprint}; {spaces} space(s) readable.")
+
+
+def _env_or_prompt(env: str, what: str) -> str:
+    value = os.environ.get(env)
+    if value is not None:
+        return value
+    return str(click.prompt(what, hide_input=True))
 
 
 @click.group()

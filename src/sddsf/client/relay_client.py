@@ -28,6 +28,7 @@ from sddsf.errors import (
     error_from_wire,
 )
 from sddsf.protocol import auth
+from sddsf.protocol.backup import Backup, KdfParams
 from sddsf.protocol.identity import DeviceKeys
 from sddsf.wire import b64 as _b64
 from sddsf.wire import unb64 as _unb64
@@ -298,6 +299,45 @@ class RelayClient:
         """A single-use WebSocket ticket."""
         r = await self._send("POST", "/v1/ws/ticket", signed=True, body={})
         return _unb64(r["ticket"])
+
+    # ---------------------------------------------------- passphrase backups
+    async def put_backup(self, account_id: bytes, backup: Backup) -> None:
+        """Store (or replace) the account's passphrase backup (signed by this device)."""
+        kdf = backup.kdf
+        await self._send("PUT", f"/v1/accounts/{_quote(account_id)}/backup", signed=True,
+                         body={"kdf": {"alg": kdf.alg, "t": kdf.t, "m": kdf.m_kib,
+                                       "p": kdf.p, "salt": _b64(kdf.salt)},
+                               "verifier": _b64(backup.verifier), "blob": _b64(backup.blob)})
+
+    async def delete_backup(self, account_id: bytes) -> bool:
+        """Delete the account's passphrase backup; False if there was none."""
+        r = await self._send("DELETE", f"/v1/accounts/{_quote(account_id)}/backup",
+                             signed=True)
+        return bool(r["deleted"])
+
+    async def backup_kdf(self, account_id: bytes) -> KdfParams:
+        """The backup's KDF parameters as the relay states them (unchecked: call
+        :func:`sddsf.protocol.backup.check_kdf_params` before deriving anything)."""
+        r = await self._send("GET", f"/v1/accounts/{_quote(account_id)}/backup/kdf")
+        try:
+            kdf = r["kdf"]
+            values = [kdf[k] for k in ("t", "m", "p")]
+            if not isinstance(kdf["alg"], str) or any(
+                    isinstance(v, bool) or not isinstance(v, int) for v in values):
+                raise TypeError("kdf fields")
+            return KdfParams(t=values[0], m_kib=values[1], p=values[2],
+                             salt=_unb64(str(kdf["salt"]), "kdf.salt"), alg=kdf["alg"])
+        except (KeyError, TypeError):
+            raise DecodeError("the relay sent malformed backup KDF parameters") from None
+
+    async def fetch_backup(self, account_id: bytes, verifier: bytes) -> bytes:
+        """The backup blob, for the right verifier (a wrong one is counted by the relay)."""
+        r = await self._send("POST", f"/v1/accounts/{_quote(account_id)}/backup/fetch",
+                             body={"verifier": _b64(verifier)})
+        try:
+            return _unb64(str(r["blob"]), "blob")
+        except (KeyError, TypeError):
+            raise DecodeError("the relay sent no backup blob") from None
 
 
 def _quote(raw: bytes) -> str:

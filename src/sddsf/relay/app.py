@@ -38,7 +38,7 @@ from sddsf.relay.edge import EdgeState, MemoryEdgeState
 from sddsf.relay.fabric import Fabric
 from sddsf.relay.fanout import Hub
 from sddsf.relay.metrics import RelayMetrics
-from sddsf.relay.routes import accounts, live, pairing, spaces
+from sddsf.relay.routes import accounts, backup, live, pairing, spaces
 from sddsf.relay.settings import RelaySettings
 from sddsf.relay.storage.base import RelayStorage
 
@@ -133,7 +133,8 @@ def create_app(settings: RelaySettings, storage: RelayStorage, relay_key: Ed2551
 
     app.openapi = openapi  # type: ignore[method-assign]
     _routes_health(app, ctx)
-    for router in (accounts.router, spaces.router, pairing.router, live.router):
+    for router in (accounts.router, spaces.router, pairing.router, backup.router,
+                   live.router):
         app.include_router(router)
     return app
 

@@ -15,6 +15,12 @@ from sddsf.wire import b64, unb64
 
 __all__ = [
     "AccountCreated",
+    "BackupBlob",
+    "BackupDeleted",
+    "BackupFetch",
+    "BackupIn",
+    "BackupKdf",
+    "BackupKdfOut",
     "ChallengeRequest",
     "ChallengeResponse",
     "ChannelCreated",
@@ -269,3 +275,49 @@ class ChannelMessages(_Strict):
     """Messages after the requested index."""
 
     messages: list[ChannelMessage]
+
+
+class BackupKdf(_Strict):
+    """Argon2id parameters of a passphrase backup (``m`` in KiB)."""
+
+    alg: Literal["argon2id"]
+    t: int = Field(ge=1, le=2**32 - 1)
+    m: int = Field(ge=1, le=2**32 - 1)
+    p: int = Field(ge=1, le=2**24 - 1)
+    salt: Annotated[str, Field(max_length=88, pattern=r"^[A-Za-z0-9_-]*={0,2}$",
+                               description="URL-safe base64 of 16 to 64 bytes")]
+
+
+class BackupIn(_Strict):
+    """A passphrase backup: its KDF parameters, the 32-byte verifier and the blob."""
+
+    kdf: BackupKdf
+    verifier: Annotated[str, Field(max_length=44, pattern=r"^[A-Za-z0-9_-]*={0,2}$",
+                                   description="URL-safe base64 of 32 bytes")]
+    blob: Annotated[str, Field(max_length=5464, pattern=r"^[A-Za-z0-9_-]*={0,2}$",
+                               description="URL-safe base64 of at most 4096 bytes")]
+
+
+class BackupKdfOut(_Strict):
+    """The stored backup's KDF parameters."""
+
+    kdf: BackupKdf
+
+
+class BackupDeleted(_Strict):
+    """Whether a backup was deleted."""
+
+    deleted: bool
+
+
+class BackupFetch(_Strict):
+    """The verifier derived from the passphrase."""
+
+    verifier: Annotated[str, Field(max_length=44, pattern=r"^[A-Za-z0-9_-]*={0,2}$",
+                                   description="URL-safe base64 of 32 bytes")]
+
+
+class BackupBlob(_Strict):
+    """The backup blob (released for the right verifier only)."""
+
+    blob: B64

@@ -53,6 +53,9 @@ class RelaySettings:
     ws_queue_max: int = 256
     pairing_ttl_s: int = 600
     pairing_max_messages: int = 16
+    backup_max_failures: int = 5
+    backup_lockout_s: int = 900
+    backup_max_lockout_s: int = 86_400
     trust_proxy_headers: bool = False
 
     @property
@@ -86,6 +89,9 @@ def _validated(s: RelaySettings) -> RelaySettings:
     for name in positive:
         if getattr(s, name) <= 0:
             raise ConfigError(f"setting {name!r} must be positive, got {getattr(s, name)}")
+    if s.backup_max_lockout_s < s.backup_lockout_s:
+        raise ConfigError(f"setting 'backup_max_lockout_s' ({s.backup_max_lockout_s}) must be "
+                          f"at least 'backup_lockout_s' ({s.backup_lockout_s})")
     if not 0 <= s.port <= 65535:
         raise ConfigError(f"port {s.port} is out of range")
     if not s.db.startswith(("sqlite:///", "postgresql://", "postgres://")):

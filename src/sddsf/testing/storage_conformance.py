@@ -26,10 +26,14 @@ from sddsf.relay.storage import migrations
 from sddsf.relay.storage.base import (
     AppendOutcome,
     AppendStatus,
+    BackupAttemptState,
+    BackupAttemptStatus,
+    BackupLockPolicy,
     ForkEvidence,
     OpToAppend,
     RelayStorage,
     StorageConflict,
+    StoredBackup,
 )
 
 __all__ = ["CHECKS", "Check", "Harness", "expect", "expect_eq", "make_op", "verify_log"]
@@ -720,6 +724,119 @@ async def check_pairing_expiry_and_burn(h: Harness) -> None:
     await raises(StorageConflict, s.create_channel(burnt, NOW + 60_000))
 
 
+
+# ------------------------------------------------------------ passphrase backups
+OK_, WRONG, LOCKED = BackupAttemptStatus.OK, BackupAttemptStatus.WRONG, BackupAttemptStatus.LOCKED
+
+
+def make_backup_record(account: bytes, blob: bytes = b"blob", verifier_hash: bytes = b"v" * 32,
+                       stored_ms: int = NOW) -> StoredBackup:
+    """A backup row (the storage does not interpret the blob)."""
+    return StoredBackup(account, "argon2id", 3, 65536, 4, b"s" * 16, verifier_hash, blob,
+                        stored_ms)
+
+
+async def check_backup_put_get_delete(h: Harness) -> None:
+    """One backup per account; a put replaces it; delete removes it (idempotent)."""
+    s, account, other = h.storage, rid(32), rid(32)
+    expect(await s.get_backup(account) is None, "no backup yet")
+    first = make_backup_record(account)
+    await s.put_backup(first)
+    expect_eq(await s.get_backup(account), first, "stored backup")
+    second = StoredBackup(account, "argon2id", 4, 131072, 2, b"t" * 32, b"w" * 32,
+                          b"blob-2" * 100, NOW + 5)
+    await s.put_backup(second)
+    expect_eq(await s.get_backup(account), second, "replaced backup")
+    expect(await s.get_backup(other) is None, "backups are per account")
+    policy = BackupLockPolicy(5, 1000, 8000)
+    await raises(NotFoundError, s.backup_attempt(other, b"w" * 32, NOW, policy))
+    ok = await s.backup_attempt(account, b"w" * 32, NOW, policy)
+    expect_eq((ok.status, ok.blob, ok.state), (OK_, second.blob, BackupAttemptState()))
+    expect(await s.delete_backup(account) is True, "deleted")
+    expect(await s.delete_backup(account) is False, "second delete is a no-op")
+    expect(await s.get_backup(account) is None, "gone")
+    await raises(NotFoundError, s.backup_attempt(account, b"w" * 32, NOW, policy))
+
+
+async def check_backup_lockout_doubles_and_persists(h: Harness) -> None:
+    """Wrong verifiers lock the backup after max_failures, for a duration that
+    doubles up to the cap; a locked backup refuses even the right verifier; the
+    state survives a reopen (another node) and a replacement, and a success
+    resets it."""
+    s, account = h.storage, rid(32)
+    right, wrong = b"r" * 32, b"x" * 32
+    await s.put_backup(make_backup_record(account, verifier_hash=right))
+    policy = BackupLockPolicy(3, 1000, 5000)
+    now = NOW
+    a = await s.backup_attempt(account, wrong, now, policy)
+    expect_eq((a.status, a.retry_after_ms, a.blob, a.state.failures), (WRONG, 0, None, 1))
+    a = await s.backup_attempt(account, wrong, now, policy)
+    expect_eq((a.status, a.retry_after_ms, a.state.failures), (WRONG, 0, 2))
+    a = await s.backup_attempt(account, wrong, now, policy)
+    expect_eq((a.status, a.retry_after_ms, a.state), (WRONG, 1000,
+                                                      BackupAttemptState(0, 1, now + 1000)))
+    a = await s.backup_attempt(account, right, now + 400, policy)
+    expect_eq((a.status, a.retry_after_ms, a.blob), (LOCKED, 600, None), "right but locked")
+    # the lock is in the database: another node (a restarted relay) sees it
+    peer = h.new_peer()
+    try:
+        await peer.open()
+        a = await peer.backup_attempt(account, right, now + 500, policy)
+        expect_eq((a.status, a.retry_after_ms), (LOCKED, 500), "lock after reopen")
+        # replacing the backup keeps the lock
+        await peer.put_backup(make_backup_record(account, b"new blob", right, now + 600))
+        a = await peer.backup_attempt(account, right, now + 600, policy)
+        expect_eq((a.status, a.retry_after_ms), (LOCKED, 400), "lock after replacement")
+    finally:
+        await peer.close()
+    # after the lock: three more failures lock for twice as long, then the cap
+    for lockouts, duration in ((2, 2000), (3, 4000), (4, 5000), (5, 5000)):
+        now = a.state.locked_until_ms  # the previous lock has just ended
+        for _ in range(2):
+            a = await s.backup_attempt(account, wrong, now, policy)
+            expect_eq((a.status, a.retry_after_ms), (WRONG, 0))
+        a = await s.backup_attempt(account, wrong, now, policy)
+        expect_eq((a.status, a.retry_after_ms, a.state),
+                  (WRONG, duration, BackupAttemptState(0, lockouts, now + duration)),
+                  f"lockout {lockouts}")
+    a = await s.backup_attempt(account, right, a.state.locked_until_ms, policy)
+    expect_eq((a.status, a.blob, a.state), (OK_, b"new blob", BackupAttemptState()),
+              "a success resets failures and lockouts")
+    a = await s.backup_attempt(account, wrong, now, policy)
+    expect_eq((a.status, a.state.failures, a.state.lockouts), (WRONG, 1, 0))
+    # deleting drops the attempt state with the backup
+    await s.delete_backup(account)
+    await s.put_backup(make_backup_record(account, verifier_hash=right))
+    for _ in range(2):
+        await s.backup_attempt(account, wrong, now, policy)
+    await s.delete_backup(account)
+    await s.put_backup(make_backup_record(account, verifier_hash=right))
+    a = await s.backup_attempt(account, wrong, now, policy)
+    expect_eq((a.status, a.state.failures), (WRONG, 1), "fresh state after delete")
+
+
+async def check_backup_concurrent_attempts(h: Harness) -> None:
+    """Concurrent wrong guesses, from two nodes, are counted one by one: exactly
+    max_failures are checked, every later one is refused as locked."""
+    s, account = h.storage, rid(32)
+    await s.put_backup(make_backup_record(account, verifier_hash=b"r" * 32))
+    policy = BackupLockPolicy(3, 60_000, 60_000)
+    peer = h.new_peer()
+    try:
+        await peer.open()
+        attempts = await asyncio.gather(*(
+            (s if i % 2 else peer).backup_attempt(account, bytes([i]) * 32, NOW, policy)
+            for i in range(12)))
+    finally:
+        await peer.close()
+    statuses_ = sorted(a.status.value for a in attempts)
+    expect_eq(statuses_, ["locked"] * 9 + ["wrong"] * 3, "attempt outcomes")
+    expect_eq(sum(1 for a in attempts if a.status is WRONG and a.retry_after_ms), 1,
+              "exactly one attempt locked the backup")
+    a = await s.backup_attempt(account, b"r" * 32, NOW + 1, policy)
+    expect_eq(a.status, LOCKED)
+
+
 CHECKS: list[Check] = [
     check_migrations_applied,
     check_reopen_is_idempotent,
@@ -748,4 +865,7 @@ CHECKS: list[Check] = [
     check_acks_only_move_forward,
     check_pairing_channel,
     check_pairing_expiry_and_burn,
+    check_backup_put_get_delete,
+    check_backup_lockout_doubles_and_persists,
+    check_backup_concurrent_attempts,
 ]

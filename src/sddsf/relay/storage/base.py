@@ -21,6 +21,11 @@ Invariants every backend keeps (the conformance suite checks each):
 * **Proofs survive pruning.** :meth:`RelayStorage.prune_ops` drops envelopes but
   never leaf hashes or nodes, so every inclusion and consistency proof stays
   valid.
+* **Backup attempts are atomic and durable.** :meth:`RelayStorage.backup_attempt`
+  reads the attempt state, compares the verifier hash, decides with
+  :func:`decide_backup_attempt` and writes the new state in ONE transaction
+  that holds the backup's row, so concurrent guesses cannot exceed the
+  failure limit, and the state survives a restart.
 
 Errors: backends raise :class:`~sddsf.errors.SddsfError` subclasses only;
 driver exceptions are translated once, here at the adapter. A unique-key race
@@ -37,11 +42,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
 
+from sddsf.crypto import constant_time_equal
 from sddsf.errors import ConfigError, ConflictError, UnavailableError
 
 __all__ = [
     "AppendOutcome",
     "AppendStatus",
+    "BackupAttempt",
+    "BackupAttemptState",
+    "BackupAttemptStatus",
+    "BackupLockPolicy",
     "ChainSnapshot",
     "ForkEvidence",
     "OpToAppend",
@@ -50,7 +60,10 @@ __all__ = [
     "SpaceRecord",
     "StorageConflict",
     "StorageUnavailable",
+    "StoredBackup",
     "StoredOp",
+    "decide_backup_attempt",
+    "verifier_matches",
 ]
 
 
@@ -146,6 +159,95 @@ class PairingMessage:
     index: int
     sender: str  # "initiator" or "joiner"
     body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class StoredBackup:
+    """An account's passphrase backup (``docs/protocol.md`` section 19): the public
+    Argon2id parameters, ``BLAKE2b-256(verifier)`` (never the verifier) and the
+    opaque blob."""
+
+    account_id: bytes
+    alg: str
+    t: int
+    m_kib: int
+    p: int
+    salt: bytes
+    verifier_hash: bytes
+    blob: bytes
+    stored_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class BackupLockPolicy:
+    """When wrong verifiers lock a backup: after ``max_failures`` consecutive
+    failures, for ``lockout_ms`` doubled on each further lockout, at most
+    ``max_lockout_ms``."""
+
+    max_failures: int
+    lockout_ms: int
+    max_lockout_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class BackupAttemptState:
+    """The persisted attempt state of one backup."""
+
+    failures: int = 0  # consecutive wrong verifiers since the last success or lockout
+    lockouts: int = 0  # lockouts since the last success (each one doubles the next)
+    locked_until_ms: int = 0  # refused (even a right verifier) before this time
+
+
+class BackupAttemptStatus(Enum):
+    """The outcome of one fetch attempt."""
+
+    OK = "ok"  # the verifier is right: here is the blob
+    WRONG = "wrong"  # a wrong verifier (counted)
+    LOCKED = "locked"  # refused unchecked, the backup is locked (not counted)
+
+
+@dataclass(frozen=True, slots=True)
+class BackupAttempt:
+    """What :meth:`RelayStorage.backup_attempt` decided.
+
+    ``retry_after_ms`` is the remaining lockout for LOCKED, and for a WRONG
+    attempt that has just locked the backup (0 otherwise). ``blob`` is set for OK.
+    """
+
+    status: BackupAttemptStatus
+    state: BackupAttemptState
+    retry_after_ms: int = 0
+    blob: bytes | None = None
+
+
+def decide_backup_attempt(state: BackupAttemptState, matches: bool, now_ms: int,
+                          policy: BackupLockPolicy) -> BackupAttempt:
+    """The one lockout rule, shared by every backend (pure).
+
+    * locked (``locked_until_ms > now``): LOCKED, nothing changes, whether or
+      not the verifier is right;
+    * right verifier: OK, and the state is reset (failures and lockouts);
+    * wrong verifier: WRONG, one more failure; the ``max_failures``-th locks the
+      backup for ``lockout_ms * 2**(lockouts)`` (capped at ``max_lockout_ms``) and
+      starts counting failures from zero again.
+    """
+    if state.locked_until_ms > now_ms:
+        return BackupAttempt(BackupAttemptStatus.LOCKED, state, state.locked_until_ms - now_ms)
+    if matches:
+        return BackupAttempt(BackupAttemptStatus.OK, BackupAttemptState())
+    failures = state.failures + 1
+    if failures < policy.max_failures:
+        return BackupAttempt(BackupAttemptStatus.WRONG,
+                             BackupAttemptState(failures, state.lockouts, state.locked_until_ms))
+    lockouts = state.lockouts + 1
+    duration = min(policy.lockout_ms << min(lockouts - 1, 40), policy.max_lockout_ms)
+    return BackupAttempt(BackupAttemptStatus.WRONG,
+                         BackupAttemptState(0, lockouts, now_ms + duration), duration)
+
+
+def verifier_matches(stored_hash: bytes, candidate_hash: bytes) -> bool:
+    """Constant-time comparison of two verifier hashes."""
+    return constant_time_equal(stored_hash, candidate_hash)
 
 
 class RelayStorage(ABC):
@@ -336,6 +438,35 @@ class RelayStorage(ABC):
     @abstractmethod
     async def burn_channel(self, channel_id: bytes) -> None:
         """Make the channel unusable (after a failed confirmation or completion)."""
+
+    # ---------------------------------------------------------- passphrase backups
+    @abstractmethod
+    async def put_backup(self, backup: StoredBackup) -> None:
+        """Store (or replace) the account's backup.
+
+        Replacing keeps the attempt state: failures and a running lockout survive
+        a new upload.
+        """
+
+    @abstractmethod
+    async def get_backup(self, account_id: bytes) -> StoredBackup | None:
+        """The account's backup, or None."""
+
+    @abstractmethod
+    async def delete_backup(self, account_id: bytes) -> bool:
+        """Delete the backup and its attempt state; False if there was none."""
+
+    @abstractmethod
+    async def backup_attempt(self, account_id: bytes, verifier_hash: bytes, now_ms: int,
+                             policy: BackupLockPolicy) -> BackupAttempt:
+        """One fetch attempt, atomically: read the attempt state, compare
+        ``verifier_hash`` with the stored one in constant time, decide with
+        :func:`decide_backup_attempt`, store the new state and return the
+        decision (with the blob when OK).
+
+        Raises:
+            NotFoundError: the account has no backup.
+        """
 
 
 def require_backend_url(url: str) -> str:

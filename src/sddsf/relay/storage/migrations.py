@@ -26,6 +26,9 @@ Schema (both backends; ``log_offset`` because ``offset`` is an SQL keyword):
   ``pairing_messages``.
 * ``acks(space_id, device_id, acked_offset, updated_ms)``: how far each device
   has applied the log (pruning waits for every active device).
+* ``backups(account_id, kdf_alg, kdf_t, kdf_m, kdf_p, kdf_salt, verifier_hash,
+  blob, stored_ms, failures, lockouts, locked_until_ms)``: one passphrase backup
+  per account and its attempt state (lockouts survive restarts).
 """
 
 from __future__ import annotations
@@ -153,6 +156,21 @@ SQLITE_MIGRATIONS: Final[tuple[Migration, ...]] = (
             updated_ms INTEGER NOT NULL,
             PRIMARY KEY (space_id, device_id))""",
     )),
+    Migration(6, "passphrase backups", (
+        """CREATE TABLE backups (
+            account_id BLOB PRIMARY KEY,
+            kdf_alg TEXT NOT NULL,
+            kdf_t INTEGER NOT NULL CHECK (kdf_t >= 1),
+            kdf_m INTEGER NOT NULL CHECK (kdf_m >= 1),
+            kdf_p INTEGER NOT NULL CHECK (kdf_p >= 1),
+            kdf_salt BLOB NOT NULL,
+            verifier_hash BLOB NOT NULL,
+            blob BLOB NOT NULL,
+            stored_ms INTEGER NOT NULL,
+            failures INTEGER NOT NULL DEFAULT 0 CHECK (failures >= 0),
+            lockouts INTEGER NOT NULL DEFAULT 0 CHECK (lockouts >= 0),
+            locked_until_ms INTEGER NOT NULL DEFAULT 0)""",
+    )),
 )
 
 POSTGRES_MIGRATIONS: Final[tuple[Migration, ...]] = (
@@ -239,6 +257,21 @@ POSTGRES_MIGRATIONS: Final[tuple[Migration, ...]] = (
             acked_offset bigint NOT NULL CHECK (acked_offset >= -1),
             updated_ms bigint NOT NULL,
             PRIMARY KEY (space_id, device_id))""",
+    )),
+    Migration(6, "passphrase backups", (
+        """CREATE TABLE backups (
+            account_id bytea PRIMARY KEY,
+            kdf_alg text NOT NULL,
+            kdf_t bigint NOT NULL CHECK (kdf_t >= 1),
+            kdf_m bigint NOT NULL CHECK (kdf_m >= 1),
+            kdf_p bigint NOT NULL CHECK (kdf_p >= 1),
+            kdf_salt bytea NOT NULL,
+            verifier_hash bytea NOT NULL,
+            blob bytea NOT NULL,
+            stored_ms bigint NOT NULL,
+            failures bigint NOT NULL DEFAULT 0 CHECK (failures >= 0),
+            lockouts bigint NOT NULL DEFAULT 0 CHECK (lockouts >= 0),
+            locked_until_ms bigint NOT NULL DEFAULT 0)""",
     )),
 )
 

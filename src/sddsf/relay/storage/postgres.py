@@ -49,13 +49,20 @@ from sddsf.relay.storage._common import (
 )
 from sddsf.relay.storage.base import (
     AppendOutcome,
+    BackupAttempt,
+    BackupAttemptState,
+    BackupAttemptStatus,
+    BackupLockPolicy,
     ChainSnapshot,
     ForkEvidence,
     OpToAppend,
     PairingMessage,
     RelayStorage,
     SpaceRecord,
+    StoredBackup,
     StoredOp,
+    decide_backup_attempt,
+    verifier_matches,
 )
 
 __all__ = ["PostgresStorage"]
@@ -63,6 +70,8 @@ __all__ = ["PostgresStorage"]
 _SPACE_COLUMNS: Final = ("space_id, account_id, size, root, epoch, epoch_started_ms, "
                          "created_ms")
 _OP_COLUMNS: Final = "log_offset, op_id, author, seq, leaf_hash, envelope, received_ms"
+_BACKUP_COLUMNS: Final = ("account_id, kdf_alg, kdf_t, kdf_m, kdf_p, kdf_salt, verifier_hash, "
+                          "blob, stored_ms")
 _STALLED: Final = "space is locked by a stalled writer; retry"
 # The rows of one append: the ops, the completed Merkle nodes and the counter row.
 _WRITE_BATCH: Final = """
@@ -566,6 +575,63 @@ class PostgresStorage(RelayStorage):
             await conn.execute("UPDATE pairing_channels SET burnt = true WHERE channel_id = $1",
                                channel_id)
             await conn.execute("DELETE FROM pairing_messages WHERE channel_id = $1", channel_id)
+
+
+    # --------------------------------------------------- passphrase backups
+    async def put_backup(self, backup: StoredBackup) -> None:
+        """See :meth:`RelayStorage.put_backup` (the attempt state is kept)."""
+        b = backup
+        async with self._conn() as conn:
+            await conn.execute(
+                f"INSERT INTO backups ({_BACKUP_COLUMNS}) "  # noqa: S608 - constant
+                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (account_id) DO UPDATE "
+                "SET kdf_alg = excluded.kdf_alg, kdf_t = excluded.kdf_t, "
+                "kdf_m = excluded.kdf_m, kdf_p = excluded.kdf_p, "
+                "kdf_salt = excluded.kdf_salt, verifier_hash = excluded.verifier_hash, "
+                "blob = excluded.blob, stored_ms = excluded.stored_ms",
+                b.account_id, b.alg, b.t, b.m_kib, b.p, b.salt, b.verifier_hash, b.blob,
+                b.stored_ms)
+
+    async def get_backup(self, account_id: bytes) -> StoredBackup | None:
+        """See :meth:`RelayStorage.get_backup`."""
+        async with self._conn() as conn:
+            row = await conn.fetchrow(
+                f"SELECT {_BACKUP_COLUMNS} FROM backups WHERE account_id = $1",  # noqa: S608
+                account_id)
+        if row is None:
+            return None
+        return StoredBackup(bytes(row[0]), str(row[1]), int(row[2]), int(row[3]), int(row[4]),
+                            bytes(row[5]), bytes(row[6]), bytes(row[7]), int(row[8]))
+
+    async def delete_backup(self, account_id: bytes) -> bool:
+        """See :meth:`RelayStorage.delete_backup`."""
+        async with self._conn() as conn:
+            status = await conn.execute("DELETE FROM backups WHERE account_id = $1", account_id)
+        return _count(status) == 1
+
+    async def backup_attempt(self, account_id: bytes, verifier_hash: bytes, now_ms: int,
+                             policy: BackupLockPolicy) -> BackupAttempt:
+        """See :meth:`RelayStorage.backup_attempt`: one transaction holding the
+        backup's row (``FOR UPDATE``), so concurrent guesses on several nodes are
+        counted one after another."""
+        async with self._conn() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                "SELECT verifier_hash, blob, failures, lockouts, locked_until_ms FROM backups "
+                "WHERE account_id = $1 FOR UPDATE", account_id)
+            if row is None:
+                raise NotFoundError("this account has no passphrase backup on this relay")
+            before = BackupAttemptState(int(row[2]), int(row[3]), int(row[4]))
+            decision = decide_backup_attempt(
+                before, verifier_matches(bytes(row[0]), verifier_hash), now_ms, policy)
+            after = decision.state
+            if after != before:
+                await conn.execute(
+                    "UPDATE backups SET failures = $2, lockouts = $3, locked_until_ms = $4 "
+                    "WHERE account_id = $1", account_id, after.failures, after.lockouts,
+                    after.locked_until_ms)
+        if decision.status is BackupAttemptStatus.OK:
+            return BackupAttempt(decision.status, after, 0, bytes(row[1]))
+        return decision
 
 
 async def _create_schema(conn: Any, schema: str) -> None:

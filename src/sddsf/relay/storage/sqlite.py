@@ -24,7 +24,7 @@ import os
 import sqlite3
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Final, TypeVar
+from typing import Any, Final, TypeVar
 
 from sddsf.errors import (
     ConfigError,
@@ -47,13 +47,20 @@ from sddsf.relay.storage._common import (
 )
 from sddsf.relay.storage.base import (
     AppendOutcome,
+    BackupAttempt,
+    BackupAttemptState,
+    BackupAttemptStatus,
+    BackupLockPolicy,
     ChainSnapshot,
     ForkEvidence,
     OpToAppend,
     PairingMessage,
     RelayStorage,
     SpaceRecord,
+    StoredBackup,
     StoredOp,
+    decide_backup_attempt,
+    verifier_matches,
 )
 
 __all__ = ["SqliteStorage"]
@@ -64,6 +71,8 @@ Conn = sqlite3.Connection
 _SPACE_COLUMNS: Final = ("space_id, account_id, size, root, epoch, epoch_started_ms, "
                          "created_ms")
 _OP_COLUMNS: Final = "log_offset, op_id, author, seq, leaf_hash, envelope, received_ms"
+_BACKUP_COLUMNS: Final = ("account_id, kdf_alg, kdf_t, kdf_m, kdf_p, kdf_salt, verifier_hash, "
+                          "blob, stored_ms")
 
 
 def _translate(exc: sqlite3.Error, path: str) -> SddsfError:
@@ -588,6 +597,62 @@ class SqliteStorage(RelayStorage):
             c.execute("UPDATE pairing_channels SET burnt = 1 WHERE channel_id = ?", (channel_id,))
             c.execute("DELETE FROM pairing_messages WHERE channel_id = ?", (channel_id,))
         await self._write(body)
+
+
+    # --------------------------------------------------- passphrase backups
+    async def put_backup(self, backup: StoredBackup) -> None:
+        """See :meth:`RelayStorage.put_backup` (the attempt state is kept)."""
+        b = backup
+
+        def body(c: Conn) -> None:
+            c.execute(f"INSERT INTO backups ({_BACKUP_COLUMNS}) "  # noqa: S608 - constant
+                      "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (account_id) DO UPDATE "
+                      "SET kdf_alg = excluded.kdf_alg, kdf_t = excluded.kdf_t, "
+                      "kdf_m = excluded.kdf_m, kdf_p = excluded.kdf_p, "
+                      "kdf_salt = excluded.kdf_salt, verifier_hash = excluded.verifier_hash, "
+                      "blob = excluded.blob, stored_ms = excluded.stored_ms",
+                      (b.account_id, b.alg, b.t, b.m_kib, b.p, b.salt, b.verifier_hash,
+                       b.blob, b.stored_ms))
+        await self._write(body)
+
+    async def get_backup(self, account_id: bytes) -> StoredBackup | None:
+        """See :meth:`RelayStorage.get_backup`."""
+        row = await self._read(lambda c: c.execute(
+            f"SELECT {_BACKUP_COLUMNS} FROM backups WHERE account_id = ?",  # noqa: S608
+            (account_id,)).fetchone())
+        return None if row is None else _stored_backup(row)
+
+    async def delete_backup(self, account_id: bytes) -> bool:
+        """See :meth:`RelayStorage.delete_backup`."""
+        return await self._write(lambda c: c.execute(
+            "DELETE FROM backups WHERE account_id = ?", (account_id,)).rowcount == 1)
+
+    async def backup_attempt(self, account_id: bytes, verifier_hash: bytes, now_ms: int,
+                             policy: BackupLockPolicy) -> BackupAttempt:
+        """See :meth:`RelayStorage.backup_attempt`: one ``BEGIN IMMEDIATE`` transaction."""
+        def body(c: Conn) -> BackupAttempt:
+            row = c.execute("SELECT verifier_hash, blob, failures, lockouts, locked_until_ms "
+                            "FROM backups WHERE account_id = ?", (account_id,)).fetchone()
+            if row is None:
+                raise NotFoundError("this account has no passphrase backup on this relay")
+            before = BackupAttemptState(int(row[2]), int(row[3]), int(row[4]))
+            decision = decide_backup_attempt(
+                before, verifier_matches(bytes(row[0]), verifier_hash), now_ms, policy)
+            after = decision.state
+            if after != before:
+                c.execute("UPDATE backups SET failures = ?, lockouts = ?, locked_until_ms = ? "
+                          "WHERE account_id = ?",
+                          (after.failures, after.lockouts, after.locked_until_ms, account_id))
+            if decision.status is BackupAttemptStatus.OK:
+                return BackupAttempt(decision.status, after, 0, bytes(row[1]))
+            return decision
+        return await self._write(body)
+
+
+def _stored_backup(row: Any) -> StoredBackup:
+    account_id, alg, t, m_kib, p, salt, verifier_hash, blob, stored_ms = row
+    return StoredBackup(bytes(account_id), str(alg), int(t), int(m_kib), int(p), bytes(salt),
+                        bytes(verifier_hash), bytes(blob), int(stored_ms))
 
 
 def _space_size(c: Conn, space_id: bytes) -> tuple[int, bytes]:
