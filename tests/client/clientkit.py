@@ -27,6 +27,7 @@ class InProcessRelay:
     def __init__(self, storage: RelayStorage, clock: Clock) -> None:
         self.app = make_app(storage, clock)
         self.clock = clock
+        self.storage = storage
 
     def transport(self) -> httpx.AsyncBaseTransport:
         return httpx.ASGITransport(app=self.app)

@@ -3,26 +3,13 @@ encrypted at rest."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pycrdt
 import pytest
 from clientkit import PASS, InProcessRelay, passphrase
-from relaykit import Clock
 
 from sddsf.client.device import Device
-from sddsf.relay.storage import open_storage
-from sddsf.relay.storage.base import RelayStorage
-
-
-@pytest.fixture
-async def relay(tmp_path: Path) -> AsyncIterator[InProcessRelay]:
-    storage: RelayStorage = open_storage(f"sqlite:///{tmp_path / 'relay.db'}")
-    await storage.open()
-    yield InProcessRelay(storage, Clock(time.time_ns() // 1_000_000))
-    await storage.close()
 
 
 async def test_offline_edits_on_two_devices_converge(relay: InProcessRelay,

@@ -3,29 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pycrdt
 import pytest
 from clientkit import InProcessRelay, passphrase
-from relaykit import Clock
 
 from sddsf.client.device import Device
 from sddsf.client.pairing import PairingInvite, add_device, join
 from sddsf.errors import AuthenticationError, ConflictError, SddsfError, UsageError
 from sddsf.protocol import pairing as pp
-from sddsf.relay.storage import open_storage
-from sddsf.relay.storage.base import RelayStorage
-
-
-@pytest.fixture
-async def relay(tmp_path: Path) -> AsyncIterator[InProcessRelay]:
-    storage: RelayStorage = open_storage(f"sqlite:///{tmp_path / 'relay.db'}")
-    await storage.open()
-    yield InProcessRelay(storage, Clock(time.time_ns() // 1_000_000))
-    await storage.close()
 
 
 async def run_pairing(relay: InProcessRelay, laptop: Device, home: Path, *,

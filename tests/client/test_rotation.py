@@ -2,31 +2,16 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pycrdt
 import pytest
 from clientkit import InProcessRelay
-from relaykit import Clock
 
 from sddsf.errors import AuthorizationError, SddsfError
 from sddsf.protocol import keypackage as kp
 from sddsf.protocol import registry as reg
 from sddsf.protocol.envelope import decode_envelope, open_op
-from sddsf.relay.storage import open_storage
-from sddsf.relay.storage.base import RelayStorage
-
-
-@pytest.fixture
-async def relay(tmp_path: Path) -> AsyncIterator[InProcessRelay]:
-    storage: RelayStorage = open_storage(f"sqlite:///{tmp_path / 'relay.db'}")
-    await storage.open()
-    r = InProcessRelay(storage, Clock(time.time_ns() // 1_000_000))
-    r.storage = storage  # type: ignore[attr-defined]
-    yield r
-    await storage.close()
 
 
 async def test_revoked_device_cannot_read_what_is_written_after(relay: InProcessRelay,
@@ -50,7 +35,7 @@ async def test_revoked_device_cannot_read_what_is_written_after(relay: InProcess
     assert phone.device_id not in packages[-1].recipients
     with pytest.raises(AuthorizationError):
         kp.open_epoch_keys(packages[-1], phone.device_id, phone.keys.kx)
-    ops = await relay.storage.read_ops(space, -1, 1000)  # type: ignore[attr-defined]
+    ops = await relay.storage.read_ops(space, -1, 1000)
     newest = decode_envelope(ops[-1].envelope)
     assert newest.header.epoch == packages[-1].epoch not in stolen_keys
     for key in stolen_keys.values():

@@ -4,36 +4,21 @@ against the relay's signed root; a bad snapshot is caught."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pycrdt
 import pytest
 from clientkit import InProcessRelay
-from relaykit import Clock
 
 from sddsf.client.device import Device
 from sddsf.crypto import random_bytes
 from sddsf.errors import Code, ProofError, UsageError
 from sddsf.protocol import merkle
 from sddsf.protocol.snapshot import SPACE_SNAPSHOT_DOC, decode_snapshot, seal_snapshot
-from sddsf.relay.storage import open_storage
-from sddsf.relay.storage.base import RelayStorage
+
+Relay = InProcessRelay
 
 
-class Relay(InProcessRelay):
-    def __init__(self, storage: RelayStorage, clock: Clock) -> None:
-        super().__init__(storage, clock)
-        self.storage = storage
-
-
-@pytest.fixture
-async def relay(tmp_path: Path) -> AsyncIterator[Relay]:
-    storage: RelayStorage = open_storage(f"sqlite:///{tmp_path / 'relay.db'}")
-    await storage.open()
-    yield Relay(storage, Clock(time.time_ns() // 1_000_000))
-    await storage.close()
 
 
 def kv(dev: Device, space: bytes) -> dict[str, object]:

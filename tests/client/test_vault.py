@@ -16,14 +16,11 @@ from clientkit import InProcessRelay
 from hypothesis import event, given
 from hypothesis import strategies as st
 from mnemonic import Mnemonic
-from relaykit import Clock
 
 from sddsf.client.device import Device
 from sddsf.client.vault import GRACE_MS, SPACE, Vault, VaultConflictError, Version
 from sddsf.crypto import Ed25519SigningKey, secp256k1_public_key
 from sddsf.errors import SddsfError, UsageError
-from sddsf.relay.storage import open_storage
-from sddsf.relay.storage.base import RelayStorage
 
 DAY_MS = 24 * 3600 * 1000
 PHRASE = Mnemonic("english").to_mnemonic(bytes(range(32)))
@@ -369,12 +366,6 @@ def test_secrets_never_appear_in_listings_reprs_or_errors() -> None:
 
 
 # ------------------------------------------------- two devices, one relay
-@pytest.fixture
-async def relay(tmp_path: Path) -> AsyncIterator[InProcessRelay]:
-    storage: RelayStorage = open_storage(f"sqlite:///{tmp_path / 'relay.db'}")
-    await storage.open()
-    yield InProcessRelay(storage, Clock(time.time_ns() // 1_000_000))
-    await storage.close()
 
 
 @pytest.fixture
