@@ -78,12 +78,22 @@ class Running:
         return Result(self.args, self.proc.returncode, out, err)
 
 
-def spawn(home: Path, *args: str, passphrase: str | None = None) -> Running:
-    """Start ``sddsf --home HOME ARGS`` in a fresh process (stdin closed: never a prompt)."""
+def cli_env(passphrase: str | None = None, extra: dict[str, str] | None = None
+            ) -> dict[str, str]:
+    """The environment of one CLI process: no inherited secrets or home, the
+    store passphrase if given, then ``extra``."""
     env = {k: v for k, v in relay_env().items()
-           if k not in ("SDDSF_PASSPHRASE", "SDDSF_HOME", "SDDSF_DEBUG")}
+           if k not in ("SDDSF_PASSPHRASE", "SDDSF_HOME", "SDDSF_DEBUG",
+                        "SDDSF_BACKUP_PASSPHRASE", "SDDSF_SHARES_PASSPHRASE")}
     if passphrase is not None:
         env["SDDSF_PASSPHRASE"] = passphrase
+    env.update(extra or {})
+    return env
+
+
+def spawn(home: Path, *args: str, passphrase: str | None = None) -> Running:
+    """Start ``sddsf --home HOME ARGS`` in a fresh process (stdin closed: never a prompt)."""
+    env = cli_env(passphrase)
     proc = subprocess.Popen([sys.executable, "-m", "sddsf", "--home", str(home), *args],
                             env=env, cwd=home.parent, stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

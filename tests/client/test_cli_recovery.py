@@ -5,8 +5,6 @@ The home keeps its store key in plaintext (no Argon2id per command); the only
 real-parameter Argon2id runs are ``backup enable`` and the recovery of the
 secret from the relay with :func:`sddsf.recovery.fetch_backup_secret`.
 
-The commands are run through a launcher that registers them on the top-level
-group if ``sddsf.cli`` does not do so yet.
 """
 
 from __future__ import annotations
@@ -21,7 +19,8 @@ from pathlib import Path
 import clientkit  # noqa: F401 - puts tests/relay on sys.path for livekit and relaykit
 import httpx
 import pytest
-from livekit import RelayProcess, Relays, relay_env, write_key_file
+from livekit import RelayProcess, Relays, write_key_file
+from test_cli_homes import cli_env
 
 from sddsf import recovery
 from sddsf.errors import AuthenticationError
@@ -30,8 +29,6 @@ from sddsf.protocol.identity import AccountKeys
 BACKUP_PASS = "a long and unique backup passphrase"  # noqa: S105 - a test passphrase
 SHARES_PASS = "SHARES PASSPHRASE"  # noqa: S105 - a test passphrase
 TIMEOUT_S = 60
-LAUNCH = ("from sddsf.cli import cli, main; from sddsf.cli.recovery_cmds import register; "
-          "'backup' in cli.commands or register(cli); main()")
 
 
 @pytest.fixture(scope="module")
@@ -49,12 +46,8 @@ def relay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RelayProcess]:
 def run(home: Path, *args: str, env: dict[str, str] | None = None
         ) -> subprocess.CompletedProcess[str]:
     """``sddsf --home HOME ARGS`` in a fresh process (stdin closed: never a prompt)."""
-    base = {k: v for k, v in relay_env().items()
-            if k not in ("SDDSF_PASSPHRASE", "SDDSF_HOME", "SDDSF_DEBUG",
-                         "SDDSF_BACKUP_PASSPHRASE", "SDDSF_SHARES_PASSPHRASE")}
-    base.update(env or {})
-    return subprocess.run([sys.executable, "-c", LAUNCH, "--home", str(home), *args],
-                          env=base, cwd=home.parent, stdin=subprocess.DEVNULL,
+    return subprocess.run([sys.executable, "-m", "sddsf", "--home", str(home), *args],
+                          env=cli_env(extra=env), cwd=home.parent, stdin=subprocess.DEVNULL,
                           capture_output=True, text=True, timeout=TIMEOUT_S, check=False)
 
 

@@ -18,20 +18,15 @@ from pathlib import Path
 from typing import Any
 
 import clientkit  # noqa: F401 - puts tests/relay on sys.path for livekit
-from livekit import Relays, free_port, relay_env, write_key_file
+from livekit import Relays, free_port, write_key_file
 from mnemonic import Mnemonic
+from test_cli_homes import cli_env
 
 from sddsf.crypto import Ed25519SigningKey, secp256k1_public_key
 
 PASS = "correct horse battery staple"  # noqa: S105 - a test passphrase
 PHRASE = Mnemonic("english").to_mnemonic(bytes(range(32)))
 BAD_PHRASE = " ".join([*PHRASE.split()[:-1], "zoo"])
-# The vault group is registered on the top-level group here (once cli/__init__.py
-# registers it itself, this changes nothing).
-MAIN = ("from sddsf.cli import cli, main\n"
-        "from sddsf.cli.vault_cmds import register\n"
-        "if 'vault' not in cli.commands:\n    register(cli)\n"
-        "main()\n")
 
 
 @dataclass
@@ -50,12 +45,9 @@ class Homes:
 
     def run(self, home: Path, *args: str, stdin: str = "", passphrase: str | None = None,
             ) -> Result:
-        env = {k: v for k, v in relay_env().items()
-               if k not in ("SDDSF_PASSPHRASE", "SDDSF_HOME", "SDDSF_DEBUG")}
-        if passphrase is not None:
-            env["SDDSF_PASSPHRASE"] = passphrase
-        proc = subprocess.run([sys.executable, "-c", MAIN, "--home", str(home), *args],
-                              input=stdin, capture_output=True, text=True, env=env,
+        proc = subprocess.run([sys.executable, "-m", "sddsf", "--home", str(home), *args],
+                              input=stdin, capture_output=True, text=True,
+                              env=cli_env(passphrase),
                               cwd=home.parent, timeout=60, check=False)
         result = Result(args, proc.returncode, proc.stdout, proc.stderr)
         self.results.append(result)

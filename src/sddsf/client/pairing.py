@@ -33,6 +33,7 @@ from sddsf.protocol import pairing as pp
 from sddsf.protocol import registry as reg
 from sddsf.protocol.encoding import decode, encode
 from sddsf.protocol.identity import AccountPublic, DeviceKeys, DevicePublic
+from sddsf.protocol.schema import Fields
 
 __all__ = ["PairingInvite", "add_device", "join"]
 
@@ -84,12 +85,17 @@ class _Mailbox:
             await self.relay.burn_channel(self.channel)
 
 
-def _wrong_code(exc: Exception) -> AuthenticationError:
-    err = AuthenticationError("the pairing code did not match on the other device (a wrong "
-                              "code or an interception); the channel is burnt: start again "
-                              "with a new code", Code.UNAUTHENTICATED)
-    err.__cause__ = exc
-    return err
+def _open_confirmed(data: bytes, kind: str, keys: pp.PairingKeys) -> Fields:
+    """Open the peer's first sealed message and check its confirmation tag. Under a
+    wrong code the box does not open either: both mean the same to the person."""
+    try:
+        outer, payload = pp.open_message(data, kind, keys.receive, clear=("c",))
+    except DecryptError as exc:
+        raise AuthenticationError("the pairing code did not match on the other device (a "
+                                  "wrong code or an interception); the channel is burnt: "
+                                  "start again with a new code", Code.UNAUTHENTICATED) from exc
+    keys.check_peer(outer.bytes_("c", size=32))
+    return payload
 
 
 async def add_device(approver: Device, *, show: Callable[[PairingInvite], None],
@@ -115,12 +121,7 @@ async def add_device(approver: Device, *, show: Callable[[PairingInvite], None],
                                  clear=("m",))[0].bytes_("m", max_size=64)
         keys = pp.pairing_keys("initiator", spake.finish(peer_m), spake.message, peer_m,
                                _WORDS)
-        try:
-            outer, hello = pp.open_message(await box.next("keys"), "hello", keys.receive,
-                                           clear=("c",))
-        except DecryptError as exc:
-            raise _wrong_code(exc) from exc
-        keys.check_peer(outer.bytes_("c", size=32))
+        hello = _open_confirmed(await box.next("keys"), "hello", keys)
         public = DevicePublic.from_keys(hello.bytes_("sign", size=32),
                                         hello.bytes_("kx", size=32))
         name = hello.str_("name", max_len=128)
@@ -184,12 +185,7 @@ async def join(home: Path, relay_url: str, code: str, name: str, *,
                                        extra={"c": pk.my_confirm}, payload={
                                            "sign": keys.signing.public.raw,
                                            "kx": keys.kx.public, "name": name}))
-        try:
-            outer, offer = pp.open_message(await box.next("approval"), "offer", pk.receive,
-                                           clear=("c",))
-        except DecryptError as exc:
-            raise _wrong_code(exc) from exc
-        pk.check_peer(outer.bytes_("c", size=32))
+        offer = _open_confirmed(await box.next("approval"), "offer", pk)
         if not confirm_sas(pk.sas):
             raise UsageError("pairing cancelled: the words were not confirmed")
         body = offer.bytes_("body", max_size=64 * 1024)
