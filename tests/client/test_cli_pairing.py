@@ -84,3 +84,52 @@ def test_join_with_a_typo_or_wrong_code_fails_with_one_line(relay: RelayProcess,
     line = failed(spawn(tmp_path / "x", "device", "join", "AAAA-BBBB", "--relay", relay.base_url,
                         "--name", "x", "--yes", "--insecure-plaintext-key").result())
     assert "not a pairing code" in line
+
+
+def pair(relay: RelayProcess, approver: Path, home: Path, name: str, tmp_path: Path
+         ) -> tuple[str, str]:
+    """``device add`` on ``approver`` and ``device join`` on ``home``; their stdouts."""
+    code_file = tmp_path / f"code-{name}"
+    adding = spawn(approver, "device", "add", "--code-out", str(code_file), "--yes",
+                   "--timeout", "60")
+    joined = spawn(home, "device", "join", wait_for(code_file), "--relay", relay.base_url,
+                   "--name", name, "--yes", "--timeout", "60", "--insecure-plaintext-key")
+    return succeeded(adding.result()), succeeded(joined.result())
+
+
+def test_k_of_n_approval_across_homes(relay: RelayProcess, tmp_path: Path) -> None:
+    laptop, phone, tablet, watch = (tmp_path / n for n in ("laptop", "phone", "tablet", "watch"))
+    succeeded(spawn(laptop, "init", "--relay", relay.base_url, "--name", "laptop",
+                    "--phrase-out", str(tmp_path / "phrase"),
+                    "--insecure-plaintext-key").result())
+    succeeded(spawn(laptop, "space", "create", "notes").result())
+    succeeded(spawn(laptop, "put", "notes", "milk", "1 l").result())
+    pair(relay, laptop, phone, "phone", tmp_path)
+    pair(relay, laptop, tablet, "tablet", tmp_path)
+    out = ok_json(laptop, "device", "policy", "--approvals", "2")
+    assert isinstance(out, dict) and out["policy"] == {"approvals": 2} and not out["pending"]
+    # One device alone can no longer revoke: it proposes.
+    out_text = succeeded(spawn(laptop, "device", "revoke", "phone", "--yes").result())
+    assert "Proposed revoking 'phone'" in out_text and "1 of 2 approvals" in out_text
+    rows = ok_json(tablet, "device", "pending")
+    assert isinstance(rows, list) and len(rows) == 1
+    assert (rows[0]["action"], rows[0]["have"], rows[0]["need"]) == ("revoke", 1, 2)
+    # The phone cannot veto its own revocation; the tablet approves it.
+    assert "may not" in failed(spawn(phone, "device", "veto", "phone").result())
+    out_text = succeeded(spawn(tablet, "device", "approve", rows[0]["id"][:10],
+                               "--yes").result())
+    assert "Approved and carried out" in out_text
+    assert "revoked" in failed(spawn(phone, "sync").result())
+    # Adding a device is a proposal too; the new device waits until approved.
+    added, joined = pair(relay, laptop, watch, "watch", tmp_path)
+    assert "Proposed adding device 'watch'" in added
+    assert "requires approval" in joined
+    assert "awaits approval" in failed(spawn(watch, "sync").result())
+    assert "Approved and carried out" in succeeded(
+        spawn(tablet, "device", "approve", "watch", "--yes").result())
+    succeeded(spawn(watch, "sync").result())
+    assert json.loads(succeeded(spawn(watch, "get", "notes", "milk", "--json").result())
+                      )["value"] == "1 l"
+    statuses = {r["name"]: r["status"] for r in ok_json(watch, "device", "list")}
+    assert statuses == {"laptop": "active", "phone": "revoked", "tablet": "active",
+                        "watch": "active"}

@@ -43,7 +43,8 @@ async def run_pairing(relay: InProcessRelay, laptop: Device, home: Path, *,
                    timeout_s=10, poll_s=0.01),
         joiner(), return_exceptions=True)
     invite = PairingInvite("", "", 0)
-    return results[0], results[1], seen, invite  # type: ignore[return-value]
+    added = results[0][0] if isinstance(results[0], tuple) else results[0]  # (id, change)
+    return added, results[1], seen, invite  # type: ignore[return-value]
 
 
 async def test_pairing_with_the_right_code_adds_the_device(relay: InProcessRelay,

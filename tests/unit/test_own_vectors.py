@@ -232,7 +232,7 @@ def test_snapshot_invalid(case: dict[str, Any]) -> None:
 
 def test_vector_counts() -> None:
     counts = {n: len(d["valid"]) + len(d["invalid"]) for n, d in vectorgen.generate().items()}
-    assert counts == {"envelope.json": 18, "registry.json": 9, "key_package.json": 6,
+    assert counts == {"envelope.json": 18, "registry.json": 13, "key_package.json": 6,
                       "tree_head.json": 4, "snapshot.json": 24}
 
 

@@ -199,6 +199,23 @@ def space_list(ctx: click.Context, as_json: bool) -> None:
         c, [f"{r['name'] or '(unnamed)'}  {r['id'][:12]}" for r in rows]))
 
 
+@space.command("policy")
+@click.argument("name")
+@click.option("--reencrypt", type=click.Choice(["lazy", "eager"]),
+              help="After a revocation: re-encrypt snapshots at the next compaction (lazy, "
+                   "the default) or at once (eager).")
+@click.pass_context
+def space_policy(ctx: click.Context, name: str, reencrypt: str | None) -> None:
+    """Show or set a space's re-encryption policy (synced to every device)."""
+    async def go(d: Device) -> str:
+        space_id = d.space_by_name(name)
+        if reencrypt is not None:
+            d.set_space_policy(space_id, reencrypt)
+            await d.sync()
+        return d.space_policy(space_id)
+    click.echo(f"space {name!r}: reencrypt = {_run(_with_device(ctx, go))}")
+
+
 @click.command()
 @click.argument("space_name")
 @click.argument("key")

@@ -11,8 +11,11 @@ import click
 import segno
 from rich.console import Console
 
+from sddsf.cli import approval_cmds
+from sddsf.cli.approval_cmds import pending_line
 from sddsf.cli.device_cmds import _emit, _home, _passphrase, _run, _with_device
 from sddsf.client.device import Device
+from sddsf.client.governance import ProposalView
 from sddsf.client.pairing import PairingInvite, add_device, join
 from sddsf.errors import UsageError
 from sddsf.protocol.identity import fingerprint
@@ -59,13 +62,18 @@ def device_add(ctx: click.Context, code_out: str | None, yes: bool, timeout_s: f
 
     async def go(d: Device) -> dict[str, Any]:
         await d.sync()  # push this device's pending edits first: the new one gets them at once
-        new_id = await add_device(d, show=show, confirm_sas=_sas_prompt(yes),
-                                  timeout_s=timeout_s)
+        new_id, change = await add_device(d, show=show, confirm_sas=_sas_prompt(yes),
+                                          timeout_s=timeout_s)
         rec = d.registry().device(new_id)
-        return {"device_id": new_id.hex(), "name": rec.name if rec else "",
-                "fingerprint": fingerprint(new_id)}
+        name = rec.name if rec else change.pending.proposal.action.name if change.pending else ""
+        return {"device_id": new_id.hex(), "name": name, "fingerprint": fingerprint(new_id),
+                "pending": change.pending}
 
     info = _run(_with_device(ctx, go))
+    if info["pending"] is not None:
+        click.echo(f"Proposed adding device {info['name']!r} ({info['fingerprint']}); "
+                   f"{pending_line(info['pending'])}")
+        return
     click.echo(f"Added device {info['name']!r} ({info['fingerprint']}); every space now has a "
                "new key epoch that includes it.")
 
@@ -83,16 +91,20 @@ def device_add(ctx: click.Context, code_out: str | None, yes: bool, timeout_s: f
 def device_join(ctx: click.Context, code: str, relay_url: str, name: str, yes: bool,
                 timeout_s: float, insecure_plaintext_key: bool) -> None:
     """Join an account with the pairing code another device shows."""
-    async def go() -> tuple[str, int]:
+    async def go() -> tuple[str, int, ProposalView | None]:
         d = await join(_home(ctx), relay_url, code, name,
                        passphrase=None if insecure_plaintext_key else _passphrase(confirm=True),
                        confirm_sas=_sas_prompt(yes), insecure_plaintext=insecure_plaintext_key,
                        timeout_s=timeout_s)
-        result = d.account.fingerprint, len(d.spaces())
+        result = d.account.fingerprint, len(d.spaces()), d.awaiting_approval()
         await d.close()
         return result
 
-    account, spaces = _run(go())
+    account, spaces, waiting = _run(go())
+    if waiting is not None:
+        click.echo(f"Paired with account {account}, but this account requires approval: "
+                   f"{pending_line(waiting)} Then run `sddsf sync` here.")
+        return
     click.echo(f"Joined account {account}; {spaces} space(s) synced.")
 
 
@@ -154,7 +166,7 @@ def _resolve(d: Device, who: str) -> DeviceRecord:
 def device_revoke(ctx: click.Context, who: str, reason: str, yes: bool) -> None:
     """Revoke a device: its writes are refused, its sessions end, and every space
     moves to a new key epoch it cannot read."""
-    async def go(d: Device) -> tuple[str, int]:
+    async def go(d: Device) -> tuple[str, int, ProposalView | None]:
         await d.sync()  # the cutoff keeps everything of it this device has seen
         rec = _resolve(d, who)
         if rec.device_id == d.device_id:
@@ -164,14 +176,18 @@ def device_revoke(ctx: click.Context, who: str, reason: str, yes: bool) -> None:
         if not yes and not click.confirm(f"Revoke {rec.name!r} ({fingerprint(rec.device_id)})?",
                                          default=False, err=True):
             raise UsageError("nothing revoked")
-        await d.revoke(rec.device_id, reason)
-        return rec.name, len(d.spaces())
+        change = await d.revoke(rec.device_id, reason)
+        return rec.name, len(d.spaces()), change.pending
 
-    name, spaces = _run(_with_device(ctx, go))
+    name, spaces, pending = _run(_with_device(ctx, go))
+    if pending is not None:
+        click.echo(f"Proposed revoking {name!r}; {pending_line(pending)}")
+        return
     click.echo(f"Revoked {name!r}; {spaces} space(s) moved to a new key epoch.")
 
 
 def register(cli: click.Group) -> None:
     """Attach the ``device`` group."""
+    approval_cmds.register(device)
     cli.add_command(device)
 

@@ -33,6 +33,7 @@ from typing import Any
 import httpx
 import pycrdt
 
+from sddsf.client.governance import REENCRYPT_POLICIES, Change, Governance, ProposalView
 from sddsf.client.home import open_home
 from sddsf.client.relay_client import RelayClient
 from sddsf.client.store import LocalStore
@@ -51,6 +52,7 @@ from sddsf.errors import (
 from sddsf.protocol import keypackage as kp
 from sddsf.protocol import labels, merkle
 from sddsf.protocol import registry as reg
+from sddsf.protocol.approval import ActionType
 from sddsf.protocol.clock import HLCTimestamp, HybridLogicalClock
 from sddsf.protocol.encoding import decode, encode
 from sddsf.protocol.envelope import (
@@ -113,6 +115,7 @@ class SyncReport:
     rotated: int = 0  # spaces moved to a new key epoch (policy age or a late revocation)
     snapshots_loaded: int = 0
     snapshots_written: int = 0
+    enacted: int = 0  # approved proposals this device carried out (§9.8)
 
 
 class Device:
@@ -193,16 +196,15 @@ class Device:
         the new device (a new epoch that includes it).
         """
         keys = DeviceKeys.from_seeds(random_bytes(32), random_bytes(32))
-        state = await approver.refresh_registry()
-        entry = reg.add_device(state, approver.keys, keys, name, clock())
-        await approver.relay.append_registry(approver.account.account_id, entry)
-        await approver.refresh_registry()
-        for space_id, _ in approver.spaces():
-            await approver.rotate(space_id)
+        change = await approver.governance.change(
+            ActionType.ADD, {"device": reg.device_fields(keys.public, name)},
+            direct=lambda s: reg.add_device(s, approver.keys, keys, name, clock()),
+            new_device=keys)
         store = cls._new_home(home, keys, name, approver.account, approver.relay_url,
                               passphrase, insecure_plaintext)
         device = cls(store, store_kind(home), transport=transport, clock=clock)
-        await device._pin_relay()
+        if change.done:  # else it awaits approval: it can open a session once enacted
+            await device._pin_relay()
         await device.refresh_registry()
         return device
 
@@ -353,28 +355,63 @@ class Device:
                 cutoff[space_id] = int(_as_list(raw)[0])
         return cutoff
 
+    @property
+    def governance(self) -> Governance:
+        """Device changes under the account's approval policy (§9.8)."""
+        return Governance(self)
+
     async def revoke(self, device_id: bytes, reason: str, *,
-                     signer: AccountKeys | None = None) -> None:
+                     signer: AccountKeys | None = None) -> Change:
         """Revoke a device: its later writes are refused everywhere, its sessions
-        end, and every space moves to a new epoch it cannot read.
+        end, and every space moves to a new epoch it cannot read. On an account
+        whose policy requires approval this makes a proposal (``Change.pending``)
+        unless ``signer`` is the account key.
 
         Sync first, so that the cutoff keeps every op of the device that this
         device has seen (later ones are refused as history too).
         """
-        state = await self.refresh_registry()
         if device_id == self.device_id:
             raise UsageError("a device cannot revoke itself here; revoke it from another one")
-        entry = reg.revoke_device(state, signer or self.keys, device_id, reason, self._clock(),
-                                  cutoff=self.cutoff_for(device_id))
-        await self.relay.append_registry(self.account.account_id, entry)
-        await self.refresh_registry()
-        for space_id, _ in self.spaces():
-            await self.rotate(space_id)
-        # Readers ignore snapshots of revoked devices, and the relay may already
-        # have pruned history under one: write fresh snapshots (new epoch) now.
-        await self.sync()
-        for space_id, _ in self.spaces():
-            await self.snapshot(space_id)
+
+        def direct(state: reg.RegistryState) -> bytes:
+            return reg.revoke_device(state, signer or self.keys, device_id, reason,
+                                     self._clock(), cutoff=self.cutoff_for(device_id))
+        if signer is not None:  # the account key is never governed
+            await self.governance._append(direct)
+            await self.governance.after(ActionType.REVOKE, device_id)
+            return Change(done=True)
+        return await self.governance.change(
+            ActionType.REVOKE, {"target": device_id, "reason": reason}, direct=direct)
+
+    def space_policy(self, space_id: bytes) -> str:
+        """The space's re-encryption policy after a revocation: ``lazy`` (default:
+        snapshots re-encrypted at the next compaction) or ``eager`` (at once)."""
+        value = self.doc(space_id, "_meta").get("meta", type=pycrdt.Map).get("reencrypt")
+        return value if value in REENCRYPT_POLICIES else "lazy"
+
+    def set_space_policy(self, space_id: bytes, reencrypt: str) -> None:
+        """Set the space's re-encryption policy (synced, encrypted, in its meta doc)."""
+        if reencrypt not in REENCRYPT_POLICIES:
+            raise UsageError(f"re-encryption policy must be one of {REENCRYPT_POLICIES}")
+        self.doc(space_id, "_meta").get("meta", type=pycrdt.Map)["reencrypt"] = reencrypt
+        self.flush()
+
+    async def snapshot_unusable(self, space_id: bytes) -> bool:
+        """Whether the relay holds a snapshot of the space that readers must
+        ignore (its author has been revoked): history pruned under it is then
+        only recoverable from a new snapshot, so one must be written now."""
+        try:
+            _, raw = await self.relay.get_snapshot(space_id, SPACE_SNAPSHOT_DOC)
+        except NotFoundError:
+            return False
+        try:
+            verify_snapshot(raw, registry=self.registry(), space=space_id,
+                            epoch_keys=self._keys_cached(space_id))
+        except AuthorizationError:
+            return True
+        except SddsfError:
+            return False  # a bad snapshot is refused (proof_invalid) where it is read
+        return False
 
     # -------------------------------------------------------------- spaces
     def spaces(self) -> list[tuple[bytes, str]]:
@@ -611,8 +648,10 @@ class Device:
         self.flush()
         report = SyncReport()
         self._progress = progress
+        state = await self.refresh_registry()
+        if not state.is_active(self.device_id):
+            self._refuse_inactive(state)
         await self._pin_relay()
-        await self.refresh_registry()
         known = {s for s, _ in self.spaces()}
         for space in await self.relay.list_spaces():
             sid = _unb64(space["space_id"])
@@ -629,7 +668,30 @@ class Device:
         self._compact_docs()
         for space_id, _ in self.spaces():
             await self._maintain(space_id, report)
+        report.enacted = await self.governance.enact_ready()
         return report
+
+    def awaiting_approval(self) -> ProposalView | None:
+        """The open proposal to add this device, if it is waiting for approvals."""
+        for v in self.governance.open():
+            a = v.proposal.action
+            if a.device is not None and a.device.device_id == self.device_id:
+                return v
+        return None
+
+    def _refuse_inactive(self, state: reg.RegistryState) -> None:
+        # A device proposed but not yet enacted cannot open a session: say why.
+        if (v := self.awaiting_approval()) is not None:
+            raise AuthorizationError(
+                    f"this device awaits approval: proposal {v.id_hex[:12]} has {v.have} of "
+                    f"{v.need} approvals; run `sddsf device approve {v.id_hex[:12]}` on your "
+                    "other devices, then `sddsf sync` here", Code.NOT_AUTHORIZED)
+        rec = state.device(self.device_id)
+        if rec is not None:
+            raise AuthorizationError("this device has been revoked", Code.REVOKED)
+        raise AuthorizationError("this device is not in the account's registry (its "
+                                 "proposal was vetoed or expired); pair it again",
+                                 Code.UNKNOWN_DEVICE)
 
     async def _rotate_if_due(self, space_id: bytes, packages: list[kp.KeyPackage],
                              report: SyncReport) -> None:
@@ -648,12 +710,13 @@ class Device:
         except ConflictError:
             await self.refresh_keys(space_id)  # another device rotated first: use its epoch
 
-    async def set_policy(self, policy: dict[str, bool | int | str]) -> None:
-        """Replace the account's registry policy (e.g. ``{"max_epoch_age_s": 86400}``)."""
-        state = await self.refresh_registry()
-        await self.relay.append_registry(self.account.account_id,
-                                         reg.set_policy(state, self.keys, policy, self._clock()))
-        await self.refresh_registry()
+    async def set_policy(self, policy: dict[str, bool | int | str]) -> Change:
+        """Replace the account's registry policy (e.g. ``{"max_epoch_age_s": 86400}``,
+        ``{"approvals": 2, "veto_window_s": 3600}``); a proposal when the current
+        policy requires approval."""
+        return await self.governance.change(
+            ActionType.POLICY, {"policy": dict(policy)},
+            direct=lambda s: reg.set_policy(s, self.keys, policy, self._clock()))
 
     async def _maintain(self, space_id: bytes, report: SyncReport) -> None:
         # Snapshot and acknowledge: together they let the relay prune the log.

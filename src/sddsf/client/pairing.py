@@ -20,6 +20,7 @@ import httpx
 from mnemonic import Mnemonic
 
 from sddsf.client.device import Device, store_kind
+from sddsf.client.governance import Change
 from sddsf.client.relay_client import RelayClient
 from sddsf.crypto import Ed25519PublicKey, Spake2, random_bytes
 from sddsf.errors import (
@@ -31,6 +32,7 @@ from sddsf.errors import (
 )
 from sddsf.protocol import pairing as pp
 from sddsf.protocol import registry as reg
+from sddsf.protocol.approval import ActionType, action_field
 from sddsf.protocol.encoding import decode, encode
 from sddsf.protocol.identity import AccountPublic, DeviceKeys, DevicePublic
 from sddsf.protocol.schema import Fields
@@ -100,10 +102,12 @@ def _open_confirmed(data: bytes, kind: str, keys: pp.PairingKeys) -> Fields:
 
 async def add_device(approver: Device, *, show: Callable[[PairingInvite], None],
                      confirm_sas: Callable[[tuple[str, ...]], bool],
-                     timeout_s: float = 600.0, poll_s: float = 0.5) -> bytes:
+                     timeout_s: float = 600.0, poll_s: float = 0.5) -> tuple[bytes, Change]:
     """Pair a new device: show a code, run SPAKE2, add the device to the
     registry (signed here, countersigned by it) and open a new key epoch of
-    every space that includes it. Returns the new device's id.
+    every space that includes it. Returns the new device's id and whether it
+    is in; on an account that requires approval (§9.8) the entry is a
+    proposal, and the device is in once enough devices approved it.
 
     Raises:
         UsageError: timed out, or the person did not confirm the words.
@@ -128,10 +132,8 @@ async def add_device(approver: Device, *, show: Callable[[PairingInvite], None],
         if not confirm_sas(keys.sas):
             raise UsageError("pairing cancelled: the words were not confirmed")
         state = await approver.refresh_registry()
-        body = reg.build_body(reg.EntryType.ADD, account_id=state.account_id,
-                              seq=state.seq + 1, prev=state.head, ts_ms=approver._clock(),
-                              signer_id=approver.device_id,
-                              fields={"device": reg.device_fields(public, name)})
+        governed = state.rules().governed  # then the entry is a proposal to add (§9.8)
+        body = _add_body(approver, state, public, name)
         signature = reg.sign_body(body, approver.keys)
         relay_key = approver.relay_key.raw if approver.relay_key else b""
         await box.post(pp.seal_message("offer", keys.send, random_bytes(24), extra={
@@ -142,12 +144,16 @@ async def add_device(approver: Device, *, show: Callable[[PairingInvite], None],
                                     keys.receive)
         entry = reg.assemble_entry(body, signature, cosign.bytes_("cosig", size=64))
         seq = await approver.relay.append_registry(approver.account.account_id, entry)
-        await approver.refresh_registry()
-        for space_id, _ in approver.spaces():
-            await approver.rotate(space_id)  # a new epoch wrapped for the new device too
+        state = await approver.refresh_registry()
+        change = Change(done=True)
+        if not governed:
+            await approver.governance.after(ActionType.ADD)  # an epoch that includes it
+        elif not await approver.governance.enact(state.proposals[reg.entry_hash(entry)]):
+            change = Change(done=False, pending=approver.governance.view(
+                approver.registry().proposals[reg.entry_hash(entry)]))
         await box.post(pp.seal_message("done", keys.send, random_bytes(24),
                                        payload={"seq": seq}))
-        return public.device_id  # the joiner burns the channel once it read "done"
+        return public.device_id, change  # the joiner burns the channel once it read "done"
     except BaseException:
         await box.burn()
         raise
@@ -207,9 +213,10 @@ async def join(home: Path, relay_url: str, code: str, name: str, *,
     kwargs = {} if clock is None else {"clock": clock}
     device = Device(store, store_kind(home), transport=transport, **kwargs)
     state = await device.refresh_registry()  # verified from genesis against the account key
-    if not state.is_active(device.device_id):
+    if state.is_active(device.device_id):
+        await device.sync()
+    elif not device.awaiting_approval():
         raise UsageError("the relay's registry does not list this device; pairing failed")
-    await device.sync()
     return device
 
 
@@ -220,6 +227,11 @@ def _check_offer(body: bytes, account: AccountPublic, keys: DeviceKeys, name: st
     if not isinstance(value, dict):
         raise UsageError("the other device offered a malformed registry entry")
     device = value.get("device")
+    action = value.get("action")
+    if value.get("type") == reg.EntryType.PROPOSE.value and isinstance(action, dict) \
+            and action.get("type") == ActionType.ADD.value:
+        device = action.get("device")  # a proposal to add it (the account needs approvals)
+        value = {**value, "type": reg.EntryType.ADD.value}
     ok = (value.get("type") == reg.EntryType.ADD.value
           and value.get("account") == account.account_id
           and isinstance(device, dict) and device.get("sign") == keys.signing.public.raw
@@ -227,3 +239,18 @@ def _check_offer(body: bytes, account: AccountPublic, keys: DeviceKeys, name: st
     if not ok:
         raise UsageError("the other device offered a registry entry that does not add this "
                          "device to its account; pairing stopped")
+
+
+def _add_body(approver: Device, state: reg.RegistryState, public: DevicePublic,
+              name: str) -> bytes:
+    # A direct add entry, or a proposal to add when the policy requires approval.
+    fields = {"device": reg.device_fields(public, name)}
+    if state.rules().governed:
+        etype = reg.EntryType.PROPOSE
+        fields = {"action": action_field(ActionType.ADD, fields)}
+    else:
+        etype = reg.EntryType.ADD
+    return reg.build_body(etype, account_id=state.account_id, seq=state.seq + 1,
+                          prev=state.head, ts_ms=max(approver._clock(), state.last_ts),
+                          signer_id=approver.device_id, fields=fields)
+

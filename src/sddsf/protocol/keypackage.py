@@ -223,12 +223,17 @@ def verify_key_package(data: bytes, *, registry: RegistryState, space: bytes,
 
 
 def needs_rotation(pkg: KeyPackage, registry: RegistryState) -> bool:
-    """Whether a device was revoked after ``pkg`` was made (so a new epoch is due).
+    """Whether a new epoch is due: a device was revoked after ``pkg`` was made, or a
+    device added since is not one of its recipients.
 
     Writers must not encrypt under an epoch that a revoked device may know:
-    when this returns True, create the next epoch's package first.
+    when this returns True, create the next epoch's package first. The second
+    case is catch-up for a device whose adder (or enactor, §9.8) stopped before
+    opening the epoch that includes it.
     """
-    return any(r.revoked_seq is not None and r.revoked_seq > pkg.registry_seq
+    return any((r.revoked_seq is not None and r.revoked_seq > pkg.registry_seq)
+               or (r.revoked_seq is None and r.added_seq > pkg.registry_seq
+                   and r.device_id not in pkg.recipients)
                for r in registry.devices.values())
 
 

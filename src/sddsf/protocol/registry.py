@@ -11,20 +11,26 @@ Wire form of one entry (canonical CBOR)::
     revoke:  "target", "reason", "cutoff"               signer = active device or account
     policy:  "policy"                                   signer = active device or account
     recover: "device", "revoke"                         signer = account id (account key)
+    propose: "action"                                   signer = active device
+    approve: "proposal"                                 signer = active device
+    veto:    "proposal", "reason"                       signer = active device or account
+    enact:   "proposal", "cutoff"                       signer = active device or account
     cutoff = [[space_id, seq], ...]   per space, the target's last op that stays valid
     revoke = [[device_id, cutoff], ...]
     device = {"sign": Ed25519 pk, "kx": X25519 pk, "name": text}
 
 ``"by"`` signs ``labelled(REGISTRY_SIG, body_bytes)``; entries that introduce a
-device (genesis, add, recover) carry ``"new"``, the new device's signature over
-``labelled(REGISTRY_COSIG, body_bytes)``, proving it holds the key. ``seq``
+device (genesis, add, recover, and a proposal to add one) carry ``"new"``, the
+new device's signature over ``labelled(REGISTRY_COSIG, body_bytes)``, proving it
+holds the key. ``seq``
 starts at 0 (genesis); ``prev`` is the previous entry's hash
 ``tagged_hash(REGISTRY_ENTRY, entry_bytes)`` (zeros for genesis).
 
 Every device and the relay verify the chain from genesis against the pinned
 account key (:func:`verify_registry`); a gap, a fork, an unauthorised signer, a
 re-added or low-order key is a :class:`~sddsf.errors.RegistryError` (or
-``bad_key`` / ``sig_invalid``).
+``bad_key`` / ``sig_invalid``). When the policy requires approval, device
+changes go through proposals (:mod:`sddsf.protocol.approval`).
 """
 
 from __future__ import annotations
@@ -43,7 +49,8 @@ from sddsf.errors import (
     SignatureError,
     UsageError,
 )
-from sddsf.protocol import labels
+from sddsf.protocol import approval, labels
+from sddsf.protocol.approval import Proposal
 from sddsf.protocol.encoding import decode, encode
 from sddsf.protocol.identity import ID_SIZE, AccountKeys, AccountPublic, DeviceKeys, DevicePublic
 from sddsf.protocol.labels import labelled, tagged_hash
@@ -51,6 +58,7 @@ from sddsf.protocol.limits import DEFAULT_PROTOCOL_LIMITS, ProtocolLimits
 from sddsf.protocol.schema import Fields, check_version, expect_map, version_of_map
 
 __all__ = [
+    "APPROVAL_TYPES",
     "REGISTRY_VERSION",
     "DeviceRecord",
     "DeviceStatus",
@@ -59,19 +67,23 @@ __all__ = [
     "RegistryState",
     "Signer",
     "add_device",
+    "approve",
     "assemble_entry",
     "build_body",
     "countersign_body",
     "cutoff_field",
     "decode_entry",
     "device_fields",
+    "enact",
     "entry_hash",
     "genesis",
+    "propose",
     "recover",
     "revoke_device",
     "set_policy",
     "sign_body",
     "verify_registry",
+    "veto",
 ]
 
 REGISTRY_VERSION: Final = 1
@@ -87,6 +99,10 @@ class EntryType(StrEnum):
     REVOKE = "revoke"
     POLICY = "policy"
     RECOVER = "recover"
+    PROPOSE = "propose"
+    APPROVE = "approve"
+    VETO = "veto"
+    ENACT = "enact"
 
 
 _TYPE_FIELDS: Final[dict[EntryType, tuple[str, ...]]] = {
@@ -95,9 +111,17 @@ _TYPE_FIELDS: Final[dict[EntryType, tuple[str, ...]]] = {
     EntryType.REVOKE: ("target", "reason", "cutoff"),
     EntryType.POLICY: ("policy",),
     EntryType.RECOVER: ("device", "revoke"),
+    EntryType.PROPOSE: ("action",),
+    EntryType.APPROVE: ("proposal",),
+    EntryType.VETO: ("proposal", "reason"),
+    EntryType.ENACT: ("proposal", "cutoff"),
 }
 _INTRODUCES_DEVICE: Final = frozenset({EntryType.GENESIS, EntryType.ADD, EntryType.RECOVER})
 _ACCOUNT_ONLY: Final = frozenset({EntryType.GENESIS, EntryType.RECOVER})
+# Direct device changes; a device may not sign them while the policy governs them.
+_GOVERNED: Final = frozenset({EntryType.ADD, EntryType.REVOKE, EntryType.POLICY})
+APPROVAL_TYPES: Final = frozenset({EntryType.PROPOSE, EntryType.APPROVE, EntryType.VETO,
+                                   EntryType.ENACT})
 
 
 class DeviceStatus(StrEnum):
@@ -190,20 +214,17 @@ def decode_entry(data: bytes, *,
         raise DecodeError(f"registry entry type {body['type']!r} is unknown",
                           Code.UNSUPPORTED_VERSION) from None
     f = expect_map(body, f"registry {etype.value} entry", _COMMON + _TYPE_FIELDS[etype])
-    if (cosig is None) == (etype in _INTRODUCES_DEVICE):
+    introduces = etype in _INTRODUCES_DEVICE or (
+        etype is EntryType.PROPOSE
+        and approval.action_type_of(f.raw("action")) is approval.ActionType.ADD)
+    if (cosig is None) == introduces:
         raise DecodeError(f"registry {etype.value} entry: a countersignature is "
-                          f"{'required' if etype in _INTRODUCES_DEVICE else 'not allowed'}")
+                          f"{'required' if introduces else 'not allowed'}")
     raw = bytes(data)
     return RegistryEntry(etype, f.bytes_("account", size=ID_SIZE), f.int_("seq"),
                          f.bytes_("prev", size=32), f.int_("ts"),
                          f.bytes_("signer", size=ID_SIZE), f, body_bytes, signature, cosig,
                          raw, entry_hash(raw))
-
-
-def _device_of(f: Fields, limits: ProtocolLimits) -> tuple[DevicePublic, str]:
-    d = f.map_("device", ("sign", "kx", "name"))
-    public = DevicePublic.from_keys(d.bytes_("sign", size=32), d.bytes_("kx", size=32))
-    return public, d.str_("name", max_len=limits.max_name)
 
 
 def _cutoff_of(value: object, what: str) -> dict[bytes, int]:
@@ -229,16 +250,6 @@ def cutoff_field(cutoff: Mapping[bytes, int]) -> list[list[object]]:
     return [[space, seq] for space, seq in sorted(cutoff.items()) if seq > 0]
 
 
-def _policy_of(f: Fields) -> dict[str, object]:
-    raw = f.raw("policy")
-    if not isinstance(raw, dict) or len(raw) > 64:
-        raise DecodeError("registry policy: expected a map of at most 64 settings")
-    for k, v in raw.items():
-        if not isinstance(k, str) or not isinstance(v, bool | int | str):
-            raise DecodeError("registry policy: keys are text, values are bool/int/text")
-    return {str(k): v for k, v in raw.items()}
-
-
 @dataclass(frozen=True, slots=True)
 class RegistryState:
     """The verified registry after applying entries ``0..seq``.
@@ -253,6 +264,9 @@ class RegistryState:
     head: bytes
     entry_hashes: tuple[bytes, ...]
     limits: ProtocolLimits = DEFAULT_PROTOCOL_LIMITS
+    # Every proposal ever made (pending, vetoed or enacted), by proposal id.
+    proposals: Mapping[bytes, Proposal] = field(default_factory=dict)
+    last_ts: int = 0  # the largest entry ts so far (approval entries may not go back)
 
     @property
     def account_id(self) -> bytes:
@@ -272,6 +286,15 @@ class RegistryState:
         """Active devices, in the order they were added."""
         return sorted((r for r in self.devices.values() if r.status is DeviceStatus.ACTIVE),
                       key=lambda r: r.added_seq)
+
+    def rules(self) -> approval.ApprovalRules:
+        """The policy's approval settings."""
+        return approval.rules_of(self.policy)
+
+    def open_proposals(self, now_ms: int) -> list[Proposal]:
+        """Proposals still pending and not expired at ``now_ms``, oldest first."""
+        return sorted((p for p in self.proposals.values() if p.open_at(now_ms)),
+                      key=lambda p: p.seq)
 
     def signer_key(self, signer: bytes) -> Ed25519PublicKey | None:
         """Key of an identity allowed to sign entries: the account or an active device."""
@@ -315,6 +338,11 @@ class RegistryState:
             raise AuthorizationError("registry entry signer is not an active device of this "
                                      "account", Code.NOT_AUTHORIZED)
         key.verify(labelled(labels.REGISTRY_SIG, e.body_bytes), e.signature)
+        if e.type in _GOVERNED and e.signer != self.account_id and self.rules().governed:
+            raise AuthorizationError(
+                f"this account's policy requires approval for device changes: a {e.type.value} "
+                "must be proposed and approved (sddsf device approve), or signed with the "
+                "account key", Code.NOT_AUTHORIZED)
         return self._applied(e)
 
     def _check_fork_evidence(self, e: RegistryEntry) -> None:
@@ -334,45 +362,81 @@ class RegistryState:
     def _applied(self, e: RegistryEntry) -> RegistryState:
         devices = dict(self.devices)
         policy = self.policy
+        proposals = self.proposals
         f = e.fields
+        targets: list[tuple[bytes, dict[bytes, int]]] = []
+        revoked_by = e.signer
         if e.type in _INTRODUCES_DEVICE:
-            public, name = _device_of(f, self.limits)
-            if public.device_id in devices:
-                raise RegistryError("device is already in the registry (a revoked device "
-                                    "cannot be re-added; pair it again with new keys)")
-            if len(devices) >= self.limits.max_devices:
-                raise RegistryError(f"account already has {len(devices)} devices (limit)")
+            public, name = approval.parse_device(f, self.limits)
+            self._introduce(devices, public, name, e.signer, e)
             try:
                 public.signing_key.verify(labelled(labels.REGISTRY_COSIG, e.body_bytes),
                                           e.countersignature or b"")
             except SignatureError:
                 raise SignatureError("new device's countersignature does not verify") from None
-            devices[public.device_id] = DeviceRecord(public, name, DeviceStatus.ACTIVE,
-                                                     e.signer, e.seq, e.ts)
-        targets: list[tuple[bytes, dict[bytes, int]]] = []
         if e.type is EntryType.REVOKE:
             f.str_("reason", max_len=256)
             targets = [(f.bytes_("target", size=ID_SIZE),
                         _cutoff_of(f.raw("cutoff"), "registry revoke entry.cutoff"))]
         elif e.type is EntryType.RECOVER:
-            for t in f.list_("revoke", max_items=self.limits.max_devices):
-                if (not isinstance(t, list) or len(t) != 2 or not isinstance(t[0], bytes)
-                        or len(t[0]) != ID_SIZE):
-                    raise DecodeError("registry recover entry: revoke lists "
-                                      "[32-byte device id, cutoff] pairs")
-                targets.append((t[0], _cutoff_of(t[1], "registry recover entry.revoke")))
-            if len({t for t, _ in targets}) != len(targets):
-                raise RegistryError("registry recover entry lists a device twice")
-        for target, cutoff in targets:
+            targets = _recover_targets(f, self.limits)
+        elif e.type is EntryType.POLICY:
+            policy = approval.parse_policy(f)
+        elif e.type in APPROVAL_TYPES:
+            proposals, enacted = approval.step(self, e)
+            cutoff = _cutoff_of(f.raw("cutoff"), "registry enact entry.cutoff") \
+                if e.type is EntryType.ENACT else {}
+            if enacted is not None:
+                policy, targets = self._carry_out(enacted, cutoff, devices, e)
+                revoked_by = enacted.proposer
+        for target, cut in targets:
             rec = devices.get(target)
             if rec is None or rec.status is not DeviceStatus.ACTIVE:
                 raise RegistryError("revocation target is not an active device")
             devices[target] = replace(rec, status=DeviceStatus.REVOKED, revoked_seq=e.seq,
-                                      revoked_by=e.signer, cutoff=cutoff)
-        if e.type is EntryType.POLICY:
-            policy = _policy_of(f)
+                                      revoked_by=revoked_by, cutoff=cut)
         return RegistryState(self.account, devices, policy, e.seq, e.hash,
-                             (*self.entry_hashes, e.hash), self.limits)
+                             (*self.entry_hashes, e.hash), self.limits, proposals,
+                             max(self.last_ts, e.ts))
+
+    def _introduce(self, devices: dict[bytes, DeviceRecord], public: DevicePublic, name: str,
+                   added_by: bytes, e: RegistryEntry) -> None:
+        if public.device_id in devices:
+            raise RegistryError("device is already in the registry (a revoked device "
+                                "cannot be re-added; pair it again with new keys)")
+        if len(devices) >= self.limits.max_devices:
+            raise RegistryError(f"account already has {len(devices)} devices (limit)")
+        devices[public.device_id] = DeviceRecord(public, name, DeviceStatus.ACTIVE,
+                                                 added_by, e.seq, e.ts)
+
+    def _carry_out(self, p: Proposal, cutoff: dict[bytes, int],
+                   devices: dict[bytes, DeviceRecord], e: RegistryEntry
+                   ) -> tuple[Mapping[str, object], list[tuple[bytes, dict[bytes, int]]]]:
+        # An enacted proposal has the effect of the direct entry, at the enact
+        # entry's seq; the cutoff (the enactor's view) matters only for revoke.
+        a = p.action
+        if cutoff and a.type is not approval.ActionType.REVOKE:
+            raise DecodeError("registry enact entry: a cutoff only goes with a revocation")
+        if a.type is approval.ActionType.ADD and a.device is not None:
+            self._introduce(devices, a.device, a.name, p.proposer, e)
+        if a.type is approval.ActionType.REVOKE and a.target is not None:
+            return self.policy, [(a.target, cutoff)]
+        if a.type is approval.ActionType.POLICY and a.policy is not None:
+            return a.policy, []
+        return self.policy, []
+
+
+def _recover_targets(f: Fields, limits: ProtocolLimits) -> list[tuple[bytes, dict[bytes, int]]]:
+    targets: list[tuple[bytes, dict[bytes, int]]] = []
+    for t in f.list_("revoke", max_items=limits.max_devices):
+        if (not isinstance(t, list) or len(t) != 2 or not isinstance(t[0], bytes)
+                or len(t[0]) != ID_SIZE):
+            raise DecodeError("registry recover entry: revoke lists "
+                              "[32-byte device id, cutoff] pairs")
+        targets.append((t[0], _cutoff_of(t[1], "registry recover entry.revoke")))
+    if len({t for t, _ in targets}) != len(targets):
+        raise RegistryError("registry recover entry lists a device twice")
+    return targets
 
 
 def _genesis_state(e: RegistryEntry, pinned: AccountPublic | None,
@@ -390,7 +454,7 @@ def _genesis_state(e: RegistryEntry, pinned: AccountPublic | None,
     if e.account != account.account_id or e.signer != account.account_id:
         raise RegistryError("genesis must be signed by the account key it introduces")
     account.signing_key.verify(labelled(labels.REGISTRY_SIG, e.body_bytes), e.signature)
-    before_genesis = RegistryState(account, {}, {}, -1, _ZERO, (), limits)
+    before_genesis = RegistryState(account, {}, {}, -1, _ZERO, (), limits, {}, e.ts)
     return before_genesis._applied(e)
 
 
@@ -519,3 +583,39 @@ def recover(state: RegistryState, account: AccountKeys, new_device: DeviceKeys,
         "device": device_fields(new_device.public, name),
         "revoke": [[d, cutoff_field(c)] for d, c in cutoffs.items()]})
     return assemble_entry(body, sign_body(body, account), countersign_body(body, new_device))
+
+
+def propose(state: RegistryState, signer: DeviceKeys, kind: approval.ActionType,
+            fields: Mapping[str, object], ts_ms: int,
+            new_device: DeviceKeys | None = None) -> bytes:
+    """A proposal (governed accounts): ``fields`` as the direct entry's, except a
+    revocation's cutoff, which the enacting device supplies. An add proposal is
+    countersigned by ``new_device``."""
+    body = _next(state, EntryType.PROPOSE, signer, max(ts_ms, state.last_ts),
+                 {"action": approval.action_field(kind, fields)})
+    cosig = countersign_body(body, new_device) if new_device is not None else None
+    return assemble_entry(body, sign_body(body, signer), cosig)
+
+
+def approve(state: RegistryState, signer: DeviceKeys, proposal: bytes, ts_ms: int) -> bytes:
+    """An approval of ``proposal`` (its id, the propose entry's hash)."""
+    body = _next(state, EntryType.APPROVE, signer, max(ts_ms, state.last_ts),
+                 {"proposal": proposal})
+    return assemble_entry(body, sign_body(body, signer))
+
+
+def veto(state: RegistryState, signer: DeviceKeys | AccountKeys, proposal: bytes,
+         reason: str, ts_ms: int) -> bytes:
+    """A veto: ``proposal`` can no longer be enacted."""
+    body = _next(state, EntryType.VETO, signer, max(ts_ms, state.last_ts),
+                 {"proposal": proposal, "reason": reason})
+    return assemble_entry(body, sign_body(body, signer))
+
+
+def enact(state: RegistryState, signer: DeviceKeys | AccountKeys, proposal: bytes,
+          ts_ms: int, cutoff: Mapping[bytes, int] | None = None) -> bytes:
+    """Carry out an approved proposal whose veto window has passed (``cutoff``: for a
+    revocation, as in :func:`revoke_device`)."""
+    body = _next(state, EntryType.ENACT, signer, max(ts_ms, state.last_ts),
+                 {"proposal": proposal, "cutoff": cutoff_field(cutoff or {})})
+    return assemble_entry(body, sign_body(body, signer))

@@ -22,6 +22,7 @@ from sddsf.errors import Code
 from sddsf.protocol import keypackage as kp
 from sddsf.protocol import labels
 from sddsf.protocol import registry as reg
+from sddsf.protocol.approval import ActionType
 from sddsf.protocol.clock import HLCTimestamp
 from sddsf.protocol.encoding import decode, encode
 from sddsf.protocol.envelope import GENESIS_PREV, OpEnvelope, OpHeader, derive_doc_key, seal_op
@@ -165,6 +166,7 @@ def _registries(w: _World) -> dict[str, Any]:
     good_recover = reg.recover(w.state, w.account, _device("recovered"), "recovered",
                                [w.laptop.device_id, w.phone.device_id], NOW_MS)
     devices = {r.name: r.status.value for r in w.state.devices.values()}
+    gov, gov_entries, pid = _governed(w)
     return {
         "context": w.context(),
         "valid": [
@@ -174,6 +176,10 @@ def _registries(w: _World) -> dict[str, Any]:
              "entries": [e.hex() for e in [*w.entries, good_recover]],
              "head": reg.entry_hash(good_recover).hex(),
              "devices": {**{n: "revoked" for n in devices}, "recovered": "active"}},
+            {"name": "approval policy: propose add, approve, enact after the veto window",
+             "entries": [e.hex() for e in gov_entries],
+             "head": gov.head.hex(),
+             "devices": {r.name: r.status.value for r in gov.devices.values()}},
         ],
         "invalid": [
             {"name": name, "entries": [e.hex() for e in entries], "code": code}
@@ -187,10 +193,45 @@ def _registries(w: _World) -> dict[str, Any]:
                 ("no genesis", [w.entries[1]], Code.REGISTRY_INVALID),
                 ("bit flip in a signature", [w.entries[0], _flip(w.entries[1], len(
                     w.entries[1]) - 1)], Code.SIG_INVALID),
+                ("approval policy: a device adds directly",
+                 [*gov_entries[:3], reg.add_device(_state(gov_entries[:3], w), w.phone,
+                                                   _device("x"), "x", NOW_MS + 1)],
+                 Code.NOT_AUTHORIZED),
+                ("approval policy: enact with 1 of 2 approvals",
+                 [*gov_entries[:4], reg.enact(_state(gov_entries[:4], w), w.laptop, pid,
+                                              NOW_MS + 3_600_000)], Code.REGISTRY_INVALID),
+                ("approval policy: enact inside the veto window",
+                 [*gov_entries[:5], reg.enact(_state(gov_entries[:5], w), w.laptop, pid,
+                                              NOW_MS + 3_599_999)], Code.REGISTRY_INVALID),
             )
         ],
         "note": f"valid chain state after entry 1 has {len(second_state.devices)} devices",
     }
+
+
+def _state(entries: list[bytes], w: _World) -> reg.RegistryState:
+    return reg.verify_registry(entries, pinned=w.account.public)
+
+
+def _governed(w: _World) -> tuple[reg.RegistryState, list[bytes], bytes]:
+    # genesis(laptop) -> add(phone) -> policy(2 approvals, 1 h veto window, by the
+    # account key) -> propose add(watch) by laptop -> approve by phone -> enact.
+    watch = _device("watch")
+    entries = w.entries[:2]
+    steps: list[Callable[[reg.RegistryState], bytes]] = [
+        lambda s: reg.set_policy(s, w.account, {"approvals": 2, "veto_window_s": 3600},
+                                 NOW_MS - 10_000),
+        lambda s: reg.propose(s, w.laptop, ActionType.ADD,
+                              {"device": reg.device_fields(watch.public, "watch")}, NOW_MS,
+                              new_device=watch),
+        lambda s: reg.approve(s, w.phone, reg.entry_hash(entries[3]), NOW_MS + 1),
+        lambda s: reg.enact(s, w.phone, reg.entry_hash(entries[3]), NOW_MS + 3_600_000),
+    ]
+    state = _state(entries, w)
+    for step in steps:
+        entries = [*entries, step(state)]
+        state = state.apply(entries[-1])
+    return state, entries, reg.entry_hash(entries[3])
 
 
 def _key_packages(w: _World) -> dict[str, Any]:

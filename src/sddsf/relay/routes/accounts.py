@@ -12,10 +12,17 @@ from sddsf.errors import (
     AuthorizationError,
     Code,
     NotFoundError,
+    RegistryError,
 )
 from sddsf.protocol import auth
 from sddsf.protocol.identity import ID_SIZE
-from sddsf.protocol.registry import EntryType, decode_entry, verify_registry
+from sddsf.protocol.registry import (
+    APPROVAL_TYPES,
+    EntryType,
+    RegistryEntry,
+    decode_entry,
+    verify_registry,
+)
 from sddsf.relay import models as m
 from sddsf.relay.deps import (
     Ctx,
@@ -60,6 +67,7 @@ async def append_registry(account_id: str, body: m.RegistryEntryIn,
     aid = m.unb64(account_id, "account id", size=ID_SIZE)
     raw = m.unb64(body.entry, "entry")
     entry = decode_entry(raw)
+    _check_entry_time(entry, ctx)
     async with ctx.fabric.registries.lock(aid):
         state = await ctx.fabric.registries.get(aid)
         new_state = state.apply(entry)
@@ -72,6 +80,19 @@ async def append_registry(account_id: str, body: m.RegistryEntryIn,
     if entry.type is EntryType.REVOKE or entry.type is EntryType.RECOVER:
         log.info("registry %s: seq %d revocation applied", aid.hex()[:12], entry.seq)
     return m.RegistryEntries(entries=[], next_seq=new_state.seq + 1)
+
+
+def _check_entry_time(entry: RegistryEntry, ctx: Ctx) -> None:
+    # Veto windows and proposal expiry are measured in entry timestamps, which
+    # devices set. The relay bounds those of approval entries by its own clock,
+    # so a stolen device cannot date an enactment past a veto window (§9.8).
+    if entry.type not in APPROVAL_TYPES:
+        return
+    now, skew = ctx.clock(), ctx.settings.max_skew_s * 1000
+    if abs(entry.ts - now) > skew:
+        raise RegistryError(f"registry {entry.type.value} entry is dated {entry.ts} ms, more "
+                            f"than {ctx.settings.max_skew_s} s from the relay's clock ({now} "
+                            "ms); check this device's clock")
 
 
 @router.post("/v1/auth/challenge", response_model=m.ChallengeResponse, tags=["auth"],
