@@ -50,6 +50,7 @@ from cryptography.hazmat.primitives import hashes as _hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF as _HKDF
 from spake2 import SPAKE2_A as _SPAKE2_A
 from spake2 import SPAKE2_B as _SPAKE2_B
+from spake2.ed25519_basic import NotOnCurve as _NotOnCurve
 from spake2.spake2 import SPAKEError as _SPAKEError
 
 from sddsf.errors import Code, DecryptError, KeyValidationError, SignatureError, UsageError
@@ -352,7 +353,7 @@ class Spake2:
         """
         try:
             return bytes(self._s.finish(peer_message))
-        except (_SPAKEError, ValueError) as exc:
+        except (_SPAKEError, _NotOnCurve, ValueError) as exc:
             raise KeyValidationError(f"the pairing peer sent an invalid SPAKE2 message "
                                      f"({exc})", Code.BAD_KEY) from exc
 

@@ -26,7 +26,8 @@ The tree (after h11's Local/Remote split)::
             ├── KeyValidationError  bad_key (low-order / non-canonical public key)
             ├── ContextError        wrong_context (transplanted into another space/doc/epoch)
             ├── ChainError          chain_fork, chain_gap, deps_regression
-            ├── AuthorizationError  unknown_device, revoked, not_authorized
+            ├── AuthorizationError  unknown_device, revoked, not_authorized,
+            │                       policy_read_only, policy_denied
             ├── EpochError          stale_epoch, unknown_epoch
             ├── ClockSkewError      clock_skew
             ├── RegistryError       registry_invalid, registry_fork
@@ -95,6 +96,8 @@ class Code(StrEnum):
     UNKNOWN_DEVICE = "unknown_device"
     REVOKED = "revoked"
     NOT_AUTHORIZED = "not_authorized"
+    POLICY_READ_ONLY = "policy_read_only"
+    POLICY_DENIED = "policy_denied"
     STALE_EPOCH = "stale_epoch"
     UNKNOWN_EPOCH = "unknown_epoch"
     CLOCK_SKEW = "clock_skew"
@@ -299,6 +302,8 @@ _CODES: Final[dict[Code, tuple[type[SddsfError], int]]] = {
     Code.UNKNOWN_DEVICE: (AuthorizationError, 403),
     Code.REVOKED: (AuthorizationError, 403),
     Code.NOT_AUTHORIZED: (AuthorizationError, 403),
+    Code.POLICY_READ_ONLY: (AuthorizationError, 403),
+    Code.POLICY_DENIED: (AuthorizationError, 403),
     Code.STALE_EPOCH: (EpochError, 409),
     Code.UNKNOWN_EPOCH: (EpochError, 409),
     Code.CLOCK_SKEW: (ClockSkewError, 400),

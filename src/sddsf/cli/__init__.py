@@ -8,7 +8,14 @@ import sys
 import click
 
 from sddsf import __version__
-from sddsf.cli import device_cmds, pairing_cmds, recovery_cmds, vault_cmds
+from sddsf.cli import (
+    controller_cmds,
+    device_cmds,
+    pairing_cmds,
+    recovery_cmds,
+    relay_cmds,
+    vault_cmds,
+)
 from sddsf.errors import SddsfError
 
 __all__ = ["cli", "main"]
@@ -37,11 +44,15 @@ device_cmds.register(cli)
 pairing_cmds.register(cli)
 vault_cmds.register(cli)
 recovery_cmds.register(cli)
+controller_cmds.register(cli)
 
 
 @cli.group()
 def relay() -> None:
     """Run and manage a relay."""
+
+
+relay_cmds.register(relay)
 
 
 @relay.command("serve")

@@ -17,9 +17,10 @@ from sddsf.cli.device_cmds import _emit, _home, _passphrase, _run, _with_device
 from sddsf.client.device import Device
 from sddsf.client.governance import ProposalView
 from sddsf.client.pairing import PairingInvite, add_device, join
-from sddsf.errors import UsageError
+from sddsf.errors import NotFoundError, UsageError
 from sddsf.protocol.identity import fingerprint
 from sddsf.protocol.registry import DeviceRecord
+from sddsf.wire import unb64
 
 __all__ = ["register"]
 
@@ -125,12 +126,23 @@ def _row(rec: DeviceRecord, names: dict[bytes, str], seen: dict[bytes, int],
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def device_list(ctx: click.Context, as_json: bool) -> None:
-    """Devices of this account: name, fingerprint, added by/at, last seen, status."""
+    """Devices of this account: name, fingerprint, added by/at, last seen, status,
+    and the relay's trust score with the factors that explain it."""
     async def go(d: Device) -> list[dict[str, Any]]:
         state = await d.refresh_registry()
         names = {r.device_id: r.name for r in state.devices.values()}
-        return [_row(r, names, d.last_seen(), d.device_id)
+        rows = [_row(r, names, d.last_seen(), d.device_id)
                 for r in sorted(state.devices.values(), key=lambda r: r.added_seq)]
+        try:
+            trust = {unb64(t["device_id"]).hex(): t for t in await d.relay.device_trust()}
+        except NotFoundError:  # a relay without the controller
+            trust = {}
+        for row in rows:
+            t = trust.get(row["id"], {})
+            row.update(trust=t.get("score"), access=t.get("access"),
+                       quarantined=t.get("quarantined", False),
+                       trust_factors=t.get("factors", []))
+        return rows
 
     rows = _run(_with_device(ctx, go))
 
@@ -141,6 +153,10 @@ def device_list(ctx: click.Context, as_json: bool) -> None:
             c.print(f"[bold]{r['name']}[/]{mark} [{colour}]{r['status']}[/]  {r['fingerprint']}")
             c.print(f"    added by {r['added_by']} at {r['added_at']}; last seen "
                     f"{r['last_seen'] or 'never (by this device)'}")
+            if r["trust"] is not None:
+                q = ", quarantined" if r["quarantined"] else ""
+                c.print(f"    trust {r['trust']}/100 ({r['access']}{q})" + "".join(
+                    f"; {f['name']} {f['points']}: {f['detail']}" for f in r["trust_factors"]))
     _emit(rows, as_json, render)
 
 

@@ -25,7 +25,7 @@ head, *before* anything is sent. :meth:`Device.sync` then:
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,12 @@ from typing import Any
 import httpx
 import pycrdt
 
+from sddsf.client.controller import (
+    DeviceReporter,
+    effective_encryption_policy,
+    refresh_encryption_policy,
+    report_tombstones,
+)
 from sddsf.client.governance import REENCRYPT_POLICIES, Change, Governance, ProposalView
 from sddsf.client.home import open_home
 from sddsf.client.relay_client import RelayClient
@@ -84,6 +90,8 @@ __all__ = ["Device", "Progress", "SyncReport", "doc_id_for"]
 Progress = Callable[[bytes, int, int], None]
 
 _MAX_BATCH = 500
+#: Refusals of an own op whose edits are sealed again (see Device._push).
+_RESEAL = frozenset({Code.CHAIN_FORK.value, Code.STALE_EPOCH.value, Code.CHAIN_GAP.value})
 #: Write a space snapshot once the log grew this much since the last one.
 SNAPSHOT_EVERY = 1000
 #: Acknowledge progress to the relay (which lets it prune) every this many ops.
@@ -116,6 +124,7 @@ class SyncReport:
     snapshots_loaded: int = 0
     snapshots_written: int = 0
     enacted: int = 0  # approved proposals this device carried out (§9.8)
+    read_only: bool = False  # the relay's controller refused pushes (policy_read_only)
 
 
 class Device:
@@ -139,6 +148,8 @@ class Device:
         self.relay = RelayClient(self.relay_url, device=self.keys,
                                  account_id=self.account.account_id, transport=transport,
                                  clock=clock)
+        # Every session opening first sends a signed posture report (controller).
+        self.relay.reporter = DeviceReporter(self)
         last = self.store.get("id", b"hlc")
         self.hlc = HybridLogicalClock(
             HLCTimestamp.from_wire(decode(last), what="hlc") if last else None)
@@ -297,6 +308,14 @@ class Device:
             raise ConfigError(f"the device store lacks {ns}/{key.decode(errors='replace')}; "
                               "was this home initialised?")
         return value
+
+    async def pin_relay(self) -> None:
+        """Pin the relay's key on first contact, and refuse another key later.
+
+        Raises:
+            ProofError: ``tree_head_invalid`` when the relay's key changed.
+        """
+        await self._pin_relay()
 
     async def _pin_relay(self) -> None:
         # Trust on first use of the relay key, checked on every later session.
@@ -658,18 +677,37 @@ class Device:
             if sid not in known:
                 with self.store.batch() as b:
                     b.put("space", sid, encode(""))  # name learnt from its _meta doc
+        await refresh_encryption_policy(self)
         for space_id, _ in self.spaces():
-            await self._rotate_if_due(space_id, await self.refresh_keys(space_id), report)
-            await self._push(space_id, report)
+            packages = await self.refresh_keys(space_id)
+            # A device the relay's controller made read-only keeps its pending
+            # ops and only pulls (and acknowledges) until it is trusted again.
+            if not report.read_only:
+                await self._unless_read_only(self._rotate_if_due(space_id, packages, report),
+                                             report)
+            if not report.read_only:
+                await self._unless_read_only(self._push(space_id, report), report)
             await self._pull(space_id, report)
-            if self.flush():  # edits re-queued after a chain fork: seal and send again
-                await self._push(space_id, report)
+            if not report.read_only and self.flush():  # re-queued after a chain fork
+                await self._unless_read_only(self._push(space_id, report), report)
                 await self._pull(space_id, report)
         self._compact_docs()
         for space_id, _ in self.spaces():
-            await self._maintain(space_id, report)
+            if not report.read_only:
+                await self._unless_read_only(self._maintain(space_id, report), report)
         report.enacted = await self.governance.enact_ready()
+        if any(name == "vault" for _, name in self.spaces()):
+            await report_tombstones(self)
         return report
+
+    @staticmethod
+    async def _unless_read_only(step: Awaitable[None], report: SyncReport) -> None:
+        try:
+            await step
+        except AuthorizationError as exc:
+            if exc.code is not Code.POLICY_READ_ONLY:
+                raise
+            report.read_only = True
 
     def awaiting_approval(self) -> ProposalView | None:
         """The open proposal to add this device, if it is waiting for approvals."""
@@ -700,6 +738,10 @@ class Device:
         # current one is older than the policy's max_epoch_age_s.
         last = packages[-1]
         max_age = self.registry().policy.get("max_epoch_age_s")
+        published = effective_encryption_policy(self)  # the relay's, never weakening ours
+        if published is not None and not (isinstance(max_age, int) and 0 < max_age
+                                          <= published.max_epoch_age_s):
+            max_age = published.max_epoch_age_s
         aged = isinstance(max_age, int) and not isinstance(max_age, bool) and max_age > 0 \
             and self._clock() - last.ts > max_age * 1000
         if not (aged or kp.needs_rotation(last, self.registry())):
@@ -789,6 +831,8 @@ class Device:
         rows = self.store.scan("pending", space_id)
         if rows:
             self.store.make_durable()  # the relay must never hold an op we could forget
+        last_ok: OpEnvelope | None = None
+        reset = False
         for start in range(0, len(rows), _MAX_BATCH):
             chunk = rows[start:start + _MAX_BATCH]
             results, head_raw = await self.relay.upload(space_id, [v for _, v in chunk])
@@ -802,16 +846,36 @@ class Device:
                                                 r.proof, head.root)
                         b.put("acked", space_id + _u64(r.offset), merkle.leaf_hash(env))
                         b.delete("pending", key)
+                        last_ok = decode_envelope(env)
                         report.pushed += 1
-                    else:
-                        report.rejected.append((r.code or "", r.message or ""))
-                        b.put("failed", key, env)
-                        b.delete("pending", key)
-                        if r.code == Code.CHAIN_FORK.value:
-                            # This device was restored from an older copy: its
-                            # chain diverged. Keep the edit: re-queue its updates,
-                            # to be sealed again on top of the log's chain head.
-                            self._requeue(space_id, env)
+                        continue
+                    report.rejected.append((r.code or "", r.message or ""))
+                    b.put("failed", key, env)
+                    b.delete("pending", key)
+                    if r.code in _RESEAL:
+                        # Keep the edit: re-queue its updates, to be sealed again
+                        # under the current epoch on top of this device's last
+                        # accepted op (a chain fork: restored from an older copy;
+                        # stale epoch: it waited through two rotations; chain gap:
+                        # an earlier op of this push was refused). The chain head
+                        # moves back so the new ops link to what the log holds.
+                        if not reset:
+                            self._reset_head(b, space_id, last_ok)
+                            reset = True
+                        self._requeue(space_id, env)
+
+    def _reset_head(self, b: Any, space_id: bytes, last_ok: OpEnvelope | None) -> None:
+        # This device's chain head after a refusal: the last op of it accepted in
+        # this push, else the last one the verified log holds, else genesis.
+        if last_ok is not None:
+            b.put("mine", space_id, encode([last_ok.header.seq, last_ok.op_id]))
+            return
+        logged = self.store.get("chain", space_id + self.device_id)
+        if logged is None:
+            b.delete("mine", space_id)
+        else:
+            head = _chain_head(logged)
+            b.put("mine", space_id, encode([head.seq, head.op_id]))
 
     def _requeue(self, space_id: bytes, raw: bytes) -> None:
         env = decode_envelope(raw)

@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 from mnemonic import Mnemonic
 
+from sddsf.client.controller import report_pairing
 from sddsf.client.device import Device, store_kind
 from sddsf.client.governance import Change
 from sddsf.client.relay_client import RelayClient
@@ -154,8 +155,11 @@ async def add_device(approver: Device, *, show: Callable[[PairingInvite], None],
         await box.post(pp.seal_message("done", keys.send, random_bytes(24),
                                        payload={"seq": seq}))
         return public.device_id, change  # the joiner burns the channel once it read "done"
-    except BaseException:
+    except BaseException as exc:
         await box.burn()
+        if isinstance(exc, SddsfError):  # the controller counts failed pairing attempts
+            await report_pairing(approver, "sas_mismatch" if "words" in exc.message
+                                 else "expired" if "timed out" in exc.message else "failed")
         raise
 
 

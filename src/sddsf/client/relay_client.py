@@ -12,10 +12,11 @@ heads and proofs with :mod:`sddsf.protocol`.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
@@ -24,6 +25,7 @@ from sddsf.errors import (
     AuthenticationError,
     Code,
     DecodeError,
+    SddsfError,
     UnavailableError,
     error_from_wire,
 )
@@ -33,7 +35,9 @@ from sddsf.protocol.identity import DeviceKeys
 from sddsf.wire import b64 as _b64
 from sddsf.wire import unb64 as _unb64
 
-__all__ = ["PulledOp", "RelayClient", "UploadResult"]
+__all__ = ["PulledOp", "RelayClient", "ReportSource", "UploadResult"]
+
+log = logging.getLogger("sddsf.client")
 
 
 def _now_ms() -> int:
@@ -50,6 +54,23 @@ class UploadResult:
     proof: list[bytes] | None
     code: str | None
     message: str | None
+
+
+class _ConnectionDropped(UnavailableError):
+    """The connection broke before a response arrived (retried once)."""
+
+
+class ReportSource(Protocol):
+    """Supplies this device's signed posture report at every session opening and
+    checks the relay's receipt (:mod:`sddsf.client.controller`)."""
+
+    def posture_report(self) -> bytes:
+        """A fresh signed posture report."""
+        ...
+
+    def accepted(self, report: bytes, response: dict[str, Any]) -> None:
+        """The relay's answer to ``report`` (raises if its proof does not verify)."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +98,11 @@ class RelayClient:
         self._token: bytes | None = None
         self._token_expires_ms = 0
         self.relay_id: bytes | None = None
+        #: Sends a signed posture report before each session opening (the
+        #: controller scores the device with it); None sends none.
+        self.reporter: ReportSource | None = None
+        #: Why the last posture report was not accepted (None: it was).
+        self.report_error: SddsfError | None = None
 
     async def aclose(self) -> None:
         """Close the HTTP connection pool."""
@@ -93,8 +119,15 @@ class RelayClient:
                     params: dict[str, Any] | None = None, signed: bool = False,
                     authed: bool = False) -> Any:
         try:
-            return await self._send_once(method, path, body=body, params=params,
-                                         signed=signed, authed=authed)
+            try:
+                return await self._send_once(method, path, body=body, params=params,
+                                             signed=signed, authed=authed)
+            except _ConnectionDropped:
+                # A pooled keep-alive connection the relay was closing as we
+                # sent: retry once on a new one. Every request is idempotent
+                # (ops and entries by content, signed ones get a fresh nonce).
+                return await self._send_once(method, path, body=body, params=params,
+                                             signed=signed, authed=authed)
         except AuthenticationError as exc:
             # The relay forgot our session (restart, or another node): open a
             # new one and retry once. A signed request is re-signed with a fresh
@@ -124,6 +157,9 @@ class RelayClient:
         try:
             response = await self._http.request(method, path, params=params, content=content,
                                                 headers=headers)
+        except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
+            raise _ConnectionDropped(f"the relay at {self._http.base_url} dropped the "
+                                     f"connection: {exc.__class__.__name__}") from None
         except httpx.HTTPError as exc:
             raise UnavailableError(f"cannot reach the relay at {self._http.base_url}: "
                                    f"{exc.__class__.__name__}") from None
@@ -144,6 +180,7 @@ class RelayClient:
             return self._token
         if self.device is None or self.account_id is None:
             raise UnavailableError("this client has no device identity to authenticate with")
+        await self._report_posture()
         ch = await self._send("POST", "/v1/auth/challenge", body={
             "account_id": _b64(self.account_id), "device_id": _b64(self.device.device_id)})
         challenge, self.relay_id = _unb64(ch["challenge"]), _unb64(ch["relay_id"])
@@ -154,6 +191,23 @@ class RelayClient:
             "challenge": _b64(challenge), "signature": _b64(sig)})
         self._token, self._token_expires_ms = _unb64(s["token"]), int(s["expires_ms"])
         return self._token
+
+    async def _report_posture(self) -> None:
+        # Before the session: reports are self-authenticating, and the relay
+        # scores the device (and may refuse the session) with the fresh one.
+        if self.reporter is None or self.account_id is None:
+            return
+        report = self.reporter.posture_report()
+        try:
+            response = await self.submit_report(self.account_id, report)
+        except UnavailableError:
+            raise
+        except SddsfError as exc:  # e.g. an older relay without the endpoint
+            self.report_error = exc
+            log.warning("the relay did not accept this device's posture: %s", exc)
+            return
+        self.report_error = None
+        self.reporter.accepted(report, response)
 
     def forget_session(self) -> None:
         """Drop the cached session (the next call opens a new one)."""
@@ -294,6 +348,53 @@ class RelayClient:
     async def burn_channel(self, channel_id: bytes) -> None:
         """Burn a pairing mailbox (no further messages)."""
         await self._send("POST", f"/v1/pairing/{_quote(channel_id)}/burn")
+
+    # ------------------------------------------------------------ controller
+    async def submit_report(self, account_id: bytes, report: bytes) -> dict[str, Any]:
+        """Submit a signed device report; the answer names its audit leaf and proof."""
+        r: dict[str, Any] = await self._send(
+            "POST", f"/v1/accounts/{_quote(account_id)}/reports", body={"report": _b64(report)})
+        return r
+
+    async def device_trust(self) -> list[dict[str, Any]]:
+        """Every device of the account with its trust score, access and factors."""
+        r = await self._send("GET", "/v1/controller/devices", authed=True)
+        return list(r["devices"])
+
+    async def alerts(self, *, include_acked: bool = False) -> list[dict[str, Any]]:
+        """The account's alerts (open ones, or all)."""
+        r = await self._send("GET", "/v1/controller/alerts", authed=True,
+                             params={"all": "true" if include_acked else "false"})
+        return list(r["alerts"])
+
+    async def ack_alert(self, alert_id: bytes) -> dict[str, Any]:
+        """Acknowledge an alert (lifts its quarantine)."""
+        r: dict[str, Any] = await self._send(
+            "POST", f"/v1/controller/alerts/{_quote(alert_id)}/ack", signed=True, body={})
+        return r
+
+    async def audit_page(self, start: int = 0,
+                         limit: int = 1000) -> tuple[list[tuple[int, bytes]], bytes]:
+        """Audit entries from ``start`` and the signed head of the whole log."""
+        r = await self._send("GET", "/v1/controller/audit", authed=True,
+                             params={"start": start, "limit": limit})
+        return ([(int(e["seq"]), _unb64(e["entry"])) for e in r["entries"]],
+                _unb64(r["tree_head"]["tree_head"]))
+
+    async def audit_consistency(self, first: int,
+                                second: int | None = None) -> tuple[list[bytes], bytes]:
+        """Consistency proof between audit log sizes and the signed head of ``second``."""
+        params: dict[str, Any] = {"first": first}
+        if second is not None:
+            params["second"] = second
+        r = await self._send("GET", "/v1/controller/audit/proofs/consistency", authed=True,
+                             params=params)
+        return [_unb64(p) for p in r["proof"]], _unb64(r["tree_head"]["tree_head"])
+
+    async def encryption_policy(self) -> bytes:
+        """The relay's signed encryption policy (verify it with the pinned relay key)."""
+        r = await self._send("GET", "/v1/controller/encryption-policy")
+        return _unb64(r["policy"])
 
     async def ws_ticket(self) -> bytes:
         """A single-use WebSocket ticket."""

@@ -29,8 +29,10 @@ __all__ = [
     "BACKUP_KEY",
     "BACKUP_VERIFIER",
     "DEVICE_ID",
+    "DEVICE_REPORT_SIG",
     "DOC_ID",
     "DOC_KEY",
+    "ENCRYPTION_POLICY_SIG",
     "KEY_PACKAGE_HASH",
     "KEY_PACKAGE_SEALED",
     "KEY_PACKAGE_SIG",
@@ -81,6 +83,8 @@ BACKUP_AD: Final = "sddsf/v1/backup/ad"
 PAIRING_KEY: Final = "sddsf/v1/pairing/key"
 PAIRING_SAS: Final = "sddsf/v1/pairing/sas"
 PAIRING_CONFIRM: Final = "sddsf/v1/pairing/confirm"
+DEVICE_REPORT_SIG: Final = "sddsf/v1/controller/device-report"
+ENCRYPTION_POLICY_SIG: Final = "sddsf/v1/controller/encryption-policy"
 
 
 @functools.cache

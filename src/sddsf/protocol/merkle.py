@@ -792,10 +792,12 @@ class Frontier:
 class MerkleTree:
     """In-memory append-only tree (used by tests, the client, and the SQLite-less paths).
 
-    Stores perfect-subtree nodes by (level, index): ``2n - popcount(n)`` hashes.
+    Stores perfect-subtree nodes by (level, index): ``2n - popcount(n)`` hashes
+    (for a tree started from a frontier of size ``b``: its ``popcount(b)``
+    nodes plus what was appended since, never O(b)).
     """
 
-    __slots__ = ("_base", "_levels")
+    __slots__ = ("_base", "_levels", "_starts")
 
     def __init__(self, leaf_hashes: Iterable[bytes] = ()) -> None:
         """Build a tree from leaf hashes (appended in order).
@@ -806,10 +808,13 @@ class MerkleTree:
         Raises:
             UsageError: an element is not a 32-byte hash.
         """
-        # Invariant: _levels[l][i] is the perfect node (l, i) or, only for nodes
-        # inside [0, _base) that are not frontier nodes of _base, None; and
-        # len(_levels[l]) == size >> l for every stored level.
-        self._levels: list[list[bytes | None]] = [[]]
+        # Invariant: _levels[l][i] is the perfect node (l, _starts[l] + i), and
+        # _starts[l] + len(_levels[l]) == size >> l for every stored level. Nodes
+        # below _starts[l] lie inside [0, _base) and are not kept: _starts[l] is
+        # (_base >> l) minus one when the frontier of _base has a node at level l
+        # (that node is kept), and all zeros for a tree built from leaves.
+        self._levels: list[list[bytes]] = [[]]
+        self._starts: list[int] = [0]
         self._base = 0
         for h in leaf_hashes:
             self.append(h)
@@ -826,12 +831,13 @@ class MerkleTree:
         """
         tree = cls()
         size = frontier.size
-        tree._levels = [[None] * (size >> level) for level in range(max(size.bit_length(), 1))]
-        start = 0
+        levels = range(max(size.bit_length(), 1))
+        tree._starts = [size >> level for level in levels]
+        tree._levels = [[] for _ in levels]
         for level, h in zip((b for b in range(size.bit_length() - 1, -1, -1)
                              if size >> b & 1), frontier.to_hashes(), strict=True):
-            tree._levels[level][start >> level] = h
-            start += 1 << level
+            tree._starts[level] -= 1  # this level's frontier node: ((size >> level) - 1)
+            tree._levels[level].append(h)
         tree._base = size
         return tree
 
@@ -844,13 +850,14 @@ class MerkleTree:
         """An independent copy (appending to it leaves this tree unchanged)."""
         tree = MerkleTree()
         tree._levels = [list(level) for level in self._levels]
+        tree._starts = list(self._starts)
         tree._base = self._base
         return tree
 
     @property
     def size(self) -> int:
         """Number of leaves."""
-        return len(self._levels[0])
+        return self._starts[0] + len(self._levels[0])
 
     def __repr__(self) -> str:
         return f"MerkleTree(size={self.size})"
@@ -868,19 +875,20 @@ class MerkleTree:
             UsageError: ``leaf_hash`` is not a 32-byte hash.
         """
         h = _own_hash(leaf_hash, "leaf hash")
-        levels = self._levels
-        index = len(levels[0])
+        levels, starts = self._levels, self._starts
+        index = self.size
         levels[0].append(h)
         level, i = 0, index
         while i & 1:  # right child completed: its parent is complete too
-            left = levels[level][i - 1]
-            if left is None:  # pragma: no cover - a compact range always holds it
+            left = i - 1 - starts[level]
+            if left < 0:  # pragma: no cover - a compact range always holds it
                 raise UsageError("the tree's frontier lacks a node it needs")
-            h = _node(left, h)
+            h = _node(levels[level][left], h)
             level += 1
             i >>= 1
             if level == len(levels):
                 levels.append([])
+                starts.append(i)
             levels[level].append(h)
         return index
 
@@ -911,13 +919,13 @@ class MerkleTree:
         Raises:
             UsageError: no such complete node yet.
         """
-        if not (0 <= level < len(self._levels) and 0 <= index < len(self._levels[level])):
+        if not (0 <= level < len(self._levels)
+                and 0 <= index < self._starts[level] + len(self._levels[level])):
             raise UsageError(f"no complete node ({level}, {index}) in a tree of {self.size}")
-        h = self._levels[level][index]
-        if h is None:
+        if index < self._starts[level]:
             raise UsageError(f"node ({level}, {index}) lies inside the first {self._base} "
                              "leaves, which this tree knows only by their frontier")
-        return h
+        return self._levels[level][index - self._starts[level]]
 
     def _size_arg(self, size: int | None) -> int:
         if size is None:

@@ -76,7 +76,12 @@ def expect_list(value: object, what: str, *, max_items: int) -> list[object]:
 
 
 class Fields:
-    """Typed accessors over one decoded map; every error names ``what.field``."""
+    """Typed accessors over one decoded map; every error names ``what.field``.
+
+    A field that is absent is a :class:`DecodeError` too (``malformed``), never a
+    ``KeyError``: not every map passed :func:`expect_map` (a pairing payload is
+    opened as it comes), so each accessor checks presence itself.
+    """
 
     __slots__ = ("_m", "_what")
 
@@ -88,13 +93,19 @@ class Fields:
         """Whether an optional field is present."""
         return key in self._m
 
+    def _get(self, key: str) -> object:
+        try:
+            return self._m[key]
+        except KeyError:
+            raise _bad(f"{self._what}.{key}", "missing field") from None
+
     def raw(self, key: str) -> object:
         """The undecoded value of ``key``."""
-        return self._m[key]
+        return self._get(key)
 
     def bytes_(self, key: str, *, size: int | None = None, max_size: int | None = None) -> bytes:
         """A byte string, of exactly ``size`` or at most ``max_size`` bytes."""
-        v = self._m[key]
+        v = self._get(key)
         if not isinstance(v, bytes):
             raise _bad(f"{self._what}.{key}", f"expected bytes, got {type(v).__name__}")
         if size is not None and len(v) != size:
@@ -106,7 +117,7 @@ class Fields:
 
     def int_(self, key: str, *, lo: int = 0, hi: int = _U64) -> int:
         """An integer in ``[lo, hi]``."""
-        v = self._m[key]
+        v = self._get(key)
         if isinstance(v, bool) or not isinstance(v, int):
             raise _bad(f"{self._what}.{key}", f"expected an integer, got {type(v).__name__}")
         if not lo <= v <= hi:
@@ -115,7 +126,7 @@ class Fields:
 
     def str_(self, key: str, *, max_len: int = 256) -> str:
         """A text string of at most ``max_len`` characters."""
-        v = self._m[key]
+        v = self._get(key)
         if not isinstance(v, str):
             raise _bad(f"{self._what}.{key}", f"expected text, got {type(v).__name__}")
         if len(v) > max_len:
@@ -124,18 +135,18 @@ class Fields:
 
     def bool_(self, key: str) -> bool:
         """A boolean."""
-        v = self._m[key]
+        v = self._get(key)
         if not isinstance(v, bool):
             raise _bad(f"{self._what}.{key}", f"expected a boolean, got {type(v).__name__}")
         return v
 
     def list_(self, key: str, *, max_items: int) -> list[object]:
         """An array of at most ``max_items`` items."""
-        return expect_list(self._m[key], f"{self._what}.{key}", max_items=max_items)
+        return expect_list(self._get(key), f"{self._what}.{key}", max_items=max_items)
 
     def map_(self, key: str, required: Iterable[str], optional: Iterable[str] = ()) -> Fields:
         """A nested map with exactly the given keys."""
-        return expect_map(self._m[key], f"{self._what}.{key}", required, optional)
+        return expect_map(self._get(key), f"{self._what}.{key}", required, optional)
 
 
 def decode_signed(data: bytes, *, what: str, version: int, fields: Iterable[str],

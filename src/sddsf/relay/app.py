@@ -19,6 +19,8 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from sddsf.controller.policy import load_policy
+from sddsf.controller.service import Controller
 from sddsf.crypto import Ed25519SigningKey
 from sddsf.errors import (
     Code,
@@ -34,11 +36,11 @@ from sddsf.relay.deps import (
     log,
     now_ms,
 )
-from sddsf.relay.edge import EdgeState, MemoryEdgeState
+from sddsf.relay.edge import EdgeState, open_edge_state
 from sddsf.relay.fabric import Fabric
 from sddsf.relay.fanout import Hub
 from sddsf.relay.metrics import RelayMetrics
-from sddsf.relay.routes import accounts, backup, live, pairing, spaces
+from sddsf.relay.routes import accounts, backup, controller, live, pairing, spaces
 from sddsf.relay.settings import RelaySettings
 from sddsf.relay.storage.base import RelayStorage
 
@@ -59,8 +61,18 @@ def create_app(settings: RelaySettings, storage: RelayStorage, relay_key: Ed2551
     hub = Hub()
     metrics = RelayMetrics(connected=lambda: hub.connected)
     fabric = Fabric(storage, settings, relay_key, publish=hub.publish, clock=clock)
-    ctx = RelayContext(settings, storage, relay_key, edge or MemoryEdgeState(), hub, fabric,
-                       metrics, clock)
+    # The edge state comes from the settings (Redis when redis_url is set) unless
+    # the caller passes one; the app closes only what it opened itself.
+    own_edge = edge is None
+    # The security controller: trust, policy, detectors, alerts (pushed to the
+    # account's WebSockets) and the audit log; it sees every stored op batch.
+    ctl = Controller(storage, load_policy(settings.policy_file), relay_key,
+                     fabric.registries.get, clock=clock, publish=hub.publish_account,
+                     max_skew_ms=settings.max_skew_s * 1000)
+    fabric.on_batch = ctl.on_batch
+    ctx = RelayContext(settings, storage, relay_key,
+                       edge or open_edge_state(settings.redis_url), hub, fabric, metrics, clock,
+                       ctl)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -69,6 +81,8 @@ def create_app(settings: RelaySettings, storage: RelayStorage, relay_key: Ed2551
             yield
         finally:
             fabric.close()
+            if own_edge:
+                await ctx.edge.close()
             await storage.close()
 
     app = FastAPI(title="SDDSF relay", version="1",
@@ -134,7 +148,7 @@ def create_app(settings: RelaySettings, storage: RelayStorage, relay_key: Ed2551
     app.openapi = openapi  # type: ignore[method-assign]
     _routes_health(app, ctx)
     for router in (accounts.router, spaces.router, pairing.router, backup.router,
-                   live.router):
+                   live.router, controller.router):
         app.include_router(router)
     return app
 
@@ -147,8 +161,9 @@ def _routes_health(app: FastAPI, ctx: RelayContext) -> None:
 
     @app.get("/readyz", tags=["ops"])
     async def readyz() -> dict[str, str]:
-        """Readiness: the database answers."""
+        """Readiness: the database (and Redis, when the edge state lives there) answers."""
         await ctx.storage.ping()
+        await ctx.edge.ping()
         return {"status": "ready", "schema": str(await ctx.storage.schema_version())}
 
     @app.get("/metrics", tags=["ops"], response_class=PlainTextResponse)

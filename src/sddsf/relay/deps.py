@@ -14,6 +14,8 @@ from fastapi import Depends, Request
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from sddsf.controller.detectors import SignalKind
+from sddsf.controller.service import CALLER, Controller
 from sddsf.crypto import Ed25519SigningKey
 from sddsf.errors import (
     AuthenticationError,
@@ -39,6 +41,7 @@ __all__ = [
     "Authed",
     "Caller",
     "Ctx",
+    "Pusher",
     "RelayContext",
     "authenticated",
     "client_ip",
@@ -74,6 +77,7 @@ class RelayContext:
     fabric: Fabric
     metrics: RelayMetrics
     clock: Callable[[], int]
+    controller: Controller
 
     @property
     def relay_id(self) -> bytes:
@@ -151,6 +155,7 @@ async def rate_limit(ctx: RelayContext, bucket: str, cost: float, rate: float,
     wait = await ctx.edge.take_tokens(bucket, cost, rate, burst, ctx.clock())
     if wait > 0:
         ctx.metrics.rate_limited.labels(bucket.split(":", 1)[0]).inc()
+        await ctx.controller.rate_limited()  # attributed to the authenticated caller, if any
         raise RateLimitedError(f"rate limit reached ({bucket.split(':', 1)[0]}); retry in "
                                f"{wait:.1f} s", retry_after_s=wait)
 
@@ -186,8 +191,11 @@ async def authenticated(request: Request, ctx: Ctx) -> Caller:
     if record is None or not registry.is_active(session.device_id):
         await ctx.edge.drop_device(session.device_id)
         raise AuthorizationError("this device has been revoked", Code.REVOKED)
+    # From here on the controller attributes what it observes to this device.
+    CALLER.set((session.account_id, session.device_id))
     if request.method in ("POST", "PUT", "DELETE"):
         await _check_signed_request(request, ctx, session, digest, record.public.signing_key)
+    await ctx.controller.require_access(session.account_id, session.device_id, write=False)
     s = ctx.settings
     await rate_limit(ctx, f"device:{session.device_id.hex()}", 1, s.rate_device_per_s,
                  s.rate_device_burst)
@@ -210,16 +218,35 @@ async def _check_signed_request(request: Request, ctx: RelayContext, session: Se
     body = await request.body()
     now = ctx.clock()
     window = ctx.settings.request_window_s * 1000
-    auth.check_request(auth.SignedRequest(request.method, target, body, nonce, ts_ms, sig),
-                       key, digest, now_ms=now, window_ms=window)
+    try:
+        auth.check_request(auth.SignedRequest(request.method, target, body, nonce, ts_ms, sig),
+                           key, digest, now_ms=now, window_ms=window)
+    except AuthenticationError:
+        # A bad signature under a valid session token: the token leaked, or the
+        # device is broken. (Session-opening failures are not counted: anyone
+        # can ask for a challenge, so they would let a stranger frame a device.)
+        await ctx.controller.signal(session.account_id, session.device_id,
+                                    SignalKind.SIG_FAILURE)
+        raise
     # Keep each nonce for twice the window: any timestamp still inside the
     # window on either side cannot outlive its nonce (THREATS #5).
     if not await ctx.edge.remember_nonce(session.device_id + nonce, now + 2 * window, now):
+        await ctx.controller.signal(session.account_id, session.device_id, SignalKind.REPLAY)
         raise AuthenticationError("this request was already received (replayed nonce)",
                                   Code.REPLAY)
 
 
 Authed = Annotated[Caller, Depends(authenticated)]
+
+
+async def pusher(caller: Annotated[Caller, Depends(authenticated)], ctx: Ctx) -> Caller:
+    """An authenticated device the controller lets write (``policy_read_only`` otherwise)."""
+    await ctx.controller.require_access(caller.session.account_id, caller.session.device_id,
+                                        write=True)
+    return caller
+
+
+Pusher = Annotated[Caller, Depends(pusher)]
 
 
 # -------------------------------------------------------------------- helpers

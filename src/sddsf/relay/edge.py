@@ -1,10 +1,12 @@
 """Edge state: challenges, sessions, WebSocket tickets, the replay cache and
 rate-limit buckets, behind one interface.
 
-:class:`MemoryEdgeState` serves one relay process. A shared implementation
-(Redis) can serve a cluster without touching the handlers: every operation is
-a single atomic step keyed by strings, with an expiry, which maps onto Redis
-``SET NX PX`` / ``GETDEL`` / a Lua token bucket.
+:class:`MemoryEdgeState` serves one relay process.
+:class:`~sddsf.relay.edge_redis.RedisEdgeState` serves a cluster (the relay's
+``redis_url`` setting; :func:`open_edge_state` picks one): every operation is a
+single atomic step keyed by strings, with an expiry, which maps onto Redis
+``SET NX PX`` / ``GETDEL`` / a Lua token bucket. Both pass the same
+conformance suite (tests/relay/test_edge_conformance.py).
 
 Bounds: every map is capped, so a flood cannot grow memory without limit.
 Challenges, sessions and tickets evict their oldest entry at the cap (the
@@ -19,9 +21,9 @@ from abc import ABC, abstractmethod
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from sddsf.errors import RateLimitedError
+from sddsf.errors import ConfigError, RateLimitedError
 
-__all__ = ["EdgeState", "MemoryEdgeState", "Session"]
+__all__ = ["EdgeState", "MemoryEdgeState", "Session", "open_edge_state"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +36,18 @@ class Session:
 
 
 class EdgeState(ABC):
-    """Edge state contract. ``now_ms`` is always passed in (tests inject a clock)."""
+    """Edge state contract. ``now_ms`` is always passed in (tests inject a clock).
+
+    Every operation may raise :class:`~sddsf.errors.UnavailableError` when the
+    state lives in a service that cannot be reached: the relay then refuses the
+    request (HTTP 503) rather than accept it unchecked (fail closed).
+    """
+
+    async def close(self) -> None:  # noqa: B027 - optional hook, nothing to close here
+        """Release connections (the app calls this on shutdown)."""
+
+    async def ping(self) -> None:  # noqa: B027 - optional hook, in-process state is up
+        """One round trip to the backing service (readiness). Raises UnavailableError."""
 
     @abstractmethod
     async def put_challenge(self, key: bytes, challenge: bytes, expires_ms: int,
@@ -198,3 +211,22 @@ class MemoryEdgeState(EdgeState):
             return 0.0
         self._buckets[bucket] = (tokens, float(now_ms))
         return (cost - tokens) / rate_per_s if rate_per_s > 0 else float("inf")
+
+
+def open_edge_state(redis_url: str = "", *, prefix: str = "sddsf:edge:",
+                    timeout_s: float = 2.0) -> EdgeState:
+    """The edge state for a relay: shared through Redis when ``redis_url`` is set,
+    else in this process.
+
+    Raises:
+        ConfigError: a Redis URL without the ``redis`` extra installed, or one
+            that redis-py cannot use.
+    """
+    if not redis_url:
+        return MemoryEdgeState()
+    try:
+        from sddsf.relay.edge_redis import RedisEdgeState  # noqa: PLC0415 - optional extra
+    except ImportError as exc:
+        raise ConfigError("a shared edge state needs redis-py: pip install 'sddsf[redis]'"
+                          ) from exc
+    return RedisEdgeState(redis_url, prefix=prefix, timeout_s=timeout_s)

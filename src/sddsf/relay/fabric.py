@@ -115,6 +115,8 @@ class RegistryCache:
 
 
 _Builder = Callable[[Callable[[int, int], bytes]], list[bytes]]
+BatchHook = Callable[[bytes, list[bytes | None], list[tuple[str, str | None]], list[bytes]],
+                     Awaitable[None]]
 
 
 async def _fetch_then(storage: RelayStorage, space_id: bytes,
@@ -188,6 +190,9 @@ class Fabric:
         self._pool = ThreadPoolExecutor(self._pool_size, thread_name_prefix="sddsf-verify")
         self._publish = publish
         self._clock = clock
+        #: Called after each stored batch with (account, author per op or None,
+        #: (status, code) per op, authors of refused forks): the controller's hook.
+        self.on_batch: BatchHook | None = None
 
     def close(self) -> None:
         """Stop the verifier pool (the app calls this on shutdown)."""
@@ -314,6 +319,12 @@ class Fabric:
                 published.append((out.offset, env.raw))
         for env, existing_id in forks:
             await self._record_fork(space_id, env, existing_id, now)
+        if self.on_batch is not None:
+            await self.on_batch(
+                account_id,
+                [e.header.author if isinstance(e, OpEnvelope) else None for e in decoded],
+                [(r.status, r.code) if r is not None else ("rejected", None) for r in results],
+                [env.header.author for env, _ in forks])
         after = await self.storage.get_space(space_id)
         if after is None:
             raise NotFoundError("space disappeared")

@@ -5,7 +5,8 @@ subscriber has a queue of at most ``queue_max`` ops; a subscriber that falls
 behind on a space is not buffered without bound: that space's queued ops are
 replaced by one ``resync`` message naming the first offset it missed (other
 spaces keep theirs), and it backfills over HTTP (THREATS #18, #23). Revoking a
-device closes its subscriptions at once.
+device closes its subscriptions at once. Controller alerts go to every
+connection of the account (:meth:`Hub.publish_account`), subscribed or not.
 """
 
 from __future__ import annotations
@@ -121,6 +122,18 @@ class Hub:
                                   "envelope": envelope}):
                     sub.overflow(space_id, offset)
                     break
+
+    def publish_account(self, account_id: bytes, about: bytes,
+                        alert: dict[str, object]) -> int:
+        """Push a controller alert to every connection of the account's devices
+        except the one it is about. An alert that does not fit a full queue is
+        dropped for that connection (alerts are also listed over HTTP).
+        Returns how many connections it was queued on."""
+        sent = 0
+        for sub in list(self._all):
+            if sub.account_id == account_id and sub.device_id != about:
+                sent += sub.offer({"type": "alert", **alert})
+        return sent
 
     def close_device(self, device_id: bytes, reason: str) -> int:
         """Close every connection of a device (revocation). Returns how many."""

@@ -14,7 +14,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from sddsf.wire import b64, unb64
 
 __all__ = [
+    "INT64_MAX",
     "AccountCreated",
+    "AlertOut",
+    "AlertsOut",
+    "AuditEntryOut",
+    "AuditPage",
     "BackupBlob",
     "BackupDeleted",
     "BackupFetch",
@@ -28,15 +33,22 @@ __all__ = [
     "ChannelMessages",
     "CreateAccount",
     "CreateSpace",
+    "DeviceTrustOut",
+    "DevicesTrustOut",
+    "EncryptionPolicyOut",
     "ErrorBody",
+    "FactorOut",
     "KeyPackageIn",
     "KeyPackages",
     "OpResultOut",
     "OpsIn",
     "OpsOut",
+    "PostureOut",
     "Proof",
     "RegistryEntries",
     "RegistryEntryIn",
+    "ReportIn",
+    "ReportOut",
     "SessionRequest",
     "SessionResponse",
     "SnapshotIn",
@@ -49,6 +61,11 @@ __all__ = [
     "b64",
     "unb64",
 ]
+
+#: The largest integer a query parameter may carry. Offsets, seqs and epochs are
+#: signed 64-bit in storage (SQLite INTEGER, PostgreSQL BIGINT): a larger value
+#: is refused as malformed (400) before it reaches the database.
+INT64_MAX = 2**63 - 1
 
 # Base64 text of at most ~1.4 MiB (the request limit applies first anyway).
 B64 = Annotated[str, Field(max_length=1_500_000, pattern=r"^[A-Za-z0-9_-]*={0,2}$",
@@ -321,3 +338,105 @@ class BackupBlob(_Strict):
     """The backup blob (released for the right verifier only)."""
 
     blob: B64
+
+
+# ------------------------------------------------------------------ controller
+
+
+class ReportIn(_Strict):
+    """A device report (posture, pairing, tombstones), signed by the device."""
+
+    report: B64
+
+
+class ReportOut(_Strict):
+    """Whether the report was news, and the audit leaf it became (with an inclusion
+    proof against a signed audit tree head) when it was logged."""
+
+    kind: str
+    stored: bool
+    audit_seq: int | None = None
+    entry: B64 | None = None
+    proof: Proof | None = None
+
+
+class FactorOut(_Strict):
+    """One contribution to a trust score."""
+
+    name: str
+    points: int
+    detail: str
+
+
+class PostureOut(_Strict):
+    """A device's self-reported posture (decoded from its signed report)."""
+
+    os: str
+    os_version: str
+    app_version: str
+    package_hash: B64
+    key_storage: str
+    rooted: str
+    attestation: str
+    ts_ms: int
+
+
+class DeviceTrustOut(_Strict):
+    """A device's trust score, access level and factors (``score`` null if revoked)."""
+
+    device_id: B64
+    name: str
+    status: str
+    score: int | None
+    access: str | None
+    quarantined: bool
+    factors: list[FactorOut]
+    posture: PostureOut | None
+
+
+class DevicesTrustOut(_Strict):
+    """Every device of the caller's account."""
+
+    devices: list[DeviceTrustOut]
+
+
+class AlertOut(_Strict):
+    """A controller alert; ``device`` is empty for an account-level alert."""
+
+    alert_id: B64
+    device: B64
+    rule: str
+    severity: str
+    message: str
+    quarantine: bool
+    created_ms: int
+    acked_ms: int | None
+    acked_by: B64 | None
+
+
+class AlertsOut(_Strict):
+    """The account's alerts, oldest first."""
+
+    alerts: list[AlertOut]
+
+
+class AuditEntryOut(_Strict):
+    """One audit log entry (canonical bytes) at its seq."""
+
+    seq: int
+    entry: B64
+
+
+class AuditPage(_Strict):
+    """Audit entries from ``start`` and the signed head of the whole log."""
+
+    entries: list[AuditEntryOut]
+    tree_head: TreeHeadOut
+    next_start: int
+
+
+class EncryptionPolicyOut(_Strict):
+    """The relay's signed encryption policy (verify it with the pinned relay key)."""
+
+    policy: B64
+

@@ -52,4 +52,7 @@ def run(settings: RelaySettings) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_app(settings, open_storage(settings.db), load_relay_key(settings.key_file))
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="info",
-                ws_max_size=64 * 1024, proxy_headers=settings.trust_proxy_headers)
+                ws_max_size=64 * 1024, proxy_headers=settings.trust_proxy_headers,
+                # Longer than clients keep idle connections (httpx: 5 s), so the
+                # relay does not close one as a client reuses it.
+                timeout_keep_alive=65)

@@ -57,6 +57,8 @@ class RelaySettings:
     backup_lockout_s: int = 900
     backup_max_lockout_s: int = 86_400
     trust_proxy_headers: bool = False
+    redis_url: str = ""  # shared edge state for several processes; "" = per process
+    policy_file: str = ""  # the controller's policy (TOML); "" = the built-in defaults
 
     @property
     def rules(self) -> RuleSettings:
@@ -94,6 +96,10 @@ def _validated(s: RelaySettings) -> RelaySettings:
                           f"at least 'backup_lockout_s' ({s.backup_lockout_s})")
     if not 0 <= s.port <= 65535:
         raise ConfigError(f"port {s.port} is out of range")
+    if s.redis_url and not s.redis_url.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError(f"unsupported Redis URL scheme {s.redis_url.split(':', 1)[0]!r}: "
+                          "use redis://HOST:PORT/DB, "
+                          "rediss://... or unix:///PATH (or leave it empty)")
     if not s.db.startswith(("sqlite:///", "postgresql://", "postgres://")):
         raise ConfigError(f"unsupported database URL {s.db!r}: use sqlite:///PATH or "
                           "postgresql://USER@HOST/DB")

@@ -24,6 +24,7 @@ from sddsf.protocol.encoding import encode
 from sddsf.protocol.labels import OP_ID, tagged_hash
 from sddsf.relay.storage import migrations
 from sddsf.relay.storage.base import (
+    AlertRecord,
     AppendOutcome,
     AppendStatus,
     BackupAttemptState,
@@ -837,6 +838,103 @@ async def check_backup_concurrent_attempts(h: Harness) -> None:
     expect_eq(a.status, LOCKED)
 
 
+# ------------------------------------------------------------------ controller
+async def check_posture_newer_wins(h: Harness) -> None:
+    """A posture report replaces the stored one only if it is newer; per device."""
+    s = h.storage
+    account, d1, d2 = rid(32), rid(32), rid(32)
+    expect(await s.put_posture(account, d1, b"first", NOW, NOW))
+    expect(not await s.put_posture(account, d1, b"older", NOW - 1, NOW + 1))
+    expect(not await s.put_posture(account, d1, b"same-ts", NOW, NOW + 1))
+    expect(await s.put_posture(account, d1, b"newer", NOW + 5, NOW + 6))
+    expect(await s.put_posture(account, d2, b"other", NOW, NOW))
+    got = await s.postures(account)
+    expect_eq(sorted(got), sorted([d1, d2]))
+    expect_eq((got[d1].report, got[d1].ts_ms, got[d1].received_ms), (b"newer", NOW + 5, NOW + 6))
+    expect_eq(await s.postures(rid(32)), {})
+
+
+async def check_signals_window_and_prune(h: Harness) -> None:
+    """Signals come back per device, from a time on, oldest first; pruning drops old ones."""
+    s = h.storage
+    account, dev, other = rid(32), rid(32), rid(32)
+    await s.record_signal(account, dev, "ops", NOW + 20, 7)
+    await s.record_signal(account, dev, "fork", NOW)
+    await s.record_signal(account, dev, "sig_failure", NOW + 10, 2)
+    await s.record_signal(account, other, "ops", NOW + 10, 1)
+    got = await s.signals(account, dev, NOW + 5)
+    expect_eq([(r.kind, r.ts_ms, r.count) for r in got],
+              [("sig_failure", NOW + 10, 2), ("ops", NOW + 20, 7)])
+    await raises(UsageError, s.record_signal(account, dev, "ops", NOW, 0))
+    expect_eq(await s.prune_signals(NOW + 15), 3)
+    expect_eq([r.kind for r in await s.signals(account, dev, 0)], ["ops"])
+
+
+async def check_controller_state(h: Harness) -> None:
+    """Detector state is stored per (account, device) and replaced whole."""
+    s = h.storage
+    account, dev = rid(32), rid(32)
+    expect(await s.get_controller_state(account, dev) is None)
+    await s.put_controller_state(account, dev, b"one", NOW)
+    await s.put_controller_state(account, b"", b"account", NOW)
+    await s.put_controller_state(account, dev, b"two", NOW + 1)
+    expect_eq(await s.get_controller_state(account, dev), b"two")
+    expect_eq(await s.get_controller_state(account, b""), b"account")
+
+
+async def check_alerts_and_ack(h: Harness) -> None:
+    """Alerts are stored once, listed oldest first, and the first acknowledgement stays."""
+    s = h.storage
+    account, dev, acker = rid(32), rid(32), rid(32)
+    a1 = AlertRecord(rid(16), account, dev, "fork", "critical", "two ops at seq 3", True, NOW)
+    a2 = AlertRecord(rid(16), account, b"", "correlated", "high", "two devices", False, NOW + 1)
+    expect(await s.put_alert(a2))
+    expect(await s.put_alert(a1))
+    expect(not await s.put_alert(a1))
+    expect_eq(await s.alerts(account), [a1, a2])
+    expect_eq(await s.alerts(account, since_ms=NOW + 1), [a2])
+    acked = present(await s.ack_alert(account, a1.alert_id, acker, NOW + 9))
+    expect_eq((acked.acked_ms, acked.acked_by), (NOW + 9, acker))
+    again = present(await s.ack_alert(account, a1.alert_id, rid(32), NOW + 20))
+    expect_eq((again.acked_ms, again.acked_by), (NOW + 9, acker))
+    expect(await s.ack_alert(rid(32), a1.alert_id, acker, NOW) is None)
+    expect_eq(await s.alerts(account), [a2])
+    expect_eq(len(await s.alerts(account, include_acked=True)), 2)
+
+
+async def check_audit_log(h: Harness) -> None:
+    """Per-account audit logs: seqs 0, 1, ... and RFC 9162 leaf hashes; paging."""
+    s = h.storage
+    a, b = rid(32), rid(32)
+    entries = [os.urandom(40 + i) for i in range(7)]
+    seqs = [await s.append_audit(a, e, NOW) for e in entries]
+    expect_eq(seqs, list(range(7)))
+    expect_eq(await s.append_audit(b, b"other account", NOW), 0)
+    expect_eq(await s.audit_size(a), 7)
+    expect_eq(await s.audit_size(rid(32)), 0)
+    expect_eq(await s.audit_entries(a, 2, 3), [(2, entries[2]), (3, entries[3]),
+                                               (4, entries[4])])
+    expect_eq(await s.audit_leaf_hashes(a, 5), [merkle.leaf_hash(e) for e in entries[:5]])
+    await raises(UsageError, s.append_audit(a, b"", NOW))
+
+
+async def check_audit_concurrent_two_nodes(h: Harness) -> None:
+    """Concurrent appends to one account's audit log through two nodes stay gap-free."""
+    peer = h.new_peer()
+    await peer.open()
+    try:
+        account = rid(32)
+        entries = [os.urandom(24) for _ in range(24)]
+        seqs = await asyncio.gather(*((h.storage if i % 2 else peer).append_audit(
+            account, e, NOW) for i, e in enumerate(entries)))
+        expect_eq(sorted(seqs), list(range(24)))
+        stored = dict(await peer.audit_entries(account, 0, 100))
+        expect_eq({stored[q] for q in seqs}, set(entries))
+        expect(all(stored[q] == e for q, e in zip(seqs, entries, strict=True)))
+    finally:
+        await peer.close()
+
+
 CHECKS: list[Check] = [
     check_migrations_applied,
     check_reopen_is_idempotent,
@@ -868,4 +966,10 @@ CHECKS: list[Check] = [
     check_backup_put_get_delete,
     check_backup_lockout_doubles_and_persists,
     check_backup_concurrent_attempts,
+    check_posture_newer_wins,
+    check_signals_window_and_prune,
+    check_controller_state,
+    check_alerts_and_ack,
+    check_audit_log,
+    check_audit_concurrent_two_nodes,
 ]

@@ -48,7 +48,8 @@ async def create_account(body: m.CreateAccount, ctx: Ctx) -> m.AccountCreated:
 @router.get("/v1/accounts/{account_id}/registry", response_model=m.RegistryEntries,
          tags=["registry"], dependencies=[Depends(limit_ip)])
 async def get_registry(account_id: str, ctx: Ctx,
-                       since: Annotated[int, Query(ge=0)] = 0) -> m.RegistryEntries:
+                       since: Annotated[int, Query(ge=0, le=m.INT64_MAX)] = 0
+                       ) -> m.RegistryEntries:
     """Registry entries from ``since``; verify them from genesis against your pinned key."""
     aid = m.unb64(account_id, "account id", size=ID_SIZE)
     entries = await ctx.storage.registry_entries(aid, since)
@@ -79,6 +80,8 @@ async def append_registry(account_id: str, body: m.RegistryEntryIn,
             ctx.hub.close_device(device_id, "revoked")
     if entry.type is EntryType.REVOKE or entry.type is EntryType.RECOVER:
         log.info("registry %s: seq %d revocation applied", aid.hex()[:12], entry.seq)
+    if new_state is not state:  # new (a re-sent entry was audited when first stored)
+        await ctx.controller.on_registry_entry(aid, entry, new_state)
     return m.RegistryEntries(entries=[], next_seq=new_state.seq + 1)
 
 
@@ -131,6 +134,9 @@ async def session(body: m.SessionRequest, ctx: Ctx) -> m.SessionResponse:
     if not record.public.signing_key.is_valid_signature(
             auth.session_message(ctx.relay_id, aid, did, expected), sig):
         raise AuthenticationError("challenge signature does not verify")
+    # Zero trust: a valid signature is not enough; the controller refuses a
+    # denied device (policy_denied) and records the session in the audit log.
+    await ctx.controller.require_session(aid, did)
     token = random_bytes(32)
     expires = now + ctx.settings.session_ttl_s * 1000
     await ctx.edge.put_session(auth.token_hash(token), Session(aid, did, expires), now)

@@ -42,7 +42,8 @@ async def post_message(channel_id: str, body: m.ChannelMessageIn,
 @router.get("/v1/pairing/{channel_id}/messages", response_model=m.ChannelMessages,
          tags=["pairing"], dependencies=[Depends(limit_ip)])
 async def read_messages(channel_id: str, ctx: Ctx,
-                        after: Annotated[int, Query(ge=-1)] = -1) -> m.ChannelMessages:
+                        after: Annotated[int, Query(ge=-1, le=m.INT64_MAX)] = -1
+                        ) -> m.ChannelMessages:
     """Messages after ``after``."""
     msgs = await ctx.storage.channel_messages(m.unb64(channel_id, "channel id", size=16),
                                               after, ctx.clock())

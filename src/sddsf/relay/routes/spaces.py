@@ -21,6 +21,7 @@ from sddsf.relay.deps import (
     SPACE_ID_SIZE,
     Authed,
     Ctx,
+    Pusher,
     rate_limit,
     space_of,
     space_out,
@@ -39,7 +40,7 @@ async def list_spaces(caller: Authed, ctx: Ctx) -> m.SpacesOut:
 
 
 @router.post("/v1/spaces", response_model=m.SpaceOut, tags=["spaces"])
-async def create_space(body: m.CreateSpace, caller: Authed, ctx: Ctx) -> m.SpaceOut:
+async def create_space(body: m.CreateSpace, caller: Pusher, ctx: Ctx) -> m.SpaceOut:
     """Create a space with its epoch-0 key package (idempotent)."""
     sid = m.unb64(body.space_id, "space id", size=SPACE_ID_SIZE)
     raw = m.unb64(body.key_package, "key package")
@@ -53,7 +54,7 @@ async def create_space(body: m.CreateSpace, caller: Authed, ctx: Ctx) -> m.Space
 
 
 @router.post("/v1/spaces/{space_id}/keys", response_model=m.SpaceOut, tags=["spaces"])
-async def put_keys(space_id: str, body: m.KeyPackageIn, caller: Authed,
+async def put_keys(space_id: str, body: m.KeyPackageIn, caller: Pusher,
                    ctx: Ctx) -> m.SpaceOut:
     """Open the next key epoch (verified against the previous package)."""
     space = await space_of(ctx, caller, space_id)
@@ -63,13 +64,16 @@ async def put_keys(space_id: str, body: m.KeyPackageIn, caller: Authed,
     previous = decode_key_package(packages[-1]) if packages else None
     pkg = verify_key_package(raw, registry=registry, space=space.space_id,
                              previous=previous, limits=ctx.settings.rules.limits)
-    await ctx.storage.put_key_package(space.space_id, pkg.epoch, raw, ctx.clock())
+    if await ctx.storage.put_key_package(space.space_id, pkg.epoch, raw, ctx.clock()):
+        await ctx.controller.on_key_package(caller.session.account_id,
+                                            caller.session.device_id, space.space_id, pkg.epoch)
     return space_out(await ctx.fabric.space_for(space.space_id, caller.session.account_id))
 
 
 @router.get("/v1/spaces/{space_id}/keys", response_model=m.KeyPackages, tags=["spaces"])
 async def get_keys(space_id: str, caller: Authed, ctx: Ctx,
-                   since_epoch: Annotated[int, Query(ge=0)] = 0) -> m.KeyPackages:
+                   since_epoch: Annotated[int, Query(ge=0, le=m.INT64_MAX)] = 0
+                   ) -> m.KeyPackages:
     """Key packages from ``since_epoch`` on (verify them as a chain)."""
     space = await space_of(ctx, caller, space_id)
     packages = await ctx.storage.key_packages(space.space_id, since_epoch)
@@ -77,7 +81,7 @@ async def get_keys(space_id: str, caller: Authed, ctx: Ctx,
 
 
 @router.post("/v1/spaces/{space_id}/ops", response_model=m.OpsOut, tags=["ops"])
-async def upload(space_id: str, body: m.OpsIn, caller: Authed, ctx: Ctx) -> JSONResponse:
+async def upload(space_id: str, body: m.OpsIn, caller: Pusher, ctx: Ctx) -> JSONResponse:
     """Upload a batch; each op gets accepted/duplicate/rejected on its own."""
     if len(body.ops) > ctx.settings.max_batch_ops:
         raise DecodeError(f"{len(body.ops)} ops exceed the batch limit of "
@@ -104,7 +108,7 @@ async def upload(space_id: str, body: m.OpsIn, caller: Authed, ctx: Ctx) -> JSON
 
 @router.get("/v1/spaces/{space_id}/ops", response_model=m.OpsPage, tags=["ops"])
 async def pull(space_id: str, caller: Authed, ctx: Ctx,
-               after: Annotated[int, Query(ge=-1)] = -1,
+               after: Annotated[int, Query(ge=-1, le=m.INT64_MAX)] = -1,
                limit: Annotated[int, Query(ge=1, le=10_000)] = 500) -> JSONResponse:
     """Ops with offset > ``after``, with the current signed tree head."""
     space = await space_of(ctx, caller, space_id)
@@ -162,7 +166,7 @@ async def prove_consistency(space_id: str, caller: Authed, ctx: Ctx,
 
 @router.put("/v1/spaces/{space_id}/docs/{doc_id}/snapshot", response_model=m.SnapshotOut,
          tags=["snapshots"])
-async def put_snapshot(space_id: str, doc_id: str, body: m.SnapshotIn, caller: Authed,
+async def put_snapshot(space_id: str, doc_id: str, body: m.SnapshotIn, caller: Pusher,
                        ctx: Ctx) -> m.SnapshotOut:
     """Store a doc's signed encrypted snapshot (opaque to the relay)."""
     space = await space_of(ctx, caller, space_id)

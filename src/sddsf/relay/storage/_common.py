@@ -27,6 +27,7 @@ from typing import Final
 from sddsf.errors import ConfigError, ConflictError, UsageError
 from sddsf.protocol.merkle import HASH_SIZE, Frontier, leaf_hash
 from sddsf.relay.storage.base import (
+    AlertRecord,
     AppendOutcome,
     AppendStatus,
     ForkEvidence,
@@ -39,6 +40,8 @@ __all__ = [
     "FIRST_OP_SEQ",
     "PAIRING_SENDERS",
     "AppendPlan",
+    "alert_record",
+    "audit_leaf",
     "decode_frontier",
     "encode_frontier",
     "evidence_digest",
@@ -210,6 +213,27 @@ def evidence_digest(evidence: ForkEvidence) -> bytes:
         h.update(len(part).to_bytes(8, "big"))
         h.update(part)
     return h.digest()
+
+
+def alert_record(alert_id: bytes, account_id: bytes, device_id: bytes, rule: str,
+                 severity: str, message: str, quarantine: object, created_ms: int,
+                 acked_ms: int | None, acked_by: bytes | None) -> AlertRecord:
+    """An :class:`AlertRecord` from column values (SQLite stores booleans as 0/1)."""
+    return AlertRecord(bytes(alert_id), bytes(account_id), bytes(device_id), str(rule),
+                       str(severity), str(message), bool(quarantine), int(created_ms),
+                       None if acked_ms is None else int(acked_ms),
+                       None if acked_by is None else bytes(acked_by))
+
+
+def audit_leaf(entry: bytes) -> bytes:
+    """The RFC 9162 leaf hash of an audit entry (refusing a non-bytes entry).
+
+    Raises:
+        UsageError: ``entry`` is not a non-empty byte string.
+    """
+    if not isinstance(entry, bytes) or not entry:
+        raise UsageError("an audit entry is a non-empty byte string")
+    return leaf_hash(entry)
 
 
 def validate_sender(sender: str) -> None:

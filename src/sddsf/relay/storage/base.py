@@ -46,6 +46,7 @@ from sddsf.crypto import constant_time_equal
 from sddsf.errors import ConfigError, ConflictError, UnavailableError
 
 __all__ = [
+    "AlertRecord",
     "AppendOutcome",
     "AppendStatus",
     "BackupAttempt",
@@ -56,7 +57,9 @@ __all__ = [
     "ForkEvidence",
     "OpToAppend",
     "PairingMessage",
+    "PostureRecord",
     "RelayStorage",
+    "SignalRow",
     "SpaceRecord",
     "StorageConflict",
     "StorageUnavailable",
@@ -196,6 +199,43 @@ class BackupAttemptState:
     failures: int = 0  # consecutive wrong verifiers since the last success or lockout
     lockouts: int = 0  # lockouts since the last success (each one doubles the next)
     locked_until_ms: int = 0  # refused (even a right verifier) before this time
+
+
+@dataclass(frozen=True, slots=True)
+class PostureRecord:
+    """A device's latest posture report (the signed bytes) and when it was stated
+    (``ts_ms``, the report's own time) and received."""
+
+    device_id: bytes
+    report: bytes
+    ts_ms: int
+    received_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class SignalRow:
+    """One controller signal of a device: ``count`` events of ``kind`` at ``ts_ms``."""
+
+    kind: str
+    ts_ms: int
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class AlertRecord:
+    """A stored alert. ``device_id`` is empty for an account-level alert;
+    ``acked_ms``/``acked_by`` are set once a device acknowledged it."""
+
+    alert_id: bytes
+    account_id: bytes
+    device_id: bytes
+    rule: str
+    severity: str
+    message: str
+    quarantine: bool
+    created_ms: int
+    acked_ms: int | None = None
+    acked_by: bytes | None = None
 
 
 class BackupAttemptStatus(Enum):
@@ -467,6 +507,85 @@ class RelayStorage(ABC):
         Raises:
             NotFoundError: the account has no backup.
         """
+
+
+    # ------------------------------------------------------------- controller
+    # Posture, signals, detector state, alerts and the per-account audit log
+    # of the security controller (docs/controller.md).
+    @abstractmethod
+    async def put_posture(self, account_id: bytes, device_id: bytes, report: bytes,
+                          ts_ms: int, now_ms: int) -> bool:
+        """Store a verified posture report unless a report with a later or equal
+        ``ts_ms`` is stored (an older report never replaces a newer one).
+
+        Returns True if stored.
+        """
+
+    @abstractmethod
+    async def postures(self, account_id: bytes) -> dict[bytes, PostureRecord]:
+        """The latest posture report of every device of the account."""
+
+    @abstractmethod
+    async def record_signal(self, account_id: bytes, device_id: bytes, kind: str,
+                            ts_ms: int, count: int = 1) -> None:
+        """Record ``count`` >= 1 events of ``kind`` (a short text) for a device."""
+
+    @abstractmethod
+    async def signals(self, account_id: bytes, device_id: bytes,
+                      since_ms: int) -> list[SignalRow]:
+        """The device's signals with ``ts_ms >= since_ms``, oldest first."""
+
+    @abstractmethod
+    async def prune_signals(self, before_ms: int) -> int:
+        """Drop every signal older than ``before_ms``; returns how many."""
+
+    @abstractmethod
+    async def get_controller_state(self, account_id: bytes, device_id: bytes) -> bytes | None:
+        """The opaque detector state of a device (``device_id`` empty: the account's)."""
+
+    @abstractmethod
+    async def put_controller_state(self, account_id: bytes, device_id: bytes, state: bytes,
+                                   now_ms: int) -> None:
+        """Store (replace) the opaque detector state."""
+
+    @abstractmethod
+    async def put_alert(self, alert: AlertRecord) -> bool:
+        """Store a new alert; False (and nothing changes) if its id is already stored."""
+
+    @abstractmethod
+    async def alerts(self, account_id: bytes, *, include_acked: bool = False,
+                     since_ms: int = 0) -> list[AlertRecord]:
+        """The account's alerts created at or after ``since_ms``, oldest first;
+        acknowledged ones only with ``include_acked``."""
+
+    @abstractmethod
+    async def ack_alert(self, account_id: bytes, alert_id: bytes, by: bytes,
+                        now_ms: int) -> AlertRecord | None:
+        """Acknowledge an alert of the account (the first acknowledgement stays).
+
+        Returns the stored alert, or None when the account has no such alert.
+        """
+
+    @abstractmethod
+    async def append_audit(self, account_id: bytes, entry: bytes, now_ms: int) -> int:
+        """Append an entry to the account's audit log; returns its seq (leaf index).
+
+        Seqs are 0, 1, 2, ... per account, gap-free and in commit order (a
+        per-account counter row taken in the append transaction), like op offsets.
+        """
+
+    @abstractmethod
+    async def audit_entries(self, account_id: bytes, start: int,
+                            limit: int) -> list[tuple[int, bytes]]:
+        """``(seq, entry)`` with seq >= ``start``, ascending, at most ``limit``."""
+
+    @abstractmethod
+    async def audit_leaf_hashes(self, account_id: bytes, end: int) -> list[bytes]:
+        """RFC 9162 leaf hashes of the entries with seq < ``end``, in order."""
+
+    @abstractmethod
+    async def audit_size(self, account_id: bytes) -> int:
+        """Number of entries in the account's audit log."""
 
 
 def require_backend_url(url: str) -> str:

@@ -29,6 +29,10 @@ Schema (both backends; ``log_offset`` because ``offset`` is an SQL keyword):
 * ``backups(account_id, kdf_alg, kdf_t, kdf_m, kdf_p, kdf_salt, verifier_hash,
   blob, stored_ms, failures, lockouts, locked_until_ms)``: one passphrase backup
   per account and its attempt state (lockouts survive restarts).
+* ``device_posture``, ``controller_signals``, ``controller_state``, ``alerts``,
+  ``audit_heads(account_id, size)`` (the per-account audit counter row) and
+  ``audit_log(account_id, seq, entry, leaf_hash, stored_ms)``: the security
+  controller (docs/controller.md).
 """
 
 from __future__ import annotations
@@ -171,6 +175,53 @@ SQLITE_MIGRATIONS: Final[tuple[Migration, ...]] = (
             lockouts INTEGER NOT NULL DEFAULT 0 CHECK (lockouts >= 0),
             locked_until_ms INTEGER NOT NULL DEFAULT 0)""",
     )),
+    Migration(7, "security controller", (
+        """CREATE TABLE device_posture (
+            account_id BLOB NOT NULL,
+            device_id BLOB NOT NULL,
+            report BLOB NOT NULL,
+            ts_ms INTEGER NOT NULL,
+            received_ms INTEGER NOT NULL,
+            PRIMARY KEY (account_id, device_id))""",
+        """CREATE TABLE controller_signals (
+            id INTEGER PRIMARY KEY,
+            account_id BLOB NOT NULL,
+            device_id BLOB NOT NULL,
+            kind TEXT NOT NULL,
+            ts_ms INTEGER NOT NULL,
+            count INTEGER NOT NULL CHECK (count >= 1))""",
+        "CREATE INDEX controller_signals_by_device ON controller_signals "
+        "(account_id, device_id, ts_ms)",
+        "CREATE INDEX controller_signals_by_time ON controller_signals (ts_ms)",
+        """CREATE TABLE controller_state (
+            account_id BLOB NOT NULL,
+            device_id BLOB NOT NULL,
+            state BLOB NOT NULL,
+            updated_ms INTEGER NOT NULL,
+            PRIMARY KEY (account_id, device_id))""",
+        """CREATE TABLE alerts (
+            alert_id BLOB PRIMARY KEY,
+            account_id BLOB NOT NULL,
+            device_id BLOB NOT NULL,
+            rule TEXT NOT NULL,
+            severity TEXT NOT NULL,
+            message TEXT NOT NULL,
+            quarantine INTEGER NOT NULL,
+            created_ms INTEGER NOT NULL,
+            acked_ms INTEGER,
+            acked_by BLOB)""",
+        "CREATE INDEX alerts_by_account ON alerts (account_id, created_ms)",
+        """CREATE TABLE audit_heads (
+            account_id BLOB PRIMARY KEY,
+            size INTEGER NOT NULL CHECK (size >= 0))""",
+        """CREATE TABLE audit_log (
+            account_id BLOB NOT NULL,
+            seq INTEGER NOT NULL CHECK (seq >= 0),
+            entry BLOB NOT NULL,
+            leaf_hash BLOB NOT NULL,
+            stored_ms INTEGER NOT NULL,
+            PRIMARY KEY (account_id, seq))""",
+    )),
 )
 
 POSTGRES_MIGRATIONS: Final[tuple[Migration, ...]] = (
@@ -272,6 +323,53 @@ POSTGRES_MIGRATIONS: Final[tuple[Migration, ...]] = (
             failures bigint NOT NULL DEFAULT 0 CHECK (failures >= 0),
             lockouts bigint NOT NULL DEFAULT 0 CHECK (lockouts >= 0),
             locked_until_ms bigint NOT NULL DEFAULT 0)""",
+    )),
+    Migration(7, "security controller", (
+        """CREATE TABLE device_posture (
+            account_id bytea NOT NULL,
+            device_id bytea NOT NULL,
+            report bytea NOT NULL,
+            ts_ms bigint NOT NULL,
+            received_ms bigint NOT NULL,
+            PRIMARY KEY (account_id, device_id))""",
+        """CREATE TABLE controller_signals (
+            id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            account_id bytea NOT NULL,
+            device_id bytea NOT NULL,
+            kind text NOT NULL,
+            ts_ms bigint NOT NULL,
+            count bigint NOT NULL CHECK (count >= 1))""",
+        "CREATE INDEX controller_signals_by_device ON controller_signals "
+        "(account_id, device_id, ts_ms)",
+        "CREATE INDEX controller_signals_by_time ON controller_signals (ts_ms)",
+        """CREATE TABLE controller_state (
+            account_id bytea NOT NULL,
+            device_id bytea NOT NULL,
+            state bytea NOT NULL,
+            updated_ms bigint NOT NULL,
+            PRIMARY KEY (account_id, device_id))""",
+        """CREATE TABLE alerts (
+            alert_id bytea PRIMARY KEY,
+            account_id bytea NOT NULL,
+            device_id bytea NOT NULL,
+            rule text NOT NULL,
+            severity text NOT NULL,
+            message text NOT NULL,
+            quarantine boolean NOT NULL,
+            created_ms bigint NOT NULL,
+            acked_ms bigint,
+            acked_by bytea)""",
+        "CREATE INDEX alerts_by_account ON alerts (account_id, created_ms)",
+        """CREATE TABLE audit_heads (
+            account_id bytea PRIMARY KEY,
+            size bigint NOT NULL CHECK (size >= 0))""",
+        """CREATE TABLE audit_log (
+            account_id bytea NOT NULL,
+            seq bigint NOT NULL CHECK (seq >= 0),
+            entry bytea NOT NULL,
+            leaf_hash bytea NOT NULL,
+            stored_ms bigint NOT NULL,
+            PRIMARY KEY (account_id, seq))""",
     )),
 )
 

@@ -38,6 +38,8 @@ from sddsf.errors import (
 from sddsf.protocol.merkle import EMPTY_ROOT
 from sddsf.relay.storage import migrations
 from sddsf.relay.storage._common import (
+    alert_record,
+    audit_leaf,
     evidence_digest,
     pairs_to_look_up,
     plan_append,
@@ -48,6 +50,7 @@ from sddsf.relay.storage._common import (
     validate_sql_identifier,
 )
 from sddsf.relay.storage.base import (
+    AlertRecord,
     AppendOutcome,
     BackupAttempt,
     BackupAttemptState,
@@ -57,7 +60,9 @@ from sddsf.relay.storage.base import (
     ForkEvidence,
     OpToAppend,
     PairingMessage,
+    PostureRecord,
     RelayStorage,
+    SignalRow,
     SpaceRecord,
     StoredBackup,
     StoredOp,
@@ -70,6 +75,8 @@ __all__ = ["PostgresStorage"]
 _SPACE_COLUMNS: Final = ("space_id, account_id, size, root, epoch, epoch_started_ms, "
                          "created_ms")
 _OP_COLUMNS: Final = "log_offset, op_id, author, seq, leaf_hash, envelope, received_ms"
+_ALERT_COLUMNS: Final = ("alert_id, account_id, device_id, rule, severity, message, quarantine, "
+                         "created_ms, acked_ms, acked_by")
 _BACKUP_COLUMNS: Final = ("account_id, kdf_alg, kdf_t, kdf_m, kdf_p, kdf_salt, verifier_hash, "
                           "blob, stored_ms")
 _STALLED: Final = "space is locked by a stalled writer; retry"
@@ -632,6 +639,143 @@ class PostgresStorage(RelayStorage):
         if decision.status is BackupAttemptStatus.OK:
             return BackupAttempt(decision.status, after, 0, bytes(row[1]))
         return decision
+
+    # ----------------------------------------------------------- controller
+    async def put_posture(self, account_id: bytes, device_id: bytes, report: bytes,
+                          ts_ms: int, now_ms: int) -> bool:
+        """See :meth:`RelayStorage.put_posture`."""
+        async with self._conn() as conn:
+            stored = await conn.fetchval(
+                "INSERT INTO device_posture (account_id, device_id, report, ts_ms, received_ms) "
+                "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (account_id, device_id) DO UPDATE SET "
+                "report = excluded.report, ts_ms = excluded.ts_ms, "
+                "received_ms = excluded.received_ms WHERE excluded.ts_ms > device_posture.ts_ms "
+                "RETURNING true", account_id, device_id, report, ts_ms, now_ms)
+        return bool(stored)
+
+    async def postures(self, account_id: bytes) -> dict[bytes, PostureRecord]:
+        """See :meth:`RelayStorage.postures`."""
+        async with self._conn() as conn:
+            rows = await conn.fetch("SELECT device_id, report, ts_ms, received_ms FROM "
+                                    "device_posture WHERE account_id = $1", account_id)
+        return {bytes(r[0]): PostureRecord(bytes(r[0]), bytes(r[1]), int(r[2]), int(r[3]))
+                for r in rows}
+
+    async def record_signal(self, account_id: bytes, device_id: bytes, kind: str,
+                            ts_ms: int, count: int = 1) -> None:
+        """See :meth:`RelayStorage.record_signal`."""
+        if count < 1:
+            raise UsageError(f"a signal counts at least one event, got {count}")
+        async with self._conn() as conn:
+            await conn.execute("INSERT INTO controller_signals (account_id, device_id, kind, "
+                               "ts_ms, count) VALUES ($1, $2, $3, $4, $5)",
+                               account_id, device_id, kind, ts_ms, count)
+
+    async def signals(self, account_id: bytes, device_id: bytes,
+                      since_ms: int) -> list[SignalRow]:
+        """See :meth:`RelayStorage.signals`."""
+        async with self._conn() as conn:
+            rows = await conn.fetch("SELECT kind, ts_ms, count FROM controller_signals WHERE "
+                                    "account_id = $1 AND device_id = $2 AND ts_ms >= $3 "
+                                    "ORDER BY ts_ms, id", account_id, device_id, since_ms)
+        return [SignalRow(str(r[0]), int(r[1]), int(r[2])) for r in rows]
+
+    async def prune_signals(self, before_ms: int) -> int:
+        """See :meth:`RelayStorage.prune_signals`."""
+        async with self._conn() as conn:
+            status = await conn.execute("DELETE FROM controller_signals WHERE ts_ms < $1",
+                                        before_ms)
+        return _count(status)
+
+    async def get_controller_state(self, account_id: bytes, device_id: bytes) -> bytes | None:
+        """See :meth:`RelayStorage.get_controller_state`."""
+        async with self._conn() as conn:
+            value = await conn.fetchval("SELECT state FROM controller_state WHERE "
+                                        "account_id = $1 AND device_id = $2",
+                                        account_id, device_id)
+        return None if value is None else bytes(value)
+
+    async def put_controller_state(self, account_id: bytes, device_id: bytes, state: bytes,
+                                   now_ms: int) -> None:
+        """See :meth:`RelayStorage.put_controller_state`."""
+        async with self._conn() as conn:
+            await conn.execute(
+                "INSERT INTO controller_state (account_id, device_id, state, updated_ms) "
+                "VALUES ($1, $2, $3, $4) ON CONFLICT (account_id, device_id) DO UPDATE SET "
+                "state = excluded.state, updated_ms = excluded.updated_ms",
+                account_id, device_id, state, now_ms)
+
+    async def put_alert(self, alert: AlertRecord) -> bool:
+        """See :meth:`RelayStorage.put_alert`."""
+        a = alert
+        async with self._conn() as conn:
+            stored = await conn.fetchval(
+                f"INSERT INTO alerts ({_ALERT_COLUMNS}) VALUES "  # noqa: S608 - constant
+                "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (alert_id) DO NOTHING "
+                "RETURNING true", a.alert_id, a.account_id, a.device_id, a.rule, a.severity,
+                a.message, a.quarantine, a.created_ms, a.acked_ms, a.acked_by)
+        return bool(stored)
+
+    async def alerts(self, account_id: bytes, *, include_acked: bool = False,
+                     since_ms: int = 0) -> list[AlertRecord]:
+        """See :meth:`RelayStorage.alerts`."""
+        acked = "" if include_acked else " AND acked_ms IS NULL"
+        async with self._conn() as conn:
+            rows = await conn.fetch(
+                f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE account_id = $1 "  # noqa: S608
+                f"AND created_ms >= $2{acked} ORDER BY created_ms, alert_id",
+                account_id, since_ms)
+        return [alert_record(*r) for r in rows]
+
+    async def ack_alert(self, account_id: bytes, alert_id: bytes, by: bytes,
+                        now_ms: int) -> AlertRecord | None:
+        """See :meth:`RelayStorage.ack_alert`."""
+        async with self._conn() as conn, conn.transaction():
+            await conn.execute("UPDATE alerts SET acked_ms = $1, acked_by = $2 WHERE "
+                               "account_id = $3 AND alert_id = $4 AND acked_ms IS NULL",
+                               now_ms, by, account_id, alert_id)
+            row = await conn.fetchrow(f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE "  # noqa: S608
+                                      "account_id = $1 AND alert_id = $2", account_id, alert_id)
+        return None if row is None else alert_record(*row)
+
+    async def append_audit(self, account_id: bytes, entry: bytes, now_ms: int) -> int:
+        """See :meth:`RelayStorage.append_audit`: the upsert of the counter row
+        holds its lock until commit, so seqs are gap-free and in commit order."""
+        leaf = audit_leaf(entry)
+        async with self._conn() as conn, conn.transaction():
+            size = int(await conn.fetchval(
+                "INSERT INTO audit_heads (account_id, size) VALUES ($1, 1) ON CONFLICT "
+                "(account_id) DO UPDATE SET size = audit_heads.size + 1 RETURNING size",
+                account_id))
+            await conn.execute("INSERT INTO audit_log (account_id, seq, entry, leaf_hash, "
+                               "stored_ms) VALUES ($1, $2, $3, $4, $5)",
+                               account_id, size - 1, entry, leaf, now_ms)
+        return size - 1
+
+    async def audit_entries(self, account_id: bytes, start: int,
+                            limit: int) -> list[tuple[int, bytes]]:
+        """See :meth:`RelayStorage.audit_entries`."""
+        if limit < 0:
+            raise UsageError(f"limit must be >= 0, got {limit}")
+        async with self._conn() as conn:
+            rows = await conn.fetch("SELECT seq, entry FROM audit_log WHERE account_id = $1 "
+                                    "AND seq >= $2 ORDER BY seq LIMIT $3",
+                                    account_id, start, limit)
+        return [(int(r[0]), bytes(r[1])) for r in rows]
+
+    async def audit_leaf_hashes(self, account_id: bytes, end: int) -> list[bytes]:
+        """See :meth:`RelayStorage.audit_leaf_hashes`."""
+        async with self._conn() as conn:
+            rows = await conn.fetch("SELECT leaf_hash FROM audit_log WHERE account_id = $1 "
+                                    "AND seq < $2 ORDER BY seq", account_id, end)
+        return [bytes(r[0]) for r in rows]
+
+    async def audit_size(self, account_id: bytes) -> int:
+        """See :meth:`RelayStorage.audit_size`."""
+        async with self._conn() as conn:
+            value = await conn.fetchval("SELECT size FROM audit_heads WHERE account_id = $1",
+                                        account_id)
+        return 0 if value is None else int(value)
 
 
 async def _create_schema(conn: Any, schema: str) -> None:

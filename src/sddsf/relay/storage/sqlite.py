@@ -37,6 +37,8 @@ from sddsf.errors import (
 from sddsf.protocol.merkle import EMPTY_ROOT
 from sddsf.relay.storage import migrations
 from sddsf.relay.storage._common import (
+    alert_record,
+    audit_leaf,
     evidence_digest,
     pairs_to_look_up,
     plan_append,
@@ -46,6 +48,7 @@ from sddsf.relay.storage._common import (
     validate_sender,
 )
 from sddsf.relay.storage.base import (
+    AlertRecord,
     AppendOutcome,
     BackupAttempt,
     BackupAttemptState,
@@ -55,7 +58,9 @@ from sddsf.relay.storage.base import (
     ForkEvidence,
     OpToAppend,
     PairingMessage,
+    PostureRecord,
     RelayStorage,
+    SignalRow,
     SpaceRecord,
     StoredBackup,
     StoredOp,
@@ -71,6 +76,8 @@ Conn = sqlite3.Connection
 _SPACE_COLUMNS: Final = ("space_id, account_id, size, root, epoch, epoch_started_ms, "
                          "created_ms")
 _OP_COLUMNS: Final = "log_offset, op_id, author, seq, leaf_hash, envelope, received_ms"
+_ALERT_COLUMNS: Final = ("alert_id, account_id, device_id, rule, severity, message, quarantine, "
+                         "created_ms, acked_ms, acked_by")
 _BACKUP_COLUMNS: Final = ("account_id, kdf_alg, kdf_t, kdf_m, kdf_p, kdf_salt, verifier_hash, "
                           "blob, stored_ms")
 
@@ -647,6 +654,132 @@ class SqliteStorage(RelayStorage):
                 return BackupAttempt(decision.status, after, 0, bytes(row[1]))
             return decision
         return await self._write(body)
+
+    # ----------------------------------------------------------- controller
+    async def put_posture(self, account_id: bytes, device_id: bytes, report: bytes,
+                          ts_ms: int, now_ms: int) -> bool:
+        """See :meth:`RelayStorage.put_posture`."""
+        return await self._write(lambda c: c.execute(
+            "INSERT INTO device_posture (account_id, device_id, report, ts_ms, received_ms) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (account_id, device_id) DO UPDATE SET "
+            "report = excluded.report, ts_ms = excluded.ts_ms, "
+            "received_ms = excluded.received_ms WHERE excluded.ts_ms > device_posture.ts_ms",
+            (account_id, device_id, report, ts_ms, now_ms)).rowcount == 1)
+
+    async def postures(self, account_id: bytes) -> dict[bytes, PostureRecord]:
+        """See :meth:`RelayStorage.postures`."""
+        rows = await self._read(lambda c: c.execute(
+            "SELECT device_id, report, ts_ms, received_ms FROM device_posture "
+            "WHERE account_id = ?", (account_id,)).fetchall())
+        return {bytes(r[0]): PostureRecord(bytes(r[0]), bytes(r[1]), int(r[2]), int(r[3]))
+                for r in rows}
+
+    async def record_signal(self, account_id: bytes, device_id: bytes, kind: str,
+                            ts_ms: int, count: int = 1) -> None:
+        """See :meth:`RelayStorage.record_signal`."""
+        if count < 1:
+            raise UsageError(f"a signal counts at least one event, got {count}")
+        await self._write(lambda c: c.execute(
+            "INSERT INTO controller_signals (account_id, device_id, kind, ts_ms, count) "
+            "VALUES (?, ?, ?, ?, ?)", (account_id, device_id, kind, ts_ms, count)))
+
+    async def signals(self, account_id: bytes, device_id: bytes,
+                      since_ms: int) -> list[SignalRow]:
+        """See :meth:`RelayStorage.signals`."""
+        rows = await self._read(lambda c: c.execute(
+            "SELECT kind, ts_ms, count FROM controller_signals WHERE account_id = ? AND "
+            "device_id = ? AND ts_ms >= ? ORDER BY ts_ms, id",
+            (account_id, device_id, since_ms)).fetchall())
+        return [SignalRow(str(r[0]), int(r[1]), int(r[2])) for r in rows]
+
+    async def prune_signals(self, before_ms: int) -> int:
+        """See :meth:`RelayStorage.prune_signals`."""
+        return await self._write(lambda c: int(c.execute(
+            "DELETE FROM controller_signals WHERE ts_ms < ?", (before_ms,)).rowcount))
+
+    async def get_controller_state(self, account_id: bytes, device_id: bytes) -> bytes | None:
+        """See :meth:`RelayStorage.get_controller_state`."""
+        row = await self._read(lambda c: c.execute(
+            "SELECT state FROM controller_state WHERE account_id = ? AND device_id = ?",
+            (account_id, device_id)).fetchone())
+        return None if row is None else bytes(row[0])
+
+    async def put_controller_state(self, account_id: bytes, device_id: bytes, state: bytes,
+                                   now_ms: int) -> None:
+        """See :meth:`RelayStorage.put_controller_state`."""
+        await self._write(lambda c: c.execute(
+            "INSERT INTO controller_state (account_id, device_id, state, updated_ms) "
+            "VALUES (?, ?, ?, ?) ON CONFLICT (account_id, device_id) DO UPDATE SET "
+            "state = excluded.state, updated_ms = excluded.updated_ms",
+            (account_id, device_id, state, now_ms)))
+
+    async def put_alert(self, alert: AlertRecord) -> bool:
+        """See :meth:`RelayStorage.put_alert`."""
+        a = alert
+        return await self._write(lambda c: c.execute(
+            f"INSERT INTO alerts ({_ALERT_COLUMNS}) VALUES "  # noqa: S608 - constant
+            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (alert_id) DO NOTHING",
+            (a.alert_id, a.account_id, a.device_id, a.rule, a.severity, a.message,
+             int(a.quarantine), a.created_ms, a.acked_ms, a.acked_by)).rowcount == 1)
+
+    async def alerts(self, account_id: bytes, *, include_acked: bool = False,
+                     since_ms: int = 0) -> list[AlertRecord]:
+        """See :meth:`RelayStorage.alerts`."""
+        acked = "" if include_acked else " AND acked_ms IS NULL"
+        rows = await self._read(lambda c: c.execute(
+            f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE account_id = ? "  # noqa: S608
+            f"AND created_ms >= ?{acked} ORDER BY created_ms, alert_id",
+            (account_id, since_ms)).fetchall())
+        return [alert_record(*r) for r in rows]
+
+    async def ack_alert(self, account_id: bytes, alert_id: bytes, by: bytes,
+                        now_ms: int) -> AlertRecord | None:
+        """See :meth:`RelayStorage.ack_alert`."""
+        def body(c: Conn) -> AlertRecord | None:
+            c.execute("UPDATE alerts SET acked_ms = ?, acked_by = ? WHERE account_id = ? AND "
+                      "alert_id = ? AND acked_ms IS NULL", (now_ms, by, account_id, alert_id))
+            row = c.execute(f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE "  # noqa: S608
+                            "account_id = ? AND alert_id = ?", (account_id, alert_id)).fetchone()
+            return None if row is None else alert_record(*row)
+        return await self._write(body)
+
+    async def append_audit(self, account_id: bytes, entry: bytes, now_ms: int) -> int:
+        """See :meth:`RelayStorage.append_audit`: the counter row and the entry in
+        one ``BEGIN IMMEDIATE`` transaction."""
+        leaf = audit_leaf(entry)
+
+        def body(c: Conn) -> int:
+            size = int(c.execute(
+                "INSERT INTO audit_heads (account_id, size) VALUES (?, 1) ON CONFLICT "
+                "(account_id) DO UPDATE SET size = size + 1 RETURNING size",
+                (account_id,)).fetchone()[0])
+            c.execute("INSERT INTO audit_log (account_id, seq, entry, leaf_hash, stored_ms) "
+                      "VALUES (?, ?, ?, ?, ?)", (account_id, size - 1, entry, leaf, now_ms))
+            return size - 1
+        return await self._write(body)
+
+    async def audit_entries(self, account_id: bytes, start: int,
+                            limit: int) -> list[tuple[int, bytes]]:
+        """See :meth:`RelayStorage.audit_entries`."""
+        if limit < 0:
+            raise UsageError(f"limit must be >= 0, got {limit}")
+        rows = await self._read(lambda c: c.execute(
+            "SELECT seq, entry FROM audit_log WHERE account_id = ? AND seq >= ? ORDER BY seq "
+            "LIMIT ?", (account_id, start, limit)).fetchall())
+        return [(int(r[0]), bytes(r[1])) for r in rows]
+
+    async def audit_leaf_hashes(self, account_id: bytes, end: int) -> list[bytes]:
+        """See :meth:`RelayStorage.audit_leaf_hashes`."""
+        rows = await self._read(lambda c: c.execute(
+            "SELECT leaf_hash FROM audit_log WHERE account_id = ? AND seq < ? ORDER BY seq",
+            (account_id, end)).fetchall())
+        return [bytes(r[0]) for r in rows]
+
+    async def audit_size(self, account_id: bytes) -> int:
+        """See :meth:`RelayStorage.audit_size`."""
+        row = await self._read(lambda c: c.execute(
+            "SELECT size FROM audit_heads WHERE account_id = ?", (account_id,)).fetchone())
+        return 0 if row is None else int(row[0])
 
 
 def _stored_backup(row: Any) -> StoredBackup:

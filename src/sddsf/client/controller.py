@@ -1,0 +1,295 @@
+"""The device side of the security controller (docs/controller.md).
+
+* **Posture**: :func:`collect_posture` states what this installation can tell
+  about itself (OS and version from :mod:`platform`, the app version, a SHA-256
+  of the installed package's files, the key storage kind of the home), and
+  :class:`DeviceReporter` signs it before every session opening and checks the
+  relay's receipt: the audit entry it became, with an inclusion proof against
+  a signed audit tree head. The receipt is kept in the home, so a relay that
+  later drops or rewrites that entry is caught by :func:`verify_audit`.
+* **Audit log**: :func:`verify_audit` fetches the account's whole audit log,
+  verifies it against the relay's signed head and every head this device stored
+  before (they live in the home, namespace ``audit``), and stores the new head.
+* **Encryption policy**: :func:`apply_encryption_policy` verifies the relay's
+  signed policy and merges it into the device's own, never weaker.
+* **Deletions**: :func:`report_tombstones` tells the relay how many vault
+  deletions each device wrote (the relay sees only ciphertext).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+import sddsf
+from sddsf.controller.audit import (
+    AuditEntry,
+    audit_log_id,
+    check_own_entry,
+    decode_entry,
+    verify_audit_log,
+)
+from sddsf.controller.encpolicy import EncryptionPolicy, strictest, verify_encryption_policy
+from sddsf.controller.reports import KEY_STORAGE_KINDS, Posture, ReportKind, sign_report
+from sddsf.errors import NotFoundError, ProofError, SddsfError, UsageError
+from sddsf.protocol import merkle
+from sddsf.protocol.encoding import decode, encode
+from sddsf.protocol.treehead import TreeHead, verify_tree_head
+from sddsf.wire import unb64
+
+if TYPE_CHECKING:
+    from sddsf.client.device import Device
+
+__all__ = ["AuditCheck", "DeviceReporter", "apply_encryption_policy", "collect_posture",
+           "effective_encryption_policy", "package_hash", "refresh_encryption_policy",
+           "remember_receipt", "report_pairing", "report_tombstones", "verify_audit"]
+
+_NS: Final = "audit"
+_HEADS: Final = b"heads"
+_MAX_HEADS: Final = 32
+_OWN_PREFIX: Final = b"own/"
+_POLICY_NS: Final = "ctrl"
+_POLICY_KEY: Final = b"encpolicy"
+_POLICY_AT: Final = b"encpolicy-at"
+_TOMB_MARK: Final = b"tombstones-since"
+log = logging.getLogger("sddsf.client")
+_DESKTOPS: Final = ("Linux", "Darwin", "Windows")
+
+
+@functools.cache
+def package_hash() -> bytes:
+    """SHA-256 over the installed ``sddsf`` package's files (sorted relative paths
+    and contents), so a modified installation reports another hash."""
+    root = Path(sddsf.__file__).resolve().parent
+    h = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()
+                       and "__pycache__" not in p.parts and p.suffix in (".py", ".typed")):
+        rel = path.relative_to(root).as_posix().encode()
+        data = path.read_bytes()
+        h.update(len(rel).to_bytes(4, "big") + rel + len(data).to_bytes(8, "big") + data)
+    return h.digest()
+
+
+def collect_posture(key_kind: str) -> Posture:
+    """This installation's posture. Desktop systems report ``rooted = no`` (the
+    notion is a mobile one); elsewhere it is ``unknown``."""
+    system = platform.system() or "unknown"
+    return Posture(os=system[:64], os_version=(platform.release() or "unknown")[:128],
+                   app_version=sddsf.__version__, package_hash=package_hash(),
+                   key_storage=key_kind if key_kind in KEY_STORAGE_KINDS else "plaintext",
+                   rooted="no" if system in _DESKTOPS else "unknown")
+
+
+class DeviceReporter:
+    """A device's :class:`~sddsf.client.relay_client.ReportSource`."""
+
+    def __init__(self, device: Device) -> None:
+        self.device = device
+
+    def posture_report(self) -> bytes:
+        """A posture report signed now."""
+        d = self.device
+        return sign_report(d.keys, d.account.account_id, ReportKind.POSTURE,
+                           collect_posture(d.key_kind).to_data(), d._clock())
+
+    def accepted(self, report: bytes, response: dict[str, Any]) -> None:
+        """Check the relay's receipt and remember it (see :func:`remember_receipt`)."""
+        remember_receipt(self.device, report, response)
+
+
+def remember_receipt(device: Device, report: bytes, response: dict[str, Any]) -> None:
+    """Check that a logged report is in the audit entry the relay names, at the leaf
+    its inclusion proof shows, under a head signed by the pinned relay key; keep
+    the entry's seq and leaf hash, and the head.
+
+    Raises:
+        ProofError: the entry does not carry the report, or the proof or head fails.
+    """
+    seq = response.get("audit_seq")
+    if seq is None:
+        return
+    try:
+        entry = unb64(str(response["entry"]), "entry")
+        proof = [unb64(str(p), "proof") for p in response["proof"]["proof"]]
+        head_raw = unb64(str(response["proof"]["tree_head"]["tree_head"]), "tree head")
+    except (KeyError, TypeError):
+        raise ProofError("the relay's receipt for a report lacks its entry or proof") from None
+    if decode_entry(entry).report != report:
+        raise ProofError("the relay logged another report than the one this device sent")
+    leaf = merkle.leaf_hash(entry)
+    if device.relay_key is not None:  # before the first session the key is not pinned yet
+        head = verify_tree_head(head_raw, device.relay_key,
+                                log=audit_log_id(device.account.account_id))
+        merkle.verify_inclusion(leaf, int(seq), head.size, proof, head.root)
+        _store_head(device, head)
+    device.store.put(_NS, _OWN_PREFIX + int(seq).to_bytes(8, "big"), leaf)
+
+
+def _stored_heads(device: Device) -> list[TreeHead]:
+    raw = device.store.get(_NS, _HEADS)
+    if raw is None or device.relay_key is None:
+        return []
+    heads = decode(raw)
+    if not isinstance(heads, list):
+        raise ProofError("this device's stored audit heads are unreadable")
+    log = audit_log_id(device.account.account_id)
+    return [verify_tree_head(h, device.relay_key, log=log) for h in heads
+            if isinstance(h, bytes)]
+
+
+def _store_head(device: Device, head: TreeHead) -> None:
+    heads = [h.raw for h in _stored_heads(device) if h.raw != head.raw]
+    heads = sorted([*heads, head.raw], key=lambda r: _size_of(r, device))[-_MAX_HEADS:]
+    device.store.put(_NS, _HEADS, encode(heads))
+
+
+def _size_of(raw: bytes, device: Device) -> int:
+    key = device.relay_key
+    if key is None:  # pragma: no cover - heads are only stored once the key is pinned
+        return 0
+    return verify_tree_head(raw, key, log=audit_log_id(device.account.account_id)).size
+
+
+@dataclass(frozen=True, slots=True)
+class AuditCheck:
+    """What :func:`verify_audit` checked."""
+
+    entries: list[AuditEntry]
+    size: int
+    heads_checked: int
+    own_entries_checked: int
+
+
+async def verify_audit(device: Device, *, page: int = 1000) -> AuditCheck:
+    """Fetch and verify the account's audit log (see the module docstring).
+
+    Raises:
+        ProofError: ``log_rollback`` or ``proof_invalid`` when the relay dropped,
+            rewrote or reordered an event, or signed heads of a forked log;
+            ``tree_head_invalid`` for a head not signed by the pinned relay key.
+    """
+    state = await device.refresh_registry()
+    await device.pin_relay()
+    key = device.relay_key
+    if key is None:  # pragma: no cover - pin_relay pins it or raises
+        raise ProofError("the relay key is not pinned")
+    log = audit_log_id(device.account.account_id)
+    entries: list[bytes] = []
+    for _ in range(10_000):
+        rows, head_raw = await device.relay.audit_page(len(entries), page)
+        for seq, raw in rows:
+            if seq != len(entries):
+                raise ProofError(f"the relay served audit entry {seq} where {len(entries)} "
+                                 "was expected")
+            entries.append(raw)
+        head = verify_tree_head(head_raw, key, log=log)
+        if len(entries) >= head.size or not rows:
+            break
+    entries = entries[:head.size]
+    stored = _stored_heads(device)
+    proof: list[bytes] = []
+    latest = max(stored, key=lambda h: h.size, default=None)
+    if latest is not None and 0 < latest.size < head.size:
+        proof, proof_head = await device.relay.audit_consistency(latest.size, head.size)
+        if verify_tree_head(proof_head, key, log=log).root != head.root:
+            raise ProofError("the relay signed two different audit logs of one size")
+    decoded, tree = verify_audit_log(entries, head, stored, state, proof)
+    own = list(device.store.scan(_NS, _OWN_PREFIX))
+    for k, leaf in own:
+        check_own_entry(tree, int.from_bytes(k[len(_OWN_PREFIX):], "big"), leaf)
+    _store_head(device, head)
+    return AuditCheck(decoded, head.size, len(stored), len(own))
+
+
+def effective_encryption_policy(device: Device) -> EncryptionPolicy | None:
+    """The encryption policy this device applies (None before it saw one)."""
+    raw = device.store.get(_POLICY_NS, _POLICY_KEY)
+    if raw is None:
+        return None
+    j = json.loads(raw)
+    return EncryptionPolicy(int(j["min_kdf_t"]), int(j["min_kdf_m_kib"]), int(j["min_kdf_p"]),
+                            tuple(int(s) for s in j["suites"]), int(j["max_epoch_age_s"]),
+                            int(j["ts"]))
+
+
+async def apply_encryption_policy(device: Device) -> EncryptionPolicy:
+    """Fetch the relay's signed encryption policy and merge it into this device's own
+    (:func:`~sddsf.controller.encpolicy.strictest`: never weaker).
+
+    Raises:
+        ProofError: not signed by the pinned relay key.
+    """
+    await device.pin_relay()
+    key = device.relay_key
+    if key is None:  # pragma: no cover - pin_relay pins it or raises
+        raise ProofError("the relay key is not pinned")
+    published = verify_encryption_policy(await device.relay.encryption_policy(), key)
+    merged = strictest(effective_encryption_policy(device), published)
+    device.store.put(_POLICY_NS, _POLICY_KEY, json.dumps(merged.to_json()).encode())
+    return merged
+
+
+async def report_pairing(device: Device, outcome: str) -> None:
+    """Tell the relay how a pairing this device started ended (best effort: the
+    controller counts attempts; a completed one also shows as a device addition)."""
+    report = sign_report(device.keys, device.account.account_id, ReportKind.PAIRING,
+                         {"outcome": outcome}, device._clock())
+    try:
+        remember_receipt(device, report, await device.relay.submit_report(
+            device.account.account_id, report))
+    except SddsfError as exc:
+        log.warning("could not report the pairing outcome to the relay: %s", exc)
+
+
+async def refresh_encryption_policy(device: Device, *, every_ms: int = 3_600_000) -> None:
+    """:func:`apply_encryption_policy` at most once per ``every_ms`` (best effort: a
+    relay without a controller keeps the device's own settings)."""
+    last = device.store.get(_POLICY_NS, _POLICY_AT)
+    now = device._clock()
+    if last is not None and 0 <= now - int.from_bytes(last, "big") < every_ms:
+        return
+    try:
+        await apply_encryption_policy(device)
+    except NotFoundError:
+        log.info("the relay publishes no encryption policy; keeping this device's own")
+    device.store.put(_POLICY_NS, _POLICY_AT, now.to_bytes(8, "big"))
+
+
+async def report_tombstones(device: Device) -> int:
+    """Report the vault deletions (tombstones) written by each device since the last
+    report; returns how many reports were sent (best effort: a relay that refuses
+    them is logged, and they are sent again next time)."""
+    try:
+        return await _report_tombstones(device)
+    except (NotFoundError, UsageError) as exc:
+        log.warning("could not report vault deletions to the relay: %s", exc)
+        return 0
+
+
+async def _report_tombstones(device: Device) -> int:
+    from sddsf.client.vault import Vault  # noqa: PLC0415 - the vault imports the device
+
+    vault = await Vault.open(device, create=False)
+    mark_raw = device.store.get(_POLICY_NS, _TOMB_MARK)
+    since = int.from_bytes(mark_raw, "big") if mark_raw else 0
+    counts: dict[str, int] = {}
+    newest = since
+    for item in vault.list(deleted=True):
+        for v in vault.history(item.name):
+            if v.deleted and v.ts_ms > since:
+                counts[v.author] = counts.get(v.author, 0) + 1
+                newest = max(newest, v.ts_ms)
+    for author, count in sorted(counts.items()):
+        report = sign_report(device.keys, device.account.account_id, ReportKind.TOMBSTONES,
+                             {"subject": bytes.fromhex(author), "count": count,
+                              "since": since}, device._clock())
+        remember_receipt(device, report, await device.relay.submit_report(
+            device.account.account_id, report))
+    device.store.put(_POLICY_NS, _TOMB_MARK, newest.to_bytes(8, "big"))
+    return len(counts)

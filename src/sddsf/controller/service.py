@@ -1,0 +1,493 @@
+"""The controller inside a relay process: signals in, scores, alerts and audit out.
+
+This is the adapter around the pure core (reports, trust, detectors, the
+learned model, audit entries): it reads and writes :class:`RelayStorage`, takes
+time from the relay's injected clock and pushes alerts through a callback (the
+WebSocket hub). One :class:`Controller` per relay app.
+
+Hooks are best effort where they run after something was already stored (an
+op batch, a registry entry): a storage failure there is logged, never turned
+into an error for a request whose effect is durable. Enforcement
+(:meth:`Controller.require_session`, :meth:`Controller.require_write`) fails
+closed.
+
+Caches are per process: trust scores for ``TRUST_TTL_MS`` (dropped at once
+when this process records something about the device), and the rate baselines
+(written back to storage when a window closes). In a cluster each node's
+statistics see its own share of a device's traffic.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Final
+
+from sddsf.controller import audit as au
+from sddsf.controller import detectors as det
+from sddsf.controller.detectors import Finding, Signal, SignalKind
+from sddsf.controller.encpolicy import EncryptionPolicy, sign_encryption_policy
+from sddsf.controller.ml import IsolationDetector, isolation_available
+from sddsf.controller.policy import ControllerPolicy
+from sddsf.controller.reports import Posture, ReportKind, decode_report, verify_report
+from sddsf.controller.trust import (
+    Access,
+    DeviceSignals,
+    OpenAlert,
+    Severity,
+    TrustScore,
+    score_device,
+)
+from sddsf.crypto import Ed25519SigningKey, random_bytes
+from sddsf.errors import AuthorizationError, Code, NotFoundError, SddsfError, UsageError
+from sddsf.protocol import merkle
+from sddsf.protocol.registry import EntryType, RegistryEntry, RegistryState
+from sddsf.protocol.treehead import sign_tree_head
+from sddsf.relay.storage.base import AlertRecord, RelayStorage
+
+__all__ = ["CALLER", "TRUST_TTL_MS", "Controller", "ReportOutcome", "alert_json"]
+
+log = logging.getLogger("sddsf.controller")
+
+#: The authenticated (account, device) of the request being served; set by the
+#: relay's authentication dependency so hooks deep in the fabric can attribute
+#: what they see to the uploader (not to an author id an envelope merely claims).
+CALLER: contextvars.ContextVar[tuple[bytes, bytes] | None] = contextvars.ContextVar(
+    "sddsf_caller", default=None)
+TRUST_TTL_MS: Final = 2000
+_FORK_MEMORY_MS: Final = 30 * 86_400_000
+_RATE_WINDOW_MS: Final = 3_600_000
+_SEVERE: Final = {Severity.HIGH, Severity.CRITICAL}
+Publish = Callable[[bytes, bytes, dict[str, object]], object]
+
+
+@dataclass(frozen=True, slots=True)
+class ReportOutcome:
+    """What the relay did with a report: whether it was news, and the audit leaf."""
+
+    stored: bool
+    audit_seq: int | None
+    kind: ReportKind
+
+
+def _now_ms() -> int:
+    import time  # noqa: PLC0415 - only the default clock needs it
+
+    return time.time_ns() // 1_000_000
+
+
+class Controller:
+    """Trust, policy enforcement, detection, alerts and the audit log of one relay."""
+
+    def __init__(self, storage: RelayStorage, policy: ControllerPolicy,
+                 relay_key: Ed25519SigningKey,
+                 registry: Callable[[bytes], Awaitable[RegistryState]], *,
+                 clock: Callable[[], int] = _now_ms, publish: Publish | None = None,
+                 max_skew_ms: int = 600_000) -> None:
+        self.storage = storage
+        self.policy = policy
+        self.relay_key = relay_key
+        self._registry = registry
+        self._clock = clock
+        self._publish = publish
+        self._max_skew_ms = max_skew_ms
+        self._trust: dict[tuple[bytes, bytes, bool], tuple[int, TrustScore]] = {}
+        self._baselines: dict[tuple[bytes, bytes], det.Baseline] = {}
+        self._last_rate_limited: dict[tuple[bytes, bytes], int] = {}
+        self.ml = (IsolationDetector(policy.detectors.ml)
+                   if policy.detectors.ml.enabled and isolation_available() else None)
+
+    async def _state(self, account_id: bytes) -> RegistryState:
+        return await self._registry(account_id)
+
+    # ------------------------------------------------------------ trust
+    def _forget(self, account_id: bytes, device_id: bytes) -> None:
+        for for_session in (False, True):
+            self._trust.pop((account_id, device_id, for_session), None)
+
+    async def trust(self, account_id: bytes, device_id: bytes, *,
+                    for_session: bool = False) -> TrustScore:
+        """The device's current score (cached for ``TRUST_TTL_MS``).
+
+        Raises:
+            NotFoundError: unknown account; AuthorizationError ``unknown_device``.
+        """
+        now = self._clock()
+        key = (account_id, device_id, for_session)
+        hit = self._trust.get(key)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        state = await self._state(account_id)
+        record = state.device(device_id)
+        if record is None:
+            raise AuthorizationError("device is not in this account's registry",
+                                     Code.UNKNOWN_DEVICE)
+        posture, posture_ts = None, None
+        stored = (await self.storage.postures(account_id)).get(device_id)
+        if stored is not None:
+            posture, posture_ts = decode_report(stored.report).posture, stored.ts_ms
+        d = self.policy.detectors
+        rows = await self.storage.signals(account_id, device_id, now - _FORK_MEMORY_MS)
+
+        def count(kind: SignalKind, window_ms: int) -> int:
+            since = now - window_ms
+            return sum(r.count for r in rows if r.kind == kind.value and r.ts_ms >= since)
+
+        alerts = [a for a in await self.storage.alerts(account_id) if a.device_id == device_id]
+        score = score_device(DeviceSignals(
+            added_ms=record.added_ts, posture=posture, posture_ts_ms=posture_ts,
+            sig_failures=count(SignalKind.SIG_FAILURE, d.sig_failures.window_s * 1000),
+            forks=count(SignalKind.FORK, _FORK_MEMORY_MS),
+            replays=count(SignalKind.REPLAY, d.replays.window_s * 1000),
+            rate_limited=count(SignalKind.RATE_LIMITED, _RATE_WINDOW_MS),
+            open_alerts=tuple(OpenAlert(a.rule, Severity(a.severity), a.quarantine)
+                              for a in alerts)), self.policy, now, for_session=for_session)
+        self._trust[key] = (now + TRUST_TTL_MS, score)
+        return score
+
+    async def require_session(self, account_id: bytes, device_id: bytes) -> TrustScore:
+        """Refuse a denied device a session (``policy_denied``); record the session.
+
+        Raises:
+            AuthorizationError: ``policy_denied``.
+        """
+        score = await self.trust(account_id, device_id, for_session=True)
+        if score.access is Access.DENIED:
+            raise AuthorizationError(_refusal("cannot open a session", score),
+                                     Code.POLICY_DENIED)
+        await self._on_session(account_id, device_id, score)
+        return score
+
+    async def require_access(self, account_id: bytes, device_id: bytes, *,
+                             write: bool) -> TrustScore:
+        """Refuse a denied device everything and a read-only one every write.
+
+        Raises:
+            AuthorizationError: ``policy_denied``, or ``policy_read_only`` for a write.
+        """
+        score = await self.trust(account_id, device_id)
+        if score.access is Access.DENIED:
+            raise AuthorizationError(_refusal("is denied", score), Code.POLICY_DENIED)
+        if write and score.access is Access.READ_ONLY:
+            raise AuthorizationError(_refusal("is read-only: it may pull but not push", score),
+                                     Code.POLICY_READ_ONLY)
+        return score
+
+    # ------------------------------------------------------------ signals
+    async def signal(self, account_id: bytes, device_id: bytes, kind: SignalKind,
+                     count: int = 1) -> None:
+        """Record what the relay observed about a device and run the detectors.
+
+        Best effort: a storage failure is logged, never raised.
+        """
+        try:
+            await self._signal(account_id, device_id, Signal(kind, self._clock(), count))
+        except SddsfError as exc:
+            log.warning("controller: could not record %s for %s: %s", kind.value,
+                        device_id.hex()[:12], exc)
+
+    async def _signal(self, account_id: bytes, device_id: bytes, s: Signal) -> None:
+        self._forget(account_id, device_id)
+        findings: list[Finding] = []
+        if s.kind in (SignalKind.OPS, SignalKind.REJECTED, SignalKind.SESSION):
+            findings += await self._observe_rate(account_id, device_id, s)
+        if s.kind not in (SignalKind.OPS, SignalKind.REJECTED):
+            await self.storage.record_signal(account_id, device_id, s.kind.value, s.ts_ms,
+                                             s.count)
+            window = det.burst_window_s(s.kind, self.policy)
+            if window:
+                rows = await self.storage.signals(account_id, device_id,
+                                                  s.ts_ms - window * 1000)
+                history = [Signal(SignalKind(r.kind), r.ts_ms, r.count) for r in rows
+                           if r.kind == s.kind.value]
+                findings += det.burst_findings(s.kind, history, self.policy, s.ts_ms)
+        for finding in findings:
+            await self.raise_alert(account_id, device_id, finding)
+
+    async def _observe_rate(self, account_id: bytes, device_id: bytes,
+                            s: Signal) -> list[Finding]:
+        key = (account_id, device_id)
+        b = self._baselines.get(key)
+        if b is None:
+            raw = await self.storage.get_controller_state(account_id, device_id)
+            b = det.Baseline.from_json(json.loads(raw) if raw else None)
+        b, closed = det.observe(b, s, self.policy)
+        found: list[Finding] = []
+        if closed is not None and self.ml is not None:
+            learned = self.ml.add(closed)
+            if learned is not None:
+                found.append(learned)
+        flagged_before = b.flagged
+        b, rate = det.rate_findings(b, self.policy)
+        found += rate
+        self._baselines[key] = b
+        if closed is not None or b.flagged != flagged_before:
+            await self.storage.put_controller_state(account_id, device_id,
+                                                    json.dumps(b.to_json()).encode(), s.ts_ms)
+        return found
+
+    async def on_batch(self, account_id: bytes, authors: Sequence[bytes | None],
+                       statuses: Sequence[tuple[str, str | None]],
+                       fork_authors: Sequence[bytes]) -> None:
+        """The fabric stored a batch: count accepted ops per author and refusals
+        (bad signatures) against the uploader; a fork is signed evidence against
+        its author."""
+        accepted: dict[bytes, int] = {}
+        rejected = sig_failures = 0
+        for author, (status, code) in zip(authors, statuses, strict=True):
+            if status == "accepted" and author is not None:
+                accepted[author] = accepted.get(author, 0) + 1
+            elif status == "rejected":
+                rejected += 1
+                sig_failures += code == Code.SIG_INVALID.value
+        for author, n in accepted.items():
+            await self.signal(account_id, author, SignalKind.OPS, n)
+        caller = CALLER.get()
+        if caller is not None and caller[0] == account_id:
+            if rejected:
+                await self.signal(account_id, caller[1], SignalKind.REJECTED, rejected)
+            if sig_failures:
+                await self.signal(account_id, caller[1], SignalKind.SIG_FAILURE, sig_failures)
+        for author in dict.fromkeys(fork_authors):
+            await self.signal(account_id, author, SignalKind.FORK)
+
+    async def rate_limited(self) -> None:
+        """The current caller hit a rate limit (recorded at most once a second)."""
+        caller = CALLER.get()
+        if caller is None:
+            return
+        now = self._clock()
+        if now - self._last_rate_limited.get(caller, -10**15) < 1000:
+            return
+        self._last_rate_limited[caller] = now
+        await self.signal(*caller, SignalKind.RATE_LIMITED)
+
+    # ------------------------------------------------------------ alerts
+    async def raise_alert(self, account_id: bytes, device_id: bytes, finding: Finding) -> None:
+        """Store, log, push and correlate an alert (suppressed while an open alert
+        of the same rule names the same device)."""
+        now = self._clock()
+        if any(a.device_id == device_id and a.rule == finding.rule
+               for a in await self.storage.alerts(account_id)):
+            return
+        quarantine = bool(device_id) and finding.rule in self.policy.alerts.quarantine
+        alert = AlertRecord(random_bytes(16), account_id, device_id, finding.rule,
+                            finding.severity.value, finding.message, quarantine, now)
+        await self.storage.put_alert(alert)
+        self._forget(account_id, device_id)
+        await self.audit(account_id, au.AuditKind.ALERT, device=device_id, data={
+            "alert_id": alert.alert_id, "rule": alert.rule, "severity": alert.severity,
+            "quarantine": quarantine})
+        log.warning("alert %s (%s) on account %s device %s: %s", alert.rule, alert.severity,
+                    account_id.hex()[:12], device_id.hex()[:12] or "-", alert.message)
+        if self._publish is not None:
+            self._publish(account_id, device_id, alert_json(alert))
+        if device_id:
+            recent = await self.storage.alerts(account_id, include_acked=True,
+                                               since_ms=now - self.policy.detectors
+                                               .correlation.window_s * 1000)
+            found = det.correlate([det.RecentAlert(a.device_id, a.rule, a.created_ms)
+                                   for a in recent], self.policy, now)
+            if found is not None:
+                await self.raise_alert(account_id, b"", found)
+
+    async def alerts(self, account_id: bytes, *, include_acked: bool) -> list[AlertRecord]:
+        """The account's alerts, oldest first."""
+        return await self.storage.alerts(account_id, include_acked=include_acked)
+
+    async def acknowledge(self, account_id: bytes, alert_id: bytes,
+                          by_device: bytes) -> AlertRecord:
+        """Acknowledge an alert (lifts its quarantine). A device cannot acknowledge
+        an alert about itself, and needs full access.
+
+        Raises:
+            NotFoundError; AuthorizationError ``not_authorized`` / ``policy_*``.
+        """
+        alert = next((a for a in await self.storage.alerts(account_id, include_acked=True)
+                      if a.alert_id == alert_id), None)
+        if alert is None:
+            raise NotFoundError("no such alert in this account")
+        if alert.device_id == by_device:
+            raise AuthorizationError("a device cannot acknowledge an alert about itself; use "
+                                     "another of the account's devices", Code.NOT_AUTHORIZED)
+        await self.require_access(account_id, by_device, write=True)
+        stored = await self.storage.ack_alert(account_id, alert_id, by_device, self._clock())
+        if stored is None:  # pragma: no cover - just read
+            raise NotFoundError("no such alert in this account")
+        if alert.acked_ms is None:
+            self._forget(account_id, alert.device_id)
+            await self.audit(account_id, au.AuditKind.ALERT_ACK, device=alert.device_id,
+                             data={"alert_id": alert_id, "by": by_device})
+        return stored
+
+    # ------------------------------------------------------------ events
+    async def _on_session(self, account_id: bytes, device_id: bytes,
+                          score: TrustScore) -> None:
+        await self.signal(account_id, device_id, SignalKind.SESSION)
+        now = self._clock()
+        raw = await self.storage.get_controller_state(account_id, b"")
+        acct = json.loads(raw) if raw else {}
+        hours = list(acct.get("hours", [0] * 24))[:24]
+        hours += [0] * (24 - len(hours))
+        offset = self.policy.detectors.unusual_hour.utc_offset_min
+        hours[((now // 1000 + offset * 60) // 3600) % 24] += 1
+        digest = self.policy.digest()
+        changed = acct.get("policy") != digest
+        acct.update(hours=hours, policy=digest)
+        await self.storage.put_controller_state(account_id, b"", json.dumps(acct).encode(), now)
+        if changed:
+            t = self.policy.thresholds
+            await self.audit(account_id, au.AuditKind.POLICY, data={
+                "digest": digest, "full": t.full, "read_only": t.read_only})
+            await self._check_registry_policy(account_id, await self._state(account_id))
+        await self.audit(account_id, au.AuditKind.SESSION, device=device_id,
+                         data={"access": score.access.value, "score": score.score})
+
+    async def on_registry_entry(self, account_id: bytes, entry: RegistryEntry,
+                                state: RegistryState) -> None:
+        """Audit a stored registry entry and run the rules it can trigger."""
+        try:
+            await self._on_registry_entry(account_id, entry, state)
+        except SddsfError as exc:
+            log.warning("controller: registry hook failed for %s: %s", account_id.hex()[:12],
+                        exc)
+
+    async def _on_registry_entry(self, account_id: bytes, entry: RegistryEntry,
+                                 state: RegistryState) -> None:
+        added = [r for r in state.devices.values() if r.added_seq == entry.seq]
+        revoked = [r for r in state.devices.values() if r.revoked_seq == entry.seq]
+        by: dict[str, int | str | bytes | bool] = {"by": entry.signer, "seq": entry.seq}
+        for rec in added:
+            kind = (au.AuditKind.DEVICE_RECOVERED if entry.type is EntryType.RECOVER
+                    else au.AuditKind.DEVICE_ADDED)
+            await self.audit(account_id, kind, device=rec.device_id,
+                             data={**by, "name": rec.name})
+        for rec in revoked:
+            self._forget(account_id, rec.device_id)
+            await self.audit(account_id, au.AuditKind.DEVICE_REVOKED, device=rec.device_id,
+                             data=by)
+        if not added and not revoked and entry.type is not EntryType.POLICY:
+            await self.audit(account_id, au.AuditKind.REGISTRY_ENTRY,
+                             data={**by, "type": entry.type.value})
+        if entry.type is EntryType.POLICY:
+            data: dict[str, int | str | bytes | bool] = dict(by)
+            data.update({f"policy.{k}": v for k, v in state.policy.items()
+                         if isinstance(v, int | str | bool)})
+            await self.audit(account_id, au.AuditKind.REGISTRY_POLICY, data=data)
+            await self._check_registry_policy(account_id, state)
+        if entry.type is EntryType.ADD and added:
+            if state.device(entry.signer) is not None:
+                await self.signal(account_id, entry.signer, SignalKind.PAIRING)
+            raw = await self.storage.get_controller_state(account_id, b"")
+            hours = list(json.loads(raw).get("hours", [])) if raw else []
+            found = det.unusual_hour(self._clock(), hours or [0] * 24, self.policy)
+            if found is not None:
+                await self.raise_alert(account_id, added[0].device_id, found)
+
+    async def _check_registry_policy(self, account_id: bytes, state: RegistryState) -> None:
+        want = self.policy.approvals
+        approvals = state.policy.get("approvals", 1)
+        veto = state.policy.get("veto_window_s", 0)
+        approvals = approvals if isinstance(approvals, int) else 1
+        veto = veto if isinstance(veto, int) else 0
+        if approvals < want.min_approvals or veto < want.min_veto_window_s:
+            await self.raise_alert(account_id, b"", Finding(
+                "weak_registry_policy", Severity.MEDIUM,
+                f"the account's registry policy ({approvals} approval(s), veto window "
+                f"{veto} s) is weaker than this relay's minimum ({want.min_approvals}, "
+                f"{want.min_veto_window_s} s); set it with a policy entry"))
+
+    async def on_key_package(self, account_id: bytes, device_id: bytes, space_id: bytes,
+                             epoch: int) -> None:
+        """Audit a key rotation (a stored key package)."""
+        try:
+            await self.audit(account_id, au.AuditKind.KEY_ROTATION, device=device_id,
+                             data={"space": space_id, "epoch": epoch})
+        except SddsfError as exc:
+            log.warning("controller: key rotation audit failed: %s", exc)
+
+    async def submit_report(self, account_id: bytes, raw: bytes) -> ReportOutcome:
+        """Verify and apply a device report (posture, pairing, tombstones).
+
+        Raises:
+            DecodeError, AuthorizationError, SignatureError, ClockSkewError,
+            UsageError (a tombstone report about a device the account never had).
+        """
+        state = await self._state(account_id)
+        report = verify_report(raw, state, now_ms=self._clock(), max_skew_ms=self._max_skew_ms)
+        self._forget(account_id, report.device)
+        if report.kind is ReportKind.POSTURE:
+            previous = (await self.storage.postures(account_id)).get(report.device)
+            before: Posture | None = None
+            if previous is not None:
+                before = decode_report(previous.report).posture
+            if not await self.storage.put_posture(account_id, report.device, raw, report.ts,
+                                                  self._clock()):
+                return ReportOutcome(False, None, report.kind)
+            if report.posture is not None and report.posture.same_as(before):
+                return ReportOutcome(True, None, report.kind)
+            seq = await self.audit(account_id, au.AuditKind.POSTURE, device=report.device,
+                                   report=raw)
+            return ReportOutcome(True, seq, report.kind)
+        if report.kind is ReportKind.PAIRING:
+            await self.signal(account_id, report.device, SignalKind.PAIRING)
+        elif report.tombstones is not None:
+            subject = report.tombstones.subject
+            if state.device(subject) is None:
+                raise UsageError("the tombstone report names a device this account never had")
+            await self.signal(account_id, subject, SignalKind.TOMBSTONES,
+                              report.tombstones.count)
+        seq = await self.audit(account_id, au.AuditKind.REPORT, device=report.device,
+                               report=raw)
+        return ReportOutcome(True, seq, report.kind)
+
+    # ------------------------------------------------------------ audit log
+    async def audit(self, account_id: bytes, kind: au.AuditKind, *, device: bytes = b"",
+                    data: dict[str, int | str | bytes | bool] | None = None,
+                    report: bytes = b"") -> int:
+        """Append an event to the account's audit log; returns its seq."""
+        now = self._clock()
+        return await self.storage.append_audit(
+            account_id, au.build_entry(account_id, now, kind, device=device, data=data,
+                                       report=report), now)
+
+    async def audit_head(self, account_id: bytes, size: int | None = None) -> tuple[
+            bytes, merkle.MerkleTree]:
+        """A freshly signed audit tree head (of ``size``, default: current) and the tree.
+
+        Raises:
+            NotFoundError: ``size`` beyond the log.
+        """
+        current = await self.storage.audit_size(account_id)
+        n = current if size is None else size
+        if not 0 <= n <= current:
+            raise NotFoundError(f"the audit log has {current} entries")
+        tree = merkle.MerkleTree(await self.storage.audit_leaf_hashes(account_id, n))
+        head = sign_tree_head(self.relay_key, log=au.audit_log_id(account_id), size=n,
+                              root=tree.root(), ts_ms=self._clock())
+        return head, tree
+
+    def encryption_policy(self) -> bytes:
+        """The relay's signed encryption policy."""
+        e = self.policy.encryption
+        return sign_encryption_policy(self.relay_key, EncryptionPolicy(
+            e.min_kdf_t, e.min_kdf_m_kib, e.min_kdf_p, e.allowed_suites, e.max_epoch_age_s,
+            self._clock()))
+
+
+def alert_json(a: AlertRecord) -> dict[str, object]:
+    """The alert as the API and the WebSocket show it (bytes stay bytes)."""
+    return {"alert_id": a.alert_id, "device": a.device_id, "rule": a.rule,
+            "severity": a.severity, "message": a.message, "quarantine": a.quarantine,
+            "created_ms": a.created_ms, "acked_ms": a.acked_ms}
+
+
+def _refusal(what: str, score: TrustScore) -> str:
+    worst = sorted(score.factors, key=lambda f: f.points)[:3]
+    why = "; ".join(f"{f.name} {f.points} ({f.detail})" for f in worst) or "no factor"
+    quarantine = " and is quarantined by an alert" if score.quarantined else ""
+    return (f"this device {what}: trust score {score.score}{quarantine} ({why}); fix its "
+            "posture, or acknowledge the alert from another device, or revoke it")

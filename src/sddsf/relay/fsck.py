@@ -1,0 +1,598 @@
+"""Offline consistency check of a relay database (``sddsf relay fsck``).
+
+The check trusts nothing the relay computed: it re-reads the raw rows of a
+SQLite or PostgreSQL relay database (the URL of ``sddsf relay serve --db``) in
+one read-only snapshot, and recomputes everything from the stored leaves and
+signed bytes with the protocol core (THREATS #20, #24: Tessera fsck, the
+Trillian "alternate tree"):
+
+* **Merkle log** of every space: the root and the frontier rebuilt from the
+  leaf hashes in offset order must equal the space row's ``root`` and
+  ``frontier``, every stored perfect node must equal the recomputed one, and
+  there must be no missing or extra node row;
+* **offsets** are gap-free (``0..size-1``, ``count == size``); ``(space, offset)``
+  and ``(space, author, seq)`` are unique;
+* **ops**: every stored envelope hashes to its leaf, its columns (op id, author,
+  seq, deps) match the signed bytes, and the whole log replays through
+  :func:`sddsf.protocol.rules.verify_op` in history mode, so every device chain
+  (seq contiguous, ``prev`` linked, deps monotonic, signature) verifies;
+  pruned envelopes must be a prefix of the log and keep their chains contiguous;
+* **registries** verify from genesis (:func:`~sddsf.protocol.registry.verify_registry`)
+  and **key packages** as a chain against them;
+* acknowledgements and snapshots point inside the log.
+
+Every problem is a :class:`Finding` with a stable :class:`FsckCode`; the check
+never stops at the first one. The SQL lives here, not in the storage backends:
+fsck must not share the code it checks.
+
+Errors: a database that cannot be opened raises
+:class:`~sddsf.errors.UnavailableError`; an unsupported URL, a database that is
+not a relay database, or one migrated by another version raises
+:class:`~sddsf.errors.ConfigError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Final
+from urllib.parse import unquote
+
+from sddsf.errors import ConfigError, SddsfError, UnavailableError
+from sddsf.protocol import keypackage as kp
+from sddsf.protocol.encoding import decode
+from sddsf.protocol.envelope import decode_envelope
+from sddsf.protocol.identity import ID_SIZE
+from sddsf.protocol.merkle import Frontier, leaf_hash
+from sddsf.protocol.registry import RegistryState, verify_registry
+from sddsf.protocol.rules import ChainHead, EpochWindow, MemoryChainView, Outcome, verify_op
+from sddsf.protocol.vv import VersionVector
+from sddsf.relay.storage.base import require_backend_url
+from sddsf.relay.storage.migrations import LATEST_VERSION
+
+__all__ = [
+    "ChainVerifier",
+    "Finding",
+    "FsckCode",
+    "FsckReport",
+    "LogEntry",
+    "SpaceLog",
+    "describe",
+    "fsck",
+    "read_logs",
+    "run_fsck",
+]
+
+_PAGE: Final = 5000
+
+
+class FsckCode(StrEnum):
+    """What a finding is about (stable: scripts match on these)."""
+
+    SIZE_MISMATCH = "size_mismatch"  # space row's size != number of ops
+    OFFSET_GAP = "offset_gap"  # offsets are not 0, 1, 2, ...
+    DUPLICATE_OFFSET = "duplicate_offset"  # UNIQUE (space, offset) violated
+    DUPLICATE_SEQ = "duplicate_seq"  # UNIQUE (space, author, seq) violated, or one op twice
+    ROOT_MISMATCH = "root_mismatch"  # stored root != root recomputed from the leaves
+    FRONTIER_MISMATCH = "frontier_mismatch"
+    NODE_MISMATCH = "node_mismatch"  # a stored perfect node != the recomputed one
+    NODE_MISSING = "node_missing"
+    NODE_EXTRA = "node_extra"  # node rows beyond the ones the log's leaves complete
+    LEAF_MISMATCH = "leaf_mismatch"  # leaf_hash != RFC 9162 leaf hash of the envelope
+    ROW_MISMATCH = "row_mismatch"  # op id / author / seq / deps columns != the envelope
+    OP_INVALID = "op_invalid"  # the op fails the shared rules (chain, signature, epoch...)
+    CHAIN_GAP = "chain_gap"  # a pruned op breaks its author's seq sequence
+    PRUNE_NOT_PREFIX = "prune_not_prefix"  # a pruned envelope after a kept one
+    REGISTRY_INVALID = "registry_invalid"
+    REGISTRY_MISSING = "registry_missing"  # spaces of an account without a registry
+    KEY_PACKAGE_INVALID = "key_package_invalid"
+    EPOCH_MISMATCH = "epoch_mismatch"  # space row's epoch != its last key package
+    ACK_BEYOND_LOG = "ack_beyond_log"
+    SNAPSHOT_BEYOND_LOG = "snapshot_beyond_log"
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One inconsistency."""
+
+    code: FsckCode
+    message: str
+    space: bytes | None = None
+    account: bytes | None = None
+    offset: int | None = None
+
+    def to_json(self) -> dict[str, object]:
+        """A JSON-ready dict (ids in hex)."""
+        return {"code": self.code.value, "message": self.message,
+                "space": self.space.hex() if self.space is not None else None,
+                "account": self.account.hex() if self.account is not None else None,
+                "offset": self.offset}
+
+    def __str__(self) -> str:
+        where = "".join(f" {k}={v}" for k, v in (
+            ("account", self.account.hex()[:16] if self.account else None),
+            ("space", self.space.hex() if self.space else None),
+            ("offset", self.offset)) if v is not None)
+        return f"{self.code.value}{where}: {self.message}"
+
+
+@dataclass(slots=True)
+class FsckReport:
+    """The result of a check: findings and what was covered."""
+
+    findings: list[Finding] = field(default_factory=list)
+    accounts: int = 0
+    spaces: int = 0
+    ops: int = 0
+    nodes: int = 0
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing was found."""
+        return not self.findings
+
+    def to_json(self) -> dict[str, object]:
+        """A JSON-ready dict."""
+        return {"ok": self.ok, "accounts": self.accounts, "spaces": self.spaces,
+                "ops": self.ops, "nodes": self.nodes,
+                "findings": [f.to_json() for f in self.findings]}
+
+
+@dataclass(frozen=True, slots=True)
+class LogEntry:
+    """One stored op row (``envelope`` None once pruned)."""
+
+    offset: int
+    op_id: bytes
+    author: bytes
+    seq: int
+    deps: bytes
+    leaf_hash: bytes
+    envelope: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class SpaceLog:
+    """A space's whole stored log and what verifies it (see :func:`read_logs`)."""
+
+    space_id: bytes
+    account_id: bytes
+    epoch: int
+    entries: tuple[LogEntry, ...]
+    registry: tuple[bytes, ...]
+
+
+class ChainVerifier:
+    """Replays one space's log, in offset order, through the shared rules in
+    history mode (what a client does with what it pulls), so every author's
+    chain is checked from its first op: seq contiguous, ``prev`` linked, deps
+    monotonic, signature by a registered device, epoch known.
+
+    Args:
+        space_id: the space.
+        registry: the account's verified registry; None skips the rules that
+            need it (its absence is reported on its own).
+        epoch: the space's current key epoch.
+    """
+
+    def __init__(self, space_id: bytes, registry: RegistryState | None, epoch: int) -> None:
+        self.space_id = space_id
+        self.registry = registry
+        self.window = EpochWindow(max(epoch, 0), 0)
+        self.chains = MemoryChainView()
+        self._kept_seen = False
+
+    def _finding(self, code: FsckCode, entry: LogEntry, message: str) -> Finding:
+        return Finding(code, message, space=self.space_id, offset=entry.offset)
+
+    def feed(self, entry: LogEntry) -> list[Finding]:
+        """Check the next op of the log; returns what is wrong with it."""
+        if entry.envelope is None:
+            return self._feed_pruned(entry)
+        self._kept_seen = True
+        out: list[Finding] = []
+        if leaf_hash(entry.envelope) != entry.leaf_hash:
+            out.append(self._finding(FsckCode.LEAF_MISMATCH, entry, "the stored leaf hash is "
+                                     "not the leaf hash of the stored envelope"))
+        try:
+            env = decode_envelope(entry.envelope)
+        except SddsfError as exc:
+            return [*out, self._finding(FsckCode.OP_INVALID, entry,
+                                        f"envelope does not decode: {exc.message}")]
+        h = env.header
+        if (env.op_id, h.author, h.seq, h.deps.encoded()) != (
+                entry.op_id, entry.author, entry.seq, entry.deps):
+            out.append(self._finding(FsckCode.ROW_MISMATCH, entry, "op id, author, seq or deps "
+                                     "columns differ from the signed envelope"))
+        if self.registry is not None:
+            try:
+                verdict = verify_op(env, space=self.space_id, registry=self.registry,
+                                    epochs=self.window, chains=self.chains, now_ms=None)
+                if verdict.outcome is Outcome.DUPLICATE:
+                    out.append(self._finding(FsckCode.DUPLICATE_SEQ, entry, f"op seq {h.seq} "
+                                             "of its author is in the log twice"))
+                    return out
+            except SddsfError as exc:
+                out.append(self._finding(FsckCode.OP_INVALID, entry,
+                                         f"[{exc.code.value}] {exc.message}"))
+        # Recorded even when invalid, so one bad op is reported once, not again
+        # as a broken link by each of its author's later ops.
+        self.chains.record(env)
+        return out
+
+    def _feed_pruned(self, entry: LogEntry) -> list[Finding]:
+        # A pruned op's signature is gone; its row still carries the chain link.
+        out: list[Finding] = []
+        if self._kept_seen:
+            out.append(self._finding(FsckCode.PRUNE_NOT_PREFIX, entry, "a pruned envelope "
+                                     "follows a kept one (pruning drops a prefix of the log)"))
+        head = self.chains.head(entry.author)
+        expected = (head.seq if head is not None else 0) + 1
+        if entry.seq != expected:
+            out.append(self._finding(FsckCode.CHAIN_GAP, entry, f"pruned op has seq "
+                                     f"{entry.seq}, its author's next seq is {expected}"))
+        try:
+            deps = VersionVector.from_wire(decode(entry.deps), what="stored deps",
+                                           id_size=ID_SIZE, max_entries=1 << 16)
+        except SddsfError as exc:
+            out.append(self._finding(FsckCode.ROW_MISMATCH, entry,
+                                     f"stored deps do not decode: {exc.message}"))
+            deps = VersionVector()
+        self.chains.heads[entry.author] = ChainHead(entry.seq, entry.op_id, deps)
+        self.chains.ids[(entry.author, entry.seq)] = entry.op_id
+        return out
+
+
+# ------------------------------------------------------------------ raw reads
+
+
+@dataclass(frozen=True, slots=True)
+class _SpaceRow:
+    space_id: bytes
+    account_id: bytes
+    size: int
+    root: bytes
+    frontier: bytes
+    epoch: int
+
+
+class _Reader(ABC):
+    """One read-only snapshot of a relay database. SQL is written with ``?``."""
+
+    @abstractmethod
+    async def fetch(self, sql: str, *args: object) -> list[tuple[Any, ...]]:
+        """Rows of one query."""
+
+    async def schema_version(self) -> int:
+        try:
+            rows = await self.fetch("SELECT coalesce(max(version), 0) FROM schema_migrations")
+        except SddsfError:
+            raise ConfigError("this database has no relay schema (no schema_migrations "
+                              "table): is --db the relay's database?") from None
+        return int(rows[0][0])
+
+    async def accounts(self) -> list[bytes]:
+        rows = await self.fetch("SELECT account_id FROM registry_entries UNION "
+                                "SELECT account_id FROM spaces")
+        return sorted(bytes(r[0]) for r in rows)
+
+    async def registry(self, account_id: bytes) -> list[tuple[int, bytes]]:
+        rows = await self.fetch("SELECT seq, entry FROM registry_entries WHERE account_id = ? "
+                                "ORDER BY seq", account_id)
+        return [(int(s), bytes(e)) for s, e in rows]
+
+    async def spaces(self) -> list[_SpaceRow]:
+        rows = await self.fetch("SELECT space_id, account_id, size, root, frontier, epoch "
+                                "FROM spaces ORDER BY created_ms, space_id")
+        return [_SpaceRow(bytes(s), bytes(a), int(n), bytes(r), bytes(f), int(e))
+                for s, a, n, r, f, e in rows]
+
+    async def ops(self, space_id: bytes, after: int, limit: int) -> list[LogEntry]:
+        rows = await self.fetch(
+            "SELECT log_offset, op_id, author, seq, deps, leaf_hash, envelope FROM ops "
+            "WHERE space_id = ? AND log_offset > ? ORDER BY log_offset LIMIT ?",
+            space_id, after, limit)
+        return [LogEntry(int(o), bytes(i), bytes(a), int(s), bytes(d), bytes(h),
+                         None if e is None else bytes(e)) for o, i, a, s, d, h, e in rows]
+
+    async def nodes(self, space_id: bytes, level: int, lo: int, hi: int) -> dict[int, bytes]:
+        rows = await self.fetch("SELECT idx, hash FROM merkle_nodes WHERE space_id = ? AND "
+                                "level = ? AND idx >= ? AND idx <= ?", space_id, level, lo, hi)
+        return {int(i): bytes(h) for i, h in rows}
+
+    async def counts(self, space_id: bytes) -> tuple[int, int, int, int]:
+        """(ops, node rows, duplicate offsets, duplicate (author, seq))."""
+        n_ops = await self.fetch("SELECT count(*) FROM ops WHERE space_id = ?", space_id)
+        n_nodes = await self.fetch("SELECT count(*) FROM merkle_nodes WHERE space_id = ?",
+                                   space_id)
+        dup_off = await self.fetch("SELECT count(*) FROM (SELECT log_offset FROM ops WHERE "
+                                   "space_id = ? GROUP BY log_offset HAVING count(*) > 1) d",
+                                   space_id)
+        dup_seq = await self.fetch("SELECT count(*) FROM (SELECT author, seq FROM ops WHERE "
+                                   "space_id = ? GROUP BY author, seq HAVING count(*) > 1) d",
+                                   space_id)
+        return (int(n_ops[0][0]), int(n_nodes[0][0]), int(dup_off[0][0]), int(dup_seq[0][0]))
+
+    async def key_packages(self, space_id: bytes) -> list[tuple[int, bytes]]:
+        rows = await self.fetch("SELECT epoch, package FROM key_packages WHERE space_id = ? "
+                                "ORDER BY epoch", space_id)
+        return [(int(e), bytes(p)) for e, p in rows]
+
+    async def pointers(self, space_id: bytes) -> list[tuple[str, int]]:
+        """``("ack", offset)`` and ``("snapshot", covers_offset)`` rows of the space."""
+        acks = await self.fetch("SELECT acked_offset FROM acks WHERE space_id = ?", space_id)
+        snaps = await self.fetch("SELECT covers_offset FROM snapshots WHERE space_id = ?",
+                                 space_id)
+        return [("ack", int(r[0])) for r in acks] + [("snapshot", int(r[0])) for r in snaps]
+
+
+class _SqliteReader(_Reader):
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    async def fetch(self, sql: str, *args: object) -> list[tuple[Any, ...]]:
+        try:
+            return self._conn.execute(sql, args).fetchall()
+        except sqlite3.Error as exc:
+            raise UnavailableError(f"SQLite read failed: {exc}") from exc
+
+
+class _PostgresReader(_Reader):
+    def __init__(self, conn: Any) -> None:
+        self._conn = conn
+
+    async def fetch(self, sql: str, *args: object) -> list[tuple[Any, ...]]:
+        import asyncpg  # noqa: PLC0415 - the optional driver
+
+        parts = sql.split("?")
+        numbered = parts[0] + "".join(f"${i}{p}" for i, p in enumerate(parts[1:], start=1))
+        try:
+            return [tuple(r) for r in await self._conn.fetch(numbered, *args)]
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+            raise UnavailableError(f"PostgreSQL read failed: {exc}") from exc
+
+
+@asynccontextmanager
+async def _open_reader(url: str, schema: str | None) -> AsyncIterator[_Reader]:
+    require_backend_url(url)
+    if url.startswith("sqlite:///"):
+        path = unquote(url[len("sqlite:///"):].split("?", 1)[0])
+        if not path or not os.path.isfile(path):
+            raise ConfigError(f"no SQLite database at {path!r}; pass the relay's --db URL")
+        try:
+            # mode=rw never creates a file; query_only forbids writes; one
+            # deferred transaction gives one consistent snapshot of a live relay.
+            conn = sqlite3.connect(f"file:{path}?mode=rw", uri=True, isolation_level=None)
+            conn.text_factory = bytes  # a tampered TEXT value is read, not a crash
+            conn.execute("PRAGMA query_only = ON")
+            conn.execute("BEGIN")
+        except sqlite3.Error as exc:
+            raise UnavailableError(f"cannot open the SQLite database {path!r}: {exc}") from exc
+        try:
+            yield _SqliteReader(conn)
+        finally:
+            conn.close()
+        return
+    async with _postgres_reader(url, schema) as reader:
+        yield reader
+
+
+@asynccontextmanager
+async def _postgres_reader(url: str, schema: str | None) -> AsyncIterator[_Reader]:
+    try:
+        import asyncpg  # noqa: PLC0415 - the optional driver
+    except ImportError as exc:
+        raise ConfigError("PostgreSQL needs asyncpg: pip install 'sddsf[postgres]'") from exc
+    from sddsf.relay.storage._common import validate_sql_identifier  # noqa: PLC0415
+    from sddsf.relay.storage.postgres import redact_dsn  # noqa: PLC0415
+
+    settings = {"application_name": "sddsf-fsck"}
+    if schema is not None:
+        settings["search_path"] = f'"{validate_sql_identifier(schema, "PostgreSQL schema")}"'
+    try:
+        conn = await asyncpg.connect(url, timeout=10, server_settings=settings)
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError,
+            ValueError) as exc:
+        raise UnavailableError(f"cannot connect to {redact_dsn(url)}: {exc}") from exc
+    try:
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            yield _PostgresReader(conn)
+    finally:
+        await conn.close()
+
+
+# ------------------------------------------------------------------- checking
+
+
+class _Fsck:
+    def __init__(self, reader: _Reader, page: int) -> None:
+        self.reader = reader
+        self.page = page
+        self.report = FsckReport()
+        self.registries: dict[bytes, RegistryState | None] = {}
+
+    def add(self, code: FsckCode, message: str, **where: Any) -> None:
+        self.report.findings.append(Finding(code, message, **where))
+
+    async def run(self) -> FsckReport:
+        version = await self.reader.schema_version()
+        if version != LATEST_VERSION:
+            raise ConfigError(f"the database is at schema version {version}, this fsck reads "
+                              f"version {LATEST_VERSION}; use the matching sddsf version "
+                              "(or start the relay once to migrate)")
+        for account in await self.reader.accounts():
+            self.registries[account] = await self._registry(account)
+        self.report.accounts = len(self.registries)
+        for space in await self.reader.spaces():
+            await self._space(space)
+        return self.report
+
+    async def _registry(self, account: bytes) -> RegistryState | None:
+        rows = await self.reader.registry(account)
+        if not rows:
+            self.add(FsckCode.REGISTRY_MISSING, "spaces of this account exist but it has no "
+                     "registry entries", account=account)
+            return None
+        if [s for s, _ in rows] != list(range(len(rows))):
+            self.add(FsckCode.REGISTRY_INVALID, "registry seqs are not 0, 1, 2, ...",
+                     account=account)
+            return None
+        try:
+            state = verify_registry([e for _, e in rows], pinned=None)
+        except SddsfError as exc:
+            self.add(FsckCode.REGISTRY_INVALID, f"[{exc.code.value}] {exc.message}",
+                     account=account)
+            return None
+        if state.account_id != account:
+            self.add(FsckCode.REGISTRY_INVALID, "the registry belongs to another account id",
+                     account=account)
+            return None
+        return state
+
+    async def _space(self, space: _SpaceRow) -> None:
+        self.report.spaces += 1
+        sid = space.space_id
+        registry = self.registries.get(space.account_id)
+        await self._key_packages(space, registry)
+        n_ops, n_nodes, dup_off, dup_seq = await self.reader.counts(sid)
+        if dup_off:
+            self.add(FsckCode.DUPLICATE_OFFSET, f"{dup_off} offsets hold several ops", space=sid)
+        if dup_seq:
+            self.add(FsckCode.DUPLICATE_SEQ, f"{dup_seq} (author, seq) pairs hold several ops",
+                     space=sid)
+        frontier = await self._log(space, ChainVerifier(sid, registry, space.epoch))
+        self.report.ops += n_ops
+        self.report.nodes += n_nodes
+        size = frontier.size
+        if space.size != size or n_ops != size:
+            self.add(FsckCode.SIZE_MISMATCH, f"the space row says {space.size} ops, {n_ops} are "
+                     f"stored, {size} form a gap-free log", space=sid)
+        expected_nodes = size - size.bit_count()  # perfect nodes of level >= 1
+        if n_nodes > expected_nodes:
+            self.add(FsckCode.NODE_EXTRA, f"{n_nodes} node rows, a log of {size} leaves "
+                     f"completes {expected_nodes}", space=sid)
+        if frontier.root() != space.root:
+            self.add(FsckCode.ROOT_MISMATCH, f"the stored root is not the root of the "
+                     f"{size} stored leaves", space=sid)
+        if b"".join(frontier.to_hashes()) != space.frontier:
+            self.add(FsckCode.FRONTIER_MISMATCH, "the stored frontier is not the frontier of "
+                     "the stored leaves", space=sid)
+        for kind, offset in await self.reader.pointers(sid):
+            if offset >= size:
+                code = FsckCode.ACK_BEYOND_LOG if kind == "ack" else FsckCode.SNAPSHOT_BEYOND_LOG
+                self.add(code, f"a {kind} at offset {offset} is beyond the log ({size} ops)",
+                         space=sid, offset=offset)
+
+    async def _log(self, space: _SpaceRow, chains: ChainVerifier) -> Frontier:
+        sid, frontier, after = space.space_id, Frontier(), -1
+        while True:
+            page = await self.reader.ops(sid, after, self.page)
+            if not page:
+                return frontier
+            computed: dict[int, dict[int, bytes]] = {}
+            gap = False
+            for entry in page:
+                if entry.offset != frontier.size:
+                    self.add(FsckCode.OFFSET_GAP, f"expected offset {frontier.size}, found "
+                             f"{entry.offset}", space=sid, offset=entry.offset)
+                    gap = True  # the rest cannot be placed in the tree
+                    break
+                self.report.findings.extend(chains.feed(entry))
+                for level, index, h in frontier.append(entry.leaf_hash):
+                    if level:
+                        computed.setdefault(level, {})[index] = h
+            await self._compare_nodes(sid, computed)
+            if gap:
+                return frontier
+            after = page[-1].offset
+
+    async def _compare_nodes(self, sid: bytes, computed: dict[int, dict[int, bytes]]) -> None:
+        for level, wanted in computed.items():
+            stored = await self.reader.nodes(sid, level, min(wanted), max(wanted))
+            for index, h in sorted(wanted.items()):
+                got = stored.get(index)
+                if got is None:
+                    self.add(FsckCode.NODE_MISSING, f"node ({level}, {index}) is not stored",
+                             space=sid)
+                elif got != h:
+                    self.add(FsckCode.NODE_MISMATCH, f"stored node ({level}, {index}) differs "
+                             "from the one recomputed from the leaves", space=sid)
+
+    async def _key_packages(self, space: _SpaceRow, registry: RegistryState | None) -> None:
+        rows = await self.reader.key_packages(space.space_id)
+        last = rows[-1][0] if rows else -1
+        if last != space.epoch:
+            self.add(FsckCode.EPOCH_MISMATCH, f"the space row says epoch {space.epoch}, the "
+                     f"last key package is epoch {last}", space=space.space_id)
+        if registry is None:
+            return
+        previous: kp.KeyPackage | None = None
+        for epoch, data in rows:
+            try:
+                previous = kp.verify_key_package(data, registry=registry,
+                                                 space=space.space_id, previous=previous)
+            except SddsfError as exc:
+                self.add(FsckCode.KEY_PACKAGE_INVALID, f"epoch {epoch}: [{exc.code.value}] "
+                         f"{exc.message}", space=space.space_id)
+                return
+
+
+async def fsck(url: str, *, schema: str | None = None, page: int = _PAGE) -> FsckReport:
+    """Check a relay database (read only; safe while the relay runs).
+
+    Args:
+        url: ``sqlite:///PATH`` or ``postgresql://...`` (the relay's ``--db``).
+        schema: PostgreSQL schema holding the tables (default: the search path).
+        page: ops read per query.
+
+    Returns:
+        The report; ``report.ok`` when nothing was found.
+
+    Raises:
+        ConfigError: unsupported URL, missing file, not a relay database, or
+            another schema version.
+        UnavailableError: the database cannot be read.
+    """
+    async with _open_reader(url, schema) as reader:
+        return await _Fsck(reader, max(1, page)).run()
+
+
+async def read_logs(url: str, *, schema: str | None = None) -> list[SpaceLog]:
+    """Every space's whole log with its account's registry, for the history
+    checkers (:mod:`sddsf.testing.checkers`). Meant for test-sized databases:
+    everything is held in memory.
+
+    Raises:
+        As :func:`fsck`.
+    """
+    async with _open_reader(url, schema) as reader:
+        out = []
+        for space in await reader.spaces():
+            entries: list[LogEntry] = []
+            while page := await reader.ops(space.space_id, entries[-1].offset if entries
+                                           else -1, _PAGE):
+                entries.extend(page)
+            registry = tuple(e for _, e in await reader.registry(space.account_id))
+            out.append(SpaceLog(space.space_id, space.account_id, space.epoch,
+                                tuple(entries), registry))
+        return out
+
+
+def run_fsck(url: str, *, schema: str | None = None) -> FsckReport:
+    """Blocking wrapper of :func:`fsck` for the CLI."""
+    return asyncio.run(fsck(url, schema=schema))
+
+
+def describe(report: FsckReport) -> list[str]:
+    """Human-readable lines: one per finding, then a summary."""
+    lines = [str(f) for f in report.findings]
+    verdict = "clean" if report.ok else f"{len(report.findings)} finding(s)"
+    lines.append(f"fsck: {report.accounts} accounts, {report.spaces} spaces, {report.ops} ops, "
+                 f"{report.nodes} nodes checked: {verdict}")
+    return lines
