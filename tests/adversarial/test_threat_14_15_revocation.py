@@ -51,12 +51,6 @@ def kv(device: Device, space: bytes) -> dict[str, Any]:
 # ------------------------------------------------------------- in process
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "relay: POST /v1/accounts/{id}/registry stores a revocation whose cutoff is below "
-    "the target's chain head in the log; every client then refuses the log (history-mode "
-    "rule 6). Fix: refuse it with 409 conflict (routes/accounts.py: compare each space's "
-    "chain head of the target with the entry's cutoff, under the space row locks), and "
-    "in append_ops re-check the registry seq the batch was verified against"))
 async def test_revocation_racing_an_accepted_op_keeps_the_space_readable(
         relay: InProcessRelay, tmp_path: Path) -> None:
     laptop, _ = await relay.new_account(tmp_path / "laptop")

@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from sddsf.errors import Code, RegistryError, UsageError
+from sddsf.errors import Code, ConflictError, RegistryError, UsageError
 from sddsf.protocol import registry as reg
 from sddsf.protocol.approval import ActionType, Proposal, ProposalStatus, tally
 from sddsf.protocol.identity import DeviceKeys
@@ -205,6 +205,14 @@ class Governance:
             except RegistryError as exc:
                 if exc.code is not Code.REGISTRY_FORK:
                     raise
+                continue
+            except ConflictError:
+                # A revocation whose cutoff the log has outgrown (the target
+                # wrote after our last pull): pull, so the rebuilt entry's
+                # cutoff keeps every op the log holds.
+                from sddsf.client.device import SyncReport  # noqa: PLC0415 - import cycle
+                for space_id, _ in self.d.spaces():
+                    await self.d._pull(space_id, SyncReport())
                 continue
             await self.d.refresh_registry()
             return entry

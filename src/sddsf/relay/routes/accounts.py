@@ -11,6 +11,7 @@ from sddsf.errors import (
     AuthenticationError,
     AuthorizationError,
     Code,
+    ConflictError,
     NotFoundError,
     RegistryError,
 )
@@ -20,6 +21,7 @@ from sddsf.protocol.registry import (
     APPROVAL_TYPES,
     EntryType,
     RegistryEntry,
+    RegistryState,
     decode_entry,
     verify_registry,
 )
@@ -73,6 +75,7 @@ async def append_registry(account_id: str, body: m.RegistryEntryIn,
         state = await ctx.fabric.registries.get(aid)
         new_state = state.apply(entry)
         if new_state is not state:
+            await _check_cutoffs(ctx, aid, entry.seq, new_state)
             await ctx.storage.append_registry_entry(aid, entry.seq, raw, ctx.clock())
     for device_id, rec in new_state.devices.items():
         if rec.revoked_seq == entry.seq:
@@ -83,6 +86,26 @@ async def append_registry(account_id: str, body: m.RegistryEntryIn,
     if new_state is not state:  # new (a re-sent entry was audited when first stored)
         await ctx.controller.on_registry_entry(aid, entry, new_state)
     return m.RegistryEntries(entries=[], next_seq=new_state.seq + 1)
+
+
+async def _check_cutoffs(ctx: Ctx, aid: bytes, seq: int, new_state: RegistryState) -> None:
+    # A revocation's cutoff is the revoker's view of the target's chain. If the
+    # log already holds a later op of the target (accepted after the revoker's
+    # last pull), storing the entry would make that op invalid history and every
+    # client would refuse the log (THREATS #14): refuse it; the revoker syncs
+    # and revokes again with the cutoff it then sees.
+    revoked = [r for r in new_state.devices.values() if r.revoked_seq == seq]
+    if not revoked:
+        return
+    for space in await ctx.storage.list_spaces(aid):
+        heads = (await ctx.storage.chain_snapshot(
+            space.space_id, [(r.device_id, 0) for r in revoked])).heads
+        for r in revoked:
+            head = heads.get(r.device_id)
+            if head is not None and head[0] > r.cutoff.get(space.space_id, 0):
+                raise ConflictError(
+                    f"device {r.name!r} wrote op {head[0]} in a space after the revocation's "
+                    f"cutoff ({r.cutoff.get(space.space_id, 0)}): sync, then revoke again")
 
 
 def _check_entry_time(entry: RegistryEntry, ctx: Ctx) -> None:
