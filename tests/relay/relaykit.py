@@ -71,8 +71,12 @@ class World:
         return entry
 
     def revoke(self, i: int) -> bytes:
-        entry = reg.revoke_device(self.state, self.devices[0], self.devices[i].device_id,
-                                  "lost", T0)
+        # The cutoff keeps every op of the device this world recorded (the relay
+        # refuses a revocation whose cutoff the stored chain has outgrown).
+        target = self.devices[i].device_id
+        cutoff = {self.space: self.heads[target][0]} if target in self.heads else {}
+        entry = reg.revoke_device(self.state, self.devices[0], target, "lost", T0,
+                                  cutoff=cutoff)
         self.entries.append(entry)
         return entry
 
