@@ -43,7 +43,8 @@ from relaykit import World
 
 from rediskit import RedisServer
 from sddsf.client.relay_client import RelayClient
-from sddsf.protocol import merkle
+from sddsf.relay.fsck import describe
+from sddsf.relay.fsck import fsck as relay_fsck
 
 LONG = os.environ.get("SDDSF_LONG_TESTS") == "1"
 START_TIMEOUT_S = 30.0
@@ -285,21 +286,12 @@ async def stored_log(dsn: str, space: bytes) -> list[LogRow]:
 
 
 async def fsck(dsn: str, space: bytes) -> list[LogRow]:
-    """The space's log, after checking: offsets 0..n-1 (gap-free, no duplicates),
-    size column == n, stored root == root recomputed from the leaves, and each
-    author's seqs 1..k in log order. Returns the rows."""
-    log = await stored_log(dsn, space)
-    assert [r.offset for r in log] == list(range(len(log))), "log offsets are not gap-free"
-    (size, root), = await sql(dsn, "SELECT size, root FROM spaces WHERE space_id = $1", space)
-    assert size == len(log), f"space size {size} but {len(log)} rows"
-    assert bytes(root) == merkle.root_of([r.leaf_hash for r in log]), "stored root differs"
-    seqs: dict[bytes, list[int]] = {}
-    for r in log:
-        seqs.setdefault(r.author, []).append(r.seq)
-    for author, got in seqs.items():
-        assert got == list(range(1, len(got) + 1)), f"chain of {author.hex()[:8]}: {got}"
-    assert len({r.op_id for r in log}) == len(log), "an op id appears twice"
-    return log
+    """The space's log rows, after ``sddsf.relay.fsck`` found the whole database
+    consistent (gap-free offsets, no duplicates, every root, frontier, node,
+    chain and registry recomputed from the rows)."""
+    report = await relay_fsck(dsn)
+    assert report.ok, describe(report)
+    return await stored_log(dsn, space)
 
 
 # ----------------------------------------------------------- fault proxy

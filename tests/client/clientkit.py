@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
+import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -12,6 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "relay"))
 from relaykit import Clock, make_app
 
 from sddsf.client.device import Device
+from sddsf.relay.storage import open_storage
 from sddsf.relay.storage.base import RelayStorage
 
 PASS = "correct horse battery staple"  # noqa: S105 - a test passphrase
@@ -40,3 +44,14 @@ class InProcessRelay:
     async def add(self, approver: Device, home: Path, name: str) -> Device:
         return await Device.add_local(approver, home, name, passphrase=passphrase,
                                       transport=self.transport(), clock=self.clock)
+
+
+@contextlib.asynccontextmanager
+async def sqlite_relay(tmp_path: Path) -> AsyncIterator[InProcessRelay]:
+    """A relay app (default settings) on SQLite in ``tmp_path``, at the real time."""
+    storage = open_storage(f"sqlite:///{tmp_path / 'relay.db'}")
+    await storage.open()
+    try:
+        yield InProcessRelay(storage, Clock(time.time_ns() // 1_000_000))
+    finally:
+        await storage.close()

@@ -9,20 +9,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "relay"))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "client"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import time
 from collections.abc import AsyncIterator
 
 import pytest
-from clientkit import InProcessRelay
-from relaykit import Clock
-
-from sddsf.relay.storage import open_storage
+from clientkit import InProcessRelay, sqlite_relay
 
 
 @pytest.fixture
 async def relay(tmp_path: Path) -> AsyncIterator[InProcessRelay]:
     """A relay app with the default policy on SQLite in the test's temp dir."""
-    storage = open_storage(f"sqlite:///{tmp_path / 'relay.db'}")
-    await storage.open()
-    yield InProcessRelay(storage, Clock(time.time_ns() // 1_000_000))
-    await storage.close()
+    async with sqlite_relay(tmp_path) as r:
+        yield r
