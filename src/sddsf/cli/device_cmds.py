@@ -296,7 +296,9 @@ def sync(ctx: click.Context, watch: bool, interval: float, as_json: bool) -> Non
         with _pull_progress(enabled=not as_json and not watch) as progress:
             r = await d.sync(progress)
         return {"pushed": r.pushed, "pulled": r.pulled, "applied": r.applied,
-                "rejected": r.rejected, "snapshots_loaded": r.snapshots_loaded}
+                "rejected": r.rejected, "snapshots_loaded": r.snapshots_loaded,
+                "skipped": [{"offset": k.offset, "author": k.author.hex(), "seq": k.seq,
+                             "code": k.code, "message": k.message} for k in r.skipped]}
 
     async def loop(d: Device) -> None:
         delay = interval
@@ -319,6 +321,11 @@ def sync(ctx: click.Context, watch: bool, interval: float, as_json: bool) -> Non
     _emit(result, as_json, lambda c: c.print(
         f"synced: pushed {result['pushed']}, pulled {result['pulled']}, applied "
         f"{result['applied']}"))
+    if result["skipped"]:
+        click.echo(f"warning: the relay's log holds {len(result['skipped'])} op(s) of a revoked "
+                   "device written after its revocation; they were not applied (the relay "
+                   "should have refused them: tell its operator to run `sddsf relay fsck`)",
+                   err=True)
     codes = [code for code, _ in result["rejected"]]
     if "chain_fork" in codes:
         click.echo("note: this device's chain had diverged (restored from an older copy?); "

@@ -84,7 +84,7 @@ from sddsf.protocol.treehead import TreeHead, verify_tree_head
 from sddsf.protocol.vv import VersionVector
 from sddsf.wire import unb64 as _unb64
 
-__all__ = ["Device", "Progress", "SyncReport", "doc_id_for"]
+__all__ = ["Device", "Progress", "SkippedOp", "SyncReport", "doc_id_for"]
 
 #: ``progress(space_id, entries verified or fetched so far, log size)``.
 Progress = Callable[[bytes, int, int], None]
@@ -111,6 +111,18 @@ def doc_id_for(space_id: bytes, name: str) -> bytes:
     return tagged_hash(labels.DOC_ID, space_id, name)[:16]
 
 
+@dataclass(frozen=True, slots=True)
+class SkippedOp:
+    """An op in the verified log that this device did not apply (see
+    :attr:`SyncReport.skipped`): its leaf stays in the tree for the proofs."""
+
+    offset: int
+    author: bytes
+    seq: int
+    code: str
+    message: str
+
+
 @dataclass
 class SyncReport:
     """What one :meth:`Device.sync` did."""
@@ -125,6 +137,10 @@ class SyncReport:
     snapshots_written: int = 0
     enacted: int = 0  # approved proposals this device carried out (§9.8)
     read_only: bool = False  # the relay's controller refused pushes (policy_read_only)
+    #: Ops of a revoked device beyond its revocation cutoff: a relay must never
+    #: store them (THREATS #14); if one did, they are reported here and not
+    #: applied, and the rest of the space stays readable.
+    skipped: list[SkippedOp] = field(default_factory=list)
 
 
 class Device:
@@ -969,8 +985,12 @@ class Device:
                 verdict = verify_op(raw, space=space_id, registry=state, epochs=window,
                                     chains=chains, now_ms=None)
             except SddsfError as exc:
-                raise ProofError(f"the relay served an op (offset {offset}) that fails the "
-                                 f"rules: [{exc.code.value}] {exc.message}") from exc
+                skipped = _beyond_cutoff(raw, offset, exc, state)
+                if skipped is None:
+                    raise ProofError(f"the relay served an op (offset {offset}) that fails "
+                                     f"the rules: [{exc.code.value}] {exc.message}") from exc
+                report.skipped.append(skipped)
+                continue
             if verdict.outcome is not Outcome.ACCEPT:
                 raise ProofError(f"the relay served a duplicate op at offset {offset}")
             env = verdict.envelope
@@ -1093,6 +1113,22 @@ class Device:
                              f"showing devices different logs (split view; {exc.message})",
                              Code.SPLIT_VIEW) from exc
         self._gossip_ok.add((seen.size, seen.root))
+
+
+def _beyond_cutoff(raw: bytes, offset: int, exc: SddsfError,
+                   state: reg.RegistryState) -> SkippedOp | None:
+    """A refusal that must not make the whole log unreadable: an op of a revoked
+    device beyond its cutoff (the relay stored it after the revocation, by a bug
+    or on purpose). Every device skips exactly these ops, so all converge."""
+    if exc.code is not Code.REVOKED:
+        return None
+    h = decode_envelope(raw).header
+    rec = state.device(h.author)
+    if rec is None or rec.revoked_seq is None or h.seq <= rec.cutoff.get(h.space, 0):
+        return None
+    return SkippedOp(offset, h.author, h.seq, Code.REVOKED.value,
+                     f"op {h.seq} of revoked device {rec.name!r} is beyond its revocation "
+                     f"cutoff ({rec.cutoff.get(h.space, 0)}); not applied")
 
 
 def leaves_at(tree: merkle.MerkleTree, offset: int) -> bytes:

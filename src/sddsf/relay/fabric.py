@@ -265,8 +265,9 @@ class Fabric:
             try:
                 return await self._submit_once(account_id, space_id, envelopes, proofs)
             except ConflictError:
-                # A concurrent writer (this node or another) appended first:
-                # re-read the chains and re-verify everything once.
+                # A concurrent writer (this node or another) appended first, or
+                # the registry moved (a revocation) while the batch was being
+                # verified: re-read registry and chains, re-verify everything once.
                 self.registries.forget(account_id)
                 if attempt:
                     raise
@@ -304,7 +305,7 @@ class Fabric:
         outcomes = await self.storage.append_ops(space_id, [
             OpToAppend(e.raw, e.op_id, e.header.author, e.header.seq, e.header.deps.encoded(),
                        merkle.leaf_hash(e.raw))
-            for _, e in to_append], now) if to_append else []
+            for _, e in to_append], now, registry_seq=registry.seq) if to_append else []
         published: list[tuple[int, bytes]] = []
         for (i, env), out in zip(to_append, outcomes, strict=True):
             if out.status is AppendStatus.FORK:

@@ -44,7 +44,7 @@ from enum import StrEnum
 from typing import Any, Final
 from urllib.parse import unquote
 
-from sddsf.errors import ConfigError, SddsfError, UnavailableError
+from sddsf.errors import Code, ConfigError, SddsfError, UnavailableError
 from sddsf.protocol import keypackage as kp
 from sddsf.protocol.encoding import decode
 from sddsf.protocol.envelope import decode_envelope
@@ -87,6 +87,10 @@ class FsckCode(StrEnum):
     LEAF_MISMATCH = "leaf_mismatch"  # leaf_hash != RFC 9162 leaf hash of the envelope
     ROW_MISMATCH = "row_mismatch"  # op id / author / seq / deps columns != the envelope
     OP_INVALID = "op_invalid"  # the op fails the shared rules (chain, signature, epoch...)
+    # An op of a revoked device beyond its revocation cutoff: the relay must
+    # never store one (THREATS #14); clients skip and report it, so it does not
+    # make the space unreadable, but it shows a relay bug or tampering.
+    OP_AFTER_REVOCATION = "op_after_revocation"
     CHAIN_GAP = "chain_gap"  # a pruned op breaks its author's seq sequence
     PRUNE_NOT_PREFIX = "prune_not_prefix"  # a pruned envelope after a kept one
     REGISTRY_INVALID = "registry_invalid"
@@ -219,12 +223,21 @@ class ChainVerifier:
                                              "of its author is in the log twice"))
                     return out
             except SddsfError as exc:
-                out.append(self._finding(FsckCode.OP_INVALID, entry,
-                                         f"[{exc.code.value}] {exc.message}"))
+                out.append(self._refusal(entry, h.author, h.seq, exc))
         # Recorded even when invalid, so one bad op is reported once, not again
         # as a broken link by each of its author's later ops.
         self.chains.record(env)
         return out
+
+    def _refusal(self, entry: LogEntry, author: bytes, seq: int, exc: SddsfError) -> Finding:
+        rec = self.registry.device(author) if self.registry is not None else None
+        if (exc.code is Code.REVOKED and rec is not None and rec.revoked_seq is not None
+                and seq > rec.cutoff.get(self.space_id, 0)):
+            return self._finding(FsckCode.OP_AFTER_REVOCATION, entry,
+                                 f"op {seq} of revoked device {author.hex()[:12]} is beyond "
+                                 f"its cutoff ({rec.cutoff.get(self.space_id, 0)}); clients "
+                                 "skip it")
+        return self._finding(FsckCode.OP_INVALID, entry, f"[{exc.code.value}] {exc.message}")
 
     def _feed_pruned(self, entry: LogEntry) -> list[Finding]:
         # A pruned op's signature is gone; its row still carries the chain link.

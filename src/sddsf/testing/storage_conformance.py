@@ -320,6 +320,28 @@ async def check_registry_append(h: Harness) -> None:
     expect_eq(await s.registry_entries(account, since=3), [])
 
 
+async def check_revocation_and_append_are_ordered(h: Harness) -> None:
+    """THREATS #14: an append verified against an older registry is refused; a
+    revocation whose cutoff the log has outgrown is refused; both store nothing."""
+    s, account, space, target = h.storage, rid(), rid(), rid()
+    await s.create_account(account, b"g", NOW)
+    expect(await s.create_space(space, account, NOW))
+    await s.append_ops(space, chain(target, 1, 2), NOW, registry_seq=0)
+    expect(await s.append_registry_entry(account, 1, b"add", NOW) is True)
+    await raises(StorageConflict, s.append_ops(space, [make_op(target, 3)], NOW,
+                                               registry_seq=0), "registry")
+    expect_eq(present(await s.get_space(space)).size, 2)
+    await raises(StorageConflict, s.append_registry_entry(
+        account, 2, b"revoke", NOW, revoked_cutoffs={target: {space: 1}}), "cutoff")
+    await raises(StorageConflict, s.append_registry_entry(
+        account, 2, b"revoke", NOW, revoked_cutoffs={target: {}}), "cutoff")
+    expect_eq(await s.registry_entries(account, since=2), [])
+    expect(await s.append_registry_entry(
+        account, 2, b"revoke", NOW, revoked_cutoffs={target: {space: 2}, rid(): {}}) is True)
+    out = await s.append_ops(space, [make_op(rid(), 1)], NOW, registry_seq=2)
+    expect_eq(statuses(out), [ACCEPTED])
+
+
 # -------------------------------------------------------------------- spaces
 async def check_spaces(h: Harness) -> None:
     """Create/get/list; the same id for another account conflicts."""
@@ -941,6 +963,7 @@ CHECKS: list[Check] = [
     check_newer_schema_is_refused,
     check_create_account,
     check_registry_append,
+    check_revocation_and_append_are_ordered,
     check_spaces,
     check_key_packages,
     check_append_offsets,

@@ -11,7 +11,6 @@ from sddsf.errors import (
     AuthenticationError,
     AuthorizationError,
     Code,
-    ConflictError,
     NotFoundError,
     RegistryError,
 )
@@ -75,8 +74,9 @@ async def append_registry(account_id: str, body: m.RegistryEntryIn,
         state = await ctx.fabric.registries.get(aid)
         new_state = state.apply(entry)
         if new_state is not state:
-            await _check_cutoffs(ctx, aid, entry.seq, new_state)
-            await ctx.storage.append_registry_entry(aid, entry.seq, raw, ctx.clock())
+            await ctx.storage.append_registry_entry(
+                aid, entry.seq, raw, ctx.clock(),
+                revoked_cutoffs=_revoked_cutoffs(entry.seq, new_state))
     for device_id, rec in new_state.devices.items():
         if rec.revoked_seq == entry.seq:
             await ctx.edge.drop_device(device_id)
@@ -88,24 +88,15 @@ async def append_registry(account_id: str, body: m.RegistryEntryIn,
     return m.RegistryEntries(entries=[], next_seq=new_state.seq + 1)
 
 
-async def _check_cutoffs(ctx: Ctx, aid: bytes, seq: int, new_state: RegistryState) -> None:
+def _revoked_cutoffs(seq: int, new_state: RegistryState) -> dict[bytes, dict[bytes, int]]:
     # A revocation's cutoff is the revoker's view of the target's chain. If the
     # log already holds a later op of the target (accepted after the revoker's
-    # last pull), storing the entry would make that op invalid history and every
-    # client would refuse the log (THREATS #14): refuse it; the revoker syncs
-    # and revokes again with the cutoff it then sees.
-    revoked = [r for r in new_state.devices.values() if r.revoked_seq == seq]
-    if not revoked:
-        return
-    for space in await ctx.storage.list_spaces(aid):
-        heads = (await ctx.storage.chain_snapshot(
-            space.space_id, [(r.device_id, 0) for r in revoked])).heads
-        for r in revoked:
-            head = heads.get(r.device_id)
-            if head is not None and head[0] > r.cutoff.get(space.space_id, 0):
-                raise ConflictError(
-                    f"device {r.name!r} wrote op {head[0]} in a space after the revocation's "
-                    f"cutoff ({r.cutoff.get(space.space_id, 0)}): sync, then revoke again")
+    # last pull), storing the entry would make that op invalid history
+    # (THREATS #14): storage refuses it (409) in the same transaction that
+    # would store it, ordered with every op append; the revoker pulls and
+    # revokes again with the cutoff it then sees.
+    return {r.device_id: dict(r.cutoff) for r in new_state.devices.values()
+            if r.revoked_seq == seq}
 
 
 def _check_entry_time(entry: RegistryEntry, ctx: Ctx) -> None:

@@ -42,6 +42,8 @@ __all__ = [
     "AppendPlan",
     "alert_record",
     "audit_leaf",
+    "check_cutoffs",
+    "check_registry_seq",
     "decode_frontier",
     "encode_frontier",
     "evidence_digest",
@@ -89,6 +91,32 @@ def stored_op(offset: int, op_id: bytes, author: bytes, seq: int, leaf: bytes,
     """A :class:`StoredOp` from column values (``envelope`` is NULL once pruned)."""
     return StoredOp(int(offset), bytes(op_id), bytes(author), int(seq), bytes(leaf),
                     None if envelope is None else bytes(envelope), int(received_ms))
+
+
+def check_registry_seq(stored: int | None, expected: int | None) -> None:
+    """Refuse an append verified against a registry the store has moved past
+    (THREATS #14: a revocation stored while the batch was being verified)."""
+    if expected is not None and stored is not None and stored != expected:
+        raise ConflictError(f"the account's registry changed while this batch was verified "
+                            f"(seq {expected} -> {stored}); verify the batch again")
+
+
+def check_cutoffs(heads: Sequence[tuple[bytes, bytes, int]],
+                  revoked_cutoffs: Mapping[bytes, Mapping[bytes, int]]) -> None:
+    """Refuse a revocation whose cutoff the stored log has outgrown.
+
+    Args:
+        heads: ``(space_id, author, highest stored seq)`` for the revoked authors
+            in the account's spaces, read in the storing transaction.
+        revoked_cutoffs: per revoked device, space id -> last seq it keeps.
+    """
+    for space_id, author, head in heads:
+        cutoff = revoked_cutoffs.get(author, {}).get(space_id, 0)
+        if head > cutoff:
+            raise ConflictError(
+                f"device {author.hex()[:12]} wrote op {head} in space {space_id.hex()[:12]} "
+                f"after the revocation's cutoff ({cutoff}): pull, then revoke again so the "
+                "cutoff keeps every op the log holds")
 
 
 def validate_batch(ops: Sequence[OpToAppend]) -> None:

@@ -26,6 +26,15 @@ Invariants every backend keeps (the conformance suite checks each):
   :func:`decide_backup_attempt` and writes the new state in ONE transaction
   that holds the backup's row, so concurrent guesses cannot exceed the
   failure limit, and the state survives a restart.
+* **Revocations and appends are serialised per account** (THREATS #14). An
+  append given ``registry_seq`` is refused (StorageConflict, nothing stored)
+  when the account's registry has moved past the state the batch was verified
+  against; a registry entry given ``revoked_cutoffs`` is refused when the log
+  already holds an op of a revoked device beyond its cutoff. Both checks run
+  inside the transaction that stores, under one ordering of the two (SQLite's
+  database write lock; PostgreSQL: an account-level advisory lock, shared by
+  appends, exclusive for registry entries), so an op can never be stored after
+  a revocation whose cutoff excludes it.
 
 Errors: backends raise :class:`~sddsf.errors.SddsfError` subclasses only;
 driver exceptions are translated once, here at the adapter. A unique-key race
@@ -38,7 +47,7 @@ A database that is unreachable raises :class:`~sddsf.errors.UnavailableError`
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 
@@ -330,14 +339,23 @@ class RelayStorage(ABC):
         """Entries with seq >= ``since`` in seq order ([] for an unknown account)."""
 
     @abstractmethod
-    async def append_registry_entry(self, account_id: bytes, seq: int, entry: bytes,
-                                    now_ms: int) -> bool:
+    async def append_registry_entry(
+            self, account_id: bytes, seq: int, entry: bytes, now_ms: int, *,
+            revoked_cutoffs: Mapping[bytes, Mapping[bytes, int]] | None = None) -> bool:
         """Store a verified entry at ``seq`` (must be the next seq).
 
-        Returns True if stored, False if the identical entry is already at ``seq``.
+        Args:
+            revoked_cutoffs: for an entry that revokes devices, per revoked device
+                id its cutoff (space id -> last seq kept; a space not named keeps
+                none). Checked against the stored ops in the storing transaction.
+
+        Returns True if stored, False if the identical entry is already at ``seq``
+        (the cutoffs are not checked again then).
         Raises:
-            StorageConflict: ``seq`` is taken by another entry, or ``seq`` is not
-                the next one (the caller re-reads and re-verifies).
+            StorageConflict: ``seq`` is taken by another entry, ``seq`` is not
+                the next one (the caller re-reads and re-verifies), or a revoked
+                device has an op beyond its cutoff (the revoker pulls and
+                revokes again with the cutoff it then sees).
         """
 
     # ------------------------------------------------------------------- spaces
@@ -381,9 +399,14 @@ class RelayStorage(ABC):
         """Heads of the authors in ``wanted`` and the op ids stored at those seqs."""
 
     @abstractmethod
-    async def append_ops(self, space_id: bytes, ops: Sequence[OpToAppend],
-                         now_ms: int) -> list[AppendOutcome]:
+    async def append_ops(self, space_id: bytes, ops: Sequence[OpToAppend], now_ms: int, *,
+                         registry_seq: int | None = None) -> list[AppendOutcome]:
         """Append a batch in one transaction (see the module invariants).
+
+        ``registry_seq`` is the last registry seq of the space's account that the
+        batch was verified against: if the stored registry has moved on (e.g. a
+        revocation was stored meanwhile), raise StorageConflict so the caller
+        verifies again. None skips the check (tools and tests only).
 
         Ops are processed in order; an op whose (author, seq) is already stored
         (possibly by an earlier op of the same batch) is DUPLICATE or FORK and
@@ -394,7 +417,7 @@ class RelayStorage(ABC):
 
         Raises:
             NotFoundError: unknown space.
-            StorageConflict: see above; nothing was stored.
+            StorageConflict: see above (also for a moved registry); nothing was stored.
             StorageUnavailable: nothing was stored.
         """
 

@@ -20,7 +20,7 @@ Several relay nodes may share one database. What keeps them correct:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
 from typing import Any, Final
 from urllib.parse import urlsplit, urlunsplit
@@ -40,6 +40,8 @@ from sddsf.relay.storage import migrations
 from sddsf.relay.storage._common import (
     alert_record,
     audit_leaf,
+    check_cutoffs,
+    check_registry_seq,
     evidence_digest,
     pairs_to_look_up,
     plan_append,
@@ -80,6 +82,17 @@ _ALERT_COLUMNS: Final = ("alert_id, account_id, device_id, rule, severity, messa
 _BACKUP_COLUMNS: Final = ("account_id, kdf_alg, kdf_t, kdf_m, kdf_p, kdf_salt, verifier_hash, "
                           "blob, stored_ms")
 _STALLED: Final = "space is locked by a stalled writer; retry"
+# Revocations and op appends of one account are ordered by an advisory lock
+# (THREATS #14): appends hold it shared, registry appends exclusively. Keyed by
+# (this constant, the account id's first 4 bytes as a signed int); a collision
+# between accounts only serialises them a little more.
+_ACCOUNT_LOCK: Final = 0x5DD5
+_LOCK_SPACE_ACCOUNT: Final = (
+    "SELECT pg_advisory_xact_lock_shared($2, ('x' || encode(substring(account_id from 1 "
+    "for 4), 'hex'))::bit(32)::int) FROM spaces WHERE space_id = $1")
+_SPACE_WITH_REGISTRY: Final = (
+    "SELECT size, frontier, (SELECT max(r.seq) FROM registry_entries r WHERE r.account_id = "
+    "spaces.account_id) FROM spaces WHERE space_id = $1 FOR UPDATE")
 # The rows of one append: the ops, the completed Merkle nodes and the counter row.
 _WRITE_BATCH: Final = """
 WITH new_ops AS (
@@ -264,12 +277,17 @@ class PostgresStorage(RelayStorage):
                                     "AND seq >= $2 ORDER BY seq", account_id, since)
         return [bytes(r[0]) for r in rows]
 
-    async def append_registry_entry(self, account_id: bytes, seq: int, entry: bytes,
-                                    now_ms: int) -> bool:
+    async def append_registry_entry(
+            self, account_id: bytes, seq: int, entry: bytes, now_ms: int, *,
+            revoked_cutoffs: Mapping[bytes, Mapping[bytes, int]] | None = None) -> bool:
         """See :meth:`RelayStorage.append_registry_entry`. An unknown account
-        raises NotFoundError (it has no next seq: create it first)."""
+        raises NotFoundError (it has no next seq: create it first). Holds the
+        account's advisory lock exclusively: in-flight op appends of the account
+        (which hold it shared) commit first and are seen by the cutoff check."""
         select = "SELECT entry FROM registry_entries WHERE account_id = $1 AND seq = $2"
         async with self._conn() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", _ACCOUNT_LOCK,
+                               _account_lock_key(account_id))
             stored = await conn.fetchval(select, account_id, seq)
             if stored is None:
                 head = await conn.fetchval("SELECT max(seq) FROM registry_entries WHERE "
@@ -279,6 +297,9 @@ class PostgresStorage(RelayStorage):
                 if seq != head + 1:
                     raise ConflictError(f"registry seq {seq} is not the next seq ({head + 1}); "
                                         "re-read the registry and verify again")
+                if revoked_cutoffs:
+                    check_cutoffs(await _revoked_heads(conn, account_id, list(revoked_cutoffs)),
+                                  revoked_cutoffs)
                 # Unique (account_id, seq) settles a race with another node: the
                 # loser's insert waits for the winner's commit, then does nothing.
                 if await conn.fetchval(
@@ -375,14 +396,25 @@ class PostgresStorage(RelayStorage):
             {bytes(r[0]): (int(r[1]), bytes(r[2]), bytes(r[3])) for r in head_rows},
             {(bytes(r[0]), int(r[1])): bytes(r[2]) for r in id_rows})
 
-    async def append_ops(self, space_id: bytes, ops: Sequence[OpToAppend],
-                         now_ms: int) -> list[AppendOutcome]:
-        """See :meth:`RelayStorage.append_ops`: one transaction holding the counter row."""
+    async def append_ops(self, space_id: bytes, ops: Sequence[OpToAppend], now_ms: int, *,
+                         registry_seq: int | None = None) -> list[AppendOutcome]:
+        """See :meth:`RelayStorage.append_ops`: one transaction holding the counter row
+        (and, with ``registry_seq``, the account's advisory lock shared)."""
         ops = list(ops)
         validate_batch(ops)
         authors = list(dict.fromkeys(op.author for op in ops))
         async with self._conn(_STALLED) as conn, conn.transaction():
-            size, frontier = await _space_size(conn, space_id, lock=True)
+            if registry_seq is None:
+                size, frontier = await _space_size(conn, space_id, lock=True)
+            else:
+                # The lock first, in its own statement: the next one's snapshot
+                # then includes any registry entry committed before we got it.
+                await conn.execute(_LOCK_SPACE_ACCOUNT, space_id, _ACCOUNT_LOCK)
+                row = await conn.fetchrow(_SPACE_WITH_REGISTRY, space_id)
+                if row is None:
+                    raise NotFoundError("unknown space")
+                size, frontier = int(row[0]), bytes(row[1])
+                check_registry_seq(row[2], registry_seq)
             head_rows = await conn.fetch(
                 "SELECT a.author, (SELECT max(seq) FROM ops WHERE space_id = $1 AND "
                 "author = a.author) FROM unnest($2::bytea[]) AS a(author)", space_id, authors)
@@ -784,6 +816,21 @@ async def _create_schema(conn: Any, schema: str) -> None:
     with suppress(asyncpg.exceptions.UniqueViolationError,
                   asyncpg.exceptions.DuplicateSchemaError):
         await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+
+
+def _account_lock_key(account_id: bytes) -> int:
+    """The second key of the account's advisory lock (as :data:`_LOCK_SPACE_ACCOUNT`)."""
+    return int.from_bytes(account_id[:4], "big", signed=True)
+
+
+async def _revoked_heads(conn: Any, account_id: bytes,
+                         authors: Sequence[bytes]) -> list[tuple[bytes, bytes, int]]:
+    """The highest stored seq of each revoked author in each of the account's spaces."""
+    rows = await conn.fetch(
+        "SELECT o.space_id, o.author, max(o.seq) FROM ops o JOIN spaces s ON "
+        "s.space_id = o.space_id WHERE s.account_id = $1 AND o.author = ANY($2::bytea[]) "
+        "GROUP BY o.space_id, o.author", account_id, list(authors))
+    return [(bytes(r[0]), bytes(r[1]), int(r[2])) for r in rows]
 
 
 async def _space_size(conn: Any, space_id: bytes, *, lock: bool = False) -> tuple[int, bytes]:

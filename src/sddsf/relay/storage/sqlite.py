@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Final, TypeVar
 
@@ -39,6 +39,8 @@ from sddsf.relay.storage import migrations
 from sddsf.relay.storage._common import (
     alert_record,
     audit_leaf,
+    check_cutoffs,
+    check_registry_seq,
     evidence_digest,
     pairs_to_look_up,
     plan_append,
@@ -280,10 +282,12 @@ class SqliteStorage(RelayStorage):
             (account_id, since)).fetchall())
         return [bytes(r[0]) for r in rows]
 
-    async def append_registry_entry(self, account_id: bytes, seq: int, entry: bytes,
-                                    now_ms: int) -> bool:
+    async def append_registry_entry(
+            self, account_id: bytes, seq: int, entry: bytes, now_ms: int, *,
+            revoked_cutoffs: Mapping[bytes, Mapping[bytes, int]] | None = None) -> bool:
         """See :meth:`RelayStorage.append_registry_entry`. An unknown account
-        raises NotFoundError (it has no next seq: create it first)."""
+        raises NotFoundError (it has no next seq: create it first). The cutoff
+        check runs under the write lock that every op append also takes."""
         def body(c: Conn) -> bool:
             row = c.execute("SELECT entry FROM registry_entries WHERE account_id = ? AND seq = ?",
                             (account_id, seq)).fetchone()
@@ -299,6 +303,9 @@ class SqliteStorage(RelayStorage):
             if seq != head + 1:
                 raise ConflictError(f"registry seq {seq} is not the next seq ({head + 1}); "
                                     "re-read the registry and verify again")
+            if revoked_cutoffs:
+                check_cutoffs(_revoked_heads(c, account_id, list(revoked_cutoffs)),
+                              revoked_cutoffs)
             c.execute("INSERT INTO registry_entries (account_id, seq, entry, stored_ms) "
                       "VALUES (?, ?, ?, ?)", (account_id, seq, entry, now_ms))
             return True
@@ -397,14 +404,20 @@ class SqliteStorage(RelayStorage):
         c.execute("UPDATE spaces SET size = ?, root = ?, frontier = ? WHERE space_id = ?",
                   (*head, space_id))
 
-    async def append_ops(self, space_id: bytes, ops: Sequence[OpToAppend],
-                         now_ms: int) -> list[AppendOutcome]:
-        """See :meth:`RelayStorage.append_ops`: one ``BEGIN IMMEDIATE`` transaction."""
+    async def append_ops(self, space_id: bytes, ops: Sequence[OpToAppend], now_ms: int, *,
+                         registry_seq: int | None = None) -> list[AppendOutcome]:
+        """See :meth:`RelayStorage.append_ops`: one ``BEGIN IMMEDIATE`` transaction
+        (the registry check runs under the same write lock as registry appends)."""
         ops = list(ops)
         validate_batch(ops)
 
         def body(c: Conn) -> list[AppendOutcome]:
             size, frontier = _space_size(c, space_id)
+            if registry_seq is not None:
+                check_registry_seq(c.execute(
+                    "SELECT max(r.seq) FROM registry_entries r JOIN spaces s ON "
+                    "s.account_id = r.account_id WHERE s.space_id = ?",
+                    (space_id,)).fetchone()[0], registry_seq)
             heads: dict[bytes, int] = {}
             for author in dict.fromkeys(op.author for op in ops):
                 head = c.execute("SELECT max(seq) FROM ops WHERE space_id = ? AND author = ?",
@@ -815,3 +828,14 @@ def _usable_channel(c: Conn, channel_id: bytes, now_ms: int) -> int:
     if now_ms >= row[0]:
         raise ConflictError("the pairing channel expired; start pairing again")
     return int(row[2])
+
+
+def _revoked_heads(c: Conn, account_id: bytes,
+                   authors: Sequence[bytes]) -> list[tuple[bytes, bytes, int]]:
+    # The highest stored seq of each revoked author in each of the account's spaces.
+    marks = ", ".join("?" * len(authors))
+    rows = c.execute(
+        f"SELECT o.space_id, o.author, max(o.seq) FROM ops o JOIN spaces s ON "  # noqa: S608
+        f"s.space_id = o.space_id WHERE s.account_id = ? AND o.author IN ({marks}) "
+        "GROUP BY o.space_id, o.author", (account_id, *authors)).fetchall()
+    return [(bytes(r[0]), bytes(r[1]), int(r[2])) for r in rows]
