@@ -1,0 +1,248 @@
+"""The vault under a malicious own device (docs/vault.md, "A malicious own device").
+
+A device of the account turned malicious: a real :class:`Device` whose ``vault``
+pycrdt document is edited directly with forged fields, then flushed and synced
+through the in-process relay over real SQLite storage. Its ops are validly
+signed (it is an active device), so the relay accepts them; what it writes
+inside them is a lie. The honest devices must:
+
+* attribute every record to the signer of the op that carried it, so forged
+  tombstones naming another device neither delete anything nor make the relay's
+  controller raise ``deletion_burst`` against the named device (framing);
+* count deletions and decide grace periods by when they first saw a record,
+  so a tombstone dated in the far future (or past) neither hides later deletions
+  from the controller (blinding) nor makes an item purgeable at once;
+* never adopt a change or removal of an existing record: the first value stays
+  what they read, and the change is an alert naming the device that made it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pycrdt
+import pytest
+from clientkit import InProcessRelay, sqlite_relay
+from mnemonic import Mnemonic
+
+from sddsf.client.device import Device
+from sddsf.client.vault import GRACE_MS, Vault
+
+PHRASE = Mnemonic("english").to_mnemonic(bytes(range(32)))
+ATTACKER_PHRASE = Mnemonic("english").to_mnemonic(bytes(32))
+YEAR_2100_MS = 4_102_444_800_000
+DAY_MS = 24 * 3600 * 1000
+
+
+@pytest.fixture
+async def relay(tmp_path: Path) -> AsyncIterator[InProcessRelay]:
+    async with sqlite_relay(tmp_path) as r:
+        yield r
+
+
+@pytest.fixture
+async def own(relay: InProcessRelay,
+              tmp_path: Path) -> AsyncIterator[tuple[Device, Device, Device]]:
+    """A (laptop), B (phone) and M (tablet, the one that turns malicious)."""
+    a, _ = await relay.new_account(tmp_path / "a", "laptop")
+    b = await relay.add(a, tmp_path / "b", "phone")
+    m = await relay.add(a, tmp_path / "m", "tablet")
+    yield a, b, m
+    for d in (a, b, m):
+        await d.close()
+
+
+async def sync_all(*devices: Device) -> None:
+    for d in (*devices, devices[0]):
+        report = await d.sync()
+        assert report.rejected == []
+
+
+def versions(device: Device) -> Any:
+    """The malicious device's own pycrdt map of vault records (edited directly)."""
+    (space,) = [s for s, n in device.spaces() if n == "vault"]
+    return device.doc(space, "vault").get("versions", type=pycrdt.Map)
+
+
+def forged(name: str, kind: str, secret: str | None, author: bytes, ts: int,
+           supersedes: Sequence[str]) -> str:
+    """A vault record in the format every sddsf version reads (format 1, unsigned)."""
+    return json.dumps({"f": 1, "name": name, "kind": kind, "secret": secret,
+                       "author": author.hex(), "ts": ts, "supersedes": list(supersedes)},
+                      sort_keys=True, separators=(",", ":"))
+
+
+async def bursts(relay: InProcessRelay, device: Device) -> set[bytes]:
+    """Devices the relay's controller raised ``deletion_burst`` against."""
+    alerts = await relay.app.state.relay.controller.alerts(device.account.account_id,
+                                                           include_acked=True)
+    return {a.device_id for a in alerts if a.rule == "deletion_burst"}
+
+
+async def honest_vault_with(a: Device, names: Sequence[str], *others: Device) -> Vault:
+    av = await Vault.open(a)
+    for n in names:
+        av.put(n, "password", f"pw-{n}")
+    await sync_all(a, *others)
+    return av
+
+
+# ------------------------------------------------------------------ (a) framing
+async def test_forged_tombstones_naming_another_device_frame_nobody(
+        relay: InProcessRelay, own: tuple[Device, Device, Device]) -> None:
+    a, b, m = own
+    names = [f"item{i:02d}" for i in range(20)]
+    av = await honest_vault_with(a, names, b, m)
+    mv = await Vault.open(m)
+    heads = {n: mv.get(n).id for n in names}
+    vmap = versions(m)
+    with vmap.doc.transaction():
+        for n in names:  # 20 deletions "by the laptop", written by the tablet
+            vmap[f"{n}-tomb".encode().hex()] = forged(n, "password", None, a.device_id,
+                                                      relay.clock(), [heads[n]])
+    m.flush()
+    await sync_all(m, a, b)
+
+    framed = await bursts(relay, a)
+    assert a.device_id not in framed, "the relay raised deletion_burst against the laptop, " \
+        "which deleted nothing: the honest devices believed the forged author field"
+    bv = await Vault.open(b)
+    for v in (av, bv):
+        assert [i.name for i in v.list()] == names  # nothing was deleted
+        refused = [x for x in v.alerts if x.what == "misattributed"]
+        assert len(refused) == 20 and {x.by for x in refused} == {m.device_id.hex()}
+    # the deletions are the tablet's, and are reported as such
+    assert m.device_id in framed
+
+
+async def test_signed_format_forgeries_and_moved_signed_records_are_refused(
+        relay: InProcessRelay, own: tuple[Device, Device, Device]) -> None:
+    """The same framing in the signed record format: a record naming the laptop
+    with a signature M cannot make, and the laptop's genuine signed tombstone
+    copied under a new key (a signature covers the key): neither deletes
+    anything, and neither is counted as the laptop's deletion."""
+    a, b, m = own
+    av = await honest_vault_with(a, ["x", "y", "z"], b, m)
+    av.rm("z")
+    await sync_all(a, b, m)
+    z_tomb = next(v for v in av.history("z") if v.deleted)
+    mv = await Vault.open(m)
+    vmap = versions(m)
+    record = json.loads(forged("x", "password", None, a.device_id, relay.clock(),
+                               [mv.get("x").id]))
+    record.update(f=2, sig="00" * 64)
+    copied = json.loads(vmap[z_tomb.id])
+    copied.update(name="y", supersedes=[mv.get("y").id])
+    with vmap.doc.transaction():
+        vmap["ab" * 16] = json.dumps(record, sort_keys=True, separators=(",", ":"))
+        vmap["cd" * 16] = vmap[z_tomb.id]  # the genuine record under another key
+        vmap["ef" * 16] = json.dumps(copied, sort_keys=True, separators=(",", ":"))
+    m.flush()
+    await sync_all(m, a, b)
+    bv = await Vault.open(b)
+    for v in (av, bv):
+        assert [i.name for i in v.list()] == ["x", "y"]
+        whats = sorted((x.what, x.version[:4]) for x in v.alerts)
+        assert whats == [("forged", "abab"), ("forged", "cdcd"), ("forged", "efef")], whats
+        assert {x.by for x in v.alerts} == {m.device_id.hex()}
+    assert a.device_id not in await bursts(relay, a)
+
+
+# ------------------------------------------------------------------ (b) blinding
+async def test_a_tombstone_dated_2100_does_not_blind_the_deletion_report(
+        relay: InProcessRelay, own: tuple[Device, Device, Device]) -> None:
+    a, b, m = own
+    names = [f"key{i:02d}" for i in range(31)]
+    await honest_vault_with(a, names, b, m)
+    mv = await Vault.open(m)
+    versions(m)["ee" * 16] = forged("key30", "password", None, m.device_id, YEAR_2100_MS,
+                                    [mv.get("key30").id])
+    m.flush()
+    await sync_all(m, a, b)  # the honest devices see (and report) one deletion
+    assert m.device_id not in await bursts(relay, a)
+    for n in names[:30]:  # then 30 real deletions
+        mv.rm(n)
+    await sync_all(m, a, b)
+    assert m.device_id in await bursts(relay, a), "30 deletions raised no deletion_burst: " \
+        "the tombstone dated 2100 moved the honest devices' report watermark"
+
+
+async def test_a_backdated_tombstone_keeps_its_full_grace_period(
+        relay: InProcessRelay, own: tuple[Device, Device, Device]) -> None:
+    a, b, m = own
+    av = await honest_vault_with(a, ["savings"], b, m)
+    mv = await Vault.open(m)
+    versions(m)["dd" * 16] = forged("savings", "password", None, m.device_id, 0,
+                                    [mv.get("savings").id])  # "deleted in 1970"
+    m.flush()
+    await sync_all(m, a, b)
+    item = av.item("savings")
+    assert item is not None and item.deleted
+    assert av.restorable(item), "a tombstone dated 1970 made the item purgeable at once"
+    assert av.purge() == []
+    now = relay.clock()
+    assert now <= av.deleted_at(item) + GRACE_MS <= now + GRACE_MS + DAY_MS
+    av.restore("savings")
+    await sync_all(a, b)
+    assert av.get("savings").secret == "pw-" + "savings"
+
+
+# -------------------------------------------------------------- (c) silent swap
+async def test_an_in_place_swap_of_a_seed_is_refused_and_alerted(
+        relay: InProcessRelay, own: tuple[Device, Device, Device]) -> None:
+    a, b, m = own
+    av = await Vault.open(a)
+    original = av.put("wallet", "bip39", PHRASE)
+    await sync_all(a, b, m)
+    vmap = versions(m)
+    vmap[original.id] = forged("wallet", "bip39", ATTACKER_PHRASE, a.device_id,
+                               original.ts_ms, original.supersedes)
+    m.flush()
+    await sync_all(m, a, b)
+    bv = await Vault.open(b)
+    for v in (av, bv):
+        got = v.get("wallet")
+        assert got.secret == PHRASE, "the laptop's seed was swapped in place: the vault " \
+            "shows the attacker's phrase as the laptop's, one version, no conflict"
+        assert got.id == original.id and got.author == a.device_id.hex()
+        assert [x.id for x in v.history("wallet")] == [original.id]
+        (alert,) = v.alerts
+        assert (alert.what, alert.version, alert.by, alert.name) == (
+            "changed", original.id, m.device_id.hex(), "wallet")
+        assert ATTACKER_PHRASE not in json.dumps(alert.describe())
+        assert v.new_alerts() == [alert] and v.acknowledge() == 1
+        assert v.new_alerts() == [] and v.alerts == [alert]  # still listed
+
+
+async def test_removing_a_live_record_is_refused_and_alerted(
+        relay: InProcessRelay, own: tuple[Device, Device, Device]) -> None:
+    a, b, m = own
+    av = await Vault.open(a)
+    original = av.put("wallet", "bip39", PHRASE)
+    await sync_all(a, b, m)
+    del versions(m)[original.id]  # a deletion with no tombstone, nothing to restore
+    m.flush()
+    await sync_all(m, a, b)
+    bv = await Vault.open(b)
+    for v in (av, bv):
+        assert v.get("wallet").secret == PHRASE
+        assert [(x.what, x.by) for x in v.alerts] == [("removed", m.device_id.hex())]
+    # the silent removal counts as a deletion by the tablet, never by the laptop
+    assert a.device_id not in await bursts(relay, a)
+
+
+async def test_a_legitimate_purge_is_not_an_alert(
+        relay: InProcessRelay, own: tuple[Device, Device, Device]) -> None:
+    a, b, m = own
+    av = await honest_vault_with(a, ["old"], b, m)
+    av.rm("old")
+    await sync_all(a, b, m)
+    later = relay.clock() + GRACE_MS + DAY_MS
+    aged = await Vault.open(a, clock=lambda: later)
+    assert aged.purge() == ["old"]
+    await sync_all(a, b, m)
+    bv = await Vault.open(b, clock=lambda: later)
+    assert bv.item("old") is None and bv.alerts == []
