@@ -13,7 +13,11 @@ inside them is a lie. The honest devices must:
   so a tombstone dated in the far future (or past) neither hides later deletions
   from the controller (blinding) nor makes an item purgeable at once;
 * never adopt a change or removal of an existing record: the first value stays
-  what they read, and the change is an alert naming the device that made it.
+  what they read, and the change is an alert naming the device that made it;
+* not be fooled by a crafted Yjs update that waits in the document for another
+  device's next record (a deletion of items not received yet, or an item whose
+  origin is that record): the record is taken from its own op's content, and
+  what the planted update did is an alert naming no one.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import pytest
 from clientkit import InProcessRelay, sqlite_relay
 from mnemonic import Mnemonic
 
-from sddsf.client.device import Device
+from sddsf.client.device import Device, doc_id_for
 from sddsf.client.vault import GRACE_MS, Vault
 
 PHRASE = Mnemonic("english").to_mnemonic(bytes(range(32)))
@@ -65,6 +69,49 @@ def versions(device: Device) -> Any:
     """The malicious device's own pycrdt map of vault records (edited directly)."""
     (space,) = [s for s, n in device.spaces() if n == "vault"]
     return device.doc(space, "vault").get("versions", type=pycrdt.Map)
+
+
+def inject(device: Device, update: bytes) -> None:
+    """The malicious device sends raw Yjs update bytes in its own (validly signed) op."""
+    (space,) = [s for s, n in device.spaces() if n == "vault"]
+    device.doc(space, "vault")
+    device._buffers[(space, doc_id_for(space, "vault"))].append(update)
+    device.flush()
+
+
+def varuint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def read_varuint(data: bytes, i: int) -> tuple[int, int]:
+    n = shift = 0
+    while True:
+        byte = data[i]
+        n, shift, i = n | (byte & 0x7F) << shift, shift + 7, i + 1
+        if byte < 0x80:
+            return n, i
+
+
+def next_clock(doc: Any, client: int) -> int:
+    """The clock a Yjs client's next item gets, from the document's state vector."""
+    state = doc.get_state()
+    count, i = read_varuint(state, 0)
+    for _ in range(count):
+        c, i = read_varuint(state, i)
+        clock, i = read_varuint(state, i)
+        if c == client:
+            return clock
+    return 0
+
+
+def vault_doc(device: Device) -> Any:
+    (space,) = [s for s, n in device.spaces() if n == "vault"]
+    return device.doc(space, "vault")
 
 
 def forged(name: str, kind: str, secret: str | None, author: bytes, ts: int,
@@ -246,3 +293,60 @@ async def test_a_legitimate_purge_is_not_an_alert(
     await sync_all(a, b, m)
     bv = await Vault.open(b, clock=lambda: later)
     assert bv.item("old") is None and bv.alerts == []
+
+
+# ------------------------------------------- crafted updates that wait for A
+async def test_a_planted_deletion_of_a_future_record_does_not_erase_it(
+        relay: InProcessRelay, own: tuple[Device, Device, Device]) -> None:
+    """M deletes the laptop's *next* Yjs items before they exist: a delete set
+    for clocks its Yjs client has not used yet. Yjs keeps it pending and applies
+    it the moment the laptop's next record arrives, so honest devices would never
+    see that record at all."""
+    a, b, m = own
+    await honest_vault_with(a, ["old"], b, m)
+    x = vault_doc(a).client_id  # the laptop's Yjs client (in every device's state vector)
+    clock = next_clock(vault_doc(m), x)
+    inject(m, b"\x00" + varuint(1) + varuint(x) + varuint(1) + varuint(clock) + varuint(1000))
+    await sync_all(m, a, b)
+    av = await Vault.open(a)
+    new = av.put("new", "bip39", PHRASE)
+    await sync_all(a, b)
+    bv = await Vault.open(b)
+    assert [i.name for i in bv.list()] == ["new", "old"], "the laptop's new record was " \
+        "erased on the phone by a deletion planted before it existed"
+    assert bv.get("new").secret == PHRASE and bv.get("new").author == a.device_id.hex()
+    assert [(x.what, x.version, x.by) for x in bv.alerts] == [("removed", new.id, None)]
+    assert a.device_id not in await bursts(relay, a)
+
+
+async def test_a_planted_item_cannot_take_over_the_next_record(
+        relay: InProcessRelay, own: tuple[Device, Device, Device]) -> None:
+    """M writes, under the laptop's Yjs client id, an item whose origin is the
+    laptop's *next* item: it waits, then takes that record's key (a map entry
+    inherits the key of its origin) and replaces its value, with a record
+    naming the laptop as its author."""
+    a, b, m = own
+    await honest_vault_with(a, ["old"], b, m)
+    x = vault_doc(a).client_id
+    helper: pycrdt.Doc[Any] = pycrdt.Doc(client_id=x)
+    helper.apply_update(vault_doc(m).get_update())
+    hm = helper.get("versions", type=pycrdt.Map)
+    hm["guess"] = "placeholder"  # gets the id the laptop's next item will have
+    before = helper.get_state()
+    hm["guess"] = forged("new", "bip39", ATTACKER_PHRASE, a.device_id, relay.clock(), [])
+    inject(m, helper.get_update(before))  # only the item whose origin does not exist yet
+    await sync_all(m, a, b)
+    av = await Vault.open(a)
+    new = av.put("new", "bip39", PHRASE)
+    await sync_all(a, b, m)
+    bv = await Vault.open(b)
+    assert bv.get("new").secret == PHRASE, "a planted item replaced the laptop's new " \
+        "seed with the attacker's on the phone, shown as the laptop's"
+    assert [(x.what, x.version, x.by) for x in bv.alerts] == [("changed", new.id, None)]
+    # on the laptop the planted item takes effect with the next op of another device
+    bv.put("other", "password", "pw-other")
+    await sync_all(b, a)
+    assert av.get("new").secret == PHRASE
+    assert [(x.what, x.version, x.by) for x in av.alerts] == [("changed", new.id, None)]
+    assert a.device_id not in await bursts(relay, a)
+    assert b.device_id not in await bursts(relay, a)

@@ -1008,7 +1008,7 @@ class Device:
                     continue  # made here: already applied locally
                 name = str(body.get("n", ""))
                 doc = self.doc(space_id, name)
-                self.provenance.applying(env.header.author)  # the verified signer
+                self.provenance.applying(env.header.author, doc, body.get("u", []))  # type: ignore[arg-type]
                 for update in body.get("u", []):  # type: ignore[attr-defined]
                     doc.apply_update(update)
                 touched.add((space_id, doc_id_for(space_id, name)))

@@ -137,7 +137,7 @@ class KeyValue:
             if v is None or d is None or seen is None:
                 self.unreadable.append(rec.key)
                 continue
-            status = authorship(KV_RECORD_SIG, rec.key, d, seen.carrier, self._public_key,
+            status = authorship(KV_RECORD_SIG, rec.key, d, seen, self._public_key,
                                 signed=True)
             by = seen.carrier.hex() if seen.carrier is not None else None
             if status is not Authorship.VERIFIED:  # every record of this format is signed
@@ -187,7 +187,7 @@ class KeyValue:
         fields = {"f": _FORMAT, "key": key, "value": value, "author": v.author,
                   "ts": v.ts_ms, "supersedes": list(sup)}
         plain = self._doc.get(PLAIN, type=pycrdt.Map)
-        with self._doc.transaction():
+        with self._device.provenance.writing([v.id]), self._doc.transaction():
             self._doc.get(MAP, type=pycrdt.Map)[v.id] = sign_record(
                 self._device.keys, KV_RECORD_SIG, v.id, fields)
             if value is not None:

@@ -32,9 +32,10 @@ carried by a snapshot (whose ops this device never saw) is still checked.
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
@@ -82,6 +83,9 @@ class Seen:
     first_ms: int  # this device's clock when it first saw the key
     seq: int  # local order of first sightings and changes
     change: Change | None = None
+    #: It appeared while another op was applied without being in that op (content
+    #: a crafted update planted earlier): its carrier is unknown and suspect.
+    suspect: bool = False
 
 
 def _text(value: object) -> str | None:
@@ -91,7 +95,7 @@ def _text(value: object) -> str | None:
 def _encode_seen(s: Seen) -> bytes:
     c = s.change
     return encode([s.value, s.carrier, s.first_ms, s.seq,
-                   None if c is None else [c.action, c.carrier, c.ms, c.seq]])
+                   None if c is None else [c.action, c.carrier, c.ms, c.seq], s.suspect])
 
 
 def _opt_bytes(value: object) -> bytes | None:
@@ -103,15 +107,40 @@ def _stored_int(raw: bytes | None) -> int:
     return value if isinstance(value, int) else 0
 
 
+def _content(updates: Sequence[bytes], root: str) -> dict[str, str | None]:
+    """The keys an op's updates hold by themselves: applied to an empty document,
+    a new key shows (a map entry for a new key depends on nothing), while a change
+    of an existing key or a deletion does not."""
+    if not updates:
+        return {}
+    scratch: pycrdt.Doc[Any] = pycrdt.Doc()
+    for u in updates:
+        scratch.apply_update(u)
+    return {k: _text(v) for k, v in scratch.get(root, type=pycrdt.Map).items()}
+
+
 def _decode_seen(raw: bytes) -> Seen | None:
     row = decode(raw)
-    if not (isinstance(row, list) and len(row) == 5 and isinstance(row[2], int)
+    if not (isinstance(row, list) and len(row) == 6 and isinstance(row[2], int)
             and isinstance(row[3], int)):
         return None
     c = row[4]
     change = (Change(str(c[0]), _opt_bytes(c[1]), int(c[2]), int(c[3]))
               if isinstance(c, list) and len(c) == 4 else None)
-    return Seen(_text(row[0]), _opt_bytes(row[1]), row[2], row[3], change)
+    return Seen(_text(row[0]), _opt_bytes(row[1]), row[2], row[3], change, row[5] is True)
+
+
+@dataclass
+class _Op:
+    """A verified op being applied to a tracked document."""
+
+    scope: bytes
+    root: str
+    carrier: bytes | None
+    updates: list[bytes]
+    txns: list[bytes] = field(default_factory=list)  # what its transactions integrated
+    first: set[str] = field(default_factory=set)  # keys first seen while applying it
+    changed: set[str] = field(default_factory=set)  # keys whose change it recorded
 
 
 class Provenance:
@@ -119,15 +148,29 @@ class Provenance:
 
     The device calls :meth:`attach` for every document it opens,
     :meth:`applying` before applying the updates of a verified op (and
-    :meth:`applied` after), and :meth:`persist` in the store transactions that
-    save document edits.
+    :meth:`applied` after the last one), and :meth:`persist` in the store
+    transactions that save document edits. Its own writers declare the keys
+    they write (:meth:`writing`).
+
+    Attribution is checked against the op's own content, because a crafted Yjs
+    update can wait in a document (an item whose origin does not exist yet, a
+    deletion of items not received yet) and take effect only when another
+    device's op arrives: a key counts as carried by the op only if the op's
+    updates alone hold it (applied to an empty document); a change counts as
+    the op's only if its transaction integrated nothing but the op's content
+    (else the change is recorded with an unknown carrier); a key the op carried
+    but that a planted deletion removed at once is recorded as removed.
     """
 
     def __init__(self, store: LocalStore, device_id: bytes, clock: Callable[[], int]) -> None:
         self._store = store
         self._me = device_id
         self._clock = clock
-        self._carrier: bytes | None = device_id
+        self._remote = False
+        self._carrier: bytes | None = None  # of remote updates outside a tracked op
+        self._op: _Op | None = None
+        self._expected: set[str] = set()
+        self._scopes: dict[int, tuple[bytes, str]] = {}  # id(doc) -> (scope, root)
         self._tables: dict[bytes, dict[str, Seen]] = {}
         self._dirty: dict[bytes, dict[str, Seen | None]] = {}
         self._seq: int | None = None
@@ -142,40 +185,99 @@ class Provenance:
         root = TRACKED.get(name)
         if root is None:
             return
-        versions = doc.get(root, type=pycrdt.Map)
+        self._scopes[id(doc)] = (scope, root)
 
         def observed(event: Any) -> None:  # one parameter: pycrdt then passes only the event
             self._observed(scope, event)
 
-        self._subs.append(versions.observe(observed))
+        def integrated(event: Any) -> None:
+            if self._op is not None and self._op.scope == scope:
+                self._op.txns.append(bytes(event.update))
 
-    def applying(self, author: bytes | None) -> None:
-        """The updates applied next come from a verified op signed by ``author``
-        (None: from a snapshot, whose ops this device did not see)."""
-        self._carrier = author
+        self._subs.append(doc.get(root, type=pycrdt.Map).observe(observed))
+        self._subs.append(doc.observe(integrated))
+
+    def applying(self, author: bytes | None, doc: pycrdt.Doc[Any] | None = None,
+                 updates: Sequence[bytes] = ()) -> None:
+        """The updates applied next are ``updates`` of a verified op signed by
+        ``author`` to ``doc`` (``author`` None: a snapshot, carrier unknown)."""
+        self._finish()
+        self._remote, self._carrier = True, author
+        tracked = self._scopes.get(id(doc)) if doc is not None else None
+        if tracked is not None and author is not None:
+            self._op = _Op(tracked[0], tracked[1], author,
+                           [u for u in updates if isinstance(u, bytes)])
 
     def applied(self) -> None:
         """Edits from now on are this device's own."""
-        self._carrier = self._me
+        self._finish()
+        self._remote, self._carrier = False, None
+
+    @contextlib.contextmanager
+    def writing(self, keys: Iterable[str]) -> Iterator[None]:
+        """This device adds or removes ``keys`` of a write-once map in the block;
+        local changes of other keys are not attributed to it."""
+        self._expected = set(keys)
+        try:
+            yield
+        finally:
+            self._expected = set()
 
     def _observed(self, scope: bytes, event: Any) -> None:
         table = self.table(scope)
         now = self._clock()
+        op = self._op if self._op is not None and self._op.scope == scope else None
         for key, change in event.keys.items():
+            carrier = (self._carrier if op is None else op.carrier) if self._remote else (
+                self._me if key in self._expected else None)
             action = change.get("action")
             new = _text(change.get("newValue"))
             seen = table.get(key)
             if seen is None:
                 if action == "add":
-                    self._set(scope, key, Seen(new, self._carrier, now, self._next()))
+                    self._set(scope, key, Seen(new, carrier, now, self._next()))
+                    if op is not None:
+                        op.first.add(key)
                     continue
                 # Held before this device kept provenance: its old value is the first known.
                 seen = Seen(_text(change.get("oldValue")), None, now, self._next())
             if action == "delete":
-                seen = replace(seen, change=Change(REMOVED, self._carrier, now, self._next()))
+                seen = replace(seen, change=Change(REMOVED, carrier, now, self._next()))
             elif new != seen.value:
-                seen = replace(seen, change=Change(CHANGED, self._carrier, now, self._next()))
+                seen = replace(seen, change=Change(CHANGED, carrier, now, self._next()))
+            else:
+                continue
             self._set(scope, key, seen)
+            if op is not None:
+                op.changed.add(key)
+
+    def _finish(self) -> None:
+        """Check what the op being applied did against its own content."""
+        op, self._op = self._op, None
+        if op is None:
+            return
+        own = pycrdt.merge_updates(*op.updates) if op.updates else b""
+        foreign = bool(op.txns) and pycrdt.merge_updates(own, *op.txns) != (
+            pycrdt.merge_updates(own) if own else b"")
+        content = _content(op.updates, op.root)
+        table, now = self.table(op.scope), self._clock()
+        for key in op.first - content.keys():  # integrated, but not the op's content
+            self._set(op.scope, key, replace(table[key], carrier=None, suspect=True))
+        for key in op.changed if foreign else ():
+            change = table[key].change
+            if change is not None:
+                self._set(op.scope, key, replace(table[key], change=replace(change, carrier=None)))
+        for key, value in content.items():
+            seen = table.get(key)
+            if seen is None:  # carried, but a planted deletion removed it before it showed
+                self._set(op.scope, key, Seen(value, op.carrier, now, self._next(), Change(
+                    REMOVED, None, now, self._next())))
+            elif key in op.first and seen.value != value:  # changed in the same transaction
+                self._set(op.scope, key, Seen(value, op.carrier, seen.first_ms, seen.seq,
+                                              Change(CHANGED, None, now, self._next())))
+            elif key not in op.first and seen.value != value:  # the op wrote a known key
+                self._set(op.scope, key, replace(seen, change=Change(
+                    CHANGED, op.carrier, now, self._next())))
 
     # --------------------------------------------------------------- table
     def table(self, scope: bytes) -> Mapping[str, Seen]:
@@ -318,11 +420,14 @@ class Authorship(StrEnum):
     MISATTRIBUTED = "misattributed"  # carried by another device's op than its author's
 
 
-def authorship(label: str, key: str, record: Mapping[str, Any], carrier: bytes | None,
+def authorship(label: str, key: str, record: Mapping[str, Any], seen: Seen,
                public_key: Callable[[bytes], Ed25519PublicKey | None], *,
                signed: bool) -> Authorship:
     """Check a record's claimed ``author`` (hex) against its signature (when the
-    format is ``signed``) and against the signer of the op that carried it."""
+    format is ``signed``) and against the signer of the op that carried it
+    (``seen.carrier``); an unsigned record planted by a crafted update
+    (``seen.suspect``) is forged."""
+    carrier = seen.carrier
     try:
         author = bytes.fromhex(str(record.get("author")))
     except ValueError:
@@ -334,7 +439,7 @@ def authorship(label: str, key: str, record: Mapping[str, Any], carrier: bytes |
     if carrier is not None and carrier != author:
         return Authorship.MISATTRIBUTED
     if not signed and carrier is None:
-        return Authorship.UNVERIFIED
+        return Authorship.FORGED if seen.suspect else Authorship.UNVERIFIED
     return Authorship.VERIFIED
 
 

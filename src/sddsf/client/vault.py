@@ -23,6 +23,7 @@ or :meth:`Version.describe`.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import time
@@ -425,7 +426,7 @@ class Vault:
                 if v is None or d is None or seen is None:
                     view.unreadable.append(rec.key)
                     continue
-                status = authorship(VAULT_RECORD_SIG, rec.key, d, seen.carrier,
+                status = authorship(VAULT_RECORD_SIG, rec.key, d, seen,
                                     trust.public_key, signed=d["f"] == _SIGNED)
                 v = replace(v, verified=status is Authorship.VERIFIED, seen_ms=seen.first_ms)
                 view.seen[v.id] = seen
@@ -550,6 +551,11 @@ class Vault:
         return [i for i in self._items().values() if i.conflict]
 
     # --------------------------------------------------------------- writing
+    def _writing(self, ids: Iterable[str]) -> contextlib.AbstractContextManager[None]:
+        if self._trust is None:
+            return contextlib.nullcontext()
+        return self._trust.provenance.writing(ids)
+
     def _write(self, name: str, values: Sequence[tuple[str, str | None]],
                supersedes: Sequence[Version]) -> list[Version]:
         maps = self._maps()
@@ -560,7 +566,7 @@ class Vault:
                            self._clock(), sup) for kind, secret in values]
         keys = self._trust.keys if self._trust is not None else None
         doc = maps[0].doc
-        with doc.transaction():
+        with self._writing(v.id for v in written), doc.transaction():
             for v in written:
                 maps[0][v.id] = _encode(v, keys)
         self._commit()
@@ -639,7 +645,7 @@ class Vault:
         if gone:
             ids = {vid for vid, v in view.versions.items() if v.name in gone}
             for m in self._maps():
-                with m.doc.transaction():
+                with self._writing(ids), m.doc.transaction():
                     for vid in [k for k, raw in m.items() if k in ids or (
                             (v := _decode(k, raw)) is not None and v.name in gone)]:
                         del m[vid]
