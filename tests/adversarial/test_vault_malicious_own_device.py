@@ -37,6 +37,7 @@ from sddsf.client.vault import GRACE_MS, Vault
 
 PHRASE = Mnemonic("english").to_mnemonic(bytes(range(32)))
 ATTACKER_PHRASE = Mnemonic("english").to_mnemonic(bytes(32))
+PIN = "2468"
 YEAR_2100_MS = 4_102_444_800_000
 DAY_MS = 24 * 3600 * 1000
 
@@ -350,3 +351,45 @@ async def test_a_planted_item_cannot_take_over_the_next_record(
     assert [(x.what, x.version, x.by) for x in av.alerts] == [("changed", new.id, None)]
     assert a.device_id not in await bursts(relay, a)
     assert b.device_id not in await bursts(relay, a)
+
+
+# ------------------------------------------------- a snapshot written by M
+async def test_a_new_device_starting_from_the_attackers_snapshot(
+        relay: InProcessRelay, own: tuple[Device, Device, Device], tmp_path: Path) -> None:
+    """A device that joins later starts from the newest snapshot, here written by M
+    after it swapped two records in place: it never saw the ops, so only the
+    records' own signatures speak. A signed-format forgery is refused; a record
+    in the older unsigned format is shown with its author unverified; tombstones
+    it only knows from the snapshot are never reported as anyone's deletions."""
+    a, b, m = own
+    av = await Vault.open(a)
+    wallet = av.put("wallet", "bip39", PHRASE)
+    pin = av.put("pin", "password", PIN)
+    await sync_all(a, b, m)
+    vmap = versions(m)
+    signed = json.loads(forged("wallet", "bip39", ATTACKER_PHRASE, a.device_id,
+                               wallet.ts_ms, wallet.supersedes))
+    signed.update(f=2, sig="11" * 64)
+    with vmap.doc.transaction():
+        vmap[wallet.id] = json.dumps(signed, sort_keys=True, separators=(",", ":"))
+        vmap[pin.id] = forged("pin", "password", "0000", a.device_id, pin.ts_ms, [])
+        vmap["fe" * 16] = forged("gone", "password", None, a.device_id, 0, [])
+    m.flush()
+    await sync_all(m, a, b)
+    (space,) = [s for s, n in m.spaces() if n == "vault"]
+    assert await m.snapshot(space) is not None
+    n = await relay.add(a, tmp_path / "n", "watch")
+    try:
+        report = await n.sync()
+        assert report.snapshots_loaded == 1
+        nv = await Vault.open(n)
+        assert nv.item("wallet") is None  # the only record it has is a forgery
+        assert [(x.what, x.version, x.by) for x in nv.alerts] == [("forged", wallet.id, None)]
+        got = nv.get("pin")
+        assert (got.secret, got.verified) == ("0000", False)  # shown as unverified
+        assert nv.deletions(0) == ({}, 0)
+    finally:
+        await n.close()
+    assert a.device_id not in await bursts(relay, a)
+    for v in (av, await Vault.open(b)):  # the devices that saw the ops kept the originals
+        assert v.get("wallet").secret == PHRASE and v.get("pin").secret == PIN
