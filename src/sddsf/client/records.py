@@ -108,9 +108,10 @@ def _stored_int(raw: bytes | None) -> int:
 
 
 def _content(updates: Sequence[bytes], root: str) -> dict[str, str | None]:
-    """The keys an op's updates hold by themselves: applied to an empty document,
-    a new key shows (a map entry for a new key depends on nothing), while a change
-    of an existing key or a deletion does not."""
+    """New keys an op's updates hold by themselves: applied to an empty document,
+    a new key shows (a map entry for a new key depends on nothing, unless an
+    earlier item of the same Yjs client in the update waits for a missing origin),
+    while a change of an existing key or a deletion does not."""
     if not updates:
         return {}
     scratch: pycrdt.Doc[Any] = pycrdt.Doc()
@@ -261,7 +262,11 @@ class Provenance:
             pycrdt.merge_updates(own) if own else b"")
         content = _content(op.updates, op.root)
         table, now = self.table(op.scope), self._clock()
-        for key in op.first - content.keys():  # integrated, but not the op's content
+        # Only when the transaction took in more than the op: then a key the op's
+        # content lacks came from elsewhere. (Alone, an update may not show every
+        # new key it holds: Yjs holds back a client's items after one whose origin
+        # is missing, e.g. after a change of an existing key.)
+        for key in op.first - content.keys() if foreign else ():
             self._set(op.scope, key, replace(table[key], carrier=None, suspect=True))
         for key in op.changed if foreign else ():
             change = table[key].change
