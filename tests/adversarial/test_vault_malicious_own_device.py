@@ -393,3 +393,23 @@ async def test_a_new_device_starting_from_the_attackers_snapshot(
     assert a.device_id not in await bursts(relay, a)
     for v in (av, await Vault.open(b)):  # the devices that saw the ops kept the originals
         assert v.get("wallet").secret == PHRASE and v.get("pin").secret == PIN
+
+
+async def test_junk_records_neither_stop_sync_nor_reads(
+        relay: InProcessRelay, own: tuple[Device, Device, Device]) -> None:
+    """Records that are not text, or JSON nested past Python's recursion limit:
+    counted as unreadable, never an error that stops a device."""
+    a, b, m = own
+    av = await honest_vault_with(a, ["ok"], b, m)
+    vmap = versions(m)
+    with vmap.doc.transaction():
+        vmap["aa" * 16] = pycrdt.Map({"f": 2})
+        vmap["bb" * 16] = "[" * 100_000 + "]" * 100_000
+        vmap["cc" * 16] = 42
+    m.flush()
+    await sync_all(m, a, b)
+    bv = await Vault.open(b)
+    for v in (av, bv):
+        assert [i.name for i in v.list()] == ["ok"]
+        assert sorted(v.unreadable) == ["aa" * 16, "bb" * 16, "cc" * 16]
+        assert v.alerts == []

@@ -225,7 +225,7 @@ class KeyValue:
 def _parse(raw: str | None) -> dict[str, Any] | None:
     try:
         d = json.loads(raw) if raw is not None else None
-    except ValueError:
+    except (ValueError, RecursionError):  # a record nested deep enough is a DoS
         return None
     return d if isinstance(d, dict) and d.get("f") == _FORMAT else None
 

@@ -107,6 +107,22 @@ def _stored_int(raw: bytes | None) -> int:
     return value if isinstance(value, int) else 0
 
 
+def _effects(op: _Op) -> tuple[bool, dict[str, str | None]]:
+    """Whether the op's transactions took in more than its own updates, and the new
+    keys its updates hold. Anything unexpected (bytes Yjs applied but will not
+    merge) counts as foreign: attribution is then withheld, never an error that
+    would stop this device from syncing."""
+    try:
+        if not op.updates:
+            return bool(op.txns), {}
+        own = pycrdt.merge_updates(*op.updates)
+        foreign = bool(op.txns) and pycrdt.merge_updates(own, *op.txns) != (
+            pycrdt.merge_updates(own))
+        return foreign, _content(op.updates, op.root)
+    except Exception:  # any failure: see the docstring
+        return True, {}
+
+
 def _content(updates: Sequence[bytes], root: str) -> dict[str, str | None]:
     """New keys an op's updates hold by themselves: applied to an empty document,
     a new key shows (a map entry for a new key depends on nothing, unless an
@@ -257,10 +273,7 @@ class Provenance:
         op, self._op = self._op, None
         if op is None:
             return
-        own = pycrdt.merge_updates(*op.updates) if op.updates else b""
-        foreign = bool(op.txns) and pycrdt.merge_updates(own, *op.txns) != (
-            pycrdt.merge_updates(own) if own else b"")
-        content = _content(op.updates, op.root)
+        foreign, content = _effects(op)
         table, now = self.table(op.scope), self._clock()
         # Only when the transaction took in more than the op: then a key the op's
         # content lacks came from elsewhere. (Alone, an update may not show every

@@ -300,7 +300,7 @@ def _encode(v: Version, keys: DeviceKeys | None = None) -> str:
 def _parse(raw: object) -> dict[str, Any] | None:
     try:
         d = json.loads(raw) if isinstance(raw, str) else None
-    except ValueError:
+    except (ValueError, RecursionError):  # a record nested deep enough is a DoS
         return None
     if not isinstance(d, dict) or d.get("f") not in (_UNSIGNED, _SIGNED):
         return None
