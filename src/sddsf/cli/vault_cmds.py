@@ -263,7 +263,7 @@ _WHAT = {"changed": "changed in place (the first value is kept)",
 def alerts(ctx: click.Context, ack: bool, as_json: bool) -> None:
     """Vault records another device tampered with (never the secrets)."""
     def go(vt: Vault, d: Device) -> tuple[list[VaultAlert], list[str]]:
-        found = vt.new_alerts() if ack else list(vt.alerts)
+        found = vt.new_alerts() if ack else vt.all_alerts()
         if ack:
             vt.acknowledge()
         lines = [f"version {a.version[:12]} of {a.name!r}: {_WHAT.get(a.what, a.what)}, by "

@@ -657,13 +657,18 @@ class Vault:
         return sorted(gone)
 
     # ------------------------------------------------------------ tampering
+    def all_alerts(self) -> list[VaultAlert]:
+        """Read the vault and return every alert (also in :attr:`alerts`)."""
+        self._view()
+        return list(self.alerts)
+
     def new_alerts(self) -> list[VaultAlert]:
         """The alerts not acknowledged yet (:meth:`acknowledge`)."""
-        self._view()
+        found = self.all_alerts()
         if self._trust is None:
-            return list(self.alerts)
+            return found
         done = self._trust.provenance.acknowledged(SPACE)
-        return [a for a in self.alerts if a.seq > done]
+        return [a for a in found if a.seq > done]
 
     def acknowledge(self) -> int:
         """Stop warning about the current alerts (they stay listed). Returns how many
