@@ -14,7 +14,7 @@ A device's vault (:meth:`Vault.open`) trusts no record's claims
 (:mod:`sddsf.client.records`): a record is signed by its author (format 2) and
 must have been carried by its author's verified op, or it is refused; the value
 a device first saw under a version id stays that version (a change or removal
-is refused and alerted, :attr:`Vault.alerts`); grace periods and deletion
+is refused and alerted, :meth:`Vault.all_alerts`); grace periods and deletion
 reports use the time this device first saw a record, not its claimed ``ts``.
 
 Secrets appear only in :attr:`Version.secret`: never in a repr, an error message
