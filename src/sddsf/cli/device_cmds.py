@@ -1,4 +1,5 @@
-"""Device commands: ``init``, ``space``, ``put``/``get``/``ls``, ``sync``, ``status``, ``recover``.
+"""Device commands: ``init``, ``space``, ``put``/``get``/``ls``/``rm``, ``sync``, ``status``,
+``recover``.
 
 Thin wrappers over :class:`sddsf.client.device.Device`; no protocol logic here.
 Every read command takes ``--json``. Failures end with exit code 1 and one line
@@ -12,26 +13,26 @@ import contextlib
 import json
 import os
 import random
+import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
-import pycrdt
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, TaskID, TextColumn, TimeRemainingColumn
 from rich.progress import Progress as RichProgress
 
 from sddsf.client.device import Device, Progress
 from sddsf.client.home import default_home
+from sddsf.client.kv import KeyValue, KvEntry, KvVersion
 from sddsf.errors import UnavailableError, UsageError
 from sddsf.recovery import phrase_from_secret
 
 __all__ = ["register"]
 
 T = TypeVar("T")
-KV_DOC = "kv"  # the key-value document of every space (a pycrdt Map named "kv")
 
 
 def _passphrase(confirm: bool = False) -> Callable[[], str]:
@@ -59,10 +60,6 @@ async def _with_device(ctx: click.Context, action: Callable[[Device], Awaitable[
         return await action(device)
     finally:
         await device.close()
-
-
-def _kv(device: Device, space: str) -> Any:
-    return device.doc(device.space_by_name(space), KV_DOC).get("kv", type=pycrdt.Map)
 
 
 def _emit(data: Any, as_json: bool, render: Callable[[Console], None]) -> None:
@@ -216,18 +213,83 @@ def space_policy(ctx: click.Context, name: str, reencrypt: str | None) -> None:
     click.echo(f"space {name!r}: reencrypt = {_run(_with_device(ctx, go))}")
 
 
+# ------------------------------------------------------------------ key-value
+def _kv(device: Device, space: str) -> KeyValue:
+    return KeyValue(device, device.space_by_name(space))
+
+
+def _read_value(value: str | None, from_file: str | None) -> str:
+    """VALUE, or the value from --from-file F or stdin (VALUE ``-``; a hidden prompt
+    on a terminal). One trailing newline of a file or stdin is dropped."""
+    if value is not None and from_file is not None:
+        raise UsageError("give VALUE (or `-` for stdin) or --from-file F, not both")
+    if value is None and from_file is None:
+        raise UsageError("give the value: `-` reads it from stdin, --from-file F from a file "
+                         "(a VALUE typed on the command line is visible in the process list)")
+    if value is not None and value != "-":
+        return value
+    try:
+        if from_file is not None:
+            text = Path(from_file).read_text(encoding="utf-8")
+        elif sys.stdin.isatty():
+            text = str(click.prompt("Value", hide_input=True))
+        else:
+            text = sys.stdin.read()
+    except UnicodeDecodeError:
+        raise UsageError(f"{from_file or 'stdin'} is not UTF-8 text") from None
+    return text[:-2] if text.endswith("\r\n") else text.removesuffix("\n")
+
+
+def _author_name(device: Device, v: KvVersion) -> str:
+    if v.author is None:
+        return "an older sddsf"
+    rec = device.registry().device(bytes.fromhex(v.author))
+    return rec.name if rec is not None else v.author[:12]
+
+
+def _conflict_rows(device: Device, e: KvEntry) -> list[dict[str, Any]]:
+    return [{"version": h.id, "value": h.value, "author": h.author,
+             "author_name": _author_name(device, h), "ts_ms": h.ts_ms,
+             "author_verified": h.verified} for h in e.heads]
+
+
+def _kv_notes(kv: KeyValue) -> None:
+    for a in kv.alerts:
+        by = f"device {a.by[:12]}" if a.by else "an unknown device"
+        click.echo(f"warning: a record of key {a.key!r} was {a.what} by {by}; it is not "
+                   "used", err=True)
+
+
 @click.command()
 @click.argument("space_name")
 @click.argument("key")
-@click.argument("value")
+@click.argument("value", required=False)
+@click.option("--from-file", type=click.Path(exists=True, dir_okay=False),
+              help="Read the value from this file (one trailing newline is dropped).")
 @click.pass_context
-def put(ctx: click.Context, space_name: str, key: str, value: str) -> None:
-    """Set KEY to VALUE in the space's key-value document (synced on `sddsf sync`)."""
-    async def go(d: Device) -> None:
-        _kv(d, space_name)[key] = value
-        d.flush()
-    _run(_with_device(ctx, go))
+def put(ctx: click.Context, space_name: str, key: str, value: str | None,
+        from_file: str | None) -> None:
+    """Set KEY in the space's key-value document (synced on `sddsf sync`).
+
+    The value is VALUE, or `-` to read it from stdin (a hidden prompt on a
+    terminal), or --from-file F. Pass secrets with `-` or --from-file: a VALUE
+    typed on the command line is visible to other users in the process list and
+    stays in shell history. A put replaces every current value of KEY, including
+    concurrent values written on other devices (a conflict `sddsf ls` marks).
+    """
+    text = _read_value(value, from_file)
+
+    async def go(d: Device) -> int:
+        kv = _kv(d, space_name)
+        before = kv.entry(key)
+        kv.put(key, text)
+        _kv_notes(kv)
+        return len(before.heads) if before is not None and before.conflict else 0
+    replaced = _run(_with_device(ctx, go))
     click.echo(f"{space_name}: {key} set (run `sddsf sync` to share it)")
+    if replaced:
+        click.echo(f"note: this value replaces {replaced} concurrent values of {key!r}",
+                   err=True)
 
 
 @click.command()
@@ -236,15 +298,28 @@ def put(ctx: click.Context, space_name: str, key: str, value: str) -> None:
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def get(ctx: click.Context, space_name: str, key: str, as_json: bool) -> None:
-    """Print the value of KEY."""
-    async def go(d: Device) -> Any:
+    """Print the value of KEY (every value, with its device, during a conflict)."""
+    async def go(d: Device) -> tuple[KvEntry, list[dict[str, Any]]]:
         kv = _kv(d, space_name)
-        if key not in kv:
+        e = kv.entry(key)
+        _kv_notes(kv)
+        if e is None:
             raise UsageError(f"no key {key!r} in {space_name!r}; `sddsf ls {space_name}` "
                              "lists them")
-        return kv[key]
-    value = _run(_with_device(ctx, go))
-    _emit({"key": key, "value": value}, as_json, lambda c: click.echo(str(value)))
+        return e, _conflict_rows(d, e) if e.conflict else []
+    e, rows = _run(_with_device(ctx, go))
+    if not e.conflict:
+        _emit({"key": key, "value": e.value}, as_json, lambda c: click.echo(str(e.value)))
+        return
+    click.echo(f"note: key {key!r} has {len(rows)} concurrent values (written on devices "
+               f"that had not seen each other's); `sddsf put {space_name} {key} -` with the "
+               "one to keep ends the conflict", err=True)
+
+    def render(_: Console) -> None:
+        for r in rows:
+            click.echo(f"{r['author_name']}: " + ("(removed)" if r["value"] is None
+                                                   else str(r["value"])))
+    _emit({"key": key, "value": e.value, "conflict": True, "values": rows}, as_json, render)
 
 
 @click.command("ls")
@@ -252,11 +327,41 @@ def get(ctx: click.Context, space_name: str, key: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def ls(ctx: click.Context, space_name: str, as_json: bool) -> None:
-    """List the keys and values of the space's key-value document."""
-    async def go(d: Device) -> dict[str, Any]:
-        return dict(_kv(d, space_name))
-    items = _run(_with_device(ctx, go))
-    _emit(items, as_json, lambda c: _lines(c, [f"{k} = {v}" for k, v in sorted(items.items())]))
+    """List the keys and values of the space's key-value document (a key with
+    concurrent values is marked CONFLICT; in JSON its value is the list of them)."""
+    async def go(d: Device) -> tuple[dict[str, Any], list[str]]:
+        kv = _kv(d, space_name)
+        data: dict[str, Any] = {}
+        lines: list[str] = []
+        for e in kv.entries():
+            if not e.conflict:
+                data[e.key] = e.value
+                lines.append(f"{e.key} = {e.value}")
+                continue
+            data[e.key] = [h.value for h in e.heads if not h.deleted]
+            names = ", ".join(_author_name(d, h) for h in e.heads)
+            lines.append(f"{e.key}: CONFLICT, {len(e.heads)} concurrent values ({names}); "
+                         f"`sddsf get {space_name} {e.key}` shows them")
+        _kv_notes(kv)
+        return data, lines
+    items, lines = _run(_with_device(ctx, go))
+
+    def render(_: Console) -> None:
+        for line in lines:  # plain echo: a value is text, never console markup
+            click.echo(line)
+    _emit(items, as_json, render)
+
+
+@click.command("rm")
+@click.argument("space_name")
+@click.argument("key")
+@click.pass_context
+def rm(ctx: click.Context, space_name: str, key: str) -> None:
+    """Remove KEY from the space's key-value document (synced on `sddsf sync`)."""
+    async def go(d: Device) -> None:
+        _kv(d, space_name).rm(key, space_name)
+    _run(_with_device(ctx, go))
+    click.echo(f"{space_name}: {key} removed (run `sddsf sync` to share it)")
 
 
 #: A pull shows a progress bar only when it has more than this many entries to go.
@@ -376,5 +481,6 @@ def register(cli: click.Group) -> None:
     cli.add_command(put)
     cli.add_command(get)
     cli.add_command(ls)
+    cli.add_command(rm)
     cli.add_command(sync)
     cli.add_command(status)

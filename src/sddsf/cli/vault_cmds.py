@@ -4,7 +4,8 @@ Thin wrappers over :class:`sddsf.client.vault.Vault`. Every command syncs before
 it reads and after it writes; with the relay unreachable it warns on stderr and
 works on this device's copy (writes are sent at the next sync). Secrets are read
 from a file or stdin, never from the command line, and only ``vault get`` prints
-one.
+one. Records another device tampered with (``Vault.alerts``) are warned about on
+stderr until acknowledged with ``vault alerts --ack``.
 """
 
 from __future__ import annotations
@@ -19,7 +20,15 @@ import click
 
 from sddsf.cli.device_cmds import _emit, _run, _with_device
 from sddsf.client.device import Device
-from sddsf.client.vault import GENERATED, KINDS, Item, Vault, Version, normalize_secret
+from sddsf.client.vault import (
+    GENERATED,
+    KINDS,
+    Item,
+    Vault,
+    VaultAlert,
+    Version,
+    normalize_secret,
+)
 from sddsf.errors import UnavailableError, UsageError
 
 __all__ = ["register"]
@@ -47,6 +56,11 @@ def _session(ctx: click.Context, action: Callable[[Vault, Device], T], *,
         if vault.unreadable:
             click.echo(f"note: {len(vault.unreadable)} vault record(s) could not be read "
                        "(written by a newer sddsf?)", err=True)
+        fresh = vault.new_alerts()
+        if fresh:
+            click.echo(f"warning: {len(fresh)} vault record(s) were changed, removed or forged "
+                       "by another device (changes are not used, originals are kept); "
+                       "`sddsf vault alerts` lists them", err=True)
         return result
     return _run(_with_device(ctx, go))
 
@@ -75,9 +89,17 @@ def _when(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
+def _device_name(device: Device, device_hex: str) -> str:
+    try:
+        rec = device.registry().device(bytes.fromhex(device_hex))
+    except ValueError:
+        rec = None
+    return rec.name if rec is not None else device_hex[:12]
+
+
 def _author(device: Device, v: Version) -> str:
-    rec = device.registry().device(bytes.fromhex(v.author))
-    return rec.name if rec is not None else v.author[:12]
+    name = _device_name(device, v.author)
+    return name if v.verified else f"{name} (unverified)"
 
 
 def _describe(device: Device, item: Item) -> dict[str, Any]:
@@ -121,6 +143,9 @@ def get(ctx: click.Context, name: str, version: str | None, as_json: bool) -> No
     """Print the secret NAME (the only command that shows a secret)."""
     v = _session(ctx, lambda vt, _: vt.get(name, version))
     data = {"name": v.name, "secret": v.secret, "public_key": v.public_key, **v.describe()}
+    if not v.verified:
+        click.echo("note: the author of this version cannot be verified (an unsigned record "
+                   "of an older sddsf that this device did not receive in an op)", err=True)
     _emit(data, as_json, lambda _: click.echo(v.secret))
 
 
@@ -223,6 +248,31 @@ def resolve(ctx: click.Context, name: str, keep: str) -> None:
     v = _session(ctx, lambda vt, _: vt.resolve(name, keep), write=True)
     click.echo(f"resolved {name!r}: " + ("deleted" if v.deleted else
                                          f"kept as version {v.id[:12]}"))
+
+
+_WHAT = {"changed": "changed in place (the first value is kept)",
+         "removed": "removed (kept here)",
+         "forged": "forged: its signature does not verify (refused)",
+         "misattributed": "written by another device than its author (refused)"}
+
+
+@vault.command("alerts")
+@click.option("--ack", is_flag=True, help="Stop warning about the alerts listed now.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def alerts(ctx: click.Context, ack: bool, as_json: bool) -> None:
+    """Vault records another device tampered with (never the secrets)."""
+    def go(vt: Vault, d: Device) -> tuple[list[VaultAlert], list[str]]:
+        found = vt.new_alerts() if ack else vt.all_alerts()
+        if ack:
+            vt.acknowledge()
+        lines = [f"version {a.version[:12]} of {a.name!r}: {_WHAT.get(a.what, a.what)}, by "
+                 + (_device_name(d, a.by) if a.by else "an unknown device") for a in found]
+        if ack:
+            lines.append(f"acknowledged {len(found)} alert(s)")
+        return found, lines
+    found, lines = _session(ctx, go)
+    _emit([a.describe() for a in found], as_json, _echo(lines or ["no alerts"]))
 
 
 @vault.command("purge")

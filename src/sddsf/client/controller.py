@@ -13,7 +13,9 @@
 * **Encryption policy**: :func:`apply_encryption_policy` verifies the relay's
   signed policy and merges it into the device's own, never weaker.
 * **Deletions**: :func:`report_tombstones` tells the relay how many vault
-  deletions each device wrote (the relay sees only ciphertext).
+  deletions each device wrote (the relay sees only ciphertext): counted per
+  device whose verified op carried them, never per claimed author, and after a
+  watermark of this device's own (when it first saw them, never a claimed time).
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ _OWN_PREFIX: Final = b"own/"
 _POLICY_NS: Final = "ctrl"
 _POLICY_KEY: Final = b"encpolicy"
 _POLICY_AT: Final = b"encpolicy-at"
-_TOMB_MARK: Final = b"tombstones-since"
+_TOMB_MARK: Final = b"tombstones-seen"  # [local seq, local ms] of the last report
 log = logging.getLogger("sddsf.client")
 _DESKTOPS: Final = ("Linux", "Darwin", "Windows")
 
@@ -262,9 +264,16 @@ async def refresh_encryption_policy(device: Device, *, every_ms: int = 3_600_000
 
 
 async def report_tombstones(device: Device) -> int:
-    """Report the vault deletions (tombstones) written by each device since the last
-    report; returns how many reports were sent (best effort: a relay that refuses
-    them is logged, and they are sent again next time)."""
+    """Report the vault deletions each device wrote that this device saw since its
+    last report; returns how many reports were sent (best effort: a relay that
+    refuses them is logged, and they are sent again next time).
+
+    A deletion is attributed to the device whose verified op carried it (a
+    tombstone naming another author, a record changed or removed in place); the
+    watermark is this device's order of first sightings
+    (:meth:`sddsf.client.vault.Vault.deletions`), so no claimed timestamp can
+    hide later deletions.
+    """
     try:
         return await _report_tombstones(device)
     except (NotFoundError, UsageError) as exc:
@@ -277,19 +286,15 @@ async def _report_tombstones(device: Device) -> int:
 
     vault = await Vault.open(device, create=False)
     mark_raw = device.store.get(_POLICY_NS, _TOMB_MARK)
-    since = int.from_bytes(mark_raw, "big") if mark_raw else 0
-    counts: dict[str, int] = {}
-    newest = since
-    for item in vault.list(deleted=True):
-        for v in vault.history(item.name):
-            if v.deleted and v.ts_ms > since:
-                counts[v.author] = counts.get(v.author, 0) + 1
-                newest = max(newest, v.ts_ms)
+    mark = decode(mark_raw) if mark_raw else None
+    after, since = (int(mark[0]), int(mark[1])) if isinstance(mark, list) else (0, 0)
+    counts, newest = vault.deletions(after)
+    now = device._clock()
     for author, count in sorted(counts.items()):
         report = sign_report(device.keys, device.account.account_id, ReportKind.TOMBSTONES,
-                             {"subject": bytes.fromhex(author), "count": count,
-                              "since": since}, device._clock())
+                             {"subject": author, "count": count, "since": since}, now)
         remember_receipt(device, report, await device.relay.submit_report(
             device.account.account_id, report))
-    device.store.put(_POLICY_NS, _TOMB_MARK, newest.to_bytes(8, "big"))
+    if counts:
+        device.store.put(_POLICY_NS, _TOMB_MARK, encode([newest, now]))
     return len(counts)

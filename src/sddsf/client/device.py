@@ -41,6 +41,7 @@ from sddsf.client.controller import (
 )
 from sddsf.client.governance import REENCRYPT_POLICIES, Change, Governance, ProposalView
 from sddsf.client.home import open_home
+from sddsf.client.records import Provenance
 from sddsf.client.relay_client import RelayClient
 from sddsf.client.store import LocalStore
 from sddsf.crypto import Ed25519PublicKey, random_bytes
@@ -173,6 +174,8 @@ class Device:
         self._buffers: dict[tuple[bytes, bytes], list[bytes]] = {}
         self._subs: list[Any] = []
         self._applying = False
+        #: Who carried each vault and key-value record (see sddsf.client.records).
+        self.provenance = Provenance(store, self.keys.device_id, clock)
         self._registry: reg.RegistryState | None = None
         self._names: dict[bytes, str] = {}
         self._key_cache: dict[bytes, dict[int, bytes]] = {}
@@ -558,6 +561,7 @@ class Device:
                     self._buffers[key].append(bytes(event.update))
 
             self._subs.append(doc.observe(capture))
+            self.provenance.attach(space_id + doc_id, name, doc)
             self._names[doc_id] = name
         return self._docs[key]
 
@@ -602,6 +606,7 @@ class Device:
             b.put("sent", space_id + _u64(seq), env.op_id)
             b.put("mine", space_id, encode([seq, env.op_id]))
             b.put("docupd", space_id + doc_id + _u64(seq), encode(updates))
+            self.provenance.persist(b, space_id + doc_id)
             b.put("id", b"hlc", encode(ts.to_wire()))
 
     def _verified_tree(self, space_id: bytes) -> merkle.MerkleTree:
@@ -1012,6 +1017,7 @@ class Device:
         self._applying = True
         try:
             if snap is not None:
+                self.provenance.applying(None)  # records of a snapshot: carrier unknown
                 for name, doc_state in snap.docs.items():
                     self.doc(space_id, name).apply_update(doc_state)
                     touched.add((space_id, doc_id_for(space_id, name)))
@@ -1022,12 +1028,14 @@ class Device:
                     continue  # made here: already applied locally
                 name = str(body.get("n", ""))
                 doc = self.doc(space_id, name)
+                self.provenance.applying(env.header.author, doc, body.get("u", []))  # type: ignore[arg-type]
                 for update in body.get("u", []):  # type: ignore[attr-defined]
                     doc.apply_update(update)
                 touched.add((space_id, doc_id_for(space_id, name)))
                 report.applied += 1
         finally:
             self._applying = False
+            self.provenance.applied()
         own = [env for env, _ in applied if env.header.author == self.device_id]
         with self.store.batch() as b:
             if own:
@@ -1057,6 +1065,7 @@ class Device:
                 if old_ms is None or _as_int(old_ms) < ms:
                     b.put("lastseen", author, encode(ms))
             b.put("head", space_id, head.raw)
+            self.provenance.persist(b)
             self._seen_cache[space_id] = TreeHeadRef(head.size, head.root) if head.size else None
             for key in touched:
                 doc = self._docs[key]

@@ -10,31 +10,53 @@ An item's current versions (heads) are its versions that no other supersedes;
 two or more heads that are not all deletions are a conflict, which
 :meth:`Vault.resolve` ends by writing a version that supersedes every head.
 
+A device's vault (:meth:`Vault.open`) trusts no record's claims
+(:mod:`sddsf.client.records`): a record is signed by its author (format 2) and
+must have been carried by its author's verified op, or it is refused; the value
+a device first saw under a version id stays that version (a change or removal
+is refused and alerted, :meth:`Vault.all_alerts`); grace periods and deletion
+reports use the time this device first saw a record, not its claimed ``ts``.
+
 Secrets appear only in :attr:`Version.secret`: never in a repr, an error message
 or :meth:`Version.describe`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 
 import pycrdt
 from mnemonic import Mnemonic
 
-from sddsf.crypto import Ed25519SigningKey, random_bytes, secp256k1_public_key
+from sddsf.client.records import (
+    CHANGED,
+    REMOVED,
+    Authorship,
+    Provenance,
+    Seen,
+    authorship,
+    canonical,
+    current_heads,
+    records,
+    sign_record,
+)
+from sddsf.crypto import Ed25519PublicKey, Ed25519SigningKey, random_bytes, secp256k1_public_key
 from sddsf.errors import UsageError
+from sddsf.protocol.labels import VAULT_RECORD_SIG
 
 if TYPE_CHECKING:
     from sddsf.client.device import Device
+    from sddsf.protocol.identity import DeviceKeys
 
-__all__ = ["GRACE_MS", "KINDS", "Item", "Vault", "VaultConflictError", "Version",
-           "normalize_secret"]
+__all__ = ["GRACE_MS", "KINDS", "DeviceTrust", "Item", "Vault", "VaultAlert",
+           "VaultConflictError", "Version", "normalize_secret"]
 
 SPACE: Final = "vault"
 DOC: Final = "vault"
@@ -47,6 +69,8 @@ MAX_NAME: Final = 200
 MAX_SECRET: Final = 64 * 1024
 _BIP39_WORDS: Final = (12, 15, 18, 21, 24)
 _MIN_PREFIX: Final = 4
+#: Record formats: 1 unsigned (older sddsf), 2 signed by the author (written now).
+_UNSIGNED, _SIGNED = 1, 2
 
 
 def _now_ms() -> int:
@@ -66,8 +90,18 @@ class Version:
     kind: str
     secret: str | None = field(repr=False)
     author: str  # device id, hex
-    ts_ms: int
+    ts_ms: int  # the writer's claimed clock: shown, never trusted for a decision
     supersedes: tuple[str, ...]
+    #: The author is checked (signature, or the signer of the op that carried it);
+    #: False for an older unsigned record this device did not see arrive in an op.
+    verified: bool = field(default=True, compare=False)
+    #: When this device first saw the version (None: plain documents; ts_ms is used).
+    seen_ms: int | None = field(default=None, compare=False)
+
+    @property
+    def seen(self) -> int:
+        """When this device first saw the version (the claimed time on plain documents)."""
+        return self.ts_ms if self.seen_ms is None else self.seen_ms
 
     @property
     def deleted(self) -> bool:
@@ -84,8 +118,37 @@ class Version:
         is the fingerprint)."""
         pub = self.public_key
         return {"version": self.id, "kind": self.kind, "deleted": self.deleted,
-                "author": self.author, "ts_ms": self.ts_ms,
+                "author": self.author, "author_verified": self.verified, "ts_ms": self.ts_ms,
                 "supersedes": list(self.supersedes), "fingerprint": pub and pub[:16]}
+
+
+@dataclass(frozen=True)
+class VaultAlert:
+    """A record another device tampered with. ``what``: ``changed`` or ``removed``
+    (the first value is kept), ``forged`` (a signature that does not verify) or
+    ``misattributed`` (carried by another device's op than its author's); both
+    refused. ``by``: hex id of the device whose verified op did it (None: unknown)."""
+
+    version: str
+    name: str | None
+    what: str
+    by: str | None
+    seq: int  # local order (alerts up to an acknowledged seq are not warned about)
+
+    def describe(self) -> dict[str, Any]:
+        """The alert without any secret."""
+        return {"version": self.version, "name": self.name, "what": self.what, "by": self.by,
+                "seq": self.seq}
+
+
+@dataclass(frozen=True)
+class DeviceTrust:
+    """What a device's vault checks records with (see :meth:`Vault.open`)."""
+
+    keys: DeviceKeys  # signs this device's records
+    public_key: Callable[[bytes], Ed25519PublicKey | None]  # a device's key, by id
+    provenance: Provenance
+    sources: Callable[[], Sequence[tuple[bytes, pycrdt.Doc[Any]]]]  # (scope, document)
 
 
 @dataclass(frozen=True)
@@ -112,7 +175,7 @@ class Item:
 
     @property
     def updated_ms(self) -> int:
-        """When the newest head was written."""
+        """When the newest head was written (as its writer claims)."""
         return self.heads[-1].ts_ms
 
     def describe(self) -> dict[str, Any]:
@@ -223,24 +286,33 @@ def _generate(kind: str) -> str:
 
 
 # ---------------------------------------------------------------- the records
-def _encode(v: Version) -> str:
-    return json.dumps({"f": 1, "name": v.name, "kind": v.kind, "secret": v.secret,
-                       "author": v.author, "ts": v.ts_ms, "supersedes": list(v.supersedes)},
-                      sort_keys=True, separators=(",", ":"))
+def _fields(v: Version, fmt: int) -> dict[str, Any]:
+    return {"f": fmt, "name": v.name, "kind": v.kind, "secret": v.secret, "author": v.author,
+            "ts": v.ts_ms, "supersedes": list(v.supersedes)}
 
 
-def _decode(vid: str, raw: object) -> Version | None:
+def _encode(v: Version, keys: DeviceKeys | None = None) -> str:
+    if keys is None:  # plain documents (no device): the older unsigned format
+        return canonical(_fields(v, _UNSIGNED))
+    return sign_record(keys, VAULT_RECORD_SIG, v.id, _fields(v, _SIGNED))
+
+
+def _parse(raw: object) -> dict[str, Any] | None:
     try:
         d = json.loads(raw) if isinstance(raw, str) else None
-    except ValueError:
+    except (ValueError, RecursionError):  # a record nested deep enough is a DoS
         return None
-    if not isinstance(d, dict) or d.get("f") != 1:
+    if not isinstance(d, dict) or d.get("f") not in (_UNSIGNED, _SIGNED):
         return None
+    return d
+
+
+def _version(vid: str, d: dict[str, Any]) -> Version | None:
     name, kind, secret, author, ts, sup = (d.get(k) for k in (
         "name", "kind", "secret", "author", "ts", "supersedes"))
     if not (isinstance(name, str) and kind in KINDS and isinstance(author, str)
             and (secret is None or isinstance(secret, str))
-            and isinstance(ts, int) and isinstance(sup, list)
+            and isinstance(ts, int) and not isinstance(ts, bool) and isinstance(sup, list)
             and all(isinstance(s, str) for s in sup)):
         return None
     if kind in ("ed25519", "secp256k1") and secret is not None and (
@@ -249,11 +321,28 @@ def _decode(vid: str, raw: object) -> Version | None:
     return Version(vid, name, str(kind), secret, author, ts, tuple(sup))
 
 
+def _decode(vid: str, raw: object) -> Version | None:
+    d = _parse(raw)
+    return None if d is None else _version(vid, d)
+
+
 def _heads(versions: Sequence[Version]) -> tuple[Version, ...]:
-    superseded = {s for v in versions for s in v.supersedes}
-    heads = [v for v in versions if v.id not in superseded]
-    # A cycle (only a broken writer makes one) leaves no head: show every version.
-    return tuple(sorted(heads or versions, key=lambda v: (v.ts_ms, v.id)))
+    return current_heads(versions)
+
+
+def _hex(device_id: bytes | None) -> str | None:
+    return None if device_id is None else device_id.hex()
+
+
+@dataclass
+class _View:
+    """What a read found: the versions taken, how this device saw each, what it refused."""
+
+    versions: dict[str, Version] = field(default_factory=dict)
+    seen: dict[str, Seen] = field(default_factory=dict)
+    refused: list[Version] = field(default_factory=list)
+    alerts: list[VaultAlert] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)
 
 
 class Vault:
@@ -263,18 +352,25 @@ class Vault:
     devices that each created a ``vault`` space before syncing leave two); writes
     go to the first. ``commit`` runs after each write (``Device.flush``). Methods
     are local: sync the device before reading and after writing.
+
+    Without ``trust`` (plain documents, for tests and tools) records are taken as
+    they claim to be; a device's vault always has it (see the module docstring).
     """
 
     def __init__(self, docs: Callable[[], Sequence[pycrdt.Doc[Any]]], author: bytes, *,
                  clock: Callable[[], int] = _now_ms, grace_ms: int = GRACE_MS,
-                 commit: Callable[[], object] = lambda: None) -> None:
+                 commit: Callable[[], object] = lambda: None,
+                 trust: DeviceTrust | None = None) -> None:
         self._docs = docs
         self.author = author.hex()
         self._clock = clock
         self.grace_ms = grace_ms
         self._commit = commit
+        self._trust = trust
         #: Ids of records that could not be read (malformed, or a newer format).
         self.unreadable: list[str] = []
+        #: Records other devices tampered with, found by the last read.
+        self.alerts: list[VaultAlert] = []
 
     @classmethod
     async def open(cls, device: Device, *, create: bool = True,
@@ -284,32 +380,102 @@ class Vault:
         def spaces() -> list[bytes]:
             return sorted(s for s, n in device.spaces() if n == SPACE)
 
+        from sddsf.client.device import doc_id_for  # noqa: PLC0415 - the device imports us late
+
         if not spaces() and create:
             await device.create_space(SPACE)
-        return cls(lambda: [device.doc(s, DOC) for s in spaces()], device.device_id,
-                   clock=clock, grace_ms=grace_ms, commit=device.flush)
+
+        def sources() -> list[tuple[bytes, pycrdt.Doc[Any]]]:
+            return [(s + doc_id_for(s, DOC), device.doc(s, DOC)) for s in spaces()]
+
+        def public_key(device_id: bytes) -> Ed25519PublicKey | None:
+            rec = device.registry().device(device_id)
+            return None if rec is None else rec.public.signing_key
+
+        trust = DeviceTrust(device.keys, public_key, device.provenance, sources)
+        return cls(lambda: [d for _, d in sources()], device.device_id, clock=clock,
+                   grace_ms=grace_ms, commit=device.flush, trust=trust)
 
     # --------------------------------------------------------------- reading
     def _maps(self) -> list[pycrdt.Map[Any]]:
         return [d.get(MAP, type=pycrdt.Map) for d in self._docs()]
 
-    def _versions(self) -> dict[str, Version]:
-        found: dict[str, Version] = {}
-        self.unreadable = []
-        for m in self._maps():
-            for vid, raw in m.items():
-                v = _decode(vid, raw)
-                if v is None:
-                    self.unreadable.append(vid)
-                else:
-                    found[vid] = v
-        return found
+    def _view(self) -> _View:
+        view = _View()
+        if self._trust is None:
+            for m in self._maps():
+                for vid, raw in m.items():
+                    v = _decode(vid, raw)
+                    if v is None:
+                        view.unreadable.append(vid)
+                    else:
+                        view.versions[vid] = v
+        else:
+            self._checked_view(self._trust, view)
+        self.unreadable, self.alerts = view.unreadable, sorted(view.alerts, key=lambda a: a.seq)
+        return view
 
-    def _items(self) -> dict[str, Item]:
+    def _checked_view(self, trust: DeviceTrust, view: _View) -> None:
+        removed: list[tuple[bytes, Version]] = []
+        for scope, doc in trust.sources():
+            live = dict(doc.get(MAP, type=pycrdt.Map).items())
+            for rec in records(scope, live, trust.provenance):
+                seen = rec.seen
+                d = _parse(rec.value)
+                v = None if d is None or seen is None else _version(rec.key, d)
+                if v is None or d is None or seen is None:
+                    view.unreadable.append(rec.key)
+                    continue
+                status = authorship(VAULT_RECORD_SIG, rec.key, d, seen,
+                                    trust.public_key, signed=d["f"] == _SIGNED)
+                v = replace(v, verified=status is Authorship.VERIFIED, seen_ms=seen.first_ms)
+                view.seen[v.id] = seen
+                if status in (Authorship.FORGED, Authorship.MISATTRIBUTED):
+                    view.refused.append(v)
+                    view.alerts.append(VaultAlert(v.id, v.name, status.value,
+                                                  _hex(seen.carrier), seen.seq))
+                    continue
+                view.versions[v.id] = v
+                change = seen.change
+                if rec.altered or (change is not None and change.action == CHANGED):
+                    by = change.carrier if change is not None else None
+                    view.alerts.append(VaultAlert(v.id, v.name, CHANGED, _hex(by),
+                                                  change.seq if change else seen.seq))
+                if not rec.present:
+                    removed.append((scope, v))
+        self._judge_removals(trust, view, removed)
+
+    def _judge_removals(self, trust: DeviceTrust, view: _View,
+                        removed: list[tuple[bytes, Version]]) -> None:
+        # A version gone from the document is forgotten only when it was an own
+        # write never sent (no removal observed) or its item's deletion is past
+        # the grace period *here* (a purge); a deleted item purged early by
+        # another device is kept here until then; anything else is tampering.
+        items = self._group(view.versions.values())
+        forget: dict[bytes, list[str]] = {}
+        for scope, v in removed:
+            change, item = view.seen[v.id].change, items[v.name]
+            if change is None or (item.deleted and not self.restorable(item)):
+                forget.setdefault(scope, []).append(v.id)
+                del view.versions[v.id]
+            elif not item.deleted:
+                view.alerts.append(VaultAlert(v.id, v.name, REMOVED, _hex(change.carrier),
+                                              change.seq))
+        for scope, vids in forget.items():
+            trust.provenance.forget(scope, vids)
+
+    def _versions(self) -> dict[str, Version]:
+        return self._view().versions
+
+    @staticmethod
+    def _group(versions: Iterable[Version]) -> dict[str, Item]:
         by_name: dict[str, list[Version]] = {}
-        for v in self._versions().values():
+        for v in versions:
             by_name.setdefault(v.name, []).append(v)
         return {n: Item(n, _heads(vs)) for n, vs in sorted(by_name.items())}
+
+    def _items(self) -> dict[str, Item]:
+        return self._group(self._versions().values())
 
     def item(self, name: str) -> Item | None:
         """The item called ``name`` (deleted or not), or None if it never existed."""
@@ -326,8 +492,9 @@ class Vault:
         return item
 
     def deleted_at(self, item: Item) -> int:
-        """When the newest tombstone of a deleted item was written."""
-        return max(h.ts_ms for h in item.heads)
+        """When this device first saw the newest tombstone of a deleted item (its
+        claimed time is not trusted: a date in 1970 would end the grace period)."""
+        return max(h.seen for h in item.heads)
 
     def restorable(self, item: Item) -> bool:
         """Whether a deleted item is still within its grace period."""
@@ -384,6 +551,11 @@ class Vault:
         return [i for i in self._items().values() if i.conflict]
 
     # --------------------------------------------------------------- writing
+    def _writing(self, ids: Iterable[str]) -> contextlib.AbstractContextManager[None]:
+        if self._trust is None:
+            return contextlib.nullcontext()
+        return self._trust.provenance.writing(ids)
+
     def _write(self, name: str, values: Sequence[tuple[str, str | None]],
                supersedes: Sequence[Version]) -> list[Version]:
         maps = self._maps()
@@ -392,10 +564,11 @@ class Vault:
         sup = tuple(sorted(h.id for h in supersedes))
         written = [Version(random_bytes(16).hex(), name, kind, secret, self.author,
                            self._clock(), sup) for kind, secret in values]
+        keys = self._trust.keys if self._trust is not None else None
         doc = maps[0].doc
-        with doc.transaction():
+        with self._writing(v.id for v in written), doc.transaction():
             for v in written:
-                maps[0][v.id] = _encode(v)
+                maps[0][v.id] = _encode(v, keys)
         self._commit()
         return written
 
@@ -466,15 +639,67 @@ class Vault:
     def purge(self) -> list[str]:
         """Erase every version of the items deleted longer than the grace period ago
         (their content leaves the document state). Returns the names purged."""
-        gone = {i.name for i in self._items().values() if i.deleted and not self.restorable(i)}
+        view = self._view()
+        gone = {i.name for i in self._group(view.versions.values()).values()
+                if i.deleted and not self.restorable(i)}
         if gone:
+            ids = {vid for vid, v in view.versions.items() if v.name in gone}
             for m in self._maps():
-                with m.doc.transaction():
-                    for vid in [k for k, raw in m.items()
-                                if (v := _decode(k, raw)) is not None and v.name in gone]:
+                with self._writing(ids), m.doc.transaction():
+                    for vid in [k for k, raw in m.items() if k in ids or (
+                            (v := _decode(k, raw)) is not None and v.name in gone)]:
                         del m[vid]
             self._commit()
+            if self._trust is not None:
+                for scope, _ in self._trust.sources():
+                    known = self._trust.provenance.table(scope)
+                    self._trust.provenance.forget(scope, [k for k in ids if k in known])
         return sorted(gone)
+
+    # ------------------------------------------------------------ tampering
+    def all_alerts(self) -> list[VaultAlert]:
+        """Read the vault and return every alert (also in :attr:`alerts`)."""
+        self._view()
+        return list(self.alerts)
+
+    def new_alerts(self) -> list[VaultAlert]:
+        """The alerts not acknowledged yet (:meth:`acknowledge`)."""
+        found = self.all_alerts()
+        if self._trust is None:
+            return found
+        done = self._trust.provenance.acknowledged(SPACE)
+        return [a for a in found if a.seq > done]
+
+    def acknowledge(self) -> int:
+        """Stop warning about the current alerts (they stay listed). Returns how many
+        were new."""
+        fresh = self.new_alerts()
+        if self._trust is not None and fresh:
+            self._trust.provenance.acknowledge(SPACE, max(a.seq for a in fresh))
+        return len(fresh)
+
+    def deletions(self, after: int) -> tuple[dict[bytes, int], int]:
+        """Deletions this device saw after its local sequence number ``after``, per
+        device whose verified op carried them (never per claimed author): tombstones,
+        refused forged ones included, and records changed or removed in place. Also
+        returns the newest sequence number counted (``after`` if none)."""
+        view = self._view()
+        counts: dict[bytes, int] = {}
+        newest = after
+
+        def count(carrier: bytes | None, seq: int) -> None:
+            nonlocal newest
+            if carrier is not None and seq > after:
+                counts[carrier] = counts.get(carrier, 0) + 1
+                newest = max(newest, seq)
+
+        for v in [*view.versions.values(), *view.refused]:
+            if v.deleted and v.id in view.seen:
+                count(view.seen[v.id].carrier, view.seen[v.id].seq)
+        for a in view.alerts:
+            if a.what in (CHANGED, REMOVED) and a.by is not None:
+                count(bytes.fromhex(a.by), a.seq)
+        return counts, newest
 
     def list(self, *, deleted: bool = False) -> list[Item]:
         """The items, by name; deleted ones only if ``deleted``."""

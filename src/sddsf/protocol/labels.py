@@ -36,6 +36,7 @@ __all__ = [
     "KEY_PACKAGE_HASH",
     "KEY_PACKAGE_SEALED",
     "KEY_PACKAGE_SIG",
+    "KV_RECORD_SIG",
     "OP_AD",
     "OP_CIPHERTEXT",
     "OP_ID",
@@ -51,6 +52,7 @@ __all__ = [
     "SNAPSHOT_KEY",
     "SNAPSHOT_SIG",
     "TREE_HEAD_SIG",
+    "VAULT_RECORD_SIG",
     "labelled",
     "tagged_hash",
 ]
@@ -85,6 +87,8 @@ PAIRING_SAS: Final = "sddsf/v1/pairing/sas"
 PAIRING_CONFIRM: Final = "sddsf/v1/pairing/confirm"
 DEVICE_REPORT_SIG: Final = "sddsf/v1/controller/device-report"
 ENCRYPTION_POLICY_SIG: Final = "sddsf/v1/controller/encryption-policy"
+VAULT_RECORD_SIG: Final = "sddsf/v1/vault/record"
+KV_RECORD_SIG: Final = "sddsf/v1/kv/record"
 
 
 @functools.cache
