@@ -96,9 +96,9 @@ def closed_message(reason: str | None, burnt_by: str | None) -> str:
                     "(a wrong code, or someone in the middle), so nothing was added; start "
                     "again with a new code",
         "timeout": f"{side} stopped waiting; start again with a new code",
-        CONTESTED: "someone else used this pairing code: a second device tried to join with "
-                   "it, so someone else knows the code. The pairing was stopped and nothing "
-                   "was added; start again with a new code",
+        CONTESTED: "someone else used this pairing code: two devices tried to join with it "
+                   "(someone who saw the code, or who tried its number). The pairing was "
+                   "stopped and nothing was added; start again with a new code",
         VIOLATION: "a pairing message was sent out of order or changed, so the pairing was "
                    "stopped and nothing was added; start again with a new code",
     }.get(reason or "", f"the pairing failed on {side}; start again with a new code")
@@ -106,10 +106,9 @@ def closed_message(reason: str | None, burnt_by: str | None) -> str:
 
 def contested_message() -> str:
     """What the second claimer of a channel is told."""
-    return ("someone else used this pairing code: another device joined with it first. The "
-            "pairing was stopped and nothing was added for this device. If that other "
-            "device is not yours, someone else knows the code: answer no on the approving "
-            "device, and start again with a new code")
+    return ("someone else used this pairing code: another device claimed it first (someone "
+            "who saw the code, or who tried its number). The pairing was stopped and nothing "
+            "was added for this device; start again with a new code, shown only to you")
 
 
 def check_usable(row: ChannelRow, now_ms: int) -> None:
