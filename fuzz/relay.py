@@ -89,7 +89,7 @@ class FuzzRelay:
                 await client.append_registry(w.account.account_id, entry)
             package = bytes.fromhex(vectors("key_package")["valid"][0]["package"])
             await client.create_space(w.space, package)
-            self.channel, _ = await client.open_channel()
+            self.channel, _, _ = await client.open_channel(bytes(32))
             self.token = await client._session_token()
         finally:
             await client.aclose()

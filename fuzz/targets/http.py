@@ -146,7 +146,7 @@ def seeds() -> Iterator[bytes]:
         {"ops": envelopes[:4], "proofs": True},
         {"covers_offset": 0, "blob": next(hex_values("snapshot", "snapshot"))},
         {"offset": 0},
-        {"sender": "initiator", "body": encode({"v": 1, "t": "pake", "m": bytes(33)})},
+        {"index": 0, "body": encode({"v": 2, "t": "commit", "h": bytes(32)})},
         {"kdf": kdf, "verifier": bytes(32), "blob": blob},
         {"verifier": bytes(32)},
     ]

@@ -2,10 +2,11 @@
 the pairing code, SPAKE2's peer message, and every field each side reads
 from the other's messages (as :mod:`sddsf.client.pairing` reads them).
 
-Input: one byte picks the message type (pake, hello, offer, cosign, done) and
-the mode; the rest is either the whole mailbox message (``raw``) or, in
-``sealed`` mode, the plaintext a peer holding the channel keys sealed, so the
-payload readers see fuzzed values behind a valid box.
+Input: one byte picks the message type (pake, reveal, offer, cosign, done,
+commit) and the mode; the rest is either the whole mailbox message (``raw``)
+or, in ``sealed`` mode, the plaintext a peer holding the channel keys sealed, so
+the payload readers see fuzzed values behind a valid box. Raw ``pake`` inputs
+are also read as a pairing code and as a pairing link.
 """
 
 from __future__ import annotations
@@ -26,17 +27,24 @@ from sddsf.protocol.identity import AccountPublic, DevicePublic
 from sddsf.protocol.labels import labelled
 from sddsf.testing import vectorgen
 
-_KINDS = ("pake", "hello", "offer", "cosign", "done")
+_KINDS = ("pake", "reveal", "offer", "cosign", "done", "commit")
 _PASSWORD = b"fuzz!!"
 _NONCE = bytes(range(24))
+_COMMIT_NONCE = bytes(range(32))
+_JOINER_MSG = b"joiner message"
 
 
 @cache
 def _keys() -> tuple[pp.PairingKeys, pp.PairingKeys]:
     """(initiator, joiner) channel keys of one deterministic exchange."""
-    key, m_i, m_j = vectorgen.seed("fuzz/pairing"), b"initiator message", b"joiner message"
-    return (pp.pairing_keys("initiator", key, m_i, m_j, client._WORDS),
-            pp.pairing_keys("joiner", key, m_i, m_j, client._WORDS))
+    key, m_i = vectorgen.seed("fuzz/pairing"), b"initiator message"
+    committed = pp.commitment(_JOINER_MSG, _COMMIT_NONCE)
+
+    def keys(role: str) -> pp.PairingKeys:
+        return pp.pairing_keys(role, key, channel_id=bytes(16), commitment=committed,
+                               initiator_msg=m_i, joiner_msg=_JOINER_MSG,
+                               wordlist=client._WORDS)
+    return keys("initiator"), keys("joiner")
 
 
 @cache
@@ -55,8 +63,15 @@ def _pake(msg: bytes) -> None:
     Spake2("initiator", _PASSWORD, id_a=client._ID_A, id_b=client._ID_B).finish(peer)
 
 
-def _hello(msg: bytes) -> None:  # read by the initiator
-    hello = client._open_confirmed(msg, "hello", _keys()[0])
+def _commit(msg: bytes) -> None:  # read by the initiator
+    pp.open_message(msg, "commit", None, clear=("h",))[0].bytes_("h", size=32)
+
+
+def _reveal(msg: bytes) -> None:  # read by the initiator
+    outer, _ = pp.open_message(msg, "reveal", None, clear=("m", "n", "c", "box"))
+    attempt(pp.check_commitment, pp.commitment(_JOINER_MSG, _COMMIT_NONCE),
+            outer.bytes_("m", max_size=64), outer.bytes_("n", size=pp.COMMIT_NONCE_SIZE))
+    hello = client._open_confirmed(msg, "reveal", _keys()[0], clear=("m", "n", "c"))
     DevicePublic.from_keys(hello.bytes_("sign", size=32), hello.bytes_("kx", size=32))
     hello.str_("name", max_len=128)
 
@@ -87,16 +102,21 @@ def _done(msg: bytes) -> None:  # read by the joiner
 
 
 _READERS: dict[str, Callable[[bytes], None]] = {
-    "pake": _pake, "hello": _hello, "offer": _offer, "cosign": _cosign, "done": _done}
+    "pake": _pake, "reveal": _reveal, "offer": _offer, "cosign": _cosign, "done": _done,
+    "commit": _commit}
 
 
 def _sealed(kind: str, plaintext: bytes) -> bytes:
     """The message a peer with the channel keys sends around ``plaintext``."""
     if kind == "pake":
         return pp.seal_message("pake", None, b"", extra={"m": plaintext})
-    sender = _keys()[1] if kind in ("hello", "cosign") else _keys()[0]
+    if kind == "commit":
+        return pp.seal_message("commit", None, b"", extra={"h": plaintext})
+    sender = _keys()[1] if kind in ("reveal", "cosign") else _keys()[0]
     msg: dict[str, object] = {"v": pp.PAIRING_VERSION, "t": kind}
-    if kind in ("hello", "offer"):
+    if kind == "reveal":
+        msg.update(m=_JOINER_MSG, n=_COMMIT_NONCE)
+    if kind in ("reveal", "offer"):
         msg["c"] = sender.my_confirm
     msg["box"] = _NONCE + aead_encrypt(sender.send, _NONCE, plaintext,
                                        labelled(labels.PAIRING_KEY, kind))
@@ -109,7 +129,8 @@ def run(data: bytes) -> None:
     kind = _KINDS[selector % len(_KINDS)]
     sealed = (selector // len(_KINDS)) % 2 == 1
     if kind == "pake" and not sealed:
-        attempt(pp.decode_code, rest.decode("latin-1"))
+        attempt(pp.decode_code, rest.decode("latin-1"), client._WORDS)
+        attempt(pp.parse_uri, rest.decode("latin-1"))
     _READERS[kind](_sealed(kind, rest) if sealed else rest)
 
 
@@ -118,13 +139,14 @@ def _payloads() -> dict[str, bytes]:
     cosig = reg.countersign_body(_offer_body(), w.newcomer)
     return {
         "pake": Spake2("joiner", _PASSWORD, id_a=client._ID_A, id_b=client._ID_B).message,
-        "hello": encode({"sign": w.newcomer.signing.public.raw, "kx": w.newcomer.kx.public,
-                         "name": "new"}),
+        "reveal": encode({"sign": w.newcomer.signing.public.raw, "kx": w.newcomer.kx.public,
+                          "name": "new"}),
         "offer": encode({"body": _offer_body(), "account_sign": w.account.signing.public.raw,
                          "account_recovery": w.account.recovery.public,
                          "relay_key": w.relay_key.public.raw}),
         "cosign": encode({"cosig": cosig}),
         "done": encode({"seq": w.state.seq + 1}),
+        "commit": pp.commitment(_JOINER_MSG, _COMMIT_NONCE),
     }
 
 
@@ -133,7 +155,9 @@ def seeds() -> Iterator[bytes]:
     for i, (kind, plaintext) in enumerate(_payloads().items()):
         yield bytes([i]) + _sealed(kind, plaintext)
         yield bytes([i + len(_KINDS)]) + plaintext
-    yield b"\x00" + pp.encode_code(bytes(16), _PASSWORD).encode()
+    code = pp.PairingCode(7, 0x1234567, pp.CODE_WORDS).text(client._WORDS)
+    yield b"\x00" + code.encode()
+    yield b"\x00" + pp.pairing_uri("https://relay.example", code).encode()
 
 
 TARGETS = {"pairing": Target("pairing", run, seeds)}

@@ -58,9 +58,9 @@ def test_a_missing_field_is_malformed_not_a_key_error(read) -> None:  # type: ig
 
 
 def test_a_sealed_pairing_payload_without_the_device_keys_is_malformed() -> None:
-    msg = pp.seal_message("hello", KEY, bytes(24), extra={"c": bytes(32)},
+    msg = pp.seal_message("reveal", KEY, bytes(24), extra={"c": bytes(32)},
                           payload={"name": "phone"})
-    _, hello = pp.open_message(msg, "hello", KEY, clear=("c",))
+    _, hello = pp.open_message(msg, "reveal", KEY, clear=("c",))
     with pytest.raises(DecodeError, match="sign"):
         hello.bytes_("sign", size=32)
 

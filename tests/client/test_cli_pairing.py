@@ -4,13 +4,20 @@
 from __future__ import annotations
 
 import json
+import re
 import stat
 import time
+import urllib.parse
 from pathlib import Path
 
 import test_cli_homes as homes
-from livekit import RelayProcess
+from livekit import RelayProcess, free_port
+from mnemonic import Mnemonic
+from pairkit import Live, last_error, wait_for_file
 from test_cli_homes import PASS, failed, spawn, succeeded
+
+from sddsf.errors import UsageError
+from sddsf.protocol import pairing as pp
 
 relay = homes.relay  # the module's relay-process fixture
 
@@ -133,3 +140,140 @@ def test_k_of_n_approval_across_homes(relay: RelayProcess, tmp_path: Path) -> No
     statuses = {r["name"]: r["status"] for r in ok_json(watch, "device", "list")}
     assert statuses == {"laptop": "active", "phone": "revoked", "tablet": "active",
                         "watch": "active"}
+
+
+# ------------------------------- Ctrl-C on the joiner never leaves a phantom device
+
+
+def _laptop(relay: RelayProcess, tmp_path: Path) -> Path:
+    laptop = tmp_path / "laptop"
+    succeeded(spawn(laptop, "init", "--relay", relay.base_url, "--name", "laptop",
+                    "--phrase-out", str(tmp_path / "phrase"),
+                    "--insecure-plaintext-key").result())
+    return laptop
+
+
+def _only_the_laptop(laptop: Path, *homes_left: Path) -> None:
+    rows = ok_json(laptop, "device", "list")
+    assert isinstance(rows, list)
+    assert [(r["name"], r["status"]) for r in rows] == [("laptop", "active")], rows
+    for home in homes_left:
+        assert not (home / "storage-key.json").exists(), f"{home} kept a half-made device"
+
+
+def _stop(*running: Live) -> None:
+    for live in running:
+        if live.proc.poll() is None:
+            live.proc.kill()
+            live.result()
+
+
+def test_ctrl_c_at_the_joiners_passphrase_prompt_leaves_no_device(relay: RelayProcess,
+                                                                  tmp_path: Path) -> None:
+    laptop, phone = _laptop(relay, tmp_path), tmp_path / "phone"
+    code_file = tmp_path / "code"
+    adding = Live(laptop, "device", "add", "--code-out", str(code_file), "--yes",
+                  "--timeout", "60")
+    # No SDDSF_PASSPHRASE and no plaintext flag: the joiner asks for a passphrase.
+    joining = Live(phone, "device", "join", wait_for_file(code_file), "--relay",
+                   relay.base_url, "--name", "phone", "--yes")
+    try:
+        joining.wait_for("Passphrase for this device's store", stream="any")
+        joining.interrupt()
+        assert last_error(joining.result(), 130).endswith(("aborted", "interrupted"))
+        # The approving side never added anything; its person stops it too.
+        adding.interrupt()
+        assert last_error(adding.result(), 130).endswith(("aborted", "interrupted"))
+    finally:
+        _stop(joining, adding)
+    _only_the_laptop(laptop, phone)
+
+
+def test_ctrl_c_at_the_joiners_words_prompt_cancels_the_pairing_on_both_sides(
+        relay: RelayProcess, tmp_path: Path) -> None:
+    laptop, phone = _laptop(relay, tmp_path), tmp_path / "phone"
+    code_file = tmp_path / "code"
+    adding = Live(laptop, "device", "add", "--code-out", str(code_file), "--yes",
+                  "--timeout", "20")
+    joining = Live(phone, "device", "join", wait_for_file(code_file), "--relay",
+                   relay.base_url, "--name", "phone", "--insecure-plaintext-key")
+    try:
+        joining.wait_for(r"\[y/N\]: $")
+        joining.interrupt()
+        assert last_error(joining.result(), 130).endswith("aborted")
+        line = last_error(adding.result())
+        assert "cancelled on the new device" in line, line
+    finally:
+        _stop(joining, adding)
+    _only_the_laptop(laptop, phone)
+
+
+# ------------------------------------------------ short word codes, the QR link
+
+
+def test_the_default_code_is_a_short_word_code_and_join_takes_the_qr_uri(
+        relay: RelayProcess, tmp_path: Path) -> None:
+    laptop, phone = _laptop(relay, tmp_path), tmp_path / "phone"
+    adding = Live(laptop, "device", "add", "--yes", "--timeout", "60")
+    try:
+        code = adding.wait_for(r"^ {4}(\d{1,6}(?:-[a-z]{3,8}){3})\s*$").group(1)
+        uri = adding.wait_for(r"sddsf://pair\?\S+").group(0)
+        parsed = urllib.parse.urlsplit(uri)
+        query = urllib.parse.parse_qs(parsed.query)
+        assert query == {"relay": [relay.base_url], "code": [code]}, uri
+        # The URI alone (what the QR code holds) is enough: no --relay.
+        joined = spawn(phone, "device", "join", uri, "--name", "phone", "--yes",
+                       "--insecure-plaintext-key").result()
+        assert "Joined account" in succeeded(joined), joined
+        assert "Added device 'phone'" in succeeded(adding.result())
+    finally:
+        _stop(adding)
+
+
+def _mistypes(code: str) -> dict[str, str]:
+    """A misspelt word, a wrong word of the list, and a wrong number, each of which
+    the checksum (or the word list) catches."""
+    number, *words = code.split("-")
+    wordlist = Mnemonic("english").wordlist
+    misspelt = "-".join([number, words[0][:-1] + ("x" if words[0][-1] != "x" else "y"),
+                         *words[1:]])
+
+    def caught(candidate: str) -> bool:
+        try:
+            pp.decode_code(candidate, wordlist)
+        except UsageError:
+            return True
+        return False
+
+    other_word = next(c for w in wordlist if w != words[1]
+                      and caught(c := "-".join([number, words[0], w, *words[2:]])))
+    other_number = next(c for n in range(1, 1000) if str(n) != number
+                        and caught(c := "-".join([str(n), *words])))
+    return {"misspelt": misspelt, "other_word": other_word, "other_number": other_number}
+
+
+def test_a_mistyped_short_code_is_caught_before_contacting_the_relay(
+        relay: RelayProcess, tmp_path: Path) -> None:
+    laptop, phone = _laptop(relay, tmp_path), tmp_path / "phone"
+    code_file = tmp_path / "code"
+    adding = Live(laptop, "device", "add", "--code-out", str(code_file), "--yes",
+                  "--timeout", "60")
+    try:
+        code = wait_for_file(code_file)
+        assert re.fullmatch(r"\d{1,6}(?:-[a-z]{3,8}){3}", code), code
+        nowhere = f"http://127.0.0.1:{free_port()}"  # nothing listens: contacting it fails
+        for kind, typo in _mistypes(code).items():
+            line = failed(spawn(tmp_path / kind, "device", "join", typo, "--relay", nowhere,
+                                "--name", "x", "--yes", "--insecure-plaintext-key").result())
+            assert "cannot reach" not in line and "[usage]" in line, (kind, line)
+            if kind == "misspelt":
+                assert "is not a pairing word" in line and "did you mean" in line, line
+            else:
+                assert "typo" in line, (kind, line)
+        # The typos touched nothing: the right code still pairs.
+        joined = spawn(phone, "device", "join", code, "--relay", relay.base_url, "--name",
+                       "phone", "--yes", "--insecure-plaintext-key").result()
+        assert "Joined account" in succeeded(joined)
+        assert "Added device 'phone'" in succeeded(adding.result())
+    finally:
+        _stop(adding)

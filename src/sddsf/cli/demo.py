@@ -26,7 +26,7 @@ from rich.console import Console
 
 from sddsf.client import pairing
 from sddsf.client.device import Device
-from sddsf.client.pairing import PairingInvite
+from sddsf.client.pairing import PairingCheck, PairingInvite
 from sddsf.crypto import Ed25519SigningKey, random_bytes
 from sddsf.errors import AuthenticationError, AuthorizationError, ProofError, UsageError
 from sddsf.relay.app import create_app
@@ -101,8 +101,8 @@ async def _scenario(say: Console, workdir: Path, url: str) -> None:  # noqa: PLR
     invites: asyncio.Queue[PairingInvite] = asyncio.Queue()
     words: list[tuple[str, ...]] = []
 
-    def compare(sas: tuple[str, ...]) -> bool:
-        words.append(sas)  # a person compares them; here both sides must agree
+    def compare(check: PairingCheck) -> bool:
+        words.append(check.words)  # a person compares them; here both sides must agree
         return True
 
     def show(invite: PairingInvite) -> None:

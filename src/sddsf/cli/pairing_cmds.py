@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
+import signal
+import threading
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import click
 import segno
+from mnemonic import Mnemonic
 from rich.console import Console
 
 from sddsf.cli import approval_cmds
@@ -16,22 +21,69 @@ from sddsf.cli.approval_cmds import pending_line
 from sddsf.cli.device_cmds import _emit, _home, _passphrase, _run, _with_device
 from sddsf.client.device import Device
 from sddsf.client.governance import ProposalView
-from sddsf.client.pairing import PairingInvite, add_device, join
+from sddsf.client.pairing import PairingCheck, PairingInvite, add_device, join
 from sddsf.errors import NotFoundError, UsageError
 from sddsf.protocol.identity import fingerprint
+from sddsf.protocol.pairing import (
+    CODE_WORDS,
+    MAX_CODE_WORDS,
+    MIN_CODE_WORDS,
+    decode_code,
+    parse_uri,
+)
 from sddsf.protocol.registry import DeviceRecord
 from sddsf.wire import unb64
 
 __all__ = ["register"]
 
 
-def _sas_prompt(yes: bool):  # type: ignore[no-untyped-def]
-    def confirm(words: tuple[str, ...]) -> bool:
-        click.echo(f"Check that the other device shows the same words:\n\n    "
-                   f"{' '.join(words)}\n", err=True)
+@contextlib.contextmanager
+def _ctrl_c_interrupts() -> Iterator[None]:
+    """While a prompt waits inside the event loop, Ctrl-C must stop it at once.
+
+    ``asyncio.run`` turns the first Ctrl-C into a cancellation of its task, which a
+    blocking prompt never sees (only the second press would raise). With Python's
+    own handler back in place for the prompt, the first press raises
+    KeyboardInterrupt there; pairing then burns the code, telling the other side.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _ask(question: str) -> bool:
+    with _ctrl_c_interrupts():
+        try:
+            return click.confirm(question, default=False, err=True)
+        except click.Abort:  # Ctrl-C or end of input at the prompt
+            raise KeyboardInterrupt from None
+
+
+def _approver_check(yes: bool) -> Callable[[PairingCheck], bool]:
+    def confirm(check: PairingCheck) -> bool:
+        click.echo(f"A device asks to join this account:\n\n    name:        {check.name!r}\n"
+                   f"    fingerprint: {check.fingerprint}\n\nIt should show the same "
+                   f"fingerprint and these words:\n\n    {' '.join(check.words)}\n\n"
+                   "Answer yes only if the device in front of you shows exactly these words "
+                   "and fingerprint. If another device used the code, answer no.", err=True)
+        return True if yes else _ask(f"Add {check.name!r} to this account?")
+    return confirm
+
+
+def _joiner_check(yes: bool) -> Callable[[PairingCheck], bool]:
+    def confirm(check: PairingCheck) -> bool:
+        click.echo(f"This device: {check.name!r}, fingerprint {check.fingerprint}\n"
+                   f"Check that the other device shows this fingerprint and these words:\n\n"
+                   f"    {' '.join(check.words)}\n", err=True)
         if yes:
+            click.echo("Waiting for the other device to approve...", err=True)
             return True
-        return click.confirm("Do the words match?", default=False, err=True)
+        return _ask("Do the words match?")
     return confirm
 
 
@@ -43,11 +95,15 @@ def device() -> None:
 @device.command("add")
 @click.option("--code-out", type=click.Path(dir_okay=False),
               help="Also write the pairing code to this file (mode 0600), for scripts.")
+@click.option("--code-words", type=click.IntRange(MIN_CODE_WORDS, MAX_CODE_WORDS),
+              default=CODE_WORDS, show_default=True,
+              help="Words in the pairing code; each adds 11 bits against guessing.")
 @click.option("--yes", is_flag=True, help="Accept the words without asking (scripts).")
 @click.option("--timeout", "timeout_s", default=600.0, show_default=True,
               help="Seconds to wait for the new device.")
 @click.pass_context
-def device_add(ctx: click.Context, code_out: str | None, yes: bool, timeout_s: float) -> None:
+def device_add(ctx: click.Context, code_out: str | None, code_words: int, yes: bool,
+               timeout_s: float) -> None:
     """Show a one-time pairing code (and QR code), then add the device that joins with it."""
     def show(invite: PairingInvite) -> None:
         if code_out:
@@ -57,14 +113,15 @@ def device_add(ctx: click.Context, code_out: str | None, yes: bool, timeout_s: f
         qr = io.StringIO()
         segno.make(invite.uri, error="m").terminal(out=qr, compact=True)
         click.echo(qr.getvalue(), err=True)
-        click.echo(f"Pairing code (valid for {timeout_s:.0f} s at most, single use):\n\n"
+        click.echo(f"Pairing code (single use, valid for {timeout_s:.0f} s at most):\n\n"
                    f"    {invite.code}\n\nOn the new device run:\n    sddsf device join "
-                   f"{invite.code} --relay {invite.relay_url} --name NAME\n", err=True)
+                   f"{invite.code} --relay {invite.relay_url} --name NAME\nor scan the QR "
+                   f"code, which holds:\n    {invite.uri}\n", err=True)
 
     async def go(d: Device) -> dict[str, Any]:
         await d.sync()  # push this device's pending edits first: the new one gets them at once
-        new_id, change = await add_device(d, show=show, confirm_sas=_sas_prompt(yes),
-                                          timeout_s=timeout_s)
+        new_id, change = await add_device(d, show=show, confirm_sas=_approver_check(yes),
+                                          timeout_s=timeout_s, code_words=code_words)
         rec = d.registry().device(new_id)
         name = rec.name if rec else change.pending.proposal.action.name if change.pending else ""
         return {"device_id": new_id.hex(), "name": name, "fingerprint": fingerprint(new_id),
@@ -79,9 +136,24 @@ def device_add(ctx: click.Context, code_out: str | None, yes: bool, timeout_s: f
                "new key epoch that includes it.")
 
 
+def _join_target(code: str, relay_url: str | None) -> tuple[str, str]:
+    """``(relay_url, code)`` from a code and ``--relay``, or from a pairing link."""
+    link = parse_uri(code)
+    if link is not None:
+        if relay_url is not None and relay_url.rstrip("/") != link[0].rstrip("/"):
+            raise UsageError(f"the pairing link names the relay {link[0]}, not {relay_url}; "
+                             "leave out --relay")
+        return link
+    if relay_url is None:
+        raise UsageError("give --relay URL (the relay the other device uses), or pass the "
+                         "sddsf://pair link its QR code holds")
+    return relay_url, code
+
+
 @device.command("join")
 @click.argument("code")
-@click.option("--relay", "relay_url", required=True, help="The relay the other device uses.")
+@click.option("--relay", "relay_url", help="The relay the other device uses (not needed "
+              "with an sddsf://pair link).")
 @click.option("--name", required=True, help="This device's name.")
 @click.option("--yes", is_flag=True, help="Accept the words without asking (scripts).")
 @click.option("--timeout", "timeout_s", default=600.0, show_default=True,
@@ -89,13 +161,21 @@ def device_add(ctx: click.Context, code_out: str | None, yes: bool, timeout_s: f
 @click.option("--insecure-plaintext-key", is_flag=True,
               help="INSECURE: keep the store key in plaintext (no keyring, no passphrase).")
 @click.pass_context
-def device_join(ctx: click.Context, code: str, relay_url: str, name: str, yes: bool,
+def device_join(ctx: click.Context, code: str, relay_url: str | None, name: str, yes: bool,
                 timeout_s: float, insecure_plaintext_key: bool) -> None:
-    """Join an account with the pairing code another device shows."""
+    """Join an account with the pairing code (or the sddsf://pair link of the QR code)
+    another device shows."""
+    relay_url, code = _join_target(code, relay_url)
+    decode_code(code, Mnemonic("english").wordlist)  # a typo is caught before anything else
+    if (_home(ctx) / "storage-key.json").exists():
+        raise UsageError(f"{_home(ctx)} already holds a device; use another --home")
+    # Asked before pairing starts: a Ctrl-C here leaves nothing anywhere.
+    secret = None if insecure_plaintext_key else _passphrase(confirm=True)()
+
     async def go() -> tuple[str, int, ProposalView | None]:
         d = await join(_home(ctx), relay_url, code, name,
-                       passphrase=None if insecure_plaintext_key else _passphrase(confirm=True),
-                       confirm_sas=_sas_prompt(yes), insecure_plaintext=insecure_plaintext_key,
+                       passphrase=None if secret is None else (lambda: secret),
+                       confirm_sas=_joiner_check(yes), insecure_plaintext=insecure_plaintext_key,
                        timeout_s=timeout_s)
         result = d.account.fingerprint, len(d.spaces()), d.awaiting_approval()
         await d.close()

@@ -15,6 +15,7 @@ Layout of ``<home>`` (``--home``, ``SDDSF_HOME``, or the platform's user data di
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Callable
@@ -27,7 +28,8 @@ from sddsf.client.store import LocalStore
 from sddsf.crypto import aead_decrypt, aead_encrypt, argon2id, random_bytes
 from sddsf.errors import ConfigError, DecryptError, UsageError
 
-__all__ = ["KDF_MEMORY_KIB", "KDF_PARALLELISM", "KDF_TIME", "default_home", "open_home"]
+__all__ = ["KDF_MEMORY_KIB", "KDF_PARALLELISM", "KDF_TIME", "default_home", "discard_home",
+           "open_home"]
 
 KDF_TIME: Final = 3
 KDF_MEMORY_KIB: Final = 64 * 1024
@@ -142,3 +144,26 @@ def open_home(home: Path, *, passphrase: Callable[[], str] | None, create: bool 
     else:
         key, kind = _read_key_file(home, passphrase)
     return LocalStore(home / "device.db", key), str(kind)
+
+
+def discard_home(home: Path, *, remove_dir: bool) -> None:
+    """Remove a home :func:`open_home` just created (a pairing that did not
+    finish): its store files, its key file and keyring entry, and the directory
+    itself when ``remove_dir`` (it did not exist before). Nothing else in
+    ``home`` is touched; the store must be closed first."""
+    key_file = home / _KEY_FILE
+    try:
+        record = json.loads(key_file.read_text())
+    except (OSError, ValueError):
+        record = {}
+    if isinstance(record, dict) and record.get("kind") == "keyring":
+        # Best effort: the key file goes anyway, and without it the entry is unused.
+        with contextlib.suppress(Exception):
+            import keyring  # noqa: PLC0415
+
+            keyring.delete_password(str(record["service"]), str(record["user"]))
+    for name in ("device.db", "device.db-wal", "device.db-shm", "device.db-journal", _KEY_FILE):
+        (home / name).unlink(missing_ok=True)
+    if remove_dir:
+        with contextlib.suppress(OSError):  # not empty: something else was put there
+            home.rmdir()

@@ -25,6 +25,7 @@ from sddsf.errors import (
     AuthenticationError,
     Code,
     DecodeError,
+    NotFoundError,
     SddsfError,
     UnavailableError,
     error_from_wire,
@@ -32,6 +33,7 @@ from sddsf.errors import (
 from sddsf.protocol import auth
 from sddsf.protocol.backup import Backup, KdfParams
 from sddsf.protocol.identity import DeviceKeys
+from sddsf.protocol.pairing import PAIRING_VERSION
 from sddsf.wire import b64 as _b64
 from sddsf.wire import unb64 as _unb64
 
@@ -117,17 +119,17 @@ class RelayClient:
     # ------------------------------------------------------------- plumbing
     async def _send(self, method: str, path: str, *, body: dict[str, Any] | None = None,
                     params: dict[str, Any] | None = None, signed: bool = False,
-                    authed: bool = False) -> Any:
+                    authed: bool = False, headers: dict[str, str] | None = None) -> Any:
         try:
             try:
                 return await self._send_once(method, path, body=body, params=params,
-                                             signed=signed, authed=authed)
+                                             signed=signed, authed=authed, extra=headers)
             except _ConnectionDropped:
                 # A pooled keep-alive connection the relay was closing as we
                 # sent: retry once on a new one. Every request is idempotent
                 # (ops and entries by content, signed ones get a fresh nonce).
                 return await self._send_once(method, path, body=body, params=params,
-                                             signed=signed, authed=authed)
+                                             signed=signed, authed=authed, extra=headers)
         except AuthenticationError as exc:
             # The relay forgot our session (restart, or another node): open a
             # new one and retry once. A signed request is re-signed with a fresh
@@ -140,9 +142,11 @@ class RelayClient:
                                          signed=signed, authed=authed)
 
     async def _send_once(self, method: str, path: str, *, body: dict[str, Any] | None,
-                         params: dict[str, Any] | None, signed: bool, authed: bool) -> Any:
+                         params: dict[str, Any] | None, signed: bool, authed: bool,
+                         extra: dict[str, str] | None = None) -> Any:
         content = json.dumps(body).encode() if body is not None else b""
         headers = {"content-type": "application/json"} if body is not None else {}
+        headers.update(extra or {})
         if authed or signed:
             token = await self._session_token()
             headers["authorization"] = f"Bearer {_b64(token)}"
@@ -327,27 +331,65 @@ class RelayClient:
         return int(r["covers_offset"]), _unb64(r["blob"])
 
     # ------------------------------------------------------- pairing mailbox
-    async def open_channel(self) -> tuple[bytes, int]:
-        """Open a pairing mailbox: ``(channel_id, expires_ms)``."""
-        r = await self._send("POST", "/v1/pairing")
+    # Every channel request names the caller's slot by its token (docs/protocol.md 17.4.7).
+    async def open_channel(self, token: bytes) -> tuple[bytes, int, int]:
+        """Open a pairing mailbox whose initiator slot is ``token``:
+        ``(channel_id, nameplate, expires_ms)``.
+
+        Raises:
+            DecodeError: the relay does not speak pairing version 2
+                (``unsupported_version``).
+        """
+        r = await self._send("POST", "/v1/pairing", body={"version": PAIRING_VERSION},
+                             headers=_pairing_token(token))
+        if "nameplate" not in r:  # a relay from before pairing version 2 ignores the body
+            raise DecodeError(f"the relay at {self._http.base_url} does not speak pairing "
+                              f"version {PAIRING_VERSION}: update the relay",
+                              Code.UNSUPPORTED_VERSION)
+        return _unb64(r["channel_id"]), int(r["nameplate"]), int(r["expires_ms"])
+
+    async def claim_channel(self, nameplate: int, token: bytes) -> tuple[bytes, int]:
+        """Claim the joiner slot of the mailbox numbered ``nameplate`` for ``token``:
+        ``(channel_id, expires_ms)``.
+
+        Raises:
+            NotFoundError: no such number (expired, or mistyped).
+            ConflictError: another device claimed it first (the relay burns it),
+                or it is burnt or expired.
+            DecodeError: the relay does not speak pairing version 2.
+        """
+        try:
+            r = await self._send("POST", "/v1/pairing/claim", body={"nameplate": nameplate},
+                                 headers=_pairing_token(token))
+        except NotFoundError as exc:
+            if exc.message == "no such endpoint":
+                raise DecodeError(f"the relay at {self._http.base_url} does not speak pairing "
+                                  f"version {PAIRING_VERSION}: update the relay",
+                                  Code.UNSUPPORTED_VERSION) from None
+            raise
         return _unb64(r["channel_id"]), int(r["expires_ms"])
 
-    async def post_channel(self, channel_id: bytes, sender: str, body: bytes) -> int:
-        """Post an opaque message as ``sender``; returns its index."""
+    async def post_channel(self, channel_id: bytes, token: bytes, index: int,
+                           body: bytes) -> int:
+        """Post message ``index`` in the slot of ``token`` (a retry of the same
+        message is answered as stored); returns its index."""
         r = await self._send("POST", f"/v1/pairing/{_quote(channel_id)}/messages",
-                             body={"sender": sender, "body": _b64(body)})
+                             body={"index": index, "body": _b64(body)},
+                             headers=_pairing_token(token))
         return int(r["messages"][0]["index"])
 
-    async def read_channel(self, channel_id: bytes,
+    async def read_channel(self, channel_id: bytes, token: bytes,
                            after: int = -1) -> list[tuple[int, str, bytes]]:
         """Messages after index ``after``: ``(index, sender, body)``."""
         r = await self._send("GET", f"/v1/pairing/{_quote(channel_id)}/messages",
-                             params={"after": after})
+                             params={"after": after}, headers=_pairing_token(token))
         return [(int(x["index"]), str(x["sender"]), _unb64(x["body"])) for x in r["messages"]]
 
-    async def burn_channel(self, channel_id: bytes) -> None:
-        """Burn a pairing mailbox (no further messages)."""
-        await self._send("POST", f"/v1/pairing/{_quote(channel_id)}/burn")
+    async def burn_channel(self, channel_id: bytes, token: bytes,
+                           reason: str = "failed") -> None:
+        """Burn a pairing mailbox, telling the other side ``reason``."""
+        await self._send("POST", f"/v1/pairing/{_quote(channel_id)}/burn",
+                         body={"reason": reason}, headers=_pairing_token(token))
 
     # ------------------------------------------------------------ controller
     async def submit_report(self, account_id: bytes, report: bytes) -> dict[str, Any]:
@@ -444,3 +486,8 @@ class RelayClient:
 def _quote(raw: bytes) -> str:
     # URL-safe base64 needs no escaping in a path segment.
     return _b64(raw)
+
+
+def _pairing_token(token: bytes) -> dict[str, str]:
+    """The header that names a pairing slot (docs/protocol.md 17.4.7)."""
+    return {"x-sddsf-pairing-token": _b64(token)}

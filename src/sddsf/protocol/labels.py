@@ -41,6 +41,8 @@ __all__ = [
     "OP_CIPHERTEXT",
     "OP_ID",
     "OP_SIG",
+    "PAIRING_CODE",
+    "PAIRING_COMMIT",
     "PAIRING_CONFIRM",
     "PAIRING_KEY",
     "PAIRING_SAS",
@@ -85,6 +87,8 @@ BACKUP_AD: Final = "sddsf/v1/backup/ad"
 PAIRING_KEY: Final = "sddsf/v1/pairing/key"
 PAIRING_SAS: Final = "sddsf/v1/pairing/sas"
 PAIRING_CONFIRM: Final = "sddsf/v1/pairing/confirm"
+PAIRING_CODE: Final = "sddsf/v2/pairing/code"
+PAIRING_COMMIT: Final = "sddsf/v2/pairing/commit"
 DEVICE_REPORT_SIG: Final = "sddsf/v1/controller/device-report"
 ENCRYPTION_POLICY_SIG: Final = "sddsf/v1/controller/encryption-policy"
 VAULT_RECORD_SIG: Final = "sddsf/v1/vault/record"

@@ -1,40 +1,41 @@
-"""Pairing a new device: the code, SPAKE2 keys, the short authentication
-string, key confirmation and the sealed messages (sans-IO).
+"""Pairing a new device (version 2): the short code, the commitment, SPAKE2 keys,
+the short authentication string, key confirmation and the sealed messages
+(sans-IO; ``docs/protocol.md`` section 19).
 
-The approving device (``initiator``) opens a relay mailbox and shows a
-pairing code: ``channel_id (16) || password (6) || check (2)`` in base32,
-grouped by four. The new device (``joiner``) types it (or scans the QR code).
-Both run SPAKE2 on ``password`` through the mailbox, so the relay, which sees
-the channel id and the SPAKE2 messages, learns nothing that allows an offline
-guess; an online guess burns the channel. From the SPAKE2 key ``K`` and the
-two SPAKE2 messages (the transcript) both derive:
+The approving device (``initiator``) opens a relay mailbox, which the relay
+numbers (the *nameplate*), and shows a code like ``7-crossover-clockwork-pilot``:
+the nameplate, then words of the BIP39 English list that carry a random secret
+and a 6-bit checksum over the nameplate and the secret (a typo is caught before
+anything is sent). The new device (``joiner``) types it, or scans the QR code
+(``sddsf://pair?relay=...&code=...``). Both run SPAKE2 on a password derived
+from the code; the relay, which sees the SPAKE2 messages, can make one online
+guess per code, and any failure burns the code.
 
-* two AEAD keys, one per direction (``PAIRING_KEY``);
-* the short authentication string: five words of the BIP39 English list
-  (55 bits, ``PAIRING_SAS``) that the person compares on both screens;
-* confirmation tags ``tagged_hash(PAIRING_CONFIRM, K, role, transcript)``.
+Messages through the mailbox (canonical CBOR maps, ``v`` = 2), strictly
+alternating, joiner first (the relay refuses any other order, and any change
+of a posted message):
 
-Messages through the mailbox (canonical CBOR maps, ``v`` = 1):
+0. joiner ``commit``: ``h`` = ``tagged_hash(PAIRING_COMMIT, m_joiner, n)``
+1. initiator ``pake``: ``m`` = its SPAKE2 message
+2. joiner ``reveal``: ``m`` = its SPAKE2 message, ``n``, ``c`` = its
+   confirmation tag, and a box with ``{"sign","kx","name"}``
+3. initiator ``offer``: ``c`` = its tag, box ``{"body","account_sign",
+   "account_recovery","relay_key"}``
+4. joiner ``cosign``: box ``{"cosig"}``
+5. initiator ``done``: box ``{"seq"}``
 
-1. initiator ``{"v","t":"pake","m"}``; joiner ``{"v","t":"pake","m"}``
-2. joiner ``{"v","t":"hello","c": confirm(joiner),"box"}``, where ``box`` seals
-   ``{"sign","kx","name"}`` (its public keys and name)
-3. initiator ``{"v","t":"offer","c": confirm(initiator),"box"}``, where ``box``
-   seals ``{"body","account_sign","account_recovery","relay_key"}``: the
-   add-device registry entry body it signed, the account's public keys, and
-   the relay key it pinned
-4. joiner ``{"v","t":"cosign","box"}``, where ``box`` seals ``{"cosig"}``, its
-   countersignature over the body
-5. initiator ``{"v","t":"done","box"}``, where ``box`` seals ``{"seq"}``: the
-   registry seq at which the entry was appended
-
-A wrong code gives different keys, so the first confirmation tag fails: the
-initiator burns the channel and both sides stop.
+The commitment is what makes the words worth comparing: whoever sits in the
+middle (and knows the code) must fix its message to the initiator before it
+sees the initiator's, and send its message to the joiner before the joiner's is
+revealed, so it cannot search for messages that give both sides the same words
+(55 bits: one chance in 2**55 per attempt, one attempt per code).
 """
 
 from __future__ import annotations
 
-import base64
+import difflib
+import re
+import urllib.parse
 from dataclasses import dataclass
 from typing import Final
 
@@ -42,9 +43,9 @@ from sddsf.crypto import (
     AEAD_NONCE_SIZE,
     aead_decrypt,
     aead_encrypt,
-    blake2b_256,
     constant_time_equal,
     hkdf_sha256,
+    random_bytes,
 )
 from sddsf.errors import AuthenticationError, Code, DecodeError, UsageError
 from sddsf.protocol import labels
@@ -53,64 +54,207 @@ from sddsf.protocol.labels import labelled, tagged_hash
 from sddsf.protocol.schema import Fields, expect_map
 
 __all__ = [
-    "CHANNEL_ID_SIZE",
+    "CHECK_BITS",
+    "CODE_WORDS",
+    "COMMIT_NONCE_SIZE",
+    "KINDS",
+    "MAX_CODE_WORDS",
+    "MESSAGE_COUNT",
+    "MIN_CODE_WORDS",
+    "NAMEPLATE_MAX",
     "PAIRING_VERSION",
-    "PASSWORD_SIZE",
+    "SAS_BITS",
+    "TOKEN_SIZE",
     "PairingCode",
     "PairingKeys",
+    "check_commitment",
+    "commitment",
     "decode_code",
-    "encode_code",
+    "expected_sender",
+    "new_code",
     "open_message",
     "pairing_keys",
+    "pairing_uri",
+    "parse_uri",
+    "password_bits",
     "seal_message",
 ]
 
-PAIRING_VERSION: Final = 1
-CHANNEL_ID_SIZE: Final = 16
-PASSWORD_SIZE: Final = 6  # 48 bits: online guessing only, and one guess burns the channel
-_CHECK_SIZE: Final = 2
+PAIRING_VERSION: Final = 2
+#: Words in a code by default (27 secret bits); ``sddsf device add --code-words``.
+CODE_WORDS: Final = 3
+MIN_CODE_WORDS: Final = 3
+MAX_CODE_WORDS: Final = 8
+#: Checksum bits in every code: a mistyped word or number is caught with
+#: probability 63/64 (a word not in the list always).
+CHECK_BITS: Final = 6
+#: The relay numbers live mailboxes 1, 2, ...; a code's number has at most 6 digits.
+NAMEPLATE_MAX: Final = 999_999
+#: The joiner's commitment nonce; the mailbox slot tokens.
+COMMIT_NONCE_SIZE: Final = 32
+TOKEN_SIZE: Final = 32
+#: One pairing is exactly these messages, in this order (index = position).
+KINDS: Final = ("commit", "pake", "reveal", "offer", "cosign", "done")
+MESSAGE_COUNT: Final = len(KINDS)
 _SAS_WORDS: Final = 5
+SAS_BITS: Final = 11 * _SAS_WORDS
+_WORD_BITS: Final = 11
 _MAX_MESSAGE: Final = 64 * 1024
 _ROLES: Final = ("initiator", "joiner")
+_OLD_CODE_CHARS: Final = 39  # base32 of channel id (16) + password (6) + check (2)
+_MAX_CODE_TEXT: Final = 200
 
 
-@dataclass(frozen=True, slots=True)
+def password_bits(words: int) -> int:
+    """Secret bits a code of ``words`` words carries (the rest is the checksum)."""
+    return _WORD_BITS * words - CHECK_BITS
+
+
+def expected_sender(index: int) -> str:
+    """Who posts mailbox message ``index``: the joiner the even ones, the initiator the odd."""
+    return "joiner" if index % 2 == 0 else "initiator"
+
+
+@dataclass(frozen=True, slots=True, repr=False)
 class PairingCode:
-    """What the pairing code carries."""
+    """What a pairing code carries: the mailbox number and the secret."""
 
-    channel_id: bytes
-    password: bytes
+    nameplate: int
+    secret: int
+    words: int
+
+    def _secret_bytes(self) -> bytes:
+        return self.secret.to_bytes((password_bits(self.words) + 7) // 8, "big")
+
+    def _check(self) -> int:
+        digest = tagged_hash(labels.PAIRING_CODE, "check", self.nameplate, self.words,
+                             self._secret_bytes())
+        return digest[0] >> (8 - CHECK_BITS)
+
+    @property
+    def password(self) -> bytes:
+        """The SPAKE2 password: bound to the mailbox number and the word count."""
+        return labelled(labels.PAIRING_CODE, "password", self.nameplate, self.words,
+                        self._secret_bytes())
+
+    def text(self, wordlist: list[str]) -> str:
+        """The code as people read and type it: ``7-crossover-clockwork-pilot``."""
+        _check_wordlist(wordlist)
+        value = (self.secret << CHECK_BITS) | self._check()
+        words = [wordlist[(value >> (_WORD_BITS * (self.words - 1 - i))) & 0x7FF]
+                 for i in range(self.words)]
+        return "-".join([str(self.nameplate), *words])
 
 
-def encode_code(channel_id: bytes, password: bytes) -> str:
-    """The human-typable pairing code (base32 groups of four, with a checksum)."""
-    if len(channel_id) != CHANNEL_ID_SIZE or len(password) != PASSWORD_SIZE:
-        raise UsageError("a pairing code holds a 16-byte channel id and a 6-byte password")
-    raw = channel_id + password
-    text = base64.b32encode(raw + blake2b_256(raw)[:_CHECK_SIZE]).decode().rstrip("=")
-    return "-".join(text[i:i + 4] for i in range(0, len(text), 4))
+def _check_wordlist(wordlist: list[str]) -> None:
+    if len(wordlist) != 2048:
+        raise UsageError("the pairing word list has 2048 words")
 
 
-def decode_code(code: str) -> PairingCode:
-    """Parse a pairing code typed or scanned by a person.
+def new_code(nameplate: int, words: int = CODE_WORDS) -> PairingCode:
+    """A fresh random code for mailbox ``nameplate``.
 
     Raises:
-        UsageError: not a pairing code, or a typo (the checksum does not match).
+        UsageError: a nameplate or word count out of range.
     """
-    text = "".join(code.split()).replace("-", "").upper()
-    size = CHANNEL_ID_SIZE + PASSWORD_SIZE + _CHECK_SIZE
-    try:
-        raw = base64.b32decode(text + "=" * (-len(text) % 8))
+    if not 1 <= nameplate <= NAMEPLATE_MAX:
+        raise UsageError(f"a pairing mailbox number is 1 to {NAMEPLATE_MAX}")
+    if not MIN_CODE_WORDS <= words <= MAX_CODE_WORDS:
+        raise UsageError(f"a pairing code has {MIN_CODE_WORDS} to {MAX_CODE_WORDS} words")
+    bits = password_bits(words)
+    secret = int.from_bytes(random_bytes((bits + 7) // 8), "big") >> (-bits % 8)
+    return PairingCode(nameplate, secret, words)
+
+
+def decode_code(code: str, wordlist: list[str]) -> PairingCode:
+    """Parse a pairing code typed by a person (case, spaces and dashes are loose).
+
+    Raises:
+        UsageError: not a pairing code, a word not in the list, an old-style
+            (version 1) code, or a typo (the checksum does not match).
+    """
+    _check_wordlist(wordlist)
+    text = code.strip()
+    compact = re.sub(r"[-\s]", "", text).upper()
+    if len(compact) == _OLD_CODE_CHARS and re.fullmatch(r"[A-Z2-7]+", compact) \
+            and not text[:1].isdigit():
+        raise UsageError("that is an old-style pairing code (from sddsf before pairing "
+                         "version 2): update sddsf on the device that showed it, then "
+                         "start again with `sddsf device add`")
+    parts = [p for p in re.split(r"[\s\-]+", text.lower()) if p]
+    if len(text) > _MAX_CODE_TEXT or len(parts) < 2 or not parts[0].isdecimal() \
+            or len(parts[0]) > 6 or not MIN_CODE_WORDS <= len(parts) - 1 <= MAX_CODE_WORDS:
+        raise UsageError("that is not a pairing code: it looks like 7-crossover-clockwork-"
+                         "pilot (a number, then the words `sddsf device add` shows)")
+    index = {w: i for i, w in enumerate(wordlist)}
+    value = 0
+    for word in parts[1:]:
+        if word not in index:
+            close = difflib.get_close_matches(word, wordlist, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else "."
+            raise UsageError(f"{word!r} is not a pairing word{hint} Check the code against "
+                             "the other device's screen")
+        value = (value << _WORD_BITS) | index[word]
+    parsed = PairingCode(int(parts[0]), value >> CHECK_BITS, len(parts) - 1)
+    mask = (1 << CHECK_BITS) - 1
+    if not 1 <= parsed.nameplate <= NAMEPLATE_MAX or parsed._check() != value & mask:
+        raise UsageError("the pairing code has a typo (its checksum does not match): check "
+                         "the number and every word against the other device's screen")
+    return parsed
+
+
+def pairing_uri(relay_url: str, code: str) -> str:
+    """What the QR code holds: ``sddsf://pair?relay=<url>&code=<code>``."""
+    return "sddsf://pair?" + urllib.parse.urlencode({"relay": relay_url, "code": code})
+
+
+def parse_uri(text: str) -> tuple[str, str] | None:
+    """``(relay_url, code)`` of a pairing link, or None when ``text`` is not one.
+
+    Raises:
+        UsageError: an ``sddsf:`` link that is not a well-formed pairing link.
+    """
+    if not text.strip().lower().startswith("sddsf:"):
+        return None
+    bad = UsageError("that is not a pairing link: it looks like "
+                     "sddsf://pair?relay=https://...&code=7-crossover-clockwork-pilot")
+    try:  # urllib raises ValueError on some malformed links (e.g. a broken IPv6 host)
+        parts = urllib.parse.urlsplit(text.strip())
+        if parts.netloc != "pair" or parts.path not in ("", "/") or parts.fragment:
+            raise bad
+        query = urllib.parse.parse_qs(parts.query, strict_parsing=True)
+        if set(query) != {"relay", "code"} or any(len(v) != 1 for v in query.values()):
+            raise bad
+        relay = query["relay"][0]
+        scheme = urllib.parse.urlsplit(relay).scheme
     except ValueError:
-        raw = b""
-    if len(raw) != size:
-        raise UsageError("that is not a pairing code: copy it exactly as `sddsf device add` "
-                         "shows it (groups of letters and digits 2-7)")
-    body, check = raw[:-_CHECK_SIZE], raw[-_CHECK_SIZE:]
-    if not constant_time_equal(blake2b_256(body)[:_CHECK_SIZE], check):
-        raise UsageError("the pairing code has a typo (its checksum does not match); "
-                         "check it against the other device's screen")
-    return PairingCode(body[:CHANNEL_ID_SIZE], body[CHANNEL_ID_SIZE:])
+        raise bad from None
+    if scheme not in ("http", "https"):
+        raise UsageError("the pairing link names a relay that is not an http(s) URL")
+    return relay, query["code"][0]
+
+
+def commitment(joiner_msg: bytes, nonce: bytes) -> bytes:
+    """The joiner's commitment to its SPAKE2 message (message 0)."""
+    if len(nonce) != COMMIT_NONCE_SIZE:
+        raise UsageError("a pairing commitment nonce has 32 bytes")
+    return tagged_hash(labels.PAIRING_COMMIT, joiner_msg, nonce)
+
+
+def check_commitment(committed: bytes, joiner_msg: bytes, nonce: bytes) -> None:
+    """Check that the revealed message is the one the joiner committed to.
+
+    Raises:
+        AuthenticationError: it is not (``unauthenticated``): someone who knows
+            the code tried to choose its message after seeing the initiator's.
+    """
+    if len(nonce) != COMMIT_NONCE_SIZE or not constant_time_equal(
+            commitment(joiner_msg, nonce), committed):
+        raise AuthenticationError("the new device's key exchange does not match what it "
+                                  "committed to first: someone in the middle tried to "
+                                  "choose it after seeing this device's; nothing was added. "
+                                  "The code is burnt: start again with a new code",
+                                  Code.UNAUTHENTICATED)
 
 
 @dataclass(frozen=True, slots=True, repr=False)
@@ -132,19 +276,24 @@ class PairingKeys:
         """
         if not constant_time_equal(tag, self.peer_confirm):
             raise AuthenticationError("the pairing code did not match on the other device "
-                                      "(a wrong code or an interception); the channel is "
+                                      "(a wrong code or an interception); the code is "
                                       "burnt: start again with a new code",
                                       Code.UNAUTHENTICATED)
 
 
-def pairing_keys(role: str, key: bytes, initiator_msg: bytes, joiner_msg: bytes,
+def pairing_keys(role: str, key: bytes, *, channel_id: bytes, commitment: bytes,
+                 initiator_msg: bytes, joiner_msg: bytes,
                  wordlist: list[str]) -> PairingKeys:
-    """Derive the channel keys, confirmation tags and SAS for ``role``."""
+    """Derive the channel keys, confirmation tags and words for ``role``.
+
+    The transcript binds the version, the mailbox, the commitment and both
+    SPAKE2 messages.
+    """
     if role not in _ROLES:
         raise UsageError("a pairing role is 'initiator' or 'joiner'")
-    if len(wordlist) != 2048:
-        raise UsageError("the SAS word list has 2048 words")
-    transcript = tagged_hash(labels.PAIRING_KEY, initiator_msg, joiner_msg)
+    _check_wordlist(wordlist)
+    transcript = tagged_hash(labels.PAIRING_KEY, PAIRING_VERSION, channel_id, commitment,
+                             initiator_msg, joiner_msg)
 
     def direction(sender: str) -> bytes:
         return hkdf_sha256(key, salt=labels.PAIRING_KEY.encode(),
@@ -154,7 +303,7 @@ def pairing_keys(role: str, key: bytes, initiator_msg: bytes, joiner_msg: bytes,
         return tagged_hash(labels.PAIRING_CONFIRM, key, sender, transcript)
 
     sas_bits = int.from_bytes(tagged_hash(labels.PAIRING_SAS, key, transcript), "big")
-    words = tuple(wordlist[(sas_bits >> (11 * i)) & 0x7FF] for i in range(_SAS_WORDS))
+    words = tuple(wordlist[(sas_bits >> (_WORD_BITS * i)) & 0x7FF] for i in range(_SAS_WORDS))
     peer = "joiner" if role == "initiator" else "initiator"
     return PairingKeys(send=direction(role), receive=direction(peer),
                        my_confirm=confirm(role), peer_confirm=confirm(peer), sas=words)
@@ -164,9 +313,11 @@ def seal_message(kind: str, key: bytes | None, nonce: bytes, *, payload: dict[st
                  | None = None, extra: dict[str, object] | None = None) -> bytes:
     """A mailbox message of type ``kind``; ``payload`` is sealed under ``key``.
 
-    ``extra`` fields travel in the clear (only ``m``, the SPAKE2 message, and
-    ``c``, a confirmation tag).
+    ``extra`` fields travel in the clear (the commitment ``h``, a SPAKE2
+    message ``m``, the commitment nonce ``n``, a confirmation tag ``c``).
     """
+    if kind not in KINDS:
+        raise UsageError(f"no pairing message type {kind!r}")
     msg: dict[str, object] = {"v": PAIRING_VERSION, "t": kind, **(extra or {})}
     if payload is not None:
         if key is None or len(nonce) != AEAD_NONCE_SIZE:
@@ -180,21 +331,25 @@ def open_message(data: bytes, kind: str, key: bytes | None, *,
                  clear: tuple[str, ...] = ()) -> tuple[Fields, Fields]:
     """Decode a mailbox message of the expected ``kind``; open its box with ``key``.
 
-    Returns the outer fields and the opened payload (None without a box).
+    Returns the outer fields and the opened payload (empty without a box).
 
     Raises:
-        DecodeError: malformed, too large, or not the expected message type.
+        DecodeError: malformed, too large, of another version
+            (``unsupported_version``: the other device runs another sddsf), or
+            not the expected message type.
         DecryptError: the box does not open (another key: a wrong code).
     """
     if len(data) > _MAX_MESSAGE:
         raise DecodeError("pairing message too large", Code.TOO_LARGE)
     value = decode(data)
+    if isinstance(value, dict) and value.get("v") != PAIRING_VERSION:
+        raise DecodeError(f"the other device speaks pairing version {value.get('v')!r}, "
+                          f"this one {PAIRING_VERSION}: update sddsf on both devices",
+                          Code.UNSUPPORTED_VERSION)
     if isinstance(value, dict) and value.get("t") != kind:
         raise DecodeError(f"expected a pairing {kind!r} message, got {value.get('t')!r}")
     outer = expect_map(value, "pairing message",
                        ("v", "t", *clear, *(("box",) if key is not None else ())))
-    if outer.int_("v") != PAIRING_VERSION:
-        raise DecodeError("unsupported pairing message version", Code.UNSUPPORTED_VERSION)
     if key is None:
         return outer, Fields({}, f"pairing {kind}")
     box = outer.bytes_("box", max_size=_MAX_MESSAGE)

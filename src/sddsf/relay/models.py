@@ -28,9 +28,13 @@ __all__ = [
     "BackupKdfOut",
     "ChallengeRequest",
     "ChallengeResponse",
+    "ChannelBurn",
+    "ChannelClaim",
+    "ChannelClaimed",
     "ChannelCreated",
     "ChannelMessageIn",
     "ChannelMessages",
+    "ChannelOpen",
     "CreateAccount",
     "CreateSpace",
     "DeviceTrustOut",
@@ -265,19 +269,46 @@ class AckOut(_Strict):
     pruned_before: int
 
 
+class ChannelOpen(_Strict):
+    """Open a pairing channel: the pairing version the client speaks."""
+
+    version: int = Field(ge=0, le=1_000, description="pairing version (2)")
+
+
 class ChannelCreated(_Strict):
-    """A new pairing channel."""
+    """A new pairing channel: its id, its number (the start of the code) and expiry."""
+
+    channel_id: B64
+    nameplate: int
+    expires_ms: int
+    version: int
+
+
+class ChannelClaim(_Strict):
+    """Claim the joiner slot of the channel numbered ``nameplate``."""
+
+    nameplate: int = Field(ge=1, le=999_999)
+
+
+class ChannelClaimed(_Strict):
+    """The claimed channel."""
 
     channel_id: B64
     expires_ms: int
 
 
 class ChannelMessageIn(_Strict):
-    """An opaque pairing message."""
+    """An opaque pairing message at ``index`` (0, 1, ...: joiner, initiator, ...)."""
 
-    sender: Literal["initiator", "joiner"]
+    index: int = Field(ge=0, le=1_000)
     body: Annotated[str, Field(max_length=87_384, pattern=r"^[A-Za-z0-9_-]*={0,2}$",
                                description="URL-safe base64 of at most 64 KiB")]
+
+
+class ChannelBurn(_Strict):
+    """Why the channel is burnt."""
+
+    reason: Literal["done", "cancelled", "rejected", "mismatch", "timeout", "failed"] = "failed"
 
 
 class ChannelMessage(_Strict):

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sddsf.errors import ConfigError, NotFoundError, SddsfError, UsageError
+from sddsf.errors import AuthenticationError, ConfigError, NotFoundError, SddsfError, UsageError
 from sddsf.protocol import merkle
 from sddsf.protocol.encoding import encode
 from sddsf.protocol.labels import OP_ID, tagged_hash
@@ -32,6 +32,8 @@ from sddsf.relay.storage.base import (
     BackupLockPolicy,
     ForkEvidence,
     OpToAppend,
+    PairingChannel,
+    PairingMessage,
     RelayStorage,
     StorageConflict,
     StoredBackup,
@@ -708,44 +710,139 @@ async def check_acks_only_move_forward(h: Harness) -> None:
     await raises(NotFoundError, s.acks(rid()))
 
 
+async def _open_pairing(s: RelayStorage, now: int = NOW, ttl: int = 60_000
+                        ) -> tuple[bytes, int, bytes, bytes]:
+    """A channel claimed by a joiner: ``(channel, nameplate, initiator, joiner)`` tokens."""
+    channel, initiator, joiner = rid(), rid(32), rid(32)
+    nameplate = await s.create_channel(channel, initiator, now, now + ttl, now + 2 * ttl)
+    expect_eq(await s.claim_channel(nameplate, joiner, now),
+              PairingChannel(channel, now + ttl), "claim")
+    return channel, nameplate, initiator, joiner
+
+
 async def check_pairing_channel(h: Harness) -> None:
-    """Messages are indexed 0, 1, ...; a full channel and a duplicate id conflict."""
-    s, channel = h.storage, rid()
-    await s.create_channel(channel, NOW + 60_000)
-    await raises(StorageConflict, s.create_channel(channel, NOW + 60_000))
-    expect_eq(await s.channel_messages(channel, -1, NOW), [])
-    expect_eq(await s.post_channel_message(channel, "initiator", b"hello", NOW, 3), 0)
-    expect_eq(await s.post_channel_message(channel, "joiner", b"hi", NOW, 3), 1)
-    expect_eq(await s.post_channel_message(channel, "initiator", b"code", NOW, 3), 2)
-    await raises(StorageConflict, s.post_channel_message(channel, "joiner", b"x", NOW, 3), "full")
-    await raises(UsageError, s.post_channel_message(channel, "mallory", b"x", NOW, 9))
-    msgs = await s.channel_messages(channel, -1, NOW)
-    expect_eq([(m.index, m.sender, m.body) for m in msgs], [
-        (0, "initiator", b"hello"), (1, "joiner", b"hi"), (2, "initiator", b"code")])
-    expect_eq([m.index for m in await s.channel_messages(channel, 0, NOW)], [1, 2])
-    unknown = rid()
-    await raises(StorageConflict, s.post_channel_message(unknown, "joiner", b"x", NOW, 3))
-    await raises(StorageConflict, s.channel_messages(unknown, -1, NOW))
+    """Numbered channels; the joiner slot goes to the first claim (a retry of it
+    is answered again); messages alternate joiner first, each in its slot; a
+    repeated post is answered as stored; a stranger's token holds no slot."""
+    s = h.storage
+    channel, nameplate, initiator, joiner = await _open_pairing(s)
+    expect_eq(nameplate, 1, "the first number")
+    await raises(StorageConflict, s.create_channel(channel, rid(32), NOW, NOW + 1, NOW + 2))
+    second = rid(32)
+    expect_eq(await s.create_channel(rid(), second, NOW, NOW + 60_000, NOW + 120_000), 2,
+              "the next free number")
+    await raises(UsageError, s.claim_channel(2, second, NOW), "its own")
+    expect_eq(await s.claim_channel(nameplate, joiner, NOW + 1),
+              PairingChannel(channel, NOW + 60_000), "a retried claim")
+    expect_eq(await s.channel_messages(channel, initiator, -1, NOW), [])
+    sent = [(0, joiner, "joiner", b"commit"), (1, initiator, "initiator", b"pake"),
+            (2, joiner, "joiner", b"reveal")]
+    for index, token, role, body in sent:
+        expect_eq(await s.post_channel_message(channel, token, index, body, NOW, 16),
+                  PairingMessage(index, role, body), f"post {index}")
+    expect_eq(await s.post_channel_message(channel, initiator, 1, b"pake", NOW, 16),
+              PairingMessage(1, "initiator", b"pake"), "a retried post")
+    for token in (initiator, joiner):
+        msgs = await s.channel_messages(channel, token, -1, NOW)
+        expect_eq([(m.index, m.sender, m.body) for m in msgs],
+                  [(i, r, b) for i, _, r, b in sent], "messages")
+    expect_eq([m.index for m in await s.channel_messages(channel, joiner, 0, NOW)], [1, 2])
+    await raises(AuthenticationError, s.channel_messages(channel, rid(32), -1, NOW))
+    await raises(AuthenticationError, s.post_channel_message(channel, rid(32), 3, b"x", NOW,
+                                                             16))
+    await raises(StorageConflict, s.post_channel_message(rid(), joiner, 0, b"x", NOW, 16))
+    await raises(StorageConflict, s.channel_messages(rid(), joiner, -1, NOW))
+    await raises(NotFoundError, s.claim_channel(999, rid(32), NOW), "no pairing numbered")
+
+
+async def check_pairing_out_of_order_or_changed_burns(h: Harness) -> None:
+    """A post out of turn, ahead of the next index, changing a posted message or
+    beyond the limit is refused and burns the channel: nothing can be chosen
+    after seeing the other side's message, and one code is one attempt."""
+    s = h.storage
+    attempts = [  # (messages posted first, then the refused post), by slot
+        ([], ("initiator", 0, b"pake first"), "the new device's to send"),
+        ([("joiner", 0, b"commit")], ("joiner", 1, b"reveal early"), "approving device's to"),
+        ([("joiner", 0, b"commit")], ("joiner", 2, b"reveal early"), "before message 1"),
+        ([("joiner", 0, b"commit"), ("initiator", 1, b"pake")],
+         ("joiner", 0, b"another commit"), "cannot be changed"),
+        ([("joiner", 0, b"commit"), ("initiator", 1, b"pake")],
+         ("initiator", 1, b"another pake"), "cannot be changed"),
+        ([("joiner", 0, b"a"), ("initiator", 1, b"b")], ("joiner", 2, b"c"), "full"),
+    ]
+    for before, (role, index, body), why in attempts:
+        channel, _, initiator, joiner = await _open_pairing(s)
+        token = {"initiator": initiator, "joiner": joiner}
+        for r, i, b in before:
+            await s.post_channel_message(channel, token[r], i, b, NOW, 2)
+        await raises(StorageConflict, s.post_channel_message(channel, token[role], index, body,
+                                                             NOW, 2), why)
+        for t in (initiator, joiner):  # burnt: both sides are told why
+            await raises(StorageConflict, s.channel_messages(channel, t, -1, NOW),
+                         "out of order or changed")
+        await raises(StorageConflict, s.post_channel_message(channel, joiner, len(before),
+                                                             b"x", NOW, 2))
+
+
+async def check_pairing_second_claim_burns(h: Harness) -> None:
+    """A second device claiming a claimed number is refused ("someone else used
+    this pairing code") and burns the channel for everyone."""
+    s = h.storage
+    channel, nameplate, initiator, joiner = await _open_pairing(s)
+    await s.post_channel_message(channel, joiner, 0, b"commit", NOW, 16)
+    await raises(StorageConflict, s.claim_channel(nameplate, rid(32), NOW), "someone else")
+    for token in (initiator, joiner):
+        await raises(StorageConflict, s.channel_messages(channel, token, -1, NOW),
+                     "someone else used this pairing code")
+    await raises(StorageConflict, s.post_channel_message(channel, initiator, 1, b"p", NOW, 16))
+    await raises(StorageConflict, s.claim_channel(nameplate, joiner, NOW), "someone else")
+
+
+async def check_pairing_numbers_unique_across_nodes(h: Harness) -> None:
+    """Channels opened at once through two instances (two relay nodes) get
+    distinct numbers, 1 to n; two claims of one number at once: one slot holder."""
+    peer = h.new_peer()
+    await peer.open()
+    try:
+        opened = await asyncio.gather(*(
+            node.create_channel(rid(), rid(32), NOW, NOW + 60_000, NOW + 120_000)
+            for _ in range(6) for node in (h.storage, peer)))
+        expect_eq(sorted(opened), list(range(1, 13)), "numbers")
+        claims = await asyncio.gather(h.storage.claim_channel(1, rid(32), NOW),
+                                      peer.claim_channel(1, rid(32), NOW),
+                                      return_exceptions=True)
+        refused = [c for c in claims if isinstance(c, StorageConflict)]
+        expect_eq(len(refused), 1, f"refused claims of {claims!r}")
+    finally:
+        await peer.close()
 
 
 async def check_pairing_expiry_and_burn(h: Harness) -> None:
-    """Expired and burnt channels refuse reads and posts; burning is idempotent."""
-    s, short, burnt = h.storage, rid(), rid()
-    await s.create_channel(short, NOW + 100)
-    expect_eq(await s.post_channel_message(short, "initiator", b"m", NOW + 99, 5), 0)
-    await raises(StorageConflict, s.post_channel_message(short, "joiner", b"m", NOW + 100, 5),
-                 "expired")
-    await raises(StorageConflict, s.channel_messages(short, -1, NOW + 100), "expired")
-    expect_eq(len(await s.channel_messages(short, -1, NOW + 99)), 1)
-    await s.create_channel(burnt, NOW + 60_000)
-    await s.post_channel_message(burnt, "initiator", b"m", NOW, 5)
-    await s.burn_channel(burnt)
-    await s.burn_channel(burnt)
-    await s.burn_channel(rid())
-    await raises(StorageConflict, s.channel_messages(burnt, -1, NOW))
-    await raises(StorageConflict, s.post_channel_message(burnt, "joiner", b"m", NOW, 5))
-    await raises(StorageConflict, s.create_channel(burnt, NOW + 60_000))
-
+    """Expired and burnt channels refuse claims, reads and posts, saying why; the
+    first burn's reason and side stay; numbers are reused only once released."""
+    s = h.storage
+    short, nameplate, initiator, joiner = await _open_pairing(s, ttl=100)
+    expect_eq((await s.post_channel_message(short, joiner, 0, b"m", NOW + 99, 5)).index, 0)
+    await raises(StorageConflict, s.post_channel_message(short, initiator, 1, b"m", NOW + 100,
+                                                         5), "expired")
+    await raises(StorageConflict, s.channel_messages(short, joiner, -1, NOW + 100), "expired")
+    await raises(StorageConflict, s.claim_channel(nameplate, rid(32), NOW + 100), "expired")
+    expect_eq(len(await s.channel_messages(short, joiner, -1, NOW + 99)), 1)
+    # The number stays reserved until the reservation ends, then is reused.
+    expect_eq(await s.create_channel(rid(), rid(32), NOW + 150, NOW + 1_000, NOW + 2_000), 2)
+    expect_eq(await s.create_channel(rid(), rid(32), NOW + 200, NOW + 1_000, NOW + 2_000), 1)
+    burnt, nameplate, initiator, joiner = await _open_pairing(s)
+    await raises(UsageError, s.burn_channel(burnt, joiner, "nonsense"))
+    await raises(AuthenticationError, s.burn_channel(burnt, rid(32), "failed"))
+    await s.burn_channel(burnt, joiner, "cancelled")
+    await s.burn_channel(burnt, initiator, "failed")
+    await s.burn_channel(rid(), joiner, "done")
+    for token in (initiator, joiner):
+        await raises(StorageConflict, s.channel_messages(burnt, token, -1, NOW),
+                     "cancelled on the new device")
+    await raises(StorageConflict, s.post_channel_message(burnt, initiator, 0, b"m", NOW, 5))
+    await raises(StorageConflict, s.claim_channel(nameplate, rid(32), NOW), "cancelled")
+    await raises(StorageConflict, s.create_channel(burnt, rid(32), NOW, NOW + 1, NOW + 2))
 
 
 # ------------------------------------------------------------ passphrase backups
@@ -985,6 +1082,9 @@ CHECKS: list[Check] = [
     check_snapshots,
     check_acks_only_move_forward,
     check_pairing_channel,
+    check_pairing_out_of_order_or_changed_burns,
+    check_pairing_second_claim_burns,
+    check_pairing_numbers_unique_across_nodes,
     check_pairing_expiry_and_burn,
     check_backup_put_get_delete,
     check_backup_lockout_doubles_and_persists,

@@ -65,6 +65,7 @@ __all__ = [
     "ChainSnapshot",
     "ForkEvidence",
     "OpToAppend",
+    "PairingChannel",
     "PairingMessage",
     "PostureRecord",
     "RelayStorage",
@@ -171,6 +172,14 @@ class PairingMessage:
     index: int
     sender: str  # "initiator" or "joiner"
     body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class PairingChannel:
+    """A claimed pairing channel: its id and when it expires."""
+
+    channel_id: bytes
+    expires_ms: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -480,27 +489,67 @@ class RelayStorage(ABC):
         """``(covers_offset, blob)`` of the doc's snapshot, or None."""
 
     # ---------------------------------------------------------- pairing mailbox
+    # Rules in ``_pairing.py`` (docs/protocol.md 17.4.7); tokens are stored as
+    # their BLAKE2b-256 only.
     @abstractmethod
-    async def create_channel(self, channel_id: bytes, expires_ms: int) -> None:
-        """Open a pairing channel. Raises StorageConflict if the id exists."""
-
-    @abstractmethod
-    async def post_channel_message(self, channel_id: bytes, sender: str, body: bytes,
-                                   now_ms: int, max_messages: int) -> int:
-        """Append a message; returns its index.
+    async def create_channel(self, channel_id: bytes, token_hash: bytes, now_ms: int,
+                             expires_ms: int, reserve_until_ms: int) -> int:
+        """Open a pairing channel whose initiator slot is ``token_hash``; returns its
+        number (nameplate): the smallest positive one not reserved by another
+        channel. A number stays reserved until ``reserve_until_ms``, so a late
+        claim of an old code finds the old channel (expired or burnt), not a new one.
 
         Raises:
-            StorageConflict: unknown, expired, burnt or full channel.
+            StorageConflict: the id exists.
+            UnavailableError: every number up to ``NAMEPLATE_MAX`` is reserved.
         """
 
     @abstractmethod
-    async def channel_messages(self, channel_id: bytes, after: int,
-                               now_ms: int) -> list[PairingMessage]:
-        """Messages with index > ``after``. Raises StorageConflict if unknown/expired/burnt."""
+    async def claim_channel(self, nameplate: int, token_hash: bytes,
+                            now_ms: int) -> PairingChannel:
+        """Bind the joiner slot of the channel numbered ``nameplate`` to ``token_hash``
+        (again: the same answer). A claim with another token burns the channel
+        (reason ``contested``) and is refused.
+
+        Raises:
+            NotFoundError: no channel reserves this number.
+            StorageConflict: burnt, expired, or claimed by another token.
+            UsageError: the initiator's own token.
+        """
 
     @abstractmethod
-    async def burn_channel(self, channel_id: bytes) -> None:
-        """Make the channel unusable (after a failed confirmation or completion)."""
+    async def post_channel_message(self, channel_id: bytes, token_hash: bytes, index: int,
+                                   body: bytes, now_ms: int, max_messages: int
+                                   ) -> PairingMessage:
+        """Post message ``index`` in the slot of ``token_hash``; the same message at
+        the same index again is answered as stored. A post out of order, in the
+        other side's turn, changing a posted message or beyond ``max_messages``
+        burns the channel (reason ``violation``) and is refused.
+
+        Raises:
+            StorageConflict: unknown, expired, burnt channel, or a refused post.
+            AuthenticationError: the token holds no slot.
+        """
+
+    @abstractmethod
+    async def channel_messages(self, channel_id: bytes, token_hash: bytes, after: int,
+                               now_ms: int) -> list[PairingMessage]:
+        """Messages with index > ``after``, for a participant.
+
+        Raises:
+            StorageConflict: unknown, expired or burnt (saying why).
+            AuthenticationError: the token holds no slot.
+        """
+
+    @abstractmethod
+    async def burn_channel(self, channel_id: bytes, token_hash: bytes, reason: str) -> None:
+        """Make the channel unusable and delete its messages, recording the first
+        ``reason`` and the burner's side; a no-op for an unknown or burnt channel.
+
+        Raises:
+            AuthenticationError: the token holds no slot.
+            UsageError: a reason not in ``CLIENT_REASONS``.
+        """
 
     # ---------------------------------------------------------- passphrase backups
     @abstractmethod

@@ -33,6 +33,11 @@ Schema (both backends; ``log_offset`` because ``offset`` is an SQL keyword):
   ``audit_heads(account_id, size)`` (the per-account audit counter row) and
   ``audit_log(account_id, seq, entry, leaf_hash, stored_ms)``: the security
   controller (docs/controller.md).
+* ``pairing_channels`` since version 8 (pairing version 2): ``nameplate`` (the
+  channel's number, NULL once released; unique among the others),
+  ``nameplate_until_ms``, the BLAKE2b-256 of the two slot tokens
+  (``initiator_token``, ``joiner_token``), ``burnt_reason`` and ``burnt_by``.
+  Channels of version 1 (no tokens) are refused.
 """
 
 from __future__ import annotations
@@ -222,6 +227,17 @@ SQLITE_MIGRATIONS: Final[tuple[Migration, ...]] = (
             stored_ms INTEGER NOT NULL,
             PRIMARY KEY (account_id, seq))""",
     )),
+    Migration(8, "pairing version 2", (
+        "ALTER TABLE pairing_channels ADD COLUMN version INTEGER NOT NULL DEFAULT 1",
+        "ALTER TABLE pairing_channels ADD COLUMN nameplate INTEGER",
+        "ALTER TABLE pairing_channels ADD COLUMN nameplate_until_ms INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE pairing_channels ADD COLUMN initiator_token BLOB",
+        "ALTER TABLE pairing_channels ADD COLUMN joiner_token BLOB",
+        "ALTER TABLE pairing_channels ADD COLUMN burnt_reason TEXT",
+        "ALTER TABLE pairing_channels ADD COLUMN burnt_by TEXT",
+        "CREATE UNIQUE INDEX pairing_channels_nameplate ON pairing_channels (nameplate) "
+        "WHERE nameplate IS NOT NULL",
+    )),
 )
 
 POSTGRES_MIGRATIONS: Final[tuple[Migration, ...]] = (
@@ -370,6 +386,18 @@ POSTGRES_MIGRATIONS: Final[tuple[Migration, ...]] = (
             leaf_hash bytea NOT NULL,
             stored_ms bigint NOT NULL,
             PRIMARY KEY (account_id, seq))""",
+    )),
+    Migration(8, "pairing version 2", (
+        """ALTER TABLE pairing_channels
+            ADD COLUMN version bigint NOT NULL DEFAULT 1,
+            ADD COLUMN nameplate bigint,
+            ADD COLUMN nameplate_until_ms bigint NOT NULL DEFAULT 0,
+            ADD COLUMN initiator_token bytea,
+            ADD COLUMN joiner_token bytea,
+            ADD COLUMN burnt_reason text,
+            ADD COLUMN burnt_by text""",
+        "CREATE UNIQUE INDEX pairing_channels_nameplate ON pairing_channels (nameplate) "
+        "WHERE nameplate IS NOT NULL",
     )),
 )
 

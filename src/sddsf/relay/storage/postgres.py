@@ -36,6 +36,8 @@ from sddsf.errors import (
     UsageError,
 )
 from sddsf.protocol.merkle import EMPTY_ROOT
+from sddsf.protocol.pairing import NAMEPLATE_MAX, PAIRING_VERSION
+from sddsf.relay.storage import _pairing as pairing
 from sddsf.relay.storage import migrations
 from sddsf.relay.storage._common import (
     alert_record,
@@ -48,7 +50,6 @@ from sddsf.relay.storage._common import (
     space_record,
     stored_op,
     validate_batch,
-    validate_sender,
     validate_sql_identifier,
 )
 from sddsf.relay.storage.base import (
@@ -61,6 +62,7 @@ from sddsf.relay.storage.base import (
     ChainSnapshot,
     ForkEvidence,
     OpToAppend,
+    PairingChannel,
     PairingMessage,
     PostureRecord,
     RelayStorage,
@@ -573,48 +575,85 @@ class PostgresStorage(RelayStorage):
         return None if row is None else (int(row[0]), bytes(row[1]))
 
     # ------------------------------------------------------ pairing mailbox
-    async def create_channel(self, channel_id: bytes, expires_ms: int) -> None:
-        """See :meth:`RelayStorage.create_channel`."""
-        async with self._conn() as conn:
-            created = await conn.fetchval(
-                "INSERT INTO pairing_channels (channel_id, expires_ms) VALUES ($1, $2) "
-                "ON CONFLICT DO NOTHING RETURNING true", channel_id, expires_ms)
-        if not created:
-            raise ConflictError("a pairing channel with this id already exists")
-
-    async def post_channel_message(self, channel_id: bytes, sender: str, body: bytes,
-                                   now_ms: int, max_messages: int) -> int:
-        """See :meth:`RelayStorage.post_channel_message`."""
-        validate_sender(sender)
+    async def create_channel(self, channel_id: bytes, token_hash: bytes, now_ms: int,
+                             expires_ms: int, reserve_until_ms: int) -> int:
+        """See :meth:`RelayStorage.create_channel`. Relay processes opening channels
+        at once take turns (a transaction-scoped advisory lock per schema), so each
+        gets the smallest free number; the unique index is the backstop."""
         async with self._conn() as conn, conn.transaction():
-            count = await _usable_channel(conn, channel_id, now_ms, lock=True)
-            if count >= max_messages:
-                raise ConflictError(f"the pairing channel is full ({max_messages} messages)")
-            await conn.execute("INSERT INTO pairing_messages (channel_id, idx, sender, body) "
-                               "VALUES ($1, $2, $3, $4)", channel_id, count, sender, body)
-            await conn.execute("UPDATE pairing_channels SET message_count = $2 "
-                               "WHERE channel_id = $1", channel_id, count + 1)
-        return count
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext(current_schema() || "
+                               "'/sddsf-pairing-nameplates'))")
+            return await _create_channel(conn, channel_id, token_hash, now_ms, expires_ms,
+                                         reserve_until_ms)
 
-    async def channel_messages(self, channel_id: bytes, after: int,
+    async def claim_channel(self, nameplate: int, token_hash: bytes,
+                            now_ms: int) -> PairingChannel:
+        """See :meth:`RelayStorage.claim_channel`."""
+        async with self._conn() as conn, conn.transaction():
+            found = await conn.fetchrow(
+                f"SELECT {_CHANNEL_COLUMNS} FROM pairing_channels WHERE nameplate = $1 AND "  # noqa: S608
+                "nameplate_until_ms > $2 FOR UPDATE", nameplate, now_ms)
+            if found is None:
+                raise NotFoundError(f"no pairing numbered {nameplate} on this relay: it "
+                                    "expired, or the number is mistyped; check the code")
+            row = _channel_row(found)
+            verdict = pairing.claim_verdict(row, token_hash, now_ms)
+            if verdict is pairing.ClaimVerdict.TAKE:
+                await conn.execute("UPDATE pairing_channels SET joiner_token = $2 WHERE "
+                                   "channel_id = $1", row.channel_id, token_hash)
+            elif verdict is pairing.ClaimVerdict.CONTESTED:
+                await _burn(conn, row.channel_id, pairing.CONTESTED, None)
+        if verdict is pairing.ClaimVerdict.CONTESTED:  # after the commit: the burn stays
+            raise ConflictError(pairing.contested_message())
+        return PairingChannel(row.channel_id, row.expires_ms)
+
+    async def post_channel_message(self, channel_id: bytes, token_hash: bytes, index: int,
+                                   body: bytes, now_ms: int, max_messages: int
+                                   ) -> PairingMessage:
+        """See :meth:`RelayStorage.post_channel_message`."""
+        async with self._conn() as conn, conn.transaction():
+            found = await _channel(conn, channel_id, lock=True)
+            row, role = pairing.role_of(found, token_hash)
+            pairing.check_usable(row, now_ms)
+            stored = await conn.fetchrow("SELECT sender, body FROM pairing_messages WHERE "
+                                         "channel_id = $1 AND idx = $2", channel_id, index)
+            existing = None if stored is None else (str(stored[0]), bytes(stored[1]))
+            verdict, why = pairing.judge_post(row, role, index, body, existing, max_messages)
+            if verdict is pairing.PostVerdict.APPEND:
+                await conn.execute("INSERT INTO pairing_messages (channel_id, idx, sender, "
+                                   "body) VALUES ($1, $2, $3, $4)", channel_id, index, role,
+                                   body)
+                await conn.execute("UPDATE pairing_channels SET message_count = $2 "
+                                   "WHERE channel_id = $1", channel_id, index + 1)
+            elif verdict is pairing.PostVerdict.REFUSE:
+                await _burn(conn, channel_id, pairing.VIOLATION, role)
+        if why:  # after the commit: the burn stays
+            raise ConflictError(why)
+        return PairingMessage(index, role, body)
+
+    async def channel_messages(self, channel_id: bytes, token_hash: bytes, after: int,
                                now_ms: int) -> list[PairingMessage]:
         """See :meth:`RelayStorage.channel_messages`."""
         async with self._conn() as conn, conn.transaction(isolation="repeatable_read",
                                                           readonly=True):
-            await _usable_channel(conn, channel_id, now_ms)
+            found = await _channel(conn, channel_id)
+            row, _ = pairing.role_of(found, token_hash)
+            pairing.check_usable(row, now_ms)
             rows = await conn.fetch("SELECT idx, sender, body FROM pairing_messages WHERE "
                                     "channel_id = $1 AND idx > $2 ORDER BY idx",
                                     channel_id, after)
         return [PairingMessage(int(r[0]), str(r[1]), bytes(r[2])) for r in rows]
 
-    async def burn_channel(self, channel_id: bytes) -> None:
-        """See :meth:`RelayStorage.burn_channel`. Also deletes its messages; a
-        no-op for an unknown channel."""
+    async def burn_channel(self, channel_id: bytes, token_hash: bytes, reason: str) -> None:
+        """See :meth:`RelayStorage.burn_channel`."""
+        pairing.validate_reason(reason)
         async with self._conn() as conn, conn.transaction():
-            await conn.execute("UPDATE pairing_channels SET burnt = true WHERE channel_id = $1",
-                               channel_id)
-            await conn.execute("DELETE FROM pairing_messages WHERE channel_id = $1", channel_id)
-
+            row = await _channel(conn, channel_id, lock=True)
+            if row is None or row.initiator_token is None:
+                return
+            row, role = pairing.role_of(row, token_hash)
+            if not row.burnt:
+                await _burn(conn, channel_id, reason, role)
 
     # --------------------------------------------------- passphrase backups
     async def put_backup(self, backup: StoredBackup) -> None:
@@ -843,16 +882,52 @@ async def _space_size(conn: Any, space_id: bytes, *, lock: bool = False) -> tupl
     return int(row[0]), bytes(row[1])
 
 
-async def _usable_channel(conn: Any, channel_id: bytes, now_ms: int, *,
-                          lock: bool = False) -> int:
-    """The channel's message count; ConflictError if unknown, expired or burnt."""
-    query = ("SELECT expires_ms, burnt, message_count FROM pairing_channels "
-             "WHERE channel_id = $1")
-    row = await conn.fetchrow(query + " FOR UPDATE" if lock else query, channel_id)
-    if row is None:
-        raise ConflictError("unknown pairing channel")
-    if row[1]:
-        raise ConflictError("the pairing channel was closed; start pairing again")
-    if now_ms >= row[0]:
-        raise ConflictError("the pairing channel expired; start pairing again")
-    return int(row[2])
+_CHANNEL_COLUMNS: Final = ("channel_id, expires_ms, burnt, burnt_reason, burnt_by, "
+                           "initiator_token, joiner_token, message_count")
+# The smallest positive nameplate no channel holds (the released ones are NULL).
+_FREE_NAMEPLATE: Final = (
+    "SELECT coalesce(min(n), 1) FROM (SELECT 1 AS n WHERE NOT EXISTS (SELECT 1 FROM "
+    "pairing_channels WHERE nameplate = 1) UNION ALL SELECT p.nameplate + 1 FROM "
+    "pairing_channels p WHERE p.nameplate IS NOT NULL AND NOT EXISTS (SELECT 1 FROM "
+    "pairing_channels q WHERE q.nameplate = p.nameplate + 1)) AS free")
+
+
+def _channel_row(r: Any) -> pairing.ChannelRow:
+    return pairing.ChannelRow(
+        channel_id=bytes(r[0]), expires_ms=int(r[1]), burnt=bool(r[2]),
+        reason=None if r[3] is None else str(r[3]), burnt_by=None if r[4] is None else str(r[4]),
+        initiator_token=None if r[5] is None else bytes(r[5]),
+        joiner_token=None if r[6] is None else bytes(r[6]), count=int(r[7]))
+
+
+async def _channel(conn: Any, channel_id: bytes, *,
+                   lock: bool = False) -> pairing.ChannelRow | None:
+    query = f"SELECT {_CHANNEL_COLUMNS} FROM pairing_channels WHERE channel_id = $1"  # noqa: S608
+    found = await conn.fetchrow(query + " FOR UPDATE" if lock else query, channel_id)
+    return None if found is None else _channel_row(found)
+
+
+async def _create_channel(conn: Any, channel_id: bytes, token_hash: bytes, now_ms: int,
+                          expires_ms: int, reserve_until_ms: int) -> int:
+    # Release the numbers whose reservation ended, then take the smallest free.
+    await conn.execute("UPDATE pairing_channels SET nameplate = NULL WHERE nameplate IS NOT "
+                       "NULL AND nameplate_until_ms <= $1", now_ms)
+    nameplate = int(await conn.fetchval(_FREE_NAMEPLATE))
+    if nameplate > NAMEPLATE_MAX:
+        raise UnavailableError("too many pairings at once on this relay; retry later")
+    created = await conn.fetchval(
+        "INSERT INTO pairing_channels (channel_id, expires_ms, version, nameplate, "
+        "nameplate_until_ms, initiator_token) VALUES ($1, $2, $3, $4, $5, $6) "
+        "ON CONFLICT (channel_id) DO NOTHING RETURNING true", channel_id, expires_ms,
+        PAIRING_VERSION, nameplate, reserve_until_ms, token_hash)
+    if not created:
+        raise ConflictError("a pairing channel with this id already exists")
+    return nameplate
+
+
+async def _burn(conn: Any, channel_id: bytes, reason: str, by: str | None) -> None:
+    """Burn a channel (the first reason stays) and delete its messages."""
+    await conn.execute("UPDATE pairing_channels SET burnt = true, burnt_reason = "
+                       "coalesce(burnt_reason, $2), burnt_by = coalesce(burnt_by, $3) "
+                       "WHERE channel_id = $1", channel_id, reason, by)
+    await conn.execute("DELETE FROM pairing_messages WHERE channel_id = $1", channel_id)

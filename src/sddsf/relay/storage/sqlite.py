@@ -35,6 +35,8 @@ from sddsf.errors import (
     UsageError,
 )
 from sddsf.protocol.merkle import EMPTY_ROOT
+from sddsf.protocol.pairing import NAMEPLATE_MAX, PAIRING_VERSION
+from sddsf.relay.storage import _pairing as pairing
 from sddsf.relay.storage import migrations
 from sddsf.relay.storage._common import (
     alert_record,
@@ -47,7 +49,6 @@ from sddsf.relay.storage._common import (
     space_record,
     stored_op,
     validate_batch,
-    validate_sender,
 )
 from sddsf.relay.storage.base import (
     AlertRecord,
@@ -59,6 +60,7 @@ from sddsf.relay.storage.base import (
     ChainSnapshot,
     ForkEvidence,
     OpToAppend,
+    PairingChannel,
     PairingMessage,
     PostureRecord,
     RelayStorage,
@@ -574,50 +576,101 @@ class SqliteStorage(RelayStorage):
         return None if row is None else (int(row[0]), bytes(row[1]))
 
     # ------------------------------------------------------ pairing mailbox
-    async def create_channel(self, channel_id: bytes, expires_ms: int) -> None:
+    async def create_channel(self, channel_id: bytes, token_hash: bytes, now_ms: int,
+                             expires_ms: int, reserve_until_ms: int) -> int:
         """See :meth:`RelayStorage.create_channel`."""
-        def body(c: Conn) -> None:
-            cur = c.execute("INSERT INTO pairing_channels (channel_id, expires_ms) VALUES (?, ?) "
-                            "ON CONFLICT (channel_id) DO NOTHING", (channel_id, expires_ms))
+        def body(c: Conn) -> int:
+            # Release the numbers whose reservation ended, then take the smallest free.
+            c.execute("UPDATE pairing_channels SET nameplate = NULL WHERE nameplate IS NOT "
+                      "NULL AND nameplate_until_ms <= ?", (now_ms,))
+            nameplate = int(c.execute(_FREE_NAMEPLATE).fetchone()[0])
+            if nameplate > NAMEPLATE_MAX:
+                raise UnavailableError("too many pairings at once on this relay; retry later")
+            cur = c.execute(
+                "INSERT INTO pairing_channels (channel_id, expires_ms, version, nameplate, "
+                "nameplate_until_ms, initiator_token) VALUES (?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (channel_id) DO NOTHING",
+                (channel_id, expires_ms, PAIRING_VERSION, nameplate, reserve_until_ms,
+                 token_hash))
             if cur.rowcount != 1:
                 raise ConflictError("a pairing channel with this id already exists")
-        await self._write(body)
+            return nameplate
+        return await self._write(body)
 
-    async def post_channel_message(self, channel_id: bytes, sender: str, body: bytes,
-                                   now_ms: int, max_messages: int) -> int:
+    async def claim_channel(self, nameplate: int, token_hash: bytes,
+                            now_ms: int) -> PairingChannel:
+        """See :meth:`RelayStorage.claim_channel`."""
+        def body(c: Conn) -> tuple[PairingChannel, bool]:
+            found = c.execute(f"SELECT {_CHANNEL_COLUMNS} FROM pairing_channels WHERE "  # noqa: S608
+                              "nameplate = ? AND nameplate_until_ms > ?",
+                              (nameplate, now_ms)).fetchone()
+            if found is None:
+                raise NotFoundError(f"no pairing numbered {nameplate} on this relay: it "
+                                    "expired, or the number is mistyped; check the code")
+            row = _channel_row(found)
+            verdict = pairing.claim_verdict(row, token_hash, now_ms)
+            if verdict is pairing.ClaimVerdict.TAKE:
+                c.execute("UPDATE pairing_channels SET joiner_token = ? WHERE channel_id = ?",
+                          (token_hash, row.channel_id))
+            elif verdict is pairing.ClaimVerdict.CONTESTED:
+                _burn(c, row.channel_id, pairing.CONTESTED, None)
+            return (PairingChannel(row.channel_id, row.expires_ms),
+                    verdict is pairing.ClaimVerdict.CONTESTED)
+        claimed, contested = await self._write(body)
+        if contested:  # raised after the commit: the burn stays
+            raise ConflictError(pairing.contested_message())
+        return claimed
+
+    async def post_channel_message(self, channel_id: bytes, token_hash: bytes, index: int,
+                                   body: bytes, now_ms: int, max_messages: int
+                                   ) -> PairingMessage:
         """See :meth:`RelayStorage.post_channel_message`."""
-        validate_sender(sender)
+        def tx(c: Conn) -> tuple[PairingMessage, str]:
+            found = _channel(c, channel_id)
+            row, role = pairing.role_of(found, token_hash)
+            pairing.check_usable(row, now_ms)
+            stored = c.execute("SELECT sender, body FROM pairing_messages WHERE channel_id = ? "
+                               "AND idx = ?", (channel_id, index)).fetchone()
+            existing = None if stored is None else (str(stored[0]), bytes(stored[1]))
+            verdict, why = pairing.judge_post(row, role, index, body, existing, max_messages)
+            if verdict is pairing.PostVerdict.APPEND:
+                c.execute("INSERT INTO pairing_messages (channel_id, idx, sender, body) "
+                          "VALUES (?, ?, ?, ?)", (channel_id, index, role, body))
+                c.execute("UPDATE pairing_channels SET message_count = ? WHERE channel_id = ?",
+                          (index + 1, channel_id))
+            elif verdict is pairing.PostVerdict.REFUSE:
+                _burn(c, channel_id, pairing.VIOLATION, role)
+            return PairingMessage(index, role, body), why
+        message, refused = await self._write(tx)
+        if refused:  # raised after the commit: the burn stays
+            raise ConflictError(refused)
+        return message
 
-        def tx(c: Conn) -> int:
-            count = _usable_channel(c, channel_id, now_ms)
-            if count >= max_messages:
-                raise ConflictError(f"the pairing channel is full ({max_messages} messages)")
-            c.execute("INSERT INTO pairing_messages (channel_id, idx, sender, body) "
-                      "VALUES (?, ?, ?, ?)", (channel_id, count, sender, body))
-            c.execute("UPDATE pairing_channels SET message_count = ? WHERE channel_id = ?",
-                      (count + 1, channel_id))
-            return count
-        return await self._write(tx)
-
-    async def channel_messages(self, channel_id: bytes, after: int,
+    async def channel_messages(self, channel_id: bytes, token_hash: bytes, after: int,
                                now_ms: int) -> list[PairingMessage]:
         """See :meth:`RelayStorage.channel_messages`."""
         def body(c: Conn) -> list[PairingMessage]:
-            _usable_channel(c, channel_id, now_ms)
+            found = _channel(c, channel_id)
+            row, _ = pairing.role_of(found, token_hash)
+            pairing.check_usable(row, now_ms)
             rows = c.execute("SELECT idx, sender, body FROM pairing_messages WHERE "
                              "channel_id = ? AND idx > ? ORDER BY idx",
                              (channel_id, after)).fetchall()
             return [PairingMessage(int(r[0]), str(r[1]), bytes(r[2])) for r in rows]
         return await self._read(body)
 
-    async def burn_channel(self, channel_id: bytes) -> None:
-        """See :meth:`RelayStorage.burn_channel`. Also deletes its messages; a
-        no-op for an unknown channel."""
-        def body(c: Conn) -> None:
-            c.execute("UPDATE pairing_channels SET burnt = 1 WHERE channel_id = ?", (channel_id,))
-            c.execute("DELETE FROM pairing_messages WHERE channel_id = ?", (channel_id,))
-        await self._write(body)
+    async def burn_channel(self, channel_id: bytes, token_hash: bytes, reason: str) -> None:
+        """See :meth:`RelayStorage.burn_channel`."""
+        pairing.validate_reason(reason)
 
+        def body(c: Conn) -> None:
+            row = _channel(c, channel_id)
+            if row is None or row.initiator_token is None:
+                return
+            row, role = pairing.role_of(row, token_hash)
+            if not row.burnt:
+                _burn(c, channel_id, reason, role)
+        await self._write(body)
 
     # --------------------------------------------------- passphrase backups
     async def put_backup(self, backup: StoredBackup) -> None:
@@ -817,17 +870,35 @@ def _space_epoch(c: Conn, space_id: bytes) -> int:
     return int(row[0])
 
 
-def _usable_channel(c: Conn, channel_id: bytes, now_ms: int) -> int:
-    """The channel's message count; ConflictError if unknown, expired or burnt."""
-    row = c.execute("SELECT expires_ms, burnt, message_count FROM pairing_channels "
-                    "WHERE channel_id = ?", (channel_id,)).fetchone()
-    if row is None:
-        raise ConflictError("unknown pairing channel")
-    if row[1]:
-        raise ConflictError("the pairing channel was closed; start pairing again")
-    if now_ms >= row[0]:
-        raise ConflictError("the pairing channel expired; start pairing again")
-    return int(row[2])
+_CHANNEL_COLUMNS: Final = ("channel_id, expires_ms, burnt, burnt_reason, burnt_by, "
+                           "initiator_token, joiner_token, message_count")
+# The smallest positive nameplate no channel holds (the released ones are NULL).
+_FREE_NAMEPLATE: Final = (
+    "SELECT coalesce(min(n), 1) FROM (SELECT 1 AS n WHERE NOT EXISTS (SELECT 1 FROM "
+    "pairing_channels WHERE nameplate = 1) UNION ALL SELECT p.nameplate + 1 FROM "
+    "pairing_channels p WHERE p.nameplate IS NOT NULL AND NOT EXISTS (SELECT 1 FROM "
+    "pairing_channels q WHERE q.nameplate = p.nameplate + 1)) AS free")
+
+
+def _channel_row(r: Sequence[Any]) -> pairing.ChannelRow:
+    return pairing.ChannelRow(
+        channel_id=bytes(r[0]), expires_ms=int(r[1]), burnt=bool(r[2]),
+        reason=None if r[3] is None else str(r[3]), burnt_by=None if r[4] is None else str(r[4]),
+        initiator_token=None if r[5] is None else bytes(r[5]),
+        joiner_token=None if r[6] is None else bytes(r[6]), count=int(r[7]))
+
+
+def _channel(c: Conn, channel_id: bytes) -> pairing.ChannelRow | None:
+    found = c.execute(f"SELECT {_CHANNEL_COLUMNS} FROM pairing_channels "  # noqa: S608 - constant
+                      "WHERE channel_id = ?", (channel_id,)).fetchone()
+    return None if found is None else _channel_row(found)
+
+
+def _burn(c: Conn, channel_id: bytes, reason: str, by: str | None) -> None:
+    """Burn a channel (the first reason stays) and delete its messages."""
+    c.execute("UPDATE pairing_channels SET burnt = 1, burnt_reason = coalesce(burnt_reason, ?), "
+              "burnt_by = coalesce(burnt_by, ?) WHERE channel_id = ?", (reason, by, channel_id))
+    c.execute("DELETE FROM pairing_messages WHERE channel_id = ?", (channel_id,))
 
 
 def _revoked_heads(c: Conn, account_id: bytes,
