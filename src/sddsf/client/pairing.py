@@ -214,8 +214,8 @@ async def join(home: Path, relay_url: str, code: str, name: str, *,
     if relay_key:  # pin the relay key the approving device pinned
         Ed25519PublicKey.from_bytes(relay_key)
         store.put("id", b"relay", encode({"url": relay_url, "key": relay_key}))
-    kwargs = {} if clock is None else {"clock": clock}
-    device = Device(store, store_kind(home), transport=transport, **kwargs)
+    device = (Device(store, store_kind(home), transport=transport) if clock is None
+              else Device(store, store_kind(home), transport=transport, clock=clock))
     state = await device.refresh_registry()  # verified from genesis against the account key
     if state.is_active(device.device_id):
         await device.sync()
