@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
 import sys
@@ -26,7 +27,8 @@ from clientkit import InProcessRelay
 
 from sddsf.client.device import Device
 from sddsf.client.retry import RetryPolicy
-from sddsf.errors import RateLimitedError, UsageError
+from sddsf.client.runner import Runner, RunnerSettings
+from sddsf.errors import RateLimitedError, SddsfError, UsageError
 from sddsf.relay.storage import open_storage
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "relay"))
@@ -202,4 +204,93 @@ async def test_retry_after_is_read_from_the_relay_and_honoured(tmp_path: Path) -
         assert limited.value.retry_after_s >= 50.0
         assert limited.value.retry_after_s.is_integer()
         assert abs(limited.value.retry_after_s - said) <= 1.0
+        await laptop.close()
+
+
+# ------------------------------------------------------- item 10: the runner
+
+
+async def _until(check: Any, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.05)
+
+
+QUICK = RunnerSettings(debounce_s=0.01, full_check_s=0.2, backoff_min_s=0.05,
+                       backoff_max_s=0.2)
+
+
+async def test_runner_survives_an_observer_that_raises(relay: InProcessRelay,
+                                                      tmp_path: Path) -> None:
+    laptop, phone, space = await two_devices(relay, tmp_path)
+    def buggy_observer(_: object) -> None:
+        raise ValueError("a bug in the application's observer")
+
+    phone.doc(space, "kv").observe(buggy_observer)
+    errors: list[SddsfError] = []
+    runner = Runner(phone, QUICK, on_error=errors.append)
+    await runner.start()
+    try:
+        for i in range(3):  # later edits arrive too: the runner kept running
+            kv(laptop, space)[f"k{i}"] = str(i)
+            await laptop.sync()
+            await _until(lambda i=i: f"k{i}" in dict(kv(phone, space)))
+        assert any("observer" in e.message and "a bug in the application" in e.message
+                   for e in errors)
+    finally:
+        await runner.stop()  # the application's error is not the runner's: no raise
+    await laptop.close()
+    await phone.close()
+
+
+async def test_runner_retries_an_unexpected_error_and_stop_raises_it(
+        relay: InProcessRelay, tmp_path: Path) -> None:
+    laptop, phone, space = await two_devices(relay, tmp_path)
+    real_sync = phone.sync
+    failures = [RuntimeError("a bug in a dependency")]
+
+    async def sync_failing_once(progress: Any = None) -> Any:
+        if failures:
+            raise failures.pop()
+        return await real_sync(progress)
+
+    phone.sync = sync_failing_once  # type: ignore[method-assign]
+    runner = Runner(phone, QUICK)
+    await runner.start()
+    kv(laptop, space)["after"] = "the bug"
+    await laptop.sync()
+    await _until(lambda: dict(kv(phone, space)).get("after") == "the bug")
+    with pytest.raises(RuntimeError, match="a bug in a dependency"):
+        await runner.stop()
+    await laptop.close()
+    await phone.close()
+
+
+async def test_runner_waits_for_retry_after(tmp_path: Path) -> None:
+    async with tuned_relay(tmp_path, rate_device_per_s=0.01, rate_device_burst=8.0) as relay:
+        laptop, _ = await relay.new_account(tmp_path / "laptop")
+        await laptop.create_space("notes")
+        laptop.relay.retry = RetryPolicy(attempts=1)  # the 429 reaches the runner
+        waits: list[float] = []
+        limited: list[SddsfError] = []
+
+        async def sleep(seconds: float) -> None:
+            waits.append(seconds)
+            if seconds > 1:  # a Retry-After: let the relay's clock pass it
+                relay.clock.now += int(seconds * 1000) + 1
+            await asyncio.sleep(0.01)
+
+        runner = Runner(laptop, QUICK, sleep=sleep,
+                        on_error=lambda e: limited.append(e) if isinstance(
+                            e, RateLimitedError) else None)
+        await runner.start()
+        try:
+            await _until(lambda: len(limited) >= 3)  # it kept going after each 429
+        finally:
+            await runner.stop()
+        # Every 429 was followed by a wait of at least its Retry-After (~100 s).
+        assert sum(1 for w in waits if w >= 50) >= len(limited) - 1
+        assert all(e.retry_after_s >= 50 for e in limited)
         await laptop.close()
