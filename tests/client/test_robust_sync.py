@@ -294,3 +294,40 @@ async def test_runner_waits_for_retry_after(tmp_path: Path) -> None:
         assert sum(1 for w in waits if w >= 50) >= len(limited) - 1
         assert all(e.retry_after_s >= 50 for e in limited)
         await laptop.close()
+
+
+# ------------------------------------------------------------------ item 4
+
+
+async def test_an_operation_locked_device_picks_up_what_another_changed(
+        relay: InProcessRelay, tmp_path: Path) -> None:
+    home = tmp_path / "laptop"
+    laptop, _ = await relay.new_account(home)
+    space = await laptop.create_space("notes")
+    await laptop.sync()
+    await laptop.close()
+
+    def open_device(lock: Any) -> Device:
+        return Device.open(home, passphrase=lambda: "correct horse battery staple",
+                           transport=relay.transport(), clock=relay.clock, lock=lock)
+
+    watcher = open_device("operation")  # a long-running process on the home
+    kv(watcher, space)["w0"] = "watcher"
+    await watcher.sync()
+    other = open_device("session")  # one command after another on the same home
+    for i in range(3):
+        kv(other, space)[f"o{i}"] = "other"
+        assert other.flush() == 1
+        await other.sync()
+    await other.close()
+    # The watcher reloads what the other connection stored before it acts: it
+    # neither re-verifies the log from a stale cache nor folds the edits away.
+    kv(watcher, space)["w1"] = "watcher"
+    report = await watcher.sync()
+    assert report.rejected == [] and report.pushed == 1
+    want = {"w0": "watcher", "w1": "watcher", "o0": "other", "o1": "other", "o2": "other"}
+    assert dict(kv(watcher, space)) == want
+    await watcher.close()
+    again = open_device("session")
+    assert dict(kv(again, space)) == want
+    await again.close()
