@@ -56,7 +56,7 @@ class RetryPolicy:
             ``[1 - jitter, 1 + jitter]`` (a ``Retry-After`` only ever grows by it).
     """
 
-    attempts: int = 5
+    attempts: int = 4
     budget_s: float = 30.0
     base_s: float = 0.25
     max_s: float = 8.0

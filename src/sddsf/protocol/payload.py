@@ -36,6 +36,7 @@ __all__ = [
     "Edit",
     "Part",
     "advance",
+    "assemble",
     "decode_payload",
     "encode_edit",
     "finish",
@@ -245,3 +246,29 @@ def finish(assembly: Assembly, chunks: list[bytes]) -> Edit:
     if not isinstance(edit, Edit) or edit.name != assembly.name:
         raise DecodeError("the parts of a multi-part edit do not hold an edit of their document")
     return edit
+
+
+def assemble(ops: list[tuple[int, bytes]], *, doc: bytes,
+             limits: ProtocolLimits = DEFAULT_PROTOCOL_LIMITS) -> list[Edit]:
+    """The reference reader of one author's ops on ``doc``: ``(seq, plaintext)`` in
+    chain order in, the edits they complete out (in memory; a device keeps the
+    open assembly in its store between syncs).
+
+    Raises:
+        DecodeError: as :func:`decode_payload`, :func:`advance` and :func:`finish`.
+    """
+    edits: list[Edit] = []
+    current: Assembly | None = None
+    chunks: list[bytes] = []
+    for seq, plaintext in ops:
+        payload = decode_payload(plaintext)
+        current = advance(current, payload, doc=doc, seq=seq, limits=limits)
+        if isinstance(payload, Edit):
+            edits.append(payload)
+            chunks = []
+            continue
+        chunks = [payload.chunk] if payload.index == 0 else [*chunks, payload.chunk]
+        if current is not None and current.complete:
+            edits.append(finish(current, chunks))
+            current, chunks = None, []
+    return edits
