@@ -162,13 +162,15 @@ class Device:
         self.lock_mode: LockMode = lock
         self.lock_timeout_s = lock_timeout_s
         self.on_lock_wait = on_lock_wait
+        #: Whether this device holds one acquisition of the lock until close().
+        self._holds_session = False
         if lock == "session":
             self.home_lock.acquire(timeout_s=lock_timeout_s, on_wait=on_lock_wait)
+            self._holds_session = True
         try:
             self._init_state(store, key_kind, transport, clock)
         except BaseException:
-            if lock == "session":
-                self.home_lock.release()
+            self._release_session()
             raise
 
     def _init_state(self, store: LocalStore, key_kind: str,
@@ -383,8 +385,13 @@ class Device:
                 await self.relay.aclose()
                 self.store.close()
             finally:
-                if self.lock_mode == "session":
-                    self.home_lock.release()
+                self._release_session()
+
+    def _release_session(self) -> None:
+        # Once per device: other devices of this process may share the lock.
+        if self._holds_session:
+            self._holds_session = False
+            self.home_lock.release()
 
     # ------------------------------------------------------------- home lock
     def exclusive(self) -> contextlib.AbstractAsyncContextManager[None]:
