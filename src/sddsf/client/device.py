@@ -843,8 +843,8 @@ class Device:
         # The plaintexts of the ops that carry one edit, each small enough that
         # its envelope fits one op and one request of the relay (its advertised
         # limits, remembered from the last sync; the defaults before).
-        room = (self._relay_limits_cached().max_envelope - len(encode(probe.to_wire()))
-                - _ENVELOPE_OVERHEAD)
+        largest = min(self._relay_limits_cached().max_envelope, DEFAULT_PROTOCOL_LIMITS.max_op)
+        room = largest - len(encode(probe.to_wire())) - _ENVELOPE_OVERHEAD
         try:
             return split_edit(name, updates, max_payload=room, max_edit=self.max_edit)
         except UsageError as exc:
@@ -856,7 +856,9 @@ class Device:
     def _relay_limits_cached(self) -> RelayLimits:
         if self._limits is None:
             raw = self.store.get("id", b"limits")
-            self._limits = RelayLimits(**_as_dict(raw)) if raw is not None else RelayLimits()
+            known = RelayLimits.__dataclass_fields__
+            self._limits = RelayLimits(**{k: int(v) for k, v in _as_dict(raw).items()
+                                          if k in known}) if raw is not None else RelayLimits()
         return self._limits
 
     async def _refresh_relay_limits(self) -> RelayLimits:
