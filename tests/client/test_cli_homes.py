@@ -16,6 +16,7 @@ test is not about the passphrase, to avoid one Argon2id per command;
 from __future__ import annotations
 
 import json
+import re
 import stat
 import subprocess
 import sys
@@ -32,6 +33,9 @@ from mnemonic import Mnemonic
 PASS = "correct horse battery staple"  # noqa: S105 - a test passphrase
 WRONG = "incorrect horse battery staple"
 CLI_TIMEOUT_S = 60
+#: What a command prints while another process holds its home's lock.
+WAIT_NOTICE = re.compile(r"another sddsf process( \(pid \d+\))? is using this home "
+                         r"\(.*\); waiting…$")
 
 
 def relay_args(work: Path) -> tuple[list[str], dict[str, str]]:
@@ -122,7 +126,8 @@ def failed(r: Result) -> str:
     """The one stderr line of a command that must have failed with exit code 1."""
     assert r.returncode == 1, (r.args, r.returncode, r.stdout, r.stderr)
     assert "Traceback" not in r.stderr and "Traceback" not in r.stdout, r.stderr
-    lines = r.stderr.splitlines()
+    # A command that waited for another one on the same home said so first.
+    lines = [ln for ln in r.stderr.splitlines() if not WAIT_NOTICE.match(ln)]
     assert len(lines) == 1, (r.args, r.stderr)
     assert lines[0].startswith("error: "), lines[0]
     return lines[0]

@@ -22,6 +22,7 @@ from sddsf.protocol.envelope import decode_envelope, open_op
 from sddsf.protocol.identity import AccountKeys
 from sddsf.protocol.labels import SNAPSHOT_AD, SNAPSHOT_KEY, labelled
 from sddsf.protocol.merkle import MerkleTree, leaf_hash
+from sddsf.protocol.payload import Edit, assemble, parts_digest, split_edit
 from sddsf.protocol.registry import verify_registry
 from sddsf.protocol.rules import EpochWindow, MemoryChainView, Outcome, RuleSettings, verify_op
 from sddsf.protocol.snapshot import Snapshot, decode_snapshot, verify_snapshot
@@ -69,6 +70,7 @@ REGISTRY = _load("registry.json")
 KEYPKG = _load("key_package.json")
 TREEHEAD = _load("tree_head.json")
 SNAPSHOT = _load("snapshot.json")
+PAYLOAD = _load("payload.json")
 
 
 @pytest.mark.parametrize("case", ENVELOPE["valid"], ids=lambda c: c["name"])
@@ -233,7 +235,7 @@ def test_snapshot_invalid(case: dict[str, Any]) -> None:
 def test_vector_counts() -> None:
     counts = {n: len(d["valid"]) + len(d["invalid"]) for n, d in vectorgen.generate().items()}
     assert counts == {"envelope.json": 18, "registry.json": 13, "key_package.json": 6,
-                      "tree_head.json": 4, "snapshot.json": 24}
+                      "tree_head.json": 4, "snapshot.json": 24, "payload.json": 18}
 
 
 def test_snapshot_vectors_cover_every_rejection() -> None:
@@ -241,3 +243,28 @@ def test_snapshot_vectors_cover_every_rejection() -> None:
     assert codes == {"sig_invalid", "decrypt_failed", "proof_invalid", "wrong_context",
                      "revoked", "unknown_device", "unknown_epoch", "unsupported_version",
                      "malformed"}
+
+
+def _assemble(case: dict[str, Any]) -> list[Edit]:
+    return assemble([(op["seq"], bytes.fromhex(op["payload"])) for op in case["ops"]],
+                    doc=bytes.fromhex(PAYLOAD["context"]["doc"]))
+
+
+@pytest.mark.parametrize("case", PAYLOAD["valid"], ids=lambda c: c["name"])
+def test_payload_valid(case: dict[str, Any]) -> None:
+    edits = _assemble(case)
+    assert [{"name": e.name, "updates": [u.hex() for u in e.updates]} for e in edits] == \
+        case["edits"]
+    if "whole" in case:  # the parts are the whole edit's bytes, cut in order
+        whole = bytes.fromhex(case["whole"])
+        assert parts_digest(whole).hex() == case["digest"]
+        assert split_edit(edits[0].name, list(edits[0].updates),
+                          max_payload=case["max_payload"]) == [
+            bytes.fromhex(op["payload"]) for op in case["ops"]]
+
+
+@pytest.mark.parametrize("case", PAYLOAD["invalid"], ids=lambda c: c["name"])
+def test_payload_invalid(case: dict[str, Any]) -> None:
+    with pytest.raises(SddsfError) as info:
+        _assemble(case)
+    assert info.value.code.value == case["code"]

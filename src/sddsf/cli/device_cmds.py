@@ -24,10 +24,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, TaskID, TextColumn, TimeRemainingColumn
 from rich.progress import Progress as RichProgress
 
-from sddsf.client.device import Device, Progress
+from sddsf.client.device import Device, LockMode, Progress
 from sddsf.client.home import default_home
 from sddsf.client.kv import KeyValue, KvEntry, KvVersion
-from sddsf.errors import UnavailableError, UsageError
+from sddsf.client.retry import RetryPolicy
+from sddsf.errors import RateLimitedError, UnavailableError, UsageError
 from sddsf.recovery import phrase_from_secret
 
 __all__ = ["register"]
@@ -54,8 +55,13 @@ def _run(coro: Awaitable[T]) -> T:
     return asyncio.run(coro)  # type: ignore[arg-type]
 
 
-async def _with_device(ctx: click.Context, action: Callable[[Device], Awaitable[T]]) -> T:
-    device = Device.open(_home(ctx), passphrase=_passphrase())
+async def _with_device(ctx: click.Context, action: Callable[[Device], Awaitable[T]], *,
+                       lock: LockMode = "session") -> T:
+    # One process at a time changes a home: a command holds its lock from open to
+    # close (a watcher only while it syncs), others wait and say so on stderr.
+    device = Device.open(_home(ctx), passphrase=_passphrase(), lock=lock,
+                         lock_timeout_s=float(os.environ.get("SDDSF_LOCK_TIMEOUT", "120")),
+                         on_lock_wait=lambda message: click.echo(message, err=True))
     try:
         return await action(device)
     finally:
@@ -407,20 +413,23 @@ def sync(ctx: click.Context, watch: bool, interval: float, as_json: bool) -> Non
 
     async def loop(d: Device) -> None:
         delay = interval
+        retry = RetryPolicy(base_s=interval, max_s=300.0)  # the runner's rules (429, 503)
+        tries = 0
         while True:
             try:
                 result = await once(d)
                 click.echo(json.dumps(result) if as_json else
                            f"synced: pushed {result['pushed']}, pulled {result['pulled']}")
-                delay = interval
-            except UnavailableError as exc:
-                delay = min(delay * 2, 300.0)
+                delay, tries = interval * random.uniform(0.8, 1.2), 0  # noqa: S311 - jitter
+            except (UnavailableError, RateLimitedError) as exc:
+                tries += 1
+                delay = retry.wait_for(exc, tries) or interval
                 click.echo(f"relay unavailable ({exc.message}); retrying in {delay:.0f} s",
                            err=True)
-            await asyncio.sleep(delay * random.uniform(0.8, 1.2))  # noqa: S311 - jitter
+            await asyncio.sleep(delay)
 
-    if watch:
-        _run(_with_device(ctx, loop))
+    if watch:  # takes the home's lock for each sync only, so other commands get turns
+        _run(_with_device(ctx, loop, lock="operation"))
         return
     result = _run(_with_device(ctx, once))
     _emit(result, as_json, lambda c: c.print(

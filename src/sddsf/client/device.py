@@ -24,11 +24,13 @@ head, *before* anything is sent. :meth:`Device.sync` then:
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import pycrdt
@@ -41,9 +43,11 @@ from sddsf.client.controller import (
 )
 from sddsf.client.governance import REENCRYPT_POLICIES, Change, Governance, ProposalView
 from sddsf.client.home import open_home
+from sddsf.client.homelock import DEFAULT_TIMEOUT_S, HomeLock, WaitNotice
+from sddsf.client.parts import PartsReader, open_assemblies
 from sddsf.client.records import Provenance
-from sddsf.client.relay_client import RelayClient
-from sddsf.client.store import LocalStore
+from sddsf.client.relay_client import RelayClient, RelayLimits
+from sddsf.client.store import LocalStore, StoreBatch
 from sddsf.crypto import Ed25519PublicKey, random_bytes
 from sddsf.errors import (
     AuthorizationError,
@@ -61,7 +65,7 @@ from sddsf.protocol import labels, merkle
 from sddsf.protocol import registry as reg
 from sddsf.protocol.approval import ActionType
 from sddsf.protocol.clock import HLCTimestamp, HybridLogicalClock
-from sddsf.protocol.encoding import decode, encode
+from sddsf.protocol.encoding import DecodeLimits, decode, encode
 from sddsf.protocol.envelope import (
     GENESIS_PREV,
     OpEnvelope,
@@ -73,6 +77,8 @@ from sddsf.protocol.envelope import (
 )
 from sddsf.protocol.identity import ID_SIZE, AccountKeys, AccountPublic, DeviceKeys
 from sddsf.protocol.labels import tagged_hash
+from sddsf.protocol.limits import DEFAULT_PROTOCOL_LIMITS
+from sddsf.protocol.payload import Edit, Part, decode_payload, encode_edit, split_edit
 from sddsf.protocol.rules import ChainHead, EpochWindow, MemoryChainView, Outcome, verify_op
 from sddsf.protocol.snapshot import (
     MAX_DOC_NAME,
@@ -85,10 +91,22 @@ from sddsf.protocol.treehead import TreeHead, verify_tree_head
 from sddsf.protocol.vv import VersionVector
 from sddsf.wire import unb64 as _unb64
 
-__all__ = ["Device", "Progress", "SkippedOp", "SyncReport", "doc_id_for"]
+__all__ = ["Device", "LockMode", "Progress", "SkippedOp", "SyncReport", "doc_id_for"]
+
+log = logging.getLogger("sddsf.client")
 
 #: ``progress(space_id, entries verified or fetched so far, log size)``.
 Progress = Callable[[bytes, int, int], None]
+#: How a device holds its home's lock: for as long as it is open (``session``),
+#: or only while an operation runs, reloading what other processes changed
+#: (``operation``; long-running processes such as ``sddsf sync --watch``).
+LockMode = Literal["session", "operation"]
+#: Bytes an op envelope adds around its header and payload (CBOR heads, AEAD tag,
+#: signature), rounded up.
+_ENVELOPE_OVERHEAD = 128
+#: Decoder bounds for rows of the device's own (encrypted) store, which may hold
+#: an edit or a document far larger than anything one network message carries.
+_LOCAL_ROWS = DecodeLimits(max_size=1 << 40, max_depth=16, max_items=1 << 20)
 
 _MAX_BATCH = 500
 #: Refusals of an own op whose edits are sealed again (see Device._push).
@@ -142,6 +160,9 @@ class SyncReport:
     #: store them (THREATS #14); if one did, they are reported here and not
     #: applied, and the rest of the space stays readable.
     skipped: list[SkippedOp] = field(default_factory=list)
+    #: Errors raised by the application's document observers while updates were
+    #: applied (the updates were applied and stored all the same).
+    app_errors: list[SddsfError] = field(default_factory=list)
 
 
 class Device:
@@ -149,8 +170,30 @@ class Device:
 
     def __init__(self, store: LocalStore, key_kind: str, *,
                  transport: httpx.AsyncBaseTransport | None = None,
-                 clock: Callable[[], int] = _now_ms) -> None:
+                 clock: Callable[[], int] = _now_ms, lock: LockMode = "session",
+                 lock_timeout_s: float = DEFAULT_TIMEOUT_S,
+                 on_lock_wait: WaitNotice | None = None) -> None:
         self.store = store
+        #: The home's lock (shared by this process's devices on the home).
+        self.home_lock = HomeLock.for_home(store.path.parent)
+        self.lock_mode: LockMode = lock
+        self.lock_timeout_s = lock_timeout_s
+        self.on_lock_wait = on_lock_wait
+        #: Whether this device holds one acquisition of the lock until close().
+        self._holds_session = False
+        if lock == "session":
+            self.home_lock.acquire(timeout_s=lock_timeout_s, on_wait=on_lock_wait)
+            self._holds_session = True
+        try:
+            self._init_state(store, key_kind, transport, clock)
+        except BaseException:
+            self._release_session()
+            raise
+
+    def _init_state(self, store: LocalStore, key_kind: str,
+                    transport: httpx.AsyncBaseTransport | None,
+                    clock: Callable[[], int]) -> None:
+        self._data_version = store.data_version()
         self.key_kind = key_kind
         self._clock = clock
         ident = _as_dict(self._need("id", b"device"))
@@ -190,6 +233,11 @@ class Device:
         self.ack_every = ACK_EVERY
         self._gossip_ok: set[tuple[int, bytes]] = set()
         self._progress: Progress | None = None
+        #: The largest edit :meth:`flush` seals (as a multi-part op when it does
+        #: not fit one); a larger one is refused (at most the protocol's max_edit).
+        self.max_edit = DEFAULT_PROTOCOL_LIMITS.max_edit
+        self._limits: RelayLimits | None = None
+        self._doc_subs: dict[tuple[bytes, bytes], Any] = {}
 
     # ----------------------------------------------------------- lifecycle
     @classmethod
@@ -295,10 +343,35 @@ class Device:
     @classmethod
     def open(cls, home: Path, *, passphrase: Callable[[], str] | None,
              transport: httpx.AsyncBaseTransport | None = None,
-             clock: Callable[[], int] = _now_ms) -> Device:
-        """Open an existing device home."""
+             clock: Callable[[], int] = _now_ms, lock: LockMode = "session",
+             lock_timeout_s: float = DEFAULT_TIMEOUT_S,
+             on_lock_wait: WaitNotice | None = None) -> Device:
+        """Open an existing device home.
+
+        Args:
+            home: the device home.
+            passphrase: asked for the store's passphrase, if it has one.
+            transport: an httpx transport (tests).
+            clock: milliseconds since the epoch.
+            lock: ``session`` holds the home's lock until :meth:`close` (other
+                processes wait); ``operation`` takes it for each :meth:`sync`,
+                :meth:`flush`, :meth:`snapshot` and :meth:`close` (and for
+                ``async with device.exclusive():``), and first reloads whatever
+                another process changed in the home.
+            lock_timeout_s: how long to wait for another process.
+            on_lock_wait: told once, after a second, that another process holds it.
+
+        Raises:
+            UnavailableError: another process kept the home locked for
+                ``lock_timeout_s`` seconds.
+        """
         store, kind = open_home(home, passphrase=passphrase)
-        return cls(store, kind, transport=transport, clock=clock)
+        try:
+            return cls(store, kind, transport=transport, clock=clock, lock=lock,
+                       lock_timeout_s=lock_timeout_s, on_lock_wait=on_lock_wait)
+        except BaseException:
+            store.close()
+            raise
 
     @staticmethod
     def _new_home(home: Path, keys: DeviceKeys, name: str, account: AccountPublic,
@@ -315,11 +388,97 @@ class Device:
         return store
 
     async def close(self) -> None:
-        """Flush buffered edits to the pending queue and close everything."""
-        self.flush()
-        self._compact_docs()
-        await self.relay.aclose()
-        self.store.close()
+        """Flush buffered edits to the pending queue and close everything.
+
+        The store, the connections and the home's lock are released even when
+        the flush refuses an edit (whose error is then raised).
+        """
+        try:
+            async with self._exclusive_async():
+                try:
+                    self._flush()
+                finally:
+                    self._compact_docs()
+        finally:
+            try:
+                await self.relay.aclose()
+                self.store.close()
+            finally:
+                self._release_session()
+
+    def _release_session(self) -> None:
+        # Once per device: other devices of this process may share the lock.
+        if self._holds_session:
+            self._holds_session = False
+            self.home_lock.release()
+
+    # ------------------------------------------------------------- home lock
+    def exclusive(self) -> contextlib.AbstractAsyncContextManager[None]:
+        """Hold the home's lock for a block of calls (``async with device.exclusive():``).
+
+        Devices opened with ``lock="operation"`` take it themselves for
+        :meth:`sync`, :meth:`flush`, :meth:`snapshot` and :meth:`close`; wrap
+        other state-changing calls (creating spaces, revoking, rotating) in it.
+        With ``lock="session"`` the device holds it already.
+        """
+        return self._exclusive_async()
+
+    @contextlib.contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        if self.lock_mode != "operation":
+            yield
+            return
+        self.home_lock.acquire(timeout_s=self.lock_timeout_s, on_wait=self.on_lock_wait)
+        try:
+            self._reload_if_changed()
+            yield
+        finally:
+            self.home_lock.release()
+
+    @contextlib.asynccontextmanager
+    async def _exclusive_async(self) -> AsyncIterator[None]:
+        if self.lock_mode != "operation":
+            yield
+            return
+        await self.home_lock.acquire_async(timeout_s=self.lock_timeout_s,
+                                           on_wait=self.on_lock_wait)
+        try:
+            self._reload_if_changed()
+            yield
+        finally:
+            self.home_lock.release()
+
+    def _reload_if_changed(self) -> None:
+        # Another process changed the home since this one last looked: drop every
+        # cache derived from the store and merge the stored document state (its
+        # edits and pulls) into the open documents, so nothing is folded away.
+        version = self.store.data_version()
+        if version == self._data_version:
+            return
+        self._data_version = version
+        self._registry = None
+        self._key_cache.clear()
+        self._seen_cache.clear()
+        self._trees.clear()
+        self._gossip_ok.clear()
+        self._limits = None
+        relay = _as_dict(self._need("id", b"relay"))
+        if relay.get("key"):
+            self.relay_key = Ed25519PublicKey.from_bytes(relay["key"])
+        last = self.store.get("id", b"hlc")
+        if last is not None:
+            stored = HLCTimestamp.from_wire(decode(last), what="hlc")
+            self.hlc.last = max(self.hlc.last, stored)
+        errors: list[SddsfError] = []
+        self._applying = True
+        try:
+            for (space_id, doc_id), doc in self._docs.items():
+                for update in self._stored_doc_updates(space_id, doc_id):
+                    self._apply_update(doc, update, self._names[doc_id], errors)
+        finally:
+            self._applying = False
+        for error in errors:
+            log.warning("%s", error.message)
 
     def _need(self, ns: str, key: bytes) -> bytes:
         value = self.store.get(ns, key)
@@ -547,12 +706,8 @@ class Device:
         key = (space_id, doc_id)
         if key not in self._docs:
             doc: pycrdt.Doc[Any] = pycrdt.Doc()
-            stored = self.store.get("doc", space_id + doc_id)
-            if stored is not None:
-                doc.apply_update(_as_dict(stored)["state"])
-            for _, updates in self.store.scan("docupd", space_id + doc_id):
-                for update in _as_list(updates):
-                    doc.apply_update(update)
+            for update in self._stored_doc_updates(space_id, doc_id):
+                doc.apply_update(update)
             self._docs[key] = doc
             self._buffers[key] = []
 
@@ -560,25 +715,109 @@ class Device:
                 if not self._applying:
                     self._buffers[key].append(bytes(event.update))
 
-            self._subs.append(doc.observe(capture))
+            self._doc_subs[key] = doc.observe(capture)
+            self._subs.append(self._doc_subs[key])
             self.provenance.attach(space_id + doc_id, name, doc)
             self._names[doc_id] = name
         return self._docs[key]
 
+    def _stored_doc_updates(self, space_id: bytes, doc_id: bytes) -> list[bytes]:
+        # A document as stored: its folded state, then the updates appended since.
+        # Rows of this device's own store: decoded without the network's size bound.
+        updates: list[bytes] = []
+        stored = self.store.get("doc", space_id + doc_id)
+        if stored is not None:
+            row = decode(stored, limits=_LOCAL_ROWS)
+            if isinstance(row, dict) and isinstance(row.get("state"), bytes):
+                updates.append(row["state"])
+        for _, rows in self.store.scan("docupd", space_id + doc_id):
+            value = decode(rows, limits=_LOCAL_ROWS)
+            updates.extend(u for u in (value if isinstance(value, list) else [])
+                           if isinstance(u, bytes))
+        return updates
+
+    def _apply_update(self, doc: pycrdt.Doc[Any], update: bytes, name: str,
+                      errors: list[SddsfError]) -> None:
+        # pycrdt applies the update, then runs the application's observers and
+        # raises what they raised as one ExceptionGroup: the update is in, so an
+        # application bug is reported and never stops or undoes a sync.
+        try:
+            doc.apply_update(update)
+        except ExceptionGroup as group:
+            causes = "; ".join(f"{type(e).__name__}: {e}" for e in group.exceptions)
+            error = UsageError(f"an observer of document {name!r} raised ({causes}); the "
+                               "update was applied and stored anyway (an observer must not "
+                               "read or change its document while it is being updated)")
+            error.__cause__ = group
+            errors.append(error)
+
     def flush(self) -> int:
-        """Turn buffered local edits into pending ops (one per document). Returns how many."""
+        """Turn buffered local edits into pending ops (one edit per document; an
+        edit larger than one op becomes a multi-part op). Returns how many
+        documents had edits.
+
+        Raises:
+            UsageError: an edit is larger than :attr:`max_edit`. It is not synced
+                and is undone in this device's copy (with the edits of that
+                document made after it in the same flush): get the document again
+                with :meth:`doc`. Every other document's edits were queued.
+        """
+        with self._exclusive():
+            return self._flush()
+
+    def _flush(self) -> int:
         made = 0
-        for (space_id, doc_id), updates in self._buffers.items():
+        refused: list[str] = []
+        for key, updates in list(self._buffers.items()):
             if not updates:
                 continue
-            name = self._names[doc_id]
-            # One merged Yjs update per op (merging a debounce window's worth
-            # is cheap, shrinks the op and applies ~8x faster than the parts).
-            merged = updates[0] if len(updates) == 1 else pycrdt.merge_updates(*updates)
-            self._seal(space_id, doc_id, name, [merged])
+            edits = list(updates)
             updates.clear()
+            try:
+                self._seal_edits(key, edits)
+            except _EditRefused as exc:
+                refused.append(exc.message)
+                self._forget_doc(key)
+            except BaseException:
+                updates[:0] = edits  # not sealed: keep them for the next flush
+                raise
             made += 1
+        if refused:
+            raise UsageError(" ".join(refused))
         return made
+
+    def _seal_edits(self, key: tuple[bytes, bytes], updates: list[bytes]) -> None:
+        # One merged Yjs update per edit (merging a debounce window's worth is
+        # cheap, shrinks the op and applies ~8x faster than the parts). When the
+        # merge is too large, the updates are sealed one by one up to the first
+        # one that is too large itself: it and the later ones (which may build on
+        # it) are refused together.
+        space_id, doc_id = key
+        name = self._names[doc_id]
+        merged = updates[0] if len(updates) == 1 else pycrdt.merge_updates(*updates)
+        try:
+            self._seal(space_id, doc_id, name, [merged])
+            return
+        except _EditRefused:
+            if len(updates) == 1:
+                raise
+        for i, update in enumerate(updates):
+            try:
+                self._seal(space_id, doc_id, name, [update])
+            except _EditRefused as exc:
+                later = len(updates) - i - 1
+                raise _EditRefused(exc.message + (f" ({later} later edit(s) of the document "
+                                                  "were refused with it)" if later else "")
+                                   ) from None
+
+    def _forget_doc(self, key: tuple[bytes, bytes]) -> None:
+        # Undo a refused edit here: the next doc() loads the document as stored
+        # (without it); the object the application holds no longer syncs.
+        doc = self._docs.pop(key, None)
+        sub = self._doc_subs.pop(key, None)
+        if doc is not None and sub is not None:
+            doc.unobserve(sub)
+        self._buffers.pop(key, None)
 
     def _seal(self, space_id: bytes, doc_id: bytes, name: str, updates: list[bytes]) -> None:
         keys = self._keys_cached(space_id)
@@ -592,22 +831,68 @@ class Device:
             seq, prev = int(last[0]) + 1, bytes(last[1])
         deps = self._deps(space_id)
         seen = self._seen_cached(space_id)
-        ts = self.hlc.tick(self._clock())
-        header = OpHeader(space=space_id, doc=doc_id, author=self.device_id, seq=seq,
-                          prev=prev, deps=deps, epoch=epoch, ts=ts, seen=seen,
-                          nonce=random_bytes(24))
-        env = seal_op(self.keys, header, encode({"n": name, "u": updates}), keys[epoch])
-        # Persist the op, the chain head and the doc's new updates in one
-        # transaction BEFORE sending (THREATS #6): a crash can only re-send this
-        # same op. The updates are appended (O(edit), not O(document)); they are
-        # folded into the stored state when the device closes or syncs.
+        payloads = self._payloads(name, updates, OpHeader(
+            space=space_id, doc=doc_id, author=self.device_id, seq=seq, prev=prev, deps=deps,
+            epoch=epoch, ts=self.hlc.last, seen=seen, nonce=bytes(24)))
+        envs: list[OpEnvelope] = []
+        for payload in payloads:  # parts of one edit: consecutive ops of the chain
+            ts = self.hlc.tick(self._clock())
+            header = OpHeader(space=space_id, doc=doc_id, author=self.device_id, seq=seq,
+                              prev=prev, deps=deps, epoch=epoch, ts=ts, seen=seen,
+                              nonce=random_bytes(24))
+            env = seal_op(self.keys, header, payload, keys[epoch])
+            envs.append(env)
+            seq, prev = seq + 1, env.op_id
+        # Persist the ops, the chain head and the doc's new updates in one
+        # transaction BEFORE sending (THREATS #6): a crash can only re-send these
+        # same ops, and an edit's parts are queued all together or not at all.
+        # The updates are appended (O(edit), not O(document)); they are folded
+        # into the stored state when the device closes or syncs.
+        first, last_env = envs[0], envs[-1]
         with self.store.batch() as b:
-            b.put("pending", space_id + _u64(seq), env.raw)
-            b.put("sent", space_id + _u64(seq), env.op_id)
-            b.put("mine", space_id, encode([seq, env.op_id]))
-            b.put("docupd", space_id + doc_id + _u64(seq), encode(updates))
+            for env in envs:
+                b.put("pending", space_id + _u64(env.header.seq), env.raw)
+                b.put("sent", space_id + _u64(env.header.seq), env.op_id)
+            b.put("mine", space_id, encode([last_env.header.seq, last_env.op_id]))
+            b.put("docupd", space_id + doc_id + _u64(first.header.seq), encode(updates))
             self.provenance.persist(b, space_id + doc_id)
-            b.put("id", b"hlc", encode(ts.to_wire()))
+            b.put("id", b"hlc", encode(last_env.header.ts.to_wire()))
+            if len(envs) > 1:
+                _keep_parted_edit(b, space_id, payloads[0], last_env.header.seq, name, updates)
+
+    def _payloads(self, name: str, updates: list[bytes], probe: OpHeader) -> list[bytes]:
+        # The plaintexts of the ops that carry one edit, each small enough that
+        # its envelope fits one op and one request of the relay (its advertised
+        # limits, remembered from the last sync; the defaults before).
+        largest = min(self._relay_limits_cached().max_envelope, DEFAULT_PROTOCOL_LIMITS.max_op)
+        room = largest - len(encode(probe.to_wire())) - _ENVELOPE_OVERHEAD
+        try:
+            return split_edit(name, updates, max_payload=room, max_edit=self.max_edit)
+        except UsageError as exc:
+            raise _EditRefused(f"{exc.message}: it was not synced and was undone on this "
+                               "device (get the document again with Device.doc(); the object "
+                               "you hold keeps it but no longer syncs); make smaller edits"
+                               ) from None
+
+    def _relay_limits_cached(self) -> RelayLimits:
+        if self._limits is None:
+            raw = self.store.get("id", b"limits")
+            known = RelayLimits.__dataclass_fields__
+            self._limits = RelayLimits(**{k: int(v) for k, v in _as_dict(raw).items()
+                                          if k in known}) if raw is not None else RelayLimits()
+        return self._limits
+
+    async def _refresh_relay_limits(self) -> RelayLimits:
+        # Asked once per connection; remembered so that offline flushes size ops
+        # for the relay they will be sent to.
+        limits = await self.relay.limits()
+        if limits != self._relay_limits_cached():
+            self.store.put("id", b"limits", encode({
+                "max_request_bytes": limits.max_request_bytes,
+                "max_batch_ops": limits.max_batch_ops, "max_page_ops": limits.max_page_ops,
+                "max_op": limits.max_op, "max_field_chars": limits.max_field_chars}))
+            self._limits = limits
+        return limits
 
     def _verified_tree(self, space_id: bytes) -> merkle.MerkleTree:
         """The Merkle tree of the leaves this device verified (loaded once)."""
@@ -685,6 +970,10 @@ class Device:
         ``progress(space_id, done, total)`` is called after each page of a pull
         (``total`` is the log size the relay reports), for progress bars.
         """
+        async with self._exclusive_async():
+            return await self._sync(progress)
+
+    async def _sync(self, progress: Progress | None) -> SyncReport:
         self.flush()
         report = SyncReport()
         self._progress = progress
@@ -796,12 +1085,21 @@ class Device:
             await self.relay.acknowledge(space_id, size - 1)
             self.store.put("ackmark", space_id, encode(size - 1))
 
+    def _assembly_open(self, space_id: bytes) -> bool:
+        # A snapshot at a size where an active author's multi-part edit is half
+        # logged would hold neither its first parts (not applied yet) nor let a
+        # reader that starts from it join the remaining parts (section 8.11).
+        state = self.registry()
+        return any(state.is_active(author) for author in open_assemblies(self.store, space_id))
+
     def snapshot_state(self, space_id: bytes) -> dict[str, bytes] | None:
         """Every document of a space as Yjs state, or None while local edits are
         not yet in the log (a snapshot must hold exactly the logged state)."""
         if self.store.scan("pending", space_id) or any(
                 buf for (sid, _), buf in self._buffers.items() if sid == space_id and buf):
             return None
+        if self._assembly_open(space_id):
+            return None  # a multi-part edit is half logged: its first parts are in no doc
         docs: dict[str, bytes] = {}
         for _, raw in self.store.scan("doc", space_id):
             row = _as_dict(raw)
@@ -816,6 +1114,10 @@ class Device:
         device verified. Returns that size, or None when there is nothing to
         snapshot, local edits are still pending (sync first), or the space is
         too large for one snapshot (new devices then replay the ops)."""
+        async with self._exclusive_async():
+            return await self._snapshot(space_id)
+
+    async def _snapshot(self, space_id: bytes) -> int | None:
         tree = self._verified_tree(space_id)
         docs = self.snapshot_state(space_id)
         if not tree.size or docs is None:
@@ -850,12 +1152,25 @@ class Device:
 
     async def _push(self, space_id: bytes, report: SyncReport) -> None:
         rows = self.store.scan("pending", space_id)
-        if rows:
-            self.store.make_durable()  # the relay must never hold an op we could forget
+        if not rows:
+            return
+        self.store.make_durable()  # the relay must never hold an op we could forget
+        limits = await self._refresh_relay_limits()
+        parted = _parted_edits(self.store, space_id)
         last_ok: OpEnvelope | None = None
         reset = False
-        for start in range(0, len(rows), _MAX_BATCH):
-            chunk = rows[start:start + _MAX_BATCH]
+        requeued: set[bytes] = set()
+        for chunk, unsendable in _upload_batches(rows, limits):
+            if unsendable:
+                # Queued for a relay with larger limits: sealed again in ops that
+                # fit this one (on top of the last op it accepted), never dropped.
+                with self.store.batch() as b:
+                    self._reset_head(b, space_id, last_ok)
+                    for key, env in unsendable:
+                        b.put("failed", key, env)
+                        b.delete("pending", key)
+                        self._requeue(space_id, env, b, requeued)
+                return
             results, head_raw = await self.relay.upload(space_id, [v for _, v in chunk])
             head = verify_tree_head(head_raw, self._relay_key(), log=space_id)
             with self.store.batch() as b:
@@ -867,6 +1182,9 @@ class Device:
                                                 r.proof, head.root)
                         b.put("acked", space_id + _u64(r.offset), merkle.leaf_hash(env))
                         b.delete("pending", key)
+                        if key in parted:  # the last part of an edit is logged
+                            b.delete("edit", parted[key])
+                            b.delete("editdata", parted[key])
                         last_ok = decode_envelope(env)
                         report.pushed += 1
                         continue
@@ -883,7 +1201,7 @@ class Device:
                         if not reset:
                             self._reset_head(b, space_id, last_ok)
                             reset = True
-                        self._requeue(space_id, env)
+                        self._requeue(space_id, env, b, requeued)
 
     def _reset_head(self, b: Any, space_id: bytes, last_ok: OpEnvelope | None) -> None:
         # This device's chain head after a refusal: the last op of it accepted in
@@ -898,18 +1216,31 @@ class Device:
             head = _chain_head(logged)
             b.put("mine", space_id, encode([head.seq, head.op_id]))
 
-    def _requeue(self, space_id: bytes, raw: bytes) -> None:
+    def _requeue(self, space_id: bytes, raw: bytes, b: StoreBatch,
+                 requeued: set[bytes]) -> None:
         env = decode_envelope(raw)
         key = self._epoch_keys(space_id).get(env.header.epoch)
         if key is None:
             return
-        body = decode(open_op(env, key))
-        if isinstance(body, dict) and isinstance(body.get("n"), str) \
-                and isinstance(body.get("u"), list):
-            name = str(body["n"])
-            self.doc(space_id, name)  # ensure the buffer exists
-            self._buffers[(space_id, doc_id_for(space_id, name))].extend(
-                u for u in body["u"] if isinstance(u, bytes))
+        try:
+            payload = decode_payload(open_op(env, key))
+        except SddsfError:
+            return  # not an edit this device can read back (kept under 'failed')
+        if isinstance(payload, Part):
+            # The whole edit was kept when its parts were sealed: queue it once.
+            if payload.digest in requeued:
+                return
+            requeued.add(payload.digest)
+            whole = self.store.get("editdata", space_id + payload.digest)
+            if whole is None:
+                return
+            b.delete("edit", space_id + payload.digest)
+            b.delete("editdata", space_id + payload.digest)
+            payload = decode_payload(whole, decode_limits=_LOCAL_ROWS)
+            if not isinstance(payload, Edit):
+                return
+        self.doc(space_id, payload.name)  # ensure the buffer exists
+        self._buffers[(space_id, doc_id_for(space_id, payload.name))].extend(payload.updates)
 
     async def _pull(self, space_id: bytes, report: SyncReport) -> None:
         verified = self._verified_tree(space_id)
@@ -982,7 +1313,8 @@ class Device:
             k[16:]: _chain_head(v) for k, v in self.store.scan("chain", space_id)})
         older: list[tuple[bytes, TreeHeadRef]] = []  # gossip about sizes before tree.base
         window = EpochWindow(max(keys) if keys else 0, 0)
-        applied: list[tuple[OpEnvelope, dict[str, object]]] = []
+        parts = PartsReader(self.store, space_id)  # (a snapshot is never taken mid-edit)
+        applied: list[tuple[OpEnvelope, dict[str, object] | None]] = []
         for offset, _, raw in fetched:
             if raw is None:
                 continue  # pruned: covered by a snapshot (client snapshots: next milestone)
@@ -1003,12 +1335,8 @@ class Device:
             self._check_gossip(env, offset, tree, older)
             if env.header.epoch not in keys:
                 raise ProofError(f"op at offset {offset} uses an epoch this device has no key for")
-            body = decode(open_op(env, keys[env.header.epoch]))
-            if (not isinstance(body, dict) or not isinstance(body.get("n"), str)
-                    or doc_id_for(space_id, str(body["n"])) != env.header.doc
-                    or not isinstance(body.get("u"), list)):
-                raise ProofError(f"op at offset {offset} has a malformed payload")
-            applied.append((env, body))
+            applied.append((env, _edit_body(parts, space_id, env, offset,
+                                            open_op(env, keys[env.header.epoch]))))
         report.pulled += len(fetched)
         for author, seen in older:
             await self._check_older_gossip(space_id, tree, author, seen)
@@ -1019,10 +1347,13 @@ class Device:
             if snap is not None:
                 self.provenance.applying(None)  # records of a snapshot: carrier unknown
                 for name, doc_state in snap.docs.items():
-                    self.doc(space_id, name).apply_update(doc_state)
+                    self._apply_update(self.doc(space_id, name), doc_state, name,
+                                       report.app_errors)
                     touched.add((space_id, doc_id_for(space_id, name)))
                 report.snapshots_loaded += 1
             for env, body in applied:
+                if body is None:
+                    continue  # a part of an edit whose last part is not logged yet
                 if env.header.author == self.device_id and self.store.get(
                         "sent", space_id + _u64(env.header.seq)) == env.op_id:
                     continue  # made here: already applied locally
@@ -1030,7 +1361,7 @@ class Device:
                 doc = self.doc(space_id, name)
                 self.provenance.applying(env.header.author, doc, body.get("u", []))  # type: ignore[arg-type]
                 for update in body.get("u", []):  # type: ignore[attr-defined]
-                    doc.apply_update(update)
+                    self._apply_update(doc, update, name, report.app_errors)
                 touched.add((space_id, doc_id_for(space_id, name)))
                 report.applied += 1
         finally:
@@ -1047,6 +1378,7 @@ class Device:
                     b.put("mine", space_id, encode([last.header.seq, last.op_id]))
                 for env in own:
                     b.put("sent", space_id + _u64(env.header.seq), env.op_id)
+            parts.commit(b)
             if snap is not None:
                 b.put("base", space_id, encode([snap.size, list(snap.frontier)]))
                 b.put("snapmark", space_id, encode(snap.size))
@@ -1138,6 +1470,65 @@ def _beyond_cutoff(raw: bytes, offset: int, exc: SddsfError,
     return SkippedOp(offset, h.author, h.seq, Code.REVOKED.value,
                      f"op {h.seq} of revoked device {rec.name!r} is beyond its revocation "
                      f"cutoff ({rec.cutoff.get(h.space, 0)}); not applied")
+
+
+class _EditRefused(UsageError):
+    """An edit too large to sync (see :meth:`Device.flush`)."""
+
+
+def _edit_body(parts: PartsReader, space_id: bytes, env: OpEnvelope, offset: int,
+               plaintext: bytes) -> dict[str, object] | None:
+    # The edit an op completes ({"n", "u"}), or None for a part that does not
+    # complete one yet (section 8.11).
+    try:
+        payload = decode_payload(plaintext)
+        edit = parts.feed(env.header.author, env.header.seq, env.header.doc, payload)
+    except SddsfError as exc:
+        raise ProofError(f"op at offset {offset} has a malformed payload: {exc.message}"
+                         ) from exc
+    if edit is None:
+        return None
+    if doc_id_for(space_id, edit.name) != env.header.doc:
+        raise ProofError(f"op at offset {offset} has a malformed payload: its document name "
+                         "does not match its document id")
+    return {"n": edit.name, "u": list(edit.updates)}
+
+
+def _keep_parted_edit(b: StoreBatch, space_id: bytes, first_part: bytes, last_seq: int,
+                      name: str, updates: list[bytes]) -> None:
+    # A multi-part edit is kept whole until its last part is logged, so that a
+    # refusal of any part re-queues the whole edit (Device._requeue).
+    part = decode_payload(first_part)
+    assert isinstance(part, Part)  # noqa: S101 - split_edit made it
+    b.put("edit", space_id + part.digest, encode([last_seq, name]))
+    b.put("editdata", space_id + part.digest, encode_edit(name, updates))
+
+
+def _parted_edits(store: LocalStore, space_id: bytes) -> dict[bytes, bytes]:
+    """``pending`` key of each kept edit's last part -> the ``edit`` row's key."""
+    return {space_id + _u64(int(_as_list(value)[0])): key
+            for key, value in store.scan("edit", space_id)}
+
+
+def _upload_batches(rows: list[tuple[bytes, bytes]], limits: RelayLimits
+                    ) -> Iterator[tuple[list[tuple[bytes, bytes]], list[tuple[bytes, bytes]]]]:
+    """Pending rows in uploads that each fit one request, in order: ``(batch, [])``;
+    from the first op that cannot fit even alone, ``([], it and every later one)``."""
+    batch: list[tuple[bytes, bytes]] = []
+    sizes: list[int] = []
+    for i, (key, env) in enumerate(rows):
+        if not limits.request_fits([len(env)]):
+            if batch:
+                yield batch, []
+            yield [], rows[i:]
+            return
+        if len(batch) >= _MAX_BATCH or not limits.request_fits([*sizes, len(env)]):
+            yield batch, []
+            batch, sizes = [], []
+        batch.append((key, env))
+        sizes.append(len(env))
+    if batch:
+        yield batch, []
 
 
 def leaves_at(tree: merkle.MerkleTree, offset: int) -> bytes:

@@ -290,8 +290,8 @@ async def join(home: Path, relay_url: str, code: str, name: str, *,
                                              lambda: discard_home(home, remove_dir=made_dir))
     finally:
         await relay.aclose()
-    kwargs = {} if clock is None else {"clock": clock}
-    device = Device(store, store_kind(home), transport=transport, **kwargs)
+    device = (Device(store, store_kind(home), transport=transport) if clock is None
+              else Device(store, store_kind(home), transport=transport, clock=clock))
     return await _settle(device, home, made_dir, stopped)
 
 

@@ -11,6 +11,7 @@ heads and proofs with :mod:`sddsf.protocol`.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -20,12 +21,14 @@ from typing import Any, Protocol
 
 import httpx
 
+from sddsf.client.retry import RetryPolicy, Sleep, parse_retry_after
 from sddsf.crypto import random_bytes
 from sddsf.errors import (
     AuthenticationError,
     Code,
     DecodeError,
     NotFoundError,
+    RateLimitedError,
     SddsfError,
     UnavailableError,
     error_from_wire,
@@ -37,7 +40,7 @@ from sddsf.protocol.pairing import PAIRING_VERSION
 from sddsf.wire import b64 as _b64
 from sddsf.wire import unb64 as _unb64
 
-__all__ = ["PulledOp", "RelayClient", "ReportSource", "UploadResult"]
+__all__ = ["PulledOp", "RelayClient", "RelayLimits", "ReportSource", "UploadResult"]
 
 log = logging.getLogger("sddsf.client")
 
@@ -56,6 +59,41 @@ class UploadResult:
     proof: list[bytes] | None
     code: str | None
     message: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class RelayLimits:
+    """What one relay request may carry (``GET /v1/limits``; the defaults of a relay
+    that predates the endpoint)."""
+
+    max_request_bytes: int = 1 << 20
+    max_batch_ops: int = 1000
+    max_page_ops: int = 1000
+    max_op: int = 512 * 1024
+    max_field_chars: int = 1_500_000  # base64 characters in one body field
+
+    def request_fits(self, envelope_sizes: Sequence[int]) -> bool:
+        """Whether an upload of envelopes of these sizes fits one request."""
+        return (len(envelope_sizes) <= self.max_batch_ops
+                and all(_b64_len(n) <= self.max_field_chars for n in envelope_sizes)
+                and _upload_body_len(envelope_sizes) <= self.max_request_bytes)
+
+    @property
+    def max_envelope(self) -> int:
+        """The largest op envelope this relay takes, alone in one request."""
+        fit_request = (self.max_request_bytes - _upload_body_len([])) // 4 * 3 - 3
+        fit_field = self.max_field_chars // 4 * 3
+        return max(0, min(self.max_op, fit_request, fit_field))
+
+
+def _b64_len(n: int) -> int:
+    return (n + 2) // 3 * 4
+
+
+def _upload_body_len(envelope_sizes: Sequence[int]) -> int:
+    # json.dumps({"ops": ["...", "..."], "proofs": true}): 27 bytes of frame, then
+    # per op its base64 in quotes and a ", " separator (bounded above).
+    return 27 + sum(_b64_len(n) + 4 for n in envelope_sizes)
 
 
 class _ConnectionDropped(UnavailableError):
@@ -91,7 +129,8 @@ class RelayClient:
     def __init__(self, base_url: str, *, device: DeviceKeys | None = None,
                  account_id: bytes | None = None,
                  transport: httpx.AsyncBaseTransport | None = None,
-                 clock: Callable[[], int] = _now_ms, timeout_s: float = 30.0) -> None:
+                 clock: Callable[[], int] = _now_ms, timeout_s: float = 30.0,
+                 retry: RetryPolicy | None = None) -> None:
         self.device = device
         self.account_id = account_id
         self._clock = clock
@@ -105,6 +144,11 @@ class RelayClient:
         self.reporter: ReportSource | None = None
         #: Why the last posture report was not accepted (None: it was).
         self.report_error: SddsfError | None = None
+        #: When to try a request again (429 with Retry-After, 503, connection errors).
+        self.retry = retry or RetryPolicy()
+        #: How the retry waits (tests replace it to observe the waits).
+        self.sleep: Sleep = asyncio.sleep
+        self._limits: RelayLimits | None = None
 
     async def aclose(self) -> None:
         """Close the HTTP connection pool."""
@@ -119,7 +163,21 @@ class RelayClient:
     # ------------------------------------------------------------- plumbing
     async def _send(self, method: str, path: str, *, body: dict[str, Any] | None = None,
                     params: dict[str, Any] | None = None, signed: bool = False,
-                    authed: bool = False, headers: dict[str, str] | None = None) -> Any:
+                    authed: bool = False, headers: dict[str, str] | None = None,
+                    idempotent: bool = True) -> Any:
+        # Every relay write is idempotent (17.2) except the few callers that say
+        # otherwise; each try is signed again with a fresh nonce.
+        async def attempt() -> Any:
+            return await self._send_retrying_session(method, path, body=body, params=params,
+                                                     signed=signed, authed=authed,
+                                                     headers=headers)
+        return await self.retry.run(attempt, idempotent=idempotent, what=f"{method} {path}",
+                                    sleep=self.sleep)
+
+    async def _send_retrying_session(self, method: str, path: str, *,
+                                     body: dict[str, Any] | None,
+                                     params: dict[str, Any] | None, signed: bool,
+                                     authed: bool, headers: dict[str, str] | None) -> Any:
         try:
             try:
                 return await self._send_once(method, path, body=body, params=params,
@@ -139,7 +197,7 @@ class RelayClient:
                 raise
             self.forget_session()
             return await self._send_once(method, path, body=body, params=params,
-                                         signed=signed, authed=authed)
+                                         signed=signed, authed=authed, extra=headers)
 
     async def _send_once(self, method: str, path: str, *, body: dict[str, Any] | None,
                          params: dict[str, Any] | None, signed: bool, authed: bool,
@@ -170,10 +228,15 @@ class RelayClient:
         if response.status_code >= 400:
             try:
                 err = response.json()
-                raise error_from_wire(str(err["code"]), str(err["message"]))
+                error = error_from_wire(str(err["code"]), str(err["message"]))
             except (ValueError, KeyError, TypeError):
                 raise UnavailableError(f"relay answered HTTP {response.status_code} without "
                                        "an error body") from None
+            if isinstance(error, RateLimitedError):
+                wait = parse_retry_after(response.headers.get("retry-after"))
+                if wait is not None:
+                    error.retry_after_s = wait
+            raise error
         try:
             return response.json()
         except ValueError:
@@ -216,6 +279,22 @@ class RelayClient:
     def forget_session(self) -> None:
         """Drop the cached session (the next call opens a new one)."""
         self._token = None
+
+    async def limits(self) -> RelayLimits:
+        """The relay's request limits (``GET /v1/limits``), asked once per client; a
+        relay without the endpoint has the default limits."""
+        if self._limits is None:
+            try:
+                r = await self._send("GET", "/v1/limits")
+                self._limits = RelayLimits(
+                    max_request_bytes=int(r["max_request_bytes"]),
+                    max_batch_ops=int(r["max_batch_ops"]), max_page_ops=int(r["max_page_ops"]),
+                    max_op=int(r["max_op"]), max_field_chars=int(r["max_field_chars"]))
+            except NotFoundError:
+                self._limits = RelayLimits()
+            except (KeyError, TypeError, ValueError):
+                raise DecodeError("the relay sent malformed limits") from None
+        return self._limits
 
     # -------------------------------------------------------------- registry
     async def create_account(self, genesis: bytes) -> bytes:
@@ -341,7 +420,7 @@ class RelayClient:
                 (``unsupported_version``).
         """
         r = await self._send("POST", "/v1/pairing", body={"version": PAIRING_VERSION},
-                             headers=_pairing_token(token))
+                             headers=_pairing_token(token), idempotent=False)
         if "nameplate" not in r:  # a relay from before pairing version 2 ignores the body
             raise DecodeError(f"the relay at {self._http.base_url} does not speak pairing "
                               f"version {PAIRING_VERSION}: update the relay",
@@ -360,7 +439,7 @@ class RelayClient:
         """
         try:
             r = await self._send("POST", "/v1/pairing/claim", body={"nameplate": nameplate},
-                                 headers=_pairing_token(token))
+                                 headers=_pairing_token(token), idempotent=False)
         except NotFoundError as exc:
             if exc.message == "no such endpoint":
                 raise DecodeError(f"the relay at {self._http.base_url} does not speak pairing "
@@ -476,7 +555,7 @@ class RelayClient:
     async def fetch_backup(self, account_id: bytes, verifier: bytes) -> bytes:
         """The backup blob, for the right verifier (a wrong one is counted by the relay)."""
         r = await self._send("POST", f"/v1/accounts/{_quote(account_id)}/backup/fetch",
-                             body={"verifier": _b64(verifier)})
+                             body={"verifier": _b64(verifier)}, idempotent=False)
         try:
             return _unb64(str(r["blob"]), "blob")
         except (KeyError, TypeError):

@@ -4,6 +4,13 @@ reconnect with exponential backoff and jitter, and a periodic full check.
 The runner never applies what the WebSocket says directly: a live ``op`` or
 ``resync`` message only wakes :meth:`Device.sync`, which pulls and verifies
 like any other sync (the live channel is a hint; the signed log is the truth).
+
+Nothing stops it but :meth:`Runner.stop`: ``429`` waits for the relay's
+``Retry-After`` and outages back off (one :class:`~sddsf.client.retry.RetryPolicy`
+with the CLI); verification failures and the application's own callback errors
+(observers, ``on_sync``) go to ``on_error``; any other exception is logged,
+retried with backoff, and raised again by :meth:`Runner.stop`. Open the device
+with ``lock="operation"`` so that other processes can use its home between syncs.
 """
 
 from __future__ import annotations
@@ -12,14 +19,17 @@ import asyncio
 import base64
 import contextlib
 import json
-import random
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import websockets
 
 from sddsf.client.device import Device, SyncReport
-from sddsf.errors import SddsfError, UnavailableError
+from sddsf.client.retry import RetryPolicy, Sleep
+from sddsf.errors import SddsfError, UsageError
+
+log = logging.getLogger("sddsf.client")
 
 __all__ = ["Runner", "RunnerSettings"]
 
@@ -43,9 +53,18 @@ class Runner:
     on_sync: Callable[[SyncReport], None] | None = None
     on_error: Callable[[SddsfError], None] | None = None
     syncs: int = 0
+    #: How the runner waits (tests pass one that records the waits).
+    sleep: Sleep = asyncio.sleep
+    #: The first unexpected exception (a bug), raised again by :meth:`stop`.
+    failure: BaseException | None = None
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    @property
+    def retry(self) -> RetryPolicy:
+        """The waits between failed syncs: the CLI's policy, with this runner's bounds."""
+        return RetryPolicy(base_s=self.settings.backoff_min_s, max_s=self.settings.backoff_max_s)
 
     def changed(self) -> None:
         """Call after local edits: they are pushed after the debounce window."""
@@ -57,44 +76,77 @@ class Runner:
                        asyncio.create_task(self._live_loop())]
 
     async def stop(self) -> None:
-        """Stop both loops (pending edits stay queued on disk)."""
+        """Stop both loops (pending edits stay queued on disk).
+
+        Raises:
+            Exception: the first unexpected exception either loop met (it was
+                logged and retried when it happened), so that it is not lost.
+        """
         self._stop.set()
         self._wake.set()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
+            try:
                 await task
+            except asyncio.CancelledError:
+                pass
+            except Exception as exc:  # kept, raised below
+                self.failure = self.failure or exc
+        if self.failure is not None:
+            raise self.failure
 
     async def _sync_loop(self) -> None:
-        delay = self.settings.backoff_min_s
+        tries = 0  # failed syncs in a row
         while not self._stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.settings.full_check_s)
             self._wake.clear()
-            await asyncio.sleep(self.settings.debounce_s)  # batch bursts of edits
+            await self.sleep(self.settings.debounce_s)  # batch bursts of edits
             try:
                 report = await self.device.sync()
-            except UnavailableError as exc:
+            except SddsfError as exc:
                 self._report_error(exc)
-                delay = min(delay * 2, self.settings.backoff_max_s)
-                await asyncio.sleep(delay * random.uniform(0.5, 1.5))  # noqa: S311 - jitter
-                self._wake.set()
+                wait = self.retry.wait_for(exc, tries + 1)  # 429: Retry-After; 503: backoff
+                if wait is None:
+                    tries = 0  # a verification failure: reported, state kept
+                    continue
+            except Exception as exc:  # a bug: logged, retried, raised again by stop()
+                log.exception("the background sync failed unexpectedly; retrying")
+                self.failure = self.failure or exc
+                wait = self.retry.backoff(tries + 1)
+            else:
+                tries = 0
+                self.syncs += 1
+                self._delivered(report)
                 continue
-            except SddsfError as exc:  # a verification failure: report, keep state
-                self._report_error(exc)
-                continue
-            delay = self.settings.backoff_min_s
-            self.syncs += 1
-            if self.on_sync is not None:
+            tries += 1
+            await self.sleep(wait)
+            self._wake.set()
+
+    def _delivered(self, report: SyncReport) -> None:
+        # The application's callbacks: their errors are reported, never fatal.
+        for error in report.app_errors:
+            self._report_error(error)
+        if self.on_sync is not None:
+            try:
                 self.on_sync(report)
+            except Exception as exc:  # the application's error, reported
+                error = UsageError(f"on_sync raised {type(exc).__name__}: {exc}")
+                error.__cause__ = exc
+                self._report_error(error)
 
     def _report_error(self, exc: SddsfError) -> None:
-        if self.on_error is not None:
+        if self.on_error is None:
+            log.warning("background sync: %s", exc)
+            return
+        try:
             self.on_error(exc)
+        except Exception:  # an error handler that fails is logged, never fatal
+            log.exception("on_error raised while reporting %s", exc)
 
     async def _live_loop(self) -> None:
-        delay = self.settings.backoff_min_s
+        tries = 0  # failed connections in a row
         url = self.device.relay_url.replace("http://", "ws://", 1).replace(
             "https://", "wss://", 1).rstrip("/")
         while not self._stop.is_set():
@@ -106,7 +158,7 @@ class Runner:
                         await ws.send(json.dumps({
                             "type": "subscribe",
                             "space": base64.urlsafe_b64encode(space_id).decode()}))
-                    delay = self.settings.backoff_min_s
+                    tries = 0
                     async for frame in ws:
                         message = json.loads(frame)
                         if message.get("type") in ("op", "resync", "subscribed"):
@@ -114,7 +166,15 @@ class Runner:
             except (OSError, websockets.WebSocketException, SddsfError) as exc:
                 if isinstance(exc, SddsfError):
                     self._report_error(exc)
+                    wait = self.retry.wait_for(exc, tries + 1)
+                    if wait is not None:  # 429: the relay's Retry-After
+                        tries += 1
+                        await self.sleep(wait)
+                        continue
+            except Exception as exc:  # a bug: logged, retried, raised again by stop()
+                log.exception("the live channel failed unexpectedly; reconnecting")
+                self.failure = self.failure or exc
             if self._stop.is_set():
                 return
-            delay = min(delay * 2, self.settings.backoff_max_s)
-            await asyncio.sleep(delay * random.uniform(0.5, 1.5))  # noqa: S311 - jitter
+            tries += 1
+            await self.sleep(self.retry.backoff(tries))

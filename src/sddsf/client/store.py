@@ -143,6 +143,13 @@ class LocalStore:
                 raise
             self._conn.execute("COMMIT")
 
+    def data_version(self) -> int:
+        """A number that changes whenever another connection (another process)
+        commits to the file; this connection's own commits leave it unchanged."""
+        with self._lock:
+            row = self._conn.execute("PRAGMA data_version").fetchone()
+        return int(row[0])
+
     def make_durable(self) -> None:
         """Force every committed transaction to stable storage (one fsync)."""
         with self._lock:

@@ -40,6 +40,7 @@ __all__ = [
     "OP_AD",
     "OP_CIPHERTEXT",
     "OP_ID",
+    "OP_PARTS",
     "OP_SIG",
     "PAIRING_CODE",
     "PAIRING_COMMIT",
@@ -63,6 +64,7 @@ OP_SIG: Final = "sddsf/v1/op/sig"
 OP_AD: Final = "sddsf/v1/op/ad"
 OP_ID: Final = "sddsf/v1/op/id"
 OP_CIPHERTEXT: Final = "sddsf/v1/op/ciphertext"
+OP_PARTS: Final = "sddsf/v1/op/parts"
 DOC_KEY: Final = "sddsf/v1/doc-key"
 DEVICE_ID: Final = "sddsf/v1/device-id"
 ACCOUNT_ID: Final = "sddsf/v1/account-id"

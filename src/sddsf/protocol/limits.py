@@ -22,6 +22,9 @@ class ProtocolLimits:
     """Bounds on decoded structures (bytes unless stated)."""
 
     max_op: int = 512 * 1024  # whole op envelope
+    # One edit sealed as a multi-part op (8.11): what a reader buffers per author.
+    max_edit: int = 128 * 1024 * 1024
+    max_parts: int = 65_536  # parts of one multi-part edit
     max_header: int = 64 * 1024  # encoded op header
     max_deps: int = 1024  # entries in a version vector
     max_registry_entry: int = 64 * 1024

@@ -40,7 +40,7 @@ from sddsf.relay.edge import EdgeState, open_edge_state
 from sddsf.relay.fabric import Fabric
 from sddsf.relay.fanout import Hub
 from sddsf.relay.metrics import RelayMetrics
-from sddsf.relay.routes import accounts, backup, controller, live, pairing, spaces
+from sddsf.relay.routes import accounts, backup, controller, limits, live, pairing, spaces
 from sddsf.relay.settings import RelaySettings
 from sddsf.relay.storage.base import RelayStorage
 
@@ -148,7 +148,7 @@ def create_app(settings: RelaySettings, storage: RelayStorage, relay_key: Ed2551
     app.openapi = openapi  # type: ignore[method-assign]
     _routes_health(app, ctx)
     for router in (accounts.router, spaces.router, pairing.router, backup.router,
-                   live.router, controller.router):
+                   live.router, controller.router, limits.router):
         app.include_router(router)
     return app
 

@@ -21,6 +21,7 @@ from sddsf.crypto import Ed25519SigningKey, aead_encrypt, blake2b_256, hkdf_sha2
 from sddsf.errors import Code
 from sddsf.protocol import keypackage as kp
 from sddsf.protocol import labels
+from sddsf.protocol import payload as pl
 from sddsf.protocol import registry as reg
 from sddsf.protocol.approval import ActionType
 from sddsf.protocol.clock import HLCTimestamp
@@ -28,6 +29,7 @@ from sddsf.protocol.encoding import decode, encode
 from sddsf.protocol.envelope import GENESIS_PREV, OpEnvelope, OpHeader, derive_doc_key, seal_op
 from sddsf.protocol.identity import AccountKeys, DeviceKeys
 from sddsf.protocol.labels import labelled
+from sddsf.protocol.limits import DEFAULT_PROTOCOL_LIMITS
 from sddsf.protocol.merkle import MerkleTree, leaf_hash
 from sddsf.protocol.rules import ChainHead
 from sddsf.protocol.snapshot import SNAPSHOT_VERSION, seal_snapshot
@@ -463,6 +465,73 @@ def _tree_heads() -> dict[str, Any]:
     }
 
 
+def _payloads() -> dict[str, Any]:
+    """Op payloads and multi-part edits (protocol 8.11): one author's ops in chain
+    order, read with ``payload.assemble``."""
+    name = "notes"
+    big = bytes(range(256)) * 10  # a 2,560-byte update: three parts of 1,024 bytes
+    frame = len(encode({"n": name, "p": [0, 0, 0, bytes(32), b""]}))
+    room = 1024 + frame + 64
+    parts = pl.split_edit(name, [big], max_payload=room)
+    whole = pl.encode_edit(name, [big])
+    other = pl.encode_edit(name, [b"small update"])
+
+    def part(index: int, count: int, total: int, digest: bytes, chunk: bytes,
+             doc_name: str = name) -> bytes:
+        return encode({"n": doc_name, "p": [index, count, total, digest, chunk]})
+
+    digest = pl.parts_digest(whole)
+    chunks = [whole[i * 1024:(i + 1) * 1024] for i in range(3)]
+
+    def ops(*payloads: bytes, first_seq: int = 1) -> list[dict[str, Any]]:
+        return [{"seq": first_seq + i, "payload": p.hex()} for i, p in enumerate(payloads)]
+
+    def edit(e: bytes) -> dict[str, Any]:
+        decoded = pl.decode_payload(e)
+        assert isinstance(decoded, pl.Edit)  # noqa: S101 - built above
+        return {"name": decoded.name, "updates": [u.hex() for u in decoded.updates]}
+
+    valid = [
+        {"name": "an edit in one op", "ops": ops(other), "edits": [edit(other)]},
+        {"name": "an edit in three parts", "ops": ops(*parts), "edits": [edit(whole)],
+         "whole": whole.hex(), "digest": digest.hex(), "max_payload": room},
+        {"name": "parts abandoned, then the edit sent again", "ops": ops(
+            parts[0], parts[1], *parts), "edits": [edit(whole)]},
+        {"name": "a one-op edit abandons an open assembly", "ops": ops(parts[0], other),
+         "edits": [edit(other)]},
+    ]
+    max_edit = DEFAULT_PROTOCOL_LIMITS.max_edit
+    junk_digest = pl.parts_digest(b"\xa0" * 6)  # six empty maps: not one edit
+    invalid = [{"name": n, "ops": o, "code": c} for n, o, c in (
+        ("part 1 without part 0", ops(parts[1]), Code.MALFORMED),
+        ("part 2 after part 0", ops(parts[0], parts[2]), Code.MALFORMED),
+        ("parts at seqs that are not consecutive", [*ops(parts[0]), *ops(
+            parts[1], parts[2], first_seq=3)], Code.MALFORMED),
+        ("a part of another document name", ops(parts[0], part(
+            1, 3, len(whole), digest, chunks[1], "todo"), parts[2]), Code.MALFORMED),
+        ("chunks that do not match the digest", ops(parts[0], part(
+            1, 3, len(whole), digest, bytes(len(chunks[1]))), parts[2]), Code.MALFORMED),
+        ("chunks longer than the declared total", ops(part(0, 2, 10, digest, bytes(8)), part(
+            1, 2, 10, digest, bytes(8))), Code.MALFORMED),
+        ("chunks shorter than the declared total", ops(part(0, 2, 20, digest, bytes(8)), part(
+            1, 2, 20, digest, bytes(8))), Code.MALFORMED),
+        ("a whole that is not an edit", ops(*[part(i, 2, 6, junk_digest, b"\xa0" * 3)
+                                              for i in range(2)]), Code.MALFORMED),
+        ("a declared total beyond max_edit", ops(part(0, 2, max_edit + 1, digest, b"x")),
+         Code.TOO_LARGE),
+        ("a count beyond max_parts", ops(part(
+            0, DEFAULT_PROTOCOL_LIMITS.max_parts + 1, 10**9, digest, b"x")), Code.TOO_LARGE),
+        ("a part of one", ops(part(0, 1, 1, digest, b"x")), Code.MALFORMED),
+        ("an empty chunk", ops(part(0, 2, 4, digest, b"")), Code.MALFORMED),
+        ("an unknown field", ops(encode({"n": name, "u": [], "x": 1})), Code.MALFORMED),
+        ("updates that are not byte strings", ops(encode({"n": name, "u": ["text"]})),
+         Code.MALFORMED),
+    )]
+    return {"context": {"doc": DOC.hex(), "max_edit": max_edit,
+                        "max_parts": DEFAULT_PROTOCOL_LIMITS.max_parts},
+            "valid": valid, "invalid": invalid}
+
+
 def generate() -> dict[str, Any]:
     """All vector files, by file name."""
     w = _World()
@@ -472,6 +541,7 @@ def generate() -> dict[str, Any]:
         "key_package.json": lambda: _key_packages(w),
         "tree_head.json": _tree_heads,
         "snapshot.json": lambda: _snapshots(w),
+        "payload.json": _payloads,
     }
     return {name: {"generator": "python -m sddsf.testing.vectorgen tests/vectors", **make()}
             for name, make in makers.items()}
