@@ -11,11 +11,12 @@ import asyncio
 import contextlib
 import json
 import os
-import random
+import signal
+import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import click
 import pycrdt
@@ -23,9 +24,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, TaskID, TextColumn, TimeRemainingColumn
 from rich.progress import Progress as RichProgress
 
-from sddsf.client.device import Device, Progress
-from sddsf.client.home import default_home
-from sddsf.errors import UnavailableError, UsageError
+from sddsf.cli.output import JSON_HELP, Out, emit, iso_time, say
+from sddsf.cli.params import NAME, check_text
+from sddsf.client.device import Device, Progress, SyncReport
+from sddsf.client.home import default_home, staged_home
+from sddsf.errors import ConfigError, SddsfError, UnavailableError, UsageError
 from sddsf.recovery import phrase_from_secret
 
 __all__ = ["register"]
@@ -35,12 +38,25 @@ KV_DOC = "kv"  # the key-value document of every space (a pycrdt Map named "kv")
 
 
 def _passphrase(confirm: bool = False) -> Callable[[], str]:
+    """The store passphrase: ``SDDSF_PASSPHRASE``, else a prompt on a terminal.
+
+    Without a terminal there is nobody to ask: the command fails with what to
+    do instead of a prompt that cannot be answered.
+    """
     def ask() -> str:
         env = os.environ.get("SDDSF_PASSPHRASE")
         if env is not None:
-            return env
-        return str(click.prompt("Passphrase for this device's store", hide_input=True,
-                                confirmation_prompt=confirm))
+            return check_text(env, "SDDSF_PASSPHRASE")
+        if not sys.stdin.isatty():
+            if confirm:
+                raise ConfigError("no terminal to ask for the new store passphrase: set "
+                                  "SDDSF_PASSPHRASE, or run the command in a terminal")
+            raise ConfigError("this device's store is locked and there is no terminal to "
+                              "ask for its passphrase: run `sddsf unlock` in a terminal "
+                              "first, or set SDDSF_PASSPHRASE")
+        return check_text(str(click.prompt("Passphrase for this device's store",
+                                           hide_input=True, confirmation_prompt=confirm)),
+                          "the passphrase")
     return ask
 
 
@@ -53,8 +69,29 @@ def _run(coro: Awaitable[T]) -> T:
     return asyncio.run(coro)  # type: ignore[arg-type]
 
 
-async def _with_device(ctx: click.Context, action: Callable[[Device], Awaitable[T]]) -> T:
-    device = Device.open(_home(ctx), passphrase=_passphrase())
+#: Where the CLI records the time of this device's last successful sync.
+_LAST_SYNC = ("cli", b"last_sync")
+
+
+class CliDevice(Device):
+    """The device as the CLI uses it: every successful sync (by any command, or by
+    the runner of ``sync --watch``) records its time for ``sddsf status``."""
+
+    async def sync(self, progress: Progress | None = None) -> SyncReport:
+        """:meth:`Device.sync`, then record when it succeeded."""
+        report = await super().sync(progress)
+        self.store.put(*_LAST_SYNC, str(self._clock()).encode())
+        return report
+
+    def last_sync_ms(self) -> int | None:
+        """When this device last synced successfully (None: never, as far as the CLI knows)."""
+        raw = self.store.get(*_LAST_SYNC)
+        return int(raw.decode()) if raw else None
+
+
+async def _with_device(ctx: click.Context, action: Callable[[CliDevice], Awaitable[T]]) -> T:
+    # Device.open builds ``cls(...)``, so this is a CliDevice (its annotation says Device).
+    device = cast(CliDevice, CliDevice.open(_home(ctx), passphrase=_passphrase()))
     try:
         return await action(device)
     finally:
@@ -65,48 +102,124 @@ def _kv(device: Device, space: str) -> Any:
     return device.doc(device.space_by_name(space), KV_DOC).get("kv", type=pycrdt.Map)
 
 
-def _emit(data: Any, as_json: bool, render: Callable[[Console], None]) -> None:
-    if as_json:
-        click.echo(json.dumps(data, indent=2, sort_keys=True))
-    else:
-        render(Console(highlight=False))
+_emit = emit  # the name the other command modules import
 
 
-def _lines(console: Console, lines: list[str]) -> None:
+def _lines(out: Out, lines: list[str]) -> None:
     for line in lines:
-        console.print(line)
+        out.line(line)
+
+
+class _PhraseOut:
+    """Where ``init`` delivers the recovery phrase: a file reserved (created empty,
+    0600, never over an existing file) before the account exists, or stdout.
+
+    Invariant: an account created on the relay always gets its phrase delivered
+    (if writing the file fails, the phrase is shown instead).
+    """
+
+    def __init__(self, path: str | None) -> None:
+        self.path = Path(path) if path else None
+        self._fd: int | None = None
+        self.delivered = False
+
+    def reserve(self) -> None:
+        """Create the file now, or fail before anything else is made.
+
+        Raises:
+            UsageError: the path exists, is a directory, or cannot be created.
+        """
+        path = self.path
+        if path is None:
+            return
+        if path.is_dir():
+            raise UsageError(f"--phrase-out {path} is a directory; give the path of a new file")
+        if path.exists() or path.is_symlink():
+            raise UsageError(f"--phrase-out {path} already exists; give the path of a new "
+                             "file (the phrase is never written over a file)")
+        if not path.parent.is_dir():
+            raise UsageError(f"--phrase-out {path}: the directory {path.parent} does not exist")
+        try:
+            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
+                               0o600)
+        except OSError as exc:
+            raise UsageError(f"cannot create --phrase-out {path}: {exc.strerror}") from None
+
+    def deliver(self, words: str) -> None:
+        """Write the phrase to the reserved file, or show it (also if writing fails)."""
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            try:
+                data = (words + "\n").encode()
+                while data:
+                    data = data[os.write(fd, data):]
+                os.fsync(fd)
+                self.delivered = True
+                say(f"Recovery phrase written to {self.path} (mode 0600; keep it offline).")
+                return
+            except OSError as exc:
+                say(f"warning: could not write the phrase to {self.path} ({exc.strerror}); "
+                    "here it is instead", err=True)
+            finally:
+                os.close(fd)
+        click.echo("Recovery phrase (write it down now; it is shown only once):\n")
+        click.echo("  " + words + "\n")
+        self.delivered = True
+
+    def discard(self) -> None:
+        """Remove the reserved file if the phrase was never written to it."""
+        if self._fd is not None and self.path is not None:
+            os.close(self._fd)
+            self._fd = None
+            with contextlib.suppress(OSError):
+                self.path.unlink()
+
+
+def _nothing_created(exc: UnavailableError) -> UnavailableError:
+    return UnavailableError(f"{exc.message}; nothing was created (check the --relay URL and "
+                            "run the command again)")
 
 
 @click.command()
 @click.option("--relay", "relay_url", required=True, help="Relay URL, e.g. http://127.0.0.1:8787")
-@click.option("--name", default="this device", show_default=True, help="Device name.")
-@click.option("--phrase-out", type=click.Path(dir_okay=False),
-              help="Write the recovery phrase to this file (mode 0600) instead of showing it.")
+@click.option("--name", type=NAME, default="this device", show_default=True,
+              help="Device name.")
+@click.option("--phrase-out", type=click.Path(),
+              help="Write the recovery phrase to this new file (mode 0600) instead of "
+                   "showing it.")
 @click.option("--insecure-plaintext-key", is_flag=True,
               help="INSECURE: keep the store key in plaintext (no keyring, no passphrase).")
 @click.pass_context
 def init(ctx: click.Context, relay_url: str, name: str, phrase_out: str | None,
          insecure_plaintext_key: bool) -> None:
-    """Create an account and this device; shows the recovery phrase ONCE."""
-    async def go() -> tuple[bytes, str]:
-        device, secret = await Device.create_account(
-            _home(ctx), relay_url, name, passphrase=None if insecure_plaintext_key
+    """Create an account and this device; shows the recovery phrase ONCE.
+
+    Atomic: if anything fails (the relay cannot be reached, say), no device home
+    and no phrase file are left behind, and the command can simply be run again.
+    """
+    home = _home(ctx)
+    phrase = _PhraseOut(phrase_out)
+    phrase.reserve()  # before anything exists: a phrase that cannot be delivered stops here
+
+    async def go(stage: Path) -> tuple[bytes, str]:
+        device, secret = await CliDevice.create_account(
+            stage, relay_url, name, passphrase=None if insecure_plaintext_key
             else _passphrase(confirm=True), insecure_plaintext=insecure_plaintext_key)
         await device.close()
         return secret, device.account.fingerprint
 
-    secret, fingerprint = _run(go())
-    words = phrase_from_secret(secret)
-    if phrase_out:
-        fd = os.open(phrase_out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(words + "\n")
-        click.echo(f"Recovery phrase written to {phrase_out} (keep it offline).")
-    else:
-        click.echo("Recovery phrase (write it down now; it is shown only once):\n")
-        click.echo("  " + words + "\n")
-    click.echo(f"Account fingerprint: {fingerprint}")
-    click.echo(f"Device home: {_home(ctx)}")
+    try:
+        with staged_home(home) as stage:
+            try:
+                secret, fingerprint = _run(go(stage))
+            except UnavailableError as exc:
+                raise _nothing_created(exc) from None
+            # The account exists now: deliver its phrase before anything else.
+            phrase.deliver(phrase_from_secret(secret))
+    finally:
+        phrase.discard()
+    say(f"Account fingerprint: {fingerprint}")
+    say(f"Device home: {home}")
 
 
 @click.command()
@@ -122,8 +235,11 @@ def init(ctx: click.Context, relay_url: str, name: str, phrase_out: str | None,
               help="Recover from the relay's passphrase backup (needs --account).")
 @click.option("--account", "account_text",
               help="Account id (64 hex digits, printed by `sddsf backup enable`).")
-@click.option("--name", default="recovered device", show_default=True)
-@click.option("--revoke-others", is_flag=True, help="Revoke every other device.")
+@click.option("--name", type=NAME, default="recovered device", show_default=True,
+              help="This device's name.")
+@click.option("--revoke-others", is_flag=True,
+              help="Revoke every other device of the account (a lost or stolen device "
+                   "can then no longer sync, and every space moves to a new key).")
 @click.option("--insecure-plaintext-key", is_flag=True,
               help="INSECURE: keep the store key in plaintext (no keyring, no passphrase).")
 @click.pass_context
@@ -153,17 +269,18 @@ def recover(ctx: click.Context, relay_url: str, phrase_file: str | None,
         backup_pass = _env_or_prompt("SDDSF_BACKUP_PASSPHRASE", "Backup passphrase")
         secret = _run(recovery.fetch_backup_secret(relay_url, account_id, backup_pass))
 
-    async def go() -> tuple[str, int]:
-        device = await Device.recover(
-            _home(ctx), relay_url, secret, name,
+    async def go(stage: Path) -> tuple[str, int]:
+        device = await CliDevice.recover(
+            stage, relay_url, secret, name,
             passphrase=None if insecure_plaintext_key else _passphrase(confirm=True),
             revoke_others=revoke_others, insecure_plaintext=insecure_plaintext_key)
         result = device.account.fingerprint, len(device.spaces())
         await device.close()
         return result
 
-    fingerprint, spaces = _run(go())
-    click.echo(f"Recovered account {fingerprint}; {spaces} space(s) readable.")
+    with staged_home(_home(ctx)) as stage:  # a failed recovery leaves no half-made home
+        fingerprint, spaces = _run(go(stage))
+    say(f"Recovered account {fingerprint}; {spaces} space(s) readable.")
 
 
 def _env_or_prompt(env: str, what: str) -> str:
@@ -179,16 +296,16 @@ def space() -> None:
 
 
 @space.command("create")
-@click.argument("name")
+@click.argument("name", type=NAME)
 @click.pass_context
 def space_create(ctx: click.Context, name: str) -> None:
     """Create a space (a set of documents sharing keys)."""
     space_id = _run(_with_device(ctx, lambda d: d.create_space(name)))
-    click.echo(f"created space {name!r} ({space_id.hex()[:12]})")
+    say(f"created space {name!r} ({space_id.hex()})")
 
 
 @space.command("list")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 @click.pass_context
 def space_list(ctx: click.Context, as_json: bool) -> None:
     """List spaces this device can read."""
@@ -196,7 +313,7 @@ def space_list(ctx: click.Context, as_json: bool) -> None:
         return [{"name": n, "id": s.hex()} for s, n in d.spaces()]
     rows = _run(_with_device(ctx, go))
     _emit(rows, as_json, lambda c: _lines(
-        c, [f"{r['name'] or '(unnamed)'}  {r['id'][:12]}" for r in rows]))
+        c, [f"{r['name'] or '(unnamed)'}  {r['id']}" for r in rows]))
 
 
 @space.command("policy")
@@ -213,7 +330,7 @@ def space_policy(ctx: click.Context, name: str, reencrypt: str | None) -> None:
             d.set_space_policy(space_id, reencrypt)
             await d.sync()
         return d.space_policy(space_id)
-    click.echo(f"space {name!r}: reencrypt = {_run(_with_device(ctx, go))}")
+    say(f"space {name!r}: reencrypt = {_run(_with_device(ctx, go))}")
 
 
 @click.command()
@@ -227,13 +344,13 @@ def put(ctx: click.Context, space_name: str, key: str, value: str) -> None:
         _kv(d, space_name)[key] = value
         d.flush()
     _run(_with_device(ctx, go))
-    click.echo(f"{space_name}: {key} set (run `sddsf sync` to share it)")
+    say(f"{space_name}: {key} set (run `sddsf sync` to share it)")
 
 
 @click.command()
 @click.argument("space_name")
 @click.argument("key")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 @click.pass_context
 def get(ctx: click.Context, space_name: str, key: str, as_json: bool) -> None:
     """Print the value of KEY."""
@@ -244,12 +361,13 @@ def get(ctx: click.Context, space_name: str, key: str, as_json: bool) -> None:
                              "lists them")
         return kv[key]
     value = _run(_with_device(ctx, go))
+    # The value itself, unchanged (it is what scripts read with `$(sddsf get ...)`).
     _emit({"key": key, "value": value}, as_json, lambda c: click.echo(str(value)))
 
 
 @click.command("ls")
 @click.argument("space_name")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 @click.pass_context
 def ls(ctx: click.Context, space_name: str, as_json: bool) -> None:
     """List the keys and values of the space's key-value document."""
@@ -285,79 +403,187 @@ def _pull_progress(*, enabled: bool) -> Iterator[Progress | None]:
         yield update
 
 
+class _Watch:
+    """What ``sync --watch`` shows: one line per change or state transition (never a
+    line per idle cycle) and, on a terminal, a status line that is redrawn."""
+
+    def __init__(self, device: CliDevice, as_json: bool) -> None:
+        self.device = device
+        self.as_json = as_json
+        self.out = Out()
+        self.online: bool | None = None
+        self.last_error = ""
+        self.status: Any = None
+
+    def event(self, kind: str, text: str, **fields: Any) -> None:
+        now = iso_time(int(time.time() * 1000))
+        if self.as_json:
+            click.echo(json.dumps({"event": kind, "at": now, **fields}, sort_keys=True))
+        else:
+            self.out.line(("dim", f"{now}  "), text)
+        self.redraw()
+
+    def redraw(self) -> None:
+        if self.status is None:
+            return
+        state = {None: "connecting", True: "connected", False: "offline"}[self.online]
+        last = iso_time(self.device.last_sync_ms()) or "never"
+        self.status.update(f"watching {len(self.device.spaces())} space(s) on "
+                           f"{self.device.relay_url}: {state}; last sync {last}; "
+                           f"{self.device.pending_count()} edit(s) pending (Ctrl-C stops)")
+
+    def synced(self, report: SyncReport) -> None:
+        if self.online is not True:
+            again = self.online is False
+            self.online, self.last_error = True, ""
+            self.event("online", ("reconnected to " if again else "connected to ")
+                       + self.device.relay_url, relay=self.device.relay_url)
+        codes = sorted({code for code, _ in report.rejected})
+        if report.pushed or report.applied or codes or report.enacted or report.rotated:
+            parts = [f"sent {report.pushed} edit(s)", f"received {report.applied}"]
+            if codes:
+                parts.append(f"refused {len(report.rejected)} ({', '.join(codes)})")
+            if report.enacted:
+                parts.append(f"carried out {report.enacted} approved change(s)")
+            if report.rotated:
+                parts.append(f"{report.rotated} space(s) moved to a new key")
+            self.event("synced", "; ".join(parts), pushed=report.pushed,
+                       applied=report.applied, rejected=[list(r) for r in report.rejected],
+                       enacted=report.enacted, rotated=report.rotated)
+        else:
+            self.redraw()
+
+    def failed(self, exc: SddsfError) -> None:
+        offline = isinstance(exc, UnavailableError)
+        if offline and self.online is False:
+            return  # still offline: said once
+        if not offline and exc.message == self.last_error:
+            return
+        self.last_error = exc.message
+        if offline:
+            self.online = False
+            self.event("offline", f"relay unreachable ({exc.message}); edits stay queued, "
+                       "retrying", error=exc.message, code=exc.code.value)
+        else:
+            self.event("error", f"sync refused: {exc.message} [{exc.code.value}]",
+                       error=exc.message, code=exc.code.value)
+
+
+async def _watch(device: CliDevice, as_json: bool) -> None:
+    """Keep ``device`` in sync with the WebSocket runner until SIGINT/SIGTERM."""
+    from sddsf.client.runner import Runner  # noqa: PLC0415 - only --watch needs it
+
+    view = _Watch(device, as_json)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    runner = Runner(device, on_sync=view.synced, on_error=view.failed)
+    console = view.out.console
+    status_line = (console.status("connecting", spinner="dots")
+                   if console.is_terminal and not as_json else contextlib.nullcontext())
+    with status_line as view.status:
+        await runner.start()
+        runner.changed()  # a first sync at once: push what is pending, pull what is new
+        await stop.wait()
+        await runner.stop()
+    view.status = None
+    view.event("stopped", f"stopped; {device.pending_count()} edit(s) pending",
+               pending=device.pending_count())
+
+
 @click.command()
-@click.option("--watch", is_flag=True, help="Keep syncing (backoff with jitter on errors).")
-@click.option("--interval", default=5.0, show_default=True, help="Seconds between syncs.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--watch", is_flag=True,
+              help="Keep syncing: live over the relay's WebSocket, printing only changes "
+                   "and connection changes (Ctrl-C stops).")
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 @click.pass_context
-def sync(ctx: click.Context, watch: bool, interval: float, as_json: bool) -> None:
+def sync(ctx: click.Context, watch: bool, as_json: bool) -> None:
     """Push pending edits, pull and verify everything, apply."""
-    async def once(d: Device) -> dict[str, Any]:
-        with _pull_progress(enabled=not as_json and not watch) as progress:
+    async def once(d: CliDevice) -> dict[str, Any]:
+        with _pull_progress(enabled=not as_json) as progress:
             r = await d.sync(progress)
         return {"pushed": r.pushed, "pulled": r.pulled, "applied": r.applied,
                 "rejected": r.rejected, "snapshots_loaded": r.snapshots_loaded}
 
-    async def loop(d: Device) -> None:
-        delay = interval
-        while True:
-            try:
-                result = await once(d)
-                click.echo(json.dumps(result) if as_json else
-                           f"synced: pushed {result['pushed']}, pulled {result['pulled']}")
-                delay = interval
-            except UnavailableError as exc:
-                delay = min(delay * 2, 300.0)
-                click.echo(f"relay unavailable ({exc.message}); retrying in {delay:.0f} s",
-                           err=True)
-            await asyncio.sleep(delay * random.uniform(0.8, 1.2))  # noqa: S311 - jitter
-
     if watch:
-        _run(_with_device(ctx, loop))
+        _run(_with_device(ctx, lambda d: _watch(d, as_json)))
         return
     result = _run(_with_device(ctx, once))
-    _emit(result, as_json, lambda c: c.print(
+    _emit(result, as_json, lambda c: c.line(
         f"synced: pushed {result['pushed']}, pulled {result['pulled']}, applied "
         f"{result['applied']}"))
     codes = [code for code, _ in result["rejected"]]
     if "chain_fork" in codes:
-        click.echo("note: this device's chain had diverged (restored from an older copy?); "
-                   "its edits were sealed again and sent", err=True)
+        say("note: this device's chain had diverged (restored from an older copy?); "
+            "its edits were sealed again and sent", err=True)
     lost = [c for c in codes if c != "chain_fork"]
     if lost:
         raise UsageError(f"the relay refused {len(lost)} op(s) ({', '.join(sorted(set(lost)))})"
                          "; they are kept in this device's store under 'failed'")
 
 
+#: How long ``status`` waits for the relay before calling it unreachable.
+_STATUS_PROBE_S = 10.0
+
+
+async def _probe_relay(d: Device) -> str | None:
+    """None if the relay answers this device, else why not (one sentence)."""
+    try:
+        await asyncio.wait_for(d.relay.list_spaces(), _STATUS_PROBE_S)
+    except TimeoutError:
+        return f"the relay at {d.relay_url} did not answer within {_STATUS_PROBE_S:.0f} s"
+    except SddsfError as exc:
+        return f"{exc.message} [{exc.code.value}]"
+    return None
+
+
 @click.command()
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 @click.pass_context
 def status(ctx: click.Context, as_json: bool) -> None:
-    """Pending ops, verified tree heads, devices."""
-    async def go(d: Device) -> dict[str, Any]:
+    """This device, its relay (reachable?) and last sync, pending edits, spaces, devices."""
+    from sddsf.client import agent  # noqa: PLC0415
+
+    async def go(d: CliDevice) -> dict[str, Any]:
         state = d.registry()
         heads = {}
         for s, n in d.spaces():
-            heads[n or s.hex()[:12]] = {"verified_log_size": d.verified_size(s)}
+            heads[n or s.hex()] = {"verified_log_size": d.verified_size(s)}
+        problem = await _probe_relay(d)
+        with contextlib.suppress(ConfigError, OSError):
+            unlocked = agent.status(_home(ctx)) if d.key_kind == "passphrase" else None
         return {
             "device": d.name, "device_id": d.device_id.hex(),
-            "account_fingerprint": d.account.fingerprint, "relay": d.relay_url,
-            "store_key": d.key_kind, "pending_ops": d.pending_count(), "spaces": heads,
+            "account_fingerprint": d.account.fingerprint,
+            "account_id": d.account.account_id.hex(), "relay": d.relay_url,
+            "relay_reachable": problem is None, "relay_error": problem,
+            "last_sync": iso_time(d.last_sync_ms()),
+            "store_key": d.key_kind,
+            "unlocked_until": iso_time(unlocked.expires_ms) if unlocked else None,
+            "pending_ops": d.pending_count(), "spaces": heads,
             "devices": [{"name": r.name, "status": r.status.value,
-                         "id": r.device_id.hex()[:12]} for r in state.devices.values()],
-            "checked_at_ms": int(time.time() * 1000)}
+                         "id": r.device_id.hex()} for r in state.devices.values()],
+            "checked_at": iso_time(int(time.time() * 1000))}
     info = _run(_with_device(ctx, go))
 
-    def render(c: Console) -> None:
-        c.print(f"[bold]{info['device']}[/] on {info['relay']} "
-                f"(account {info['account_fingerprint']})")
+    def render(c: Out) -> None:
+        c.line(("bold", info["device"]), f" (account {info['account_fingerprint']})")
+        if info["relay_reachable"]:
+            c.line(f"relay {info['relay']}: reachable")
+        else:
+            c.line(f"relay {info['relay']}: ", ("red", "unreachable"),
+                   f" ({info['relay_error']})")
+        c.line(f"last successful sync: {info['last_sync'] or 'never (by this CLI)'}")
         if info["store_key"] == "plaintext":
-            c.print("[red]WARNING: this device's store key is kept in plaintext[/]")
-        c.print(f"pending ops: {info['pending_ops']}")
+            c.line(("red", "WARNING: this device's store key is kept in plaintext"))
+        elif info["unlocked_until"]:
+            c.line(f"store unlocked until {info['unlocked_until']} (`sddsf lock` ends it)")
+        c.line(f"pending edits: {info['pending_ops']}")
         for name, h in info["spaces"].items():
-            c.print(f"space {name}: verified log size {h['verified_log_size']}")
+            c.line(f"space {name}: verified log size {h['verified_log_size']}")
         for dev in info["devices"]:
-            c.print(f"device {dev['name']} ({dev['id']}): {dev['status']}")
+            c.line(f"device {dev['name']} ({dev['id'][:12]}): {dev['status']}")
     _emit(info, as_json, render)
 
 

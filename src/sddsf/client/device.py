@@ -317,6 +317,21 @@ class Device:
         """
         await self._pin_relay()
 
+    def set_relay_url(self, url: str, relay_key: bytes) -> None:
+        """Store a new URL for this device's relay (it moved). The caller opened a
+        session at ``url`` and got ``relay_key``; it must be the pinned key. Takes
+        effect when the device is next opened.
+
+        Raises:
+            ProofError: ``tree_head_invalid`` when ``relay_key`` is not the pinned key.
+        """
+        if self.relay_key is not None and relay_key != self.relay_key.raw:
+            raise ProofError("the relay at the new URL signs with another key than the "
+                             "pinned one", Code.TREE_HEAD_INVALID)
+        self.store.put("id", b"relay", encode({"url": url, "key": relay_key}))
+        self.relay_url = url
+        self.relay_key = Ed25519PublicKey.from_bytes(relay_key)
+
     async def _pin_relay(self) -> None:
         # Trust on first use of the relay key, checked on every later session.
         await self.relay.list_spaces()
