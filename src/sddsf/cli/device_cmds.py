@@ -321,16 +321,18 @@ def space_list(ctx: click.Context, as_json: bool) -> None:
 @click.option("--reencrypt", type=click.Choice(["lazy", "eager"]),
               help="After a revocation: re-encrypt snapshots at the next compaction (lazy, "
                    "the default) or at once (eager).")
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 @click.pass_context
-def space_policy(ctx: click.Context, name: str, reencrypt: str | None) -> None:
+def space_policy(ctx: click.Context, name: str, reencrypt: str | None, as_json: bool) -> None:
     """Show or set a space's re-encryption policy (synced to every device)."""
-    async def go(d: Device) -> str:
+    async def go(d: Device) -> dict[str, str]:
         space_id = d.space_by_name(name)
         if reencrypt is not None:
             d.set_space_policy(space_id, reencrypt)
             await d.sync()
-        return d.space_policy(space_id)
-    say(f"space {name!r}: reencrypt = {_run(_with_device(ctx, go))}")
+        return {"space": name, "id": space_id.hex(), "reencrypt": d.space_policy(space_id)}
+    info = _run(_with_device(ctx, go))
+    _emit(info, as_json, lambda c: c.line(f"space {name!r}: reencrypt = {info['reencrypt']}"))
 
 
 @click.command()

@@ -43,6 +43,7 @@ Part = str | tuple[str, object]
 _BIDI: Final = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e"
                          "\u2066\u2067\u2068\u2069\u2028\u2029")
 
+_SHORT: Final = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 # Zero-width (non-)joiners build emoji and some scripts' words: kept.
 _JOINERS: Final = frozenset("\u200c\u200d")
 
@@ -61,7 +62,8 @@ def clean(value: object) -> str:
         if ch in _BIDI or (ch not in _JOINERS and unicodedata.category(ch) in (
                 "Cc", "Cf", "Cs", "Zl", "Zp")):
             code = ord(ch)
-            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+            out.append(_SHORT.get(ch) or (f"\\x{code:02x}" if code < 0x100
+                                          else f"\\u{code:04x}"))
         else:
             out.append(ch)
     return "".join(out)
