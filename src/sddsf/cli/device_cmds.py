@@ -442,7 +442,11 @@ class _Watch:
                        + self.device.relay_url, relay=self.device.relay_url)
         codes = sorted({code for code, _ in report.rejected})
         if report.pushed or report.applied or codes or report.enacted or report.rotated:
-            parts = [f"sent {report.pushed} edit(s)", f"received {report.applied}"]
+            parts = []
+            if report.pushed:
+                parts.append(f"sent {report.pushed} edit(s)")
+            if report.applied:
+                parts.append(f"received {report.applied} edit(s)")
             if codes:
                 parts.append(f"refused {len(report.rejected)} ({', '.join(codes)})")
             if report.enacted:
@@ -471,6 +475,22 @@ class _Watch:
                        error=exc.message, code=exc.code.value)
 
 
+#: How often ``sync --watch`` looks for edits other commands queued in this home.
+_LOCAL_POLL_S = 1.0
+
+
+async def _local_edits(device: CliDevice, changed: Callable[[], None]) -> None:
+    """Wake the runner when another command (``sddsf put`` in another terminal)
+    queued edits in this home's store; the runner only hears of its own."""
+    seen = device.pending_count()
+    while True:
+        await asyncio.sleep(_LOCAL_POLL_S)
+        pending = device.pending_count()
+        if pending > seen:
+            changed()
+        seen = pending
+
+
 async def _watch(device: CliDevice, as_json: bool) -> None:
     """Keep ``device`` in sync with the WebSocket runner until SIGINT/SIGTERM."""
     from sddsf.client.runner import Runner  # noqa: PLC0415 - only --watch needs it
@@ -487,7 +507,9 @@ async def _watch(device: CliDevice, as_json: bool) -> None:
     with status_line as view.status:
         await runner.start()
         runner.changed()  # a first sync at once: push what is pending, pull what is new
+        local = asyncio.create_task(_local_edits(device, runner.changed))
         await stop.wait()
+        local.cancel()
         await runner.stop()
     view.status = None
     view.event("stopped", f"stopped; {device.pending_count()} edit(s) pending",
