@@ -13,6 +13,7 @@ against a real ``sddsf relay serve`` process on loopback.
 
 from __future__ import annotations
 
+import os
 import signal
 import sqlite3
 import subprocess
@@ -248,3 +249,74 @@ def test_core_dump_limit_test_sees_the_limit_of_a_child() -> None:
         proc.kill()
         proc.wait()
 
+
+
+# ----------------------------------------------------------------------- 13.17
+
+
+def test_status_says_when_the_relay_is_unreachable_and_when_it_last_synced(
+        tmp_path: Path) -> None:
+    relays = Relays(tmp_path)
+    try:
+        args, env = relay_args(tmp_path)
+        port = free_port()
+        up = relays.start(*args, "--port", str(port), env=env, port=port)
+        home = tmp_path / "home"
+        plain_init(home, up.base_url)
+        info = ok_json(home, "status")
+        assert info["relay_reachable"] is True and info["relay_error"] is None
+        assert info["last_sync"] is None
+        ok(home, "sync")
+        synced = ok_json(home, "status")["last_sync"]
+        assert synced.endswith("Z") and "T" in synced, synced
+        up.stop()
+        info = ok_json(home, "status")
+        assert info["relay_reachable"] is False, info
+        assert "cannot reach the relay" in info["relay_error"], info
+        assert "ConnectError" not in info["relay_error"]
+        assert info["last_sync"] == synced
+        text = ok(home, "status")
+        assert "unreachable" in text and f"last successful sync: {synced}" in text, text
+    finally:
+        relays.stop_all()
+
+
+def test_vault_put_warns_once_when_the_relay_is_down(tmp_path: Path) -> None:
+    relays = Relays(tmp_path)
+    try:
+        args, env = relay_args(tmp_path)
+        up = relays.start(*args, env=env)
+        home = tmp_path / "home"
+        plain_init(home, up.base_url)
+
+        def vault_put(secret: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run([sys.executable, "-m", "sddsf", "--home", str(home), "vault",
+                                   "put", "wifi", "--kind", "password"], input=secret + "\n",
+                                  text=True, env=cli_env(), capture_output=True,
+                                  timeout=CLI_TIMEOUT_S, check=False)
+
+        assert vault_put("hunter2").returncode == 0  # the vault exists (made online)
+        up.stop()
+        done = vault_put("hunter3")
+        assert done.returncode == 0, done.stderr
+        warnings = [ln for ln in done.stderr.splitlines() if ln.startswith("warning:")]
+        assert len(warnings) == 1, done.stderr
+        assert "ConnectError" not in done.stderr
+    finally:
+        relays.stop_all()
+
+
+def test_relay_serve_on_a_missing_postgresql_database_is_one_line(tmp_path: Path) -> None:
+    from livekit import postgres_dsn
+
+    base = postgres_dsn().rsplit("/", 1)[0]
+    missing = f"{base}/sddsf_cli_no_such_db_{os.getpid()}"
+    done = subprocess.run([sys.executable, "-m", "sddsf", "relay", "serve", "--db", missing,
+                           "--port", str(free_port())], env=cli_env(), cwd=tmp_path,
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                          timeout=CLI_TIMEOUT_S, check=False)
+    assert done.returncode == 1, (done.returncode, done.stderr)
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("error: ") and "does not exist" in lines[0], lines
+    assert "createdb" in lines[0], lines

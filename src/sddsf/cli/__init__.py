@@ -26,7 +26,7 @@ from sddsf.cli import (
 )
 from sddsf.cli.output import JSON_HELP, clean
 from sddsf.cli.params import guard_text_params
-from sddsf.errors import SddsfError
+from sddsf.errors import ConfigError, SddsfError, UnavailableError
 
 __all__ = ["cli", "main"]
 
@@ -80,7 +80,16 @@ async def _check_storage(db: str) -> None:
     from sddsf.relay.storage import open_storage  # noqa: PLC0415
 
     storage = open_storage(db)
-    await storage.open()
+    try:
+        await storage.open()
+    except UnavailableError as exc:
+        if "does not exist" in exc.message and db.startswith(("postgresql:", "postgres:")):
+            name = db.split("?", 1)[0].rsplit("/", 1)[-1]
+            raise ConfigError(f"{exc.message.split(' is unavailable (')[0]}: the database "
+                              f"{name!r} does not exist; create it first (e.g. `createdb "
+                              f"{name}`, or CREATE DATABASE in psql), then start the relay "
+                              "again") from None
+        raise
     await storage.close()
 
 
