@@ -320,3 +320,34 @@ def test_relay_serve_on_a_missing_postgresql_database_is_one_line(tmp_path: Path
     assert len(lines) == 1, done.stderr
     assert lines[0].startswith("error: ") and "does not exist" in lines[0], lines
     assert "createdb" in lines[0], lines
+
+
+def test_recover_from_the_backup_with_the_fingerprint_shown_by_init(relay: RelayProcess,
+                                                                   tmp_path: Path) -> None:
+    home, phrase = tmp_path / "home", tmp_path / "phrase.txt"
+    account = fingerprint(plain_init(home, relay.base_url, "--phrase-out", str(phrase)))
+    ok(home, "space", "create", "notes")
+    ok(home, "put", "notes", "k", "v")
+    ok(home, "sync")
+    backup = {"SDDSF_BACKUP_PASSPHRASE": "a long and unique backup passphrase"}
+
+    def run(where: Path, *args: str) -> Result:
+        proc = subprocess.run([sys.executable, "-m", "sddsf", "--home", str(where), *args],
+                              env=cli_env(None, backup), stdin=subprocess.DEVNULL,
+                              capture_output=True, text=True, timeout=CLI_TIMEOUT_S,
+                              check=False)
+        return Result(args, proc.returncode, proc.stdout, proc.stderr)
+
+    succeeded(run(home, "backup", "enable", "--phrase-file", str(phrase)))
+    # the fingerprint as shown, and typed loosely (lower case, spaces for dashes)
+    for i, given in enumerate((account, account.lower().replace("-", " "))):
+        out = succeeded(run(tmp_path / f"new{i}", "recover", "--relay", relay.base_url,
+                            "--passphrase", "--account", given, "--name", f"new{i}",
+                            "--insecure-plaintext-key"))
+        assert f"Recovered account {account}" in out, out
+    # a fingerprint no backup has: one clear line
+    other = "AAAA-BBBB-CCCC-DDDD-EEEE-FFFF-GGGG-HHHH"
+    line = failed(run(tmp_path / "none", "recover", "--relay", relay.base_url, "--passphrase",
+                      "--account", other, "--insecure-plaintext-key"))
+    assert "no account with this fingerprint" in line and "[not_found]" in line, line
+    assert not (tmp_path / "none").exists()

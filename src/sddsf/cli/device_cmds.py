@@ -8,6 +8,7 @@ that says what to do (see :func:`sddsf.cli.main`).
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import os
@@ -28,7 +29,8 @@ from sddsf.cli.output import JSON_HELP, Out, emit, iso_time, say
 from sddsf.cli.params import NAME, check_text
 from sddsf.client.device import Device, Progress, SyncReport
 from sddsf.client.home import default_home, staged_home
-from sddsf.errors import ConfigError, SddsfError, UnavailableError, UsageError
+from sddsf.client.relay_client import RelayClient
+from sddsf.errors import ConfigError, ProofError, SddsfError, UnavailableError, UsageError
 from sddsf.recovery import phrase_from_secret
 
 __all__ = ["register"]
@@ -234,7 +236,8 @@ def init(ctx: click.Context, relay_url: str, name: str, phrase_out: str | None,
 @click.option("--passphrase", "use_backup", is_flag=True,
               help="Recover from the relay's passphrase backup (needs --account).")
 @click.option("--account", "account_text",
-              help="Account id (64 hex digits, printed by `sddsf backup enable`).")
+              help="The account: its fingerprint (XXXX-XXXX-..., shown by init, status and "
+                   "backup enable) or its id (64 hex digits).")
 @click.option("--name", type=NAME, default="recovered device", show_default=True,
               help="This device's name.")
 @click.option("--revoke-others", is_flag=True,
@@ -265,7 +268,7 @@ def recover(ctx: click.Context, relay_url: str, phrase_file: str | None,
         if not account_text:
             raise UsageError("--passphrase needs --account ID (printed by `sddsf backup "
                              "enable`)")
-        account_id = recovery.parse_account_id(account_text)
+        account_id = _run(_account_id_from(relay_url, account_text))
         backup_pass = _env_or_prompt("SDDSF_BACKUP_PASSPHRASE", "Backup passphrase")
         secret = _run(recovery.fetch_backup_secret(relay_url, account_id, backup_pass))
 
@@ -281,6 +284,40 @@ def recover(ctx: click.Context, relay_url: str, phrase_file: str | None,
     with staged_home(_home(ctx)) as stage:  # a failed recovery leaves no half-made home
         fingerprint, spaces = _run(go(stage))
     say(f"Recovered account {fingerprint}; {spaces} space(s) readable.")
+
+
+def _fingerprint_bytes(text: str) -> bytes | None:
+    """The 20 bytes a fingerprint (``XXXX-XXXX-...``, 8 groups of base32) shows, or None."""
+    compact = "".join(text.split()).replace("-", "").upper()
+    if len(compact) != 32 or not set(compact) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"):
+        return None
+    return base64.b32decode(compact)
+
+
+async def _account_id_from(relay_url: str, text: str) -> bytes:
+    """The account id named by ``text``: an id, or a fingerprint the relay resolves
+    (the answer is checked against the fingerprint; the backup itself is checked
+    against the account after decryption).
+
+    Raises:
+        UsageError: neither an id nor a fingerprint.
+        ProofError: the relay answered with an account of another fingerprint.
+    """
+    from sddsf import recovery  # noqa: PLC0415
+
+    prefix = _fingerprint_bytes(text)
+    if prefix is None:
+        try:
+            return recovery.parse_account_id(text)
+        except UsageError:
+            raise UsageError("--account takes the account fingerprint (XXXX-XXXX-... as "
+                             "`sddsf status` shows it) or the account id (64 hex digits)"
+                             ) from None
+    async with RelayClient(relay_url) as relay:
+        account_id = await relay.backup_account(prefix)
+    if account_id[:len(prefix)] != prefix:
+        raise ProofError("the relay named an account with another fingerprint")
+    return account_id
 
 
 def _env_or_prompt(env: str, what: str) -> str:

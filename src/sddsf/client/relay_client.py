@@ -431,6 +431,15 @@ class RelayClient:
         except (KeyError, TypeError):
             raise DecodeError("the relay sent malformed backup KDF parameters") from None
 
+    async def backup_account(self, fingerprint_bytes: bytes) -> bytes:
+        """The id of the account with a backup whose fingerprint is ``fingerprint_bytes``
+        (20 bytes; unverified: check that the id starts with them)."""
+        r = await self._send("GET", f"/v1/backups/by-fingerprint/{_quote(fingerprint_bytes)}")
+        try:
+            return _unb64(str(r["account_id"]), "account_id")
+        except (KeyError, TypeError):
+            raise DecodeError("the relay sent no account id") from None
+
     async def fetch_backup(self, account_id: bytes, verifier: bytes) -> bytes:
         """The backup blob, for the right verifier (a wrong one is counted by the relay)."""
         r = await self._send("POST", f"/v1/accounts/{_quote(account_id)}/backup/fetch",
