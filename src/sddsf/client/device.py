@@ -259,9 +259,7 @@ class Device:
             pkg_bytes = kp.build_key_package(
                 creator=keys, registry=device.registry(), space=space_id,
                 epoch=last.epoch + 1, prev=last.hash, epoch_key=random_bytes(32),
-                ts_ms=clock(), previous_keys=[known[e] for e in range(last.epoch + 1)],
-                ephemeral_seeds=[random_bytes(32) for _ in
-                                 range(len(device.registry().active_devices()) + 1)])
+                ts_ms=clock(), previous_keys=[known[e] for e in range(last.epoch + 1)])
             await device.relay.put_key_package(space_id, pkg_bytes)
             with store.batch() as b:
                 b.put("space", space_id, encode(""))
@@ -493,7 +491,6 @@ class Device:
         return kp.build_key_package(
             creator=self.keys, registry=state, space=space_id, epoch=epoch, prev=prev,
             epoch_key=random_bytes(32), ts_ms=self._clock(),
-            ephemeral_seeds=[random_bytes(32) for _ in range(len(state.active_devices()) + 1)],
             previous_keys=[known[e] for e in range(epoch)])
 
     async def rotate(self, space_id: bytes) -> int:
