@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -137,9 +138,30 @@ def test_markup_in_data_is_printed_as_text(hostile_home: Path, path: str) -> Non
             assert "unexpected" not in result.stderr, result.stderr
             assert "\x1b" not in out and "\x1b" not in result.stderr, (argv, out)
             if as_json:
-                json.loads(out)
+                check_json_formats(json.loads(out))
             elif "--verify" not in args:
                 check_text_output(path, out)
+
+
+ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
+HEX = re.compile(r"^[0-9a-f]+$")
+
+
+def check_json_formats(data: object, key: str = "") -> None:
+    """One id format (full hex) and one time format (ISO 8601 UTC) everywhere."""
+    if isinstance(data, dict):
+        for k, v in data.items():
+            assert not k.endswith("_ms"), f"a time in milliseconds: {k}={v}"
+            check_json_formats(v, k)
+    elif isinstance(data, list):
+        for v in data:
+            check_json_formats(v, key)
+    elif isinstance(data, str):
+        if key == "at" or key.endswith("_at") or key in ("last_seen", "last_sync",
+                                                          "expires", "unlocked_until"):
+            assert ISO.match(data), (key, data)
+        if key == "id" or key.endswith("_id") or key in ("version", "author"):
+            assert HEX.match(data) and len(data) in (32, 64), (key, data)
 
 
 def check_text_output(path: str, out: str) -> None:

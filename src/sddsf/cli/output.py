@@ -29,7 +29,8 @@ import click
 from rich.console import Console
 from rich.text import Text
 
-__all__ = ["JSON_HELP", "Out", "Part", "clean", "console", "emit", "iso_time", "say"]
+__all__ = ["JSON_HELP", "Out", "Part", "clean", "console", "emit", "iso_time", "json_ready",
+           "say"]
 
 #: The help text of every ``--json`` option.
 JSON_HELP: Final = ("Print the result as JSON (ids in full hex, times in ISO 8601 UTC; "
@@ -105,10 +106,34 @@ def say(*parts: Part, err: bool = False) -> None:
     Out(stderr=err).line(*parts)
 
 
+#: A ``*_ms`` integer at least this large is a time since the epoch (after
+#: 2001-09-09), not a duration.
+_EPOCH_MS_MIN: Final = 10**12
+
+
+def json_ready(data: Any) -> Any:
+    """``data`` with the CLI's one time format: every ``<name>_ms`` field holding a
+    time since the epoch becomes ``<name>_at`` in ISO 8601 UTC (``ts_ms``
+    becomes ``at``). Durations (smaller integers) are left alone."""
+    if isinstance(data, dict):
+        out: dict[str, Any] = {}
+        for key, value in data.items():
+            if isinstance(key, str) and key.endswith("_ms") and isinstance(value, int) \
+                    and not isinstance(value, bool) and value >= _EPOCH_MS_MIN:
+                out["at" if key == "ts_ms" else key[:-3] + "_at"] = iso_time(value)
+            else:
+                out[key] = json_ready(value)
+        return out
+    if isinstance(data, list | tuple):
+        return [json_ready(v) for v in data]
+    return data
+
+
 def emit(data: Any, as_json: bool, render: Callable[[Out], None]) -> None:
-    """Print ``data`` as JSON (``--json``), or call ``render`` for the text form."""
+    """Print ``data`` as JSON (``--json``; times made ISO 8601 UTC by
+    :func:`json_ready`), or call ``render`` for the text form."""
     if as_json:
-        click.echo(json.dumps(data, indent=2, sort_keys=True))
+        click.echo(json.dumps(json_ready(data), indent=2, sort_keys=True))
     else:
         render(Out())
 
