@@ -528,16 +528,17 @@ async def _local_edits(device: CliDevice, changed: Callable[[], None]) -> None:
         seen = pending
 
 
-async def _watch(device: CliDevice, as_json: bool) -> None:
+async def _watch(device: CliDevice, as_json: bool, interval: float) -> None:
     """Keep ``device`` in sync with the WebSocket runner until SIGINT/SIGTERM."""
-    from sddsf.client.runner import Runner  # noqa: PLC0415 - only --watch needs it
+    from sddsf.client.runner import Runner, RunnerSettings  # noqa: PLC0415 - --watch only
 
     view = _Watch(device, as_json)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    runner = Runner(device, on_sync=view.synced, on_error=view.failed)
+    runner = Runner(device, RunnerSettings(full_check_s=interval), on_sync=view.synced,
+                    on_error=view.failed)
     console = view.out.console
     status_line = (console.status("connecting", spinner="dots")
                    if console.is_terminal and not as_json else contextlib.nullcontext())
@@ -557,9 +558,11 @@ async def _watch(device: CliDevice, as_json: bool) -> None:
 @click.option("--watch", is_flag=True,
               help="Keep syncing: live over the relay's WebSocket, printing only changes "
                    "and connection changes (Ctrl-C stops).")
+@click.option("--interval", default=60.0, show_default=True, type=click.FloatRange(1, 3600),
+              help="With --watch: seconds between full checks when nothing happens.")
 @click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 @click.pass_context
-def sync(ctx: click.Context, watch: bool, as_json: bool) -> None:
+def sync(ctx: click.Context, watch: bool, interval: float, as_json: bool) -> None:
     """Push pending edits, pull and verify everything, apply."""
     async def once(d: CliDevice) -> dict[str, Any]:
         with _pull_progress(enabled=not as_json) as progress:
@@ -568,7 +571,7 @@ def sync(ctx: click.Context, watch: bool, as_json: bool) -> None:
                 "rejected": r.rejected, "snapshots_loaded": r.snapshots_loaded}
 
     if watch:
-        _run(_with_device(ctx, lambda d: _watch(d, as_json)))
+        _run(_with_device(ctx, lambda d: _watch(d, as_json, interval)))
         return
     result = _run(_with_device(ctx, once))
     _emit(result, as_json, lambda c: c.line(
