@@ -86,3 +86,22 @@ def test_every_command_the_readme_names_exists_with_its_options() -> None:
         for word in words:
             if word.startswith("--"):
                 assert word.split("=", 1)[0] in known, f"README: {' '.join(argv)}: {word}?"
+
+
+def test_every_json_option_has_help_and_every_text_parameter_is_checked() -> None:
+    from sddsf.cli.params import TEXT
+
+    stack: list[click.Command] = [cli]
+    seen = 0
+    while stack:
+        command = stack.pop()
+        for param in command.params:
+            if isinstance(param, click.Option) and "--json" in param.opts:
+                seen += 1
+                assert param.help, f"{command.name} --json has no help"
+            assert type(param.type) is not click.types.StringParamType, (
+                f"{command.name} {param.name}: a plain string is not checked to be UTF-8")
+        if isinstance(command, click.Group):
+            stack.extend(command.commands.values())
+    assert seen >= 15
+    assert TEXT.name == "text"
