@@ -44,9 +44,10 @@ def cli(ctx: click.Context, home: str | None) -> None:
 @cli.command()
 @click.option("--quiet", is_flag=True, help="Print only the final verdict.")
 def demo(quiet: bool) -> None:
-    """A narrated walk-through in throw-away directories (nothing else is touched).
+    """Watch the whole job, narrated: pair, sync, attacks refused, recover.
 
-    Starts a relay on 127.0.0.1 and three devices (laptop, phone, tablet):
+    Runs in throw-away directories (nothing of yours is touched). Starts a
+    relay on 127.0.0.1 and devices in separate homes (laptop, phone, tablet):
     creates an account, pairs the phone (code, QR code, matching words), edits
     on both and syncs, catches a relay that tampers with history, revokes the
     phone (it can neither write nor read what comes after), and recovers the

@@ -615,8 +615,10 @@ def status(ctx: click.Context, as_json: bool) -> None:
         for s, n in d.spaces():
             heads[n or s.hex()] = {"verified_log_size": d.verified_size(s)}
         problem = await _probe_relay(d)
-        with contextlib.suppress(ConfigError, OSError):
-            unlocked = agent.status(_home(ctx)) if d.key_kind == "passphrase" else None
+        unlocked = None
+        if d.key_kind == "passphrase":
+            with contextlib.suppress(ConfigError, OSError):  # no agent directory: locked
+                unlocked = agent.status(_home(ctx))
         return {
             "device": d.name, "device_id": d.device_id.hex(),
             "account_fingerprint": d.account.fingerprint,
