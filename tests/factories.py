@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Final
 
-from sddsf.crypto import aead_encrypt, seal
+from sddsf.crypto import aead_encrypt
 from sddsf.protocol import labels
 from sddsf.protocol.clock import HLCTimestamp
 from sddsf.protocol.encoding import encode
@@ -53,6 +53,7 @@ from sddsf.protocol.registry import (
     verify_registry,
 )
 from sddsf.protocol.vv import VersionVector
+from sddsf.testing.seeded import seal_seeded
 
 NOW_MS: Final = 1_700_000_000_000
 SPACE: Final = bytes(range(16))
@@ -231,7 +232,7 @@ def raw_key_package(creator: DeviceKeys, *, recipients: Mapping[bytes, bytes], s
     overrides = dict(sealed_override or {})
     rows = []
     for i, rid in enumerate(sorted(recipients)):
-        sealed = overrides.get(rid) or seal(recipients[rid], plaintext, seed(200 + i))
+        sealed = overrides.get(rid) or seal_seeded(recipients[rid], plaintext, seed(200 + i))
         rows.append([rid, sealed])
     body = encode({"v": KEY_PACKAGE_VERSION, "space": space, "epoch": epoch, "prev": prev,
                    "creator": creator.device_id, "ts": ts_ms, "registry_seq": registry_seq,

@@ -30,8 +30,18 @@ Ed25519 policy (one policy, used by the relay and by every client):
 2. A signature is checked with libsodium's ``crypto_sign_open``, which refuses
    S >= L, small-order and non-canonical R, and uses the cofactorless equation.
 
-Randomness is read only by :func:`random_bytes`; every other function here is
-deterministic, so the protocol core can take random bytes as parameters.
+Randomness is read by :func:`random_bytes` and, inside libsodium, by
+:func:`seal` (its ephemeral key); every other function here is deterministic,
+so the protocol core can take random bytes as parameters. The deterministic
+form of sealing (the ephemeral key from a given seed) exists for test vectors
+only (:func:`_seal_seeded`, reached through ``sddsf.testing``): a reused seed
+would reuse the ephemeral key and the nonce, so no normal code path can pass one.
+
+Start-up self-test (:func:`self_test`, run once before the first public key is
+checked): libsodium's ``crypto_core_ed25519_is_valid_point`` must refuse a
+mixed-order point (a prime-order point plus the point of order 2). libsodium
+before 1.0.21 (bundled by PyNaCl 1.6.0; CVE-2025-69277) accepts it; SDDSF then
+refuses to run rather than accept such keys.
 """
 
 from __future__ import annotations
@@ -53,7 +63,14 @@ from spake2 import SPAKE2_B as _SPAKE2_B
 from spake2.ed25519_basic import NotOnCurve as _NotOnCurve
 from spake2.spake2 import SPAKEError as _SPAKEError
 
-from sddsf.errors import Code, DecryptError, KeyValidationError, SignatureError, UsageError
+from sddsf.errors import (
+    Code,
+    ConfigError,
+    DecryptError,
+    KeyValidationError,
+    SignatureError,
+    UsageError,
+)
 
 __all__ = [
     "AEAD_KEY_SIZE",
@@ -75,6 +92,7 @@ __all__ = [
     "seal",
     "seal_open",
     "secp256k1_public_key",
+    "self_test",
     "sha256",
     "slip39_combine",
     "slip39_split",
@@ -91,6 +109,36 @@ _P25519: Final = 2**255 - 19
 # A clamped scalar is a multiple of the cofactor 8, so multiplying any point of
 # small order by it gives the identity, which libsodium reports as an error.
 _PROBE_SCALAR: Final = bytes([0x48]) + bytes(30) + bytes([0x40])
+
+
+# The Ed25519 point of order 2: (0, -1), y = p - 1 little-endian.
+_ORDER_2_POINT: Final = (_P25519 - 1).to_bytes(32, "little")
+_self_tested = False
+
+
+def self_test() -> None:
+    """Refuse a libsodium whose public-key check accepts a mixed-order point.
+
+    The probe is the base point plus the point of order 2: on the curve, not of
+    prime order, so ``crypto_core_ed25519_is_valid_point`` must refuse it (the
+    bug of CVE-2025-69277 accepts it, as PyNaCl 1.6.0 does). Runs once.
+
+    Raises:
+        ConfigError: the library accepts the probe (upgrade PyNaCl to 1.6.2 or
+            later, or the system libsodium to 1.0.21 or later).
+    """
+    global _self_tested  # noqa: PLW0603 - a once-per-process check
+    if _self_tested:
+        return
+    base = _sodium.crypto_scalarmult_ed25519_base_noclamp((1).to_bytes(32, "little"))
+    mixed = _sodium.crypto_core_ed25519_add(base, _ORDER_2_POINT)
+    if not _sodium.crypto_core_ed25519_is_valid_point(base) \
+            or _sodium.crypto_core_ed25519_is_valid_point(mixed) \
+            or _sodium.crypto_core_ed25519_is_valid_point(_ORDER_2_POINT):
+        raise ConfigError("this libsodium accepts Ed25519 public keys that are not of prime "
+                          "order (CVE-2025-69277); SDDSF refuses to run with it: upgrade "
+                          "PyNaCl to 1.6.2 or later (or libsodium to 1.0.21 or later)")
+    _self_tested = True
 
 
 def random_bytes(n: int) -> bytes:
@@ -158,6 +206,7 @@ class Ed25519PublicKey:
         """
         if len(raw) != 32:
             raise KeyValidationError(f"an Ed25519 public key is 32 bytes, got {len(raw)}")
+        self_test()
         if not _sodium.crypto_core_ed25519_is_valid_point(raw):
             raise KeyValidationError(
                 "Ed25519 public key is not a canonical point of prime order "
@@ -262,16 +311,25 @@ def x25519(secret: bytes, public: bytes) -> bytes:
         raise KeyValidationError("X25519 with a small-order public key") from None
 
 
-def seal(recipient_public: bytes, message: bytes, ephemeral_seed: bytes) -> bytes:
-    """Anonymous public-key encryption in libsodium's ``crypto_box_seal`` format.
+def seal(recipient_public: bytes, message: bytes) -> bytes:
+    """Anonymous public-key encryption: libsodium's ``crypto_box_seal`` (a fresh
+    ephemeral key pair drawn by libsodium for every call).
 
-    libsodium's ``crypto_box_seal`` draws its ephemeral key inside the library;
-    the protocol core takes randomness as a parameter (so its outputs can be
-    pinned by vectors), so the ephemeral key pair comes from ``ephemeral_seed``
-    (32 fresh random bytes per call). The steps are libsodium's own
-    (``ek || crypto_box_easy(m, BLAKE2b-192(ek || pk), pk, esk)``) and the
-    output opens with libsodium's ``crypto_box_seal_open`` (see :func:`seal_open`;
-    a test checks both directions against the library).
+    Raises:
+        KeyValidationError: the recipient key is non-canonical or of small order.
+    """
+    validate_x25519_public(recipient_public)
+    return bytes(_sodium.crypto_box_seal(message, recipient_public))
+
+
+def _seal_seeded(recipient_public: bytes, message: bytes, ephemeral_seed: bytes) -> bytes:
+    """TEST VECTORS ONLY: :func:`seal` with the ephemeral key pair derived from
+    ``ephemeral_seed``, so that outputs can be pinned. Reached through
+    ``sddsf.testing.seal_seeded`` and key packages built with explicit seeds
+    (vector generation); a test checks that no other code path reaches it.
+
+    The steps are libsodium's own (``ek || crypto_box_easy(m, BLAKE2b-192(ek ||
+    pk), pk, esk)``) and the output opens with ``crypto_box_seal_open``.
     """
     validate_x25519_public(recipient_public)
     if len(ephemeral_seed) != 32:

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import click
 from click.testing import CliRunner
 
 from sddsf.cli import cli
@@ -47,3 +48,60 @@ def test_console_entry_point_reports_usage_errors_in_one_line() -> None:
     assert out.returncode != 0
     assert "No such command" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def _readme_commands() -> list[list[str]]:
+    """Every `sddsf ...` command line of the README: lines of its code blocks and
+    inline code spans (comments dropped, shell-split)."""
+    import shlex
+
+    text = README.read_text()
+    found: list[str] = []
+    for block in re.findall(r"```(?:text|sh)\n(.*?)```", text, re.S):
+        for line in block.splitlines():
+            for part in line.split("&&"):
+                command = part.split(" #", 1)[0].strip()
+                command = re.sub(r"^\.venv/bin/", "", command)
+                if command.startswith("sddsf "):
+                    found.append(command)
+    found += [span for span in re.findall(r"`(sddsf [^`]+)`", text)]
+    return [shlex.split(c.replace("...", "")) for c in found]
+
+
+def test_every_command_the_readme_names_exists_with_its_options() -> None:
+    commands = _readme_commands()
+    assert len(commands) >= 20, commands
+    for argv in commands:
+        command: click.Command = cli
+        words = argv[1:]
+        while words and words[0].startswith("--"):  # global options: --home DIR
+            assert words[0] in ("--home", "--version", "--help"), argv
+            words = words[2:] if words[0] == "--home" else words[1:]
+        while isinstance(command, click.Group) and words and not words[0].startswith("-"):
+            sub = command.commands.get(words[0])
+            assert sub is not None, f"README names `{' '.join(argv)}`: no command {words[0]!r}"
+            command, words = sub, words[1:]
+        assert not isinstance(command, click.Group) or not words, argv
+        known = {opt for p in command.params for opt in getattr(p, "opts", [])}
+        for word in words:
+            if word.startswith("--"):
+                assert word.split("=", 1)[0] in known, f"README: {' '.join(argv)}: {word}?"
+
+
+def test_every_json_option_has_help_and_every_text_parameter_is_checked() -> None:
+    from sddsf.cli.params import TEXT
+
+    stack: list[click.Command] = [cli]
+    seen = 0
+    while stack:
+        command = stack.pop()
+        for param in command.params:
+            if isinstance(param, click.Option) and "--json" in param.opts:
+                seen += 1
+                assert param.help, f"{command.name} --json has no help"
+            assert type(param.type) is not click.types.StringParamType, (
+                f"{command.name} {param.name}: a plain string is not checked to be UTF-8")
+        if isinstance(command, click.Group):
+            stack.extend(command.commands.values())
+    assert seen >= 15
+    assert TEXT.name == "text"

@@ -1,8 +1,15 @@
-"""The ``sddsf`` command line: thin commands over the library, no protocol logic here."""
+"""The ``sddsf`` command line: thin commands over the library, no protocol logic here.
+
+Output rules (every command): data is printed as text through
+:mod:`sddsf.cli.output`, never as markup; every text parameter is checked to be
+UTF-8 before anything runs (:mod:`sddsf.cli.params`); failures are one line
+``error: ... [code]`` on stderr with exit code 1.
+"""
 
 from __future__ import annotations
 
 import os
+import resource
 import sys
 
 import click
@@ -14,9 +21,12 @@ from sddsf.cli import (
     pairing_cmds,
     recovery_cmds,
     relay_cmds,
+    unlock_cmds,
     vault_cmds,
 )
-from sddsf.errors import SddsfError
+from sddsf.cli.output import JSON_HELP, clean
+from sddsf.cli.params import guard_text_params
+from sddsf.errors import ConfigError, SddsfError, UnavailableError
 
 __all__ = ["cli", "main"]
 
@@ -34,7 +44,16 @@ def cli(ctx: click.Context, home: str | None) -> None:
 @cli.command()
 @click.option("--quiet", is_flag=True, help="Print only the final verdict.")
 def demo(quiet: bool) -> None:
-    """Walk through the protocol core: account, devices, encrypted ops, attacks refused."""
+    """Watch the whole job, narrated: pair, sync, attacks refused, recover.
+
+    Runs in throw-away directories (nothing of yours is touched). Starts a
+    relay on 127.0.0.1 and devices in separate homes (laptop, phone, tablet):
+    creates an account, pairs the phone (code, QR code, matching words), edits
+    on both and syncs, catches a relay that tampers with history, revokes the
+    phone (it can neither write nor read what comes after), and recovers the
+    account on a new tablet from the recovery phrase. Exits 1 if any
+    protection does not hold.
+    """
     from sddsf.cli.demo import run_demo  # noqa: PLC0415 - keep CLI start-up light
 
     run_demo(quiet=quiet)
@@ -45,14 +64,34 @@ pairing_cmds.register(cli)
 vault_cmds.register(cli)
 recovery_cmds.register(cli)
 controller_cmds.register(cli)
+unlock_cmds.register(cli)
 
 
 @cli.group()
 def relay() -> None:
-    """Run and manage a relay."""
+    """Run and manage a relay; point this device at a moved relay."""
 
 
 relay_cmds.register(relay)
+
+
+async def _check_storage(db: str) -> None:
+    """Open and close the relay's storage once, so that a database that is missing
+    or unreachable is one line before the server starts, not a traceback."""
+    from sddsf.relay.storage import open_storage  # noqa: PLC0415
+
+    storage = open_storage(db)
+    try:
+        await storage.open()
+    except UnavailableError as exc:
+        if "does not exist" in exc.message and db.startswith(("postgresql:", "postgres:")):
+            name = db.split("?", 1)[0].rsplit("/", 1)[-1]
+            raise ConfigError(f"{exc.message.split(' is unavailable (')[0]}: the database "
+                              f"{name!r} does not exist; create it first (e.g. `createdb "
+                              f"{name}`, or CREATE DATABASE in psql), then start the relay "
+                              "again") from None
+        raise
+    await storage.close()
 
 
 @relay.command("serve")
@@ -64,21 +103,53 @@ relay_cmds.register(relay)
 def relay_serve(db: str | None, host: str | None, port: int | None,
                 config_file: str | None) -> None:
     """Serve the relay (HTTP + WebSocket) until interrupted."""
+    import asyncio  # noqa: PLC0415
+
     from sddsf.relay.serve import run  # noqa: PLC0415
     from sddsf.relay.settings import load_settings  # noqa: PLC0415
 
     settings = load_settings(config_file, db=db, host=host, port=port)
+    asyncio.run(_check_storage(settings.db))
     click.echo(f"sddsf relay on http://{settings.host}:{settings.port} "
                f"({settings.db.split('://', 1)[0]})", err=True)
     run(settings)
 
 
+def _finish(group: click.Group) -> None:
+    """Rules for every command, including ones added later: text parameters are
+    UTF-8 (checked before the command runs), and every ``--json`` has help."""
+    guard_text_params(group)
+    stack: list[click.Command] = [group]
+    while stack:
+        command = stack.pop()
+        for param in command.params:
+            if isinstance(param, click.Option) and "--json" in param.opts and not param.help:
+                param.help = JSON_HELP
+        if isinstance(command, click.Group):
+            stack.extend(command.commands.values())
+
+
+_finish(cli)
+
+
+def _no_core_dumps() -> None:
+    # A core dump would write the process's memory (storage key, decrypted
+    # documents, vault secrets) to disk: none, soft and hard limit alike.
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+
 def main() -> None:
     """Console-script entry point: typed errors become one line and exit code 1."""
+    _no_core_dumps()
+    from sddsf.client.agent import AgentKeyCache  # noqa: PLC0415
+    from sddsf.client.home import set_key_cache  # noqa: PLC0415
+
+    set_key_cache(AgentKeyCache())  # an unlocked store opens without the passphrase
     try:
         cli.main(standalone_mode=False)
     except SddsfError as exc:
-        click.echo(f"error: {exc.message} [{exc.code.value}]", err=True)
+        # The message may quote a relay or another device: shown as inert text.
+        click.echo(f"error: {clean(exc.message)} [{exc.code.value}]", err=True)
         sys.exit(1)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
@@ -92,6 +163,6 @@ def main() -> None:
     except Exception as exc:
         if os.environ.get("SDDSF_DEBUG"):
             raise
-        click.echo(f"error: unexpected {type(exc).__name__}: {exc} (a bug: please report it; "
-                   "SDDSF_DEBUG=1 shows the traceback)", err=True)
+        click.echo(f"error: unexpected {type(exc).__name__}: {clean(exc)} (a bug: please "
+                   "report it; SDDSF_DEBUG=1 shows the traceback)", err=True)
         sys.exit(2)

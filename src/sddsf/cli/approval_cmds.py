@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 import click
-from rich.console import Console
 
 from sddsf.cli.device_cmds import _emit, _run, _with_device
+from sddsf.cli.output import JSON_HELP, Out, iso_time, say
 from sddsf.client.device import Device
 from sddsf.client.governance import ProposalView
 from sddsf.errors import UsageError
@@ -19,7 +18,7 @@ __all__ = ["pending_line", "register"]
 
 
 def _when(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="seconds")
+    return iso_time(ms) or ""
 
 
 def pending_line(v: ProposalView) -> str:
@@ -53,7 +52,7 @@ def _describe(d: Device, v: ProposalView) -> dict[str, Any]:
 
 
 @click.command("pending")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 @click.pass_context
 def device_pending(ctx: click.Context, as_json: bool) -> None:
     """Open proposals to add or revoke a device or change the policy."""
@@ -63,16 +62,16 @@ def device_pending(ctx: click.Context, as_json: bool) -> None:
 
     rows = _run(_with_device(ctx, go))
 
-    def render(c: Console) -> None:
+    def render(c: Out) -> None:
         if not rows:
-            c.print("No open proposals.")
+            c.line("No open proposals.")
         for r in rows:
-            c.print(f"[bold]{r['id'][:12]}[/] {r['what']} - proposed by {r['proposer']} at "
-                    f"{r['proposed_at']}")
-            c.print(f"    approvals {r['have']}/{r['need']} ({', '.join(r['approvals'])}); "
-                    f"veto window ends {r['veto_window_ends']}; expires {r['expires']}"
-                    + ("; [green]ready[/]: the next sync of any device enacts it"
-                       if r["ready"] else ""))
+            c.line(("bold", r["id"][:12]), f" {r['what']} - proposed by {r['proposer']} at "
+                   f"{r['proposed_at']}")
+            c.line(f"    approvals {r['have']}/{r['need']} ({', '.join(r['approvals'])}); "
+                   f"veto window ends {r['veto_window_ends']}; expires {r['expires']}",
+                   *(("; ", ("green", "ready"), ": the next sync of any device enacts it")
+                      if r["ready"] else ()))
     _emit(rows, as_json, render)
 
 
@@ -92,9 +91,9 @@ def device_approve(ctx: click.Context, ref: str, yes: bool) -> None:
 
     what, pending = _run(_with_device(ctx, go))
     if pending is None:
-        click.echo(f"Approved and carried out: {what}.")
+        say(f"Approved and carried out: {what}.")
     else:
-        click.echo(f"Approved: {what}; {pending_line(pending)}")
+        say(f"Approved: {what}; {pending_line(pending)}")
 
 
 @click.command("veto")
@@ -110,7 +109,7 @@ def device_veto(ctx: click.Context, ref: str, reason: str) -> None:
         await d.governance.veto(p, reason)
         return what
 
-    click.echo(f"Vetoed: {_run(_with_device(ctx, go))}.")
+    say(f"Vetoed: {_run(_with_device(ctx, go))}.")
 
 
 @click.command("policy")
@@ -122,7 +121,7 @@ def device_veto(ctx: click.Context, ref: str, reason: str) -> None:
               help="Seconds after which an unapproved proposal expires (default 7 days).")
 @click.option("--max-epoch-age", "max_epoch_age_s", type=click.IntRange(0, 10 * 365 * 86_400),
               help="Rotate every space's key when its epoch is older (0: never).")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 @click.pass_context
 def device_policy(ctx: click.Context, approvals: int | None, veto_window_s: int | None,
                   ttl_s: int | None, max_epoch_age_s: int | None, as_json: bool) -> None:
@@ -142,11 +141,11 @@ def device_policy(ctx: click.Context, approvals: int | None, veto_window_s: int 
 
     out = _run(_with_device(ctx, go))
 
-    def render(c: Console) -> None:
+    def render(c: Out) -> None:
         if out["pending"]:
-            c.print(f"Proposed the policy change; {out['pending']}")
+            c.line(f"Proposed the policy change; {out['pending']}")
         policy = out["policy"]
-        c.print("Policy: " + (", ".join(f"{k} = {v}" for k, v in sorted(policy.items()))
+        c.line("Policy: " + (", ".join(f"{k} = {v}" for k, v in sorted(policy.items()))
                               or "defaults (no approval needed, no scheduled rotation)"))
     _emit(out, as_json, render)
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 import click
-from rich.console import Console
 
 from sddsf.cli.device_cmds import _emit, _run, _with_device
+from sddsf.cli.output import JSON_HELP, Out, iso_time
 from sddsf.client.controller import verify_audit
 from sddsf.client.device import Device
 from sddsf.errors import UsageError
@@ -19,8 +18,7 @@ __all__ = ["register"]
 
 
 def _when(ms: int | None) -> str | None:
-    return None if ms is None else datetime.fromtimestamp(ms / 1000, UTC).isoformat(
-        timespec="seconds")
+    return iso_time(ms)
 
 
 def _names(d: Device) -> dict[bytes, str]:
@@ -28,7 +26,7 @@ def _names(d: Device) -> dict[bytes, str]:
 
 
 @click.command()
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 @click.option("--all", "include_acked", is_flag=True, help="Include acknowledged alerts.")
 @click.option("--ack", "ack_id", help="Acknowledge the alert with this id (or id prefix).")
 @click.pass_context
@@ -58,20 +56,21 @@ def alerts(ctx: click.Context, as_json: bool, include_acked: bool, ack_id: str |
 
     rows = _run(_with_device(ctx, go))
 
-    def render(c: Console) -> None:
+    def render(c: Out) -> None:
         if not rows:
-            c.print("no open alerts")
+            c.line("no open alerts")
         for r in rows:
             who = f"device {r['device_name'] or r['device'][:12]}" if r["device"] else "account"
-            state = f"acknowledged {r['acked_at']}" if r["acked_at"] else "[bold red]open[/]"
-            c.print(f"[bold]{r['id'][:12]}[/] {r['severity']} {r['rule']} ({who}) {state}")
-            c.print(f"    {r['message']}")
+            state = (f"acknowledged {r['acked_at']}",) if r["acked_at"] else (
+                ("bold red", "open"),)
+            c.line(("bold", r["id"][:12]), f" {r['severity']} {r['rule']} ({who}) ", *state)
+            c.line(f"    {r['message']}")
             if r["quarantine"] and not r["acked_at"]:
-                c.print("    this device is quarantined (read-only) until the alert is "
-                        f"acknowledged: `sddsf alerts --ack {r['id'][:12]}`")
+                c.line("    this device is quarantined (read-only) until the alert is "
+                       f"acknowledged: `sddsf alerts --ack {r['id'][:12]}`")
             if r["device"] and not r["acked_at"]:
-                c.print(f"    if you do not recognise this, revoke it (rotates every space's "
-                        f"keys): `sddsf device revoke {r['device'][:12]}`")
+                c.line(f"    if you do not recognise this, revoke it (rotates every space's "
+                       f"keys): `sddsf device revoke {r['device'][:12]}`")
     _emit(rows, as_json, render)
 
 
@@ -86,7 +85,7 @@ def _entry_row(e: Any, names: dict[bytes, str], seq: int) -> dict[str, Any]:
 @click.option("--verify", is_flag=True,
               help="Verify the log against the relay's signed head and the heads this "
                    "device stored before (fails if the relay dropped or rewrote an event).")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 @click.pass_context
 def audit(ctx: click.Context, verify: bool, as_json: bool) -> None:
     """The account's tamper-evident audit log of security events."""
@@ -101,15 +100,15 @@ def audit(ctx: click.Context, verify: bool, as_json: bool) -> None:
     # did); --verify only changes what is printed.
     info = _run(_with_device(ctx, go))
 
-    def render(c: Console) -> None:
+    def render(c: Out) -> None:
         if not verify:
             for r in info["entries"]:
                 who = r["device_name"] or (fingerprint(bytes.fromhex(r["device"]))
                                            if r["device"] else "account")
                 mark = " (signed by the device)" if r["signed_by_device"] else ""
                 detail = ", ".join(f"{k}={v}" for k, v in sorted(r["data"].items()))
-                c.print(f"{r['seq']:>5} {r['at']} {r['kind']:<16} {who}{mark} {detail}")
-        c.print(f"audit log verified: {info['size']} entries; consistent with "
+                c.line(f"{r['seq']:>5} {r['at']} {r['kind']:<16} {who}{mark} {detail}")
+        c.line(f"audit log verified: {info['size']} entries; consistent with "
                 f"{info['stored_heads_checked']} stored tree head(s); "
                 f"{info['own_entries_checked']} of this device's own event(s) present")
     _emit(info, as_json, render)

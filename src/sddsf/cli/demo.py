@@ -2,16 +2,20 @@
 
 An embedded relay (a real HTTP server on 127.0.0.1, SQLite in a temporary
 directory) and three devices in separate homes, using the same code paths as
-the real commands: create the account, pair a second device (SPAKE2), edit offline on
-both, sync and converge, catch a relay that tampers with history, revoke a
-device, and recover the account on a third device from the recovery secret.
-Each protection is checked: the demo fails (exit 1) if one does not hold.
+the real commands: create the account on a laptop, pair a phone (SPAKE2, a QR
+code on a terminal), edit on both and converge (each edit says who made it),
+catch a relay that tampers with history, revoke the phone (its writes are
+refused and it is no recipient of the new key, so it cannot read what comes
+after), and recover the account on a new tablet from the recovery secret. The
+end says what happened to each device. Each protection is checked: the demo
+fails (exit 1) if one does not hold.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import io
 import json
 import socket
 import tempfile
@@ -21,6 +25,7 @@ from pathlib import Path
 
 import httpx
 import pycrdt
+import segno
 import uvicorn
 from rich.console import Console
 
@@ -29,6 +34,7 @@ from sddsf.client.device import Device
 from sddsf.client.pairing import PairingCheck, PairingInvite
 from sddsf.crypto import Ed25519SigningKey, random_bytes
 from sddsf.errors import AuthenticationError, AuthorizationError, ProofError, UsageError
+from sddsf.protocol import keypackage as kp
 from sddsf.relay.app import create_app
 from sddsf.relay.settings import RelaySettings
 from sddsf.relay.storage import open_storage
@@ -86,6 +92,21 @@ def _kv(device: Device, space: bytes) -> dict[str, object]:
     return dict(device.doc(space, "kv").get("kv", type=pycrdt.Map))
 
 
+def _edit(say: Console, device: Device, space: bytes, key: str, value: str) -> None:
+    device.doc(space, "kv").get("kv", type=pycrdt.Map)[key] = value
+    say.print(f"  {device.name} writes {key} = {value!r}")
+
+
+def _qr(say: Console, uri: str) -> None:
+    """The pairing QR code, drawn only on a terminal (a pipe gets the code alone)."""
+    if not say.is_terminal:
+        return
+    out = io.StringIO()
+    segno.make(uri, error="m").terminal(out=out, compact=True)
+    for line in out.getvalue().splitlines():
+        say.out(line, highlight=False)
+
+
 async def _scenario(say: Console, workdir: Path, url: str) -> None:  # noqa: PLR0915
     def secret_source() -> str:
         return _PASS
@@ -106,7 +127,10 @@ async def _scenario(say: Console, workdir: Path, url: str) -> None:  # noqa: PLR
         return True
 
     def show(invite: PairingInvite) -> None:
-        say.print(f"  laptop shows the code  {invite.code}  (and a QR code)")
+        qr = "and this QR code" if say.is_terminal else "and a QR code"
+        say.print(f"  laptop shows the code  {invite.code}  {qr}; the phone scans it (or "
+                  "types the code)")
+        _qr(say, invite.uri)
         invites.put_nowait(invite)
 
     async def phone_joins() -> Device:
@@ -125,9 +149,10 @@ async def _scenario(say: Console, workdir: Path, url: str) -> None:  # noqa: PLR
     await phone.sync()
 
     say.print("\n[bold]3. Edit offline on both, then sync[/]")
-    laptop.doc(space, "kv").get("kv", type=pycrdt.Map)["milk"] = "2 l"
-    phone.doc(space, "kv").get("kv", type=pycrdt.Map)["eggs"] = "12"
-    phone.doc(space, "kv").get("kv", type=pycrdt.Map)["bread"] = "1"
+    _edit(say, laptop, space, "milk", "2 l")
+    _edit(say, phone, space, "eggs", "12")
+    _edit(say, phone, space, "bread", "1")
+    say.print("  each edit is a signed op, encrypted under the space key the relay never sees")
     for _ in range(2):
         await laptop.sync()
         await phone.sync()
@@ -139,6 +164,8 @@ async def _scenario(say: Console, workdir: Path, url: str) -> None:  # noqa: PLR
     tamper = _TamperingTransport()
     watcher = await Device.add_local(laptop, workdir / "watcher", "watcher",
                                      passphrase=secret_source, transport=tamper)
+    say.print("  a third device (watcher) is added; the relay it talks to flips a byte of "
+              "every op it serves")
     before = _kv(watcher, space)
     tamper.active = True
     try:
@@ -153,19 +180,29 @@ async def _scenario(say: Console, workdir: Path, url: str) -> None:  # noqa: PLR
     await watcher.sync()
     say.print(f"  with an honest relay again, the same device syncs: {_kv(watcher, space)}")
 
-    say.print("\n[bold]5. Revoke the phone[/]")
+    say.print("\n[bold]5. The phone is lost: the laptop revokes it[/]")
     await laptop.revoke(phone.device_id, "phone lost")
     await laptop.revoke(watcher.device_id, "demo device")
-    laptop.doc(space, "kv").get("kv", type=pycrdt.Map)["coffee"] = "beans"
+    _edit(say, laptop, space, "coffee", "beans")
     await laptop.sync()
-    phone.doc(space, "kv").get("kv", type=pycrdt.Map)["sneaky"] = "write"
+    _edit(say, phone, space, "sneaky", "write")
     try:
         await phone.sync()
     except (AuthenticationError, AuthorizationError) as exc:
         say.print(f"  [green]refused[/]: the phone's write ({exc.code.value})")
     else:
         raise UsageError("demo: the revoked phone could still sync")
-    say.print("  every space moved to a new key epoch the phone never receives")
+    newest = (await laptop.refresh_keys(space))[-1]
+    try:
+        kp.open_epoch_key(newest, phone.device_id, phone.keys.kx)
+    except AuthorizationError:
+        say.print(f"  [green]refused[/]: the phone cannot read new data: the space moved to "
+                  f"key epoch {newest.epoch}, and the phone is not one of its recipients "
+                  "(it never sees 'coffee')")
+    else:
+        raise UsageError("demo: the revoked phone could open the new epoch key")
+    if "coffee" in _kv(phone, space):
+        raise UsageError("demo: the revoked phone holds data written after its revocation")
 
     say.print("\n[bold]6. Every device lost: recover on a new tablet from the recovery "
               "secret[/]")
@@ -173,6 +210,17 @@ async def _scenario(say: Console, workdir: Path, url: str) -> None:  # noqa: PLR
                                   passphrase=secret_source, revoke_others=True)
     say.print(f"  the tablet reads the whole history: {_kv(tablet, space)}")
     say.print(f"  active devices: {[d.name for d in tablet.registry().active_devices()]}")
+    say.print("\n[bold]What happened to each device[/]")
+    for name, fate in (
+            ("laptop", "made the account, paired the phone, revoked it; revoked in the end "
+                       "by the recovery (`recover --revoke-others`)"),
+            ("phone", "paired with a code and matching words, edited, then revoked: its "
+                      "writes are refused and it has no key for anything written after"),
+            ("watcher", "caught the tampering relay (nothing it served was applied); "
+                        "revoked"),
+            ("tablet", "recovered the account from the 24-word phrase; the only active "
+                       "device, holding every edit")):
+        say.print(f"  {name:<8} {fate}")
     for device in (laptop, phone, watcher, tablet):
         await device.close()
 
@@ -180,7 +228,9 @@ async def _scenario(say: Console, workdir: Path, url: str) -> None:  # noqa: PLR
 def run_demo(*, quiet: bool = False) -> None:
     """Run the walkthrough; raises :class:`UsageError` if any protection fails."""
     say = Console(quiet=quiet, highlight=False)
-    say.print("[bold]SDDSF demo[/]: one account, three devices, one relay (embedded, SQLite)")
+    say.print("[bold]SDDSF demo[/]: one account, its devices (laptop, phone, a watcher, then a "
+              "tablet), one relay (embedded, SQLite); everything lives in a temporary "
+              "directory that is deleted at the end")
     with tempfile.TemporaryDirectory(prefix="sddsf-demo-") as tmp:
         workdir = Path(tmp)
         server, thread, url = _start_relay(workdir)

@@ -9,26 +9,29 @@ that says what to do (see :func:`sddsf.cli.main`).
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import os
-import random
+import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, TaskID, TextColumn, TimeRemainingColumn
 from rich.progress import Progress as RichProgress
 
-from sddsf.client.device import Device, LockMode, Progress
-from sddsf.client.home import default_home
+from sddsf.cli.output import JSON_HELP, Out, emit, iso_time, say
+from sddsf.cli.params import NAME, check_text
+from sddsf.client.device import Device, LockMode, Progress, SyncReport
+from sddsf.client.home import default_home, staged_home
 from sddsf.client.kv import KeyValue, KvEntry, KvVersion
-from sddsf.client.retry import RetryPolicy
-from sddsf.errors import RateLimitedError, UnavailableError, UsageError
+from sddsf.client.relay_client import RelayClient
+from sddsf.errors import ConfigError, ProofError, SddsfError, UnavailableError, UsageError
 from sddsf.recovery import phrase_from_secret
 
 __all__ = ["register"]
@@ -37,12 +40,25 @@ T = TypeVar("T")
 
 
 def _passphrase(confirm: bool = False) -> Callable[[], str]:
+    """The store passphrase: ``SDDSF_PASSPHRASE``, else a prompt on a terminal.
+
+    Without a terminal there is nobody to ask: the command fails with what to
+    do instead of a prompt that cannot be answered.
+    """
     def ask() -> str:
         env = os.environ.get("SDDSF_PASSPHRASE")
         if env is not None:
-            return env
-        return str(click.prompt("Passphrase for this device's store", hide_input=True,
-                                confirmation_prompt=confirm))
+            return check_text(env, "SDDSF_PASSPHRASE")
+        if not sys.stdin.isatty():
+            if confirm:
+                raise ConfigError("no terminal to ask for the new store passphrase: set "
+                                  "SDDSF_PASSPHRASE, or run the command in a terminal")
+            raise ConfigError("this device's store is locked and there is no terminal to "
+                              "ask for its passphrase: run `sddsf unlock` in a terminal "
+                              "first, or set SDDSF_PASSPHRASE")
+        return check_text(str(click.prompt("Passphrase for this device's store",
+                                           hide_input=True, confirmation_prompt=confirm)),
+                          "the passphrase")
     return ask
 
 
@@ -55,61 +71,159 @@ def _run(coro: Awaitable[T]) -> T:
     return asyncio.run(coro)  # type: ignore[arg-type]
 
 
-async def _with_device(ctx: click.Context, action: Callable[[Device], Awaitable[T]], *,
+#: Where the CLI records the time of this device's last successful sync.
+_LAST_SYNC = ("cli", b"last_sync")
+
+
+class CliDevice(Device):
+    """The device as the CLI uses it: every successful sync (by any command, or by
+    the runner of ``sync --watch``) records its time for ``sddsf status``."""
+
+    async def sync(self, progress: Progress | None = None) -> SyncReport:
+        """:meth:`Device.sync`, then record when it succeeded."""
+        report = await super().sync(progress)
+        self.store.put(*_LAST_SYNC, str(self._clock()).encode())
+        return report
+
+    def last_sync_ms(self) -> int | None:
+        """When this device last synced successfully (None: never, as far as the CLI knows)."""
+        raw = self.store.get(*_LAST_SYNC)
+        return int(raw.decode()) if raw else None
+
+
+async def _with_device(ctx: click.Context, action: Callable[[CliDevice], Awaitable[T]], *,
                        lock: LockMode = "session") -> T:
     # One process at a time changes a home: a command holds its lock from open to
     # close (a watcher only while it syncs), others wait and say so on stderr.
-    device = Device.open(_home(ctx), passphrase=_passphrase(), lock=lock,
-                         lock_timeout_s=float(os.environ.get("SDDSF_LOCK_TIMEOUT", "120")),
-                         on_lock_wait=lambda message: click.echo(message, err=True))
+    # Device.open builds ``cls(...)``, so this is a CliDevice (its annotation says Device).
+    device = cast(CliDevice, CliDevice.open(
+        _home(ctx), passphrase=_passphrase(), lock=lock,
+        lock_timeout_s=float(os.environ.get("SDDSF_LOCK_TIMEOUT", "120")),
+        on_lock_wait=lambda message: say(message, err=True)))
     try:
         return await action(device)
     finally:
         await device.close()
 
 
-def _emit(data: Any, as_json: bool, render: Callable[[Console], None]) -> None:
-    if as_json:
-        click.echo(json.dumps(data, indent=2, sort_keys=True))
-    else:
-        render(Console(highlight=False))
+_emit = emit  # the name the other command modules import
 
 
-def _lines(console: Console, lines: list[str]) -> None:
+def _lines(out: Out, lines: list[str]) -> None:
     for line in lines:
-        console.print(line)
+        out.line(line)
+
+
+class _PhraseOut:
+    """Where ``init`` delivers the recovery phrase: a file reserved (created empty,
+    0600, never over an existing file) before the account exists, or stdout.
+
+    Invariant: an account created on the relay always gets its phrase delivered
+    (if writing the file fails, the phrase is shown instead).
+    """
+
+    def __init__(self, path: str | None) -> None:
+        self.path = Path(path) if path else None
+        self._fd: int | None = None
+        self.delivered = False
+
+    def reserve(self) -> None:
+        """Create the file now, or fail before anything else is made.
+
+        Raises:
+            UsageError: the path exists, is a directory, or cannot be created.
+        """
+        path = self.path
+        if path is None:
+            return
+        if path.is_dir():
+            raise UsageError(f"--phrase-out {path} is a directory; give the path of a new file")
+        if path.exists() or path.is_symlink():
+            raise UsageError(f"--phrase-out {path} already exists; give the path of a new "
+                             "file (the phrase is never written over a file)")
+        if not path.parent.is_dir():
+            raise UsageError(f"--phrase-out {path}: the directory {path.parent} does not exist")
+        try:
+            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
+                               0o600)
+        except OSError as exc:
+            raise UsageError(f"cannot create --phrase-out {path}: {exc.strerror}") from None
+
+    def deliver(self, words: str) -> None:
+        """Write the phrase to the reserved file, or show it (also if writing fails)."""
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            try:
+                data = (words + "\n").encode()
+                while data:
+                    data = data[os.write(fd, data):]
+                os.fsync(fd)
+                self.delivered = True
+                say(f"Recovery phrase written to {self.path} (mode 0600; keep it offline).")
+                return
+            except OSError as exc:
+                say(f"warning: could not write the phrase to {self.path} ({exc.strerror}); "
+                    "here it is instead", err=True)
+            finally:
+                os.close(fd)
+        click.echo("Recovery phrase (write it down now; it is shown only once):\n")
+        click.echo("  " + words + "\n")
+        self.delivered = True
+
+    def discard(self) -> None:
+        """Remove the reserved file if the phrase was never written to it."""
+        if self._fd is not None and self.path is not None:
+            os.close(self._fd)
+            self._fd = None
+            with contextlib.suppress(OSError):
+                self.path.unlink()
+
+
+def _nothing_created(exc: UnavailableError) -> UnavailableError:
+    return UnavailableError(f"{exc.message}; nothing was created (check the --relay URL and "
+                            "run the command again)")
 
 
 @click.command()
 @click.option("--relay", "relay_url", required=True, help="Relay URL, e.g. http://127.0.0.1:8787")
-@click.option("--name", default="this device", show_default=True, help="Device name.")
-@click.option("--phrase-out", type=click.Path(dir_okay=False),
-              help="Write the recovery phrase to this file (mode 0600) instead of showing it.")
+@click.option("--name", type=NAME, default="this device", show_default=True,
+              help="Device name.")
+@click.option("--phrase-out", type=click.Path(),
+              help="Write the recovery phrase to this new file (mode 0600) instead of "
+                   "showing it.")
 @click.option("--insecure-plaintext-key", is_flag=True,
               help="INSECURE: keep the store key in plaintext (no keyring, no passphrase).")
 @click.pass_context
 def init(ctx: click.Context, relay_url: str, name: str, phrase_out: str | None,
          insecure_plaintext_key: bool) -> None:
-    """Create an account and this device; shows the recovery phrase ONCE."""
-    async def go() -> tuple[bytes, str]:
-        device, secret = await Device.create_account(
-            _home(ctx), relay_url, name, passphrase=None if insecure_plaintext_key
+    """Create an account and this device; shows the recovery phrase ONCE.
+
+    Atomic: if anything fails (the relay cannot be reached, say), no device home
+    and no phrase file are left behind, and the command can simply be run again.
+    """
+    home = _home(ctx)
+    phrase = _PhraseOut(phrase_out)
+    phrase.reserve()  # before anything exists: a phrase that cannot be delivered stops here
+
+    async def go(stage: Path) -> tuple[bytes, str]:
+        device, secret = await CliDevice.create_account(
+            stage, relay_url, name, passphrase=None if insecure_plaintext_key
             else _passphrase(confirm=True), insecure_plaintext=insecure_plaintext_key)
         await device.close()
         return secret, device.account.fingerprint
 
-    secret, fingerprint = _run(go())
-    words = phrase_from_secret(secret)
-    if phrase_out:
-        fd = os.open(phrase_out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(words + "\n")
-        click.echo(f"Recovery phrase written to {phrase_out} (keep it offline).")
-    else:
-        click.echo("Recovery phrase (write it down now; it is shown only once):\n")
-        click.echo("  " + words + "\n")
-    click.echo(f"Account fingerprint: {fingerprint}")
-    click.echo(f"Device home: {_home(ctx)}")
+    try:
+        with staged_home(home) as stage:
+            try:
+                secret, fingerprint = _run(go(stage))
+            except UnavailableError as exc:
+                raise _nothing_created(exc) from None
+            # The account exists now: deliver its phrase before anything else.
+            phrase.deliver(phrase_from_secret(secret))
+    finally:
+        phrase.discard()
+    say(f"Account fingerprint: {fingerprint}")
+    say(f"Device home: {home}")
 
 
 @click.command()
@@ -124,9 +238,13 @@ def init(ctx: click.Context, relay_url: str, name: str, phrase_out: str | None,
 @click.option("--passphrase", "use_backup", is_flag=True,
               help="Recover from the relay's passphrase backup (needs --account).")
 @click.option("--account", "account_text",
-              help="Account id (64 hex digits, printed by `sddsf backup enable`).")
-@click.option("--name", default="recovered device", show_default=True)
-@click.option("--revoke-others", is_flag=True, help="Revoke every other device.")
+              help="The account: its fingerprint (XXXX-XXXX-..., shown by init, status and "
+                   "backup enable) or its id (64 hex digits).")
+@click.option("--name", type=NAME, default="recovered device", show_default=True,
+              help="This device's name.")
+@click.option("--revoke-others", is_flag=True,
+              help="Revoke every other device of the account (a lost or stolen device "
+                   "can then no longer sync, and every space moves to a new key).")
 @click.option("--insecure-plaintext-key", is_flag=True,
               help="INSECURE: keep the store key in plaintext (no keyring, no passphrase).")
 @click.pass_context
@@ -152,21 +270,56 @@ def recover(ctx: click.Context, relay_url: str, phrase_file: str | None,
         if not account_text:
             raise UsageError("--passphrase needs --account ID (printed by `sddsf backup "
                              "enable`)")
-        account_id = recovery.parse_account_id(account_text)
+        account_id = _run(_account_id_from(relay_url, account_text))
         backup_pass = _env_or_prompt("SDDSF_BACKUP_PASSPHRASE", "Backup passphrase")
         secret = _run(recovery.fetch_backup_secret(relay_url, account_id, backup_pass))
 
-    async def go() -> tuple[str, int]:
-        device = await Device.recover(
-            _home(ctx), relay_url, secret, name,
+    async def go(stage: Path) -> tuple[str, int]:
+        device = await CliDevice.recover(
+            stage, relay_url, secret, name,
             passphrase=None if insecure_plaintext_key else _passphrase(confirm=True),
             revoke_others=revoke_others, insecure_plaintext=insecure_plaintext_key)
         result = device.account.fingerprint, len(device.spaces())
         await device.close()
         return result
 
-    fingerprint, spaces = _run(go())
-    click.echo(f"Recovered account {fingerprint}; {spaces} space(s) readable.")
+    with staged_home(_home(ctx)) as stage:  # a failed recovery leaves no half-made home
+        fingerprint, spaces = _run(go(stage))
+    say(f"Recovered account {fingerprint}; {spaces} space(s) readable.")
+
+
+def _fingerprint_bytes(text: str) -> bytes | None:
+    """The 20 bytes a fingerprint (``XXXX-XXXX-...``, 8 groups of base32) shows, or None."""
+    compact = "".join(text.split()).replace("-", "").upper()
+    if len(compact) != 32 or not set(compact) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"):
+        return None
+    return base64.b32decode(compact)
+
+
+async def _account_id_from(relay_url: str, text: str) -> bytes:
+    """The account id named by ``text``: an id, or a fingerprint the relay resolves
+    (the answer is checked against the fingerprint; the backup itself is checked
+    against the account after decryption).
+
+    Raises:
+        UsageError: neither an id nor a fingerprint.
+        ProofError: the relay answered with an account of another fingerprint.
+    """
+    from sddsf import recovery  # noqa: PLC0415
+
+    prefix = _fingerprint_bytes(text)
+    if prefix is None:
+        try:
+            return recovery.parse_account_id(text)
+        except UsageError:
+            raise UsageError("--account takes the account fingerprint (XXXX-XXXX-... as "
+                             "`sddsf status` shows it) or the account id (64 hex digits)"
+                             ) from None
+    async with RelayClient(relay_url) as relay:
+        account_id = await relay.backup_account(prefix)
+    if account_id[:len(prefix)] != prefix:
+        raise ProofError("the relay named an account with another fingerprint")
+    return account_id
 
 
 def _env_or_prompt(env: str, what: str) -> str:
@@ -182,16 +335,16 @@ def space() -> None:
 
 
 @space.command("create")
-@click.argument("name")
+@click.argument("name", type=NAME)
 @click.pass_context
 def space_create(ctx: click.Context, name: str) -> None:
     """Create a space (a set of documents sharing keys)."""
     space_id = _run(_with_device(ctx, lambda d: d.create_space(name)))
-    click.echo(f"created space {name!r} ({space_id.hex()[:12]})")
+    say(f"created space {name!r} ({space_id.hex()})")
 
 
 @space.command("list")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 @click.pass_context
 def space_list(ctx: click.Context, as_json: bool) -> None:
     """List spaces this device can read."""
@@ -199,7 +352,7 @@ def space_list(ctx: click.Context, as_json: bool) -> None:
         return [{"name": n, "id": s.hex()} for s, n in d.spaces()]
     rows = _run(_with_device(ctx, go))
     _emit(rows, as_json, lambda c: _lines(
-        c, [f"{r['name'] or '(unnamed)'}  {r['id'][:12]}" for r in rows]))
+        c, [f"{r['name'] or '(unnamed)'}  {r['id']}" for r in rows]))
 
 
 @space.command("policy")
@@ -207,19 +360,20 @@ def space_list(ctx: click.Context, as_json: bool) -> None:
 @click.option("--reencrypt", type=click.Choice(["lazy", "eager"]),
               help="After a revocation: re-encrypt snapshots at the next compaction (lazy, "
                    "the default) or at once (eager).")
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 @click.pass_context
-def space_policy(ctx: click.Context, name: str, reencrypt: str | None) -> None:
+def space_policy(ctx: click.Context, name: str, reencrypt: str | None, as_json: bool) -> None:
     """Show or set a space's re-encryption policy (synced to every device)."""
-    async def go(d: Device) -> str:
+    async def go(d: Device) -> dict[str, str]:
         space_id = d.space_by_name(name)
         if reencrypt is not None:
             d.set_space_policy(space_id, reencrypt)
             await d.sync()
-        return d.space_policy(space_id)
-    click.echo(f"space {name!r}: reencrypt = {_run(_with_device(ctx, go))}")
+        return {"space": name, "id": space_id.hex(), "reencrypt": d.space_policy(space_id)}
+    info = _run(_with_device(ctx, go))
+    _emit(info, as_json, lambda c: c.line(f"space {name!r}: reencrypt = {info['reencrypt']}"))
 
 
-# ------------------------------------------------------------------ key-value
 def _kv(device: Device, space: str) -> KeyValue:
     return KeyValue(device, device.space_by_name(space))
 
@@ -262,8 +416,8 @@ def _conflict_rows(device: Device, e: KvEntry) -> list[dict[str, Any]]:
 def _kv_notes(kv: KeyValue) -> None:
     for a in kv.alerts:
         by = f"device {a.by[:12]}" if a.by else "an unknown device"
-        click.echo(f"warning: a record of key {a.key!r} was {a.what} by {by}; it is not "
-                   "used", err=True)
+        say(f"warning: a record of key {a.key!r} was {a.what} by {by}; it is not used",
+            err=True)
 
 
 @click.command()
@@ -292,16 +446,15 @@ def put(ctx: click.Context, space_name: str, key: str, value: str | None,
         _kv_notes(kv)
         return len(before.heads) if before is not None and before.conflict else 0
     replaced = _run(_with_device(ctx, go))
-    click.echo(f"{space_name}: {key} set (run `sddsf sync` to share it)")
+    say(f"{space_name}: {key} set (run `sddsf sync` to share it)")
     if replaced:
-        click.echo(f"note: this value replaces {replaced} concurrent values of {key!r}",
-                   err=True)
+        say(f"note: this value replaces {replaced} concurrent values of {key!r}", err=True)
 
 
 @click.command()
 @click.argument("space_name")
 @click.argument("key")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 @click.pass_context
 def get(ctx: click.Context, space_name: str, key: str, as_json: bool) -> None:
     """Print the value of KEY (every value, with its device, during a conflict)."""
@@ -315,22 +468,23 @@ def get(ctx: click.Context, space_name: str, key: str, as_json: bool) -> None:
         return e, _conflict_rows(d, e) if e.conflict else []
     e, rows = _run(_with_device(ctx, go))
     if not e.conflict:
+        # The value itself, unchanged (it is what scripts read with `$(sddsf get ...)`).
         _emit({"key": key, "value": e.value}, as_json, lambda c: click.echo(str(e.value)))
         return
-    click.echo(f"note: key {key!r} has {len(rows)} concurrent values (written on devices "
-               f"that had not seen each other's); `sddsf put {space_name} {key} -` with the "
-               "one to keep ends the conflict", err=True)
+    say(f"note: key {key!r} has {len(rows)} concurrent values (written on devices that had "
+        f"not seen each other's); `sddsf put {space_name} {key} -` with the one to keep "
+        "ends the conflict", err=True)
 
-    def render(_: Console) -> None:
+    def render(c: Out) -> None:
         for r in rows:
-            click.echo(f"{r['author_name']}: " + ("(removed)" if r["value"] is None
-                                                   else str(r["value"])))
+            c.line(f"{r['author_name']}: " + ("(removed)" if r["value"] is None
+                                               else str(r["value"])))
     _emit({"key": key, "value": e.value, "conflict": True, "values": rows}, as_json, render)
 
 
 @click.command("ls")
 @click.argument("space_name")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 @click.pass_context
 def ls(ctx: click.Context, space_name: str, as_json: bool) -> None:
     """List the keys and values of the space's key-value document (a key with
@@ -352,10 +506,7 @@ def ls(ctx: click.Context, space_name: str, as_json: bool) -> None:
         return data, lines
     items, lines = _run(_with_device(ctx, go))
 
-    def render(_: Console) -> None:
-        for line in lines:  # plain echo: a value is text, never console markup
-            click.echo(line)
-    _emit(items, as_json, render)
+    _emit(items, as_json, lambda c: _lines(c, lines))
 
 
 @click.command("rm")
@@ -367,7 +518,7 @@ def rm(ctx: click.Context, space_name: str, key: str) -> None:
     async def go(d: Device) -> None:
         _kv(d, space_name).rm(key, space_name)
     _run(_with_device(ctx, go))
-    click.echo(f"{space_name}: {key} removed (run `sddsf sync` to share it)")
+    say(f"{space_name}: {key} removed (run `sddsf sync` to share it)")
 
 
 #: A pull shows a progress bar only when it has more than this many entries to go.
@@ -396,89 +547,221 @@ def _pull_progress(*, enabled: bool) -> Iterator[Progress | None]:
         yield update
 
 
+class _Watch:
+    """What ``sync --watch`` shows: one line per change or state transition (never a
+    line per idle cycle) and, on a terminal, a status line that is redrawn."""
+
+    def __init__(self, device: CliDevice, as_json: bool) -> None:
+        self.device = device
+        self.as_json = as_json
+        self.out = Out()
+        self.online: bool | None = None
+        self.last_error = ""
+        self.status: Any = None
+
+    def event(self, kind: str, text: str, **fields: Any) -> None:
+        now = iso_time(int(time.time() * 1000))
+        if self.as_json:
+            click.echo(json.dumps({"event": kind, "at": now, **fields}, sort_keys=True))
+        else:
+            self.out.line(("dim", f"{now}  "), text)
+        self.redraw()
+
+    def redraw(self) -> None:
+        if self.status is None:
+            return
+        state = {None: "connecting", True: "connected", False: "offline"}[self.online]
+        last = iso_time(self.device.last_sync_ms()) or "never"
+        self.status.update(f"watching {len(self.device.spaces())} space(s) on "
+                           f"{self.device.relay_url}: {state}; last sync {last}; "
+                           f"{self.device.pending_count()} edit(s) pending (Ctrl-C stops)")
+
+    def synced(self, report: SyncReport) -> None:
+        if self.online is not True:
+            again = self.online is False
+            self.online, self.last_error = True, ""
+            self.event("online", ("reconnected to " if again else "connected to ")
+                       + self.device.relay_url, relay=self.device.relay_url)
+        codes = sorted({code for code, _ in report.rejected})
+        if report.pushed or report.applied or codes or report.enacted or report.rotated:
+            parts = []
+            if report.pushed:
+                parts.append(f"sent {report.pushed} edit(s)")
+            if report.applied:
+                parts.append(f"received {report.applied} edit(s)")
+            if codes:
+                parts.append(f"refused {len(report.rejected)} ({', '.join(codes)})")
+            if report.enacted:
+                parts.append(f"carried out {report.enacted} approved change(s)")
+            if report.rotated:
+                parts.append(f"{report.rotated} space(s) moved to a new key")
+            self.event("synced", "; ".join(parts), pushed=report.pushed,
+                       applied=report.applied, rejected=[list(r) for r in report.rejected],
+                       enacted=report.enacted, rotated=report.rotated)
+        else:
+            self.redraw()
+
+    def failed(self, exc: SddsfError) -> None:
+        offline = isinstance(exc, UnavailableError)
+        if offline and self.online is False:
+            return  # still offline: said once
+        if not offline and exc.message == self.last_error:
+            return
+        self.last_error = exc.message
+        if offline:
+            self.online = False
+            self.event("offline", f"relay unreachable ({exc.message}); edits stay queued, "
+                       "retrying", error=exc.message, code=exc.code.value)
+        else:
+            self.event("error", f"sync refused: {exc.message} [{exc.code.value}]",
+                       error=exc.message, code=exc.code.value)
+
+
+#: How often ``sync --watch`` looks for edits other commands queued in this home.
+_LOCAL_POLL_S = 1.0
+
+
+async def _local_edits(device: CliDevice, changed: Callable[[], None]) -> None:
+    """Wake the runner when another command (``sddsf put`` in another terminal)
+    queued edits in this home's store; the runner only hears of its own."""
+    seen = device.pending_count()
+    while True:
+        await asyncio.sleep(_LOCAL_POLL_S)
+        pending = device.pending_count()
+        if pending > seen:
+            changed()
+        seen = pending
+
+
+async def _watch(device: CliDevice, as_json: bool, interval: float) -> None:
+    """Keep ``device`` in sync with the WebSocket runner until SIGINT/SIGTERM."""
+    from sddsf.client.runner import Runner, RunnerSettings  # noqa: PLC0415 - --watch only
+
+    view = _Watch(device, as_json)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    runner = Runner(device, RunnerSettings(full_check_s=interval), on_sync=view.synced,
+                    on_error=view.failed)
+    console = view.out.console
+    status_line = (console.status("connecting", spinner="dots")
+                   if console.is_terminal and not as_json else contextlib.nullcontext())
+    with status_line as view.status:
+        await runner.start()
+        runner.changed()  # a first sync at once: push what is pending, pull what is new
+        local = asyncio.create_task(_local_edits(device, runner.changed))
+        await stop.wait()
+        local.cancel()
+        await runner.stop()
+    view.status = None
+    view.event("stopped", f"stopped; {device.pending_count()} edit(s) pending",
+               pending=device.pending_count())
+
+
 @click.command()
-@click.option("--watch", is_flag=True, help="Keep syncing (backoff with jitter on errors).")
-@click.option("--interval", default=5.0, show_default=True, help="Seconds between syncs.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--watch", is_flag=True,
+              help="Keep syncing: live over the relay's WebSocket, printing only changes "
+                   "and connection changes (Ctrl-C stops).")
+@click.option("--interval", default=60.0, show_default=True, type=click.FloatRange(1, 3600),
+              help="With --watch: seconds between full checks when nothing happens.")
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 @click.pass_context
 def sync(ctx: click.Context, watch: bool, interval: float, as_json: bool) -> None:
     """Push pending edits, pull and verify everything, apply."""
-    async def once(d: Device) -> dict[str, Any]:
-        with _pull_progress(enabled=not as_json and not watch) as progress:
+    async def once(d: CliDevice) -> dict[str, Any]:
+        with _pull_progress(enabled=not as_json) as progress:
             r = await d.sync(progress)
         return {"pushed": r.pushed, "pulled": r.pulled, "applied": r.applied,
                 "rejected": r.rejected, "snapshots_loaded": r.snapshots_loaded,
                 "skipped": [{"offset": k.offset, "author": k.author.hex(), "seq": k.seq,
                              "code": k.code, "message": k.message} for k in r.skipped]}
 
-    async def loop(d: Device) -> None:
-        delay = interval
-        retry = RetryPolicy(base_s=interval, max_s=300.0)  # the runner's rules (429, 503)
-        tries = 0
-        while True:
-            try:
-                result = await once(d)
-                click.echo(json.dumps(result) if as_json else
-                           f"synced: pushed {result['pushed']}, pulled {result['pulled']}")
-                delay, tries = interval * random.uniform(0.8, 1.2), 0  # noqa: S311 - jitter
-            except (UnavailableError, RateLimitedError) as exc:
-                tries += 1
-                delay = retry.wait_for(exc, tries) or interval
-                click.echo(f"relay unavailable ({exc.message}); retrying in {delay:.0f} s",
-                           err=True)
-            await asyncio.sleep(delay)
-
-    if watch:  # takes the home's lock for each sync only, so other commands get turns
-        _run(_with_device(ctx, loop, lock="operation"))
+    if watch:
+        # The watcher locks the home only while it syncs, so other commands get turns.
+        _run(_with_device(ctx, lambda d: _watch(d, as_json, interval), lock="operation"))
         return
     result = _run(_with_device(ctx, once))
-    _emit(result, as_json, lambda c: c.print(
+    _emit(result, as_json, lambda c: c.line(
         f"synced: pushed {result['pushed']}, pulled {result['pulled']}, applied "
         f"{result['applied']}"))
     if result["skipped"]:
-        click.echo(f"warning: the relay's log holds {len(result['skipped'])} op(s) of a revoked "
-                   "device written after its revocation; they were not applied (the relay "
-                   "should have refused them: tell its operator to run `sddsf relay fsck`)",
-                   err=True)
+        say(f"warning: the relay's log holds {len(result['skipped'])} op(s) of a revoked device "
+            "written after its revocation; they were not applied (the relay should have "
+            "refused them: tell its operator to run `sddsf relay fsck`)", err=True)
     codes = [code for code, _ in result["rejected"]]
     if "chain_fork" in codes:
-        click.echo("note: this device's chain had diverged (restored from an older copy?); "
-                   "its edits were sealed again and sent", err=True)
+        say("note: this device's chain had diverged (restored from an older copy?); "
+            "its edits were sealed again and sent", err=True)
     lost = [c for c in codes if c != "chain_fork"]
     if lost:
         raise UsageError(f"the relay refused {len(lost)} op(s) ({', '.join(sorted(set(lost)))})"
                          "; they are kept in this device's store under 'failed'")
 
 
+#: How long ``status`` waits for the relay before calling it unreachable.
+_STATUS_PROBE_S = 10.0
+
+
+async def _probe_relay(d: Device) -> str | None:
+    """None if the relay answers this device, else why not (one sentence)."""
+    try:
+        await asyncio.wait_for(d.relay.list_spaces(), _STATUS_PROBE_S)
+    except TimeoutError:
+        return f"the relay at {d.relay_url} did not answer within {_STATUS_PROBE_S:.0f} s"
+    except SddsfError as exc:
+        return f"{exc.message} [{exc.code.value}]"
+    return None
+
+
 @click.command()
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 @click.pass_context
 def status(ctx: click.Context, as_json: bool) -> None:
-    """Pending ops, verified tree heads, devices."""
-    async def go(d: Device) -> dict[str, Any]:
+    """This device, its relay (reachable?) and last sync, pending edits, spaces, devices."""
+    from sddsf.client import agent  # noqa: PLC0415
+
+    async def go(d: CliDevice) -> dict[str, Any]:
         state = d.registry()
         heads = {}
         for s, n in d.spaces():
-            heads[n or s.hex()[:12]] = {"verified_log_size": d.verified_size(s)}
+            heads[n or s.hex()] = {"verified_log_size": d.verified_size(s)}
+        problem = await _probe_relay(d)
+        unlocked = None
+        if d.key_kind == "passphrase":
+            with contextlib.suppress(ConfigError, OSError):  # no agent directory: locked
+                unlocked = agent.status(_home(ctx))
         return {
             "device": d.name, "device_id": d.device_id.hex(),
-            "account_fingerprint": d.account.fingerprint, "relay": d.relay_url,
-            "store_key": d.key_kind, "pending_ops": d.pending_count(), "spaces": heads,
+            "account_fingerprint": d.account.fingerprint,
+            "account_id": d.account.account_id.hex(), "relay": d.relay_url,
+            "relay_reachable": problem is None, "relay_error": problem,
+            "last_sync": iso_time(d.last_sync_ms()),
+            "store_key": d.key_kind,
+            "unlocked_until": iso_time(unlocked.expires_ms) if unlocked else None,
+            "pending_ops": d.pending_count(), "spaces": heads,
             "devices": [{"name": r.name, "status": r.status.value,
-                         "id": r.device_id.hex()[:12]} for r in state.devices.values()],
-            "checked_at_ms": int(time.time() * 1000)}
+                         "id": r.device_id.hex()} for r in state.devices.values()],
+            "checked_at": iso_time(int(time.time() * 1000))}
     info = _run(_with_device(ctx, go))
 
-    def render(c: Console) -> None:
-        c.print(f"[bold]{info['device']}[/] on {info['relay']} "
-                f"(account {info['account_fingerprint']})")
+    def render(c: Out) -> None:
+        c.line(("bold", info["device"]), f" (account {info['account_fingerprint']})")
+        if info["relay_reachable"]:
+            c.line(f"relay {info['relay']}: reachable")
+        else:
+            c.line(f"relay {info['relay']}: ", ("red", "unreachable"),
+                   f" ({info['relay_error']})")
+        c.line(f"last successful sync: {info['last_sync'] or 'never (by this CLI)'}")
         if info["store_key"] == "plaintext":
-            c.print("[red]WARNING: this device's store key is kept in plaintext[/]")
-        c.print(f"pending ops: {info['pending_ops']}")
+            c.line(("red", "WARNING: this device's store key is kept in plaintext"))
+        elif info["unlocked_until"]:
+            c.line(f"store unlocked until {info['unlocked_until']} (`sddsf lock` ends it)")
+        c.line(f"pending edits: {info['pending_ops']}")
         for name, h in info["spaces"].items():
-            c.print(f"space {name}: verified log size {h['verified_log_size']}")
+            c.line(f"space {name}: verified log size {h['verified_log_size']}")
         for dev in info["devices"]:
-            c.print(f"device {dev['name']} ({dev['id']}): {dev['status']}")
+            c.line(f"device {dev['name']} ({dev['id'][:12]}): {dev['status']}")
     _emit(info, as_json, render)
 
 

@@ -8,17 +8,16 @@ import os
 import signal
 import threading
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
 from typing import Any
 
 import click
 import segno
 from mnemonic import Mnemonic
-from rich.console import Console
 
 from sddsf.cli import approval_cmds
 from sddsf.cli.approval_cmds import pending_line
 from sddsf.cli.device_cmds import _emit, _home, _passphrase, _run, _with_device
+from sddsf.cli.output import JSON_HELP, Out, iso_time, say
 from sddsf.client.device import Device
 from sddsf.client.governance import ProposalView
 from sddsf.client.pairing import PairingCheck, PairingInvite, add_device, join
@@ -129,11 +128,11 @@ def device_add(ctx: click.Context, code_out: str | None, code_words: int, yes: b
 
     info = _run(_with_device(ctx, go))
     if info["pending"] is not None:
-        click.echo(f"Proposed adding device {info['name']!r} ({info['fingerprint']}); "
-                   f"{pending_line(info['pending'])}")
+        say(f"Proposed adding device {info['name']!r} ({info['fingerprint']}); "
+            f"{pending_line(info['pending'])}")
         return
-    click.echo(f"Added device {info['name']!r} ({info['fingerprint']}); every space now has a "
-               "new key epoch that includes it.")
+    say(f"Added device {info['name']!r} ({info['fingerprint']}); every space now has a "
+        "new key epoch that includes it.")
 
 
 def _join_target(code: str, relay_url: str | None) -> tuple[str, str]:
@@ -183,17 +182,15 @@ def device_join(ctx: click.Context, code: str, relay_url: str | None, name: str,
 
     account, spaces, waiting = _run(go())
     if waiting is not None:
-        click.echo(f"Paired with account {account}, but this account requires approval: "
-                   f"{pending_line(waiting)} Then run `sddsf sync` here.")
+        say(f"Paired with account {account}, but this account requires approval: "
+            f"{pending_line(waiting)} Then run `sddsf sync` here.")
         return
     click.echo(f"Joined account {account}; {spaces} space(s) synced.")
 
 
 def _row(rec: DeviceRecord, names: dict[bytes, str], seen: dict[bytes, int],
          me: bytes) -> dict[str, Any]:
-    def when(ms: int | None) -> str | None:
-        return None if ms is None else datetime.fromtimestamp(ms / 1000, UTC).isoformat(
-            timespec="seconds")
+    when = iso_time
     return {
         "id": rec.device_id.hex(), "name": rec.name, "fingerprint": fingerprint(rec.device_id),
         "added_by": names.get(rec.added_by, "the account key"),
@@ -203,7 +200,7 @@ def _row(rec: DeviceRecord, names: dict[bytes, str], seen: dict[bytes, int],
 
 
 @device.command("list")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 @click.pass_context
 def device_list(ctx: click.Context, as_json: bool) -> None:
     """Devices of this account: name, fingerprint, added by/at, last seen, status,
@@ -226,16 +223,16 @@ def device_list(ctx: click.Context, as_json: bool) -> None:
 
     rows = _run(_with_device(ctx, go))
 
-    def render(c: Console) -> None:
+    def render(c: Out) -> None:
         for r in rows:
             mark = " (this device)" if r["this_device"] else ""
             colour = "green" if r["status"] == "active" else "red"
-            c.print(f"[bold]{r['name']}[/]{mark} [{colour}]{r['status']}[/]  {r['fingerprint']}")
-            c.print(f"    added by {r['added_by']} at {r['added_at']}; last seen "
-                    f"{r['last_seen'] or 'never (by this device)'}")
+            c.line(("bold", r["name"]), f"{mark} ", (colour, r["status"]), f"  {r['fingerprint']}")
+            c.line(f"    added by {r['added_by']} at {r['added_at']}; last seen "
+                   f"{r['last_seen'] or 'never (by this device)'}")
             if r["trust"] is not None:
                 q = ", quarantined" if r["quarantined"] else ""
-                c.print(f"    trust {r['trust']}/100 ({r['access']}{q})" + "".join(
+                c.line(f"    trust {r['trust']}/100 ({r['access']}{q})" + "".join(
                     f"; {f['name']} {f['points']}: {f['detail']}" for f in r["trust_factors"]))
     _emit(rows, as_json, render)
 
@@ -277,9 +274,9 @@ def device_revoke(ctx: click.Context, who: str, reason: str, yes: bool) -> None:
 
     name, spaces, pending = _run(_with_device(ctx, go))
     if pending is not None:
-        click.echo(f"Proposed revoking {name!r}; {pending_line(pending)}")
+        say(f"Proposed revoking {name!r}; {pending_line(pending)}")
         return
-    click.echo(f"Revoked {name!r}; {spaces} space(s) moved to a new key epoch.")
+    say(f"Revoked {name!r}; {spaces} space(s) moved to a new key epoch.")
 
 
 def register(cli: click.Group) -> None:

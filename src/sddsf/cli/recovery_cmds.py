@@ -17,6 +17,7 @@ import click
 from sddsf.cli.device_cmds import _run, _with_device
 from sddsf.client.device import Device
 from sddsf.errors import UsageError
+from sddsf.protocol.identity import fingerprint
 from sddsf.recovery import (
     check_secret_account,
     enable_backup,
@@ -139,6 +140,7 @@ def enable(ctx: click.Context, phrase_file: str | None) -> None:
     shown = format_account_id(account_id)
     click.echo(f"Passphrase backup stored on {relay_url} ({params}).")
     click.echo(f"Account id (you need it to recover with the passphrase): {shown}")
+    click.echo(f"Account fingerprint (--account takes it too): {fingerprint(account_id)}")
     click.echo("To recover on a new device:")
     click.echo(f"  sddsf recover --relay {relay_url} --passphrase --account {shown}")
     click.echo("Wrong passphrases lock the backup for a while; the relay can test guesses "

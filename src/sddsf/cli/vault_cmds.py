@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 import click
 
 from sddsf.cli.device_cmds import _emit, _run, _with_device
+from sddsf.cli.output import clean
 from sddsf.client.device import Device
 from sddsf.client.vault import (
     GENERATED,
@@ -36,23 +37,26 @@ __all__ = ["register"]
 T = TypeVar("T")
 
 
-async def _sync(device: Device) -> None:
+async def _sync(device: Device, warned: list[bool]) -> None:
     try:
         await device.sync()
     except UnavailableError as exc:
-        click.echo(f"warning: not synced ({exc.message}); using this device's copy, changes "
-                   "are sent at the next sync", err=True)
+        if not warned:  # once per command, not once per sync
+            warned.append(True)
+            click.echo(f"warning: not synced ({clean(exc.message)}); using this device's "
+                       "copy, changes are sent at the next sync", err=True)
 
 
 def _session(ctx: click.Context, action: Callable[[Vault, Device], T], *,
              write: bool = False, create: bool = False) -> T:
     """Sync, open the vault (created if absent and ``create``), act, sync after a write."""
     async def go(device: Device) -> T:
-        await _sync(device)
+        warned: list[bool] = []
+        await _sync(device, warned)
         vault = await Vault.open(device, create=create)
         result = action(vault, device)
         if write:
-            await _sync(device)
+            await _sync(device, warned)
         if vault.unreadable:
             click.echo(f"note: {len(vault.unreadable)} vault record(s) could not be read "
                        "(written by a newer sddsf?)", err=True)
@@ -81,7 +85,7 @@ def _read_secret(from_file: str | None) -> str:
 def _echo(lines: list[str]) -> Callable[[Any], None]:
     def render(_: Any) -> None:
         for line in lines:
-            click.echo(line)
+            click.echo(clean(line))  # names come from other devices: inert text
     return render
 
 
@@ -280,7 +284,7 @@ def alerts(ctx: click.Context, ack: bool, as_json: bool) -> None:
 def purge(ctx: click.Context) -> None:
     """Erase the items deleted longer than the grace period ago."""
     names = _session(ctx, lambda vt, _: vt.purge(), write=True)
-    click.echo(f"purged {len(names)} item(s)" + (f": {', '.join(names)}" if names else ""))
+    click.echo(clean(f"purged {len(names)} item(s)" + (f": {', '.join(names)}" if names else "")))
 
 
 def register(cli: click.Group) -> None:

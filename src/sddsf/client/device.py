@@ -326,9 +326,7 @@ class Device:
             pkg_bytes = kp.build_key_package(
                 creator=keys, registry=device.registry(), space=space_id,
                 epoch=last.epoch + 1, prev=last.hash, epoch_key=random_bytes(32),
-                ts_ms=clock(), previous_keys=[known[e] for e in range(last.epoch + 1)],
-                ephemeral_seeds=[random_bytes(32) for _ in
-                                 range(len(device.registry().active_devices()) + 1)])
+                ts_ms=clock(), previous_keys=[known[e] for e in range(last.epoch + 1)])
             await device.relay.put_key_package(space_id, pkg_bytes)
             with store.batch() as b:
                 b.put("space", space_id, encode(""))
@@ -495,6 +493,21 @@ class Device:
         """
         await self._pin_relay()
 
+    def set_relay_url(self, url: str, relay_key: bytes) -> None:
+        """Store a new URL for this device's relay (it moved). The caller opened a
+        session at ``url`` and got ``relay_key``; it must be the pinned key. Takes
+        effect when the device is next opened.
+
+        Raises:
+            ProofError: ``tree_head_invalid`` when ``relay_key`` is not the pinned key.
+        """
+        if self.relay_key is not None and relay_key != self.relay_key.raw:
+            raise ProofError("the relay at the new URL signs with another key than the "
+                             "pinned one", Code.TREE_HEAD_INVALID)
+        self.store.put("id", b"relay", encode({"url": url, "key": relay_key}))
+        self.relay_url = url
+        self.relay_key = Ed25519PublicKey.from_bytes(relay_key)
+
     async def _pin_relay(self) -> None:
         # Trust on first use of the relay key, checked on every later session.
         await self.relay.list_spaces()
@@ -656,7 +669,6 @@ class Device:
         return kp.build_key_package(
             creator=self.keys, registry=state, space=space_id, epoch=epoch, prev=prev,
             epoch_key=random_bytes(32), ts_ms=self._clock(),
-            ephemeral_seeds=[random_bytes(32) for _ in range(len(state.active_devices()) + 1)],
             previous_keys=[known[e] for e in range(epoch)])
 
     async def rotate(self, space_id: bytes) -> int:

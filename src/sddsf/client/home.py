@@ -11,6 +11,14 @@ Layout of ``<home>`` (``--home``, ``SDDSF_HOME``, or the platform's user data di
     passphrase comes from ``SDDSF_PASSPHRASE`` or a prompt;
   - ``plaintext``: the key itself, only with the explicit insecure flag (the
     file says so, and ``sddsf status`` shows it).
+
+A new home is built in a staging directory inside ``<home>`` and moved into
+place only when everything worked (:func:`staged_home`): a failed ``init`` or
+``recover`` leaves no half-made device behind. The key file is moved last, so
+it is the mark of a complete device.
+
+A passphrase-protected key may be served by a key cache (:func:`set_key_cache`,
+the CLI's unlock agent) instead of asking for the passphrase every time.
 """
 
 from __future__ import annotations
@@ -18,9 +26,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Callable
+import shutil
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Final
+from typing import Final, Protocol
 
 import platformdirs
 
@@ -28,14 +37,33 @@ from sddsf.client.store import LocalStore
 from sddsf.crypto import aead_decrypt, aead_encrypt, argon2id, random_bytes
 from sddsf.errors import ConfigError, DecryptError, UsageError
 
-__all__ = ["KDF_MEMORY_KIB", "KDF_PARALLELISM", "KDF_TIME", "default_home", "discard_home",
-           "open_home"]
+__all__ = ["KDF_MEMORY_KIB", "KDF_PARALLELISM", "KDF_TIME", "KeyCache", "default_home",
+           "discard_home", "holds_device", "open_home", "passphrase_key", "set_key_cache",
+           "staged_home"]
 
 KDF_TIME: Final = 3
 KDF_MEMORY_KIB: Final = 64 * 1024
 KDF_PARALLELISM: Final = 4
 _KEY_FILE: Final = "storage-key.json"
 _AD: Final = b"sddsf/v1/storage-key"
+
+
+class KeyCache(Protocol):
+    """Serves the storage key of a passphrase home that was unlocked earlier."""
+
+    def get(self, home: Path, record: dict[str, object]) -> bytes | None:
+        """The storage key of ``home`` whose key file holds ``record``, or None."""
+        ...
+
+
+_key_cache: KeyCache | None = None
+
+
+def set_key_cache(cache: KeyCache | None) -> None:
+    """Consult ``cache`` before asking for the passphrase of a passphrase home
+    (None: always ask). The CLI installs its unlock agent here."""
+    global _key_cache  # noqa: PLW0603 - one process-wide setting, set at start-up
+    _key_cache = cache
 
 
 def default_home() -> Path:
@@ -108,16 +136,50 @@ def _read_key_file(home: Path, passphrase: Callable[[], str] | None) -> tuple[by
         return bytes.fromhex(value), kind
     if kind != "passphrase":
         raise ConfigError(f"unknown storage key kind {kind!r} in {home / _KEY_FILE}")
+    cached = _key_cache.get(home, record) if _key_cache is not None else None
+    if cached is not None:
+        return cached, kind
     if passphrase is None:
         raise ConfigError("this device's store is protected by a passphrase: set "
                           "SDDSF_PASSPHRASE or run interactively")
-    if int(record["m"]) < KDF_MEMORY_KIB or int(record["t"]) < KDF_TIME:
-        raise ConfigError("the storage key file has weaker KDF parameters than allowed")
-    kek = _kek(passphrase(), bytes.fromhex(record["salt"]), int(record["t"]), int(record["m"]),
-               int(record["p"]))
-    wrapped = bytes.fromhex(record["wrapped"])
+    return _unwrap(home, record, passphrase), kind
+
+
+def passphrase_key(home: Path, passphrase: Callable[[], str]) -> tuple[bytes, dict[str, object]]:
+    """The storage key of a passphrase home, from its passphrase (never a cache),
+    with the key file's record (to unlock the home).
+
+    Raises:
+        ConfigError: no device, or its key is not protected by a passphrase.
+        DecryptError: wrong passphrase.
+    """
     try:
-        return aead_decrypt(kek, wrapped[:24], wrapped[24:], _AD), kind
+        record = json.loads((home / _KEY_FILE).read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"no device in {home}: run `sddsf init` (or pass --home)") from None
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read {home / _KEY_FILE}: {exc}") from None
+    if not isinstance(record, dict) or record.get("kind") != "passphrase":
+        kind = record.get("kind") if isinstance(record, dict) else None
+        raise ConfigError(f"this device's store key is kept {_WHERE.get(str(kind), 'elsewhere')}"
+                          "; there is no passphrase to unlock")
+    return _unwrap(home, record, passphrase), record
+
+
+_WHERE: Final = {"keyring": "in the OS keyring", "plaintext": "in plaintext (insecure)"}
+
+
+def _unwrap(home: Path, record: dict[str, object], passphrase: Callable[[], str]) -> bytes:
+    try:
+        t, m, p = int(str(record["t"])), int(str(record["m"])), int(str(record["p"]))
+        salt, wrapped = bytes.fromhex(str(record["salt"])), bytes.fromhex(str(record["wrapped"]))
+    except (KeyError, ValueError) as exc:
+        raise ConfigError(f"cannot read {home / _KEY_FILE}: {exc}") from None
+    if m < KDF_MEMORY_KIB or t < KDF_TIME:
+        raise ConfigError("the storage key file has weaker KDF parameters than allowed")
+    kek = _kek(passphrase(), salt, t, m, p)
+    try:
+        return aead_decrypt(kek, wrapped[:24], wrapped[24:], _AD)
     except DecryptError:
         raise DecryptError("wrong passphrase for this device") from None
 
@@ -167,3 +229,76 @@ def discard_home(home: Path, *, remove_dir: bool) -> None:
     if remove_dir:
         with contextlib.suppress(OSError):  # not empty: something else was put there
             home.rmdir()
+
+
+def holds_device(home: Path) -> bool:
+    """Whether ``home`` holds a (complete) device."""
+    return (home / _KEY_FILE).exists()
+
+
+@contextlib.contextmanager
+def staged_home(home: Path) -> Iterator[Path]:
+    """Build a new device home atomically.
+
+    Yields a staging directory (inside ``home``, so on the same file system) in
+    which the caller creates the device (:meth:`Device.create_account` with the
+    staging path as its home) and closes it. When the block succeeds, every file
+    is hard-linked into ``home`` without replacing anything (the key file last,
+    so a device is complete or absent); when it fails, the staging directory,
+    any keyring entry made for it, and ``home`` itself if this call created it
+    are removed. Nothing is left behind either way.
+
+    Raises:
+        UsageError: ``home`` already holds a device (before anything is made), or
+            another process completed a device there meanwhile.
+    """
+    if holds_device(home):
+        raise UsageError(f"{home} already holds a device; use another --home")
+    made = _make_dirs(home)
+    stage = home / f".new-device-{random_bytes(8).hex()}"
+    try:
+        stage.mkdir(mode=0o700)
+        yield stage
+        _commit(stage, home)
+    except BaseException:
+        _discard(stage)
+        for directory in made:  # innermost first; only if still empty
+            with contextlib.suppress(OSError):
+                directory.rmdir()
+        raise
+
+
+def _make_dirs(home: Path) -> list[Path]:
+    """Create ``home`` (mode 0700) and missing parents; the ones created, innermost first."""
+    missing = [p for p in (home, *home.parents) if not p.exists()]
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if missing:
+        os.chmod(home, 0o700)
+    return missing
+
+
+def _commit(stage: Path, home: Path) -> None:
+    files = sorted(stage.iterdir(), key=lambda p: p.name == _KEY_FILE)  # key file last
+    linked: list[Path] = []
+    try:
+        for src in files:
+            dst = home / src.name
+            os.link(src, dst)  # never replaces: fails if a device appeared meanwhile
+            linked.append(dst)
+    except FileExistsError:
+        for dst in linked:
+            dst.unlink()
+        raise UsageError(f"{home} already holds a device; use another --home") from None
+    shutil.rmtree(stage)
+
+
+def _discard(stage: Path) -> None:
+    """Remove a staged home and the keyring entry its key file names."""
+    with contextlib.suppress(OSError, ValueError, KeyError):
+        record = json.loads((stage / _KEY_FILE).read_text())
+        if record.get("kind") == "keyring":
+            import keyring  # noqa: PLC0415
+
+            with contextlib.suppress(Exception):  # the keyring backend's own errors
+                keyring.delete_password(record["service"], record["user"])
+    shutil.rmtree(stage, ignore_errors=True)

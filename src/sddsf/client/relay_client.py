@@ -219,12 +219,12 @@ class RelayClient:
         try:
             response = await self._http.request(method, path, params=params, content=content,
                                                 headers=headers)
-        except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
+        except (httpx.RemoteProtocolError, httpx.ReadError):
             raise _ConnectionDropped(f"the relay at {self._http.base_url} dropped the "
-                                     f"connection: {exc.__class__.__name__}") from None
+                                     "connection before answering; try again") from None
         except httpx.HTTPError as exc:
-            raise UnavailableError(f"cannot reach the relay at {self._http.base_url}: "
-                                   f"{exc.__class__.__name__}") from None
+            raise UnavailableError(f"cannot reach the relay at {self._http.base_url} "
+                                   f"({_why_unreachable(exc)})") from None
         if response.status_code >= 400:
             try:
                 err = response.json()
@@ -552,6 +552,15 @@ class RelayClient:
         except (KeyError, TypeError):
             raise DecodeError("the relay sent malformed backup KDF parameters") from None
 
+    async def backup_account(self, fingerprint_bytes: bytes) -> bytes:
+        """The id of the account with a backup whose fingerprint is ``fingerprint_bytes``
+        (20 bytes; unverified: check that the id starts with them)."""
+        r = await self._send("GET", f"/v1/backups/by-fingerprint/{_quote(fingerprint_bytes)}")
+        try:
+            return _unb64(str(r["account_id"]), "account_id")
+        except (KeyError, TypeError):
+            raise DecodeError("the relay sent no account id") from None
+
     async def fetch_backup(self, account_id: bytes, verifier: bytes) -> bytes:
         """The backup blob, for the right verifier (a wrong one is counted by the relay)."""
         r = await self._send("POST", f"/v1/accounts/{_quote(account_id)}/backup/fetch",
@@ -560,6 +569,26 @@ class RelayClient:
             return _unb64(str(r["blob"]), "blob")
         except (KeyError, TypeError):
             raise DecodeError("the relay sent no backup blob") from None
+
+
+def _why_unreachable(exc: httpx.HTTPError) -> str:
+    """What a person should know about a transport failure (never a class name)."""
+    text = str(exc).lower()
+    if isinstance(exc, httpx.UnsupportedProtocol):
+        return "not an http:// or https:// URL: check the relay URL"
+    if isinstance(exc, httpx.TimeoutException):
+        return "no answer in time: check the network, or try again later"
+    if isinstance(exc, httpx.ConnectError):
+        if "name or service not known" in text or "nodename nor servname" in text \
+                or "temporary failure in name resolution" in text:
+            return "host name not found: check the relay URL"
+        if "certificate" in text or "ssl" in text:
+            return "its TLS certificate is not trusted"
+        return ("connection refused or host unreachable: is the relay running, and is the "
+                "URL right?")
+    if isinstance(exc, httpx.ProxyError):
+        return "the proxy refused the connection"
+    return "network error: check the network and the relay URL"
 
 
 def _quote(raw: bytes) -> str:

@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from sddsf.crypto import X25519KeyPair, seal, seal_open
+from sddsf.crypto import X25519KeyPair, _seal_seeded, seal, seal_open
 from sddsf.errors import (
     AuthorizationError,
     Code,
@@ -93,13 +93,18 @@ def _sealed_plaintext(space: bytes, epoch: int, key: bytes,
 
 def build_key_package(*, creator: DeviceKeys, registry: RegistryState, space: bytes, epoch: int,
                       prev: bytes, epoch_key: bytes, ts_ms: int,
-                      ephemeral_seeds: Sequence[bytes],
-                      previous_keys: Sequence[bytes] = ()) -> bytes:
+                      previous_keys: Sequence[bytes] = (),
+                      ephemeral_seeds: Sequence[bytes] | None = None) -> bytes:
     """Wrap ``epoch_key`` for every active device and the recovery key, and sign.
 
+    Each key is sealed with :func:`sddsf.crypto.seal`, whose ephemeral key
+    libsodium draws for every recipient.
+
     Args:
-        ephemeral_seeds: one fresh 32-byte random seed per recipient
-            (``len(registry.active_devices()) + 1``), in recipient-id order.
+        ephemeral_seeds: TEST VECTORS ONLY: one 32-byte seed per recipient
+            (``len(registry.active_devices()) + 1``, in recipient-id order) to
+            make the output reproducible. Never pass it elsewhere: a reused seed
+            reuses the ephemeral key and nonce.
         previous_keys: the keys of the epochs before ``epoch`` (oldest first, at
             most the last :data:`MAX_KEY_HISTORY`), so a device added now can read
             the space's history.
@@ -113,14 +118,17 @@ def build_key_package(*, creator: DeviceKeys, registry: RegistryState, space: by
         raise UsageError("only an active device can create a key package")
     targets = {r.device_id: r.public.kx_key for r in registry.active_devices()}
     targets[registry.account_id] = registry.account.recovery_key
-    if len(ephemeral_seeds) != len(targets):
+    if ephemeral_seeds is not None and len(ephemeral_seeds) != len(targets):
         raise UsageError(f"need {len(targets)} ephemeral seeds, got {len(ephemeral_seeds)}")
     history = list(previous_keys)[-MAX_KEY_HISTORY:]
     if any(len(k) != 32 for k in history) or len(history) > epoch:
         raise UsageError("previous keys are 32 bytes each, at most one per earlier epoch")
     plaintext = _sealed_plaintext(space, epoch, epoch_key, history)
-    recipients = [[rid, seal(targets[rid], plaintext, seed)]
-                  for rid, seed in zip(sorted(targets), ephemeral_seeds, strict=True)]
+    if ephemeral_seeds is None:
+        recipients = [[rid, seal(targets[rid], plaintext)] for rid in sorted(targets)]
+    else:
+        recipients = [[rid, _seal_seeded(targets[rid], plaintext, seed)]
+                      for rid, seed in zip(sorted(targets), ephemeral_seeds, strict=True)]
     body = encode({"v": KEY_PACKAGE_VERSION, "space": space, "epoch": epoch,
                    "prev": prev if epoch else _ZERO, "creator": creator.device_id, "ts": ts_ms,
                    "registry_seq": registry.seq, "recipients": recipients})

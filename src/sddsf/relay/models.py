@@ -365,6 +365,12 @@ class BackupFetch(_Strict):
                                    description="URL-safe base64 of 32 bytes")]
 
 
+class BackupAccount(_Strict):
+    """The account whose backup a fingerprint names."""
+
+    account_id: B64
+
+
 class BackupBlob(_Strict):
     """The backup blob (released for the right verifier only)."""
 

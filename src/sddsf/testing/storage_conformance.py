@@ -878,6 +878,23 @@ async def check_backup_put_get_delete(h: Harness) -> None:
     await raises(NotFoundError, s.backup_attempt(account, b"w" * 32, NOW, policy))
 
 
+async def check_backup_accounts_by_prefix(h: Harness) -> None:
+    """A fingerprint's 20 bytes find the accounts with a backup whose id starts with
+    them, in id order, at most ``limit``; ids that only share a shorter prefix, and
+    accounts without a backup, are not found."""
+    s = h.storage
+    prefix = rid(20)
+    low, high = prefix + bytes(12), prefix + b"\xff" * 12
+    near = prefix[:19] + bytes([(prefix[19] + 1) % 256]) + bytes(12)  # another prefix
+    for account in (high, low, near):
+        await s.put_backup(make_backup_record(account))
+    expect_eq(await s.backup_accounts(prefix, limit=2), [low, high], "both, in order")
+    expect_eq(await s.backup_accounts(prefix, limit=1), [low], "limit")
+    expect_eq(await s.backup_accounts(rid(20)), [], "no backup with that prefix")
+    await s.delete_backup(low)
+    expect_eq(await s.backup_accounts(prefix), [high], "a deleted backup is not found")
+
+
 async def check_backup_lockout_doubles_and_persists(h: Harness) -> None:
     """Wrong verifiers lock the backup after max_failures, for a duration that
     doubles up to the cap; a locked backup refuses even the right verifier; the
@@ -1087,6 +1104,7 @@ CHECKS: list[Check] = [
     check_pairing_numbers_unique_across_nodes,
     check_pairing_expiry_and_burn,
     check_backup_put_get_delete,
+    check_backup_accounts_by_prefix,
     check_backup_lockout_doubles_and_persists,
     check_backup_concurrent_attempts,
     check_posture_newer_wins,

@@ -15,6 +15,7 @@ from sddsf.errors import (
     AuthenticationError,
     AuthorizationError,
     Code,
+    ConflictError,
     ContextError,
     DecodeError,
     NotFoundError,
@@ -33,6 +34,8 @@ from sddsf.relay.deps import Authed, Caller, Ctx, limit_ip, log
 from sddsf.relay.storage.base import BackupAttemptStatus, BackupLockPolicy, StoredBackup
 
 router = APIRouter()
+
+FINGERPRINT_SIZE = 20  # bytes of the account id a fingerprint shows (identity.fingerprint)
 
 _NONE = "this account has no passphrase backup on this relay"
 
@@ -93,6 +96,24 @@ async def backup_kdf(account_id: str, ctx: Ctx) -> m.BackupKdfOut:
     if stored is None:
         raise NotFoundError(_NONE)
     return m.BackupKdfOut(kdf=_kdf_out(stored))
+
+
+@router.get("/v1/backups/by-fingerprint/{fingerprint}", response_model=m.BackupAccount,
+            tags=["backup"], dependencies=[Depends(limit_ip)])
+async def backup_by_fingerprint(fingerprint: str, ctx: Ctx) -> m.BackupAccount:
+    """The full id of the account with a backup whose fingerprint (the first 20 bytes
+    of its id, base64url) is given, so that a person can recover with the
+    fingerprint every screen shows. The client checks the answer against the
+    fingerprint (and the backup against the account), so a wrong one fails."""
+    prefix = m.unb64(fingerprint, "fingerprint", size=FINGERPRINT_SIZE)
+    found = await ctx.storage.backup_accounts(prefix, limit=2)
+    if not found:
+        raise NotFoundError("no account with this fingerprint has a passphrase backup on "
+                            "this relay")
+    if len(found) > 1:
+        raise ConflictError("this fingerprint names several accounts; give the full "
+                            "account id (64 hex digits)")
+    return m.BackupAccount(account_id=m.b64(found[0]))
 
 
 @router.post("/v1/accounts/{account_id}/backup/fetch", response_model=m.BackupBlob,

@@ -50,6 +50,7 @@ __all__ = [
     "now_ms",
     "pairs_to_look_up",
     "plan_append",
+    "prefix_range",
     "space_record",
     "stored_op",
     "validate_batch",
@@ -61,6 +62,13 @@ __all__ = [
 FIRST_OP_SEQ: Final = 1
 PAIRING_SENDERS: Final = ("initiator", "joiner")
 _IDENTIFIER: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+
+
+def prefix_range(prefix: bytes, size: int = 32) -> tuple[bytes, bytes]:
+    """The lowest and highest ``size``-byte ids that start with ``prefix`` (for a
+    range scan of a primary key)."""
+    pad = size - len(prefix)
+    return prefix + bytes(pad), prefix + b"\xff" * pad
 
 
 def now_ms() -> int:

@@ -561,6 +561,11 @@ class RelayStorage(ABC):
         """
 
     @abstractmethod
+    async def backup_accounts(self, prefix: bytes, limit: int = 2) -> list[bytes]:
+        """Ids (ascending, at most ``limit``) of the accounts with a backup whose id
+        starts with ``prefix`` (a fingerprint's 20 bytes)."""
+
+    @abstractmethod
     async def get_backup(self, account_id: bytes) -> StoredBackup | None:
         """The account's backup, or None."""
 

@@ -47,6 +47,7 @@ from sddsf.relay.storage._common import (
     evidence_digest,
     pairs_to_look_up,
     plan_append,
+    prefix_range,
     space_record,
     stored_op,
     validate_batch,
@@ -669,6 +670,15 @@ class PostgresStorage(RelayStorage):
                 "blob = excluded.blob, stored_ms = excluded.stored_ms",
                 b.account_id, b.alg, b.t, b.m_kib, b.p, b.salt, b.verifier_hash, b.blob,
                 b.stored_ms)
+
+    async def backup_accounts(self, prefix: bytes, limit: int = 2) -> list[bytes]:
+        """See :meth:`RelayStorage.backup_accounts` (a range scan of the primary key)."""
+        low, high = prefix_range(prefix)
+        async with self._conn() as conn:
+            rows = await conn.fetch("SELECT account_id FROM backups WHERE account_id >= $1 "
+                                    "AND account_id <= $2 ORDER BY account_id LIMIT $3",
+                                    low, high, limit)
+        return [bytes(r[0]) for r in rows]
 
     async def get_backup(self, account_id: bytes) -> StoredBackup | None:
         """See :meth:`RelayStorage.get_backup`."""

@@ -46,6 +46,7 @@ from sddsf.relay.storage._common import (
     evidence_digest,
     pairs_to_look_up,
     plan_append,
+    prefix_range,
     space_record,
     stored_op,
     validate_batch,
@@ -687,6 +688,14 @@ class SqliteStorage(RelayStorage):
                       (b.account_id, b.alg, b.t, b.m_kib, b.p, b.salt, b.verifier_hash,
                        b.blob, b.stored_ms))
         await self._write(body)
+
+    async def backup_accounts(self, prefix: bytes, limit: int = 2) -> list[bytes]:
+        """See :meth:`RelayStorage.backup_accounts` (a range scan of the primary key)."""
+        low, high = prefix_range(prefix)
+        rows = await self._read(lambda c: c.execute(
+            "SELECT account_id FROM backups WHERE account_id >= ? AND account_id <= ? "
+            "ORDER BY account_id LIMIT ?", (low, high, limit)).fetchall())
+        return [bytes(r[0]) for r in rows]
 
     async def get_backup(self, account_id: bytes) -> StoredBackup | None:
         """See :meth:`RelayStorage.get_backup`."""
