@@ -7,6 +7,7 @@ Hypothesis profiles: ``ci`` (set when CI is set), ``dev`` (default) and
 from __future__ import annotations
 
 import os
+import signal
 
 from hypothesis import HealthCheck, settings
 
@@ -16,3 +17,11 @@ settings.register_profile(
 settings.register_profile("dev", max_examples=60, deadline=None)
 settings.register_profile("long", max_examples=5000, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
+
+# CLI processes the tests start get Ctrl-C (SIGINT) as they would at a terminal.
+# A test run started as a background job of a non-interactive shell inherits
+# SIGINT ignored, and so would every process it starts (exec keeps an ignored
+# signal ignored): then a SIGINT a test sends before the command installs its
+# own handler would be lost.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)

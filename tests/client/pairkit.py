@@ -4,12 +4,18 @@ stdin, Ctrl-C (SIGINT) sent by process id.
 
 Each process runs in its own session without a controlling terminal, so a hidden
 prompt (the passphrase) reads stdin and writes to the process's own streams
-instead of the terminal of whoever runs the tests.
+instead of the terminal of whoever runs the tests. With ``tty=True`` the
+process instead gets a pseudo-terminal of its own as its controlling terminal
+and stdin (stdout and stderr stay pipes): prompts that need a terminal appear
+there, answers are typed into it, and Ctrl-C is the byte ``\x03`` typed into it,
+which the terminal turns into SIGINT for the process, as a keyboard would.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -61,20 +67,46 @@ class Live:
     """One running ``sddsf --home HOME ARGS`` whose stdout and stderr are collected
     as they come."""
 
-    def __init__(self, home: Path, *args: str, passphrase: str | None = None) -> None:
+    def __init__(self, home: Path, *args: str, passphrase: str | None = None,
+                 tty: bool = False) -> None:
         self.args = args
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "sddsf", "--home", str(home), *args],
-            env=cli_env(passphrase), cwd=home.parent, stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+        command = [sys.executable, "-m", "sddsf", "--home", str(home), *args]
+        self._tty: int | None = None
+        self._tty_out: list[bytes] = []
+        if tty:
+            self._tty, follower = os.openpty()
+            # setsid -c: a new session whose controlling terminal is stdin.
+            self.proc = subprocess.Popen(
+                [shutil.which("setsid") or "/usr/bin/setsid", "-c", *command],
+                env=cli_env(passphrase), cwd=home.parent,
+                stdin=follower, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            os.close(follower)
+        else:
+            self.proc = subprocess.Popen(
+                command, env=cli_env(passphrase), cwd=home.parent, stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
         self._out: list[bytes] = []
         self._err: list[bytes] = []
         self._lock = threading.Lock()
         self._readers = [threading.Thread(target=self._pump, args=(s, b), daemon=True)
                          for s, b in ((self.proc.stdout, self._out),
                                       (self.proc.stderr, self._err))]
+        if self._tty is not None:
+            self._readers.append(threading.Thread(target=self._pump_tty, daemon=True))
         for r in self._readers:
             r.start()
+
+    def _pump_tty(self) -> None:
+        assert self._tty is not None
+        while True:
+            try:
+                chunk = os.read(self._tty, 4096)
+            except OSError:  # the process closed its terminal (EIO)
+                return
+            if not chunk:
+                return
+            with self._lock:
+                self._tty_out.append(chunk)
 
     def _pump(self, stream: IO[bytes] | None, into: list[bytes]) -> None:
         assert stream is not None
@@ -92,9 +124,16 @@ class Live:
         with self._lock:
             return b"".join(self._err).decode(errors="replace")
 
+    @property
+    def terminal(self) -> str:
+        """What the process wrote to its terminal (``tty=True``)."""
+        with self._lock:
+            return b"".join(self._tty_out).decode(errors="replace")
+
     def _text(self, stream: str) -> str:
-        return {"err": self.stderr, "out": self.stdout}.get(stream) or (
-            self.stdout + "\n" + self.stderr if stream == "any" else "")
+        return {"err": self.stderr, "out": self.stdout, "tty": self.terminal}.get(stream) or (
+            self.stdout + "\n" + self.stderr + "\n" + self.terminal if stream == "any"
+            else "")
 
     def wait_for(self, pattern: str, *, stream: str = "err",
                  timeout_s: float = CLI_TIMEOUT_S) -> re.Match[str]:
@@ -120,6 +159,9 @@ class Live:
 
     def answer(self, text: str) -> None:
         """Type ``text`` (and Enter) at the prompt."""
+        if self._tty is not None:
+            os.write(self._tty, text.encode() + b"\r")
+            return
         assert self.proc.stdin is not None
         self.proc.stdin.write(text.encode() + b"\n")
         self.proc.stdin.flush()
@@ -129,7 +171,10 @@ class Live:
         person does when nothing happens)."""
         deadline = time.monotonic() + until_exit_s
         while self.proc.poll() is None and time.monotonic() < deadline:
-            self.proc.send_signal(signal.SIGINT)
+            if self._tty is not None:
+                os.write(self._tty, b"\x03")  # the terminal sends SIGINT
+            else:
+                self.proc.send_signal(signal.SIGINT)
             try:
                 self.proc.wait(timeout=0.5)
             except subprocess.TimeoutExpired:
@@ -147,4 +192,7 @@ class Live:
                 self.proc.stdin.close()
             for r in self._readers:
                 r.join(timeout=5)
+            if self._tty is not None:
+                os.close(self._tty)
+                self._tty = None
         return Result(self.args, self.proc.returncode, self.stdout, self.stderr)

@@ -54,6 +54,7 @@ COVERED: dict[str, list[tuple[str, ...]]] = {
     "vault history": [(ITEM,)],
     "vault conflicts": [()],
     "vault get": [(ITEM,)],
+    "vault alerts": [()],
 }
 # Commands that print no data of the account, or are run by the setup below.
 EXEMPT = {
@@ -66,7 +67,7 @@ EXEMPT = {
     "recovery split": "prints shares", "backup enable": "prints ids",
     "backup disable": "no data", "vault put": "run by the setup", "vault rm": "as put",
     "vault restore": "as put", "vault generate": "as put", "vault resolve": "as put",
-    "vault purge": "as put", "unlock": "no data", "lock": "no data",
+    "vault purge": "as put", "unlock": "no data", "lock": "no data", "rm": "as put",
 }
 
 

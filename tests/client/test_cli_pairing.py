@@ -174,9 +174,10 @@ def test_ctrl_c_at_the_joiners_passphrase_prompt_leaves_no_device(relay: RelayPr
     code_file = tmp_path / "code"
     adding = Live(laptop, "device", "add", "--code-out", str(code_file), "--yes",
                   "--timeout", "60")
-    # No SDDSF_PASSPHRASE and no plaintext flag: the joiner asks for a passphrase.
+    # No SDDSF_PASSPHRASE and no plaintext flag: the joiner asks for a passphrase
+    # at its terminal, and the person presses Ctrl-C there.
     joining = Live(phone, "device", "join", wait_for_file(code_file), "--relay",
-                   relay.base_url, "--name", "phone", "--yes")
+                   relay.base_url, "--name", "phone", "--yes", tty=True)
     try:
         joining.wait_for("Passphrase for this device's store", stream="any")
         joining.interrupt()

@@ -17,6 +17,7 @@ from clientkit import InProcessRelay, passphrase
 from sddsf.client.device import Device
 from sddsf.client.pairing import _WORDS as WORDS
 from sddsf.client.pairing import PairingCheck, PairingInvite, add_device, join
+from sddsf.client.retry import RetryPolicy
 from sddsf.crypto import random_bytes
 from sddsf.errors import AuthenticationError, ConflictError, SddsfError, UsageError
 from sddsf.protocol import pairing as pp
@@ -303,6 +304,10 @@ async def test_an_approver_that_stops_after_the_countersignature_leaves_nothing_
                       and r.url.path.endswith("/registry"))
     laptop = Device.open(tmp_path / "laptop", passphrase=passphrase, transport=appends,
                          clock=relay.clock)
+    # The approver gives up at once (its retries would only keep the joiner
+    # polling longer against this test's frozen relay clock, whose rate-limit
+    # buckets never refill).
+    laptop.relay.retry = RetryPolicy(attempts=1)
     before = (await laptop.refresh_registry()).seq
     home = tmp_path / "phone"
     added, joined = await pair_with(relay, laptop, home, relay.transport())

@@ -22,7 +22,7 @@ FORBIDDEN_RUNTIME = {
 # What a protocol module may import directly.
 ALLOWED_IMPORTS = {
     "__future__", "base64", "collections", "collections.abc", "dataclasses", "enum",
-    "typing", "hashlib", "functools",
+    "typing", "hashlib", "functools", "difflib", "re", "urllib.parse",
 }
 CRYPTO_LIBS = ("nacl", "argon2", "cryptography", "spake2", "coincurve", "shamir_mnemonic")
 

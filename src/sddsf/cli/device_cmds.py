@@ -651,9 +651,13 @@ async def _watch(device: CliDevice, as_json: bool, interval: float) -> None:
         await runner.start()
         runner.changed()  # a first sync at once: push what is pending, pull what is new
         local = asyncio.create_task(_local_edits(device, runner.changed))
-        await stop.wait()
-        local.cancel()
-        await runner.stop()
+        try:
+            await stop.wait()
+        finally:
+            # Also when cancelled (a Ctrl-C before the handlers above were in
+            # place): the runner stops before the device closes.
+            local.cancel()
+            await runner.stop()
     view.status = None
     view.event("stopped", f"stopped; {device.pending_count()} edit(s) pending",
                pending=device.pending_count())

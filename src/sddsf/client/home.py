@@ -33,6 +33,7 @@ from typing import Final, Protocol
 
 import platformdirs
 
+from sddsf.client.homelock import LOCK_FILE
 from sddsf.client.store import LocalStore
 from sddsf.crypto import aead_decrypt, aead_encrypt, argon2id, random_bytes
 from sddsf.errors import ConfigError, DecryptError, UsageError
@@ -224,7 +225,8 @@ def discard_home(home: Path, *, remove_dir: bool) -> None:
             import keyring  # noqa: PLC0415
 
             keyring.delete_password(str(record["service"]), str(record["user"]))
-    for name in ("device.db", "device.db-wal", "device.db-shm", "device.db-journal", _KEY_FILE):
+    for name in ("device.db", "device.db-wal", "device.db-shm", "device.db-journal", _KEY_FILE,
+                 LOCK_FILE):
         (home / name).unlink(missing_ok=True)
     if remove_dir:
         with contextlib.suppress(OSError):  # not empty: something else was put there
@@ -278,7 +280,9 @@ def _make_dirs(home: Path) -> list[Path]:
 
 
 def _commit(stage: Path, home: Path) -> None:
-    files = sorted(stage.iterdir(), key=lambda p: p.name == _KEY_FILE)  # key file last
+    # The key file last; the lock file is not state (each home has its own).
+    files = sorted((p for p in stage.iterdir() if p.name != LOCK_FILE),
+                   key=lambda p: p.name == _KEY_FILE)
     linked: list[Path] = []
     try:
         for src in files:

@@ -112,6 +112,7 @@ class Runner:
                     tries = 0  # a verification failure: reported, state kept
                     continue
             except Exception as exc:  # a bug: logged, retried, raised again by stop()
+                _unless_cancelled()
                 log.exception("the background sync failed unexpectedly; retrying")
                 self.failure = self.failure or exc
                 wait = self.retry.backoff(tries + 1)
@@ -172,9 +173,19 @@ class Runner:
                         await self.sleep(wait)
                         continue
             except Exception as exc:  # a bug: logged, retried, raised again by stop()
+                _unless_cancelled()
                 log.exception("the live channel failed unexpectedly; reconnecting")
                 self.failure = self.failure or exc
             if self._stop.is_set():
                 return
             tries += 1
             await self.sleep(self.retry.backoff(tries))
+
+
+def _unless_cancelled() -> None:
+    """Re-raise the cancellation of the current task that another exception (e.g.
+    the store closing under a sync that was being cancelled) is hiding: a loop
+    that is being cancelled must end, not retry."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
