@@ -37,7 +37,7 @@ from sddsf.protocol.envelope import (
     seal_op,
 )
 from sddsf.protocol.identity import AccountKeys, DeviceKeys
-from sddsf.protocol.keypackage import KEY_PACKAGE_VERSION
+from sddsf.protocol.keypackage import KEY_PACKAGE_VERSION, key_commitment
 from sddsf.protocol.labels import labelled, tagged_hash
 from sddsf.protocol.registry import (
     EntryType,
@@ -227,7 +227,7 @@ def raw_key_package(creator: DeviceKeys, *, recipients: Mapping[bytes, bytes], s
         recipients: recipient id -> X25519 public key to seal the key to.
         sealed_override: recipient id -> sealed bytes to put instead of a fresh seal.
     """
-    plaintext = labelled(labels.KEY_PACKAGE_SEALED, space, epoch, epoch_key, [])
+    plaintext = labelled(labels.KEY_PACKAGE_SEALED, space, epoch, epoch_key)
     overrides = dict(sealed_override or {})
     rows = []
     for i, rid in enumerate(sorted(recipients)):
@@ -235,7 +235,8 @@ def raw_key_package(creator: DeviceKeys, *, recipients: Mapping[bytes, bytes], s
         rows.append([rid, sealed])
     body = encode({"v": KEY_PACKAGE_VERSION, "space": space, "epoch": epoch, "prev": prev,
                    "creator": creator.device_id, "ts": ts_ms, "registry_seq": registry_seq,
-                   "recipients": rows})
+                   "recipients": rows,
+                   "key_commit": key_commitment(space, epoch, epoch_key), "prev_keys": None})
     return encode([KEY_PACKAGE_VERSION, body,
                    creator.sign(labelled(labels.KEY_PACKAGE_SIG, body))])
 

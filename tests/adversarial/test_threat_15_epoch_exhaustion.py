@@ -26,9 +26,9 @@ from typing import Any
 import pycrdt
 import pytest
 from clientkit import InProcessRelay
-from factories import ACCOUNT, D1, D2, NOW_MS, genesis_registry
 from relaykit import Clock, make_app
 
+from factories import ACCOUNT, D1, D2, NOW_MS, genesis_registry
 from sddsf.client.controller import effective_encryption_policy
 from sddsf.client.device import Device
 from sddsf.crypto import random_bytes

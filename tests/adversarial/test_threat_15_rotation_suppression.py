@@ -49,7 +49,7 @@ from sddsf.testing.malicious_relay import (
     SubstituteKeyPackage,
 )
 
-SECRET = "after the revocation"
+SECRET = "after the revocation"  # noqa: S105 - marker text of a document edit
 
 
 class Harnessed(InProcessRelay):
@@ -84,8 +84,9 @@ async def three(sqlite_storage: RelayStorage, tmp_path: Path) -> AsyncIterator[T
     kv(laptop, space)["before"] = "everyone may read this"
     for d in (laptop, phone, tablet):
         await d.sync()
-    yield Three(relay, laptop, phone, tablet, space)
-    for d in (laptop, phone, tablet):
+    three = Three(relay, laptop, phone, tablet, space)
+    yield three
+    for d in (three.laptop, three.phone, three.tablet):
         await d.close()
 
 

@@ -44,7 +44,7 @@ def test_show_and_reset_the_encryption_policy(hostile: RelayProcess, tmp_path: P
     ok(home, "sync")
     shown = ok_json(home, "encryption-policy", "show")
     assert shown["published"]["max_epoch_age_s"] == 1
-    assert shown["effective"]["max_epoch_age_s"] == shown["floors"]["max_epoch_age_s"] >= 3600
+    assert shown["effective"]["max_epoch_age_s"] == shown["limits"]["max_epoch_age_s"] >= 3600
     assert shown["effective"]["min_kdf_t"] == 4
     assert "max_epoch_age_s" in shown["clamped"]
     text = ok(home, "encryption-policy", "show")

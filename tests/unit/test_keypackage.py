@@ -51,6 +51,7 @@ from sddsf.protocol import labels
 from sddsf.protocol.encoding import decode, encode
 from sddsf.protocol.identity import DeviceKeys
 from sddsf.protocol.keypackage import (
+    KEY_PACKAGE_VERSION,
     KeyPackage,
     build_key_package,
     decode_key_package,
@@ -380,8 +381,9 @@ def _body(data: bytes) -> dict[str, object]:
     return body
 
 
-@pytest.mark.parametrize("version", [0, 2, True])
+@pytest.mark.parametrize("version", [0, 1, 3, True])
 def test_unsupported_outer_version(version: object) -> None:
+    # 1 is a supported version, but not of this (version 2) body.
     outer = decode(build(base_registry().state))
     assert isinstance(outer, list)
     with pytest.raises(DecodeError) as info:
@@ -391,9 +393,9 @@ def test_unsupported_outer_version(version: object) -> None:
 
 def test_unsupported_body_version() -> None:
     body = _body(build(base_registry().state))
-    body["v"] = 2
+    body["v"] = 3
     with pytest.raises(DecodeError) as info:
-        decode_key_package(encode([1, encode(body), bytes(64)]))
+        decode_key_package(encode([KEY_PACKAGE_VERSION, encode(body), bytes(64)]))
     assert info.value.code is Code.UNSUPPORTED_VERSION
 
 
@@ -403,7 +405,7 @@ def test_unsorted_recipients() -> None:
     assert isinstance(rows, list)
     body["recipients"] = list(reversed(rows))
     with pytest.raises(DecodeError) as info:
-        decode_key_package(encode([1, encode(body), bytes(64)]))
+        decode_key_package(encode([KEY_PACKAGE_VERSION, encode(body), bytes(64)]))
     assert info.value.code is Code.MALFORMED
 
 
@@ -413,14 +415,14 @@ def test_duplicate_recipient() -> None:
     assert isinstance(rows, list)
     body["recipients"] = [rows[0], rows[0]]
     with pytest.raises(DecodeError):
-        decode_key_package(encode([1, encode(body), bytes(64)]))
+        decode_key_package(encode([KEY_PACKAGE_VERSION, encode(body), bytes(64)]))
 
 
 def test_epoch_0_with_non_zero_prev() -> None:
     body = _body(build(base_registry().state))
     body["prev"] = bytes([1]) * 32
     with pytest.raises(DecodeError) as info:
-        decode_key_package(encode([1, encode(body), bytes(64)]))
+        decode_key_package(encode([KEY_PACKAGE_VERSION, encode(body), bytes(64)]))
     assert info.value.code is Code.MALFORMED
 
 
@@ -431,7 +433,7 @@ def test_malformed_body_fields(field: str, value: object) -> None:
     body = _body(build(base_registry().state))
     body[field] = value
     with pytest.raises(DecodeError) as info:
-        decode_key_package(encode([1, encode(body), bytes(64)]))
+        decode_key_package(encode([KEY_PACKAGE_VERSION, encode(body), bytes(64)]))
     assert info.value.code is Code.MALFORMED
 
 

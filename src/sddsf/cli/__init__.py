@@ -11,6 +11,7 @@ from sddsf import __version__
 from sddsf.cli import (
     controller_cmds,
     device_cmds,
+    encpolicy_cmds,
     pairing_cmds,
     recovery_cmds,
     relay_cmds,
@@ -45,6 +46,7 @@ pairing_cmds.register(cli)
 vault_cmds.register(cli)
 recovery_cmds.register(cli)
 controller_cmds.register(cli)
+encpolicy_cmds.register(cli)
 
 
 @cli.group()
