@@ -172,13 +172,16 @@ def make_header(author: DeviceKeys | bytes, *, seq: int = 1, prev: bytes = GENES
                 deps: Mapping[bytes, int] | None = None, epoch: int = 0,
                 ts_ms: int = NOW_MS, counter: int = 0, space: bytes = SPACE,
                 doc: bytes = DOC, seen: TreeHeadRef | None = None,
-                nonce: bytes | None = None, plaintext: bytes = b"update") -> OpHeader:
-    """An op header with the given fields (defaults: first op of ``author`` in SPACE/DOC)."""
+                nonce: bytes | None = None, plaintext: bytes = b"update",
+                reg: int = 0) -> OpHeader:
+    """An op header with the given fields (defaults: first op of ``author`` in SPACE/DOC,
+    written by an author that had verified the registry up to genesis)."""
     author_id = author.device_id if isinstance(author, DeviceKeys) else author
     return OpHeader(space=space, doc=doc, author=author_id, seq=seq, prev=prev,
                     deps=VersionVector(deps or {}), epoch=epoch,
                     ts=HLCTimestamp(ts_ms, counter), seen=seen,
-                    nonce=nonce if nonce is not None else nonce_for(author_id, seq, plaintext))
+                    nonce=nonce if nonce is not None else nonce_for(author_id, seq, plaintext),
+                    reg=reg)
 
 
 def envelope_by_hand(header_bytes: bytes, plaintext: bytes, *, signer: Signer, nonce: bytes,

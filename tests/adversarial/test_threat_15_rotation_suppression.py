@@ -10,7 +10,9 @@ SQLite storage) tries to keep the other devices writing under the old epoch:
 * it hides the new package from one device, which then never learns the new
   epoch; the revoking device sees no error at all;
 * it stores an op sealed under the old epoch after the revocation, or serves
-  another package for an epoch a device already holds.
+  another package for an epoch a device already holds;
+* (downgrade) an op in the old header format, which names no registry state,
+  is refused when new and stays readable as history.
 
 What must hold: no device seals or pushes data under an epoch the revoked
 device holds; the edits stay pending locally (also across a restart) and the
@@ -47,6 +49,7 @@ from sddsf.testing.malicious_relay import (
     MaliciousRelay,
     RefuseKeyUploads,
     SubstituteKeyPackage,
+    forge_op,
 )
 
 SECRET = "after the revocation"  # noqa: S105 - marker text of a document edit
@@ -246,3 +249,30 @@ async def test_relay_refuses_new_ops_under_an_epoch_a_revoked_device_holds(
     assert (refused.status, refused.code) in (("rejected", "stale_epoch"),
                                               ("rejected", "epoch_compromised")), refused
     assert accepted.status == "accepted", accepted
+
+
+async def test_new_ops_must_name_the_registry_they_saw_but_old_ones_stay_readable(
+        three: Three) -> None:
+    # A version 1 header has no reg, so the compromised-epoch rule cannot judge
+    # it: the relay refuses new ones (a clear code and message), while ops stored
+    # before the upgrade are still applied by every device.
+    t = three
+    epoch = max(t.tablet._epoch_keys(t.space))
+    update = pycrdt.Doc()
+    update.get("kv", type=pycrdt.Map)["old client"] = "yes"
+    header = OpHeader(space=t.space, doc=doc_id_for(t.space, "kv"), author=t.tablet.device_id,
+                      seq=1, prev=GENESIS_PREV, deps=VersionVector(), epoch=epoch,
+                      ts=t.tablet.hlc.tick(t.relay.clock()), seen=None, nonce=random_bytes(24),
+                      version=1, reg=None)
+    old = forge_op(t.tablet.keys.signing, header,
+                   encode({"n": "kv", "u": [update.get_update()]}),
+                   t.tablet._epoch_keys(t.space)[epoch])
+    (result,), _ = await t.tablet.relay.upload(t.space, [old])
+    assert (result.status, result.code) == ("rejected", "unsupported_version"), result
+    assert "history only" in (result.message or "")
+    env = decode_envelope(old)
+    await t.relay.storage.append_ops(t.space, [OpToAppend(
+        env.raw, env.op_id, env.header.author, env.header.seq, env.header.deps.encoded(),
+        merkle.leaf_hash(env.raw))], t.relay.clock())  # stored before the upgrade
+    await t.laptop.sync()
+    assert kv(t.laptop, t.space)["old client"] == "yes"
