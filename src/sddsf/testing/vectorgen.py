@@ -270,8 +270,10 @@ def _key_packages(w: _World) -> dict[str, Any]:
 
     def resigned(package: bytes, **changes: object) -> bytes:
         # The laptop signs a body with fields changed (the defect is the field).
-        body = decode(decode(package)[1])
-        assert isinstance(body, dict)
+        outer = decode(package)
+        body = decode(outer[1]) if isinstance(outer, list) else None
+        if not isinstance(body, dict):
+            raise TypeError("not a key package")
         raw = encode({**body, **changes})
         return encode([kp.KEY_PACKAGE_VERSION, raw,
                        w.laptop.sign(labelled(labels.KEY_PACKAGE_SIG, raw))])
