@@ -104,7 +104,7 @@ async def ingest(base: str, n_ops: int, batch: int, proofs: bool,
     relay serving many devices sees); each uploads batches of ``batch`` ops."""
     world = World()
     for i in range(1, 4):
-        world.add_device(i)
+        world.add_device(i, time.time_ns() // 1_000_000)
     clients = [RelayClient(base, device=world.devices[i], account_id=world.account.account_id)
                for i in range(concurrency)]
     try:

@@ -37,7 +37,7 @@ from sddsf.protocol.envelope import (
     seal_op,
 )
 from sddsf.protocol.identity import AccountKeys, DeviceKeys
-from sddsf.protocol.keypackage import KEY_PACKAGE_VERSION
+from sddsf.protocol.keypackage import KEY_PACKAGE_VERSION, key_commitment
 from sddsf.protocol.labels import labelled, tagged_hash
 from sddsf.protocol.registry import (
     EntryType,
@@ -173,13 +173,16 @@ def make_header(author: DeviceKeys | bytes, *, seq: int = 1, prev: bytes = GENES
                 deps: Mapping[bytes, int] | None = None, epoch: int = 0,
                 ts_ms: int = NOW_MS, counter: int = 0, space: bytes = SPACE,
                 doc: bytes = DOC, seen: TreeHeadRef | None = None,
-                nonce: bytes | None = None, plaintext: bytes = b"update") -> OpHeader:
-    """An op header with the given fields (defaults: first op of ``author`` in SPACE/DOC)."""
+                nonce: bytes | None = None, plaintext: bytes = b"update",
+                reg: int = 0) -> OpHeader:
+    """An op header with the given fields (defaults: first op of ``author`` in SPACE/DOC,
+    written by an author that had verified the registry up to genesis)."""
     author_id = author.device_id if isinstance(author, DeviceKeys) else author
     return OpHeader(space=space, doc=doc, author=author_id, seq=seq, prev=prev,
                     deps=VersionVector(deps or {}), epoch=epoch,
                     ts=HLCTimestamp(ts_ms, counter), seen=seen,
-                    nonce=nonce if nonce is not None else nonce_for(author_id, seq, plaintext))
+                    nonce=nonce if nonce is not None else nonce_for(author_id, seq, plaintext),
+                    reg=reg)
 
 
 def envelope_by_hand(header_bytes: bytes, plaintext: bytes, *, signer: Signer, nonce: bytes,
@@ -228,7 +231,7 @@ def raw_key_package(creator: DeviceKeys, *, recipients: Mapping[bytes, bytes], s
         recipients: recipient id -> X25519 public key to seal the key to.
         sealed_override: recipient id -> sealed bytes to put instead of a fresh seal.
     """
-    plaintext = labelled(labels.KEY_PACKAGE_SEALED, space, epoch, epoch_key, [])
+    plaintext = labelled(labels.KEY_PACKAGE_SEALED, space, epoch, epoch_key)
     overrides = dict(sealed_override or {})
     rows = []
     for i, rid in enumerate(sorted(recipients)):
@@ -236,7 +239,8 @@ def raw_key_package(creator: DeviceKeys, *, recipients: Mapping[bytes, bytes], s
         rows.append([rid, sealed])
     body = encode({"v": KEY_PACKAGE_VERSION, "space": space, "epoch": epoch, "prev": prev,
                    "creator": creator.device_id, "ts": ts_ms, "registry_seq": registry_seq,
-                   "recipients": rows})
+                   "recipients": rows,
+                   "key_commit": key_commitment(space, epoch, epoch_key), "prev_keys": None})
     return encode([KEY_PACKAGE_VERSION, body,
                    creator.sign(labelled(labels.KEY_PACKAGE_SIG, body))])
 

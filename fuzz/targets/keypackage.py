@@ -1,6 +1,7 @@
 """Key packages: :func:`decode_key_package`, :func:`verify_key_package` against
 the verified registry (as epoch 0, and as the successor of a real epoch 0), and
-:func:`open_epoch_keys` for every recipient whose key the world holds.
+:func:`open_epoch_keys` / :func:`open_key_history` for every recipient whose key
+the world holds, and :func:`unwrap_previous_keys` (the wrapped earlier keys).
 
 ``key_package`` takes whole package bytes. ``key_package_signed`` takes
 ``frame(body, sealed_plaintext)``: the body is signed by the device its
@@ -40,6 +41,8 @@ def run(data: bytes) -> None:
                       (w.tablet.device_id, w.tablet.kx),
                       (w.account.account_id, w.account.recovery)):
         attempt(kp.open_epoch_keys, pkg, rid, pair)
+        attempt(kp.open_key_history, [pkg], rid, pair)
+    attempt(kp.unwrap_previous_keys, pkg, w.epoch_key)
     kp.needs_rotation(pkg, w.state)
 
 

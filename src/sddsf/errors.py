@@ -28,12 +28,13 @@ The tree (after h11's Local/Remote split)::
             ├── ChainError          chain_fork, chain_gap, deps_regression
             ├── AuthorizationError  unknown_device, revoked, not_authorized,
             │                       policy_read_only, policy_denied
-            ├── EpochError          stale_epoch, unknown_epoch
+            ├── EpochError          stale_epoch, unknown_epoch, epoch_compromised,
+            │                       rotation_blocked
             ├── ClockSkewError      clock_skew
             ├── RegistryError       registry_invalid, registry_fork
             │                       (an unauthorised registry signer is AuthorizationError)
             ├── ProofError          proof_invalid, tree_head_invalid, log_rollback,
-            │                       split_view
+            │                       split_view, key_package_fork, registry_withheld
             └── DecryptError        decrypt_failed
 
 Messages are written for a person: they say what was wrong and, where it
@@ -100,6 +101,8 @@ class Code(StrEnum):
     POLICY_DENIED = "policy_denied"
     STALE_EPOCH = "stale_epoch"
     UNKNOWN_EPOCH = "unknown_epoch"
+    EPOCH_COMPROMISED = "epoch_compromised"
+    ROTATION_BLOCKED = "rotation_blocked"
     CLOCK_SKEW = "clock_skew"
     REGISTRY_INVALID = "registry_invalid"
     REGISTRY_FORK = "registry_fork"
@@ -107,6 +110,8 @@ class Code(StrEnum):
     TREE_HEAD_INVALID = "tree_head_invalid"
     LOG_ROLLBACK = "log_rollback"
     SPLIT_VIEW = "split_view"
+    KEY_PACKAGE_FORK = "key_package_fork"
+    REGISTRY_WITHHELD = "registry_withheld"
     DECRYPT_FAILED = "decrypt_failed"
     # relay edge and service
     UNAUTHENTICATED = "unauthenticated"
@@ -255,7 +260,8 @@ class AuthorizationError(VerificationError):
 
 
 class EpochError(VerificationError):
-    """The key epoch is too old or not known yet."""
+    """The key epoch is too old, not known yet, readable by a revoked device, or
+    cannot be replaced (the relay refuses every new epoch)."""
 
     default_code = Code.STALE_EPOCH
 
@@ -273,7 +279,8 @@ class RegistryError(VerificationError):
 
 
 class ProofError(VerificationError):
-    """A Merkle proof or signed tree head fails, or the log went back in time."""
+    """A Merkle proof or signed tree head fails, the log went back in time, or the
+    relay serves conflicting or withheld key material or registry entries."""
 
     default_code = Code.PROOF_INVALID
 
@@ -306,6 +313,8 @@ _CODES: Final[dict[Code, tuple[type[SddsfError], int]]] = {
     Code.POLICY_DENIED: (AuthorizationError, 403),
     Code.STALE_EPOCH: (EpochError, 409),
     Code.UNKNOWN_EPOCH: (EpochError, 409),
+    Code.EPOCH_COMPROMISED: (EpochError, 409),
+    Code.ROTATION_BLOCKED: (EpochError, 409),
     Code.CLOCK_SKEW: (ClockSkewError, 400),
     Code.REGISTRY_INVALID: (RegistryError, 400),
     Code.REGISTRY_FORK: (RegistryError, 409),
@@ -313,6 +322,8 @@ _CODES: Final[dict[Code, tuple[type[SddsfError], int]]] = {
     Code.TREE_HEAD_INVALID: (ProofError, 400),
     Code.LOG_ROLLBACK: (ProofError, 409),
     Code.SPLIT_VIEW: (ProofError, 409),
+    Code.KEY_PACKAGE_FORK: (ProofError, 409),
+    Code.REGISTRY_WITHHELD: (ProofError, 409),
     Code.DECRYPT_FAILED: (DecryptError, 400),
     Code.UNAUTHENTICATED: (AuthenticationError, 401),
     Code.REPLAY: (AuthenticationError, 401),

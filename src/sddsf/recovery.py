@@ -33,6 +33,8 @@ from sddsf.client.relay_client import RelayClient
 from sddsf.crypto import random_bytes, slip39_combine, slip39_split
 from sddsf.errors import ContextError, UsageError
 from sddsf.protocol.backup import (
+    PRODUCTION_MINIMUMS,
+    KdfMinimums,
     KdfParams,
     check_kdf_params,
     derive_keys,
@@ -244,24 +246,31 @@ def parse_account_id(text: str) -> bytes:
 
 
 async def enable_backup(relay_client: RelayClient, account_id: bytes, secret: bytes,
-                        passphrase: str) -> KdfParams:
+                        passphrase: str, *, minimums: KdfMinimums | None = None) -> KdfParams:
     """Encrypt the account secret under ``passphrase`` and store it on the relay
     (replacing any earlier backup). ``relay_client`` must be a device's client
-    (the upload is signed). Returns the KDF parameters used.
+    (the upload is signed). Returns the KDF parameters used: the defaults,
+    raised to ``minimums`` (the relay's published encryption policy, see
+    :func:`sddsf.client.controller.backup_minimums`), which they must meet.
 
     Raises:
         UsageError: a passphrase shorter than :data:`MIN_BACKUP_PASSPHRASE`
             characters, or a secret of another account.
+        DecodeError: ``minimums`` beyond the protocol's maxima.
     """
     check_secret_account(secret, account_id)
     text = normalize_passphrase(passphrase)
     if len(text) < MIN_BACKUP_PASSPHRASE:
         raise UsageError(f"a backup passphrase needs at least {MIN_BACKUP_PASSPHRASE} "
                          "characters (the relay could try guesses offline against the blob)")
+    low = minimums or PRODUCTION_MINIMUMS
+    t, m_kib, p = max(3, low.t), max(64 * 1024, low.m_kib), max(4, low.p)
     salt, nonce = random_bytes(16), random_bytes(24)
-    # Argon2id (64 MiB) off the event loop.
+    # Argon2id (64 MiB or more) off the event loop; parameters weaker than the
+    # minimums are refused before anything is derived.
     backup = await asyncio.to_thread(make_backup, secret, text, account_id, salt=salt,
-                                     nonce=nonce)
+                                     nonce=nonce, t=t, m_kib=max(m_kib, 8 * p), p=p,
+                                     minimums=low)
     await relay_client.put_backup(account_id, backup)
     return backup.kdf
 

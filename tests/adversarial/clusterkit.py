@@ -215,7 +215,8 @@ async def new_world(node: Node, devices: int = 2) -> World:
     async with node.client(world) as c:
         await c.create_account(world.entries[0])
         for i in range(1, devices):
-            await c.append_registry(world.account.account_id, world.add_device(i))
+            await c.append_registry(world.account.account_id,
+                                    world.add_device(i, time.time_ns() // 1_000_000))
         await c.create_space(world.space, world.key_package())
     return world
 

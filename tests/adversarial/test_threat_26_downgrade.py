@@ -43,7 +43,7 @@ Header = dict[str, Any]
 VARIANTS: dict[str, tuple[Callable[[Header], Header], int, str]] = {
     "outer version 2": (lambda h: h, 2, "unsupported_version"),
     "outer version 0": (lambda h: h, 0, "unsupported_version"),
-    "header version 2": (lambda h: {**h, "v": 2}, FORMAT_VERSION, "unsupported_version"),
+    "header version 3": (lambda h: {**h, "v": 3}, FORMAT_VERSION, "unsupported_version"),
     "suite 0": (lambda h: {**h, "suite": 0}, FORMAT_VERSION, "unsupported_suite"),
     "suite 2": (lambda h: {**h, "suite": 2}, FORMAT_VERSION, "unsupported_suite"),
     "ignore_if_unsupported flag": (lambda h: {**h, "ignore_if_unsupported": True},

@@ -68,6 +68,8 @@ EXEMPT = {
     "backup disable": "no data", "vault put": "run by the setup", "vault rm": "as put",
     "vault restore": "as put", "vault generate": "as put", "vault resolve": "as put",
     "vault purge": "as put", "unlock": "no data", "lock": "no data", "rm": "as put",
+    "encryption-policy show": "the relay's signed numbers only",
+    "encryption-policy reset": "no data",
 }
 
 

@@ -58,7 +58,8 @@ class Account:
         self.clients = [client_for(self.app, self.world, i, self.clock) for i in range(devices)]
         await self.clients[0].create_account(self.world.entries[0])
         for i in range(1, devices):
-            await self.clients[0].append_registry(self.aid, self.world.add_device(i))
+            await self.clients[0].append_registry(self.aid,
+                                                  self.world.add_device(i, self.clock.now))
         await self.clients[0].create_space(self.world.space, self.world.key_package())
         return self
 

@@ -15,6 +15,7 @@ from sddsf.controller.audit import AuditKind, decode_entry
 from sddsf.controller.reports import ReportKind
 from sddsf.errors import AuthorizationError, Code
 from sddsf.protocol import registry as reg
+from sddsf.protocol.identity import DeviceKeys
 from sddsf.wire import b64
 
 POLICY = """
@@ -112,10 +113,10 @@ async def test_device_added_at_an_unusual_hour(account: Account) -> None:
         a.clock.now = T0 + day * DAY_MS + 12 * HOUR_MS
         a.client(0).forget_session()
         await a.client(0).list_spaces()
-    await a.client(0).append_registry(a.aid, a.world.add_device(3))  # at midday: usual
+    await a.client(0).append_registry(a.aid, a.world.add_device(3, a.clock.now))  # midday
     assert "unusual_hour" not in [r for r, _ in await a.rules()]
     a.clock.now = T0 + 13 * DAY_MS + 3 * HOUR_MS  # 03:00
-    await a.client(0).append_registry(a.aid, a.world.add_device(4))
+    await a.client(0).append_registry(a.aid, a.world.add_device(4, a.clock.now))
     assert ("unusual_hour", a.device_id(4)) in await a.rules()
 
 
@@ -163,3 +164,27 @@ async def test_weak_registry_policy_is_reported(tmp_path: Path) -> None:
         await a.close()
     finally:
         await storage.close()
+
+
+async def test_a_burst_of_device_additions_raises_a_high_alert(account: Account) -> None:
+    # Two devices were added when the account started; the default rule alerts at
+    # 8 device-signed additions within a day (half the registry's own window limit).
+    a = account
+    state = a.world.state
+
+    async def add(i: int) -> None:
+        nonlocal state
+        new = DeviceKeys.from_seeds(bytes([i, 7]) * 16, bytes([i, 8]) * 16)
+        entry = reg.add_device(state, a.world.devices[1], new, f"dummy {i}", a.clock.now)
+        state = state.apply(entry)
+        a.world.entries.append(entry)
+        await a.client(1).append_registry(a.aid, entry)
+        a.clock.now += 20 * 60_000
+
+    for i in range(5):
+        await add(i)
+    assert "device_add_burst" not in [r for r, _ in await a.rules()]
+    await add(5)
+    [alert] = [x for x in await a.alerts() if x.rule == "device_add_burst"]
+    assert (alert.device_id, alert.severity) == (a.device_id(1), "high")
+    assert "8 devices were added" in alert.message

@@ -13,6 +13,15 @@ from ctlkit import DAY_MS, GOOD, HOUR_MS, Account, open_relay
 from relaykit import T0, Clock
 
 from sddsf.controller.audit import AuditKind, decode_entry
+from sddsf.controller.encpolicy import (
+    MAX_KDF_M_KIB,
+    MAX_KDF_P,
+    MAX_KDF_T,
+    MIN_EPOCH_AGE_S,
+    EncryptionPolicy,
+    clamp,
+    strictest,
+)
 from sddsf.controller.policy import ControllerPolicy, load_policy
 from sddsf.errors import AuthorizationError, Code, ConfigError
 
@@ -27,9 +36,10 @@ min_os_version = { Linux = "5.0" }
 
 
 async def test_posture_drop_read_only_then_denied_then_restored(tmp_path: Path) -> None:
-    clock = Clock(T0 + 8 * DAY_MS)  # the devices are a week old: no new-device factor
+    clock = Clock(T0)
     app, storage = await open_relay(tmp_path, clock, STRICT)
     a = await Account(app, storage, clock).start(2)
+    clock.now = T0 + 8 * DAY_MS  # the devices are a week old: no new-device factor
     try:
         await a.posture(1, GOOD)
         assert (await a.controller.trust(a.aid, a.device_id(1))).score == 100
@@ -112,3 +122,18 @@ def test_policy_file_is_strict(tmp_path: Path) -> None:
         p.write_text(bad)
         with pytest.raises(ConfigError):
             load_policy(str(p))
+
+
+def test_a_published_encryption_policy_is_clamped_before_it_is_merged() -> None:
+    hostile = EncryptionPolicy(min_kdf_t=64, min_kdf_m_kib=4 * 1024 * 1024, min_kdf_p=64,
+                               suites=(1,), max_epoch_age_s=1)
+    bounded, changed = clamp(hostile)
+    assert (bounded.max_epoch_age_s, bounded.min_kdf_t, bounded.min_kdf_m_kib,
+            bounded.min_kdf_p) == (MIN_EPOCH_AGE_S, MAX_KDF_T, MAX_KDF_M_KIB, MAX_KDF_P)
+    assert set(changed) == {"max_epoch_age_s", "min_kdf_t", "min_kdf_m_kib", "min_kdf_p"}
+    assert strictest(None, hostile) == bounded
+    own = EncryptionPolicy(3, 64 * 1024, 1, (1,), 90 * 86_400)
+    assert strictest(own, hostile).max_epoch_age_s == MIN_EPOCH_AGE_S
+    sane = EncryptionPolicy(4, 128 * 1024, 2, (1,), 7200)
+    assert clamp(sane) == (sane, ())
+    assert strictest(own, sane) == EncryptionPolicy(4, 128 * 1024, 2, (1,), 7200)

@@ -11,6 +11,8 @@
   rebuilt with one field changed, original ciphertext and signature kept) is
   rejected by verify_op with sig_invalid, in a context where every other rule
   passes, and does not open with the epoch key.
+* verify_batch (the relay's parallel path) gives the same result as verify_op
+  applied op by op, including the compromised-epoch rule.
 * #17 arbitrary bytes, and structurally plausible junk, fed to decode_envelope,
   decode_entry, decode_key_package, decode_tree_head and decode_snapshot raise
   only DecodeError.
@@ -39,6 +41,7 @@ from factories import (
     ephemeral_seeds,
     make_op,
     raw_envelope,
+    revoked_registry,
 )
 from sddsf.crypto import Ed25519SigningKey
 from sddsf.errors import DecodeError, DecryptError, SddsfError, SignatureError
@@ -47,7 +50,14 @@ from sddsf.protocol.envelope import TreeHeadRef, decode_envelope, open_op
 from sddsf.protocol.keypackage import build_key_package, decode_key_package, verify_key_package
 from sddsf.protocol.merkle import MerkleTree, leaf_hash
 from sddsf.protocol.registry import add_device, decode_entry, revoke_device
-from sddsf.protocol.rules import ChainHead, EpochWindow, MemoryChainView, Outcome, verify_op
+from sddsf.protocol.rules import (
+    ChainHead,
+    EpochWindow,
+    MemoryChainView,
+    Outcome,
+    verify_batch,
+    verify_op,
+)
 from sddsf.protocol.snapshot import decode_snapshot, seal_snapshot, verify_snapshot
 from sddsf.protocol.treehead import decode_tree_head, sign_tree_head, verify_tree_head
 from sddsf.protocol.vv import VersionVector
@@ -492,3 +502,56 @@ def test_shaped_junk_is_rejected_by_verifiers_with_sddsf_errors_only(
     name, data = case
     with pytest.raises(SddsfError):
         VERIFIERS[name](data)
+
+
+# --------------------------------------- verify_batch is verify_op, op by op
+
+
+@st.composite
+def _batch(draw: st.DrawFn) -> tuple[list[bytes], EpochWindow, int | None]:
+    """Ops of D1 and D2 (revoked registry: D3 revoked at entry 3) with random ``reg``,
+    epochs, seqs (gaps, forks, repeats) and a window whose packages predate the
+    revocation or not."""
+    seqs = draw(st.sampled_from([(0, 0), (2, 3), (3, 3), (2, 2)]))
+    window = EpochWindow(current=1, started_ms=NOW_MS - draw(st.sampled_from([1000, 10**10])),
+                         package_seqs=seqs)
+    ops: list[bytes] = []
+    heads: dict[bytes, tuple[int, bytes]] = {}
+    for i in range(draw(st.integers(1, 8))):
+        author = draw(st.sampled_from([D1, D2]))
+        seq, prev = heads.get(author.device_id, (0, bytes(32)))
+        if draw(st.booleans()) and ops:
+            ops.append(draw(st.sampled_from(ops)))  # a repeat: duplicate or fork evidence
+            continue
+        step = draw(st.sampled_from([1, 1, 1, 2]))  # sometimes a gap
+        raw = make_op(author, seq=seq + step, prev=prev if step == 1 else bytes([i]) * 32,
+                      epoch=draw(st.integers(0, 1)), reg=draw(st.integers(0, 4)),
+                      plaintext=bytes([i]))
+        if step == 1:
+            heads[author.device_id] = (seq + 1, decode_envelope(raw).op_id)
+        ops.append(raw)
+    return ops, window, draw(st.sampled_from([NOW_MS, None]))
+
+
+@given(_batch())
+@settings(max_examples=60, deadline=None)
+def test_verify_batch_equals_verify_op_in_order(
+        case: tuple[list[bytes], EpochWindow, int | None]) -> None:
+    ops, window, now = case
+    state = revoked_registry().state
+    one = MemoryChainView()
+    expected: list[tuple[str, object]] = []
+    for raw in ops:
+        try:
+            verdict = verify_op(raw, space=SPACE, registry=state, epochs=window, chains=one,
+                                now_ms=now)
+        except SddsfError as exc:
+            expected.append(("error", exc.code))
+            continue
+        if verdict.outcome is Outcome.ACCEPT:
+            one.record(verdict.envelope)
+        expected.append((verdict.outcome.value, verdict.envelope.op_id))
+    got = [("error", r.code) if isinstance(r, SddsfError) else (r.outcome.value, r.envelope.op_id)
+           for r in verify_batch(ops, space=SPACE, registry=state, epochs=window,
+                                 chains=MemoryChainView(), now_ms=now, chunks=3)]
+    assert got == expected

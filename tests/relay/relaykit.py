@@ -65,8 +65,10 @@ class World:
     def state(self) -> reg.RegistryState:
         return reg.verify_registry(self.entries, pinned=self.account.public)
 
-    def add_device(self, i: int) -> bytes:
-        entry = reg.add_device(self.state, self.devices[0], self.devices[i], f"dev{i}", T0)
+    def add_device(self, i: int, ts: int = T0) -> bytes:
+        # ``ts``: a relay bounds a device-signed addition's date by its clock
+        # (real relay processes: pass the current time).
+        entry = reg.add_device(self.state, self.devices[0], self.devices[i], f"dev{i}", ts)
         self.entries.append(entry)
         return entry
 

@@ -16,6 +16,7 @@ import asyncio
 import copy
 import stat
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -98,7 +99,7 @@ async def get_json(relay: RelayProcess, path: str) -> tuple[int, Any]:
 async def setup_world(relay: RelayProcess) -> tuple[World, RelayClient, RelayClient]:
     """An account with devices 0 (A) and 1 (B) and a space with its key package."""
     world = World()
-    world.add_device(1)
+    world.add_device(1, time.time_ns() // 1_000_000)  # the relay process runs on real time
     a = client(relay, world, 0)
     await a.create_account(world.entries[0])
     await a.append_registry(world.account.account_id, world.entries[1])

@@ -13,6 +13,7 @@ prev, malformed seen/ts/deps, non-canonical header bytes.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 import pytest
 
@@ -224,9 +225,35 @@ def test_outer_version_of_wrong_type_is_malformed(version: object) -> None:
     assert_decode_error(raw_envelope(header_wire(), version=version))
 
 
-@pytest.mark.parametrize("version", [0, 2])
+@pytest.mark.parametrize("version", [0, 3])
 def test_unsupported_header_version(version: int) -> None:
     assert_decode_error(raw_envelope(header_wire(v=version)), Code.UNSUPPORTED_VERSION)
+
+
+def test_header_version_1_without_reg_is_readable_history() -> None:
+    wire = header_wire(v=1)
+    del wire["reg"]
+    env = decode_envelope(raw_envelope(wire))
+    assert env.header.version == 1 and env.header.reg is None
+    assert env.header.to_wire() == wire
+
+
+def test_header_version_2_carries_reg_and_each_version_has_its_exact_fields() -> None:
+    env = seal_op(D1, replace(FULL_HEADER, reg=7), b"x", EPOCH_KEY)
+    assert decode_envelope(env.raw).header.reg == 7
+    assert_decode_error(raw_envelope(header_wire(v=1)))  # version 1 has no reg
+    wire = header_wire()
+    del wire["reg"]
+    assert_decode_error(raw_envelope(wire))  # version 2 needs it
+    assert_decode_error(raw_envelope(header_wire(reg=-1)))
+    assert_decode_error(raw_envelope(header_wire(reg="3")))
+
+
+def test_seal_makes_only_the_current_header_version() -> None:
+    with pytest.raises(UsageError):
+        seal_op(D1, replace(FULL_HEADER, version=1, reg=None), b"x", EPOCH_KEY)
+    with pytest.raises(UsageError):
+        seal_op(D1, replace(FULL_HEADER, reg=None), b"x", EPOCH_KEY)
 
 
 @pytest.mark.parametrize("suite", [0, 2, 99])
@@ -318,9 +345,9 @@ def test_header_that_is_not_a_map() -> None:
 
 def test_non_canonical_header_bytes_are_refused() -> None:
     canonical = encode(header_wire())
-    # Same map with the "v" key's integer in a non-shortest form (0x18 0x01 instead of 0x01).
-    idx = canonical.index(b"\x61v\x01")
-    tampered = canonical[:idx] + b"\x61v\x18\x01" + canonical[idx + 3:]
+    # Same map with the "v" key's integer in a non-shortest form (0x18 0x02 instead of 0x02).
+    idx = canonical.index(b"\x61v\x02")
+    tampered = canonical[:idx] + b"\x61v\x18\x02" + canonical[idx + 3:]
     assert_decode_error(raw_envelope(tampered))
 
 

@@ -9,6 +9,11 @@ unknown or revoked, recovery key or an active device missing, a revoked or
 unknown device included, tampered or misattributed signature, a sealed key
 transplanted from another space's or epoch's package, a device not in the
 package, the wrong X25519 key; decode refusals (version, sorting, size).
+Version 2: the key commitment (a recipient given another key than the others
+refuses it), earlier keys wrapped under each epoch's key so that a device
+added after 300 epochs (or the recovery key) opens every key down to epoch 0,
+version 1 packages staying readable and leading into version 2, and
+``revoked_since`` / ``needs_rotation``.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from factories import (
     recipients_of,
     revoked_registry,
 )
+from sddsf.crypto import seal
 from sddsf.errors import (
     AuthorizationError,
     Code,
@@ -51,16 +57,23 @@ from sddsf.protocol import labels
 from sddsf.protocol.encoding import decode, encode
 from sddsf.protocol.identity import DeviceKeys
 from sddsf.protocol.keypackage import (
+    KEY_PACKAGE_VERSION,
     KeyPackage,
     build_key_package,
     decode_key_package,
+    key_commitment,
+    needs_rotation,
     open_epoch_key,
+    open_epoch_keys,
+    open_key_history,
     package_hash,
+    revoked_since,
+    unwrap_previous_keys,
     verify_key_package,
 )
 from sddsf.protocol.labels import labelled
 from sddsf.protocol.limits import ProtocolLimits
-from sddsf.protocol.registry import RegistryState, add_device
+from sddsf.protocol.registry import RegistryState, add_device, verify_registry
 
 
 def build(state: RegistryState, *, creator: DeviceKeys = D1, space: bytes = SPACE,
@@ -380,8 +393,9 @@ def _body(data: bytes) -> dict[str, object]:
     return body
 
 
-@pytest.mark.parametrize("version", [0, 2, True])
+@pytest.mark.parametrize("version", [0, 1, 3, True])
 def test_unsupported_outer_version(version: object) -> None:
+    # 1 is a supported version, but not of this (version 2) body.
     outer = decode(build(base_registry().state))
     assert isinstance(outer, list)
     with pytest.raises(DecodeError) as info:
@@ -391,9 +405,9 @@ def test_unsupported_outer_version(version: object) -> None:
 
 def test_unsupported_body_version() -> None:
     body = _body(build(base_registry().state))
-    body["v"] = 2
+    body["v"] = 3
     with pytest.raises(DecodeError) as info:
-        decode_key_package(encode([1, encode(body), bytes(64)]))
+        decode_key_package(encode([KEY_PACKAGE_VERSION, encode(body), bytes(64)]))
     assert info.value.code is Code.UNSUPPORTED_VERSION
 
 
@@ -403,7 +417,7 @@ def test_unsorted_recipients() -> None:
     assert isinstance(rows, list)
     body["recipients"] = list(reversed(rows))
     with pytest.raises(DecodeError) as info:
-        decode_key_package(encode([1, encode(body), bytes(64)]))
+        decode_key_package(encode([KEY_PACKAGE_VERSION, encode(body), bytes(64)]))
     assert info.value.code is Code.MALFORMED
 
 
@@ -413,14 +427,14 @@ def test_duplicate_recipient() -> None:
     assert isinstance(rows, list)
     body["recipients"] = [rows[0], rows[0]]
     with pytest.raises(DecodeError):
-        decode_key_package(encode([1, encode(body), bytes(64)]))
+        decode_key_package(encode([KEY_PACKAGE_VERSION, encode(body), bytes(64)]))
 
 
 def test_epoch_0_with_non_zero_prev() -> None:
     body = _body(build(base_registry().state))
     body["prev"] = bytes([1]) * 32
     with pytest.raises(DecodeError) as info:
-        decode_key_package(encode([1, encode(body), bytes(64)]))
+        decode_key_package(encode([KEY_PACKAGE_VERSION, encode(body), bytes(64)]))
     assert info.value.code is Code.MALFORMED
 
 
@@ -431,7 +445,7 @@ def test_malformed_body_fields(field: str, value: object) -> None:
     body = _body(build(base_registry().state))
     body[field] = value
     with pytest.raises(DecodeError) as info:
-        decode_key_package(encode([1, encode(body), bytes(64)]))
+        decode_key_package(encode([KEY_PACKAGE_VERSION, encode(body), bytes(64)]))
     assert info.value.code is Code.MALFORMED
 
 
@@ -441,3 +455,117 @@ def test_too_large_package() -> None:
     with pytest.raises(DecodeError) as info:
         decode_key_package(data, limits=ProtocolLimits(max_key_package=len(data) - 1))
     assert info.value.code is Code.TOO_LARGE
+
+
+# ------------------------------------- version 2: key commitment, key history
+
+
+def chain(state: RegistryState, count: int, *, previous: int = 1) -> tuple[list[KeyPackage],
+                                                                        list[bytes]]:
+    """``count`` epochs built by D1 on ``state``, each wrapping the last ``previous``
+    earlier keys; returns the verified packages and their keys."""
+    packages: list[KeyPackage] = []
+    keys: list[bytes] = []
+    for epoch in range(count):
+        key = bytes([epoch % 251 + 1]) * 32
+        data = build_key_package(creator=D1, registry=state, space=SPACE, epoch=epoch,
+                                 prev=packages[-1].hash if packages else ZERO32,
+                                 epoch_key=key, ts_ms=NOW_MS,
+                                 ephemeral_seeds=ephemeral_seeds(state, 100 + epoch % 100),
+                                 previous_keys=keys[-previous:] if previous else [])
+        packages.append(verify(data, state, previous=packages[-1] if packages else None))
+        keys.append(key)
+    return packages, keys
+
+
+def v1_package(state: RegistryState, *, epoch: int, prev: bytes, key: bytes,
+               history: list[bytes]) -> bytes:
+    """A version 1 package (old history: the earlier keys sealed with the key)."""
+    plaintext = labelled(labels.KEY_PACKAGE_SEALED, SPACE, epoch, key, history)
+    rows = [[rid, seal(pk, plaintext, bytes([40 + i]) * 32)]
+            for i, (rid, pk) in enumerate(sorted(recipients_of(state).items()))]
+    body = encode({"v": 1, "space": SPACE, "epoch": epoch, "prev": prev, "creator": D1.device_id,
+                   "ts": NOW_MS, "registry_seq": state.seq, "recipients": rows})
+    return encode([1, body, D1.sign(labelled(labels.KEY_PACKAGE_SIG, body))])
+
+
+def test_a_version_2_package_wraps_the_previous_key_under_its_own() -> None:
+    packages, keys = chain(base_registry().state, 3)
+    assert [p.version for p in packages] == [2, 2, 2]
+    assert packages[0].prev_keys is None
+    assert packages[2].key_commit == key_commitment(SPACE, 2, keys[2])
+    assert unwrap_previous_keys(packages[2], keys[2]) == {1: keys[1]}
+    with pytest.raises(DecryptError):
+        unwrap_previous_keys(packages[2], keys[1])  # not its key
+    assert open_epoch_keys(packages[2], D2.device_id, D2.kx) == {2: keys[2]}
+
+
+def test_key_history_reaches_epoch_0_for_any_number_of_epochs() -> None:
+    state = base_registry().state
+    packages, keys = chain(state, 300)
+    later = state.apply(add_device(state, D1, D3, "tablet", NOW_MS + 5))
+    last = verify(build_key_package(
+        creator=D1, registry=later, space=SPACE, epoch=300, prev=packages[-1].hash,
+        epoch_key=EPOCH_KEY, ts_ms=NOW_MS, ephemeral_seeds=ephemeral_seeds(later),
+        previous_keys=keys[-1:]), later, previous=packages[-1])
+    everything = dict(enumerate([*keys, EPOCH_KEY]))
+    assert open_key_history([*packages, last], D3.device_id, D3.kx) == everything
+    assert open_key_history([*packages, last], ACCOUNT.account_id,
+                            ACCOUNT.recovery) == everything
+
+
+def test_version_1_history_stays_readable_and_leads_into_version_2() -> None:
+    state = base_registry().state
+    keys = [bytes([i + 1]) * 32 for i in range(4)]
+    first = verify(v1_package(state, epoch=0, prev=ZERO32, key=keys[0], history=[]), state)
+    second = verify(v1_package(state, epoch=1, prev=first.hash, key=keys[1],
+                               history=keys[:1]), state, previous=first)
+    assert second.version == 1 and second.key_commit is None
+    assert open_epoch_keys(second, D2.device_id, D2.kx) == {0: keys[0], 1: keys[1]}
+    # The first version 2 package wraps every earlier key its creator holds.
+    third = verify(build_key_package(creator=D1, registry=state, space=SPACE, epoch=2,
+                                     prev=second.hash, epoch_key=keys[2], ts_ms=NOW_MS,
+                                     ephemeral_seeds=ephemeral_seeds(state),
+                                     previous_keys=keys[:2]), state, previous=second)
+    later = state.apply(add_device(state, D1, D3, "tablet", NOW_MS + 5))
+    fourth = verify(build_key_package(creator=D1, registry=later, space=SPACE, epoch=3,
+                                      prev=third.hash, epoch_key=keys[3], ts_ms=NOW_MS,
+                                      ephemeral_seeds=ephemeral_seeds(later),
+                                      previous_keys=keys[2:3]), later, previous=third)
+    assert open_key_history([first, second, third, fourth], D3.device_id,
+                            D3.kx) == dict(enumerate(keys))
+
+
+def test_a_sealed_key_that_differs_from_the_commitment_is_refused() -> None:
+    # The creator seals another key to D2 than it committed to (and gave D1).
+    state = base_registry().state
+    liar = raw_key_package(D1, recipients=recipients_of(state), registry_seq=state.seq)
+    other = raw_key_package(D1, recipients=recipients_of(state), registry_seq=state.seq,
+                            epoch_key=OTHER_EPOCH_KEY)
+    mixed = raw_key_package(D1, recipients=recipients_of(state), registry_seq=state.seq,
+                            sealed_override={D2.device_id: decode_key_package(other)
+                                             .recipients[D2.device_id]})
+    assert open_epoch_key(verify(liar), D2.device_id, D2.kx) == EPOCH_KEY
+    pkg = verify(mixed)
+    assert open_epoch_key(pkg, D1.device_id, D1.kx) == EPOCH_KEY
+    with pytest.raises(DecryptError) as info:
+        open_epoch_key(pkg, D2.device_id, D2.kx)
+    assert "commitment" in info.value.message
+
+
+def test_wrapped_keys_are_refused_at_epoch_0_and_must_fit() -> None:
+    body = _body(build(base_registry().state))
+    for wrapped in (bytes(60), bytes(10), "x"):
+        body["prev_keys"] = wrapped
+        with pytest.raises(DecodeError):
+            decode_key_package(encode([KEY_PACKAGE_VERSION, encode(body), bytes(64)]))
+
+
+def test_revoked_since_names_devices_revoked_after_the_package() -> None:
+    r = revoked_registry()  # D3 added at entry 2, revoked at 3
+    at_2 = verify_registry(list(r.entries[:3]), pinned=ACCOUNT.public)
+    before = verify(build(at_2), r.state)
+    assert [d.device_id for d in revoked_since(before, r.state)] == [D3.device_id]
+    assert needs_rotation(before, r.state)
+    after = verify(build(r.state), r.state)
+    assert revoked_since(after, r.state) == [] and not needs_rotation(after, r.state)

@@ -55,7 +55,8 @@ def _run_op(ctx: dict[str, Any], preceding: list[str], envelope: str) -> Outcome
     chains = MemoryChainView()
     kwargs: dict[str, Any] = {
         "space": bytes.fromhex(ctx["space"]), "registry": reg,
-        "epochs": EpochWindow(ctx["epoch"]["current"], ctx["epoch"]["started_ms"]),
+        "epochs": EpochWindow(ctx["epoch"]["current"], ctx["epoch"]["started_ms"],
+                              tuple(ctx["epoch"]["package_seqs"])),
         "chains": chains, "now_ms": ctx["now_ms"],
         "settings": RuleSettings(max_skew_ms=ctx["rules"]["max_skew_ms"],
                                  epoch_grace_ms=ctx["rules"]["epoch_grace_ms"])}
@@ -124,6 +125,9 @@ def test_key_package_valid(case: dict[str, Any]) -> None:
     account = AccountKeys.from_secret(bytes.fromhex(KEYPKG["context"]["account_secret"]))
     key = kp.open_epoch_key(pkg, account.account_id, account.recovery)
     assert key.hex() == case["epoch_key"]
+    assert (pkg.key_commit.hex() if pkg.key_commit else None) == case["key_commit"]
+    assert {str(e): k.hex() for e, k in kp.unwrap_previous_keys(pkg, key).items()} == \
+        case["previous_keys"]
 
 
 @pytest.mark.parametrize("case", KEYPKG["invalid"], ids=lambda c: c["name"])
@@ -234,7 +238,7 @@ def test_snapshot_invalid(case: dict[str, Any]) -> None:
 
 def test_vector_counts() -> None:
     counts = {n: len(d["valid"]) + len(d["invalid"]) for n, d in vectorgen.generate().items()}
-    assert counts == {"envelope.json": 18, "registry.json": 13, "key_package.json": 6,
+    assert counts == {"envelope.json": 22, "registry.json": 13, "key_package.json": 9,
                       "tree_head.json": 4, "snapshot.json": 24, "payload.json": 18}
 
 

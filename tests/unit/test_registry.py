@@ -8,7 +8,9 @@ prev link, fork at a known seq, second genesis, unauthorised signers (revoked
 device, stranger, device signing a recover), a "by" signature from the wrong
 key, bad or missing or superfluous countersignatures, re-adding a device,
 revoking a non-active device, low-order device keys, unknown entry types and
-versions, entries of another account, size and field-shape limits.
+versions, entries of another account, size and field-shape limits; the
+device caps (active devices, with the last slot kept for the account key;
+device records; additions per window of entry dates).
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from sddsf.errors import (
     error_from_wire,
 )
 from sddsf.protocol.encoding import decode, encode
+from sddsf.protocol.identity import DeviceKeys
 from sddsf.protocol.limits import ProtocolLimits
 from sddsf.protocol.registry import (
     DeviceStatus,
@@ -510,3 +513,69 @@ def test_build_body_checks_fields_for_the_type() -> None:
     with pytest.raises(UsageError):
         build_body(EntryType.REVOKE, account_id=ACCOUNT.account_id, seq=1, prev=ZERO32,
                    ts_ms=NOW_MS, signer_id=D1.device_id, fields={"target": D2.device_id})
+
+
+# ------------------------------------------------ device caps (registry fill)
+
+
+def _capped(**limits: int) -> RegistryState:
+    first = genesis(ACCOUNT, D1, "laptop", NOW_MS)
+    return verify_registry([first], pinned=ACCOUNT.public, limits=ProtocolLimits(**limits))
+
+
+def _fresh(i: int) -> DeviceKeys:
+    return DeviceKeys.from_seeds(bytes([i, 1]) * 16, bytes([i, 2]) * 16)
+
+
+def test_devices_leave_the_last_active_slot_to_the_account_key() -> None:
+    state = _capped(max_devices=4)
+    for i in range(2):
+        state = state.apply(add_device(state, D1, _fresh(i), f"d{i}", NOW_MS))
+    with pytest.raises(RegistryError) as info:
+        state.apply(add_device(state, D1, _fresh(9), "one too many", NOW_MS))
+    assert info.value.code is Code.REGISTRY_INVALID and "active" in info.value.message
+    state = state.apply(recover(state, ACCOUNT, D4, "recovered", [], NOW_MS))  # the 4th
+    assert len(state.active_devices()) == 4
+    with pytest.raises(RegistryError):
+        state.apply(recover(state, ACCOUNT, _fresh(8), "fifth", [], NOW_MS))
+
+
+def test_revoked_devices_do_not_count_against_the_cap() -> None:
+    state = _capped(max_devices=3)
+    state = state.apply(add_device(state, D1, _fresh(0), "d0", NOW_MS))
+    state = state.apply(revoke_device(state, D1, _fresh(0).device_id, "old", NOW_MS))
+    state = state.apply(add_device(state, D1, _fresh(1), "d1", NOW_MS))
+    assert len(state.devices) == 3 and len(state.active_devices()) == 2
+
+
+def test_device_records_are_bounded_but_not_for_the_account_key() -> None:
+    state = _capped(max_device_records=3)
+    for i in range(2):
+        state = state.apply(add_device(state, D1, _fresh(i), f"d{i}", NOW_MS))
+        state = state.apply(revoke_device(state, D1, _fresh(i).device_id, "old", NOW_MS))
+    with pytest.raises(RegistryError) as info:
+        state.apply(add_device(state, D1, _fresh(5), "more", NOW_MS))
+    assert "only the account key" in info.value.message
+    state = state.apply(add_device(state, ACCOUNT, _fresh(5), "by the owner", NOW_MS))
+    assert state.is_active(_fresh(5).device_id)
+
+
+def test_device_additions_are_bounded_per_window_of_entry_dates() -> None:
+    state = _capped(max_adds_per_window=2, add_window_ms=1000)
+    state = state.apply(add_device(state, D1, _fresh(0), "d0", NOW_MS))
+    state = state.apply(add_device(state, D1, _fresh(1), "d1", NOW_MS + 500))
+    for ts in (NOW_MS + 900, NOW_MS - 400, NOW_MS + 999):  # both within 1 s of it
+        with pytest.raises(RegistryError) as info:
+            state.apply(add_device(state, D1, _fresh(2), "d2", ts))
+        assert "within" in info.value.message
+    state = state.apply(add_device(state, ACCOUNT, _fresh(3), "owner", NOW_MS + 600))
+    state = state.apply(add_device(state, D1, _fresh(2), "d2", NOW_MS + 1500))
+    assert state.recent_adds == (NOW_MS + 500, NOW_MS + 1500)
+    assert len(state.active_devices()) == 5
+
+
+def test_revocations_are_indexed_by_registry_seq() -> None:
+    state = full_chain().state  # D2 revoked at 3, D1 at 4
+    assert state.revoked_seqs == (3, 4)
+    assert state.revoked_between(2, 3) and state.revoked_between(3, 4)
+    assert not state.revoked_between(4, 9) and not state.revoked_between(0, 2)

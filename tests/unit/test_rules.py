@@ -10,7 +10,11 @@ clock skew in both directions (clock_skew) and its boundary, history mode
 (now_ms=None) skipping the clock and staleness rules, forged signatures
 (sig_invalid, and a forged fork reported as a bad signature rather than as
 evidence), fork (chain_fork), gap (chain_gap), wrong prev (chain_fork), deps
-regression and self-dependency (deps_regression), malformed bytes.
+regression and self-dependency (deps_regression), malformed bytes; the
+compromised-epoch rule (epoch_compromised for an op whose author had seen a
+revocation made after its epoch's package, in live and history mode; no grace
+for such an epoch; ``reg`` beyond the verifier's registry: wrong_context) and
+header version 1 (history only: unsupported_version in live mode).
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ from factories import (
     SPACE,
     STRANGER,
     base_registry,
+    envelope_by_hand,
+    make_header,
     make_op,
     revoked_registry,
 )
@@ -364,3 +370,56 @@ def test_malformed_bytes(data: bytes) -> None:
 
 def test_too_large_op() -> None:
     rejected(bytes(DEFAULT_RULES.limits.max_op + 1), DecodeError, Code.TOO_LARGE)
+
+
+# --------------------------------------------------- compromised epochs (reg)
+# revoked_registry: genesis D1 (0), add D2 (1), add D3 (2), revoke D3 (3).
+MADE_WITH_D3 = EpochWindow(current=0, started_ms=NOW_MS - 1000, package_seqs=(2,))
+
+
+def test_op_sealed_after_a_revocation_under_the_revoked_devices_epoch_is_refused() -> None:
+    state = revoked_registry().state
+    late = make_op(D1, reg=3)  # its author had verified the revocation (entry 3)
+    for now in (NOW_MS, None):  # live mode and history mode alike
+        rejected(late, EpochError, Code.EPOCH_COMPROMISED, registry=state,
+                 epochs=MADE_WITH_D3, now_ms=now)
+    # Written before its author saw the revocation: valid (the revoker rotates).
+    assert check(make_op(D1, reg=2), registry=state, epochs=MADE_WITH_D3,
+                 now_ms=None).outcome is Outcome.ACCEPT
+    # An epoch made after the revocation is not compromised by it.
+    fresh = EpochWindow(current=0, started_ms=NOW_MS - 1000, package_seqs=(3,))
+    assert check(late, registry=state, epochs=fresh).outcome is Outcome.ACCEPT
+
+
+def test_op_naming_registry_entries_the_verifier_lacks_is_refused() -> None:
+    rejected(make_op(D1, reg=4), ContextError, Code.WRONG_CONTEXT,
+             registry=revoked_registry().state, epochs=MADE_WITH_D3)
+
+
+def test_no_grace_for_a_previous_epoch_a_revoked_device_holds() -> None:
+    state = revoked_registry().state
+    old = make_op(D1, reg=2)  # sealed under epoch 0 before its author saw the revocation
+    rotated = EpochWindow(current=1, started_ms=NOW_MS - 1000, package_seqs=(2, 3))
+    rejected(old, EpochError, Code.STALE_EPOCH, registry=state, epochs=rotated)
+    clean = EpochWindow(current=1, started_ms=NOW_MS - 1000, package_seqs=(3, 3))
+    assert check(old, registry=state, epochs=clean).outcome is Outcome.ACCEPT
+    assert check(old, registry=state, epochs=rotated, now_ms=None).outcome is Outcome.ACCEPT
+
+
+def _v1_op() -> bytes:
+    header = make_header(D1)
+    wire = header.to_wire()
+    del wire["reg"]
+    wire["v"] = 1
+    return envelope_by_hand(encode(wire), b"update", signer=D1, nonce=header.nonce,
+                            space=header.space, doc=header.doc, epoch=header.epoch)
+
+
+def test_header_version_1_is_history_only() -> None:
+    old = _v1_op()
+    rejected(old, DecodeError, Code.UNSUPPORTED_VERSION)
+    verdict = check(old, now_ms=None)
+    assert verdict.outcome is Outcome.ACCEPT and verdict.envelope.header.reg is None
+    chains = MemoryChainView()
+    chains.record(verdict.envelope)
+    assert check(old, chains=chains).outcome is Outcome.DUPLICATE  # a retry stays idempotent

@@ -18,6 +18,7 @@ from sddsf import __version__
 from sddsf.cli import (
     controller_cmds,
     device_cmds,
+    encpolicy_cmds,
     pairing_cmds,
     recovery_cmds,
     relay_cmds,
@@ -65,6 +66,7 @@ vault_cmds.register(cli)
 recovery_cmds.register(cli)
 controller_cmds.register(cli)
 unlock_cmds.register(cli)
+encpolicy_cmds.register(cli)
 
 
 @cli.group()

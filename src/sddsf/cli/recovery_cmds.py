@@ -15,6 +15,7 @@ from pathlib import Path
 import click
 
 from sddsf.cli.device_cmds import _run, _with_device
+from sddsf.client.controller import backup_minimums, refresh_encryption_policy
 from sddsf.client.device import Device
 from sddsf.errors import UsageError
 from sddsf.protocol.identity import fingerprint
@@ -133,7 +134,9 @@ def enable(ctx: click.Context, phrase_file: str | None) -> None:
         aid = d.account.account_id
         secret = _account_secret(aid, phrase_file)
         passphrase = _secret_prompt(BACKUP_PASSPHRASE_ENV, "Backup passphrase")
-        kdf = await enable_backup(d.relay, aid, secret, passphrase)
+        await refresh_encryption_policy(d)  # the relay's KDF minimums apply
+        kdf = await enable_backup(d.relay, aid, secret, passphrase,
+                                  minimums=backup_minimums(d))
         return aid, d.relay_url, f"Argon2id t={kdf.t}, m={kdf.m_kib // 1024} MiB, p={kdf.p}"
 
     account_id, relay_url, params = _run(_with_device(ctx, go))

@@ -11,7 +11,11 @@
   verifies it against the relay's signed head and every head this device stored
   before (they live in the home, namespace ``audit``), and stores the new head.
 * **Encryption policy**: :func:`apply_encryption_policy` verifies the relay's
-  signed policy and merges it into the device's own, never weaker.
+  signed policy and merges it into the device's own, never weaker, after
+  clamping it to the floors of :mod:`sddsf.controller.encpolicy` (a relay cannot
+  make a device rotate every second); :func:`reset_encryption_policy` forgets
+  the merged values; :func:`backup_minimums` applies the KDF minimums to
+  passphrase backups.
 * **Deletions**: :func:`report_tombstones` tells the relay how many vault
   deletions each device wrote (the relay sees only ciphertext): counted per
   device whose verified op carried them, never per claimed author, and after a
@@ -37,10 +41,16 @@ from sddsf.controller.audit import (
     decode_entry,
     verify_audit_log,
 )
-from sddsf.controller.encpolicy import EncryptionPolicy, strictest, verify_encryption_policy
+from sddsf.controller.encpolicy import (
+    EncryptionPolicy,
+    clamp,
+    strictest,
+    verify_encryption_policy,
+)
 from sddsf.controller.reports import KEY_STORAGE_KINDS, Posture, ReportKind, sign_report
 from sddsf.errors import NotFoundError, ProofError, SddsfError, UsageError
 from sddsf.protocol import merkle
+from sddsf.protocol.backup import PRODUCTION_MINIMUMS, KdfMinimums
 from sddsf.protocol.encoding import decode, encode
 from sddsf.protocol.treehead import TreeHead, verify_tree_head
 from sddsf.wire import unb64
@@ -48,9 +58,10 @@ from sddsf.wire import unb64
 if TYPE_CHECKING:
     from sddsf.client.device import Device
 
-__all__ = ["AuditCheck", "DeviceReporter", "apply_encryption_policy", "collect_posture",
-           "effective_encryption_policy", "package_hash", "refresh_encryption_policy",
-           "remember_receipt", "report_pairing", "report_tombstones", "verify_audit"]
+__all__ = ["AuditCheck", "DeviceReporter", "apply_encryption_policy", "backup_minimums",
+           "collect_posture", "effective_encryption_policy", "package_hash",
+           "published_encryption_policy", "refresh_encryption_policy", "remember_receipt",
+           "report_pairing", "report_tombstones", "reset_encryption_policy", "verify_audit"]
 
 _NS: Final = "audit"
 _HEADS: Final = b"heads"
@@ -210,31 +221,66 @@ async def verify_audit(device: Device, *, page: int = 1000) -> AuditCheck:
 
 
 def effective_encryption_policy(device: Device) -> EncryptionPolicy | None:
-    """The encryption policy this device applies (None before it saw one)."""
+    """The encryption policy this device applies (None before it saw one), within
+    the floors and ceilings of :func:`~sddsf.controller.encpolicy.clamp` (also
+    for values an older version stored unclamped)."""
     raw = device.store.get(_POLICY_NS, _POLICY_KEY)
     if raw is None:
         return None
     j = json.loads(raw)
-    return EncryptionPolicy(int(j["min_kdf_t"]), int(j["min_kdf_m_kib"]), int(j["min_kdf_p"]),
-                            tuple(int(s) for s in j["suites"]), int(j["max_epoch_age_s"]),
-                            int(j["ts"]))
+    return clamp(EncryptionPolicy(int(j["min_kdf_t"]), int(j["min_kdf_m_kib"]),
+                                  int(j["min_kdf_p"]), tuple(int(s) for s in j["suites"]),
+                                  int(j["max_epoch_age_s"]), int(j["ts"])))[0]
 
 
-async def apply_encryption_policy(device: Device) -> EncryptionPolicy:
-    """Fetch the relay's signed encryption policy and merge it into this device's own
-    (:func:`~sddsf.controller.encpolicy.strictest`: never weaker).
+async def published_encryption_policy(device: Device) -> EncryptionPolicy:
+    """The relay's current signed encryption policy, verified, as published
+    (not clamped, not merged).
 
     Raises:
-        ProofError: not signed by the pinned relay key.
+        NotFoundError: the relay publishes none. ProofError: not signed by the
+            pinned relay key.
     """
     await device.pin_relay()
     key = device.relay_key
     if key is None:  # pragma: no cover - pin_relay pins it or raises
         raise ProofError("the relay key is not pinned")
-    published = verify_encryption_policy(await device.relay.encryption_policy(), key)
+    return verify_encryption_policy(await device.relay.encryption_policy(), key)
+
+
+async def apply_encryption_policy(device: Device) -> EncryptionPolicy:
+    """Fetch the relay's signed encryption policy and merge it into this device's own
+    (:func:`~sddsf.controller.encpolicy.strictest`: clamped, never weaker).
+
+    Raises:
+        ProofError: not signed by the pinned relay key.
+    """
+    published = await published_encryption_policy(device)
     merged = strictest(effective_encryption_policy(device), published)
     device.store.put(_POLICY_NS, _POLICY_KEY, json.dumps(merged.to_json()).encode())
     return merged
+
+
+def reset_encryption_policy(device: Device) -> bool:
+    """Forget the merged policy (the strictest values ever seen are kept until
+    then): the next sync fetches the relay's current one again. Returns whether
+    one was stored."""
+    had = device.store.get(_POLICY_NS, _POLICY_KEY) is not None
+    with device.store.batch() as b:
+        b.delete(_POLICY_NS, _POLICY_KEY)
+        b.delete(_POLICY_NS, _POLICY_AT)
+    return had
+
+
+def backup_minimums(device: Device) -> KdfMinimums:
+    """The Argon2id minimums a passphrase backup made on this device must meet: the
+    protocol's, raised to the relay's published ones (clamped)."""
+    policy = effective_encryption_policy(device)
+    low = PRODUCTION_MINIMUMS
+    if policy is None:
+        return low
+    return KdfMinimums(t=max(low.t, policy.min_kdf_t), m_kib=max(low.m_kib, policy.min_kdf_m_kib),
+                       p=max(low.p, policy.min_kdf_p))
 
 
 async def report_pairing(device: Device, outcome: str) -> None:

@@ -55,6 +55,7 @@ from sddsf.errors import (
     ConfigError,
     ConflictError,
     DecodeError,
+    EpochError,
     NotFoundError,
     ProofError,
     SddsfError,
@@ -111,6 +112,8 @@ _LOCAL_ROWS = DecodeLimits(max_size=1 << 40, max_depth=16, max_items=1 << 20)
 _MAX_BATCH = 500
 #: Refusals of an own op whose edits are sealed again (see Device._push).
 _RESEAL = frozenset({Code.CHAIN_FORK.value, Code.STALE_EPOCH.value, Code.CHAIN_GAP.value})
+#: First byte of the key suffix of held edits (seq-keyed rows use 8-byte seqs < 2^63).
+_HELD = b"\xff"
 #: Write a space snapshot once the log grew this much since the last one.
 SNAPSHOT_EVERY = 1000
 #: Acknowledge progress to the relay (which lets it prune) every this many ops.
@@ -222,6 +225,7 @@ class Device:
         self._registry: reg.RegistryState | None = None
         self._names: dict[bytes, str] = {}
         self._key_cache: dict[bytes, dict[int, bytes]] = {}
+        self._seq_cache: dict[bytes, tuple[int, ...]] = {}
         self._seen_cache: dict[bytes, TreeHeadRef | None] = {}
         self._trees: dict[bytes, merkle.MerkleTree] = {}
         #: Start new spaces from the relay's snapshot (False: replay every op).
@@ -319,14 +323,14 @@ class Device:
         for space in await device.relay.list_spaces():
             space_id = _unb64(space["space_id"])
             packages = await device.refresh_keys(space_id)
-            known: dict[int, bytes] = {}
-            for pkg in packages:
-                known.update(kp.open_epoch_keys(pkg, account.account_id, account.recovery))
+            # The recovery key is a recipient of every package: it opens the
+            # newest one, whose chain leads to every earlier key.
+            known = kp.open_key_history(packages, account.account_id, account.recovery)
             last = packages[-1]
             pkg_bytes = kp.build_key_package(
                 creator=keys, registry=device.registry(), space=space_id,
                 epoch=last.epoch + 1, prev=last.hash, epoch_key=random_bytes(32),
-                ts_ms=clock(), previous_keys=[known[e] for e in range(last.epoch + 1)])
+                ts_ms=clock(), previous_keys=_previous_keys(known, last))
             await device.relay.put_key_package(space_id, pkg_bytes)
             with store.batch() as b:
                 b.put("space", space_id, encode(""))
@@ -660,51 +664,140 @@ class Device:
         self.flush()
 
     def _package(self, space_id: bytes, epoch: int, prev: bytes) -> bytes:
-        # The new epoch's package also carries every earlier key this device
-        # holds, so a device added since can read the space's history.
+        # The new epoch's package wraps the earlier keys a device added later
+        # needs: the previous epoch's key (whose package leads further back), or,
+        # after version 1 packages, every earlier key this device holds.
         state = self.registry()
-        known = self._epoch_keys(space_id) if epoch else {}
-        if epoch and sorted(known) != list(range(epoch)):
-            raise UsageError("this device lacks some of the space's earlier keys; sync first")
+        previous: list[bytes] = []
+        if epoch:
+            known = self._keys_cached(space_id)
+            last = self._stored_package(space_id, epoch - 1)
+            if last is None or epoch - 1 not in known:
+                raise UsageError("this device lacks the space's previous key; sync first")
+            previous = _previous_keys(known, last)
         return kp.build_key_package(
             creator=self.keys, registry=state, space=space_id, epoch=epoch, prev=prev,
             epoch_key=random_bytes(32), ts_ms=self._clock(),
-            previous_keys=[known[e] for e in range(epoch)])
+            previous_keys=previous)
 
     async def rotate(self, space_id: bytes) -> int:
-        """Open the next key epoch for the current set of active devices."""
+        """Open the next key epoch for the current set of active devices.
+
+        Returns the space's newest epoch: this device's new one, or the one another
+        device opened first (a lost race).
+
+        Raises:
+            EpochError: ``rotation_blocked`` when a device was revoked since the
+                newest epoch was made and the relay neither stores this device's
+                new package nor serves a newer one without the revoked device.
+        """
+        await self._try_rotate(space_id)
+        return max(self._keys_cached(space_id))
+
+    async def _try_rotate(self, space_id: bytes) -> bool:
+        # True when this device stored the new epoch. A refused upload (409:
+        # another device's package holds the epoch, or the relay claims so) is
+        # accepted only if the package the relay then serves is safe to write
+        # under; otherwise nothing may be written: rotation_blocked.
         packages = await self.refresh_keys(space_id)
         last = packages[-1]
         pkg = self._package(space_id, last.epoch + 1, last.hash)
-        await self.relay.put_key_package(space_id, pkg)
+        try:
+            await self.relay.put_key_package(space_id, pkg)
+        except (ConflictError, EpochError) as exc:
+            newest = (await self.refresh_keys(space_id))[-1]
+            self._check_not_blocked(space_id, newest, exc)
+            return False
         self.store.put("kp", space_id + (last.epoch + 1).to_bytes(4, "big"), pkg)
-        self._key_cache.pop(space_id, None)
-        return last.epoch + 1
+        self._forget_keys(space_id)
+        return True
+
+    def _check_not_blocked(self, space_id: bytes, newest: kp.KeyPackage,
+                           cause: SddsfError | None = None) -> None:
+        revoked = kp.revoked_since(newest, self.registry())
+        if not revoked:
+            return
+        names = ", ".join(repr(r.name) for r in revoked)
+        why = f" ([{cause.code.value}] {cause.message})" if cause is not None else ""
+        raise EpochError(
+            f"cannot rotate the key of space {self._space_label(space_id)} after the "
+            f"revocation of {names}: the relay refused this device's new key package{why} "
+            f"and serves no newer epoch without the revoked device (its newest is epoch "
+            f"{newest.epoch}). Nothing is written under the old key, which the revoked "
+            "device holds: your edits stay on this device. Sync again later; if this "
+            "persists, the relay is suppressing the rotation (it may be colluding with the "
+            "revoked device): move the account to another relay", Code.ROTATION_BLOCKED)
+
+    def _space_label(self, space_id: bytes) -> str:
+        name = self.store.get("space", space_id)
+        label = str(decode(name)) if name is not None else ""
+        return repr(label) if label else space_id.hex()[:12]
 
     async def refresh_keys(self, space_id: bytes) -> list[kp.KeyPackage]:
-        """Fetch, verify (as a chain) and store the space's key packages."""
+        """Fetch, verify (as a chain) and store the space's key packages.
+
+        Raises:
+            ProofError: ``key_package_fork`` when the relay serves another package
+                for an epoch this device stored (a stored package is never
+                replaced), ``proof_invalid`` when it no longer serves one this
+                device stored, or serves none.
+        """
         raw = await self.relay.key_packages(space_id, 0)
         state = await self.refresh_registry()
+        stored = dict(self.store.scan("kp", space_id))
         verified: list[kp.KeyPackage] = []
-        with self.store.batch() as b:
-            for data in raw:
-                previous = verified[-1] if verified else None
-                pkg = kp.verify_key_package(data, registry=state, space=space_id,
-                                            previous=previous)
-                verified.append(pkg)
-                b.put("kp", space_id + pkg.epoch.to_bytes(4, "big"), data)
+        for data in raw:
+            previous = verified[-1] if verified else None
+            pkg = kp.verify_key_package(data, registry=state, space=space_id,
+                                        previous=previous)
+            mine = stored.pop(space_id + pkg.epoch.to_bytes(4, "big"), None)
+            if mine is not None and mine != data:
+                raise ProofError(
+                    f"the relay serves another key package for epoch {pkg.epoch} of space "
+                    f"{self._space_label(space_id)} than the one this device stored: two "
+                    "packages for one epoch are fork evidence (the relay, or a device, "
+                    "equivocates); the stored one is kept", Code.KEY_PACKAGE_FORK)
+            verified.append(pkg)
+        if stored:
+            epochs = sorted(int.from_bytes(k[16:], "big") for k in stored)
+            raise ProofError(f"the relay no longer serves the key package(s) of epoch(s) "
+                             f"{epochs} of space {self._space_label(space_id)} that this "
+                             "device stored: it is hiding or rolling back key packages")
         if not verified:
             raise ProofError("the relay has no key package for this space")
-        self._key_cache.pop(space_id, None)
+        with self.store.batch() as b:
+            for pkg in verified:
+                b.put("kp", space_id + pkg.epoch.to_bytes(4, "big"), pkg.raw)
+        self._forget_keys(space_id)
         return verified
 
+    def _stored_packages(self, space_id: bytes) -> list[kp.KeyPackage]:
+        return [kp.decode_key_package(data) for _, data in self.store.scan("kp", space_id)]
+
+    def _stored_package(self, space_id: bytes, epoch: int) -> kp.KeyPackage | None:
+        raw = self.store.get("kp", space_id + epoch.to_bytes(4, "big"))
+        return None if raw is None else kp.decode_key_package(raw)
+
     def _epoch_keys(self, space_id: bytes) -> dict[int, bytes]:
-        keys: dict[int, bytes] = {}
-        for _, data in self.store.scan("kp", space_id):
-            pkg = kp.decode_key_package(data)
-            if self.device_id in pkg.recipients:
-                keys.update(kp.open_epoch_keys(pkg, self.device_id, self.keys.kx))
-        return keys
+        # Every key this device can read: the packages that list it, and the
+        # earlier keys their chain wraps (keypackage.open_key_history).
+        return kp.open_key_history(self._stored_packages(space_id), self.device_id,
+                                   self.keys.kx)
+
+    def _package_seqs(self, space_id: bytes) -> tuple[int, ...]:
+        # Epoch -> the registry_seq of its package, for the rules' EpochWindow.
+        seqs = self._seq_cache.get(space_id)
+        if seqs is None:
+            packages = self._stored_packages(space_id)
+            if [p.epoch for p in packages] != list(range(len(packages))):
+                raise ProofError("this device's stored key packages are not a chain from "
+                                 "epoch 0; the device store is damaged")
+            seqs = self._seq_cache[space_id] = tuple(p.registry_seq for p in packages)
+        return seqs
+
+    def _forget_keys(self, space_id: bytes) -> None:
+        self._key_cache.pop(space_id, None)
+        self._seq_cache.pop(space_id, None)
 
     # ---------------------------------------------------------------- docs
     def doc(self, space_id: bytes, name: str) -> pycrdt.Doc[Any]:
@@ -831,11 +924,20 @@ class Device:
             doc.unobserve(sub)
         self._buffers.pop(key, None)
 
-    def _seal(self, space_id: bytes, doc_id: bytes, name: str, updates: list[bytes]) -> None:
+    def _seal(self, space_id: bytes, doc_id: bytes, name: str, updates: list[bytes], *,
+              release: tuple[bytes, ...] = ()) -> None:
         keys = self._keys_cached(space_id)
         if not keys:
             raise UsageError("this device has no key for the space yet; sync first")
         epoch = max(keys)
+        state = self.registry()
+        if self._compromised(space_id, epoch, state):
+            # A device revoked since this epoch was made holds its key: nothing is
+            # sealed under it. The edit is kept (persisted) until sync opens a new
+            # epoch (_rotate_if_due), or says why it cannot (rotation_blocked).
+            if not release:
+                self._hold(space_id, doc_id, name, updates)
+            return
         mine = self.store.get("mine", space_id)
         seq, prev = (1, GENESIS_PREV)
         if mine is not None:
@@ -845,13 +947,13 @@ class Device:
         seen = self._seen_cached(space_id)
         payloads = self._payloads(name, updates, OpHeader(
             space=space_id, doc=doc_id, author=self.device_id, seq=seq, prev=prev, deps=deps,
-            epoch=epoch, ts=self.hlc.last, seen=seen, nonce=bytes(24)))
+            epoch=epoch, ts=self.hlc.last, seen=seen, nonce=bytes(24), reg=state.seq))
         envs: list[OpEnvelope] = []
         for payload in payloads:  # parts of one edit: consecutive ops of the chain
             ts = self.hlc.tick(self._clock())
             header = OpHeader(space=space_id, doc=doc_id, author=self.device_id, seq=seq,
                               prev=prev, deps=deps, epoch=epoch, ts=ts, seen=seen,
-                              nonce=random_bytes(24))
+                              nonce=random_bytes(24), reg=state.seq)
             env = seal_op(self.keys, header, payload, keys[epoch])
             envs.append(env)
             seq, prev = seq + 1, env.op_id
@@ -871,6 +973,8 @@ class Device:
             b.put("id", b"hlc", encode(last_env.header.ts.to_wire()))
             if len(envs) > 1:
                 _keep_parted_edit(b, space_id, payloads[0], last_env.header.seq, name, updates)
+            for key in release:
+                b.delete("held", key)
 
     def _payloads(self, name: str, updates: list[bytes], probe: OpHeader) -> list[bytes]:
         # The plaintexts of the ops that carry one edit, each small enough that
@@ -905,6 +1009,74 @@ class Device:
                 "max_op": limits.max_op, "max_field_chars": limits.max_field_chars}))
             self._limits = limits
         return limits
+
+    def _compromised(self, space_id: bytes, epoch: int, state: reg.RegistryState) -> bool:
+        """Whether a device revoked (in ``state``) after ``epoch``'s package was made
+        may hold its key: no new op may be sealed or pushed under it."""
+        seqs = self._package_seqs(space_id)
+        return epoch >= len(seqs) or state.revoked_between(seqs[epoch], state.seq)
+
+    def _hold(self, space_id: bytes, doc_id: bytes, name: str, updates: list[bytes]) -> None:
+        tag = _HELD + random_bytes(7)
+        with self.store.batch() as b:
+            b.put("held", space_id + doc_id + tag, encode({"n": name, "u": updates}))
+            # Like a sealed op's updates: the document shows the edit after a restart.
+            b.put("docupd", space_id + doc_id + tag, encode(updates))
+
+    def held_count(self) -> int:
+        """Edits kept back because their space's key must be rotated first."""
+        return self.store.count("held")
+
+    def _release_held(self, space_id: bytes) -> None:
+        # Seal the held edits of each document as one op (the epoch is safe now).
+        docs: dict[bytes, tuple[str, list[bytes], list[bytes]]] = {}
+        for key, raw in self.store.scan("held", space_id):
+            row = _as_dict(raw)
+            name, updates, keys = docs.setdefault(key[16:32], (str(row["n"]), [], []))
+            updates.extend(bytes(u) for u in row["u"])
+            keys.append(key)
+        for doc_id, (name, updates, keys) in docs.items():
+            merged = updates[0] if len(updates) == 1 else pycrdt.merge_updates(*updates)
+            self._seal(space_id, doc_id, name, [merged], release=tuple(keys))
+
+    def _hold_compromised_pending(self, space_id: bytes) -> None:
+        # Pending ops sealed under an epoch that a device revoked since can read
+        # are never pushed: in one transaction they become held edits again and
+        # the chain head goes back to what the log holds (every pending op is
+        # re-sealed, since they form one chain after it).
+        rows = self.store.scan("pending", space_id)
+        state = self.registry()
+        envs = [decode_envelope(raw) for _, raw in rows]
+        if not any(self._compromised(space_id, e.header.epoch, state) for e in envs):
+            return
+        keys = self._keys_cached(space_id)
+        parted: set[bytes] = set()  # the parts of one edit are held once, as the edit
+        with self.store.batch() as b:
+            for (key, _), env in zip(rows, envs, strict=True):
+                edit = self._pending_edit(space_id, env, keys, b, parted)
+                if edit is not None:
+                    b.put("held", space_id + env.header.doc + _HELD + random_bytes(7),
+                          encode({"n": edit.name, "u": list(edit.updates)}))
+                b.delete("pending", key)
+            self._reset_head(b, space_id, None)
+
+    def _pending_edit(self, space_id: bytes, env: OpEnvelope, keys: dict[int, bytes],
+                      b: StoreBatch, parted: set[bytes]) -> Edit | None:
+        # The edit a pending op of this device carries: itself, or for a part of
+        # a multi-part edit the whole edit kept when it was sealed (once).
+        payload = decode_payload(open_op(env, keys[env.header.epoch]))
+        if not isinstance(payload, Part):
+            return payload
+        if payload.digest in parted:
+            return None
+        parted.add(payload.digest)
+        whole = self.store.get("editdata", space_id + payload.digest)
+        if whole is None:
+            return None
+        b.delete("edit", space_id + payload.digest)
+        b.delete("editdata", space_id + payload.digest)
+        edit = decode_payload(whole, decode_limits=_LOCAL_ROWS)
+        return edit if isinstance(edit, Edit) else None
 
     def _verified_tree(self, space_id: bytes) -> merkle.MerkleTree:
         """The Merkle tree of the leaves this device verified (loaded once)."""
@@ -1056,23 +1228,28 @@ class Device:
     async def _rotate_if_due(self, space_id: bytes, packages: list[kp.KeyPackage],
                              report: SyncReport) -> None:
         # A new epoch is due when a device was revoked after the current one
-        # was made (its revoker may have crashed before rotating), or when the
-        # current one is older than the policy's max_epoch_age_s.
+        # was made (its revoker may have crashed before rotating, or the relay
+        # refused its package), when an active device is not a recipient
+        # (catch-up), or when the current one is older than the policy's
+        # max_epoch_age_s. On return the newest epoch is one no revoked device
+        # holds (else rotation_blocked is raised and nothing is pushed), pending
+        # ops sealed under a compromised epoch are held again, and held edits
+        # are sealed under the new epoch.
         last = packages[-1]
+        if self._epoch_due(last) and await self._try_rotate(space_id):
+            report.rotated += 1
+        self._hold_compromised_pending(space_id)
+        self._release_held(space_id)
+
+    def _epoch_due(self, last: kp.KeyPackage) -> bool:
         max_age = self.registry().policy.get("max_epoch_age_s")
-        published = effective_encryption_policy(self)  # the relay's, never weakening ours
+        published = effective_encryption_policy(self)  # the relay's, clamped, never weaker
         if published is not None and not (isinstance(max_age, int) and 0 < max_age
                                           <= published.max_epoch_age_s):
             max_age = published.max_epoch_age_s
         aged = isinstance(max_age, int) and not isinstance(max_age, bool) and max_age > 0 \
             and self._clock() - last.ts > max_age * 1000
-        if not (aged or kp.needs_rotation(last, self.registry())):
-            return
-        try:
-            await self.rotate(space_id)
-            report.rotated += 1
-        except ConflictError:
-            await self.refresh_keys(space_id)  # another device rotated first: use its epoch
+        return aged or kp.needs_rotation(last, self.registry())
 
     async def set_policy(self, policy: dict[str, bool | int | str]) -> Change:
         """Replace the account's registry policy (e.g. ``{"max_epoch_age_s": 86400}``,
@@ -1107,7 +1284,7 @@ class Device:
     def snapshot_state(self, space_id: bytes) -> dict[str, bytes] | None:
         """Every document of a space as Yjs state, or None while local edits are
         not yet in the log (a snapshot must hold exactly the logged state)."""
-        if self.store.scan("pending", space_id) or any(
+        if self.store.scan("pending", space_id) or self.store.scan("held", space_id) or any(
                 buf for (sid, _), buf in self._buffers.items() if sid == space_id and buf):
             return None
         if self._assembly_open(space_id):
@@ -1319,19 +1496,21 @@ class Device:
             self, space_id: bytes, fetched: list[tuple[int, bytes, bytes | None]],
             tree: merkle.MerkleTree, head: TreeHead, report: SyncReport,
             snap: Snapshot | None) -> None:
-        state = self.registry()
         keys = self._epoch_keys(space_id)
         chains = MemoryChainView(heads=dict(snap.chains) if snap is not None else {
             k[16:]: _chain_head(v) for k, v in self.store.scan("chain", space_id)})
         older: list[tuple[bytes, TreeHeadRef]] = []  # gossip about sizes before tree.base
-        window = EpochWindow(max(keys) if keys else 0, 0)
+        envs = [_decoded_or_raw(raw) for _, _, raw in fetched]
+        state = await self._registry_covering(envs)
+        # package_seqs: the compromised-epoch rule (epoch_compromised) needs them.
+        window = EpochWindow(max(keys) if keys else 0, 0, self._package_seqs(space_id))
         parts = PartsReader(self.store, space_id)  # (a snapshot is never taken mid-edit)
         applied: list[tuple[OpEnvelope, dict[str, object] | None]] = []
-        for offset, _, raw in fetched:
-            if raw is None:
+        for (offset, _, raw), item in zip(fetched, envs, strict=True):
+            if raw is None or item is None:
                 continue  # pruned: covered by a snapshot (client snapshots: next milestone)
             try:
-                verdict = verify_op(raw, space=space_id, registry=state, epochs=window,
+                verdict = verify_op(item, space=space_id, registry=state, epochs=window,
                                     chains=chains, now_ms=None)
             except SddsfError as exc:
                 skipped = _beyond_cutoff(raw, offset, exc, state)
@@ -1422,6 +1601,24 @@ class Device:
                     b.put("space", space_id, encode(space_name))
         self._trees[space_id] = tree  # only after the leaves were committed
         report.tree_size[space_id] = head.size
+
+    async def _registry_covering(self, envs: list[OpEnvelope | bytes | None]
+                                 ) -> reg.RegistryState:
+        # Each op names the registry seq its author had verified (header.reg): this
+        # device needs at least that much of the registry to judge it. A relay
+        # that serves such ops but not the entries is withholding the registry.
+        state = self.registry()
+        wanted = max((e.header.reg for e in envs
+                      if isinstance(e, OpEnvelope) and e.header.reg is not None), default=-1)
+        if wanted <= state.seq:
+            return state
+        state = await self.refresh_registry()
+        if wanted > state.seq:
+            raise ProofError(f"an op was written after registry entry {wanted}, but the relay "
+                             f"serves the registry only up to entry {state.seq}: it is "
+                             "withholding registry entries (a revocation?) from this device",
+                             Code.REGISTRY_WITHHELD)
+        return state
 
     def _check_gossip(self, env: OpEnvelope, offset: int, tree: merkle.MerkleTree,
                       older: list[tuple[bytes, TreeHeadRef]]) -> None:
@@ -1546,6 +1743,31 @@ def _upload_batches(rows: list[tuple[bytes, bytes]], limits: RelayLimits
 def leaves_at(tree: merkle.MerkleTree, offset: int) -> bytes:
     """The leaf hash at ``offset`` (a perfect node of level 0)."""
     return tree.hash_range(offset, offset + 1)
+
+
+def _decoded_or_raw(raw: bytes | None) -> OpEnvelope | bytes | None:
+    # Decoded once for the registry check; a decoding failure is reported by the
+    # rules, in order, when they get the raw bytes.
+    if raw is None:
+        return None
+    try:
+        return decode_envelope(raw)
+    except SddsfError:
+        return raw
+
+
+def _previous_keys(known: dict[int, bytes], last: kp.KeyPackage) -> list[bytes]:
+    """The earlier keys the package after ``last`` wraps: ``last``'s key (a version
+    2 package leads further back itself), or, after a version 1 package, the
+    contiguous run of keys ending at ``last``'s epoch that this device holds."""
+    if last.version >= 2:
+        return [known[last.epoch]]
+    run: list[bytes] = []
+    epoch = last.epoch
+    while epoch in known:
+        run.append(known[epoch])
+        epoch -= 1
+    return run[::-1]
 
 
 def _as_dict(raw: bytes) -> dict[str, Any]:

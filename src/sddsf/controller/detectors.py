@@ -15,6 +15,10 @@ Rules (each over the device's signals in the rule's window):
   (tombstones) by the device, as reported by the devices that decrypted them;
 * ``pairing_burst`` (medium): ``detectors.pairing.threshold`` pairing attempts
   or device additions;
+* ``device_add_burst`` (high, per account): ``detectors.device_adds.threshold``
+  devices added to the account by its devices within the window (by the
+  additions' registry dates, which the relay bounds by its clock); the
+  default alerts well before the registry's own window limit is reached;
 * ``unusual_hour`` (medium): a device was added in the quiet hours and the
   account is rarely active then;
 * ``volume_spike`` (medium): ops in the current window above ``factor`` x the
@@ -55,6 +59,7 @@ __all__ = [
     "burst_findings",
     "burst_window_s",
     "correlate",
+    "device_add_burst",
     "observe",
     "rate_findings",
     "unusual_hour",
@@ -140,6 +145,22 @@ def burst_findings(kind: SignalKind, history: Iterable[Signal], policy: Controll
         return []
     return [Finding(name, severity, f"{total} {_WHAT[kind]} within {rule.window_s} s "
                                     f"(threshold {rule.threshold})")]
+
+
+def device_add_burst(additions: Iterable[int], policy: ControllerPolicy,
+                     now_ms: int) -> Finding | None:
+    """A finding when the account's devices added ``detectors.device_adds.threshold``
+    devices within the window; ``additions`` are the dates (ms) of the device-signed
+    additions in the registry."""
+    rule = policy.detectors.device_adds
+    since = now_ms - rule.window_s * 1000
+    count = sum(1 for ts in additions if ts >= since)
+    if count < rule.threshold:
+        return None
+    return Finding("device_add_burst", Severity.HIGH,
+                   f"{count} devices were added to this account by its devices within "
+                   f"{rule.window_s} s (threshold {rule.threshold}); if you did not add them, "
+                   "revoke the device that did (or recover with the account secret)")
 
 
 def unusual_hour(now_ms: int, hours: Sequence[int], policy: ControllerPolicy) -> Finding | None:

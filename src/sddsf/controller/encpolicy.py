@@ -11,6 +11,13 @@ body_bytes)``. A client verifies it with the relay key it pinned and merges it
 into its own settings with :func:`strictest`: minimums only go up, the allowed
 suites only shrink (never to nothing), the rotation age only goes down. A relay
 can therefore make clients stricter, never weaker.
+
+Stricter is not always harmless: a relay publishing a one-second rotation age
+would make every client rotate on every sync, and absurd KDF minimums would
+make passphrase backups unusable. So what a relay publishes is first clamped
+(:func:`clamp`) to :data:`MIN_EPOCH_AGE_S` and the KDF ceilings below; the
+person can see the values (``sddsf encryption-policy show``) and forget the
+merged ones (``... reset``).
 """
 
 from __future__ import annotations
@@ -25,13 +32,21 @@ from sddsf.protocol.encoding import DecodeLimits, encode
 from sddsf.protocol.labels import labelled
 from sddsf.protocol.schema import decode_signed
 
-__all__ = ["ENCRYPTION_POLICY_VERSION", "EncryptionPolicy", "sign_encryption_policy",
+__all__ = ["ENCRYPTION_POLICY_VERSION", "MAX_KDF_M_KIB", "MAX_KDF_P", "MAX_KDF_T",
+           "MIN_EPOCH_AGE_S", "EncryptionPolicy", "clamp", "sign_encryption_policy",
            "strictest", "verify_encryption_policy"]
 
 ENCRYPTION_POLICY_VERSION: Final = 1
 _LIMITS: Final = DecodeLimits(max_size=1024, max_depth=3, max_items=16)
 _FIELDS: Final = ("v", "relay", "ts", "min_kdf_t", "min_kdf_m_kib", "min_kdf_p", "suites",
                   "max_epoch_age_s")
+#: A relay cannot make clients rotate a space's key more often than hourly.
+MIN_EPOCH_AGE_S: Final = 3600
+#: Nor demand more of a passphrase backup's Argon2id than this (about ten seconds
+#: and 1 GiB on a laptop): higher minimums would make backups unusable.
+MAX_KDF_T: Final = 10
+MAX_KDF_M_KIB: Final = 1024 * 1024
+MAX_KDF_P: Final = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,8 +99,23 @@ def verify_encryption_policy(data: bytes, relay_key: Ed25519PublicKey) -> Encryp
                             f.int_("max_epoch_age_s", lo=1), f.int_("ts"))
 
 
+def clamp(policy: EncryptionPolicy) -> tuple[EncryptionPolicy, tuple[str, ...]]:
+    """``policy`` with its values brought within the floors and ceilings above, and
+    the names of the values that were out of range."""
+    bounded = EncryptionPolicy(min(policy.min_kdf_t, MAX_KDF_T),
+                               min(policy.min_kdf_m_kib, MAX_KDF_M_KIB),
+                               min(policy.min_kdf_p, MAX_KDF_P), policy.suites,
+                               max(policy.max_epoch_age_s, MIN_EPOCH_AGE_S), policy.ts)
+    changed = tuple(name for name in ("min_kdf_t", "min_kdf_m_kib", "min_kdf_p",
+                                      "max_epoch_age_s")
+                    if getattr(bounded, name) != getattr(policy, name))
+    return bounded, changed
+
+
 def strictest(own: EncryptionPolicy | None, published: EncryptionPolicy) -> EncryptionPolicy:
-    """Merge a published policy into the device's own: never weaker than ``own``."""
+    """Merge a published policy, clamped (:func:`clamp`), into the device's own:
+    never weaker than ``own``."""
+    published = clamp(published)[0]
     if own is None:
         return published
     suites = tuple(s for s in own.suites if s in published.suites) or own.suites

@@ -163,6 +163,7 @@ class DetectorPolicy:
     replays: BurstRule = BurstRule(3, 600)
     deletions: BurstRule = BurstRule(20, 3600)
     pairing: BurstRule = BurstRule(5, 3600)
+    device_adds: BurstRule = BurstRule(8, 86_400)
     unusual_hour: UnusualHour = UnusualHour()
     volume: VolumeRule = VolumeRule()
     stats: StatsDetector = StatsDetector()
@@ -242,7 +243,7 @@ def _validated(p: ControllerPolicy) -> ControllerPolicy:
         raise ConfigError("policy detectors.stats.alpha must be in (0, 1]")
     if not 0 < d.ml.contamination < 0.5:
         raise ConfigError("policy detectors.ml.contamination must be in (0, 0.5)")
-    for name in ("sig_failures", "replays", "deletions", "pairing"):
+    for name in ("sig_failures", "replays", "deletions", "pairing", "device_adds"):
         rule: BurstRule = getattr(d, name)
         if rule.threshold < 1 or rule.window_s < 1:
             raise ConfigError(f"policy detectors.{name}: threshold and window_s must be >= 1")

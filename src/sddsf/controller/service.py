@@ -386,6 +386,12 @@ class Controller:
             found = det.unusual_hour(self._clock(), hours or [0] * 24, self.policy)
             if found is not None:
                 await self.raise_alert(account_id, added[0].device_id, found)
+        if added and entry.signer != account_id:
+            burst = det.device_add_burst(
+                [r.added_ts for r in state.devices.values() if r.added_by != account_id],
+                self.policy, self._clock())
+            if burst is not None:
+                await self.raise_alert(account_id, added[0].added_by, burst)
 
     async def _check_registry_policy(self, account_id: bytes, state: RegistryState) -> None:
         want = self.policy.approvals

@@ -2,9 +2,14 @@
 
 Wire form (canonical CBOR)::
 
-    envelope = [version, header_bytes, ciphertext, signature]
+    envelope = [version, header_bytes, ciphertext, signature]      version = 1
     header   = {"v", "suite", "space", "doc", "author", "seq", "prev", "deps",
-                "epoch", "ts", "seen", "nonce"}            (all required)
+                "epoch", "ts", "seen", "nonce", "reg"}      (all required; v = 2)
+
+* ``reg`` (header version 2) is the registry seq the author had verified when
+  it sealed the op. The rules use it to refuse an op written under an epoch
+  that a device revoked by then could read (``epoch_compromised``). Header
+  version 1 (without ``reg``) stays readable history; new ops use version 2.
 
 * ``ciphertext`` = XChaCha20-Poly1305(doc_key, nonce, plaintext,
   ad = labelled(OP_AD, header_bytes)); the header is therefore bound to the
@@ -39,6 +44,8 @@ from sddsf.protocol.vv import VersionVector
 __all__ = [
     "FORMAT_VERSION",
     "GENESIS_PREV",
+    "HEADER_VERSION",
+    "HEADER_VERSIONS",
     "SPACE_ID_SIZE",
     "SUITE_V1",
     "OpEnvelope",
@@ -50,7 +57,10 @@ __all__ = [
     "seal_op",
 ]
 
-FORMAT_VERSION: Final = 1
+FORMAT_VERSION: Final = 1  # the outer envelope array
+#: The header format new ops use (2 adds ``reg``); 1 is readable history only.
+HEADER_VERSION: Final = 2
+HEADER_VERSIONS: Final = frozenset({1, HEADER_VERSION})
 #: Ed25519 + XChaCha20-Poly1305 + HKDF-SHA256 + BLAKE2b-256 + RFC 9162 SHA-256 log.
 SUITE_V1: Final = 1
 SUPPORTED_SUITES: Final = frozenset({SUITE_V1})
@@ -58,8 +68,9 @@ SPACE_ID_SIZE: Final = 16
 DOC_ID_SIZE: Final = 16
 HASH_SIZE: Final = 32
 GENESIS_PREV: Final = bytes(HASH_SIZE)  # "prev" of an author's first op in a space
-_HEADER_KEYS: Final = ("v", "suite", "space", "doc", "author", "seq", "prev", "deps",
-                       "epoch", "ts", "seen", "nonce")
+_HEADER_KEYS_V1: Final = ("v", "suite", "space", "doc", "author", "seq", "prev", "deps",
+                          "epoch", "ts", "seen", "nonce")
+_HEADER_KEYS: Final = {1: _HEADER_KEYS_V1, 2: (*_HEADER_KEYS_V1, "reg")}
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,17 +99,22 @@ class OpHeader:
     ts: HLCTimestamp
     seen: TreeHeadRef | None
     nonce: bytes
-    version: int = FORMAT_VERSION
+    version: int = HEADER_VERSION
     suite: int = SUITE_V1
+    #: The registry seq the author had verified (header version 2; None in version 1).
+    reg: int | None = 0
 
     def to_wire(self) -> dict[str, object]:
         """The header as a map, ready for :func:`encode`."""
-        return {
+        wire: dict[str, object] = {
             "v": self.version, "suite": self.suite, "space": self.space, "doc": self.doc,
             "author": self.author, "seq": self.seq, "prev": self.prev,
             "deps": self.deps.to_wire(), "epoch": self.epoch, "ts": self.ts.to_wire(),
             "seen": None if self.seen is None else self.seen.to_wire(), "nonce": self.nonce,
         }
+        if self.version >= 2:
+            wire["reg"] = self.reg
+        return wire
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,13 +154,19 @@ def seal_op(author: DeviceKeys, header: OpHeader, plaintext: bytes, epoch_key: b
             limits: ProtocolLimits = DEFAULT_PROTOCOL_LIMITS) -> OpEnvelope:
     """Encrypt and sign ``plaintext`` as an op.
 
-    ``header.nonce`` must be 24 fresh random bytes (the caller supplies them).
+    ``header.nonce`` must be 24 fresh random bytes (the caller supplies them), and
+    ``header.reg`` the registry seq the author has verified. Only the current
+    header version (:data:`HEADER_VERSION`) is produced.
 
     Raises:
-        UsageError: the header does not belong to ``author``, or the result is too large.
+        UsageError: the header does not belong to ``author``, is not of the current
+            version, or the result is too large.
     """
     if header.author != author.device_id:
         raise UsageError("header.author is not this device")
+    if header.version != HEADER_VERSION or header.reg is None or header.reg < 0:
+        raise UsageError(f"new ops use header version {HEADER_VERSION} with the verified "
+                         "registry seq in header.reg")
     if len(header.nonce) != AEAD_NONCE_SIZE:
         raise UsageError("header.nonce must be 24 random bytes")
     header_bytes = encode(header.to_wire())
@@ -174,9 +196,10 @@ def open_op(envelope: OpEnvelope, epoch_key: bytes) -> bytes:
 
 def _decode_header(header_bytes: bytes, limits: ProtocolLimits) -> OpHeader:
     value = decode(header_bytes, limits=limits.decode_limits(limits.max_header))
-    version_of_map(value, FORMAT_VERSION, "op header")
-    f = expect_map(value, "op header", _HEADER_KEYS)
-    version = f.int_("v")
+    version_of_map(value, HEADER_VERSIONS, "op header")
+    version = check_version(value.get("v") if isinstance(value, dict) else None,
+                            HEADER_VERSIONS, "op header")
+    f = expect_map(value, "op header", _HEADER_KEYS[version])
     suite = f.int_("suite")
     if suite not in SUPPORTED_SUITES:
         raise DecodeError(f"cipher suite {suite} is not allowed", Code.UNSUPPORTED_SUITE)
@@ -198,7 +221,8 @@ def _decode_header(header_bytes: bytes, limits: ProtocolLimits) -> OpHeader:
         deps=VersionVector.from_wire(f.raw("deps"), what="op header.deps", id_size=ID_SIZE,
                                      max_entries=limits.max_deps),
         epoch=f.int_("epoch"), ts=HLCTimestamp.from_wire(f.raw("ts"), what="op header.ts"),
-        seen=seen, nonce=f.bytes_("nonce", size=AEAD_NONCE_SIZE), version=version, suite=suite)
+        seen=seen, nonce=f.bytes_("nonce", size=AEAD_NONCE_SIZE), version=version, suite=suite,
+        reg=f.int_("reg") if version >= 2 else None)
 
 
 def decode_envelope(data: bytes, *,

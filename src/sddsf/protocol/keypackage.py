@@ -3,11 +3,16 @@
 Each space has a sequence of key epochs 0, 1, 2, ... Epoch ``e`` has a random
 32-byte epoch key. A key package distributes it::
 
-    package    = [version, body_bytes, signature]
+    package    = [version, body_bytes, signature]                 version = 2
     body       = {"v", "space", "epoch", "prev", "creator", "ts", "registry_seq",
-                  "recipients"}
+                  "recipients", "key_commit", "prev_keys"}
     recipients = [[recipient_id, sealed_key], ...]    sorted by recipient_id, unique
     sealed_key = seal(recipient_x25519_pk, labelled(KEY_PACKAGE_SEALED, space, epoch, key))
+    key_commit = tagged_hash(KEY_PACKAGE_COMMIT, space, epoch, key)
+    prev_keys  = null | AEAD(wrap_key, wrap_nonce, encode([key_{e-n}, ..., key_{e-1}]),
+                             ad = labelled(KEY_PACKAGE_WRAP, space, epoch))
+    wrap_key || wrap_nonce = HKDF-SHA256(key, salt = KEY_PACKAGE_WRAP,
+                                         info = labelled(KEY_PACKAGE_WRAP, space, epoch), 56)
 
 ``prev`` is the previous epoch's package hash ``tagged_hash(KEY_PACKAGE_HASH,
 package_bytes)`` (zeros for epoch 0), so epochs form a chain. The creator (an
@@ -15,7 +20,16 @@ active device) signs ``labelled(KEY_PACKAGE_SIG, body_bytes)``. Recipients are
 active devices of the registry at ``registry_seq`` plus the account recovery
 key (recipient id = account id), which must always be present so that
 recovery can read history. The sealed plaintext names its space and epoch, so
-a sealed key moved into another package is refused when opened.
+a sealed key moved into another package is refused when opened; the public
+``key_commit`` makes every recipient check that it got the same key as the
+others.
+
+Key history: whoever holds epoch ``e``'s key opens ``prev_keys`` and gets the
+earlier keys it wraps (normally just ``e - 1``'s), then ``e - 1``'s package
+gives the ones before, and so on down to epoch 0 along the verified chain
+(:func:`open_key_history`), however many epochs there are. Version 1 packages
+(old history) carried up to :data:`MAX_KEY_HISTORY` earlier keys inside each
+sealed key instead; they stay readable.
 """
 
 from __future__ import annotations
@@ -24,7 +38,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from sddsf.crypto import X25519KeyPair, _seal_seeded, seal, seal_open
+from sddsf.crypto import (
+    AEAD_NONCE_SIZE,
+    X25519KeyPair,
+    _seal_seeded,
+    aead_decrypt,
+    aead_encrypt,
+    hkdf_sha256,
+    seal,
+    seal_open,
+)
 from sddsf.errors import (
     AuthorizationError,
     Code,
@@ -35,38 +58,55 @@ from sddsf.errors import (
     UsageError,
 )
 from sddsf.protocol import labels
-from sddsf.protocol.encoding import decode, encode
+from sddsf.protocol.encoding import DecodeLimits, decode, encode
 from sddsf.protocol.envelope import SPACE_ID_SIZE
 from sddsf.protocol.identity import ID_SIZE, DeviceKeys
 from sddsf.protocol.labels import labelled, tagged_hash
 from sddsf.protocol.limits import DEFAULT_PROTOCOL_LIMITS, ProtocolLimits
-from sddsf.protocol.registry import RegistryState
+from sddsf.protocol.registry import DeviceRecord, RegistryState
 from sddsf.protocol.schema import decode_signed
 
 __all__ = [
     "KEY_PACKAGE_VERSION",
+    "KEY_PACKAGE_VERSIONS",
     "MAX_KEY_HISTORY",
+    "MAX_WRAPPED_KEYS",
     "KeyPackage",
     "build_key_package",
     "decode_key_package",
+    "key_commitment",
     "needs_rotation",
     "open_epoch_key",
     "open_epoch_keys",
+    "open_key_history",
     "package_hash",
+    "revoked_since",
+    "unwrap_previous_keys",
     "verify_key_package",
 ]
 
-KEY_PACKAGE_VERSION: Final = 1
+#: The version new packages use; version 1 (sealed history lists) is read only.
+KEY_PACKAGE_VERSION: Final = 2
+KEY_PACKAGE_VERSIONS: Final = frozenset({1, KEY_PACKAGE_VERSION})
 _ZERO: Final = bytes(32)
-_FIELDS: Final = ("v", "space", "epoch", "prev", "creator", "ts", "registry_seq", "recipients")
-MAX_KEY_HISTORY: Final = 255  # previous epoch keys carried in one sealed key
-# Seal overhead + the labelled plaintext with a full key history.
+_FIELDS_V1: Final = ("v", "space", "epoch", "prev", "creator", "ts", "registry_seq",
+                     "recipients")
+_FIELDS: Final = {1: _FIELDS_V1, 2: (*_FIELDS_V1, "key_commit", "prev_keys")}
+#: Version 1 only: earlier epoch keys carried in one sealed key.
+MAX_KEY_HISTORY: Final = 255
+#: Earlier epoch keys one version 2 package may wrap (a package normally wraps
+#: one; the first package after version 1 ones wraps what its creator holds).
+MAX_WRAPPED_KEYS: Final = 4096
+_WRAPPED_MAX_BYTES: Final = 16 + 3 + 34 * MAX_WRAPPED_KEYS
+_WRAPPED_LIMITS: Final = DecodeLimits(max_size=_WRAPPED_MAX_BYTES, max_depth=2,
+                                      max_items=MAX_WRAPPED_KEYS)
+# Seal overhead + the labelled plaintext with a full (version 1) key history.
 _SEALED_SIZE: Final = 48 + 100 + 34 * MAX_KEY_HISTORY
 
 
 @dataclass(frozen=True, slots=True)
 class KeyPackage:
-    """A decoded key package."""
+    """A decoded key package (``key_commit`` and ``prev_keys`` are None in version 1)."""
 
     space: bytes
     epoch: int
@@ -79,6 +119,9 @@ class KeyPackage:
     signature: bytes
     raw: bytes
     hash: bytes
+    version: int = KEY_PACKAGE_VERSION
+    key_commit: bytes | None = None
+    prev_keys: bytes | None = None  # the wrapped earlier keys (AEAD output)
 
 
 def package_hash(package_bytes: bytes) -> bytes:
@@ -86,9 +129,22 @@ def package_hash(package_bytes: bytes) -> bytes:
     return tagged_hash(labels.KEY_PACKAGE_HASH, package_bytes)
 
 
-def _sealed_plaintext(space: bytes, epoch: int, key: bytes,
-                      history: Sequence[bytes]) -> bytes:
-    return labelled(labels.KEY_PACKAGE_SEALED, space, epoch, key, list(history))
+def key_commitment(space: bytes, epoch: int, epoch_key: bytes) -> bytes:
+    """The public commitment to an epoch key that a version 2 package carries."""
+    return tagged_hash(labels.KEY_PACKAGE_COMMIT, space, epoch, epoch_key)
+
+
+def _wrap_key_and_nonce(space: bytes, epoch: int, epoch_key: bytes) -> tuple[bytes, bytes]:
+    # The wrap key is used for exactly one encryption (each epoch key is fresh
+    # random and seals one package), so a nonce derived with it is never reused.
+    out = hkdf_sha256(epoch_key, salt=labels.KEY_PACKAGE_WRAP.encode(),
+                      info=labelled(labels.KEY_PACKAGE_WRAP, space, epoch),
+                      length=32 + AEAD_NONCE_SIZE)
+    return out[:32], out[32:]
+
+
+def _wrap_ad(space: bytes, epoch: int) -> bytes:
+    return labelled(labels.KEY_PACKAGE_WRAP, space, epoch)
 
 
 def build_key_package(*, creator: DeviceKeys, registry: RegistryState, space: bytes, epoch: int,
@@ -105,9 +161,11 @@ def build_key_package(*, creator: DeviceKeys, registry: RegistryState, space: by
             (``len(registry.active_devices()) + 1``, in recipient-id order) to
             make the output reproducible. Never pass it elsewhere: a reused seed
             reuses the ephemeral key and nonce.
-        previous_keys: the keys of the epochs before ``epoch`` (oldest first, at
-            most the last :data:`MAX_KEY_HISTORY`), so a device added now can read
-            the space's history.
+        previous_keys: keys of the epochs just before ``epoch``, oldest first and
+            ending with epoch ``epoch - 1``'s (normally just that one; after version
+            1 packages, every earlier key the creator holds). The package wraps the
+            last :data:`MAX_WRAPPED_KEYS` of them under a key derived from
+            ``epoch_key``, so whoever reads this epoch can walk back to epoch 0.
 
     Raises:
         UsageError: wrong key or seed sizes, or the creator is not active.
@@ -120,18 +178,24 @@ def build_key_package(*, creator: DeviceKeys, registry: RegistryState, space: by
     targets[registry.account_id] = registry.account.recovery_key
     if ephemeral_seeds is not None and len(ephemeral_seeds) != len(targets):
         raise UsageError(f"need {len(targets)} ephemeral seeds, got {len(ephemeral_seeds)}")
-    history = list(previous_keys)[-MAX_KEY_HISTORY:]
+    history = list(previous_keys)[-MAX_WRAPPED_KEYS:]
     if any(len(k) != 32 for k in history) or len(history) > epoch:
         raise UsageError("previous keys are 32 bytes each, at most one per earlier epoch")
-    plaintext = _sealed_plaintext(space, epoch, epoch_key, history)
+    plaintext = labelled(labels.KEY_PACKAGE_SEALED, space, epoch, epoch_key)
     if ephemeral_seeds is None:
         recipients = [[rid, seal(targets[rid], plaintext)] for rid in sorted(targets)]
     else:
         recipients = [[rid, _seal_seeded(targets[rid], plaintext, seed)]
                       for rid, seed in zip(sorted(targets), ephemeral_seeds, strict=True)]
+    wrapped: bytes | None = None
+    if history:
+        key, nonce = _wrap_key_and_nonce(space, epoch, epoch_key)
+        wrapped = aead_encrypt(key, nonce, encode(history), _wrap_ad(space, epoch))
     body = encode({"v": KEY_PACKAGE_VERSION, "space": space, "epoch": epoch,
                    "prev": prev if epoch else _ZERO, "creator": creator.device_id, "ts": ts_ms,
-                   "registry_seq": registry.seq, "recipients": recipients})
+                   "registry_seq": registry.seq, "recipients": recipients,
+                   "key_commit": key_commitment(space, epoch, epoch_key),
+                   "prev_keys": wrapped})
     return encode([KEY_PACKAGE_VERSION, body,
                    creator.sign(labelled(labels.KEY_PACKAGE_SIG, body))])
 
@@ -144,7 +208,7 @@ def decode_key_package(data: bytes, *,
         DecodeError: malformed, too large or an unsupported version.
     """
     f, body_bytes, signature = decode_signed(
-        data, what="key package", version=KEY_PACKAGE_VERSION, fields=_FIELDS,
+        data, what="key package", version=KEY_PACKAGE_VERSIONS, fields=_FIELDS.__getitem__,
         limits=limits.decode_limits(limits.max_key_package))
     recipients: dict[bytes, bytes] = {}
     previous = b""
@@ -157,14 +221,27 @@ def decode_key_package(data: bytes, *,
             raise DecodeError("key package: recipients must be sorted and unique")
         previous = item[0]
         recipients[item[0]] = item[1]
+    version = f.int_("v")
     epoch = f.int_("epoch")
     prev = f.bytes_("prev", size=32)
     if epoch == 0 and prev != _ZERO:
         raise DecodeError("key package: epoch 0 has an all-zero prev")
+    commit, wrapped = None, None
+    if version >= 2:
+        commit = f.bytes_("key_commit", size=32)
+        raw_wrapped = f.raw("prev_keys")
+        if raw_wrapped is not None and (not isinstance(raw_wrapped, bytes) or not
+                                        34 + 16 <= len(raw_wrapped) <= _WRAPPED_MAX_BYTES):
+            raise DecodeError("key package: prev_keys is null or the wrapped earlier keys "
+                              f"(at most {MAX_WRAPPED_KEYS})")
+        if epoch == 0 and raw_wrapped is not None:
+            raise DecodeError("key package: epoch 0 has no earlier keys to wrap")
+        wrapped = raw_wrapped
     raw = bytes(data)
     return KeyPackage(f.bytes_("space", size=SPACE_ID_SIZE), epoch, prev,
                       f.bytes_("creator", size=ID_SIZE), f.int_("ts"), f.int_("registry_seq"),
-                      recipients, body_bytes, signature, raw, package_hash(raw))
+                      recipients, body_bytes, signature, raw, package_hash(raw), version,
+                      commit, wrapped)
 
 
 def verify_key_package(data: bytes, *, registry: RegistryState, space: bytes,
@@ -235,23 +312,24 @@ def needs_rotation(pkg: KeyPackage, registry: RegistryState) -> bool:
     device added since is not one of its recipients.
 
     Writers must not encrypt under an epoch that a revoked device may know:
-    when this returns True, create the next epoch's package first. The second
-    case is catch-up for a device whose adder (or enactor, §9.8) stopped before
-    opening the epoch that includes it.
+    when :func:`revoked_since` is not empty, create the next epoch's package
+    first (and write nothing until it is stored). The second case is catch-up
+    for a device whose adder (or enactor, §9.8) stopped before opening the
+    epoch that includes it.
     """
-    return any((r.revoked_seq is not None and r.revoked_seq > pkg.registry_seq)
-               or (r.revoked_seq is None and r.added_seq > pkg.registry_seq
-                   and r.device_id not in pkg.recipients)
-               for r in registry.devices.values())
+    return bool(revoked_since(pkg, registry)) or any(
+        r.revoked_seq is None and r.added_seq > pkg.registry_seq
+        and r.device_id not in pkg.recipients for r in registry.devices.values())
 
 
-def open_epoch_keys(pkg: KeyPackage, recipient_id: bytes,
-                    keypair: X25519KeyPair) -> dict[int, bytes]:
-    """Unwrap this package's epoch key and the key history it carries.
+def revoked_since(pkg: KeyPackage, registry: RegistryState) -> list[DeviceRecord]:
+    """Devices revoked after ``pkg`` was made: each may hold its epoch key, so the
+    epoch is compromised for new writes."""
+    return [r for r in registry.devices.values()
+            if r.revoked_seq is not None and r.revoked_seq > pkg.registry_seq]
 
-    Returns ``{epoch: key}`` for the package's epoch and the earlier epochs whose
-    keys it carries. Raises as :func:`open_epoch_key`.
-    """
+
+def _open_sealed(pkg: KeyPackage, recipient_id: bytes, keypair: X25519KeyPair) -> list[object]:
     sealed = pkg.recipients.get(recipient_id)
     if sealed is None:
         raise AuthorizationError("this key package has no key for this device "
@@ -262,18 +340,47 @@ def open_epoch_keys(pkg: KeyPackage, recipient_id: bytes,
         value = decode(plaintext)
     except DecodeError:
         raise DecryptError("sealed epoch key has the wrong format") from None
-    if (not isinstance(value, list) or len(value) != 5
+    items = 5 if pkg.version == 1 else 4
+    if (not isinstance(value, list) or len(value) != items
             or value[0] != labels.KEY_PACKAGE_SEALED or not isinstance(value[3], bytes)
-            or len(value[3]) != 32 or not isinstance(value[4], list)
-            or len(value[4]) > min(pkg.epoch, MAX_KEY_HISTORY)
-            or any(not isinstance(k, bytes) or len(k) != 32 for k in value[4])):
+            or len(value[3]) != 32):
         raise DecryptError("sealed epoch key has the wrong format")
     if value[1] != pkg.space or type(value[2]) is not int or value[2] != pkg.epoch:
         raise ContextError("sealed epoch key was made for another space or epoch")
-    history: list[bytes] = value[4]
-    keys = {pkg.epoch - len(history) + i: k for i, k in enumerate(history)}
-    keys[pkg.epoch] = value[3]
+    return value
+
+
+def open_epoch_keys(pkg: KeyPackage, recipient_id: bytes,
+                    keypair: X25519KeyPair) -> dict[int, bytes]:
+    """Unwrap this package's epoch key (and, in version 1, the key history sealed
+    with it).
+
+    Returns ``{epoch: key}`` for the package's epoch and, for a version 1
+    package, the earlier epochs whose keys it carries; the earlier keys of a
+    version 2 package are opened with :func:`unwrap_previous_keys` (or all at
+    once with :func:`open_key_history`). Raises as :func:`open_epoch_key`.
+    """
+    value = _open_sealed(pkg, recipient_id, keypair)
+    key = value[3]
+    if not isinstance(key, bytes):  # pragma: no cover - checked by _open_sealed
+        raise DecryptError("sealed epoch key has the wrong format")
+    if pkg.version >= 2:
+        _check_commitment(pkg, key)
+        return {pkg.epoch: key}
+    history = value[4]
+    if (not isinstance(history, list) or len(history) > min(pkg.epoch, MAX_KEY_HISTORY)
+            or any(not isinstance(k, bytes) or len(k) != 32 for k in history)):
+        raise DecryptError("sealed epoch key has the wrong format")
+    keys: dict[int, bytes] = {pkg.epoch - len(history) + i: k for i, k in enumerate(history)}
+    keys[pkg.epoch] = key
     return keys
+
+
+def _check_commitment(pkg: KeyPackage, key: bytes) -> None:
+    if pkg.key_commit is not None and key_commitment(pkg.space, pkg.epoch,
+                                                     key) != pkg.key_commit:
+        raise DecryptError(f"the key of epoch {pkg.epoch} does not match its package's "
+                           "key commitment (its creator gave devices different keys)")
 
 
 def open_epoch_key(pkg: KeyPackage, recipient_id: bytes, keypair: X25519KeyPair) -> bytes:
@@ -281,7 +388,69 @@ def open_epoch_key(pkg: KeyPackage, recipient_id: bytes, keypair: X25519KeyPair)
 
     Raises:
         AuthorizationError: the package has no key for this recipient.
-        DecryptError: the sealed key does not open or is not in the sealed-key format.
+        DecryptError: the sealed key does not open, is not in the sealed-key
+            format, or (version 2) does not match the package's key commitment.
         ContextError: the sealed key names another space or epoch.
     """
     return open_epoch_keys(pkg, recipient_id, keypair)[pkg.epoch]
+
+
+def unwrap_previous_keys(pkg: KeyPackage, epoch_key: bytes) -> dict[int, bytes]:
+    """The earlier epoch keys a version 2 package wraps, opened with its own epoch
+    key: ``{epoch: key}`` for epochs ``pkg.epoch - n .. pkg.epoch - 1`` (empty for
+    version 1 or when it wraps none).
+
+    Raises:
+        DecryptError: ``epoch_key`` is not this package's key, or the wrapped keys
+            were tampered with or are not a list of 32-byte keys.
+    """
+    if pkg.version < 2 or pkg.prev_keys is None:
+        return {}
+    _check_commitment(pkg, epoch_key)
+    key, nonce = _wrap_key_and_nonce(pkg.space, pkg.epoch, epoch_key)
+    plaintext = aead_decrypt(key, nonce, pkg.prev_keys, _wrap_ad(pkg.space, pkg.epoch))
+    try:
+        value = decode(plaintext, limits=_WRAPPED_LIMITS)
+    except DecodeError:
+        raise DecryptError("the wrapped earlier keys have the wrong format") from None
+    if (not isinstance(value, list) or not 0 < len(value) <= min(pkg.epoch, MAX_WRAPPED_KEYS)
+            or any(not isinstance(k, bytes) or len(k) != 32 for k in value)):
+        raise DecryptError("the wrapped earlier keys have the wrong format")
+    return {pkg.epoch - len(value) + i: bytes(k) for i, k in enumerate(value)}
+
+
+def open_key_history(packages: Sequence[KeyPackage], recipient_id: bytes,
+                     keypair: X25519KeyPair) -> dict[int, bytes]:
+    """Every epoch key of a space that ``recipient_id`` can read.
+
+    ``packages`` is the space's verified chain (any order). The recipient opens
+    each package that lists it; then, from the newest epoch down, each version 2
+    package whose key is known unwraps the earlier keys it carries, until every
+    epoch is known or the walk reaches a version 1 package it cannot open. A key
+    learnt this way must match its own package's commitment.
+
+    Raises:
+        DecryptError, ContextError: a sealed or wrapped key that does not open or
+            does not match its package (the creator misbehaved).
+    """
+    by_epoch = {p.epoch: p for p in packages}
+    keys: dict[int, bytes] = {}
+    for pkg in packages:
+        if recipient_id in pkg.recipients:
+            for epoch, key in open_epoch_keys(pkg, recipient_id, keypair).items():
+                keys.setdefault(epoch, key)
+    missing = {e for e in by_epoch if e not in keys}
+    low = min(missing, default=None)
+    for epoch in sorted(by_epoch, reverse=True):
+        if low is None or epoch <= low:
+            break  # every epoch is known, or none below this one can be learnt
+        if epoch not in keys:
+            continue
+        for earlier, key in unwrap_previous_keys(by_epoch[epoch], keys[epoch]).items():
+            if earlier in by_epoch:
+                _check_commitment(by_epoch[earlier], key)
+            keys.setdefault(earlier, key)
+            missing.discard(earlier)
+        if low not in missing:
+            low = min(missing, default=None)
+    return keys

@@ -33,9 +33,11 @@ __all__ = [
     "DOC_ID",
     "DOC_KEY",
     "ENCRYPTION_POLICY_SIG",
+    "KEY_PACKAGE_COMMIT",
     "KEY_PACKAGE_HASH",
     "KEY_PACKAGE_SEALED",
     "KEY_PACKAGE_SIG",
+    "KEY_PACKAGE_WRAP",
     "KV_RECORD_SIG",
     "OP_AD",
     "OP_CIPHERTEXT",
@@ -76,6 +78,8 @@ REGISTRY_ENTRY: Final = "sddsf/v1/registry/entry"
 KEY_PACKAGE_SIG: Final = "sddsf/v1/key-package/sig"
 KEY_PACKAGE_HASH: Final = "sddsf/v1/key-package/hash"
 KEY_PACKAGE_SEALED: Final = "sddsf/v1/key-package/sealed-key"
+KEY_PACKAGE_COMMIT: Final = "sddsf/v1/key-package/key-commit"
+KEY_PACKAGE_WRAP: Final = "sddsf/v1/key-package/previous-keys"
 TREE_HEAD_SIG: Final = "sddsf/v1/tree-head/sig"
 AUTH_SESSION: Final = "sddsf/v1/auth/session"
 DOC_ID: Final = "sddsf/v1/doc-id"

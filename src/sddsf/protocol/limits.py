@@ -28,7 +28,18 @@ class ProtocolLimits:
     max_header: int = 64 * 1024  # encoded op header
     max_deps: int = 1024  # entries in a version vector
     max_registry_entry: int = 64 * 1024
-    max_devices: int = 1024  # devices ever added to one account (revoked ones count)
+    # ACTIVE devices of one account. Devices may add up to max_devices - 1: the
+    # last slot is the account key's (recover), so a thief cannot lock it out.
+    max_devices: int = 1024
+    # Device records ever introduced by devices (revoked ones count); entries
+    # signed by the account key are exempt. Bounds the cost of verifying a
+    # registry from genesis.
+    max_device_records: int = 4096
+    # Device-signed introductions (add, or an enacted add proposal): refused when
+    # the previous ``max_adds_per_window`` ones are all dated within
+    # ``add_window_ms`` of the new one (entry dates are bounded by the relay's clock).
+    max_adds_per_window: int = 16
+    add_window_ms: int = 24 * 3600 * 1000
     max_key_package: int = 512 * 1024
     max_tree_head: int = 1024
     # A whole-space snapshot; it must fit one relay request (1 MiB by default)

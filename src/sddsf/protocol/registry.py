@@ -267,6 +267,10 @@ class RegistryState:
     # Every proposal ever made (pending, vetoed or enacted), by proposal id.
     proposals: Mapping[bytes, Proposal] = field(default_factory=dict)
     last_ts: int = 0  # the largest entry ts so far (approval entries may not go back)
+    #: Registry seqs of every revocation, ascending (one per revoked device).
+    revoked_seqs: tuple[int, ...] = ()
+    #: Dates of the last ``limits.max_adds_per_window`` device-signed introductions.
+    recent_adds: tuple[int, ...] = ()
 
     @property
     def account_id(self) -> bytes:
@@ -281,6 +285,19 @@ class RegistryState:
         """Whether ``device_id`` is a registered, non-revoked device."""
         rec = self.devices.get(device_id)
         return rec is not None and rec.status is DeviceStatus.ACTIVE
+
+    def revoked_between(self, after: int, up_to: int) -> bool:
+        """Whether some device was revoked at a registry seq ``r`` with
+        ``after < r <= up_to`` (e.g. after a key package was made)."""
+        seqs = self.revoked_seqs
+        lo, hi = 0, len(seqs)
+        while lo < hi:  # the first revocation after ``after`` (seqs ascend)
+            mid = (lo + hi) // 2
+            if seqs[mid] <= after:
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo < len(seqs) and seqs[lo] <= up_to
 
     def active_devices(self) -> list[DeviceRecord]:
         """Active devices, in the order they were added."""
@@ -366,6 +383,7 @@ class RegistryState:
         f = e.fields
         targets: list[tuple[bytes, dict[bytes, int]]] = []
         revoked_by = e.signer
+        before = len(devices)
         if e.type in _INTRODUCES_DEVICE:
             public, name = approval.parse_device(f, self.limits)
             self._introduce(devices, public, name, e.signer, e)
@@ -395,19 +413,49 @@ class RegistryState:
                 raise RegistryError("revocation target is not an active device")
             devices[target] = replace(rec, status=DeviceStatus.REVOKED, revoked_seq=e.seq,
                                       revoked_by=revoked_by, cutoff=cut)
+        recent = self.recent_adds
+        if len(devices) > before and e.signer != self.account_id:
+            recent = (*recent, e.ts)[-self.limits.max_adds_per_window:]
         return RegistryState(self.account, devices, policy, e.seq, e.hash,
                              (*self.entry_hashes, e.hash), self.limits, proposals,
-                             max(self.last_ts, e.ts))
+                             max(self.last_ts, e.ts),
+                             (*self.revoked_seqs, *(e.seq for _ in targets)), recent)
 
     def _introduce(self, devices: dict[bytes, DeviceRecord], public: DevicePublic, name: str,
                    added_by: bytes, e: RegistryEntry) -> None:
         if public.device_id in devices:
             raise RegistryError("device is already in the registry (a revoked device "
                                 "cannot be re-added; pair it again with new keys)")
-        if len(devices) >= self.limits.max_devices:
-            raise RegistryError(f"account already has {len(devices)} devices (limit)")
+        self._check_device_caps(devices, e)
         devices[public.device_id] = DeviceRecord(public, name, DeviceStatus.ACTIVE,
                                                  added_by, e.seq, e.ts)
+
+    def _check_device_caps(self, devices: Mapping[bytes, DeviceRecord],
+                           e: RegistryEntry) -> None:
+        # The account key may always introduce a device while fewer than
+        # max_devices are active (recovery must work whatever a device did);
+        # devices leave it that last slot and are bounded in number and rate.
+        lim = self.limits
+        active = sum(r.status is DeviceStatus.ACTIVE for r in devices.values())
+        by_account = e.signer == self.account_id
+        if active >= lim.max_devices - (0 if by_account else 1):
+            raise RegistryError(
+                f"account already has {active} active devices (limit {lim.max_devices}, the "
+                "last one kept for the account key): revoke devices first"
+                + ("" if by_account else ", or recover with the account secret"))
+        if by_account:
+            return
+        if len(devices) >= lim.max_device_records:
+            raise RegistryError(f"devices have introduced {len(devices)} devices to this "
+                                f"account (limit {lim.max_device_records}); only the account "
+                                "key may add more")
+        recent = self.recent_adds
+        if len(recent) >= lim.max_adds_per_window and all(
+                abs(e.ts - ts) < lim.add_window_ms for ts in recent):
+            raise RegistryError(
+                f"devices already added {len(recent)} devices within "
+                f"{lim.add_window_ms // 3_600_000} h of this entry's date (limit "
+                f"{lim.max_adds_per_window}); wait, or add it with the account key")
 
     def _carry_out(self, p: Proposal, cutoff: dict[bytes, int],
                    devices: dict[bytes, DeviceRecord], e: RegistryEntry
@@ -454,7 +502,7 @@ def _genesis_state(e: RegistryEntry, pinned: AccountPublic | None,
     if e.account != account.account_id or e.signer != account.account_id:
         raise RegistryError("genesis must be signed by the account key it introduces")
     account.signing_key.verify(labelled(labels.REGISTRY_SIG, e.body_bytes), e.signature)
-    before_genesis = RegistryState(account, {}, {}, -1, _ZERO, (), limits, {}, e.ts)
+    before_genesis = RegistryState(account, {}, {}, -1, _ZERO, (), limits, {}, e.ts, (), ())
     return before_genesis._applied(e)
 
 

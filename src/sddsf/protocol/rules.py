@@ -12,8 +12,13 @@ bad traffic is dropped before any expensive or stateful step)::
     5  same (author, seq) already    identical bytes -> DUPLICATE (idempotent,
        accepted?                     even if later rules would now refuse it)
     6  author not revoked            revoked
-    7  epoch current, or previous    stale_epoch, unknown_epoch
-       within the grace window
+    7  header version 2 for new ops  unsupported_version (live mode only)
+       registry the author named     wrong_context (``reg`` beyond the
+       is known to the verifier      verifier's registry: sync it first)
+       epoch not compromised         epoch_compromised (a device revoked at a
+                                     registry seq r, epoch package seq < r <= reg)
+       epoch current, or previous    stale_epoch, unknown_epoch (no grace for an
+       within the grace window       epoch a device revoked since could read)
     8  timestamp not in the future   clock_skew (ahead of the verifier's clock
        beyond the skew window        by more than max_skew_ms; an old timestamp
                                      is fine: offline edits arrive late)
@@ -27,7 +32,9 @@ fork verdict), so forged bytes never become evidence against a device.
 
 History mode (``now_ms=None``) is for a client verifying ops that the relay
 already ordered: the clock rule is skipped and any epoch up to the current one
-is allowed, because an op that was fresh when written stays valid history.
+is allowed, because an op that was fresh when written stays valid history;
+header version 1 is accepted as history; the compromised-epoch rule applies
+(it depends only on the signed ``reg`` and the registry, not on time).
 The registry passed in must be the one that applies at the op's position in
 the log (for history, the state before any later revocation of its author).
 """
@@ -45,12 +52,13 @@ from sddsf.errors import (
     ClockSkewError,
     Code,
     ContextError,
+    DecodeError,
     EpochError,
     SddsfError,
 )
-from sddsf.protocol.envelope import OpEnvelope, decode_envelope
+from sddsf.protocol.envelope import HEADER_VERSION, OpEnvelope, decode_envelope
 from sddsf.protocol.limits import DEFAULT_PROTOCOL_LIMITS, ProtocolLimits
-from sddsf.protocol.registry import DeviceStatus, RegistryState
+from sddsf.protocol.registry import DeviceRecord, DeviceStatus, RegistryState
 from sddsf.protocol.vv import VersionVector
 
 __all__ = [
@@ -83,10 +91,17 @@ DEFAULT_RULES: Final = RuleSettings()
 
 @dataclass(frozen=True, slots=True)
 class EpochWindow:
-    """The space's current key epoch and when it started (ms since the epoch)."""
+    """The space's current key epoch and when it started (ms since the epoch).
+
+    ``package_seqs[e]`` is the ``registry_seq`` of epoch ``e``'s key package (the
+    registry state its recipients were computed at), for every epoch up to
+    ``current``: the compromised-epoch rule needs it. Verifiers (the relay, every
+    client) MUST supply it; a window without it skips that rule.
+    """
 
     current: int
     started_ms: int
+    package_seqs: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,14 +166,48 @@ class Verdict:
     envelope: OpEnvelope
 
 
-def _check_epoch(epoch: int, window: EpochWindow, now_ms: int | None,
-                 settings: RuleSettings) -> None:
+def _revoked_after(registry: RegistryState, window: EpochWindow, epoch: int,
+                   up_to: int) -> DeviceRecord | None:
+    # A device revoked after epoch's package was made (and at or before registry
+    # seq ``up_to``) may hold the epoch key: the package listed it, or a later
+    # package it received carried the key as history.
+    if epoch >= len(window.package_seqs):
+        return None
+    made_at = window.package_seqs[epoch]
+    if not registry.revoked_between(made_at, up_to):  # the common case, O(log n)
+        return None
+    for rec in registry.devices.values():
+        if rec.revoked_seq is not None and made_at < rec.revoked_seq <= up_to:
+            return rec
+    return None
+
+
+def _check_epoch(env: OpEnvelope, registry: RegistryState, window: EpochWindow,
+                 now_ms: int | None, settings: RuleSettings) -> None:
+    h = env.header
+    epoch = h.epoch
+    if now_ms is not None and h.version < HEADER_VERSION:
+        raise DecodeError(f"op header version {h.version} is history only: new ops carry the "
+                          f"registry seq their author verified (version {HEADER_VERSION}); "
+                          "update the client that made this op", Code.UNSUPPORTED_VERSION)
     if epoch > window.current:
         raise EpochError(f"op uses key epoch {epoch} but the space is at epoch "
                          f"{window.current}; fetch the space's key packages", Code.UNKNOWN_EPOCH)
+    if h.reg is not None:
+        if h.reg > registry.seq:
+            raise ContextError(f"op was written after registry entry {h.reg}, but this "
+                               f"verifier's registry ends at {registry.seq}; sync the "
+                               "registry first")
+        if (revoked := _revoked_after(registry, window, epoch, h.reg)) is not None:
+            raise EpochError(
+                f"op was sealed under key epoch {epoch} after its author had seen the "
+                f"revocation of device {revoked.name!r} (registry entry {revoked.revoked_seq}), "
+                "which holds that epoch's key: rotate the space's key and re-encrypt",
+                Code.EPOCH_COMPROMISED)
     if epoch == window.current or now_ms is None:
         return
-    if epoch == window.current - 1 and now_ms <= window.started_ms + settings.epoch_grace_ms:
+    if (epoch == window.current - 1 and now_ms <= window.started_ms + settings.epoch_grace_ms
+            and _revoked_after(registry, window, epoch, registry.seq) is None):
         return
     raise EpochError(f"op uses key epoch {epoch}, which was replaced by epoch {window.current};"
                      " re-encrypt it under the current key", Code.STALE_EPOCH)
@@ -248,7 +297,7 @@ def _precheck(data: bytes | OpEnvelope, space: bytes, registry: RegistryState,
                 now_ms is not None or h.seq > author.cutoff.get(h.space, 0)):
             raise AuthorizationError("op author has been revoked; its writes are refused",
                                      Code.REVOKED)
-        _check_epoch(h.epoch, epochs, now_ms, settings)
+        _check_epoch(env, registry, epochs, now_ms, settings)
         # Ordering never uses wall clocks (THREATS #19); a timestamp from the
         # future would poison every peer's hybrid logical clock, so only that is refused.
         if now_ms is not None and h.ts.wall_ms - now_ms > settings.max_skew_ms:

@@ -7,7 +7,7 @@ each structure has exactly one accepted shape.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Collection, Iterable
 from typing import Final
 
 from sddsf.errors import Code, DecodeError
@@ -23,8 +23,9 @@ def _bad(what: str, why: str) -> DecodeError:
     return DecodeError(f"{what}: {why}", Code.MALFORMED)
 
 
-def check_version(value: object, supported: int, what: str) -> int:
-    """Check a structure's version field before anything else about it.
+def check_version(value: object, supported: int | Collection[int], what: str) -> int:
+    """Check a structure's version field before anything else about it
+    (``supported``: the one version, or the versions, this build reads).
 
     Raises:
         DecodeError: ``malformed`` if it is not an integer,
@@ -32,14 +33,16 @@ def check_version(value: object, supported: int, what: str) -> int:
     """
     if isinstance(value, bool) or not isinstance(value, int):
         raise _bad(what, "version must be an integer")
-    if value != supported:
+    known = (supported,) if isinstance(supported, int) else tuple(sorted(supported))
+    if value not in known:
+        spoken = " or ".join(str(v) for v in known)
         raise DecodeError(f"{what}: version {value} is not supported (this build speaks "
-                          f"version {supported}); upgrade the software that sent it",
+                          f"version {spoken}); upgrade the software that sent it",
                           Code.UNSUPPORTED_VERSION)
     return value
 
 
-def version_of_map(value: object, supported: int, what: str) -> None:
+def version_of_map(value: object, supported: int | Collection[int], what: str) -> None:
     """Check the ``"v"`` field of a decoded map first, so that a newer structure
     with new fields is reported as ``unsupported_version``, not ``malformed``."""
     if isinstance(value, dict) and "v" in value:
@@ -149,12 +152,15 @@ class Fields:
         return expect_map(self._get(key), f"{self._what}.{key}", required, optional)
 
 
-def decode_signed(data: bytes, *, what: str, version: int, fields: Iterable[str],
+def decode_signed(data: bytes, *, what: str, version: int | Collection[int],
+                  fields: Iterable[str] | Callable[[int], Iterable[str]],
                   limits: DecodeLimits) -> tuple[Fields, bytes, bytes]:
     """Decode the common signed layout ``[version, body_bytes, signature]``.
 
-    The body is itself a canonical map whose ``"v"`` equals ``version`` and whose
-    keys are exactly ``fields``. Returns ``(body fields, body_bytes, signature)``.
+    The body is itself a canonical map whose ``"v"`` equals the outer version
+    (one of ``version``) and whose keys are exactly ``fields`` (or
+    ``fields(version)`` for structures whose versions differ in their fields).
+    Returns ``(body fields, body_bytes, signature)``.
 
     Raises:
         DecodeError: ``too_large`` over ``limits.max_size``; ``unsupported_version``;
@@ -167,10 +173,11 @@ def decode_signed(data: bytes, *, what: str, version: int, fields: Iterable[str]
     if not isinstance(outer, list) or len(outer) != 3:
         raise _bad(what, "expected [version, body, signature]")
     outer_version, body_bytes, signature = outer
-    check_version(outer_version, version, what)
+    got = check_version(outer_version, version, what)
     if not isinstance(body_bytes, bytes) or not isinstance(signature, bytes) \
             or len(signature) != 64:
         raise _bad(what, "the body is a byte string and the signature 64 bytes")
     body = decode(body_bytes, limits=limits)
-    version_of_map(body, version, f"{what} body")
-    return expect_map(body, what, fields), body_bytes, signature
+    version_of_map(body, got, f"{what} body")
+    keys = fields(got) if callable(fields) else fields
+    return expect_map(body, what, keys), body_bytes, signature

@@ -31,6 +31,7 @@ from sddsf.protocol import merkle
 from sddsf.protocol.encoding import decode
 from sddsf.protocol.envelope import OpEnvelope, decode_envelope
 from sddsf.protocol.identity import ID_SIZE
+from sddsf.protocol.keypackage import decode_key_package
 from sddsf.protocol.limits import ProtocolLimits
 from sddsf.protocol.registry import RegistryState, verify_registry
 from sddsf.protocol.rules import (
@@ -184,6 +185,9 @@ class Fabric:
         # Per-process memo of how far each space is pruned (a lower bound: a
         # restart only rescans, never prunes too much).
         self._pruned_to: dict[bytes, int] = {}
+        # Per space, the registry_seq of each epoch's key package (a stored
+        # package never changes, so the memo only grows).
+        self._package_seqs: dict[bytes, tuple[int, ...]] = {}
         # Signature verification pool: one thread per core (PERFORMANCE-NOTES:
         # two PyNaCl threads give 1.6x one).
         self._pool_size = max(1, min(4, os.cpu_count() or 1))
@@ -286,8 +290,10 @@ class Fabric:
             heads={a: ChainHead(s, oid, _deps(d)) for a, (s, oid, d) in snap.heads.items()},
             ids=dict(snap.ids))
         now = self._clock()
+        window = EpochWindow(space.epoch, space.epoch_started_ms,
+                             await self.package_seqs(space))
         verdicts = await asyncio.to_thread(self._verify_all, decoded, space, registry, chains,
-                                           now)
+                                           window, now)
         results: list[OpResult | None] = [None] * len(envelopes)
         to_append: list[tuple[int, OpEnvelope]] = []
         forks: list[tuple[OpEnvelope, bytes]] = []
@@ -345,8 +351,21 @@ class Fabric:
             await self._publish(space_id, published)
         return final, head
 
+    async def package_seqs(self, space: SpaceRecord) -> tuple[int, ...]:
+        """The ``registry_seq`` of each epoch's key package (epochs 0..``space.epoch``
+        at least): the input of the compromised-epoch rule (``EpochWindow``)."""
+        known = self._package_seqs.get(space.space_id, ())
+        if len(known) <= space.epoch:
+            raw = await self.storage.key_packages(space.space_id, len(known))
+            limits = self.settings.rules.limits
+            seqs = await asyncio.to_thread(
+                lambda: [decode_key_package(p, limits=limits).registry_seq for p in raw])
+            known = (*known, *seqs)
+            self._package_seqs[space.space_id] = known
+        return known
+
     def _verify_all(self, decoded: Sequence[OpEnvelope | SddsfError], space: SpaceRecord,
-                    registry: RegistryState, chains: MemoryChainView,
+                    registry: RegistryState, chains: MemoryChainView, window: EpochWindow,
                     now: int) -> list[SddsfError | Verdict]:
         # Runs in a worker thread. The state-free rules (signatures) of the two
         # halves of the batch run on the verifier pool: PyNaCl releases the GIL,
@@ -357,8 +376,7 @@ class Fabric:
                 for env in decoded]
         envs = [env for env in decoded if isinstance(env, OpEnvelope)]
         verdicts = iter(verify_batch(
-            envs, space=space.space_id, registry=registry,
-            epochs=EpochWindow(space.epoch, space.epoch_started_ms), chains=chains,
+            envs, space=space.space_id, registry=registry, epochs=window, chains=chains,
             now_ms=now, settings=self.settings.rules,
             parallel_map=lambda f, parts: list(self._pool.map(f, parts)),
             chunks=self._pool_size if len(envs) >= 64 else 1))

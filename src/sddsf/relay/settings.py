@@ -50,6 +50,10 @@ class RelaySettings:
     rate_ip_burst: float = 100.0
     rate_ops_per_s: float = 5000.0
     rate_ops_burst: float = 20000.0
+    # Registry entries signed by a device, per account (the account key is never
+    # limited): bounds how fast a stolen device can churn the registry.
+    rate_registry_per_s: float = 0.02
+    rate_registry_burst: float = 30.0
     ws_queue_max: int = 256
     pairing_ttl_s: int = 600
     pairing_max_messages: int = 16

@@ -91,6 +91,29 @@ victim asked for (``after``, ``limit``) is cut from that view.
     other branch, the *gossip* check fires (``split_view``); a device moved to
     the other branch fails the *signed root* / *acknowledged-op* checks
     (``proof_invalid``).
+
+Key-package attacks (rotation suppression)
+==========================================
+
+:meth:`MaliciousRelay.set_key_attack` lies about a space's key packages
+(``/v1/spaces/{id}/keys``) to the chosen devices, independently of the log
+attack above. A relay colluding with a revoked device wants the other devices
+to keep writing under an epoch the revoked device can read.
+
+``refuse uploads`` — :class:`RefuseKeyUploads`
+    Answer ``409 conflict`` to every key-package upload without forwarding it,
+    as if another device always rotated first. The uploader must refuse to
+    write under the old epoch (``rotation_blocked``) instead of assuming that.
+``hide`` — :class:`HideKeyPackages`
+    Serve the victim only the packages below an epoch, so a rotation made by
+    another device is invisible to it, and answer its own rotation attempts
+    ``409 conflict`` (as if yet another device had just rotated) while the
+    package stays hidden: ``rotation_blocked``. The devices not attacked see
+    nothing unusual.
+``substitute`` — :class:`SubstituteKeyPackage`
+    Serve another (validly signed) package for an epoch the victim already
+    stored: a second package for one (space, epoch) is fork evidence
+    (``key_package_fork``); the stored one is never replaced.
 """
 
 from __future__ import annotations
@@ -122,6 +145,7 @@ from sddsf.protocol.envelope import (
     seal_op,
 )
 from sddsf.protocol.identity import DeviceKeys
+from sddsf.protocol.keypackage import decode_key_package
 from sddsf.protocol.labels import labelled, tagged_hash
 from sddsf.protocol.treehead import TreeHead, decode_tree_head, sign_tree_head
 from sddsf.protocol.vv import VersionVector
@@ -140,13 +164,17 @@ __all__ = [
     "Duplicate",
     "Forge",
     "HarnessError",
+    "HideKeyPackages",
+    "KeyAttack",
     "LogEntry",
     "MaliciousRelay",
     "Overlap",
+    "RefuseKeyUploads",
     "Reorder",
     "Rewrite",
     "Rollback",
     "Served",
+    "SubstituteKeyPackage",
     "Withhold",
     "clone_relay_app",
     "copy_sqlite_database",
@@ -157,6 +185,7 @@ __all__ = [
 
 MAIN = "main"
 _OPS = re.compile(r"/v1/spaces/([A-Za-z0-9_=-]+)/ops")
+_KEYS = re.compile(r"/v1/spaces/([A-Za-z0-9_=-]+)/keys")
 _PAGE = 1000  # the relay's default max_page_ops
 
 
@@ -506,6 +535,63 @@ class BadHead(Attack):
         return Served(list(log), head)
 
 
+# ------------------------------------------------------------ key-package attacks
+class KeyAttack(ABC):
+    """A way to lie about a space's key packages (see the module docstring)."""
+
+    mode: ClassVar[str]
+
+    def refuse_upload(self) -> bool:
+        """Whether an upload is answered ``409 conflict`` instead of forwarded."""
+        return False
+
+    def packages(self, packages: list[bytes]) -> list[bytes]:
+        """The packages to serve, given the genuine ones (in epoch order)."""
+        return packages
+
+
+@dataclass(frozen=True)
+class RefuseKeyUploads(KeyAttack):
+    """Answer every key-package upload with ``409 conflict`` (never forwarded)."""
+
+    mode: ClassVar[str] = "refuse_uploads"
+
+    def refuse_upload(self) -> bool:
+        return True
+
+
+@dataclass(frozen=True)
+class HideKeyPackages(KeyAttack):
+    """Serve only the packages of epochs below ``from_epoch``; refuse uploads (``409``)."""
+
+    mode: ClassVar[str] = "hide"
+    from_epoch: int
+
+    def refuse_upload(self) -> bool:
+        return True
+
+    def packages(self, packages: list[bytes]) -> list[bytes]:
+        kept = [p for p in packages if decode_key_package(p).epoch < self.from_epoch]
+        if len(kept) == len(packages):
+            raise HarnessError(f"hide: the space has no package from epoch {self.from_epoch}")
+        return kept
+
+
+@dataclass(frozen=True)
+class SubstituteKeyPackage(KeyAttack):
+    """Serve ``package`` in place of the genuine package of its epoch."""
+
+    mode: ClassVar[str] = "substitute"
+    package: bytes = field(repr=False)
+
+    def packages(self, packages: list[bytes]) -> list[bytes]:
+        epoch = decode_key_package(self.package).epoch
+        out = [self.package if decode_key_package(p).epoch == epoch else p for p in packages]
+        if out == packages:
+            raise HarnessError(f"substitute: the space has no other package for epoch {epoch}")
+        return out
+
+
 # ----------------------------------------------------------------------- helpers
 def relay_context(app: object) -> RelayContext:
     """The :class:`RelayContext` of a relay app (``app.state.relay``)."""
@@ -576,6 +662,10 @@ class MaliciousRelay(httpx.AsyncBaseTransport):
         self.victims: frozenset[bytes] | None = None
         self.spaces: frozenset[bytes] | None = None
         self.served = 0
+        self.key_attack: KeyAttack | None = None
+        self.key_victims: frozenset[bytes] | None = None
+        self.key_spaces: frozenset[bytes] | None = None
+        self.key_served = 0
         self._key = relay_key
         self._routes: dict[bytes, str] = {}
         self._tokens: dict[bytes, bytes] = {}
@@ -590,11 +680,23 @@ class MaliciousRelay(httpx.AsyncBaseTransport):
         self.victims = None if victims is None else frozenset(victims)
         self.spaces = None if spaces is None else frozenset(spaces)
 
+    def set_key_attack(self, attack: KeyAttack, *, victims: Iterable[bytes] | None = None,
+                       spaces: Iterable[bytes] | None = None) -> None:
+        """Lie about key packages to ``victims`` (every device if None) for ``spaces``
+        (every space if None) from the next request on; ``key_served`` counts the
+        answers it changed."""
+        self.key_attack = attack
+        self.key_victims = None if victims is None else frozenset(victims)
+        self.key_spaces = None if spaces is None else frozenset(spaces)
+
     def honest(self) -> None:
-        """Stop lying (routes to backends stay as they are)."""
+        """Stop lying, about logs and key packages (routes to backends stay as they are)."""
         self.attack = None
         self.victims = None
         self.spaces = None
+        self.key_attack = None
+        self.key_victims = None
+        self.key_spaces = None
 
     def add_backend(self, name: str, transport: httpx.AsyncBaseTransport) -> None:
         """Register another real relay (e.g. one over a forked database)."""
@@ -659,11 +761,21 @@ class MaliciousRelay(httpx.AsyncBaseTransport):
         device = self._device_of(request)
         backend = self.backend_of(device)
         transport = self.backends[backend]
+        key_attack = self._key_attack_for(request, device)
+        if key_attack is not None and request.method == "POST" and key_attack.refuse_upload():
+            self.key_served += 1
+            return _json_response({"code": "conflict", "message": "key epoch already has "
+                                   "another package; re-read the key packages"}, 409)
         response = await transport.handle_async_request(request)
         content = await response.aread()
         match = _OPS.fullmatch(request.url.path)
         if response.status_code != 200:
             return self._copy(response, content)
+        if key_attack is not None and request.method == "GET":
+            genuine = [_unb64(p) for p in json.loads(content)["key_packages"]]
+            served = key_attack.packages(genuine)
+            self.key_served += served != genuine
+            return _json_response({"key_packages": [_b64(p) for p in served]})
         if request.url.path == "/v1/auth/session" and device is not None:
             self._tokens[_unb64(json.loads(content)["token"])] = device
         if match is not None:
@@ -676,6 +788,17 @@ class MaliciousRelay(httpx.AsyncBaseTransport):
                     and (self.spaces is None or space_id in self.spaces)):
                 return await self._attacked_pull(request, backend, space_id, attack)
         return self._copy(response, content)
+
+    def _key_attack_for(self, request: httpx.Request, device: bytes | None) -> KeyAttack | None:
+        match = _KEYS.fullmatch(request.url.path)
+        attack = self.key_attack
+        if match is None or attack is None:
+            return None
+        if self.key_victims is not None and device not in self.key_victims:
+            return None
+        if self.key_spaces is not None and _unb64(match.group(1)) not in self.key_spaces:
+            return None
+        return attack
 
     @staticmethod
     def _copy(response: httpx.Response, content: bytes) -> httpx.Response:

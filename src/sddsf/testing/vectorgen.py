@@ -17,7 +17,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sddsf.crypto import Ed25519SigningKey, aead_encrypt, blake2b_256, hkdf_sha256
+from sddsf.crypto import (
+    Ed25519SigningKey,
+    _seal_seeded,
+    aead_encrypt,
+    blake2b_256,
+    hkdf_sha256,
+)
 from sddsf.errors import Code
 from sddsf.protocol import keypackage as kp
 from sddsf.protocol import labels
@@ -75,11 +81,26 @@ class _World:
 
     def op(self, author: DeviceKeys, seq: int, prev: bytes, plaintext: bytes, *,
            space: bytes = SPACE, epoch: int = 0, ts_ms: int = NOW_MS,
-           deps: VersionVector | None = None, key: bytes | None = None) -> OpEnvelope:
+           deps: VersionVector | None = None, key: bytes | None = None,
+           reg: int = 0) -> OpEnvelope:
         header = OpHeader(space=space, doc=DOC, author=author.device_id, seq=seq, prev=prev,
                           deps=deps or VersionVector(), epoch=epoch, ts=HLCTimestamp(ts_ms, 0),
-                          seen=None, nonce=seed(f"nonce/{seq}/{plaintext.hex()}")[:24])
+                          seen=None, nonce=seed(f"nonce/{seq}/{plaintext.hex()}")[:24],
+                          reg=reg)
         return seal_op(author, header, plaintext, key or self.epoch_key)
+
+    def op_v1(self, author: DeviceKeys, plaintext: bytes) -> bytes:
+        """A first op in header version 1 (no ``reg``): readable history only."""
+        header = OpHeader(space=SPACE, doc=DOC, author=author.device_id, seq=1,
+                          prev=GENESIS_PREV, deps=VersionVector(), epoch=0,
+                          ts=HLCTimestamp(NOW_MS, 0), seen=None,
+                          nonce=seed(f"nonce/v1/{plaintext.hex()}")[:24], version=1, reg=None)
+        header_bytes = encode(header.to_wire())
+        ct = aead_encrypt(derive_doc_key(self.epoch_key, SPACE, DOC, 0), header.nonce,
+                          plaintext, labelled(labels.OP_AD, header_bytes))
+        sig = author.sign(labelled(labels.OP_SIG, header_bytes,
+                                   labels.tagged_hash(labels.OP_CIPHERTEXT, ct)))
+        return encode([1, header_bytes, ct, sig])
 
     def context(self) -> dict[str, Any]:
         return {
@@ -92,7 +113,10 @@ class _World:
                                      ("tablet", self.tablet))},
             "registry": [e.hex() for e in self.entries],
             "space": SPACE.hex(), "doc": DOC.hex(), "epoch_key": self.epoch_key.hex(),
-            "epoch": {"current": 0, "started_ms": NOW_MS - 60_000}, "now_ms": NOW_MS,
+            # package_seqs: epoch 0's key package was made at registry entry 2 (the
+            # tablet, revoked at entry 3, was one of its recipients).
+            "epoch": {"current": 0, "started_ms": NOW_MS - 60_000, "package_seqs": [2]},
+            "now_ms": NOW_MS,
             "rules": {"max_skew_ms": 600_000, "epoch_grace_ms": 86_400_000},
         }
 
@@ -118,6 +142,8 @@ def _envelopes(w: _World) -> dict[str, Any]:
             ("second op links to the first", [first], second, "accept", b"second edit"),
             ("identical resubmission is a duplicate", [first], first, "duplicate", b"first edit"),
             ("another author's first op", [first], phone1, "accept", b"phone edit"),
+            ("written before its author saw the revocation (reg 2)", [],
+             w.op(w.phone, 1, GENESIS_PREV, b"before", reg=2), "accept", b"before"),
         )
     ]
     invalid = [
@@ -144,6 +170,12 @@ def _envelopes(w: _World) -> dict[str, Any]:
                 {w.laptop.device_id: 1})).raw, Code.DEPS_REGRESSION),
             ("envelope version 2", [], encode([2, first.header_bytes, first.ciphertext,
                                                first.signature]), Code.UNSUPPORTED_VERSION),
+            ("header version 1 (history only) in live mode", [], w.op_v1(w.laptop, b"old"),
+             Code.UNSUPPORTED_VERSION),
+            ("sealed under epoch 0 after its author saw the tablet's revocation (reg 3)", [],
+             w.op(w.laptop, 1, GENESIS_PREV, b"late", reg=3).raw, Code.EPOCH_COMPROMISED),
+            ("names registry entry 4, beyond the verifier's registry", [],
+             w.op(w.laptop, 1, GENESIS_PREV, b"ahead", reg=4).raw, Code.WRONG_CONTEXT),
             ("trailing byte", [], first.raw + b"\x00", Code.MALFORMED),
             ("truncated", [], first.raw[:-1], Code.MALFORMED),
         )
@@ -244,15 +276,37 @@ def _key_packages(w: _World) -> dict[str, Any]:
                                     prev=prev, epoch_key=key or w.epoch_key, ts_ms=NOW_MS,
                                     ephemeral_seeds=[seed(f"eph/{epoch}/{i}") for i in range(n)])
 
+    def resigned(package: bytes, **changes: object) -> bytes:
+        # The laptop signs a body with fields changed (the defect is the field).
+        outer = decode(package)
+        body = decode(outer[1]) if isinstance(outer, list) else None
+        if not isinstance(body, dict):
+            raise TypeError("not a key package")
+        raw = encode({**body, **changes})
+        return encode([kp.KEY_PACKAGE_VERSION, raw,
+                       w.laptop.sign(labelled(labels.KEY_PACKAGE_SIG, raw))])
+
     p0 = build(w.laptop)
-    p1 = build(w.phone, epoch=1, prev=kp.package_hash(p0), key=seed("epoch-key/1"))
+    key1 = seed("epoch-key/1")
+    p1 = kp.build_key_package(  # wraps epoch 0's key under a key derived from key1
+        creator=w.phone, registry=w.state, space=SPACE, epoch=1, prev=kp.package_hash(p0),
+        epoch_key=key1, ts_ms=NOW_MS, previous_keys=[w.epoch_key],
+        ephemeral_seeds=[seed(f"eph/1/{i}") for i in range(len(w.state.active_devices()) + 1)])
+    v1 = _key_package_v1(w)
     return {
         "context": w.context(),
         "valid": [
             {"name": "epoch 0 by laptop", "previous": None, "package": p0.hex(),
-             "epoch_key": w.epoch_key.hex(), "hash": kp.package_hash(p0).hex()},
-            {"name": "epoch 1 by phone", "previous": p0.hex(), "package": p1.hex(),
-             "epoch_key": seed("epoch-key/1").hex(), "hash": kp.package_hash(p1).hex()},
+             "epoch_key": w.epoch_key.hex(), "hash": kp.package_hash(p0).hex(),
+             "key_commit": kp.key_commitment(SPACE, 0, w.epoch_key).hex(),
+             "previous_keys": {}},
+            {"name": "epoch 1 by phone, wrapping epoch 0's key", "previous": p0.hex(),
+             "package": p1.hex(), "epoch_key": key1.hex(), "hash": kp.package_hash(p1).hex(),
+             "key_commit": kp.key_commitment(SPACE, 1, key1).hex(),
+             "previous_keys": {"0": w.epoch_key.hex()}},
+            {"name": "epoch 0 in version 1 (history format, read only)", "previous": None,
+             "package": v1.hex(), "epoch_key": w.epoch_key.hex(),
+             "hash": kp.package_hash(v1).hex(), "key_commit": None, "previous_keys": {}},
         ],
         "invalid": [
             {"name": name, "previous": prev.hex() if prev else None, "package": pkg.hex(),
@@ -264,9 +318,26 @@ def _key_packages(w: _World) -> dict[str, Any]:
                 ("broken prev link", p0, build(w.phone, epoch=1, prev=bytes(range(32))),
                  Code.WRONG_CONTEXT),
                 ("bit flip in the signature", None, _flip(p0, len(p0) - 1), Code.SIG_INVALID),
+                ("epoch 0 wrapping earlier keys", None,
+                 resigned(p0, prev_keys=bytes(66)), Code.MALFORMED),
+                ("version 2 without its key commitment", None,
+                 resigned(p0, key_commit=None), Code.MALFORMED),
             )
         ],
     }
+
+
+def _key_package_v1(w: _World) -> bytes:
+    """Epoch 0 in the version 1 format (each sealed key carries a history list)."""
+    plaintext = labelled(labels.KEY_PACKAGE_SEALED, SPACE, 0, w.epoch_key, [])
+    targets = {r.device_id: r.public.kx_key for r in w.state.active_devices()}
+    targets[w.account.account_id] = w.account.recovery.public
+    rows = [[rid, _seal_seeded(targets[rid], plaintext, seed(f"eph/v1/{i}"))]
+            for i, rid in enumerate(sorted(targets))]
+    body = encode({"v": 1, "space": SPACE, "epoch": 0, "prev": bytes(32),
+                   "creator": w.laptop.device_id, "ts": NOW_MS, "registry_seq": w.state.seq,
+                   "recipients": rows})
+    return encode([1, body, w.laptop.sign(labelled(labels.KEY_PACKAGE_SIG, body))])
 
 
 def snapshot_key(epoch_key: bytes, space: bytes, epoch: int) -> bytes:

@@ -29,6 +29,7 @@ from sddsf.relay.deps import (
     Ctx,
     limit_ip,
     log,
+    rate_limit,
 )
 from sddsf.relay.edge import Session
 
@@ -69,11 +70,12 @@ async def append_registry(account_id: str, body: m.RegistryEntryIn,
     aid = m.unb64(account_id, "account id", size=ID_SIZE)
     raw = m.unb64(body.entry, "entry")
     entry = decode_entry(raw)
-    _check_entry_time(entry, ctx)
+    _check_entry_time(entry, aid, ctx)
     async with ctx.fabric.registries.lock(aid):
         state = await ctx.fabric.registries.get(aid)
         new_state = state.apply(entry)
         if new_state is not state:
+            await _limit_device_entries(ctx, aid, entry)
             await ctx.storage.append_registry_entry(
                 aid, entry.seq, raw, ctx.clock(),
                 revoked_cutoffs=_revoked_cutoffs(entry.seq, new_state))
@@ -99,17 +101,30 @@ def _revoked_cutoffs(seq: int, new_state: RegistryState) -> dict[bytes, dict[byt
             if r.revoked_seq == seq}
 
 
-def _check_entry_time(entry: RegistryEntry, ctx: Ctx) -> None:
-    # Veto windows and proposal expiry are measured in entry timestamps, which
-    # devices set. The relay bounds those of approval entries by its own clock,
-    # so a stolen device cannot date an enactment past a veto window (§9.8).
-    if entry.type not in APPROVAL_TYPES:
+def _check_entry_time(entry: RegistryEntry, aid: bytes, ctx: Ctx) -> None:
+    # Veto windows, proposal expiry and the device-addition window are measured
+    # in entry timestamps, which devices set. The relay bounds those of approval
+    # entries and of additions signed by a device by its own clock, so a stolen
+    # device can neither date an enactment past a veto window (§9.8) nor spread
+    # a mass addition over back-dated windows (§9.6).
+    device_add = entry.type is EntryType.ADD and entry.signer != aid
+    if entry.type not in APPROVAL_TYPES and not device_add:
         return
     now, skew = ctx.clock(), ctx.settings.max_skew_s * 1000
     if abs(entry.ts - now) > skew:
         raise RegistryError(f"registry {entry.type.value} entry is dated {entry.ts} ms, more "
                             f"than {ctx.settings.max_skew_s} s from the relay's clock ({now} "
                             "ms); check this device's clock")
+
+
+async def _limit_device_entries(ctx: Ctx, aid: bytes, entry: RegistryEntry) -> None:
+    # Per account, entries signed by its devices (a thief's churn) share one
+    # bucket; entries signed by the account key (recover, revoke) never wait.
+    if entry.signer == aid:
+        return
+    s = ctx.settings
+    await rate_limit(ctx, f"registry:{aid.hex()}", 1, s.rate_registry_per_s,
+                     s.rate_registry_burst)
 
 
 @router.post("/v1/auth/challenge", response_model=m.ChallengeResponse, tags=["auth"],
