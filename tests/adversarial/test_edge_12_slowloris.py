@@ -21,7 +21,6 @@ import asyncio
 import contextlib
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest

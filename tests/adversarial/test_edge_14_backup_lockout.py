@@ -75,7 +75,7 @@ async def test_a_stranger_cannot_lock_the_owner_out(tmp_path: Path) -> None:
 async def test_many_addresses_get_one_guess_each_and_the_owner_still_gets_in(
         tmp_path: Path) -> None:
     async with relay_app(tmp_path, **settings()) as relay:
-        world, backup = await with_backup(relay)
+        world, _ = await with_backup(relay)
         checked = refused = 0
         for i in range(20):
             source = (f"203.0.113.{i + 1}", 40000)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import httpx
 import pytest
 from edgekit import Relay, new_account, relay_app
 from relaykit import World
@@ -31,8 +32,6 @@ from sddsf.wire import b64
 
 
 def anonymous(relay: Relay) -> RelayClient:
-    import httpx  # noqa: PLC0415
-
     return RelayClient("http://relay.test", transport=httpx.ASGITransport(app=relay.app),
                        clock=relay.clock)
 
@@ -93,8 +92,6 @@ async def test_who_may_read_it(tmp_path: Path) -> None:
 
 async def test_recovery_from_the_phrase_still_reads_the_registry(tmp_path: Path) -> None:
     async with relay_app(tmp_path) as relay:
-        import httpx  # noqa: PLC0415
-
         transport = httpx.ASGITransport(app=relay.app)
         laptop, secret = await Device.create_account(
             tmp_path / "laptop", "http://relay.test", "laptop", passphrase=None,

@@ -19,7 +19,7 @@ import pytest
 from edgekit import Relay, new_account, relay_app
 from relaykit import World
 
-from sddsf.errors import RegistryError
+from sddsf.errors import ClockSkewError
 from sddsf.protocol import registry as reg
 from sddsf.protocol.approval import ActionType
 
@@ -58,7 +58,7 @@ async def test_a_dated_enactment_cannot_end_the_window_early(tmp_path: Path) -> 
         # by the entries' timestamps the hour has passed.
         relay.clock.now = proposed_at + WINDOW_S * 1000 - 2 * skew + 60_000
         early = reg.enact(world.state, world.devices[0], pid, relay.clock.now + skew - 1000)
-        with pytest.raises(RegistryError, match="veto window"):
+        with pytest.raises(ClockSkewError, match=r"veto window by the relay.s clock"):
             await append(relay, world, early)
         assert world.state.device(world.devices[2].device_id) is not None
         async with relay.client(world, 1) as c:

@@ -24,6 +24,8 @@ __all__ = [
     "ACCOUNT_ID",
     "ACCOUNT_RECOVERY_KEY",
     "ACCOUNT_SIGNING_KEY",
+    "ALERT_ACK_SIG",
+    "AUTH_CHALLENGE_MAC",
     "AUTH_SESSION",
     "BACKUP_AD",
     "BACKUP_KEY",
@@ -46,6 +48,7 @@ __all__ = [
     "REGISTRY_COSIG",
     "REGISTRY_ENTRY",
     "REGISTRY_SIG",
+    "REQUEST_KEY_SIG",
     "REQUEST_SIG",
     "SNAPSHOT_AD",
     "SNAPSHOT_KEY",
@@ -85,6 +88,9 @@ PAIRING_SAS: Final = "sddsf/v1/pairing/sas"
 PAIRING_CONFIRM: Final = "sddsf/v1/pairing/confirm"
 DEVICE_REPORT_SIG: Final = "sddsf/v1/controller/device-report"
 ENCRYPTION_POLICY_SIG: Final = "sddsf/v1/controller/encryption-policy"
+AUTH_CHALLENGE_MAC: Final = "sddsf/v1/auth/challenge-mac"
+REQUEST_KEY_SIG: Final = "sddsf/v1/request/key-sig"
+ALERT_ACK_SIG: Final = "sddsf/v1/controller/alert-ack"
 
 
 @functools.cache

@@ -33,6 +33,10 @@ Schema (both backends; ``log_offset`` because ``offset`` is an SQL keyword):
   ``audit_heads(account_id, size)`` (the per-account audit counter row) and
   ``audit_log(account_id, seq, entry, leaf_hash, stored_ms)``: the security
   controller (docs/controller.md).
+* ``report_digests(account_id, device_id, digest, seen_ms)``: the reports each
+  device had accepted within the freshness window (a copy is a replay), and
+  ``backup_sources(account_id, source, failures, lockouts, locked_until_ms,
+  updated_ms)``: the passphrase-backup attempt state per source address.
 """
 
 from __future__ import annotations
@@ -222,6 +226,23 @@ SQLITE_MIGRATIONS: Final[tuple[Migration, ...]] = (
             stored_ms INTEGER NOT NULL,
             PRIMARY KEY (account_id, seq))""",
     )),
+    Migration(8, "report digests and per-source backup attempts", (
+        """CREATE TABLE report_digests (
+            account_id BLOB NOT NULL,
+            device_id BLOB NOT NULL,
+            digest BLOB NOT NULL,
+            seen_ms INTEGER NOT NULL,
+            PRIMARY KEY (account_id, device_id, digest))""",
+        "CREATE INDEX report_digests_by_time ON report_digests (account_id, device_id, seen_ms)",
+        """CREATE TABLE backup_sources (
+            account_id BLOB NOT NULL,
+            source BLOB NOT NULL,
+            failures INTEGER NOT NULL CHECK (failures >= 0),
+            lockouts INTEGER NOT NULL CHECK (lockouts >= 0),
+            locked_until_ms INTEGER NOT NULL,
+            updated_ms INTEGER NOT NULL,
+            PRIMARY KEY (account_id, source))""",
+    )),
 )
 
 POSTGRES_MIGRATIONS: Final[tuple[Migration, ...]] = (
@@ -370,6 +391,23 @@ POSTGRES_MIGRATIONS: Final[tuple[Migration, ...]] = (
             leaf_hash bytea NOT NULL,
             stored_ms bigint NOT NULL,
             PRIMARY KEY (account_id, seq))""",
+    )),
+    Migration(8, "report digests and per-source backup attempts", (
+        """CREATE TABLE report_digests (
+            account_id bytea NOT NULL,
+            device_id bytea NOT NULL,
+            digest bytea NOT NULL,
+            seen_ms bigint NOT NULL,
+            PRIMARY KEY (account_id, device_id, digest))""",
+        "CREATE INDEX report_digests_by_time ON report_digests (account_id, device_id, seen_ms)",
+        """CREATE TABLE backup_sources (
+            account_id bytea NOT NULL,
+            source bytea NOT NULL,
+            failures bigint NOT NULL CHECK (failures >= 0),
+            lockouts bigint NOT NULL CHECK (lockouts >= 0),
+            locked_until_ms bigint NOT NULL,
+            updated_ms bigint NOT NULL,
+            PRIMARY KEY (account_id, source))""",
     )),
 )
 
