@@ -220,7 +220,12 @@ def test_cli_suggestions_work_for_an_alert_about_the_only_device(
     assert "sig_failure_burst" in out
     suggested = re.findall(r"`(sddsf [^`]+)`", out)
     assert suggested, out
-    for command in suggested:
+    # the plain acknowledgement is refused here, and its error names what works
+    [alert] = ok_json(home, "alerts")
+    refused = run_suggestion(home, f"sddsf alerts --ack {alert['id'][:12]}", stdin="")
+    assert refused.returncode == 1 and "about itself" in refused.stderr, refused.stderr
+    suggested += re.findall(r"`(sddsf [^`]+)`", refused.stderr)
+    for command in [*suggested, "sddsf alerts --ack all --phrase"]:
         done = run_suggestion(home, command, stdin=phrase.read_text() + "y\n")
         assert done.returncode == 0, (command, done.stdout, done.stderr)
     assert ok_json(home, "alerts") == []

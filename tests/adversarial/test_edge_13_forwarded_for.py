@@ -70,4 +70,7 @@ async def test_a_trusted_proxy_names_the_client_and_cannot_be_fooled_through(
         # appends the real address, and that one counts
         spoofs = [f"{next(_spoofed)}, 198.51.100.9" for _ in range(2 * BURST)]
         got = await statuses(proxy, spoofs)
+        # a proxy that writes the client's port: the port is not part of the address
+        ported = await statuses(proxy, [f"198.51.100.10:{40000 + i}" for i in range(2 * BURST)])
     assert got[:BURST] == [200] * BURST and set(got[BURST:]) == {429}, got
+    assert ported[:BURST] == [200] * BURST and set(ported[BURST:]) == {429}, ported

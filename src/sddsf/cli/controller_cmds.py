@@ -120,7 +120,8 @@ def _suggest(c: Console, r: dict[str, Any], view: _View) -> None:
     full = view.my_access == "full"
     if r["quarantined"]:
         c.print(f"    {'this' if r['device'] == view.me else 'that'} device is quarantined "
-                f"(read-only) until {r['quarantine_until']}, or until acknowledged:")
+                "(read-only) until acknowledged,")
+        c.print(f"    or until {r['quarantine_until']}. To acknowledge it:")
         if r["device"] != view.me and full:
             c.print(f"      `sddsf alerts --ack {short}`")
         c.print("    with the account key (asks for the recovery phrase, or --phrase-file):")

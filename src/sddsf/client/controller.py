@@ -37,7 +37,7 @@ from sddsf.controller.audit import (
 )
 from sddsf.controller.encpolicy import EncryptionPolicy, strictest, verify_encryption_policy
 from sddsf.controller.reports import KEY_STORAGE_KINDS, Posture, ReportKind, sign_report
-from sddsf.errors import NotFoundError, ProofError, SddsfError, UsageError
+from sddsf.errors import NotFoundError, ProofError, RateLimitedError, SddsfError, UsageError
 from sddsf.protocol import merkle
 from sddsf.protocol.encoding import decode, encode
 from sddsf.protocol.treehead import TreeHead, verify_tree_head
@@ -267,7 +267,8 @@ async def report_tombstones(device: Device) -> int:
     them is logged, and they are sent again next time)."""
     try:
         return await _report_tombstones(device)
-    except (NotFoundError, UsageError) as exc:
+    except (NotFoundError, UsageError, RateLimitedError) as exc:
+        # RateLimitedError: the device's audit budget at the relay (sent again later)
         log.warning("could not report vault deletions to the relay: %s", exc)
         return 0
 

@@ -217,6 +217,9 @@ class Controller:
             score = await self.trust(account_id, device_id)
         except AuthorizationError:  # no longer in the registry: revocation closes it
             return
+        except SddsfError as exc:  # best effort: the next connect or subscribe checks again
+            log.warning("controller: could not re-score %s: %s", device_id.hex()[:12], exc)
+            return
         if score.access is Access.DENIED:
             self._deny_live(device_id)
 

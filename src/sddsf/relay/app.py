@@ -101,7 +101,8 @@ def create_app(settings: RelaySettings, storage: RelayStorage, relay_key: Ed2551
                   lifespan=lifespan, responses={
                       400: {"model": m.ErrorBody}, 401: {"model": m.ErrorBody},
                       403: {"model": m.ErrorBody}, 404: {"model": m.ErrorBody},
-                      405: {"model": m.ErrorBody}, 409: {"model": m.ErrorBody},
+                      405: {"model": m.ErrorBody}, 408: {"model": m.ErrorBody},
+                      409: {"model": m.ErrorBody},
                       413: {"model": m.ErrorBody}, 429: {"model": m.ErrorBody},
                       500: {"model": m.ErrorBody}, 503: {"model": m.ErrorBody}})
     app.state.relay = ctx

@@ -191,12 +191,23 @@ def client_ip(request: Request, ctx: RelayContext) -> str:
     s = ctx.settings
     if not s.trust_proxy_headers or not _is_proxy(peer, s):
         return peer
-    hops = [hop.strip() for value in request.headers.getlist("x-forwarded-for")
+    hops = [_host(hop) for value in request.headers.getlist("x-forwarded-for")
             for hop in value.split(",") if hop.strip()]
     for hop in reversed(hops):
         if not _is_proxy(hop, s):
             return hop
     return hops[0] if hops else peer
+
+
+def _host(hop: str) -> str:
+    # Some proxies write "1.2.3.4:5678" or "[2001:db8::1]:5678": the port is not
+    # part of the client's address (else every connection had its own bucket).
+    hop = hop.strip()
+    if hop.startswith("["):
+        return hop[1:].split("]", 1)[0]
+    if hop.count(":") == 1:
+        return hop.split(":", 1)[0]
+    return hop
 
 
 def _is_proxy(address: str, settings: RelaySettings) -> bool:

@@ -5,6 +5,7 @@ every setting; a test checks that the list and this dataclass agree."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import ipaddress
 import os
 import tomllib
@@ -99,6 +100,7 @@ def _coerce(name: str, kind: Any, raw: Any) -> Any:
         raise ConfigError(f"setting {name!r}: {raw!r} is not a valid {kind}") from None
 
 
+@functools.lru_cache(maxsize=16)  # read on every request that needs a client address
 def _networks(text: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
     try:
         return tuple(ipaddress.ip_network(part.strip(), strict=False)
