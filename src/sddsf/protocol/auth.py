@@ -1,21 +1,17 @@
 """Device authentication to a relay, as pure functions (the relay and client share them).
 
-1. **Session.** The relay issues a random 32-byte challenge for ``(account,
-   device)``. The device signs ``labelled(AUTH_SESSION, relay_id, account_id,
-   device_id, challenge)``; the relay checks the signature with the device key
-   of the verified registry and returns a short-lived bearer token.
+1. **Session.** The relay issues a 32-byte challenge for ``(account, device)``
+   (stateless, item 4). The device signs ``labelled(AUTH_SESSION, relay_id,
+   account_id, device_id, challenge)``; the relay checks the signature with the
+   device key of the verified registry and returns a short-lived bearer token.
 2. **Signed requests.** Every mutating request carries a fresh random nonce and
    the device's clock reading, signed together with the request:
    ``labelled(REQUEST_SIG, method, target, sha256(body), nonce, ts_ms,
    token_hash)``. The relay refuses a timestamp outside the freshness window
    (``clock_skew``) and a nonce it has already seen (``replay``; nonces are kept
    for twice the window, so no timestamp still inside the window outlives its
-   nonce): a captured request cannot be replayed (THREATS #5). The nonce cache
-   is per relay process today; a shared cache (Redis) extends this to a cluster.
-
-``relay_id`` binds a session signature to one relay deployment, and
-``token_hash`` binds a request signature to one session.
-
+   nonce): a captured request cannot be replayed (THREATS #5). A replay, or a bad
+   signature under a live token, ends that session (the token leaked).
 3. **Key-signed requests.** A caller without a session (a device recovering with
    the account key, a device awaiting approval) signs a read with a key the
    account's registry knows: ``labelled(REQUEST_KEY_SIG, method, target,
@@ -28,6 +24,9 @@
    used (single use).
 5. **Account-key acknowledgements.** The owner lifts a quarantine with the account
    key: ``labelled(ALERT_ACK_SIG, account_id, ts_ms, [alert_id, ...])``.
+
+``relay_id`` binds a session signature to one relay deployment, and
+``token_hash`` binds a request signature to one session.
 """
 
 from __future__ import annotations

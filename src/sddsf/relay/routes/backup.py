@@ -143,5 +143,6 @@ async def fetch_backup(account_id: str, body: m.BackupFetch, request: Request,
                     attempt.state.lockouts)
         raise AuthenticationError(f"wrong passphrase; after {s.backup_max_failures} failures "
                                   f"the backup is locked for "
-                                  f"{_seconds(attempt.retry_after_ms)} s from this address")
+                                  f"{_seconds(attempt.retry_after_ms)} s for the addresses "
+                                  "that guessed wrong")
     raise AuthenticationError("wrong passphrase")
