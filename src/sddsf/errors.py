@@ -120,6 +120,7 @@ class Code(StrEnum):
     NOT_FOUND = "not_found"
     CONFLICT = "conflict"
     UNAVAILABLE = "unavailable"
+    REQUEST_TIMEOUT = "request_timeout"
     INTERNAL = "internal"
 
 
@@ -331,6 +332,7 @@ _CODES: Final[dict[Code, tuple[type[SddsfError], int]]] = {
     Code.NOT_FOUND: (NotFoundError, 404),
     Code.CONFLICT: (ConflictError, 409),
     Code.UNAVAILABLE: (UnavailableError, 503),
+    Code.REQUEST_TIMEOUT: (UnavailableError, 408),
     Code.INTERNAL: (InternalError, 500),
 }
 _CLASS_FOR_CODE: Final[dict[Code, type[SddsfError]]] = {c: v[0] for c, v in _CODES.items()}

@@ -79,10 +79,14 @@ async def test_signature_failure_burst_quarantines_until_acknowledged(account: A
 
 async def test_replay_burst(account: Account) -> None:
     a = account
-    statuses = await replay(a.client(2), "/v1/ws/ticket", {}, times=4)
-    assert statuses == [200, 401, 401, 401]
+    for _ in range(3):  # a replay ends its session: one captured request of three sessions
+        a.client(2).forget_session()
+        statuses = await replay(a.client(2), "/v1/ws/ticket", {}, times=2)
+        assert statuses == [200, 401]
     [alert] = [x for x in await a.alerts() if x.rule == "replay_burst"]
-    assert alert.device_id == a.device_id(2) and alert.quarantine
+    # the device's tokens leak; the device did nothing: an account alert naming it
+    assert alert.device_id == b"" and not alert.quarantine
+    assert a.device_id(2).hex()[:12] in alert.message
 
 
 async def test_deletion_burst_from_the_devices_that_saw_the_tombstones(account: Account) -> None:

@@ -65,25 +65,14 @@ async def edge(request: pytest.FixtureRequest) -> AsyncIterator[EdgeState]:
 # ------------------------------------------------------------- the contract
 
 
-async def test_challenge_is_single_use_and_replaced(edge: EdgeState) -> None:
-    t = now()
-    await edge.put_challenge(b"acct+dev", b"first", t + 60_000, t)
-    await edge.put_challenge(b"acct+dev", b"second", t + 60_000, t)  # replaces
-    assert await edge.take_challenge(b"acct+dev", now()) == b"second"
-    assert await edge.take_challenge(b"acct+dev", now()) is None
-    assert await edge.take_challenge(b"unknown", now()) is None
-
-
 async def test_records_expire(edge: EdgeState) -> None:
     t = now()
-    await edge.put_challenge(b"c", b"x", t + 60, t)
     await edge.put_session(b"s", Session(ACCOUNT, DEV_A, t + 60), t)
     await edge.put_ticket(b"k", session(), t + 60, t)
     assert await edge.remember_nonce(b"n", t + 60, t)
     assert await edge.get_session(b"s", now()) == Session(ACCOUNT, DEV_A, t + 60)
     await asyncio.sleep(0.15)
     later = now()
-    assert await edge.take_challenge(b"c", later) is None
     assert await edge.get_session(b"s", later) is None
     assert await edge.take_ticket(b"k", later) is None
     assert await edge.remember_nonce(b"n", later + 60, later)  # forgotten: new again
@@ -120,6 +109,17 @@ async def test_drop_device_drops_its_sessions_and_tickets_only(edge: EdgeState) 
     assert await edge.drop_device(DEV_A) == 0
 
 
+async def test_drop_session_drops_that_session_only(edge: EdgeState) -> None:
+    t = now()
+    await edge.put_session(b"leaked", session(DEV_A), t)
+    await edge.put_session(b"other", session(DEV_A), t)
+    assert await edge.drop_session(b"leaked") is True
+    assert await edge.drop_session(b"leaked") is False
+    assert await edge.get_session(b"leaked", now()) is None
+    assert await edge.get_session(b"other", now()) is not None
+    assert await edge.drop_device(DEV_A) == 1  # the other one
+
+
 async def test_nonce_is_remembered_until_it_expires(edge: EdgeState) -> None:
     t = now()
     assert await edge.remember_nonce(b"dev+nonce", t + 60_000, t) is True
@@ -144,13 +144,10 @@ async def test_token_bucket_serves_the_burst_then_refuses_without_taking(
 
 async def test_concurrent_single_use_takes_have_one_winner(edge: EdgeState) -> None:
     t = now()
-    await edge.put_challenge(b"c", b"value", t + 60_000, t)
     await edge.put_ticket(b"k", session(), t + 60_000, t)
-    challenges = await asyncio.gather(*(edge.take_challenge(b"c", now()) for _ in range(8)))
     tickets = await asyncio.gather(*(edge.take_ticket(b"k", now()) for _ in range(8)))
     nonces = await asyncio.gather(*(edge.remember_nonce(b"n", t + 60_000, now())
                                     for _ in range(8)))
-    assert [c for c in challenges if c is not None] == [b"value"]
     assert len([k for k in tickets if k is not None]) == 1
     assert sorted(nonces) == [False] * 7 + [True]
 
@@ -164,11 +161,8 @@ async def test_two_nodes_share_one_state(shared_redis: RedisServer) -> None:
     try:
         t = now()
         await a.put_session(b"s", session(), t)
-        await a.put_challenge(b"c", b"x", t + 60_000, t)
         await a.put_ticket(b"k", session(), t + 60_000, t)
         assert await b.get_session(b"s", now()) is not None
-        assert await b.take_challenge(b"c", now()) == b"x"
-        assert await a.take_challenge(b"c", now()) is None  # consumed on the other node
         assert await b.remember_nonce(b"n", t + 60_000, t)
         assert not await a.remember_nonce(b"n", t + 60_000, t)
         assert await b.drop_device(DEV_A) == 2  # session and ticket stored through a
@@ -199,10 +193,9 @@ async def _every_operation(state: EdgeState) -> list[str]:
     """Call each operation; the ones that did NOT raise UnavailableError."""
     t = now()
     calls = {
-        "put_challenge": state.put_challenge(b"c", b"x", t + 1000, t),
-        "take_challenge": state.take_challenge(b"c", t),
         "put_session": state.put_session(b"s", session(), t),
         "get_session": state.get_session(b"s", t),
+        "drop_session": state.drop_session(b"s"),
         "drop_device": state.drop_device(DEV_A),
         "put_ticket": state.put_ticket(b"k", session(), t + 1000, t),
         "take_ticket": state.take_ticket(b"k", t),
@@ -276,17 +269,15 @@ async def test_restore_from_an_older_snapshot_refuses_the_old_sessions(
     try:
         t = now()
         await state.put_session(b"s", session(), t)
-        await state.put_challenge(b"c", b"x", t + 60_000, t)
         await state.put_ticket(b"k", session(), t + 60_000, t)
         assert server.command("SAVE") == b"+OK"
         assert await state.remember_nonce(b"dev+nonce", t + 240_000, t)  # after the snapshot
         server.restart()
         keys = server.command("DBSIZE")
-        # The snapshot came back: session, challenge, ticket and the device's index.
-        assert keys == b":4", keys
+        # The snapshot came back: session, ticket and the device's index.
+        assert keys == b":3", keys
         assert await state.remember_nonce(b"dev+nonce", t + 240_000, now())  # lost
         assert await state.get_session(b"s", now()) is None  # ...so the session is refused
-        assert await state.take_challenge(b"c", now()) is None
         assert await state.take_ticket(b"k", now()) is None
         await state.put_session(b"s2", session(), now())  # new sessions work at once
         assert await state.get_session(b"s2", now()) is not None

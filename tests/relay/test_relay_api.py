@@ -248,12 +248,12 @@ async def test_rate_limit_burst_gets_429_with_retry_after(storage: RelayStorage,
                                  base_url="http://t") as http:
         statuses = [(await http.get(f"/v1/accounts/{'A' * 43}=/registry")).status_code
                     for _ in range(3)]
-        assert statuses == [404, 404, 404]  # the burst is served
+        assert statuses == [401, 401, 401]  # the burst is served (and needs a credential)
         limited = await http.get(f"/v1/accounts/{'A' * 43}=/registry")
         assert limited.status_code == 429 and limited.json()["code"] == "rate_limited"
         assert int(limited.headers["retry-after"]) >= 1
         clock.now += 1000  # one token refills per second
-        assert (await http.get(f"/v1/accounts/{'A' * 43}=/registry")).status_code == 404
+        assert (await http.get(f"/v1/accounts/{'A' * 43}=/registry")).status_code == 401
 
 
 async def test_pull_pagination_and_consistency(storage: RelayStorage, clock: Clock) -> None:

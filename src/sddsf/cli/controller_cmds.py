@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass
 from typing import Any
 
 import click
 
 from sddsf.cli.device_cmds import _emit, _run, _with_device
 from sddsf.cli.output import JSON_HELP, Out, iso_time
+from sddsf.cli.recovery_cmds import _account_secret
 from sddsf.client.controller import verify_audit
 from sddsf.client.device import Device
-from sddsf.errors import UsageError
-from sddsf.protocol.identity import fingerprint
+from sddsf.errors import AuthorizationError, Code, UsageError
+from sddsf.protocol.identity import AccountKeys, fingerprint
 from sddsf.wire import unb64
 
 __all__ = ["register"]
@@ -25,36 +28,64 @@ def _names(d: Device) -> dict[bytes, str]:
     return {r.device_id: r.name for r in d.registry().devices.values()}
 
 
+@dataclass
+class _View:
+    """What the text view needs to suggest only commands that work here."""
+
+    me: str
+    my_access: str | None
+    active: set[str]
+
+
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 @click.option("--all", "include_acked", is_flag=True, help="Include acknowledged alerts.")
-@click.option("--ack", "ack_id", help="Acknowledge the alert with this id (or id prefix).")
+@click.option("--ack", "ack_id", help="Acknowledge the alert with this id (or id prefix); "
+                                      "with --phrase also `all`: every open alert.")
+@click.option("--phrase", "with_phrase", is_flag=True,
+              help="Acknowledge with the account key (asks for the 24-word recovery phrase): "
+                   "lifts any quarantine, also one of this device or the only device.")
+@click.option("--phrase-file", type=click.Path(dir_okay=False),
+              help="File holding the recovery phrase (implies --phrase).")
 @click.pass_context
-def alerts(ctx: click.Context, as_json: bool, include_acked: bool, ack_id: str | None) -> None:
+def alerts(ctx: click.Context, as_json: bool, include_acked: bool, ack_id: str | None,
+           with_phrase: bool, phrase_file: str | None) -> None:
     """The account's security alerts; --ack ID acknowledges one (lifting its quarantine)."""
-    async def go(d: Device) -> list[dict[str, Any]]:
-        await d.refresh_registry()
-        names = _names(d)
-        if ack_id:
-            found = [a for a in await d.relay.alerts(include_acked=True)
-                     if unb64(a["alert_id"]).hex().startswith(ack_id.lower())
-                     or a["alert_id"] == ack_id]
-            if len(found) != 1:
-                raise UsageError(f"{ack_id!r} names {len(found)} alerts; see `sddsf alerts`")
-            await d.relay.ack_alert(unb64(found[0]["alert_id"]))
-        rows = await d.relay.alerts(include_acked=include_acked or bool(ack_id))
-        out = []
-        for a in rows:
-            about = unb64(a["device"])
-            out.append({"id": unb64(a["alert_id"]).hex(), "rule": a["rule"],
-                        "severity": a["severity"], "message": a["message"],
-                        "device": about.hex() or None,
-                        "device_name": names.get(about) if about else None,
-                        "quarantine": a["quarantine"], "created_at": _when(a["created_ms"]),
-                        "acked_at": _when(a["acked_ms"])})
-        return out
+    by_account = with_phrase or phrase_file is not None
+    if by_account and not ack_id:
+        raise UsageError("--phrase acknowledges alerts: give --ack ID (or --ack all)")
+    if ack_id == "all" and not by_account:
+        raise UsageError("--ack all needs the account key: add --phrase")
 
-    rows = _run(_with_device(ctx, go))
+    async def go(d: Device) -> tuple[list[dict[str, Any]], _View]:
+        try:
+            await d.refresh_registry()
+        except AuthorizationError as exc:
+            # A denied device can still acknowledge with the account key.
+            if not by_account or exc.code is not Code.POLICY_DENIED:
+                raise
+        acked: list[dict[str, Any]] = []
+        if ack_id and by_account:
+            account = AccountKeys.from_secret(_account_secret(d.account.account_id,
+                                                              phrase_file))
+            ids = [] if ack_id == "all" else [await _alert_id(d, ack_id)]
+            acked = await d.relay.ack_alerts_as_account(account, ids)
+        elif ack_id:
+            await d.relay.ack_alert(await _alert_id(d, ack_id))
+        try:
+            raw = await d.relay.alerts(include_acked=include_acked or bool(ack_id))
+            trust = await d.relay.device_trust()
+        except AuthorizationError:
+            if not acked:
+                raise
+            raw, trust = acked, []  # still denied for other reasons: show what was done
+        mine = next((t for t in trust if unb64(t["device_id"]) == d.device_id), None)
+        state = d.registry()
+        view = _View(d.device_id.hex(), mine["access"] if mine else None,
+                     {r.device_id.hex() for r in state.active_devices()})
+        return [_row(a, _names(d)) for a in raw], view
+
+    rows, view = _run(_with_device(ctx, go))
 
     def render(c: Out) -> None:
         if not rows:
@@ -65,13 +96,51 @@ def alerts(ctx: click.Context, as_json: bool, include_acked: bool, ack_id: str |
                 ("bold red", "open"),)
             c.line(("bold", r["id"][:12]), f" {r['severity']} {r['rule']} ({who}) ", *state)
             c.line(f"    {r['message']}")
-            if r["quarantine"] and not r["acked_at"]:
-                c.line("    this device is quarantined (read-only) until the alert is "
-                       f"acknowledged: `sddsf alerts --ack {r['id'][:12]}`")
-            if r["device"] and not r["acked_at"]:
-                c.line(f"    if you do not recognise this, revoke it (rotates every space's "
-                       f"keys): `sddsf device revoke {r['device'][:12]}`")
+            if not r["acked_at"]:
+                _suggest(c, r, view)
     _emit(rows, as_json, render)
+
+
+def _row(a: dict[str, Any], names: dict[bytes, str]) -> dict[str, Any]:
+    about = unb64(a["device"])
+    return {"id": unb64(a["alert_id"]).hex(), "rule": a["rule"], "severity": a["severity"],
+            "message": a["message"], "device": about.hex() or None,
+            "device_name": names.get(about) if about else None,
+            "quarantine": a["quarantine"],
+            "quarantine_until": _when(a.get("quarantine_until_ms")),
+            "quarantined": (a.get("quarantine_until_ms") or 0) > time.time() * 1000,
+            "created_at": _when(a["created_ms"]), "acked_at": _when(a["acked_ms"])}
+
+
+def _suggest(c: Out, r: dict[str, Any], view: _View) -> None:
+    # Only commands that work from this device (a device cannot clear an alert
+    # about itself, a read-only one cannot acknowledge or revoke: the account key can).
+    short = r["id"][:12]
+    full = view.my_access == "full"
+    if r["quarantined"]:
+        c.line(f"    {'this' if r['device'] == view.me else 'that'} device is quarantined "
+                "(read-only) until acknowledged,")
+        c.line(f"    or until {r['quarantine_until']}. To acknowledge it:")
+        if r["device"] != view.me and full:
+            c.line(f"      `sddsf alerts --ack {short}`")
+        c.line("    with the account key (asks for the recovery phrase, or --phrase-file):")
+        c.line(f"      `sddsf alerts --ack {short} --phrase`")
+    if r["device"] and r["device"] != view.me and r["device"] in view.active and full:
+        c.line("    if you do not recognise this, revoke it (rotates every space's keys):")
+        c.line(f"      `sddsf device revoke {r['device'][:12]}`")
+
+
+async def _alert_id(d: Device, given: str) -> bytes:
+    if len(given) == 32:  # a whole id: no need to list (a denied device cannot)
+        try:
+            return bytes.fromhex(given)
+        except ValueError:
+            pass
+    found = [a for a in await d.relay.alerts(include_acked=True)
+             if unb64(a["alert_id"]).hex().startswith(given.lower()) or a["alert_id"] == given]
+    if len(found) != 1:
+        raise UsageError(f"{given!r} names {len(found)} alerts; see `sddsf alerts`")
+    return unb64(found[0]["alert_id"])
 
 
 def _entry_row(e: Any, names: dict[bytes, str], seq: int) -> dict[str, Any]:

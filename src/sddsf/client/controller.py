@@ -48,7 +48,7 @@ from sddsf.controller.encpolicy import (
     verify_encryption_policy,
 )
 from sddsf.controller.reports import KEY_STORAGE_KINDS, Posture, ReportKind, sign_report
-from sddsf.errors import NotFoundError, ProofError, SddsfError, UsageError
+from sddsf.errors import NotFoundError, ProofError, RateLimitedError, SddsfError, UsageError
 from sddsf.protocol import merkle
 from sddsf.protocol.backup import PRODUCTION_MINIMUMS, KdfMinimums
 from sddsf.protocol.encoding import decode, encode
@@ -322,7 +322,8 @@ async def report_tombstones(device: Device) -> int:
     """
     try:
         return await _report_tombstones(device)
-    except (NotFoundError, UsageError) as exc:
+    except (NotFoundError, UsageError, RateLimitedError) as exc:
+        # RateLimitedError: the device's audit budget at the relay (sent again later)
         log.warning("could not report vault deletions to the relay: %s", exc)
         return 0
 

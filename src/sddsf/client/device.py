@@ -309,7 +309,7 @@ class Device:
         keys = DeviceKeys.from_seeds(random_bytes(32), random_bytes(32))
         probe = RelayClient(relay_url, transport=transport, clock=clock)
         try:
-            entries = await probe.registry(account.account_id, 0)
+            entries = await probe.registry(account.account_id, 0, signer=account)
         finally:
             await probe.aclose()
         state = reg.verify_registry(entries, pinned=account.public)

@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from sddsf.errors import Code, ConflictError, RegistryError, UsageError
+from sddsf.errors import ClockSkewError, Code, ConflictError, RegistryError, UsageError
 from sddsf.protocol import registry as reg
 from sddsf.protocol.approval import ActionType, Proposal, ProposalStatus, tally
 from sddsf.protocol.identity import DeviceKeys
@@ -155,9 +155,13 @@ class Governance:
             return False
         target = current.action.target
         cutoff = self.d.cutoff_for(target) if target is not None else {}
-        done = await self._append(
-            lambda s: reg.enact(s, self.d.keys, p.id, self.d._clock(), cutoff),
-            still_needed=lambda s: s.proposals[p.id].status is ProposalStatus.PENDING)
+        try:
+            done = await self._append(
+                lambda s: reg.enact(s, self.d.keys, p.id, self.d._clock(), cutoff),
+                still_needed=lambda s: s.proposals[p.id].status is ProposalStatus.PENDING)
+        except ClockSkewError:
+            return False  # the relay measures the veto window on its clock: not yet
+
         if done is not None:
             await self.after(current.action.type, target)
         return self.d.registry().proposals[p.id].status is ProposalStatus.ENACTED

@@ -35,7 +35,7 @@ from sddsf.errors import (
 )
 from sddsf.protocol import auth
 from sddsf.protocol.backup import Backup, KdfParams
-from sddsf.protocol.identity import DeviceKeys
+from sddsf.protocol.identity import AccountKeys, DeviceKeys
 from sddsf.protocol.pairing import PAIRING_VERSION
 from sddsf.wire import b64 as _b64
 from sddsf.wire import unb64 as _unb64
@@ -164,30 +164,33 @@ class RelayClient:
     async def _send(self, method: str, path: str, *, body: dict[str, Any] | None = None,
                     params: dict[str, Any] | None = None, signed: bool = False,
                     authed: bool = False, headers: dict[str, str] | None = None,
-                    idempotent: bool = True) -> Any:
+                    idempotent: bool = True, key: DeviceKeys | AccountKeys | None = None) -> Any:
         # Every relay write is idempotent (17.2) except the few callers that say
         # otherwise; each try is signed again with a fresh nonce.
         async def attempt() -> Any:
             return await self._send_retrying_session(method, path, body=body, params=params,
                                                      signed=signed, authed=authed,
-                                                     headers=headers)
+                                                     headers=headers, key=key)
         return await self.retry.run(attempt, idempotent=idempotent, what=f"{method} {path}",
                                     sleep=self.sleep)
 
     async def _send_retrying_session(self, method: str, path: str, *,
                                      body: dict[str, Any] | None,
                                      params: dict[str, Any] | None, signed: bool,
-                                     authed: bool, headers: dict[str, str] | None) -> Any:
+                                     authed: bool, headers: dict[str, str] | None,
+                                     key: DeviceKeys | AccountKeys | None) -> Any:
         try:
             try:
                 return await self._send_once(method, path, body=body, params=params,
-                                             signed=signed, authed=authed, extra=headers)
+                                             signed=signed, authed=authed, extra=headers,
+                                             key=key)
             except _ConnectionDropped:
                 # A pooled keep-alive connection the relay was closing as we
                 # sent: retry once on a new one. Every request is idempotent
                 # (ops and entries by content, signed ones get a fresh nonce).
                 return await self._send_once(method, path, body=body, params=params,
-                                             signed=signed, authed=authed, extra=headers)
+                                             signed=signed, authed=authed, extra=headers,
+                                             key=key)
         except AuthenticationError as exc:
             # The relay forgot our session (restart, or another node): open a
             # new one and retry once. A signed request is re-signed with a fresh
@@ -197,14 +200,17 @@ class RelayClient:
                 raise
             self.forget_session()
             return await self._send_once(method, path, body=body, params=params,
-                                         signed=signed, authed=authed, extra=headers)
+                                         signed=signed, authed=authed, extra=headers, key=key)
 
     async def _send_once(self, method: str, path: str, *, body: dict[str, Any] | None,
                          params: dict[str, Any] | None, signed: bool, authed: bool,
-                         extra: dict[str, str] | None = None) -> Any:
+                         extra: dict[str, str] | None = None,
+                         key: DeviceKeys | AccountKeys | None = None) -> Any:
         content = json.dumps(body).encode() if body is not None else b""
         headers = {"content-type": "application/json"} if body is not None else {}
         headers.update(extra or {})
+        if key is not None:  # no session: signed by a key the account's registry knows
+            headers.update(self._key_headers(method, path, params, content, key))
         if authed or signed:
             token = await self._session_token()
             headers["authorization"] = f"Bearer {_b64(token)}"
@@ -242,22 +248,41 @@ class RelayClient:
         except ValueError:
             raise DecodeError("relay sent a response that is not JSON") from None
 
+    def _key_headers(self, method: str, path: str, params: dict[str, Any] | None,
+                     content: bytes, key: DeviceKeys | AccountKeys) -> dict[str, str]:
+        key_id = key.device_id if isinstance(key, DeviceKeys) else key.account_id
+        target = self._http.build_request(method, path, params=params).url.raw_path.decode()
+        nonce, ts = random_bytes(auth.NONCE_SIZE), self._clock()
+        sig = key.sign(auth.key_request_message(method, target, content, nonce, ts, key_id))
+        return {"x-sddsf-key-id": _b64(key_id), "x-sddsf-nonce": _b64(nonce),
+                "x-sddsf-timestamp": str(ts), "x-sddsf-signature": _b64(sig)}
+
     async def _session_token(self) -> bytes:
         if self._token is not None and self._clock() < self._token_expires_ms - 30_000:
             return self._token
         if self.device is None or self.account_id is None:
             raise UnavailableError("this client has no device identity to authenticate with")
         await self._report_posture()
-        ch = await self._send("POST", "/v1/auth/challenge", body={
-            "account_id": _b64(self.account_id), "device_id": _b64(self.device.device_id)})
-        challenge, self.relay_id = _unb64(ch["challenge"]), _unb64(ch["relay_id"])
-        sig = self.device.sign(auth.session_message(self.relay_id, self.account_id,
-                                                    self.device.device_id, challenge))
-        s = await self._send("POST", "/v1/auth/session", body={
-            "account_id": _b64(self.account_id), "device_id": _b64(self.device.device_id),
-            "challenge": _b64(challenge), "signature": _b64(sig)})
+        try:
+            s = await self._open_session(self.device, self.account_id)
+        except AuthenticationError as exc:
+            # The challenge was refused (it expired on the way, or a node with a
+            # skewed clock answered): once more with a new one.
+            if exc.code is not Code.UNAUTHENTICATED:
+                raise
+            s = await self._open_session(self.device, self.account_id)
         self._token, self._token_expires_ms = _unb64(s["token"]), int(s["expires_ms"])
         return self._token
+
+    async def _open_session(self, device: DeviceKeys, account_id: bytes) -> dict[str, Any]:
+        ids = {"account_id": _b64(account_id), "device_id": _b64(device.device_id)}
+        ch = await self._send("POST", "/v1/auth/challenge", body=ids)
+        challenge, self.relay_id = _unb64(ch["challenge"]), _unb64(ch["relay_id"])
+        sig = device.sign(auth.session_message(self.relay_id, account_id, device.device_id,
+                                               challenge))
+        s: dict[str, Any] = await self._send("POST", "/v1/auth/session", body={
+            **ids, "challenge": _b64(challenge), "signature": _b64(sig)})
+        return s
 
     async def _report_posture(self) -> None:
         # Before the session: reports are self-authenticating, and the relay
@@ -302,10 +327,15 @@ class RelayClient:
         r = await self._send("POST", "/v1/accounts", body={"genesis": _b64(genesis)})
         return _unb64(r["account_id"])
 
-    async def registry(self, account_id: bytes, since: int = 0) -> list[bytes]:
-        """Registry entries from ``since`` (verify them!)."""
+    async def registry(self, account_id: bytes, since: int = 0, *,
+                       signer: DeviceKeys | AccountKeys | None = None) -> list[bytes]:
+        """Registry entries from ``since`` (verify them!). The request is signed by
+        ``signer``, by default this client's device (no session needed, so a device
+        awaiting approval can read it); a device recovering with the account secret
+        passes the account keys."""
+        key = signer or (self.device if account_id == self.account_id else None)
         r = await self._send("GET", f"/v1/accounts/{_quote(account_id)}/registry",
-                             params={"since": since})
+                             params={"since": since}, key=key)
         return [_unb64(e) for e in r["entries"]]
 
     async def append_registry(self, account_id: bytes, entry: bytes) -> int:
@@ -493,6 +523,17 @@ class RelayClient:
         r: dict[str, Any] = await self._send(
             "POST", f"/v1/controller/alerts/{_quote(alert_id)}/ack", signed=True, body={})
         return r
+
+    async def ack_alerts_as_account(self, account: AccountKeys,
+                                    alert_ids: Sequence[bytes]) -> list[dict[str, Any]]:
+        """Acknowledge alerts with the account key (lifts their quarantine, also one
+        about the account's only device); no ids: every open alert."""
+        ts = self._clock()
+        sig = account.sign(auth.alert_ack_message(account.account_id, ts, alert_ids))
+        r = await self._send("POST", f"/v1/accounts/{_quote(account.account_id)}/alerts/ack",
+                             body={"alert_ids": [_b64(a) for a in alert_ids], "ts_ms": ts,
+                                   "signature": _b64(sig)})
+        return list(r["alerts"])
 
     async def audit_page(self, start: int = 0,
                          limit: int = 1000) -> tuple[list[tuple[int, bytes]], bytes]:

@@ -9,7 +9,9 @@ Rules (each over the device's signals in the rule's window):
 * ``fork`` (medium): the device signed two ops with one seq (equivocation, or
   a copy of the device restored from an old backup; the ``forks`` trust factor
   grows with each one);
-* ``replay_burst`` (high): ``detectors.replays.threshold`` replayed requests;
+* ``replay_burst`` (high): ``detectors.replays.threshold`` replayed or forged
+  requests under the device's session tokens (evidence that its tokens leak;
+  the adapter raises it about the account, not against the device);
 * ``sig_failure_burst`` (high): ``detectors.sig_failures.threshold`` bad signatures;
 * ``deletion_burst`` (high): ``detectors.deletions.threshold`` deletions
   (tombstones) by the device, as reported by the devices that decrypted them;
@@ -73,7 +75,7 @@ class SignalKind(StrEnum):
     REJECTED = "rejected"  # refused ops (any code)
     SIG_FAILURE = "sig_failure"  # a signature that did not verify (op, request, session)
     FORK = "fork"  # two signed ops with one (author, seq)
-    REPLAY = "replay"  # a replayed signed request
+    REPLAY = "replay"  # a replayed or forged request under a session token
     RATE_LIMITED = "rate_limited"  # a request refused by a rate limit
     SESSION = "session"  # a session opened
     PAIRING = "pairing"  # a pairing attempt reported, or a device added by this one

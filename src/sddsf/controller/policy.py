@@ -18,7 +18,8 @@ Every table and key is optional; a key this module does not know is a
   The relay cannot enforce a registry policy; it raises a
   ``weak_registry_policy`` alert when an account's is weaker than this.
 * ``[alerts]``: which rules quarantine the device they name (read-only until an
-  owner acknowledges the alert).
+  owner acknowledges the alert, with another device or the account key, or
+  until ``quarantine_max_s`` has passed).
 * ``[detectors.*]``: thresholds and windows of each detector.
 """
 
@@ -91,9 +92,15 @@ class ApprovalPolicy:
 
 @dataclass(frozen=True, slots=True)
 class AlertPolicy:
-    """Which rules' alerts quarantine their device (read-only until acknowledged)."""
+    """Which rules' alerts quarantine their device (read-only until acknowledged, or
+    for at most ``quarantine_max_s``: the owner is never locked out for good).
 
-    quarantine: tuple[str, ...] = ("sig_failure_burst", "replay_burst")
+    ``replay_burst`` is not in the default list: a replayed or forged request under
+    a device's session token is evidence that the token leaked, not that the
+    device misbehaved (the relay ends that session instead)."""
+
+    quarantine: tuple[str, ...] = ("sig_failure_burst",)
+    quarantine_max_s: int = 86_400
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,6 +257,8 @@ def _validated(p: ControllerPolicy) -> ControllerPolicy:
     for storage in p.posture.required_key_storage:
         if storage not in ("keyring", "passphrase", "plaintext"):
             raise ConfigError(f"policy posture.required_key_storage: unknown kind {storage!r}")
+    if p.alerts.quarantine_max_s < 1:
+        raise ConfigError("policy alerts.quarantine_max_s must be >= 1 (a quarantine must end)")
     if not p.encryption.allowed_suites:
         raise ConfigError("policy encryption.allowed_suites must name at least one suite")
     return p

@@ -11,6 +11,11 @@ into an error for a request whose effect is durable. Enforcement
 (:meth:`Controller.require_session`, :meth:`Controller.require_write`) fails
 closed.
 
+Two hooks connect it to the relay's edge: ``audit_budget`` (a per-device token
+bucket: how many audit entries a device's reports and sessions may add) and
+``live`` (the process's WebSocket hub: a device the policy denies has its live
+connections closed, as revocation does).
+
 Caches are per process: trust scores for ``TRUST_TTL_MS`` (dropped at once
 when this process records something about the device), and the rate baselines
 (written back to storage when a window closes). In a cluster each node's
@@ -23,8 +28,8 @@ import contextvars
 import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from typing import Final
+from dataclasses import dataclass, replace
+from typing import Final, Protocol
 
 from sddsf.controller import audit as au
 from sddsf.controller import detectors as det
@@ -32,7 +37,13 @@ from sddsf.controller.detectors import Finding, Signal, SignalKind
 from sddsf.controller.encpolicy import EncryptionPolicy, sign_encryption_policy
 from sddsf.controller.ml import IsolationDetector, isolation_available
 from sddsf.controller.policy import ControllerPolicy
-from sddsf.controller.reports import Posture, ReportKind, decode_report, verify_report
+from sddsf.controller.reports import (
+    DeviceReport,
+    Posture,
+    ReportKind,
+    decode_report,
+    verify_report,
+)
 from sddsf.controller.trust import (
     Access,
     DeviceSignals,
@@ -41,14 +52,24 @@ from sddsf.controller.trust import (
     TrustScore,
     score_device,
 )
-from sddsf.crypto import Ed25519SigningKey, random_bytes
-from sddsf.errors import AuthorizationError, Code, NotFoundError, SddsfError, UsageError
-from sddsf.protocol import merkle
+from sddsf.crypto import Ed25519SigningKey, random_bytes, sha256
+from sddsf.errors import (
+    AuthenticationError,
+    AuthorizationError,
+    ClockSkewError,
+    Code,
+    NotFoundError,
+    RateLimitedError,
+    SddsfError,
+    UsageError,
+)
+from sddsf.protocol import auth, merkle
 from sddsf.protocol.registry import EntryType, RegistryEntry, RegistryState
 from sddsf.protocol.treehead import sign_tree_head
 from sddsf.relay.storage.base import AlertRecord, RelayStorage
 
-__all__ = ["CALLER", "TRUST_TTL_MS", "Controller", "ReportOutcome", "alert_json"]
+__all__ = ["CALLER", "TRUST_TTL_MS", "Controller", "LiveConnections", "ReportOutcome",
+           "alert_json"]
 
 log = logging.getLogger("sddsf.controller")
 
@@ -62,6 +83,22 @@ _FORK_MEMORY_MS: Final = 30 * 86_400_000
 _RATE_WINDOW_MS: Final = 3_600_000
 _SEVERE: Final = {Severity.HIGH, Severity.CRITICAL}
 Publish = Callable[[bytes, bytes, dict[str, object]], object]
+#: ``(account, device) -> seconds to wait`` (0.0: one more audit entry is allowed).
+AuditBudget = Callable[[bytes, bytes], Awaitable[float]]
+# Signals that lower a device's score (others only matter through the alerts they raise).
+_SCORED: Final = {SignalKind.SIG_FAILURE, SignalKind.FORK, SignalKind.RATE_LIMITED}
+
+
+class LiveConnections(Protocol):
+    """The relay process's live connections (:class:`~sddsf.relay.fanout.Hub`)."""
+
+    def has_device(self, device_id: bytes) -> bool:
+        """Whether the device has an open connection here."""
+        ...
+
+    def close_device(self, device_id: bytes, reason: str) -> int:
+        """Close the device's connections; how many."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +123,9 @@ class Controller:
                  relay_key: Ed25519SigningKey,
                  registry: Callable[[bytes], Awaitable[RegistryState]], *,
                  clock: Callable[[], int] = _now_ms, publish: Publish | None = None,
-                 max_skew_ms: int = 600_000) -> None:
+                 max_skew_ms: int = 600_000, window_ms: int = 120_000,
+                 audit_budget: AuditBudget | None = None,
+                 live: LiveConnections | None = None) -> None:
         self.storage = storage
         self.policy = policy
         self.relay_key = relay_key
@@ -94,6 +133,9 @@ class Controller:
         self._clock = clock
         self._publish = publish
         self._max_skew_ms = max_skew_ms
+        self._window_ms = window_ms
+        self._audit_budget = audit_budget
+        self.live = live
         self._trust: dict[tuple[bytes, bytes, bool], tuple[int, TrustScore]] = {}
         self._baselines: dict[tuple[bytes, bytes], det.Baseline] = {}
         self._last_rate_limited: dict[tuple[bytes, bytes], int] = {}
@@ -141,12 +183,45 @@ class Controller:
             added_ms=record.added_ts, posture=posture, posture_ts_ms=posture_ts,
             sig_failures=count(SignalKind.SIG_FAILURE, d.sig_failures.window_s * 1000),
             forks=count(SignalKind.FORK, _FORK_MEMORY_MS),
-            replays=count(SignalKind.REPLAY, d.replays.window_s * 1000),
             rate_limited=count(SignalKind.RATE_LIMITED, _RATE_WINDOW_MS),
-            open_alerts=tuple(OpenAlert(a.rule, Severity(a.severity), a.quarantine)
+            open_alerts=tuple(OpenAlert(a.rule, Severity(a.severity), self.quarantines(a, now))
                               for a in alerts)), self.policy, now, for_session=for_session)
         self._trust[key] = (now + TRUST_TTL_MS, score)
         return score
+
+    def quarantine_ends_ms(self, alert: AlertRecord) -> int | None:
+        """When the alert's quarantine ends by itself (None: it does not quarantine)."""
+        if not alert.quarantine or alert.acked_ms is not None:
+            return None
+        return alert.created_ms + self.policy.alerts.quarantine_max_s * 1000
+
+    def quarantines(self, alert: AlertRecord, now_ms: int) -> bool:
+        """Whether the alert keeps its device quarantined at ``now_ms``: it is open
+        and younger than ``alerts.quarantine_max_s`` (the owner is never locked
+        out for good)."""
+        ends = self.quarantine_ends_ms(alert)
+        return ends is not None and now_ms < ends
+
+    def _deny_live(self, device_id: bytes) -> None:
+        # A denied device keeps no live connection on this process (as revocation).
+        if self.live is not None and self.live.close_device(device_id, "policy_denied"):
+            log.warning("controller: closed the live connections of denied device %s",
+                        device_id.hex()[:12])
+
+    async def _enforce_live(self, account_id: bytes, device_id: bytes) -> None:
+        # Re-score a device that has a live connection here after something that
+        # can lower its score; close its connections once it is denied.
+        if not device_id or self.live is None or not self.live.has_device(device_id):
+            return
+        try:
+            score = await self.trust(account_id, device_id)
+        except AuthorizationError:  # no longer in the registry: revocation closes it
+            return
+        except SddsfError as exc:  # best effort: the next connect or subscribe checks again
+            log.warning("controller: could not re-score %s: %s", device_id.hex()[:12], exc)
+            return
+        if score.access is Access.DENIED:
+            self._deny_live(device_id)
 
     async def require_session(self, account_id: bytes, device_id: bytes) -> TrustScore:
         """Refuse a denied device a session (``policy_denied``); record the session.
@@ -156,6 +231,7 @@ class Controller:
         """
         score = await self.trust(account_id, device_id, for_session=True)
         if score.access is Access.DENIED:
+            self._deny_live(device_id)
             raise AuthorizationError(_refusal("cannot open a session", score),
                                      Code.POLICY_DENIED)
         await self._on_session(account_id, device_id, score)
@@ -170,6 +246,7 @@ class Controller:
         """
         score = await self.trust(account_id, device_id)
         if score.access is Access.DENIED:
+            self._deny_live(device_id)
             raise AuthorizationError(_refusal("is denied", score), Code.POLICY_DENIED)
         if write and score.access is Access.READ_ONLY:
             raise AuthorizationError(_refusal("is read-only: it may pull but not push", score),
@@ -205,7 +282,23 @@ class Controller:
                            if r.kind == s.kind.value]
                 findings += det.burst_findings(s.kind, history, self.policy, s.ts_ms)
         for finding in findings:
-            await self.raise_alert(account_id, device_id, finding)
+            if s.kind is SignalKind.REPLAY:
+                # Replayed or forged requests show that the device's session tokens
+                # leak, not what the device did: an account-level alert naming it.
+                await self.raise_alert(account_id, b"", replace(
+                    finding, message=f"device {device_id.hex()[:12]}: {finding.message}; its "
+                    "session tokens leak (a proxy logging headers, TLS interception); "
+                    "the sessions used were ended"))
+            else:
+                await self.raise_alert(account_id, device_id, finding)
+        if s.kind in _SCORED:
+            await self._enforce_live(account_id, device_id)
+
+    async def session_misused(self, account_id: bytes, device_id: bytes) -> None:
+        """A replayed or forged request came with one of the device's session tokens
+        (the relay has ended that session). Counted for ``replay_burst``, not
+        against the device."""
+        await self.signal(account_id, device_id, SignalKind.REPLAY)
 
     async def _observe_rate(self, account_id: bytes, device_id: bytes,
                             s: Signal) -> list[Finding]:
@@ -271,8 +364,9 @@ class Controller:
         of the same rule names the same device)."""
         now = self._clock()
         if any(a.device_id == device_id and a.rule == finding.rule
+               and (not a.quarantine or self.quarantines(a, now))
                for a in await self.storage.alerts(account_id)):
-            return
+            return  # still in force (an expired quarantine does not hide a new one)
         quarantine = bool(device_id) and finding.rule in self.policy.alerts.quarantine
         alert = AlertRecord(random_bytes(16), account_id, device_id, finding.rule,
                             finding.severity.value, finding.message, quarantine, now)
@@ -284,7 +378,9 @@ class Controller:
         log.warning("alert %s (%s) on account %s device %s: %s", alert.rule, alert.severity,
                     account_id.hex()[:12], device_id.hex()[:12] or "-", alert.message)
         if self._publish is not None:
-            self._publish(account_id, device_id, alert_json(alert))
+            self._publish(account_id, device_id,
+                          alert_json(alert, self.quarantine_ends_ms(alert)))
+        await self._enforce_live(account_id, device_id)
         if device_id:
             recent = await self.storage.alerts(account_id, include_acked=True,
                                                since_ms=now - self.policy.detectors
@@ -300,27 +396,64 @@ class Controller:
 
     async def acknowledge(self, account_id: bytes, alert_id: bytes,
                           by_device: bytes) -> AlertRecord:
-        """Acknowledge an alert (lifts its quarantine). A device cannot acknowledge
-        an alert about itself, and needs full access.
+        """Acknowledge an alert from a device (lifts its quarantine). A device cannot
+        acknowledge an alert about itself (the account key can:
+        :meth:`acknowledge_as_account`), and needs full access.
 
         Raises:
             NotFoundError; AuthorizationError ``not_authorized`` / ``policy_*``.
         """
+        alert = await self._alert(account_id, alert_id)
+        if alert.device_id == by_device:
+            raise AuthorizationError(
+                "a device cannot acknowledge an alert about itself; acknowledge it from "
+                "another device with full access, or with the account key: `sddsf alerts "
+                f"--ack {alert_id.hex()[:12]} --phrase`", Code.NOT_AUTHORIZED)
+        await self.require_access(account_id, by_device, write=True)
+        return await self._ack(account_id, alert, by_device, "device")
+
+    async def acknowledge_as_account(self, account_id: bytes, alert_ids: Sequence[bytes],
+                                     ts_ms: int, signature: bytes) -> list[AlertRecord]:
+        """Acknowledge alerts with the account key (the owner's way out of any
+        quarantine, also of the account's only device): the listed alerts, or
+        with none listed every open alert created at or before ``ts_ms``.
+
+        Raises:
+            AuthorizationError ``not_authorized``: not signed by the account key;
+            ClockSkewError: ``ts_ms`` outside the freshness window; NotFoundError.
+        """
+        state = await self._state(account_id)
+        if not state.account.signing_key.is_valid_signature(
+                auth.alert_ack_message(account_id, ts_ms, alert_ids), signature):
+            raise AuthorizationError("the acknowledgement is not signed by this account's key",
+                                     Code.NOT_AUTHORIZED)
+        now = self._clock()
+        if abs(ts_ms - now) > self._window_ms:
+            raise ClockSkewError(f"the acknowledgement is dated {abs(ts_ms - now) // 1000} s "
+                                 "from the relay's clock; check this device's clock")
+        if alert_ids:
+            targets = [await self._alert(account_id, a) for a in alert_ids]
+        else:
+            targets = [a for a in await self.storage.alerts(account_id)
+                       if a.created_ms <= ts_ms]
+        return [await self._ack(account_id, a, account_id, "account") for a in targets]
+
+    async def _alert(self, account_id: bytes, alert_id: bytes) -> AlertRecord:
         alert = next((a for a in await self.storage.alerts(account_id, include_acked=True)
                       if a.alert_id == alert_id), None)
         if alert is None:
-            raise NotFoundError("no such alert in this account")
-        if alert.device_id == by_device:
-            raise AuthorizationError("a device cannot acknowledge an alert about itself; use "
-                                     "another of the account's devices", Code.NOT_AUTHORIZED)
-        await self.require_access(account_id, by_device, write=True)
-        stored = await self.storage.ack_alert(account_id, alert_id, by_device, self._clock())
+            raise NotFoundError(f"no alert {alert_id.hex()[:12]} in this account")
+        return alert
+
+    async def _ack(self, account_id: bytes, alert: AlertRecord, by: bytes,
+                   key: str) -> AlertRecord:
+        stored = await self.storage.ack_alert(account_id, alert.alert_id, by, self._clock())
         if stored is None:  # pragma: no cover - just read
             raise NotFoundError("no such alert in this account")
         if alert.acked_ms is None:
             self._forget(account_id, alert.device_id)
             await self.audit(account_id, au.AuditKind.ALERT_ACK, device=alert.device_id,
-                             data={"alert_id": alert_id, "by": by_device})
+                             data={"alert_id": alert.alert_id, "by": by, "key": key})
         return stored
 
     # ------------------------------------------------------------ events
@@ -343,8 +476,18 @@ class Controller:
             await self.audit(account_id, au.AuditKind.POLICY, data={
                 "digest": digest, "full": t.full, "read_only": t.read_only})
             await self._check_registry_policy(account_id, await self._state(account_id))
+        if await self._over_budget(account_id, device_id):
+            log.info("controller: session of %s not audited (audit budget spent)",
+                     device_id.hex()[:12])
+            return
         await self.audit(account_id, au.AuditKind.SESSION, device=device_id,
                          data={"access": score.access.value, "score": score.score})
+
+    async def _over_budget(self, account_id: bytes, device_id: bytes) -> float:
+        # Seconds until the device may add another audit entry (0.0: now).
+        if self._audit_budget is None:
+            return 0.0
+        return await self._audit_budget(account_id, device_id)
 
     async def on_registry_entry(self, account_id: bytes, entry: RegistryEntry,
                                 state: RegistryState) -> None:
@@ -418,37 +561,77 @@ class Controller:
     async def submit_report(self, account_id: bytes, raw: bytes) -> ReportOutcome:
         """Verify and apply a device report (posture, pairing, tombstones).
 
+        A report is its own credential (no session: a denied device must be able
+        to send a better posture), so it must be fresh and new: dated at most
+        ``window_ms`` in the past (``max_skew_ms`` in the future), and not a copy of
+        one already accepted (the digest of its signed body is remembered in
+        storage while a copy could still be fresh). A report that adds an audit
+        entry spends one unit of the device's audit budget.
+
         Raises:
             DecodeError, AuthorizationError, SignatureError, ClockSkewError,
-            UsageError (a tombstone report about a device the account never had).
+            AuthenticationError ``replay`` (a copy), RateLimitedError (the audit
+            budget), UsageError (a tombstone report about a device the account
+            never had).
         """
         state = await self._state(account_id)
-        report = verify_report(raw, state, now_ms=self._clock(), max_skew_ms=self._max_skew_ms)
+        now = self._clock()
+        report = verify_report(raw, state, now_ms=now, max_skew_ms=self._max_skew_ms)
+        if now - report.ts > self._window_ms:
+            raise ClockSkewError(f"the report is {(now - report.ts) // 1000} s old (limit "
+                                 f"{self._window_ms // 1000} s): reports are accepted fresh, "
+                                 "once; sign a new one")
+        if report.tombstones is not None and state.device(report.tombstones.subject) is None:
+            raise UsageError("the tombstone report names a device this account never had")
+        if not await self.storage.remember_report(account_id, report.device,
+                                                  sha256(report.body_bytes), now,
+                                                  self._window_ms + self._max_skew_ms):
+            raise AuthenticationError("this report was already received (a copy is not a new "
+                                      "statement); sign a new one", Code.REPLAY)
         self._forget(account_id, report.device)
         if report.kind is ReportKind.POSTURE:
-            previous = (await self.storage.postures(account_id)).get(report.device)
-            before: Posture | None = None
-            if previous is not None:
-                before = decode_report(previous.report).posture
-            if not await self.storage.put_posture(account_id, report.device, raw, report.ts,
-                                                  self._clock()):
-                return ReportOutcome(False, None, report.kind)
-            if report.posture is not None and report.posture.same_as(before):
-                return ReportOutcome(True, None, report.kind)
-            seq = await self.audit(account_id, au.AuditKind.POSTURE, device=report.device,
-                                   report=raw)
-            return ReportOutcome(True, seq, report.kind)
+            outcome = await self._posture(account_id, report, raw)
+        else:
+            outcome = await self._event_report(account_id, report, raw)
+        await self._enforce_live(account_id, report.device)
+        return outcome
+
+    async def _posture(self, account_id: bytes, report: DeviceReport,
+                       raw: bytes) -> ReportOutcome:
+        previous = (await self.storage.postures(account_id)).get(report.device)
+        before: Posture | None = None
+        if previous is not None:
+            before = decode_report(previous.report).posture
+        newer = previous is None or report.ts > previous.ts_ms
+        changed = newer and not (report.posture is not None and report.posture.same_as(before))
+        if changed:
+            await self._spend_audit(account_id, report.device)
+        if not await self.storage.put_posture(account_id, report.device, raw, report.ts,
+                                              self._clock()):
+            return ReportOutcome(False, None, report.kind)
+        if not changed:
+            return ReportOutcome(True, None, report.kind)
+        seq = await self.audit(account_id, au.AuditKind.POSTURE, device=report.device,
+                               report=raw)
+        return ReportOutcome(True, seq, report.kind)
+
+    async def _event_report(self, account_id: bytes, report: DeviceReport,
+                            raw: bytes) -> ReportOutcome:
+        await self._spend_audit(account_id, report.device)
         if report.kind is ReportKind.PAIRING:
             await self.signal(account_id, report.device, SignalKind.PAIRING)
         elif report.tombstones is not None:
-            subject = report.tombstones.subject
-            if state.device(subject) is None:
-                raise UsageError("the tombstone report names a device this account never had")
-            await self.signal(account_id, subject, SignalKind.TOMBSTONES,
+            await self.signal(account_id, report.tombstones.subject, SignalKind.TOMBSTONES,
                               report.tombstones.count)
         seq = await self.audit(account_id, au.AuditKind.REPORT, device=report.device,
                                report=raw)
         return ReportOutcome(True, seq, report.kind)
+
+    async def _spend_audit(self, account_id: bytes, device_id: bytes) -> None:
+        wait = await self._over_budget(account_id, device_id)
+        if wait > 0:
+            raise RateLimitedError(f"this device has added too many audit events (reports); "
+                                   f"retry in {wait:.0f} s", retry_after_s=wait)
 
     # ------------------------------------------------------------ audit log
     async def audit(self, account_id: bytes, kind: au.AuditKind, *, device: bytes = b"",
@@ -484,11 +667,12 @@ class Controller:
             self._clock()))
 
 
-def alert_json(a: AlertRecord) -> dict[str, object]:
+def alert_json(a: AlertRecord, quarantine_until_ms: int | None = None) -> dict[str, object]:
     """The alert as the API and the WebSocket show it (bytes stay bytes)."""
     return {"alert_id": a.alert_id, "device": a.device_id, "rule": a.rule,
             "severity": a.severity, "message": a.message, "quarantine": a.quarantine,
-            "created_ms": a.created_ms, "acked_ms": a.acked_ms}
+            "quarantine_until_ms": quarantine_until_ms, "created_ms": a.created_ms,
+            "acked_ms": a.acked_ms}
 
 
 def _refusal(what: str, score: TrustScore) -> str:
@@ -496,4 +680,6 @@ def _refusal(what: str, score: TrustScore) -> str:
     why = "; ".join(f"{f.name} {f.points} ({f.detail})" for f in worst) or "no factor"
     quarantine = " and is quarantined by an alert" if score.quarantined else ""
     return (f"this device {what}: trust score {score.score}{quarantine} ({why}); fix its "
-            "posture, or acknowledge the alert from another device, or revoke it")
+            "posture, or acknowledge its alerts from another device with full access or with "
+            "the account key (`sddsf alerts --ack all --phrase`), or revoke it from another "
+            "device")

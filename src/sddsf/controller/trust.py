@@ -14,9 +14,12 @@ and a device with an open quarantining alert is at most read-only.
 | ``new_device`` | -10 in its first day, -5 in its first week |
 | ``sig_failures`` | -3 each (window ``detectors.sig_failures``), at most -15 |
 | ``forks`` | -10 each (last 30 days), at most -30 |
-| ``replays`` | -5 each (window ``detectors.replays``), at most -15 |
 | ``rate_limited`` | -1 each (last hour), at most -10 |
 | ``open_alerts`` | low -5, medium -10, high -25, critical -50 each; at most -60 |
+
+Replayed or forged requests under a device's session token are not a factor:
+they show that the token leaked, not what the device did (the relay ends that
+session and raises an account-level ``replay_burst`` alert).
 
 Session opening ignores ``posture_stale`` (``for_session=True``): a device
 sends a fresh statement with every session, so staleness alone must not lock it
@@ -91,7 +94,6 @@ class DeviceSignals:
     posture_ts_ms: int | None = None
     sig_failures: int = 0
     forks: int = 0
-    replays: int = 0
     rate_limited: int = 0
     open_alerts: tuple[OpenAlert, ...] = ()
 
@@ -152,7 +154,6 @@ def score_device(s: DeviceSignals, policy: ControllerPolicy, now_ms: int, *,
         factors.append(Factor("new_device", -5, "added less than a week ago"))
     factors += _capped("sig_failures", s.sig_failures, 3, 15, "recent signature failures")
     factors += _capped("forks", s.forks, 10, 30, "forked op chains (equivocation)")
-    factors += _capped("replays", s.replays, 5, 15, "recent replayed requests")
     factors += _capped("rate_limited", s.rate_limited, 1, 10, "rate-limit hits in the last hour")
     if s.open_alerts:
         points = sum(_ALERT_POINTS[a.severity] for a in s.open_alerts)

@@ -22,7 +22,11 @@ Invariants the functions here keep (they are the point of the feature):
   no longer count;
 * entry timestamps of these types never go back along the chain, so a veto
   window cannot be skipped by backdating against the chain (the relay also
-  bounds them by its own clock, see §17.4.2).
+  bounds them by its own clock, see §17.4.1);
+* at the relay the veto window is also measured on the relay's clock, from when
+  it stored the proposal (:func:`check_enact_on_clock`): devices choose entry
+  timestamps, so by those alone a proposal dated early and an enactment dated
+  late would end the window up to twice the allowed skew early.
 
 This module is pure: :mod:`sddsf.protocol.registry` calls :func:`step` from
 ``RegistryState.apply``.
@@ -35,7 +39,14 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import TYPE_CHECKING, Final
 
-from sddsf.errors import AuthorizationError, Code, DecodeError, RegistryError, SignatureError
+from sddsf.errors import (
+    AuthorizationError,
+    ClockSkewError,
+    Code,
+    DecodeError,
+    RegistryError,
+    SignatureError,
+)
 from sddsf.protocol import labels
 from sddsf.protocol.identity import ID_SIZE, DevicePublic
 from sddsf.protocol.labels import labelled
@@ -54,6 +65,7 @@ __all__ = [
     "ProposalStatus",
     "action_field",
     "action_type_of",
+    "check_enact_on_clock",
     "parse_device",
     "parse_policy",
     "rules_of",
@@ -285,6 +297,32 @@ def step(state: RegistryState, e: RegistryEntry) -> tuple[dict[bytes, Proposal],
     proposals[pid] = replace(p, status=ProposalStatus.ENACTED, closed_seq=e.seq,
                              closed_by=e.signer)
     return proposals, proposals[pid]
+
+
+def check_enact_on_clock(state: RegistryState, e: RegistryEntry, proposed_at_ms: int | None,
+                         now_ms: int) -> None:
+    """The relay's own check of an ``enact`` entry ``e`` (``state``: the registry
+    before it): the veto window must have passed on the relay's clock since it
+    stored the proposal (``proposed_at_ms``; None if it has no record, which is
+    refused). Other entry types pass.
+
+    Raises:
+        ClockSkewError: ``clock_skew``: by the entries' times the window has passed,
+            by the relay's clock it has not (an enacting device retries later).
+    """
+    if e.type.value != "enact":
+        return
+    pid = e.fields.bytes_("proposal", size=32)
+    proposal = state.proposals.get(pid)
+    window = rules_of(state.policy).veto_window_ms
+    if proposal is None or proposed_at_ms is None:
+        raise ClockSkewError(f"the relay has no record of when it stored proposal "
+                             f"{pid.hex()[:12]}; its veto window cannot be measured")
+    if now_ms < proposed_at_ms + window:
+        raise ClockSkewError(f"proposal {pid.hex()[:12]} is still in its veto window by the "
+                             f"relay's clock: it stored the proposal at {proposed_at_ms} ms, "
+                             f"the window of {window // 1000} s ends at "
+                             f"{proposed_at_ms + window} ms; enact it then")
 
 
 def _propose(state: RegistryState, e: RegistryEntry) -> Proposal:

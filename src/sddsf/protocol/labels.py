@@ -24,6 +24,8 @@ __all__ = [
     "ACCOUNT_ID",
     "ACCOUNT_RECOVERY_KEY",
     "ACCOUNT_SIGNING_KEY",
+    "ALERT_ACK_SIG",
+    "AUTH_CHALLENGE_MAC",
     "AUTH_SESSION",
     "BACKUP_AD",
     "BACKUP_KEY",
@@ -52,6 +54,7 @@ __all__ = [
     "REGISTRY_COSIG",
     "REGISTRY_ENTRY",
     "REGISTRY_SIG",
+    "REQUEST_KEY_SIG",
     "REQUEST_SIG",
     "SNAPSHOT_AD",
     "SNAPSHOT_KEY",
@@ -99,6 +102,9 @@ DEVICE_REPORT_SIG: Final = "sddsf/v1/controller/device-report"
 ENCRYPTION_POLICY_SIG: Final = "sddsf/v1/controller/encryption-policy"
 VAULT_RECORD_SIG: Final = "sddsf/v1/vault/record"
 KV_RECORD_SIG: Final = "sddsf/v1/kv/record"
+AUTH_CHALLENGE_MAC: Final = "sddsf/v1/auth/challenge-mac"
+REQUEST_KEY_SIG: Final = "sddsf/v1/request/key-sig"
+ALERT_ACK_SIG: Final = "sddsf/v1/controller/alert-ack"
 
 
 @functools.cache

@@ -64,14 +64,24 @@ def create_app(settings: RelaySettings, storage: RelayStorage, relay_key: Ed2551
     # The edge state comes from the settings (Redis when redis_url is set) unless
     # the caller passes one; the app closes only what it opened itself.
     own_edge = edge is None
+    edge_state = edge or open_edge_state(settings.redis_url)
+
+    async def audit_budget(_account_id: bytes, device_id: bytes) -> float:
+        # Each device's reports and sessions add audit entries from one bucket.
+        return await edge_state.take_tokens(f"audit:{device_id.hex()}", 1,
+                                            settings.rate_audit_per_s,
+                                            settings.rate_audit_burst, clock())
+
     # The security controller: trust, policy, detectors, alerts (pushed to the
-    # account's WebSockets) and the audit log; it sees every stored op batch.
+    # account's WebSockets) and the audit log; it sees every stored op batch, and
+    # closes the live connections of a device it denies.
     ctl = Controller(storage, load_policy(settings.policy_file), relay_key,
                      fabric.registries.get, clock=clock, publish=hub.publish_account,
-                     max_skew_ms=settings.max_skew_s * 1000)
+                     max_skew_ms=settings.max_skew_s * 1000,
+                     window_ms=settings.request_window_s * 1000, audit_budget=audit_budget,
+                     live=hub)
     fabric.on_batch = ctl.on_batch
-    ctx = RelayContext(settings, storage, relay_key,
-                       edge or open_edge_state(settings.redis_url), hub, fabric, metrics, clock,
+    ctx = RelayContext(settings, storage, relay_key, edge_state, hub, fabric, metrics, clock,
                        ctl)
 
     @contextlib.asynccontextmanager
@@ -91,11 +101,13 @@ def create_app(settings: RelaySettings, storage: RelayStorage, relay_key: Ed2551
                   lifespan=lifespan, responses={
                       400: {"model": m.ErrorBody}, 401: {"model": m.ErrorBody},
                       403: {"model": m.ErrorBody}, 404: {"model": m.ErrorBody},
-                      405: {"model": m.ErrorBody}, 409: {"model": m.ErrorBody},
+                      405: {"model": m.ErrorBody}, 408: {"model": m.ErrorBody},
+                      409: {"model": m.ErrorBody},
                       413: {"model": m.ErrorBody}, 429: {"model": m.ErrorBody},
                       500: {"model": m.ErrorBody}, 503: {"model": m.ErrorBody}})
     app.state.relay = ctx
-    app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes,
+                       timeout_s=settings.body_timeout_s)
 
     @app.middleware("http")
     async def timing(request: Request, call_next: Callable[[Request], Awaitable[Any]]) -> Any:

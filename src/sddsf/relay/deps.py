@@ -4,6 +4,9 @@ and small converters. Third-party exceptions are translated here, once."""
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import ipaddress
 import logging
 import time
 from collections.abc import Callable
@@ -14,9 +17,8 @@ from fastapi import Depends, Request
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from sddsf.controller.detectors import SignalKind
 from sddsf.controller.service import CALLER, Controller
-from sddsf.crypto import Ed25519SigningKey
+from sddsf.crypto import Ed25519PublicKey, Ed25519SigningKey
 from sddsf.errors import (
     AuthenticationError,
     AuthorizationError,
@@ -24,8 +26,10 @@ from sddsf.errors import (
     DecodeError,
     RateLimitedError,
     SddsfError,
+    UnavailableError,
 )
 from sddsf.protocol import auth
+from sddsf.protocol.registry import RegistryState
 from sddsf.protocol.treehead import decode_tree_head
 from sddsf.relay import models as m
 from sddsf.relay.edge import EdgeState, Session
@@ -50,6 +54,7 @@ __all__ = [
     "log",
     "now_ms",
     "rate_limit",
+    "registry_reader",
     "space_of",
     "space_out",
     "tree_head_out",
@@ -84,6 +89,12 @@ class RelayContext:
         """This relay deployment's id: its tree-head signing key."""
         return self.relay_key.public.raw
 
+    @functools.cached_property
+    def challenge_key(self) -> bytes:
+        """The key of the stateless session challenges (shared by every node that
+        has the deployment's relay key)."""
+        return auth.challenge_key(self.relay_key.seed)
+
 
 def _ctx(request: Request) -> RelayContext:
     ctx: RelayContext = request.app.state.relay
@@ -97,11 +108,14 @@ Ctx = Annotated[RelayContext, Depends(_ctx)]
 
 
 class BodyLimit:
-    """Refuse request bodies over the limit before reading them (HTTP 413)."""
+    """Refuse request bodies over the limit before reading them (HTTP 413), and
+    bodies that do not arrive within ``timeout_s`` of the first read (HTTP 408
+    ``request_timeout``, connection closed: a slow-loris body)."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, timeout_s: float = 60.0) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.timeout_s = timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -112,29 +126,52 @@ class BodyLimit:
             await _send_error(send, DecodeError(
                 f"request body exceeds the limit of {self.max_bytes} bytes", Code.TOO_LARGE))
             return
-        seen = 0
+        seen, deadline, done = 0, 0.0, False
+        started = refused = False
+
+        async def refuse(err: SddsfError) -> Message:
+            # Answer here (the handler may have caught an exception from receive
+            # and turned it into something else), close the connection, and tell
+            # the handler the client has gone; whatever it sends is dropped.
+            nonlocal refused
+            if not started and not refused:
+                refused = True
+                await _send_error(send, err, close=True)
+            return {"type": "http.disconnect"}
 
         async def limited() -> Message:
-            nonlocal seen
-            message = await receive()
+            nonlocal seen, deadline, done
+            if done or refused:  # later reads wait for a disconnect, unbounded
+                return await receive() if not refused else {"type": "http.disconnect"}
+            deadline = deadline or asyncio.get_running_loop().time() + self.timeout_s
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                return await refuse(UnavailableError(
+                    f"the request body did not arrive within {self.timeout_s:g} s; nothing "
+                    "was stored", Code.REQUEST_TIMEOUT))
+            done = message["type"] != "http.request" or not message.get("more_body", False)
             seen += len(message.get("body", b""))
             if seen > self.max_bytes:
-                raise _TooLarge
+                return await refuse(DecodeError(
+                    f"request body exceeds the limit of {self.max_bytes} bytes",
+                    Code.TOO_LARGE))
             return message
 
-        try:
-            await self.app(scope, limited, send)
-        except _TooLarge:
-            await _send_error(send, DecodeError(
-                f"request body exceeds the limit of {self.max_bytes} bytes", Code.TOO_LARGE))
+        async def watched(message: Message) -> None:
+            nonlocal started
+            if refused:
+                return
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        await self.app(scope, limited, watched)
 
 
-class _TooLarge(Exception):
-    pass
-
-
-async def _send_error(send: Send, err: SddsfError) -> None:
-    response = JSONResponse(err.to_wire(), status_code=err.http_status)
+async def _send_error(send: Send, err: SddsfError, *, close: bool = False) -> None:
+    response = JSONResponse(err.to_wire(), status_code=err.http_status,
+                            headers={"connection": "close"} if close else None)
     await response({"type": "http"}, _no_receive, send)
 
 
@@ -143,11 +180,42 @@ async def _no_receive() -> Message:  # pragma: no cover - responses never read
 
 
 def client_ip(request: Request, ctx: RelayContext) -> str:
-    if ctx.settings.trust_proxy_headers:
-        forwarded = request.headers.get("x-forwarded-for")
-        if forwarded:
-            return forwarded.split(",")[0].strip()
-    return request.client.host if request.client else "unknown"
+    """The client's address for per-address limits.
+
+    The TCP peer, unless ``trust_proxy_headers`` is on and the peer is one of
+    ``trusted_proxies``: then the rightmost ``X-Forwarded-For`` address that is not
+    a trusted proxy. Entries left of it are whatever the client wrote; the one a
+    trusted proxy appended is the address it saw.
+    """
+    peer = request.client.host if request.client else "unknown"
+    s = ctx.settings
+    if not s.trust_proxy_headers or not _is_proxy(peer, s):
+        return peer
+    hops = [_host(hop) for value in request.headers.getlist("x-forwarded-for")
+            for hop in value.split(",") if hop.strip()]
+    for hop in reversed(hops):
+        if not _is_proxy(hop, s):
+            return hop
+    return hops[0] if hops else peer
+
+
+def _host(hop: str) -> str:
+    # Some proxies write "1.2.3.4:5678" or "[2001:db8::1]:5678": the port is not
+    # part of the client's address (else every connection had its own bucket).
+    hop = hop.strip()
+    if hop.startswith("["):
+        return hop[1:].split("]", 1)[0]
+    if hop.count(":") == 1:
+        return hop.split(":", 1)[0]
+    return hop
+
+
+def _is_proxy(address: str, settings: RelaySettings) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in net for net in settings.proxy_networks)
 
 
 async def rate_limit(ctx: RelayContext, bucket: str, cost: float, rate: float,
@@ -206,14 +274,7 @@ async def authenticated(request: Request, ctx: Ctx) -> Caller:
 
 async def _check_signed_request(request: Request, ctx: RelayContext, session: Session,
                                 digest: bytes, key: Any) -> None:
-    h = request.headers
-    try:
-        nonce = m.unb64(h["x-sddsf-nonce"], "X-Sddsf-Nonce", size=auth.NONCE_SIZE)
-        ts_ms = int(h["x-sddsf-timestamp"])
-        sig = m.unb64(h["x-sddsf-signature"], "X-Sddsf-Signature", size=64)
-    except (KeyError, ValueError):
-        raise AuthenticationError("mutating requests need X-Sddsf-Nonce, X-Sddsf-Timestamp "
-                                  "(integer ms) and X-Sddsf-Signature headers") from None
+    nonce, ts_ms, sig = _signature_headers(request)
     target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
     body = await request.body()
     now = ctx.clock()
@@ -222,21 +283,95 @@ async def _check_signed_request(request: Request, ctx: RelayContext, session: Se
         auth.check_request(auth.SignedRequest(request.method, target, body, nonce, ts_ms, sig),
                            key, digest, now_ms=now, window_ms=window)
     except AuthenticationError:
-        # A bad signature under a valid session token: the token leaked, or the
-        # device is broken. (Session-opening failures are not counted: anyone
-        # can ask for a challenge, so they would let a stranger frame a device.)
-        await ctx.controller.signal(session.account_id, session.device_id,
-                                    SignalKind.SIG_FAILURE)
+        # A bad signature under a valid session token: the token leaked (the
+        # device signs everything it sends), or the device is broken.
+        await _session_leaked(ctx, session, digest)
         raise
     # Keep each nonce for twice the window: any timestamp still inside the
     # window on either side cannot outlive its nonce (THREATS #5).
     if not await ctx.edge.remember_nonce(session.device_id + nonce, now + 2 * window, now):
-        await ctx.controller.signal(session.account_id, session.device_id, SignalKind.REPLAY)
-        raise AuthenticationError("this request was already received (replayed nonce)",
-                                  Code.REPLAY)
+        await _session_leaked(ctx, session, digest)
+        raise AuthenticationError("this request was already received (replayed nonce); the "
+                                  "session it came with has been ended", Code.REPLAY)
+
+
+async def _session_leaked(ctx: RelayContext, session: Session, digest: bytes) -> None:
+    # A replayed or forged request is evidence that this session's token leaked,
+    # not that the device misbehaved: end the session (its holder can do nothing
+    # more with it; the device opens a new one) and count it for the account's
+    # replay_burst alert, not against the device's trust. (Session-opening
+    # failures are not counted: anyone can ask for a challenge.)
+    await ctx.edge.drop_session(digest)
+    log.warning("session of device %s ended: a replayed or forged request came with its "
+                "token", session.device_id.hex()[:12])
+    await ctx.controller.session_misused(session.account_id, session.device_id)
 
 
 Authed = Annotated[Caller, Depends(authenticated)]
+
+
+async def registry_reader(request: Request, ctx: RelayContext, account_id: bytes) -> None:
+    """Who may read an account's registry (docs/protocol.md 17.3.4): a session of
+    the account, or a request signed by a key the registry knows (the account
+    key, an active device, or the device an open proposal would add).
+
+    Raises:
+        AuthenticationError: no credential, a bad signature, ``replay``;
+        AuthorizationError: ``not_authorized`` (another account's session),
+        ``revoked``, ``unknown_device``, ``policy_denied``; NotFoundError.
+    """
+    if request.headers.get("authorization"):
+        caller = await authenticated(request, ctx)
+        if caller.session.account_id != account_id:
+            raise AuthorizationError("a session reads its own account's registry only",
+                                     Code.NOT_AUTHORIZED)
+        return
+    raw_id = request.headers.get("x-sddsf-key-id")
+    if raw_id is None:
+        raise AuthenticationError(
+            "reading an account's registry needs a session of the account, or a request "
+            "signed by the account key or one of its devices (X-Sddsf-Key-Id, X-Sddsf-Nonce, "
+            "X-Sddsf-Timestamp, X-Sddsf-Signature)")
+    key_id = m.unb64(raw_id, "X-Sddsf-Key-Id", size=32)
+    state = await ctx.fabric.registries.get(account_id)
+    key = _reader_key(state, key_id, ctx.clock())
+    nonce, ts_ms, sig = _signature_headers(request)
+    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    now, window = ctx.clock(), ctx.settings.request_window_s * 1000
+    auth.check_key_request(auth.SignedRequest(request.method, target, await request.body(),
+                                              nonce, ts_ms, sig), key, key_id,
+                           now_ms=now, window_ms=window)
+    if not await ctx.edge.remember_nonce(b"key/" + key_id + nonce, now + 2 * window, now):
+        raise AuthenticationError("this request was already received (replayed nonce)",
+                                  Code.REPLAY)
+    if state.is_active(key_id):  # the controller's verdict holds here as for a session
+        await ctx.controller.require_access(account_id, key_id, write=False)
+
+
+def _reader_key(state: RegistryState, key_id: bytes, now_ms: int) -> Ed25519PublicKey:
+    if key_id == state.account_id:
+        return state.account.signing_key
+    record = state.device(key_id)
+    if record is not None:
+        if not state.is_active(key_id):
+            raise AuthorizationError("this device has been revoked", Code.REVOKED)
+        return record.public.signing_key
+    for p in state.open_proposals(now_ms):
+        if p.action.device is not None and p.action.device.device_id == key_id:
+            return p.action.device.signing_key  # a joiner awaiting approval
+    raise AuthorizationError("this key is not the account key, nor a device of the account "
+                             "or one it proposes to add", Code.UNKNOWN_DEVICE)
+
+
+def _signature_headers(request: Request) -> tuple[bytes, int, bytes]:
+    h = request.headers
+    try:
+        return (m.unb64(h["x-sddsf-nonce"], "X-Sddsf-Nonce", size=auth.NONCE_SIZE),
+                int(h["x-sddsf-timestamp"]),
+                m.unb64(h["x-sddsf-signature"], "X-Sddsf-Signature", size=64))
+    except (KeyError, ValueError):
+        raise AuthenticationError("signed requests need X-Sddsf-Nonce, X-Sddsf-Timestamp "
+                                  "(integer ms) and X-Sddsf-Signature headers") from None
 
 
 async def pusher(caller: Annotated[Caller, Depends(authenticated)], ctx: Ctx) -> Caller:

@@ -1,5 +1,5 @@
-"""Edge state: challenges, sessions, WebSocket tickets, the replay cache and
-rate-limit buckets, behind one interface.
+"""Edge state: sessions, WebSocket tickets, the replay cache (request nonces and
+used session challenges) and rate-limit buckets, behind one interface.
 
 :class:`MemoryEdgeState` serves one relay process.
 :class:`~sddsf.relay.edge_redis.RedisEdgeState` serves a cluster (the relay's
@@ -8,9 +8,13 @@ single atomic step keyed by strings, with an expiry, which maps onto Redis
 ``SET NX PX`` / ``GETDEL`` / a Lua token bucket. Both pass the same
 conformance suite (tests/relay/test_edge_conformance.py).
 
+Session challenges are stateless (:func:`sddsf.protocol.auth.issue_challenge`):
+nothing is stored when one is issued, and a used one is remembered in the nonce
+cache, so issuing challenges cannot grow this state or replace anyone's.
+
 Bounds: every map is capped, so a flood cannot grow memory without limit.
-Challenges, sessions and tickets evict their oldest entry at the cap (the
-owner just authenticates again); the nonce cache never evicts a live nonce
+Sessions and tickets evict their oldest entry at the cap (the owner just
+authenticates again); the nonce cache never evicts a live nonce
 (that would allow a replay) and refuses new signed requests instead
 (:class:`~sddsf.errors.RateLimitedError`).
 """
@@ -50,21 +54,17 @@ class EdgeState(ABC):
         """One round trip to the backing service (readiness). Raises UnavailableError."""
 
     @abstractmethod
-    async def put_challenge(self, key: bytes, challenge: bytes, expires_ms: int,
-                            now_ms: int) -> None:
-        """Remember the one outstanding challenge for ``key`` (replacing any older one)."""
-
-    @abstractmethod
-    async def take_challenge(self, key: bytes, now_ms: int) -> bytes | None:
-        """Return and forget the challenge for ``key`` if it has not expired (single use)."""
-
-    @abstractmethod
     async def put_session(self, token_digest: bytes, session: Session, now_ms: int) -> None:
         """Store a session under the hash of its token."""
 
     @abstractmethod
     async def get_session(self, token_digest: bytes, now_ms: int) -> Session | None:
         """The live session for a token hash, or None (expired or dropped)."""
+
+    @abstractmethod
+    async def drop_session(self, token_digest: bytes) -> bool:
+        """Drop one session (its token leaked: a replayed or forged request came
+        with it). Returns whether it was there."""
 
     @abstractmethod
     async def drop_device(self, device_id: bytes) -> int:
@@ -138,7 +138,6 @@ class MemoryEdgeState(EdgeState):
     """In-process edge state for a single relay node."""
 
     def __init__(self, *, max_entries: int = 200_000) -> None:
-        self._challenges = _Expiring(max_entries)
         self._sessions = _Expiring(max_entries)
         self._tickets = _Expiring(max_entries)
         # The nonce cache must never evict a live nonce (that would allow a
@@ -148,20 +147,15 @@ class MemoryEdgeState(EdgeState):
         self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
         self._max_buckets = max_entries
 
-    async def put_challenge(self, key: bytes, challenge: bytes, expires_ms: int,
-                            now_ms: int) -> None:
-        self._challenges.put(key, challenge, expires_ms, now_ms)
-
-    async def take_challenge(self, key: bytes, now_ms: int) -> bytes | None:
-        value = self._challenges.pop(key, now_ms)
-        return value if isinstance(value, bytes) else None
-
     async def put_session(self, token_digest: bytes, session: Session, now_ms: int) -> None:
         self._sessions.put(token_digest, session, session.expires_ms, now_ms)
 
     async def get_session(self, token_digest: bytes, now_ms: int) -> Session | None:
         value = self._sessions.get(token_digest, now_ms)
         return value if isinstance(value, Session) else None
+
+    async def drop_session(self, token_digest: bytes) -> bool:
+        return self._sessions.items.pop(token_digest, None) is not None
 
     async def drop_device(self, device_id: bytes) -> int:
         dropped = 0

@@ -1,23 +1,24 @@
 """Edge state in Redis, shared by every relay process of a deployment.
 
 :class:`RedisEdgeState` implements :class:`~sddsf.relay.edge.EdgeState` with
-one atomic Redis step per operation, so challenges, sessions, WebSocket
-tickets, the replay cache and the rate-limit buckets are the same on every
-node (THREATS #5, #18):
+one atomic Redis step per operation, so sessions, WebSocket tickets, the replay
+cache (request nonces, used session challenges) and the rate-limit buckets are
+the same on every node (THREATS #5, #18):
 
-* challenges, sessions, tickets: ``SET ... PX`` with the record's lifetime;
-  single-use takes are ``GETDEL`` inside a script, so two nodes can never both
-  consume one challenge or ticket. A device's sessions and tickets are indexed
+* sessions, tickets: ``SET ... PX`` with the record's lifetime; single-use
+  takes are ``GETDEL`` inside a script, so two nodes can never both consume
+  one ticket. A device's sessions and tickets are indexed
   in a set, so a revocation drops them all in one step on every node.
 * nonces: ``SET key 1 NX PX ttl``; the caller's TTL is twice the freshness
-  window, so no timestamp still inside the window outlives its nonce.
+  window, so no timestamp still inside the window outlives its nonce. A used
+  session challenge is such a nonce, so two nodes never both accept one.
 * token buckets: a Lua script on Redis's own clock (``TIME``), so a limit is
   global across nodes and clock skew between nodes cannot refill a bucket.
 
 Expiry uses Redis TTLs (relative: ``expires_ms - now_ms``), so nodes with
 skewed clocks still agree on when a record dies.
 
-**Lost Redis data fails closed.** Every challenge, session and ticket is stored
+**Lost Redis data fails closed.** Every session and ticket is stored
 with the ``run_id`` of the Redis server that holds it, and is refused when the
 server's ``run_id`` differs. A restart (with or without persistence) or a
 failover therefore ends every session, and a flush erases them: either way a
@@ -222,16 +223,6 @@ class RedisEdgeState(EdgeState):
             return None
         return Session(raw[:_ID], raw[_ID:2 * _ID], int.from_bytes(raw[2 * _ID:], "big"))
 
-    async def put_challenge(self, key: bytes, challenge: bytes, expires_ms: int,
-                            now_ms: int) -> None:
-        """See :meth:`EdgeState.put_challenge`."""
-        await self._put_record([self._key("challenge", key)], challenge,
-                               _ttl_ms(expires_ms, now_ms))
-
-    async def take_challenge(self, key: bytes, now_ms: int) -> bytes | None:
-        """See :meth:`EdgeState.take_challenge` (``GETDEL``: one node wins)."""
-        return await self._get_record(self._key("challenge", key), take=True)
-
     async def put_session(self, token_digest: bytes, session: Session, now_ms: int) -> None:
         """See :meth:`EdgeState.put_session`."""
         await self._put_record([self._key("session", token_digest),
@@ -243,6 +234,11 @@ class RedisEdgeState(EdgeState):
         """See :meth:`EdgeState.get_session` (expiry is the record's Redis TTL)."""
         return self._decode_session(
             await self._get_record(self._key("session", token_digest), take=False))
+
+    async def drop_session(self, token_digest: bytes) -> bool:
+        """See :meth:`EdgeState.drop_session` (every node at once)."""
+        dropped: Any = await self._run(self._redis.delete(self._key("session", token_digest)))
+        return bool(dropped)
 
     async def drop_device(self, device_id: bytes) -> int:
         """See :meth:`EdgeState.drop_device` (every node at once)."""

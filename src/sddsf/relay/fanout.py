@@ -5,8 +5,9 @@ subscriber has a queue of at most ``queue_max`` ops; a subscriber that falls
 behind on a space is not buffered without bound: that space's queued ops are
 replaced by one ``resync`` message naming the first offset it missed (other
 spaces keep theirs), and it backfills over HTTP (THREATS #18, #23). Revoking a
-device closes its subscriptions at once. Controller alerts go to every
-connection of the account (:meth:`Hub.publish_account`), subscribed or not.
+device, or the controller denying it, closes its subscriptions at once.
+Controller alerts go to every connection of the account
+(:meth:`Hub.publish_account`), subscribed or not.
 """
 
 from __future__ import annotations
@@ -135,9 +136,14 @@ class Hub:
                 sent += sub.offer({"type": "alert", **alert})
         return sent
 
+    def has_device(self, device_id: bytes) -> bool:
+        """Whether the device has an open connection on this process."""
+        return any(s.device_id == device_id and not s.closed for s in self._all)
+
     def close_device(self, device_id: bytes, reason: str) -> int:
-        """Close every connection of a device (revocation). Returns how many."""
-        closing = [s for s in self._all if s.device_id == device_id]
+        """Close every connection of a device (revocation, or the controller denies
+        it). Returns how many."""
+        closing = [s for s in self._all if s.device_id == device_id and not s.closed]
         for sub in closing:
             sub.close(reason)
         return len(closing)

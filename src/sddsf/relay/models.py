@@ -15,6 +15,7 @@ from sddsf.wire import b64, unb64
 
 __all__ = [
     "INT64_MAX",
+    "AccountAckIn",
     "AccountCreated",
     "AlertOut",
     "AlertsOut",
@@ -446,9 +447,23 @@ class AlertOut(_Strict):
     severity: str
     message: str
     quarantine: bool
+    quarantine_until_ms: int | None = Field(
+        default=None, description="when an open quarantine ends by itself "
+                                  "(alerts.quarantine_max_s); null when not quarantining")
     created_ms: int
     acked_ms: int | None
-    acked_by: B64 | None
+    acked_by: B64 | None = Field(description="the device, or the account id when the "
+                                             "account key acknowledged it")
+
+
+class AccountAckIn(_Strict):
+    """Alerts acknowledged with the account key: ``signature`` by the account key over
+    ``labelled("sddsf/v1/controller/alert-ack", account_id, ts_ms, [alert_id, ...])``;
+    an empty list means every open alert created at or before ``ts_ms``."""
+
+    alert_ids: list[B64] = Field(max_length=1000)
+    ts_ms: int = Field(ge=0, le=INT64_MAX)
+    signature: B64
 
 
 class AlertsOut(_Strict):

@@ -44,15 +44,28 @@ def load_relay_key(path: str) -> Ed25519SigningKey:
 def run(settings: RelaySettings) -> None:
     """Serve the relay until interrupted (blocking)."""
     import uvicorn  # noqa: PLC0415 - only the serving process needs it
+    from uvicorn.protocols.http.auto import AutoHTTPProtocol  # noqa: PLC0415
 
     from sddsf.relay.app import create_app  # noqa: PLC0415
+    from sddsf.relay.connguard import (  # noqa: PLC0415
+        MAX_HEAD_BYTES,
+        ConnectionGuard,
+        guarded_protocol,
+    )
     from sddsf.relay.storage import open_storage  # noqa: PLC0415
 
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_app(settings, open_storage(settings.db), load_relay_key(settings.key_file))
+    guard = ConnectionGuard(settings.max_connections, settings.header_timeout_s)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="info",
-                ws_max_size=64 * 1024, proxy_headers=settings.trust_proxy_headers,
+                http=guarded_protocol(AutoHTTPProtocol, guard),
+                h11_max_incomplete_event_size=MAX_HEAD_BYTES,
+                ws_max_size=64 * 1024,
+                # X-Forwarded-For is read by the app, only from trusted_proxies
+                # (uvicorn's middleware would rewrite the peer address first).
+                proxy_headers=False,
                 # Longer than clients keep idle connections (httpx: 5 s), so the
                 # relay does not close one as a client reuses it.
-                timeout_keep_alive=65)
+                timeout_keep_alive=65,
+                timeout_graceful_shutdown=max(1, round(settings.shutdown_timeout_s)))

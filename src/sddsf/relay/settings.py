@@ -5,6 +5,8 @@ every setting; a test checks that the list and this dataclass agree."""
 from __future__ import annotations
 
 import dataclasses
+import functools
+import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
@@ -54,6 +56,8 @@ class RelaySettings:
     # limited): bounds how fast a stolen device can churn the registry.
     rate_registry_per_s: float = 0.02
     rate_registry_burst: float = 30.0
+    rate_audit_per_s: float = 0.1  # audit entries a device's reports and sessions may add
+    rate_audit_burst: float = 120.0
     ws_queue_max: int = 256
     pairing_ttl_s: int = 600
     pairing_max_messages: int = 16
@@ -61,8 +65,18 @@ class RelaySettings:
     backup_lockout_s: int = 900
     backup_max_lockout_s: int = 86_400
     trust_proxy_headers: bool = False
+    trusted_proxies: str = "127.0.0.1, ::1"  # whose X-Forwarded-For counts (IPs/CIDRs)
+    max_connections: int = 1000  # open HTTP + WebSocket connections per process
+    header_timeout_s: float = 10.0  # a request head must arrive within this
+    body_timeout_s: float = 60.0  # a request body must arrive within this
+    shutdown_timeout_s: float = 10.0  # graceful shutdown, then open connections are closed
     redis_url: str = ""  # shared edge state for several processes; "" = per process
     policy_file: str = ""  # the controller's policy (TOML); "" = the built-in defaults
+
+    @property
+    def proxy_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        """``trusted_proxies`` parsed (validated when the settings are built)."""
+        return _networks(self.trusted_proxies)
 
     @property
     def rules(self) -> RuleSettings:
@@ -90,6 +104,16 @@ def _coerce(name: str, kind: Any, raw: Any) -> Any:
         raise ConfigError(f"setting {name!r}: {raw!r} is not a valid {kind}") from None
 
 
+@functools.lru_cache(maxsize=16)  # read on every request that needs a client address
+def _networks(text: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    try:
+        return tuple(ipaddress.ip_network(part.strip(), strict=False)
+                     for part in text.split(",") if part.strip())
+    except ValueError as exc:
+        raise ConfigError(f"setting 'trusted_proxies': {exc}; give addresses or networks "
+                          "separated by commas, e.g. \"10.0.0.5, 10.1.0.0/16\"") from None
+
+
 def _validated(s: RelaySettings) -> RelaySettings:
     positive = [f.name for f in fields(s) if f.type in ("int", "float") and f.name != "port"]
     for name in positive:
@@ -98,6 +122,7 @@ def _validated(s: RelaySettings) -> RelaySettings:
     if s.backup_max_lockout_s < s.backup_lockout_s:
         raise ConfigError(f"setting 'backup_max_lockout_s' ({s.backup_max_lockout_s}) must be "
                           f"at least 'backup_lockout_s' ({s.backup_lockout_s})")
+    _networks(s.trusted_proxies)
     if not 0 <= s.port <= 65535:
         raise ConfigError(f"port {s.port} is out of range")
     if s.redis_url and not s.redis_url.startswith(("redis://", "rediss://", "unix://")):

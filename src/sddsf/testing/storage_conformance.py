@@ -974,7 +974,79 @@ async def check_backup_concurrent_attempts(h: Harness) -> None:
     expect_eq(a.status, LOCKED)
 
 
+async def check_backup_sources(h: Harness) -> None:
+    """Per-source attempts: a source that guessed wrong locks itself and, with the
+    account-wide count, the account; while the account is locked a source that has
+    not guessed wrong still gets one attempt (the owner's way in); the state is
+    in the database (another node sees it); a success resets the account and that
+    source; old source state is forgotten; deleting the backup drops it."""
+    s, account = h.storage, rid(32)
+    right, wrong = b"r" * 32, b"x" * 32
+    await s.put_backup(make_backup_record(account, verifier_hash=right))
+    policy = BackupLockPolicy(3, 1000, 5000)
+    a_src, b_src, c_src, d_src = b"\x0a\x00\x00\x01", b"\x0a\x00\x00\x02", b"c", b"d"
+    outcomes = [await s.backup_attempt(account, wrong, NOW, policy, source=a_src)
+                for _ in range(4)]
+    expect_eq([o.status for o in outcomes], [WRONG, WRONG, WRONG, LOCKED], "one source")
+    expect_eq(outcomes[2].retry_after_ms, 1000, "the third wrong guess locks")
+    expect_eq(outcomes[2].state, BackupAttemptState(0, 1, NOW + 1000), "account state")
+    peer = h.new_peer()
+    try:
+        await peer.open()
+        first = await peer.backup_attempt(account, wrong, NOW + 1, policy, source=b_src)
+        again = await peer.backup_attempt(account, wrong, NOW + 2, policy, source=b_src)
+    finally:
+        await peer.close()
+    expect_eq((first.status, again.status, again.retry_after_ms), (WRONG, LOCKED, 998),
+              "a clean source gets one guess during the account lock")
+    ok = await s.backup_attempt(account, right, NOW + 3, policy, source=c_src)
+    expect_eq((ok.status, ok.state), (OK_, BackupAttemptState()), "the owner gets in")
+    expect(ok.blob is not None, "with the blob")
+    still = await s.backup_attempt(account, right, NOW + 4, policy, source=a_src)
+    expect_eq((still.status, still.retry_after_ms), (LOCKED, 996), "a locked source stays locked")
+    later = NOW + 1000 + policy.max_lockout_ms + 1  # a's lock and the memory of it are over
+    back = await s.backup_attempt(account, right, later, policy, source=a_src)
+    expect_eq(back.status, OK_, "forgotten after max_lockout_ms")
+    await s.backup_attempt(account, wrong, later, policy, source=d_src)
+    expect(await s.delete_backup(account), "deleted")
+    await s.put_backup(make_backup_record(account, verifier_hash=right))
+    fresh = await s.backup_attempt(account, wrong, later, policy, source=d_src)
+    expect_eq((fresh.status, fresh.state.failures), (WRONG, 1), "fresh state after delete")
+
+
 # ------------------------------------------------------------------ controller
+async def check_report_digests(h: Harness) -> None:
+    """A report digest is new once per device; another node sees it; digests older
+    than keep_ms are forgotten; concurrent inserts of one digest have one winner."""
+    s, account, dev, other = h.storage, rid(32), rid(32), rid(32)
+    expect(await s.remember_report(account, dev, b"d1", NOW, 1000), "new")
+    expect(not await s.remember_report(account, dev, b"d1", NOW + 1, 1000), "a copy")
+    expect(await s.remember_report(account, other, b"d1", NOW + 1, 1000), "per device")
+    peer = h.new_peer()
+    try:
+        await peer.open()
+        expect(not await peer.remember_report(account, dev, b"d1", NOW + 2, 1000),
+               "a copy on another node")
+        wins = await asyncio.gather(*(
+            (s if i % 2 else peer).remember_report(account, dev, b"race", NOW + 3, 1000)
+            for i in range(8)))
+    finally:
+        await peer.close()
+    expect_eq(sorted(wins), [False] * 7 + [True], "one winner")
+    expect(await s.remember_report(account, dev, b"d1", NOW + 1001, 1000), "forgotten")
+
+
+async def check_registry_entry_times(h: Harness) -> None:
+    """The relay's time of storing each registry entry is kept."""
+    s, account = h.storage, rid()
+    await s.create_account(account, b"g", NOW)
+    await s.append_registry_entry(account, 1, b"e1", NOW + 7)
+    expect_eq(await s.registry_entry_stored_ms(account, 0), NOW)
+    expect_eq(await s.registry_entry_stored_ms(account, 1), NOW + 7)
+    expect(await s.registry_entry_stored_ms(account, 2) is None, "no such entry")
+    expect(await s.registry_entry_stored_ms(rid(), 0) is None, "no such account")
+
+
 async def check_posture_newer_wins(h: Harness) -> None:
     """A posture report replaces the stored one only if it is newer; per device."""
     s = h.storage
@@ -1107,6 +1179,9 @@ CHECKS: list[Check] = [
     check_backup_accounts_by_prefix,
     check_backup_lockout_doubles_and_persists,
     check_backup_concurrent_attempts,
+    check_backup_sources,
+    check_report_digests,
+    check_registry_entry_times,
     check_posture_newer_wins,
     check_signals_window_and_prune,
     check_controller_state,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 
 from sddsf.crypto import random_bytes
 from sddsf.errors import (
@@ -15,6 +15,7 @@ from sddsf.errors import (
     RegistryError,
 )
 from sddsf.protocol import auth
+from sddsf.protocol.approval import check_enact_on_clock
 from sddsf.protocol.identity import ID_SIZE
 from sddsf.protocol.registry import (
     APPROVAL_TYPES,
@@ -30,6 +31,7 @@ from sddsf.relay.deps import (
     limit_ip,
     log,
     rate_limit,
+    registry_reader,
 )
 from sddsf.relay.edge import Session
 
@@ -49,11 +51,15 @@ async def create_account(body: m.CreateAccount, ctx: Ctx) -> m.AccountCreated:
 
 @router.get("/v1/accounts/{account_id}/registry", response_model=m.RegistryEntries,
          tags=["registry"], dependencies=[Depends(limit_ip)])
-async def get_registry(account_id: str, ctx: Ctx,
+async def get_registry(account_id: str, request: Request, ctx: Ctx,
                        since: Annotated[int, Query(ge=0, le=m.INT64_MAX)] = 0
                        ) -> m.RegistryEntries:
-    """Registry entries from ``since``; verify them from genesis against your pinned key."""
+    """Registry entries from ``since``; verify them from genesis against your pinned key.
+    Needs a session of the account, or a request signed by the account key, one of
+    its devices, or the device an open proposal would add (device names, revoke
+    reasons and the policy are not public)."""
     aid = m.unb64(account_id, "account id", size=ID_SIZE)
+    await registry_reader(request, ctx, aid)
     entries = await ctx.storage.registry_entries(aid, since)
     if not entries and since == 0:
         raise NotFoundError("no account with this id on this relay")
@@ -76,6 +82,7 @@ async def append_registry(account_id: str, body: m.RegistryEntryIn,
         new_state = state.apply(entry)
         if new_state is not state:
             await _limit_device_entries(ctx, aid, entry)
+            await _check_veto_window(ctx, aid, state, entry)
             await ctx.storage.append_registry_entry(
                 aid, entry.seq, raw, ctx.clock(),
                 revoked_cutoffs=_revoked_cutoffs(entry.seq, new_state))
@@ -99,6 +106,19 @@ def _revoked_cutoffs(seq: int, new_state: RegistryState) -> dict[bytes, dict[byt
     # revokes again with the cutoff it then sees.
     return {r.device_id: dict(r.cutoff) for r in new_state.devices.values()
             if r.revoked_seq == seq}
+
+
+async def _check_veto_window(ctx: Ctx, aid: bytes, state: RegistryState,
+                             entry: RegistryEntry) -> None:
+    # Entry timestamps are the devices' (bounded by max_skew_s each), so the
+    # relay measures a veto window on its own clock too: from when it stored
+    # the proposal (finding: skewed dates ended windows up to 2 x max_skew_s early).
+    if entry.type is not EntryType.ENACT:
+        return
+    proposal = state.proposals.get(entry.fields.bytes_("proposal", size=32))
+    stored = None if proposal is None else await ctx.storage.registry_entry_stored_ms(
+        aid, proposal.seq)
+    check_enact_on_clock(state, entry, stored, ctx.clock())
 
 
 def _check_entry_time(entry: RegistryEntry, aid: bytes, ctx: Ctx) -> None:
@@ -130,15 +150,15 @@ async def _limit_device_entries(ctx: Ctx, aid: bytes, entry: RegistryEntry) -> N
 @router.post("/v1/auth/challenge", response_model=m.ChallengeResponse, tags=["auth"],
           dependencies=[Depends(limit_ip)])
 async def challenge(body: m.ChallengeRequest, ctx: Ctx) -> m.ChallengeResponse:
-    """A single-use challenge for (account, device)."""
+    """A single-use challenge for (account, device). Stateless: nothing is stored,
+    so a flood of requests for a device replaces nothing (§17.3.1)."""
     aid = m.unb64(body.account_id, "account id", size=ID_SIZE)
     did = m.unb64(body.device_id, "device id", size=ID_SIZE)
-    value = random_bytes(32)
     now = ctx.clock()
-    expires = now + ctx.settings.challenge_ttl_s * 1000
-    await ctx.edge.put_challenge(aid + did, value, expires, now)
+    value = auth.issue_challenge(ctx.challenge_key, aid, did, now,
+                                 random_bytes(auth.CHALLENGE_NONCE_SIZE))
     return m.ChallengeResponse(challenge=m.b64(value), relay_id=m.b64(ctx.relay_id),
-                               expires_ms=expires)
+                               expires_ms=now + ctx.settings.challenge_ttl_s * 1000)
 
 
 @router.post("/v1/auth/session", response_model=m.SessionResponse, tags=["auth"],
@@ -148,11 +168,11 @@ async def session(body: m.SessionRequest, ctx: Ctx) -> m.SessionResponse:
     aid = m.unb64(body.account_id, "account id", size=ID_SIZE)
     did = m.unb64(body.device_id, "device id", size=ID_SIZE)
     sig = m.unb64(body.signature, "signature", size=64)
-    now = ctx.clock()
-    expected = await ctx.edge.take_challenge(aid + did, now)
-    if expected is None or expected != m.unb64(body.challenge, "challenge"):
-        raise AuthenticationError("challenge unknown, expired or already used; "
-                                  "request a new one")
+    value = m.unb64(body.challenge, "challenge")
+    now, s = ctx.clock(), ctx.settings
+    window = s.request_window_s * 1000
+    auth.check_challenge(ctx.challenge_key, aid, did, value, now_ms=now,
+                         ttl_ms=s.challenge_ttl_s * 1000, skew_ms=window)
     registry = await ctx.fabric.registries.get(aid)
     record = registry.device(did)
     if record is None:
@@ -161,14 +181,18 @@ async def session(body: m.SessionRequest, ctx: Ctx) -> m.SessionResponse:
     if not registry.is_active(did):
         raise AuthorizationError("this device has been revoked", Code.REVOKED)
     if not record.public.signing_key.is_valid_signature(
-            auth.session_message(ctx.relay_id, aid, did, expected), sig):
+            auth.session_message(ctx.relay_id, aid, did, value), sig):
         raise AuthenticationError("challenge signature does not verify")
+    # Single use, remembered only once the device's signature verified (so nobody
+    # else can use up a device's challenge), for longer than it stays valid on
+    # any node.
+    if not await ctx.edge.remember_nonce(b"challenge/" + value,
+                                         now + s.challenge_ttl_s * 1000 + 2 * window, now):
+        raise AuthenticationError("challenge already used; request a new one")
     # Zero trust: a valid signature is not enough; the controller refuses a
     # denied device (policy_denied) and records the session in the audit log.
     await ctx.controller.require_session(aid, did)
     token = random_bytes(32)
-    expires = now + ctx.settings.session_ttl_s * 1000
+    expires = now + s.session_ttl_s * 1000
     await ctx.edge.put_session(auth.token_hash(token), Session(aid, did, expires), now)
     return m.SessionResponse(token=m.b64(token), expires_ms=expires)
-
-

@@ -2,14 +2,20 @@
 
 The relay stores the Argon2id parameters, ``BLAKE2b-256(verifier)`` (never the
 verifier) and the opaque blob. It releases the blob to whoever sends the right
-verifier, and locks the backup after ``backup_max_failures`` consecutive wrong
-ones (the lockout state lives in storage, so it survives restarts and is shared
-by every relay process on one database).
+verifier. Wrong guesses are limited per source address (``backup_max_failures``
+in a row lock that source, doubling) and for the account (the same count from
+every source puts the backup in a slow-down in which only a source that has not
+guessed wrong may try). So a stranger who knows the account id cannot lock the
+owner out, and an attacker's guesses are bounded by the addresses it has
+(``docs/protocol.md`` 17.4.9). The state lives in storage: it survives restarts
+and is shared by every relay process on one database.
 """
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+import ipaddress
+
+from fastapi import APIRouter, Depends, Request
 
 from sddsf.errors import (
     AuthenticationError,
@@ -30,7 +36,7 @@ from sddsf.protocol.backup import (
 )
 from sddsf.protocol.identity import ID_SIZE
 from sddsf.relay import models as m
-from sddsf.relay.deps import Authed, Caller, Ctx, limit_ip, log
+from sddsf.relay.deps import Authed, Caller, Ctx, client_ip, limit_ip, log
 from sddsf.relay.storage.base import BackupAttemptStatus, BackupLockPolicy, StoredBackup
 
 router = APIRouter()
@@ -54,6 +60,20 @@ def _kdf_out(b: StoredBackup) -> m.BackupKdf:
 
 def _seconds(ms: int) -> int:
     return max(1, (ms + 999) // 1000)
+
+
+def source_key(address: str) -> bytes:
+    """The key a guess is counted under: an IPv4 address, or an IPv6 /64 (one
+    host usually holds a whole /64, so its addresses count as one source)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address.encode()[:64] or b"unknown"
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return ip.ipv4_mapped.packed
+        return ipaddress.IPv6Network((ip, 64), strict=False).network_address.packed[:8]
+    return ip.packed
 
 
 @router.put("/v1/accounts/{account_id}/backup", response_model=m.BackupKdfOut,
@@ -118,27 +138,32 @@ async def backup_by_fingerprint(fingerprint: str, ctx: Ctx) -> m.BackupAccount:
 
 @router.post("/v1/accounts/{account_id}/backup/fetch", response_model=m.BackupBlob,
              tags=["backup"], dependencies=[Depends(limit_ip)])
-async def fetch_backup(account_id: str, body: m.BackupFetch, ctx: Ctx) -> m.BackupBlob:
-    """The blob, for the right verifier. Wrong verifiers are counted; after
-    ``backup_max_failures`` in a row the backup is locked (even for the right one)."""
+async def fetch_backup(account_id: str, body: m.BackupFetch, request: Request,
+                       ctx: Ctx) -> m.BackupBlob:
+    """The blob, for the right verifier. Wrong verifiers are counted per source
+    address and for the account; a source that guessed wrong ``backup_max_failures``
+    times in a row is locked (even for the right one), and while the account is
+    locked only a source that never guessed wrong may try."""
     aid = m.unb64(account_id, "account id", size=ID_SIZE)
     verifier = m.unb64(body.verifier, "verifier", size=VERIFIER_SIZE)
     s = ctx.settings
     policy = BackupLockPolicy(s.backup_max_failures, s.backup_lockout_s * 1000,
                               s.backup_max_lockout_s * 1000)
     attempt = await ctx.storage.backup_attempt(aid, verifier_digest(verifier), ctx.clock(),
-                                               policy)
+                                               policy, source=source_key(client_ip(request, ctx)))
     if attempt.status is BackupAttemptStatus.OK and attempt.blob is not None:
         return m.BackupBlob(blob=m.b64(attempt.blob))
     if attempt.status is BackupAttemptStatus.LOCKED:
         wait = _seconds(attempt.retry_after_ms)
-        raise RateLimitedError(f"too many wrong passphrases: this backup is locked; retry in "
-                               f"{wait} s", retry_after_s=attempt.retry_after_ms / 1000)
+        raise RateLimitedError(f"too many wrong passphrases: this backup is locked for this "
+                               f"address; retry in {wait} s (or from another network)",
+                               retry_after_s=attempt.retry_after_ms / 1000)
     if attempt.retry_after_ms > 0:
-        log.warning("backup of account %s locked for %d s after %d wrong verifiers "
-                    "(lockout #%d)", aid.hex()[:12], _seconds(attempt.retry_after_ms),
-                    s.backup_max_failures, attempt.state.lockouts)
+        log.warning("backup of account %s: a source locked for %d s after wrong verifiers "
+                    "(account lockouts: %d)", aid.hex()[:12], _seconds(attempt.retry_after_ms),
+                    attempt.state.lockouts)
         raise AuthenticationError(f"wrong passphrase; after {s.backup_max_failures} failures "
                                   f"the backup is locked for "
-                                  f"{_seconds(attempt.retry_after_ms)} s")
+                                  f"{_seconds(attempt.retry_after_ms)} s for the addresses "
+                                  "that guessed wrong")
     raise AuthenticationError("wrong passphrase")

@@ -12,7 +12,7 @@ from sddsf.errors import NotFoundError
 from sddsf.protocol.identity import ID_SIZE
 from sddsf.protocol.registry import DeviceStatus
 from sddsf.relay import models as m
-from sddsf.relay.deps import Authed, Ctx, Pusher, limit_ip, tree_head_out
+from sddsf.relay.deps import Authed, Ctx, RelayContext, limit_ip, tree_head_out
 from sddsf.relay.storage.base import AlertRecord
 
 __all__ = ["router"]
@@ -21,9 +21,10 @@ router = APIRouter()
 _MAX_AUDIT_PAGE = 1000
 
 
-def _alert_out(a: AlertRecord) -> m.AlertOut:
+def _alert_out(ctx: RelayContext, a: AlertRecord) -> m.AlertOut:
     return m.AlertOut(alert_id=m.b64(a.alert_id), device=m.b64(a.device_id), rule=a.rule,
                       severity=a.severity, message=a.message, quarantine=a.quarantine,
+                      quarantine_until_ms=ctx.controller.quarantine_ends_ms(a),
                       created_ms=a.created_ms, acked_ms=a.acked_ms,
                       acked_by=m.b64(a.acked_by) if a.acked_by else None)
 
@@ -32,7 +33,8 @@ def _alert_out(a: AlertRecord) -> m.AlertOut:
              tags=["controller"], dependencies=[Depends(limit_ip)])
 async def submit_report(account_id: str, body: m.ReportIn, ctx: Ctx) -> m.ReportOut:
     """Submit a device-signed report (posture, pairing, tombstones). Self-authenticating,
-    so a device the policy denies can still send a better posture."""
+    so a device the policy denies can still send a better posture; accepted fresh
+    (within ``request_window_s``) and once (a copy is ``replay``)."""
     aid = m.unb64(account_id, "account id", size=ID_SIZE)
     outcome = await ctx.controller.submit_report(aid, m.unb64(body.report, "report"))
     proof, entry = None, None
@@ -77,17 +79,30 @@ async def alerts(caller: Authed, ctx: Ctx,
                  everything: Annotated[bool, Query(alias="all")] = False) -> m.AlertsOut:
     """The account's open alerts (``all=true``: acknowledged ones too), oldest first."""
     found = await ctx.controller.alerts(caller.session.account_id, include_acked=everything)
-    return m.AlertsOut(alerts=[_alert_out(a) for a in found])
+    return m.AlertsOut(alerts=[_alert_out(ctx, a) for a in found])
 
 
 @router.post("/v1/controller/alerts/{alert_id}/ack", response_model=m.AlertOut,
              tags=["controller"])
-async def acknowledge(alert_id: str, caller: Pusher, ctx: Ctx) -> m.AlertOut:
+async def acknowledge(alert_id: str, caller: Authed, ctx: Ctx) -> m.AlertOut:
     """Acknowledge an alert (from another device with full access); lifts its quarantine."""
     a = await ctx.controller.acknowledge(caller.session.account_id,
                                          m.unb64(alert_id, "alert id", size=16),
                                          caller.session.device_id)
-    return _alert_out(a)
+    return _alert_out(ctx, a)
+
+
+@router.post("/v1/accounts/{account_id}/alerts/ack", response_model=m.AlertsOut,
+             tags=["controller"], dependencies=[Depends(limit_ip)])
+async def acknowledge_as_account(account_id: str, body: m.AccountAckIn,
+                                 ctx: Ctx) -> m.AlertsOut:
+    """Acknowledge alerts with the account key (the owner's way out of any
+    quarantine, also of the account's only device); no session needed."""
+    aid = m.unb64(account_id, "account id", size=ID_SIZE)
+    acked = await ctx.controller.acknowledge_as_account(
+        aid, [m.unb64(a, "alert id", size=16) for a in body.alert_ids], body.ts_ms,
+        m.unb64(body.signature, "signature", size=64))
+    return m.AlertsOut(alerts=[_alert_out(ctx, a) for a in acked])
 
 
 @router.get("/v1/controller/audit", response_model=m.AuditPage, tags=["controller"])

@@ -1,4 +1,8 @@
-"""Live fan-out over WebSocket, authenticated with single-use tickets."""
+"""Live fan-out over WebSocket, authenticated with single-use tickets.
+
+A connection lives only while its device may read: revocation and the controller
+denying the device close it (4403); the controller's verdict is also checked when
+the connection opens and on every subscription."""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from sddsf.crypto import random_bytes
 from sddsf.errors import (
+    AuthorizationError,
     DecodeError,
     SddsfError,
 )
@@ -52,6 +57,10 @@ async def live(ws: WebSocket, ticket: str = "") -> None:
         await ws.close(code=4401, reason="ticket unknown, expired or used")
         return
     await ws.accept()
+    refused = await _refusal(ctx, session.account_id, session.device_id)
+    if refused:  # revoked or denied since the ticket was issued
+        await ws.close(code=4403, reason=refused)
+        return
     sub = Subscriber(session.account_id, session.device_id, ctx.settings.ws_queue_max)
     ctx.hub.add(sub)
     sender = asyncio.create_task(_ws_send(ws, sub))
@@ -64,6 +73,18 @@ async def live(ws: WebSocket, ticket: str = "") -> None:
         sender.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await sender
+
+
+async def _refusal(ctx: RelayContext, account_id: bytes, device_id: bytes) -> str:
+    """Why the device may not read now (a close reason), or "" if it may."""
+    registry = await ctx.fabric.registries.get(account_id)
+    if not registry.is_active(device_id):
+        return "revoked"
+    try:
+        await ctx.controller.require_access(account_id, device_id, write=False)
+    except AuthorizationError as exc:
+        return exc.code.value
+    return ""
 
 
 async def _ws_send(ws: WebSocket, sub: Subscriber) -> None:
@@ -87,6 +108,10 @@ async def _ws_receive(ws: WebSocket, sub: Subscriber, ctx: RelayContext) -> None
             return
         if len(text) > MAX_WS_FRAME:
             await ws.close(code=1009, reason="frame too large")
+            return
+        refused = await _refusal(ctx, sub.account_id, sub.device_id)
+        if refused:
+            await ws.close(code=4403, reason=refused)
             return
         try:
             msg = json.loads(text)

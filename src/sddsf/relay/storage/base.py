@@ -22,8 +22,9 @@ Invariants every backend keeps (the conformance suite checks each):
   never leaf hashes or nodes, so every inclusion and consistency proof stays
   valid.
 * **Backup attempts are atomic and durable.** :meth:`RelayStorage.backup_attempt`
-  reads the attempt state, compares the verifier hash, decides with
-  :func:`decide_backup_attempt` and writes the new state in ONE transaction
+  reads the attempt state (the account's and, given a source, the source's),
+  compares the verifier hash, decides with :func:`decide_backup_attempt` or
+  :func:`decide_sourced_attempt` and writes the new state in ONE transaction
   that holds the backup's row, so concurrent guesses cannot exceed the
   failure limit, and the state survives a restart.
 * **Revocations and appends are serialised per account** (THREATS #14). An
@@ -70,12 +71,14 @@ __all__ = [
     "PostureRecord",
     "RelayStorage",
     "SignalRow",
+    "SourcedAttempt",
     "SpaceRecord",
     "StorageConflict",
     "StorageUnavailable",
     "StoredBackup",
     "StoredOp",
     "decide_backup_attempt",
+    "decide_sourced_attempt",
     "verifier_matches",
 ]
 
@@ -303,6 +306,48 @@ def decide_backup_attempt(state: BackupAttemptState, matches: bool, now_ms: int,
                          BackupAttemptState(0, lockouts, now_ms + duration), duration)
 
 
+@dataclass(frozen=True, slots=True)
+class SourcedAttempt:
+    """What :func:`decide_sourced_attempt` decided: the attempt (its ``state`` is
+    the account-wide one) and the source's new state."""
+
+    attempt: BackupAttempt
+    source: BackupAttemptState
+
+
+def decide_sourced_attempt(account: BackupAttemptState, source: BackupAttemptState,
+                           matches: bool, now_ms: int,
+                           policy: BackupLockPolicy) -> SourcedAttempt:
+    """The lockout rule with per-source state (pure), so that a stranger's wrong
+    guesses cannot lock the owner out:
+
+    * the source is locked: LOCKED, nothing changes;
+    * the account is locked (its own count of wrong guesses from every source
+      reached ``max_failures``) and this source has guessed wrong before: LOCKED;
+      a source that has not may still try, once;
+    * right verifier: OK; the account's state and this source's are reset;
+    * wrong verifier: WRONG, counted for the source (which locks by itself as in
+      :func:`decide_backup_attempt`) and, unless it is already locked, for the
+      account. ``retry_after_ms`` is the lock this guess started, if any.
+    """
+    if source.locked_until_ms > now_ms:
+        return SourcedAttempt(BackupAttempt(BackupAttemptStatus.LOCKED, account,
+                                            source.locked_until_ms - now_ms), source)
+    account_locked = account.locked_until_ms > now_ms
+    if account_locked and source != BackupAttemptState():
+        return SourcedAttempt(BackupAttempt(BackupAttemptStatus.LOCKED, account,
+                                            account.locked_until_ms - now_ms), source)
+    if matches:
+        return SourcedAttempt(BackupAttempt(BackupAttemptStatus.OK, BackupAttemptState()),
+                              BackupAttemptState())
+    by_source = decide_backup_attempt(source, False, now_ms, policy)
+    by_account = (BackupAttempt(BackupAttemptStatus.WRONG, account) if account_locked
+                  else decide_backup_attempt(account, False, now_ms, policy))
+    retry = max(by_source.retry_after_ms, by_account.retry_after_ms)
+    return SourcedAttempt(BackupAttempt(BackupAttemptStatus.WRONG, by_account.state, retry),
+                          by_source.state)
+
+
 def verifier_matches(stored_hash: bytes, candidate_hash: bytes) -> bool:
     """Constant-time comparison of two verifier hashes."""
     return constant_time_equal(stored_hash, candidate_hash)
@@ -346,6 +391,10 @@ class RelayStorage(ABC):
     @abstractmethod
     async def registry_entries(self, account_id: bytes, since: int = 0) -> list[bytes]:
         """Entries with seq >= ``since`` in seq order ([] for an unknown account)."""
+
+    @abstractmethod
+    async def registry_entry_stored_ms(self, account_id: bytes, seq: int) -> int | None:
+        """When the relay stored the entry at ``seq`` (its own clock), or None."""
 
     @abstractmethod
     async def append_registry_entry(
@@ -575,11 +624,16 @@ class RelayStorage(ABC):
 
     @abstractmethod
     async def backup_attempt(self, account_id: bytes, verifier_hash: bytes, now_ms: int,
-                             policy: BackupLockPolicy) -> BackupAttempt:
+                             policy: BackupLockPolicy, *, source: bytes = b"") -> BackupAttempt:
         """One fetch attempt, atomically: read the attempt state, compare
-        ``verifier_hash`` with the stored one in constant time, decide with
-        :func:`decide_backup_attempt`, store the new state and return the
-        decision (with the blob when OK).
+        ``verifier_hash`` with the stored one in constant time, decide, store the
+        new state and return the decision (with the blob when OK).
+
+        Without ``source`` the account-wide state alone decides
+        (:func:`decide_backup_attempt`). With ``source`` (a client address) the
+        source's own state counts too (:func:`decide_sourced_attempt`); a source's
+        state is kept until ``policy.max_lockout_ms`` after its last failure and
+        lock, then forgotten (the source may try again).
 
         Raises:
             NotFoundError: the account has no backup.
@@ -597,6 +651,13 @@ class RelayStorage(ABC):
 
         Returns True if stored.
         """
+
+    @abstractmethod
+    async def remember_report(self, account_id: bytes, device_id: bytes, digest: bytes,
+                              now_ms: int, keep_ms: int) -> bool:
+        """Remember that the device's report with ``digest`` was accepted; True if it
+        was new, False if it is a copy. Digests older than ``keep_ms`` (by
+        ``now_ms``) are forgotten: a report that old is refused by its time."""
 
     @abstractmethod
     async def postures(self, account_id: bytes) -> dict[bytes, PostureRecord]:

@@ -38,6 +38,10 @@ Schema (both backends; ``log_offset`` because ``offset`` is an SQL keyword):
   ``nameplate_until_ms``, the BLAKE2b-256 of the two slot tokens
   (``initiator_token``, ``joiner_token``), ``burnt_reason`` and ``burnt_by``.
   Channels of version 1 (no tokens) are refused.
+* ``report_digests(account_id, device_id, digest, seen_ms)`` since version 9: the
+  reports each device had accepted within the freshness window (a copy is a replay), and
+  ``backup_sources(account_id, source, failures, lockouts, locked_until_ms,
+  updated_ms)``: the passphrase-backup attempt state per source address.
 """
 
 from __future__ import annotations
@@ -238,6 +242,23 @@ SQLITE_MIGRATIONS: Final[tuple[Migration, ...]] = (
         "CREATE UNIQUE INDEX pairing_channels_nameplate ON pairing_channels (nameplate) "
         "WHERE nameplate IS NOT NULL",
     )),
+    Migration(9, "report digests and per-source backup attempts", (
+        """CREATE TABLE report_digests (
+            account_id BLOB NOT NULL,
+            device_id BLOB NOT NULL,
+            digest BLOB NOT NULL,
+            seen_ms INTEGER NOT NULL,
+            PRIMARY KEY (account_id, device_id, digest))""",
+        "CREATE INDEX report_digests_by_time ON report_digests (account_id, device_id, seen_ms)",
+        """CREATE TABLE backup_sources (
+            account_id BLOB NOT NULL,
+            source BLOB NOT NULL,
+            failures INTEGER NOT NULL CHECK (failures >= 0),
+            lockouts INTEGER NOT NULL CHECK (lockouts >= 0),
+            locked_until_ms INTEGER NOT NULL,
+            updated_ms INTEGER NOT NULL,
+            PRIMARY KEY (account_id, source))""",
+    )),
 )
 
 POSTGRES_MIGRATIONS: Final[tuple[Migration, ...]] = (
@@ -398,6 +419,23 @@ POSTGRES_MIGRATIONS: Final[tuple[Migration, ...]] = (
             ADD COLUMN burnt_by text""",
         "CREATE UNIQUE INDEX pairing_channels_nameplate ON pairing_channels (nameplate) "
         "WHERE nameplate IS NOT NULL",
+    )),
+    Migration(9, "report digests and per-source backup attempts", (
+        """CREATE TABLE report_digests (
+            account_id bytea NOT NULL,
+            device_id bytea NOT NULL,
+            digest bytea NOT NULL,
+            seen_ms bigint NOT NULL,
+            PRIMARY KEY (account_id, device_id, digest))""",
+        "CREATE INDEX report_digests_by_time ON report_digests (account_id, device_id, seen_ms)",
+        """CREATE TABLE backup_sources (
+            account_id bytea NOT NULL,
+            source bytea NOT NULL,
+            failures bigint NOT NULL CHECK (failures >= 0),
+            lockouts bigint NOT NULL CHECK (lockouts >= 0),
+            locked_until_ms bigint NOT NULL,
+            updated_ms bigint NOT NULL,
+            PRIMARY KEY (account_id, source))""",
     )),
 )
 

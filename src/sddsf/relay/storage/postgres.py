@@ -72,6 +72,7 @@ from sddsf.relay.storage.base import (
     StoredBackup,
     StoredOp,
     decide_backup_attempt,
+    decide_sourced_attempt,
     verifier_matches,
 )
 
@@ -279,6 +280,13 @@ class PostgresStorage(RelayStorage):
             rows = await conn.fetch("SELECT entry FROM registry_entries WHERE account_id = $1 "
                                     "AND seq >= $2 ORDER BY seq", account_id, since)
         return [bytes(r[0]) for r in rows]
+
+    async def registry_entry_stored_ms(self, account_id: bytes, seq: int) -> int | None:
+        """See :meth:`RelayStorage.registry_entry_stored_ms`."""
+        async with self._conn() as conn:
+            value = await conn.fetchval("SELECT stored_ms FROM registry_entries WHERE "
+                                        "account_id = $1 AND seq = $2", account_id, seq)
+        return None if value is None else int(value)
 
     async def append_registry_entry(
             self, account_id: bytes, seq: int, entry: bytes, now_ms: int, *,
@@ -693,12 +701,13 @@ class PostgresStorage(RelayStorage):
 
     async def delete_backup(self, account_id: bytes) -> bool:
         """See :meth:`RelayStorage.delete_backup`."""
-        async with self._conn() as conn:
+        async with self._conn() as conn, conn.transaction():
+            await conn.execute("DELETE FROM backup_sources WHERE account_id = $1", account_id)
             status = await conn.execute("DELETE FROM backups WHERE account_id = $1", account_id)
         return _count(status) == 1
 
     async def backup_attempt(self, account_id: bytes, verifier_hash: bytes, now_ms: int,
-                             policy: BackupLockPolicy) -> BackupAttempt:
+                             policy: BackupLockPolicy, *, source: bytes = b"") -> BackupAttempt:
         """See :meth:`RelayStorage.backup_attempt`: one transaction holding the
         backup's row (``FOR UPDATE``), so concurrent guesses on several nodes are
         counted one after another."""
@@ -709,8 +718,12 @@ class PostgresStorage(RelayStorage):
             if row is None:
                 raise NotFoundError("this account has no passphrase backup on this relay")
             before = BackupAttemptState(int(row[2]), int(row[3]), int(row[4]))
-            decision = decide_backup_attempt(
-                before, verifier_matches(bytes(row[0]), verifier_hash), now_ms, policy)
+            matches = verifier_matches(bytes(row[0]), verifier_hash)
+            if source:
+                decision = await self._sourced_attempt(conn, account_id, source, before,
+                                                       matches, now_ms, policy)
+            else:
+                decision = decide_backup_attempt(before, matches, now_ms, policy)
             after = decision.state
             if after != before:
                 await conn.execute(
@@ -720,6 +733,35 @@ class PostgresStorage(RelayStorage):
         if decision.status is BackupAttemptStatus.OK:
             return BackupAttempt(decision.status, after, 0, bytes(row[1]))
         return decision
+
+    @staticmethod
+    async def _sourced_attempt(conn: Any, account_id: bytes, source: bytes,
+                               account: BackupAttemptState, matches: bool, now_ms: int,
+                               policy: BackupLockPolicy) -> BackupAttempt:
+        # Under the backup's row lock. Forget sources whose last failure and lock
+        # are older than the longest lockout (bounded rows per account).
+        await conn.execute("DELETE FROM backup_sources WHERE account_id = $1 AND "
+                           "updated_ms < $2 AND locked_until_ms < $3", account_id,
+                           now_ms - policy.max_lockout_ms, now_ms)
+        row = await conn.fetchrow("SELECT failures, lockouts, locked_until_ms FROM "
+                                  "backup_sources WHERE account_id = $1 AND source = $2",
+                                  account_id, source)
+        before = BackupAttemptState() if row is None else BackupAttemptState(
+            int(row[0]), int(row[1]), int(row[2]))
+        decided = decide_sourced_attempt(account, before, matches, now_ms, policy)
+        if decided.source == BackupAttemptState():
+            await conn.execute("DELETE FROM backup_sources WHERE account_id = $1 AND "
+                               "source = $2", account_id, source)
+        elif decided.source != before:
+            s = decided.source
+            await conn.execute(
+                "INSERT INTO backup_sources (account_id, source, failures, lockouts, "
+                "locked_until_ms, updated_ms) VALUES ($1, $2, $3, $4, $5, $6) "
+                "ON CONFLICT (account_id, source) DO UPDATE SET failures = excluded.failures, "
+                "lockouts = excluded.lockouts, locked_until_ms = excluded.locked_until_ms, "
+                "updated_ms = excluded.updated_ms",
+                account_id, source, s.failures, s.lockouts, s.locked_until_ms, now_ms)
+        return decided.attempt
 
     # ----------------------------------------------------------- controller
     async def put_posture(self, account_id: bytes, device_id: bytes, report: bytes,
@@ -732,6 +774,19 @@ class PostgresStorage(RelayStorage):
                 "report = excluded.report, ts_ms = excluded.ts_ms, "
                 "received_ms = excluded.received_ms WHERE excluded.ts_ms > device_posture.ts_ms "
                 "RETURNING true", account_id, device_id, report, ts_ms, now_ms)
+        return bool(stored)
+
+    async def remember_report(self, account_id: bytes, device_id: bytes, digest: bytes,
+                              now_ms: int, keep_ms: int) -> bool:
+        """See :meth:`RelayStorage.remember_report`."""
+        async with self._conn() as conn, conn.transaction():
+            await conn.execute("DELETE FROM report_digests WHERE account_id = $1 AND "
+                               "device_id = $2 AND seen_ms < $3", account_id, device_id,
+                               now_ms - keep_ms)
+            stored = await conn.fetchval(
+                "INSERT INTO report_digests (account_id, device_id, digest, seen_ms) "
+                "VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING true",
+                account_id, device_id, digest, now_ms)
         return bool(stored)
 
     async def postures(self, account_id: bytes) -> dict[bytes, PostureRecord]:

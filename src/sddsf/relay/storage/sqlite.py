@@ -70,6 +70,7 @@ from sddsf.relay.storage.base import (
     StoredBackup,
     StoredOp,
     decide_backup_attempt,
+    decide_sourced_attempt,
     verifier_matches,
 )
 
@@ -284,6 +285,13 @@ class SqliteStorage(RelayStorage):
             "SELECT entry FROM registry_entries WHERE account_id = ? AND seq >= ? ORDER BY seq",
             (account_id, since)).fetchall())
         return [bytes(r[0]) for r in rows]
+
+    async def registry_entry_stored_ms(self, account_id: bytes, seq: int) -> int | None:
+        """See :meth:`RelayStorage.registry_entry_stored_ms`."""
+        row = await self._read(lambda c: c.execute(
+            "SELECT stored_ms FROM registry_entries WHERE account_id = ? AND seq = ?",
+            (account_id, seq)).fetchone())
+        return None if row is None else int(row[0])
 
     async def append_registry_entry(
             self, account_id: bytes, seq: int, entry: bytes, now_ms: int, *,
@@ -706,11 +714,14 @@ class SqliteStorage(RelayStorage):
 
     async def delete_backup(self, account_id: bytes) -> bool:
         """See :meth:`RelayStorage.delete_backup`."""
-        return await self._write(lambda c: c.execute(
-            "DELETE FROM backups WHERE account_id = ?", (account_id,)).rowcount == 1)
+        def body(c: Conn) -> bool:
+            c.execute("DELETE FROM backup_sources WHERE account_id = ?", (account_id,))
+            return c.execute("DELETE FROM backups WHERE account_id = ?",
+                             (account_id,)).rowcount == 1
+        return await self._write(body)
 
     async def backup_attempt(self, account_id: bytes, verifier_hash: bytes, now_ms: int,
-                             policy: BackupLockPolicy) -> BackupAttempt:
+                             policy: BackupLockPolicy, *, source: bytes = b"") -> BackupAttempt:
         """See :meth:`RelayStorage.backup_attempt`: one ``BEGIN IMMEDIATE`` transaction."""
         def body(c: Conn) -> BackupAttempt:
             row = c.execute("SELECT verifier_hash, blob, failures, lockouts, locked_until_ms "
@@ -718,8 +729,12 @@ class SqliteStorage(RelayStorage):
             if row is None:
                 raise NotFoundError("this account has no passphrase backup on this relay")
             before = BackupAttemptState(int(row[2]), int(row[3]), int(row[4]))
-            decision = decide_backup_attempt(
-                before, verifier_matches(bytes(row[0]), verifier_hash), now_ms, policy)
+            matches = verifier_matches(bytes(row[0]), verifier_hash)
+            if source:
+                decision = self._sourced_attempt(c, account_id, source, before, matches,
+                                                 now_ms, policy)
+            else:
+                decision = decide_backup_attempt(before, matches, now_ms, policy)
             after = decision.state
             if after != before:
                 c.execute("UPDATE backups SET failures = ?, lockouts = ?, locked_until_ms = ? "
@@ -729,6 +744,33 @@ class SqliteStorage(RelayStorage):
                 return BackupAttempt(decision.status, after, 0, bytes(row[1]))
             return decision
         return await self._write(body)
+
+    @staticmethod
+    def _sourced_attempt(c: Conn, account_id: bytes, source: bytes,
+                         account: BackupAttemptState, matches: bool, now_ms: int,
+                         policy: BackupLockPolicy) -> BackupAttempt:
+        # Forget sources whose last failure and lock are older than the longest
+        # lockout (bounded rows per account; such a source may try again).
+        c.execute("DELETE FROM backup_sources WHERE account_id = ? AND updated_ms < ? AND "
+                  "locked_until_ms < ?", (account_id, now_ms - policy.max_lockout_ms, now_ms))
+        row = c.execute("SELECT failures, lockouts, locked_until_ms FROM backup_sources "
+                        "WHERE account_id = ? AND source = ?", (account_id, source)).fetchone()
+        before = BackupAttemptState() if row is None else BackupAttemptState(
+            int(row[0]), int(row[1]), int(row[2]))
+        decided = decide_sourced_attempt(account, before, matches, now_ms, policy)
+        if decided.source == BackupAttemptState():
+            c.execute("DELETE FROM backup_sources WHERE account_id = ? AND source = ?",
+                      (account_id, source))
+        elif decided.source != before:
+            s = decided.source
+            c.execute("INSERT INTO backup_sources (account_id, source, failures, lockouts, "
+                      "locked_until_ms, updated_ms) VALUES (?, ?, ?, ?, ?, ?) "
+                      "ON CONFLICT (account_id, source) DO UPDATE SET "
+                      "failures = excluded.failures, lockouts = excluded.lockouts, "
+                      "locked_until_ms = excluded.locked_until_ms, "
+                      "updated_ms = excluded.updated_ms",
+                      (account_id, source, s.failures, s.lockouts, s.locked_until_ms, now_ms))
+        return decided.attempt
 
     # ----------------------------------------------------------- controller
     async def put_posture(self, account_id: bytes, device_id: bytes, report: bytes,
@@ -740,6 +782,17 @@ class SqliteStorage(RelayStorage):
             "report = excluded.report, ts_ms = excluded.ts_ms, "
             "received_ms = excluded.received_ms WHERE excluded.ts_ms > device_posture.ts_ms",
             (account_id, device_id, report, ts_ms, now_ms)).rowcount == 1)
+
+    async def remember_report(self, account_id: bytes, device_id: bytes, digest: bytes,
+                              now_ms: int, keep_ms: int) -> bool:
+        """See :meth:`RelayStorage.remember_report`."""
+        def body(c: Conn) -> bool:
+            c.execute("DELETE FROM report_digests WHERE account_id = ? AND device_id = ? AND "
+                      "seen_ms < ?", (account_id, device_id, now_ms - keep_ms))
+            return c.execute("INSERT INTO report_digests (account_id, device_id, digest, "
+                             "seen_ms) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                             (account_id, device_id, digest, now_ms)).rowcount == 1
+        return await self._write(body)
 
     async def postures(self, account_id: bytes) -> dict[bytes, PostureRecord]:
         """See :meth:`RelayStorage.postures`."""
