@@ -33,7 +33,7 @@ The tree (after h11's Local/Remote split)::
             ├── RegistryError       registry_invalid, registry_fork
             │                       (an unauthorised registry signer is AuthorizationError)
             ├── ProofError          proof_invalid, tree_head_invalid, log_rollback,
-            │                       split_view
+            │                       split_view, snapshot_mismatch
             └── DecryptError        decrypt_failed
 
 Messages are written for a person: they say what was wrong and, where it
@@ -107,6 +107,7 @@ class Code(StrEnum):
     TREE_HEAD_INVALID = "tree_head_invalid"
     LOG_ROLLBACK = "log_rollback"
     SPLIT_VIEW = "split_view"
+    SNAPSHOT_MISMATCH = "snapshot_mismatch"
     DECRYPT_FAILED = "decrypt_failed"
     # relay edge and service
     UNAUTHENTICATED = "unauthenticated"
@@ -313,6 +314,7 @@ _CODES: Final[dict[Code, tuple[type[SddsfError], int]]] = {
     Code.TREE_HEAD_INVALID: (ProofError, 400),
     Code.LOG_ROLLBACK: (ProofError, 409),
     Code.SPLIT_VIEW: (ProofError, 409),
+    Code.SNAPSHOT_MISMATCH: (ProofError, 409),
     Code.DECRYPT_FAILED: (DecryptError, 400),
     Code.UNAUTHENTICATED: (AuthenticationError, 401),
     Code.REPLAY: (AuthenticationError, 401),

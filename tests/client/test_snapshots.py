@@ -14,7 +14,12 @@ from sddsf.client.device import Device
 from sddsf.crypto import random_bytes
 from sddsf.errors import Code, ProofError, UsageError
 from sddsf.protocol import merkle
-from sddsf.protocol.snapshot import SPACE_SNAPSHOT_DOC, decode_snapshot, seal_snapshot
+from sddsf.protocol.snapshot import (
+    CORROBORATED_SNAPSHOT_DOC,
+    SPACE_SNAPSHOT_DOC,
+    decode_snapshot,
+    seal_snapshot,
+)
 
 Relay = InProcessRelay
 
@@ -78,7 +83,10 @@ async def test_new_device_starts_from_snapshot_and_converges(relay: Relay,
 async def test_pruned_history_is_only_readable_through_the_snapshot(relay: Relay,
                                                                     tmp_path: Path) -> None:
     laptop, space, phone = await written_history(relay, tmp_path)
-    await phone.sync()  # loads the snapshot and acknowledges
+    # The phone replays the log, so it can corroborate the laptop's snapshot: the
+    # relay prunes only under a snapshot another device attested (18.7).
+    phone.use_snapshots = False
+    await phone.sync()  # checks and attests the snapshot, and acknowledges
     await laptop.sync()
     await laptop.relay.acknowledge(space, phone._verified_tree(space).size - 1)
     _, pruned = await phone.relay.acknowledge(space, phone._verified_tree(space).size - 1)
@@ -150,15 +158,25 @@ async def test_snapshot_of_a_revoked_device_is_not_trusted(relay: Relay,
     report = await tablet.sync()
     assert report.snapshots_loaded == 1
     assert kv(tablet, space) == kv(phone, space) and len(kv(tablet, space)) == 25
-    # Every active device acknowledged: the history under the snapshot is pruned.
+    # Every active device acknowledged: the history under the corroborated
+    # snapshot (the laptop's, which the phone re-derived from the log and
+    # attested when it revoked the laptop) is pruned.
+    assert decode_snapshot(laptop_blob)[1] == laptop.device_id
     size = tablet._verified_tree(space).size
     await phone.sync()
     for dev in (phone, tablet):
         await dev.relay.acknowledge(space, size - 1)
     assert (await relay.storage.read_ops(space, -1, 1))[0].envelope is None
-    # A relay that serves the revoked device's snapshot instead gets nowhere:
-    # the new device ignores it and cannot replay pruned history.
-    await relay.storage.put_snapshot(space, SPACE_SNAPSHOT_DOC, size - 1, laptop_blob, 0)
+    # A relay that serves a snapshot of the revoked device that no trusted device
+    # corroborated (one it signs with the keys it kept) gets nowhere: the new
+    # device ignores it and cannot replay pruned history.
+    keys = laptop._keys_cached(space)
+    uncorroborated = seal_snapshot(
+        laptop.keys, space=space, epoch=max(keys), epoch_key=keys[max(keys)], size=size,
+        frontier=tablet._verified_tree(space).frontier(), chains={}, docs={"kv": b"\x00\x00"},
+        ts_ms=relay.clock(), nonce=random_bytes(24))
+    for doc in (SPACE_SNAPSHOT_DOC, CORROBORATED_SNAPSHOT_DOC):
+        await relay.storage.put_snapshot(space, doc, size - 1, uncorroborated, 0)
     watch = await relay.add(phone, tmp_path / "watch", "watch")
     with pytest.raises(ProofError, match="withheld"):
         await watch.sync()

@@ -159,11 +159,18 @@ def recover(ctx: click.Context, relay_url: str, phrase_file: str | None,
             passphrase=None if insecure_plaintext_key else _passphrase(confirm=True),
             revoke_others=revoke_others, insecure_plaintext=insecure_plaintext_key)
         result = device.account.fingerprint, len(device.spaces())
+        _print_alerts(device.alerts)
         await device.close()
         return result
 
     fingerprint, spaces = _run(go())
     click.echo(f"Recovered account {fingerprint}; {spaces} space(s) readable.")
+
+
+def _print_alerts(alerts: list[tuple[str, str]]) -> None:
+    """One stderr line per alert: another device wrote something the log contradicts."""
+    for code, message in alerts:
+        click.echo(f"alert [{code}]: {message}", err=True)
 
 
 def _env_or_prompt(env: str, what: str) -> str:
@@ -295,8 +302,12 @@ def sync(ctx: click.Context, watch: bool, interval: float, as_json: bool) -> Non
     async def once(d: Device) -> dict[str, Any]:
         with _pull_progress(enabled=not as_json and not watch) as progress:
             r = await d.sync(progress)
-        return {"pushed": r.pushed, "pulled": r.pulled, "applied": r.applied,
-                "rejected": r.rejected, "snapshots_loaded": r.snapshots_loaded}
+        _print_alerts(r.alerts)
+        result = {"pushed": r.pushed, "pulled": r.pulled, "applied": r.applied,
+                  "rejected": r.rejected, "snapshots_loaded": r.snapshots_loaded}
+        if r.alerts:  # what this device found wrong with another device
+            result["alerts"] = [list(a) for a in r.alerts]
+        return result
 
     async def loop(d: Device) -> None:
         delay = interval
