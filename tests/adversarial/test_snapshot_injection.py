@@ -84,7 +84,7 @@ async def account(relay: RelayProcess, tmp_path: Path) -> tuple[Device, Device, 
                                    insecure_plaintext=True)
     for dev in (laptop, phone):
         dev.snapshot_every = 0  # the tests decide when snapshots are written
-        dev.check_every = 1  # look for other devices' snapshots whenever the log grew
+        dev.check_every = 0  # look for other devices' snapshots at every sync
         await dev.sync()
     return laptop, phone, space, secret
 

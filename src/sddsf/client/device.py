@@ -201,9 +201,10 @@ class Device:
         self._gossip_ok: set[tuple[int, bytes]] = set()
         self._progress: Progress | None = None
         #: Recompute other devices' snapshots from the log this device holds and
-        #: attest the verdict (the relay prunes only under corroborated ones):
-        #: look for a new one at the first sync of a session and then whenever
-        #: the log grew this much (0: never).
+        #: attest the verdict (the relay prunes only under corroborated ones).
+        self.check_snapshots = True
+        #: Look for a new snapshot at the first sync of a session, then once the
+        #: log grew this much (each look costs a request; 0: at every sync).
         self.check_every = CHECK_EVERY
         self._checked_at: dict[bytes, int] = {}
         #: Devices whose snapshots are used only when corroborated, even while
@@ -872,7 +873,7 @@ class Device:
         # Look at the relay's snapshots at the first sync of a session and
         # whenever the log grew by check_every (each look costs a request).
         last = self._checked_at.get(space_id)
-        look = bool(self.check_every) and (last is None or size - last >= self.check_every)
+        look = self.check_snapshots and (last is None or size - last >= self.check_every)
         if look:
             self._checked_at[space_id] = size
         base = self._snapbase(space_id)
