@@ -24,12 +24,14 @@ head, *before* anything is sent. :meth:`Device.sync` then:
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import functools
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pycrdt
@@ -115,6 +117,9 @@ DOC_PIECE = 512 * 1024
 #: quarter of the stored state): amortised O(edit), not O(document) per sync.
 COMPACT_ROWS = 256
 COMPACT_MIN_BYTES = 1 << 20
+T = TypeVar("T")
+#: Snapshot chunks up- and downloaded at once (the relay serves requests in parallel).
+_CHUNK_REQUESTS = 4
 #: Look for another device's new snapshot to check once the log grew this much.
 CHECK_EVERY = 16
 #: Local rows are sealed by this device's storage key (authenticated), so they
@@ -938,8 +943,8 @@ class Device:
         except UsageError:
             self.store.put("snapmark", space_id, encode(tree.size))  # do not retry each sync
             return None
-        for cid, chunk in zip(sealed.chunk_ids, sealed.chunks, strict=True):
-            await self.relay.put_snapshot_chunk(space_id, cid, chunk)
+        await _bounded([functools.partial(self.relay.put_snapshot_chunk, space_id, cid, chunk)
+                        for cid, chunk in zip(sealed.chunk_ids, sealed.chunks, strict=True)])
         await self.relay.put_snapshot(space_id, SPACE_SNAPSHOT_DOC, tree.size - 1,
                                       sealed.manifest)
         with self.store.batch() as b:
@@ -1060,7 +1065,8 @@ class Device:
             if not docs:
                 return load_snapshot(dataclasses.replace(manifest, inline_docs={}), (),
                                      epoch_keys=keys), grounded
-            chunks = [await self._chunk(space_id, cid) for cid in manifest.chunk_ids]
+            chunks = await _bounded([functools.partial(self._chunk, space_id, cid)
+                                     for cid in manifest.chunk_ids])
             return load_snapshot(manifest, chunks, epoch_keys=keys), grounded
         except EpochError:
             return None  # no key for its epoch: replay instead
@@ -1184,8 +1190,8 @@ class Device:
         try:
             manifest = open_snapshot(raw, registry=self.registry(), space=space_id,
                                      epoch_keys=keys, accept_revoked=True)
-            chunks = [await self.relay.get_snapshot_chunk(space_id, c)
-                      for c in manifest.chunk_ids]
+            chunks = await _bounded([functools.partial(self.relay.get_snapshot_chunk, space_id,
+                                                       cid) for cid in manifest.chunk_ids])
             snap = load_snapshot(manifest, chunks, epoch_keys=keys)
         except (EpochError, ProofError, NotFoundError):
             return None  # no key, or the relay's fault (a wrong or missing chunk)
@@ -1529,6 +1535,8 @@ class Device:
                     b.put("space", space_id, encode(space_name))
         self._trees[space_id] = tree  # only after the leaves were committed
         report.tree_size[space_id] = head.size
+        if snap is not None:  # its verdicts were just read: the next look can wait
+            self._checked_at[space_id] = head.size
         return None
 
     def _check_gossip(self, env: OpEnvelope, offset: int, tree: merkle.MerkleTree,
@@ -1574,6 +1582,16 @@ class Device:
                              f"showing devices different logs (split view; {exc.message})",
                              Code.SPLIT_VIEW) from exc
         self._gossip_ok.add((seen.size, seen.root))
+
+
+async def _bounded(calls: list[Callable[[], Awaitable[T]]]) -> list[T]:
+    """Run request-making calls with at most _CHUNK_REQUESTS in flight; results in order."""
+    gate = asyncio.Semaphore(_CHUNK_REQUESTS)
+
+    async def one(call: Callable[[], Awaitable[T]]) -> T:
+        async with gate:
+            return await call()
+    return list(await asyncio.gather(*(one(c) for c in calls)))
 
 
 class _UnreadableSnapshot(Exception):  # an internal signal: never escapes _pull
