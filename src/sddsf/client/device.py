@@ -1014,7 +1014,8 @@ class Device:
         return not page or page[0].envelope is not None
 
     async def _fetch_snapshot(self, space_id: bytes, report: SyncReport, *,
-                              docs: bool = True) -> tuple[Snapshot, bool] | None:
+                              docs: bool = True, exclude: bytes | None = None
+                              ) -> tuple[Snapshot, bool] | None:
         """The snapshot a new device starts from and whether it is corroborated,
         or None to replay the log (protocol.md 18.7).
 
@@ -1027,6 +1028,7 @@ class Device:
         and decrypting the documents (a dry pull needs the frontier and chains).
         """
         banned = set(_as_list(self.store.get("snapdistrust", space_id) or encode([])))
+        banned.add(exclude or b"")
         judged: list[tuple[SnapshotClaims, _Verdicts, bytes]] = []
         for doc in (SPACE_SNAPSHOT_DOC, CORROBORATED_SNAPSHOT_DOC):
             try:
@@ -1234,6 +1236,15 @@ class Device:
         """Rebuild the space's state from the log (or from a snapshot the rules of
         18.7 still trust, never ``exclude``), keeping unsent local edits; alert
         when the rebuilt documents differ from the ones held."""
+        if not await self._log_complete(space_id) and (
+                replay or await self._fetch_snapshot(space_id, SyncReport(), docs=False,
+                                                     exclude=exclude) is None):
+            # Nothing to rebuild it from: keep it, but it stays ungrounded (never
+            # published nor used to attest) until something corroborates it.
+            self._alert(report, f"this device's state of space {space_id.hex()[:12]} rests on a "
+                        f"snapshot ({why}) and the relay holds nothing trusted to re-derive "
+                        "it from: it is kept, but this device will not publish it")
+            return
         before = {n: self.doc(space_id, n).get_update() for n in self._doc_names(space_id)}
         self._reset_space(space_id, exclude)
         saved, self.use_snapshots = self.use_snapshots, self.use_snapshots and not replay
@@ -1460,7 +1471,6 @@ class Device:
         for author, seen in older:
             await self._check_older_gossip(space_id, tree, author, seen)
         # Everything verified: apply and persist in one local transaction.
-        touched: set[tuple[bytes, bytes]] = set()
         remote: list[tuple[OpEnvelope, dict[str, object]]] = []
         self._applying = True
         try:
@@ -1479,7 +1489,6 @@ class Device:
                 doc = self.doc(space_id, name)
                 for update in body.get("u", []):  # type: ignore[attr-defined]
                     doc.apply_update(update)
-                touched.add((space_id, doc_id_for(space_id, name)))
                 remote.append((env, body))
                 report.applied += 1
         finally:
@@ -1524,10 +1533,15 @@ class Device:
             # into the stored pieces by _compact_docs.
             for env, body in remote:
                 b.put("docrem", space_id + env.header.doc + env.op_id, encode(body["u"]))
-            for key in touched:
-                if self.store.get("doc", key[0] + key[1]) is None:
-                    b.put("doc", key[0] + key[1], encode({"name": self._names[key[1]],
-                                                          "pieces": 0, "size": 0}))
+            # Every logged document is known by name (own ones too), so that a
+            # snapshot, which holds exactly the logged state, finds them all.
+            named: set[bytes] = set()
+            for env, body in applied:
+                doc_key = space_id + env.header.doc
+                if env.header.doc not in named and self.store.get("doc", doc_key) is None:
+                    b.put("doc", doc_key, encode({"name": str(body["n"]), "pieces": 0,
+                                                  "size": 0}))
+                named.add(env.header.doc)
             meta = self._docs.get((space_id, doc_id_for(space_id, "_meta")))
             if meta is not None:
                 space_name = meta.get("meta", type=pycrdt.Map).get("name")
