@@ -209,3 +209,45 @@ async def test_document_names_are_bounded(relay: Relay, tmp_path: Path) -> None:
     await laptop.sync()
     assert await laptop.snapshot(space) is not None
     await laptop.close()
+
+
+@pytest.mark.parametrize("pruned", [False, True], ids=["log kept", "log pruned"])
+async def test_a_corroborated_start_is_kept_while_someone_who_vouched_is_trusted(
+        relay: Relay, tmp_path: Path, pruned: bool) -> None:
+    # The tablet starts from the laptop's snapshot, which the phone (holding the
+    # log) corroborated. Revoking the laptop leaves it vouched for by the phone.
+    # Once the phone is revoked too, nothing trusted vouches for it any more:
+    # the tablet re-derives the space from the log if the relay still holds it
+    # (nobody acknowledged); if the history was pruned under that snapshot, it
+    # is the only record (what a new device would start from too) and is kept
+    # (protocol 18.7).
+    laptop, _ = await relay.new_account(tmp_path / "laptop")
+    space = await laptop.create_space("notes")
+    phone = await relay.add(laptop, tmp_path / "phone", "phone")
+    laptop.snapshot_every = 0
+    phone.check_every = 0
+    for dev in (laptop, phone):
+        dev.ack_every = 256 if pruned else 0
+    await laptop.sync()
+    await phone.sync()
+    await edit(laptop, space, 12, "a")
+    assert await laptop.snapshot(space) is not None
+    await phone.sync()  # recomputes and attests the laptop's snapshot
+    await laptop.sync()
+    assert (await relay.storage.read_ops(space, -1, 1))[0].envelope is None or not pruned
+    tablet = await relay.add(laptop, tmp_path / "tablet", "tablet")
+    tablet.ack_every = 0
+    assert (await tablet.sync()).snapshots_loaded == 1
+    assert tablet._grounded(space)
+    await phone.revoke(laptop.device_id, "lost")
+    report = await tablet.sync()
+    assert tablet._grounded(space) and space not in report.rederived
+    await tablet.revoke(phone.device_id, "lost too")
+    await tablet.sync()
+    assert tablet._grounded(space)
+    # Replayed (no snapshot base) when it could; else still on the laptop's.
+    assert (tablet.store.get("base", space) is None) is not pruned
+    assert kv(tablet, space) == {f"a{i}": i for i in range(12)}
+    assert not tablet.alerts  # the re-derived documents are the same
+    for dev in (laptop, phone, tablet):
+        await dev.close()

@@ -1000,12 +1000,14 @@ class Device:
             if att.snapshot != claims.id or att.size != claims.size or att.doc != \
                     SPACE_SNAPSHOT_DOC or att.attester == claims.author:
                 continue
-            trusted = self._trusted(att.attester)
+            # Its own earlier verdict rested on the state now in question.
+            trusted = self._trusted(att.attester) and att.attester != self.device_id
             if att.verdict == MISMATCH and trusted:
                 v.dissent.append(att.attester)
             elif att.verdict == MATCH:
                 v.match = True
-                v.trusted_match = v.trusted_match or trusted
+                if trusted:
+                    v.matchers.append(att.attester)
         return v
 
     async def _log_complete(self, space_id: bytes) -> bool:
@@ -1015,9 +1017,10 @@ class Device:
 
     async def _fetch_snapshot(self, space_id: bytes, report: SyncReport, *,
                               docs: bool = True, exclude: bytes | None = None
-                              ) -> tuple[Snapshot, bool] | None:
-        """The snapshot a new device starts from and whether it is corroborated,
-        or None to replay the log (protocol.md 18.7).
+                              ) -> tuple[Snapshot, dict[str, Any]] | None:
+        """The snapshot a new device starts from and what vouches for it (``by``:
+        the trusted devices that attested it; ``final``: nothing else records
+        the history under it), or None to replay the log (protocol.md 18.7).
 
         In order: the current or the corroborated snapshot, if no trusted device
         disputes it and its author is trusted or a trusted device (not its
@@ -1047,29 +1050,31 @@ class Device:
                 continue
             judged.append((claims, verdicts, raw))
         for claims, v, raw in judged:
-            if v.trusted_match or self._trusted(claims.author):
-                return await self._load_snapshot(space_id, raw, claims, v.trusted_match,
-                                                 report, docs)
+            if v.matchers or self._trusted(claims.author):
+                return await self._load_snapshot(space_id, raw, claims,
+                                                 {"by": v.matchers, "final": False}, report,
+                                                 docs)
         if not judged or await self._log_complete(space_id):
             return None
         for claims, v, raw in judged:  # history is pruned: a corroborated one is all there is
             if v.match:
-                return await self._load_snapshot(space_id, raw, claims, True, report, docs)
+                return await self._load_snapshot(space_id, raw, claims,
+                                                 {"by": [], "final": True}, report, docs)
         return None
 
     async def _load_snapshot(self, space_id: bytes, raw: bytes, claims: SnapshotClaims,
-                             grounded: bool, report: SyncReport,
-                             docs: bool) -> tuple[Snapshot, bool] | None:
+                             basis: dict[str, Any], report: SyncReport,
+                             docs: bool) -> tuple[Snapshot, dict[str, Any]] | None:
         keys = self._keys_cached(space_id)
         try:
             manifest = open_snapshot(raw, registry=self.registry(), space=space_id,
                                      epoch_keys=keys, accept_revoked=True)
             if not docs:
                 return load_snapshot(dataclasses.replace(manifest, inline_docs={}), (),
-                                     epoch_keys=keys), grounded
+                                     epoch_keys=keys), basis
             chunks = await _bounded([functools.partial(self._chunk, space_id, cid)
                                      for cid in manifest.chunk_ids])
-            return load_snapshot(manifest, chunks, epoch_keys=keys), grounded
+            return load_snapshot(manifest, chunks, epoch_keys=keys), basis
         except EpochError:
             return None  # no key for its epoch: replay instead
         except ProofError as exc:  # a chunk that is not the one the signed manifest names
@@ -1090,13 +1095,21 @@ class Device:
 
     # --------------------------------------- corroboration and re-derivation
     def _snapbase(self, space_id: bytes) -> dict[str, Any] | None:
-        """The snapshot this device's state of the space started from, while it is
-        not corroborated: ``{"id", "author", "size"}`` (empty id and author: a
-        home that started from a snapshot before this was recorded)."""
+        """The snapshot this device's state of the space started from, while no
+        trusted device vouches for it: ``{"id", "author", "size", "by"}`` (empty
+        id and author: a home that started from a snapshot before this was
+        recorded). None when the state rests on the log: replayed, or started
+        from a snapshot that a device other than its author corroborated while
+        that device or the author is still trusted (or that is the only record
+        of a pruned history: ``final``)."""
         raw = self.store.get("snapbase", space_id)
         if raw is not None:
             row = _as_dict(raw)
-            return None if row.get("grounded") else row
+            by = [bytes(d) for d in row.get("by", [])]
+            if row.get("final") or (by and (self._trusted(bytes(row["author"]))
+                                             or any(self._trusted(d) for d in by))):
+                return None  # corroborated, and someone who vouched is still trusted
+            return row
         base = self.store.get("base", space_id)
         if base is None:
             return None
@@ -1108,9 +1121,9 @@ class Device:
         Only then does it publish snapshots or attest other devices' (18.7)."""
         return self._snapbase(space_id) is None
 
-    def _set_grounded(self, space_id: bytes) -> None:
+    def _set_grounded(self, space_id: bytes, by: list[bytes]) -> None:
         row = _as_dict(self.store.get("snapbase", space_id) or encode({}))
-        self.store.put("snapbase", space_id, encode({**row, "grounded": True}))
+        self.store.put("snapbase", space_id, encode({**row, "by": by}))
 
     async def _check_base(self, space_id: bytes, base: dict[str, Any], report: SyncReport, *,
                           look: bool) -> None:
@@ -1136,8 +1149,8 @@ class Device:
                                      why=f"device {self._label(verdicts.dissent[0])} reports "
                                      "that it does not match the log")
                 return
-            if verdicts.trusted_match:
-                self._set_grounded(space_id)
+            if verdicts.matchers:
+                self._set_grounded(space_id, verdicts.matchers)
                 return
         if self._snapshot_due(space_id) and await self._log_complete(space_id):
             # Due to publish, but this device signs only what it can check: check
@@ -1239,6 +1252,8 @@ class Device:
         if not await self._log_complete(space_id) and (
                 replay or await self._fetch_snapshot(space_id, SyncReport(), docs=False,
                                                      exclude=exclude) is None):
+            if await self._only_record(space_id, exclude):
+                return
             # Nothing to rebuild it from: keep it, but it stays ungrounded (never
             # published nor used to attest) until something corroborates it.
             self._alert(report, f"this device's state of space {space_id.hex()[:12]} rests on a "
@@ -1259,6 +1274,17 @@ class Device:
             self._alert(report, f"this device's state of space {space_id.hex()[:12]} came from a "
                         f"snapshot written by {who} that does not match the log ({why}); it "
                         "was re-derived from the log and trusted snapshots")
+
+    async def _only_record(self, space_id: bytes, base: bytes | None) -> bool:
+        # With history pruned, a snapshot that a device other than its author
+        # attested is what a new device would start from too (18.7 rule 3): the
+        # state resting on it is as good as the relay can offer; say so once.
+        start = await self._fetch_snapshot(space_id, SyncReport(), docs=False)
+        if base is None or start is None or start[0].id != base or not start[1].get("final"):
+            return False
+        row = _as_dict(self.store.get("snapbase", space_id) or encode({}))
+        self.store.put("snapbase", space_id, encode({**row, "final": True}))
+        return True
 
     def _reset_space(self, space_id: bytes, exclude: bytes | None) -> None:
         # Forget everything derived from the space's log (leaves, ops, chains,
@@ -1361,13 +1387,13 @@ class Device:
         store and apply nothing, and return every author's chain head."""
         verified = self._verified_tree(space_id)
         snap: Snapshot | None = None
-        grounded = True
+        basis: dict[str, Any] = {}
         if not verified.size and self.use_snapshots:
             # A new device: start from a snapshot it may trust (18.7) and pull
             # only the tail, which must extend its frontier to the signed root.
             start = await self._fetch_snapshot(space_id, report, docs=not dry)
             if start is not None:
-                snap, grounded = start
+                snap, basis = start
                 verified = merkle.MerkleTree.from_frontier(
                     merkle.Frontier.from_hashes(snap.size, snap.frontier))
         have = verified.size
@@ -1423,7 +1449,7 @@ class Device:
                                  f"at offset {offset}")
         try:
             return await self._apply_verified(space_id, fetched, tree, head, report, snap,
-                                              grounded=grounded, dry=dry)
+                                              basis=basis, dry=dry)
         except _UnreadableSnapshot as exc:
             # Nothing was stored: forget the documents it touched, never use it again.
             self._alert(report, f"the snapshot of space {space_id.hex()[:12]} written by device "
@@ -1434,7 +1460,7 @@ class Device:
     async def _apply_verified(  # noqa: PLR0915 - one verified transaction, kept in one place
             self, space_id: bytes, fetched: list[tuple[int, bytes, bytes | None]],
             tree: merkle.MerkleTree, head: TreeHead, report: SyncReport,
-            snap: Snapshot | None, *, grounded: bool = True,
+            snap: Snapshot | None, *, basis: dict[str, Any] | None = None,
             dry: bool = False) -> dict[bytes, ChainHead] | None:
         state = self.registry()
         keys = self._epoch_keys(space_id)
@@ -1510,7 +1536,7 @@ class Device:
                 # Until a trusted device other than its author corroborates it,
                 # this state rests on the author's word (18.7).
                 b.put("snapbase", space_id, encode({"id": snap.id, "author": snap.author,
-                                                    "size": snap.size, "grounded": grounded}))
+                                                    "size": snap.size, **(basis or {})}))
                 for name, doc_state in snap.docs.items():
                     self._write_state(b, space_id, doc_id_for(space_id, name), name, doc_state)
             for offset, leaf, raw in fetched:
@@ -1622,7 +1648,7 @@ class _Verdicts:
     """Verified attestations of one snapshot (by devices other than its author)."""
 
     match: bool = False  # some device attested ``match``
-    trusted_match: bool = False  # a trusted (active, not suspect) device did
+    matchers: list[bytes] = field(default_factory=list)  # trusted ones that did
     dissent: list[bytes] = field(default_factory=list)  # trusted devices: ``mismatch``
 
 
