@@ -17,8 +17,15 @@ CPU part of a snapshot start (verify, decrypt, apply to a fresh document);
 ``plain_ms`` is ``Doc().apply_update(state)`` of the same final state.
 Every device's document must equal A's.
 
+``--big MIB,...`` (issue 13 item 3): one document of that many MiB built from
+400 KB values (one op each, so every push fits the relay's default 1 MiB
+request limit, which this relay keeps). It times reopening the home and reading
+the document (``open``), one small edit pushed and pulled (``edit``), writing
+the chunked snapshot, and a new device's first sync from it and by replay.
+
 Usage:
     python bench/cold_start.py [--trace 25000,100000,259778] [--kv 500,2000,8000]
+    python bench/cold_start.py --trace "" --kv "" --big 50,100
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import resource
 import statistics
 import sys
 import tempfile
@@ -42,9 +50,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from trace_sync import apply_edit, load, relay_process
 
 from sddsf.client.device import Device
-from sddsf.protocol.snapshot import SPACE_SNAPSHOT_DOC, verify_snapshot
+from sddsf.protocol.snapshot import SPACE_SNAPSHOT_DOC, snapshot_claims, verify_snapshot
 
 REPEAT = 3
+BIG_VALUE = 400_000
 
 
 def content(doc: pycrdt.Doc[Any], workload: str) -> object:
@@ -100,11 +109,12 @@ async def one(url: str, work: Path, workload: str, n: int,
         plain.append(time.perf_counter() - start)
 
     _, blob = await a.relay.get_snapshot(space, SPACE_SNAPSHOT_DOC)
+    chunks = [await a.relay.get_snapshot_chunk(space, c) for c in snapshot_claims(blob).chunk_ids]
     local = []
     for _ in range(REPEAT):
         start = time.perf_counter()
         snap = verify_snapshot(blob, registry=a.registry(), space=space,
-                               epoch_keys=a._keys_cached(space))
+                               epoch_keys=a._keys_cached(space), chunks=chunks)
         d = pycrdt.Doc()
         d.apply_update(snap.docs[name])
         assert content(d, workload) == expected
@@ -129,7 +139,7 @@ async def one(url: str, work: Path, workload: str, n: int,
     local_ms = statistics.median(local) * 1000
     return {
         "workload": workload, "history": n, "ops": ops, "log_size": size,
-        "state_bytes": len(state), "snapshot_bytes": len(blob),
+        "state_bytes": len(state), "snapshot_bytes": len(blob) + sum(map(len, chunks)),
         "plain_ms": round(plain_ms, 2), "snapshot_local_ms": round(local_ms, 2),
         "cold_snapshot_ms": round(med["snapshot"], 1), "cold_replay_ms": round(med["replay"], 1),
         "local_vs_plain": round(local_ms / plain_ms, 2),
@@ -138,10 +148,84 @@ async def one(url: str, work: Path, workload: str, n: int,
     }
 
 
-async def run(url: str, work: Path, trace: list[int], kv: list[int],
-              debounce: int) -> list[dict[str, object]]:
+def big_value(i: int) -> str:
+    return f"{i:06d}" + chr(ord("a") + i % 26) * (BIG_VALUE - 6)
+
+
+def _ms(seconds: list[float]) -> float:
+    return round(statistics.median(seconds) * 1000, 1)
+
+
+async def big(url: str, work: Path, mib: int) -> dict[str, object]:
+    """A document of ``mib`` MiB from 400 KB edits: open, edit, snapshot, cold start."""
+    a, _ = await Device.create_account(work / "a", url, "a", passphrase=None,
+                                       insecure_plaintext=True)
+    a.snapshot_every = a.ack_every = 0
+    space = await a.create_space("big")
+    n = -(-mib * (1 << 20) // BIG_VALUE)
+    m = a.doc(space, "kv").get("kv", type=pycrdt.Map)
+    start = time.perf_counter()
+    for i in range(n):
+        m[f"v{i}"] = big_value(i)
+        a.flush()
+        await a.sync()  # one op per push
+    write_s = time.perf_counter() - start
+    state_bytes = len(a.doc(space, "kv").get_update())
+    await a.close()
+    opens = []
+    for _ in range(REPEAT):  # reopen the home and read the whole document
+        start = time.perf_counter()
+        a = Device.open(work / "a", passphrase=None)
+        assert len(a.doc(space, "kv").get("kv", type=pycrdt.Map)) == n
+        opens.append(time.perf_counter() - start)
+        await a.close()
+    a = Device.open(work / "a", passphrase=None)
+    a.snapshot_every = a.ack_every = 0
+    edits = []
+    for i in range(REPEAT):  # one small edit, pushed and pulled
+        start = time.perf_counter()
+        a.doc(space, "kv").get("kv", type=pycrdt.Map)[f"small{i}"] = "edit"
+        await a.sync()
+        edits.append(time.perf_counter() - start)
+    expected = dict(a.doc(space, "kv").get("kv", type=pycrdt.Map))
+    start = time.perf_counter()
+    assert await a.snapshot(space) is not None
+    snapshot_s = time.perf_counter() - start
+    _, manifest = await a.relay.get_snapshot(space, SPACE_SNAPSHOT_DOC)
+    chunks = len(snapshot_claims(manifest).chunk_ids)
+    cold: dict[str, float] = {}
+    for mode in ("snapshot", "replay"):  # one run each: a replay moves the whole history
+        dev = await Device.add_local(a, work / mode, mode, passphrase=None,
+                                     insecure_plaintext=True)
+        dev.use_snapshots = mode == "snapshot"
+        dev.ack_every = 0
+        start = time.perf_counter()
+        report = await dev.sync()
+        cold[mode] = time.perf_counter() - start
+        assert report.snapshots_loaded == (mode == "snapshot")
+        assert dict(dev.doc(space, "kv").get("kv", type=pycrdt.Map)) == expected
+        await dev.close()
+    await a.close()
+    store = sum(f.stat().st_size for f in (work / "a").rglob("*") if f.is_file())
+    return {
+        "workload": "big", "mib": mib, "ops": n, "state_bytes": state_bytes,
+        "write_s": round(write_s, 1), "open_ms": _ms(opens), "edit_ms": _ms(edits),
+        "snapshot_write_ms": round(snapshot_s * 1000, 1), "snapshot_chunks": chunks,
+        "manifest_bytes": len(manifest), "cold_snapshot_ms": round(cold["snapshot"] * 1000, 1),
+        "cold_replay_ms": round(cold["replay"] * 1000, 1), "store_bytes": store,
+        "max_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024,
+    }
+
+
+async def run(url: str, work: Path, trace: list[int], kv: list[int], debounce: int,
+              big_mib: list[int]) -> list[dict[str, object]]:
     edits, _ = load(max(trace, default=0))
     rows = []
+    for mib in big_mib:
+        sub = work / f"big{mib}"
+        sub.mkdir()
+        rows.append(await big(url, sub, mib))
+        print(json.dumps(rows[-1]), flush=True)
     for workload, sizes in (("trace", trace), ("kv", kv)):
         for n in sizes:
             sub = work / f"{workload}{n}"
@@ -156,11 +240,17 @@ def main() -> None:
     ap.add_argument("--trace", default="25000,100000,259778")
     ap.add_argument("--kv", default="500,2000,8000")
     ap.add_argument("--debounce", type=int, default=100)
+    ap.add_argument("--big", default="", help="MiB of one document, e.g. 50,100")
     args = ap.parse_args()
     trace = [int(x) for x in args.trace.split(",") if x]
     kv = [int(x) for x in args.kv.split(",") if x]
-    with tempfile.TemporaryDirectory() as tmp, relay_process(Path(tmp)) as url:
-        asyncio.run(run(url, Path(tmp), trace, kv, args.debounce))
+    big_mib = [int(x) for x in args.big.split(",") if x]
+    # The big workload keeps the relay's default 1 MiB request limit: every
+    # snapshot chunk and every push must fit it.
+    limit = 1 << 20 if big_mib else None
+    with tempfile.TemporaryDirectory() as tmp, relay_process(Path(tmp),
+                                                             max_request_bytes=limit) as url:
+        asyncio.run(run(url, Path(tmp), trace, kv, args.debounce, big_mib))
 
 
 if __name__ == "__main__":

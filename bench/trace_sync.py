@@ -109,14 +109,15 @@ async def sddsf_run(url: str, work: Path, edits: list[tuple[int, int, str]], deb
 
 
 @contextlib.contextmanager
-def relay_process(work: Path) -> Iterator[str]:
+def relay_process(work: Path, max_request_bytes: int | None = None) -> Iterator[str]:
     """A real relay (``sddsf relay serve``, SQLite) on a free loopback port, with
-    rate limits lifted for benchmarks. Yields its URL."""
+    rate limits lifted for benchmarks (and requests of up to 64 MiB unless
+    ``max_request_bytes`` is given). Yields its URL."""
     port = free_port()
     env = dict(os.environ, SDDSF_RELAY_KEY_FILE=str(work / "relay.key"),
                SDDSF_RELAY_RATE_OPS_PER_S="1e9", SDDSF_RELAY_RATE_OPS_BURST="1e9",
                SDDSF_RELAY_RATE_DEVICE_PER_S="1e6", SDDSF_RELAY_RATE_DEVICE_BURST="1e6",
-               SDDSF_RELAY_MAX_REQUEST_BYTES=str(64 << 20))
+               SDDSF_RELAY_MAX_REQUEST_BYTES=str(max_request_bytes or 64 << 20))
     relay = subprocess.Popen([sys.executable, "-m", "sddsf", "relay", "serve", "--db",
                               f"sqlite:///{work / 'relay.db'}", "--port", str(port)],
                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

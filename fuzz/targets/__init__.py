@@ -50,6 +50,8 @@ TARGETS: dict[str, str] = {
     "key_package_signed": "fuzz.targets.keypackage",
     "snapshot": "fuzz.targets.snapshot",
     "snapshot_sealed": "fuzz.targets.snapshot",
+    "snapshot_chunked": "fuzz.targets.snapshot",
+    "snapshot_attestation": "fuzz.targets.snapshot",
     "tree_head": "fuzz.targets.treehead",
     "merkle_proofs": "fuzz.targets.merkle",
     "pairing": "fuzz.targets.pairing",

@@ -34,7 +34,8 @@ The tree (after h11's Local/Remote split)::
             ├── RegistryError       registry_invalid, registry_fork
             │                       (an unauthorised registry signer is AuthorizationError)
             ├── ProofError          proof_invalid, tree_head_invalid, log_rollback,
-            │                       split_view, key_package_fork, registry_withheld
+            │                       split_view, key_package_fork, registry_withheld,
+            │                       snapshot_mismatch
             └── DecryptError        decrypt_failed
 
 Messages are written for a person: they say what was wrong and, where it
@@ -112,6 +113,7 @@ class Code(StrEnum):
     SPLIT_VIEW = "split_view"
     KEY_PACKAGE_FORK = "key_package_fork"
     REGISTRY_WITHHELD = "registry_withheld"
+    SNAPSHOT_MISMATCH = "snapshot_mismatch"
     DECRYPT_FAILED = "decrypt_failed"
     # relay edge and service
     UNAUTHENTICATED = "unauthenticated"
@@ -325,6 +327,7 @@ _CODES: Final[dict[Code, tuple[type[SddsfError], int]]] = {
     Code.SPLIT_VIEW: (ProofError, 409),
     Code.KEY_PACKAGE_FORK: (ProofError, 409),
     Code.REGISTRY_WITHHELD: (ProofError, 409),
+    Code.SNAPSHOT_MISMATCH: (ProofError, 409),
     Code.DECRYPT_FAILED: (DecryptError, 400),
     Code.UNAUTHENTICATED: (AuthenticationError, 401),
     Code.REPLAY: (AuthenticationError, 401),

@@ -14,7 +14,12 @@ from sddsf.client.device import Device
 from sddsf.crypto import random_bytes
 from sddsf.errors import Code, ProofError, UsageError
 from sddsf.protocol import merkle
-from sddsf.protocol.snapshot import SPACE_SNAPSHOT_DOC, decode_snapshot, seal_snapshot
+from sddsf.protocol.snapshot import (
+    CORROBORATED_SNAPSHOT_DOC,
+    SPACE_SNAPSHOT_DOC,
+    decode_snapshot,
+    seal_snapshot,
+)
 
 Relay = InProcessRelay
 
@@ -78,7 +83,10 @@ async def test_new_device_starts_from_snapshot_and_converges(relay: Relay,
 async def test_pruned_history_is_only_readable_through_the_snapshot(relay: Relay,
                                                                     tmp_path: Path) -> None:
     laptop, space, phone = await written_history(relay, tmp_path)
-    await phone.sync()  # loads the snapshot and acknowledges
+    # The phone replays the log, so it can corroborate the laptop's snapshot: the
+    # relay prunes only under a snapshot another device attested (18.7).
+    phone.use_snapshots = False
+    await phone.sync()  # checks and attests the snapshot, and acknowledges
     await laptop.sync()
     await laptop.relay.acknowledge(space, phone._verified_tree(space).size - 1)
     _, pruned = await phone.relay.acknowledge(space, phone._verified_tree(space).size - 1)
@@ -150,15 +158,25 @@ async def test_snapshot_of_a_revoked_device_is_not_trusted(relay: Relay,
     report = await tablet.sync()
     assert report.snapshots_loaded == 1
     assert kv(tablet, space) == kv(phone, space) and len(kv(tablet, space)) == 25
-    # Every active device acknowledged: the history under the snapshot is pruned.
+    # Every active device acknowledged: the history under the corroborated
+    # snapshot (the laptop's, which the phone re-derived from the log and
+    # attested when it revoked the laptop) is pruned.
+    assert decode_snapshot(laptop_blob)[1] == laptop.device_id
     size = tablet._verified_tree(space).size
     await phone.sync()
     for dev in (phone, tablet):
         await dev.relay.acknowledge(space, size - 1)
     assert (await relay.storage.read_ops(space, -1, 1))[0].envelope is None
-    # A relay that serves the revoked device's snapshot instead gets nowhere:
-    # the new device ignores it and cannot replay pruned history.
-    await relay.storage.put_snapshot(space, SPACE_SNAPSHOT_DOC, size - 1, laptop_blob, 0)
+    # A relay that serves a snapshot of the revoked device that no trusted device
+    # corroborated (one it signs with the keys it kept) gets nowhere: the new
+    # device ignores it and cannot replay pruned history.
+    keys = laptop._keys_cached(space)
+    uncorroborated = seal_snapshot(
+        laptop.keys, space=space, epoch=max(keys), epoch_key=keys[max(keys)], size=size,
+        frontier=tablet._verified_tree(space).frontier(), chains={}, docs={"kv": b"\x00\x00"},
+        ts_ms=relay.clock(), nonce=random_bytes(24))
+    for doc in (SPACE_SNAPSHOT_DOC, CORROBORATED_SNAPSHOT_DOC):
+        await relay.storage.put_snapshot(space, doc, size - 1, uncorroborated, 0)
     watch = await relay.add(phone, tmp_path / "watch", "watch")
     with pytest.raises(ProofError, match="withheld"):
         await watch.sync()
@@ -191,3 +209,45 @@ async def test_document_names_are_bounded(relay: Relay, tmp_path: Path) -> None:
     await laptop.sync()
     assert await laptop.snapshot(space) is not None
     await laptop.close()
+
+
+@pytest.mark.parametrize("pruned", [False, True], ids=["log kept", "log pruned"])
+async def test_a_corroborated_start_is_kept_while_someone_who_vouched_is_trusted(
+        relay: Relay, tmp_path: Path, pruned: bool) -> None:
+    # The tablet starts from the laptop's snapshot, which the phone (holding the
+    # log) corroborated. Revoking the laptop leaves it vouched for by the phone.
+    # Once the phone is revoked too, nothing trusted vouches for it any more:
+    # the tablet re-derives the space from the log if the relay still holds it
+    # (nobody acknowledged); if the history was pruned under that snapshot, it
+    # is the only record (what a new device would start from too) and is kept
+    # (protocol 18.7).
+    laptop, _ = await relay.new_account(tmp_path / "laptop")
+    space = await laptop.create_space("notes")
+    phone = await relay.add(laptop, tmp_path / "phone", "phone")
+    laptop.snapshot_every = 0
+    phone.check_every = 0
+    for dev in (laptop, phone):
+        dev.ack_every = 256 if pruned else 0
+    await laptop.sync()
+    await phone.sync()
+    await edit(laptop, space, 12, "a")
+    assert await laptop.snapshot(space) is not None
+    await phone.sync()  # recomputes and attests the laptop's snapshot
+    await laptop.sync()
+    assert (await relay.storage.read_ops(space, -1, 1))[0].envelope is None or not pruned
+    tablet = await relay.add(laptop, tmp_path / "tablet", "tablet")
+    tablet.ack_every = 0
+    assert (await tablet.sync()).snapshots_loaded == 1
+    assert tablet._grounded(space)
+    await phone.revoke(laptop.device_id, "lost")
+    report = await tablet.sync()
+    assert tablet._grounded(space) and space not in report.rederived
+    await tablet.revoke(phone.device_id, "lost too")
+    await tablet.sync()
+    assert tablet._grounded(space)
+    # Replayed (no snapshot base) when it could; else still on the laptop's.
+    assert (tablet.store.get("base", space) is None) is not pruned
+    assert kv(tablet, space) == {f"a{i}": i for i in range(12)}
+    assert not tablet.alerts  # the re-derived documents are the same
+    for dev in (laptop, phone, tablet):
+        await dev.close()

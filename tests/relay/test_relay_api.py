@@ -26,6 +26,13 @@ from sddsf.errors import (
 )
 from sddsf.protocol import merkle
 from sddsf.protocol.encoding import encode
+from sddsf.protocol.snapshot import (
+    MATCH,
+    SPACE_SNAPSHOT_DOC,
+    attest_snapshot,
+    seal_snapshot,
+    snapshot_id,
+)
 from sddsf.protocol.treehead import check_progress, verify_tree_head
 from sddsf.relay.storage.base import RelayStorage
 
@@ -352,7 +359,21 @@ async def test_pruning_waits_for_every_device_and_a_snapshot(storage: RelayStora
     assert await laptop.acknowledge(world.space, 4) == (4, 0)  # the phone has not acked
     assert await phone.acknowledge(world.space, 4) == (4, 0)  # no snapshot covers them
     assert await laptop.put_snapshot(world.space, world.doc, 2, b"sealed state") == 2
-    assert (await laptop.acknowledge(world.space, 1))[1] == 3  # acks never go back
+    # A per-document snapshot, which no reader loads, never allows pruning; the
+    # whole-space snapshot does once a device other than its author attested it
+    # (protocol.md 18.7).
+    assert (await laptop.acknowledge(world.space, 1))[1] == 0  # acks never go back
+    blob = seal_snapshot(world.devices[0], space=world.space, epoch=0,
+                         epoch_key=world.epoch_keys[0], size=3,
+                         frontier=merkle.MerkleTree(merkle.leaf_hash(o.raw)
+                                                    for o in ops[:3]).frontier(),
+                         chains={}, docs={}, ts_ms=clock.now, nonce=bytes(24))
+    assert await laptop.put_snapshot(world.space, SPACE_SNAPSHOT_DOC, 2, blob) == 2
+    assert (await laptop.acknowledge(world.space, 4))[1] == 0  # not corroborated yet
+    await phone.attest_snapshot(world.space, SPACE_SNAPSHOT_DOC, attest_snapshot(
+        world.devices[1], space=world.space, doc=SPACE_SNAPSHOT_DOC,
+        snapshot=snapshot_id(blob), size=3, verdict=MATCH, ts_ms=clock.now))
+    assert (await laptop.acknowledge(world.space, 4))[1] == 3
     pulled, head_raw = await phone.pull(world.space)
     assert [p.envelope is None for p in pulled] == [True, True, True, False, False]
     assert [p.leaf_hash for p in pulled] == [merkle.leaf_hash(o.raw) for o in ops]

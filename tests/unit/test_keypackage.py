@@ -482,7 +482,7 @@ def v1_package(state: RegistryState, *, epoch: int, prev: bytes, key: bytes,
                history: list[bytes]) -> bytes:
     """A version 1 package (old history: the earlier keys sealed with the key)."""
     plaintext = labelled(labels.KEY_PACKAGE_SEALED, SPACE, epoch, key, history)
-    rows = [[rid, seal(pk, plaintext, bytes([40 + i]) * 32)]
+    rows = [[rid, seal(pk, plaintext)]
             for i, (rid, pk) in enumerate(sorted(recipients_of(state).items()))]
     body = encode({"v": 1, "space": SPACE, "epoch": epoch, "prev": prev, "creator": D1.device_id,
                    "ts": NOW_MS, "registry_seq": state.seq, "recipients": rows})

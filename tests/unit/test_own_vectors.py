@@ -25,7 +25,15 @@ from sddsf.protocol.merkle import MerkleTree, leaf_hash
 from sddsf.protocol.payload import Edit, assemble, parts_digest, split_edit
 from sddsf.protocol.registry import verify_registry
 from sddsf.protocol.rules import EpochWindow, MemoryChainView, Outcome, RuleSettings, verify_op
-from sddsf.protocol.snapshot import Snapshot, decode_snapshot, verify_snapshot
+from sddsf.protocol.snapshot import (
+    Snapshot,
+    chunk_id,
+    decode_attestation,
+    decode_snapshot,
+    snapshot_id,
+    verify_attestation,
+    verify_snapshot,
+)
 from sddsf.protocol.treehead import check_progress, verify_tree_head
 from sddsf.testing import vectorgen
 
@@ -72,6 +80,8 @@ KEYPKG = _load("key_package.json")
 TREEHEAD = _load("tree_head.json")
 SNAPSHOT = _load("snapshot.json")
 PAYLOAD = _load("payload.json")
+CHUNKED = _load("snapshot_chunked.json")
+ATTESTATION = _load("snapshot_attestation.json")
 
 
 @pytest.mark.parametrize("case", ENVELOPE["valid"], ids=lambda c: c["name"])
@@ -239,7 +249,8 @@ def test_snapshot_invalid(case: dict[str, Any]) -> None:
 def test_vector_counts() -> None:
     counts = {n: len(d["valid"]) + len(d["invalid"]) for n, d in vectorgen.generate().items()}
     assert counts == {"envelope.json": 22, "registry.json": 13, "key_package.json": 9,
-                      "tree_head.json": 4, "snapshot.json": 24, "payload.json": 18}
+                      "tree_head.json": 4, "snapshot.json": 24, "payload.json": 18,
+                      "snapshot_chunked.json": 13, "snapshot_attestation.json": 9}
 
 
 def test_snapshot_vectors_cover_every_rejection() -> None:
@@ -271,4 +282,62 @@ def test_payload_valid(case: dict[str, Any]) -> None:
 def test_payload_invalid(case: dict[str, Any]) -> None:
     with pytest.raises(SddsfError) as info:
         _assemble(case)
+    assert info.value.code.value == case["code"]
+
+
+def _verify_chunked(manifest_hex: str, chunks_hex: list[str]) -> Snapshot:
+    ctx = CHUNKED["context"]
+    return verify_snapshot(bytes.fromhex(manifest_hex), registry=_registry(ctx),
+                           space=bytes.fromhex(ctx["space"]),
+                           epoch_keys={int(e): bytes.fromhex(k)
+                                       for e, k in ctx["epoch_keys"].items()},
+                           chunks=[bytes.fromhex(c) for c in chunks_hex])
+
+
+@pytest.mark.parametrize("case", CHUNKED["valid"], ids=lambda c: c["name"])
+def test_chunked_snapshot_valid(case: dict[str, Any]) -> None:
+    snap = _verify_chunked(case["manifest"], case["chunks"])
+    assert (snap.author.hex(), snap.epoch, snap.size, snap.version) == (
+        case["author"], case["epoch"], case["size"], 2)
+    assert {n: d.hex() for n, d in snap.docs.items()} == case["docs"]
+    manifest = bytes.fromhex(case["manifest"])
+    assert snapshot_id(manifest).hex() == snap.id.hex() == case["snapshot_id"]
+    assert [chunk_id(bytes.fromhex(c)).hex() for c in case["chunks"]] == case["chunk_ids"]
+    assert decode_snapshot(manifest)[2] == case["size"]
+
+
+@pytest.mark.parametrize("case", CHUNKED["valid"], ids=lambda c: c["name"])
+def test_chunked_snapshot_intermediate_values(case: dict[str, Any]) -> None:
+    # Each chunk opens with the snapshot key, its nonce and AD (18.3), and the
+    # plaintexts concatenate to the payload.
+    key = bytes.fromhex(case["snapshot_key"])
+    parts = [aead_decrypt(key, bytes.fromhex(n), bytes.fromhex(c), bytes.fromhex(a))
+             for c, n, a in zip(case["chunks"], case["chunk_nonces"], case["chunk_ads"],
+                                strict=True)]
+    assert b"".join(parts).hex() == case["plaintext"]
+
+
+@pytest.mark.parametrize("case", CHUNKED["invalid"], ids=lambda c: c["name"])
+def test_chunked_snapshot_invalid(case: dict[str, Any]) -> None:
+    with pytest.raises(SddsfError) as info:
+        _verify_chunked(case["manifest"], case["chunks"])
+    assert info.value.code.value == case["code"]
+
+
+@pytest.mark.parametrize("case", ATTESTATION["valid"], ids=lambda c: c["name"])
+def test_attestation_valid(case: dict[str, Any]) -> None:
+    ctx = ATTESTATION["context"]
+    raw = bytes.fromhex(case["attestation"])
+    att = verify_attestation(raw, registry=_registry(ctx), space=bytes.fromhex(ctx["space"]))
+    assert (att.attester.hex(), att.verdict, att.snapshot.hex(), att.size) == (
+        case["attester"], case["verdict"], case["snapshot"], case["size"])
+    assert decode_attestation(raw) == att
+
+
+@pytest.mark.parametrize("case", ATTESTATION["invalid"], ids=lambda c: c["name"])
+def test_attestation_invalid(case: dict[str, Any]) -> None:
+    ctx = ATTESTATION["context"]
+    with pytest.raises(SddsfError) as info:
+        verify_attestation(bytes.fromhex(case["attestation"]), registry=_registry(ctx),
+                           space=bytes.fromhex(ctx["space"]))
     assert info.value.code.value == case["code"]

@@ -280,6 +280,7 @@ def recover(ctx: click.Context, relay_url: str, phrase_file: str | None,
             passphrase=None if insecure_plaintext_key else _passphrase(confirm=True),
             revoke_others=revoke_others, insecure_plaintext=insecure_plaintext_key)
         result = device.account.fingerprint, len(device.spaces())
+        _print_alerts(device.alerts)
         await device.close()
         return result
 
@@ -320,6 +321,12 @@ async def _account_id_from(relay_url: str, text: str) -> bytes:
     if account_id[:len(prefix)] != prefix:
         raise ProofError("the relay named an account with another fingerprint")
     return account_id
+
+
+def _print_alerts(alerts: list[tuple[str, str]]) -> None:
+    """One stderr line per alert: another device wrote something the log contradicts."""
+    for code, message in alerts:
+        say(f"alert [{code}]: {message}", err=True)
 
 
 def _env_or_prompt(env: str, what: str) -> str:
@@ -676,10 +683,15 @@ def sync(ctx: click.Context, watch: bool, interval: float, as_json: bool) -> Non
     async def once(d: CliDevice) -> dict[str, Any]:
         with _pull_progress(enabled=not as_json) as progress:
             r = await d.sync(progress)
-        return {"pushed": r.pushed, "pulled": r.pulled, "applied": r.applied,
-                "rejected": r.rejected, "snapshots_loaded": r.snapshots_loaded,
-                "skipped": [{"offset": k.offset, "author": k.author.hex(), "seq": k.seq,
-                             "code": k.code, "message": k.message} for k in r.skipped]}
+        _print_alerts(r.alerts)
+        result: dict[str, Any] = {
+            "pushed": r.pushed, "pulled": r.pulled, "applied": r.applied,
+            "rejected": r.rejected, "snapshots_loaded": r.snapshots_loaded,
+            "skipped": [{"offset": k.offset, "author": k.author.hex(), "seq": k.seq,
+                         "code": k.code, "message": k.message} for k in r.skipped]}
+        if r.alerts:  # what this device found wrong with another device
+            result["alerts"] = [list(a) for a in r.alerts]
+        return result
 
     if watch:
         # The watcher locks the home only while it syncs, so other commands get turns.

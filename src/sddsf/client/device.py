@@ -24,13 +24,16 @@ head, *before* anything is sent. :meth:`Device.sync` then:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import dataclasses
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import httpx
 import pycrdt
@@ -82,11 +85,20 @@ from sddsf.protocol.limits import DEFAULT_PROTOCOL_LIMITS
 from sddsf.protocol.payload import Edit, Part, decode_payload, encode_edit, split_edit
 from sddsf.protocol.rules import ChainHead, EpochWindow, MemoryChainView, Outcome, verify_op
 from sddsf.protocol.snapshot import (
+    CORROBORATED_SNAPSHOT_DOC,
+    MATCH,
     MAX_DOC_NAME,
+    MISMATCH,
     SPACE_SNAPSHOT_DOC,
     Snapshot,
-    seal_snapshot,
-    verify_snapshot,
+    SnapshotClaims,
+    attest_snapshot,
+    check_snapshot_signature,
+    load_snapshot,
+    open_snapshot,
+    seal_chunked_snapshot,
+    snapshot_claims,
+    verify_attestation,
 )
 from sddsf.protocol.treehead import TreeHead, verify_tree_head
 from sddsf.protocol.vv import VersionVector
@@ -118,6 +130,22 @@ _HELD = b"\xff"
 SNAPSHOT_EVERY = 1000
 #: Acknowledge progress to the relay (which lets it prune) every this many ops.
 ACK_EVERY = 256
+#: A document's stored state is kept in rows ("pieces") of this many bytes, so
+#: no local row grows with the document (nor has to fit the wire's 1 MiB).
+DOC_PIECE = 512 * 1024
+#: Fold a document's appended updates into its stored pieces once there are
+#: more than this many of them, or more bytes than max(COMPACT_MIN_BYTES, a
+#: quarter of the stored state): amortised O(edit), not O(document) per sync.
+COMPACT_ROWS = 256
+COMPACT_MIN_BYTES = 1 << 20
+T = TypeVar("T")
+#: Snapshot chunks up- and downloaded at once (the relay serves requests in parallel).
+_CHUNK_REQUESTS = 4
+#: Look for another device's new snapshot to check once the log grew this much.
+CHECK_EVERY = 16
+#: Local rows are sealed by this device's storage key (authenticated), so they
+#: are decoded with this bound instead of the one for untrusted wire input.
+_LOCAL_LIMITS = DecodeLimits(max_size=1 << 31)
 
 
 def _now_ms() -> int:
@@ -157,6 +185,11 @@ class SyncReport:
     rotated: int = 0  # spaces moved to a new key epoch (policy age or a late revocation)
     snapshots_loaded: int = 0
     snapshots_written: int = 0
+    #: ``(code, message)`` of what this device found wrong with another device,
+    #: e.g. ``snapshot_mismatch`` naming the author of a forged snapshot (18.7).
+    alerts: list[tuple[str, str]] = field(default_factory=list)
+    rederived: list[bytes] = field(default_factory=list)  # spaces rebuilt from the log
+    attested: int = 0  # verdicts on other devices' snapshots sent to the relay
     enacted: int = 0  # approved proposals this device carried out (§9.8)
     read_only: bool = False  # the relay's controller refused pushes (policy_read_only)
     #: Ops of a revoked device beyond its revocation cutoff: a relay must never
@@ -218,7 +251,7 @@ class Device:
             HLCTimestamp.from_wire(decode(last), what="hlc") if last else None)
         self._docs: dict[tuple[bytes, bytes], pycrdt.Doc[Any]] = {}
         self._buffers: dict[tuple[bytes, bytes], list[bytes]] = {}
-        self._subs: list[Any] = []
+        self._subs: dict[tuple[bytes, bytes], Any] = {}
         self._applying = False
         #: Who carried each vault and key-value record (see sddsf.client.records).
         self.provenance = Provenance(store, self.keys.device_id, clock)
@@ -241,7 +274,19 @@ class Device:
         #: not fit one); a larger one is refused (at most the protocol's max_edit).
         self.max_edit = DEFAULT_PROTOCOL_LIMITS.max_edit
         self._limits: RelayLimits | None = None
-        self._doc_subs: dict[tuple[bytes, bytes], Any] = {}
+        #: Recompute other devices' snapshots from the log this device holds and
+        #: attest the verdict (the relay prunes only under corroborated ones).
+        self.check_snapshots = True
+        #: Look for a new snapshot at the first sync of a session, then once the
+        #: log grew this much (each look costs a request; 0: at every sync).
+        self.check_every = CHECK_EVERY
+        self._checked_at: dict[bytes, int] = {}
+        #: Devices whose snapshots are used only when corroborated, even while
+        #: they are active: a recovery that revokes them sets this first.
+        self._distrusted: set[bytes] = set()
+        self._cutoff_hint: dict[bytes, dict[bytes, int]] = {}
+        #: Every alert of this session's syncs (each SyncReport has its own).
+        self.alerts: list[tuple[str, str]] = []
 
     # ----------------------------------------------------------- lifecycle
     @classmethod
@@ -302,8 +347,11 @@ class Device:
         account recovery key is a recipient of every key package, so this
         device unwraps every space's whole key history with it, then opens a
         new epoch of each space that includes itself; the secret is not kept.
-        With ``revoke_others`` every other device is then revoked, its history
-        kept up to what this device has verified (the revocation cutoff).
+        With ``revoke_others`` every other device is revoked BEFORE this device
+        loads any state: their cutoffs come from a verification of the log that
+        applies nothing, and until the revocation no snapshot of theirs is
+        trusted without corroboration, so a stolen device's forged snapshot is
+        never loaded nor published again (protocol.md 18.7).
         """
         account = AccountKeys.from_secret(secret)
         keys = DeviceKeys.from_seeds(random_bytes(32), random_bytes(32))
@@ -320,6 +368,9 @@ class Device:
         await device.relay.append_registry(account.account_id, entry)
         await device._pin_relay()
         await device.refresh_registry()
+        others = [d.device_id for d in device.registry().active_devices()
+                  if d.device_id != device.device_id] if revoke_others else []
+        device._distrusted.update(others)
         for space in await device.relay.list_spaces():
             space_id = _unb64(space["space_id"])
             packages = await device.refresh_keys(space_id)
@@ -334,13 +385,24 @@ class Device:
             await device.relay.put_key_package(space_id, pkg_bytes)
             with store.batch() as b:
                 b.put("space", space_id, encode(""))
+        if others:
+            await device._revoke_first(others, account)
         await device.sync()
-        if revoke_others:
-            for other in device.registry().active_devices():
-                if other.device_id != device.device_id:
-                    await device.revoke(other.device_id, "recovered on a new device",
-                                        signer=account)
         return device
+
+    async def _revoke_first(self, others: list[bytes], account: AccountKeys) -> None:
+        # The cutoffs keep every op of theirs the log holds: a dry pull verifies
+        # the log (from the snapshot's frontier and chain heads where history
+        # is pruned) and applies nothing, so no state is loaded before they are
+        # revoked; the sync inside each revocation is this device's first load.
+        for space_id, _ in self.spaces():
+            await self.refresh_keys(space_id)  # the epoch this recovery just opened
+            heads = await self._pull(space_id, SyncReport(), dry=True) or {}
+            for author, head in heads.items():
+                self._cutoff_hint.setdefault(author, {})[space_id] = head.seq
+        for other in others:
+            if self.registry().is_active(other):
+                await self.revoke(other, "recovered on a new device", signer=account)
 
     @classmethod
     def open(cls, home: Path, *, passphrase: Callable[[], str] | None,
@@ -562,11 +624,11 @@ class Device:
 
     def cutoff_for(self, device_id: bytes) -> dict[bytes, int]:
         """Per space, the last seq of ``device_id`` this device has verified."""
-        cutoff: dict[bytes, int] = {}
+        cutoff: dict[bytes, int] = dict(self._cutoff_hint.get(device_id, {}))
         for space_id, _ in self.spaces():
             raw = self.store.get("chain", space_id + device_id)
             if raw is not None:
-                cutoff[space_id] = int(_as_list(raw)[0])
+                cutoff[space_id] = max(cutoff.get(space_id, 0), int(_as_list(raw)[0]))
         return cutoff
 
     @property
@@ -611,21 +673,18 @@ class Device:
         self.flush()
 
     async def snapshot_unusable(self, space_id: bytes) -> bool:
-        """Whether the relay holds a snapshot of the space that readers must
-        ignore (its author has been revoked): history pruned under it is then
-        only recoverable from a new snapshot, so one must be written now."""
+        """Whether the relay's snapshot of the space is by a device that is no
+        longer active: new devices then start from the log or the corroborated
+        copy (18.7), so a fresh snapshot should be written now."""
         try:
             _, raw = await self.relay.get_snapshot(space_id, SPACE_SNAPSHOT_DOC)
         except NotFoundError:
             return False
         try:
-            verify_snapshot(raw, registry=self.registry(), space=space_id,
-                            epoch_keys=self._keys_cached(space_id))
-        except AuthorizationError:
-            return True
+            author = snapshot_claims(raw).author
         except SddsfError:
             return False  # a bad snapshot is refused (proof_invalid) where it is read
-        return False
+        return not self.registry().is_active(author)
 
     # -------------------------------------------------------------- spaces
     def spaces(self) -> list[tuple[bytes, str]]:
@@ -820,25 +879,23 @@ class Device:
                 if not self._applying:
                     self._buffers[key].append(bytes(event.update))
 
-            self._doc_subs[key] = doc.observe(capture)
-            self._subs.append(self._doc_subs[key])
+            self._subs[key] = doc.observe(capture)
             self.provenance.attach(space_id + doc_id, name, doc)
             self._names[doc_id] = name
         return self._docs[key]
 
     def _stored_doc_updates(self, space_id: bytes, doc_id: bytes) -> list[bytes]:
-        # A document as stored: its folded state, then the updates appended since.
-        # Rows of this device's own store: decoded without the network's size bound.
+        # A document as stored: its folded state (in pieces), then the updates
+        # appended since: this device's own ops (docupd) and the ones pulled
+        # (docrem); order is irrelevant. Rows of this device's own store are
+        # decoded without the network's size bound.
         updates: list[bytes] = []
-        stored = self.store.get("doc", space_id + doc_id)
-        if stored is not None:
-            row = decode(stored, limits=_LOCAL_ROWS)
-            if isinstance(row, dict) and isinstance(row.get("state"), bytes):
-                updates.append(row["state"])
-        for _, rows in self.store.scan("docupd", space_id + doc_id):
-            value = decode(rows, limits=_LOCAL_ROWS)
-            updates.extend(u for u in (value if isinstance(value, list) else [])
-                           if isinstance(u, bytes))
+        state = self._stored_state(space_id, doc_id)
+        if state:
+            updates.append(state)
+        for ns in ("docupd", "docrem"):
+            for _, rows in self.store.scan(ns, space_id + doc_id):
+                updates.extend(u for u in _as_local_list(rows) if isinstance(u, bytes))
         return updates
 
     def _apply_update(self, doc: pycrdt.Doc[Any], update: bytes, name: str,
@@ -919,7 +976,7 @@ class Device:
         # Undo a refused edit here: the next doc() loads the document as stored
         # (without it); the object the application holds no longer syncs.
         doc = self._docs.pop(key, None)
-        sub = self._doc_subs.pop(key, None)
+        sub = self._subs.pop(key, None)
         if doc is not None and sub is not None:
             doc.unobserve(sub)
         self._buffers.pop(key, None)
@@ -1110,17 +1167,63 @@ class Device:
             self._seen_cache[space_id] = seen
         return self._seen_cache[space_id]
 
+    def _doc_row(self, space_id: bytes, doc_id: bytes) -> dict[str, Any] | None:
+        # {"name", "pieces", "size"}; homes written before pieces hold
+        # {"name", "state"} (read here, rewritten at the next compaction).
+        raw = self.store.get("doc", space_id + doc_id)
+        return None if raw is None else _as_local_dict(raw)
+
+    def _stored_state(self, space_id: bytes, doc_id: bytes) -> bytes:
+        """The document's folded state: its pieces joined (b"" if none)."""
+        row = self._doc_row(space_id, doc_id)
+        if row is None:
+            return b""
+        if "state" in row:
+            return bytes(row["state"])
+        pieces = self.store.scan("docpiece", space_id + doc_id)
+        if len(pieces) != int(row["pieces"]):
+            raise DecodeError(f"the device store holds {len(pieces)} of the {row['pieces']} "
+                              "pieces of a document: the store is damaged")
+        return b"".join(v for _, v in pieces)
+
+    def _write_state(self, b: Any, space_id: bytes, doc_id: bytes, name: str,
+                     state: bytes) -> None:
+        # Replace the stored state by ``state`` in pieces (one transaction: b).
+        row = self._doc_row(space_id, doc_id)
+        old = 0 if row is None or "state" in row else int(row["pieces"])
+        count = -(-len(state) // DOC_PIECE)
+        for i in range(count):
+            b.put("docpiece", space_id + doc_id + i.to_bytes(4, "big"),
+                  state[i * DOC_PIECE:(i + 1) * DOC_PIECE])
+        for i in range(count, old):
+            b.delete("docpiece", space_id + doc_id + i.to_bytes(4, "big"))
+        b.put("doc", space_id + doc_id, encode({"name": name, "pieces": count,
+                                                "size": len(state)}))
+
     def _compact_docs(self) -> None:
-        # Fold appended updates into each open document's stored state.
+        # Fold appended updates into each open document's stored pieces once
+        # they are many or large compared with it; record every open document
+        # that has content by name, so snapshots find it.
         with self.store.batch() as b:
             for (space_id, doc_id), doc in self._docs.items():
-                rows = self.store.scan("docupd", space_id + doc_id)
-                if not rows:
+                prefix = space_id + doc_id
+                rows = self.store.count("docupd", prefix) + self.store.count("docrem", prefix)
+                row = self._doc_row(space_id, doc_id)
+                if not rows and (row is None or "state" not in row):
                     continue
-                b.put("doc", space_id + doc_id, encode({"name": self._names[doc_id],
-                                                        "state": doc.get_update()}))
-                for key, _ in rows:
-                    b.delete("docupd", key)
+                appended = (self.store.stored_bytes("docupd", prefix)
+                            + self.store.stored_bytes("docrem", prefix))
+                size = int(row.get("size", 0)) if row is not None else 0
+                if (row is not None and "state" not in row and rows <= COMPACT_ROWS
+                        and appended <= max(COMPACT_MIN_BYTES, size // 4)):
+                    continue
+                if row is None and rows <= COMPACT_ROWS and appended <= COMPACT_MIN_BYTES:
+                    b.put("doc", prefix, encode({"name": self._names[doc_id], "pieces": 0,
+                                                 "size": 0}))
+                    continue
+                self._write_state(b, space_id, doc_id, self._names[doc_id], doc.get_update())
+                b.delete_prefix("docupd", prefix)
+                b.delete_prefix("docrem", prefix)
 
     def _deps(self, space_id: bytes) -> VersionVector:
         entries = {}
@@ -1260,13 +1363,25 @@ class Device:
             direct=lambda s: reg.set_policy(s, self.keys, policy, self._clock()))
 
     async def _maintain(self, space_id: bytes, report: SyncReport) -> None:
-        # Snapshot and acknowledge: together they let the relay prune the log.
+        # Corroborate, snapshot and acknowledge: together they let the relay prune.
         size = self._verified_tree(space_id).size
         if not size:
             return
-        last_snap = self.store.get("snapmark", space_id)
-        if self.snapshot_every and size - (_as_int(last_snap) if last_snap else 0) \
-                >= self.snapshot_every and await self.snapshot(space_id) is not None:
+        # Look at the relay's snapshots at the first sync of a session and
+        # whenever the log grew by check_every (each look costs a request).
+        last = self._checked_at.get(space_id)
+        look = self.check_snapshots and (last is None or size - last >= self.check_every)
+        if look:
+            self._checked_at[space_id] = size
+        base = self._snapbase(space_id)
+        if base is not None:
+            rederived = len(report.rederived)
+            await self._check_base(space_id, base, report, look=look)
+            look = look or len(report.rederived) > rederived  # a new state: check it too
+        if look and self._grounded(space_id):
+            await self._cross_check(space_id, report)
+        size = self._verified_tree(space_id).size
+        if self._snapshot_due(space_id) and await self._snapshot(space_id) is not None:
             report.snapshots_written += 1
         last_ack = self.store.get("ackmark", space_id)
         if self.ack_every and (last_ack is None or report.snapshots_written
@@ -1281,63 +1396,468 @@ class Device:
         state = self.registry()
         return any(state.is_active(author) for author in open_assemblies(self.store, space_id))
 
+    def _snapshot_due(self, space_id: bytes) -> bool:
+        last = self.store.get("snapmark", space_id)
+        return bool(self.snapshot_every) and self._verified_tree(space_id).size - (
+            _as_int(last) if last else 0) >= self.snapshot_every
+
+    def _has_unsent(self, space_id: bytes) -> bool:
+        # Pending ops, edits held for a rotation, or edits not flushed yet.
+        return bool(self.store.count("pending", space_id) or self.store.count("held", space_id)
+                    ) or any(buf for (sid, _), buf in self._buffers.items()
+                             if sid == space_id and buf)
+
     def snapshot_state(self, space_id: bytes) -> dict[str, bytes] | None:
         """Every document of a space as Yjs state, or None while local edits are
         not yet in the log (a snapshot must hold exactly the logged state)."""
-        if self.store.scan("pending", space_id) or self.store.scan("held", space_id) or any(
-                buf for (sid, _), buf in self._buffers.items() if sid == space_id and buf):
+        if self._has_unsent(space_id):
             return None
         if self._assembly_open(space_id):
             return None  # a multi-part edit is half logged: its first parts are in no doc
-        docs: dict[str, bytes] = {}
-        for _, raw in self.store.scan("doc", space_id):
-            row = _as_dict(raw)
-            docs[str(row["name"])] = bytes(row["state"])
-        for (sid, doc_id), doc in self._docs.items():  # open docs may be newer
-            if sid == space_id:
-                docs[self._names[doc_id]] = doc.get_update()
-        return docs
+        return {name: self.doc(space_id, name).get_update()
+                for name in self._doc_names(space_id)}
+
+    def _doc_names(self, space_id: bytes) -> list[str]:
+        # Documents with stored content, and open ones (which may be newer).
+        names = {str(_as_local_dict(raw)["name"]) for _, raw in self.store.scan("doc", space_id)}
+        names.update(self._names[d] for (sid, d) in self._docs if sid == space_id)
+        return sorted(names)
 
     async def snapshot(self, space_id: bytes) -> int | None:
-        """Write a signed encrypted snapshot of the space at the log size this
-        device verified. Returns that size, or None when there is nothing to
-        snapshot, local edits are still pending (sync first), or the space is
-        too large for one snapshot (new devices then replay the ops)."""
+        """Write a signed encrypted (chunked) snapshot of the space at the log size
+        this device verified. Returns that size, or None when there is nothing to
+        snapshot, local edits are still pending (sync first), this device's
+        state rests on a snapshot nobody corroborated (it never signs state it
+        could not check against the log, 18.7), or the space exceeds the
+        snapshot limit (new devices then replay the ops)."""
         async with self._exclusive_async():
             return await self._snapshot(space_id)
 
     async def _snapshot(self, space_id: bytes) -> int | None:
         tree = self._verified_tree(space_id)
+        if not tree.size or not self._grounded(space_id):
+            return None
         docs = self.snapshot_state(space_id)
-        if not tree.size or docs is None:
+        if docs is None:
             return None
         keys = self._keys_cached(space_id)
         chains = {k[16:]: _chain_head(v) for k, v in self.store.scan("chain", space_id)}
         try:
-            blob = seal_snapshot(self.keys, space=space_id, epoch=max(keys),
-                                 epoch_key=keys[max(keys)], size=tree.size,
-                                 frontier=tree.frontier(), chains=chains, docs=docs,
-                                 ts_ms=self._clock(), nonce=random_bytes(24))
+            sealed = seal_chunked_snapshot(
+                self.keys, space=space_id, epoch=max(keys), epoch_key=keys[max(keys)],
+                size=tree.size, frontier=tree.frontier(), chains=chains, docs=docs,
+                ts_ms=self._clock(), nonce=random_bytes(24))
         except UsageError:
             self.store.put("snapmark", space_id, encode(tree.size))  # do not retry each sync
             return None
-        await self.relay.put_snapshot(space_id, SPACE_SNAPSHOT_DOC, tree.size - 1, blob)
-        self.store.put("snapmark", space_id, encode(tree.size))
+        await _bounded([functools.partial(self.relay.put_snapshot_chunk, space_id, cid, chunk)
+                        for cid, chunk in zip(sealed.chunk_ids, sealed.chunks, strict=True)])
+        await self.relay.put_snapshot(space_id, SPACE_SNAPSHOT_DOC, tree.size - 1,
+                                      sealed.manifest)
+        with self.store.batch() as b:
+            b.put("snapmark", space_id, encode(tree.size))
+            b.put("snapcheck", space_id, sealed.id)  # its own: nothing to check
         return tree.size
 
-    async def _fetch_snapshot(self, space_id: bytes) -> Snapshot | None:
+    # ------------------------------------------- snapshot trust (18.7)
+    def _trusted(self, device_id: bytes) -> bool:
+        return self.registry().is_active(device_id) and device_id not in self._distrusted
+
+    def _label(self, device_id: bytes) -> str:
+        rec = self.registry().device(device_id)
+        name = f"{rec.name!r} " if rec is not None else ""
+        return f"{name}({device_id.hex()[:12]})"
+
+    def _alert(self, report: SyncReport, message: str) -> None:
+        entry = (Code.SNAPSHOT_MISMATCH.value, message)
+        report.alerts.append(entry)
+        self.alerts.append(entry)
+
+    def _claims_of(self, space_id: bytes, raw: bytes) -> SnapshotClaims | None:
+        """A served snapshot's claims, its signature checked (any device of the
+        account); None if its author is not one. A bad signature or another
+        space means the relay served something no device wrote."""
         try:
-            _, raw = await self.relay.get_snapshot(space_id, SPACE_SNAPSHOT_DOC)
-        except NotFoundError:
-            return None
-        try:
-            return verify_snapshot(raw, registry=self.registry(), space=space_id,
-                                   epoch_keys=self._keys_cached(space_id))
+            claims = check_snapshot_signature(raw, registry=self.registry(),
+                                              accept_revoked=True)
         except AuthorizationError:
-            return None  # written by a device since revoked: replay the ops instead
+            return None
         except SddsfError as exc:
             raise ProofError(f"the relay served a snapshot that fails verification: "
                              f"[{exc.code.value}] {exc.message}") from exc
+        if claims.space != space_id:
+            raise ProofError("the relay served a snapshot that fails verification: "
+                             "[wrong_context] it belongs to another space")
+        return claims
+
+    async def _verdicts(self, space_id: bytes, doc: bytes,
+                        claims: SnapshotClaims) -> _Verdicts:
+        """The verified attestations the relay holds about the snapshot under ``doc``
+        (signatures checked; ones about another snapshot or forged are ignored)."""
+        sid, raws = await self.relay.snapshot_attestations(space_id, doc)
+        v = _Verdicts()
+        if sid != claims.id:
+            return v
+        for raw in raws:
+            try:
+                att = verify_attestation(raw, registry=self.registry(), space=space_id,
+                                         accept_revoked=True)
+            except SddsfError:
+                continue
+            if att.snapshot != claims.id or att.size != claims.size or att.doc != \
+                    SPACE_SNAPSHOT_DOC or att.attester == claims.author:
+                continue
+            # Its own earlier verdict rested on the state now in question.
+            trusted = self._trusted(att.attester) and att.attester != self.device_id
+            if att.verdict == MISMATCH and trusted:
+                v.dissent.append(att.attester)
+            elif att.verdict == MATCH:
+                v.match = True
+                if trusted:
+                    v.matchers.append(att.attester)
+        return v
+
+    async def _log_complete(self, space_id: bytes) -> bool:
+        # Pruning drops a prefix, so the log can be replayed iff entry 0 is there.
+        page, _ = await self.relay.pull(space_id, after=-1, limit=1)
+        return not page or page[0].envelope is not None
+
+    async def _fetch_snapshot(self, space_id: bytes, report: SyncReport, *,
+                              docs: bool = True, exclude: bytes | None = None
+                              ) -> tuple[Snapshot, dict[str, Any]] | None:
+        """The snapshot a new device starts from and what vouches for it (``by``:
+        the trusted devices that attested it; ``final``: nothing else records
+        the history under it), or None to replay the log (protocol.md 18.7).
+
+        In order: the current or the corroborated snapshot, if no trusted device
+        disputes it and its author is trusted or a trusted device (not its
+        author) attested it; else the log, when it is complete; else (history
+        pruned) a snapshot that a device other than its author attested. A
+        snapshot whose author is revoked or, during a recovery, suspect is thus
+        never loaded on its author's word alone. ``docs=False`` skips fetching
+        and decrypting the documents (a dry pull needs the frontier and chains).
+        """
+        banned = set(_as_list(self.store.get("snapdistrust", space_id) or encode([])))
+        banned.add(exclude or b"")
+        judged: list[tuple[SnapshotClaims, _Verdicts, bytes]] = []
+        for doc in (SPACE_SNAPSHOT_DOC, CORROBORATED_SNAPSHOT_DOC):
+            try:
+                _, raw = await self.relay.get_snapshot(space_id, doc)
+            except NotFoundError:
+                continue
+            claims = self._claims_of(space_id, raw)
+            if claims is None or claims.id in banned or any(c.id == claims.id
+                                                            for c, _, _ in judged):
+                continue
+            verdicts = await self._verdicts(space_id, doc, claims)
+            if verdicts.dissent:
+                self._alert(report, f"device {self._label(verdicts.dissent[0])} reports that "
+                            f"the snapshot of space {space_id.hex()[:12]} written by device "
+                            f"{self._label(claims.author)} does not match the log; not used")
+                continue
+            judged.append((claims, verdicts, raw))
+        for claims, v, raw in judged:
+            if v.matchers or self._trusted(claims.author):
+                return await self._load_snapshot(space_id, raw, claims,
+                                                 {"by": v.matchers, "final": False}, report,
+                                                 docs)
+        if not judged or await self._log_complete(space_id):
+            return None
+        for claims, v, raw in judged:  # history is pruned: a corroborated one is all there is
+            if v.match:
+                return await self._load_snapshot(space_id, raw, claims,
+                                                 {"by": [], "final": True}, report, docs)
+        return None
+
+    async def _load_snapshot(self, space_id: bytes, raw: bytes, claims: SnapshotClaims,
+                             basis: dict[str, Any], report: SyncReport,
+                             docs: bool) -> tuple[Snapshot, dict[str, Any]] | None:
+        keys = self._keys_cached(space_id)
+        try:
+            manifest = open_snapshot(raw, registry=self.registry(), space=space_id,
+                                     epoch_keys=keys, accept_revoked=True)
+            if not docs:
+                return load_snapshot(dataclasses.replace(manifest, inline_docs={}), (),
+                                     epoch_keys=keys), basis
+            chunks = await _bounded([functools.partial(self._chunk, space_id, cid)
+                                     for cid in manifest.chunk_ids])
+            return load_snapshot(manifest, chunks, epoch_keys=keys), basis
+        except EpochError:
+            return None  # no key for its epoch: replay instead
+        except ProofError as exc:  # a chunk that is not the one the signed manifest names
+            raise ProofError(f"the relay served a snapshot that fails verification: "
+                             f"{exc.message}") from exc
+        except SddsfError as exc:
+            # Signed by a device of the account, yet unreadable: its author wrote it so.
+            self._alert(report, f"the snapshot of space {space_id.hex()[:12]} written by device "
+                        f"{self._label(claims.author)} is unreadable ([{exc.code.value}] "
+                        f"{exc.message}); not used")
+            return None
+
+    async def _chunk(self, space_id: bytes, cid: bytes) -> bytes:
+        try:
+            return await self.relay.get_snapshot_chunk(space_id, cid)
+        except NotFoundError:
+            raise ProofError("the relay withheld a chunk of the snapshot it served") from None
+
+    # --------------------------------------- corroboration and re-derivation
+    def _snapbase(self, space_id: bytes) -> dict[str, Any] | None:
+        """The snapshot this device's state of the space started from, while no
+        trusted device vouches for it: ``{"id", "author", "size", "by"}`` (empty
+        id and author: a home that started from a snapshot before this was
+        recorded). None when the state rests on the log: replayed, or started
+        from a snapshot that a device other than its author corroborated while
+        that device or the author is still trusted (or that is the only record
+        of a pruned history: ``final``)."""
+        raw = self.store.get("snapbase", space_id)
+        if raw is not None:
+            row = _as_dict(raw)
+            by = [bytes(d) for d in row.get("by", [])]
+            if row.get("final") or (by and (self._trusted(bytes(row["author"]))
+                                             or any(self._trusted(d) for d in by))):
+                return None  # corroborated, and someone who vouched is still trusted
+            return row
+        base = self.store.get("base", space_id)
+        if base is None:
+            return None
+        return {"id": b"", "author": b"", "size": int(_as_list(base)[0])}
+
+    def _grounded(self, space_id: bytes) -> bool:
+        """Whether this device's state of the space rests on the log: replayed, or
+        started from a snapshot that a device other than its author corroborated.
+        Only then does it publish snapshots or attest other devices' (18.7)."""
+        return self._snapbase(space_id) is None
+
+    def _set_grounded(self, space_id: bytes, by: list[bytes]) -> None:
+        row = _as_dict(self.store.get("snapbase", space_id) or encode({}))
+        self.store.put("snapbase", space_id, encode({**row, "by": by}))
+
+    async def _check_base(self, space_id: bytes, base: dict[str, Any], report: SyncReport, *,
+                          look: bool) -> None:
+        # A state that rests on one device's word: keep it only while that device
+        # is trusted and nobody trusted disputes it; become grounded when a
+        # trusted device corroborates it; re-derive otherwise (18.7).
+        bid, author = bytes(base["id"]), bytes(base["author"])
+        if author and not self._trusted(author):
+            await self._rederive(space_id, report, exclude=bid, author=author,
+                                 why="its author is no longer trusted")
+            return
+        for doc in (SPACE_SNAPSHOT_DOC, CORROBORATED_SNAPSHOT_DOC) if look else ():
+            try:
+                _, raw = await self.relay.get_snapshot(space_id, doc)
+            except NotFoundError:
+                continue
+            claims = self._claims_of(space_id, raw)
+            if claims is None or claims.id != bid:
+                continue
+            verdicts = await self._verdicts(space_id, doc, claims)
+            if verdicts.dissent:
+                await self._rederive(space_id, report, exclude=bid, author=author,
+                                     why=f"device {self._label(verdicts.dissent[0])} reports "
+                                     "that it does not match the log")
+                return
+            if verdicts.matchers:
+                self._set_grounded(space_id, verdicts.matchers)
+                return
+        if self._snapshot_due(space_id) and await self._log_complete(space_id):
+            # Due to publish, but this device signs only what it can check: check
+            # its start against the log it can still replay.
+            await self._rederive(space_id, report, exclude=None, author=author or None,
+                                 why="it was never corroborated", replay=True)
+
+    async def _cross_check(self, space_id: bytes, report: SyncReport) -> None:
+        # Recompute the relay's current snapshot from the log this device holds
+        # and attest the verdict: the relay prunes only under a corroborated
+        # snapshot, and readers use the verdicts (18.7).
+        sid, _ = await self.relay.snapshot_attestations(space_id, SPACE_SNAPSHOT_DOC)
+        if sid is None or sid == self.store.get("snapcheck", space_id):
+            return
+        try:
+            _, raw = await self.relay.get_snapshot(space_id, SPACE_SNAPSHOT_DOC)
+            claims = self._claims_of(space_id, raw)
+        except (NotFoundError, ProofError):
+            return  # gone, or bad: refused where it is read
+        tree = self._verified_tree(space_id)
+        if claims is None or claims.id != sid or claims.size > tree.size \
+                or self._has_unsent(space_id):
+            return  # another one meanwhile, not pulled that far yet, or edits unsent
+        if claims.author == self.device_id or claims.size < tree.base:
+            self.store.put("snapcheck", space_id, sid)  # its own, or before what it holds
+            return
+        verdict = await self._recompute(space_id, raw, claims)
+        if verdict is None:
+            return
+        att = attest_snapshot(self.keys, space=space_id, doc=SPACE_SNAPSHOT_DOC,
+                              snapshot=claims.id, size=claims.size, verdict=verdict,
+                              ts_ms=self._clock())
+        try:
+            await self.relay.attest_snapshot(space_id, SPACE_SNAPSHOT_DOC, att)
+        except ConflictError:
+            return  # replaced meanwhile: the next sync checks the new one
+        self.store.put("snapcheck", space_id, sid)
+        report.attested += 1
+        if verdict == MISMATCH:
+            self._alert(report, f"the snapshot of space {space_id.hex()[:12]} written by device "
+                        f"{self._label(claims.author)} does not match the log: that device "
+                        "may be compromised; revoke it (`sddsf device revoke`). This device "
+                        "attested the mismatch and publishes its own snapshot")
+            await self.snapshot(space_id)
+
+    async def _recompute(self, space_id: bytes, raw: bytes,
+                         claims: SnapshotClaims) -> str | None:
+        """``match`` if the snapshot's documents plus the logged ops after it give
+        this device's documents, ``mismatch`` if not (or if its author signed
+        something unreadable), None if this device cannot tell."""
+        keys = self._keys_cached(space_id)
+        try:
+            manifest = open_snapshot(raw, registry=self.registry(), space=space_id,
+                                     epoch_keys=keys, accept_revoked=True)
+            chunks = await _bounded([functools.partial(self.relay.get_snapshot_chunk, space_id,
+                                                       cid) for cid in manifest.chunk_ids])
+            snap = load_snapshot(manifest, chunks, epoch_keys=keys)
+        except (EpochError, ProofError, NotFoundError):
+            return None  # no key, or the relay's fault (a wrong or missing chunk)
+        except SddsfError:
+            return MISMATCH
+        docs: dict[str, pycrdt.Doc[Any]] = {}
+        try:
+            for name, state in snap.docs.items():
+                docs[name] = pycrdt.Doc()
+                docs[name].apply_update(state)
+        except ValueError:
+            return MISMATCH  # not Yjs: no log gives that
+        # The logged ops after it, as this device applied them: a revoked device's
+        # ops beyond its cutoff skipped, multi-part edits joined (a snapshot is
+        # never written while an active author's edit is half logged).
+        parts = PartsReader(self.store, space_id, fresh=True)
+        skipped = {int.from_bytes(k[16:], "big") for k in self.store.keys("skipped", space_id)}
+        for offset in range(claims.size, self._verified_tree(space_id).size):
+            if offset in skipped:
+                continue
+            env = self.store.get("op", space_id + _u64(offset))
+            if env is None:
+                return None
+            try:
+                body = self._op_body(space_id, env, parts)
+            except _NoKey:
+                return None
+            if body is None:
+                continue  # a part of an edit that is not complete yet
+            name, updates = body
+            doc = docs.setdefault(name, pycrdt.Doc())
+            for update in updates:
+                doc.apply_update(update)
+        mine = {n: self.doc(space_id, n).get_update() for n in self._doc_names(space_id)}
+        theirs = {n: d.get_update() for n, d in docs.items()}
+        return MATCH if _same_states(mine, theirs) else MISMATCH
+
+    def _op_body(self, space_id: bytes, raw: bytes,
+                 parts: PartsReader | None = None) -> tuple[str, list[bytes]] | None:
+        """The document name and updates of a stored op: of the edit it completes
+        when ``parts`` joins multi-part edits, else None for a part.
+
+        Raises:
+            _NoKey: this device has no key for the op's epoch.
+        """
+        env = decode_envelope(raw)
+        key = self._keys_cached(space_id).get(env.header.epoch)
+        if key is None:
+            raise _NoKey
+        try:
+            payload = decode_payload(open_op(env, key))
+        except SddsfError:
+            return None
+        if isinstance(payload, Part):
+            if parts is None:
+                return None
+            try:
+                edit = parts.feed(env.header.author, env.header.seq, env.header.doc, payload)
+            except SddsfError:
+                return None
+            if edit is None:
+                return None
+            payload = edit
+        return payload.name, list(payload.updates)
+
+    async def _rederive(self, space_id: bytes, report: SyncReport, *, exclude: bytes | None,
+                        author: bytes | None, why: str, replay: bool = False) -> None:
+        """Rebuild the space's state from the log (or from a snapshot the rules of
+        18.7 still trust, never ``exclude``), keeping unsent local edits; alert
+        when the rebuilt documents differ from the ones held."""
+        if not await self._log_complete(space_id) and (
+                replay or await self._fetch_snapshot(space_id, SyncReport(), docs=False,
+                                                     exclude=exclude) is None):
+            if await self._only_record(space_id, exclude):
+                return
+            # Nothing to rebuild it from: keep it, but it stays ungrounded (never
+            # published nor used to attest) until something corroborates it.
+            self._alert(report, f"this device's state of space {space_id.hex()[:12]} rests on a "
+                        f"snapshot ({why}) and the relay holds nothing trusted to re-derive "
+                        "it from: it is kept, but this device will not publish it")
+            return
+        before = {n: self.doc(space_id, n).get_update() for n in self._doc_names(space_id)}
+        self._reset_space(space_id, exclude)
+        saved, self.use_snapshots = self.use_snapshots, self.use_snapshots and not replay
+        try:
+            await self._pull(space_id, report)
+        finally:
+            self.use_snapshots = saved
+        report.rederived.append(space_id)
+        after = {n: self.doc(space_id, n).get_update() for n in self._doc_names(space_id)}
+        if not _same_states(before, after):
+            who = f"device {self._label(author)}" if author else "another device"
+            self._alert(report, f"this device's state of space {space_id.hex()[:12]} came from a "
+                        f"snapshot written by {who} that does not match the log ({why}); it "
+                        "was re-derived from the log and trusted snapshots")
+
+    async def _only_record(self, space_id: bytes, base: bytes | None) -> bool:
+        # With history pruned, a snapshot that a device other than its author
+        # attested is what a new device would start from too (18.7 rule 3): the
+        # state resting on it is as good as the relay can offer; say so once.
+        start = await self._fetch_snapshot(space_id, SyncReport(), docs=False)
+        if base is None or start is None or start[0].id != base or not start[1].get("final"):
+            return False
+        row = _as_dict(self.store.get("snapbase", space_id) or encode({}))
+        self.store.put("snapbase", space_id, encode({**row, "final": True}))
+        return True
+
+    def _reset_space(self, space_id: bytes, exclude: bytes | None) -> None:
+        # Forget everything derived from the space's log (leaves, ops, chains,
+        # documents, the snapshot start), as for a new device; keep what this
+        # device made and has not sent (pending ops, their updates re-stored),
+        # the newest verified tree head (rollback check) and its acknowledgements.
+        pending = {int.from_bytes(k[16:], "big"): v for k, v in self.store.scan("pending",
+                                                                                 space_id)}
+        banned = _as_list(self.store.get("snapdistrust", space_id) or encode([]))
+        with self.store.batch() as b:
+            for ns in ("leaf", "op", "chain", "doc", "docpiece", "docrem", "skipped", "asm",
+                       "asmpart"):
+                b.delete_prefix(ns, space_id)
+            for ns in ("base", "snapbase", "snapmark", "snapcheck"):
+                b.delete(ns, space_id)
+            for key in self.store.keys("docupd", space_id):
+                # Kept: the updates of pending ops and of edits held for a rotation.
+                if not key[32:].startswith(_HELD) and \
+                        int.from_bytes(key[32:], "big") not in pending:
+                    b.delete("docupd", key)
+            for key in self.store.keys("sent", space_id):  # own logged ops: re-applied
+                if int.from_bytes(key[16:], "big") not in pending:
+                    b.delete("sent", key)
+            for seq, env in pending.items():
+                try:
+                    body = self._op_body(space_id, env)
+                except _NoKey:
+                    continue
+                if body is not None:
+                    b.put("docupd", space_id + doc_id_for(space_id, body[0]) + _u64(seq),
+                          encode(body[1]))
+            if exclude:
+                b.put("snapdistrust", space_id, encode([*banned, exclude][-16:]))
+        self._trees.pop(space_id, None)
+        for open_key in [k for k in self._docs if k[0] == space_id]:
+            # A caller still holding the old document holds a detached copy.
+            self._docs.pop(open_key).unobserve(self._subs.pop(open_key))
+            del self._buffers[open_key]
 
     async def _push(self, space_id: bytes, report: SyncReport) -> None:
         rows = self.store.scan("pending", space_id)
@@ -1431,14 +1951,19 @@ class Device:
         self.doc(space_id, payload.name)  # ensure the buffer exists
         self._buffers[(space_id, doc_id_for(space_id, payload.name))].extend(payload.updates)
 
-    async def _pull(self, space_id: bytes, report: SyncReport) -> None:
+    async def _pull(self, space_id: bytes, report: SyncReport, *,
+                    dry: bool = False) -> dict[bytes, ChainHead] | None:
+        """Pull, verify and apply the space's new entries. ``dry``: verify only,
+        store and apply nothing, and return every author's chain head."""
         verified = self._verified_tree(space_id)
         snap: Snapshot | None = None
+        basis: dict[str, Any] = {}
         if not verified.size and self.use_snapshots:
-            # A new device: start from the newest snapshot and pull only the tail.
-            # The tail must extend the snapshot's frontier to the signed root.
-            snap = await self._fetch_snapshot(space_id)
-            if snap is not None:
+            # A new device: start from a snapshot it may trust (18.7) and pull
+            # only the tail, which must extend its frontier to the signed root.
+            start = await self._fetch_snapshot(space_id, report, docs=not dry)
+            if start is not None:
+                snap, basis = start
                 verified = merkle.MerkleTree.from_frontier(
                     merkle.Frontier.from_hashes(snap.size, snap.frontier))
         have = verified.size
@@ -1469,7 +1994,7 @@ class Device:
             if not page or cursor >= head.size:
                 break
         if head is None:
-            return
+            return None
         if head.size < have or (old is not None and head.size < old.size):
             raise ProofError(f"the relay's log went back from {max(have, old.size if old else 0)}"
                              f" to {head.size} entries: it is rolling back history",
@@ -1483,6 +2008,8 @@ class Device:
                              "history was omitted, reordered or rewritten")
         for key, acked in self.store.scan("acked", space_id):
             offset = int.from_bytes(key[16:], "big")
+            if offset < tree.base:
+                continue  # inside a snapshot's frontier: covered by the root check
             if offset >= head.size:
                 raise ProofError(f"the relay's log ({head.size} entries) no longer holds this "
                                  f"device's acknowledged op at offset {offset}: it is rolling "
@@ -1490,12 +2017,21 @@ class Device:
             if leaves_at(tree, offset) != acked:
                 raise ProofError(f"the relay dropped or replaced this device's acknowledged op "
                                  f"at offset {offset}")
-        await self._apply_verified(space_id, fetched, tree, head, report, snap)
+        try:
+            return await self._apply_verified(space_id, fetched, tree, head, report, snap,
+                                              basis=basis, dry=dry)
+        except _UnreadableSnapshot as exc:
+            # Nothing was stored: forget the documents it touched, never use it again.
+            self._alert(report, f"the snapshot of space {space_id.hex()[:12]} written by device "
+                        f"{self._label(exc.snap.author)} is unreadable ({exc.why}); not used")
+            self._reset_space(space_id, exc.snap.id)
+            return await self._pull(space_id, report, dry=dry)
 
     async def _apply_verified(  # noqa: PLR0915 - one verified transaction, kept in one place
             self, space_id: bytes, fetched: list[tuple[int, bytes, bytes | None]],
             tree: merkle.MerkleTree, head: TreeHead, report: SyncReport,
-            snap: Snapshot | None) -> None:
+            snap: Snapshot | None, *, basis: dict[str, Any] | None = None,
+            dry: bool = False) -> dict[bytes, ChainHead] | None:
         keys = self._epoch_keys(space_id)
         chains = MemoryChainView(heads=dict(snap.chains) if snap is not None else {
             k[16:]: _chain_head(v) for k, v in self.store.scan("chain", space_id)})
@@ -1528,19 +2064,23 @@ class Device:
                 raise ProofError(f"op at offset {offset} uses an epoch this device has no key for")
             applied.append((env, _edit_body(parts, space_id, env, offset,
                                             open_op(env, keys[env.header.epoch]))))
+        if dry:
+            return dict(chains.heads)
         report.pulled += len(fetched)
         for author, seen in older:
             await self._check_older_gossip(space_id, tree, author, seen)
         # Everything verified: apply and persist in one local transaction.
-        touched: set[tuple[bytes, bytes]] = set()
+        remote: list[tuple[OpEnvelope, dict[str, object]]] = []
         self._applying = True
         try:
             if snap is not None:
                 self.provenance.applying(None)  # records of a snapshot: carrier unknown
                 for name, doc_state in snap.docs.items():
-                    self._apply_update(self.doc(space_id, name), doc_state, name,
-                                       report.app_errors)
-                    touched.add((space_id, doc_id_for(space_id, name)))
+                    try:
+                        self._apply_update(self.doc(space_id, name), doc_state, name,
+                                           report.app_errors)
+                    except ValueError as exc:  # not a Yjs update: its author wrote it so
+                        raise _UnreadableSnapshot(snap, str(exc)) from None
                 report.snapshots_loaded += 1
             for env, body in applied:
                 if body is None:
@@ -1553,7 +2093,7 @@ class Device:
                 self.provenance.applying(env.header.author, doc, body.get("u", []))  # type: ignore[arg-type]
                 for update in body.get("u", []):  # type: ignore[attr-defined]
                     self._apply_update(doc, update, name, report.app_errors)
-                touched.add((space_id, doc_id_for(space_id, name)))
+                remote.append((env, body))
                 report.applied += 1
         finally:
             self._applying = False
@@ -1573,10 +2113,18 @@ class Device:
             if snap is not None:
                 b.put("base", space_id, encode([snap.size, list(snap.frontier)]))
                 b.put("snapmark", space_id, encode(snap.size))
+                # Until a trusted device other than its author corroborates it,
+                # this state rests on the author's word (18.7).
+                b.put("snapbase", space_id, encode({"id": snap.id, "author": snap.author,
+                                                    "size": snap.size, **(basis or {})}))
+                for name, doc_state in snap.docs.items():
+                    self._write_state(b, space_id, doc_id_for(space_id, name), name, doc_state)
             for offset, leaf, raw in fetched:
                 b.put("leaf", space_id + _u64(offset), leaf)
                 if raw is not None:
                     b.put("op", space_id + _u64(offset), raw)
+            for k in report.skipped:  # not applied: a replay of the log skips them too
+                b.put("skipped", space_id + _u64(k.offset), encode(k.code))
             for author, ch in chains.heads.items():
                 b.put("chain", space_id + author, encode([ch.seq, ch.op_id, ch.deps.encoded()]))
             seen_ms: dict[bytes, int] = {}
@@ -1590,10 +2138,21 @@ class Device:
             b.put("head", space_id, head.raw)
             self.provenance.persist(b)
             self._seen_cache[space_id] = TreeHeadRef(head.size, head.root) if head.size else None
-            for key in touched:
-                doc = self._docs[key]
-                name = self._names[key[1]]
-                b.put("doc", key[0] + key[1], encode({"name": name, "state": doc.get_update()}))
+            # Pulled updates are appended (O(op), not O(document)) and folded
+            # into the stored pieces by _compact_docs.
+            for env, body in remote:
+                b.put("docrem", space_id + env.header.doc + env.op_id, encode(body["u"]))
+            # Every logged document is known by name (own ones too), so that a
+            # snapshot, which holds exactly the logged state, finds them all.
+            named: set[bytes] = set()
+            for env, body in applied:
+                if body is None:
+                    continue  # a part of an edit that is not complete yet
+                doc_key = space_id + env.header.doc
+                if env.header.doc not in named and self.store.get("doc", doc_key) is None:
+                    b.put("doc", doc_key, encode({"name": str(body["n"]), "pieces": 0,
+                                                  "size": 0}))
+                named.add(env.header.doc)
             meta = self._docs.get((space_id, doc_id_for(space_id, "_meta")))
             if meta is not None:
                 space_name = meta.get("meta", type=pycrdt.Map).get("name")
@@ -1601,6 +2160,9 @@ class Device:
                     b.put("space", space_id, encode(space_name))
         self._trees[space_id] = tree  # only after the leaves were committed
         report.tree_size[space_id] = head.size
+        if snap is not None:  # its verdicts were just read: the next look can wait
+            self._checked_at[space_id] = head.size
+        return None
 
     async def _registry_covering(self, envs: list[OpEnvelope | bytes | None]
                                  ) -> reg.RegistryState:
@@ -1740,6 +2302,53 @@ def _upload_batches(rows: list[tuple[bytes, bytes]], limits: RelayLimits
         yield batch, []
 
 
+async def _bounded(calls: list[Callable[[], Awaitable[T]]]) -> list[T]:
+    """Run request-making calls with at most _CHUNK_REQUESTS in flight; results in order."""
+    gate = asyncio.Semaphore(_CHUNK_REQUESTS)
+
+    async def one(call: Callable[[], Awaitable[T]]) -> T:
+        async with gate:
+            return await call()
+    return list(await asyncio.gather(*(one(c) for c in calls)))
+
+
+class _NoKey(Exception):  # an internal signal: never escapes Device
+    """This device has no key for a stored op's epoch."""
+
+
+class _UnreadableSnapshot(Exception):  # an internal signal: never escapes _pull
+    """A verified snapshot whose documents are not Yjs updates."""
+
+    def __init__(self, snap: Snapshot, why: str) -> None:
+        super().__init__(why)
+        self.snap = snap
+        self.why = why
+
+
+@dataclass
+class _Verdicts:
+    """Verified attestations of one snapshot (by devices other than its author)."""
+
+    match: bool = False  # some device attested ``match``
+    matchers: list[bytes] = field(default_factory=list)  # trusted ones that did
+    dissent: list[bytes] = field(default_factory=list)  # trusted devices: ``mismatch``
+
+
+def _normalised(state: bytes) -> bytes:
+    # Equal Yjs stores encode differently depending on how their blocks were
+    # merged; loading each into a fresh document first gives one encoding
+    # (an empty document's for b"").
+    doc: pycrdt.Doc[Any] = pycrdt.Doc()
+    if state:
+        doc.apply_update(state)
+    return doc.get_update()
+
+
+def _same_states(a: dict[str, bytes], b: dict[str, bytes]) -> bool:
+    """Whether two sets of documents hold the same Yjs stores (a missing one is empty)."""
+    return all(_normalised(a.get(n, b"")) == _normalised(b.get(n, b"")) for n in set(a) | set(b))
+
+
 def leaves_at(tree: merkle.MerkleTree, offset: int) -> bytes:
     """The leaf hash at ``offset`` (a perfect node of level 0)."""
     return tree.hash_range(offset, offset + 1)
@@ -1779,6 +2388,22 @@ def _as_dict(raw: bytes) -> dict[str, Any]:
 
 def _as_list(raw: bytes) -> list[Any]:
     value = decode(raw)
+    if not isinstance(value, list):
+        raise DecodeError("a device store record is malformed (expected an array)")
+    return value
+
+
+def _as_local_dict(raw: bytes) -> dict[str, Any]:
+    # A row this device wrote (authenticated by the storage key): not bound by
+    # the wire's 1 MiB limit, so a document state of any size decodes.
+    value = decode(raw, limits=_LOCAL_LIMITS)
+    if not isinstance(value, dict):
+        raise DecodeError("a device store record is malformed (expected a map)")
+    return {str(k): v for k, v in value.items()}
+
+
+def _as_local_list(raw: bytes) -> list[Any]:
+    value = decode(raw, limits=_LOCAL_LIMITS)
     if not isinstance(value, list):
         raise DecodeError("a device store record is malformed (expected an array)")
     return value

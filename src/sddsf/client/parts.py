@@ -41,10 +41,16 @@ class PartsReader:
     """Assemblies of one space during one verified pull."""
 
     def __init__(self, store: LocalStore, space_id: bytes,
-                 limits: ProtocolLimits = DEFAULT_PROTOCOL_LIMITS) -> None:
+                 limits: ProtocolLimits = DEFAULT_PROTOCOL_LIMITS, *,
+                 fresh: bool = False) -> None:
+        """Args:
+            fresh: start with no open assembly and never read or write the stored
+                ones (a replay of the log from a point where none was open).
+        """
         self._store = store
         self._space = space_id
         self._limits = limits
+        self._fresh = fresh
         self._authors: dict[bytes, _Author] = {}
 
     def feed(self, author: bytes, seq: int, doc: bytes, payload: Edit | Part) -> Edit | None:
@@ -72,6 +78,8 @@ class PartsReader:
 
     def commit(self, b: StoreBatch) -> None:
         """Write the assemblies' new state into the pull's transaction."""
+        if self._fresh:
+            raise ValueError("a fresh PartsReader replays the log; it has nothing to commit")
         for author, state in self._authors.items():
             key = self._space + author
             if state.drop_stored_chunks:
@@ -86,6 +94,8 @@ class PartsReader:
 
     def _state(self, author: bytes) -> _Author:
         state = self._authors.get(author)
+        if state is None and self._fresh:
+            state = self._authors[author] = _Author(None, None)
         if state is None:
             raw = self._store.get("asm", self._space + author)
             stored = Assembly.from_wire(decode(raw)) if raw is not None else None
@@ -97,6 +107,6 @@ class PartsReader:
         state.chunks = []
 
     def _chunks(self, author: bytes, state: _Author) -> list[bytes]:
-        earlier = [] if state.drop_stored_chunks else [
+        earlier = [] if state.drop_stored_chunks or self._fresh else [
             chunk for _, chunk in self._store.scan("asmpart", self._space + author)]
         return earlier + [chunk for _, chunk in state.chunks]

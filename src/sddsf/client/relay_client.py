@@ -439,6 +439,31 @@ class RelayClient:
                              "/snapshot", authed=True)
         return int(r["covers_offset"]), _unb64(r["blob"])
 
+    async def put_snapshot_chunk(self, space_id: bytes, chunk_id: bytes, blob: bytes) -> None:
+        """Store one chunk of a chunked snapshot (upload every chunk, then the manifest)."""
+        await self._send("PUT", f"/v1/spaces/{_quote(space_id)}/snapshot-chunks/"
+                         f"{_quote(chunk_id)}", signed=True, body={"blob": _b64(blob)})
+
+    async def get_snapshot_chunk(self, space_id: bytes, chunk_id: bytes) -> bytes:
+        """One chunk of a chunked snapshot (check it against its manifest)."""
+        r = await self._send("GET", f"/v1/spaces/{_quote(space_id)}/snapshot-chunks/"
+                             f"{_quote(chunk_id)}", authed=True)
+        return _unb64(r["blob"])
+
+    async def attest_snapshot(self, space_id: bytes, doc_id: bytes, attestation: bytes) -> None:
+        """Send this device's signed verdict on the doc's current snapshot."""
+        await self._send("POST", f"/v1/spaces/{_quote(space_id)}/docs/{_quote(doc_id)}"
+                         "/snapshot/attestations", signed=True,
+                         body={"attestation": _b64(attestation)})
+
+    async def snapshot_attestations(self, space_id: bytes,
+                                    doc_id: bytes) -> tuple[bytes | None, list[bytes]]:
+        """``(snapshot id, attestations)`` of the doc's current snapshot (unverified)."""
+        r = await self._send("GET", f"/v1/spaces/{_quote(space_id)}/docs/{_quote(doc_id)}"
+                             "/snapshot/attestations", authed=True)
+        sid = r.get("snapshot_id")
+        return (_unb64(sid) if sid else None), [_unb64(a) for a in r["attestations"]]
+
     # ------------------------------------------------------- pairing mailbox
     # Every channel request names the caller's slot by its token (docs/protocol.md 17.4.7).
     async def open_channel(self, token: bytes) -> tuple[bytes, int, int]:

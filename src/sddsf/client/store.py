@@ -58,6 +58,13 @@ class StoreBatch:
         """Remove one value (no error if absent)."""
         self._conn.execute("DELETE FROM kv WHERE ns = ? AND key = ?", (ns, key))
 
+    def delete_prefix(self, ns: str, prefix: bytes) -> None:
+        """Remove every value of ``ns`` whose key starts with ``prefix`` (non-empty)."""
+        if not prefix:
+            raise UsageError("delete_prefix needs a non-empty prefix")
+        self._conn.execute("DELETE FROM kv WHERE ns = ? AND substr(key, 1, ?) = ?",
+                           (ns, len(prefix), prefix))
+
 
 class LocalStore:
     """Encrypted key-value rows in a SQLite file (thread-safe, one connection)."""
@@ -122,6 +129,22 @@ class LocalStore:
         with self._lock:
             rows = self._conn.execute(query, args).fetchall()
         return [(bytes(k), self._open(ns, bytes(k), bytes(v))) for k, v in rows]
+
+    def keys(self, ns: str, prefix: bytes = b"") -> list[bytes]:
+        """Keys of ``ns`` that start with ``prefix``, in order (values are not read)."""
+        with self._lock:
+            rows = self._conn.execute("SELECT key FROM kv WHERE ns = ? AND substr(key, 1, ?) = ? "
+                                      "ORDER BY key", (ns, len(prefix), prefix)).fetchall()
+        return [bytes(r[0]) for r in rows]
+
+    def stored_bytes(self, ns: str, prefix: bytes = b"") -> int:
+        """Bytes the values of ``ns`` with the key prefix take (sealed: each value
+        plus 40 bytes of nonce and tag), without decrypting them."""
+        with self._lock:
+            row = self._conn.execute("SELECT coalesce(sum(length(value)), 0) FROM kv WHERE "
+                                     "ns = ? AND substr(key, 1, ?) = ?",
+                                     (ns, len(prefix), prefix)).fetchone()
+        return int(row[0])
 
     def count(self, ns: str, prefix: bytes = b"") -> int:
         """Number of rows of ``ns`` with the key prefix."""

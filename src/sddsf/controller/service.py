@@ -558,6 +558,20 @@ class Controller:
         except SddsfError as exc:
             log.warning("controller: key rotation audit failed: %s", exc)
 
+    async def on_snapshot_mismatch(self, account_id: bytes, author: bytes, attester: bytes,
+                                   space_id: bytes) -> None:
+        """Alert: a device recomputed a space snapshot from the log and it differs
+        from what the snapshot's author signed (protocol.md 18.7)."""
+        try:
+            await self.raise_alert(account_id, author, Finding(
+                "snapshot_mismatch", Severity.MEDIUM,
+                f"device {attester.hex()[:12]} recomputed the snapshot of space "
+                f"{space_id.hex()[:12]} written by device {author.hex()[:12]} from the log, "
+                "and the documents differ: the author may be compromised (revoke it) or the "
+                "attesting device is lying; the relay keeps the history under that snapshot"))
+        except SddsfError as exc:
+            log.warning("controller: snapshot mismatch alert failed: %s", exc)
+
     async def submit_report(self, account_id: bytes, raw: bytes) -> ReportOutcome:
         """Verify and apply a device report (posture, pairing, tombstones).
 

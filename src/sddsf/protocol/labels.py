@@ -57,6 +57,11 @@ __all__ = [
     "REQUEST_KEY_SIG",
     "REQUEST_SIG",
     "SNAPSHOT_AD",
+    "SNAPSHOT_ATTEST_SIG",
+    "SNAPSHOT_CHUNK_AD",
+    "SNAPSHOT_CHUNK_ID",
+    "SNAPSHOT_CHUNK_NONCE",
+    "SNAPSHOT_ID",
     "SNAPSHOT_KEY",
     "SNAPSHOT_SIG",
     "TREE_HEAD_SIG",
@@ -90,6 +95,11 @@ REQUEST_SIG: Final = "sddsf/v1/request/sig"
 SNAPSHOT_SIG: Final = "sddsf/v1/snapshot/sig"
 SNAPSHOT_AD: Final = "sddsf/v1/snapshot/ad"
 SNAPSHOT_KEY: Final = "sddsf/v1/snapshot/key"
+SNAPSHOT_ID: Final = "sddsf/v1/snapshot/id"
+SNAPSHOT_CHUNK_AD: Final = "sddsf/v1/snapshot/chunk-ad"
+SNAPSHOT_CHUNK_ID: Final = "sddsf/v1/snapshot/chunk-id"
+SNAPSHOT_CHUNK_NONCE: Final = "sddsf/v1/snapshot/chunk-nonce"
+SNAPSHOT_ATTEST_SIG: Final = "sddsf/v1/snapshot/attestation"
 BACKUP_KEY: Final = "sddsf/v1/backup/key"
 BACKUP_VERIFIER: Final = "sddsf/v1/backup/verifier"
 BACKUP_AD: Final = "sddsf/v1/backup/ad"

@@ -45,6 +45,9 @@ class ProtocolLimits:
     # A whole-space snapshot; it must fit one relay request (1 MiB by default)
     # once base64-encoded, so larger spaces fall back to replaying ops.
     max_snapshot: int = 700 * 1024
+    # A chunked snapshot (version 2) is a manifest of at most ``max_snapshot``
+    # bytes and at most this many chunks of 512 KiB of plaintext each (256 MiB).
+    max_snapshot_chunks: int = 512
     max_name: int = 128  # characters in a device name
     max_depth: int = 8  # nesting of any structure
 

@@ -41,7 +41,13 @@ from sddsf.protocol.rules import (
     Verdict,
     verify_batch,
 )
-from sddsf.protocol.snapshot import SPACE_SNAPSHOT_DOC
+from sddsf.protocol.snapshot import (
+    CORROBORATED_SNAPSHOT_DOC,
+    MATCH,
+    MISMATCH,
+    SPACE_SNAPSHOT_DOC,
+    snapshot_claims,
+)
 from sddsf.protocol.treehead import sign_tree_head
 from sddsf.protocol.vv import VersionVector
 from sddsf.relay.settings import RelaySettings
@@ -214,44 +220,55 @@ class Fabric:
         return space
 
     async def maybe_prune(self, space: SpaceRecord) -> int:
-        """Drop envelopes that every active device has applied and whose doc's
-        snapshot covers them; leaf hashes and nodes stay, so proofs stay valid.
+        """Drop envelopes that every active device has applied and that the
+        space's snapshot covers, once that snapshot is corroborated (see
+        :meth:`corroborated_cover`); leaf hashes and nodes stay, so proofs stay valid.
 
         Returns the offset below which envelopes are now pruned.
         """
         registry = await self.registries.get(space.account_id)
         active = [d.device_id for d in registry.active_devices()]
-        acks = await self.storage.acks(space.space_id)
-        if not active:
-            return self._pruned_to.get(space.space_id, 0)
-        candidate = min(acks.get(d, -1) for d in active) + 1
         start = self._pruned_to.get(space.space_id, 0)
-        point, covers = candidate, dict[bytes, int | None]()
-        # A whole-space snapshot (the reserved doc id) covers every doc's ops.
-        whole = await self.storage.get_snapshot(space.space_id, SPACE_SNAPSHOT_DOC)
-        whole_covers = -1 if whole is None else whole[0]
-        after = start - 1
-        while after + 1 < candidate and point == candidate:
-            page = await self.storage.read_ops(space.space_id, after,
-                                               min(1000, candidate - after - 1))
-            if not page:
-                break
-            for op in page:
-                if op.envelope is None or op.offset <= whole_covers:
-                    continue
-                doc = decode_envelope(op.envelope).header.doc
-                if doc not in covers:
-                    snap = await self.storage.get_snapshot(space.space_id, doc)
-                    covers[doc] = None if snap is None else snap[0]
-                covered = covers[doc]
-                if covered is None or op.offset > covered:
-                    point = op.offset  # the first op not yet safe to drop
-                    break
-            after = page[-1].offset
+        if not active:
+            return start
+        acks = await self.storage.acks(space.space_id)
+        candidate = min(acks.get(d, -1) for d in active) + 1
+        point = min(candidate, await self.corroborated_cover(space, registry) + 1)
         if point > start:
             await self.storage.prune_ops(space.space_id, point)
             self._pruned_to[space.space_id] = point
         return max(point, start)
+
+    async def corroborated_cover(self, space: SpaceRecord, registry: RegistryState) -> int:
+        """The last offset the space's corroborated snapshot covers, or -1.
+
+        A snapshot's signature says who wrote it, not that its documents are
+        what the log says (a stolen device can sign anything), so the history
+        under it is kept until an active device other than its author has
+        recomputed it from the log and attested ``match``, and no active device
+        attested ``mismatch`` (protocol.md 18.7). The relay keeps the newest such
+        snapshot under :data:`CORROBORATED_SNAPSHOT_DOC`. Per-document
+        snapshots, which no reader loads, never allow pruning.
+        """
+        copy = await self.storage.get_snapshot(space.space_id, CORROBORATED_SNAPSHOT_DOC)
+        if copy is None or not await self.is_corroborated(space.space_id, registry, copy[1]):
+            return -1
+        return copy[0]
+
+    async def is_corroborated(self, space_id: bytes, registry: RegistryState,
+                              blob: bytes) -> bool:
+        """Whether an active device other than the snapshot's author attested that it
+        matches the log, and no active device that it does not."""
+        try:
+            claims = snapshot_claims(blob, limits=self.settings.rules.limits)
+        except SddsfError:
+            return False
+        verdicts = await self.storage.snapshot_attestations(space_id, SPACE_SNAPSHOT_DOC,
+                                                            claims.id)
+        active = {a for a, _, _ in verdicts if registry.is_active(a)}
+        match = any(v == MATCH and a in active and a != claims.author for a, v, _ in verdicts)
+        dissent = any(v == MISMATCH and a in active for a, v, _ in verdicts)
+        return match and not dissent
 
     def tree_head(self, space: SpaceRecord, size: int, root: bytes) -> bytes:
         """A freshly signed tree head for the space's log."""

@@ -257,6 +257,37 @@ class SnapshotOut(_Strict):
     blob: B64
 
 
+class ChunkIn(_Strict):
+    """One chunk of a chunked snapshot (its id is the hash of these bytes)."""
+
+    blob: B64
+
+
+class ChunkStored(_Strict):
+    """The id a chunk was stored under."""
+
+    chunk_id: B64
+
+
+class ChunkOut(_Strict):
+    """A stored snapshot chunk."""
+
+    blob: B64
+
+
+class AttestationIn(_Strict):
+    """A device's signed verdict on the doc's current snapshot."""
+
+    attestation: B64
+
+
+class AttestationsOut(_Strict):
+    """Every stored signed verdict on the doc's current snapshot."""
+
+    snapshot_id: B64 | None
+    attestations: list[B64]
+
+
 class AckIn(_Strict):
     """This device has applied every op up to ``offset`` (-1: none)."""
 

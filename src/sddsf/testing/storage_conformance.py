@@ -694,6 +694,51 @@ async def check_snapshots(h: Harness) -> None:
     expect_eq(await s.get_snapshot(space, doc2), (1, b"other doc"))
 
 
+async def check_snapshot_chunks(h: Harness) -> None:
+    """Chunks are stored once per (space, id), listed with their time, read back,
+    deleted by id (absent ids ignored), and kept apart per space."""
+    s = h.storage
+    space, other = await new_space(s), await new_space(s)
+    a, b = rid(32), rid(32)
+    expect(await s.get_snapshot_chunk(space, a) is None)
+    expect_eq(await s.snapshot_chunks(space), {})
+    await s.put_snapshot_chunk(space, a, b"chunk a", NOW)
+    await s.put_snapshot_chunk(space, a, b"chunk a", NOW + 5)  # again: a no-op
+    await s.put_snapshot_chunk(space, b, b"chunk b" * 1000, NOW + 1)
+    expect_eq(await s.get_snapshot_chunk(space, a), b"chunk a")
+    expect_eq(await s.get_snapshot_chunk(space, b), b"chunk b" * 1000)
+    expect_eq(await s.snapshot_chunks(space), {a: NOW, b: NOW + 1})
+    expect(await s.get_snapshot_chunk(other, a) is None, "chunks are per space")
+    expect_eq(await s.delete_snapshot_chunks(space, [a, rid(32)]), 1)
+    expect_eq(await s.delete_snapshot_chunks(space, []), 0)
+    expect_eq(await s.snapshot_chunks(space), {b: NOW + 1})
+    await raises(NotFoundError, s.put_snapshot_chunk(rid(), a, b"x", NOW))
+
+
+async def check_snapshot_attestations(h: Harness) -> None:
+    """A device's verdict on a snapshot replaces its earlier one; verdicts are
+    read per (space, doc, snapshot) ordered by attester; stale ones are dropped
+    by keeping a list of snapshot ids."""
+    s = h.storage
+    space = await new_space(s)
+    doc, snap1, snap2 = rid(), rid(32), rid(32)
+    x, y = sorted([rid(32), rid(32)])
+    expect_eq(await s.snapshot_attestations(space, doc, snap1), [])
+    await s.put_snapshot_attestation(space, doc, snap1, y, "match", b"y says match", NOW)
+    await s.put_snapshot_attestation(space, doc, snap1, x, "match", b"x says match", NOW)
+    await s.put_snapshot_attestation(space, doc, snap1, x, "mismatch", b"x changed", NOW + 1)
+    await s.put_snapshot_attestation(space, doc, snap2, x, "match", b"x on snap2", NOW + 2)
+    expect_eq(await s.snapshot_attestations(space, doc, snap1),
+              [(x, "mismatch", b"x changed"), (y, "match", b"y says match")])
+    expect_eq(await s.snapshot_attestations(space, rid(), snap1), [], "per doc")
+    expect_eq(await s.delete_snapshot_attestations(space, doc, [snap2]), 2)
+    expect_eq(await s.snapshot_attestations(space, doc, snap1), [])
+    expect_eq(await s.snapshot_attestations(space, doc, snap2), [(x, "match", b"x on snap2")])
+    expect_eq(await s.delete_snapshot_attestations(space, doc, [snap2]), 0)
+    await raises(NotFoundError, s.put_snapshot_attestation(rid(), doc, snap1, x, "match",
+                                                           b"a", NOW))
+
+
 async def check_acks_only_move_forward(h: Harness) -> None:
     """Acknowledgements are per device, monotonic, and bounded by the log."""
     s = h.storage
@@ -1169,6 +1214,8 @@ CHECKS: list[Check] = [
     check_prune_keeps_proofs,
     check_fork_evidence,
     check_snapshots,
+    check_snapshot_chunks,
+    check_snapshot_attestations,
     check_acks_only_move_forward,
     check_pairing_channel,
     check_pairing_out_of_order_or_changed_burns,

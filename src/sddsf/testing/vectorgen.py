@@ -38,7 +38,13 @@ from sddsf.protocol.labels import labelled
 from sddsf.protocol.limits import DEFAULT_PROTOCOL_LIMITS
 from sddsf.protocol.merkle import MerkleTree, leaf_hash
 from sddsf.protocol.rules import ChainHead
-from sddsf.protocol.snapshot import SNAPSHOT_VERSION, seal_snapshot
+from sddsf.protocol.snapshot import (
+    SNAPSHOT_VERSION,
+    SPACE_SNAPSHOT_DOC,
+    attest_snapshot,
+    seal_chunked_snapshot,
+    seal_snapshot,
+)
 from sddsf.protocol.treehead import sign_tree_head
 from sddsf.protocol.vv import VersionVector
 
@@ -505,6 +511,113 @@ def _snapshots(w: _World) -> dict[str, Any]:
     return {"context": context, "valid": valid, "invalid": invalid}
 
 
+def _chunk_nonce(nonce: bytes, index: int) -> bytes:
+    """A chunk's AEAD nonce, restated from 18.3 (not the library's helper)."""
+    return blake2b_256(labelled(labels.SNAPSHOT_CHUNK_NONCE, nonce, index))[:24]
+
+
+def _manifest_by_hand(signer: DeviceKeys, body: dict[str, Any]) -> bytes:
+    raw = encode(body)
+    return encode([2, raw, signer.sign(labelled(labels.SNAPSHOT_SIG, raw))])
+
+
+def _chunked_snapshots(w: _World) -> dict[str, Any]:
+    """Version 2 (chunked) snapshots: every valid one fits one chunk (a chunk holds
+    512 KiB of plaintext; the unit tests restate multi-chunk splitting)."""
+    ops, heads = _snapshot_log(w)
+    keys = {0: w.epoch_key, 1: seed("epoch-key/1")}
+    notes, todo = b"opaque yjs state of notes", b"opaque yjs state of todo"
+
+    def seal(author: DeviceKeys, size: int, epoch: int, docs: dict[str, bytes], tag: str) -> Any:
+        return seal_chunked_snapshot(
+            author, space=SPACE, epoch=epoch, epoch_key=keys[epoch], size=size,
+            frontier=MerkleTree(leaf_hash(e.raw) for e in ops[:size]).frontier(),
+            chains=heads[size], docs=docs, ts_ms=NOW_MS,
+            nonce=seed(f"snapshot-v2/nonce/{tag}")[:24])
+
+    valid = []
+    sealed = {}
+    for name, author, size, epoch, docs in (
+            ("laptop at size 3, epoch 0", w.laptop, 3, 0, {"notes": notes, "todo": todo}),
+            ("phone at size 7, epoch 1", w.phone, 7, 1, {"notes": notes + b" v2"}),
+            ("no documents yet", w.laptop, 1, 0, {})):
+        snap = sealed[name] = seal(author, size, epoch, docs, name)
+        nonce = seed(f"snapshot-v2/nonce/{name}")[:24]
+        count = len(snap.chunks)
+        valid.append({
+            "name": name, "manifest": snap.manifest.hex(),
+            "chunks": [c.hex() for c in snap.chunks], "chunk_ids": [c.hex() for c in
+                                                                    snap.chunk_ids],
+            "snapshot_id": snap.id.hex(), "author": author.device_id.hex(), "epoch": epoch,
+            "size": size, "snapshot_key": snapshot_key(keys[epoch], SPACE, epoch).hex(),
+            "plaintext": encode({"docs": [[n, docs[n]] for n in sorted(docs)]}).hex(),
+            "chunk_nonces": [_chunk_nonce(nonce, i).hex() for i in range(count)],
+            "chunk_ads": [labelled(labels.SNAPSHOT_CHUNK_AD, SPACE, author.device_id, epoch,
+                                   size, nonce, i, count).hex() for i in range(count)],
+            "docs": {n: d.hex() for n, d in docs.items()},
+        })
+    good, other = sealed["laptop at size 3, epoch 0"], sealed["phone at size 7, epoch 1"]
+    outer: Any = decode(good.manifest)  # [2, body, signature]
+    body: dict[str, Any] = decode(outer[1])  # type: ignore[assignment]
+
+    def resigned(signer: DeviceKeys = w.laptop, **over: Any) -> str:
+        return _manifest_by_hand(signer, {**body, **over}).hex()
+
+    chunks = [c.hex() for c in good.chunks]
+    invalid = [{"name": n, "manifest": m, "chunks": c, "code": code} for n, m, c, code in (
+        ("a chunk the manifest does not name", good.manifest.hex(),
+         [other.chunks[0].hex()], Code.PROOF_INVALID),
+        ("a chunk missing", good.manifest.hex(), [], Code.PROOF_INVALID),
+        ("an extra chunk", good.manifest.hex(), chunks * 2, Code.PROOF_INVALID),
+        ("re-signed to name a foreign chunk", resigned(chunks=[other.chunk_ids[0]]),
+         [other.chunks[0].hex()], Code.DECRYPT_FAILED),
+        ("plain does not match the chunk count", resigned(plain=600_000), chunks,
+         Code.MALFORMED),
+        ("plain shorter than the chunk", resigned(plain=body["plain"] - 1), chunks,
+         Code.MALFORMED),
+        ("signature by another device", resigned(signer=w.phone), chunks, Code.SIG_INVALID),
+        ("revoked author", seal(w.tablet, 3, 0, {"notes": notes}, "tablet").manifest.hex(),
+         [], Code.REVOKED),
+        ("manifest version 3", encode([3, outer[1], outer[2]]).hex(), chunks,
+         Code.UNSUPPORTED_VERSION),
+        ("unknown manifest field", resigned(extra=1), chunks, Code.MALFORMED),
+    )]
+    context = {**w.context(), "epoch_keys": {str(e): keys[e].hex() for e in (0, 1)},
+               "chunk_plain": 512 * 1024}
+    return {"context": context, "valid": valid, "invalid": invalid}
+
+
+def _attestations(w: _World) -> dict[str, Any]:
+    snapshot = seed("attested snapshot")
+
+    def att(author: DeviceKeys, verdict: str, space: bytes = SPACE) -> bytes:
+        return attest_snapshot(author, space=space, doc=SPACE_SNAPSHOT_DOC, snapshot=snapshot,
+                               size=3, verdict=verdict, ts_ms=NOW_MS)
+
+    def by_hand(**over: Any) -> bytes:
+        fields = {"v": 1, "space": SPACE, "doc": SPACE_SNAPSHOT_DOC, "snapshot": snapshot,
+                  "size": 3, "verdict": "match", "attester": w.phone.device_id, "ts": NOW_MS,
+                  **over}
+        body = encode(fields)
+        return encode([1, body, w.phone.sign(labelled(labels.SNAPSHOT_ATTEST_SIG, body))])
+
+    good = att(w.phone, "match")
+    valid = [{"name": f"{verdict} by {name}", "attestation": att(dev, verdict).hex(),
+              "attester": dev.device_id.hex(), "verdict": verdict, "snapshot": snapshot.hex(),
+              "size": 3} for name, dev, verdict in (("phone", w.phone, "match"),
+                                                    ("laptop", w.laptop, "mismatch"))]
+    invalid = [{"name": n, "attestation": raw.hex(), "code": code} for n, raw, code in (
+        ("bit flip in the signature", _flip(good, len(good) - 1), Code.SIG_INVALID),
+        ("another space", att(w.phone, "match", space=bytes(16)), Code.WRONG_CONTEXT),
+        ("revoked attester", att(w.tablet, "match"), Code.REVOKED),
+        ("unknown attester", att(_device("stranger"), "match"), Code.UNKNOWN_DEVICE),
+        ("unknown verdict", by_hand(verdict="unsure"), Code.MALFORMED),
+        ("unknown field", by_hand(extra=1), Code.MALFORMED),
+        ("version 2", by_hand(v=2), Code.UNSUPPORTED_VERSION),
+    )]
+    return {"context": w.context(), "valid": valid, "invalid": invalid}
+
+
 def _tree_heads() -> dict[str, Any]:
     relay = Ed25519SigningKey.from_seed(seed("relay"))
     tree = MerkleTree()
@@ -613,6 +726,8 @@ def generate() -> dict[str, Any]:
         "tree_head.json": _tree_heads,
         "snapshot.json": lambda: _snapshots(w),
         "payload.json": _payloads,
+        "snapshot_chunked.json": lambda: _chunked_snapshots(w),
+        "snapshot_attestation.json": lambda: _attestations(w),
     }
     return {name: {"generator": "python -m sddsf.testing.vectorgen tests/vectors", **make()}
             for name, make in makers.items()}

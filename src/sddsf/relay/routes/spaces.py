@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
 from typing import Annotated
 
@@ -9,12 +10,26 @@ from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 
 from sddsf.errors import (
+    AuthorizationError,
     Code,
     ConflictError,
+    ContextError,
     DecodeError,
     NotFoundError,
 )
 from sddsf.protocol.keypackage import decode_key_package, verify_key_package
+from sddsf.protocol.snapshot import (
+    CORROBORATED_SNAPSHOT_DOC,
+    MISMATCH,
+    SNAPSHOT_CHUNK_PLAIN,
+    SPACE_SNAPSHOT_DOC,
+    SnapshotClaims,
+    check_snapshot_signature,
+    chunk_id,
+    snapshot_claims,
+    snapshot_id,
+    verify_attestation,
+)
 from sddsf.relay import models as m
 from sddsf.relay.deps import (
     DOC_ID_SIZE,
@@ -28,8 +43,13 @@ from sddsf.relay.deps import (
     tree_head_out,
 )
 from sddsf.relay.fabric import consistency_proof, inclusion_proof, root_at
+from sddsf.relay.storage.base import SpaceRecord
 
 router = APIRouter()
+
+#: A chunk no stored manifest names is dropped once it is this old (its
+#: uploader had this long to publish the manifest that names it).
+CHUNK_GRACE_MS = 15 * 60 * 1000
 
 
 @router.get("/v1/spaces", response_model=m.SpacesOut, tags=["spaces"])
@@ -168,17 +188,27 @@ async def prove_consistency(space_id: str, caller: Authed, ctx: Ctx,
          tags=["snapshots"])
 async def put_snapshot(space_id: str, doc_id: str, body: m.SnapshotIn, caller: Pusher,
                        ctx: Ctx) -> m.SnapshotOut:
-    """Store a doc's signed encrypted snapshot (opaque to the relay)."""
+    """Store a doc's signed encrypted snapshot. A whole-space snapshot (doc id 0)
+    is checked as far as the relay can (signed by the caller, its root is this
+    log's root at its size, every chunk uploaded); its contents stay opaque."""
     space = await space_of(ctx, caller, space_id)
     did = m.unb64(doc_id, "doc id", size=DOC_ID_SIZE)
     if body.covers_offset >= space.size:
         raise DecodeError("snapshot covers offsets the log does not have yet")
     blob = m.unb64(body.blob, "blob")
+    if did == CORROBORATED_SNAPSHOT_DOC:
+        raise AuthorizationError("this doc id is reserved for the relay's copy of the "
+                                 "corroborated space snapshot", Code.NOT_AUTHORIZED)
+    if did == SPACE_SNAPSHOT_DOC:
+        await _check_space_snapshot(ctx, space, caller.session.account_id,
+                                    caller.session.device_id, body.covers_offset, blob)
     await ctx.storage.put_snapshot(space.space_id, did, body.covers_offset, blob,
                                    ctx.clock())
     stored = await ctx.storage.get_snapshot(space.space_id, did)
     if stored is None:  # pragma: no cover - just written
         raise ConflictError("snapshot vanished")
+    if did == SPACE_SNAPSHOT_DOC:
+        await _collect_chunks(ctx, space.space_id)
     await ctx.fabric.maybe_prune(space)
     return m.SnapshotOut(covers_offset=stored[0], blob=m.b64(stored[1]))
 
@@ -206,3 +236,148 @@ async def get_snapshot(space_id: str, doc_id: str, caller: Authed,
     return m.SnapshotOut(covers_offset=stored[0], blob=m.b64(stored[1]))
 
 
+async def _check_space_snapshot(ctx: Ctx, space: SpaceRecord, account_id: bytes,
+                                device_id: bytes, covers_offset: int, blob: bytes) -> None:
+    # What a relay without the keys can check, so that a device cannot strand
+    # new devices with a snapshot that every reader refuses.
+    registry = await ctx.fabric.registries.get(account_id)
+    claims = check_snapshot_signature(blob, registry=registry,
+                                      limits=ctx.settings.rules.limits)
+    if claims.space != space.space_id:
+        raise ContextError("the snapshot belongs to another space")
+    if claims.author != device_id:
+        raise AuthorizationError("a device publishes only snapshots it signed itself",
+                                 Code.NOT_AUTHORIZED)
+    if claims.size != covers_offset + 1:
+        raise DecodeError(f"covers_offset must be the snapshot's size - 1 "
+                          f"({claims.size - 1}), not {covers_offset}")
+    root = space.root if claims.size == space.size else await root_at(
+        ctx.storage, space.space_id, claims.size)
+    if root != claims.root:
+        raise ConflictError(f"the snapshot's Merkle root is not this log's root at size "
+                            f"{claims.size}: it does not describe this log")
+    stored = await ctx.storage.snapshot_chunks(space.space_id)
+    missing = [c for c in claims.chunk_ids if c not in stored]
+    if missing:
+        raise NotFoundError(f"{len(missing)} of the snapshot's {len(claims.chunk_ids)} chunks "
+                            "are not on the relay: upload them, then the manifest")
+
+
+async def _collect_chunks(ctx: Ctx, space_id: bytes) -> int:
+    # Drop chunks that neither stored manifest (the current and the corroborated
+    # snapshot) names and that are older than the grace period (younger ones
+    # may belong to a manifest being uploaded).
+    keep: set[bytes] = set()
+    for doc in (SPACE_SNAPSHOT_DOC, CORROBORATED_SNAPSHOT_DOC):
+        stored = await ctx.storage.get_snapshot(space_id, doc)
+        if stored is not None:
+            with contextlib.suppress(DecodeError):  # a legacy blob names no chunks
+                keep.update(_claims(ctx, stored[1]).chunk_ids)
+    cutoff = ctx.clock() - CHUNK_GRACE_MS
+    stale = [c for c, t in (await ctx.storage.snapshot_chunks(space_id)).items()
+             if c not in keep and t < cutoff]
+    return await ctx.storage.delete_snapshot_chunks(space_id, stale) if stale else 0
+
+
+def _claims(ctx: Ctx, blob: bytes) -> SnapshotClaims:
+    return snapshot_claims(blob, limits=ctx.settings.rules.limits)
+
+
+@router.put("/v1/spaces/{space_id}/snapshot-chunks/{chunk}", response_model=m.ChunkStored,
+         tags=["snapshots"])
+async def put_chunk(space_id: str, chunk: str, body: m.ChunkIn, caller: Pusher,
+                    ctx: Ctx) -> m.ChunkStored:
+    """Store one chunk of a chunked snapshot under its content id (idempotent)."""
+    space = await space_of(ctx, caller, space_id)
+    cid = m.unb64(chunk, "chunk id", size=32)
+    blob = m.unb64(body.blob, "blob")
+    if len(blob) > SNAPSHOT_CHUNK_PLAIN + 16:
+        raise DecodeError(f"a snapshot chunk is at most {SNAPSHOT_CHUNK_PLAIN + 16} bytes",
+                          Code.TOO_LARGE)
+    if chunk_id(blob) != cid:
+        raise DecodeError("the chunk id is not the hash of the chunk's bytes")
+    quota = 2 * ctx.settings.rules.limits.max_snapshot_chunks
+    if len(await ctx.storage.snapshot_chunks(space.space_id)) >= quota:
+        await _collect_chunks(ctx, space.space_id)
+        if len(await ctx.storage.snapshot_chunks(space.space_id)) >= quota:
+            raise DecodeError(f"the space holds {quota} snapshot chunks; publish the manifest "
+                              "that names them, or retry later", Code.TOO_LARGE)
+    await ctx.storage.put_snapshot_chunk(space.space_id, cid, blob, ctx.clock())
+    return m.ChunkStored(chunk_id=m.b64(cid))
+
+
+@router.get("/v1/spaces/{space_id}/snapshot-chunks/{chunk}", response_model=m.ChunkOut,
+         tags=["snapshots"])
+async def get_chunk(space_id: str, chunk: str, caller: Authed, ctx: Ctx) -> m.ChunkOut:
+    """One stored snapshot chunk."""
+    space = await space_of(ctx, caller, space_id)
+    blob = await ctx.storage.get_snapshot_chunk(space.space_id,
+                                                m.unb64(chunk, "chunk id", size=32))
+    if blob is None:
+        raise NotFoundError("no such snapshot chunk in this space")
+    return m.ChunkOut(blob=m.b64(blob))
+
+
+@router.post("/v1/spaces/{space_id}/docs/{doc_id}/snapshot/attestations",
+          response_model=m.AttestationsOut, tags=["snapshots"])
+async def attest(space_id: str, doc_id: str, body: m.AttestationIn, caller: Pusher,
+                 ctx: Ctx) -> m.AttestationsOut:
+    """Store the caller's signed verdict on the space's current (or corroborated)
+    snapshot. Once a device other than the author attested ``match`` (and no
+    active device ``mismatch``), the relay keeps a copy of it as the corroborated
+    snapshot and may prune the history under it."""
+    space = await space_of(ctx, caller, space_id)
+    if m.unb64(doc_id, "doc id", size=DOC_ID_SIZE) != SPACE_SNAPSHOT_DOC:
+        raise NotFoundError("attestations are about the whole-space snapshot (doc id 0)")
+    raw = m.unb64(body.attestation, "attestation")
+    registry = await ctx.fabric.registries.get(caller.session.account_id)
+    att = verify_attestation(raw, registry=registry, space=space.space_id)
+    if att.attester != caller.session.device_id:
+        raise AuthorizationError("a device sends only its own attestations",
+                                 Code.NOT_AUTHORIZED)
+    if att.doc != SPACE_SNAPSHOT_DOC:
+        raise ContextError("the attestation is about another document")
+    sid = space.space_id
+    current = await ctx.storage.get_snapshot(sid, SPACE_SNAPSHOT_DOC)
+    copy = await ctx.storage.get_snapshot(sid, CORROBORATED_SNAPSHOT_DOC)
+    about = next((s for s in (current, copy) if s is not None
+                  and snapshot_id(s[1]) == att.snapshot and s[0] + 1 == att.size), None)
+    if about is None:
+        raise ConflictError("the attestation is about another snapshot than the stored one "
+                            "(it was replaced): check the current one")
+    await ctx.storage.put_snapshot_attestation(sid, SPACE_SNAPSHOT_DOC, att.snapshot,
+                                               att.attester, att.verdict, raw, ctx.clock())
+    if att.verdict == MISMATCH:
+        await ctx.controller.on_snapshot_mismatch(caller.session.account_id,
+                                                  _claims(ctx, about[1]).author,
+                                                  att.attester, sid)
+    if current is not None and await ctx.fabric.is_corroborated(sid, registry, current[1]):
+        await ctx.storage.put_snapshot(sid, CORROBORATED_SNAPSHOT_DOC, current[0], current[1],
+                                       ctx.clock())
+        copy = current
+    keep = [snapshot_id(s[1]) for s in (current, copy) if s is not None]
+    await ctx.storage.delete_snapshot_attestations(sid, SPACE_SNAPSHOT_DOC, keep)
+    await ctx.fabric.maybe_prune(space)
+    return await _attestations(ctx, sid, SPACE_SNAPSHOT_DOC)
+
+
+@router.get("/v1/spaces/{space_id}/docs/{doc_id}/snapshot/attestations",
+         response_model=m.AttestationsOut, tags=["snapshots"])
+async def attestations(space_id: str, doc_id: str, caller: Authed,
+                       ctx: Ctx) -> m.AttestationsOut:
+    """Every device's signed verdict on the snapshot stored under ``doc_id``: the
+    current one (doc id 0) or the corroborated copy (doc id 0...01)."""
+    space = await space_of(ctx, caller, space_id)
+    did = m.unb64(doc_id, "doc id", size=DOC_ID_SIZE)
+    if did not in (SPACE_SNAPSHOT_DOC, CORROBORATED_SNAPSHOT_DOC):
+        raise NotFoundError("attestations are about the whole-space snapshot (doc id 0)")
+    return await _attestations(ctx, space.space_id, did)
+
+
+async def _attestations(ctx: Ctx, space_id: bytes, doc_id: bytes) -> m.AttestationsOut:
+    stored = await ctx.storage.get_snapshot(space_id, doc_id)
+    if stored is None:
+        return m.AttestationsOut(snapshot_id=None, attestations=[])
+    sid = snapshot_id(stored[1])
+    rows = await ctx.storage.snapshot_attestations(space_id, SPACE_SNAPSHOT_DOC, sid)
+    return m.AttestationsOut(snapshot_id=m.b64(sid), attestations=[m.b64(r[2]) for r in rows])

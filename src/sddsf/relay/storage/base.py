@@ -537,6 +537,45 @@ class RelayStorage(ABC):
     async def get_snapshot(self, space_id: bytes, doc_id: bytes) -> tuple[int, bytes] | None:
         """``(covers_offset, blob)`` of the doc's snapshot, or None."""
 
+    @abstractmethod
+    async def put_snapshot_chunk(self, space_id: bytes, chunk_id: bytes, blob: bytes,
+                                 now_ms: int) -> None:
+        """Store one chunk of a chunked snapshot under its content id (the caller
+        checked ``chunk_id`` is the blob's). Storing it again is a no-op.
+        Raises NotFoundError for an unknown space."""
+
+    @abstractmethod
+    async def get_snapshot_chunk(self, space_id: bytes, chunk_id: bytes) -> bytes | None:
+        """A stored chunk, or None."""
+
+    @abstractmethod
+    async def snapshot_chunks(self, space_id: bytes) -> dict[bytes, int]:
+        """Every stored chunk id of the space and when it was stored (ms)."""
+
+    @abstractmethod
+    async def delete_snapshot_chunks(self, space_id: bytes, chunk_ids: Sequence[bytes]) -> int:
+        """Drop chunks (absent ids are ignored); returns how many were dropped."""
+
+    @abstractmethod
+    async def put_snapshot_attestation(self, space_id: bytes, doc_id: bytes,
+                                       snapshot_id: bytes, attester: bytes, verdict: str,
+                                       attestation: bytes, now_ms: int) -> None:
+        """Store a device's verdict (``match``/``mismatch``) on the doc's snapshot
+        ``snapshot_id``, replacing that device's earlier one on it.
+        Raises NotFoundError for an unknown space."""
+
+    @abstractmethod
+    async def delete_snapshot_attestations(self, space_id: bytes, doc_id: bytes,
+                                           keep: Sequence[bytes]) -> int:
+        """Drop the doc's attestations of every snapshot id not in ``keep`` (ones
+        about replaced snapshots); returns how many were dropped."""
+
+    @abstractmethod
+    async def snapshot_attestations(self, space_id: bytes, doc_id: bytes,
+                                    snapshot_id: bytes) -> list[tuple[bytes, str, bytes]]:
+        """``(attester, verdict, attestation)`` of every stored verdict on the
+        snapshot, ordered by attester."""
+
     # ---------------------------------------------------------- pairing mailbox
     # Rules in ``_pairing.py`` (docs/protocol.md 17.4.7); tokens are stored as
     # their BLAKE2b-256 only.

@@ -24,6 +24,11 @@ Schema (both backends; ``log_offset`` because ``offset`` is an SQL keyword):
   (level 0 is ``ops.leaf_hash``).
 * ``key_packages``, ``snapshots``, ``fork_evidence``, ``pairing_channels``,
   ``pairing_messages``.
+* ``snapshot_chunks(space_id, chunk_id, blob, stored_ms)`` (since version 10): the chunks of
+  chunked (version 2) snapshots, by content id; ``snapshot_attestations(space_id,
+  doc_id, snapshot_id, attester, verdict, attestation, stored_ms)``: devices'
+  signed verdicts on the stored snapshot (pruning waits for a ``match`` by a
+  device other than the author, protocol.md 18.7).
 * ``acks(space_id, device_id, acked_offset, updated_ms)``: how far each device
   has applied the log (pruning waits for every active device).
 * ``backups(account_id, kdf_alg, kdf_t, kdf_m, kdf_p, kdf_salt, verifier_hash,
@@ -259,6 +264,23 @@ SQLITE_MIGRATIONS: Final[tuple[Migration, ...]] = (
             updated_ms INTEGER NOT NULL,
             PRIMARY KEY (account_id, source))""",
     )),
+    Migration(10, "snapshot chunks and attestations", (
+        """CREATE TABLE snapshot_chunks (
+            space_id BLOB NOT NULL REFERENCES spaces (space_id),
+            chunk_id BLOB NOT NULL,
+            blob BLOB NOT NULL,
+            stored_ms INTEGER NOT NULL,
+            PRIMARY KEY (space_id, chunk_id))""",
+        """CREATE TABLE snapshot_attestations (
+            space_id BLOB NOT NULL REFERENCES spaces (space_id),
+            doc_id BLOB NOT NULL,
+            snapshot_id BLOB NOT NULL,
+            attester BLOB NOT NULL,
+            verdict TEXT NOT NULL CHECK (verdict IN ('match', 'mismatch')),
+            attestation BLOB NOT NULL,
+            stored_ms INTEGER NOT NULL,
+            PRIMARY KEY (space_id, doc_id, snapshot_id, attester))""",
+    )),
 )
 
 POSTGRES_MIGRATIONS: Final[tuple[Migration, ...]] = (
@@ -436,6 +458,23 @@ POSTGRES_MIGRATIONS: Final[tuple[Migration, ...]] = (
             locked_until_ms bigint NOT NULL,
             updated_ms bigint NOT NULL,
             PRIMARY KEY (account_id, source))""",
+    )),
+    Migration(10, "snapshot chunks and attestations", (
+        """CREATE TABLE snapshot_chunks (
+            space_id bytea NOT NULL REFERENCES spaces (space_id),
+            chunk_id bytea NOT NULL,
+            blob bytea NOT NULL,
+            stored_ms bigint NOT NULL,
+            PRIMARY KEY (space_id, chunk_id))""",
+        """CREATE TABLE snapshot_attestations (
+            space_id bytea NOT NULL REFERENCES spaces (space_id),
+            doc_id bytea NOT NULL,
+            snapshot_id bytea NOT NULL,
+            attester bytea NOT NULL,
+            verdict text NOT NULL CHECK (verdict IN ('match', 'mismatch')),
+            attestation bytea NOT NULL,
+            stored_ms bigint NOT NULL,
+            PRIMARY KEY (space_id, doc_id, snapshot_id, attester))""",
     )),
 )
 

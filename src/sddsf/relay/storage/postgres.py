@@ -583,6 +583,71 @@ class PostgresStorage(RelayStorage):
                                       "space_id = $1 AND doc_id = $2", space_id, doc_id)
         return None if row is None else (int(row[0]), bytes(row[1]))
 
+    async def put_snapshot_chunk(self, space_id: bytes, chunk_id: bytes, blob: bytes,
+                                 now_ms: int) -> None:
+        """See :meth:`RelayStorage.put_snapshot_chunk`."""
+        async with self._conn() as conn, conn.transaction():
+            await _space_size(conn, space_id)
+            await conn.execute(
+                "INSERT INTO snapshot_chunks (space_id, chunk_id, blob, stored_ms) "
+                "VALUES ($1, $2, $3, $4) ON CONFLICT (space_id, chunk_id) DO NOTHING",
+                space_id, chunk_id, blob, now_ms)
+
+    async def get_snapshot_chunk(self, space_id: bytes, chunk_id: bytes) -> bytes | None:
+        """See :meth:`RelayStorage.get_snapshot_chunk`."""
+        async with self._conn() as conn:
+            value = await conn.fetchval("SELECT blob FROM snapshot_chunks WHERE space_id = $1 "
+                                        "AND chunk_id = $2", space_id, chunk_id)
+        return None if value is None else bytes(value)
+
+    async def snapshot_chunks(self, space_id: bytes) -> dict[bytes, int]:
+        """See :meth:`RelayStorage.snapshot_chunks`."""
+        async with self._conn() as conn:
+            rows = await conn.fetch("SELECT chunk_id, stored_ms FROM snapshot_chunks WHERE "
+                                    "space_id = $1", space_id)
+        return {bytes(r[0]): int(r[1]) for r in rows}
+
+    async def delete_snapshot_chunks(self, space_id: bytes, chunk_ids: Sequence[bytes]) -> int:
+        """See :meth:`RelayStorage.delete_snapshot_chunks`."""
+        async with self._conn() as conn:
+            status = await conn.execute("DELETE FROM snapshot_chunks WHERE space_id = $1 AND "
+                                        "chunk_id = ANY($2::bytea[])", space_id,
+                                        list(chunk_ids))
+        return _count(status)
+
+    async def put_snapshot_attestation(self, space_id: bytes, doc_id: bytes,
+                                       snapshot_id: bytes, attester: bytes, verdict: str,
+                                       attestation: bytes, now_ms: int) -> None:
+        """See :meth:`RelayStorage.put_snapshot_attestation`."""
+        async with self._conn() as conn, conn.transaction():
+            await _space_size(conn, space_id)
+            await conn.execute(
+                "INSERT INTO snapshot_attestations (space_id, doc_id, snapshot_id, attester, "
+                "verdict, attestation, stored_ms) VALUES ($1, $2, $3, $4, $5, $6, $7) "
+                "ON CONFLICT (space_id, doc_id, snapshot_id, attester) DO UPDATE SET "
+                "verdict = excluded.verdict, attestation = excluded.attestation, "
+                "stored_ms = excluded.stored_ms",
+                space_id, doc_id, snapshot_id, attester, verdict, attestation, now_ms)
+
+    async def delete_snapshot_attestations(self, space_id: bytes, doc_id: bytes,
+                                           keep: Sequence[bytes]) -> int:
+        """See :meth:`RelayStorage.delete_snapshot_attestations`."""
+        async with self._conn() as conn:
+            status = await conn.execute("DELETE FROM snapshot_attestations WHERE space_id = $1 "
+                                        "AND doc_id = $2 AND NOT (snapshot_id = ANY($3::bytea[]))",
+                                        space_id, doc_id, list(keep))
+        return _count(status)
+
+    async def snapshot_attestations(self, space_id: bytes, doc_id: bytes,
+                                    snapshot_id: bytes) -> list[tuple[bytes, str, bytes]]:
+        """See :meth:`RelayStorage.snapshot_attestations`."""
+        async with self._conn() as conn:
+            rows = await conn.fetch(
+                "SELECT attester, verdict, attestation FROM snapshot_attestations WHERE "
+                "space_id = $1 AND doc_id = $2 AND snapshot_id = $3 ORDER BY attester",
+                space_id, doc_id, snapshot_id)
+        return [(bytes(r[0]), str(r[1]), bytes(r[2])) for r in rows]
+
     # ------------------------------------------------------ pairing mailbox
     async def create_channel(self, channel_id: bytes, token_hash: bytes, now_ms: int,
                              expires_ms: int, reserve_until_ms: int) -> int:

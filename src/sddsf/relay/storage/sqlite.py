@@ -584,6 +584,72 @@ class SqliteStorage(RelayStorage):
             (space_id, doc_id)).fetchone())
         return None if row is None else (int(row[0]), bytes(row[1]))
 
+    async def put_snapshot_chunk(self, space_id: bytes, chunk_id: bytes, blob: bytes,
+                                 now_ms: int) -> None:
+        """See :meth:`RelayStorage.put_snapshot_chunk`."""
+        def body(c: Conn) -> None:
+            _space_size(c, space_id)
+            c.execute("INSERT INTO snapshot_chunks (space_id, chunk_id, blob, stored_ms) "
+                      "VALUES (?, ?, ?, ?) ON CONFLICT (space_id, chunk_id) DO NOTHING",
+                      (space_id, chunk_id, blob, now_ms))
+        await self._write(body)
+
+    async def get_snapshot_chunk(self, space_id: bytes, chunk_id: bytes) -> bytes | None:
+        """See :meth:`RelayStorage.get_snapshot_chunk`."""
+        row = await self._read(lambda c: c.execute(
+            "SELECT blob FROM snapshot_chunks WHERE space_id = ? AND chunk_id = ?",
+            (space_id, chunk_id)).fetchone())
+        return None if row is None else bytes(row[0])
+
+    async def snapshot_chunks(self, space_id: bytes) -> dict[bytes, int]:
+        """See :meth:`RelayStorage.snapshot_chunks`."""
+        rows = await self._read(lambda c: c.execute(
+            "SELECT chunk_id, stored_ms FROM snapshot_chunks WHERE space_id = ?",
+            (space_id,)).fetchall())
+        return {bytes(i): int(t) for i, t in rows}
+
+    async def delete_snapshot_chunks(self, space_id: bytes, chunk_ids: Sequence[bytes]) -> int:
+        """See :meth:`RelayStorage.delete_snapshot_chunks`."""
+        def body(c: Conn) -> int:
+            return sum(c.execute("DELETE FROM snapshot_chunks WHERE space_id = ? AND "
+                                 "chunk_id = ?", (space_id, i)).rowcount for i in chunk_ids)
+        return await self._write(body)
+
+    async def put_snapshot_attestation(self, space_id: bytes, doc_id: bytes,
+                                       snapshot_id: bytes, attester: bytes, verdict: str,
+                                       attestation: bytes, now_ms: int) -> None:
+        """See :meth:`RelayStorage.put_snapshot_attestation`."""
+        def body(c: Conn) -> None:
+            _space_size(c, space_id)
+            c.execute("INSERT INTO snapshot_attestations (space_id, doc_id, snapshot_id, "
+                      "attester, verdict, attestation, stored_ms) VALUES (?, ?, ?, ?, ?, ?, ?) "
+                      "ON CONFLICT (space_id, doc_id, snapshot_id, attester) DO UPDATE SET "
+                      "verdict = excluded.verdict, attestation = excluded.attestation, "
+                      "stored_ms = excluded.stored_ms",
+                      (space_id, doc_id, snapshot_id, attester, verdict, attestation, now_ms))
+        await self._write(body)
+
+    async def delete_snapshot_attestations(self, space_id: bytes, doc_id: bytes,
+                                           keep: Sequence[bytes]) -> int:
+        """See :meth:`RelayStorage.delete_snapshot_attestations`."""
+        def body(c: Conn) -> int:
+            rows = c.execute("SELECT DISTINCT snapshot_id FROM snapshot_attestations WHERE "
+                             "space_id = ? AND doc_id = ?", (space_id, doc_id)).fetchall()
+            stale = [bytes(r[0]) for r in rows if bytes(r[0]) not in set(keep)]
+            return sum(c.execute("DELETE FROM snapshot_attestations WHERE space_id = ? AND "
+                                 "doc_id = ? AND snapshot_id = ?",
+                                 (space_id, doc_id, sid)).rowcount for sid in stale)
+        return await self._write(body)
+
+    async def snapshot_attestations(self, space_id: bytes, doc_id: bytes,
+                                    snapshot_id: bytes) -> list[tuple[bytes, str, bytes]]:
+        """See :meth:`RelayStorage.snapshot_attestations`."""
+        rows = await self._read(lambda c: c.execute(
+            "SELECT attester, verdict, attestation FROM snapshot_attestations WHERE "
+            "space_id = ? AND doc_id = ? AND snapshot_id = ? ORDER BY attester",
+            (space_id, doc_id, snapshot_id)).fetchall())
+        return [(bytes(a), str(v), bytes(b)) for a, v, b in rows]
+
     # ------------------------------------------------------ pairing mailbox
     async def create_channel(self, channel_id: bytes, token_hash: bytes, now_ms: int,
                              expires_ms: int, reserve_until_ms: int) -> int:
