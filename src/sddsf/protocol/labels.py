@@ -49,6 +49,9 @@ __all__ = [
     "REGISTRY_COSIG",
     "REGISTRY_ENTRY",
     "REGISTRY_SIG",
+    "RELAY_BACKUP_AD",
+    "RELAY_BACKUP_SIG",
+    "RELAY_BACKUP_STATE",
     "REQUEST_SIG",
     "SNAPSHOT_AD",
     "SNAPSHOT_KEY",
@@ -93,6 +96,9 @@ DEVICE_REPORT_SIG: Final = "sddsf/v1/controller/device-report"
 ENCRYPTION_POLICY_SIG: Final = "sddsf/v1/controller/encryption-policy"
 VAULT_RECORD_SIG: Final = "sddsf/v1/vault/record"
 KV_RECORD_SIG: Final = "sddsf/v1/kv/record"
+RELAY_BACKUP_SIG: Final = "sddsf/v1/relay-backup/manifest"
+RELAY_BACKUP_AD: Final = "sddsf/v1/relay-backup/ad"
+RELAY_BACKUP_STATE: Final = "sddsf/v1/relay-backup/state-key"
 
 
 @functools.cache
