@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -117,64 +118,85 @@ def _open(home: Path) -> Device:
     return Device.open(home, passphrase=lambda: PASSPHRASE, transport=httpx.AsyncHTTPTransport())
 
 
+@dataclass
+class Site:
+    """One relay address, served in turn by relays on different databases."""
+
+    work: Path
+    relays: Relays
+    port: int = field(default_factory=free_port)
+
+    def __post_init__(self) -> None:
+        self.key = key_file(self.work)
+        self.env = {"SDDSF_RELAY_KEY_FILE": str(self.key), **RELAY_LIMITS,
+                    **permissive_controller(self.work)}
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def serve(self, db: str) -> None:
+        self.relays.stop_all()
+        self.relays.start("--db", f"sqlite:///{self.work / db}", "--port", str(self.port),
+                          env=self.env, port=self.port)
+
+    def backup(self, db: str) -> None:  # while the relay serves
+        sddsf("relay", "backup", "--db", f"sqlite:///{self.work / db}", "--to",
+              str(self.work / "bk"), "--key-file", str(self.key))
+
+    def restore(self, db: str, *extra: str) -> None:
+        sddsf("relay", "restore", "--from", str(self.work / "bk"), "--db",
+              f"sqlite:///{self.work / db}", "--key-file", str(self.key), *extra)
+
+
+async def _history(site: Site) -> tuple[bytes, int]:
+    """Two devices, two backups; both devices saw exactly what backup 2 holds."""
+    site.serve("relay-0.db")
+    laptop, _ = await Device.create_account(site.work / "laptop", site.url, "laptop",
+                                            passphrase=lambda: PASSPHRASE,
+                                            transport=httpx.AsyncHTTPTransport())
+    space = await laptop.create_space("notes")
+    _set(laptop, space, "a", "1")
+    await laptop.sync()
+    phone = await Device.add_local(laptop, site.work / "phone", "phone",
+                                   passphrase=lambda: PASSPHRASE,
+                                   transport=httpx.AsyncHTTPTransport())
+    await laptop.sync()
+    await phone.sync()
+    site.backup("relay-0.db")  # backup 1
+    _set(laptop, space, "b", "2")
+    await laptop.sync()
+    await phone.sync()
+    pinned = phone.verified_size(space)
+    site.backup("relay-0.db")  # backup 2
+    await laptop.close()
+    await phone.close()
+    return space, pinned
+
+
 async def test_restored_relay_serves_its_devices_and_an_older_backup_is_a_rollback(
         tmp_path: Path) -> None:
-    key = key_file(tmp_path)
-    env = {"SDDSF_RELAY_KEY_FILE": str(key), **RELAY_LIMITS, **permissive_controller(tmp_path)}
-    port = free_port()
-    relays = Relays(tmp_path)
-    bk = str(tmp_path / "bk")
-    db = [tmp_path / f"relay-{i}.db" for i in range(3)]
-
-    def serve(path: Path) -> None:
-        relays.start("--db", f"sqlite:///{path}", "--port", str(port), env=env, port=port)
-
-    def backup() -> None:  # while the relay serves
-        sddsf("relay", "backup", "--db", f"sqlite:///{db[0]}", "--to", bk, "--key-file",
-              str(key))
-
+    site = Site(tmp_path, Relays(tmp_path))
     try:
-        serve(db[0])
-        url = f"http://127.0.0.1:{port}"
-        laptop, _ = await Device.create_account(tmp_path / "laptop", url, "laptop",
-                                                passphrase=lambda: PASSPHRASE,
-                                                transport=httpx.AsyncHTTPTransport())
-        space = await laptop.create_space("notes")
-        _set(laptop, space, "a", "1")
-        await laptop.sync()
-        phone = await Device.add_local(laptop, tmp_path / "phone", "phone",
-                                       passphrase=lambda: PASSPHRASE,
-                                       transport=httpx.AsyncHTTPTransport())
-        await laptop.sync()
-        await phone.sync()
-        backup()  # backup 1
-        _set(laptop, space, "b", "2")
-        await laptop.sync()
-        await phone.sync()
-        pinned = phone.verified_size(space)
-        backup()  # backup 2: what both devices have seen
-        await laptop.close()
-        await phone.close()
-        relays.stop_all()
+        space, pinned = await _history(site)
 
-        sddsf("relay", "restore", "--from", bk, "--db", f"sqlite:///{db[1]}", "--key-file",
-              str(key))
-        serve(db[1])
+        site.restore("relay-1.db")  # the latest backup, under the same relay key
+        site.serve("relay-1.db")
         phone, laptop = _open(tmp_path / "phone"), _open(tmp_path / "laptop")
-        await phone.sync()  # verifies the restored log against its pinned head
-        assert phone.verified_size(space) == pinned
-        assert await _kv(phone, space) == {"a": "1", "b": "2"}
-        _set(phone, space, "c", "3")  # and the restored relay takes new ops
-        await phone.sync()
-        await laptop.sync()
-        assert await _kv(laptop, space) == {"a": "1", "b": "2", "c": "3"}
-        await laptop.close()
-        await phone.close()
-        relays.stop_all()
+        try:
+            await phone.sync()  # verifies the restored log against its pinned head
+            assert phone.verified_size(space) == pinned
+            assert await _kv(phone, space) == {"a": "1", "b": "2"}
+            _set(phone, space, "c", "3")  # and the restored relay takes new ops
+            await phone.sync()
+            await laptop.sync()
+            assert await _kv(laptop, space) == {"a": "1", "b": "2", "c": "3"}
+        finally:
+            await laptop.close()
+            await phone.close()
 
-        sddsf("relay", "restore", "--from", bk, "--backup", "1", "--db",
-              f"sqlite:///{db[2]}", "--key-file", str(key))
-        serve(db[2])
+        site.restore("relay-2.db", "--backup", "1")  # an OLDER backup
+        site.serve("relay-2.db")
         phone = _open(tmp_path / "phone")
         try:
             with pytest.raises(ProofError) as info:
@@ -184,4 +206,4 @@ async def test_restored_relay_serves_its_devices_and_an_older_backup_is_a_rollba
         finally:
             await phone.close()
     finally:
-        relays.stop_all()
+        site.relays.stop_all()

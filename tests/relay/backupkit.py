@@ -37,7 +37,7 @@ from sddsf.relay.storage.base import RelayStorage
 
 URL = "http://relay.test"
 #: Written by a device into an encrypted document; must never appear in a backup.
-SECRET_TEXT = "canary-3f9a1c: the safe code is 0451-7782"
+SECRET_TEXT = "canary-3f9a1c: the safe code is 0451-7782"  # noqa: S105 - a test canary
 #: The device store passphrase; must never appear in a backup either.
 PASSPHRASE = "backup test store passphrase 88d1e0"  # noqa: S105 - a test passphrase
 DEVICE_NAME = "laptop-of-backup-test"  # metadata: in the registry, in clear
@@ -162,7 +162,7 @@ class MotoS3:
         import boto3
 
         return boto3.session.Session(
-            aws_access_key_id="testing", aws_secret_access_key="testing",
+            aws_access_key_id="testing", aws_secret_access_key="testing",  # noqa: S106
             region_name="us-east-1").client("s3", endpoint_url=self.endpoint)
 
     def bucket(self, name: str) -> str:
@@ -232,7 +232,8 @@ async def dump(url: str) -> dict[str, list[tuple[Any, ...]]]:
             names = [r[0] for r in conn.execute(
                 "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE "
                 "'sqlite_%' AND name <> 'schema_migrations'")]
-            tables = {n: conn.execute(f"SELECT * FROM {n}").fetchall() for n in names}
+            tables = {n: conn.execute(f"SELECT * FROM {n}").fetchall()  # noqa: S608
+                      for n in names}
         finally:
             conn.close()
     else:
@@ -243,7 +244,7 @@ async def dump(url: str) -> dict[str, list[tuple[Any, ...]]]:
             names = [r[0] for r in await conn.fetch(
                 "SELECT table_name FROM information_schema.tables WHERE table_schema = "
                 "current_schema() AND table_name <> 'schema_migrations'")]
-            tables = {n: [tuple(r) for r in await conn.fetch(f"SELECT * FROM {n}")]
+            tables = {n: [tuple(r) for r in await conn.fetch(f"SELECT * FROM {n}")]  # noqa: S608
                       for n in names}
         finally:
             await conn.close()

@@ -238,11 +238,6 @@ class _Run:
         self.heads: list[bytes] = []
 
     async def run(self) -> None:
-        version = await self.snap.schema_version()
-        if version != LATEST_VERSION:
-            raise ConfigError(f"the database is at schema version {version}, this sddsf backs "
-                              f"up version {LATEST_VERSION}; use the matching sddsf version")
-        check_columns(await self.snap.columns())
         spaces = await self._table_rows(TABLE_BY_NAME["spaces"])
         await self._pruned()
         await self._logs(spaces)
@@ -449,16 +444,17 @@ async def create_backup(url: str, store: BackupStore, relay_key: Ed25519SigningK
         ConflictError: another backup took the same number.
         UnavailableError: the database or the location cannot be used.
     """
-    numbers = list_numbers(store)
-    number = (numbers[-1] + 1) if numbers else 1
     parent_number = None if full else latest_complete(store)
     parent, previous = None, _State()
     if parent_number is not None:
         parent, previous = await _load_parent(store, parent_number, relay_key, recipient)
-    await asyncio.to_thread(store.claim, folder_name(number))
-    report = BackupReport(number, parent_number, store.location, recipient)
-    writer = _Writer(store, report, relay_key, previous.pieces)
     async with open_snapshot(url, schema) as snap:
+        await _check_database(snap)  # before taking a number: a wrong --db leaves nothing
+        numbers = list_numbers(store)
+        number = (numbers[-1] + 1) if numbers else 1
+        await asyncio.to_thread(store.claim, folder_name(number))
+        report = BackupReport(number, parent_number, store.location, recipient)
+        writer = _Writer(store, report, relay_key, previous.pieces)
         await _Run(snap, writer, previous, parent, relay_key, clock).run()
         source = snap.source
     pieces = _ordered(writer.refs, parent)
@@ -469,6 +465,19 @@ async def create_backup(url: str, store: BackupStore, relay_key: Ed25519SigningK
                          recipient=recipient, pieces=pieces)
     await asyncio.to_thread(store.put, f"{folder_name(number)}/manifest", data, exclusive=True)
     return report
+
+
+async def _check_database(snap: Snapshot) -> None:
+    """A relay database of the schema this code copies, table by table.
+
+    Raises:
+        ConfigError: not a relay database, another version, another set of columns.
+    """
+    version = await snap.schema_version()
+    if version != LATEST_VERSION:
+        raise ConfigError(f"the database is at schema version {version}, this sddsf backs "
+                          f"up version {LATEST_VERSION}; use the matching sddsf version")
+    check_columns(await snap.columns())
 
 
 def _ordered(refs: dict[str, list[PieceRef]], parent: Manifest | None) -> list[PieceRef]:

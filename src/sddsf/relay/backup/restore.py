@@ -386,6 +386,10 @@ async def restore_backup(store: BackupStore, target_url: str | None, *,
                            manifest.recipient is not None, manifest.created_ms, target_url)
     if target_url is None and relay_key is None:
         verify_key = Ed25519PublicKey.from_bytes(manifest.relay_id)
+        report.warnings.append(
+            "no relay key was given: the signatures were checked against the key named in "
+            f"the manifest ({manifest.relay_id.hex()}); pass --key-file to check that it is "
+            "your relay's")
     else:
         verify_key = _relay_decision(manifest, relay_key, allow_new_relay_key, report)
     manifest.verify(verify_key)
