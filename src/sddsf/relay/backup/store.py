@@ -197,6 +197,9 @@ class S3Store(BackupStore):
                 return ConfigError(f"S3 refused access to {where} ({code}): check the "
                                    "credentials and the bucket policy")
             return UnavailableError(f"S3 error on {where}: {code} {err.get('Message', '')}")
+        if isinstance(exc, bx.ParamValidationError):  # e.g. no If-None-Match before 1.35
+            return ConfigError(f"boto3 refused the request for {where} ({exc}): relay "
+                               "backups need boto3 >= 1.35.36 (pip install 'sddsf[s3]')")
         if isinstance(exc, bx.NoCredentialsError | bx.PartialCredentialsError):
             return ConfigError("no S3 credentials: set AWS_ACCESS_KEY_ID and "
                                "AWS_SECRET_ACCESS_KEY, or an AWS profile")
