@@ -96,7 +96,10 @@ def _relay_key_file(config_file: str | None, key_file: str | None) -> str:
 
 
 def _shown(url: str) -> str:
-    from sddsf.relay.storage.postgres import redact_dsn  # noqa: PLC0415
+    """A database URL for output: a PostgreSQL password is masked."""
+    if url.startswith("sqlite:///"):
+        return url
+    from sddsf.relay.storage.postgres import redact_dsn  # noqa: PLC0415 - needs asyncpg
 
     return redact_dsn(url)
 
