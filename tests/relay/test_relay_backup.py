@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from backupkit import (
     S3_ENV,
+    MotoS3,
     dump,
     files_of,
     key_file,
@@ -131,36 +133,71 @@ async def test_incremental_backup_writes_only_what_changed(tmp_path: Path) -> No
     assert table_counts(tmp_path / "old.db")["ops"] == 9
 
 
-async def test_round_trip_to_s3_and_postgresql(tmp_path: Path) -> None:
-    """PostgreSQL source -> S3-compatible server (moto, a subprocess) -> a new
-    PostgreSQL database, and the same backup into SQLite (backend-neutral)."""
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoS3]:
+    """One S3-compatible server (moto_server, a subprocess) for this module."""
+    with moto_s3(tmp_path_factory.mktemp("s3")) as server:
+        yield server
+
+
+async def test_round_trip_to_s3_and_postgresql(tmp_path: Path, s3: MotoS3) -> None:
+    """PostgreSQL source -> S3-compatible server -> a new PostgreSQL database,
+    and the same backup into SQLite (the format is backend-neutral)."""
     from livekit import fresh_postgres_database
 
     key = key_file(tmp_path)
-    with moto_s3(tmp_path) as s3:
-        s3.bucket("relay-backups")
-        env = {**S3_ENV, "AWS_ENDPOINT_URL_S3": s3.endpoint}  # the standard AWS setting
-        location = "s3://relay-backups/prod/relay"
-        async with fresh_postgres_database() as src:
-            async with workload(tmp_path, src) as w:
-                backup_json(src, location, key, env=env)
-                await w.write(2)
-                second = backup_json(src, location, key, env=env)
-                source = await dump(src)
-            assert second["parent"] == 1 and second["ops"] == 2
-            keys = sorted(s3.objects("relay-backups"))
-            assert keys and all(k.startswith("prod/relay/backup-00000") for k in keys)
-            async with fresh_postgres_database() as dst:
-                code, stdout, stderr = restore(location, dst, key, "--heads-out",
-                                               str(tmp_path / "heads.json"), env=env)
-                assert code == 0, stdout + stderr
-                assert await dump(dst) == source
-                assert ": clean" in fsck_heads(dst, tmp_path / "heads.json", key)
-            lite = sqlite_url(tmp_path / "from-pg.db")
-            code, stdout, stderr = restore(location, lite, key, "--s3-endpoint", s3.endpoint,
-                                           env=S3_ENV)
+    s3.bucket("relay-backups")
+    env = {**S3_ENV, "AWS_ENDPOINT_URL_S3": s3.endpoint}  # the standard AWS setting
+    location = "s3://relay-backups/prod/relay"
+    async with fresh_postgres_database() as src:
+        async with workload(tmp_path, src) as w:
+            backup_json(src, location, key, env=env)
+            await w.write(2)
+            second = backup_json(src, location, key, env=env)
+            source = await dump(src)
+        assert second["parent"] == 1 and second["ops"] == 2
+        keys = sorted(s3.objects("relay-backups"))
+        assert keys and all(k.startswith("prod/relay/backup-00000") for k in keys)
+        async with fresh_postgres_database() as dst:
+            code, stdout, stderr = restore(location, dst, key, "--heads-out",
+                                           str(tmp_path / "heads.json"), env=env)
             assert code == 0, stdout + stderr
-            assert await dump(lite) == source
+            assert await dump(dst) == source
+            assert ": clean" in fsck_heads(dst, tmp_path / "heads.json", key)
+        lite = sqlite_url(tmp_path / "from-pg.db")
+        code, stdout, stderr = restore(location, lite, key, "--s3-endpoint", s3.endpoint,
+                                       env=S3_ENV)
+        assert code == 0, stdout + stderr
+        assert await dump(lite) == source
+
+
+async def test_sqlite_to_s3_incremental_and_s3_errors(tmp_path: Path, s3: MotoS3) -> None:
+    src = sqlite_url(tmp_path / "relay.db")
+    key = key_file(tmp_path)
+    s3.bucket("lite-backups")
+    location = "s3://lite-backups"  # no prefix: the bucket's top level
+    flag = ("--s3-endpoint", s3.endpoint)
+    async with workload(tmp_path, src) as w:
+        first = backup_json(src, location, key, *flag, env=S3_ENV)
+        await w.write(2)
+        second = backup_json(src, location, key, *flag, env=S3_ENV)
+        source = await dump(src)
+    assert second["ops"] == 2 and second["bytes_written"] < first["bytes_written"]
+    stored = s3.objects("lite-backups")
+    assert "backup-000002/manifest" in stored and "backup-000001/claim" in stored
+    out = sddsf("relay", "restore", "--from", location, "--check", "--key-file", str(key),
+                *flag, env=S3_ENV)
+    assert "backup 2" in out.stdout and "checked" in out.stdout
+    code, stdout, stderr = restore(location, sqlite_url(tmp_path / "r.db"), key, *flag,
+                                   env=S3_ENV)
+    assert code == 0, stdout + stderr
+    assert await dump(sqlite_url(tmp_path / "r.db")) == source
+    out = sddsf("relay", "backup", "--db", src, "--to", "s3://no-such-bucket/x", "--key-file",
+                str(key), *flag, env=S3_ENV, check=False)
+    assert out.returncode == 1 and "the bucket 'no-such-bucket' does not exist" in out.stderr
+    out = sddsf("relay", "backup", "--db", src, "--to", location, "--key-file", str(key),
+                *flag, env={**S3_ENV, "AWS_SECRET_ACCESS_KEY": ""}, check=False)
+    assert out.returncode == 1 and "no S3 credentials" in out.stderr, out.stderr
 
 
 async def test_backup_is_consistent_while_devices_keep_writing(tmp_path: Path) -> None:

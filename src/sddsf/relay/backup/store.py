@@ -172,8 +172,11 @@ class S3Store(BackupStore):
             raise ConfigError("S3 backup locations need boto3: pip install 'sddsf[s3]'"
                               ) from exc
         config = Config(retries={"max_attempts": 5, "mode": "standard"})
-        self._client: Any = boto3.session.Session().client(
-            "s3", endpoint_url=endpoint_url or None, config=config)
+        try:
+            self._client: Any = boto3.session.Session().client(
+                "s3", endpoint_url=endpoint_url or None, config=config)
+        except Exception as exc:  # bad credentials, region or endpoint settings
+            raise self._fail(exc, "the S3 client") from exc
 
     def _key(self, key: str) -> str:
         _check_key(key)
@@ -203,6 +206,9 @@ class S3Store(BackupStore):
         if isinstance(exc, bx.NoCredentialsError | bx.PartialCredentialsError):
             return ConfigError("no S3 credentials: set AWS_ACCESS_KEY_ID and "
                                "AWS_SECRET_ACCESS_KEY, or an AWS profile")
+        if isinstance(exc, bx.BotoCoreError) and not isinstance(exc, bx.ConnectionError
+                                                                 | bx.HTTPClientError):
+            return ConfigError(f"S3 configuration error for {where}: {exc}")
         return UnavailableError(f"cannot reach S3 for {where}: {exc}")
 
     def get(self, key: str) -> bytes:
