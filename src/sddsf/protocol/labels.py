@@ -54,6 +54,9 @@ __all__ = [
     "REGISTRY_COSIG",
     "REGISTRY_ENTRY",
     "REGISTRY_SIG",
+    "RELAY_BACKUP_AD",
+    "RELAY_BACKUP_SIG",
+    "RELAY_BACKUP_STATE",
     "REQUEST_KEY_SIG",
     "REQUEST_SIG",
     "SNAPSHOT_AD",
@@ -115,6 +118,9 @@ KV_RECORD_SIG: Final = "sddsf/v1/kv/record"
 AUTH_CHALLENGE_MAC: Final = "sddsf/v1/auth/challenge-mac"
 REQUEST_KEY_SIG: Final = "sddsf/v1/request/key-sig"
 ALERT_ACK_SIG: Final = "sddsf/v1/controller/alert-ack"
+RELAY_BACKUP_SIG: Final = "sddsf/v1/relay-backup/manifest"
+RELAY_BACKUP_AD: Final = "sddsf/v1/relay-backup/ad"
+RELAY_BACKUP_STATE: Final = "sddsf/v1/relay-backup/state-key"
 
 
 @functools.cache

@@ -46,6 +46,8 @@ from enum import StrEnum
 from typing import Any, Final
 from urllib.parse import unquote
 
+from sddsf.controller.audit import audit_log_id
+from sddsf.crypto import Ed25519PublicKey
 from sddsf.errors import Code, ConfigError, SddsfError, UnavailableError
 from sddsf.protocol import keypackage as kp
 from sddsf.protocol.encoding import decode
@@ -60,19 +62,24 @@ from sddsf.protocol.snapshot import (
     chunk_id,
     snapshot_claims,
 )
+from sddsf.protocol.treehead import decode_tree_head, verify_tree_head
 from sddsf.protocol.vv import VersionVector
 from sddsf.relay.storage.base import require_backend_url
 from sddsf.relay.storage.migrations import LATEST_VERSION
 
 __all__ = [
+    "HEADS_FORMAT",
     "ChainVerifier",
     "Finding",
     "FsckCode",
     "FsckReport",
     "LogEntry",
     "SpaceLog",
+    "check_heads",
     "describe",
     "fsck",
+    "heads_document",
+    "read_heads_file",
     "read_logs",
     "run_fsck",
 ]
@@ -109,6 +116,10 @@ class FsckCode(StrEnum):
     SNAPSHOT_BEYOND_LOG = "snapshot_beyond_log"
     CHUNK_MISMATCH = "chunk_mismatch"  # a snapshot chunk's bytes do not hash to its id
     CHUNK_MISSING = "chunk_missing"  # a stored manifest lists a chunk that is not stored
+    # Signed heads given with --heads (a backup's): see check_heads.
+    HEAD_INVALID = "head_invalid"  # malformed, or its signature fails under the relay key
+    HEAD_BEYOND_LOG = "head_beyond_log"  # the log is shorter than the signed size
+    HEAD_MISMATCH = "head_mismatch"  # the log's root at the signed size != the signed root
 
 
 @dataclass(frozen=True, slots=True)
@@ -655,3 +666,101 @@ def describe(report: FsckReport) -> list[str]:
     lines.append(f"fsck: {report.accounts} accounts, {report.spaces} spaces, {report.ops} ops, "
                  f"{report.nodes} nodes checked: {verdict}")
     return lines
+
+
+# ------------------------------------------------------- signed heads (--heads)
+#
+# A relay backup carries the relay's signed tree head of every log at the
+# backup point. Checked against a database restored from it, each head must
+# verify under the relay key and the log at the head's size must have the
+# head's root. Kept apart from the checks above: those need no outside input.
+
+#: The ``format`` of a heads file (JSON: written by ``sddsf relay restore --heads-out``).
+HEADS_FORMAT: Final = "sddsf-relay-heads"
+
+
+def heads_document(relay_id: bytes, heads: list[bytes], *, backup: int,
+                   created_ms: int) -> dict[str, object]:
+    """The JSON document of a heads file."""
+    import base64  # noqa: PLC0415
+
+    return {"format": HEADS_FORMAT, "version": 1, "relay_id": relay_id.hex(),
+            "backup": backup, "created_ms": created_ms,
+            "heads": [base64.b64encode(h).decode("ascii") for h in heads]}
+
+
+def read_heads_file(path: str) -> tuple[bytes, list[bytes]]:
+    """``(relay_id, heads)`` from a heads file.
+
+    Raises:
+        ConfigError: unreadable, or not a heads file.
+    """
+    import base64  # noqa: PLC0415
+    import binascii  # noqa: PLC0415
+    import json  # noqa: PLC0415
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = json.load(f)
+        if not isinstance(doc, dict) or doc.get("format") != HEADS_FORMAT \
+                or doc.get("version") != 1:
+            raise ValueError(f"not a {HEADS_FORMAT} file of version 1")
+        heads = [base64.b64decode(h, validate=True) for h in doc["heads"]]
+        return bytes.fromhex(doc["relay_id"]), heads
+    except (OSError, ValueError, KeyError, TypeError, binascii.Error) as exc:
+        raise ConfigError(f"cannot read the heads file {path}: {exc}") from None
+
+
+async def check_heads(url: str, heads: list[bytes], relay_key: Ed25519PublicKey, *,
+                      schema: str | None = None) -> list[Finding]:
+    """Check a database against signed tree heads (e.g. of the backup it was
+    restored from): each head verifies under ``relay_key``, and the log it
+    names (a space, or an account's audit log) has, at the head's size, the
+    head's root, recomputed from the stored rows. The log may have grown since.
+
+    Raises:
+        As :func:`fsck`.
+    """
+    async with _open_reader(url, schema) as reader:
+        out: list[Finding] = []
+        for raw in heads:
+            out.extend(await _check_head(reader, raw, relay_key))
+        return out
+
+
+async def _check_head(reader: _Reader, raw: bytes, key: Ed25519PublicKey) -> list[Finding]:
+    try:
+        head = verify_tree_head(raw, key, log=decode_tree_head(raw).log)
+    except SddsfError as exc:
+        return [Finding(FsckCode.HEAD_INVALID, f"a signed head does not verify with the relay "
+                        f"key {key.raw.hex()[:16]}...: [{exc.code.value}] {exc.message}")]
+    audit = audit_log_id(b"")
+    if head.log.startswith(audit):
+        account = head.log[len(audit):]
+        where: dict[str, Any] = {"account": account}
+        rows = await reader.fetch("SELECT seq, entry FROM audit_log WHERE account_id = ? AND "
+                                  "seq < ? ORDER BY seq", account, head.size)
+        leaves = [(int(s), leaf_hash(bytes(e))) for s, e in rows]
+        what = "audit log"
+    else:
+        where = {"space": head.log}
+        leaves = []
+        while len(leaves) < head.size and (page := await reader.ops(
+                head.log, leaves[-1][0] if leaves else -1, min(_PAGE, head.size))):
+            leaves.extend((e.offset, e.leaf_hash) for e in page)
+        del leaves[head.size:]
+        what = "log"
+    frontier = Frontier()
+    for position, leaf in leaves:
+        if position != frontier.size:
+            break  # a gap: the main checks name it; the root below will not match
+        frontier.append(leaf)
+    if frontier.size < head.size:
+        return [Finding(FsckCode.HEAD_BEYOND_LOG, f"the signed head has size {head.size}, the "
+                        f"{what} holds {frontier.size} gap-free entries: entries the relay "
+                        "had signed are missing", **where)]
+    if frontier.root() != head.root:
+        return [Finding(FsckCode.HEAD_MISMATCH, f"the {what}'s root at the signed size "
+                        f"{head.size} is not the signed root: its entries differ from what "
+                        "the relay signed", **where)]
+    return []
