@@ -18,12 +18,13 @@ from functools import cache
 from fuzz.contract import attempt
 from fuzz.targets import Target, frame, unframe
 from fuzz.world import hex_values, vectors, world
-from sddsf.crypto import seal, seal_open
+from sddsf.crypto import seal_open
 from sddsf.protocol import keypackage as kp
 from sddsf.protocol import labels
 from sddsf.protocol.encoding import decode, encode
 from sddsf.protocol.labels import labelled
 from sddsf.testing import vectorgen
+from sddsf.testing.seeded import seal_seeded
 
 
 @cache
@@ -54,7 +55,8 @@ def run_signed(data: bytes) -> None:
     fields = value if isinstance(value, dict) else {}
     rows = fields.get("recipients")
     if sealed_plaintext and isinstance(rows, list):
-        sealed = seal(w.laptop.kx.public, sealed_plaintext, vectorgen.seed("fuzz/ephemeral"))
+        sealed = seal_seeded(w.laptop.kx.public, sealed_plaintext,
+                             vectorgen.seed("fuzz/ephemeral"))
         fields["recipients"] = [
             [row[0], sealed] if isinstance(row, list) and row and row[0] == w.laptop.device_id
             else row for row in rows]

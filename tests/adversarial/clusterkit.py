@@ -43,6 +43,7 @@ from relaykit import World
 
 from rediskit import RedisServer
 from sddsf.client.relay_client import RelayClient
+from sddsf.client.retry import RetryPolicy
 from sddsf.relay.fsck import describe
 from sddsf.relay.fsck import fsck as relay_fsck
 
@@ -96,9 +97,12 @@ class Node:
     def client(self, world: World | None = None, device: int = 0,
                timeout_s: float = 20.0) -> RelayClient:
         """A RelayClient over real loopback HTTP, as ``device`` of ``world``."""
+        # No retries: these tests observe each answer of the relay (a 429 or 503
+        # is what they check, not something to wait out as a device would).
         return RelayClient(self.base_url, device=world.devices[device] if world else None,
                            account_id=world.account.account_id if world else None,
-                           transport=httpx.AsyncHTTPTransport(), timeout_s=timeout_s)
+                           transport=httpx.AsyncHTTPTransport(), timeout_s=timeout_s,
+                           retry=RetryPolicy(attempts=1))
 
 
 @dataclass

@@ -78,7 +78,8 @@ async def new_account(relay: Relay, devices: int = 2, *, space: bool = True) -> 
     async with relay.client(world) as c:
         await c.create_account(world.entries[0])
         for i in range(1, devices):
-            await c.append_registry(world.account.account_id, world.add_device(i))
+            await c.append_registry(world.account.account_id,
+                                    world.add_device(i, ts=relay.clock()))
         if space:
             await c.create_space(world.space, world.key_package())
     return world

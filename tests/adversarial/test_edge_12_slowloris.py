@@ -115,5 +115,5 @@ async def test_slow_connections_are_closed_and_healthz_keeps_answering(
             writer.close()
     # a normal client is served as before
     async with httpx.AsyncClient(transport=httpx.AsyncHTTPTransport(), timeout=5) as h:
-        r = await h.post(f"{relay.base_url}/v1/pairing")
+        r = await h.get(f"{relay.base_url}/v1/limits")
         assert r.status_code == 200

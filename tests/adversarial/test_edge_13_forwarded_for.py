@@ -47,7 +47,7 @@ def from_address(relay: RelayProcess, local: str) -> httpx.AsyncClient:
 async def statuses(h: httpx.AsyncClient, forwarded: list[str]) -> list[int]:
     out = []
     for value in forwarded:
-        r = await h.post("/v1/pairing", headers={"x-forwarded-for": value})
+        r = await h.get("/v1/limits", headers={"x-forwarded-for": value})  # IP-limited
         out.append(r.status_code)
     return out
 

@@ -36,9 +36,13 @@ async def governed_revocation(relay: Relay) -> tuple[World, bytes, int]:
     """Three devices, 2 approvals and a one-hour veto window; device 0 proposes
     revoking device 2 with the earliest time the relay accepts, device 1 approves.
     Returns the world, the proposal id and the relay's time of the proposal."""
-    world = await new_account(relay, 3)
     skew = relay.ctx.settings.max_skew_s * 1000
     now = relay.clock.now
+    # The devices were added (dated by the relay's clock) before the earliest
+    # date the proposal may carry: entry dates never go back along the chain.
+    relay.clock.now = now - skew - 120_000
+    world = await new_account(relay, 3)
+    relay.clock.now = now
     await append(relay, world, reg.set_policy(world.state, world.devices[0], {
         "approvals": 2, "veto_window_s": WINDOW_S}, now - skew - 60_000))
     proposal = reg.propose(world.state, world.devices[0], ActionType.REVOKE,

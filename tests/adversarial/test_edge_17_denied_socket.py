@@ -54,7 +54,8 @@ async def world_on(relay: RelayProcess) -> World:
     world = World()
     async with client(relay, world) as c:
         await c.create_account(world.entries[0])
-        await c.append_registry(world.account.account_id, world.add_device(1))
+        await c.append_registry(world.account.account_id,
+                                world.add_device(1, ts=time.time_ns() // 1_000_000))
         await c.create_space(world.space, world.key_package())
     return world
 

@@ -59,8 +59,11 @@ class Setup:
 @pytest.fixture
 async def setup(sqlite_storage: RelayStorage, tmp_path: Path) -> AsyncIterator[Setup]:
     """A laptop that wrote a few ops, and a phone that has pulled nothing yet."""
+    # The relay's clock stands still, so its token buckets never refill: lift the
+    # limits (30 examples x one sync each; rate limits have their own tests).
     harness = MaliciousRelay(httpx.ASGITransport(app=make_app(
-        sqlite_storage, Clock(time.time_ns() // 1_000_000))))
+        sqlite_storage, Clock(time.time_ns() // 1_000_000), rate_device_burst=1e6,
+        rate_account_burst=1e6, rate_ip_burst=1e6)))
     laptop, _ = await Device.create_account(tmp_path / "laptop", "http://relay.test",
                                             "laptop", passphrase=None,
                                             insecure_plaintext=True, transport=harness)

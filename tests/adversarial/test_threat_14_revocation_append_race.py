@@ -302,6 +302,7 @@ async def _new_world_via(relay: Any) -> World:
     async with client(relay, world) as c:
         await c.create_account(world.entries[0])
         for i in range(1, 3):
-            await c.append_registry(world.account.account_id, world.add_device(i))
+            await c.append_registry(world.account.account_id,
+                                    world.add_device(i, ts=time.time_ns() // 1_000_000))
         await c.create_space(world.space, world.key_package())
     return world

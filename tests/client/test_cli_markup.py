@@ -70,6 +70,8 @@ EXEMPT = {
     "vault purge": "as put", "unlock": "no data", "lock": "no data", "rm": "as put",
     "encryption-policy show": "the relay's signed numbers only",
     "encryption-policy reset": "no data",
+    "relay backup": "a relay database", "relay restore": "a relay database",
+    "relay backup-keygen": "prints key file paths",
 }
 
 

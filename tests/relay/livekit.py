@@ -33,6 +33,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from sddsf.client.relay_client import RelayClient
+from sddsf.client.retry import RetryPolicy
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 RELAY_SEED = seed("relay", 1)  # relaykit.relay_key(): tree heads verify with its public key
@@ -154,10 +155,12 @@ def _wait_healthy(relay: RelayProcess) -> bool:
 
 def client(relay: RelayProcess, world: World | None = None, device: int = 0) -> RelayClient:
     """A RelayClient over real loopback HTTP (no proxies from the environment)."""
+    # No retries: these tests observe each answer of the relay.
     return RelayClient(relay.base_url,
                        device=world.devices[device] if world else None,
                        account_id=world.account.account_id if world else None,
-                       transport=httpx.AsyncHTTPTransport(), timeout_s=10.0)
+                       transport=httpx.AsyncHTTPTransport(), timeout_s=10.0,
+                       retry=RetryPolicy(attempts=1))
 
 
 async def until(check: Callable[[], Awaitable[bool]], timeout: float = 5.0,

@@ -71,6 +71,7 @@ _POLICY_NS: Final = "ctrl"
 _POLICY_KEY: Final = b"encpolicy"
 _POLICY_AT: Final = b"encpolicy-at"
 _TOMB_MARK: Final = b"tombstones-seen"  # [local seq, local ms] of the last report
+_REPORT_TS: Final = b"report-ts"  # the newest ts this device signed into a report
 log = logging.getLogger("sddsf.client")
 _DESKTOPS: Final = ("Linux", "Darwin", "Windows")
 
@@ -99,6 +100,18 @@ def collect_posture(key_kind: str) -> Posture:
                    rooted="no" if system in _DESKTOPS else "unknown")
 
 
+def next_report_ts(device: Device) -> int:
+    """A timestamp for this device's next signed report: its clock, but always
+    after the last one it used. The relay accepts each report once (a copy is a
+    replay), so two different statements made within one clock tick must not
+    sign the same bytes."""
+    raw = device.store.get(_POLICY_NS, _REPORT_TS)
+    last = decode(raw) if raw else None
+    ts = max(device._clock(), last + 1 if isinstance(last, int) else 0)
+    device.store.put(_POLICY_NS, _REPORT_TS, encode(ts))
+    return ts
+
+
 class DeviceReporter:
     """A device's :class:`~sddsf.client.relay_client.ReportSource`."""
 
@@ -109,7 +122,7 @@ class DeviceReporter:
         """A posture report signed now."""
         d = self.device
         return sign_report(d.keys, d.account.account_id, ReportKind.POSTURE,
-                           collect_posture(d.key_kind).to_data(), d._clock())
+                           collect_posture(d.key_kind).to_data(), next_report_ts(d))
 
     def accepted(self, report: bytes, response: dict[str, Any]) -> None:
         """Check the relay's receipt and remember it (see :func:`remember_receipt`)."""
@@ -287,7 +300,7 @@ async def report_pairing(device: Device, outcome: str) -> None:
     """Tell the relay how a pairing this device started ended (best effort: the
     controller counts attempts; a completed one also shows as a device addition)."""
     report = sign_report(device.keys, device.account.account_id, ReportKind.PAIRING,
-                         {"outcome": outcome}, device._clock())
+                         {"outcome": outcome}, next_report_ts(device))
     try:
         remember_receipt(device, report, await device.relay.submit_report(
             device.account.account_id, report))
@@ -339,7 +352,8 @@ async def _report_tombstones(device: Device) -> int:
     now = device._clock()
     for author, count in sorted(counts.items()):
         report = sign_report(device.keys, device.account.account_id, ReportKind.TOMBSTONES,
-                             {"subject": author, "count": count, "since": since}, now)
+                             {"subject": author, "count": count, "since": since},
+                             next_report_ts(device))
         remember_receipt(device, report, await device.relay.submit_report(
             device.account.account_id, report))
     if counts:
