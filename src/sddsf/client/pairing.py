@@ -41,6 +41,7 @@ from sddsf.client.store import LocalStore
 from sddsf.crypto import Ed25519PublicKey, Spake2, random_bytes
 from sddsf.errors import (
     AuthenticationError,
+    AuthorizationError,
     Code,
     ConflictError,
     DecryptError,
@@ -378,16 +379,23 @@ async def _settle(device: Device, home: Path, made_dir: bool,
     """After the countersignature: the registry (verified from genesis against
     the account key) says whether this device was added."""
     try:
-        state = await device.refresh_registry()
+        state: reg.RegistryState | None = await device.refresh_registry()
+    except AuthorizationError as exc:
+        if exc.code is not Code.UNKNOWN_DEVICE:
+            await device.close()
+            raise UsageError(f"this device countersigned its addition but cannot check the "
+                             f"account's registry ({exc.message}); run `sddsf sync` here to "
+                             f"finish") from exc
+        state = None  # the relay reads the registry only to its devices: not one of them
     except SddsfError as exc:
         await device.close()
         raise UsageError(f"this device countersigned its addition but cannot check the "
                          f"account's registry ({exc.message}); run `sddsf sync` here to "
                          f"finish") from exc
-    if state.is_active(device.device_id):
+    if state is not None and state.is_active(device.device_id):
         await device.sync()
         return device
-    if device.awaiting_approval() is not None:
+    if state is not None and device.awaiting_approval() is not None:
         return device
     await device.close()
     if isinstance(stopped, ConflictError):  # the approver stopped before appending
