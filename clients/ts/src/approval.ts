@@ -18,7 +18,7 @@ import * as labels from "./labels.js";
 import { labelled } from "./labels.js";
 import type { ProtocolLimits } from "./limits.js";
 import type { RegistryEntry, RegistryState } from "./registry.js";
-import { codePoints, expectMap, type Fields } from "./schema.js";
+import { expectMap, type Fields } from "./schema.js";
 
 /** Open proposals per account: bounded state, bounded spam. */
 export const MAX_PENDING = 16;
@@ -266,5 +266,3 @@ export function actionField(kind: ActionType, fields: ReadonlyMap<string, CborVa
   return new Map<string, CborValue>([["type", kind], ...fields]);
 }
 
-/** Characters of a name as the reference counts them (code points). */
-export const nameLength = codePoints;

@@ -40,20 +40,15 @@ export function encodePayload(name: string, updates: readonly Uint8Array[]): Uin
  * Parse an op's plaintext and check it names the op's document, as the
  * reference client does before applying anything.
  *
- * @throws ProofError a payload that is not `{"n": name, "u": [...]}` or whose
+ * @throws DecodeError a plaintext that is not canonical; ProofError a payload that is not `{"n": name, "u": [...]}` or whose
  *   name does not hash to the op's doc id.
  */
-export function decodePayload(plaintext: Uint8Array, spaceId: Uint8Array, docId: Uint8Array): OpPayload {
-  let body;
-  try {
-    body = decode(plaintext);
-  } catch {
-    throw new ProofError("an op has a malformed payload");
-  }
+export function decodePayload(plaintext: Uint8Array, spaceId: Uint8Array, docId: Uint8Array, offset?: number): OpPayload {
+  const body = decode(plaintext);
   const name = isMap(body) ? body.get("n") : undefined;
   const updates = isMap(body) ? body.get("u") : undefined;
   if (typeof name !== "string" || !Array.isArray(updates) || !bytesEqual(docIdFor(spaceId, name), docId)) {
-    throw new ProofError("an op has a malformed payload");
+    throw new ProofError(`op${offset === undefined ? "" : ` at offset ${offset}`} has a malformed payload`);
   }
   return { name, updates: updates.filter((u): u is Uint8Array => u instanceof Uint8Array) };
 }

@@ -25,4 +25,9 @@ export * as snapshot from "./snapshot.js";
 export * as treehead from "./treehead.js";
 export * as vv from "./vv.js";
 export * as clock from "./clock.js";
+
+export * as live from "./live.js";
+export * as relay from "./relay.js";
+export * as sync from "./sync.js";
+export * as ydocs from "./ydocs.js";
 export { Code, SddsfError } from "./errors.js";

@@ -15,7 +15,7 @@
  * the new one) is added there beside the version-1 one.
  */
 
-import { bytesEqual, compareBytes, toHex, zeros } from "./bytes.js";
+import { bytesEqual, compareBytes, fromHex, toHex, zeros } from "./bytes.js";
 import { decode, encode, isInt, type Encodable } from "./cbor.js";
 import { sealOpen, seal, type X25519KeyPair } from "./crypto.js";
 import { AuthorizationError, Code, ContextError, DecodeError, DecryptError, EpochError, UsageError } from "./errors.js";
@@ -242,15 +242,9 @@ export function buildKeyPackage(opts: { creator: DeviceKeys; registry: RegistryS
   }
   const plaintext = labelled(labels.KEY_PACKAGE_SEALED, space, epoch, opts.epochKey, [...history]);
   const ids = [...targets.keys()].sort();
-  const recipients: Encodable[] = ids.map((rid, i) => [fromHexId(rid), seal(targets.get(rid)!, plaintext, opts.ephemeralSeeds[i]!)]);
+  const recipients: Encodable[] = ids.map((rid, i) => [fromHex(rid), seal(targets.get(rid)!, plaintext, opts.ephemeralSeeds[i]!)]);
   const body = encode(new Map<string, Encodable>([["v", KEY_PACKAGE_VERSION], ["space", space], ["epoch", epoch],
     ["prev", epoch ? opts.prev : ZERO], ["creator", creator.deviceId], ["ts", BigInt(opts.tsMs)],
     ["registry_seq", BigInt(registry.seq)], ["recipients", recipients]]));
   return encode([KEY_PACKAGE_VERSION, body, creator.sign(labelled(labels.KEY_PACKAGE_SIG, body))]);
-}
-
-function fromHexId(hex: string): Uint8Array {
-  const out = new Uint8Array(hex.length / 2);
-  for (let i = 0; i < out.length; i++) out[i] = parseInt(hex.slice(2 * i, 2 * i + 2), 16);
-  return out;
 }

@@ -17,7 +17,7 @@
  */
 
 import { bytesEqual, compareBytes, fromHex, toHex, utf8 } from "./bytes.js";
-import { decode, encode, isInt, isMap, type CborValue, type Encodable } from "./cbor.js";
+import { decode, encode, isInt, type CborValue, type Encodable } from "./cbor.js";
 import { AEAD_NONCE_SIZE, aeadDecrypt, aeadEncrypt, hkdfSha256 } from "./crypto.js";
 import { HASH_SIZE, SPACE_ID_SIZE } from "./envelope.js";
 import { AuthorizationError, Code, ContextError, DecodeError, EpochError, ProofError, UsageError } from "./errors.js";
@@ -207,5 +207,3 @@ export function sealSnapshot(author: DeviceKeys, opts: { space: Uint8Array; epoc
   return raw;
 }
 
-/** Whether a value is a decoded map (re-exported for callers handling payloads). */
-export const isCborMap = isMap;
