@@ -1,0 +1,219 @@
+/**
+ * Python ↔ TypeScript on one real relay.
+ *
+ * The test starts `sddsf relay serve` (the worktree's .venv) on a free
+ * loopback port; a Python device (py_device.py, `sddsf.client.device.Device`)
+ * creates an account and a space, writes key-value edits and adds a second
+ * device, whose key seeds it hands over. The TypeScript library then *is*
+ * that second device: it opens a session with a signed challenge, pins the
+ * relay key, verifies the registry from the pinned account key and the key
+ * packages as a chain, pulls the space verifying every tree head, leaf, op
+ * (rules in history mode), gossip and payload, checks an inclusion proof for
+ * every offset, decrypts, applies the Yjs updates and reads the same values.
+ * It writes an op with Yjs that the Python device pulls, verifies and applies
+ * (pycrdt), and it receives the Python device's next op over the WebSocket
+ * live channel before pulling it.
+ *
+ * Needs the Python environment (.venv at the repository root): it skips when
+ * absent, and fails instead under SDDSF_REQUIRE_INTEROP=1 (as .ci/run sets).
+ */
+
+import assert from "node:assert/strict";
+import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, test } from "node:test";
+
+import { fromHex, toHex } from "../../src/bytes.js";
+import { randomBytes, ready } from "../../src/crypto.js";
+import { AccountPublic, DeviceKeys } from "../../src/identity.js";
+import { LiveChannel, type LiveMessage } from "../../src/live.js";
+import { leafHash, verifyInclusion } from "../../src/merkle.js";
+import { RelayClient } from "../../src/relay.js";
+import { DeviceSession } from "../../src/sync.js";
+import { verifyTreeHead } from "../../src/treehead.js";
+import { DocSet } from "../../src/ydocs.js";
+import { PACKAGE_ROOT, REPO_ROOT } from "../kit.js";
+import { heads, putRecord, readRecords } from "./kvrecords.js";
+
+/* eslint-disable @typescript-eslint/no-explicit-any */
+type Json = any;
+
+const PYTHON = join(REPO_ROOT, ".venv", "bin", "python");
+const HELPER = join(PACKAGE_ROOT, "test", "interop", "py_device.py");
+const START_TIMEOUT_MS = 30_000;
+const STEP_TIMEOUT_MS = 120_000;
+
+let work = "";
+let relay: ChildProcess | null = null;
+let baseUrl = "";
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.listen(0, "127.0.0.1", () => {
+      const addr = srv.address();
+      srv.close(() => (typeof addr === "object" && addr ? resolve(addr.port) : reject(new Error("no port"))));
+    });
+  });
+}
+
+/** Run the Python helper and parse its one JSON line. */
+function py(...args: string[]): Json {
+  const r = spawnSync(PYTHON, [HELPER, ...args], { cwd: work, encoding: "utf8", timeout: STEP_TIMEOUT_MS,
+    env: { ...process.env, PYTHONPATH: join(REPO_ROOT, "src") } });
+  assert.equal(r.status, 0, `py_device.py ${args[0]} failed:\n${r.stdout}\n${r.stderr}`);
+  return JSON.parse(r.stdout.trim().split("\n").at(-1)!);
+}
+
+async function waitHealthy(url: string): Promise<void> {
+  const deadline = Date.now() + START_TIMEOUT_MS;
+  while (Date.now() < deadline) {
+    if (relay?.exitCode !== null) break;
+    try {
+      if ((await fetch(`${url}/healthz`)).ok) return;
+    } catch {
+      // not listening yet
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  throw new Error(`relay did not become healthy:\n${readFileSync(join(work, "relay.log"), "utf8")}`);
+}
+
+/** The next live message matching `pred` (bounded by a timeout). */
+async function nextMatching(ch: LiveChannel, pred: (m: LiveMessage) => boolean, ms = 30_000): Promise<LiveMessage> {
+  const deadline = Date.now() + ms;
+  while (Date.now() < deadline) {
+    const m = await Promise.race([ch.next(), new Promise<"timeout">((r) => setTimeout(() => r("timeout"), deadline - Date.now()))]);
+    if (m === "timeout") break;
+    if (m === null) throw new Error("the live channel closed");
+    if (pred(m)) return m;
+  }
+  throw new Error("no matching live message in time");
+}
+
+const available = existsSync(PYTHON);
+
+before(async () => {
+  await ready();
+  if (!available) return;
+  work = mkdtempSync(join(tmpdir(), "sddsf-ts-interop-"));
+  writeFileSync(join(work, "relay.key"), `${toHex(randomBytes(32))}\n`, { mode: 0o600 });
+  const port = await freePort();
+  baseUrl = `http://127.0.0.1:${port}`;
+  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("SDDSF_RELAY_")));
+  const log = join(work, "relay.log");
+  const { openSync } = await import("node:fs");
+  const fd = openSync(log, "w");
+  relay = spawn(PYTHON, ["-m", "sddsf", "relay", "serve", "--db", `sqlite:///${join(work, "relay.db")}`, "--port", String(port)], {
+    cwd: work, stdio: ["ignore", fd, fd],
+    env: { ...env, SDDSF_RELAY_KEY_FILE: join(work, "relay.key"), PYTHONPATH: join(REPO_ROOT, "src") },
+  });
+  await waitHealthy(baseUrl);
+});
+
+after(() => {
+  if (relay !== null && relay.exitCode === null && relay.pid !== undefined) {
+    process.kill(relay.pid, "SIGTERM");
+  }
+  if (work) rmSync(work, { recursive: true, force: true });
+});
+
+test("a TypeScript device and a Python device share a space on one real relay", { timeout: 300_000 }, async (t) => {
+  if (!available) {
+    const reason = `the Python environment (${PYTHON}) is missing; create it with the README's set-up command`;
+    if (process.env.SDDSF_REQUIRE_INTEROP === "1") throw new Error(`${reason} -- SDDSF_REQUIRE_INTEROP=1 makes this a failure`);
+    t.skip(reason);
+    return;
+  }
+  // 1. Python: account, space, kv edits, a second device for TypeScript.
+  const setup = py("setup", join(work, "a"), join(work, "b"), baseUrl);
+  const keys = DeviceKeys.fromSeeds(fromHex(setup.browser_sign_seed), fromHex(setup.browser_kx_seed));
+  assert.equal(toHex(keys.deviceId), setup.browser_id);
+  const account = AccountPublic.fromKeys(fromHex(setup.account_sign), fromHex(setup.account_recovery));
+  assert.equal(toHex(account.accountId), setup.account_id);
+  const spaceId = fromHex(setup.space);
+
+  // 2. TypeScript: session (signed challenge), relay key pinned, registry verified from the pinned account key.
+  const client = new RelayClient(baseUrl, { device: keys, accountId: account.accountId });
+  const device = new DeviceSession(keys, account, client);
+  const relayKey = await device.pinRelay();
+  assert.equal(toHex(relayKey.raw), setup.relay_key, "both devices pinned the same relay key");
+  const registry = await device.refreshRegistry();
+  assert.ok(registry.isActive(keys.deviceId) && registry.isActive(fromHex(setup.laptop_id)));
+  assert.deepEqual(registry.activeDevices().map((d) => d.name), ["laptop", "browser"]);
+  assert.deepEqual((await device.listSpaces()).map(toHex), [setup.space]);
+
+  // 3. Keys (a verified chain; the newest epoch is wrapped for this device and carries the history).
+  const space = device.space(spaceId);
+  const packages = await space.refreshKeys();
+  assert.ok(packages.length >= 2, "the laptop opened an epoch that includes the browser");
+  assert.deepEqual([...space.keys.keys()].sort(), packages.map((p) => p.epoch).sort());
+
+  // 4. Pull and verify everything, then apply to Yjs and read the Python device's values.
+  const report = await space.pull();
+  assert.equal(report.size, BigInt(setup.size));
+  assert.equal(report.pulled, setup.size);
+  assert.equal(report.skipped.length, 0);
+  const docs = new DocSet();
+  if (report.snapshot !== null) docs.applySnapshot(report.snapshot);
+  docs.applyVerified(report.applied);
+  const kv = docs.doc("kv");
+  const read = readRecords(kv, registry);
+  assert.deepEqual(read.refused, [], "every record's signature verifies under its author's registry key");
+  const values = new Map([...heads(read.records)].map(([k, hs]) => [k, hs.map((h) => h.value)]));
+  assert.deepEqual(Object.fromEntries(values), { milk: ["2 l"], eggs: ["6"], coffee: ["beans"] });
+  assert.equal(kv.getMap("kv").get("eggs"), "6");
+
+  // Every offset has an inclusion proof under a head signed by the pinned key.
+  const size = Number(report.size);
+  for (let i = 0; i < size; i++) {
+    const [proof, headRaw] = await client.inclusionProof(spaceId, i, size);
+    const head = verifyTreeHead(headRaw, relayKey, spaceId);
+    assert.equal(head.size, report.size);
+    verifyInclusion(space.tree.hashRange(i, i + 1), i, head.size, proof, head.root);
+  }
+
+  // 5. The live channel: subscribe, then write from TypeScript with Yjs.
+  const live = await LiveChannel.open(client);
+  try {
+    live.subscribe(spaceId);
+    const sub = await nextMatching(live, (m) => m.type === "subscribed");
+    assert.ok(sub.type === "subscribed" && sub.size === size);
+
+    putRecord(kv, keys, registry, "bread", "1 loaf", toHex(randomBytes(16)), Date.now());
+    const local = docs.takeLocal();
+    assert.deepEqual([...local.keys()], ["kv"]);
+    const env = space.seal("kv", [local.get("kv")!]);
+    const pushed = await space.push();
+    assert.deepEqual(pushed.rejected, []);
+    assert.equal(pushed.pushed, 1);
+    const own = await nextMatching(live, (m) => m.type === "op" && m.offset === size);
+    assert.ok(own.type === "op" && toHex(leafHash(own.envelope)) === toHex(leafHash(env.raw)));
+
+    // 6. Python pulls, verifies and applies the TypeScript op (pycrdt) and reads the value.
+    const seen = py("read", join(work, "a"), "bread");
+    assert.equal(seen.value, "1 loaf");
+    assert.equal(seen.verified, true, JSON.stringify(seen));
+    assert.deepEqual(seen.authors, [toHex(keys.deviceId)]);
+    assert.deepEqual(seen.alerts, []);
+    assert.equal(seen.size, size + 1);
+
+    // 7. Python writes again; the live channel announces it; TypeScript pulls and applies it.
+    const put = py("put", join(work, "a"), "butter", "250 g");
+    assert.deepEqual(put.rejected, []);
+    const hint = await nextMatching(live, (m) => m.type === "op" && m.offset === size + 1);
+    assert.ok(hint.type === "op");
+    const next = await space.pull();
+    assert.equal(next.size, BigInt(size + 2));
+    assert.equal(next.applied.length, 1, "the own op made here is not applied twice");
+    docs.applyVerified(next.applied);
+    const after2 = heads(readRecords(kv, registry).records);
+    assert.deepEqual(after2.get("butter")?.map((h) => h.value), ["250 g"]);
+    assert.deepEqual(after2.get("bread")?.map((h) => h.author), [toHex(keys.deviceId)]);
+  } finally {
+    live.close();
+  }
+});
