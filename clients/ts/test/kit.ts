@@ -9,6 +9,8 @@ import { dirname, join, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { TestContext } from "node:test";
 
+import { SddsfError } from "../src/errors.js";
+
 /** clients/ts (the package root), found from this compiled file (dist/test/kit.js). */
 export const PACKAGE_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..");
 /** The repository root. */
@@ -55,4 +57,15 @@ export function jsonFiles(dir: string, base: string): string[] {
 /** Parse a JSON file. */
 export function loadJson<T = any>(path: string): T {
   return JSON.parse(readFileSync(path, "utf8")) as T;
+}
+
+/** Run `fn` and return the SDDSF error code it throws (throws if it throws nothing). */
+export function codeOf(fn: () => unknown): string {
+  try {
+    fn();
+  } catch (e) {
+    if (e instanceof SddsfError) return e.code;
+    throw e;
+  }
+  throw new Error("expected an SddsfError, nothing was thrown");
 }

@@ -18,7 +18,6 @@ import { fromHex, toHex, utf8 } from "../src/bytes.js";
 import { decode } from "../src/cbor.js";
 import { aeadDecrypt, Ed25519PublicKey, hkdfSha256, ready } from "../src/crypto.js";
 import { decodeEnvelope, deriveDocKey, openOp } from "../src/envelope.js";
-import { SddsfError } from "../src/errors.js";
 import { AccountKeys } from "../src/identity.js";
 import { openEpochKey, verifyKeyPackage, type KeyPackage } from "../src/keypackage.js";
 import { SNAPSHOT_AD, SNAPSHOT_KEY, labelled } from "../src/labels.js";
@@ -28,24 +27,13 @@ import { verifyRegistry, type RegistryState } from "../src/registry.js";
 import { MemoryChainView, verifyOp, type Outcome } from "../src/rules.js";
 import { decodeSnapshot, verifySnapshot, type Snapshot } from "../src/snapshot.js";
 import { checkProgress, verifyTreeHead } from "../src/treehead.js";
-import { loadJson, OWN_VECTORS } from "./kit.js";
+import { codeOf, loadJson, OWN_VECTORS } from "./kit.js";
 
 /* eslint-disable @typescript-eslint/no-explicit-any */
 type Json = any;
 
 const RUNNERS = new Set(["envelope.json", "registry.json", "key_package.json", "tree_head.json", "snapshot.json"]);
 const load = (name: string): Json => loadJson(join(OWN_VECTORS, name));
-
-/** Run `fn` and return the SDDSF error code it throws (fails if it does not throw one). */
-export function codeOf(fn: () => unknown): string {
-  try {
-    fn();
-  } catch (e) {
-    if (e instanceof SddsfError) return e.code;
-    throw e;
-  }
-  assert.fail("expected an SddsfError, nothing was thrown");
-}
 
 function registryOf(ctx: Json): RegistryState {
   const account = AccountKeys.fromSecret(fromHex(ctx.account_secret));

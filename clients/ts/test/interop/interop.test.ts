@@ -19,11 +19,6 @@
  */
 
 import assert from "node:assert/strict";
-import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { createServer } from "node:net";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { after, before, test } from "node:test";
 
 import { fromHex, toHex } from "../../src/bytes.js";
@@ -35,52 +30,10 @@ import { RelayClient } from "../../src/relay.js";
 import { DeviceSession } from "../../src/sync.js";
 import { verifyTreeHead } from "../../src/treehead.js";
 import { DocSet } from "../../src/ydocs.js";
-import { PACKAGE_ROOT, REPO_ROOT } from "../kit.js";
 import { heads, putRecord, readRecords } from "./kvrecords.js";
+import { LiveRelay, pythonAvailable } from "./relaykit.js";
 
-/* eslint-disable @typescript-eslint/no-explicit-any */
-type Json = any;
-
-const PYTHON = join(REPO_ROOT, ".venv", "bin", "python");
-const HELPER = join(PACKAGE_ROOT, "test", "interop", "py_device.py");
-const START_TIMEOUT_MS = 30_000;
-const STEP_TIMEOUT_MS = 120_000;
-
-let work = "";
-let relay: ChildProcess | null = null;
-let baseUrl = "";
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.listen(0, "127.0.0.1", () => {
-      const addr = srv.address();
-      srv.close(() => (typeof addr === "object" && addr ? resolve(addr.port) : reject(new Error("no port"))));
-    });
-  });
-}
-
-/** Run the Python helper and parse its one JSON line. */
-function py(...args: string[]): Json {
-  const r = spawnSync(PYTHON, [HELPER, ...args], { cwd: work, encoding: "utf8", timeout: STEP_TIMEOUT_MS,
-    env: { ...process.env, PYTHONPATH: join(REPO_ROOT, "src") } });
-  assert.equal(r.status, 0, `py_device.py ${args[0]} failed:\n${r.stdout}\n${r.stderr}`);
-  return JSON.parse(r.stdout.trim().split("\n").at(-1)!);
-}
-
-async function waitHealthy(url: string): Promise<void> {
-  const deadline = Date.now() + START_TIMEOUT_MS;
-  while (Date.now() < deadline) {
-    if (relay?.exitCode !== null) break;
-    try {
-      if ((await fetch(`${url}/healthz`)).ok) return;
-    } catch {
-      // not listening yet
-    }
-    await new Promise((r) => setTimeout(r, 200));
-  }
-  throw new Error(`relay did not become healthy:\n${readFileSync(join(work, "relay.log"), "utf8")}`);
-}
+let relay: LiveRelay | null = null;
 
 /** The next live message matching `pred` (bounded by a timeout). */
 async function nextMatching(ch: LiveChannel, pred: (m: LiveMessage) => boolean, ms = 30_000): Promise<LiveMessage> {
@@ -94,42 +47,18 @@ async function nextMatching(ch: LiveChannel, pred: (m: LiveMessage) => boolean, 
   throw new Error("no matching live message in time");
 }
 
-const available = existsSync(PYTHON);
+before(ready);
 
-before(async () => {
-  await ready();
-  if (!available) return;
-  work = mkdtempSync(join(tmpdir(), "sddsf-ts-interop-"));
-  writeFileSync(join(work, "relay.key"), `${toHex(randomBytes(32))}\n`, { mode: 0o600 });
-  const port = await freePort();
-  baseUrl = `http://127.0.0.1:${port}`;
-  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("SDDSF_RELAY_")));
-  const log = join(work, "relay.log");
-  const { openSync } = await import("node:fs");
-  const fd = openSync(log, "w");
-  relay = spawn(PYTHON, ["-m", "sddsf", "relay", "serve", "--db", `sqlite:///${join(work, "relay.db")}`, "--port", String(port)], {
-    cwd: work, stdio: ["ignore", fd, fd],
-    env: { ...env, SDDSF_RELAY_KEY_FILE: join(work, "relay.key"), PYTHONPATH: join(REPO_ROOT, "src") },
-  });
-  await waitHealthy(baseUrl);
-});
-
-after(() => {
-  if (relay !== null && relay.exitCode === null && relay.pid !== undefined) {
-    process.kill(relay.pid, "SIGTERM");
-  }
-  if (work) rmSync(work, { recursive: true, force: true });
-});
+after(() => relay?.stop());
 
 test("a TypeScript device and a Python device share a space on one real relay", { timeout: 300_000 }, async (t) => {
-  if (!available) {
-    const reason = `the Python environment (${PYTHON}) is missing; create it with the README's set-up command`;
-    if (process.env.SDDSF_REQUIRE_INTEROP === "1") throw new Error(`${reason} -- SDDSF_REQUIRE_INTEROP=1 makes this a failure`);
-    t.skip(reason);
-    return;
-  }
+  if (!pythonAvailable(t)) return;
+  relay = await LiveRelay.start();
+  const baseUrl = relay.baseUrl;
+  const py = relay.py.bind(relay);
+  const home = relay.home.bind(relay);
   // 1. Python: account, space, kv edits, a second device for TypeScript.
-  const setup = py("setup", join(work, "a"), join(work, "b"), baseUrl);
+  const setup = py("setup", home("a"), home("b"), baseUrl);
   const keys = DeviceKeys.fromSeeds(fromHex(setup.browser_sign_seed), fromHex(setup.browser_kx_seed));
   assert.equal(toHex(keys.deviceId), setup.browser_id);
   const account = AccountPublic.fromKeys(fromHex(setup.account_sign), fromHex(setup.account_recovery));
@@ -194,7 +123,7 @@ test("a TypeScript device and a Python device share a space on one real relay", 
     assert.ok(own.type === "op" && toHex(leafHash(own.envelope)) === toHex(leafHash(env.raw)));
 
     // 6. Python pulls, verifies and applies the TypeScript op (pycrdt) and reads the value.
-    const seen = py("read", join(work, "a"), "bread");
+    const seen = py("read", home("a"), "bread");
     assert.equal(seen.value, "1 loaf");
     assert.equal(seen.verified, true, JSON.stringify(seen));
     assert.deepEqual(seen.authors, [toHex(keys.deviceId)]);
@@ -202,7 +131,7 @@ test("a TypeScript device and a Python device share a space on one real relay", 
     assert.equal(seen.size, size + 1);
 
     // 7. Python writes again; the live channel announces it; TypeScript pulls and applies it.
-    const put = py("put", join(work, "a"), "butter", "250 g");
+    const put = py("put", home("a"), "butter", "250 g");
     assert.deepEqual(put.rejected, []);
     const hint = await nextMatching(live, (m) => m.type === "op" && m.offset === size + 1);
     assert.ok(hint.type === "op");

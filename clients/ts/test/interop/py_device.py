@@ -8,7 +8,7 @@ serve`` process; every command prints one JSON object on stdout.
   second device (B, "browser") with ``Device.add_local`` and sync A so the
   space's keys are wrapped for B. Prints the account's public keys, B's key
   seeds (the TypeScript library becomes B), the space id and the relay key A
-  pinned.
+  pinned (and, for the adversarial tests, A's key seeds).
 * ``put HOME_A KEY VALUE``: A sets KEY and syncs.
 * ``read HOME_A KEY``: A syncs and reads KEY: its value, how many heads, and
   whether every head's authorship verified (a signed record of a registry
@@ -53,6 +53,9 @@ async def setup(home_a: Path, home_b: Path, relay_url: str) -> None:
             "account_recovery": laptop.account.recovery_key.hex(),
             "account_id": laptop.account.account_id.hex(),
             "laptop_id": laptop.device_id.hex(),
+            # For the adversarial tests only: lets the test sign as the laptop.
+            "laptop_sign_seed": laptop.keys.signing.seed.hex(),
+            "laptop_kx_seed": laptop.keys.kx.seed.hex(),
             "browser_sign_seed": browser.keys.signing.seed.hex(),
             "browser_kx_seed": browser.keys.kx.seed.hex(),
             "browser_id": browser.device_id.hex(),
