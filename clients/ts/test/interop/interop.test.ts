@@ -12,7 +12,8 @@
  * every offset, decrypts, applies the Yjs updates and reads the same values.
  * It writes an op with Yjs that the Python device pulls, verifies and applies
  * (pycrdt), and it receives the Python device's next op over the WebSocket
- * live channel before pulling it.
+ * live channel before pulling it. Finally a fresh copy of the TypeScript device
+ * starts from a snapshot the Python device wrote and pulls only the tail.
  *
  * Needs the Python environment (.venv at the repository root): it skips when
  * absent, and fails instead under SDDSF_REQUIRE_INTEROP=1 (as .ci/run sets).
@@ -145,4 +146,27 @@ test("a TypeScript device and a Python device share a space on one real relay", 
   } finally {
     live.close();
   }
+
+  // 8. A fresh copy of this device starts from the Python device's snapshot
+  //    (verified: active author, frontier, signature, decryption) and pulls
+  //    only the tail, which must extend the snapshot's frontier to the signed root.
+  const snap = py("snapshot", home("a"));
+  assert.equal(snap.size, size + 2);
+  assert.deepEqual(py("put", home("a"), "jam", "plum").rejected, []);
+  const fresh = new DeviceSession(keys, account, new RelayClient(baseUrl, { device: keys, accountId: account.accountId }),
+    { relayKey: relayKey.raw });
+  await fresh.pinRelay();
+  const copy = fresh.space(spaceId);
+  await copy.refreshKeys();
+  const fromSnap = await copy.pull();
+  assert.ok(fromSnap.snapshot !== null, "started from the snapshot");
+  assert.equal(fromSnap.snapshot.size, BigInt(size + 2));
+  assert.equal(copy.tree.base, BigInt(size + 2));
+  assert.equal(fromSnap.applied.length, 1, "only the tail is replayed");
+  const docs2 = new DocSet();
+  docs2.applySnapshot(fromSnap.snapshot);
+  docs2.applyVerified(fromSnap.applied);
+  const values2 = new Map([...heads(readRecords(docs2.doc("kv"), registry).records)].map(([k, hs]) => [k, hs[0]!.value]));
+  assert.deepEqual(Object.fromEntries([...values2].sort()),
+    { bread: "1 loaf", butter: "250 g", coffee: "beans", eggs: "6", jam: "plum", milk: "2 l" });
 });

@@ -10,6 +10,7 @@ serve`` process; every command prints one JSON object on stdout.
   seeds (the TypeScript library becomes B), the space id and the relay key A
   pinned (and, for the adversarial tests, A's key seeds).
 * ``put HOME_A KEY VALUE``: A sets KEY and syncs.
+* ``snapshot HOME_A``: A syncs and writes a whole-space snapshot (§18).
 * ``read HOME_A KEY``: A syncs and reads KEY: its value, how many heads, and
   whether every head's authorship verified (a signed record of a registry
   device), with the sync report.
@@ -80,6 +81,16 @@ async def put(home_a: Path, key: str, value: str) -> None:
         await laptop.close()
 
 
+async def snapshot(home_a: Path) -> None:
+    laptop = Device.open(home_a, passphrase=None)
+    try:
+        await laptop.sync()
+        space = laptop.space_by_name("groceries")
+        _emit({"size": await laptop.snapshot(space)})
+    finally:
+        await laptop.close()
+
+
 async def read(home_a: Path, key: str) -> None:
     laptop = Device.open(home_a, passphrase=None)
     try:
@@ -107,6 +118,8 @@ def main(argv: list[str]) -> None:
         asyncio.run(setup(Path(args[0]), Path(args[1]), args[2]))
     elif command == "put":
         asyncio.run(put(Path(args[0]), args[1], args[2]))
+    elif command == "snapshot":
+        asyncio.run(snapshot(Path(args[0])))
     elif command == "read":
         asyncio.run(read(Path(args[0]), args[1]))
     else:
