@@ -106,6 +106,9 @@ export class LiveChannel {
   /**
    * Get a ticket (a signed request) and open the channel.
    *
+   * A ticket the relay refuses still opens (the relay accepts, then closes
+   * with 4401): that surfaces as an AuthenticationError from {@link next}.
+   *
    * @param factory the WebSocket constructor (default: the global `WebSocket`).
    * @throws UnavailableError the connection did not open.
    */

@@ -13,7 +13,8 @@
  * It writes an op with Yjs that the Python device pulls, verifies and applies
  * (pycrdt), and it receives the Python device's next op over the WebSocket
  * live channel before pulling it. Finally a fresh copy of the TypeScript device
- * starts from a snapshot the Python device wrote and pulls only the tail.
+ * starts from a snapshot the Python device wrote and pulls only the tail, and
+ * the live channel's close codes are checked (an unknown ticket; revocation).
  *
  * Needs the Python environment (.venv at the repository root): it skips when
  * absent, and fails instead under SDDSF_REQUIRE_INTEROP=1 (as .ci/run sets).
@@ -169,4 +170,23 @@ test("a TypeScript device and a Python device share a space on one real relay", 
   const values2 = new Map([...heads(readRecords(docs2.doc("kv"), registry).records)].map(([k, hs]) => [k, hs[0]!.value]));
   assert.deepEqual(Object.fromEntries([...values2].sort()),
     { bread: "1 loaf", butter: "250 g", coffee: "beans", eggs: "6", jam: "plum", milk: "2 l" });
+
+  // 9. Live channel close codes: an unknown ticket is 4401; revoking this
+  //    device closes its open channel with 4403, and the relay refuses it.
+  class BadTicket extends RelayClient {
+    override async wsTicket(): Promise<Uint8Array> {
+      return randomBytes(32);
+    }
+  }
+  // The relay accepts the connection, then closes it at once (§17.7).
+  const refused = await LiveChannel.open(new BadTicket(baseUrl, { device: keys, accountId: account.accountId }));
+  await assert.rejects(refused.next(), (e: Error & { code?: string }) => e.code === "unauthenticated");
+  const watching = await LiveChannel.open(client);
+  watching.subscribe(spaceId);
+  await nextMatching(watching, (m) => m.type === "subscribed");
+  assert.equal(py("revoke", home("a"), toHex(keys.deviceId)).done, true);
+  await assert.rejects(nextMatching(watching, () => false, 30_000), (e: Error & { code?: string }) => e.code === "revoked");
+  const afterRevoke = await fresh.refreshRegistry();
+  assert.equal(afterRevoke.device(keys.deviceId)?.status, "revoked");
+  await assert.rejects(copy.pull(), (e: Error & { code?: string }) => e.code === "revoked");
 });

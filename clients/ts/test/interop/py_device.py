@@ -11,6 +11,7 @@ serve`` process; every command prints one JSON object on stdout.
   pinned (and, for the adversarial tests, A's key seeds).
 * ``put HOME_A KEY VALUE``: A sets KEY and syncs.
 * ``snapshot HOME_A``: A syncs and writes a whole-space snapshot (§18).
+* ``revoke HOME_A DEVICE_ID``: A revokes the device (hex id) and syncs.
 * ``read HOME_A KEY``: A syncs and reads KEY: its value, how many heads, and
   whether every head's authorship verified (a signed record of a registry
   device), with the sync report.
@@ -91,6 +92,17 @@ async def snapshot(home_a: Path) -> None:
         await laptop.close()
 
 
+async def revoke(home_a: Path, device_hex: str) -> None:
+    laptop = Device.open(home_a, passphrase=None)
+    try:
+        await laptop.sync()
+        change = await laptop.revoke(bytes.fromhex(device_hex), "lost")
+        report = await laptop.sync()
+        _emit({"done": change.done, "rotated": report.rotated})
+    finally:
+        await laptop.close()
+
+
 async def read(home_a: Path, key: str) -> None:
     laptop = Device.open(home_a, passphrase=None)
     try:
@@ -120,6 +132,8 @@ def main(argv: list[str]) -> None:
         asyncio.run(put(Path(args[0]), args[1], args[2]))
     elif command == "snapshot":
         asyncio.run(snapshot(Path(args[0])))
+    elif command == "revoke":
+        asyncio.run(revoke(Path(args[0]), args[1]))
     elif command == "read":
         asyncio.run(read(Path(args[0]), args[1]))
     else:
