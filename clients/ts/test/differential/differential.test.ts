@@ -1,6 +1,7 @@
 /**
  * Differential conformance with the Python core: py_corpus.py mutates the
- * project's vectors (byte-level, and structurally with re-signing) and records
+ * project's vectors (byte-level, and structurally with re-signing), builds
+ * random runs of approval entries on governed accounts (§9.8), and records
  * the Python verdict on each; the TypeScript library must reach the same one
  * (the same error code, or the same result when accepted), and the canonical
  * decoder must accept exactly the same byte strings and re-encode them to the
@@ -21,7 +22,7 @@ import { fromHex, toHex } from "../../src/bytes.js";
 import { decode, encode } from "../../src/cbor.js";
 import { Ed25519PublicKey, ready } from "../../src/crypto.js";
 import { SddsfError } from "../../src/errors.js";
-import { AccountKeys } from "../../src/identity.js";
+import { AccountKeys, AccountPublic } from "../../src/identity.js";
 import { openEpochKey, verifyKeyPackage } from "../../src/keypackage.js";
 import { verifyRegistry } from "../../src/registry.js";
 import { MemoryChainView, verifyOp } from "../../src/rules.js";
@@ -65,8 +66,8 @@ function runners(): Record<string, (input: Json) => string> {
   const relayKey = Ed25519PublicKey.fromBytes(fromHex(th.context.relay_public_key));
   const space = fromHex(ctx.space);
   const caseName = (name: string, sep: RegExp): string => name.replace(sep, "");
-  const devices = (entries: Uint8Array[]): string => {
-    const state = verifyRegistry(entries, account.publicKeys);
+  const devices = (entries: Uint8Array[], pinned: AccountPublic = account.publicKeys): string => {
+    const state = verifyRegistry(entries, pinned);
     const pairs = [...state.devices.values()].map((r) => [r.name, r.status])
       .sort((a, b) => (a[0]! < b[0]! ? -1 : a[0]! > b[0]! ? 1 : a[1]! < b[1]! ? -1 : a[1]! > b[1]! ? 1 : 0));
     return `${toHex(state.head)}/${json(pairs)}`;
@@ -89,7 +90,8 @@ function runners(): Record<string, (input: Json) => string> {
       entries[Number(m[2])] = fromHex(c.input);
       return devices(entries);
     },
-    "registry-chain": (c) => devices((c.input as string[]).map(fromHex)),
+    "registry-chain": (c) => devices((c.input as string[]).map(fromHex),
+      c.pinned ? AccountPublic.fromKeys(fromHex(c.pinned[0]), fromHex(c.pinned[1])) : account.publicKeys),
     key_package: (c) => {
       const previous = pkgCases.get(caseName(c.name, / (bytes|struct) #\d+$/));
       const prev = previous ? verifyKeyPackage(fromHex(previous), reg, space, null) : null;
@@ -133,7 +135,8 @@ test("the TypeScript library reaches the Python core's verdict on every mutated 
   }
   assert.deepEqual(mismatches.slice(0, 20), [], `${mismatches.length} of ${cases.length} cases differ`);
   // The corpus reaches well past decoding: accepted inputs and semantic refusals.
-  for (const k of ["envelope:null", "cbor:null", "envelope:sig_invalid", "registry:sig_invalid", "snapshot:decrypt_failed"]) {
+  for (const k of ["envelope:null", "cbor:null", "envelope:sig_invalid", "registry:sig_invalid", "snapshot:decrypt_failed",
+    "registry-chain:registry_invalid", "registry-chain:not_authorized"]) {
     assert.ok((codes.get(k) ?? 0) > 0, `the corpus has no ${k} case`);
   }
   t.diagnostic(`${cases.length} cases, seed ${seed}: ${json(Object.fromEntries([...codes].sort()))}`);

@@ -14,7 +14,9 @@ seeded from the command line):
   and after the signature are reached too.
 
 Also plain canonical-encoding cases (``cbor``): every mutated outer structure
-decoded with the generic limits.
+decoded with the generic limits; and ``registry-chain`` cases: random runs of
+proposals, approvals, vetoes, enactments and direct changes, at random times
+and by random signers, on governed accounts (docs/protocol.md §9.8).
 
 Prints one JSON object: ``{"cases": [{kind, name, input, code, result}, ...]}``
 where ``code`` is the Python error code (``null`` when accepted) and
@@ -46,6 +48,8 @@ from sddsf.protocol.labels import (
     labelled,
     tagged_hash,
 )
+from sddsf.protocol import registry as reg
+from sddsf.protocol.approval import ActionType
 from sddsf.protocol.registry import verify_registry
 from sddsf.protocol.rules import EpochWindow, MemoryChainView, RuleSettings, verify_op
 from sddsf.protocol.snapshot import verify_snapshot
@@ -325,6 +329,114 @@ def tree_head_cases(out: Case, rng: random.Random, n: int) -> None:
             out.add("tree_head", f"{case['name']} struct #{i}", restructure(raw, rng, resign), run)
 
 
+HOUR_MS = 3_600_000
+
+
+def _scenario_keys(n: int) -> list[DeviceKeys]:
+    return [DeviceKeys.from_seeds(seed(f"scenario/{i}/sign"), seed(f"scenario/{i}/kx"))
+            for i in range(n)]
+
+
+def approval_cases(out: Case, rng: random.Random, n: int) -> None:
+    """Random runs of device changes on governed accounts (§9.8): proposals,
+    approvals, vetoes, enactments, direct changes, at random times, by random
+    signers. Every attempted chain is a case: the Python verdict on the whole
+    chain (the accepted prefix plus the attempt)."""
+    account = AccountKeys.from_secret(seed("scenario/account"))
+    pool = _scenario_keys(12)
+    now = 1_767_225_600_000
+    pinned = [account.signing.public.raw.hex(), account.recovery.public.hex()]
+
+    def verdict(chain: list[bytes]) -> tuple[str | None, str | None]:
+        try:
+            state = verify_registry(chain, pinned=account.public)
+        except SddsfError as exc:
+            return exc.code.value, None
+        devices = sorted([r.name, r.status.value] for r in state.devices.values())
+        return None, f"{state.head.hex()}/{_json(devices)}"
+
+    for run in range(n):
+        chain = [reg.genesis(account, pool[0], "d0", now)]
+        state = verify_registry(chain, pinned=account.public)
+        ts = now
+        named = {0}
+        for i in (1, 2):
+            chain.append(reg.add_device(state, pool[0], pool[i], f"d{i}", ts + i))
+            state = state.apply(chain[-1])
+            named.add(i)
+        policy = {"approvals": rng.choice([1, 2, 3]), "veto_window_s": rng.choice([0, 60, 3600]),
+                  "proposal_ttl_s": rng.choice([3_600, 7_200, 604_800])}
+        if policy["proposal_ttl_s"] <= policy["veto_window_s"]:
+            policy["proposal_ttl_s"] = 7_200
+        chain.append(reg.set_policy(state, account, policy, ts + 10))
+        state = state.apply(chain[-1])
+        ts += 100
+        for step in range(14):
+            ts += rng.choice([0, 1, 30_000, 600_000, 3_600_001, 8_000_000])
+            active = [k for k in pool if state.is_active(k.device_id)]
+            signer = rng.choice(active + [pool[rng.randrange(len(pool))]])
+            pending = [p for p in state.proposals.values()]
+            move = rng.randrange(9)
+            try:
+                if move == 0:
+                    new = rng.choice([k for j, k in enumerate(pool) if j not in named] or pool)
+                    entry = reg.propose(state, signer, ActionType.ADD,
+                                        {"device": reg.device_fields(new.public, f"n{step}")}, ts,
+                                        new_device=new)
+                elif move == 1:
+                    target = rng.choice(active).device_id
+                    entry = reg.propose(state, signer, ActionType.REVOKE,
+                                        {"target": target, "reason": "lost"}, ts)
+                elif move == 2:
+                    entry = reg.propose(state, signer, ActionType.POLICY,
+                                        {"policy": {"approvals": rng.choice([1, 2])}}, ts)
+                elif move in (3, 4) and pending:
+                    entry = reg.approve(state, signer, rng.choice(pending).id, ts)
+                elif move == 5 and pending:
+                    who: DeviceKeys | AccountKeys = rng.choice([signer, account])
+                    entry = reg.veto(state, who, rng.choice(pending).id, "no", ts)
+                elif move in (6, 7) and pending:
+                    p = rng.choice(pending)
+                    cutoff = {bytes(15) + b"\x01": 1} if rng.random() < 0.2 else None
+                    entry = reg.enact(state, rng.choice([signer, account]), p.id, ts, cutoff)
+                else:
+                    new = rng.choice(pool)
+                    entry = reg.add_device(state, rng.choice([signer, account]), new,
+                                           f"x{step}", ts)
+            except SddsfError:
+                continue
+            if rng.random() < 0.1:  # an approval entry dated before the chain's last
+                body = decode(decode(entry)[1])  # type: ignore[index]
+                if body["type"] in ("propose", "approve", "veto", "enact"):  # type: ignore[index]
+                    body["ts"] = max(0, state.last_ts - 1)  # type: ignore[index]
+                    key = signer_for_keys(body["signer"], account, pool)  # type: ignore[index]
+                    outer = decode(entry)
+                    outer[1] = encode(body)  # type: ignore[index]
+                    sigs = dict(outer[2])  # type: ignore[index]
+                    if key is not None:
+                        sigs["by"] = key.sign(labelled(REGISTRY_SIG, outer[1]))  # type: ignore[index]
+                    outer[2] = sigs  # type: ignore[index]
+                    entry = encode(outer)
+            attempt = [*chain, entry]
+            code, result = verdict(attempt)
+            out.cases.append({"kind": "registry-chain", "name": f"approval run {run} step {step}",
+                              "input": [e.hex() for e in attempt], "code": code,
+                              "result": result, "pinned": pinned})
+            if code is None:
+                chain = attempt
+                state = state.apply(entry)
+                for k in pool:
+                    if state.device(k.device_id) is not None:
+                        named.add(pool.index(k))
+
+
+def signer_for_keys(ident: bytes, account: AccountKeys,
+                    pool: list[DeviceKeys]) -> Ed25519SigningKey | None:
+    if ident == account.account_id:
+        return account.signing
+    return next((k.signing for k in pool if k.device_id == ident), None)
+
+
 def main(argv: list[str]) -> None:
     rng = random.Random(int(argv[0]) if argv else 1)
     n = int(argv[1]) if len(argv) > 1 else 40
@@ -334,6 +446,7 @@ def main(argv: list[str]) -> None:
     key_package_cases(out, rng, n)
     snapshot_cases(out, rng, n)
     tree_head_cases(out, rng, n)
+    approval_cases(out, rng, max(1, n // 2))
     json.dump({"cases": out.cases}, sys.stdout)
 
 
