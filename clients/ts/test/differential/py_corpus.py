@@ -35,6 +35,8 @@ from typing import Any
 from sddsf.crypto import Ed25519PublicKey, Ed25519SigningKey
 from sddsf.errors import SddsfError
 from sddsf.protocol import keypackage as kp
+from sddsf.protocol import registry as reg
+from sddsf.protocol.approval import ActionType
 from sddsf.protocol.encoding import decode, encode
 from sddsf.protocol.identity import AccountKeys, DeviceKeys
 from sddsf.protocol.labels import (
@@ -48,8 +50,6 @@ from sddsf.protocol.labels import (
     labelled,
     tagged_hash,
 )
-from sddsf.protocol import registry as reg
-from sddsf.protocol.approval import ActionType
 from sddsf.protocol.registry import verify_registry
 from sddsf.protocol.rules import EpochWindow, MemoryChainView, RuleSettings, verify_op
 from sddsf.protocol.snapshot import verify_snapshot
@@ -64,9 +64,16 @@ def load(name: str) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------ mutation
-ODD_VALUES: list[object] = [None, True, False, 0, 1, 2, 255, 2**53 + 1, 2**64 - 1, -1, -(2**64),
-                            b"", bytes(16), bytes(24), bytes(31), bytes(32), bytes(33), bytes(64),
-                            "", "v", "add", "genesis", "x" * 300, [], [b"\x01" * 32, 1], {}, {"v": 1}]
+ODD_VALUES: list[object] = [
+    None, True, False, 0, 1, 2, 255, 2**53 + 1, 2**64 - 1, -1, -(2**64),
+    b"", bytes(16), bytes(24), bytes(31), bytes(32), bytes(33), bytes(64),
+    "", "v", "add", "genesis", "x" * 300, [], [b"\x01" * 32, 1], {}, {"v": 1}]
+
+
+def _require(condition: bool, why: str) -> None:
+    """Stop the generator (a changed vector file, not a verdict)."""
+    if not condition:
+        raise SystemExit(f"py_corpus: {why}")
 
 
 def mutate_bytes(data: bytes, rng: random.Random) -> bytes:
@@ -163,7 +170,8 @@ def signer_for(ctx: dict[str, Any], ident: bytes) -> Ed25519SigningKey | None:
 def restructure(raw: bytes, rng: random.Random, resign: Callable[[list[Any]], list[Any]]) -> bytes:
     """Mutate the decoded body (item 1 of the outer array) and re-sign it."""
     outer = decode(raw)
-    assert isinstance(outer, list)
+    if not isinstance(outer, list) or not isinstance(outer[1], bytes):
+        raise SystemExit("py_corpus: a vector is not [version, body, ...]")
     body = decode(outer[1])
     outer[1] = encode(mutate_value(body, rng))
     return encode(resign(outer))
@@ -193,7 +201,8 @@ def envelope_cases(out: Case, rng: random.Random, n: int) -> None:
         raw = bytes.fromhex(case["envelope"])
         author = decode(decode(raw)[1])["author"]  # type: ignore[index]
         key = signer_for(ctx, author)
-        assert key is not None
+        if key is None:
+            raise SystemExit("py_corpus: no key for an envelope vector's author")
 
         def resign(outer: list[Any], key: Ed25519SigningKey = key) -> list[Any]:
             outer[3] = key.sign(labelled(OP_SIG, outer[1], tagged_hash(OP_CIPHERTEXT, outer[2])))
@@ -267,7 +276,8 @@ def key_package_cases(out: Case, rng: random.Random, n: int) -> None:
 
         def run(pkg: bytes, previous: kp.KeyPackage | None = previous) -> str:
             p = kp.verify_key_package(pkg, registry=reg, space=space, previous=previous)
-            return f"{p.hash.hex()}/{kp.open_epoch_key(p, account.account_id, account.recovery).hex()}"
+            key = kp.open_epoch_key(p, account.account_id, account.recovery)
+            return f"{p.hash.hex()}/{key.hex()}"
 
         raw = bytes.fromhex(case["package"])
         creator = signer_for(ctx, decode(decode(raw)[1])["creator"])  # type: ignore[index]
@@ -279,7 +289,8 @@ def key_package_cases(out: Case, rng: random.Random, n: int) -> None:
 
         for i in range(n):
             out.add("key_package", f"{case['name']} bytes #{i}", mutate_bytes(raw, rng), run)
-            out.add("key_package", f"{case['name']} struct #{i}", restructure(raw, rng, resign), run)
+            out.add("key_package", f"{case['name']} struct #{i}", restructure(raw, rng, resign),
+                    run)
 
 
 def snapshot_cases(out: Case, rng: random.Random, n: int) -> None:
@@ -311,7 +322,7 @@ def tree_head_cases(out: Case, rng: random.Random, n: int) -> None:
     data = load("tree_head.json")
     relay = Ed25519SigningKey.from_seed(seed("relay"))
     key = Ed25519PublicKey.from_bytes(bytes.fromhex(data["context"]["relay_public_key"]))
-    assert relay.public == key
+    _require(relay.public == key, "the tree head vectors use another relay key")
     log = bytes.fromhex(data["context"]["log"])
 
     def run(th: bytes) -> str:
@@ -329,12 +340,75 @@ def tree_head_cases(out: Case, rng: random.Random, n: int) -> None:
             out.add("tree_head", f"{case['name']} struct #{i}", restructure(raw, rng, resign), run)
 
 
-HOUR_MS = 3_600_000
-
 
 def _scenario_keys(n: int) -> list[DeviceKeys]:
     return [DeviceKeys.from_seeds(seed(f"scenario/{i}/sign"), seed(f"scenario/{i}/kx"))
             for i in range(n)]
+
+
+def _random_entry(state: reg.RegistryState, rng: random.Random, account: AccountKeys,
+                  pool: list[DeviceKeys], named: set[int], step: int, ts: int) -> bytes:
+    """One random device change on ``state`` (may be refused by the rules)."""
+    active = [k for k in pool if state.is_active(k.device_id)]
+    signer = rng.choice([*active, pool[rng.randrange(len(pool))]])
+    pending = list(state.proposals.values())
+    move = rng.randrange(9)
+    if move == 0:
+        new = rng.choice([k for j, k in enumerate(pool) if j not in named] or pool)
+        return reg.propose(state, signer, ActionType.ADD,
+                           {"device": reg.device_fields(new.public, f"n{step}")}, ts,
+                           new_device=new)
+    if move == 1:
+        return reg.propose(state, signer, ActionType.REVOKE,
+                           {"target": rng.choice(active).device_id, "reason": "lost"}, ts)
+    if move == 2:
+        return reg.propose(state, signer, ActionType.POLICY,
+                           {"policy": {"approvals": rng.choice([1, 2])}}, ts)
+    if move in (3, 4) and pending:
+        return reg.approve(state, signer, rng.choice(pending).id, ts)
+    if move == 5 and pending:
+        who: DeviceKeys | AccountKeys = rng.choice([signer, account])
+        return reg.veto(state, who, rng.choice(pending).id, "no", ts)
+    if move in (6, 7) and pending:
+        cutoff = {bytes(15) + b"\x01": 1} if rng.random() < 0.2 else None
+        return reg.enact(state, rng.choice([signer, account]), rng.choice(pending).id, ts, cutoff)
+    return reg.add_device(state, rng.choice([signer, account]), rng.choice(pool), f"x{step}", ts)
+
+
+def _backdated(entry: bytes, state: reg.RegistryState, account: AccountKeys,
+               pool: list[DeviceKeys]) -> bytes:
+    """An approval entry re-dated before the chain's last entry, re-signed."""
+    outer = decode(entry)
+    if not isinstance(outer, list) or not isinstance(outer[1], bytes):
+        return entry
+    body = decode(outer[1])
+    if not isinstance(body, dict) or body.get("type") not in ("propose", "approve", "veto",
+                                                              "enact"):
+        return entry
+    body["ts"] = max(0, state.last_ts - 1)
+    outer[1] = encode(body)
+    key = signer_for_keys(body["signer"], account, pool)  # type: ignore[arg-type]
+    sigs = dict(outer[2]) if isinstance(outer[2], dict) else {}
+    if key is not None:
+        sigs["by"] = key.sign(labelled(REGISTRY_SIG, outer[1]))
+    outer[2] = sigs
+    return encode(outer)
+
+
+def _governed_start(account: AccountKeys, pool: list[DeviceKeys], rng: random.Random,
+                    now: int) -> tuple[list[bytes], reg.RegistryState]:
+    """Genesis, two added devices, and a random approval policy set by the account key."""
+    chain = [reg.genesis(account, pool[0], "d0", now)]
+    state = verify_registry(chain, pinned=account.public)
+    for i in (1, 2):
+        chain.append(reg.add_device(state, pool[0], pool[i], f"d{i}", now + i))
+        state = state.apply(chain[-1])
+    policy = {"approvals": rng.choice([1, 2, 3]), "veto_window_s": rng.choice([0, 60, 3600]),
+              "proposal_ttl_s": rng.choice([3_600, 7_200, 604_800])}
+    if policy["proposal_ttl_s"] <= policy["veto_window_s"]:
+        policy["proposal_ttl_s"] = 7_200
+    chain.append(reg.set_policy(state, account, policy, now + 10))
+    return chain, state.apply(chain[-1])
 
 
 def approval_cases(out: Case, rng: random.Random, n: int) -> None:
@@ -344,90 +418,34 @@ def approval_cases(out: Case, rng: random.Random, n: int) -> None:
     chain (the accepted prefix plus the attempt)."""
     account = AccountKeys.from_secret(seed("scenario/account"))
     pool = _scenario_keys(12)
-    now = 1_767_225_600_000
     pinned = [account.signing.public.raw.hex(), account.recovery.public.hex()]
-
-    def verdict(chain: list[bytes]) -> tuple[str | None, str | None]:
-        try:
-            state = verify_registry(chain, pinned=account.public)
-        except SddsfError as exc:
-            return exc.code.value, None
-        devices = sorted([r.name, r.status.value] for r in state.devices.values())
-        return None, f"{state.head.hex()}/{_json(devices)}"
-
     for run in range(n):
-        chain = [reg.genesis(account, pool[0], "d0", now)]
-        state = verify_registry(chain, pinned=account.public)
-        ts = now
-        named = {0}
-        for i in (1, 2):
-            chain.append(reg.add_device(state, pool[0], pool[i], f"d{i}", ts + i))
-            state = state.apply(chain[-1])
-            named.add(i)
-        policy = {"approvals": rng.choice([1, 2, 3]), "veto_window_s": rng.choice([0, 60, 3600]),
-                  "proposal_ttl_s": rng.choice([3_600, 7_200, 604_800])}
-        if policy["proposal_ttl_s"] <= policy["veto_window_s"]:
-            policy["proposal_ttl_s"] = 7_200
-        chain.append(reg.set_policy(state, account, policy, ts + 10))
-        state = state.apply(chain[-1])
+        ts = 1_767_225_600_000
+        chain, state = _governed_start(account, pool, rng, ts)
+        named = {0, 1, 2}
         ts += 100
         for step in range(14):
             ts += rng.choice([0, 1, 30_000, 600_000, 3_600_001, 8_000_000])
-            active = [k for k in pool if state.is_active(k.device_id)]
-            signer = rng.choice(active + [pool[rng.randrange(len(pool))]])
-            pending = [p for p in state.proposals.values()]
-            move = rng.randrange(9)
             try:
-                if move == 0:
-                    new = rng.choice([k for j, k in enumerate(pool) if j not in named] or pool)
-                    entry = reg.propose(state, signer, ActionType.ADD,
-                                        {"device": reg.device_fields(new.public, f"n{step}")}, ts,
-                                        new_device=new)
-                elif move == 1:
-                    target = rng.choice(active).device_id
-                    entry = reg.propose(state, signer, ActionType.REVOKE,
-                                        {"target": target, "reason": "lost"}, ts)
-                elif move == 2:
-                    entry = reg.propose(state, signer, ActionType.POLICY,
-                                        {"policy": {"approvals": rng.choice([1, 2])}}, ts)
-                elif move in (3, 4) and pending:
-                    entry = reg.approve(state, signer, rng.choice(pending).id, ts)
-                elif move == 5 and pending:
-                    who: DeviceKeys | AccountKeys = rng.choice([signer, account])
-                    entry = reg.veto(state, who, rng.choice(pending).id, "no", ts)
-                elif move in (6, 7) and pending:
-                    p = rng.choice(pending)
-                    cutoff = {bytes(15) + b"\x01": 1} if rng.random() < 0.2 else None
-                    entry = reg.enact(state, rng.choice([signer, account]), p.id, ts, cutoff)
-                else:
-                    new = rng.choice(pool)
-                    entry = reg.add_device(state, rng.choice([signer, account]), new,
-                                           f"x{step}", ts)
+                entry = _random_entry(state, rng, account, pool, named, step, ts)
             except SddsfError:
                 continue
-            if rng.random() < 0.1:  # an approval entry dated before the chain's last
-                body = decode(decode(entry)[1])  # type: ignore[index]
-                if body["type"] in ("propose", "approve", "veto", "enact"):  # type: ignore[index]
-                    body["ts"] = max(0, state.last_ts - 1)  # type: ignore[index]
-                    key = signer_for_keys(body["signer"], account, pool)  # type: ignore[index]
-                    outer = decode(entry)
-                    outer[1] = encode(body)  # type: ignore[index]
-                    sigs = dict(outer[2])  # type: ignore[index]
-                    if key is not None:
-                        sigs["by"] = key.sign(labelled(REGISTRY_SIG, outer[1]))  # type: ignore[index]
-                    outer[2] = sigs  # type: ignore[index]
-                    entry = encode(outer)
+            if rng.random() < 0.1:
+                entry = _backdated(entry, state, account, pool)
             attempt = [*chain, entry]
-            code, result = verdict(attempt)
+            try:
+                after = verify_registry(attempt, pinned=account.public)
+                code: str | None = None
+                devices = sorted([r.name, r.status.value] for r in after.devices.values())
+                result: str | None = f"{after.head.hex()}/{_json(devices)}"
+            except SddsfError as exc:
+                code, result = exc.code.value, None
             out.cases.append({"kind": "registry-chain", "name": f"approval run {run} step {step}",
                               "input": [e.hex() for e in attempt], "code": code,
                               "result": result, "pinned": pinned})
             if code is None:
-                chain = attempt
-                state = state.apply(entry)
-                for k in pool:
-                    if state.device(k.device_id) is not None:
-                        named.add(pool.index(k))
+                chain, state = attempt, state.apply(entry)
+                named |= {j for j, k in enumerate(pool) if state.device(k.device_id) is not None}
 
 
 def signer_for_keys(ident: bytes, account: AccountKeys,
@@ -438,7 +456,8 @@ def signer_for_keys(ident: bytes, account: AccountKeys,
 
 
 def main(argv: list[str]) -> None:
-    rng = random.Random(int(argv[0]) if argv else 1)
+    # Deterministic test data, never keys: a seeded PRNG is what is wanted.
+    rng = random.Random(int(argv[0]) if argv else 1)  # noqa: S311
     n = int(argv[1]) if len(argv) > 1 else 40
     out = Case()
     envelope_cases(out, rng, n)

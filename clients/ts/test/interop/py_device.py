@@ -49,7 +49,8 @@ async def setup(home_a: Path, home_b: Path, relay_url: str) -> None:
                                          insecure_plaintext=True)
         await browser.close()
         report = await laptop.sync()  # opens the epoch that includes the browser
-        assert laptop.relay_key is not None
+        if laptop.relay_key is None:
+            raise SystemExit("py_device: the laptop did not pin the relay key")
         _emit({
             "account_sign": laptop.account.signing_key.raw.hex(),
             "account_recovery": laptop.account.recovery_key.hex(),
