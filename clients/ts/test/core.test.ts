@@ -20,8 +20,8 @@ import { labelled } from "../src/labels.js";
 import { requestMessage, tokenHash } from "../src/auth.js";
 import { HybridLogicalClock, HLCTimestamp } from "../src/clock.js";
 import { VersionVector } from "../src/vv.js";
-import { loadJson, OWN_VECTORS } from "./kit.js";
-import { codeOf } from "./kit.js";
+import { loadJson, OWN_VECTORS } from "../testkit/kit.js";
+import { codeOf } from "../testkit/kit.js";
 
 before(ready);
 

@@ -23,7 +23,7 @@ import { fromHex, utf8 } from "../src/bytes.js";
 import { aeadDecrypt, aeadEncrypt, Ed25519PublicKey, ready, validateX25519Public, x25519 } from "../src/crypto.js";
 import { DecryptError, KeyValidationError, ProofError, SignatureError } from "../src/errors.js";
 import { verifyConsistency, verifyInclusion, verifySubtreeConsistency, verifySubtreeInclusion } from "../src/merkle.js";
-import { jsonFiles, loadJson, requireVectors, sharedVectorsDir } from "./kit.js";
+import { jsonFiles, loadJson, requireVectors, sharedVectorsDir } from "../testkit/kit.js";
 
 /* eslint-disable @typescript-eslint/no-explicit-any */
 type Json = any;

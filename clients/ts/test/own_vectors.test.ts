@@ -27,7 +27,7 @@ import { verifyRegistry, type RegistryState } from "../src/registry.js";
 import { MemoryChainView, verifyOp, type Outcome } from "../src/rules.js";
 import { decodeSnapshot, verifySnapshot, type Snapshot } from "../src/snapshot.js";
 import { checkProgress, verifyTreeHead } from "../src/treehead.js";
-import { codeOf, loadJson, OWN_VECTORS } from "./kit.js";
+import { codeOf, loadJson, OWN_VECTORS } from "../testkit/kit.js";
 
 /* eslint-disable @typescript-eslint/no-explicit-any */
 type Json = any;

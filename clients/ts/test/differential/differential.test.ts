@@ -28,14 +28,14 @@ import { verifyRegistry } from "../../src/registry.js";
 import { MemoryChainView, verifyOp } from "../../src/rules.js";
 import { verifySnapshot } from "../../src/snapshot.js";
 import { verifyTreeHead } from "../../src/treehead.js";
-import { loadJson, OWN_VECTORS, PACKAGE_ROOT, REPO_ROOT } from "../kit.js";
+import { loadJson, OWN_VECTORS, PACKAGE_ROOT, REPO_ROOT } from "../../testkit/kit.js";
 import { DEFAULT_PROTOCOL_LIMITS } from "../../src/limits.js";
 
 /* eslint-disable @typescript-eslint/no-explicit-any */
 type Json = any;
 
 const PYTHON = join(REPO_ROOT, ".venv", "bin", "python");
-const CORPUS = join(PACKAGE_ROOT, "test", "differential", "py_corpus.py");
+const CORPUS = join(PACKAGE_ROOT, "testkit", "py_corpus.py");
 
 before(ready);
 

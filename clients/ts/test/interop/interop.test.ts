@@ -32,8 +32,8 @@ import { RelayClient } from "../../src/relay.js";
 import { DeviceSession } from "../../src/sync.js";
 import { verifyTreeHead } from "../../src/treehead.js";
 import { DocSet } from "../../src/ydocs.js";
-import { heads, putRecord, readRecords } from "./kvrecords.js";
-import { LiveRelay, pythonAvailable } from "./relaykit.js";
+import { heads, putRecord, readRecords } from "../../testkit/kvrecords.js";
+import { LiveRelay, pythonAvailable } from "../../testkit/relaykit.js";
 
 let relay: LiveRelay | null = null;
 

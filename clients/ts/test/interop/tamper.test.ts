@@ -30,7 +30,7 @@ import { DeviceSession } from "../../src/sync.js";
 import { decodeTreeHead } from "../../src/treehead.js";
 import { VersionVector } from "../../src/vv.js";
 import { HLCTimestamp } from "../../src/clock.js";
-import { LiveRelay, pythonAvailable } from "./relaykit.js";
+import { LiveRelay, pythonAvailable } from "../../testkit/relaykit.js";
 
 /* eslint-disable @typescript-eslint/no-explicit-any */
 type Json = any;

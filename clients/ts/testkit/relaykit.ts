@@ -12,15 +12,15 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { TestContext } from "node:test";
 
-import { toHex } from "../../src/bytes.js";
-import { randomBytes } from "../../src/crypto.js";
-import { PACKAGE_ROOT, REPO_ROOT } from "../kit.js";
+import { toHex } from "../src/bytes.js";
+import { randomBytes } from "../src/crypto.js";
+import { PACKAGE_ROOT, REPO_ROOT } from "./kit.js";
 
 /* eslint-disable @typescript-eslint/no-explicit-any */
 type Json = any;
 
 export const PYTHON = join(REPO_ROOT, ".venv", "bin", "python");
-const HELPER = join(PACKAGE_ROOT, "test", "interop", "py_device.py");
+const HELPER = join(PACKAGE_ROOT, "testkit", "py_device.py");
 const START_TIMEOUT_MS = 30_000;
 const STEP_TIMEOUT_MS = 120_000;
 

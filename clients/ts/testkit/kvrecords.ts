@@ -13,10 +13,10 @@
 
 import * as Y from "yjs";
 
-import { fromHex, toHex } from "../../src/bytes.js";
-import type { DeviceKeys } from "../../src/identity.js";
-import { KV_RECORD_SIG, labelled } from "../../src/labels.js";
-import type { RegistryState } from "../../src/registry.js";
+import { fromHex, toHex } from "../src/bytes.js";
+import type { DeviceKeys } from "../src/identity.js";
+import { KV_RECORD_SIG, labelled } from "../src/labels.js";
+import type { RegistryState } from "../src/registry.js";
 
 /* eslint-disable @typescript-eslint/no-explicit-any */
 type Json = any;

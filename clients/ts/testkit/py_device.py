@@ -1,4 +1,4 @@
-"""The Python side of the TypeScript interop test (clients/ts/test/interop/).
+"""The Python side of the TypeScript interop tests (clients/ts/test/interop/).
 
 Driven by the Node test, one command per run, against a real ``sddsf relay
 serve`` process; every command prints one JSON object on stdout.

@@ -1,6 +1,7 @@
 /**
- * Test helpers: where the project's own vectors and the external vectors are,
- * and the skip-or-fail rule for a missing external folder (as tests/vectorkit.py:
+ * Test helpers, outside test/ so that Node's test runner does not run them as
+ * tests: where the project's own vectors and the external vectors are, and
+ * the skip-or-fail rule for a missing external folder (as tests/vectorkit.py:
  * with SDDSF_REQUIRE_VECTORS=1 a missing folder fails the test).
  */
 
@@ -11,7 +12,7 @@ import type { TestContext } from "node:test";
 
 import { SddsfError } from "../src/errors.js";
 
-/** clients/ts (the package root), found from this compiled file (dist/test/kit.js). */
+/** clients/ts (the package root), found from this compiled file (dist/testkit/kit.js). */
 export const PACKAGE_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..");
 /** The repository root. */
 export const REPO_ROOT = resolve(PACKAGE_ROOT, "..", "..");

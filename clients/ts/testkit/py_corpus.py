@@ -56,7 +56,7 @@ from sddsf.protocol.snapshot import verify_snapshot
 from sddsf.protocol.treehead import verify_tree_head
 from sddsf.testing.vectorgen import seed
 
-VECTORS = Path(__file__).resolve().parents[4] / "tests" / "vectors"
+VECTORS = Path(__file__).resolve().parents[3] / "tests" / "vectors"
 
 
 def load(name: str) -> dict[str, Any]:
