@@ -133,18 +133,32 @@ export class LiveChannel {
   }
 
   /**
-   * The next message, or null once the channel closed normally.
+   * The next message, or null once the channel closed normally. An aborted
+   * `signal` stops the wait without losing a message (it stays queued).
    *
-   * @throws the close code's error (revoked, ticket refused, dropped).
+   * @throws the close code's error (revoked, ticket refused, dropped); the
+   *   signal's reason when it is aborted.
    */
-  async next(): Promise<LiveMessage | null> {
+  async next(signal?: AbortSignal): Promise<LiveMessage | null> {
     const queued = this.queue.shift();
     if (queued !== undefined) return queued;
     if (this.closedWith !== undefined) {
       if (this.closedWith !== null) throw this.closedWith;
       return null;
     }
-    const msg = await new Promise<LiveMessage | null>((resolve) => this.waiters.push(resolve));
+    signal?.throwIfAborted();
+    const msg = await new Promise<LiveMessage | null>((resolve, reject) => {
+      const waiter = (m: LiveMessage | null): void => {
+        signal?.removeEventListener("abort", onAbort);
+        resolve(m);
+      };
+      const onAbort = (): void => {
+        this.waiters = this.waiters.filter((w) => w !== waiter);
+        reject(signal?.reason);
+      };
+      signal?.addEventListener("abort", onAbort, { once: true });
+      this.waiters.push(waiter);
+    });
     if (msg === null && this.closedWith) throw this.closedWith;
     return msg;
   }

@@ -39,14 +39,12 @@ let relay: LiveRelay | null = null;
 
 /** The next live message matching `pred` (bounded by a timeout). */
 async function nextMatching(ch: LiveChannel, pred: (m: LiveMessage) => boolean, ms = 30_000): Promise<LiveMessage> {
-  const deadline = Date.now() + ms;
-  while (Date.now() < deadline) {
-    const m = await Promise.race([ch.next(), new Promise<"timeout">((r) => setTimeout(() => r("timeout"), deadline - Date.now()))]);
-    if (m === "timeout") break;
+  const signal = AbortSignal.timeout(ms);
+  for (;;) {
+    const m = await ch.next(signal);
     if (m === null) throw new Error("the live channel closed");
     if (pred(m)) return m;
   }
-  throw new Error("no matching live message in time");
 }
 
 before(ready);
