@@ -31,3 +31,22 @@ export function requestMessage(method: string, target: string, body: Uint8Array,
   tokenDigest: Uint8Array): Uint8Array {
   return labelled(labels.REQUEST_SIG, method.toUpperCase(), target, sha256(body), nonce, BigInt(tsMs), tokenDigest);
 }
+
+/**
+ * What a caller without a session signs with a key the registry knows
+ * (§17.3.3): `labelled(REQUEST_KEY_SIG, METHOD, target, SHA-256(body), nonce,
+ * ts_ms, key_id)`, `key_id` being the account id (account key) or a device id.
+ */
+export function keyRequestMessage(method: string, target: string, body: Uint8Array, nonce: Uint8Array, tsMs: number | bigint,
+  keyId: Uint8Array): Uint8Array {
+  return labelled(labels.REQUEST_KEY_SIG, method.toUpperCase(), target, sha256(body), nonce, BigInt(tsMs), keyId);
+}
+
+/**
+ * What the account key signs to acknowledge alerts (and lift their
+ * quarantine): the listed alerts, or with an empty list every open alert
+ * created at or before `tsMs`.
+ */
+export function alertAckMessage(accountId: Uint8Array, tsMs: number | bigint, alertIds: readonly Uint8Array[]): Uint8Array {
+  return labelled(labels.ALERT_ACK_SIG, accountId, BigInt(tsMs), [...alertIds]);
+}

@@ -217,16 +217,18 @@ export function x25519(secret: Uint8Array, publicKey: Uint8Array): Uint8Array {
 }
 
 /**
- * Anonymous public-key encryption in libsodium's `crypto_box_seal` format, with
- * the ephemeral key pair taken from `ephemeralSeed` (32 fresh random bytes per
- * call) so outputs are reproducible (§4.6).
+ * Anonymous public-key encryption in libsodium's `crypto_box_seal` format
+ * (§4.6). Without `ephemeralSeed`, libsodium draws the ephemeral key pair
+ * (`crypto_box_seal`); with it (TEST VECTORS ONLY: a reused seed reuses the
+ * ephemeral key and nonce) the output is reproducible.
  *
  * @throws KeyValidationError an unusable recipient key; UsageError a bad seed.
  */
-export function seal(recipientPublic: Uint8Array, message: Uint8Array, ephemeralSeed: Uint8Array): Uint8Array {
+export function seal(recipientPublic: Uint8Array, message: Uint8Array, ephemeralSeed?: Uint8Array): Uint8Array {
   validateX25519Public(recipientPublic);
-  if (ephemeralSeed.length !== 32) throw new UsageError("the ephemeral seed is 32 bytes");
   const s = lib();
+  if (ephemeralSeed === undefined) return s.crypto_box_seal(message, recipientPublic);
+  if (ephemeralSeed.length !== 32) throw new UsageError("the ephemeral seed is 32 bytes");
   const eph = s.crypto_box_seed_keypair(ephemeralSeed);
   const nonce = s.crypto_generichash(24, concat(eph.publicKey, recipientPublic), null);
   return concat(eph.publicKey, s.crypto_box_easy(message, nonce, recipientPublic, eph.privateKey));

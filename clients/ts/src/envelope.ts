@@ -3,19 +3,18 @@
  * `sddsf.protocol.envelope`).
  *
  * ```
- * envelope = [version, header_bytes, ciphertext, signature]
- * header   = {v, suite, space, doc, author, seq, prev, deps, epoch, ts, seen, nonce}
+ * envelope = [version, header_bytes, ciphertext, signature]      version = 1
+ * header   = {v, suite, space, doc, author, seq, prev, deps, epoch, ts, seen, nonce, reg}
  * ```
  *
- * Format versions: the outer version selects a decoder in
- * {@link ENVELOPE_FORMATS}; this build speaks version 1. A later format (e.g.
- * version 2, whose header adds the author's registry position) is added as one
- * more entry there, beside the version-1 decoder, so version-1 ops stay
- * readable.
+ * Format versions: the outer array is version 1. The header has its own
+ * version: 2 (with `reg`, the registry seq its author had verified) is what
+ * new ops use; 1 (without `reg`) is readable history only — the rules refuse a
+ * new one (§13 rule 7a). {@link HEADER_FORMATS} holds the key set of each.
  */
 
 import { bytesEqual, utf8, zeros } from "./bytes.js";
-import { decode, encode, type CborValue } from "./cbor.js";
+import { decode, encode, isMap, type CborValue } from "./cbor.js";
 import { HLCTimestamp } from "./clock.js";
 import { AEAD_NONCE_SIZE, aeadDecrypt, aeadEncrypt, hkdfSha256, type Ed25519PublicKey } from "./crypto.js";
 import { Code, DecodeError, UsageError } from "./errors.js";
@@ -26,8 +25,12 @@ import { decodeLimits, DEFAULT_PROTOCOL_LIMITS, type ProtocolLimits } from "./li
 import { checkVersion, expectMap, versionOfMap } from "./schema.js";
 import { VersionVector } from "./vv.js";
 
-/** The op format version this module writes. */
+/** The outer envelope array's version. */
 export const FORMAT_VERSION = 1;
+/** The header format new ops use (2 adds `reg`); 1 is readable history only. */
+export const HEADER_VERSION = 2;
+/** Header versions this build reads. */
+export const HEADER_VERSIONS: readonly number[] = [1, HEADER_VERSION];
 /** Ed25519 + XChaCha20-Poly1305 + HKDF-SHA256 + BLAKE2b-256 + RFC 9162 SHA-256 log. */
 export const SUITE_V1 = 1;
 /** Cipher suites this build accepts. */
@@ -38,6 +41,11 @@ export const HASH_SIZE = 32;
 /** `prev` of an author's first op in a space. */
 export const GENESIS_PREV = zeros(HASH_SIZE);
 const HEADER_KEYS_V1 = ["v", "suite", "space", "doc", "author", "seq", "prev", "deps", "epoch", "ts", "seen", "nonce"];
+/** The keys of each header version this build reads. */
+export const HEADER_FORMATS: ReadonlyMap<number, readonly string[]> = new Map([
+  [1, HEADER_KEYS_V1],
+  [2, [...HEADER_KEYS_V1, "reg"]],
+]);
 
 /** The last tree head (size, root) of the space log the author had verified. */
 export interface TreeHeadRef {
@@ -59,6 +67,8 @@ export interface OpHeader {
   readonly ts: HLCTimestamp;
   readonly seen: TreeHeadRef | null;
   readonly nonce: Uint8Array;
+  /** The registry seq the author had verified (header version 2; null in version 1). */
+  readonly reg: bigint | null;
 }
 
 /** A decoded envelope, with the exact bytes it came from. */
@@ -87,9 +97,9 @@ export class OpEnvelope {
   }
 }
 
-/** The wire map of a version-1 header, ready for {@link encode}. */
+/** The wire map of a header (with `reg` from version 2), ready for {@link encode}. */
 export function headerToWire(h: OpHeader): Map<string, CborValue> {
-  return new Map<string, CborValue>([
+  const wire = new Map<string, CborValue>([
     ["v", h.version],
     ["suite", h.suite],
     ["space", h.space],
@@ -103,6 +113,8 @@ export function headerToWire(h: OpHeader): Map<string, CborValue> {
     ["seen", h.seen === null ? null : [h.seen.size, h.seen.root]],
     ["nonce", h.nonce],
   ]);
+  if (h.version >= 2) wire.set("reg", h.reg ?? 0n);
+  return wire;
 }
 
 /** Per-document AEAD key for one key epoch (§8.4). */
@@ -112,11 +124,13 @@ export function deriveDocKey(epochKey: Uint8Array, space: Uint8Array, doc: Uint8
 }
 
 /**
- * Encrypt and sign `plaintext` as a version-1 op (§8.9).
+ * Encrypt and sign `plaintext` as an op with a version-2 header (§8.9).
  *
- * `header.nonce` must be 24 fresh random bytes (the caller supplies them).
+ * `header.nonce` must be 24 fresh random bytes (the caller supplies them), and
+ * `header.reg` the registry seq the author has verified.
  *
- * @throws UsageError the header does not belong to `author`, or the op exceeds `maxOp`.
+ * @throws UsageError the header does not belong to `author`, is not of the
+ *   current version, or the op exceeds `maxOp`.
  */
 export function sealOp(
   author: DeviceKeys,
@@ -125,8 +139,10 @@ export function sealOp(
   epochKey: Uint8Array,
   limits: ProtocolLimits = DEFAULT_PROTOCOL_LIMITS,
 ): OpEnvelope {
-  const h: OpHeader = { ...header, version: header.version ?? FORMAT_VERSION, suite: header.suite ?? SUITE_V1 };
-  if (h.version !== FORMAT_VERSION) throw new UsageError(`this build writes op format version ${FORMAT_VERSION}`);
+  const h: OpHeader = { ...header, version: header.version ?? HEADER_VERSION, suite: header.suite ?? SUITE_V1 };
+  if (h.version !== HEADER_VERSION || h.reg === null || h.reg < 0n) {
+    throw new UsageError(`new ops use header version ${HEADER_VERSION} with the verified registry seq in header.reg`);
+  }
   if (!bytesEqual(h.author, author.deviceId)) throw new UsageError("header.author is not this device");
   if (h.nonce.length !== AEAD_NONCE_SIZE) throw new UsageError("header.nonce must be 24 random bytes");
   const headerBytes = encode(headerToWire(h));
@@ -151,11 +167,11 @@ export function openOp(envelope: OpEnvelope, epochKey: Uint8Array): Uint8Array {
   return aeadDecrypt(key, h.nonce, envelope.ciphertext, labelled(labels.OP_AD, envelope.headerBytes));
 }
 
-function decodeHeaderV1(headerBytes: Uint8Array, limits: ProtocolLimits): OpHeader {
+function decodeHeader(headerBytes: Uint8Array, limits: ProtocolLimits): OpHeader {
   const value = decode(headerBytes, decodeLimits(limits, limits.maxHeader));
-  versionOfMap(value, FORMAT_VERSION, "op header");
-  const f = expectMap(value, "op header", HEADER_KEYS_V1);
-  const version = Number(f.u64("v"));
+  versionOfMap(value, HEADER_VERSIONS, "op header");
+  const version = checkVersion(isMap(value) ? value.get("v") : undefined, HEADER_VERSIONS, "op header");
+  const f = expectMap(value, "op header", HEADER_FORMATS.get(version)!);
   const suite = f.u64("suite");
   if (suite > BigInt(Number.MAX_SAFE_INTEGER) || !SUPPORTED_SUITES.has(Number(suite))) {
     throw new DecodeError(`cipher suite ${suite} is not allowed`, Code.UNSUPPORTED_SUITE);
@@ -173,7 +189,8 @@ function decodeHeaderV1(headerBytes: Uint8Array, limits: ProtocolLimits): OpHead
   const epoch = f.u64("epoch");
   const ts = HLCTimestamp.fromWire(f.raw("ts"), "op header.ts");
   const nonce = f.bytes("nonce", { size: AEAD_NONCE_SIZE });
-  return { version, suite: Number(suite), space, doc, author, seq, prev, deps, epoch, ts, seen, nonce };
+  const reg = version >= 2 ? f.u64("reg") : null;
+  return { version, suite: Number(suite), space, doc, author, seq, prev, deps, epoch, ts, seen, nonce, reg };
 }
 
 function decodeSeen(raw: CborValue): TreeHeadRef | null {
@@ -188,12 +205,11 @@ function decodeSeen(raw: CborValue): TreeHeadRef | null {
 }
 
 /**
- * The header decoder of each envelope format version this build speaks. The
- * outer version and the header's `v` must agree (a version-1 envelope carries
- * a version-1 header).
+ * The header decoder of each outer envelope version this build speaks (the
+ * outer array is version 1; its header is version 1 or 2).
  */
 export const ENVELOPE_FORMATS: ReadonlyMap<number, (headerBytes: Uint8Array, limits: ProtocolLimits) => OpHeader> =
-  new Map([[1, decodeHeaderV1]]);
+  new Map([[FORMAT_VERSION, decodeHeader]]);
 
 /**
  * Decode an envelope (structure only: no signature or rule checks), with the

@@ -40,6 +40,8 @@ export const Code = {
   POLICY_DENIED: "policy_denied",
   STALE_EPOCH: "stale_epoch",
   UNKNOWN_EPOCH: "unknown_epoch",
+  EPOCH_COMPROMISED: "epoch_compromised",
+  ROTATION_BLOCKED: "rotation_blocked",
   CLOCK_SKEW: "clock_skew",
   REGISTRY_INVALID: "registry_invalid",
   REGISTRY_FORK: "registry_fork",
@@ -47,6 +49,9 @@ export const Code = {
   TREE_HEAD_INVALID: "tree_head_invalid",
   LOG_ROLLBACK: "log_rollback",
   SPLIT_VIEW: "split_view",
+  KEY_PACKAGE_FORK: "key_package_fork",
+  REGISTRY_WITHHELD: "registry_withheld",
+  SNAPSHOT_MISMATCH: "snapshot_mismatch",
   DECRYPT_FAILED: "decrypt_failed",
   UNAUTHENTICATED: "unauthenticated",
   REPLAY: "replay",
@@ -54,6 +59,7 @@ export const Code = {
   NOT_FOUND: "not_found",
   CONFLICT: "conflict",
   UNAVAILABLE: "unavailable",
+  REQUEST_TIMEOUT: "request_timeout",
   INTERNAL: "internal",
 } as const;
 
@@ -212,6 +218,8 @@ const CODES: ReadonlyArray<readonly [Code, ErrorClass, number]> = [
   [Code.POLICY_DENIED, AuthorizationError, 403],
   [Code.STALE_EPOCH, EpochError, 409],
   [Code.UNKNOWN_EPOCH, EpochError, 409],
+  [Code.EPOCH_COMPROMISED, EpochError, 409],
+  [Code.ROTATION_BLOCKED, EpochError, 409],
   [Code.CLOCK_SKEW, ClockSkewError, 400],
   [Code.REGISTRY_INVALID, RegistryError, 400],
   [Code.REGISTRY_FORK, RegistryError, 409],
@@ -219,6 +227,9 @@ const CODES: ReadonlyArray<readonly [Code, ErrorClass, number]> = [
   [Code.TREE_HEAD_INVALID, ProofError, 400],
   [Code.LOG_ROLLBACK, ProofError, 409],
   [Code.SPLIT_VIEW, ProofError, 409],
+  [Code.KEY_PACKAGE_FORK, ProofError, 409],
+  [Code.REGISTRY_WITHHELD, ProofError, 409],
+  [Code.SNAPSHOT_MISMATCH, ProofError, 409],
   [Code.DECRYPT_FAILED, DecryptError, 400],
   [Code.UNAUTHENTICATED, AuthenticationError, 401],
   [Code.REPLAY, AuthenticationError, 401],
@@ -226,6 +237,7 @@ const CODES: ReadonlyArray<readonly [Code, ErrorClass, number]> = [
   [Code.NOT_FOUND, NotFoundError, 404],
   [Code.CONFLICT, ConflictError, 409],
   [Code.UNAVAILABLE, UnavailableError, 503],
+  [Code.REQUEST_TIMEOUT, UnavailableError, 408],
   [Code.INTERNAL, InternalError, 500],
 ];
 

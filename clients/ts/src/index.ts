@@ -18,6 +18,7 @@ export * as keypackage from "./keypackage.js";
 export * as labels from "./labels.js";
 export * as limits from "./limits.js";
 export * as merkle from "./merkle.js";
+export * as payload from "./payload.js";
 export * as registry from "./registry.js";
 export * as rules from "./rules.js";
 export * as schema from "./schema.js";

@@ -12,20 +12,34 @@ import type { DecodeLimits } from "./cbor.js";
 export interface ProtocolLimits {
   /** Whole op envelope. */
   readonly maxOp: number;
+  /** One edit sealed as a multi-part op (§8.11): what a reader buffers per author. */
+  readonly maxEdit: number;
+  /** Parts of one multi-part edit. */
+  readonly maxParts: number;
   /** Encoded op header. */
   readonly maxHeader: number;
   /** Entries in a version vector. */
   readonly maxDeps: number;
   /** One registry entry. */
   readonly maxRegistryEntry: number;
-  /** Devices ever added to one account (revoked ones count). */
+  /**
+   * ACTIVE devices of one account. Devices may add up to `maxDevices − 1`: the
+   * last slot is the account key's (recover), so a thief cannot lock it out.
+   */
   readonly maxDevices: number;
+  /** Device records ever introduced by devices (revoked ones count; the account key is exempt). */
+  readonly maxDeviceRecords: number;
+  /** Device-signed introductions allowed within `addWindowMs` of each other (§9.6). */
+  readonly maxAddsPerWindow: number;
+  readonly addWindowMs: number;
   /** One key package. */
   readonly maxKeyPackage: number;
   /** One tree head. */
   readonly maxTreeHead: number;
-  /** One whole-space snapshot. */
+  /** One version-1 snapshot, or one version-2 manifest. */
   readonly maxSnapshot: number;
+  /** Chunks of a version-2 snapshot (512 KiB of plaintext each). */
+  readonly maxSnapshotChunks: number;
   /** Characters in a device name. */
   readonly maxName: number;
   /** Nesting of any structure. */
@@ -35,13 +49,19 @@ export interface ProtocolLimits {
 /** The defaults every peer uses. */
 export const DEFAULT_PROTOCOL_LIMITS: ProtocolLimits = Object.freeze({
   maxOp: 512 * 1024,
+  maxEdit: 128 * 1024 * 1024,
+  maxParts: 65_536,
   maxHeader: 64 * 1024,
   maxDeps: 1024,
   maxRegistryEntry: 64 * 1024,
   maxDevices: 1024,
+  maxDeviceRecords: 4096,
+  maxAddsPerWindow: 16,
+  addWindowMs: 24 * 3600 * 1000,
   maxKeyPackage: 512 * 1024,
   maxTreeHead: 1024,
   maxSnapshot: 700 * 1024,
+  maxSnapshotChunks: 512,
   maxName: 128,
   maxDepth: 8,
 });

@@ -178,7 +178,28 @@ export class RegistryState {
     readonly proposals: ReadonlyMap<string, Proposal> = new Map(),
     /** The largest entry ts so far (approval entries may not go back). */
     readonly lastTs: bigint = 0n,
+    /** Registry seqs of every revocation, ascending (one per revoked device). */
+    readonly revokedSeqs: readonly number[] = [],
+    /** Dates of the last `limits.maxAddsPerWindow` device-signed introductions. */
+    readonly recentAdds: readonly bigint[] = [],
   ) {}
+
+  /**
+   * Whether some device was revoked at a registry seq `r` with
+   * `after < r <= upTo` (e.g. after a key package was made).
+   */
+  revokedBetween(after: number | bigint, upTo: number | bigint): boolean {
+    const seqs = this.revokedSeqs;
+    const lo0 = BigInt(after);
+    let lo = 0;
+    let hi = seqs.length;
+    while (lo < hi) { // the first revocation after `after` (seqs ascend)
+      const mid = (lo + hi) >> 1;
+      if (BigInt(seqs[mid]!) <= lo0) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo < seqs.length && BigInt(seqs[lo]!) <= BigInt(upTo);
+  }
 
   /** The account id. */
   get accountId(): Uint8Array {
@@ -276,6 +297,7 @@ export class RegistryState {
     const f = e.fields;
     let targets: Target[] = [];
     let revokedBy = e.signer;
+    const before = devices.size;
     if (INTRODUCES_DEVICE.has(e.type)) {
       const { publicId, name } = approval.parseDevice(f, this.limits);
       this.introduce(devices, publicId, name, e.signer, e);
@@ -307,8 +329,13 @@ export class RegistryState {
       if (rec === undefined || rec.status !== "active") throw new RegistryError("revocation target is not an active device");
       devices.set(toHex(target), { ...rec, status: "revoked", revokedSeq: Number(e.seq), revokedBy, cutoff: cut });
     }
+    let recent = this.recentAdds;
+    if (devices.size > before && !bytesEqual(e.signer, this.accountId)) {
+      recent = [...recent, e.ts].slice(-this.limits.maxAddsPerWindow);
+    }
     return new RegistryState(this.account, devices, policy, Number(e.seq), e.hash, [...this.entryHashes, e.hash],
-      this.limits, proposals, this.lastTs > e.ts ? this.lastTs : e.ts);
+      this.limits, proposals, this.lastTs > e.ts ? this.lastTs : e.ts,
+      [...this.revokedSeqs, ...targets.map(() => Number(e.seq))], recent);
   }
 
   private introduce(devices: Map<string, DeviceRecord>, publicId: DevicePublic, name: string, addedBy: Uint8Array,
@@ -317,9 +344,34 @@ export class RegistryState {
     if (devices.has(id)) {
       throw new RegistryError("device is already in the registry (a revoked device cannot be re-added; pair it again with new keys)");
     }
-    if (devices.size >= this.limits.maxDevices) throw new RegistryError(`account already has ${devices.size} devices (limit)`);
+    this.checkDeviceCaps(devices, e);
     devices.set(id, { publicId, name, status: "active", addedBy, addedSeq: Number(e.seq), addedTs: e.ts, revokedSeq: null,
       revokedBy: null, cutoff: new Map(), deviceId: publicId.deviceId });
+  }
+
+  private checkDeviceCaps(devices: ReadonlyMap<string, DeviceRecord>, e: RegistryEntry): void {
+    // The account key may always introduce a device while fewer than
+    // maxDevices are active (recovery must work whatever a device did);
+    // devices leave it that last slot and are bounded in number and rate.
+    const lim = this.limits;
+    let active = 0;
+    for (const r of devices.values()) if (r.status === "active") active++;
+    const byAccount = bytesEqual(e.signer, this.accountId);
+    if (active >= lim.maxDevices - (byAccount ? 0 : 1)) {
+      throw new RegistryError(`account already has ${active} active devices (limit ${lim.maxDevices}, the last one kept ` +
+        `for the account key): revoke devices first${byAccount ? "" : ", or recover with the account secret"}`);
+    }
+    if (byAccount) return;
+    if (devices.size >= lim.maxDeviceRecords) {
+      throw new RegistryError(`devices have introduced ${devices.size} devices to this account (limit ` +
+        `${lim.maxDeviceRecords}); only the account key may add more`);
+    }
+    const recent = this.recentAdds;
+    const window = BigInt(lim.addWindowMs);
+    if (recent.length >= lim.maxAddsPerWindow && recent.every((ts) => (e.ts > ts ? e.ts - ts : ts - e.ts) < window)) {
+      throw new RegistryError(`devices already added ${recent.length} devices within ${Math.floor(lim.addWindowMs / 3_600_000)} h ` +
+        `of this entry's date (limit ${lim.maxAddsPerWindow}); wait, or add it with the account key`);
+    }
   }
 
   private carryOut(p: Proposal, cutoff: Map<string, bigint>, devices: Map<string, DeviceRecord>,
@@ -366,7 +418,7 @@ function genesisState(e: RegistryEntry, pinned: AccountPublic | null, limits: Pr
     throw new RegistryError("genesis must be signed by the account key it introduces");
   }
   account.signingKey.verify(labelled(labels.REGISTRY_SIG, e.bodyBytes), e.signature);
-  const beforeGenesis = new RegistryState(account, new Map(), new Map(), -1, ZERO, [], limits, new Map(), e.ts);
+  const beforeGenesis = new RegistryState(account, new Map(), new Map(), -1, ZERO, [], limits, new Map(), e.ts, [], []);
   return beforeGenesis.applied(e);
 }
 

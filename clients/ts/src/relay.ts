@@ -13,9 +13,13 @@
 
 import { b64, unb64 } from "./bytes.js";
 import { randomBytes } from "./crypto.js";
-import { AuthenticationError, Code, DecodeError, errorFromWire, RateLimitedError, UnavailableError } from "./errors.js";
-import type { DeviceKeys } from "./identity.js";
-import { NONCE_SIZE, requestMessage, sessionMessage, tokenHash } from "./auth.js";
+import { AuthenticationError, Code, DecodeError, errorFromWire, NotFoundError, RateLimitedError,
+  UnavailableError } from "./errors.js";
+import { AccountKeys, type DeviceKeys } from "./identity.js";
+import { keyRequestMessage, NONCE_SIZE, requestMessage, sessionMessage, tokenHash } from "./auth.js";
+
+/** The pairing protocol version this client speaks (§19). */
+export const PAIRING_VERSION = 2;
 
 /* eslint-disable @typescript-eslint/no-explicit-any */
 type Json = any;
@@ -46,6 +50,58 @@ export interface SpaceInfo {
   readonly epoch: number;
 }
 
+/**
+ * What one relay request may carry (`GET /v1/limits`; the defaults of a relay
+ * that predates the endpoint).
+ */
+export interface RelayLimits {
+  readonly maxRequestBytes: number;
+  readonly maxBatchOps: number;
+  readonly maxPageOps: number;
+  readonly maxOp: number;
+  /** base64 characters in one body field. */
+  readonly maxFieldChars: number;
+}
+
+/** The limits of a relay without `GET /v1/limits`. */
+export const DEFAULT_RELAY_LIMITS: RelayLimits = Object.freeze({
+  maxRequestBytes: 1 << 20, maxBatchOps: 1000, maxPageOps: 1000, maxOp: 512 * 1024, maxFieldChars: 1_500_000,
+});
+
+const b64Len = (n: number): number => Math.floor((n + 2) / 3) * 4;
+/** `{"ops": ["...", ...], "proofs": true}`: 27 bytes of frame, then per op its base64 in quotes and a separator. */
+const uploadBodyLen = (sizes: readonly number[]): number => 27 + sizes.reduce((a, n) => a + b64Len(n) + 4, 0);
+
+/** Whether an upload of envelopes of these sizes fits one request of a relay with `limits`. */
+export function requestFits(limits: RelayLimits, sizes: readonly number[]): boolean {
+  return sizes.length <= limits.maxBatchOps && sizes.every((n) => b64Len(n) <= limits.maxFieldChars) &&
+    uploadBodyLen(sizes) <= limits.maxRequestBytes;
+}
+
+/** The largest op envelope a relay with `limits` takes, alone in one request. */
+export function maxEnvelope(limits: RelayLimits): number {
+  const fitRequest = Math.floor((limits.maxRequestBytes - uploadBodyLen([])) / 4) * 3 - 3;
+  const fitField = Math.floor(limits.maxFieldChars / 4) * 3;
+  return Math.max(0, Math.min(limits.maxOp, fitRequest, fitField));
+}
+
+/**
+ * When to try a request again (mirrors `sddsf.client.retry.RetryPolicy`):
+ * `rate_limited` after the relay's Retry-After, `unavailable` and connection
+ * failures with exponential backoff (idempotent requests only); nothing else.
+ */
+export interface RetryPolicy {
+  /** Tries of one request, the first included (1: never retry). */
+  readonly attempts: number;
+  /** Most seconds one request may spend waiting between tries. */
+  readonly budgetS: number;
+  readonly baseS: number;
+  readonly maxS: number;
+}
+
+/** The default retry policy (as the Python client's). */
+export const DEFAULT_RETRY: RetryPolicy = Object.freeze({ attempts: 4, budgetS: 30, baseS: 0.25, maxS: 8 });
+
 /** Options of a {@link RelayClient}. */
 export interface RelayClientOptions {
   /** The device that authenticates (needed for session endpoints). */
@@ -56,6 +112,10 @@ export interface RelayClientOptions {
   readonly clock?: () => number;
   /** The fetch implementation (default: the global one). */
   readonly fetch?: typeof fetch;
+  /** When to retry (default {@link DEFAULT_RETRY}; `{attempts: 1, ...}` never retries). */
+  readonly retry?: RetryPolicy;
+  /** How a retry waits (tests replace it). */
+  readonly sleep?: (seconds: number) => Promise<void>;
 }
 
 interface SendOptions {
@@ -63,6 +123,11 @@ interface SendOptions {
   readonly params?: Record<string, string | number>;
   readonly signed?: boolean;
   readonly authed?: boolean;
+  /** Without a session: signed by a key the account's registry knows (§17.3.3). */
+  readonly key?: DeviceKeys | AccountKeys;
+  readonly headers?: Record<string, string>;
+  /** Whether repeating the request after an unknown outcome is safe (default true). */
+  readonly idempotent?: boolean;
 }
 
 /** A device's connection to one relay. */
@@ -76,6 +141,9 @@ export class RelayClient {
   private readonly fetchImpl: typeof fetch;
   private token: Uint8Array | null = null;
   private tokenExpiresMs = 0;
+  private limitsCache: RelayLimits | null = null;
+  readonly retry: RetryPolicy;
+  private readonly sleep: (seconds: number) => Promise<void>;
 
   constructor(baseUrl: string, opts: RelayClientOptions = {}) {
     this.baseUrl = baseUrl.replace(/\/+$/, "");
@@ -83,6 +151,8 @@ export class RelayClient {
     this.accountId = opts.accountId;
     this.clock = opts.clock ?? (() => Date.now());
     this.fetchImpl = opts.fetch ?? globalThis.fetch.bind(globalThis);
+    this.retry = opts.retry ?? DEFAULT_RETRY;
+    this.sleep = opts.sleep ?? ((s) => new Promise((r) => setTimeout(r, s * 1000)));
   }
 
   /** Drop the cached session (the next call opens a new one). */
@@ -93,6 +163,31 @@ export class RelayClient {
   // ------------------------------------------------------------- plumbing
 
   private async send(method: string, path: string, opts: SendOptions = {}): Promise<Json> {
+    // Every relay write is idempotent (§17.2) except the few callers that say
+    // otherwise; each try is signed again with a fresh nonce.
+    let waited = 0;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.sendRetryingSession(method, path, opts);
+      } catch (e) {
+        const wait = this.waitFor(e, attempt, opts.idempotent ?? true);
+        if (wait === null || attempt >= this.retry.attempts || waited + wait > this.retry.budgetS) throw e;
+        await this.sleep(wait);
+        waited += wait;
+      }
+    }
+  }
+
+  private waitFor(e: unknown, attempt: number, idempotent: boolean): number | null {
+    if (e instanceof RateLimitedError) return e.retryAfterS * (1 + Math.random() * 0.1);
+    if (e instanceof UnavailableError && idempotent) {
+      const raw = Math.min(this.retry.maxS, this.retry.baseS * 2 ** Math.max(0, attempt - 1));
+      return raw * (0.5 + Math.random());
+    }
+    return null;
+  }
+
+  private async sendRetryingSession(method: string, path: string, opts: SendOptions): Promise<Json> {
     try {
       return await this.sendOnce(method, path, opts);
     } catch (e) {
@@ -110,8 +205,19 @@ export class RelayClient {
   private async sendOnce(method: string, path: string, opts: SendOptions): Promise<Json> {
     const content = opts.body !== undefined ? new TextEncoder().encode(JSON.stringify(opts.body)) : new Uint8Array(0);
     const headers: Record<string, string> = opts.body !== undefined ? { "content-type": "application/json" } : {};
+    Object.assign(headers, opts.headers ?? {});
     const query = opts.params ? new URLSearchParams(Object.entries(opts.params).map(([k, v]) => [k, String(v)])).toString() : "";
     const target = query ? `${path}?${query}` : path;
+    if (opts.key !== undefined) {
+      // No session: signed by a key the account's registry knows (§17.3.3).
+      const k = opts.key;
+      const keyId = k instanceof AccountKeys ? k.accountId : k.deviceId;
+      const nonce = randomBytes(NONCE_SIZE);
+      const ts = this.clock();
+      const sig = k.sign(keyRequestMessage(method, target, content, nonce, ts, keyId));
+      Object.assign(headers, { "x-sddsf-key-id": b64(keyId), "x-sddsf-nonce": b64(nonce),
+        "x-sddsf-timestamp": String(ts), "x-sddsf-signature": b64(sig) });
+    }
     if (opts.authed || opts.signed) {
       const token = await this.sessionToken();
       headers.authorization = `Bearer ${b64(token)}`;
@@ -160,18 +266,50 @@ export class RelayClient {
     if (this.device === undefined || this.accountId === undefined) {
       throw new UnavailableError("this client has no device identity to authenticate with");
     }
-    const deviceId = this.device.deviceId;
-    const ch = await this.send("POST", "/v1/auth/challenge", {
-      body: { account_id: b64(this.accountId), device_id: b64(deviceId) } });
-    const challenge = unb64(ch.challenge, "challenge", 32);
-    const relayId = unb64(ch.relay_id, "relay_id", 32);
-    this.relayId = relayId;
-    const sig = this.device.sign(sessionMessage(relayId, this.accountId, deviceId, challenge));
-    const s = await this.send("POST", "/v1/auth/session", {
-      body: { account_id: b64(this.accountId), device_id: b64(deviceId), challenge: b64(challenge), signature: b64(sig) } });
+    let s: Json;
+    try {
+      s = await this.openSessionWith(this.device, this.accountId);
+    } catch (e) {
+      // The challenge was refused (it expired on the way, or a node with a
+      // skewed clock answered): once more with a new one (§17.3.1).
+      if (!(e instanceof AuthenticationError) || e.code !== Code.UNAUTHENTICATED) throw e;
+      s = await this.openSessionWith(this.device, this.accountId);
+    }
     this.token = unb64(s.token, "token", 32);
     this.tokenExpiresMs = Number(s.expires_ms);
     return this.token;
+  }
+
+  private async openSessionWith(device: DeviceKeys, accountId: Uint8Array): Promise<Json> {
+    const ids = { account_id: b64(accountId), device_id: b64(device.deviceId) };
+    const ch = await this.send("POST", "/v1/auth/challenge", { body: ids });
+    const challenge = unb64(ch.challenge, "challenge", 32);
+    const relayId = unb64(ch.relay_id, "relay_id", 32);
+    this.relayId = relayId;
+    const sig = device.sign(sessionMessage(relayId, accountId, device.deviceId, challenge));
+    return await this.send("POST", "/v1/auth/session", { body: { ...ids, challenge: b64(challenge), signature: b64(sig) } });
+  }
+
+  /**
+   * The relay's request limits (`GET /v1/limits`), asked once per client; a
+   * relay without the endpoint has {@link DEFAULT_RELAY_LIMITS}.
+   */
+  async limits(): Promise<RelayLimits> {
+    if (this.limitsCache === null) {
+      try {
+        const r = await this.send("GET", "/v1/limits");
+        const n = (x: unknown): number => {
+          if (typeof x !== "number" || !Number.isSafeInteger(x) || x < 0) throw new DecodeError("the relay sent malformed limits");
+          return x;
+        };
+        this.limitsCache = { maxRequestBytes: n(r.max_request_bytes), maxBatchOps: n(r.max_batch_ops),
+          maxPageOps: n(r.max_page_ops), maxOp: n(r.max_op), maxFieldChars: n(r.max_field_chars) };
+      } catch (e) {
+        if (!(e instanceof NotFoundError)) throw e;
+        this.limitsCache = DEFAULT_RELAY_LIMITS;
+      }
+    }
+    return this.limitsCache;
   }
 
   /** Open a session now (if none is open) and return the relay's stated key. */
@@ -188,9 +326,16 @@ export class RelayClient {
     return unb64(r.account_id, "account_id", 32);
   }
 
-  /** Registry entries from `since` (verify them!). */
-  async registry(accountId: Uint8Array, since = 0): Promise<Uint8Array[]> {
-    const r = await this.send("GET", `/v1/accounts/${b64(accountId)}/registry`, { params: { since } });
+  /**
+   * Registry entries from `since` (verify them!). The read is signed by
+   * `signer`, by default this client's device (no session needed, so a device
+   * awaiting approval can read it); a device recovering with the account
+   * secret passes the account keys (§17.3.3).
+   */
+  async registry(accountId: Uint8Array, since = 0, signer?: DeviceKeys | AccountKeys): Promise<Uint8Array[]> {
+    const own = this.accountId !== undefined && b64(accountId) === b64(this.accountId);
+    const key = signer ?? (own ? this.device : undefined);
+    const r = await this.send("GET", `/v1/accounts/${b64(accountId)}/registry`, { params: { since }, key });
     return (r.entries as string[]).map((e) => unb64(e, "registry entry"));
   }
 
@@ -292,6 +437,94 @@ export class RelayClient {
   async getSnapshot(spaceId: Uint8Array, docId: Uint8Array): Promise<[number, Uint8Array]> {
     const r = await this.send("GET", `/v1/spaces/${b64(spaceId)}/docs/${b64(docId)}/snapshot`, { authed: true });
     return [Number(r.covers_offset), unb64(r.blob, "blob")];
+  }
+
+  /** Store one chunk of a chunked snapshot (upload every chunk, then the manifest). */
+  async putSnapshotChunk(spaceId: Uint8Array, chunkId: Uint8Array, blob: Uint8Array): Promise<void> {
+    await this.send("PUT", `/v1/spaces/${b64(spaceId)}/snapshot-chunks/${b64(chunkId)}`, { signed: true,
+      body: { blob: b64(blob) } });
+  }
+
+  /** One chunk of a chunked snapshot (check it against its manifest). */
+  async getSnapshotChunk(spaceId: Uint8Array, chunkId: Uint8Array): Promise<Uint8Array> {
+    const r = await this.send("GET", `/v1/spaces/${b64(spaceId)}/snapshot-chunks/${b64(chunkId)}`, { authed: true });
+    return unb64(r.blob, "blob");
+  }
+
+  /** Send this device's signed verdict on the doc's current snapshot. */
+  async attestSnapshot(spaceId: Uint8Array, docId: Uint8Array, attestation: Uint8Array): Promise<void> {
+    await this.send("POST", `/v1/spaces/${b64(spaceId)}/docs/${b64(docId)}/snapshot/attestations`, { signed: true,
+      body: { attestation: b64(attestation) } });
+  }
+
+  /** `[snapshot id, attestations]` of the doc's current snapshot (unverified). */
+  async snapshotAttestations(spaceId: Uint8Array, docId: Uint8Array): Promise<[Uint8Array | null, Uint8Array[]]> {
+    const r = await this.send("GET", `/v1/spaces/${b64(spaceId)}/docs/${b64(docId)}/snapshot/attestations`, { authed: true });
+    return [r.snapshot_id ? unb64(r.snapshot_id, "snapshot_id", 32) : null,
+      (r.attestations as string[]).map((a) => unb64(a, "attestation"))];
+  }
+
+  // ------------------------------------------------------- pairing mailbox
+  // Every channel request names the caller's slot by its token (§17.4.7).
+
+  private static pairingHeaders(token: Uint8Array): Record<string, string> {
+    return { "x-sddsf-pairing-token": b64(token) };
+  }
+
+  /**
+   * Open a pairing mailbox whose initiator slot is `token`: `[channelId, nameplate, expiresMs]`.
+   *
+   * @throws DecodeError `unsupported_version`: the relay does not speak pairing version 2.
+   */
+  async openChannel(token: Uint8Array): Promise<[Uint8Array, number, number]> {
+    const r = await this.send("POST", "/v1/pairing", { body: { version: PAIRING_VERSION },
+      headers: RelayClient.pairingHeaders(token), idempotent: false });
+    if (r.nameplate === undefined) {
+      throw new DecodeError(`the relay at ${this.baseUrl} does not speak pairing version ${PAIRING_VERSION}: update the relay`,
+        Code.UNSUPPORTED_VERSION);
+    }
+    return [unb64(r.channel_id, "channel_id"), Number(r.nameplate), Number(r.expires_ms)];
+  }
+
+  /**
+   * Claim the joiner slot of the mailbox numbered `nameplate` for `token`: `[channelId, expiresMs]`.
+   *
+   * @throws NotFoundError no such number; ConflictError claimed by another
+   *   device, burnt or expired; DecodeError the relay does not speak pairing version 2.
+   */
+  async claimChannel(nameplate: number, token: Uint8Array): Promise<[Uint8Array, number]> {
+    let r: Json;
+    try {
+      r = await this.send("POST", "/v1/pairing/claim", { body: { nameplate }, headers: RelayClient.pairingHeaders(token),
+        idempotent: false });
+    } catch (e) {
+      if (e instanceof NotFoundError && e.message === "no such endpoint") {
+        throw new DecodeError(`the relay at ${this.baseUrl} does not speak pairing version ${PAIRING_VERSION}: update the relay`,
+          Code.UNSUPPORTED_VERSION);
+      }
+      throw e;
+    }
+    return [unb64(r.channel_id, "channel_id"), Number(r.expires_ms)];
+  }
+
+  /** Post message `index` in the slot of `token` (a retry of the same message is answered as stored). */
+  async postChannel(channelId: Uint8Array, token: Uint8Array, index: number, body: Uint8Array): Promise<number> {
+    const r = await this.send("POST", `/v1/pairing/${b64(channelId)}/messages`, { body: { index, body: b64(body) },
+      headers: RelayClient.pairingHeaders(token) });
+    return Number(r.messages[0].index);
+  }
+
+  /** Messages after index `after`: `[index, sender, body]`. */
+  async readChannel(channelId: Uint8Array, token: Uint8Array, after = -1): Promise<[number, string, Uint8Array][]> {
+    const r = await this.send("GET", `/v1/pairing/${b64(channelId)}/messages`, { params: { after },
+      headers: RelayClient.pairingHeaders(token) });
+    return (r.messages as Json[]).map((x) => [Number(x.index), String(x.sender), unb64(x.body, "message")]);
+  }
+
+  /** Burn a pairing mailbox, telling the other side `reason`. */
+  async burnChannel(channelId: Uint8Array, token: Uint8Array, reason = "failed"): Promise<void> {
+    await this.send("POST", `/v1/pairing/${b64(channelId)}/burn`, { body: { reason },
+      headers: RelayClient.pairingHeaders(token) });
   }
 
   /** A single-use WebSocket ticket (§17.7). */

@@ -9,7 +9,11 @@
  * 4   author has a record                         unknown_device
  * 5   same (author, seq, op id) accepted          → DUPLICATE
  * 6   author not revoked (history: ≤ cutoff)      revoked
- * 7   epoch current / grace / history             unknown_epoch, stale_epoch
+ * 7a  live mode: header version 2                 unsupported_version
+ * 7   epoch not beyond the current one            unknown_epoch
+ * 7b  `reg` known to the verifier                 wrong_context
+ * 7c  epoch not compromised by `reg`              epoch_compromised
+ * 7d  epoch current / grace / history             stale_epoch
  * 8   live mode: ts not in the future             clock_skew
  * 9   signature                                   sig_invalid
  * 10  chain: contiguous seq, prev linked          chain_gap, chain_fork
@@ -17,15 +21,17 @@
  * ```
  *
  * History mode (`nowMs = null`) is for a client verifying ops the relay
- * already ordered: rule 8 is skipped and any epoch up to the current one is
- * accepted; a revoked author's op is valid history up to its cutoff.
+ * already ordered: rule 8 is skipped, header version 1 is accepted and any
+ * epoch up to the current one is accepted; a revoked author's op is valid
+ * history up to its cutoff. Rule 7c applies in both modes (it reads only the
+ * signed `reg`, the packages and the registry).
  */
 
 import { bytesEqual, toHex } from "./bytes.js";
-import { decodeEnvelope, OpEnvelope } from "./envelope.js";
-import { AuthorizationError, ChainError, ClockSkewError, Code, ContextError, EpochError, SddsfError } from "./errors.js";
+import { decodeEnvelope, HEADER_VERSION, OpEnvelope } from "./envelope.js";
+import { AuthorizationError, ChainError, ClockSkewError, Code, ContextError, DecodeError, EpochError, SddsfError } from "./errors.js";
 import { DEFAULT_PROTOCOL_LIMITS, type ProtocolLimits } from "./limits.js";
-import type { RegistryState } from "./registry.js";
+import type { DeviceRecord, RegistryState } from "./registry.js";
 import type { VersionVector } from "./vv.js";
 
 const MINUTE = 60_000;
@@ -44,10 +50,17 @@ export const DEFAULT_RULES: RuleSettings = Object.freeze({
   limits: DEFAULT_PROTOCOL_LIMITS,
 });
 
-/** The space's current key epoch and when it started (ms). */
+/**
+ * The space's current key epoch and when it started (ms).
+ *
+ * `packageSeqs[e]` is the `registry_seq` of epoch `e`'s key package, for every
+ * epoch up to `current`: the compromised-epoch rule (7c) needs it. Verifiers
+ * MUST supply it; a window without it skips that rule.
+ */
 export interface EpochWindow {
   readonly current: bigint;
   readonly startedMs: number;
+  readonly packageSeqs?: readonly bigint[];
 }
 
 /** The last accepted op of one author in one space. */
@@ -102,13 +115,47 @@ export interface Verdict {
   readonly envelope: OpEnvelope;
 }
 
-function checkEpoch(epoch: bigint, window: EpochWindow, nowMs: number | null, settings: RuleSettings): void {
+function revokedAfter(registry: RegistryState, window: EpochWindow, epoch: bigint, upTo: bigint): DeviceRecord | null {
+  // A device revoked after the epoch's package was made (and at or before
+  // registry seq `upTo`) may hold the epoch key: the package listed it, or a
+  // later package it received carried the key as history.
+  const seqs = window.packageSeqs ?? [];
+  if (epoch >= BigInt(seqs.length)) return null;
+  const madeAt = seqs[Number(epoch)]!;
+  if (!registry.revokedBetween(madeAt, upTo)) return null; // the common case, O(log n)
+  for (const rec of registry.devices.values()) {
+    if (rec.revokedSeq !== null && madeAt < BigInt(rec.revokedSeq) && BigInt(rec.revokedSeq) <= upTo) return rec;
+  }
+  return null;
+}
+
+function checkEpoch(env: OpEnvelope, registry: RegistryState, window: EpochWindow, nowMs: number | null,
+  settings: RuleSettings): void {
+  const h = env.header;
+  const epoch = h.epoch;
+  if (nowMs !== null && h.version < HEADER_VERSION) {
+    throw new DecodeError(`op header version ${h.version} is history only: new ops carry the registry seq their author ` +
+      `verified (version ${HEADER_VERSION}); update the client that made this op`, Code.UNSUPPORTED_VERSION);
+  }
   if (epoch > window.current) {
     throw new EpochError(`op uses key epoch ${epoch} but the space is at epoch ${window.current}; fetch the space's key packages`,
       Code.UNKNOWN_EPOCH);
   }
+  if (h.reg !== null) {
+    if (h.reg > BigInt(registry.seq)) {
+      throw new ContextError(`op was written after registry entry ${h.reg}, but this verifier's registry ends at ` +
+        `${registry.seq}; sync the registry first`);
+    }
+    const revoked = revokedAfter(registry, window, epoch, h.reg);
+    if (revoked !== null) {
+      throw new EpochError(`op was sealed under key epoch ${epoch} after its author had seen the revocation of device ` +
+        `'${revoked.name}' (registry entry ${revoked.revokedSeq}), which holds that epoch's key: rotate the space's key ` +
+        "and re-encrypt", Code.EPOCH_COMPROMISED);
+    }
+  }
   if (epoch === window.current || nowMs === null) return;
-  if (epoch === window.current - 1n && nowMs <= window.startedMs + settings.epochGraceMs) return;
+  if (epoch === window.current - 1n && nowMs <= window.startedMs + settings.epochGraceMs &&
+    revokedAfter(registry, window, epoch, BigInt(registry.seq)) === null) return;
   throw new EpochError(`op uses key epoch ${epoch}, which was replaced by epoch ${window.current}; re-encrypt it under the current key`,
     Code.STALE_EPOCH);
 }
@@ -171,7 +218,7 @@ export function verifyOp(data: Uint8Array | OpEnvelope, ctx: VerifyContext): Ver
   if (author.status === "revoked" && (ctx.nowMs !== null || h.seq > (author.cutoff.get(toHex(h.space)) ?? 0n))) {
     throw new AuthorizationError("op author has been revoked; its writes are refused", Code.REVOKED);
   }
-  checkEpoch(h.epoch, ctx.epochs, ctx.nowMs, settings);
+  checkEpoch(env, ctx.registry, ctx.epochs, ctx.nowMs, settings);
   // Ordering never uses wall clocks; a timestamp from the future would poison
   // every peer's hybrid logical clock, so only that is refused.
   if (ctx.nowMs !== null && h.ts.wallMs - ctx.nowMs > settings.maxSkewMs) {

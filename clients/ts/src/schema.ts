@@ -45,7 +45,7 @@ export function checkVersion(value: CborValue | undefined, supported: number | r
   const v = typeof value === "bigint" ? -1 : value;
   if (!list.includes(v)) {
     throw new DecodeError(
-      `${what}: version ${value} is not supported (this build speaks version ${list.join(", ")}); ` +
+      `${what}: version ${value} is not supported (this build speaks version ${list.join(" or ")}); ` +
         "upgrade the software that sent it",
       Code.UNSUPPORTED_VERSION,
     );
@@ -213,20 +213,24 @@ export function decodeSignedOuter(
 
 /**
  * Decode the common signed layout `[version, body_bytes, signature]` whose body
- * is a canonical map with `"v"` = `version` and exactly the keys `fields`.
+ * is a canonical map with `"v"` = the outer version (one of `versions`) and
+ * exactly the keys `fields` (or `fields(version)` for structures whose versions
+ * differ in their fields).
  *
- * @returns the body fields, the body bytes and the signature.
+ * @returns the body fields, the version, the body bytes and the signature.
  * @throws DecodeError as {@link decodeSignedOuter}, and for the body's shape.
  */
 export function decodeSigned(
   data: Uint8Array,
   what: string,
-  version: number,
-  fields: readonly string[],
+  versions: number | readonly number[],
+  fields: readonly string[] | ((version: number) => readonly string[]),
   limits: DecodeLimits,
-): { fields: Fields; bodyBytes: Uint8Array; signature: Uint8Array } {
-  const outer = decodeSignedOuter(data, what, version, limits);
+): { fields: Fields; version: number; bodyBytes: Uint8Array; signature: Uint8Array } {
+  const outer = decodeSignedOuter(data, what, versions, limits);
   const body = decode(outer.bodyBytes, limits);
-  versionOfMap(body, version, `${what} body`);
-  return { fields: expectMap(body, what, fields), bodyBytes: outer.bodyBytes, signature: outer.signature };
+  versionOfMap(body, outer.version, `${what} body`);
+  const keys = typeof fields === "function" ? fields(outer.version) : fields;
+  return { fields: expectMap(body, what, keys), version: outer.version, bodyBytes: outer.bodyBytes,
+    signature: outer.signature };
 }

@@ -20,7 +20,8 @@ import { labelled } from "../src/labels.js";
 import { requestMessage, tokenHash } from "../src/auth.js";
 import { HybridLogicalClock, HLCTimestamp } from "../src/clock.js";
 import { VersionVector } from "../src/vv.js";
-import { loadJson, OWN_VECTORS } from "../testkit/kit.js";
+import { readFileSync } from "node:fs";
+import { loadJson, OWN_VECTORS, REPO_ROOT } from "../testkit/kit.js";
 import { codeOf } from "../testkit/kit.js";
 
 before(ready);
@@ -112,6 +113,18 @@ describe("errors (§14)", () => {
     assert.throws(() => new errors.SignatureError("x", Code.REVOKED), TypeError);
     assert.ok(new errors.ChainError("x", Code.CHAIN_GAP) instanceof errors.VerificationError);
   });
+
+  test("the codes, classes and statuses are the Python reference's (src/sddsf/errors.py)", () => {
+    const py = readFileSync(join(REPO_ROOT, "src", "sddsf", "errors.py"), "utf8");
+    const table = [...py.matchAll(/^\s+Code\.([A-Z_]+): \((\w+), (\d+)\),$/gm)].map((m) => [m[1]!, m[2]!, Number(m[3])]);
+    const values = new Map([...py.matchAll(/^\s+([A-Z_]+) = "([a-z_]+)"$/gm)].map((m) => [m[1]!, m[2]!]));
+    assert.ok(table.length >= 40, `parsed ${table.length} codes`);
+    assert.deepEqual(new Set(Object.values(Code)), new Set(values.values()));
+    for (const [name, cls, status] of table) {
+      const e = errorFromWire(values.get(name as string)!, "m");
+      assert.deepEqual([e.constructor.name, e.httpStatus], [cls, status], `${name}`);
+    }
+  });
 });
 
 describe("identities and primitives (§4-§7)", () => {
@@ -171,11 +184,15 @@ describe("identities and primitives (§4-§7)", () => {
 describe("worked examples", () => {
   test("§16.2: envelope valid case 1", () => {
     const env = decodeEnvelope(fromHex(loadJson(join(OWN_VECTORS, "envelope.json")).valid[0].envelope));
-    assert.equal(env.headerBytes.length, 205);
-    assert.equal(env.raw.length, 303);
-    assert.equal(toHex(env.opId), "b29d7b98bc31b66be4a6377e8d2f16af6b2ed7c5751b83f4ced7f3266ee35c1e");
-    assert.equal(toHex(env.ciphertext), "bccc59a773f52dd6b69d701ed2738237e2bc6a28166123371697");
-    assert.equal(env.signedMessage().length, 258);
+    assert.equal(env.headerBytes.length, 210);
+    assert.equal(env.header.version, 2);
+    assert.equal(env.header.reg, 0n);
+    assert.equal(env.raw.length, 308);
+    assert.equal(toHex(env.opId), "9213d26fcd50de174bd61f87b3314e3d115d1d1beff84242af08a10fe9c61b12");
+    assert.equal(toHex(env.ciphertext), "bccc59a773f52dd6b69df28e3c7d86bd228130298a0350c10aa8");
+    assert.equal(env.signedMessage().length, 263);
+    assert.equal(toHex(env.signature), "11ea817ebbc172dad6f3e09e7d3d0f14dfed1309d0dd900b5ee956982caabb8b" +
+      "ce5affd51382c88cb565053deb8e4bff0ed11eb99179f83a594565162d58da0e");
   });
 
   test("§17.3.2: the signed-request message", () => {

@@ -19,20 +19,26 @@ import { decode } from "../src/cbor.js";
 import { aeadDecrypt, Ed25519PublicKey, hkdfSha256, ready } from "../src/crypto.js";
 import { decodeEnvelope, deriveDocKey, openOp } from "../src/envelope.js";
 import { AccountKeys } from "../src/identity.js";
-import { openEpochKey, verifyKeyPackage, type KeyPackage } from "../src/keypackage.js";
+import { openEpochKey, unwrapPreviousKeys, verifyKeyPackage, type KeyPackage } from "../src/keypackage.js";
 import { SNAPSHOT_AD, SNAPSHOT_KEY, labelled } from "../src/labels.js";
 import { DEFAULT_PROTOCOL_LIMITS } from "../src/limits.js";
 import { leafHash, MerkleTree } from "../src/merkle.js";
 import { verifyRegistry, type RegistryState } from "../src/registry.js";
 import { MemoryChainView, verifyOp, type Outcome } from "../src/rules.js";
-import { decodeSnapshot, verifySnapshot, type Snapshot } from "../src/snapshot.js";
+import { assemble, partsDigest, splitEdit } from "../src/payload.js";
+import { chunkId, decodeAttestation, decodeSnapshot, snapshotId, verifyAttestation, verifySnapshot,
+  type Snapshot } from "../src/snapshot.js";
 import { checkProgress, verifyTreeHead } from "../src/treehead.js";
 import { codeOf, loadJson, OWN_VECTORS } from "../testkit/kit.js";
 
 /* eslint-disable @typescript-eslint/no-explicit-any */
 type Json = any;
 
-const RUNNERS = new Set(["envelope.json", "registry.json", "key_package.json", "tree_head.json", "snapshot.json"]);
+const RUNNERS = new Set(["envelope.json", "registry.json", "key_package.json", "tree_head.json", "snapshot.json",
+  "payload.json", "snapshot_chunked.json", "snapshot_attestation.json"]);
+/** Cases per file, as tests/unit/test_own_vectors.py::test_vector_counts pins them. */
+const COUNTS: Record<string, number> = { "envelope.json": 22, "registry.json": 13, "key_package.json": 9,
+  "tree_head.json": 4, "snapshot.json": 24, "payload.json": 18, "snapshot_chunked.json": 13, "snapshot_attestation.json": 9 };
 const load = (name: string): Json => loadJson(join(OWN_VECTORS, name));
 
 function registryOf(ctx: Json): RegistryState {
@@ -49,6 +55,10 @@ test("every vector file has a runner", () => {
   const unknown = files.filter((f) => !RUNNERS.has(f));
   assert.deepEqual(unknown, [], `vector files without a TypeScript runner: ${unknown.join(", ")}`);
   assert.deepEqual(files, [...RUNNERS].sort());
+  for (const f of files) {
+    const d = load(f);
+    assert.equal(d.valid.length + d.invalid.length, COUNTS[f], `${f}: every case is run`);
+  }
 });
 
 describe("envelope.json", () => {
@@ -58,7 +68,8 @@ describe("envelope.json", () => {
     const reg = registryOf(ctx);
     const chains = new MemoryChainView();
     const opts = { space: fromHex(ctx.space), registry: reg, chains, nowMs: ctx.now_ms,
-      epochs: { current: BigInt(ctx.epoch.current), startedMs: ctx.epoch.started_ms },
+      epochs: { current: BigInt(ctx.epoch.current), startedMs: ctx.epoch.started_ms,
+        packageSeqs: (ctx.epoch.package_seqs as number[]).map(BigInt) },
       settings: { maxSkewMs: ctx.rules.max_skew_ms, epochGraceMs: ctx.rules.epoch_grace_ms,
         limits: DEFAULT_PROTOCOL_LIMITS } };
     for (const p of preceding) chains.record(verifyOp(fromHex(p), opts).envelope);
@@ -113,7 +124,11 @@ describe("key_package.json", () => {
       const pkg = verify(c);
       assert.equal(toHex(pkg.hash), c.hash);
       const account = AccountKeys.fromSecret(fromHex(ctx.account_secret));
-      assert.equal(toHex(openEpochKey(pkg, account.accountId, account.recovery)), c.epoch_key);
+      const key = openEpochKey(pkg, account.accountId, account.recovery);
+      assert.equal(toHex(key), c.epoch_key);
+      assert.equal(pkg.keyCommit === null ? null : toHex(pkg.keyCommit), c.key_commit);
+      const previous = Object.fromEntries([...unwrapPreviousKeys(pkg, key)].map(([e, k]) => [String(e), toHex(k)]));
+      assert.deepEqual(previous, c.previous_keys);
     });
   }
   for (const c of data.invalid) {
@@ -158,6 +173,10 @@ describe("snapshot.json", () => {
   const epochKeys = (): Map<bigint, Uint8Array> =>
     new Map(Object.entries(ctx.epoch_keys as Record<string, string>).map(([e, k]) => [BigInt(e), fromHex(k)]));
   const verify = (raw: string): Snapshot => verifySnapshot(fromHex(raw), registryOf(ctx), fromHex(ctx.space), epochKeys());
+  test("the invalid cases cover every rejection", () => {
+    assert.deepEqual(new Set(data.invalid.map((c: Json) => c.code)), new Set(["sig_invalid", "decrypt_failed",
+      "proof_invalid", "wrong_context", "revoked", "unknown_device", "unknown_epoch", "unsupported_version", "malformed"]));
+  });
   for (const c of data.valid) {
     test(`valid: ${c.name}`, () => {
       const snap = verify(c.snapshot);
@@ -182,7 +201,8 @@ describe("snapshot.json", () => {
       const reg = registryOf(ctx);
       for (const e of entries) {
         chains.record(verifyOp(e, { space: fromHex(ctx.space), registry: reg, chains, nowMs: null,
-          epochs: { current: BigInt(ctx.epoch.current), startedMs: 0 } }).envelope);
+          epochs: { current: BigInt(ctx.epoch.current), startedMs: 0,
+            packageSeqs: (ctx.epoch.package_seqs as number[]).map(BigInt) } }).envelope);
       }
       const snap = verify(c.snapshot);
       assert.deepEqual([...chains.heads.keys()].sort(), [...snap.chains.keys()].sort());
@@ -208,6 +228,80 @@ describe("snapshot.json", () => {
   for (const c of data.invalid) {
     test(`invalid (${c.code}): ${c.name}`, () => {
       assert.equal(codeOf(() => verify(c.snapshot)), c.code);
+    });
+  }
+});
+
+describe("payload.json", () => {
+  const data = load("payload.json");
+  const run = (c: Json) => assemble((c.ops as Json[]).map((op) => [BigInt(op.seq), fromHex(op.payload)] as const),
+    fromHex(data.context.doc));
+  for (const c of data.valid) {
+    test(`valid: ${c.name}`, () => {
+      const edits = run(c);
+      assert.deepEqual(edits.map((e) => ({ name: e.name, updates: e.updates.map(toHex) })), c.edits);
+      if ("whole" in c) { // the parts are the whole edit's bytes, cut in order
+        assert.equal(toHex(partsDigest(fromHex(c.whole))), c.digest);
+        assert.deepEqual(splitEdit(edits[0]!.name, edits[0]!.updates, { maxPayload: c.max_payload }).map(toHex),
+          (c.ops as Json[]).map((op) => op.payload));
+      }
+    });
+  }
+  for (const c of data.invalid) {
+    test(`invalid (${c.code}): ${c.name}`, () => {
+      assert.equal(codeOf(() => run(c)), c.code);
+    });
+  }
+});
+
+describe("snapshot_chunked.json", () => {
+  const data = load("snapshot_chunked.json");
+  const ctx = data.context;
+  const epochKeys = (): Map<bigint, Uint8Array> =>
+    new Map(Object.entries(ctx.epoch_keys as Record<string, string>).map(([e, k]) => [BigInt(e), fromHex(k)]));
+  const verify = (c: Json): Snapshot => verifySnapshot(fromHex(c.manifest), registryOf(ctx), fromHex(ctx.space), epochKeys(),
+    (c.chunks as string[]).map(fromHex));
+  for (const c of data.valid) {
+    test(`valid: ${c.name}`, () => {
+      const snap = verify(c);
+      assert.deepEqual([toHex(snap.author), snap.epoch, snap.size, snap.version], [c.author, BigInt(c.epoch), BigInt(c.size), 2]);
+      assert.deepEqual(Object.fromEntries([...snap.docs].map(([n, d]) => [n, toHex(d)])), c.docs);
+      const manifest = fromHex(c.manifest);
+      assert.equal(toHex(snapshotId(manifest)), c.snapshot_id);
+      assert.equal(toHex(snap.id), c.snapshot_id);
+      assert.deepEqual((c.chunks as string[]).map((x) => toHex(chunkId(fromHex(x)))), c.chunk_ids);
+      assert.equal(decodeSnapshot(manifest).size, BigInt(c.size));
+    });
+    test(`valid intermediate values: ${c.name}`, () => {
+      // Each chunk opens with the snapshot key, its nonce and AD (§18.3); the plaintexts concatenate to the payload.
+      const key = fromHex(c.snapshot_key);
+      const parts = (c.chunks as string[]).map((x, i) => toHex(aeadDecrypt(key, fromHex(c.chunk_nonces[i]), fromHex(x),
+        fromHex(c.chunk_ads[i]))));
+      assert.equal(parts.join(""), c.plaintext);
+    });
+  }
+  for (const c of data.invalid) {
+    test(`invalid (${c.code}): ${c.name}`, () => {
+      assert.equal(codeOf(() => verify(c)), c.code);
+    });
+  }
+});
+
+describe("snapshot_attestation.json", () => {
+  const data = load("snapshot_attestation.json");
+  const ctx = data.context;
+  for (const c of data.valid) {
+    test(`valid: ${c.name}`, () => {
+      const raw = fromHex(c.attestation);
+      const att = verifyAttestation(raw, registryOf(ctx), fromHex(ctx.space));
+      assert.deepEqual([toHex(att.attester), att.verdict, toHex(att.snapshot), att.size],
+        [c.attester, c.verdict, c.snapshot, BigInt(c.size)]);
+      assert.deepEqual(decodeAttestation(raw), att);
+    });
+  }
+  for (const c of data.invalid) {
+    test(`invalid (${c.code}): ${c.name}`, () => {
+      assert.equal(codeOf(() => verifyAttestation(fromHex(c.attestation), registryOf(ctx), fromHex(ctx.space))), c.code);
     });
   }
 });

@@ -14,9 +14,12 @@ seeded from the command line):
   and after the signature are reached too.
 
 Also plain canonical-encoding cases (``cbor``): every mutated outer structure
-decoded with the generic limits; and ``registry-chain`` cases: random runs of
+decoded with the generic limits; ``registry-chain`` cases: random runs of
 proposals, approvals, vetoes, enactments and direct changes, at random times
-and by random signers, on governed accounts (docs/protocol.md §9.8).
+and by random signers, on governed accounts (docs/protocol.md §9.8); chunked
+snapshots (a mutated manifest, re-signed, or a mutated chunk), attestations
+(re-signed), and op payload sequences (§8.11: one-op edits and multi-part
+edits, a payload mutated in place).
 
 Prints one JSON object: ``{"cases": [{kind, name, input, code, result}, ...]}``
 where ``code`` is the Python error code (``null`` when accepted) and
@@ -45,14 +48,16 @@ from sddsf.protocol.labels import (
     OP_SIG,
     REGISTRY_COSIG,
     REGISTRY_SIG,
+    SNAPSHOT_ATTEST_SIG,
     SNAPSHOT_SIG,
     TREE_HEAD_SIG,
     labelled,
     tagged_hash,
 )
+from sddsf.protocol.payload import assemble
 from sddsf.protocol.registry import verify_registry
 from sddsf.protocol.rules import EpochWindow, MemoryChainView, RuleSettings, verify_op
-from sddsf.protocol.snapshot import verify_snapshot
+from sddsf.protocol.snapshot import verify_attestation, verify_snapshot
 from sddsf.protocol.treehead import verify_tree_head
 from sddsf.testing.vectorgen import seed
 
@@ -191,7 +196,8 @@ def envelope_cases(out: Case, rng: random.Random, n: int) -> None:
             chains = MemoryChainView()
             kw: dict[str, Any] = {"space": bytes.fromhex(ctx["space"]), "registry": reg,
                                   "epochs": EpochWindow(ctx["epoch"]["current"],
-                                                        ctx["epoch"]["started_ms"]),
+                                                        ctx["epoch"]["started_ms"],
+                                                        tuple(ctx["epoch"]["package_seqs"])),
                                   "chains": chains, "now_ms": ctx["now_ms"], "settings": settings}
             for p in preceding:
                 chains.record(verify_op(p, **kw).envelope)
@@ -277,7 +283,8 @@ def key_package_cases(out: Case, rng: random.Random, n: int) -> None:
         def run(pkg: bytes, previous: kp.KeyPackage | None = previous) -> str:
             p = kp.verify_key_package(pkg, registry=reg, space=space, previous=previous)
             key = kp.open_epoch_key(p, account.account_id, account.recovery)
-            return f"{p.hash.hex()}/{key.hex()}"
+            earlier = sorted((e, k.hex()) for e, k in kp.unwrap_previous_keys(p, key).items())
+            return f"{p.hash.hex()}/{key.hex()}/{_json(earlier)}"
 
         raw = bytes.fromhex(case["package"])
         creator = signer_for(ctx, decode(decode(raw)[1])["creator"])  # type: ignore[index]
@@ -339,6 +346,103 @@ def tree_head_cases(out: Case, rng: random.Random, n: int) -> None:
             out.add("tree_head", f"{case['name']} bytes #{i}", mutate_bytes(raw, rng), run)
             out.add("tree_head", f"{case['name']} struct #{i}", restructure(raw, rng, resign), run)
 
+
+
+def chunked_cases(out: Case, rng: random.Random, n: int) -> None:
+    data = load("snapshot_chunked.json")
+    ctx = data["context"]
+    account = AccountKeys.from_secret(bytes.fromhex(ctx["account_secret"]))
+    reg = verify_registry([bytes.fromhex(e) for e in ctx["registry"]], pinned=account.public)
+    keys = {int(e): bytes.fromhex(k) for e, k in ctx["epoch_keys"].items()}
+    space = bytes.fromhex(ctx["space"])
+    for case in data["valid"]:
+        manifest = bytes.fromhex(case["manifest"])
+        chunks = [bytes.fromhex(c) for c in case["chunks"]]
+
+        def run(m: bytes, chunks: list[bytes] = chunks) -> str:
+            s = verify_snapshot(m, registry=reg, space=space, epoch_keys=keys, chunks=chunks)
+            return f"{s.size}/{s.id.hex()}/{_json(sorted(s.docs))}"
+
+        author = signer_for(ctx, decode(decode(manifest)[1])["author"])  # type: ignore[index]
+
+        def resign(outer: list[Any], key: Ed25519SigningKey | None = author) -> list[Any]:
+            if key is not None:
+                outer[2] = key.sign(labelled(SNAPSHOT_SIG, outer[1]))
+            return outer
+
+        served = [c.hex() for c in chunks]
+        for i in range(n):
+            out.add("chunked", f"{case['name']} bytes #{i}", mutate_bytes(manifest, rng), run)
+            out.cases[-2]["chunks"] = served  # [-1] is the same input's cbor case
+            out.add("chunked", f"{case['name']} struct #{i}", restructure(manifest, rng, resign),
+                    run)
+            out.cases[-2]["chunks"] = served
+            which = rng.randrange(len(chunks))
+            bad = [*chunks[:which], mutate_bytes(chunks[which], rng), *chunks[which + 1:]]
+            out.cases.append(_chunk_case(case["name"], i, manifest, bad, run))
+
+
+def _chunk_case(name: str, i: int, manifest: bytes, chunks: list[bytes],
+                run: Callable[..., str]) -> dict[str, Any]:
+    try:
+        result, code = run(manifest, chunks), None
+    except SddsfError as exc:
+        result, code = None, exc.code.value
+    return {"kind": "chunked", "name": f"{name} chunk #{i}", "input": manifest.hex(),
+            "chunks": [c.hex() for c in chunks], "code": code, "result": result}
+
+
+def attestation_cases(out: Case, rng: random.Random, n: int) -> None:
+    data = load("snapshot_attestation.json")
+    ctx = data["context"]
+    account = AccountKeys.from_secret(bytes.fromhex(ctx["account_secret"]))
+    reg = verify_registry([bytes.fromhex(e) for e in ctx["registry"]], pinned=account.public)
+    space = bytes.fromhex(ctx["space"])
+
+    def run(raw: bytes) -> str:
+        a = verify_attestation(raw, registry=reg, space=space)
+        return f"{a.attester.hex()}/{a.verdict}/{a.snapshot.hex()}/{a.size}/{a.ts}"
+
+    for case in data["valid"]:
+        raw = bytes.fromhex(case["attestation"])
+        attester = signer_for(ctx, bytes.fromhex(case["attester"]))
+
+        def resign(outer: list[Any], key: Ed25519SigningKey | None = attester) -> list[Any]:
+            if key is not None:
+                outer[2] = key.sign(labelled(SNAPSHOT_ATTEST_SIG, outer[1]))
+            return outer
+
+        for i in range(n):
+            out.add("attestation", f"{case['name']} bytes #{i}", mutate_bytes(raw, rng), run)
+            out.add("attestation", f"{case['name']} struct #{i}",
+                    restructure(raw, rng, resign), run)
+
+
+def payload_cases(out: Case, rng: random.Random, n: int) -> None:
+    """Each valid payload sequence with one payload mutated (bytes, or its decoded
+    map changed and re-encoded; payloads are not signed)."""
+    data = load("payload.json")
+    doc = bytes.fromhex(data["context"]["doc"])
+    for case in data["valid"]:
+        ops = [(int(op["seq"]), bytes.fromhex(op["payload"])) for op in case["ops"]]
+        for i in range(n):
+            which = rng.randrange(len(ops))
+            seq, payload = ops[which]
+            if i % 2:
+                changed = mutate_bytes(payload, rng)
+            else:
+                changed = encode(mutate_value(decode(payload), rng))
+            attempt = [*ops[:which], (seq, changed), *ops[which + 1:]]
+            try:
+                edits = assemble(attempt, doc=doc)
+                result: str | None = _json([[e.name, [u.hex() for u in e.updates]]
+                                            for e in edits])
+                code: str | None = None
+            except SddsfError as exc:
+                result, code = None, exc.code.value
+            out.cases.append({"kind": "payload", "name": f"{case['name']} #{i}",
+                              "input": [[s, p.hex()] for s, p in attempt], "code": code,
+                              "result": result})
 
 
 def _scenario_keys(n: int) -> list[DeviceKeys]:
@@ -466,6 +570,9 @@ def main(argv: list[str]) -> None:
     snapshot_cases(out, rng, n)
     tree_head_cases(out, rng, n)
     approval_cases(out, rng, max(1, n // 2))
+    chunked_cases(out, rng, max(1, n // 2))
+    attestation_cases(out, rng, n)
+    payload_cases(out, rng, n)
     json.dump({"cases": out.cases}, sys.stdout)
 
 

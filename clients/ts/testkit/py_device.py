@@ -12,9 +12,15 @@ serve`` process; every command prints one JSON object on stdout.
 * ``put HOME_A KEY VALUE``: A sets KEY and syncs.
 * ``snapshot HOME_A``: A syncs and writes a whole-space snapshot (§18).
 * ``revoke HOME_A DEVICE_ID``: A revokes the device (hex id) and syncs.
-* ``read HOME_A KEY``: A syncs and reads KEY: its value, how many heads, and
-  whether every head's authorship verified (a signed record of a registry
-  device), with the sync report.
+* ``read HOME KEY``: the device of HOME syncs and reads KEY: its value, how
+  many heads, and whether every head's authorship verified (a signed record
+  of a registry device), with the sync report.
+* ``add HOME_A HOME_C NAME``: A appends a registry entry adding a device C
+  (with a home at HOME_C) and opens NO key epoch for it, so another device
+  must catch up (as when an adding device stops before rotating). Prints C's
+  device id.
+* ``putbig HOME_A KEY SIZE``: A sets KEY to SIZE characters (an edit larger
+  than one op: sealed as parts, §8.11) and syncs.
 """
 
 from __future__ import annotations
@@ -22,11 +28,15 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
-from sddsf.client.device import Device
+from sddsf.client.device import Device, store_kind
 from sddsf.client.kv import KeyValue
+from sddsf.crypto import random_bytes
+from sddsf.protocol import registry as reg
+from sddsf.protocol.identity import DeviceKeys
 
 
 def _emit(value: dict[str, Any]) -> None:
@@ -125,6 +135,38 @@ async def read(home_a: Path, key: str) -> None:
         await laptop.close()
 
 
+async def add(home_a: Path, home_c: Path, name: str) -> None:
+    laptop = Device.open(home_a, passphrase=None)
+    try:
+        keys = DeviceKeys.from_seeds(random_bytes(32), random_bytes(32))
+        state = await laptop.refresh_registry()
+        entry = reg.add_device(state, laptop.keys, keys, name, int(time.time() * 1000))
+        await laptop.relay.append_registry(laptop.account.account_id, entry)
+        # A home as Device.add_local makes it, without the approver's rotation.
+        store = Device._new_home(home_c, keys, name, laptop.account,
+                                 laptop.relay_url, None, True)
+        other = Device(store, store_kind(home_c))
+        await other.pin_relay()
+        await other.refresh_registry()
+        await other.close()
+        _emit({"device_id": keys.device_id.hex()})
+    finally:
+        await laptop.close()
+
+
+async def putbig(home_a: Path, key: str, size: int) -> None:
+    laptop = Device.open(home_a, passphrase=None)
+    try:
+        space = laptop.space_by_name("groceries")
+        value = "".join(chr(0x61 + (i * 7) % 26) for i in range(size))
+        KeyValue(laptop, space).put(key, value)
+        report = await laptop.sync()
+        _emit({"pushed": report.pushed, "rejected": report.rejected,
+               "size": laptop.verified_size(space), "value_head": value[:16]})
+    finally:
+        await laptop.close()
+
+
 def main(argv: list[str]) -> None:
     command, *args = argv
     if command == "setup":
@@ -137,6 +179,10 @@ def main(argv: list[str]) -> None:
         asyncio.run(revoke(Path(args[0]), args[1]))
     elif command == "read":
         asyncio.run(read(Path(args[0]), args[1]))
+    elif command == "add":
+        asyncio.run(add(Path(args[0]), Path(args[1]), args[2]))
+    elif command == "putbig":
+        asyncio.run(putbig(Path(args[0]), args[1], int(args[2])))
     else:
         raise SystemExit(f"unknown command {command!r}")
 

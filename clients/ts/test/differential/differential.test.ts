@@ -23,10 +23,11 @@ import { decode, encode } from "../../src/cbor.js";
 import { Ed25519PublicKey, ready } from "../../src/crypto.js";
 import { SddsfError } from "../../src/errors.js";
 import { AccountKeys, AccountPublic } from "../../src/identity.js";
-import { openEpochKey, verifyKeyPackage } from "../../src/keypackage.js";
+import { openEpochKey, unwrapPreviousKeys, verifyKeyPackage } from "../../src/keypackage.js";
+import { assemble } from "../../src/payload.js";
 import { verifyRegistry } from "../../src/registry.js";
 import { MemoryChainView, verifyOp } from "../../src/rules.js";
-import { verifySnapshot } from "../../src/snapshot.js";
+import { verifyAttestation, verifySnapshot } from "../../src/snapshot.js";
 import { verifyTreeHead } from "../../src/treehead.js";
 import { loadJson, OWN_VECTORS, PACKAGE_ROOT, REPO_ROOT } from "../../testkit/kit.js";
 import { DEFAULT_PROTOCOL_LIMITS } from "../../src/limits.js";
@@ -65,6 +66,14 @@ function runners(): Record<string, (input: Json) => string> {
   const th = loadJson(join(OWN_VECTORS, "tree_head.json"));
   const relayKey = Ed25519PublicKey.fromBytes(fromHex(th.context.relay_public_key));
   const space = fromHex(ctx.space);
+  const chunked = loadJson(join(OWN_VECTORS, "snapshot_chunked.json")).context;
+  const chunkedReg = verifyRegistry(chunked.registry.map(fromHex), AccountKeys.fromSecret(fromHex(chunked.account_secret)).publicKeys);
+  const chunkedSpace = fromHex(chunked.space);
+  const chunkedKeys = new Map(Object.entries(chunked.epoch_keys as Record<string, string>).map(([e, k]) => [BigInt(e), fromHex(k)]));
+  const att = loadJson(join(OWN_VECTORS, "snapshot_attestation.json")).context;
+  const attReg = verifyRegistry(att.registry.map(fromHex), AccountKeys.fromSecret(fromHex(att.account_secret)).publicKeys);
+  const attSpace = fromHex(att.space);
+  const payloadDoc = fromHex(loadJson(join(OWN_VECTORS, "payload.json")).context.doc);
   const caseName = (name: string, sep: RegExp): string => name.replace(sep, "");
   const devices = (entries: Uint8Array[], pinned: AccountPublic = account.publicKeys): string => {
     const state = verifyRegistry(entries, pinned);
@@ -78,7 +87,8 @@ function runners(): Record<string, (input: Json) => string> {
       const preceding = envCases.get(caseName(c.name, / (bytes|struct) #\d+$/))!;
       const chains = new MemoryChainView();
       const opts = { space, registry: reg, chains, nowMs: ctx.now_ms,
-        epochs: { current: BigInt(ctx.epoch.current), startedMs: ctx.epoch.started_ms },
+        epochs: { current: BigInt(ctx.epoch.current), startedMs: ctx.epoch.started_ms,
+          packageSeqs: (ctx.epoch.package_seqs as number[]).map(BigInt) },
         settings: { maxSkewMs: ctx.rules.max_skew_ms, epochGraceMs: ctx.rules.epoch_grace_ms, limits: DEFAULT_PROTOCOL_LIMITS } };
       for (const p of preceding) chains.record(verifyOp(fromHex(p), opts).envelope);
       const v = verifyOp(fromHex(c.input), opts);
@@ -96,12 +106,24 @@ function runners(): Record<string, (input: Json) => string> {
       const previous = pkgCases.get(caseName(c.name, / (bytes|struct) #\d+$/));
       const prev = previous ? verifyKeyPackage(fromHex(previous), reg, space, null) : null;
       const p = verifyKeyPackage(fromHex(c.input), reg, space, prev);
-      return `${toHex(p.hash)}/${toHex(openEpochKey(p, account.accountId, account.recovery))}`;
+      const key = openEpochKey(p, account.accountId, account.recovery);
+      const earlier = [...unwrapPreviousKeys(p, key)].sort(([a], [b]) => (a < b ? -1 : 1)).map(([e, k]) => [Number(e), toHex(k)]);
+      return `${toHex(p.hash)}/${toHex(key)}/${json(earlier)}`;
     },
     snapshot: (c) => {
       const s = verifySnapshot(fromHex(c.input), reg, space, epochKeys);
       return `${s.size}/${toHex(s.root)}/${json([...s.docs.keys()].sort())}`;
     },
+    chunked: (c) => {
+      const s = verifySnapshot(fromHex(c.input), chunkedReg, chunkedSpace, chunkedKeys, (c.chunks as string[]).map(fromHex));
+      return `${s.size}/${toHex(s.id)}/${json([...s.docs.keys()].sort())}`;
+    },
+    attestation: (c) => {
+      const a = verifyAttestation(fromHex(c.input), attReg, attSpace);
+      return `${toHex(a.attester)}/${a.verdict}/${toHex(a.snapshot)}/${a.size}/${a.ts}`;
+    },
+    payload: (c) => json(assemble((c.input as [number, string][]).map(([s, p]) => [BigInt(s), fromHex(p)] as const), payloadDoc)
+      .map((e) => [e.name, e.updates.map(toHex)])),
     tree_head: (c) => {
       const h = verifyTreeHead(fromHex(c.input), relayKey, fromHex(th.context.log));
       return `${h.size}/${toHex(h.root)}/${h.ts}`;
@@ -136,7 +158,9 @@ test("the TypeScript library reaches the Python core's verdict on every mutated 
   assert.deepEqual(mismatches.slice(0, 20), [], `${mismatches.length} of ${cases.length} cases differ`);
   // The corpus reaches well past decoding: accepted inputs and semantic refusals.
   for (const k of ["envelope:null", "cbor:null", "envelope:sig_invalid", "registry:sig_invalid", "snapshot:decrypt_failed",
-    "registry-chain:registry_invalid", "registry-chain:not_authorized"]) {
+    "registry-chain:registry_invalid", "registry-chain:not_authorized", "key_package:null", "chunked:null",
+    "chunked:proof_invalid", "chunked:sig_invalid", "attestation:null", "attestation:sig_invalid", "payload:null",
+    "payload:malformed"]) {
     assert.ok((codes.get(k) ?? 0) > 0, `the corpus has no ${k} case`);
   }
   t.diagnostic(`${cases.length} cases, seed ${seed}: ${json(Object.fromEntries([...codes].sort()))}`);

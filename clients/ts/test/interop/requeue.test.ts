@@ -63,8 +63,8 @@ test("a copy whose op loses a chain fork seals its edit again and it is accepted
   // Pull what the log holds, then seal the kept edit again on top of it.
   const report = await two.space.pull();
   two.docs.applyVerified(report.applied);
-  const again = two.space.seal("kv", lost.requeued[0]!.updates);
-  assert.equal(again.header.seq, forkedSeq + 1n, "sealed on top of the op that won");
+  const [again] = two.space.seal("kv", lost.requeued[0]!.updates);
+  assert.equal(again!.header.seq, forkedSeq + 1n, "sealed on top of the op that won");
   const retry = await two.space.push();
   assert.deepEqual(retry.rejected, []);
   assert.equal(retry.pushed, 1);

@@ -21,7 +21,8 @@ import { after, before, test } from "node:test";
 import { b64, fromHex, unb64 } from "../../src/bytes.js";
 import { encode } from "../../src/cbor.js";
 import { Ed25519SigningKey, randomBytes, ready } from "../../src/crypto.js";
-import { docIdFor, encodePayload } from "../../src/docs.js";
+import { docIdFor } from "../../src/docs.js";
+import { encodeEdit } from "../../src/payload.js";
 import { sealOp } from "../../src/envelope.js";
 import { AccountPublic, DeviceKeys } from "../../src/identity.js";
 import { labelled, TREE_HEAD_SIG } from "../../src/labels.js";
@@ -146,7 +147,7 @@ test("the TypeScript device refuses every tampered answer of a real relay", { ti
     const head = space.chains.head(laptop.deviceId)!;
     const env = sealOp(laptop, { space: space.spaceId, doc: docIdFor(space.spaceId, "kv"), author: laptop.deviceId,
       seq: head.seq + 1n, prev: head.opId, deps: head.deps.join(new VersionVector()), epoch: space.currentEpoch(),
-      ts: new HLCTimestamp(Date.now()), seen, nonce: randomBytes(24) }, encodePayload("kv", []), space.keys.get(space.currentEpoch())!);
+      ts: new HLCTimestamp(Date.now()), seen, nonce: randomBytes(24), reg: BigInt(honest.registry().seq) }, encodeEdit("kv", []), space.keys.get(space.currentEpoch())!);
     return env.raw;
   };
   const client = new RelayClient(r.baseUrl, { device: honest.keys, accountId: honest.account.accountId });
@@ -165,8 +166,9 @@ test("the TypeScript device refuses every tampered answer of a real relay", { ti
   const head2 = sp2.chains.head(laptop2.deviceId)!;
   const ahead = sealOp(laptop2, { space: sp2.spaceId, doc: docIdFor(sp2.spaceId, "kv"), author: laptop2.deviceId,
     seq: head2.seq + 1n, prev: head2.opId, deps: head2.deps, epoch: sp2.currentEpoch(), ts: new HLCTimestamp(Date.now()),
-    seen: { size: sp2.tree.size + 5n, root: new Uint8Array(32).fill(1) }, nonce: randomBytes(24) },
-  encodePayload("kv", []), sp2.keys.get(sp2.currentEpoch())!);
+    seen: { size: sp2.tree.size + 5n, root: new Uint8Array(32).fill(1) }, nonce: randomBytes(24),
+    reg: BigInt(s2.registry().seq) },
+  encodeEdit("kv", []), sp2.keys.get(sp2.currentEpoch())!);
   const c2 = new RelayClient(r.baseUrl, { device: s2.keys, accountId: s2.account.accountId });
   assert.equal((await c2.upload(sp2.spaceId, [ahead.raw]))[0][0]!.status, "accepted");
   await expectCode("split_view", sp2.pull());
