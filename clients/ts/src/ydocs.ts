@@ -12,6 +12,7 @@
 import * as Y from "yjs";
 
 import { toHex } from "./bytes.js";
+import type { Provenance } from "./records.js";
 import type { Snapshot } from "./snapshot.js";
 import type { AppliedOp } from "./sync.js";
 
@@ -22,6 +23,12 @@ export const REMOTE = Symbol("sddsf-remote");
 export class DocSet {
   private readonly docs = new Map<string, Y.Doc>();
   private readonly local = new Map<string, Uint8Array[]>();
+
+  /**
+   * @param provenance when given, the write-once maps of `kv` and `vault` are
+   *   observed (`./records.js`); `scopeOf(name)` names a document's scope there.
+   */
+  constructor(private readonly provenance?: Provenance, private readonly scopeOf?: (name: string) => string) {}
 
   /** The document `name` (created empty on first use). */
   doc(name: string): Y.Doc {
@@ -34,6 +41,7 @@ export class DocSet {
         if (origin !== REMOTE) buffer.push(update);
       });
       this.docs.set(name, d);
+      if (this.provenance !== undefined && this.scopeOf !== undefined) this.provenance.attach(this.scopeOf(name), name, d);
     }
     return d;
   }
@@ -45,15 +53,36 @@ export class DocSet {
 
   /** Apply a verified snapshot's documents (before the ops after it). */
   applySnapshot(snapshot: Snapshot): void {
-    for (const [name, state] of snapshot.docs) Y.applyUpdate(this.doc(name), state, REMOTE);
+    this.provenance?.applying(null); // records of a snapshot: carrier unknown
+    try {
+      for (const [name, state] of snapshot.docs) Y.applyUpdate(this.doc(name), state, REMOTE);
+    } finally {
+      this.provenance?.applied();
+    }
   }
 
-  /** Apply verified ops in log order. */
+  /** Apply verified ops in log order (each op's author is the carrier of the records it brings). */
   applyVerified(ops: readonly AppliedOp[]): void {
-    for (const op of ops) {
-      const d = this.doc(op.payload.name);
-      for (const u of op.payload.updates) Y.applyUpdate(d, u, REMOTE);
+    try {
+      for (const op of ops) {
+        const d = this.doc(op.payload.name);
+        this.provenance?.applying(op.envelope.header.author, d, op.payload.updates);
+        for (const u of op.payload.updates) Y.applyUpdate(d, u, REMOTE);
+      }
+    } finally {
+      this.provenance?.applied();
     }
+  }
+
+  /** Load a stored state (this device's own copy: no provenance event is a remote op). */
+  load(name: string, state: Uint8Array): void {
+    Y.applyUpdate(this.doc(name), state, REMOTE);
+  }
+
+  /** Put local edits back (they could not be sealed yet). */
+  restoreLocal(name: string, update: Uint8Array): void {
+    this.doc(name);
+    this.local.get(name)!.push(update);
   }
 
   /**

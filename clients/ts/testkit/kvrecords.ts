@@ -2,8 +2,9 @@
  * Test-only reader and writer of the key-value document's signed records
  * (`sddsf.client.kv` / `sddsf.client.records`, docs/client.md), enough for the
  * interop test to read what a Python device wrote and to write a record a
- * Python device verifies. The library's record layer (with provenance and
- * alerts) is the next milestone; this is deliberately minimal.
+ * Python device verifies, without the library's record layer (`src/kv.ts`,
+ * with provenance and alerts), so the interop tests also check that layer's
+ * output from the outside.
  *
  * A record is canonical JSON (sorted keys, no spaces, ASCII escapes as
  * Python's `json.dumps`) `{"f": 1, "key", "value", "author", "ts",
@@ -16,21 +17,14 @@ import * as Y from "yjs";
 import { fromHex, toHex } from "../src/bytes.js";
 import type { DeviceKeys } from "../src/identity.js";
 import { KV_RECORD_SIG, labelled } from "../src/labels.js";
+import { canonicalJson } from "../src/records.js";
 import type { RegistryState } from "../src/registry.js";
 
 /* eslint-disable @typescript-eslint/no-explicit-any */
 type Json = any;
 
-/** Python's `json.dumps(value, sort_keys=True, separators=(",", ":"))` (ensure_ascii on). */
-export function canonicalJson(value: Json): string {
-  if (value === null || typeof value === "boolean" || typeof value === "number") return JSON.stringify(value);
-  if (typeof value === "string") {
-    return JSON.stringify(value).replace(/[\u0080-\uffff]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`);
-  }
-  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(",")}]`;
-  const keys = Object.keys(value).sort();
-  return `{${keys.map((k) => `${canonicalJson(k)}:${canonicalJson(value[k])}`).join(",")}}`;
-}
+/** Python's canonical JSON (the library's: `src/records.ts`). */
+export { canonicalJson };
 
 /** One verified record. */
 export interface KvRecord {
