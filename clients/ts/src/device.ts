@@ -381,7 +381,14 @@ export class BrowserDevice {
   async watch(onSync: (result: SyncSummary | SddsfError) => void, signal?: AbortSignal): Promise<void> {
     const live = await LiveChannel.open(this.relay);
     this.live = live;
-    for (const st of this.spaces.values()) live.subscribe(st.replica.spaceId);
+    const subscribed = new Set<string>();
+    const subscribe = (): void => { // spaces a sync found since are watched too
+      for (const [k, st] of this.spaces) {
+        if (!subscribed.has(k)) live.subscribe(st.replica.spaceId);
+        subscribed.add(k);
+      }
+    };
+    subscribe();
     const run = async (): Promise<void> => {
       try {
         onSync(await this.sync());
@@ -389,6 +396,7 @@ export class BrowserDevice {
         if (e instanceof SddsfError) onSync(e);
         else throw e;
       }
+      subscribe();
     };
     try {
       for (;;) {

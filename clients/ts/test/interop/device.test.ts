@@ -20,7 +20,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 
-import { toHex, utf8 } from "../../src/bytes.js";
+import { toHex } from "../../src/bytes.js";
 import { ready } from "../../src/crypto.js";
 import { BrowserDevice } from "../../src/device.js";
 import { MemoryBackend, Store } from "../../src/store.js";
@@ -113,5 +113,16 @@ test("a TypeScript device pairs with `sddsf device add`, syncs kv and the vault 
     await assert.rejects(Store.open(pb, "the wrong passphrase"), (e: { code?: string }) => e.code === "decrypt_failed");
     const reopened = await BrowserDevice.open(await Store.open(pb, "a long passphrase"));
     assert.equal(reopened.kv(reopened.spaceByName("groceries")).entry("bread")?.value, "1 loaf");
-    assert.ok(utf8("x").length === 1);
+
+    // Words that do not match: the joiner says so, the code is burnt, nothing is added.
+    const add3 = await deviceAdd(home, join(work, "code3"));
+    await assert.rejects(BrowserDevice.pair(await Store.create(new MemoryBackend(), { kind: "webcrypto" }), r.baseUrl, add3.code,
+      "tablet", () => false), (e: { code?: string }) => e.code === "usage");
+    const [status3, , stderr3] = await add3.done;
+    assert.notEqual(status3, 0, stderr3);
+    await reopened.sync();
+    assert.deepEqual(reopened.registry().activeDevices().map((d) => d.name).sort(), ["browser", "laptop", "phone"]);
+    // A typo never reaches the relay.
+    await assert.rejects(BrowserDevice.pair(await Store.create(new MemoryBackend(), { kind: "webcrypto" }), r.baseUrl,
+      "7-crossover-clockwork-pilot", "tablet", () => true), (e: { code?: string }) => e.code === "usage");
   });
