@@ -203,9 +203,13 @@ export class DeviceSession {
     const accountId = this.account.accountId;
     if (this.registryState === null) return this.restoreRegistry(await this.relay.registry(accountId, 0));
     let state = this.registryState;
-    const fresh = await this.relay.registry(accountId, state.seq + 1);
-    for (const entry of fresh) state = state.apply(entry);
-    this.registryEntries = [...this.registryEntries, ...fresh.slice(0, state.seq + 1 - this.registryEntries.length)];
+    const entries = [...this.registryEntries];
+    for (const entry of await this.relay.registry(accountId, state.seq + 1)) {
+      const next = state.apply(entry);
+      if (next !== state) entries.push(entry); // a repeat of a known entry changes nothing
+      state = next;
+    }
+    this.registryEntries = entries;
     this.registryState = state;
     return state;
   }

@@ -91,6 +91,25 @@ test("key packages v2, multi-part edits, blocked rotation and withheld registry 
     relay = await LiveRelay.start();
     const r = relay;
     const setup = r.py("setup", r.home("a"), r.home("b"), r.baseUrl);
+
+    // 0. A refused challenge (stateless challenges, §17.3.1: expired on the way, or from a node
+    //    with a skewed clock) is retried once with a new one.
+    let challenges = 0;
+    const flaky = session(setup, r.baseUrl, async (input, init) => {
+      const response = await fetch(input, init);
+      if (!String(input).endsWith("/v1/auth/challenge")) return response;
+      const body = JSON.parse(await response.text());
+      challenges += 1;
+      if (challenges === 1) { // the first challenge arrives damaged: the relay refuses the session
+        const raw = Buffer.from(body.challenge, "base64url");
+        raw[20] = raw[20]! ^ 1;
+        body.challenge = raw.toString("base64url") + "=".repeat((4 - (raw.toString("base64url").length % 4)) % 4);
+      }
+      return new Response(JSON.stringify(body), { status: 200, headers: { "content-type": "application/json" } });
+    });
+    await flaky.pinRelay();
+    assert.equal(challenges, 2, "one retry with a new challenge");
+
     const device = session(setup, r.baseUrl);
     await device.pinRelay();
     const space = device.space(fromHex(setup.space));
