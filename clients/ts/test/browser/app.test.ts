@@ -16,6 +16,10 @@
  * 6. A relay that rewrites history (drops an op from the log it serves) is
  *    refused, visibly (`proof_invalid`), and the dropped edit's successors are
  *    not shown.
+ * 7. A second browser device whose store is under a passphrase (Argon2id in
+ *    the page) pairs, asks for the passphrase after a reload (a wrong one is
+ *    refused), and a shared text (Yjs) typed in the first page appears live in
+ *    the second.
  *
  * SDDSF_SCREENSHOTS=DIR saves what the page shows at the refusal and at the
  * end (refused.png, verified.png).
@@ -183,6 +187,43 @@ test("the web app pairs, syncs, edits live and refuses a tampering relay, in Chr
   server.tamper = null;
   await page.click("#sync");
   assert.equal(await kvValue(page, "jam"), "plum", "the honest log verifies again");
+
+  // 7. A second browser device, its store under a passphrase (Argon2id in the page): it pairs,
+  //    asks for the passphrase after a reload, and a shared text typed in one page appears in the other.
+  const second = await launch();
+  try {
+    const tab = await second.newPage();
+    tab.on("pageerror", (e) => errors.push(String(e)));
+    await tab.goto(server.url);
+    const add2 = await deviceAdd(home, join(work, "code2"));
+    await tab.fill("#pair-code", add2.code);
+    await tab.fill("#pair-name", "tablet");
+    await tab.selectOption("#pair-protect", "passphrase");
+    await tab.fill("#pair-pass", "a long passphrase");
+    await tab.click("#pair-go");
+    await tab.locator("#pair-words").waitFor({ state: "visible", timeout: 60_000 });
+    assert.deepEqual((await tab.locator("#pair-words").innerText()).trim().split(" "), await add2.words);
+    await tab.click("#pair-yes");
+    await tab.locator('#status[data-state="verified"]').waitFor({ timeout: 60_000 });
+    assert.equal((await add2.done)[0], 0);
+    await tab.reload();
+    await tab.locator("#unlock").waitFor({ state: "visible", timeout: 30_000 });
+    await tab.fill("#unlock-pass", "not the passphrase");
+    await tab.click("#unlock-go");
+    await tab.locator("#unlock-msg.bad").waitFor({ timeout: 60_000 });
+    assert.match(await tab.locator("#unlock-msg").innerText(), /wrong passphrase/);
+    await tab.fill("#unlock-pass", "a long passphrase");
+    await tab.click("#unlock-go");
+    await tab.locator('#status[data-state="verified"]').waitFor({ timeout: 60_000 });
+    await tab.locator('#spaces button[data-space="groceries"]').click();
+    assert.equal(await kvValue(tab, "bread"), "1 loaf");
+    await page.locator("#notes").fill("shopping on friday");
+    await tab.waitForFunction(() => (document.getElementById("notes") as HTMLTextAreaElement).value === "shopping on friday",
+      null, { timeout: 60_000 });
+    assert.equal((await statusOf(tab)).state, "verified");
+  } finally {
+    await second.close();
+  }
   if (process.env.SDDSF_SCREENSHOTS) await page.screenshot({ path: join(process.env.SDDSF_SCREENSHOTS, "verified.png"), fullPage: true });
   assert.deepEqual(errors, []);
 });
