@@ -329,7 +329,10 @@ export class BrowserDevice {
       const r = st.replica;
       await r.refreshKeys();
       if (await r.rotateIfDue()) rotated += 1;
-      for (const [name, update] of st.docs.takeLocal()) r.seal(name, [update]);
+      for (const [name, update] of st.docs.takeLocal()) {
+        if (r.keys.size) r.seal(name, [update]);
+        else st.docs.restoreLocal(name, update); // no key yet: kept until one comes
+      }
       await this.persist(st); // pending ops are stored before they are sent
       const push = await r.push();
       pushed += push.pushed;

@@ -381,7 +381,9 @@ export class SpaceReplica {
   async rotateIfDue(): Promise<boolean> {
     const last = this.packages.at(-1);
     if (last === undefined) throw new UsageError("refresh the space's keys first");
-    const rotated = this.epochDue(last) ? await this.tryRotate() : false;
+    // A device that holds no key of the newest epoch (added, and the adder has
+    // not opened an epoch for it yet) cannot wrap it: another device rotates.
+    const rotated = this.epochDue(last) && this.keys.has(last.epoch) ? await this.tryRotate() : false;
     if (!rotated) this.checkNotBlocked(this.packages.at(-1)!);
     this.holdCompromisedPending();
     this.releaseHeld();
