@@ -90,9 +90,18 @@ function decodeIdentity(raw: Uint8Array): Identity {
     relayKey: b("relay_key") };
 }
 
+/**
+ * Acknowledge progress to the relay after this many new log entries (and at
+ * the first sync), as the Python client's `ACK_EVERY`: the relay prunes a
+ * space's history only below every active device's acknowledgement.
+ */
+export const ACK_EVERY = 256;
+
 /** One space of the device: its verified replica and its Yjs documents. */
 class SpaceState {
   name = "";
+  /** The offset this device last acknowledged (-1: none yet). */
+  acked = -1n;
   constructor(readonly replica: SpaceReplica, readonly docs: DocSet) {}
 }
 
@@ -190,6 +199,8 @@ export class BrowserDevice {
       const row = decode((await this.store.get(key))!, { maxSize: 1 << 30, maxDepth: 16, maxItems: 1 << 24 }) as Map<string, CborValue>;
       const st = await this.spaceState(id);
       st.name = String(row.get("name") ?? "");
+      const acked = row.get("acked");
+      if (typeof acked === "number" || typeof acked === "bigint") st.acked = BigInt(acked);
       const replica = row.get("replica");
       if (replica instanceof Uint8Array && this.session.entries().length) st.replica.importState(replica);
       for (const docKey of await this.store.keys(`doc/${toHex(id)}/`)) {
@@ -223,7 +234,8 @@ export class BrowserDevice {
   private async persist(st: SpaceState): Promise<void> {
     const b = new Batch();
     const id = toHex(st.replica.spaceId);
-    b.put(`space/${id}`, encode(new Map<string, CborValue>([["name", st.name], ["replica", st.replica.exportState()]])));
+    b.put(`space/${id}`, encode(new Map<string, CborValue>([["name", st.name], ["acked", st.acked],
+      ["replica", st.replica.exportState()]])));
     for (const name of st.docs.names()) b.put(`doc/${id}/${encodeURIComponent(name)}`, Y.encodeStateAsUpdate(st.docs.doc(name)));
     await this.provenance.save({ load: async () => undefined, save: async (s, v) => void b.put(`prov/${s}`, v) });
     b.put("registry", encode([...this.session.entries()]));
@@ -353,10 +365,26 @@ export class BrowserDevice {
         applied += more.applied.length;
       }
       await this.persist(st);
+      await this.acknowledge(st);
     }
     this.alerts.push(...alerts);
     const sizes = new Map([...this.spaces].map(([k, st]) => [k, st.replica.size]));
     return { pushed, applied, rejected, skipped, rotated, alerts, sizes };
+  }
+
+  private async acknowledge(st: SpaceState): Promise<void> {
+    // Everything up to the verified size is applied and stored: say so, now
+    // and then, so that the relay can prune under a corroborated snapshot.
+    const last = st.replica.size - 1n;
+    if (last < 0n || (st.acked >= 0n && last - st.acked < BigInt(ACK_EVERY))) return;
+    await this.relay.acknowledge(st.replica.spaceId, Number(last));
+    st.acked = last;
+    await this.persist(st);
+  }
+
+  /** The offset this device last acknowledged in a space (-1: none). */
+  acknowledged(spaceId: Uint8Array): bigint {
+    return this.spaces.get(toHex(spaceId))?.acked ?? -1n;
   }
 
   private apply(st: SpaceState, report: PullReport): void {

@@ -67,6 +67,10 @@ test("a TypeScript device pairs with `sddsf device add`, syncs kv and the vault 
     assert.equal(milk?.value, "2 l");
     assert.equal(milk?.heads[0]?.verified, true);
     assert.deepEqual(device.kv(groceries).alerts, []);
+    // Progress acknowledged at the first sync (the relay prunes only below every device's).
+    const size = device.spaceList().find((sp) => sp.name === "groceries")!.size;
+    assert.equal(device.acknowledged(groceries), size - 1n);
+    assert.deepEqual((await device.relay.acknowledge(groceries, 0))[0], Number(size - 1n), "the relay stored it");
     const wallet = device.vault().get("wallet");
     assert.equal(wallet.secret, "correct horse battery staple");
     assert.equal(wallet.verified, true);
