@@ -40,7 +40,8 @@ function describe(s: SyncSummary, d: BrowserDevice): string {
   return `Verified ✓ registry of ${reg.seq + 1} entries from the pinned account key, every key package, ` +
     `${sizes} log entries against tree heads signed by the pinned relay key, every op's rules and signature` +
     (s.alerts.length ? ` — ${s.alerts.length} alert(s): ${s.alerts.map(([c, m]) => `[${c}] ${m}`).join("; ")}` : "") +
-    ` (pushed ${s.pushed}, applied ${s.applied})`;
+    ` (pushed ${s.pushed}, applied ${s.applied})` +
+    (s.readOnly ? " — READ-ONLY: the relay's controller lets this device pull but not push; its edits stay here" : "");
 }
 
 function refused(e: SddsfError): void {

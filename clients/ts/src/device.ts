@@ -50,6 +50,11 @@ export interface SyncSummary {
   readonly alerts: readonly [string, string][];
   /** Per space (hex): the verified log size. */
   readonly sizes: ReadonlyMap<string, bigint>;
+  /**
+   * The relay's security controller lets this device pull but not push
+   * (`policy_read_only`): its edits stay pending here until it is trusted again.
+   */
+  readonly readOnly: boolean;
 }
 
 /** A space as this device knows it. */
@@ -329,6 +334,18 @@ export class BrowserDevice {
     let rotated = 0;
     const rejected: [string, string][] = [];
     const alerts: [string, string][] = [];
+    let readOnly = false;
+    // A device the controller made read-only keeps its pending ops and only pulls.
+    const unlessReadOnly = async <T>(step: () => Promise<T>, otherwise: T): Promise<T> => {
+      if (readOnly) return otherwise;
+      try {
+        return await step();
+      } catch (e) {
+        if (!(e instanceof AuthorizationError) || e.code !== Code.POLICY_READ_ONLY) throw e;
+        readOnly = true;
+        return otherwise;
+      }
+    };
     const state = await this.session.refreshRegistry();
     if (!state.isActive(this.deviceId)) {
       throw new AuthorizationError(state.device(this.deviceId) ? "this device has been revoked"
@@ -340,13 +357,13 @@ export class BrowserDevice {
     for (const st of this.spaces.values()) {
       const r = st.replica;
       await r.refreshKeys();
-      if (await r.rotateIfDue()) rotated += 1;
+      if (await unlessReadOnly(() => r.rotateIfDue(), false)) rotated += 1;
       for (const [name, update] of st.docs.takeLocal()) {
         if (r.keys.size) r.seal(name, [update]);
         else st.docs.restoreLocal(name, update); // no key yet: kept until one comes
       }
       await this.persist(st); // pending ops are stored before they are sent
-      const push = await r.push();
+      const push = await unlessReadOnly(() => r.push(), { pushed: 0, rejected: [], requeued: [] });
       pushed += push.pushed;
       rejected.push(...push.rejected);
       const report = await r.pull();
@@ -357,7 +374,7 @@ export class BrowserDevice {
       if (push.requeued.length) { // edits to seal again on top of what the log holds
         for (const edit of push.requeued) r.seal(edit.name, edit.updates);
         await this.persist(st);
-        const again = await r.push();
+        const again = await unlessReadOnly(() => r.push(), { pushed: 0, rejected: [], requeued: [] });
         pushed += again.pushed;
         rejected.push(...again.rejected);
         const more = await r.pull();
@@ -369,7 +386,7 @@ export class BrowserDevice {
     }
     this.alerts.push(...alerts);
     const sizes = new Map([...this.spaces].map(([k, st]) => [k, st.replica.size]));
-    return { pushed, applied, rejected, skipped, rotated, alerts, sizes };
+    return { pushed, applied, rejected, skipped, rotated, alerts, sizes, readOnly };
   }
 
   private async acknowledge(st: SpaceState): Promise<void> {

@@ -98,13 +98,33 @@ test("a TypeScript device pairs with `sddsf device add`, syncs kv and the vault 
     assert.equal(again.vault().get("wallet").secret, "correct horse battery staple");
     const after2 = await again.sync();
     assert.equal(after2.applied, 0, "nothing is applied twice after a restart");
+    again.close();
+
+    // A relay whose controller made this device read-only (policy_read_only on uploads):
+    // the sync still pulls, the edit stays pending here, and goes out once the device is trusted again.
+    const readOnlyFetch: typeof fetch = async (input, init) => {
+      if ((init?.method ?? "GET") === "POST" && /\/v1\/spaces\/[^/]+\/ops$/.test(String(input))) {
+        return new Response(JSON.stringify({ code: "policy_read_only", message: "this device may read, not write" }),
+          { status: 403, headers: { "content-type": "application/json" } });
+      }
+      return fetch(input, init);
+    };
+    const limited = await BrowserDevice.open(await Store.open(backend), { fetch: readOnlyFetch });
+    limited.kv(g2).put("cheese", "brie");
+    const ro = await limited.sync();
+    assert.deepEqual([ro.readOnly, ro.pushed], [true, 0]);
+    limited.close();
+    const trusted = await BrowserDevice.open(await Store.open(backend));
+    const rw = await trusted.sync();
+    assert.deepEqual([rw.readOnly, rw.pushed], [false, 1], "the kept edit is pushed once trusted again");
+    assert.deepEqual(getJson(home, "groceries", "cheese"), { key: "cheese", value: "brie" });
     for (const [key, raw] of backend.rawValues()) {
       const text = Buffer.from(raw).toString("latin1");
-      for (const plain of ["2 l", "1 loaf", "correct horse", "groceries"]) {
+      for (const plain of ["2 l", "1 loaf", "correct horse", "groceries", "brie"]) {
         assert.ok(!text.includes(plain), `${key} holds '${plain}' in plaintext`);
       }
     }
-    again.close();
+    trusted.close();
 
     // A passphrase-protected store (Argon2id with the Python client's parameters).
     const add2 = await deviceAdd(home, join(work, "code2"));
