@@ -1,0 +1,466 @@
+/**
+ * A full SDDSF device in a browser (or Node): its keys and state in an
+ * encrypted {@link Store} (IndexedDB), paired to an account with pairing
+ * version 2, syncing its spaces with every proof verified (`./sync.js`),
+ * documents in Yjs, the key-value document and the vault read and written
+ * with signed records and provenance, and the live channel as a hint to sync
+ * (the counterpart of `sddsf.client.device.Device`).
+ *
+ * Store layout (every value encrypted by the store):
+ *
+ * ```
+ * id                      CBOR {sign, kx, name, account_sign, account_recovery, relay_url, relay_key}
+ * registry                CBOR [entry, ...]     (verified again from genesis on open)
+ * hlc                     CBOR [wall_ms, counter]
+ * space/<id>              CBOR {name, replica}  (replica: SpaceReplica.exportState)
+ * doc/<id>/<name>         the Yjs state of a document (own unsent edits already sealed)
+ * prov/<scope>            provenance of a write-once map
+ * ```
+ *
+ * Every change to a space is written in one store transaction (replica,
+ * documents, provenance), after the verified step that made it.
+ */
+
+import * as Y from "yjs";
+
+import { fromHex, toHex } from "./bytes.js";
+import { decode, encode, type CborValue } from "./cbor.js";
+import { HLCTimestamp } from "./clock.js";
+import { docIdFor } from "./docs.js";
+import { AuthorizationError, Code, ProofError, SddsfError, UsageError } from "./errors.js";
+import { AccountPublic, DeviceKeys, fingerprint } from "./identity.js";
+import { KeyValue } from "./kv.js";
+import { LiveChannel, type LiveMessage } from "./live.js";
+import { joinAccount, parseUri, type Joined, type PairingCheck } from "./pairing.js";
+import { Provenance } from "./records.js";
+import type { RegistryState } from "./registry.js";
+import { RelayClient, type RetryPolicy } from "./relay.js";
+import { Batch, type Store } from "./store.js";
+import { DeviceSession, type PullReport, type SpaceReplica } from "./sync.js";
+import { Vault } from "./vault.js";
+import { DocSet } from "./ydocs.js";
+
+/** What one {@link BrowserDevice.sync} did, for a person. */
+export interface SyncSummary {
+  readonly pushed: number;
+  readonly applied: number;
+  readonly rejected: readonly [string, string][];
+  readonly skipped: number;
+  readonly rotated: number;
+  readonly alerts: readonly [string, string][];
+  /** Per space (hex): the verified log size. */
+  readonly sizes: ReadonlyMap<string, bigint>;
+  /**
+   * The relay's security controller lets this device pull but not push
+   * (`policy_read_only`): its edits stay pending here until it is trusted again.
+   */
+  readonly readOnly: boolean;
+}
+
+/** A space as this device knows it. */
+export interface SpaceView {
+  readonly id: Uint8Array;
+  readonly name: string;
+  readonly size: bigint;
+  readonly epoch: bigint | null;
+  readonly docs: readonly string[];
+}
+
+/** Options of {@link BrowserDevice}. */
+export interface DeviceOptions {
+  readonly fetch?: typeof fetch;
+  readonly clock?: () => number;
+  readonly retry?: RetryPolicy;
+}
+
+interface Identity {
+  readonly keys: DeviceKeys;
+  readonly name: string;
+  readonly account: AccountPublic;
+  readonly relayUrl: string;
+  readonly relayKey: Uint8Array;
+}
+
+function encodeIdentity(j: Joined): Uint8Array {
+  return encode(new Map<string, CborValue>([["sign", j.keys.signing.seed], ["kx", j.keys.kx.seed], ["name", j.name],
+    ["account_sign", j.account.signingKey.raw], ["account_recovery", j.account.recoveryKey], ["relay_url", j.relayUrl],
+    ["relay_key", j.relayKey]]));
+}
+
+function decodeIdentity(raw: Uint8Array): Identity {
+  const m = decode(raw) as Map<string, CborValue>;
+  const b = (k: string): Uint8Array => m.get(k) as Uint8Array;
+  return { keys: DeviceKeys.fromSeeds(b("sign"), b("kx")), name: String(m.get("name")),
+    account: AccountPublic.fromKeys(b("account_sign"), b("account_recovery")), relayUrl: String(m.get("relay_url")),
+    relayKey: b("relay_key") };
+}
+
+/**
+ * Acknowledge progress to the relay after this many new log entries (and at
+ * the first sync), as the Python client's `ACK_EVERY`: the relay prunes a
+ * space's history only below every active device's acknowledgement.
+ */
+export const ACK_EVERY = 256;
+
+/** One space of the device: its verified replica and its Yjs documents. */
+class SpaceState {
+  name = "";
+  /** The offset this device last acknowledged (-1: none yet). */
+  acked = -1n;
+  constructor(readonly replica: SpaceReplica, readonly docs: DocSet) {}
+}
+
+/** A browser (or Node) device of an SDDSF account. */
+export class BrowserDevice {
+  readonly session: DeviceSession;
+  readonly provenance: Provenance;
+  private readonly spaces = new Map<string, SpaceState>();
+  private live: LiveChannel | null = null;
+  private syncing: Promise<SyncSummary> | null = null;
+  /** Alerts found by syncs and reads (`[code, message]`), newest last. */
+  readonly alerts: [string, string][] = [];
+
+  private constructor(
+    readonly store: Store,
+    readonly identity: Identity,
+    readonly relay: RelayClient,
+    private readonly clock: () => number,
+  ) {
+    this.session = new DeviceSession(identity.keys, identity.account, relay,
+      { clock, ...(identity.relayKey.length ? { relayKey: identity.relayKey } : {}) });
+    this.provenance = new Provenance(identity.keys.deviceId, clock);
+  }
+
+  /** This device's id. */
+  get deviceId(): Uint8Array {
+    return this.identity.keys.deviceId;
+  }
+
+  /** This device's fingerprint (what other devices show for it). */
+  get fingerprint(): string {
+    return fingerprint(this.deviceId);
+  }
+
+  /**
+   * Pair this browser with an account: the code (or `sddsf://pair` link) that
+   * `sddsf device add` shows. The identity is stored before the
+   * countersignature leaves; afterwards the registry decides.
+   *
+   * @param relayUrl the relay (ignored when `code` is a link, which names it).
+   * @param confirm shows the words and this device's fingerprint; true if they match the other screen.
+   * @throws UsageError, AuthenticationError, ConflictError, NotFoundError as
+   *   {@link joinAccount}; AuthorizationError the registry does not list this
+   *   device after the pairing.
+   */
+  static async pair(store: Store, relayUrl: string, code: string, name: string,
+    confirm: (check: PairingCheck) => boolean | Promise<boolean>, opts: DeviceOptions = {}): Promise<BrowserDevice> {
+    const link = parseUri(code);
+    const [url, text] = link ?? [relayUrl, code];
+    if (!url) throw new UsageError("give the relay URL (the relay the other device uses), or paste the sddsf://pair link");
+    const relay = new RelayClient(url, { ...(opts.fetch ? { fetch: opts.fetch } : {}), ...(opts.retry ? { retry: opts.retry } : {}) });
+    await joinAccount(relay, url, text, name, { confirm, pollMs: 300,
+      persist: async (joined) => store.put("id", encodeIdentity(joined)) });
+    const device = await BrowserDevice.open(store, opts);
+    const state = await device.session.refreshRegistry();
+    if (!state.isActive(device.deviceId)) {
+      throw new AuthorizationError("the relay's registry does not list this device: the other device did not add it " +
+        "(or it awaits approvals on an account that requires them)", Code.UNKNOWN_DEVICE);
+    }
+    await device.persistRegistry();
+    return device;
+  }
+
+  /** Whether `store` holds a device. */
+  static async exists(store: Store): Promise<boolean> {
+    return (await store.get("id")) !== undefined;
+  }
+
+  /**
+   * Open the device held in `store`: its identity, its registry (verified
+   * again from genesis against the pinned account key), its spaces.
+   */
+  static async open(store: Store, opts: DeviceOptions = {}): Promise<BrowserDevice> {
+    const raw = await store.get("id");
+    if (raw === undefined) throw new UsageError("this browser holds no device yet: pair it first");
+    const identity = decodeIdentity(raw);
+    const clock = opts.clock ?? (() => Date.now());
+    const relay = new RelayClient(identity.relayUrl, { device: identity.keys, accountId: identity.account.accountId, clock,
+      ...(opts.fetch ? { fetch: opts.fetch } : {}), ...(opts.retry ? { retry: opts.retry } : {}) });
+    const device = new BrowserDevice(store, identity, relay, clock);
+    await device.load();
+    return device;
+  }
+
+  private async load(): Promise<void> {
+    const reg = await this.store.get("registry");
+    if (reg !== undefined) this.session.restoreRegistry(decode(reg) as Uint8Array[]);
+    const hlc = await this.store.get("hlc");
+    if (hlc !== undefined) {
+      const [wall, counter] = decode(hlc) as [number, number];
+      this.session.hlc.last = new HLCTimestamp(Number(wall), Number(counter));
+    }
+    for (const key of await this.store.keys("space/")) {
+      const id = fromHex(key.slice("space/".length));
+      const row = decode((await this.store.get(key))!, { maxSize: 1 << 30, maxDepth: 16, maxItems: 1 << 24 }) as Map<string, CborValue>;
+      const st = await this.spaceState(id);
+      st.name = String(row.get("name") ?? "");
+      const acked = row.get("acked");
+      if (typeof acked === "number" || typeof acked === "bigint") st.acked = BigInt(acked);
+      const replica = row.get("replica");
+      if (replica instanceof Uint8Array && this.session.entries().length) st.replica.importState(replica);
+      for (const docKey of await this.store.keys(`doc/${toHex(id)}/`)) {
+        st.docs.load(decodeURIComponent(docKey.split("/")[2]!), (await this.store.get(docKey))!);
+      }
+    }
+  }
+
+  private scope(spaceId: Uint8Array, name: string): string {
+    return toHex(spaceId) + toHex(docIdFor(spaceId, name));
+  }
+
+  private async spaceState(spaceId: Uint8Array): Promise<SpaceState> {
+    const k = toHex(spaceId);
+    let st = this.spaces.get(k);
+    if (st === undefined) {
+      for (const name of ["kv", "vault"]) {
+        await this.provenance.load(this.scope(spaceId, name), { load: (s) => this.store.get(`prov/${s}`), save: async () => {} });
+      }
+      st = new SpaceState(this.session.space(spaceId), new DocSet(this.provenance, (name) => this.scope(spaceId, name)));
+      this.spaces.set(k, st);
+    }
+    return st;
+  }
+
+  private async persistRegistry(): Promise<void> {
+    await this.store.put("registry", encode([...this.session.entries()]));
+  }
+
+  /** Write a space's replica, documents and provenance in one transaction. */
+  private async persist(st: SpaceState): Promise<void> {
+    const b = new Batch();
+    const id = toHex(st.replica.spaceId);
+    b.put(`space/${id}`, encode(new Map<string, CborValue>([["name", st.name], ["acked", st.acked],
+      ["replica", st.replica.exportState()]])));
+    for (const name of st.docs.names()) b.put(`doc/${id}/${encodeURIComponent(name)}`, Y.encodeStateAsUpdate(st.docs.doc(name)));
+    await this.provenance.save({ load: async () => undefined, save: async (s, v) => void b.put(`prov/${s}`, v) });
+    b.put("registry", encode([...this.session.entries()]));
+    const last = this.session.hlc.last;
+    b.put("hlc", encode([last.wallMs, last.counter]));
+    await this.store.commit(b);
+  }
+
+  // ------------------------------------------------------------------- spaces
+
+  /** The spaces this device knows, with their names (from each space's `_meta` document). */
+  spaceList(): SpaceView[] {
+    return [...this.spaces.values()].map((st) => ({ id: st.replica.spaceId, name: st.name, size: st.replica.size,
+      epoch: st.replica.keys.size ? st.replica.currentEpoch() : null, docs: st.docs.names() }));
+  }
+
+  /** The space named `name`. */
+  spaceByName(name: string): Uint8Array {
+    const found = [...this.spaces.values()].filter((s) => s.name === name).map((s) => s.replica.spaceId)
+      .sort((a, b) => (toHex(a) < toHex(b) ? -1 : 1));
+    if (!found.length) throw new UsageError(`no space named '${name}' on this device; sync first`);
+    return found[0]!;
+  }
+
+  /** A document of a space (Yjs); edits are sealed by {@link flush} or the next sync. */
+  doc(spaceId: Uint8Array, name: string): Y.Doc {
+    const st = this.spaces.get(toHex(spaceId));
+    if (st === undefined) throw new UsageError("no such space on this device; sync first");
+    return st.docs.doc(name);
+  }
+
+  /** The key-value document of a space. */
+  kv(spaceId: Uint8Array): KeyValue {
+    return new KeyValue(this.doc(spaceId, "kv"), this.scope(spaceId, "kv"), this.identity.keys, () => this.registry(),
+      this.provenance, this.clock);
+  }
+
+  /** The vault (the spaces named `vault`; reads as empty when there is none). */
+  vault(): Vault {
+    const sources = [...this.spaces.values()].filter((s) => s.name === "vault")
+      .sort((a, b) => (toHex(a.replica.spaceId) < toHex(b.replica.spaceId) ? -1 : 1))
+      .map((s) => [this.scope(s.replica.spaceId, "vault"), s.docs.doc("vault")] as const);
+    return new Vault(sources, this.identity.keys, () => this.registry(), this.provenance, this.clock);
+  }
+
+  /** The verified registry. */
+  registry(): RegistryState {
+    return this.session.registry();
+  }
+
+  /**
+   * Seal the local edits of every space that has keys into pending ops and
+   * store them (as the Python client's `flush`): an edit survives a reload
+   * before the next sync.
+   */
+  async flush(): Promise<number> {
+    let sealed = 0;
+    for (const st of this.spaces.values()) {
+      if (st.replica.keys.size === 0) continue; // keys come with the first sync
+      for (const [name, update] of st.docs.takeLocal()) {
+        sealed += st.replica.seal(name, [update]).length;
+      }
+      await this.persist(st);
+    }
+    return sealed;
+  }
+
+  // --------------------------------------------------------------------- sync
+
+  /**
+   * Push pending edits, pull and verify everything, apply (serialised: a call
+   * while one runs waits for it and runs again).
+   *
+   * @throws SddsfError a refusal (the relay misbehaved, or this device was revoked):
+   *   nothing unverified was applied or stored.
+   */
+  async sync(): Promise<SyncSummary> {
+    while (this.syncing !== null) await this.syncing.catch(() => undefined);
+    this.syncing = this.syncOnce();
+    try {
+      return await this.syncing;
+    } finally {
+      this.syncing = null;
+    }
+  }
+
+  private async syncOnce(): Promise<SyncSummary> {
+    let pushed = 0;
+    let applied = 0;
+    let skipped = 0;
+    let rotated = 0;
+    const rejected: [string, string][] = [];
+    const alerts: [string, string][] = [];
+    let readOnly = false;
+    // A device the controller made read-only keeps its pending ops and only pulls.
+    const unlessReadOnly = async <T>(step: () => Promise<T>, otherwise: T): Promise<T> => {
+      if (readOnly) return otherwise;
+      try {
+        return await step();
+      } catch (e) {
+        if (!(e instanceof AuthorizationError) || e.code !== Code.POLICY_READ_ONLY) throw e;
+        readOnly = true;
+        return otherwise;
+      }
+    };
+    const state = await this.session.refreshRegistry();
+    if (!state.isActive(this.deviceId)) {
+      throw new AuthorizationError(state.device(this.deviceId) ? "this device has been revoked"
+        : "this device is not in the account's registry; pair it again", state.device(this.deviceId) ? Code.REVOKED : Code.UNKNOWN_DEVICE);
+    }
+    await this.session.pinRelay();
+    await this.persistRegistry();
+    for (const id of await this.session.listSpaces()) await this.spaceState(id);
+    for (const st of this.spaces.values()) {
+      const r = st.replica;
+      await r.refreshKeys();
+      if (await unlessReadOnly(() => r.rotateIfDue(), false)) rotated += 1;
+      for (const [name, update] of st.docs.takeLocal()) {
+        if (r.keys.size) r.seal(name, [update]);
+        else st.docs.restoreLocal(name, update); // no key yet: kept until one comes
+      }
+      await this.persist(st); // pending ops are stored before they are sent
+      const push = await unlessReadOnly(() => r.push(), { pushed: 0, rejected: [], requeued: [] });
+      pushed += push.pushed;
+      rejected.push(...push.rejected);
+      const report = await r.pull();
+      this.apply(st, report);
+      applied += report.applied.length;
+      skipped += report.skipped.length;
+      alerts.push(...report.alerts);
+      if (push.requeued.length) { // edits to seal again on top of what the log holds
+        for (const edit of push.requeued) r.seal(edit.name, edit.updates);
+        await this.persist(st);
+        const again = await unlessReadOnly(() => r.push(), { pushed: 0, rejected: [], requeued: [] });
+        pushed += again.pushed;
+        rejected.push(...again.rejected);
+        const more = await r.pull();
+        this.apply(st, more);
+        applied += more.applied.length;
+      }
+      await this.persist(st);
+      await this.acknowledge(st);
+    }
+    this.alerts.push(...alerts);
+    const sizes = new Map([...this.spaces].map(([k, st]) => [k, st.replica.size]));
+    return { pushed, applied, rejected, skipped, rotated, alerts, sizes, readOnly };
+  }
+
+  private async acknowledge(st: SpaceState): Promise<void> {
+    // Everything up to the verified size is applied and stored: say so, now
+    // and then, so that the relay can prune under a corroborated snapshot.
+    const last = st.replica.size - 1n;
+    if (last < 0n || (st.acked >= 0n && last - st.acked < BigInt(ACK_EVERY))) return;
+    await this.relay.acknowledge(st.replica.spaceId, Number(last));
+    st.acked = last;
+    await this.persist(st);
+  }
+
+  /** The offset this device last acknowledged in a space (-1: none). */
+  acknowledged(spaceId: Uint8Array): bigint {
+    return this.spaces.get(toHex(spaceId))?.acked ?? -1n;
+  }
+
+  private apply(st: SpaceState, report: PullReport): void {
+    if (report.snapshot !== null) {
+      try {
+        st.docs.applySnapshot(report.snapshot);
+      } catch (e) {
+        // Signed by a device of the account, yet not Yjs state: never use it again.
+        st.replica.distrustSnapshot(report.snapshot.id);
+        throw new ProofError(`the snapshot of space ${toHex(st.replica.spaceId).slice(0, 12)} is unreadable (${String(e)})`);
+      }
+    }
+    st.docs.applyVerified(report.applied);
+    const name = st.docs.names().includes("_meta") ? st.docs.doc("_meta").getMap("meta").get("name") : undefined;
+    if (typeof name === "string" && name) st.name = name;
+  }
+
+  // --------------------------------------------------------------------- live
+
+  /**
+   * Open the live channel and sync whenever the relay announces an op of one
+   * of this device's spaces (a hint only: everything is verified by the pull).
+   * `onSync` hears each result (or the error that stopped a sync).
+   */
+  async watch(onSync: (result: SyncSummary | SddsfError) => void, signal?: AbortSignal): Promise<void> {
+    const live = await LiveChannel.open(this.relay);
+    this.live = live;
+    const subscribed = new Set<string>();
+    const subscribe = (): void => { // spaces a sync found since are watched too
+      for (const [k, st] of this.spaces) {
+        if (!subscribed.has(k)) live.subscribe(st.replica.spaceId);
+        subscribed.add(k);
+      }
+    };
+    subscribe();
+    const run = async (): Promise<void> => {
+      try {
+        onSync(await this.sync());
+      } catch (e) {
+        if (e instanceof SddsfError) onSync(e);
+        else throw e;
+      }
+      subscribe();
+    };
+    try {
+      for (;;) {
+        const m: LiveMessage | null = await live.next(signal);
+        if (m === null) return;
+        if (m.type === "op" || m.type === "resync") await run();
+      }
+    } finally {
+      live.close();
+      this.live = null;
+    }
+  }
+
+  /** Close the live channel. */
+  close(): void {
+    this.live?.close();
+    this.store.backend.close();
+  }
+}
