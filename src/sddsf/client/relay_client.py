@@ -16,12 +16,12 @@ import json
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 import httpx
 
 from sddsf.client.retry import RetryPolicy, Sleep, parse_retry_after
+from sddsf.client.transport.base import PulledOp, RelayLimits, UploadResult
 from sddsf.crypto import random_bytes
 from sddsf.errors import (
     AuthenticationError,
@@ -41,59 +41,13 @@ from sddsf.wire import b64 as _b64
 from sddsf.wire import unb64 as _unb64
 
 __all__ = ["PulledOp", "RelayClient", "RelayLimits", "ReportSource", "UploadResult"]
+# PulledOp, RelayLimits and UploadResult live in sddsf.client.transport.base (re-exported).
 
 log = logging.getLogger("sddsf.client")
 
 
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-@dataclass(frozen=True, slots=True)
-class UploadResult:
-    """One op's result from the relay (unverified: check the proof yourself)."""
-
-    status: str
-    offset: int | None
-    op_id: bytes | None
-    proof: list[bytes] | None
-    code: str | None
-    message: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class RelayLimits:
-    """What one relay request may carry (``GET /v1/limits``; the defaults of a relay
-    that predates the endpoint)."""
-
-    max_request_bytes: int = 1 << 20
-    max_batch_ops: int = 1000
-    max_page_ops: int = 1000
-    max_op: int = 512 * 1024
-    max_field_chars: int = 1_500_000  # base64 characters in one body field
-
-    def request_fits(self, envelope_sizes: Sequence[int]) -> bool:
-        """Whether an upload of envelopes of these sizes fits one request."""
-        return (len(envelope_sizes) <= self.max_batch_ops
-                and all(_b64_len(n) <= self.max_field_chars for n in envelope_sizes)
-                and _upload_body_len(envelope_sizes) <= self.max_request_bytes)
-
-    @property
-    def max_envelope(self) -> int:
-        """The largest op envelope this relay takes, alone in one request."""
-        fit_request = (self.max_request_bytes - _upload_body_len([])) // 4 * 3 - 3
-        fit_field = self.max_field_chars // 4 * 3
-        return max(0, min(self.max_op, fit_request, fit_field))
-
-
-def _b64_len(n: int) -> int:
-    return (n + 2) // 3 * 4
-
-
-def _upload_body_len(envelope_sizes: Sequence[int]) -> int:
-    # json.dumps({"ops": ["...", "..."], "proofs": true}): 27 bytes of frame, then
-    # per op its base64 in quotes and a ", " separator (bounded above).
-    return 27 + sum(_b64_len(n) + 4 for n in envelope_sizes)
 
 
 class _ConnectionDropped(UnavailableError):
@@ -111,16 +65,6 @@ class ReportSource(Protocol):
     def accepted(self, report: bytes, response: dict[str, Any]) -> None:
         """The relay's answer to ``report`` (raises if its proof does not verify)."""
         ...
-
-
-@dataclass(frozen=True, slots=True)
-class PulledOp:
-    """One op from the log (``envelope`` None once pruned)."""
-
-    offset: int
-    op_id: bytes
-    leaf_hash: bytes
-    envelope: bytes | None
 
 
 class RelayClient:
@@ -149,6 +93,8 @@ class RelayClient:
         #: How the retry waits (tests replace it to observe the waits).
         self.sleep: Sleep = asyncio.sleep
         self._limits: RelayLimits | None = None
+        #: The session opening in flight, shared by concurrent callers.
+        self._opening: asyncio.Future[bytes] | None = None
 
     async def aclose(self) -> None:
         """Close the HTTP connection pool."""
@@ -179,6 +125,7 @@ class RelayClient:
                                      params: dict[str, Any] | None, signed: bool,
                                      authed: bool, headers: dict[str, str] | None,
                                      key: DeviceKeys | AccountKeys | None) -> Any:
+        used = self._token
         try:
             try:
                 return await self._send_once(method, path, body=body, params=params,
@@ -195,10 +142,10 @@ class RelayClient:
             # The relay forgot our session (restart, or another node): open a
             # new one and retry once. A signed request is re-signed with a fresh
             # nonce, so the retry is not a replay.
-            if exc.code is not Code.UNAUTHENTICATED or not (authed or signed) \
-                    or self._token is None:
+            if exc.code is not Code.UNAUTHENTICATED or not (authed or signed):
                 raise
-            self.forget_session()
+            if used is None or self._token == used:  # else a concurrent request reopened it
+                self.forget_session()
             return await self._send_once(method, path, body=body, params=params,
                                          signed=signed, authed=authed, extra=headers, key=key)
 
@@ -257,11 +204,46 @@ class RelayClient:
         return {"x-sddsf-key-id": _b64(key_id), "x-sddsf-nonce": _b64(nonce),
                 "x-sddsf-timestamp": str(ts), "x-sddsf-signature": _b64(sig)}
 
+    @property
+    def base_url(self) -> str:
+        """The relay's URL."""
+        return str(self._http.base_url)
+
+    @property
+    def session_expires_ms(self) -> int:
+        """When the current session ends (0: none open)."""
+        return self._token_expires_ms if self._token is not None else 0
+
+    async def session_token(self) -> bytes:
+        """The current session's token, opening a session first if needed.
+
+        Concurrent callers share one opening (single flight): the runner's sync
+        and live loops both need a session again after a relay restart, and two
+        handshakes racing for one device would waste a posture report each and
+        may refuse each other's challenge.
+        """
+        return await self._session_token()
+
     async def _session_token(self) -> bytes:
         if self._token is not None and self._clock() < self._token_expires_ms - 30_000:
             return self._token
         if self.device is None or self.account_id is None:
             raise UnavailableError("this client has no device identity to authenticate with")
+        opening = self._opening
+        if opening is None:
+            opening = self._opening = asyncio.ensure_future(self._handshake())
+            opening.add_done_callback(self._opened)
+        # shield: a caller that is cancelled does not cancel the others' opening.
+        return await asyncio.shield(opening)
+
+    def _opened(self, opening: asyncio.Future[bytes]) -> None:
+        if self._opening is opening:
+            self._opening = None
+        if not opening.cancelled():
+            opening.exception()  # retrieved: awaited by every caller that waits
+
+    async def _handshake(self) -> bytes:
+        assert self.device is not None and self.account_id is not None  # noqa: S101
         await self._report_posture()
         try:
             s = await self._open_session(self.device, self.account_id)
@@ -271,8 +253,9 @@ class RelayClient:
             if exc.code is not Code.UNAUTHENTICATED:
                 raise
             s = await self._open_session(self.device, self.account_id)
-        self._token, self._token_expires_ms = _unb64(s["token"]), int(s["expires_ms"])
-        return self._token
+        token = _unb64(s["token"])
+        self._token, self._token_expires_ms = token, int(s["expires_ms"])
+        return token
 
     async def _open_session(self, device: DeviceKeys, account_id: bytes) -> dict[str, Any]:
         ids = {"account_id": _b64(account_id), "device_id": _b64(device.device_id)}
