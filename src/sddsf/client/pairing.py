@@ -34,6 +34,7 @@ from mnemonic import Mnemonic
 
 from sddsf.client.controller import report_pairing
 from sddsf.client.device import Device, store_kind
+from sddsf.client.engine.identity import new_home
 from sddsf.client.governance import Change
 from sddsf.client.home import discard_home
 from sddsf.client.relay_client import RelayClient
@@ -367,8 +368,8 @@ def _new_home(home: Path, keys: DeviceKeys, name: str, account: AccountPublic,
               relay_url: str, relay_key: bytes, secret: str | None,
               insecure_plaintext: bool) -> LocalStore:
     """The joiner's home, with the relay key the approving device pinned."""
-    store = Device._new_home(home, keys, name, account, relay_url,
-                             None if secret is None else (lambda: secret), insecure_plaintext)
+    store = new_home(home, keys, name, account, relay_url,
+                     None if secret is None else (lambda: secret), insecure_plaintext)
     if relay_key:
         store.put("id", b"relay", encode({"url": relay_url, "key": relay_key}))
     return store

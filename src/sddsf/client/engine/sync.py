@@ -1,0 +1,154 @@
+"""The sync engine: one device's parts, wired together, and the order of a sync.
+
+:class:`SyncEngine` owns the parts of a device (identity, registry view,
+keyring, documents, verified log, outbox, snapshots, puller, pusher,
+corroboration) and moves verified ops between the local store and a
+:class:`~sddsf.client.transport.base.Transport`. It imports neither the
+:class:`~sddsf.client.device.Device` facade nor the account layer above it
+(controller reports, governance): those come in as :class:`EngineHooks`.
+
+A sync (:meth:`SyncEngine.run`), under the caller's home lock:
+
+1. seal buffered edits; refresh the registry (verified against the pinned
+   account key) and refuse to go on when this device is not active;
+2. pin the relay key; learn new spaces; ``hooks.before_spaces``;
+3. per space: verify key packages; rotate when due (or fail with
+   ``rotation_blocked`` and push nothing); push; pull, verify and apply; push
+   and pull again if a refusal re-queued edits. A device the relay made
+   read-only (``policy_read_only``) only pulls until trusted again;
+4. compact documents; per space, corroborate, snapshot and acknowledge;
+5. ``hooks.after_sync``.
+
+Events for an SDK have one place each: :class:`~sddsf.client.engine.common.EngineObserver`
+is told of every applied remote edit (after it is stored), registry change,
+rotation and alert; an observer that raises is logged and never stops a sync.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+
+from sddsf.client.engine.common import EngineHooks, EngineSettings, Progress, SyncReport
+from sddsf.client.engine.corroboration import Corroboration
+from sddsf.client.engine.documents import Documents
+from sddsf.client.engine.identity import DeviceIdentity
+from sddsf.client.engine.keyring import Keyring
+from sddsf.client.engine.outbox import Outbox
+from sddsf.client.engine.pull import Puller
+from sddsf.client.engine.push import Pusher
+from sddsf.client.engine.registry import RegistryView
+from sddsf.client.engine.snapshots import Snapshots
+from sddsf.client.engine.verified import VerifiedLog
+from sddsf.client.records import Provenance
+from sddsf.client.transport.base import Transport
+from sddsf.errors import AuthorizationError, Code
+from sddsf.protocol import keypackage as kp
+from sddsf.protocol.encoding import encode
+
+__all__ = ["SyncEngine"]
+
+
+class SyncEngine:
+    """A device's parts and its sync (see the module docstring).
+
+    Args:
+        ident: the device's identity, read from its store.
+        transport: what carries ops to and from the log.
+        hooks: the account layer's additions to a sync, and the observer.
+        settings: tunables (shared with the facade).
+    """
+
+    def __init__(self, ident: DeviceIdentity, transport: Transport, *,
+                 hooks: EngineHooks | None = None,
+                 settings: EngineSettings | None = None) -> None:
+        self.ident = ident
+        self.store = ident.store
+        self.transport = transport
+        self.hooks = hooks or EngineHooks()
+        self.settings = settings or EngineSettings()
+        observer = self.hooks.observer
+        self.reg = RegistryView(ident, transport, observer)
+        self.keyring = Keyring(ident, self.reg, transport,
+                               max_epoch_age_s=self.hooks.max_epoch_age_s, observer=observer)
+        self.docs = Documents(ident.store, Provenance(ident.store, ident.device_id, ident.clock))
+        self.log = VerifiedLog(ident)
+        self.outbox = Outbox(ident, self.reg, self.keyring, self.docs, self.log, transport,
+                             self.settings)
+        self.snaps = Snapshots(ident, self.reg, self.keyring, self.docs, self.log, self.outbox,
+                               transport, self.settings, observer)
+        self.puller = Puller(ident, self.reg, self.keyring, self.docs, self.log, self.outbox,
+                             self.snaps, transport, self.settings, observer)
+        self.pusher = Pusher(ident, self.outbox, transport)
+        self.corr = Corroboration(ident, self.reg, self.keyring, self.docs, self.log,
+                                  self.outbox, self.snaps, self.puller, transport, self.settings)
+
+    def forget_caches(self) -> None:
+        """Drop everything derived from the store (another process changed it)."""
+        self.reg.forget()
+        self.keyring.forget_all()
+        self.log.forget_all()
+        self.outbox.forget_limits()
+        self.ident.reload()
+
+    async def run(self, progress: Progress | None = None) -> SyncReport:
+        """One sync (see the module docstring); the caller holds the home lock."""
+        self.outbox.flush()
+        report = SyncReport()
+        self.puller.progress = progress
+        state = await self.reg.refresh()
+        if not state.is_active(self.ident.device_id):
+            self.hooks.refuse_inactive(state)
+        await self.ident.pin(self.transport)
+        known = {s for s, _ in self.ident.spaces()}
+        for space in await self.transport.spaces():
+            if space.space_id not in known:
+                with self.store.batch() as b:
+                    b.put("space", space.space_id, encode(""))  # name learnt from its _meta doc
+        await self.hooks.before_spaces()
+        for space_id, _ in self.ident.spaces():
+            packages = await self.keyring.refresh(space_id)
+            # A device the relay's controller made read-only keeps its pending
+            # ops and only pulls (and acknowledges) until it is trusted again.
+            if not report.read_only:
+                await self.unless_read_only(self.rotate_if_due(space_id, packages, report),
+                                            report)
+            if not report.read_only:
+                await self.unless_read_only(self.pusher.push(space_id, report), report)
+            await self.puller.pull(space_id, report)
+            if not report.read_only and self.outbox.flush():  # re-queued after a chain fork
+                await self.unless_read_only(self.pusher.push(space_id, report), report)
+                await self.puller.pull(space_id, report)
+        self.docs.compact()
+        for space_id, _ in self.ident.spaces():
+            if not report.read_only:
+                await self.unless_read_only(self.corr.maintain(space_id, report), report)
+        await self.hooks.after_sync(report)
+        return report
+
+    @staticmethod
+    async def unless_read_only(step: Awaitable[None], report: SyncReport) -> None:
+        """Run a step that writes; a ``policy_read_only`` refusal marks the report."""
+        try:
+            await step
+        except AuthorizationError as exc:
+            if exc.code is not Code.POLICY_READ_ONLY:
+                raise
+            report.read_only = True
+
+    async def rotate_if_due(self, space_id: bytes, packages: list[kp.KeyPackage],
+                            report: SyncReport) -> None:
+        """Open a new epoch when one is due, then hold or release edits so that
+        nothing is pushed under an epoch a revoked device can read."""
+        # A new epoch is due when a device was revoked after the current one
+        # was made (its revoker may have crashed before rotating, or the relay
+        # refused its package), when an active device is not a recipient
+        # (catch-up), or when the current one is older than the policy's
+        # max_epoch_age_s. On return the newest epoch is one no revoked device
+        # holds (else rotation_blocked is raised and nothing is pushed), pending
+        # ops sealed under a compromised epoch are held again, and held edits
+        # are sealed under the new epoch.
+        last = packages[-1]
+        if self.keyring.epoch_due(last) and await self.keyring.try_rotate(space_id):
+            report.rotated += 1
+        self.outbox.hold_compromised_pending(space_id)
+        self.outbox.release_held(space_id)
