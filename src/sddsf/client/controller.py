@@ -31,9 +31,10 @@ import logging
 import platform
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 import sddsf
+from sddsf.client.hosts import ControllerHost, TombstoneHost
 from sddsf.controller.audit import (
     AuditEntry,
     audit_log_id,
@@ -54,9 +55,6 @@ from sddsf.protocol.backup import PRODUCTION_MINIMUMS, KdfMinimums
 from sddsf.protocol.encoding import decode, encode
 from sddsf.protocol.treehead import TreeHead, verify_tree_head
 from sddsf.wire import unb64
-
-if TYPE_CHECKING:
-    from sddsf.client.device import Device
 
 __all__ = ["AuditCheck", "DeviceReporter", "apply_encryption_policy", "backup_minimums",
            "collect_posture", "effective_encryption_policy", "package_hash",
@@ -100,14 +98,14 @@ def collect_posture(key_kind: str) -> Posture:
                    rooted="no" if system in _DESKTOPS else "unknown")
 
 
-def next_report_ts(device: Device) -> int:
+def next_report_ts(device: ControllerHost) -> int:
     """A timestamp for this device's next signed report: its clock, but always
     after the last one it used. The relay accepts each report once (a copy is a
     replay), so two different statements made within one clock tick must not
     sign the same bytes."""
     raw = device.store.get(_POLICY_NS, _REPORT_TS)
     last = decode(raw) if raw else None
-    ts = max(device._clock(), last + 1 if isinstance(last, int) else 0)
+    ts = max(device.clock(), last + 1 if isinstance(last, int) else 0)
     device.store.put(_POLICY_NS, _REPORT_TS, encode(ts))
     return ts
 
@@ -115,7 +113,7 @@ def next_report_ts(device: Device) -> int:
 class DeviceReporter:
     """A device's :class:`~sddsf.client.relay_client.ReportSource`."""
 
-    def __init__(self, device: Device) -> None:
+    def __init__(self, device: ControllerHost) -> None:
         self.device = device
 
     def posture_report(self) -> bytes:
@@ -129,7 +127,7 @@ class DeviceReporter:
         remember_receipt(self.device, report, response)
 
 
-def remember_receipt(device: Device, report: bytes, response: dict[str, Any]) -> None:
+def remember_receipt(device: ControllerHost, report: bytes, response: dict[str, Any]) -> None:
     """Check that a logged report is in the audit entry the relay names, at the leaf
     its inclusion proof shows, under a head signed by the pinned relay key; keep
     the entry's seq and leaf hash, and the head.
@@ -157,7 +155,7 @@ def remember_receipt(device: Device, report: bytes, response: dict[str, Any]) ->
     device.store.put(_NS, _OWN_PREFIX + int(seq).to_bytes(8, "big"), leaf)
 
 
-def _stored_heads(device: Device) -> list[TreeHead]:
+def _stored_heads(device: ControllerHost) -> list[TreeHead]:
     raw = device.store.get(_NS, _HEADS)
     if raw is None or device.relay_key is None:
         return []
@@ -169,13 +167,13 @@ def _stored_heads(device: Device) -> list[TreeHead]:
             if isinstance(h, bytes)]
 
 
-def _store_head(device: Device, head: TreeHead) -> None:
+def _store_head(device: ControllerHost, head: TreeHead) -> None:
     heads = [h.raw for h in _stored_heads(device) if h.raw != head.raw]
     heads = sorted([*heads, head.raw], key=lambda r: _size_of(r, device))[-_MAX_HEADS:]
     device.store.put(_NS, _HEADS, encode(heads))
 
 
-def _size_of(raw: bytes, device: Device) -> int:
+def _size_of(raw: bytes, device: ControllerHost) -> int:
     key = device.relay_key
     if key is None:  # pragma: no cover - heads are only stored once the key is pinned
         return 0
@@ -192,7 +190,7 @@ class AuditCheck:
     own_entries_checked: int
 
 
-async def verify_audit(device: Device, *, page: int = 1000) -> AuditCheck:
+async def verify_audit(device: ControllerHost, *, page: int = 1000) -> AuditCheck:
     """Fetch and verify the account's audit log (see the module docstring).
 
     Raises:
@@ -233,7 +231,7 @@ async def verify_audit(device: Device, *, page: int = 1000) -> AuditCheck:
     return AuditCheck(decoded, head.size, len(stored), len(own))
 
 
-def effective_encryption_policy(device: Device) -> EncryptionPolicy | None:
+def effective_encryption_policy(device: ControllerHost) -> EncryptionPolicy | None:
     """The encryption policy this device applies (None before it saw one), within
     the floors and ceilings of :func:`~sddsf.controller.encpolicy.clamp` (also
     for values an older version stored unclamped)."""
@@ -246,7 +244,7 @@ def effective_encryption_policy(device: Device) -> EncryptionPolicy | None:
                                   int(j["max_epoch_age_s"]), int(j["ts"])))[0]
 
 
-async def published_encryption_policy(device: Device) -> EncryptionPolicy:
+async def published_encryption_policy(device: ControllerHost) -> EncryptionPolicy:
     """The relay's current signed encryption policy, verified, as published
     (not clamped, not merged).
 
@@ -261,7 +259,7 @@ async def published_encryption_policy(device: Device) -> EncryptionPolicy:
     return verify_encryption_policy(await device.relay.encryption_policy(), key)
 
 
-async def apply_encryption_policy(device: Device) -> EncryptionPolicy:
+async def apply_encryption_policy(device: ControllerHost) -> EncryptionPolicy:
     """Fetch the relay's signed encryption policy and merge it into this device's own
     (:func:`~sddsf.controller.encpolicy.strictest`: clamped, never weaker).
 
@@ -274,7 +272,7 @@ async def apply_encryption_policy(device: Device) -> EncryptionPolicy:
     return merged
 
 
-def reset_encryption_policy(device: Device) -> bool:
+def reset_encryption_policy(device: ControllerHost) -> bool:
     """Forget the merged policy (the strictest values ever seen are kept until
     then): the next sync fetches the relay's current one again. Returns whether
     one was stored."""
@@ -285,7 +283,7 @@ def reset_encryption_policy(device: Device) -> bool:
     return had
 
 
-def backup_minimums(device: Device) -> KdfMinimums:
+def backup_minimums(device: ControllerHost) -> KdfMinimums:
     """The Argon2id minimums a passphrase backup made on this device must meet: the
     protocol's, raised to the relay's published ones (clamped)."""
     policy = effective_encryption_policy(device)
@@ -296,7 +294,7 @@ def backup_minimums(device: Device) -> KdfMinimums:
                        p=max(low.p, policy.min_kdf_p))
 
 
-async def report_pairing(device: Device, outcome: str) -> None:
+async def report_pairing(device: ControllerHost, outcome: str) -> None:
     """Tell the relay how a pairing this device started ended (best effort: the
     controller counts attempts; a completed one also shows as a device addition)."""
     report = sign_report(device.keys, device.account.account_id, ReportKind.PAIRING,
@@ -308,11 +306,11 @@ async def report_pairing(device: Device, outcome: str) -> None:
         log.warning("could not report the pairing outcome to the relay: %s", exc)
 
 
-async def refresh_encryption_policy(device: Device, *, every_ms: int = 3_600_000) -> None:
+async def refresh_encryption_policy(device: ControllerHost, *, every_ms: int = 3_600_000) -> None:
     """:func:`apply_encryption_policy` at most once per ``every_ms`` (best effort: a
     relay without a controller keeps the device's own settings)."""
     last = device.store.get(_POLICY_NS, _POLICY_AT)
-    now = device._clock()
+    now = device.clock()
     if last is not None and 0 <= now - int.from_bytes(last, "big") < every_ms:
         return
     try:
@@ -322,7 +320,7 @@ async def refresh_encryption_policy(device: Device, *, every_ms: int = 3_600_000
     device.store.put(_POLICY_NS, _POLICY_AT, now.to_bytes(8, "big"))
 
 
-async def report_tombstones(device: Device) -> int:
+async def report_tombstones(device: TombstoneHost) -> int:
     """Report the vault deletions each device wrote that this device saw since its
     last report; returns how many reports were sent (best effort: a relay that
     refuses them is logged, and they are sent again next time).
@@ -341,15 +339,15 @@ async def report_tombstones(device: Device) -> int:
         return 0
 
 
-async def _report_tombstones(device: Device) -> int:
-    from sddsf.client.vault import Vault  # noqa: PLC0415 - the vault imports the device
+async def _report_tombstones(device: TombstoneHost) -> int:
+    from sddsf.client.vault import Vault  # noqa: PLC0415 - only when the account has a vault
 
     vault = await Vault.open(device, create=False)
     mark_raw = device.store.get(_POLICY_NS, _TOMB_MARK)
     mark = decode(mark_raw) if mark_raw else None
     after, since = (int(mark[0]), int(mark[1])) if isinstance(mark, list) else (0, 0)
     counts, newest = vault.deletions(after)
-    now = device._clock()
+    now = device.clock()
     for author, count in sorted(counts.items()):
         report = sign_report(device.keys, device.account.account_id, ReportKind.TOMBSTONES,
                              {"subject": author, "count": count, "since": since},

@@ -718,6 +718,10 @@ class Device:
     def _doc_row(self, space_id: bytes, doc_id: bytes) -> dict[str, Any] | None:
         return self.engine.docs.doc_row(space_id, doc_id)
 
+    async def pull_only(self, space_id: bytes) -> None:
+        """Pull, verify and apply the space's new entries (nothing is pushed)."""
+        await self.engine.puller.pull(space_id, SyncReport())
+
     async def _pull(self, space_id: bytes, report: SyncReport, *,
                     dry: bool = False) -> dict[bytes, ChainHead] | None:
         return await self.engine.puller.pull(space_id, report, dry=dry)

@@ -17,15 +17,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
+from sddsf.client.hosts import GovernanceHost
 from sddsf.errors import ClockSkewError, Code, ConflictError, RegistryError, UsageError
 from sddsf.protocol import registry as reg
 from sddsf.protocol.approval import ActionType, Proposal, ProposalStatus, tally
 from sddsf.protocol.identity import DeviceKeys
-
-if TYPE_CHECKING:
-    from sddsf.client.device import Device
 
 __all__ = ["REENCRYPT_POLICIES", "Change", "Governance", "ProposalView"]
 
@@ -67,7 +64,7 @@ class Change:
 class Governance:
     """Device changes for one :class:`Device` (see the module docstring)."""
 
-    def __init__(self, device: Device) -> None:
+    def __init__(self, device: GovernanceHost) -> None:
         self.d = device
 
     # ------------------------------------------------------------ queries
@@ -80,7 +77,7 @@ class Governance:
     def open(self) -> list[ProposalView]:
         """Open proposals (pending, not expired), oldest first."""
         state = self.d.registry()
-        return [self.view(p, state) for p in state.open_proposals(self.d._clock())]
+        return [self.view(p, state) for p in state.open_proposals(self.d.clock())]
 
     def find(self, ref: str) -> Proposal:
         """The open proposal that ``ref`` names: a prefix (≥ 4 hex digits) of its id,
@@ -121,7 +118,7 @@ class Governance:
             await self.after(kind)
             return Change(done=True)
         entry = await self._append(
-            lambda s: reg.propose(s, self.d.keys, kind, fields, self.d._clock(), new_device))
+            lambda s: reg.propose(s, self.d.keys, kind, fields, self.d.clock(), new_device))
         assert entry is not None  # noqa: S101 - no still_needed: appended or raised
         p = self.d.registry().proposals[reg.entry_hash(entry)]
         if await self.enact(p):
@@ -133,14 +130,14 @@ class Governance:
         state = await self.d.refresh_registry()
         current = state.proposals[p.id]
         if self.d.device_id not in current.approvals:
-            await self._append(lambda s: reg.approve(s, self.d.keys, p.id, self.d._clock()))
+            await self._append(lambda s: reg.approve(s, self.d.keys, p.id, self.d.clock()))
         if await self.enact(p):
             return Change(done=True)
         return Change(done=False, pending=self.view(self.d.registry().proposals[p.id]))
 
     async def veto(self, p: Proposal, reason: str) -> None:
         """Veto ``p``: it can never be enacted."""
-        await self._append(lambda s: reg.veto(s, self.d.keys, p.id, reason, self.d._clock()))
+        await self._append(lambda s: reg.veto(s, self.d.keys, p.id, reason, self.d.clock()))
 
     async def enact(self, p: Proposal) -> bool:
         """Enact ``p`` if it is ready now. Returns whether it has taken effect
@@ -149,7 +146,7 @@ class Governance:
         current = state.proposals[p.id]
         if current.status is ProposalStatus.ENACTED:
             return True
-        if (not self.view(current, state).ready(self.d._clock())
+        if (not self.view(current, state).ready(self.d.clock())
                 or self.d.device_id == current.action.target
                 or not state.is_active(self.d.device_id)):
             return False
@@ -157,7 +154,7 @@ class Governance:
         cutoff = self.d.cutoff_for(target) if target is not None else {}
         try:
             done = await self._append(
-                lambda s: reg.enact(s, self.d.keys, p.id, self.d._clock(), cutoff),
+                lambda s: reg.enact(s, self.d.keys, p.id, self.d.clock(), cutoff),
                 still_needed=lambda s: s.proposals[p.id].status is ProposalStatus.PENDING)
         except ClockSkewError:
             return False  # the relay measures the veto window on its clock: not yet
@@ -170,7 +167,7 @@ class Governance:
         """Enact every open proposal that is ready (called by each sync)."""
         n = 0
         for v in self.open():
-            if v.ready(self.d._clock()) and await self.enact(v.proposal):
+            if v.ready(self.d.clock()) and await self.enact(v.proposal):
                 n += 1
         return n
 
@@ -214,9 +211,8 @@ class Governance:
                 # A revocation whose cutoff the log has outgrown (the target
                 # wrote after our last pull): pull, so the rebuilt entry's
                 # cutoff keeps every op the log holds.
-                from sddsf.client.device import SyncReport  # noqa: PLC0415 - import cycle
                 for space_id, _ in self.d.spaces():
-                    await self.d._pull(space_id, SyncReport())
+                    await self.d.pull_only(space_id)
                 continue
             await self.d.refresh_registry()
             return entry

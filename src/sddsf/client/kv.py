@@ -22,10 +22,12 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 import pycrdt
 
+from sddsf.client.engine.common import doc_id_for
+from sddsf.client.hosts import DocumentHost
 from sddsf.client.records import (
     CHANGED,
     REMOVED,
@@ -38,9 +40,6 @@ from sddsf.client.records import (
 from sddsf.crypto import Ed25519PublicKey, random_bytes
 from sddsf.errors import UsageError
 from sddsf.protocol.labels import KV_RECORD_SIG
-
-if TYPE_CHECKING:
-    from sddsf.client.device import Device
 
 __all__ = ["DOC", "KeyValue", "KvAlert", "KvEntry", "KvVersion"]
 
@@ -113,10 +112,8 @@ class KeyValue:
     """The key-value document of one space of ``device``. Local: sync the device
     before reading and after writing (writes are flushed to its pending queue)."""
 
-    def __init__(self, device: Device, space_id: bytes, *,
+    def __init__(self, device: DocumentHost, space_id: bytes, *,
                  clock: Callable[[], int] = _now_ms) -> None:
-        from sddsf.client.device import doc_id_for  # noqa: PLC0415 - the device imports us late
-
         self._device = device
         self._doc = device.doc(space_id, DOC)
         self._scope = space_id + doc_id_for(space_id, DOC)

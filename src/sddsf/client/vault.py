@@ -35,6 +35,8 @@ from typing import TYPE_CHECKING, Any, Final
 import pycrdt
 from mnemonic import Mnemonic
 
+from sddsf.client.engine.common import doc_id_for
+from sddsf.client.hosts import DocumentHost
 from sddsf.client.records import (
     CHANGED,
     REMOVED,
@@ -52,7 +54,6 @@ from sddsf.errors import UsageError
 from sddsf.protocol.labels import VAULT_RECORD_SIG
 
 if TYPE_CHECKING:
-    from sddsf.client.device import Device
     from sddsf.protocol.identity import DeviceKeys
 
 __all__ = ["GRACE_MS", "KINDS", "DeviceTrust", "Item", "Vault", "VaultAlert",
@@ -373,14 +374,12 @@ class Vault:
         self.alerts: list[VaultAlert] = []
 
     @classmethod
-    async def open(cls, device: Device, *, create: bool = True,
+    async def open(cls, device: DocumentHost, *, create: bool = True,
                    clock: Callable[[], int] = _now_ms, grace_ms: int = GRACE_MS) -> Vault:
         """The vault of ``device``; its space is created if absent and ``create``
         (needs the relay), otherwise an absent vault reads as empty."""
         def spaces() -> list[bytes]:
             return sorted(s for s, n in device.spaces() if n == SPACE)
-
-        from sddsf.client.device import doc_id_for  # noqa: PLC0415 - the device imports us late
 
         if not spaces() and create:
             await device.create_space(SPACE)
