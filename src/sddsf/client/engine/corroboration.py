@@ -73,7 +73,8 @@ class Corroboration:
         # Look at the relay's snapshots at the first sync of a session and
         # whenever the log grew by check_every (each look costs a request).
         last = self.snaps.checked_at.get(space_id)
-        look = self.settings.check_snapshots and (last is None or size - last >= self.settings.check_every)
+        look = self.settings.check_snapshots and (
+            last is None or size - last >= self.settings.check_every)
         if look:
             self.snaps.checked_at[space_id] = size
         base = self.snaps.snapbase(space_id)
@@ -160,10 +161,10 @@ class Corroboration:
         self.store.put("snapcheck", space_id, sid)
         report.attested += 1
         if verdict == MISMATCH:
-            self.snaps.alert(report, f"the snapshot of space {space_id.hex()[:12]} written by device "
-                        f"{self.reg.label(claims.author)} does not match the log: that device "
-                        "may be compromised; revoke it (`sddsf device revoke`). This device "
-                        "attested the mismatch and publishes its own snapshot")
+            self.snaps.alert(report, f"the snapshot of space {space_id.hex()[:12]} written by "
+                             f"device {self.reg.label(claims.author)} does not match the log: "
+                             "that device may be compromised; revoke it (`sddsf device revoke`). "
+                             "This device attested the mismatch and publishes its own snapshot")
             await self.snaps.write(space_id)
 
     async def recompute(self, space_id: bytes, raw: bytes,
@@ -226,22 +227,27 @@ class Corroboration:
                 return
             # Nothing to rebuild it from: keep it, but it stays ungrounded (never
             # published nor used to attest) until something corroborates it.
-            self.snaps.alert(report, f"this device's state of space {space_id.hex()[:12]} rests on a "
+            where = space_id.hex()[:12]
+            self.snaps.alert(report, f"this device's state of space {where} rests on a "
                         f"snapshot ({why}) and the relay holds nothing trusted to re-derive "
                         "it from: it is kept, but this device will not publish it")
             return
-        before = {n: self.docs.doc(space_id, n).get_update() for n in self.docs.doc_names(space_id)}
+        before = {n: self.docs.doc(space_id, n).get_update()
+                  for n in self.docs.doc_names(space_id)}
         self.puller.reset_space(space_id, exclude)
-        saved, self.settings.use_snapshots = self.settings.use_snapshots, self.settings.use_snapshots and not replay
+        saved = self.settings.use_snapshots
+        self.settings.use_snapshots = saved and not replay
         try:
             await self.puller.pull(space_id, report)
         finally:
             self.settings.use_snapshots = saved
         report.rederived.append(space_id)
-        after = {n: self.docs.doc(space_id, n).get_update() for n in self.docs.doc_names(space_id)}
+        after = {n: self.docs.doc(space_id, n).get_update()
+                 for n in self.docs.doc_names(space_id)}
         if not same_states(before, after):
             who = f"device {self.reg.label(author)}" if author else "another device"
-            self.snaps.alert(report, f"this device's state of space {space_id.hex()[:12]} came from a "
+            where = space_id.hex()[:12]
+            self.snaps.alert(report, f"this device's state of space {where} came from a "
                         f"snapshot written by {who} that does not match the log ({why}); it "
                         "was re-derived from the log and trusted snapshots")
 

@@ -150,7 +150,8 @@ class Puller:
                                               basis=basis, dry=dry)
         except UnreadableSnapshot as exc:
             # Nothing was stored: forget the documents it touched, never use it again.
-            self.snaps.alert(report, f"the snapshot of space {space_id.hex()[:12]} written by device "
+            where = space_id.hex()[:12]
+            self.snaps.alert(report, f"the snapshot of space {where} written by device "
                         f"{self.reg.label(exc.snap.author)} is unreadable ({exc.why}); not used")
             self.reset_space(space_id, exc.snap.id)
             return await self.pull(space_id, report, dry=dry)
