@@ -1,0 +1,77 @@
+"""The sync engine runs over any Transport: a device's engine syncs over the
+in-process relay, and an attack scripted on the tampering wrapper (the
+malicious-relay harness through the Transport contract) is refused exactly as
+over HTTP."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pycrdt
+import pytest
+from clientkit import passphrase
+
+from sddsf.client.device import Device
+from sddsf.client.engine import SyncEngine
+from sddsf.client.engine.identity import DeviceIdentity
+from sddsf.client.home import open_home
+from sddsf.client.transport.memory import BASE_URL, InProcessRelay
+from sddsf.errors import Code, ProofError
+from sddsf.testing.malicious_relay import Drop, Reorder
+from sddsf.testing.tampering import TamperingTransport
+
+
+@pytest.fixture
+async def relay() -> AsyncIterator[InProcessRelay]:
+    async with InProcessRelay() as r:
+        yield r
+
+
+async def _engine(relay: InProcessRelay, home: Path) -> TamperingTransport:
+    store, kind = open_home(home, passphrase=passphrase)
+    ident = DeviceIdentity(store, kind, relay.clock)
+    tampering = TamperingTransport(relay.transport_for(ident.keys, ident.account.account_id),
+                                   relay_key=relay.key)
+    tampering.engine = SyncEngine(ident, tampering)  # type: ignore[attr-defined]
+    return tampering
+
+
+async def test_engine_syncs_over_memory_and_refuses_scripted_attacks(
+        relay: InProcessRelay, tmp_path: Path) -> None:
+    laptop, _ = await Device.create_account(tmp_path / "laptop", BASE_URL, "laptop",
+                                            passphrase=passphrase,
+                                            transport=relay.http_transport())
+    space = await laptop.create_space("notes")
+    phone = await Device.add_local(laptop, tmp_path / "phone", "phone", passphrase=passphrase,
+                                   transport=relay.http_transport())
+    await phone.close()
+    for i in range(3):
+        laptop.doc(space, "kv").get("kv", type=pycrdt.Map)[f"k{i}"] = i
+        await laptop.sync()
+
+    wire = await _engine(relay, tmp_path / "phone")
+    engine: SyncEngine = wire.engine  # type: ignore[attr-defined]
+    report = await engine.run()
+    assert report.applied >= 3 and report.tree_size[space] == laptop.verified_size(space)
+    assert dict(engine.docs.doc(space, "kv").get("kv", type=pycrdt.Map)) == {
+        "k0": 0, "k1": 1, "k2": 2}
+
+    for key in ("later", "last"):  # two new ops the phone has not pulled
+        laptop.doc(space, "kv").get("kv", type=pycrdt.Map)[key] = "yes"
+        await laptop.sync()
+    size = laptop.verified_size(space)
+    for attack in (Drop(offsets=frozenset({size - 2}), renumber=True, resign=True),
+                   Reorder(first=size - 2, second=size - 1)):
+        wire.set_attack(attack, spaces=[space])
+        with pytest.raises(ProofError) as caught:
+            await engine.run()
+        assert caught.value.code is Code.PROOF_INVALID
+        assert "later" not in engine.docs.doc(space, "kv").get("kv", type=pycrdt.Map)
+    assert wire.served >= 2
+    wire.honest()
+    await engine.run()
+    assert engine.docs.doc(space, "kv").get("kv", type=pycrdt.Map)["later"] == "yes"
+    await wire.aclose()
+    engine.store.close()
+    await laptop.close()
