@@ -75,3 +75,48 @@ async def test_engine_syncs_over_memory_and_refuses_scripted_attacks(
     await wire.aclose()
     engine.store.close()
     await laptop.close()
+
+
+class _Recorder:
+    """An observer that records remote edits and raises on rotations."""
+
+    def __init__(self) -> None:
+        self.remote: list[tuple[bytes, str, bytes]] = []
+        self.registry_changes = 0
+
+    def on_remote_update(self, space_id: bytes, doc: str, author: bytes,
+                         updates: list[bytes]) -> None:
+        assert updates
+        self.remote.append((space_id, doc, author))
+
+    def on_registry_change(self, state: object) -> None:
+        self.registry_changes += 1
+
+    def on_rotation(self, space_id: bytes, epoch: int) -> None:
+        raise RuntimeError("an application bug")
+
+    def on_alert(self, code: str, message: str) -> None:
+        pass
+
+
+async def test_observer_sees_remote_edits_and_its_errors_never_stop_a_sync(
+        relay: InProcessRelay, tmp_path: Path) -> None:
+    laptop, _ = await Device.create_account(tmp_path / "laptop", BASE_URL, "laptop",
+                                            passphrase=passphrase,
+                                            transport=relay.http_transport())
+    space = await laptop.create_space("notes")
+    phone = await Device.add_local(laptop, tmp_path / "phone", "phone", passphrase=passphrase,
+                                   transport=relay.http_transport())
+    await phone.close()
+    store, kind = open_home(tmp_path / "phone", passphrase=passphrase)
+    seen = _Recorder()
+    phone = Device(store, kind, transport=relay.http_transport(), observer=seen)
+    await phone.sync()
+    laptop.doc(space, "kv").get("kv", type=pycrdt.Map)["x"] = 1
+    await laptop.sync()
+    await phone.rotate(space)  # the observer raises: logged, the rotation stands
+    report = await phone.sync()
+    assert (space, "kv", laptop.device_id) in seen.remote and report.applied >= 1
+    assert phone.doc(space, "kv").get("kv", type=pycrdt.Map)["x"] == 1
+    await phone.close()
+    await laptop.close()
