@@ -20,11 +20,17 @@ head, *before* anything is sent. :meth:`Device.sync` then:
    heads other devices report in their ops (``seen``) agree with its own view
    (``split_view``). Only then are the updates decrypted and applied, in one
    local transaction; on any failure the local state stays as it was.
+
+This module is the facade: the work is done by the parts of
+:mod:`sddsf.client.engine` (``device.engine``), which never import it; the
+facade adds the home's lock, the account's lifecycle (create, add, recover),
+governance and the controller's hooks, and keeps every public name.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
@@ -78,7 +84,7 @@ from sddsf.protocol.snapshot import SPACE_SNAPSHOT_DOC, snapshot_claims
 __all__ = ["DOC_PIECE", "Device", "LockMode", "Progress", "SkippedOp", "SyncReport",
            "doc_id_for", "store_kind"]
 
-log = __import__("logging").getLogger("sddsf.client")
+log = logging.getLogger("sddsf.client")
 
 #: How a device holds its home's lock: for as long as it is open (``session``),
 #: or only while an operation runs, reloading what other processes changed

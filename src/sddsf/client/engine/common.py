@@ -8,6 +8,7 @@ decoders are not bound by the wire's 1 MiB limit (a document may be far larger).
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -24,11 +25,13 @@ from sddsf.protocol.registry import RegistryState
 from sddsf.protocol.rules import ChainHead
 from sddsf.protocol.vv import VersionVector
 
-__all__ = ["ACK_EVERY", "CHECK_EVERY", "COMPACT_MIN_BYTES", "COMPACT_ROWS", "DOC_PIECE",
-           "SNAPSHOT_EVERY", "EngineHooks", "EngineObserver", "EngineSettings", "Progress",
-           "SkippedOp", "SyncReport", "as_dict", "as_int", "as_list", "as_local_dict",
-           "as_local_list", "chain_head", "doc_id_for", "leaves_at", "now_ms", "store_kind",
-           "u64"]
+__all__ = ["ACK_EVERY", "CHECK_EVERY", "COMPACT_MIN_BYTES", "COMPACT_ROWS", "DOC_PIECE", "HELD",
+           "LOCAL_LIMITS", "LOCAL_ROWS", "MAX_BATCH", "SNAPSHOT_EVERY", "EngineHooks",
+           "EngineObserver", "EngineSettings", "Progress", "SkippedOp", "SyncReport", "as_dict",
+           "as_int", "as_list", "as_local_dict", "as_local_list", "chain_head", "doc_id_for",
+           "leaves_at", "notify", "now_ms", "store_kind", "u64"]
+
+log = logging.getLogger("sddsf.client")
 
 #: ``progress(space_id, entries verified or fetched so far, log size)``.
 Progress = Callable[[bytes, int, int], None]
@@ -200,9 +203,7 @@ def notify(observer: EngineObserver | None, call: Callable[[EngineObserver], obj
     try:
         call(observer)
     except Exception:  # the application's error: logged, syncing goes on
-        import logging  # noqa: PLC0415
-
-        logging.getLogger("sddsf.client").exception("an engine observer raised")
+        log.exception("an engine observer raised")
 
 
 def as_dict(raw: bytes) -> dict[str, Any]:
