@@ -8,6 +8,7 @@ import asyncio
 from pathlib import Path
 
 import httpx
+import pytest
 from clientkit import InProcessRelay, passphrase
 
 from sddsf.client.device import Device
@@ -61,5 +62,31 @@ async def test_a_forgotten_session_is_reopened_once(relay: InProcessRelay,
                                        device.relay.ws_ticket())
         assert all(r == [] for r in results[:3]) and results[3]
         assert counting.count("/v1/auth/session") == 1
+    finally:
+        await device.close()
+
+
+async def test_a_cancelled_lone_request_leaves_no_handshake_running(relay: InProcessRelay,
+                                                                     tmp_path: Path) -> None:
+    """The shared opening is shielded from one waiter's cancellation, but once no
+    request waits for it, it is cancelled too (no orphaned task keeps using the
+    connection pool after the caller gave up or closed the client)."""
+    counting = _Counting(relay.transport())
+    device, _ = await Device.create_account(tmp_path / "laptop", "http://relay.test",
+                                            "laptop", passphrase=passphrase,
+                                            transport=counting, clock=relay.clock)
+    try:
+        device.relay.forget_session()
+        request = asyncio.create_task(device.relay.list_spaces())
+        while device.relay._opening is None:
+            await asyncio.sleep(0)
+        opening = device.relay._opening
+        request.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await request
+        with pytest.raises(asyncio.CancelledError):
+            await opening
+        assert device.relay._opening is None
+        assert await device.relay.list_spaces() == []  # a later request opens a new one
     finally:
         await device.close()

@@ -95,9 +95,12 @@ class RelayClient:
         self._limits: RelayLimits | None = None
         #: The session opening in flight, shared by concurrent callers.
         self._opening: asyncio.Future[bytes] | None = None
+        self._waiting = 0  # callers awaiting _opening
 
     async def aclose(self) -> None:
-        """Close the HTTP connection pool."""
+        """Close the HTTP connection pool (and stop a session opening in flight)."""
+        if self._opening is not None:
+            self._opening.cancel()
         await self._http.aclose()
 
     async def __aenter__(self) -> RelayClient:
@@ -233,8 +236,17 @@ class RelayClient:
         if opening is None:
             opening = self._opening = asyncio.ensure_future(self._handshake())
             opening.add_done_callback(self._opened)
-        # shield: a caller that is cancelled does not cancel the others' opening.
-        return await asyncio.shield(opening)
+        # shield: a caller that is cancelled does not cancel the others' opening;
+        # the last one that stops waiting cancels it (nothing is left running).
+        self._waiting += 1
+        try:
+            return await asyncio.shield(opening)
+        except asyncio.CancelledError:
+            if self._waiting == 1:
+                opening.cancel()
+            raise
+        finally:
+            self._waiting -= 1
 
     def _opened(self, opening: asyncio.Future[bytes]) -> None:
         if self._opening is opening:
