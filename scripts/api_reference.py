@@ -2,15 +2,17 @@
 
 Usage::
 
-    python scripts/api_reference.py [--out build/api] [--check-only]
+    python scripts/api_reference.py [--out build/api] [--check-only] [--all]
 
 The reference covers the curated public modules in :data:`PUBLIC_MODULES`
 (what an application imports); each lists its public names in ``__all__``.
-The build fails (exit status 1, one line per problem) when:
+``build/api/index.html`` lists them. The docstrings of the modules in
+:data:`CHECKED_MODULES` are held to the rules below (``--all``: of every
+public module). The build fails (exit status 1, one line per problem) when:
 
-* pdoc emits any warning while rendering (an unresolvable annotation, a
-  broken cross-reference, a module that does not import);
-* a public module has no ``__all__`` or no module docstring;
+* pdoc emits any warning while rendering any public module (an unresolvable
+  annotation, a broken cross-reference, a module that does not import);
+* a checked module has no ``__all__`` or no module docstring;
 * a public class, function or method has no docstring, or its docstring lacks
   the Google-style section its signature calls for: ``Args:`` when it takes
   parameters, ``Returns:`` (``Yields:`` for generators) when it returns a
@@ -44,6 +46,20 @@ PUBLIC_MODULES: tuple[str, ...] = (
     "sddsf.client.kv",
     "sddsf.client.vault",
 )
+
+#: The public modules whose docstrings are held to the rules (the test suite
+#: checks them, tests/unit/test_api_reference.py). sddsf.client.device and
+#: sddsf.client.runner join after the engine restructure that rewrites them.
+CHECKED_MODULES: tuple[str, ...] = (
+    "sddsf",
+    "sddsf.errors",
+    "sddsf.client.retry",
+    "sddsf.client.kv",
+    "sddsf.client.vault",
+)
+
+#: pdoc templates of the reference (its index lists every public module).
+TEMPLATES = Path(__file__).resolve().parent / "api_templates"
 
 
 def _public_members(module: ModuleType) -> Iterator[tuple[str, Any]]:
@@ -97,8 +113,8 @@ def _check_class(qualname: str, cls: type) -> list[str]:
     return problems
 
 
-def check_docstrings(modules: tuple[str, ...] = PUBLIC_MODULES) -> list[str]:
-    """Return one line per docstring problem in the public modules (none: all good)."""
+def check_docstrings(modules: tuple[str, ...] = CHECKED_MODULES) -> list[str]:
+    """Return one line per docstring problem in ``modules`` (none: all good)."""
     problems: list[str] = []
     for module_name in modules:
         module = importlib.import_module(module_name)
@@ -123,7 +139,8 @@ def build(out: Path, modules: tuple[str, ...] = PUBLIC_MODULES) -> list[str]:
     import pdoc  # noqa: PLC0415 - a documentation-only dependency
     import pdoc.render  # noqa: PLC0415
 
-    pdoc.render.configure(docformat="google", search=True, show_source=False)
+    pdoc.render.configure(docformat="google", search=True, show_source=False,
+                          template_directory=TEMPLATES)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         pdoc.pdoc(*modules, output_directory=out)
@@ -137,8 +154,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("build/api"))
     parser.add_argument("--check-only", action="store_true",
                         help="check the docstrings without rendering")
+    parser.add_argument("--all", action="store_true",
+                        help="check the docstrings of every public module, not only "
+                             "CHECKED_MODULES")
     args = parser.parse_args(argv)
-    problems = check_docstrings()
+    problems = check_docstrings(PUBLIC_MODULES if args.all else CHECKED_MODULES)
     if not args.check_only:
         problems += build(args.out)
     for line in problems:

@@ -1,0 +1,52 @@
+"""The API reference builds without warnings and the checked public modules keep
+their Google-style docstrings (scripts/api_reference.py)."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "api_reference.py"
+
+
+@pytest.fixture(scope="module")
+def api_reference() -> ModuleType:
+    # A script, not a package module: loaded from its path.
+    spec = importlib.util.spec_from_file_location("api_reference", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_checked_modules_have_complete_docstrings(api_reference: ModuleType) -> None:
+    checked = api_reference.CHECKED_MODULES
+    assert set(checked) <= set(api_reference.PUBLIC_MODULES)
+    assert {"sddsf", "sddsf.errors", "sddsf.client.retry", "sddsf.client.kv",
+            "sddsf.client.vault"} <= set(checked)
+    assert api_reference.check_docstrings(checked) == []
+
+
+def test_reference_renders_every_public_module_without_warnings(
+        api_reference: ModuleType, tmp_path: Path) -> None:
+    out = tmp_path / "api"
+    assert api_reference.build(out) == []
+    index = (out / "index.html").read_text()
+    linked = re.findall(r'<a href="([^"]+)\.html">([^<]+)</a>', index)
+    modules = api_reference.PUBLIC_MODULES
+    for name in modules:
+        assert (name.replace(".", "/"), name) in linked, f"the index does not list {name}"
+        page = out / f"{name.replace('.', '/')}.html"
+        assert page.is_file(), f"{name} was not rendered"
+    vault = (out / "sddsf/client/vault.html").read_text()
+    assert "VaultConflictError" in vault and "Raises" in vault
+
+
+def test_main_exits_zero_and_names_the_index(api_reference: ModuleType, tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    assert api_reference.main(["--out", str(tmp_path / "api")]) == 0
+    assert f"{tmp_path / 'api'}/index.html" in capsys.readouterr().out
