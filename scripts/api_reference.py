@@ -108,7 +108,9 @@ def _check_class(qualname: str, cls: type) -> list[str]:
         if name.startswith("_"):
             continue
         func = member.__func__ if isinstance(member, (classmethod, staticmethod)) else member
-        if inspect.isfunction(func):
+        # Only the class's own methods: a field whose default is a function
+        # defined elsewhere (Runner.sleep = asyncio.sleep) is not one.
+        if inspect.isfunction(func) and func.__qualname__.startswith(f"{cls.__qualname__}."):
             problems += _check_callable(f"{qualname}.{name}", func)
     return problems
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import sys
+import textwrap
 from pathlib import Path
 from types import ModuleType
 
@@ -50,3 +52,31 @@ def test_main_exits_zero_and_names_the_index(api_reference: ModuleType, tmp_path
                                              capsys: pytest.CaptureFixture[str]) -> None:
     assert api_reference.main(["--out", str(tmp_path / "api")]) == 0
     assert f"{tmp_path / 'api'}/index.html" in capsys.readouterr().out
+
+
+
+def test_a_function_valued_field_is_not_taken_for_a_method(
+        api_reference: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
+    # As Runner.sleep (a dataclass field whose default is asyncio.sleep): the
+    # default's docstring belongs to another API; the class's own methods count.
+    probe = ModuleType("apiref_probe", "A module the check reads.")
+    monkeypatch.setitem(sys.modules, "apiref_probe", probe)  # dataclass looks it up
+    exec(textwrap.dedent("""
+        import asyncio
+        from dataclasses import dataclass
+
+        __all__ = ["Probe"]
+
+        @dataclass
+        class Probe:
+            \"\"\"A class with a function-valued field.\"\"\"
+
+            wait: object = asyncio.sleep
+
+            def run(self) -> int:
+                \"\"\"Undocumented sections.\"\"\"
+                return 1
+        """), probe.__dict__)  # noqa: S102 - a fixed probe module
+    problems = api_reference.check_docstrings(("apiref_probe",))
+    assert problems == ["apiref_probe.Probe.run: docstring lacks 'Returns:'",
+                        "apiref_probe.Probe.run: docstring lacks 'Raises:'"]
