@@ -131,9 +131,10 @@ class Version:
             for other kinds and tombstones).
 
         Raises:
-            UsageError: a secp256k1 version whose stored secret is not a valid
-                private key (0, or not below the group order); only a record not
-                written by :meth:`Vault.put` or :meth:`Vault.generate` holds one.
+            UsageError: a secp256k1 version whose secret is not a valid private
+                key (0, or not below the group order). Only a ``Version`` built by
+                hand holds one: a vault reads such a record as unreadable
+                (:attr:`Vault.unreadable`), never as a version.
         """
         pub = self.public_key
         return {"version": self.id, "kind": self.kind, "deleted": self.deleted,
@@ -384,10 +385,23 @@ def _version(vid: str, d: dict[str, Any]) -> Version | None:
             and isinstance(ts, int) and not isinstance(ts, bool) and isinstance(sup, list)
             and all(isinstance(s, str) for s in sup)):
         return None
-    if kind in ("ed25519", "secp256k1") and secret is not None and (
-            len(secret) != 64 or secret.strip("0123456789abcdef")):
+    if kind in ("ed25519", "secp256k1") and secret is not None and not _valid_key(
+            str(kind), secret):
         return None
     return Version(vid, name, str(kind), secret, author, ts, tuple(sup))
+
+
+def _valid_key(kind: str, secret: str) -> bool:
+    """Whether a stored key record holds a usable key: 64 lower-case hex digits that
+    are a valid secret for ``kind``. Anything else is unreadable: a record that
+    ``public_key`` would refuse must not make every listing raise."""
+    if len(secret) != 64 or secret.strip("0123456789abcdef"):
+        return False
+    try:
+        public_key(kind, secret)
+    except UsageError:
+        return False
+    return True
 
 
 def _decode(vid: str, raw: object) -> Version | None:
