@@ -35,8 +35,15 @@ from test_cli_watch import Lines
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from sddsf.client.bridge import CLOSE_BAD_TOKEN, CLOSE_WRONG_ROOM
+from sddsf.client.bridge import (
+    CLOSE_BAD_TOKEN,
+    CLOSE_WRONG_ROOM,
+    BridgeToken,
+    YjsBridgeServer,
+    check_host,
+)
 from sddsf.client.device import Device
+from sddsf.errors import UsageError
 
 NODE_CLIENT = Path(__file__).resolve().parents[1] / "node" / "bridge"
 #: Unique text, so that finding it in the relay's files means plaintext leaked.
@@ -53,8 +60,13 @@ def _node_client() -> Path:
         if os.environ.get("SDDSF_REQUIRE_INTEROP") == "1":
             pytest.fail(reason + " (SDDSF_REQUIRE_INTEROP=1 makes this a failure)")
         pytest.skip(reason)
-    assert shutil.which("node"), "tests/node/bridge is installed but node is not on PATH"
     return NODE_CLIENT
+
+
+def _node_path() -> str:
+    node = shutil.which("node")
+    assert node, "tests/node/bridge is installed but node is not on PATH"
+    return node
 
 
 @dataclass
@@ -110,8 +122,8 @@ def bridged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bridged]:
 
 def _node(bridged: Bridged, token: str, insert: str, wait_for: str) -> subprocess.Popen[str]:
     info = bridged.listening
-    return subprocess.Popen(["node", "client.mjs", info["server"], info["room"], token, insert,
-                             wait_for], cwd=NODE_CLIENT, stdin=subprocess.DEVNULL,
+    argv = [_node_path(), "client.mjs", info["server"], info["room"], token, insert, wait_for]
+    return subprocess.Popen(argv, cwd=NODE_CLIENT, stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -207,7 +219,30 @@ async def test_connections_without_the_token_are_refused_before_any_content(
     assert any("no or wrong token" in e["message"] for e in bridged.events("client"))
 
 
-def test_the_bridge_listens_on_loopback_only(bridged: Bridged) -> None:
-    line = fails(bridged.laptop, "bridge", "notes", "page", "--host", "0.0.0.0")  # noqa: S104
+def test_the_bridge_listens_on_loopback_only(tmp_path: Path) -> None:
+    # Refused before the home is even opened (this one does not exist).
+    home = tmp_path / "home"
+    line = fails(home, "bridge", "notes", "page", "--host", "0.0.0.0")  # noqa: S104
     assert "not a loopback address" in line and "--allow-remote" in line
-    assert "reserved" in fails(bridged.laptop, "bridge", "notes", "_meta", "--port", "0")
+    assert "reserved" in fails(home, "bridge", "notes", "_meta", "--port", "0")
+    for host in ("127.0.0.1", "127.8.9.10", "::1", "localhost"):
+        check_host(host, allow_remote=False)
+    for host in ("0.0.0.0", "::", "192.168.1.20", "example.com", "127.0.0.1.example.com"):  # noqa: S104
+        with pytest.raises(UsageError, match="not a loopback address"):
+            check_host(host, allow_remote=False)
+        check_host(host, allow_remote=True)
+
+
+def test_only_the_token_and_the_room_admit_a_connection() -> None:
+    server = YjsBridgeServer(pycrdt.Doc(), "my notes/page", token=BridgeToken("s3cret"))
+    assert server.refusal("/my%20notes%2Fpage?token=s3cret") is None
+    assert server.refusal("/my notes/page?token=s3cret") is None  # as y-websocket sends it
+    for path in ("/my%20notes%2Fpage", "/my%20notes%2Fpage?token=s3cre",
+                 "/my%20notes%2Fpage?token=s3cret&token=s3cret", "/?token=x", "",
+                 "/my%20notes%2Fpage?token=%ff"):
+        refused = server.refusal(path)
+        assert refused is not None and refused[0] == CLOSE_BAD_TOKEN, path
+    assert server.refusal("/other?token=s3cret") == (
+        CLOSE_WRONG_ROOM, "this bridge serves one document: use its room name")
+    assert "s3cret" not in repr(server.token)
+    assert len(BridgeToken().value) >= 43  # 32 random bytes, base64url
