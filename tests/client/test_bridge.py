@@ -36,6 +36,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from sddsf.client.bridge import (
+    CLOSE_BAD_MESSAGE,
     CLOSE_BAD_TOKEN,
     CLOSE_WRONG_ROOM,
     BridgeToken,
@@ -201,6 +202,14 @@ async def test_connections_without_the_token_are_refused_before_any_content(
     async with connect(f"{server}/page?token={token}", open_timeout=10) as ws:
         first = await asyncio.wait_for(ws.recv(), 10)
     assert isinstance(first, bytes) and first[:2] == b"\x00\x00"
+    # What is not the y-websocket protocol closes that connection (1007), not the bridge.
+    for junk in ("a text frame", b"\x00\x02\xff\xff\xff\xff\xff"):
+        async with connect(f"{server}/page?token={token}", open_timeout=10) as ws:
+            await ws.send(junk)
+            with pytest.raises(ConnectionClosed):
+                while True:
+                    await asyncio.wait_for(ws.recv(), 10)
+        assert ws.close_code == CLOSE_BAD_MESSAGE, junk
 
     # A stock client with a wrong token is closed with the policy code, never synced.
     editor = _node(bridged, wrong, "never", "never")
