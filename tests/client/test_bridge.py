@@ -35,10 +35,12 @@ from test_cli_watch import Lines
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from sddsf.cli import bridge_cmds
 from sddsf.client.bridge import (
     CLOSE_BAD_MESSAGE,
     CLOSE_BAD_TOKEN,
     CLOSE_WRONG_ROOM,
+    DEFAULT_PORT,
     BridgeToken,
     YjsBridgeServer,
     check_host,
@@ -254,4 +256,5 @@ def test_only_the_token_and_the_room_admit_a_connection() -> None:
     assert server.refusal("/other?token=s3cret") == (
         CLOSE_WRONG_ROOM, "this bridge serves one document: use its room name")
     assert "s3cret" not in repr(server.token)
+    assert bridge_cmds._DEFAULT_PORT == DEFAULT_PORT  # the CLI's copy of the default
     assert len(BridgeToken().value) >= 43  # 32 random bytes, base64url

@@ -69,8 +69,8 @@ def _announce(view: _Watch, space_name: str, doc_name: str, server_url: str, url
 
 
 @click.command()
-@click.argument("space_name", type=NAME)
-@click.argument("doc_name", type=NAME)
+@click.argument("space_name", metavar="SPACE", type=NAME)
+@click.argument("doc_name", metavar="DOC", type=NAME)
 @click.option("--port", default=_DEFAULT_PORT, show_default=True,
               type=click.IntRange(0, 65535), help="Port to listen on (0: any free port).")
 @click.option("--host", default="127.0.0.1", show_default=True,
