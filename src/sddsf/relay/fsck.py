@@ -46,10 +46,10 @@ from enum import StrEnum
 from typing import Any, Final
 from urllib.parse import unquote
 
-from sddsf.controller.audit import audit_log_id
 from sddsf.crypto import Ed25519PublicKey
 from sddsf.errors import Code, ConfigError, SddsfError, UnavailableError
 from sddsf.protocol import keypackage as kp
+from sddsf.protocol.audit import audit_log_id
 from sddsf.protocol.encoding import decode
 from sddsf.protocol.envelope import decode_envelope
 from sddsf.protocol.identity import ID_SIZE
