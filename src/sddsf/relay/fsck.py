@@ -31,6 +31,10 @@ Errors: a database that cannot be opened raises
 :class:`~sddsf.errors.UnavailableError`; an unsupported URL, a database that is
 not a relay database, or one migrated by another version raises
 :class:`~sddsf.errors.ConfigError`.
+
+Size: fsck carries its own readers of the raw rows of both engines on purpose
+(it must not share the code it checks) plus the chain and Merkle re-derivation;
+splitting would spread one independent check over modules.
 """
 
 from __future__ import annotations

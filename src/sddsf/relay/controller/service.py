@@ -20,6 +20,11 @@ Caches are per process: trust scores for ``TRUST_TTL_MS`` (dropped at once
 when this process records something about the device), and the rate baselines
 (written back to storage when a window closes). In a cluster each node's
 statistics see its own share of a device's traffic.
+
+Size: one Controller is the relay's single entry point to the security
+controller (trust, signals, alerts, events, reports, audit log); its parts
+share the per-process caches and storage, while the pure logic already lives in
+trust, detectors and ml.
 """
 
 from __future__ import annotations

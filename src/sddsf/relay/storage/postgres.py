@@ -15,6 +15,11 @@ Several relay nodes may share one database. What keeps them correct:
 * **Durability.** ``synchronous_commit=on`` is set explicitly on every
   connection, whatever the server default (THREATS #21).
 * Driver errors are translated once, in :meth:`PostgresStorage._conn`.
+
+Size: one class implements the whole storage contract on PostgreSQL; each
+remaining method is a transaction whose statements or locking (row locks,
+advisory locks, array parameters) differ from SQLite (what both engines run
+identically is in ._sql).
 """
 
 from __future__ import annotations

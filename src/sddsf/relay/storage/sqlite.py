@@ -15,6 +15,10 @@ Design:
   (durability before acknowledgement, THREATS #21).
 * The write lock of ``BEGIN IMMEDIATE`` is what makes the space's counter row
   the only source of offsets: two appends can never read the same ``size``.
+
+Size: one class implements the whole storage contract on SQLite; each remaining
+method is a transaction whose statements or locking differ from PostgreSQL
+(what both engines run identically is in ._sql).
 """
 
 from __future__ import annotations
