@@ -13,9 +13,9 @@ import httpx
 from relaykit import Clock, World, client_for, make_app
 
 from sddsf.client.relay_client import RelayClient
-from sddsf.controller.reports import Posture, ReportKind, sign_report
 from sddsf.crypto import random_bytes
 from sddsf.protocol import auth
+from sddsf.protocol.posture import Posture, ReportKind, sign_report
 from sddsf.relay.storage import open_storage
 from sddsf.relay.storage.base import RelayStorage
 from sddsf.wire import b64

@@ -12,7 +12,7 @@
   before (they live in the home, namespace ``audit``), and stores the new head.
 * **Encryption policy**: :func:`apply_encryption_policy` verifies the relay's
   signed policy and merges it into the device's own, never weaker, after
-  clamping it to the floors of :mod:`sddsf.controller.encpolicy` (a relay cannot
+  clamping it to the floors of :mod:`sddsf.protocol.encpolicy` (a relay cannot
   make a device rotate every second); :func:`reset_encryption_policy` forgets
   the merged values; :func:`backup_minimums` applies the KDF minimums to
   passphrase backups.
@@ -34,24 +34,24 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 import sddsf
-from sddsf.controller.audit import (
+from sddsf.errors import NotFoundError, ProofError, RateLimitedError, SddsfError, UsageError
+from sddsf.protocol import merkle
+from sddsf.protocol.audit import (
     AuditEntry,
     audit_log_id,
     check_own_entry,
     decode_entry,
     verify_audit_log,
 )
-from sddsf.controller.encpolicy import (
+from sddsf.protocol.backup import PRODUCTION_MINIMUMS, KdfMinimums
+from sddsf.protocol.encoding import decode, encode
+from sddsf.protocol.encpolicy import (
     EncryptionPolicy,
     clamp,
     strictest,
     verify_encryption_policy,
 )
-from sddsf.controller.reports import KEY_STORAGE_KINDS, Posture, ReportKind, sign_report
-from sddsf.errors import NotFoundError, ProofError, RateLimitedError, SddsfError, UsageError
-from sddsf.protocol import merkle
-from sddsf.protocol.backup import PRODUCTION_MINIMUMS, KdfMinimums
-from sddsf.protocol.encoding import decode, encode
+from sddsf.protocol.posture import KEY_STORAGE_KINDS, Posture, ReportKind, sign_report
 from sddsf.protocol.treehead import TreeHead, verify_tree_head
 from sddsf.wire import unb64
 
@@ -235,7 +235,7 @@ async def verify_audit(device: Device, *, page: int = 1000) -> AuditCheck:
 
 def effective_encryption_policy(device: Device) -> EncryptionPolicy | None:
     """The encryption policy this device applies (None before it saw one), within
-    the floors and ceilings of :func:`~sddsf.controller.encpolicy.clamp` (also
+    the floors and ceilings of :func:`~sddsf.protocol.encpolicy.clamp` (also
     for values an older version stored unclamped)."""
     raw = device.store.get(_POLICY_NS, _POLICY_KEY)
     if raw is None:
@@ -263,7 +263,7 @@ async def published_encryption_policy(device: Device) -> EncryptionPolicy:
 
 async def apply_encryption_policy(device: Device) -> EncryptionPolicy:
     """Fetch the relay's signed encryption policy and merge it into this device's own
-    (:func:`~sddsf.controller.encpolicy.strictest`: clamped, never weaker).
+    (:func:`~sddsf.protocol.encpolicy.strictest`: clamped, never weaker).
 
     Raises:
         ProofError: not signed by the pinned relay key.

@@ -19,6 +19,10 @@ reports use the time this device first saw a record, not its claimed ``ts``.
 
 Secrets appear only in :attr:`Version.secret`: never in a repr, an error message
 or :meth:`Version.describe`.
+
+Size: the vault document's versions, conflicts, tombstones and the alerts about
+them are one set of invariants (docs/vault.md) over one pycrdt map; they are
+checked together on every read.
 """
 
 from __future__ import annotations

@@ -19,8 +19,6 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from sddsf.controller.policy import load_policy
-from sddsf.controller.service import Controller
 from sddsf.crypto import Ed25519SigningKey
 from sddsf.errors import (
     Code,
@@ -29,6 +27,8 @@ from sddsf.errors import (
     SddsfError,
 )
 from sddsf.relay import models as m
+from sddsf.relay.controller.policy import load_policy
+from sddsf.relay.controller.service import Controller
 from sddsf.relay.deps import (
     BodyLimit,
     RelayContext,

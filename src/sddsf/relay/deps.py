@@ -17,7 +17,6 @@ from fastapi import Depends, Request
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from sddsf.controller.service import CALLER, Controller
 from sddsf.crypto import Ed25519PublicKey, Ed25519SigningKey
 from sddsf.errors import (
     AuthenticationError,
@@ -32,6 +31,7 @@ from sddsf.protocol import auth
 from sddsf.protocol.registry import RegistryState
 from sddsf.protocol.treehead import decode_tree_head
 from sddsf.relay import models as m
+from sddsf.relay.controller.service import CALLER, Controller
 from sddsf.relay.edge import EdgeState, Session
 from sddsf.relay.fabric import Fabric
 from sddsf.relay.fanout import Hub
