@@ -32,6 +32,7 @@ from sddsf.protocol import auth
 from sddsf.protocol.registry import RegistryState
 from sddsf.protocol.treehead import decode_tree_head
 from sddsf.relay import models as m
+from sddsf.relay.cluster import ClusterLive
 from sddsf.relay.edge import EdgeState, Session
 from sddsf.relay.fabric import Fabric
 from sddsf.relay.fanout import Hub
@@ -83,6 +84,7 @@ class RelayContext:
     metrics: RelayMetrics
     clock: Callable[[], int]
     controller: Controller
+    live: ClusterLive
 
     @property
     def relay_id(self) -> bytes:
