@@ -27,6 +27,7 @@ from sddsf.errors import (
     DecodeError,
     NotFoundError,
     SddsfError,
+    UnavailableError,
 )
 from sddsf.relay import models as m
 from sddsf.relay.bus import Bus, open_bus
@@ -185,11 +186,26 @@ def _routes_health(app: FastAPI, ctx: RelayContext) -> None:
         """Liveness: the process answers."""
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["ops"])
+    @app.get("/readyz", tags=["ops"], responses={503: {"model": m.ErrorBody}})
     async def readyz() -> dict[str, str]:
-        """Readiness: the database (and Redis, when the edge state lives there) answers."""
-        await ctx.storage.ping()
-        await ctx.edge.ping()
+        """Readiness: the database answers within ``db_timeout_s`` and can take writes
+        (not stalled, its disk neither full nor read-only), Redis answers (with
+        ``redis_url``), and the cluster bus is connected (several processes).
+        Otherwise 503 ``unavailable`` naming every reason."""
+        reasons: list[str] = []
+        try:
+            reasons += await ctx.storage.not_ready()
+        except SddsfError as exc:
+            reasons.append(exc.message)
+        try:
+            await ctx.edge.ping()
+        except SddsfError as exc:
+            reasons.append(exc.message)
+        if ctx.live.bus is not None and not ctx.live.bus.up:
+            reasons.append("the cluster bus is disconnected (live updates from other "
+                           "processes are delayed)")
+        if reasons:
+            raise UnavailableError("not ready: " + "; ".join(reasons))
         return {"status": "ready", "schema": str(await ctx.storage.schema_version())}
 
     @app.get("/metrics", tags=["ops"], response_class=PlainTextResponse)
