@@ -48,11 +48,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "relay"))
 sys.path.insert(0, str(ROOT / "src"))
 
-from relaykit import World  # noqa: E402
+from relaykit import World
 
-from sddsf.client.relay_client import RelayClient  # noqa: E402
-from sddsf.client.retry import RetryPolicy  # noqa: E402
-from sddsf.wire import b64  # noqa: E402
+from sddsf.client.relay_client import RelayClient
+from sddsf.client.retry import RetryPolicy
+from sddsf.wire import b64
 
 RELAY_SEED = "11" * 32
 
