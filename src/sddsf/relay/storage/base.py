@@ -382,6 +382,15 @@ class RelayStorage(ABC):
     async def ping(self) -> None:
         """Cheap round trip for readiness checks. Raises StorageUnavailable."""
 
+    async def not_ready(self) -> list[str]:
+        """Why the database cannot serve writes now, for ``/readyz`` (empty: ready).
+
+        Raises:
+            StorageUnavailable: the round trip itself failed.
+        """
+        await self.ping()
+        return []
+
     # ----------------------------------------------------------------- registry
     @abstractmethod
     async def create_account(self, account_id: bytes, genesis: bytes, now_ms: int) -> bool:

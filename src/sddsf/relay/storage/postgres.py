@@ -145,11 +145,16 @@ class PostgresStorage(SqlStorage):
             call fails with ``StorageUnavailable``.
         statement_timeout_ms: the longest any statement may run.
         connect_timeout_s: how long opening a connection may take.
+        command_timeout_s: client-side bound on each statement (asyncpg's
+            ``command_timeout``): a connection that stops answering (a black-holed
+            network, a paused server) fails the call with ``StorageUnavailable``
+            instead of hanging until TCP gives up. None: no client-side bound.
     """
 
     def __init__(self, dsn: str, *, schema: str | None = None, min_size: int = 1,
                  max_size: int = 4, lock_timeout_ms: int = 2000,
-                 statement_timeout_ms: int = 10000, connect_timeout_s: float = 5.0) -> None:
+                 statement_timeout_ms: int = 10000, connect_timeout_s: float = 5.0,
+                 command_timeout_s: float | None = None) -> None:
         """Configure; nothing connects before :meth:`open`."""
         if schema is not None:
             validate_sql_identifier(schema, "PostgreSQL schema")
@@ -162,6 +167,7 @@ class PostgresStorage(SqlStorage):
         self.lock_timeout_ms = lock_timeout_ms
         self.statement_timeout_ms = statement_timeout_ms
         self.connect_timeout_s = connect_timeout_s
+        self.command_timeout_s = command_timeout_s
         self._pool: Any = None
 
     def __repr__(self) -> str:
@@ -175,6 +181,9 @@ class PostgresStorage(SqlStorage):
         text = str(exc) or type(exc).__name__
         if state == "55P03":  # lock_not_available: lock_timeout fired
             return UnavailableError(f"{lock_message} (waited {self.lock_timeout_ms} ms)")
+        if isinstance(exc, TimeoutError) and self.command_timeout_s is not None:
+            return UnavailableError(f"PostgreSQL at {where} did not answer within "
+                                    f"{self.command_timeout_s:g} s; retry")
         if state == "57014":  # query_canceled: statement_timeout fired
             return UnavailableError(f"a database statement took longer than "
                                     f"{self.statement_timeout_ms} ms; retry")
@@ -241,7 +250,8 @@ class PostgresStorage(SqlStorage):
         try:
             self._pool = await asyncpg.create_pool(
                 self.dsn, min_size=self.min_size, max_size=self.max_size,
-                timeout=self.connect_timeout_s, server_settings=settings)
+                timeout=self.connect_timeout_s, server_settings=settings,
+                command_timeout=self.command_timeout_s)
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
             raise self._translate(exc, "") from exc
         except ValueError as exc:  # a malformed DSN
@@ -276,6 +286,19 @@ class PostgresStorage(SqlStorage):
         """``SELECT 1`` through the pool."""
         async with self._conn() as conn:
             await conn.fetchval("SELECT 1")
+
+    async def not_ready(self) -> list[str]:
+        """A round trip; a server in recovery (a standby) or read-only is not ready.
+        (A full disk on the server shows as failing writes, not here.)"""
+        async with self._conn() as conn:
+            row = await conn.fetchrow("SELECT pg_is_in_recovery(), "
+                                      "current_setting('transaction_read_only')")
+        reasons = []
+        if row[0]:
+            reasons.append("PostgreSQL is in recovery (a standby): it refuses writes")
+        elif row[1] == "on":
+            reasons.append("PostgreSQL sessions are read-only (default_transaction_read_only)")
+        return reasons
 
     # ------------------------------------------------------------- registry
     async def create_account(self, account_id: bytes, genesis: bytes, now_ms: int) -> bool:

@@ -26,9 +26,10 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
+import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from typing import Any, Final, TypeVar
 
 from sddsf.errors import (
     ConfigError,
@@ -117,6 +118,17 @@ def _translate(exc: sqlite3.Error, path: str) -> SddsfError:
     return UnavailableError(f"SQLite error on {path!r}: {text}")
 
 
+def _observe(future: asyncio.Future[Any]) -> None:
+    # The result of a call whose caller gave up: read it so it is not reported
+    # as never retrieved (the caller already got its 503).
+    if not future.cancelled():
+        future.exception()
+
+
+#: Below this much free space on the database's filesystem, /readyz says not ready.
+MIN_FREE_BYTES: Final = 64 << 20
+
+
 class SqliteStorage(SqlStorage):
     """Relay storage in one SQLite file (WAL, ``synchronous=FULL``).
 
@@ -127,15 +139,27 @@ class SqliteStorage(SqlStorage):
         path: the database file; parent directories are created on :meth:`open`.
         busy_timeout_ms: how long a write waits for another process's write lock
             before failing with ``StorageUnavailable``.
+        deadline_s: how long a caller waits for its call (queued behind others
+            included) before it gets ``StorageUnavailable``; the call itself
+            still runs to its end on the worker (a stalled disk or a lock held
+            elsewhere). While a call has been running longer than this, new
+            calls fail at once instead of queuing. None waits without bound.
     """
 
-    def __init__(self, path: str, *, busy_timeout_ms: int = 5000) -> None:
+    def __init__(self, path: str, *, busy_timeout_ms: int = 5000,
+                 deadline_s: float | None = None) -> None:
         """Configure; nothing touches the disk before :meth:`open`."""
         if not path or path == ":memory:" or path.startswith("file:"):
             raise ConfigError("the SQLite storage needs a file path (an in-memory database "
                               "is not durable)")
         self.path = path
         self.busy_timeout_ms = busy_timeout_ms
+        if deadline_s is not None and not deadline_s > 0:
+            raise ConfigError(f"the SQLite deadline must be positive, got {deadline_s}")
+        self.deadline_s = deadline_s
+        # time.monotonic() when the worker's current call started (None: idle);
+        # written on the worker, read on the event loop (a float store is atomic).
+        self._busy_since: float | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._conn: Conn | None = None  # touched only on the worker thread
 
@@ -153,16 +177,42 @@ class SqliteStorage(SqlStorage):
         executor = self._executor
         if executor is None:
             raise UsageError("the SQLite storage is not open: call open() first")
-        return await asyncio.get_running_loop().run_in_executor(executor, self._call, fn)
+        deadline = self.deadline_s
+        if deadline is None:
+            return await asyncio.get_running_loop().run_in_executor(executor, self._call, fn)
+        if self.stalled():
+            raise self._stalled_error()
+        future = asyncio.get_running_loop().run_in_executor(executor, self._call, fn)
+        try:
+            # shield: a caller that gives up does not cancel the call (it cannot
+            # be stopped half-way on the worker anyway); it finishes, unobserved.
+            return await asyncio.wait_for(asyncio.shield(future), deadline)
+        except TimeoutError:
+            future.add_done_callback(_observe)
+            raise self._stalled_error() from None
+
+    def stalled(self) -> bool:
+        """Whether the worker's current call has run longer than the deadline."""
+        since, deadline = self._busy_since, self.deadline_s
+        return since is not None and deadline is not None and \
+            time.monotonic() - since > deadline
+
+    def _stalled_error(self) -> UnavailableError:
+        return UnavailableError(f"the SQLite database {self.path!r} did not answer within "
+                                f"{self.deadline_s:g} s (a stalled disk, or a write lock held "
+                                "by another process); retry")
 
     def _call(self, fn: Callable[[Conn], T]) -> T:
         conn = self._conn
         if conn is None:
             raise UsageError("the SQLite storage is closed")
+        self._busy_since = time.monotonic()
         try:
             return fn(conn)
         except sqlite3.Error as exc:
             raise _translate(exc, self.path) from exc
+        finally:
+            self._busy_since = None
 
     @staticmethod
     def _tx(conn: Conn, body: Callable[[Conn], T], *, write: bool) -> T:
@@ -251,6 +301,28 @@ class SqliteStorage(SqlStorage):
         except BaseException:
             await self.close()
             raise
+
+    async def not_ready(self) -> list[str]:
+        """Stalled worker, read-only or full filesystem, unwritable file; then a
+        round trip (bounded by the deadline)."""
+        if self.stalled():
+            return [f"the database has not answered for more than {self.deadline_s:g} s"]
+        reasons = []
+        path = os.path.abspath(self.path)
+        try:
+            fs = os.statvfs(os.path.dirname(path))
+        except OSError as exc:
+            reasons.append(f"cannot inspect the database's filesystem ({exc.strerror})")
+        else:
+            if fs.f_flag & os.ST_RDONLY:
+                reasons.append("the database's filesystem is read-only")
+            elif fs.f_bavail * fs.f_frsize < MIN_FREE_BYTES:
+                reasons.append(f"the database's disk is full (less than "
+                               f"{MIN_FREE_BYTES >> 20} MiB free)")
+        if not os.access(path, os.W_OK):
+            reasons.append("the database file is not writable")
+        await self.ping()
+        return reasons
 
     def _connect_translated(self) -> None:
         try:
