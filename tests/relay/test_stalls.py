@@ -7,7 +7,8 @@ ready, instead of holding every request.
   uploads at once all get 503 within the deadline (before: each queued behind
   the previous one's 5 s lock wait, 5, 10, 15, 20 s), ``/readyz`` is 503, and
   once the lock is released the relay serves again.
-* ``/readyz`` of a SQLite relay whose file is read-only is 503.
+* ``/readyz`` of a SQLite relay whose filesystem is read-only or full is 503
+  (a tmpfs of the test's own, remounted read-only, then filled).
 
 The PostgreSQL case (a black-holed connection through a TCP proxy) is in
 tests/adversarial/test_threat_22_partitions.py.
@@ -16,9 +17,12 @@ tests/adversarial/test_threat_22_partitions.py.
 from __future__ import annotations
 
 import asyncio
-import os
+import contextlib
+import shutil
 import sqlite3
+import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -112,13 +116,60 @@ async def test_a_write_lock_held_elsewhere_gives_503_within_the_deadline(
     assert len(pulled) <= 1
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes read-only files anyway")
-async def test_readyz_reports_a_read_only_database(relays: Relays, tmp_path: Path) -> None:
-    relay, db = _start(relays, tmp_path)
-    assert (await _readyz(relay))[0] == 200
-    db.chmod(0o444)
+MOUNT = shutil.which("mount") or "/bin/mount"
+UMOUNT = shutil.which("umount") or "/bin/umount"
+
+
+@contextlib.contextmanager
+def _tmpfs(where: Path, size_mib: int) -> Iterator[Path]:
+    """A small filesystem of the test's own (tmpfs), so read-only and full can be
+    caused for real; root can mount one, others skip (root ignores file modes)."""
+    where.mkdir()
+    done = subprocess.run([MOUNT, "-t", "tmpfs", "-o", f"size={size_mib}m", "tmpfs",
+                           str(where)], capture_output=True, check=False)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
     try:
-        status, body = await _readyz(relay)
+        yield where
     finally:
-        db.chmod(0o644)
-    assert status == 503 and "not writable" in body["message"], body
+        subprocess.run([UMOUNT, "-l", str(where)], check=False)
+
+
+def _mount(*args: str) -> None:
+    subprocess.run([MOUNT, *args], check=True, capture_output=True)
+
+
+async def _wait_ready(relay: RelayProcess, status: int) -> dict[str, str]:
+    body: dict[str, str] = {}
+    for _ in range(50):
+        got, body = await _readyz(relay)
+        if got == status:
+            return body
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"/readyz never answered {status}: {body}")
+
+
+async def test_readyz_reports_a_read_only_and_a_full_filesystem(
+        relays: Relays, tmp_path: Path) -> None:
+    with _tmpfs(tmp_path / "fs", 96) as fs:
+        relay = relays.start("--db", f"sqlite:///{fs / 'relay.db'}", env={
+            "SDDSF_RELAY_KEY_FILE": str(tmp_path / "relay.key"),
+            "SDDSF_RELAY_DB_TIMEOUT_S": str(DEADLINE_S)})
+        await _wait_ready(relay, 200)
+        # The kernel refuses to remount a filesystem read-only while the relay
+        # holds its database open for writing; a read-only filesystem mounted
+        # over the directory is what the relay's path then resolves to.
+        _mount("-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(fs))
+        try:
+            body = await _wait_ready(relay, 503)
+        finally:
+            subprocess.run([UMOUNT, str(fs)], check=True)
+        assert "read-only" in body["message"], body
+        await _wait_ready(relay, 200)
+        # Leave less than the 64 MiB the relay wants free on its database's disk.
+        (fs / "filler").write_bytes(bytes(48 << 20))
+        body = await _wait_ready(relay, 503)
+        assert "disk is full" in body["message"], body
+        (fs / "filler").unlink()
+        await _wait_ready(relay, 200)
+        relays.stop_all()
