@@ -53,6 +53,13 @@ class Runner:
     on_sync: Callable[[SyncReport], None] | None = None
     on_error: Callable[[SddsfError], None] | None = None
     syncs: int = 0
+    # --- live-state hooks (live handles, sddsf.client.live) ---
+    #: Told True once the live channel subscribed every space, False when it drops.
+    on_live: Callable[[bool], None] | None = None
+    #: Whether the live channel is up and subscribed to every space.
+    connected: bool = False
+    #: Syncs begun (a sync begun after ``connected`` turned True is caught up).
+    started: int = 0
     #: How the runner waits (tests pass one that records the waits).
     sleep: Sleep = asyncio.sleep
     #: The first unexpected exception (a bug), raised again by :meth:`stop`.
@@ -69,6 +76,14 @@ class Runner:
     def changed(self) -> None:
         """Call after local edits: they are pushed after the debounce window."""
         self._wake.set()
+
+    async def __aenter__(self) -> Runner:
+        await self.start()
+        self.changed()  # a first sync at once: push what is pending, pull what is new
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
 
     async def start(self) -> None:
         """Start the sync loop and the live channel."""
@@ -104,6 +119,7 @@ class Runner:
             self._wake.clear()
             await self.sleep(self.settings.debounce_s)  # batch bursts of edits
             try:
+                self.started += 1
                 report = await self.device.sync()
             except SddsfError as exc:
                 self._report_error(exc)
@@ -155,15 +171,23 @@ class Runner:
                 ticket = base64.urlsafe_b64encode(await self.device.relay.ws_ticket()).decode()
                 async with websockets.connect(f"{url}/v1/ws?ticket={ticket}",
                                               max_size=1 << 20) as ws:
+                    waiting = len(self.device.spaces())  # "subscribed" answers to come
                     for space_id, _ in self.device.spaces():
                         await ws.send(json.dumps({
                             "type": "subscribe",
                             "space": base64.urlsafe_b64encode(space_id).decode()}))
                     tries = 0
+                    self._set_connected(waiting == 0)
                     async for frame in ws:
                         message = json.loads(frame)
-                        if message.get("type") in ("op", "resync", "subscribed"):
+                        kind = message.get("type")
+                        if kind in ("op", "resync", "subscribed"):
                             self._wake.set()  # pull and verify; never trust the push
+                        if kind == "subscribed":
+                            waiting -= 1
+                            self._set_connected(waiting <= 0)
+                        elif kind == "alert":  # events hook: the controller's alerts
+                            self.device.events.relay_alert(message)
             except (OSError, websockets.WebSocketException, SddsfError) as exc:
                 if isinstance(exc, SddsfError):
                     self._report_error(exc)
@@ -176,10 +200,23 @@ class Runner:
                 _unless_cancelled()
                 log.exception("the live channel failed unexpectedly; reconnecting")
                 self.failure = self.failure or exc
+            finally:
+                self._set_connected(False)
             if self._stop.is_set():
                 return
             tries += 1
             await self.sleep(self.retry.backoff(tries))
+
+
+    def _set_connected(self, up: bool) -> None:
+        if up == self.connected:
+            return
+        self.connected = up
+        if self.on_live is not None:
+            try:
+                self.on_live(up)
+            except Exception:  # the application's callback: logged, never fatal
+                log.exception("on_live raised")
 
 
 def _unless_cancelled() -> None:
