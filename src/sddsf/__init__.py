@@ -71,7 +71,38 @@ _EXPORTS = {
                     "sddsf.errors"),
 }
 
-__all__ = ["__version__", *sorted(_EXPORTS)]  # noqa: PLE0604 - names resolved lazily
+__all__ = [
+    "Alert",
+    "AuthorizationError",
+    "Code",
+    "ConfigError",
+    "ConflictError",
+    "DecodeError",
+    "Device",
+    "EpochError",
+    "Event",
+    "LiveDoc",
+    "LiveStatus",
+    "LocalProtocolError",
+    "NotFoundError",
+    "PendingProposal",
+    "ProofError",
+    "RateLimitedError",
+    "RegistryChange",
+    "RemoteChange",
+    "RemoteProtocolError",
+    "RetryPolicy",
+    "Rotation",
+    "Runner",
+    "RunnerSettings",
+    "SddsfError",
+    "ServiceError",
+    "SyncReport",
+    "UnavailableError",
+    "UsageError",
+    "VerificationError",
+    "__version__",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -174,7 +174,7 @@ class Device:
         async def call() -> T:
             result = fn(self.async_device)
             if isinstance(result, Awaitable):
-                return await result  # type: ignore[no-any-return]
+                return await result
             return result
         return self._portal.call(call)
 

@@ -45,13 +45,15 @@ def test_import_sddsf_is_light_and_exports_the_api() -> None:
             "import sddsf.client.device as d, sddsf.client.runner as r, sddsf.errors as e\n"
             "assert Device is d.Device and Runner is r.Runner and SyncReport is d.SyncReport\n"
             "assert SddsfError is e.SddsfError and issubclass(UsageError, SddsfError)\n"
-            "assert 'Device' in sddsf.__all__ and 'Device' in dir(sddsf)\n"
+            "assert set(sddsf.__all__) == {'__version__', *sddsf._EXPORTS}\n"
+            "assert all(getattr(sddsf, n) is not None for n in sddsf.__all__)\n"
+            "assert 'Device' in dir(sddsf)\n"
             "print('ok')\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=60, check=False)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
-    import sddsf  # noqa: PLC0415 - the attribute error of a name it does not have
+    import sddsf
     with pytest.raises(AttributeError):
         _ = sddsf.NoSuchName  # type: ignore[attr-defined]
 
@@ -75,7 +77,7 @@ async def test_str_passphrase_and_async_with(relay: InProcessRelay, tmp_path: Pa
 
 async def test_registry_rotation_and_proposal_events(relay: InProcessRelay,
                                                      tmp_path: Path) -> None:
-    from sddsf import PendingProposal, RegistryChange, Rotation  # noqa: PLC0415
+    from sddsf import PendingProposal, RegistryChange, Rotation
 
     laptop, _ = await relay.new_account(tmp_path / "laptop")
     space = await laptop.create_space("notes")
@@ -114,7 +116,7 @@ async def _paired(relay: RelayProcess, tmp_path: Path) -> tuple[Device, Device, 
 
 async def test_live_app_doc_sees_remote_change_without_changed(
         live_relay: RelayProcess, tmp_path: Path) -> None:
-    from sddsf import RemoteChange  # noqa: PLC0415
+    from sddsf import RemoteChange
 
     laptop, phone, space = await _paired(live_relay, tmp_path)
     mine, theirs = pycrdt.Doc(), pycrdt.Doc()
@@ -191,7 +193,7 @@ async def test_raising_observer_and_callback_do_not_stop_syncing(
 
 
 def test_sync_api_live_document(live_relay: RelayProcess, tmp_path: Path) -> None:
-    from sddsf import sync_api  # noqa: PLC0415
+    from sddsf import sync_api
 
     laptop, _ = sync_api.Device.create_account(tmp_path / "laptop", live_relay.base_url,
                                                "laptop", passphrase=PASS)
