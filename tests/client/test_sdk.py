@@ -218,3 +218,27 @@ def test_sync_api_live_document(live_relay: RelayProcess, tmp_path: Path) -> Non
     with reopened:
         assert str(reopened.run(lambda d: str(d.doc(d.space_by_name("notes"), "todo")
                                                .get("text", type=pycrdt.Text)))) == "milk"
+
+
+async def test_live_follows_a_space_learnt_after_connecting(
+        live_relay: RelayProcess, tmp_path: Path) -> None:
+    # The phone has not synced since it joined: it learns the space at the live
+    # handle's first sync, after its live channel connected with no space.
+    laptop, _ = await Device.create_account(tmp_path / "laptop", live_relay.base_url,
+                                            "laptop", passphrase=PASS)
+    space = await laptop.create_space("notes")
+    phone = await Device.add_local(laptop, tmp_path / "phone", "phone", passphrase=PASS)
+    assert phone.spaces() == []
+    async with laptop, phone, laptop.live(space, "notes") as a, \
+            phone.live(space, "notes") as b:
+        await asyncio.wait_for(a.synced.wait(), SETTLE_S)
+        await asyncio.wait_for(b.synced.wait(), SETTLE_S)
+
+        async def subscribed() -> None:  # the phone's channel now follows the space
+            while space not in b._session.runner._subscribed:  # type: ignore[union-attr]
+                await asyncio.sleep(0.02)
+        await asyncio.wait_for(subscribed(), SETTLE_S)
+        events = phone.changes()
+        a.doc.get("text", type=pycrdt.Text).insert(0, "hello")
+        await asyncio.wait_for(anext(events), 1.0)  # bounds the wait; live, not the timer
+        assert str(b.doc.get("text", type=pycrdt.Text)) == "hello"

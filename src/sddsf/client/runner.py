@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import websockets
+from websockets.asyncio.client import ClientConnection
 
 from sddsf.client.device import Device, SyncReport
 from sddsf.client.retry import RetryPolicy, Sleep
@@ -67,6 +68,8 @@ class Runner:
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _ws: ClientConnection | None = None  # the live channel, while it is open
+    _subscribed: set[bytes] = field(default_factory=set)  # spaces it follows
 
     @property
     def retry(self) -> RetryPolicy:
@@ -135,6 +138,7 @@ class Runner:
             else:
                 tries = 0
                 self.syncs += 1
+                await self._subscribe_new()  # a space created or joined since connecting
                 self._delivered(report)
                 continue
             tries += 1
@@ -171,11 +175,8 @@ class Runner:
                 ticket = base64.urlsafe_b64encode(await self.device.relay.ws_ticket()).decode()
                 async with websockets.connect(f"{url}/v1/ws?ticket={ticket}",
                                               max_size=1 << 20) as ws:
-                    waiting = len(self.device.spaces())  # "subscribed" answers to come
-                    for space_id, _ in self.device.spaces():
-                        await ws.send(json.dumps({
-                            "type": "subscribe",
-                            "space": base64.urlsafe_b64encode(space_id).decode()}))
+                    self._ws, self._subscribed = ws, set()
+                    waiting = await self._subscribe_new()  # "subscribed" answers to come
                     tries = 0
                     self._set_connected(waiting == 0)
                     async for frame in ws:
@@ -201,6 +202,7 @@ class Runner:
                 log.exception("the live channel failed unexpectedly; reconnecting")
                 self.failure = self.failure or exc
             finally:
+                self._ws = None
                 self._set_connected(False)
             if self._stop.is_set():
                 return
@@ -208,10 +210,28 @@ class Runner:
             await self.sleep(self.retry.backoff(tries))
 
 
+    async def _subscribe_new(self) -> int:
+        # Follow every space the device knows on the open live channel; returns how
+        # many subscriptions were sent. A failed send closes the channel, and the
+        # live loop reconnects (and subscribes everything again).
+        ws = self._ws
+        if ws is None:
+            return 0
+        new = [space_id for space_id, _ in self.device.spaces()
+               if space_id not in self._subscribed]
+        for space_id in new:
+            self._subscribed.add(space_id)
+            with contextlib.suppress(websockets.WebSocketException, OSError):
+                await ws.send(json.dumps({
+                    "type": "subscribe", "space": base64.urlsafe_b64encode(space_id).decode()}))
+        return len(new)
+
     def _set_connected(self, up: bool) -> None:
         if up == self.connected:
             return
         self.connected = up
+        if up:
+            self._wake.set()  # a sync that begins now catches up with the relay
         if self.on_live is not None:
             try:
                 self.on_live(up)
