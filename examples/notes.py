@@ -5,17 +5,19 @@
 
 import asyncio
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pycrdt
 
-from sddsf import Device, RemoteChange
+from sddsf import Device, Event, RemoteChange
 
-PASSPHRASE = "an example passphrase; ask the user for theirs"
+PASSPHRASE = "an example passphrase; ask the user for theirs"  # noqa: S105
 
 
-async def next_edit(events: object, doc: str) -> RemoteChange:
-    async for event in events:  # type: ignore[attr-defined]
+async def next_edit(events: AsyncIterator[Event], doc: str) -> RemoteChange:
+    async for event in events:
         if isinstance(event, RemoteChange) and event.doc == doc:
             return event
     raise RuntimeError("the event stream ended")
@@ -26,7 +28,7 @@ async def main(relay_url: str, work: Path) -> None:
                                             passphrase=PASSPHRASE)
     space = await laptop.create_space("notes")
     phone = await Device.add_local(laptop, work / "phone", "phone", passphrase=PASSPHRASE)
-    my_doc = pycrdt.Doc()  # the application's own document
+    my_doc: pycrdt.Doc[Any] = pycrdt.Doc()  # the application's own document
     async with laptop, phone, laptop.live(space, "todo", doc=my_doc) as a, \
             phone.live(space, "todo") as b:
         await a.synced  # both caught up with the relay

@@ -3,6 +3,7 @@ real relay process on loopback, and print what they promise."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -58,3 +59,14 @@ def test_observe(relay: RelayProcess, tmp_path: Path) -> None:
     assert any(line.startswith("reported: the event callback") for line in lines)
     assert any(line.startswith("stream: edit of 'kv' (") for line in lines)
     assert lines[-1] == "phone reads milk: 2 l"
+
+
+def test_readme_library_example(relay: RelayProcess, tmp_path: Path) -> None:
+    readme = EXAMPLES.parent / "README.md"
+    blocks = re.findall(r"```python\n(.*?)```", readme.read_text(), re.S)
+    code = next(b for b in blocks if "from sddsf import Device" in b)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, check=False, cwd=tmp_path,
+                         env=relay_env({"SDDSF_RELAY": relay.base_url}))
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout == "the phone got an edit of 'list': milk, eggs\n"
