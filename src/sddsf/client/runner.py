@@ -219,8 +219,8 @@ class Runner:
             return 0
         new = [space_id for space_id, _ in self.device.spaces()
                if space_id not in self._subscribed]
+        self._subscribed.update(new)  # before any await: the other loop may call too
         for space_id in new:
-            self._subscribed.add(space_id)
             with contextlib.suppress(websockets.WebSocketException, OSError):
                 await ws.send(json.dumps({
                     "type": "subscribe", "space": base64.urlsafe_b64encode(space_id).decode()}))
