@@ -242,3 +242,32 @@ async def test_live_follows_a_space_learnt_after_connecting(
         a.doc.get("text", type=pycrdt.Text).insert(0, "hello")
         await asyncio.wait_for(anext(events), 1.0)  # bounds the wait; live, not the timer
         assert str(b.doc.get("text", type=pycrdt.Text)) == "hello"
+
+
+async def test_event_bus_alerts_streams_and_async_callbacks() -> None:
+    from sddsf.client.events import STREAM_MAX, Alert, EventBus
+    from sddsf.wire import b64
+
+    bus = EventBus()
+    stream = bus.stream()
+    errors: list[str] = []
+    bus.on_error(lambda e: errors.append(e.message))
+
+    async def failing(event: object) -> None:
+        raise KeyError("async callback bug")
+
+    bus.on_change(failing)
+    bus.relay_alert({"type": "alert", "rule": "new_ip", "severity": "high",
+                     "message": "seen from a new network", "device": b64(b"\x01" * 32)})
+    bus.device_alert("snapshot_mismatch", "device 'phone' wrote a forged snapshot")
+    assert await anext(stream) == Alert("new_ip", "seen from a new network", "relay",
+                                        b"\x01" * 32, "high")
+    assert await anext(stream) == Alert("snapshot_mismatch",
+                                        "device 'phone' wrote a forged snapshot", "device")
+    await asyncio.sleep(0)  # the async callbacks ran
+    assert len(errors) == 2 and all("async callback bug" in m for m in errors)
+    for _ in range(STREAM_MAX + 3):
+        bus.device_alert("x", "y")
+    assert stream.dropped == 3
+    stream.close()
+    assert [e async for e in stream] == [Alert("x", "y", "device")] * STREAM_MAX
