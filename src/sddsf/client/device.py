@@ -38,12 +38,14 @@ from typing import Any, Literal, TypeVar
 import httpx
 import pycrdt
 
+from sddsf.client.appapi import ApplicationApi, Passphrase, as_passphrase
 from sddsf.client.controller import (
     DeviceReporter,
     effective_encryption_policy,
     refresh_encryption_policy,
     report_tombstones,
 )
+from sddsf.client.events import EventBus
 from sddsf.client.governance import REENCRYPT_POLICIES, Change, Governance, ProposalView
 from sddsf.client.home import open_home
 from sddsf.client.homelock import DEFAULT_TIMEOUT_S, HomeLock, WaitNotice
@@ -201,7 +203,7 @@ class SyncReport:
     app_errors: list[SddsfError] = field(default_factory=list)
 
 
-class Device:
+class Device(ApplicationApi):
     """One device of an account, bound to one home directory and one relay."""
 
     def __init__(self, store: LocalStore, key_kind: str, *,
@@ -287,11 +289,13 @@ class Device:
         self._cutoff_hint: dict[bytes, dict[bytes, int]] = {}
         #: Every alert of this session's syncs (each SyncReport has its own).
         self.alerts: list[tuple[str, str]] = []
+        # --- events hook: what the application hears (sddsf.client.events) ---
+        self.events = EventBus()
 
     # ----------------------------------------------------------- lifecycle
     @classmethod
     async def create_account(cls, home: Path, relay_url: str, name: str, *,
-                             passphrase: Callable[[], str] | None,
+                             passphrase: Passphrase,
                              insecure_plaintext: bool = False,
                              transport: httpx.AsyncBaseTransport | None = None,
                              clock: Callable[[], int] = _now_ms) -> tuple[Device, bytes]:
@@ -311,7 +315,7 @@ class Device:
 
     @classmethod
     async def add_local(cls, approver: Device, home: Path, name: str, *,
-                        passphrase: Callable[[], str] | None,
+                        passphrase: Passphrase,
                         insecure_plaintext: bool = False,
                         transport: httpx.AsyncBaseTransport | None = None,
                         clock: Callable[[], int] = _now_ms) -> Device:
@@ -337,7 +341,7 @@ class Device:
 
     @classmethod
     async def recover(cls, home: Path, relay_url: str, secret: bytes, name: str, *,
-                      passphrase: Callable[[], str] | None, revoke_others: bool = False,
+                      passphrase: Passphrase, revoke_others: bool = False,
                       insecure_plaintext: bool = False,
                       transport: httpx.AsyncBaseTransport | None = None,
                       clock: Callable[[], int] = _now_ms) -> Device:
@@ -405,7 +409,7 @@ class Device:
                 await self.revoke(other, "recovered on a new device", signer=account)
 
     @classmethod
-    def open(cls, home: Path, *, passphrase: Callable[[], str] | None,
+    def open(cls, home: Path, *, passphrase: Passphrase,
              transport: httpx.AsyncBaseTransport | None = None,
              clock: Callable[[], int] = _now_ms, lock: LockMode = "session",
              lock_timeout_s: float = DEFAULT_TIMEOUT_S,
@@ -429,7 +433,7 @@ class Device:
             UnavailableError: another process kept the home locked for
                 ``lock_timeout_s`` seconds.
         """
-        store, kind = open_home(home, passphrase=passphrase)
+        store, kind = open_home(home, passphrase=as_passphrase(passphrase))
         try:
             return cls(store, kind, transport=transport, clock=clock, lock=lock,
                        lock_timeout_s=lock_timeout_s, on_lock_wait=on_lock_wait)
@@ -439,9 +443,9 @@ class Device:
 
     @staticmethod
     def _new_home(home: Path, keys: DeviceKeys, name: str, account: AccountPublic,
-                  relay_url: str, passphrase: Callable[[], str] | None,
+                  relay_url: str, passphrase: Passphrase,
                   insecure_plaintext: bool) -> LocalStore:
-        store, _ = open_home(home, passphrase=passphrase, create=True,
+        store, _ = open_home(home, passphrase=as_passphrase(passphrase), create=True,
                              insecure_plaintext=insecure_plaintext)
         with store.batch() as b:
             b.put("id", b"device", encode({"sign": keys.signing.seed, "kx": keys.kx.seed,
@@ -613,13 +617,14 @@ class Device:
                     b.put("reg", _u64(seq), entry)
             self._registry = state
             return state
-        state = self.registry()
+        old = state = self.registry()
         new = await self.relay.registry(self.account.account_id, state.seq + 1)
         with self.store.batch() as b:
             for entry in new:
                 state = state.apply(entry)
                 b.put("reg", _u64(state.seq), entry)
         self._registry = state
+        self.events.registry_changed(old, state, self._clock())  # events hook
         return state
 
     def cutoff_for(self, device_id: bytes) -> dict[bytes, int]:
@@ -769,6 +774,7 @@ class Device:
             return False
         self.store.put("kp", space_id + (last.epoch + 1).to_bytes(4, "big"), pkg)
         self._forget_keys(space_id)
+        self.events.rotated(space_id, last.epoch + 1, self.device_id)  # events hook
         return True
 
     def _check_not_blocked(self, space_id: bytes, newest: kp.KeyPackage,
@@ -804,7 +810,9 @@ class Device:
         raw = await self.relay.key_packages(space_id, 0)
         state = await self.refresh_registry()
         stored = dict(self.store.scan("kp", space_id))
+        stored_before = bool(stored)  # a space this device already held keys of
         verified: list[kp.KeyPackage] = []
+        opened: list[kp.KeyPackage] = []  # new epochs (events hook)
         for data in raw:
             previous = verified[-1] if verified else None
             pkg = kp.verify_key_package(data, registry=state, space=space_id,
@@ -816,6 +824,8 @@ class Device:
                     f"{self._space_label(space_id)} than the one this device stored: two "
                     "packages for one epoch are fork evidence (the relay, or a device, "
                     "equivocates); the stored one is kept", Code.KEY_PACKAGE_FORK)
+            if mine is None and pkg.epoch > 0 and stored_before:
+                opened.append(pkg)
             verified.append(pkg)
         if stored:
             epochs = sorted(int.from_bytes(k[16:], "big") for k in stored)
@@ -828,6 +838,8 @@ class Device:
             for pkg in verified:
                 b.put("kp", space_id + pkg.epoch.to_bytes(4, "big"), pkg.raw)
         self._forget_keys(space_id)
+        for pkg in opened:  # events hook
+            self.events.rotated(space_id, pkg.epoch, pkg.creator)
         return verified
 
     def _stored_packages(self, space_id: bytes) -> list[kp.KeyPackage]:
@@ -1472,6 +1484,7 @@ class Device:
         entry = (Code.SNAPSHOT_MISMATCH.value, message)
         report.alerts.append(entry)
         self.alerts.append(entry)
+        self.events.device_alert(*entry)  # events hook
 
     def _claims_of(self, space_id: bytes, raw: bytes) -> SnapshotClaims | None:
         """A served snapshot's claims, its signature checked (any device of the
@@ -2159,6 +2172,8 @@ class Device:
                 if isinstance(space_name, str) and space_name:
                     b.put("space", space_id, encode(space_name))
         self._trees[space_id] = tree  # only after the leaves were committed
+        self.events.remote_applied(space_id, (  # events hook: applied and stored
+            (str(body["n"]), env.header.author, body["u"]) for env, body in remote))  # type: ignore[misc]
         report.tree_size[space_id] = head.size
         if snap is not None:  # its verdicts were just read: the next look can wait
             self._checked_at[space_id] = head.size
