@@ -34,6 +34,7 @@ from typing import Final, Protocol
 import platformdirs
 
 from sddsf.client.homelock import LOCK_FILE
+from sddsf.client.sqlite_store import SqliteStore
 from sddsf.client.store import LocalStore
 from sddsf.crypto import aead_decrypt, aead_encrypt, argon2id, random_bytes
 from sddsf.errors import ConfigError, DecryptError, UsageError
@@ -206,7 +207,7 @@ def open_home(home: Path, *, passphrase: Callable[[], str] | None, create: bool 
         kind = json.loads((home / _KEY_FILE).read_text())["kind"]
     else:
         key, kind = _read_key_file(home, passphrase)
-    return LocalStore(home / "device.db", key), str(kind)
+    return SqliteStore(home / "device.db", key), str(kind)
 
 
 def discard_home(home: Path, *, remove_dir: bool) -> None:
