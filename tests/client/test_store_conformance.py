@@ -39,7 +39,8 @@ def sqlite_harness(home: Path) -> StoreHarness:
 
     def raw_get(ns: str, key: bytes) -> bytes | None:
         rows = raw("SELECT value FROM kv WHERE ns = ? AND key = ?", (ns, key))
-        return bytes(rows[0][0]) if rows else None  # type: ignore[arg-type]
+        value = rows[0][0] if rows else None
+        return value if value is None else bytes(value)  # type: ignore[call-overload]
 
     def raw_put(ns: str, key: bytes, sealed: bytes) -> None:
         raw("INSERT OR REPLACE INTO kv (ns, key, value) VALUES (?, ?, ?)", (ns, key, sealed))
