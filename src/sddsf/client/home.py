@@ -2,8 +2,11 @@
 
 Layout of ``<home>`` (``--home``, ``SDDSF_HOME``, or the platform's user data dir):
 
-* ``device.db``: the :class:`~sddsf.client.store.LocalStore`;
-* ``storage-key.json``: where the 32-byte storage key lives, one of:
+* ``device.db``: the :class:`~sddsf.client.store.LocalStore` (a
+  :class:`~sddsf.client.sqlite_store.SqliteStore` unless a store factory is
+  given; a store without a file stands for this path);
+* ``storage-key.json``: where the 32-byte storage key lives, written by a
+  :class:`~sddsf.client.keystore.KeyStore`, one of:
 
   - ``keyring``: in the OS keyring (service ``sddsf``, user = this home's id);
   - ``passphrase``: wrapped with XChaCha20-Poly1305 under Argon2id(passphrase)
