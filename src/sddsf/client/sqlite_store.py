@@ -37,18 +37,18 @@ class _SqliteBatch(StoreBatch):
 
     def put(self, ns: str, key: bytes, value: bytes) -> None:
         sealed = self._store.seal(ns, key, value)
-        with self._store.translated():
+        with self._store._translated():
             self._conn.execute("INSERT OR REPLACE INTO kv (ns, key, value) VALUES (?, ?, ?)",
                                (ns, key, sealed))
 
     def delete(self, ns: str, key: bytes) -> None:
-        with self._store.translated():
+        with self._store._translated():
             self._conn.execute("DELETE FROM kv WHERE ns = ? AND key = ?", (ns, key))
 
     def delete_prefix(self, ns: str, prefix: bytes) -> None:
         if not prefix:
             raise UsageError("delete_prefix needs a non-empty prefix")
-        with self._store.translated():
+        with self._store._translated():
             self._conn.execute("DELETE FROM kv WHERE ns = ? AND substr(key, 1, ?) = ?",
                                (ns, len(prefix), prefix))
 
@@ -77,7 +77,7 @@ class SqliteStore(LocalStore):
             raise UnavailableError(f"cannot open the device store {path}: {exc}") from None
 
     @contextlib.contextmanager
-    def translated(self) -> Iterator[None]:
+    def _translated(self) -> Iterator[None]:
         """Run SQLite calls: refuse a closed store, translate SQLite's errors."""
         if self._closed:
             raise UsageError("the device store is closed")
@@ -94,7 +94,7 @@ class SqliteStore(LocalStore):
 
     def _rows(self, query: str, args: tuple[object, ...] | list[object]) -> list[tuple[
             object, ...]]:
-        with self._lock, self.translated():
+        with self._lock, self._translated():
             return self._conn.execute(query, args).fetchall()
 
     def get(self, ns: str, key: bytes) -> bytes | None:
@@ -133,7 +133,7 @@ class SqliteStore(LocalStore):
     @contextlib.contextmanager
     def batch(self) -> Iterator[StoreBatch]:
         with self._lock:
-            with self.translated():
+            with self._translated():
                 if self._conn.in_transaction:
                     raise UsageError("store batches do not nest")
                 self._conn.execute("BEGIN IMMEDIATE")
@@ -144,7 +144,7 @@ class SqliteStore(LocalStore):
                     self._conn.execute("ROLLBACK")
                 raise
             try:
-                with self.translated():
+                with self._translated():
                     self._conn.execute("COMMIT")
             except BaseException:
                 with contextlib.suppress(sqlite3.Error):
