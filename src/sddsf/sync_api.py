@@ -41,7 +41,6 @@ from typing import Any, TypeVar
 import pycrdt
 
 from sddsf.client import live as _live
-from sddsf.client.appapi import Passphrase
 from sddsf.client.device import Device as AsyncDevice
 from sddsf.client.device import SyncReport
 from sddsf.client.events import (
@@ -55,6 +54,7 @@ from sddsf.client.events import (
     RemoteChange,
     Rotation,
 )
+from sddsf.client.keystore import Passphrase
 from sddsf.client.live import LiveStatus
 from sddsf.client.runner import Runner as AsyncRunner
 from sddsf.client.runner import RunnerSettings
@@ -133,7 +133,7 @@ class Device:
 
     # ------------------------------------------------------------ lifecycle
     @classmethod
-    def open(cls, home: Path | str, *, passphrase: Passphrase = None,
+    def open(cls, home: Path | str, *, passphrase: Passphrase | None = None,
              **options: Any) -> Device:
         """Open a device home (the options of :meth:`sddsf.client.device.Device.open`;
         ``lock`` defaults to ``operation`` here, so other processes get turns)."""
@@ -143,7 +143,8 @@ class Device:
 
     @classmethod
     def create_account(cls, home: Path | str, relay_url: str, name: str, *,
-                       passphrase: Passphrase = None, **options: Any) -> tuple[Device, bytes]:
+                       passphrase: Passphrase | None = None,
+                       **options: Any) -> tuple[Device, bytes]:
         """Create an account and its first device; returns it and the account secret."""
         device, secret = _portal().call(functools.partial(
             AsyncDevice.create_account, Path(home), relay_url, name, passphrase=passphrase,
@@ -152,7 +153,7 @@ class Device:
 
     @classmethod
     def add_local(cls, approver: Device, home: Path | str, name: str, *,
-                  passphrase: Passphrase = None, **options: Any) -> Device:
+                  passphrase: Passphrase | None = None, **options: Any) -> Device:
         """Add a device in another home of this machine, approved by ``approver``."""
         return cls(_portal().call(functools.partial(
             AsyncDevice.add_local, approver.async_device, Path(home), name,

@@ -19,6 +19,7 @@ from clientkit import PASS, InProcessRelay
 from livekit import RelayProcess, Relays
 
 from sddsf.client.device import Device
+from sddsf.errors import UsageError
 
 #: Bounds the waits for things that happen over the network; never a speed claim.
 SETTLE_S = 20.0
@@ -71,7 +72,7 @@ async def test_str_passphrase_and_async_with(relay: InProcessRelay, tmp_path: Pa
                            clock=relay.clock, lock_timeout_s=1) as again:
         assert again.pending_count() >= 1  # queued by close(), not sent
         assert dict(again.doc(space, "kv").get("kv", type=pycrdt.Map)) == {"a": "1"}
-    with pytest.raises(TypeError):
+    with pytest.raises(UsageError):
         Device.open(home, passphrase=b"bytes", transport=relay.transport())  # type: ignore[arg-type]
 
 

@@ -19,27 +19,7 @@ if TYPE_CHECKING:
     from sddsf.client.live import LiveDoc
     from sddsf.client.runner import RunnerSettings
 
-__all__ = ["ApplicationApi", "Passphrase", "as_passphrase"]
-
-#: A store passphrase: the text itself, a function that asks for it (called only
-#: when the store needs it), or None for a home without one.
-Passphrase = str | Callable[[], str] | None
-
-
-def as_passphrase(passphrase: Passphrase) -> Callable[[], str] | None:
-    """The function form of ``passphrase`` (the store asks only when it needs it).
-
-    Raises:
-        TypeError: ``passphrase`` is neither a str, a callable nor None.
-    """
-    if passphrase is None or callable(passphrase):
-        return passphrase
-    if isinstance(passphrase, str):
-        text = passphrase
-        return lambda: text
-    raise TypeError(f"passphrase: expected a str or a function returning one, "
-                    f"not {type(passphrase).__name__}")
-
+__all__ = ["ApplicationApi"]
 
 class ApplicationApi:
     """Context manager, events and live documents of a device (module docstring)."""

@@ -38,7 +38,7 @@ from typing import Any, Literal, TypeVar
 import httpx
 import pycrdt
 
-from sddsf.client.appapi import ApplicationApi, Passphrase, as_passphrase
+from sddsf.client.appapi import ApplicationApi
 from sddsf.client.controller import (
     DeviceReporter,
     effective_encryption_policy,
@@ -49,10 +49,11 @@ from sddsf.client.events import EventBus
 from sddsf.client.governance import REENCRYPT_POLICIES, Change, Governance, ProposalView
 from sddsf.client.home import open_home
 from sddsf.client.homelock import DEFAULT_TIMEOUT_S, HomeLock, WaitNotice
+from sddsf.client.keystore import KeyStore, Passphrase
 from sddsf.client.parts import PartsReader, open_assemblies
 from sddsf.client.records import Provenance
 from sddsf.client.relay_client import RelayClient, RelayLimits
-from sddsf.client.store import LocalStore, StoreBatch
+from sddsf.client.store import LocalStore, StoreBatch, StoreFactory
 from sddsf.crypto import Ed25519PublicKey, random_bytes
 from sddsf.errors import (
     AuthorizationError,
@@ -295,18 +296,25 @@ class Device(ApplicationApi):
     # ----------------------------------------------------------- lifecycle
     @classmethod
     async def create_account(cls, home: Path, relay_url: str, name: str, *,
-                             passphrase: Passphrase,
+                             passphrase: Passphrase | None,
                              insecure_plaintext: bool = False,
                              transport: httpx.AsyncBaseTransport | None = None,
-                             clock: Callable[[], int] = _now_ms) -> tuple[Device, bytes]:
+                             clock: Callable[[], int] = _now_ms,
+                             key_store: KeyStore | None = None,
+                             store_factory: StoreFactory | None = None) -> tuple[Device, bytes]:
         """Create an account and this device (its first). Returns the device and the
-        32-byte account secret, which the caller shows ONCE (recovery phrase)."""
+        32-byte account secret, which the caller shows ONCE (recovery phrase).
+        ``key_store`` and ``store_factory`` plug in where the storage key and the
+        store are kept (see :func:`sddsf.client.home.open_home`)."""
         secret = random_bytes(32)
         account = AccountKeys.from_secret(secret)
         keys = DeviceKeys.from_seeds(random_bytes(32), random_bytes(32))
         genesis = reg.genesis(account, keys, name, clock())
+        # --- pluggable stores (issue 14): the store is made here
         store = cls._new_home(home, keys, name, account.public, relay_url, passphrase,
-                              insecure_plaintext)
+                              insecure_plaintext, key_store=key_store,
+                              store_factory=store_factory)
+        # --- end pluggable stores
         store.put("reg", _u64(0), genesis)
         device = cls(store, store_kind(home), transport=transport, clock=clock)
         await device.relay.create_account(genesis)
@@ -315,7 +323,7 @@ class Device(ApplicationApi):
 
     @classmethod
     async def add_local(cls, approver: Device, home: Path, name: str, *,
-                        passphrase: Passphrase,
+                        passphrase: Passphrase | None,
                         insecure_plaintext: bool = False,
                         transport: httpx.AsyncBaseTransport | None = None,
                         clock: Callable[[], int] = _now_ms) -> Device:
@@ -341,7 +349,7 @@ class Device(ApplicationApi):
 
     @classmethod
     async def recover(cls, home: Path, relay_url: str, secret: bytes, name: str, *,
-                      passphrase: Passphrase, revoke_others: bool = False,
+                      passphrase: Passphrase | None, revoke_others: bool = False,
                       insecure_plaintext: bool = False,
                       transport: httpx.AsyncBaseTransport | None = None,
                       clock: Callable[[], int] = _now_ms) -> Device:
@@ -409,16 +417,19 @@ class Device(ApplicationApi):
                 await self.revoke(other, "recovered on a new device", signer=account)
 
     @classmethod
-    def open(cls, home: Path, *, passphrase: Passphrase,
+    def open(cls, home: Path, *, passphrase: Passphrase | None,
              transport: httpx.AsyncBaseTransport | None = None,
              clock: Callable[[], int] = _now_ms, lock: LockMode = "session",
              lock_timeout_s: float = DEFAULT_TIMEOUT_S,
-             on_lock_wait: WaitNotice | None = None) -> Device:
+             on_lock_wait: WaitNotice | None = None,
+             key_store: KeyStore | None = None,
+             store_factory: StoreFactory | None = None) -> Device:
         """Open an existing device home.
 
         Args:
             home: the device home.
-            passphrase: asked for the store's passphrase, if it has one.
+            passphrase: the store's passphrase (a str, or a function asking for
+                it), if it has one.
             transport: an httpx transport (tests).
             clock: milliseconds since the epoch.
             lock: ``session`` holds the home's lock until :meth:`close` (other
@@ -428,12 +439,20 @@ class Device(ApplicationApi):
                 another process changed in the home.
             lock_timeout_s: how long to wait for another process.
             on_lock_wait: told once, after a second, that another process holds it.
+            key_store: where the storage key is kept (default: what the home's
+                key file names).
+            store_factory: makes the store from ``<home>/device.db`` and the
+                storage key (default: the SQLite file; see
+                :mod:`sddsf.client.store`).
 
         Raises:
             UnavailableError: another process kept the home locked for
                 ``lock_timeout_s`` seconds.
         """
-        store, kind = open_home(home, passphrase=as_passphrase(passphrase))
+        # --- pluggable stores (issue 14): the store is made here
+        store, kind = open_home(home, passphrase=passphrase, key_store=key_store,
+                                store_factory=store_factory)
+        # --- end pluggable stores
         try:
             return cls(store, kind, transport=transport, clock=clock, lock=lock,
                        lock_timeout_s=lock_timeout_s, on_lock_wait=on_lock_wait)
@@ -443,10 +462,14 @@ class Device(ApplicationApi):
 
     @staticmethod
     def _new_home(home: Path, keys: DeviceKeys, name: str, account: AccountPublic,
-                  relay_url: str, passphrase: Passphrase,
-                  insecure_plaintext: bool) -> LocalStore:
-        store, _ = open_home(home, passphrase=as_passphrase(passphrase), create=True,
-                             insecure_plaintext=insecure_plaintext)
+                  relay_url: str, passphrase: Passphrase | None,
+                  insecure_plaintext: bool, *, key_store: KeyStore | None = None,
+                  store_factory: StoreFactory | None = None) -> LocalStore:
+        # --- pluggable stores (issue 14): the store is made here
+        store, _ = open_home(home, passphrase=passphrase, create=True,
+                             insecure_plaintext=insecure_plaintext, key_store=key_store,
+                             store_factory=store_factory)
+        # --- end pluggable stores
         with store.batch() as b:
             b.put("id", b"device", encode({"sign": keys.signing.seed, "kx": keys.kx.seed,
                                            "name": name}))
