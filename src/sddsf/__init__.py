@@ -54,7 +54,7 @@ if TYPE_CHECKING:
         VerificationError,
     )
 
-__version__ = "0.1.0"
+from sddsf._version import __version__
 
 #: Public name -> the module that defines it.
 _EXPORTS = {

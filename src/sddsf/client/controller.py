@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-import sddsf
+from sddsf import _version
 from sddsf.errors import NotFoundError, ProofError, RateLimitedError, SddsfError, UsageError
 from sddsf.protocol import merkle
 from sddsf.protocol.audit import (
@@ -80,7 +80,7 @@ _DESKTOPS: Final = ("Linux", "Darwin", "Windows")
 def package_hash() -> bytes:
     """SHA-256 over the installed ``sddsf`` package's files (sorted relative paths
     and contents), so a modified installation reports another hash."""
-    root = Path(sddsf.__file__).resolve().parent
+    root = Path(_version.__file__).resolve().parent
     h = hashlib.sha256()
     for path in sorted(p for p in root.rglob("*") if p.is_file()
                        and "__pycache__" not in p.parts and p.suffix in (".py", ".typed")):
@@ -95,7 +95,7 @@ def collect_posture(key_kind: str) -> Posture:
     notion is a mobile one); elsewhere it is ``unknown``."""
     system = platform.system() or "unknown"
     return Posture(os=system[:64], os_version=(platform.release() or "unknown")[:128],
-                   app_version=sddsf.__version__, package_hash=package_hash(),
+                   app_version=_version.__version__, package_hash=package_hash(),
                    key_storage=key_kind if key_kind in KEY_STORAGE_KINDS else "plaintext",
                    rooted="no" if system in _DESKTOPS else "unknown")
 

@@ -242,10 +242,16 @@ class EventBus:
     # ----------------------------------------- the device's publishing points
     def remote_applied(self, space: bytes,
                        ops: Iterable[tuple[str, bytes, Sequence[bytes]]]) -> None:
-        """Ops of other devices (doc name, author, updates) were applied and stored."""
+        """Ops of other devices (doc name, author, updates) were applied and stored.
+
+        Documents whose name starts with ``_`` are the device's own bookkeeping
+        (``_meta``: a space's settings), not the application's: no event.
+        """
         if not self.listening:
             return
         for name, author, updates in ops:
+            if name.startswith("_"):
+                continue
             update = updates[0] if len(updates) == 1 else pycrdt.merge_updates(*updates)
             self.publish(RemoteChange(space, name, author, bytes(update)))
 
