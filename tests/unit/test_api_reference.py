@@ -29,8 +29,23 @@ def test_checked_modules_have_complete_docstrings(api_reference: ModuleType) -> 
     checked = api_reference.CHECKED_MODULES
     assert set(checked) <= set(api_reference.PUBLIC_MODULES)
     assert {"sddsf", "sddsf.errors", "sddsf.client.retry", "sddsf.client.kv",
-            "sddsf.client.vault"} <= set(checked)
+            "sddsf.client.vault", "sddsf.client.events", "sddsf.client.live",
+            "sddsf.sync_api", "sddsf.client.store", "sddsf.client.sqlite_store",
+            "sddsf.client.memory_store", "sddsf.client.keystore",
+            "sddsf.client.bridge"} <= set(checked)
     assert api_reference.check_docstrings(checked) == []
+
+
+def test_public_modules_come_in_reading_order(api_reference: ModuleType) -> None:
+    # The index lists them in this order: the facade, the application API (device,
+    # live documents, events, the blocking API), background sync, documents,
+    # storage, the bridge, and the exception tree last.
+    assert api_reference.PUBLIC_MODULES == (
+        "sddsf", "sddsf.client.device", "sddsf.client.live", "sddsf.client.events",
+        "sddsf.sync_api", "sddsf.client.runner", "sddsf.client.retry", "sddsf.client.kv",
+        "sddsf.client.vault", "sddsf.client.store", "sddsf.client.sqlite_store",
+        "sddsf.client.memory_store", "sddsf.client.keystore", "sddsf.client.bridge",
+        "sddsf.errors")
 
 
 def test_reference_renders_every_public_module_without_warnings(
@@ -44,6 +59,8 @@ def test_reference_renders_every_public_module_without_warnings(
         assert (name.replace(".", "/"), name) in linked, f"the index does not list {name}"
         page = out / f"{name.replace('.', '/')}.html"
         assert page.is_file(), f"{name} was not rendered"
+    assert [title for _, title in linked if title in modules] == list(modules), \
+        "the index lists the modules in another order than PUBLIC_MODULES"
     vault = (out / "sddsf/client/vault.html").read_text()
     assert "VaultConflictError" in vault and "Raises" in vault
 
@@ -80,3 +97,31 @@ def test_a_function_valued_field_is_not_taken_for_a_method(
     problems = api_reference.check_docstrings(("apiref_probe",))
     assert problems == ["apiref_probe.Probe.run: docstring lacks 'Returns:'",
                         "apiref_probe.Probe.run: docstring lacks 'Raises:'"]
+
+
+def test_a_lambda_valued_field_is_not_taken_for_a_method(
+        api_reference: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
+    # As Bridge.on_event (a dataclass field whose default is a lambda written in
+    # the class body, so its qualname is "Bridge.<lambda>"): a field, documented
+    # with the class; the class's own methods count.
+    probe = ModuleType("apiref_probe_lambda", "A module the check reads.")
+    monkeypatch.setitem(sys.modules, "apiref_probe_lambda", probe)
+    exec(textwrap.dedent("""
+        from collections.abc import Callable
+        from dataclasses import dataclass
+
+        __all__ = ["Probe"]
+
+        @dataclass
+        class Probe:
+            \"\"\"A class with a lambda-valued field.\"\"\"
+
+            on_event: Callable[[str], None] = lambda line: None
+
+            def run(self) -> int:
+                \"\"\"Undocumented sections.\"\"\"
+                return 1
+        """), probe.__dict__)  # noqa: S102 - a fixed probe module
+    problems = api_reference.check_docstrings(("apiref_probe_lambda",))
+    assert problems == ["apiref_probe_lambda.Probe.run: docstring lacks 'Returns:'",
+                        "apiref_probe_lambda.Probe.run: docstring lacks 'Raises:'"]
