@@ -67,7 +67,13 @@ class RemoteChange:
 
 @dataclass(frozen=True, slots=True)
 class RegistryChange:
-    """A device was added to or revoked from the account (verified registry)."""
+    """A device was added to or revoked from the account (verified registry).
+
+    Attributes:
+        change: ``added`` or ``revoked``.
+        device: the id of the device added or revoked.
+        name: the device's name in the registry (empty if it is not there).
+    """
 
     change: Literal["added", "revoked"]
     device: bytes
@@ -76,7 +82,14 @@ class RegistryChange:
 
 @dataclass(frozen=True, slots=True)
 class PendingProposal:
-    """A device change awaiting approvals (``sddsf device pending`` lists it)."""
+    """A device change awaiting approvals (``sddsf device pending`` lists it).
+
+    Attributes:
+        proposal_id: the proposal's id (what approving it names).
+        action: ``add``, ``revoke`` or ``policy``.
+        device: the device it would add or revoke (None for a policy change).
+        proposer: the id of the device that proposed it.
+    """
 
     proposal_id: bytes
     action: str  # "add", "revoke" or "policy"
@@ -86,7 +99,13 @@ class PendingProposal:
 
 @dataclass(frozen=True, slots=True)
 class Rotation:
-    """A space moved to key epoch ``epoch``, opened by device ``by``."""
+    """A space moved to key epoch ``epoch``, opened by device ``by``.
+
+    Attributes:
+        space: the space id (16 bytes).
+        epoch: the new key epoch (> 0).
+        by: the id of the device that opened it (this one or another).
+    """
 
     space: bytes
     epoch: int
@@ -114,9 +133,11 @@ class Alert:
     severity: str | None = None
 
 
+#: Any event a device publishes (what ``device.changes()`` yields).
 Event = RemoteChange | RegistryChange | PendingProposal | Rotation | Alert
 #: A callback for events; it may return an awaitable (run as a task).
 EventCallback = Callable[[Event], Awaitable[None] | None]
+#: A callback for the errors of callbacks and background syncs (``on_error``).
 ErrorCallback = Callable[[SddsfError], None]
 
 
@@ -154,13 +175,23 @@ class EventStream:
         return self._queue.popleft()
 
     def close(self) -> None:
-        """Stop receiving events; a waiting ``async for`` ends."""
+        """Stop receiving events; a waiting ``async for`` ends.
+
+        Events received before are still yielded, then the iteration stops.
+
+        Raises:
+            Nothing of its own.
+        """
         self._closed = True
         self._bus._streams.discard(self)
         self._ready.set()
 
     async def aclose(self) -> None:
-        """As :meth:`close` (the async-generator protocol)."""
+        """As :meth:`close` (the async-generator protocol).
+
+        Raises:
+            Nothing of its own.
+        """
         self.close()
 
 
@@ -183,19 +214,56 @@ class EventBus:
 
     # ------------------------------------------------------------ subscribe
     def stream(self) -> EventStream:
-        """A new :class:`EventStream` (must be made on the device's event loop)."""
+        """A new stream of the events published from now on.
+
+        Make it on the device's event loop, and read it there.
+
+        Returns:
+            A new :class:`EventStream`, subscribed until it is closed or dropped.
+
+        Raises:
+            Nothing of its own.
+        """
         s = EventStream(self)
         self._streams.add(s)
         return s
 
     def on_change(self, callback: EventCallback) -> Callable[[], None]:
-        """Call ``callback(event)`` for every event; returns a function that removes it."""
+        """Call ``callback(event)`` for every event published from now on.
+
+        A callback that returns an awaitable has it run as a task. One that
+        raises (or whose awaitable raises) is reported to the :meth:`on_error`
+        callbacks as a :class:`~sddsf.errors.UsageError`; publishing goes on.
+
+        Args:
+            callback: called with each event, on the device's event loop.
+
+        Returns:
+            A function that removes the callback (calling it twice is harmless).
+
+        Raises:
+            Nothing of its own.
+        """
         self._callbacks.append(callback)
         return lambda: self._remove(self._callbacks, callback)
 
     def on_error(self, callback: ErrorCallback) -> Callable[[], None]:
-        """Call ``callback(error)`` for errors of callbacks and of background syncs
-        (live handles); returns a function that removes it."""
+        """Call ``callback(error)`` for errors of callbacks and of background syncs.
+
+        Without any such callback, these errors are logged (logger
+        ``sddsf.client``, level warning).
+
+        Args:
+            callback: called with each :class:`~sddsf.errors.SddsfError` of event
+                callbacks, document observers and live handles' background syncs.
+                One that raises is logged, never fatal.
+
+        Returns:
+            A function that removes the callback (calling it twice is harmless).
+
+        Raises:
+            Nothing of its own.
+        """
         self._error_callbacks.append(callback)
         return lambda: self._remove(self._error_callbacks, callback)
 
@@ -206,7 +274,17 @@ class EventBus:
 
     # -------------------------------------------------------------- publish
     def publish(self, event: Event) -> None:
-        """Deliver ``event`` to every stream and callback; never raises."""
+        """Deliver ``event`` to every stream and callback.
+
+        A callback's exception is reported through :meth:`error`.
+
+        Args:
+            event: the event to deliver.
+
+        Raises:
+            Nothing: publishing never raises (its callers are sync steps that
+            must go on).
+        """
         for s in list(self._streams):
             s._put(event)
         for callback in list(self._callbacks):
@@ -229,7 +307,14 @@ class EventBus:
         task.add_done_callback(self._tasks.discard)
 
     def error(self, error: SddsfError) -> None:
-        """Report ``error`` to the on_error callbacks (or the log); never raises."""
+        """Report ``error`` to the :meth:`on_error` callbacks (or the log).
+
+        Args:
+            error: the error of a callback or of a background sync.
+
+        Raises:
+            Nothing: an ``on_error`` callback that raises is logged.
+        """
         if not self._error_callbacks:
             log.warning("%s", error)
             return
@@ -242,10 +327,18 @@ class EventBus:
     # ----------------------------------------- the device's publishing points
     def remote_applied(self, space: bytes,
                        ops: Iterable[tuple[str, bytes, Sequence[bytes]]]) -> None:
-        """Ops of other devices (doc name, author, updates) were applied and stored.
+        """Ops of other devices were applied and stored: one :class:`RemoteChange` each.
 
         Documents whose name starts with ``_`` are the device's own bookkeeping
         (``_meta``: a space's settings), not the application's: no event.
+
+        Args:
+            space: the space id.
+            ops: per op, the document's name, the author device's id and the op's
+                Yjs updates (published merged into one update).
+
+        Raises:
+            Nothing of its own.
         """
         if not self.listening:
             return
@@ -256,7 +349,20 @@ class EventBus:
             self.publish(RemoteChange(space, name, author, bytes(update)))
 
     def registry_changed(self, old: RegistryState, new: RegistryState, now_ms: int) -> None:
-        """The verified registry moved from ``old`` to ``new``."""
+        """The verified registry moved from ``old`` to ``new``.
+
+        Publishes a :class:`RegistryChange` per device added or revoked and a
+        :class:`PendingProposal` per proposal open in ``new`` and not in ``old``.
+
+        Args:
+            old: the registry state verified before.
+            new: the registry state verified now.
+            now_ms: the time (milliseconds since the epoch) at which proposals
+                are open.
+
+        Raises:
+            Nothing of its own.
+        """
         if not self.listening or old is new:
             return
         before = {d.device_id for d in old.active_devices()}
@@ -276,17 +382,43 @@ class EventBus:
                 self.publish(PendingProposal(p.id, a.type.value, subject, p.proposer))
 
     def rotated(self, space: bytes, epoch: int, by: bytes) -> None:
-        """``space`` has a new key epoch ``epoch`` (> 0), opened by ``by``."""
+        """``space`` has a new key epoch: publishes a :class:`Rotation`.
+
+        Args:
+            space: the space id.
+            epoch: the new epoch (> 0).
+            by: the id of the device that opened it.
+
+        Raises:
+            Nothing of its own.
+        """
         if self.listening:
             self.publish(Rotation(space, epoch, by))
 
     def device_alert(self, code: str, message: str) -> None:
-        """This device found something wrong (the entry of ``SyncReport.alerts``)."""
+        """This device found something wrong: publishes an :class:`Alert` (``device``).
+
+        Args:
+            code: the stable code (an error code such as ``snapshot_mismatch``).
+            message: the entry of ``SyncReport.alerts``.
+
+        Raises:
+            Nothing of its own.
+        """
         if self.listening:
             self.publish(Alert(code, message, "device"))
 
     def relay_alert(self, message: dict[str, Any]) -> None:
-        """The relay's controller pushed ``message`` (``{"type": "alert", ...}``)."""
+        """The relay's controller pushed an alert: publishes an :class:`Alert` (``relay``).
+
+        Args:
+            message: the live channel's message, ``{"type": "alert", "rule",
+                "message", "severity", "device"}``; missing fields are empty, and
+                a ``device`` that is not base64 is left out.
+
+        Raises:
+            Nothing of its own.
+        """
         if not self.listening:
             return
         about = message.get("device")

@@ -59,7 +59,7 @@ if TYPE_CHECKING:
 
     from sddsf.client.device import Device, SyncReport
 
-__all__ = ["LIVE_SETTINGS", "LiveDoc", "LiveStatus", "SyncedFlag", "stop_live"]
+__all__ = ["LIVE_SETTINGS", "LiveDoc", "LiveStatus", "SyncedFlag"]
 
 #: The background sync of live handles: a 50 ms batching window after an edit.
 LIVE_SETTINGS = RunnerSettings(debounce_s=0.05, full_check_s=60.0, backoff_min_s=0.5,
@@ -70,7 +70,12 @@ _STATUS_MAX = 64  # statuses an unread iterator keeps (the newest)
 
 @dataclass(frozen=True, slots=True)
 class LiveStatus:
-    """The state of a live handle: channel up, and caught up with the relay."""
+    """The state of a live handle: channel up, and caught up with the relay.
+
+    Attributes:
+        connected: the live channel to the relay is up and subscribed.
+        synced: a sync that began after the channel came up has finished.
+    """
 
     connected: bool
     synced: bool
@@ -84,11 +89,26 @@ class SyncedFlag:
         self._event = asyncio.Event()
 
     def is_set(self) -> bool:
-        """Whether the handle is caught up now."""
+        """Whether the handle is caught up now.
+
+        Returns:
+            True from the end of a sync that began after the live channel came
+            up, until the channel drops or the handle closes.
+
+        Raises:
+            Nothing of its own.
+        """
         return self._event.is_set()
 
     async def wait(self) -> bool:
-        """Wait until caught up; returns True."""
+        """Wait until the handle is caught up (at once if it is now).
+
+        Returns:
+            True (bound it with ``asyncio.timeout`` to give up).
+
+        Raises:
+            Nothing of its own.
+        """
         return await self._event.wait()
 
     def __await__(self) -> Any:
@@ -140,7 +160,19 @@ _sessions: weakref.WeakKeyDictionary[Device, _Session] = weakref.WeakKeyDictiona
 
 
 async def stop_live(device: object) -> None:
-    """Stop ``device``'s live background sync and unbind its handles (on close)."""
+    """Stop ``device``'s live background sync and unbind its handles.
+
+    The device's hook: leaving ``async with device:`` calls it before
+    ``device.close()``. Applications leave their handles' blocks instead.
+
+    Args:
+        device: the device (nothing happens if it has no live handle).
+
+    Raises:
+        Exception: the first unexpected exception (a bug) the background sync
+            met, as :meth:`sddsf.client.runner.Runner.stop` raises it; the
+            handles are unbound all the same.
+    """
     session = _sessions.pop(device, None)  # type: ignore[call-overload]
     if session is None:
         return
@@ -151,12 +183,26 @@ async def stop_live(device: object) -> None:
 
 
 class LiveDoc:
-    """A live handle on one document (module docstring); enter it to bind."""
+    """A live handle on one document (module docstring); enter it to bind.
+
+    Made by ``device.live(space, name, doc=...)``, which resolves a space name.
+
+    Args:
+        device: the device whose copy of the document it follows.
+        space_id: the space's id.
+        name: the document's name in the space.
+        doc: the application's document (None: a new one).
+        settings: the background sync's timing, used if this is the device's
+            first open live handle (None: :data:`LIVE_SETTINGS`).
+    """
 
     def __init__(self, device: Device, space_id: bytes, name: str,
                  doc: pycrdt.Doc[Any] | None, settings: RunnerSettings | None) -> None:
+        #: The device whose copy of the document the handle follows.
         self.device = device
+        #: The space's id.
         self.space_id = space_id
+        #: The document's name in the space.
         self.name = name
         #: The application's document (a new one when none was given).
         self.doc: pycrdt.Doc[Any] = doc if doc is not None else pycrdt.Doc()
@@ -189,13 +235,34 @@ class LiveDoc:
         return LiveStatus(self.connected, self.synced.is_set())
 
     def on_status(self, callback: Callable[[LiveStatus], object]) -> Callable[[], None]:
-        """Call ``callback(status)`` when :attr:`status` changes; returns a remover."""
+        """Call ``callback(status)`` whenever :attr:`status` changes.
+
+        Args:
+            callback: called with the new :class:`LiveStatus` on the event loop.
+                One that raises is reported to ``device.on_error`` as a
+                :class:`~sddsf.errors.UsageError`; the handle goes on.
+
+        Returns:
+            A function that removes the callback (calling it twice is harmless).
+
+        Raises:
+            Nothing of its own.
+        """
         self._status_callbacks.append(callback)
         return lambda: self._status_callbacks.remove(callback) \
             if callback in self._status_callbacks else None
 
     def statuses(self) -> AsyncIterator[LiveStatus]:
-        """``async for status in handle.statuses():`` each change from now on."""
+        """``async for status in handle.statuses():`` each change from now on.
+
+        Returns:
+            An async iterator of every new :class:`LiveStatus`; when it is not
+            read, it keeps the newest 64. It never ends by itself: leave the
+            loop (or drop it) when done.
+
+        Raises:
+            Nothing of its own.
+        """
         q = _StatusQueue()
         self._status_queues.add(q)
         return q
@@ -226,7 +293,20 @@ class LiveDoc:
         await self.close()
 
     async def open(self) -> None:
-        """Bind :attr:`doc` and start (or join) the device's background sync."""
+        """Bind :attr:`doc` and start (or join) the device's background sync.
+
+        The device's stored state is applied into :attr:`doc`, and what
+        :attr:`doc` held that the device did not becomes an edit of this device;
+        a first sync starts at once. ``async with handle:`` calls it.
+
+        Raises:
+            UsageError: the handle is open already, the document's name is not
+                1 to 256 characters, or the device is closed.
+            DecryptError: the device's stored copy of the document does not
+                decrypt (a tampered store).
+            DecodeError: the stored copy is incomplete (a damaged store).
+            UnavailableError: the device's store failed.
+        """
         if self._session is not None:
             raise UsageError("this live handle is open already")
         self._loop = asyncio.get_running_loop()
@@ -244,9 +324,20 @@ class LiveDoc:
         self._status_changed()
 
     async def close(self) -> None:
-        """Unbind :attr:`doc` (it keeps its content) and, for the device's last live
-        handle, stop the background sync. Edits not pushed yet stay queued on the
-        device (``device.close()`` or the next sync sends them)."""
+        """Unbind :attr:`doc` (it keeps its content) and, for the device's last
+        live handle, stop the background sync.
+
+        Edits not pushed yet stay queued on the device (``device.close()`` or the
+        next sync sends them). Closing a closed handle does nothing. Leaving
+        ``async with handle:`` calls it.
+
+        Raises:
+            Exception: (the last handle) the first unexpected exception (a bug)
+                the background sync met, as
+                :meth:`sddsf.client.runner.Runner.stop` raises it; the handle
+                is closed all the same. Errors the sync expects
+                (:class:`~sddsf.errors.SddsfError`) went to ``on_error`` instead.
+        """
         session, self._session = self._session, None
         self._unbind()
         if session is None or self not in session.handles:
