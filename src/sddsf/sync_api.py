@@ -25,6 +25,9 @@ for the answer. The rules that follow from it:
 * :meth:`Device.run` runs any function of the asyncio
   :class:`~sddsf.client.device.Device` on the background thread (e.g. the vault
   or key-value documents).
+* Errors are those of the asyncio API, raised in the calling thread as they
+  were raised on the loop; every call made from the loop's own thread (a
+  callback) raises :class:`~sddsf.errors.UsageError` instead of waiting.
 """
 
 from __future__ import annotations
@@ -60,9 +63,9 @@ from sddsf.client.runner import Runner as AsyncRunner
 from sddsf.client.runner import RunnerSettings
 from sddsf.errors import SddsfError, UsageError
 
-__all__ = ["Alert", "Device", "Event", "LiveDoc", "LiveStatus", "PendingProposal",
-           "RegistryChange", "RemoteChange", "Rotation", "Runner", "RunnerSettings",
-           "SddsfError", "SyncReport"]
+__all__ = ["Alert", "Device", "Event", "EventIterator", "LiveDoc", "LiveStatus",
+           "PendingProposal", "RegistryChange", "RemoteChange", "Rotation", "Runner",
+           "RunnerSettings", "SddsfError", "SyncReport"]
 
 T = TypeVar("T")
 
@@ -124,7 +127,14 @@ def _stop_portal() -> None:
 
 
 class Device:
-    """A device, blocking: the methods of :class:`sddsf.client.device.Device`."""
+    """A device, blocking: the methods of :class:`sddsf.client.device.Device`.
+
+    Made by :meth:`open`, :meth:`create_account` or :meth:`add_local`; a context
+    manager (``with Device.open(...) as device:`` closes it on exit).
+
+    Args:
+        device: the asyncio device to drive (opened on the background loop).
+    """
 
     def __init__(self, device: AsyncDevice) -> None:
         #: The asyncio device (use it only through :meth:`run`).
@@ -135,8 +145,29 @@ class Device:
     @classmethod
     def open(cls, home: Path | str, *, passphrase: Passphrase | None = None,
              **options: Any) -> Device:
-        """Open a device home (the options of :meth:`sddsf.client.device.Device.open`;
-        ``lock`` defaults to ``operation`` here, so other processes get turns)."""
+        """Open an existing device home.
+
+        Args:
+            home: the device home.
+            passphrase: the store's passphrase (a str, or a function asking for
+                it, called on the background thread), if it has one.
+            **options: the other options of
+                :meth:`sddsf.client.device.Device.open`; ``lock`` defaults to
+                ``operation`` here, so other processes get turns.
+
+        Returns:
+            The open device.
+
+        Raises:
+            ConfigError: ``home`` holds no device, or its storage key cannot be
+                had (no passphrase given, no longer in the keyring, an
+                unreadable key file).
+            DecryptError: a wrong passphrase, or a store that does not decrypt.
+            UsageError: a passphrase that is neither a str nor a function, or a
+                call from one of this API's callbacks.
+            UnavailableError: another process kept the home locked for
+                ``lock_timeout_s``, or the store or the keyring failed.
+        """
         options.setdefault("lock", "operation")
         return cls(_portal().run(lambda: AsyncDevice.open(Path(home), passphrase=passphrase,
                                                           **options)))
@@ -145,7 +176,29 @@ class Device:
     def create_account(cls, home: Path | str, relay_url: str, name: str, *,
                        passphrase: Passphrase | None = None,
                        **options: Any) -> tuple[Device, bytes]:
-        """Create an account and its first device; returns it and the account secret."""
+        """Create an account and its first device in a new home.
+
+        Args:
+            home: the new device home (it must not hold a device).
+            relay_url: the relay's base URL.
+            name: this device's name.
+            passphrase: protects the store (None: the OS keyring, if there is one).
+            **options: the other options of
+                :meth:`sddsf.client.device.Device.create_account`.
+
+        Returns:
+            The device and the 32-byte account secret, to show ONCE (e.g. as the
+            recovery phrase).
+
+        Raises:
+            UsageError: ``home`` already holds a device, a passphrase shorter
+                than 8 characters or of a wrong type, or a call from one of this
+                API's callbacks.
+            ConfigError: no passphrase and no OS keyring.
+            UnavailableError: the relay cannot be reached (or answered 503), or
+                the store or the keyring failed.
+            SddsfError: any other refusal of the relay, as its typed error.
+        """
         device, secret = _portal().call(functools.partial(
             AsyncDevice.create_account, Path(home), relay_url, name, passphrase=passphrase,
             **options))
@@ -154,13 +207,46 @@ class Device:
     @classmethod
     def add_local(cls, approver: Device, home: Path | str, name: str, *,
                   passphrase: Passphrase | None = None, **options: Any) -> Device:
-        """Add a device in another home of this machine, approved by ``approver``."""
+        """Add a device in another home of this machine, approved by ``approver``.
+
+        Args:
+            approver: a device of the account that approves the new one.
+            home: the new device's home (it must not hold a device).
+            name: the new device's name.
+            passphrase: protects the new store (None: the OS keyring, if any).
+            **options: the other options of
+                :meth:`sddsf.client.device.Device.add_local`.
+
+        Returns:
+            The new device (it may await more approvals, as the account's policy
+            says).
+
+        Raises:
+            UsageError: ``home`` already holds a device, a passphrase shorter
+                than 8 characters or of a wrong type, or a call from one of this
+                API's callbacks.
+            ConfigError: no passphrase and no OS keyring.
+            AuthorizationError: ``approver`` may not add devices.
+            UnavailableError: the relay cannot be reached (or answered 503), or
+                the store or the keyring failed.
+            SddsfError: any other refusal of the relay, as its typed error.
+        """
         return cls(_portal().call(functools.partial(
             AsyncDevice.add_local, approver.async_device, Path(home), name,
             passphrase=passphrase, **options)))
 
     def close(self) -> None:
-        """Stop live handles, flush and close (as leaving ``with``)."""
+        """Stop live handles, flush and close (as leaving ``with``).
+
+        The store, the connections and the home's lock are released even when
+        it raises.
+
+        Raises:
+            UsageError: a buffered edit was refused (too large to sync), or a
+                call from one of this API's callbacks.
+            Exception: the first unexpected exception (a bug) the live handles'
+                background sync met (:meth:`sddsf.client.runner.Runner.stop`).
+        """
         self._portal.call(self.async_device.__aexit__, None, None, None)
 
     def __enter__(self) -> Device:
@@ -170,8 +256,19 @@ class Device:
         self.close()
 
     def run(self, fn: Callable[[AsyncDevice], T | Awaitable[T]]) -> T:
-        """``fn(async_device)`` on the background thread (awaited if it returns an
-        awaitable), e.g. ``device.run(lambda d: Vault.open(d))``."""
+        """Run ``fn(async_device)`` on the background thread, e.g. ``device.run(Vault.open)``.
+
+        Args:
+            fn: called with the asyncio device; what it returns is awaited there
+                if it is awaitable.
+
+        Returns:
+            What ``fn`` returned (or its awaitable gave).
+
+        Raises:
+            UsageError: a call from one of this API's callbacks.
+            Exception: whatever ``fn`` raises, unchanged.
+        """
         async def call() -> T:
             result = fn(self.async_device)
             if isinstance(result, Awaitable):
@@ -181,19 +278,68 @@ class Device:
 
     # ---------------------------------------------------------------- sync
     def sync(self) -> SyncReport:
-        """Push and pull once, verifying everything."""
+        """Push and pull once, verifying everything (:meth:`sddsf.client.device.Device.sync`).
+
+        Returns:
+            What the sync did (ops pushed and pulled, alerts, observer errors).
+
+        Raises:
+            UnavailableError: the relay cannot be reached or answered 503 (the
+                edits stay queued), or the store failed.
+            RateLimitedError: the relay asked to wait (``retry_after_s``).
+            AuthorizationError: this device is revoked, awaiting approval, or
+                read-only.
+            VerificationError: the relay or another device misbehaved (a
+                subclass such as ``ProofError`` says how); nothing was applied.
+            UsageError: an edit was refused (too large to sync), or a call from
+                one of this API's callbacks.
+        """
         return self._portal.call(self.async_device.sync)
 
     def create_space(self, name: str) -> bytes:
-        """Create a space; returns its id."""
+        """Create a space, its first key wrapped for every device of the account.
+
+        Args:
+            name: the space's name (unique on this device).
+
+        Returns:
+            The new space's id (16 bytes).
+
+        Raises:
+            UsageError: a space of that name exists already, or a call from one
+                of this API's callbacks.
+            UnavailableError: the relay cannot be reached (or answered 503).
+            SddsfError: any other refusal of the relay, as its typed error.
+        """
         return self._portal.call(self.async_device.create_space, name)
 
     def spaces(self) -> list[tuple[bytes, str]]:
-        """The spaces this device knows: ``(space id, name)``."""
+        """The spaces this device holds keys for.
+
+        Returns:
+            ``(space id, name)`` of each.
+
+        Raises:
+            UsageError: the device is closed, or a call from one of this API's
+                callbacks.
+            DecryptError: the store does not decrypt (a tampered store).
+            UnavailableError: the store failed.
+        """
         return self._portal.run(self.async_device.spaces)
 
     def space_by_name(self, name: str) -> bytes:
-        """The id of the space called ``name``."""
+        """The id of the space called ``name``.
+
+        Args:
+            name: the space's name.
+
+        Returns:
+            Its id (16 bytes).
+
+        Raises:
+            UsageError: no space of that name on this device (sync first?), or a
+                call from one of this API's callbacks.
+        """
         return self._portal.run(self.async_device.space_by_name, name)
 
     @property
@@ -203,27 +349,75 @@ class Device:
 
     # -------------------------------------------------------------- events
     def changes(self) -> EventIterator:
-        """Events from now on: ``for event in device.changes():`` (or ``.next(timeout)``)."""
+        """Events from now on: ``for event in device.changes():`` (or ``.next(timeout)``).
+
+        Returns:
+            A blocking iterator of the device's events; it keeps at most 4,096
+            unread ones (the oldest are dropped).
+
+        Raises:
+            UsageError: a call from one of this API's callbacks.
+        """
         return EventIterator(self._portal, self._portal.run(self.async_device.changes))
 
     def on_change(self, callback: EventCallback) -> Callable[[], None]:
-        """Call ``callback(event)`` on the background thread for every event."""
+        """Call ``callback(event)`` on the background thread for every event.
+
+        Args:
+            callback: called with each event. One that raises is reported to the
+                :meth:`on_error` callbacks; syncing goes on.
+
+        Returns:
+            A function that removes the callback.
+
+        Raises:
+            Nothing of its own.
+        """
         return self.async_device.on_change(callback)
 
     def on_error(self, callback: ErrorCallback) -> Callable[[], None]:
-        """Call ``callback(error)`` on the background thread for background errors."""
+        """Call ``callback(error)`` on the background thread for background errors.
+
+        Args:
+            callback: called with each :class:`~sddsf.errors.SddsfError` of event
+                callbacks, document observers and live handles' syncs (without
+                one they are logged).
+
+        Returns:
+            A function that removes the callback.
+
+        Raises:
+            Nothing of its own.
+        """
         return self.async_device.on_error(callback)
 
     def live(self, space: bytes | str, name: str, *, doc: pycrdt.Doc[Any] | None = None,
              settings: RunnerSettings | None = None) -> LiveDoc:
-        """A live document (``with device.live(space, name, doc=d) as handle:``)."""
+        """A live document (``with device.live(space, name, doc=d) as handle:``).
+
+        Args:
+            space: the space id, or its name.
+            name: the document's name in the space.
+            doc: the application's ``pycrdt.Doc`` to keep in sync (None: a new
+                one, ``handle.doc``).
+            settings: the background sync's timing, used by the device's first
+                live handle (default :data:`sddsf.client.live.LIVE_SETTINGS`).
+
+        Returns:
+            The handle, not bound yet: entering it (or :meth:`LiveDoc.open`)
+            binds ``doc`` and starts the background sync.
+
+        Raises:
+            UsageError: no space of that name on this device, or a call from one
+                of this API's callbacks.
+        """
         space_id = self.space_by_name(space) if isinstance(space, str) else space
         return LiveDoc(self._portal, _live.LiveDoc(self.async_device, space_id, name, doc,
                                                    settings))
 
 
 class EventIterator:
-    """A blocking iterator over a device's events."""
+    """A blocking iterator over a device's events (made by :meth:`Device.changes`)."""
 
     def __init__(self, portal: _Portal, stream: EventStream) -> None:
         self._portal = portal
@@ -240,8 +434,15 @@ class EventIterator:
     def next(self, timeout: float | None = None) -> Event | None:
         """The next event, or None when none came within ``timeout`` seconds.
 
+        Args:
+            timeout: how long to wait, in seconds (None: until an event comes).
+
+        Returns:
+            The next event, or None when ``timeout`` passed first.
+
         Raises:
-            StopIteration: the stream was closed.
+            StopIteration: the iterator was closed.
+            UsageError: a call from one of this API's callbacks.
         """
         try:
             return self._portal.call(self._stream.__anext__, timeout=timeout)
@@ -251,7 +452,11 @@ class EventIterator:
             return None
 
     def close(self) -> None:
-        """Stop receiving events."""
+        """Stop receiving events; events received before are still returned.
+
+        Raises:
+            UsageError: a call from one of this API's callbacks.
+        """
         self._portal.run(self._stream.close)
 
 
@@ -274,12 +479,15 @@ class _Synced:
 
 
 class LiveDoc:
-    """A live document, blocking (see :mod:`sddsf.client.live`)."""
+    """A live document, blocking (see :mod:`sddsf.client.live`); made by
+    :meth:`Device.live`, bound from ``with`` entry to exit."""
 
     def __init__(self, portal: _Portal, handle: _live.LiveDoc) -> None:
         self._portal = portal
         self._handle = handle
-        #: Caught up with the relay: ``synced.wait(timeout)``.
+        #: Caught up with the relay, as a ``threading.Event``: ``synced.is_set()``
+        #: tells now; ``synced.wait(timeout)`` waits, and returns False if
+        #: ``timeout`` seconds passed first.
         self.synced = _Synced(portal, handle.synced)
 
     @property
@@ -303,21 +511,58 @@ class LiveDoc:
         return self._handle.status
 
     def on_status(self, callback: Callable[[LiveStatus], object]) -> Callable[[], None]:
-        """Call ``callback(status)`` on the background thread when the status changes."""
+        """Call ``callback(status)`` on the background thread when the status changes.
+
+        Args:
+            callback: called with the new :class:`LiveStatus`. One that raises is
+                reported to the device's ``on_error`` callbacks.
+
+        Returns:
+            A function that removes the callback.
+
+        Raises:
+            Nothing of its own.
+        """
         return self._handle.on_status(callback)
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[pycrdt.Doc[Any]]:
-        """Edit :attr:`doc`: holds :attr:`lock` and one Yjs transaction."""
+        """Edit :attr:`doc`: ``with handle.transaction() as doc:``.
+
+        Returns:
+            A context manager that holds :attr:`lock` and one Yjs transaction of
+            :attr:`doc` for its block, and gives :attr:`doc`. The edits are
+            pushed by the background sync after the block.
+
+        Raises:
+            Nothing of its own.
+        """
         with self._handle.lock, self._handle.doc.transaction():
             yield self._handle.doc
 
     def open(self) -> None:
-        """Bind :attr:`doc` and start the background sync."""
+        """Bind :attr:`doc` and start the background sync (entering ``with`` calls it).
+
+        Raises:
+            UsageError: the handle is open already, the document's name is not
+                1 to 256 characters, the device is closed, or a call from one of
+                this API's callbacks.
+            DecryptError: the device's stored copy does not decrypt.
+            DecodeError: the stored copy is incomplete (a damaged store).
+            UnavailableError: the device's store failed.
+        """
         self._portal.call(self._handle.open)
 
     def close(self) -> None:
-        """Unbind :attr:`doc` (for the last handle: stop the background sync)."""
+        """Unbind :attr:`doc` (for the last handle: stop the background sync).
+
+        Leaving ``with`` calls it; edits not pushed yet stay queued on the device.
+
+        Raises:
+            UsageError: a call from one of this API's callbacks.
+            Exception: (the last handle) the first unexpected exception (a bug)
+                the background sync met (:meth:`sddsf.client.runner.Runner.stop`).
+        """
         self._portal.call(self._handle.close)
 
     def __enter__(self) -> LiveDoc:
@@ -330,7 +575,16 @@ class LiveDoc:
 
 class Runner:
     """The background runner, blocking: ``with Runner(device):`` keeps it in sync.
-    Its callbacks run on the background thread."""
+
+    Do not run it on a device that has live handles open (they run their own).
+
+    Args:
+        device: the device to keep in sync.
+        settings: its timing (None: :class:`RunnerSettings` defaults).
+        on_sync: called on the background thread after each sync.
+        on_error: called on the background thread with each error of a sync
+            (without it they are logged).
+    """
 
     def __init__(self, device: Device, settings: RunnerSettings | None = None, *,
                  on_sync: Callable[[SyncReport], None] | None = None,
@@ -340,15 +594,31 @@ class Runner:
                                   on_sync=on_sync, on_error=on_error)
 
     def changed(self) -> None:
-        """Tell it about edits made outside a live handle."""
+        """Tell it about edits made outside a live handle (pushed after the debounce).
+
+        Callable from any thread, callbacks included.
+
+        Raises:
+            Nothing of its own.
+        """
         self._portal.loop.call_soon_threadsafe(self.runner.changed)
 
     def start(self) -> None:
-        """Start syncing, with a first sync at once."""
+        """Start syncing, with a first sync at once (entering ``with`` calls it).
+
+        Raises:
+            UsageError: a call from one of this API's callbacks.
+        """
         self._portal.call(self.runner.__aenter__)
 
     def stop(self) -> None:
-        """Stop (raises the first unexpected error it met, see the asyncio Runner)."""
+        """Stop syncing (leaving ``with`` calls it); pending edits stay queued.
+
+        Raises:
+            UsageError: a call from one of this API's callbacks.
+            Exception: the first unexpected exception (a bug) the runner met, as
+                :meth:`sddsf.client.runner.Runner.stop` raises it.
+        """
         self._portal.call(self.runner.stop)
 
     def __enter__(self) -> Runner:
