@@ -95,10 +95,19 @@ class _MemoryBatch(StoreBatch):
 
 
 class MemoryStore(LocalStore):
-    """Encrypted rows in this process's memory (thread-safe)."""
+    """Encrypted rows in this process's memory (thread-safe).
+
+    The class itself is a :data:`~sddsf.client.store.StoreFactory`:
+    ``Device.open(home, store_factory=MemoryStore)``.
+    """
 
     def __init__(self, path: Path, storage_key: bytes, *, _rows: _Rows | None = None) -> None:
         """A new, empty store standing for ``path`` (which it never touches).
+
+        Args:
+            path: the place it stands for (``<home>/device.db``).
+            storage_key: the 32-byte storage key that seals every value.
+            _rows: (:meth:`reopen`) the rows of another connection to share.
 
         Raises:
             UsageError: the storage key is not 32 bytes.
@@ -110,23 +119,67 @@ class MemoryStore(LocalStore):
 
     @classmethod
     def for_home(cls, home: Path, storage_key: bytes) -> MemoryStore:
-        """A new, empty store for the device home ``home``."""
+        """A new, empty store for a device home.
+
+        Args:
+            home: the device home (never touched).
+            storage_key: the 32-byte storage key.
+
+        Returns:
+            A store standing for ``<home>/device.db``.
+
+        Raises:
+            UsageError: the storage key is not 32 bytes.
+        """
         return cls(home / STORE_FILE, storage_key)
 
     def reopen(self, storage_key: bytes | None = None) -> MemoryStore:
-        """Another connection to the same rows (as opening the same file again),
-        with this store's key or ``storage_key``; works after :meth:`close` too."""
+        """Another connection to the same rows (as opening the same file again).
+
+        Works after :meth:`close` too: that is how a memory-backed device is
+        opened again (``store_factory=lambda path, key: first.reopen(key)``).
+
+        Args:
+            storage_key: the key of the new connection (None: this store's);
+                rows sealed under another key do not decrypt with it.
+
+        Returns:
+            A new open connection to the same rows, at the same path.
+
+        Raises:
+            UsageError: ``storage_key`` is not 32 bytes.
+        """
         return MemoryStore(self.path, self._key if storage_key is None else storage_key,
                            _rows=self._rows)
 
     def sealed_rows(self) -> dict[tuple[str, bytes], bytes]:
-        """Every row as kept (sealed values), for tests of what is at rest."""
+        """Every row as kept, for tests of what is at rest.
+
+        Returns:
+            A copy: ``(ns, key)`` -> the sealed value (nonce, ciphertext, tag).
+
+        Raises:
+            Nothing of its own (it works on a closed store too).
+        """
         with self._rows.lock:
             return dict(self._rows.values)
 
     def put_sealed(self, ns: str, key: bytes, sealed: bytes) -> None:
         """Keep ``sealed`` as row ``(ns, key)`` as it is, unchecked (for tests
-        that alter what is at rest, as one would edit a file)."""
+        that alter what is at rest, as one would edit a file).
+
+        Not a batch: no connection's :meth:`data_version` changes. It waits
+        for another thread's open batch to end (it takes the rows' lock).
+
+        Args:
+            ns: the namespace.
+            key: the row's key.
+            sealed: the bytes to keep (a later read unseals them, and raises
+                ``DecryptError`` if they were not sealed for this row).
+
+        Raises:
+            Nothing of its own (it works on a closed store too).
+        """
         with self._rows.lock:
             self._rows.set((ns, bytes(key)), bytes(sealed))
 

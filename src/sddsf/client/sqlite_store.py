@@ -54,10 +54,19 @@ class _SqliteBatch(StoreBatch):
 
 
 class SqliteStore(LocalStore):
-    """Encrypted rows in a SQLite file (thread-safe: one connection behind a lock)."""
+    """Encrypted rows in a SQLite file (thread-safe: one connection behind a lock).
+
+    The methods keep the contract of :class:`~sddsf.client.store.LocalStore`
+    (their docstrings are its). A device uses it unless told otherwise.
+    """
 
     def __init__(self, path: Path, storage_key: bytes) -> None:
         """Open (or create) the file at ``path``.
+
+        Args:
+            path: the SQLite file (``<home>/device.db``); its directory is made
+                if missing.
+            storage_key: the 32-byte storage key that seals every value.
 
         Raises:
             UsageError: the storage key is not 32 bytes.

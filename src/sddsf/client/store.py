@@ -61,19 +61,41 @@ class StoreBatch(ABC):
 
     @abstractmethod
     def put(self, ns: str, key: bytes, value: bytes) -> None:
-        """Insert or replace the value of row ``(ns, key)`` (sealed for that row)."""
+        """Insert or replace the value of row ``(ns, key)`` (sealed for that row).
+
+        Args:
+            ns: the namespace.
+            key: the row's key (non-secret).
+            value: the plaintext to keep.
+
+        Raises:
+            UnavailableError: the storage failed (the batch is then rolled back).
+        """
 
     @abstractmethod
     def delete(self, ns: str, key: bytes) -> None:
-        """Remove row ``(ns, key)``; no error if it is absent."""
+        """Remove row ``(ns, key)``; no error if it is absent.
+
+        Args:
+            ns: the namespace.
+            key: the row's key.
+
+        Raises:
+            UnavailableError: the storage failed (the batch is then rolled back).
+        """
 
     @abstractmethod
     def delete_prefix(self, ns: str, prefix: bytes) -> None:
         """Remove every row of ``ns`` whose key starts with ``prefix``.
 
+        Args:
+            ns: the namespace.
+            prefix: the key prefix, not empty.
+
         Raises:
             UsageError: ``prefix`` is empty (a whole namespace is never dropped
                 by accident).
+            UnavailableError: the storage failed (the batch is then rolled back).
         """
 
 
@@ -112,10 +134,18 @@ class LocalStore(ABC):
         path: where the store lives in its device home (``<home>/device.db``);
             the home is ``path.parent``. A store without a file stands for this
             path and never creates it.
+
+    Args:
+        path: where the store lives (see ``path`` above).
+        storage_key: the 32-byte storage key that seals every value.
     """
 
     def __init__(self, path: Path, storage_key: bytes) -> None:
         """Check the storage key; implementations then open their storage.
+
+        Args:
+            path: where the store lives (``<home>/device.db``).
+            storage_key: the 32-byte storage key.
 
         Raises:
             UsageError: the key is not 32 bytes.
@@ -127,12 +157,33 @@ class LocalStore(ABC):
 
     # ------------------------------------------------------- sealing (shared)
     def seal(self, ns: str, key: bytes, value: bytes) -> bytes:
-        """Encrypt ``value`` for row ``(ns, key)`` under the storage key."""
+        """Encrypt ``value`` for row ``(ns, key)`` under the storage key.
+
+        Args:
+            ns: the row's namespace.
+            key: the row's key.
+            value: the plaintext.
+
+        Returns:
+            ``nonce || ciphertext || tag`` (40 bytes more than ``value``), with
+            ``ns || 0x00 || key`` as associated data and a fresh random nonce.
+
+        Raises:
+            Nothing of its own.
+        """
         nonce = random_bytes(AEAD_NONCE_SIZE)
         return nonce + aead_encrypt(self._key, nonce, value, row_ad(ns, key))
 
     def unseal(self, ns: str, key: bytes, sealed: bytes) -> bytes:
         """Decrypt a value :meth:`seal` made for row ``(ns, key)``.
+
+        Args:
+            ns: the row's namespace.
+            key: the row's key.
+            sealed: the value as kept.
+
+        Returns:
+            The plaintext.
 
         Raises:
             DecryptError: another storage key, another row, or altered bytes.
@@ -147,14 +198,29 @@ class LocalStore(ABC):
     # ------------------------------------------------------------ interface
     @abstractmethod
     def close(self) -> None:
-        """Release the storage (idempotent); any other call then raises ``UsageError``."""
+        """Release the storage; any other call then raises ``UsageError``.
+
+        Idempotent: closing a closed store does nothing.
+
+        Raises:
+            Nothing of its own.
+        """
 
     @abstractmethod
     def get(self, ns: str, key: bytes) -> bytes | None:
         """The plaintext of row ``(ns, key)``, or None.
 
+        Args:
+            ns: the namespace.
+            key: the row's key.
+
+        Returns:
+            The row's plaintext, or None when there is no such row.
+
         Raises:
             DecryptError: the row does not decrypt for this key and row.
+            UsageError: the store is closed.
+            UnavailableError: the storage failed.
         """
 
     @abstractmethod
@@ -170,30 +236,78 @@ class LocalStore(ABC):
                 page through a namespace.
             limit: at most this many rows.
 
+        Returns:
+            ``(key, plaintext)`` of each row, in ascending bytewise key order.
+
         Raises:
             DecryptError: a returned row does not decrypt.
+            UsageError: the store is closed.
+            UnavailableError: the storage failed.
         """
 
     @abstractmethod
     def keys(self, ns: str, prefix: bytes = b"") -> list[bytes]:
-        """Keys of ``ns`` that start with ``prefix``, in ascending order (values unread)."""
+        """Keys of ``ns`` that start with ``prefix`` (values unread, so never decrypted).
+
+        Args:
+            ns: the namespace.
+            prefix: the key prefix (empty: every key of ``ns``).
+
+        Returns:
+            The keys, in ascending bytewise order.
+
+        Raises:
+            UsageError: the store is closed.
+            UnavailableError: the storage failed.
+        """
 
     @abstractmethod
     def stored_bytes(self, ns: str, prefix: bytes = b"") -> int:
-        """Bytes the sealed values of ``ns`` with the key prefix take (each value
-        plus 40 bytes of nonce and tag), without decrypting them."""
+        """Bytes the sealed values of ``ns`` with the key prefix take, without
+        decrypting them.
+
+        Args:
+            ns: the namespace.
+            prefix: the key prefix (empty: every row of ``ns``).
+
+        Returns:
+            The sum of the sealed values' sizes (each value plus 40 bytes of
+            nonce and tag); keys are not counted.
+
+        Raises:
+            UsageError: the store is closed.
+            UnavailableError: the storage failed.
+        """
 
     @abstractmethod
     def count(self, ns: str, prefix: bytes = b"") -> int:
-        """Number of rows of ``ns`` with the key prefix."""
+        """Number of rows of ``ns`` with the key prefix.
+
+        Args:
+            ns: the namespace.
+            prefix: the key prefix (empty: every row of ``ns``).
+
+        Returns:
+            How many rows there are.
+
+        Raises:
+            UsageError: the store is closed.
+            UnavailableError: the storage failed.
+        """
 
     @abstractmethod
     def batch(self) -> contextlib.AbstractContextManager[StoreBatch]:
         """One atomic transaction: every write of the block, or none (see the
         class doc). Durable against a process crash once the block ends.
 
+        Returns:
+            A context manager: ``with store.batch() as b:`` gives the
+            :class:`StoreBatch` to write with; the block's writes are committed
+            when it ends, and dropped when it raises (the exception propagates).
+
         Raises:
-            UsageError: a batch of this store is already open in this thread.
+            UsageError: a batch is already open in this thread (batches do not
+                nest), or the store is closed.
             UnavailableError: the storage refused the transaction (nothing of it
                 was kept).
         """
@@ -201,17 +315,40 @@ class LocalStore(ABC):
     @abstractmethod
     def data_version(self) -> int:
         """A number that changes whenever another connection to the same rows
-        commits a batch that writes; this connection's own batches leave it
-        unchanged. Compare values for equality only (a change may also be
-        reported when nothing changed; the caller then reloads for nothing)."""
+        commits a batch that writes.
+
+        Returns:
+            The current data version; this connection's own batches leave it
+            unchanged. Compare values for equality only (a change may also be
+            reported when nothing changed; the caller then reloads for nothing).
+
+        Raises:
+            UsageError: the store is closed.
+            UnavailableError: the storage failed.
+        """
 
     @abstractmethod
     def make_durable(self) -> None:
         """Return once every batch that has ended is on stable storage (survives
-        a power loss). A store kept only in memory has nothing to force."""
+        a power loss). A store kept only in memory has nothing to force.
+
+        Raises:
+            UsageError: the store is closed.
+            UnavailableError: the storage failed.
+        """
 
     def put(self, ns: str, key: bytes, value: bytes) -> None:
-        """A one-row batch."""
+        """Write one row in a batch of its own (see :meth:`StoreBatch.put`).
+
+        Args:
+            ns: the namespace.
+            key: the row's key.
+            value: the plaintext to keep.
+
+        Raises:
+            UsageError: a batch is open in this thread, or the store is closed.
+            UnavailableError: the storage failed (nothing was written).
+        """
         with self.batch() as b:
             b.put(ns, key, value)
 
