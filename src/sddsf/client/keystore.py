@@ -37,15 +37,20 @@ from sddsf.errors import ConfigError, DecryptError, UnavailableError, UsageError
 if TYPE_CHECKING:
     from keyring.backend import KeyringBackend
 
-__all__ = ["KDF_MEMORY_KIB", "KDF_PARALLELISM", "KDF_TIME", "KEY_FILE", "KeyCache", "KeyStore",
-           "KeyringKeyStore", "Passphrase", "PassphraseKeyStore", "PlaintextKeyStore",
-           "keyring_usable", "new_key_store", "passphrase_source", "read_key_record",
-           "set_key_cache", "stored_key_store"]
+__all__ = ["KDF_MEMORY_KIB", "KDF_PARALLELISM", "KDF_TIME", "KEY_FILE", "MIN_PASSPHRASE",
+           "KeyCache", "KeyStore", "KeyringKeyStore", "Passphrase", "PassphraseKeyStore",
+           "PlaintextKeyStore", "keyring_usable", "new_key_store", "passphrase_source",
+           "read_key_record", "set_key_cache", "stored_key_store"]
 
+#: Argon2id passes of a new passphrase key file (the least a stored one may have).
 KDF_TIME: Final = 3
+#: Argon2id memory in KiB, 64 MiB (the least a stored key file may have).
 KDF_MEMORY_KIB: Final = 64 * 1024
+#: Argon2id lanes of a new passphrase key file.
 KDF_PARALLELISM: Final = 4
+#: The key file's name in a device home; it marks a complete device.
 KEY_FILE: Final = "storage-key.json"
+#: The fewest characters a new passphrase has.
 MIN_PASSPHRASE: Final = 8
 _AD: Final = b"sddsf/v1/storage-key"
 _NONCE: Final = 24
@@ -56,6 +61,13 @@ Passphrase = str | Callable[[], str]
 
 def passphrase_source(passphrase: Passphrase | None) -> Callable[[], str] | None:
     """The function that gives ``passphrase`` (None stays None).
+
+    Args:
+        passphrase: a passphrase, a function returning one, or None.
+
+    Returns:
+        ``passphrase`` itself if it is a function or None; else a function that
+        returns the str.
 
     Raises:
         UsageError: neither a str, a callable nor None.
@@ -73,7 +85,20 @@ class KeyCache(Protocol):
     """Serves the storage key of a passphrase home that was unlocked earlier."""
 
     def get(self, home: Path, record: dict[str, object]) -> bytes | None:
-        """The storage key of ``home`` whose key file holds ``record``, or None."""
+        """The storage key of ``home`` whose key file holds ``record``, or None.
+
+        Args:
+            home: the device home.
+            record: the JSON object of its key file (to tell one key from another).
+
+        Returns:
+            The 32-byte storage key, or None when the cache does not hold it
+            (the passphrase is then asked for).
+
+        Raises:
+            Nothing: an implementation returns None instead (an exception it
+            raised would leave :meth:`KeyStore.load` unchanged, uncaught).
+        """
         ...
 
 
@@ -81,15 +106,30 @@ _key_cache: KeyCache | None = None
 
 
 def set_key_cache(cache: KeyCache | None) -> None:
-    """Consult ``cache`` before asking for the passphrase of a passphrase home
-    (None: always ask). The CLI installs its unlock agent here."""
+    """Consult ``cache`` before asking for the passphrase of a passphrase home.
+
+    One setting for the whole process; the CLI installs its unlock agent here.
+    A :class:`PassphraseKeyStore` made with ``use_cache=False`` ignores it.
+
+    Args:
+        cache: the cache to consult (None: always ask).
+
+    Raises:
+        Nothing of its own.
+    """
     global _key_cache  # noqa: PLW0603 - one process-wide setting, set at start-up
     _key_cache = cache
 
 
 # ---------------------------------------------------------------- the record
 def read_key_record(home: Path) -> dict[str, object]:
-    """The JSON object of ``<home>/storage-key.json`` (it has a str ``kind``).
+    """The JSON object of ``<home>/storage-key.json``.
+
+    Args:
+        home: the device home.
+
+    Returns:
+        The key file's object; its ``kind`` is a str.
 
     Raises:
         ConfigError: no key file (no device), or one that does not read.
@@ -137,7 +177,16 @@ class KeyStore(ABC):
     protects_at_rest: ClassVar[bool] = True
 
     def create(self, home: Path) -> bytes:
-        """Make, keep and return a new storage key for ``home`` (an existing dir).
+        """Make, keep and return a new storage key for ``home``.
+
+        If the key file cannot be written, what :meth:`wrap` kept elsewhere is
+        forgotten again.
+
+        Args:
+            home: the device home, an existing directory without a key file.
+
+        Returns:
+            The new 32-byte storage key.
 
         Raises:
             UsageError: ``home`` already has a key file; or (passphrase) a
@@ -166,6 +215,12 @@ class KeyStore(ABC):
     def load(self, home: Path) -> bytes:
         """The storage key of ``home``.
 
+        Args:
+            home: the device home.
+
+        Returns:
+            The 32-byte storage key :meth:`create` made.
+
         Raises:
             ConfigError: no device, an unreadable key file, one of another kind,
                 or the key is gone (keyring) or cannot be asked for (passphrase).
@@ -183,7 +238,16 @@ class KeyStore(ABC):
         return key
 
     def discard(self, home: Path) -> None:
-        """Forget the key of ``home``: what is kept elsewhere (best effort), then the file."""
+        """Forget the key of ``home``: what is kept elsewhere (best effort), then the file.
+
+        A missing or unreadable key file, or one of another kind, is no error.
+
+        Args:
+            home: the device home.
+
+        Raises:
+            OSError: the key file exists but cannot be removed (not translated).
+        """
         with contextlib.suppress(ConfigError):
             record = read_key_record(home)
             if record["kind"] == self.kind:
@@ -192,19 +256,57 @@ class KeyStore(ABC):
 
     @abstractmethod
     def wrap(self, key: bytes) -> dict[str, object]:
-        """Keep ``key``; the fields (besides ``kind``) the key file records."""
+        """Keep ``key`` as this kind keeps it (the implementation's part of :meth:`create`).
+
+        Args:
+            key: the new storage key.
+
+        Returns:
+            The fields (besides ``kind``) the key file records.
+
+        Raises:
+            UsageError: (passphrase) a passphrase shorter than 8 characters.
+            ConfigError: (passphrase) no passphrase was given.
+            UnavailableError: (keyring) the keyring cannot be written.
+        """
 
     @abstractmethod
     def unwrap(self, home: Path, record: dict[str, object]) -> bytes:
-        """The key a record of this kind stands for (errors as :meth:`load`)."""
+        """The key a record of this kind stands for (the implementation's part of
+        :meth:`load`).
+
+        Args:
+            home: the device home (for messages, and the key cache).
+            record: the key file's object, of this kind.
+
+        Returns:
+            The storage key (:meth:`load` checks its size).
+
+        Raises:
+            ConfigError: a record this kind cannot read, a key that is gone
+                (keyring), or no passphrase to ask (passphrase).
+            DecryptError: (passphrase) a wrong passphrase.
+            UnavailableError: (keyring) the keyring failed.
+        """
 
     def forget(self, record: dict[str, object]) -> None:
-        """Drop what :meth:`wrap` kept outside the key file (best effort)."""
+        """Drop what :meth:`wrap` kept outside the key file (best effort).
+
+        Args:
+            record: the key file's object whose key to drop.
+
+        Raises:
+            Nothing: it is best effort (nothing to drop by default).
+        """
         del record  # nothing by default
 
 
 class PlaintextKeyStore(KeyStore):
-    """The key in the key file itself (insecure: only on explicit request)."""
+    """The key in the key file itself (insecure: only on explicit request).
+
+    Its :meth:`~KeyStore.wrap` and :meth:`~KeyStore.unwrap` keep the contract of
+    :class:`KeyStore` (their docstrings are its).
+    """
 
     kind: ClassVar[str] = "plaintext"
     protects_at_rest: ClassVar[bool] = False
@@ -222,10 +324,17 @@ class PlaintextKeyStore(KeyStore):
 class PassphraseKeyStore(KeyStore):
     """The key wrapped under Argon2id(passphrase).
 
+    The passphrase (or its function) is asked only when needed: by
+    :meth:`~KeyStore.create`, and by :meth:`~KeyStore.load` when the key cache
+    does not serve the key.
+
     Args:
         passphrase: the passphrase or a function asking for it (None: the key
             can be served only by the key cache).
         use_cache: whether :meth:`load` first asks the process's key cache.
+
+    Raises:
+        UsageError: ``passphrase`` is neither a str, a function nor None.
     """
 
     kind: ClassVar[str] = "passphrase"
@@ -328,7 +437,14 @@ def _keyring_errors() -> Iterator[None]:
 
 
 def keyring_usable() -> bool:
-    """Whether this process has an OS keyring (not the library's fail/null backends)."""
+    """Whether this process has an OS keyring (not the library's fail/null backends).
+
+    Returns:
+        True when ``keyring`` is installed and its backend can keep a key.
+
+    Raises:
+        Nothing of its own.
+    """
     try:
         import keyring  # noqa: PLC0415 - optional at run time
         from keyring.backends import fail  # noqa: PLC0415
@@ -343,8 +459,17 @@ def new_key_store(passphrase: Passphrase | None, *, insecure_plaintext: bool) ->
     """The key store of a new home: plaintext only when asked; else the OS keyring
     when there is one and no passphrase was given; else the passphrase.
 
+    Args:
+        passphrase: the passphrase or a function asking for it (None: none).
+        insecure_plaintext: keep the key in plaintext in the key file.
+
+    Returns:
+        A :class:`PlaintextKeyStore`, :class:`KeyringKeyStore` or
+        :class:`PassphraseKeyStore`.
+
     Raises:
         ConfigError: no keyring and no passphrase.
+        UsageError: ``passphrase`` is neither a str, a function nor None.
     """
     if insecure_plaintext:
         return PlaintextKeyStore()
@@ -360,8 +485,19 @@ def new_key_store(passphrase: Passphrase | None, *, insecure_plaintext: bool) ->
 def stored_key_store(home: Path, passphrase: Passphrase | None) -> KeyStore:
     """The key store that ``home``'s key file names.
 
+    Args:
+        home: the device home.
+        passphrase: the passphrase or a function asking for it, for a
+            passphrase home (None: only the key cache can serve the key).
+
+    Returns:
+        A key store of the kind the key file names (the process's default
+        keyring for ``keyring``).
+
     Raises:
         ConfigError: no device, an unreadable key file, or an unknown kind.
+        UsageError: ``passphrase`` is neither a str, a function nor None (a
+            passphrase home).
     """
     kind = read_key_record(home)["kind"]
     if kind == PlaintextKeyStore.kind:
