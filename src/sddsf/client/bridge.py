@@ -88,6 +88,10 @@ def check_host(host: str, *, allow_remote: bool) -> None:
     The y-websocket protocol has no encryption: on a network address, the token
     and the document would cross the network in plaintext.
 
+    Args:
+        host: the address to listen on.
+        allow_remote: allow any address (the caller's explicit choice).
+
     Raises:
         UsageError: ``host`` is not ``localhost`` or a loopback IP address, and
             ``allow_remote`` is false.
@@ -106,12 +110,26 @@ def check_host(host: str, *, allow_remote: bool) -> None:
 
 @dataclass(frozen=True)
 class BridgeToken:
-    """The secret a client presents as ``?token=`` (fresh for every run)."""
+    """The secret a client presents as ``?token=`` (fresh for every run).
+
+    Attributes:
+        value: the token, 32 random bytes in URL-safe base64 (never in its repr).
+    """
 
     value: str = field(default_factory=lambda: secrets.token_urlsafe(32), repr=False)
 
     def admits(self, presented: str | None) -> bool:
-        """Whether ``presented`` is the token (constant-time comparison)."""
+        """Whether ``presented`` is the token (constant-time comparison).
+
+        Args:
+            presented: what the client sent (None: nothing).
+
+        Returns:
+            True only for the token itself.
+
+        Raises:
+            Nothing of its own.
+        """
         return presented is not None and hmac.compare_digest(
             presented.encode("utf-8", "surrogateescape"), self.value.encode())
 
@@ -177,19 +195,40 @@ class YjsBridgeServer:
     listens from entry to exit. ``on_edit`` is called when a client sent edits
     (the device then pushes them); ``on_event`` gets one line per connection
     change or refusal (no token or document content is ever in it).
+
+    Entering it raises ``OSError`` when it cannot listen (the port is taken)
+    and :class:`~sddsf.errors.ConfigError` when pycrdt-websocket is not
+    installed (the ``bridge`` extra).
+
+    Args:
+        doc: the document the room serves.
+        room: the room's name (the URL path a client connects to).
+        host: the address to listen on (checked by :class:`Bridge`, not here).
+        port: the port (0: one the OS chooses; :attr:`port` then tells it).
+        token: the token clients present (None: a fresh one).
+        on_edit: called when a client sent edits.
+        on_event: called with one line per connection change or refusal.
     """
 
     def __init__(self, doc: pycrdt.Doc[Any], room: str, *, host: str = "127.0.0.1",
                  port: int = DEFAULT_PORT, token: BridgeToken | None = None,
                  on_edit: Callable[[], None] = lambda: None,
                  on_event: Callable[[str], None] = lambda line: None) -> None:
+        #: The document the room serves.
         self.doc = doc
+        #: The room's name (the URL path a client connects to).
         self.room_name = room
+        #: The address it listens on.
         self.host = host
+        #: The port it listens on (the OS's choice once entered, for port 0).
         self.port = port
+        #: The token clients present.
         self.token = token or BridgeToken()
+        #: Called when a client sent edits.
         self.on_edit = on_edit
+        #: Called with one line per connection change or refusal.
         self.on_event = on_event
+        #: The editors connected now (at most :data:`MAX_CLIENTS`).
         self.clients = 0
         self._room: YRoom | None = None
         self._server: Server | None = None
@@ -229,10 +268,20 @@ class YjsBridgeServer:
             await self._server.wait_closed()
 
     def refusal(self, request_path: str) -> tuple[int, str] | None:
-        """Why a connection to ``request_path`` is refused (close code and reason), or None.
+        """Why a connection to ``request_path`` is refused, or None.
 
         The token is checked first, so that without it nothing (not even which
         room this is) is learnt.
+
+        Args:
+            request_path: the request's path and query (``/ROOM?token=...``).
+
+        Returns:
+            The close code and reason (:data:`CLOSE_BAD_TOKEN`,
+            :data:`CLOSE_WRONG_ROOM` or :data:`CLOSE_BUSY`), or None to admit it.
+
+        Raises:
+            Nothing of its own.
         """
         parts = urlsplit(request_path)
         tokens = parse_qs(parts.query).get("token", [])
@@ -282,7 +331,14 @@ class YjsBridgeServer:
 
 @dataclass
 class DeviceDocBinding:
-    """The device's live copy of one document, as the bridge serves it."""
+    """The device's live copy of one document, as the bridge serves it.
+
+    Attributes:
+        device: the device.
+        space_id: the space's id.
+        name: the document's name in the space.
+        doc: the device's copy (``device.doc(space_id, name)`` when bound).
+    """
 
     device: Device
     space_id: bytes
@@ -290,14 +346,40 @@ class DeviceDocBinding:
     doc: pycrdt.Doc[Any]
 
     def attached(self) -> bool:
-        """Whether the device still syncs :attr:`doc`. It lets go of it when a
-        sync re-derives the space, or when an edit is refused as too large;
-        edits made to it afterwards would never be sent."""
+        """Whether the device still syncs :attr:`doc`.
+
+        It lets go of it when a sync re-derives the space, or when an edit is
+        refused as too large; edits made to it afterwards would never be sent.
+
+        Returns:
+            True while ``device.doc(space_id, name)`` is :attr:`doc`.
+
+        Raises:
+            SddsfError: only when the device has let go of :attr:`doc`, and
+                loading its copy again fails as in :func:`bind_device_doc`
+                (``UsageError`` for a closed device, ``DecryptError``,
+                ``DecodeError``, ``UnavailableError`` for its store).
+        """
         return self.device.doc(self.space_id, self.name) is self.doc
 
 
 def bind_device_doc(device: Device, space_id: bytes, name: str) -> DeviceDocBinding:
-    """Bind document ``name`` of a space: the device's live :class:`pycrdt.Doc`."""
+    """Bind document ``name`` of a space: the device's live :class:`pycrdt.Doc`.
+
+    Args:
+        device: the device.
+        space_id: the space's id.
+        name: the document's name in the space.
+
+    Returns:
+        The binding to the device's copy of the document.
+
+    Raises:
+        UsageError: the name is not 1 to 256 characters, or the device is closed.
+        DecryptError: the device's stored copy does not decrypt (a tampered store).
+        DecodeError: the stored copy is incomplete (a damaged store).
+        UnavailableError: the device's store failed.
+    """
     return DeviceDocBinding(device, space_id, name, device.doc(space_id, name))
 
 
@@ -311,6 +393,29 @@ class Bridge:
     Open the device with ``lock="operation"`` so that other commands can use
     its home meanwhile. :attr:`failure` is set (and :attr:`ended` called) when
     the bridge cannot go on: the device let go of the document.
+
+    Entering it raises :class:`~sddsf.errors.UsageError` for a host that is not
+    loopback without ``allow_remote`` (:func:`check_host`), or when it cannot
+    listen (the port is taken), :class:`~sddsf.errors.ConfigError` when
+    pycrdt-websocket is not installed, and the errors of
+    :func:`bind_device_doc`; a runner it started is stopped again. Leaving it
+    closes the server, then stops the runner (which raises the first unexpected
+    exception it met, see :meth:`sddsf.client.runner.Runner.stop`).
+
+    Attributes:
+        device: the device, opened with ``lock="operation"``.
+        space_id: the space's id.
+        name: the document's name in the space (also the room's name).
+        host: the address to listen on (loopback unless ``allow_remote``).
+        port: the port (0: one the OS chooses; ``server.port`` tells it).
+        allow_remote: allow a host that is not loopback.
+        settings: the runner's timing.
+        on_sync: called after each sync of the runner.
+        on_error: called with each error of the runner's syncs.
+        on_event: called with one line per editor connection change or refusal.
+        ended: called once when the bridge cannot go on (:attr:`failure` says why).
+        failure: why the bridge cannot go on (None while it can).
+        server: the server, once entered.
     """
 
     device: Device

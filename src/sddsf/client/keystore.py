@@ -96,8 +96,8 @@ class KeyCache(Protocol):
             (the passphrase is then asked for).
 
         Raises:
-            Nothing: an implementation returns None instead (an exception it
-            raised would leave :meth:`KeyStore.load` unchanged, uncaught).
+            Nothing: an implementation returns None instead; an exception it
+            raises is not caught, and leaves :meth:`KeyStore.load` as it is.
         """
         ...
 
