@@ -150,3 +150,29 @@ def test_a_failing_keyring_is_unavailable_and_leaves_nothing(tmp_path: Path) -> 
         KeyringKeyStore(refusing).create(tmp_path)
     assert caught.value.code == Code.UNAVAILABLE
     assert not (tmp_path / KEY_FILE).exists()
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("p", 0), ("p", 1 << 24), ("m", 1 << 40), ("t", 1 << 31), ("t", -1)])
+def test_out_of_range_stored_kdf_parameters_are_a_config_error(
+        tmp_path: Path, field: str, value: int) -> None:
+    """An edited key file with a zero, negative or absurd Argon2 setting is refused
+    before any work: a ConfigError, never an argon2 exception or an hour of hashing."""
+    PassphraseKeyStore(PASS).create(tmp_path)
+    record = json.loads((tmp_path / KEY_FILE).read_text())
+    record[field] = value
+    (tmp_path / KEY_FILE).write_text(json.dumps(record))
+    with pytest.raises(ConfigError, match="KDF"):
+        PassphraseKeyStore(PASS).load(tmp_path)
+
+
+def test_a_key_file_that_cannot_be_removed_is_unavailable(tmp_path: Path) -> None:
+    """discard raises only SddsfError types: a key file the OS will not remove is
+    UnavailableError naming the file, not a bare OSError."""
+    home = tmp_path / "home"
+    home.mkdir()
+    PlaintextKeyStore().create(home)
+    (home / KEY_FILE).unlink()
+    (home / KEY_FILE).mkdir()  # a directory where the file was: unlink fails
+    with pytest.raises(UnavailableError, match=KEY_FILE):
+        PlaintextKeyStore().discard(home)

@@ -48,6 +48,10 @@ KDF_TIME: Final = 3
 KDF_MEMORY_KIB: Final = 64 * 1024
 #: Argon2id lanes of a new passphrase key file.
 KDF_PARALLELISM: Final = 4
+# Upper bounds for parameters read back from a key file (16 GiB, 64 passes, 64 lanes).
+_KDF_MAX_MEMORY_KIB: Final = 16 * 1024 * 1024
+_KDF_MAX_TIME: Final = 64
+_KDF_MAX_PARALLELISM: Final = 64
 #: The key file's name in a device home; it marks a complete device.
 KEY_FILE: Final = "storage-key.json"
 #: The fewest characters a new passphrase has.
@@ -246,13 +250,17 @@ class KeyStore(ABC):
             home: the device home.
 
         Raises:
-            OSError: the key file exists but cannot be removed (not translated).
+            UnavailableError: the key file exists but cannot be removed.
         """
         with contextlib.suppress(ConfigError):
             record = read_key_record(home)
             if record["kind"] == self.kind:
                 self.forget(record)
-        (home / KEY_FILE).unlink(missing_ok=True)
+        try:
+            (home / KEY_FILE).unlink(missing_ok=True)
+        except OSError as exc:
+            raise UnavailableError(f"cannot remove {home / KEY_FILE}: "
+                                   f"{exc.strerror or exc}") from exc
 
     @abstractmethod
     def wrap(self, key: bytes) -> dict[str, object]:
@@ -369,6 +377,11 @@ class PassphraseKeyStore(KeyStore):
             raise ConfigError(f"cannot read {home / KEY_FILE}: {exc}") from None
         if m < KDF_MEMORY_KIB or t < KDF_TIME:
             raise ConfigError("the storage key file has weaker KDF parameters than allowed")
+        if m > _KDF_MAX_MEMORY_KIB or t > _KDF_MAX_TIME or not 1 <= p <= _KDF_MAX_PARALLELISM:
+            # An edited file must not make the device hash for hours or ask for
+            # terabytes (or reach argon2 with a value it rejects with its own type).
+            raise ConfigError(f"the storage key file's KDF parameters (t={t}, m={m} KiB, "
+                              f"p={p}) are out of range; restore the file from a backup")
         kek = _kek(self._ask("this device's store is protected by a passphrase: set "
                              "SDDSF_PASSPHRASE or run interactively"), salt, t, m, p)
         try:
