@@ -153,7 +153,14 @@ class SddsfError(Exception):
         return HTTP_STATUS[self.code]
 
     def to_wire(self) -> dict[str, str]:
-        """The ``{code, message}`` body the relay sends."""
+        """The ``{code, message}`` body the relay sends.
+
+        Returns:
+            The error's stable code (its ``Code`` value) and its message.
+
+        Raises:
+            Nothing of its own.
+        """
         return {"code": self.code.value, "message": self.message}
 
 
@@ -347,6 +354,16 @@ def error_from_wire(code: str, message: str) -> SddsfError:
 
     An unknown code (a newer peer) becomes a :class:`DecodeError` with code
     ``malformed`` and the peer's code kept in the message.
+
+    Args:
+        code: The stable error code the peer sent (a ``Code`` value).
+        message: The peer's human-readable message.
+
+    Returns:
+        An instance of the error class that owns ``code``, not raised.
+
+    Raises:
+        Nothing of its own: an unknown code is returned as a ``DecodeError``.
     """
     try:
         known = Code(code)

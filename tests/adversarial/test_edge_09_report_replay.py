@@ -21,8 +21,8 @@ import httpx
 from edgekit import Relay, new_account, relay_app
 from relaykit import World
 
-from sddsf.controller.audit import decode_entry
-from sddsf.controller.reports import ReportKind, sign_report
+from sddsf.protocol.audit import decode_entry
+from sddsf.protocol.posture import ReportKind, sign_report
 from sddsf.wire import b64
 
 

@@ -83,6 +83,7 @@ async def test_replays_end_the_leaked_session_and_do_not_quarantine(tmp_path: Pa
         victim, recorder = recorded_client(relay, world, 1)
         await victim.ws_ticket()
         captured = recorder.last("/v1/ws/ticket")
+        relay.clock.now += 30_000  # replayed later (a copy within seconds is a duplicate)
         outcomes = [await send(relay, captured) for _ in range(6)]
         # The first replay is caught by the nonce and ends the session; the token
         # is then worthless, so later copies are not even a replay.
@@ -230,3 +231,45 @@ def test_cli_suggestions_work_for_an_alert_about_the_only_device(
         assert done.returncode == 0, (command, done.stdout, done.stderr)
     assert ok_json(home, "alerts") == []
     assert ok_json(home, "sync")["pushed"] == 1
+
+
+async def account_alerts(relay: Relay, world: World) -> list[str]:
+    return [a.rule for a in await relay.ctx.controller.alerts(world.account.account_id,
+                                                              include_acked=False)]
+
+
+async def test_duplicates_from_a_retrying_proxy_are_not_counted_as_replays(
+        tmp_path: Path) -> None:
+    """A proxy that sends each signed upload three times (byte-identical copies
+    within seconds): every copy is refused (nothing is done twice), but none
+    counts toward ``replay_burst`` or ends the device's session, and every edit
+    is accepted."""
+    async with relay_app(tmp_path) as relay:
+        world = await new_account(relay, 2)
+        device, recorder = recorded_client(relay, world, 1)
+        await device.list_spaces()
+        for i in range(5):
+            (r,), _ = await device.upload(world.space, [world.op(1, text=f"{i}".encode()).raw])
+            assert r.status == "accepted"
+            original = recorder.last(f"/v1/spaces/{b64(world.space)}/ops")
+            relay.clock.now += 1000  # the proxy retries a second later
+            assert [await send(relay, original) for _ in range(2)] == [(401, "replay")] * 2
+        assert "replay_burst" not in await account_alerts(relay, world)
+        sessions = len([r for r in recorder.captured if r.url.path == "/v1/auth/session"])
+        assert sessions == 1  # the same session throughout
+        await device.aclose()
+
+
+async def test_replays_of_old_requests_still_count(tmp_path: Path) -> None:
+    async with relay_app(tmp_path) as relay:
+        world = await new_account(relay, 2)
+        device, recorder = recorded_client(relay, world, 1)
+        captured = []
+        for _ in range(3):
+            device.forget_session()  # a replay ends its session: one request per session
+            await device.ws_ticket()
+            captured.append(recorder.last("/v1/ws/ticket"))
+        relay.clock.now += 30_000  # well after any retry, still inside the window
+        assert [(await send(relay, c))[1] for c in captured] == ["replay"] * 3
+        assert "replay_burst" in await account_alerts(relay, world)
+        await device.aclose()

@@ -139,3 +139,26 @@ async def test_two_nodes_under_a_flood(cluster: Cluster) -> None:
         for h in (ha, hb):
             r = await h.post("/v1/auth/session", json=outcomes[0][2])
             assert (r.status_code, r.json()["code"]) == (401, "unauthenticated")
+
+
+async def test_concurrent_openings_of_one_device_all_succeed(relay: RelayProcess,
+                                                             cluster: Cluster) -> None:
+    """Several session openings of one device at the same moment (a runner's sync
+    and WebSocket loops after a restart; a proxy duplicating the handshake): the
+    relay holds no per-device challenge slot, so every one succeeds, on one node
+    and with challenge and answer on different nodes."""
+    world = World()
+    async with client(relay, world) as c:
+        await c.create_account(world.entries[0])
+    async with http(relay.base_url) as h:
+        for _ in range(10):
+            outcomes = await asyncio.gather(*(open_session(h, h, world) for _ in range(4)))
+            assert [o[0] for o in outcomes] == [200] * 4, outcomes
+    world = await new_world(cluster.nodes[0])
+    # Nodes 0 and 1 (90 s apart; nodes 0 and 2 are 180 s apart, more than
+    # challenge_ttl_s, so a challenge of one has expired on the other).
+    async with http(cluster.nodes[0].base_url) as a, http(cluster.nodes[1].base_url) as b:
+        for _ in range(10):
+            outcomes = await asyncio.gather(open_session(a, b, world), open_session(b, a, world),
+                                            open_session(a, a, world))
+            assert [o[0] for o in outcomes] == [200] * 3, outcomes

@@ -29,8 +29,8 @@ from livekit import (
 )
 from relaykit import World
 
-from sddsf.controller.reports import Posture, ReportKind, sign_report
 from sddsf.errors import AuthorizationError, Code
+from sddsf.protocol.posture import Posture, ReportKind, sign_report
 
 POLICY = "[thresholds]\nfull = 70\nread_only = 60\n"
 ROOTED = Posture("Linux", "6.1.0", "0.1.0", bytes(32), "keyring", "yes")

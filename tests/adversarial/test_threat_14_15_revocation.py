@@ -10,12 +10,9 @@ Passing:
   sealed again under the current epoch: no later edit of the device is lost
   (found by test_convergence.py, fixed in ``Device._push``).
 
-Known gaps, as strict expected failures with the fix in the reason:
-
-* a revocation whose cutoff misses an op the relay had already accepted makes
-  the whole space unreadable (every device refuses the log);
-* a revoked device's WebSocket on another relay process is neither closed nor
-  cut off from fan-out.
+* a revoked device's WebSocket on another relay process is closed (4403) and
+  gets no op appended after the revocation (the revocation is broadcast to
+  every process; each re-checks the registry before pushing ops).
 """
 
 from __future__ import annotations
@@ -121,12 +118,6 @@ async def test_revocation_through_one_node_is_enforced_by_every_node(
             assert (r.status, r.code) == ("rejected", "revoked")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "fan-out is per process (relay/fanout.py Hub): a revocation stored through node A "
-    "closes the device's WebSockets on A only; on node B the socket stays open and keeps "
-    "receiving ops appended on B. Fix: publish revocations to every node (Redis pub/sub "
-    "or PostgreSQL LISTEN/NOTIFY) and call hub.close_device on each; and/or re-check the "
-    "registry in Hub.publish"))
 async def test_revoked_devices_socket_on_another_node_is_closed(cluster: Cluster) -> None:
     world = await new_world(cluster.nodes[0], devices=2)
     node_a, node_b = cluster.nodes[0], cluster.nodes[1]

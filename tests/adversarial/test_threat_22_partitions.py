@@ -12,9 +12,9 @@
   proxy. Refused or black-holed, every authenticated request fails closed with
   503 ``unavailable`` (bounded by the Redis timeout); healed, it serves again.
 
-A black-holed database connection (packets dropped, no reset) is in
-``test_blackholed_database_is_bounded`` (SDDSF_LONG_TESTS=1: it waits out
-timeouts).
+A black-holed database connection (packets dropped, no reset) fails reads and
+writes with 503 within ``db_timeout_s`` (asyncpg's ``command_timeout``), and
+``/readyz`` says not ready: ``test_blackholed_database_is_bounded``.
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 import pytest
 from clusterkit import (
-    LONG,
     Cluster,
     FaultProxy,
     Node,
@@ -40,6 +39,9 @@ from relaykit import World
 
 from sddsf.client.relay_client import RelayClient
 from sddsf.errors import Code, UnavailableError
+
+#: The partitioned relay's db_timeout_s (asyncpg command_timeout).
+DB_TIMEOUT_S = 2.0
 
 
 def _via(url: str, proxy: FaultProxy) -> str:
@@ -90,7 +92,8 @@ async def partitioned(cluster: Cluster) -> AsyncIterator[Partitioned]:
     redis_port = urlsplit(cluster.redis_url).port or 6379
     db = await FaultProxy("127.0.0.1", db_port).start()
     redis = await FaultProxy("127.0.0.1", redis_port).start()
-    node = cluster.spawn(db=_via(cluster.dsn, db), redis_url=_via(cluster.redis_url, redis))
+    node = cluster.spawn(db=_via(cluster.dsn, db), redis_url=_via(cluster.redis_url, redis),
+                         env={"SDDSF_RELAY_DB_TIMEOUT_S": str(DB_TIMEOUT_S)})
     cluster.extra.append(node)
     try:
         yield Partitioned(await wait_healthy(node), db, redis)
@@ -143,16 +146,24 @@ async def test_database_and_redis_partitions_fail_closed_and_heal(
     assert len(log) == 3  # exactly the acknowledged ops, nothing from the failed calls
 
 
-@pytest.mark.skipif(not LONG, reason="waits out database timeouts: SDDSF_LONG_TESTS=1")
-@pytest.mark.xfail(strict=True, reason=(
-    "PostgresStorage has no client-side timeout on queries: a black-holed database "
-    "connection (no RST) hangs the request until the TCP stack gives up; fix: pass "
-    "command_timeout to asyncpg.create_pool (see docs/reliability.md, case 22)"))
 async def test_blackholed_database_is_bounded(cluster: Cluster,
                                               partitioned: Partitioned) -> None:
     node, db = partitioned.node, partitioned.db
     world = await new_world(node)
-    async with node.client(world, 0, timeout_s=40) as c:
+    async with node.client(world, 0, timeout_s=40) as c, httpx.AsyncClient(
+            transport=httpx.AsyncHTTPTransport(), timeout=40) as http:
         await c.upload(world.space, [world.op(0).raw])
         db.mode = "blackhole"  # the pool's open connections now swallow every query
-        assert await _refused(c, world) < 30
+        # Bounded by db_timeout_s (plus the relay's one re-verify after a failed
+        # append), not by TCP giving up (minutes).
+        assert await _refused(c, world) < 2 * DB_TIMEOUT_S + 3
+        assert await _refused(c, world, write=False) < 2 * DB_TIMEOUT_S + 3
+        ready = await http.get(f"{node.base_url}/readyz")
+        assert ready.status_code == 503 and ready.json()["code"] == "unavailable"
+        db.mode = "pass"
+        db.cut()  # drop the black-holed connections the pool still holds
+        for _ in range(50):
+            if (await http.get(f"{node.base_url}/readyz")).status_code == 200:
+                break
+        (healed,), _ = await c.upload(world.space, [world.op(0, text=b"healed").raw])
+        assert healed.status == "accepted"

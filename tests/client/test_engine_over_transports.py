@@ -89,10 +89,10 @@ class _Recorder:
         assert updates
         self.remote.append((space_id, doc, author))
 
-    def on_registry_change(self, state: object) -> None:
+    def on_registry_change(self, old: object, new: object) -> None:
         self.registry_changes += 1
 
-    def on_rotation(self, space_id: bytes, epoch: int) -> None:
+    def on_rotation(self, space_id: bytes, epoch: int, creator: bytes) -> None:
         raise RuntimeError("an application bug")
 
     def on_alert(self, code: str, message: str) -> None:

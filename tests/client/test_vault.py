@@ -458,3 +458,21 @@ async def test_vaults_created_concurrently_on_two_devices_lose_nothing(
     pv.put("a", "password", "updated-on-phone")
     await sync_all(phone, laptop)
     assert val(lv.get("a")) == "updated-on-phone" and lv.conflicts() == []
+
+
+@pytest.mark.parametrize("secret", ["00" * 32, "ff" * 32])
+def test_a_key_record_that_is_not_a_valid_key_is_unreadable_not_fatal(secret: str) -> None:
+    """A device (a misbehaving own device, or a bug) writes a secp256k1 record whose
+    64 hex digits are not a key (0, or not below the group order): listings,
+    descriptions and reads of other items keep working and the record is reported
+    as unreadable instead of raising out of every listing."""
+    clock = FakeClock()
+    doc, vault = replica(1, clock)
+    vault.put("ok", "password", "fine")
+    good = json.loads(doc.get("versions", type=pycrdt.Map)[vault.get("ok").id])
+    bad = {**good, "name": "bad", "kind": "secp256k1", "secret": secret, "supersedes": []}
+    doc.get("versions", type=pycrdt.Map)["b" * 32] = json.dumps(bad)
+    assert [i.name for i in vault.list()] == ["ok"]
+    assert [i.describe()["name"] for i in vault.list()] == ["ok"]
+    assert vault.unreadable == ["b" * 32]
+    assert val(vault.get("ok")) == "fine"

@@ -13,9 +13,9 @@ import httpx
 from relaykit import Clock, World, client_for, make_app
 
 from sddsf.client.relay_client import RelayClient
-from sddsf.controller.reports import Posture, ReportKind, sign_report
 from sddsf.crypto import random_bytes
 from sddsf.protocol import auth
+from sddsf.protocol.posture import Posture, ReportKind, sign_report
 from sddsf.relay.storage import open_storage
 from sddsf.relay.storage.base import RelayStorage
 from sddsf.wire import b64
@@ -88,8 +88,12 @@ class Account:
             await c.aclose()
 
 
-async def replay(client: RelayClient, path: str, body: dict[str, object], times: int) -> list[int]:
-    """Send one signed request ``times`` times with the same nonce; the statuses."""
+async def replay(client: RelayClient, path: str, body: dict[str, object], times: int,
+                 later_ms: int = 11_000) -> list[int]:
+    """Send one signed request ``times`` times with the same nonce; the statuses.
+    Each copy comes ``later_ms`` after the previous one on the client's test
+    clock (by default past the relay's 10 s duplicate grace: a replay of an old
+    request, not a retrying proxy's duplicate)."""
     token = await client._session_token()
     content = json.dumps(body).encode()
     nonce, ts = random_bytes(auth.NONCE_SIZE), client._clock()
@@ -100,7 +104,9 @@ async def replay(client: RelayClient, path: str, body: dict[str, object], times:
                "x-sddsf-nonce": b64(nonce), "x-sddsf-timestamp": str(ts),
                "x-sddsf-signature": b64(sig)}
     statuses = []
-    for _ in range(times):
+    for i in range(times):
+        if i and isinstance(client._clock, Clock):
+            client._clock.now += later_ms
         r = await client._http.request("POST", path, content=content, headers=headers)
         statuses.append(r.status_code)
     return statuses

@@ -13,9 +13,9 @@ from clientkit import InProcessRelay
 
 from sddsf.client.controller import effective_encryption_policy, verify_audit
 from sddsf.client.device import Device
-from sddsf.controller.audit import AuditKind, build_entry, decode_entry
 from sddsf.errors import Code, ProofError
 from sddsf.protocol import merkle
+from sddsf.protocol.audit import AuditKind, build_entry, decode_entry
 from sddsf.relay.storage.sqlite import SqliteStorage
 
 

@@ -11,11 +11,11 @@ import pytest
 from ctlkit import DAY_MS, HOUR_MS, Account, bad_signature, open_relay, replay
 from relaykit import T0, Clock
 
-from sddsf.controller.audit import AuditKind, decode_entry
-from sddsf.controller.reports import ReportKind
 from sddsf.errors import AuthorizationError, Code
 from sddsf.protocol import registry as reg
+from sddsf.protocol.audit import AuditKind, decode_entry
 from sddsf.protocol.identity import DeviceKeys
+from sddsf.protocol.posture import ReportKind
 from sddsf.wire import b64
 
 POLICY = """

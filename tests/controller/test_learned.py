@@ -8,9 +8,9 @@ from pathlib import Path
 from ctlkit import Account, open_relay
 from relaykit import T0, Clock
 
-from sddsf.controller.detectors import FEATURES, SignalKind
-from sddsf.controller.ml import IsolationDetector, isolation_available
-from sddsf.controller.policy import MlDetector
+from sddsf.relay.controller.detectors import FEATURES, SignalKind
+from sddsf.relay.controller.ml import IsolationDetector, isolation_available
+from sddsf.relay.controller.policy import MlDetector
 
 POLICY = """
 [detectors]

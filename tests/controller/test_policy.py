@@ -12,8 +12,9 @@ import pytest
 from ctlkit import DAY_MS, GOOD, HOUR_MS, Account, open_relay
 from relaykit import T0, Clock
 
-from sddsf.controller.audit import AuditKind, decode_entry
-from sddsf.controller.encpolicy import (
+from sddsf.errors import AuthorizationError, Code, ConfigError
+from sddsf.protocol.audit import AuditKind, decode_entry
+from sddsf.protocol.encpolicy import (
     MAX_KDF_M_KIB,
     MAX_KDF_P,
     MAX_KDF_T,
@@ -22,8 +23,7 @@ from sddsf.controller.encpolicy import (
     clamp,
     strictest,
 )
-from sddsf.controller.policy import ControllerPolicy, load_policy
-from sddsf.errors import AuthorizationError, Code, ConfigError
+from sddsf.relay.controller.policy import ControllerPolicy, load_policy
 
 STRICT = """
 [thresholds]

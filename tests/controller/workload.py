@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from ctlkit import DAY_MS, HOUR_MS, Account, bad_signature, replay
 from relaykit import T0
 
-from sddsf.controller.reports import ReportKind
 from sddsf.protocol import registry as reg
+from sddsf.protocol.posture import ReportKind
 
 
 @dataclass

@@ -16,6 +16,7 @@ import click
 
 from sddsf import __version__
 from sddsf.cli import (
+    bridge_cmds,
     controller_cmds,
     device_cmds,
     encpolicy_cmds,
@@ -67,6 +68,7 @@ recovery_cmds.register(cli)
 controller_cmds.register(cli)
 unlock_cmds.register(cli)
 encpolicy_cmds.register(cli)
+bridge_cmds.register(cli)
 
 
 @cli.group()

@@ -4,6 +4,10 @@
 Thin wrappers over :class:`sddsf.client.device.Device`; no protocol logic here.
 Every read command takes ``--json``. Failures end with exit code 1 and one line
 that says what to do (see :func:`sddsf.cli.main`).
+
+Size: the device command group (init, spaces, put/get/ls/rm, sync, status,
+recover) shares the CLI plumbing for opening a device, progress output and
+error hints; each command stays a thin wrapper.
 """
 
 from __future__ import annotations

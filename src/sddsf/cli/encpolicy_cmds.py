@@ -15,8 +15,8 @@ from sddsf.client.controller import (
     reset_encryption_policy,
 )
 from sddsf.client.device import Device
-from sddsf.controller.encpolicy import MAX_KDF_M_KIB, MAX_KDF_P, MAX_KDF_T, MIN_EPOCH_AGE_S, clamp
 from sddsf.errors import NotFoundError
+from sddsf.protocol.encpolicy import MAX_KDF_M_KIB, MAX_KDF_P, MAX_KDF_T, MIN_EPOCH_AGE_S, clamp
 
 __all__ = ["register"]
 

@@ -131,7 +131,7 @@ def _request(path: Path, message: dict[str, Any]) -> dict[str, Any] | None:
 
 
 class AgentKeyCache:
-    """:class:`sddsf.client.home.KeyCache` served by the unlock agent."""
+    """:class:`sddsf.client.keystore.KeyCache` served by the unlock agent."""
 
     def get(self, home: Path, record: dict[str, object]) -> bytes | None:
         """The key from the home's agent, if one runs for exactly this key record."""

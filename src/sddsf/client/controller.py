@@ -12,7 +12,7 @@
   before (they live in the home, namespace ``audit``), and stores the new head.
 * **Encryption policy**: :func:`apply_encryption_policy` verifies the relay's
   signed policy and merges it into the device's own, never weaker, after
-  clamping it to the floors of :mod:`sddsf.controller.encpolicy` (a relay cannot
+  clamping it to the floors of :mod:`sddsf.protocol.encpolicy` (a relay cannot
   make a device rotate every second); :func:`reset_encryption_policy` forgets
   the merged values; :func:`backup_minimums` applies the KDF minimums to
   passphrase backups.
@@ -33,26 +33,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-import sddsf
+from sddsf import _version
 from sddsf.client.hosts import ControllerHost, TombstoneHost
-from sddsf.controller.audit import (
+from sddsf.errors import NotFoundError, ProofError, RateLimitedError, SddsfError, UsageError
+from sddsf.protocol import merkle
+from sddsf.protocol.audit import (
     AuditEntry,
     audit_log_id,
     check_own_entry,
     decode_entry,
     verify_audit_log,
 )
-from sddsf.controller.encpolicy import (
+from sddsf.protocol.backup import PRODUCTION_MINIMUMS, KdfMinimums
+from sddsf.protocol.encoding import decode, encode
+from sddsf.protocol.encpolicy import (
     EncryptionPolicy,
     clamp,
     strictest,
     verify_encryption_policy,
 )
-from sddsf.controller.reports import KEY_STORAGE_KINDS, Posture, ReportKind, sign_report
-from sddsf.errors import NotFoundError, ProofError, RateLimitedError, SddsfError, UsageError
-from sddsf.protocol import merkle
-from sddsf.protocol.backup import PRODUCTION_MINIMUMS, KdfMinimums
-from sddsf.protocol.encoding import decode, encode
+from sddsf.protocol.posture import KEY_STORAGE_KINDS, Posture, ReportKind, sign_report
 from sddsf.protocol.treehead import TreeHead, verify_tree_head
 from sddsf.wire import unb64
 
@@ -78,7 +78,7 @@ _DESKTOPS: Final = ("Linux", "Darwin", "Windows")
 def package_hash() -> bytes:
     """SHA-256 over the installed ``sddsf`` package's files (sorted relative paths
     and contents), so a modified installation reports another hash."""
-    root = Path(sddsf.__file__).resolve().parent
+    root = Path(_version.__file__).resolve().parent
     h = hashlib.sha256()
     for path in sorted(p for p in root.rglob("*") if p.is_file()
                        and "__pycache__" not in p.parts and p.suffix in (".py", ".typed")):
@@ -93,7 +93,7 @@ def collect_posture(key_kind: str) -> Posture:
     notion is a mobile one); elsewhere it is ``unknown``."""
     system = platform.system() or "unknown"
     return Posture(os=system[:64], os_version=(platform.release() or "unknown")[:128],
-                   app_version=sddsf.__version__, package_hash=package_hash(),
+                   app_version=_version.__version__, package_hash=package_hash(),
                    key_storage=key_kind if key_kind in KEY_STORAGE_KINDS else "plaintext",
                    rooted="no" if system in _DESKTOPS else "unknown")
 
@@ -233,7 +233,7 @@ async def verify_audit(device: ControllerHost, *, page: int = 1000) -> AuditChec
 
 def effective_encryption_policy(device: ControllerHost) -> EncryptionPolicy | None:
     """The encryption policy this device applies (None before it saw one), within
-    the floors and ceilings of :func:`~sddsf.controller.encpolicy.clamp` (also
+    the floors and ceilings of :func:`~sddsf.protocol.encpolicy.clamp` (also
     for values an older version stored unclamped)."""
     raw = device.store.get(_POLICY_NS, _POLICY_KEY)
     if raw is None:
@@ -261,7 +261,7 @@ async def published_encryption_policy(device: ControllerHost) -> EncryptionPolic
 
 async def apply_encryption_policy(device: ControllerHost) -> EncryptionPolicy:
     """Fetch the relay's signed encryption policy and merge it into this device's own
-    (:func:`~sddsf.controller.encpolicy.strictest`: clamped, never weaker).
+    (:func:`~sddsf.protocol.encpolicy.strictest`: clamped, never weaker).
 
     Raises:
         ProofError: not signed by the pinned relay key.

@@ -38,6 +38,7 @@ from typing import Any, Literal
 import httpx
 import pycrdt
 
+from sddsf.client.appapi import ApplicationApi
 from sddsf.client.controller import (
     DeviceReporter,
     effective_encryption_policy,
@@ -62,12 +63,14 @@ from sddsf.client.engine.common import (
 from sddsf.client.engine.identity import DeviceIdentity, new_home
 from sddsf.client.engine.keyring import previous_keys
 from sddsf.client.engine.sync import SyncEngine
+from sddsf.client.events import EventBus
 from sddsf.client.governance import REENCRYPT_POLICIES, Change, Governance, ProposalView
 from sddsf.client.home import open_home
 from sddsf.client.homelock import DEFAULT_TIMEOUT_S, HomeLock, WaitNotice
+from sddsf.client.keystore import KeyStore, Passphrase
 from sddsf.client.records import Provenance
 from sddsf.client.relay_client import RelayClient
-from sddsf.client.store import LocalStore
+from sddsf.client.store import LocalStore, StoreFactory
 from sddsf.client.transport.relay import RelayTransport
 from sddsf.crypto import Ed25519PublicKey, random_bytes
 from sddsf.errors import AuthorizationError, Code, NotFoundError, SddsfError, UsageError
@@ -95,7 +98,38 @@ _chain_head = chain_head
 _now_ms = now_ms
 
 
-class Device:
+class _BusObserver:
+    """The engine's observer that publishes what a sync changed on the device's
+    event bus (``device.events``, :mod:`sddsf.client.events`), then tells an
+    optional extra observer. The engine logs and ignores what either raises."""
+
+    def __init__(self, bus: EventBus, clock: Callable[[], int],
+                 extra: EngineObserver | None) -> None:
+        self._bus, self._clock, self._extra = bus, clock, extra
+
+    def on_remote_update(self, space_id: bytes, doc: str, author: bytes,
+                         updates: list[bytes]) -> None:
+        self._bus.remote_applied(space_id, [(doc, author, updates)])
+        if self._extra is not None:
+            self._extra.on_remote_update(space_id, doc, author, updates)
+
+    def on_registry_change(self, old: reg.RegistryState, new: reg.RegistryState) -> None:
+        self._bus.registry_changed(old, new, self._clock())
+        if self._extra is not None:
+            self._extra.on_registry_change(old, new)
+
+    def on_rotation(self, space_id: bytes, epoch: int, creator: bytes) -> None:
+        self._bus.rotated(space_id, epoch, creator)
+        if self._extra is not None:
+            self._extra.on_rotation(space_id, epoch, creator)
+
+    def on_alert(self, code: str, message: str) -> None:
+        self._bus.device_alert(code, message)
+        if self._extra is not None:
+            self._extra.on_alert(code, message)
+
+
+class Device(ApplicationApi):
     """One device of an account, bound to one home directory and one relay.
 
     A facade over :class:`~sddsf.client.engine.sync.SyncEngine` and its parts
@@ -131,6 +165,9 @@ class Device:
                     transport: httpx.AsyncBaseTransport | None,
                     clock: Callable[[], int], observer: EngineObserver | None) -> None:
         self._data_version = store.data_version()
+        #: What the application hears (``device.changes()``, ``on_change``).
+        self.events = EventBus()
+        observer = _BusObserver(self.events, clock, observer)
         self.ident = DeviceIdentity(store, key_kind, clock)
         self.relay = RelayClient(self.ident.relay_url, device=self.ident.keys,
                                  account_id=self.ident.account.account_id,
@@ -234,18 +271,22 @@ class Device:
     # ----------------------------------------------------------- lifecycle
     @classmethod
     async def create_account(cls, home: Path, relay_url: str, name: str, *,
-                             passphrase: Callable[[], str] | None,
+                             passphrase: Passphrase | None,
                              insecure_plaintext: bool = False,
                              transport: httpx.AsyncBaseTransport | None = None,
-                             clock: Callable[[], int] = now_ms) -> tuple[Device, bytes]:
+                             clock: Callable[[], int] = now_ms,
+                             key_store: KeyStore | None = None,
+                             store_factory: StoreFactory | None = None) -> tuple[Device, bytes]:
         """Create an account and this device (its first). Returns the device and the
-        32-byte account secret, which the caller shows ONCE (recovery phrase)."""
+        32-byte account secret, which the caller shows ONCE (recovery phrase).
+        ``key_store`` and ``store_factory`` plug in where the storage key and the
+        store are kept (see :func:`sddsf.client.home.open_home`)."""
         secret = random_bytes(32)
         account = AccountKeys.from_secret(secret)
         keys = DeviceKeys.from_seeds(random_bytes(32), random_bytes(32))
         genesis = reg.genesis(account, keys, name, clock())
         store = new_home(home, keys, name, account.public, relay_url, passphrase,
-                              insecure_plaintext)
+                         insecure_plaintext, key_store=key_store, store_factory=store_factory)
         store.put("reg", u64(0), genesis)
         device = cls(store, store_kind(home), transport=transport, clock=clock)
         await device.relay.create_account(genesis)
@@ -254,7 +295,7 @@ class Device:
 
     @classmethod
     async def add_local(cls, approver: Device, home: Path, name: str, *,
-                        passphrase: Callable[[], str] | None,
+                        passphrase: Passphrase | None,
                         insecure_plaintext: bool = False,
                         transport: httpx.AsyncBaseTransport | None = None,
                         clock: Callable[[], int] = now_ms) -> Device:
@@ -280,7 +321,7 @@ class Device:
 
     @classmethod
     async def recover(cls, home: Path, relay_url: str, secret: bytes, name: str, *,
-                      passphrase: Callable[[], str] | None, revoke_others: bool = False,
+                      passphrase: Passphrase | None, revoke_others: bool = False,
                       insecure_plaintext: bool = False,
                       transport: httpx.AsyncBaseTransport | None = None,
                       clock: Callable[[], int] = now_ms) -> Device:
@@ -348,16 +389,19 @@ class Device:
                 await self.revoke(other, "recovered on a new device", signer=account)
 
     @classmethod
-    def open(cls, home: Path, *, passphrase: Callable[[], str] | None,
+    def open(cls, home: Path, *, passphrase: Passphrase | None,
              transport: httpx.AsyncBaseTransport | None = None,
              clock: Callable[[], int] = now_ms, lock: LockMode = "session",
              lock_timeout_s: float = DEFAULT_TIMEOUT_S,
-             on_lock_wait: WaitNotice | None = None) -> Device:
+             on_lock_wait: WaitNotice | None = None,
+             key_store: KeyStore | None = None,
+             store_factory: StoreFactory | None = None) -> Device:
         """Open an existing device home.
 
         Args:
             home: the device home.
-            passphrase: asked for the store's passphrase, if it has one.
+            passphrase: the store's passphrase (a str, or a function asking for
+                it), if it has one.
             transport: an httpx transport (tests).
             clock: milliseconds since the epoch.
             lock: ``session`` holds the home's lock until :meth:`close` (other
@@ -367,12 +411,18 @@ class Device:
                 another process changed in the home.
             lock_timeout_s: how long to wait for another process.
             on_lock_wait: told once, after a second, that another process holds it.
+            key_store: where the storage key is kept (default: what the home's
+                key file names).
+            store_factory: makes the store from ``<home>/device.db`` and the
+                storage key (default: the SQLite file; see
+                :mod:`sddsf.client.store`).
 
         Raises:
             UnavailableError: another process kept the home locked for
                 ``lock_timeout_s`` seconds.
         """
-        store, kind = open_home(home, passphrase=passphrase)
+        store, kind = open_home(home, passphrase=passphrase, key_store=key_store,
+                                store_factory=store_factory)
         try:
             return cls(store, kind, transport=transport, clock=clock, lock=lock,
                        lock_timeout_s=lock_timeout_s, on_lock_wait=on_lock_wait)

@@ -167,11 +167,30 @@ class KeyValue:
         return dict(sorted(entries.items()))
 
     def entries(self) -> list[KvEntry]:
-        """The keys that hold a value (or concurrent values), by key."""
+        """The keys that hold a value (or concurrent values), by key.
+
+        Returns:
+            One entry per key with a live value, sorted by key; a key written
+            concurrently by two devices holds both values (``conflict``).
+
+        Raises:
+            Nothing of its own; records that cannot be read are listed in
+            ``unreadable`` and tampered ones in ``alerts`` instead.
+        """
         return [e for e in self._entries().values() if not e.deleted]
 
     def entry(self, key: str) -> KvEntry | None:
-        """The key, or None if it holds no value (never set, or removed)."""
+        """One key's entry.
+
+        Args:
+            key: The key to look up.
+
+        Returns:
+            The entry, or None if the key holds no value (never set, or removed).
+
+        Raises:
+            Nothing of its own.
+        """
         e = self._entries().get(key)
         return None if e is None or e.deleted else e
 
@@ -197,6 +216,16 @@ class KeyValue:
     def put(self, key: str, value: str) -> KvVersion:
         """Set ``key``, superseding every current value (it ends a conflict).
 
+        The signed version is queued on the device; it reaches the relay at the
+        next sync.
+
+        Args:
+            key: A non-empty key.
+            value: The value, at most 1 MiB of UTF-8.
+
+        Returns:
+            The new version (its id, author device and time).
+
         Raises:
             UsageError: an empty key or a value over 1 MiB.
         """
@@ -207,7 +236,14 @@ class KeyValue:
         return self._write(key, value)
 
     def rm(self, key: str, space_name: str = "") -> KvVersion:
-        """Remove ``key`` (every current value).
+        """Remove ``key`` (every current value); the removal is a signed version.
+
+        Args:
+            key: The key to remove.
+            space_name: The space's name, only to word the error message.
+
+        Returns:
+            The removal's version (``value`` is None).
 
         Raises:
             UsageError: the key holds no value.

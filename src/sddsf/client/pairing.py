@@ -37,6 +37,7 @@ from sddsf.client.device import Device, store_kind
 from sddsf.client.engine.identity import new_home
 from sddsf.client.governance import Change
 from sddsf.client.home import discard_home
+from sddsf.client.keystore import Passphrase, passphrase_source
 from sddsf.client.relay_client import RelayClient
 from sddsf.client.store import LocalStore
 from sddsf.crypto import Ed25519PublicKey, Spake2, random_bytes
@@ -255,7 +256,7 @@ async def _append(approver: Device, entry: bytes, device_id: bytes) -> int:
 
 
 async def join(home: Path, relay_url: str, code: str, name: str, *,
-               passphrase: Callable[[], str] | None,
+               passphrase: Passphrase | None,
                confirm_sas: Callable[[PairingCheck], bool],
                insecure_plaintext: bool = False, timeout_s: float = 600.0,
                poll_s: float = 0.5, transport: httpx.AsyncBaseTransport | None = None,
@@ -278,7 +279,8 @@ async def join(home: Path, relay_url: str, code: str, name: str, *,
     parsed = pp.decode_code(code, _WORDS)  # a typo never reaches the relay
     if (home / "storage-key.json").exists():
         raise UsageError(f"{home} already holds a device; use another --home")
-    secret = None if passphrase is None or insecure_plaintext else passphrase()
+    ask = passphrase_source(passphrase)
+    secret = None if ask is None or insecure_plaintext else ask()
     if secret is not None and len(secret) < _MIN_PASSPHRASE:
         raise UsageError(f"the passphrase must have at least {_MIN_PASSPHRASE} characters")
     keys = DeviceKeys.from_seeds(random_bytes(32), random_bytes(32))

@@ -63,14 +63,41 @@ class RetryPolicy:
     jitter: float = 0.5
 
     def backoff(self, attempt: int) -> float:
-        """The jittered exponential backoff after failed try number ``attempt`` (1-based)."""
+        """The jittered exponential backoff after failed try number ``attempt``.
+
+        Args:
+            attempt: The number of the try that failed, counted from 1.
+
+        Returns:
+            Seconds to wait: ``base_s * 2**(attempt-1)`` capped at ``max_s``, times a
+            random factor within ``1 ± jitter``.
+
+        Raises:
+            Nothing of its own.
+        """
         raw = min(self.max_s, self.base_s * 2.0 ** max(0, attempt - 1))
         return raw * random.uniform(1.0 - self.jitter, 1.0 + self.jitter)  # noqa: S311
 
     def wait_for(self, exc: BaseException, attempt: int, *, idempotent: bool = True
                  ) -> float | None:
-        """Seconds to wait before trying again after ``exc`` on try ``attempt``, or
-        None when ``exc`` is not worth another try."""
+        """How long to wait before trying again after ``exc``, if at all.
+
+        A ``RateLimitedError`` (429) is retried no earlier than the relay's
+        ``Retry-After``; an ``UnavailableError`` (503, a dropped connection) is
+        retried with backoff only when the request is idempotent; every other
+        error is final.
+
+        Args:
+            exc: The error the try ended with.
+            attempt: The number of that try, counted from 1.
+            idempotent: Whether repeating the request cannot apply it twice.
+
+        Returns:
+            Seconds to wait, or None when ``exc`` is not worth another try.
+
+        Raises:
+            Nothing of its own.
+        """
         if isinstance(exc, RateLimitedError):
             # Never earlier than the relay asked; a little later spreads the herd.
             return exc.retry_after_s * random.uniform(1.0, 1.0 + self.jitter / 5)  # noqa: S311
@@ -115,8 +142,19 @@ class RetryPolicy:
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
-    """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date), or None
-    when it is absent or unreadable. Never negative."""
+    """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date).
+
+    Args:
+        value: The header's value, or None when the response had none.
+        now: The current POSIX time (for an HTTP date); defaults to the clock.
+
+    Returns:
+        Seconds to wait, never negative; None when the header is absent or
+        unreadable.
+
+    Raises:
+        Nothing of its own.
+    """
     if value is None:
         return None
     value = value.strip()

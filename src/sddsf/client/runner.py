@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import websockets
+from websockets.asyncio.client import ClientConnection
 
 from sddsf.client.device import Device, SyncReport
 from sddsf.client.retry import RetryPolicy, Sleep
@@ -53,6 +54,13 @@ class Runner:
     on_sync: Callable[[SyncReport], None] | None = None
     on_error: Callable[[SddsfError], None] | None = None
     syncs: int = 0
+    # --- live-state hooks (live handles, sddsf.client.live) ---
+    #: Told True once the live channel subscribed every space, False when it drops.
+    on_live: Callable[[bool], None] | None = None
+    #: Whether the live channel is up and subscribed to every space.
+    connected: bool = False
+    #: Syncs begun (a sync begun after ``connected`` turned True is caught up).
+    started: int = 0
     #: How the runner waits (tests pass one that records the waits).
     sleep: Sleep = asyncio.sleep
     #: The first unexpected exception (a bug), raised again by :meth:`stop`.
@@ -60,6 +68,8 @@ class Runner:
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _ws: ClientConnection | None = None  # the live channel, while it is open
+    _subscribed: set[bytes] = field(default_factory=set)  # spaces it follows
 
     @property
     def retry(self) -> RetryPolicy:
@@ -69,6 +79,14 @@ class Runner:
     def changed(self) -> None:
         """Call after local edits: they are pushed after the debounce window."""
         self._wake.set()
+
+    async def __aenter__(self) -> Runner:
+        await self.start()
+        self.changed()  # a first sync at once: push what is pending, pull what is new
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
 
     async def start(self) -> None:
         """Start the sync loop and the live channel."""
@@ -104,6 +122,7 @@ class Runner:
             self._wake.clear()
             await self.sleep(self.settings.debounce_s)  # batch bursts of edits
             try:
+                self.started += 1
                 report = await self.device.sync()
             except SddsfError as exc:
                 self._report_error(exc)
@@ -119,6 +138,7 @@ class Runner:
             else:
                 tries = 0
                 self.syncs += 1
+                await self._subscribe_new()  # a space created or joined since connecting
                 self._delivered(report)
                 continue
             tries += 1
@@ -155,15 +175,20 @@ class Runner:
                 ticket = base64.urlsafe_b64encode(await self.device.relay.ws_ticket()).decode()
                 async with websockets.connect(f"{url}/v1/ws?ticket={ticket}",
                                               max_size=1 << 20) as ws:
-                    for space_id, _ in self.device.spaces():
-                        await ws.send(json.dumps({
-                            "type": "subscribe",
-                            "space": base64.urlsafe_b64encode(space_id).decode()}))
+                    self._ws, self._subscribed = ws, set()
+                    waiting = await self._subscribe_new()  # "subscribed" answers to come
                     tries = 0
+                    self._set_connected(waiting == 0)
                     async for frame in ws:
                         message = json.loads(frame)
-                        if message.get("type") in ("op", "resync", "subscribed"):
+                        kind = message.get("type")
+                        if kind in ("op", "resync", "subscribed"):
                             self._wake.set()  # pull and verify; never trust the push
+                        if kind == "subscribed":
+                            waiting -= 1
+                            self._set_connected(waiting <= 0)
+                        elif kind == "alert":  # events hook: the controller's alerts
+                            self.device.events.relay_alert(message)
             except (OSError, websockets.WebSocketException, SddsfError) as exc:
                 if isinstance(exc, SddsfError):
                     self._report_error(exc)
@@ -176,10 +201,42 @@ class Runner:
                 _unless_cancelled()
                 log.exception("the live channel failed unexpectedly; reconnecting")
                 self.failure = self.failure or exc
+            finally:
+                self._ws = None
+                self._set_connected(False)
             if self._stop.is_set():
                 return
             tries += 1
             await self.sleep(self.retry.backoff(tries))
+
+
+    async def _subscribe_new(self) -> int:
+        # Follow every space the device knows on the open live channel; returns how
+        # many subscriptions were sent. A failed send closes the channel, and the
+        # live loop reconnects (and subscribes everything again).
+        ws = self._ws
+        if ws is None:
+            return 0
+        new = [space_id for space_id, _ in self.device.spaces()
+               if space_id not in self._subscribed]
+        self._subscribed.update(new)  # before any await: the other loop may call too
+        for space_id in new:
+            with contextlib.suppress(websockets.WebSocketException, OSError):
+                await ws.send(json.dumps({
+                    "type": "subscribe", "space": base64.urlsafe_b64encode(space_id).decode()}))
+        return len(new)
+
+    def _set_connected(self, up: bool) -> None:
+        if up == self.connected:
+            return
+        self.connected = up
+        if up:
+            self._wake.set()  # a sync that begins now catches up with the relay
+        if self.on_live is not None:
+            try:
+                self.on_live(up)
+            except Exception:  # the application's callback: logged, never fatal
+                log.exception("on_live raised")
 
 
 def _unless_cancelled() -> None:

@@ -19,10 +19,15 @@ reports use the time this device first saw a record, not its claimed ``ts``.
 
 Secrets appear only in :attr:`Version.secret`: never in a repr, an error message
 or :meth:`Version.describe`.
+
+Size: the vault document's versions, conflicts, tombstones and the alerts about
+them are one set of invariants (docs/vault.md) over one pycrdt map; they are
+checked together on every read.
 """
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import functools
 import json
@@ -86,12 +91,19 @@ def _date(ms: int) -> str:
 class Version:
     """One immutable write of an item; ``secret`` is None for a deletion (tombstone)."""
 
+    #: The version id: 32 hex digits, random, never reused.
     id: str
+    #: The item's name.
     name: str
+    #: One of :data:`KINDS`.
     kind: str
+    #: The secret in its stored form (:func:`normalize_secret`); None for a tombstone.
     secret: str | None = field(repr=False)
-    author: str  # device id, hex
-    ts_ms: int  # the writer's claimed clock: shown, never trusted for a decision
+    #: The author's device id, hex.
+    author: str
+    #: The writer's claimed clock (Unix ms): shown, never trusted for a decision.
+    ts_ms: int
+    #: The ids of the item's versions this write replaced (the heads its writer saw).
     supersedes: tuple[str, ...]
     #: The author is checked (signature, or the signer of the op that carried it);
     #: False for an older unsigned record this device did not see arrive in an op.
@@ -115,8 +127,20 @@ class Version:
         return None if self.secret is None else public_key(self.kind, self.secret)
 
     def describe(self) -> dict[str, Any]:
-        """Everything about this version except the secret (a key's public-key prefix
-        is the fingerprint)."""
+        """Everything about this version except the secret, for display or JSON.
+
+        Returns:
+            ``version`` (id), ``kind``, ``deleted``, ``author`` (device id, hex),
+            ``author_verified``, ``ts_ms`` (claimed), ``supersedes`` (ids) and
+            ``fingerprint``: the first 16 hex digits of a key's public key (None
+            for other kinds and tombstones).
+
+        Raises:
+            UsageError: a secp256k1 version whose secret is not a valid private
+                key (0, or not below the group order). Only a ``Version`` built by
+                hand holds one: a vault reads such a record as unreadable
+                (:attr:`Vault.unreadable`), never as a version.
+        """
         pub = self.public_key
         return {"version": self.id, "kind": self.kind, "deleted": self.deleted,
                 "author": self.author, "author_verified": self.verified, "ts_ms": self.ts_ms,
@@ -130,14 +154,26 @@ class VaultAlert:
     ``misattributed`` (carried by another device's op than its author's); both
     refused. ``by``: hex id of the device whose verified op did it (None: unknown)."""
 
+    #: The id of the version tampered with.
     version: str
+    #: The item's name, as the first value seen says.
     name: str | None
+    #: ``changed``, ``removed``, ``forged`` or ``misattributed``.
     what: str
+    #: Hex id of the device whose verified op did it (None: unknown).
     by: str | None
-    seq: int  # local order (alerts up to an acknowledged seq are not warned about)
+    #: Local order (alerts up to an acknowledged seq are not warned about).
+    seq: int
 
     def describe(self) -> dict[str, Any]:
-        """The alert without any secret."""
+        """The alert as a plain dict, for display or JSON (it holds no secret).
+
+        Returns:
+            ``version``, ``name``, ``what``, ``by`` and ``seq``, as the fields.
+
+        Raises:
+            Nothing of its own.
+        """
         return {"version": self.version, "name": self.name, "what": self.what, "by": self.by,
                 "seq": self.seq}
 
@@ -146,17 +182,23 @@ class VaultAlert:
 class DeviceTrust:
     """What a device's vault checks records with (see :meth:`Vault.open`)."""
 
-    keys: DeviceKeys  # signs this device's records
-    public_key: Callable[[bytes], Ed25519PublicKey | None]  # a device's key, by id
+    #: Signs this device's records.
+    keys: DeviceKeys
+    #: A device's signing key, by device id (None: not in the registry).
+    public_key: Callable[[bytes], Ed25519PublicKey | None]
+    #: Who carried each record, and the value first seen under its id.
     provenance: Provenance
-    sources: Callable[[], Sequence[tuple[bytes, pycrdt.Doc[Any]]]]  # (scope, document)
+    #: The vault documents, each with its scope (space id + document id).
+    sources: Callable[[], Sequence[tuple[bytes, pycrdt.Doc[Any]]]]
 
 
 @dataclass(frozen=True)
 class Item:
     """A named secret: its current versions (heads), oldest first."""
 
+    #: The item's name.
     name: str
+    #: The versions no other version supersedes, oldest first (by claimed time).
     heads: tuple[Version, ...]
 
     @property
@@ -180,14 +222,34 @@ class Item:
         return self.heads[-1].ts_ms
 
     def describe(self) -> dict[str, Any]:
-        """Name, kind, flags and heads, without any secret."""
+        """Name, kind, flags and heads, without any secret, for display or JSON.
+
+        Returns:
+            ``name``, ``kind``, ``conflict``, ``deleted``, ``updated_ms`` and
+            ``versions``: :meth:`Version.describe` of each head, oldest first.
+
+        Raises:
+            UsageError: a head is a secp256k1 version whose stored secret is not
+                a valid private key (see :meth:`Version.describe`).
+        """
         return {"name": self.name, "kind": self.kind, "conflict": self.conflict,
                 "deleted": self.deleted, "updated_ms": self.updated_ms,
                 "versions": [h.describe() for h in self.heads]}
 
 
 class VaultConflictError(UsageError):
-    """An item has several current versions; read one with ``version=`` and resolve."""
+    """An item has several current versions; read one with ``version=`` and resolve.
+
+    Raised by :meth:`Vault.get`; a :class:`~sddsf.errors.UsageError` (code ``usage``).
+
+    Args:
+        message: What happened and how to go on (names, short ids; no secret).
+        versions: The ids of the item's current versions.
+
+    Attributes:
+        versions: The full ids of the item's current versions, oldest first:
+            pass one to ``Vault.get(name, version=...)`` or ``Vault.resolve``.
+    """
 
     def __init__(self, message: str, versions: Sequence[str]) -> None:
         super().__init__(message)
@@ -217,11 +279,23 @@ def check_name(name: str) -> str:
 
 
 def normalize_secret(kind: str, secret: str) -> str:
-    """Validate ``secret`` for ``kind`` and return its stored form (a BIP39 phrase in
-    single-spaced lower case; a key as 64 lower-case hex digits).
+    """Validate ``secret`` for ``kind`` and return its stored form.
+
+    Args:
+        kind: One of :data:`KINDS`, in any case (``generic`` is ``note``).
+        secret: The secret as typed or read: at most 64 KiB, not blank. A BIP39
+            phrase has 12, 15, 18, 21 or 24 English words and a valid checksum; an
+            ed25519 seed or secp256k1 secret is 32 bytes as 64 hex digits (``0x``
+            allowed; a secp256k1 secret is above 0 and below the group order).
+
+    Returns:
+        The stored form: a BIP39 phrase in single-spaced lower case, a key as 64
+        lower-case hex digits, a password or note as given.
 
     Raises:
-        UsageError: what is wrong and how to fix it (never the secret itself).
+        UsageError: an unknown kind, a blank or too long secret, or one that is
+            not valid for its kind; the message says what is wrong and how to
+            fix it (never the secret itself).
     """
     kind = check_kind(kind)
     if not secret.strip():
@@ -316,10 +390,23 @@ def _version(vid: str, d: dict[str, Any]) -> Version | None:
             and isinstance(ts, int) and not isinstance(ts, bool) and isinstance(sup, list)
             and all(isinstance(s, str) for s in sup)):
         return None
-    if kind in ("ed25519", "secp256k1") and secret is not None and (
-            len(secret) != 64 or secret.strip("0123456789abcdef")):
+    if kind in ("ed25519", "secp256k1") and secret is not None and not _valid_key(
+            str(kind), secret):
         return None
     return Version(vid, name, str(kind), secret, author, ts, tuple(sup))
+
+
+def _valid_key(kind: str, secret: str) -> bool:
+    """Whether a stored key record holds a usable key: 64 lower-case hex digits that
+    are a valid secret for ``kind``. Anything else is unreadable: a record that
+    ``public_key`` would refuse must not make every listing raise."""
+    if len(secret) != 64 or secret.strip("0123456789abcdef"):
+        return False
+    try:
+        public_key(kind, secret)
+    except UsageError:
+        return False
+    return True
 
 
 def _decode(vid: str, raw: object) -> Version | None:
@@ -356,6 +443,19 @@ class Vault:
 
     Without ``trust`` (plain documents, for tests and tools) records are taken as
     they claim to be; a device's vault always has it (see the module docstring).
+
+    A device's vault reads and writes the device's store on every call, so any
+    method may also raise the store's errors (``DecryptError`` for a store file
+    that was tampered with); "Nothing of its own" below means only those.
+
+    Args:
+        docs: Returns the vault documents; writes go to the first.
+        author: This device's id (recorded, hex, as :attr:`Version.author`).
+        clock: Unix milliseconds: write times and the grace period.
+        grace_ms: How long a deletion can be undone (:data:`GRACE_MS`).
+        commit: Runs after each write (a device's vault: ``Device.flush``).
+        trust: How records are checked (a device's vault); None takes them as
+            they claim to be.
     """
 
     def __init__(self, docs: Callable[[], Sequence[pycrdt.Doc[Any]]], author: bytes, *,
@@ -369,15 +469,36 @@ class Vault:
         self._commit = commit
         self._trust = trust
         #: Ids of records that could not be read (malformed, or a newer format).
-        self.unreadable: list[str] = []
+        self.unreadable: builtins.list[str] = []
         #: Records other devices tampered with, found by the last read.
-        self.alerts: list[VaultAlert] = []
+        self.alerts: builtins.list[VaultAlert] = []
 
     @classmethod
     async def open(cls, device: DocumentHost, *, create: bool = True,
                    clock: Callable[[], int] = _now_ms, grace_ms: int = GRACE_MS) -> Vault:
-        """The vault of ``device``; its space is created if absent and ``create``
-        (needs the relay), otherwise an absent vault reads as empty."""
+        """The vault of ``device``, checking every record (see the module docstring).
+
+        Args:
+            device: An open device.
+            create: Create the ``vault`` space when the device has none (this
+                needs the relay); False: an absent vault reads as empty and
+                writes raise :class:`~sddsf.errors.UsageError`.
+            clock: Unix milliseconds, for write times and the grace period.
+            grace_ms: How long a deletion can be undone (:data:`GRACE_MS`).
+
+        Returns:
+            The vault, reading every ``vault`` space of the device (two devices
+            that created one each before syncing leave two) and writing to the
+            one with the smallest id; each write is flushed to the device's
+            pending queue (sync to send it).
+
+        Raises:
+            UnavailableError: the space had to be created and the relay could not
+                be reached (nothing was created), or another process held the
+                home's lock too long.
+            SddsfError: the relay refused to create the space (for example an
+                ``AuthorizationError`` when it no longer accepts this device).
+        """
         def spaces() -> list[bytes]:
             return sorted(s for s, n in device.spaces() if n == SPACE)
 
@@ -477,7 +598,18 @@ class Vault:
         return self._group(self._versions().values())
 
     def item(self, name: str) -> Item | None:
-        """The item called ``name`` (deleted or not), or None if it never existed."""
+        """The item called ``name``, deleted or not.
+
+        Args:
+            name: The item's name.
+
+        Returns:
+            The item, or None if no version of that name is left (it never
+            existed, or it was purged).
+
+        Raises:
+            Nothing of its own.
+        """
         return self._items().get(name)
 
     def _need(self, name: str, *, live: bool = True) -> Item:
@@ -492,11 +624,34 @@ class Vault:
 
     def deleted_at(self, item: Item) -> int:
         """When this device first saw the newest tombstone of a deleted item (its
-        claimed time is not trusted: a date in 1970 would end the grace period)."""
+        claimed time is not trusted: a date in 1970 would end the grace period).
+
+        Args:
+            item: A deleted item (:attr:`Item.deleted`).
+
+        Returns:
+            Unix milliseconds on this device's clock (for plain documents, the
+            newest tombstone's claimed time).
+
+        Raises:
+            Nothing of its own.
+        """
         return max(h.seen for h in item.heads)
 
     def restorable(self, item: Item) -> bool:
-        """Whether a deleted item is still within its grace period."""
+        """Whether a deleted item is still within its grace period.
+
+        Args:
+            item: A deleted item (:attr:`Item.deleted`).
+
+        Returns:
+            True while this vault's clock is at most :meth:`deleted_at` plus
+            ``grace_ms``: :meth:`restore` can bring it back, :meth:`purge`
+            keeps it.
+
+        Raises:
+            Nothing of its own.
+        """
         return self._clock() <= self.deleted_at(item) + self.grace_ms
 
     def _restore_hint(self, item: Item) -> str:
@@ -505,8 +660,19 @@ class Vault:
         return (f"`sddsf vault restore {item.name}` brings it back until "
                 f"{_date(self.deleted_at(item) + self.grace_ms)}")
 
-    def history(self, name: str) -> list[Version]:
-        """Every version of ``name``, oldest first (secrets in :attr:`Version.secret`)."""
+    def history(self, name: str) -> builtins.list[Version]:
+        """Every version of ``name`` that is left, live or deleted.
+
+        Args:
+            name: The item's name.
+
+        Returns:
+            Its versions, tombstones included, oldest first by claimed time then
+            id (secrets in :attr:`Version.secret`).
+
+        Raises:
+            UsageError: no item is called ``name``.
+        """
         self._need(name, live=False)
         return sorted((v for v in self._versions().values() if v.name == name),
                       key=lambda v: (v.ts_ms, v.id))
@@ -523,12 +689,24 @@ class Vault:
                          "digits of one of those ids")
 
     def get(self, name: str, version: str | None = None) -> Version:
-        """The current version of ``name``, or the given version (an id or a unique
-        prefix of one).
+        """The current version of ``name``, or the given version.
+
+        Args:
+            name: The item's name.
+            version: None for the current version; else an id, or a unique prefix
+                of at least 4 hex digits of one, of any version that
+                :meth:`history` lists (also of a deleted item).
+
+        Returns:
+            The version, with its secret in :attr:`Version.secret`.
 
         Raises:
-            VaultConflictError: the item has several current versions and none was given.
-            UsageError: no such item or version, or the item was deleted.
+            VaultConflictError: ``version`` is None and the item has several
+                current versions (its ``versions`` lists their ids).
+            UsageError: no item is called ``name``; ``version`` is None and the
+                item is deleted (the message says when, and until when
+                :meth:`restore` brings it back); ``version`` is too short,
+                ambiguous or not a version of the item, or is a tombstone.
         """
         item = self._need(name, live=version is None)
         if version is not None:
@@ -545,8 +723,16 @@ class Vault:
                 f"`sddsf vault resolve {name} --keep ID`", [h.id for h in item.heads])
         return next(h for h in item.heads if not h.deleted)
 
-    def conflicts(self) -> list[Item]:
-        """Items with two or more current versions (a tombstone counts)."""
+    def conflicts(self) -> builtins.list[Item]:
+        """The items in conflict: two or more current versions, not all tombstones
+        (a concurrent deletion and update is a conflict).
+
+        Returns:
+            The items, by name (:meth:`resolve` ends a conflict).
+
+        Raises:
+            Nothing of its own.
+        """
         return [i for i in self._items().values() if i.conflict]
 
     # --------------------------------------------------------------- writing
@@ -573,7 +759,24 @@ class Vault:
 
     def put(self, name: str, kind: str, secret: str) -> Version:
         """Store ``secret`` as the new version of ``name``, superseding every current
-        version (a deleted item comes back). Validates per kind (:func:`normalize_secret`)."""
+        version: it ends a conflict, and a deleted item comes back.
+
+        Args:
+            name: The item's name: 1 to 200 printable characters.
+            kind: One of :data:`KINDS`, in any case (``generic`` is ``note``).
+            secret: The secret, validated for ``kind`` (:func:`normalize_secret`).
+
+        Returns:
+            The new version (the secret in its stored form).
+
+        Raises:
+            UsageError: an invalid name, kind or secret (the message never quotes
+                it). Also: the vault has no document to write to (opened with
+                ``create=False`` on a device without one), or ``commit`` refused
+                the edit (:meth:`sddsf.client.device.Device.flush` says how).
+            UnavailableError: ``commit`` waited too long for the home's lock; the
+                write is in this device's copy and the next flush queues it.
+        """
         kind, name = check_kind(kind), check_name(name)
         secret = normalize_secret(kind, secret)
         item = self.item(name)
@@ -581,7 +784,24 @@ class Vault:
 
     def generate(self, name: str, kind: str) -> Version:
         """Generate and store a fresh ed25519 seed, secp256k1 secret or 24-word BIP39
-        phrase; :attr:`Version.public_key` has the public key of a key."""
+        phrase, from 32 random bytes.
+
+        Args:
+            name: A name that holds no live item (a deleted one is replaced).
+            kind: ``ed25519``, ``secp256k1`` or ``bip39``, in any case.
+
+        Returns:
+            The new version; :attr:`Version.public_key` has a key's public key.
+
+        Raises:
+            UsageError: an invalid name; a kind that is unknown or cannot be
+                generated (``password``, ``note``); ``name`` holds a live item.
+                Also: the vault has no document to write to (opened with
+                ``create=False`` on a device without one), or ``commit`` refused
+                the edit (:meth:`sddsf.client.device.Device.flush` says how).
+            UnavailableError: ``commit`` waited too long for the home's lock; the
+                write is in this device's copy and the next flush queues it.
+        """
         kind = check_kind(kind)
         if kind not in GENERATED:
             raise UsageError(f"only {', '.join(GENERATED)} secrets can be generated; store a "
@@ -594,13 +814,43 @@ class Vault:
 
     def rm(self, name: str) -> Version:
         """Delete ``name``: a tombstone superseding every current version. Restorable
-        with :meth:`restore` during the grace period."""
+        with :meth:`restore` during the grace period.
+
+        Args:
+            name: The item's name.
+
+        Returns:
+            The tombstone (``secret`` None).
+
+        Raises:
+            UsageError: no item is called ``name``, or it is deleted already.
+                Also: ``commit`` refused the edit
+                (:meth:`sddsf.client.device.Device.flush` says how).
+            UnavailableError: ``commit`` waited too long for the home's lock; the
+                write is in this device's copy and the next flush queues it.
+        """
         item = self._need(name)
         return self._write(name, [(item.kind, None)], item.heads)[0]
 
-    def restore(self, name: str) -> list[Version]:
+    def restore(self, name: str) -> builtins.list[Version]:
         """Undo a deletion within the grace period: write a copy of each value the
-        tombstones superseded (several values come back as a conflict)."""
+        tombstones superseded, following tombstones back to values.
+
+        Args:
+            name: A deleted item's name.
+
+        Returns:
+            The versions written, one per distinct value: several come back as the
+            conflict they were in when the item was deleted.
+
+        Raises:
+            UsageError: no item is called ``name``; it is not deleted; its grace
+                period has ended; or no value before its deletion is left.
+                Also: ``commit`` refused the edit
+                (:meth:`sddsf.client.device.Device.flush` says how).
+            UnavailableError: ``commit`` waited too long for the home's lock; the
+                write is in this device's copy and the next flush queues it.
+        """
         item = self._need(name, live=False)
         if not item.deleted:
             raise UsageError(f"{name!r} is not deleted"
@@ -627,17 +877,44 @@ class Vault:
         return self._write(name, list(values), item.heads)
 
     def resolve(self, name: str, keep: str) -> Version:
-        """End a conflict: a new version copying current version ``keep`` (an id or a
-        unique prefix; a tombstone confirms the deletion) superseding every head."""
+        """End a conflict: a new version copying current version ``keep``,
+        superseding every head.
+
+        Args:
+            name: The name of an item in conflict (:meth:`conflicts`).
+            keep: The id, or a unique prefix of at least 4 hex digits, of one of
+                its current versions; keeping a tombstone confirms the deletion.
+
+        Returns:
+            The new version (a tombstone if ``keep`` is one).
+
+        Raises:
+            UsageError: no item is called ``name``; it has no conflict; ``keep`` is
+                too short, ambiguous or not one of its current versions.
+                Also: ``commit`` refused the edit
+                (:meth:`sddsf.client.device.Device.flush` says how).
+            UnavailableError: ``commit`` waited too long for the home's lock; the
+                write is in this device's copy and the next flush queues it.
+        """
         item = self._need(name, live=False)
         if not item.conflict:
             raise UsageError(f"{name!r} has no conflict to resolve")
         kept = self._pick(name, keep, item.heads, "conflicts")
         return self._write(name, [(kept.kind, kept.secret)], item.heads)[0]
 
-    def purge(self) -> list[str]:
+    def purge(self) -> builtins.list[str]:
         """Erase every version of the items deleted longer than the grace period ago
-        (their content leaves the document state). Returns the names purged."""
+        (their content leaves the document state), from every vault document.
+
+        Returns:
+            The names purged, sorted (empty: nothing was written).
+
+        Raises:
+            UsageError: ``commit`` refused the edit
+                (:meth:`sddsf.client.device.Device.flush` says how).
+            UnavailableError: ``commit`` waited too long for the home's lock; the
+                next flush queues the erasure.
+        """
         view = self._view()
         gone = {i.name for i in self._group(view.versions.values()).values()
                 if i.deleted and not self.restorable(i)}
@@ -656,13 +933,28 @@ class Vault:
         return sorted(gone)
 
     # ------------------------------------------------------------ tampering
-    def all_alerts(self) -> list[VaultAlert]:
-        """Read the vault and return every alert (also in :attr:`alerts`)."""
+    def all_alerts(self) -> builtins.list[VaultAlert]:
+        """Read the vault and return every alert, acknowledged or not.
+
+        Returns:
+            The alerts, in local order (also in :attr:`alerts`); always empty
+            without ``trust``.
+
+        Raises:
+            Nothing of its own.
+        """
         self._view()
         return list(self.alerts)
 
-    def new_alerts(self) -> list[VaultAlert]:
-        """The alerts not acknowledged yet (:meth:`acknowledge`)."""
+    def new_alerts(self) -> builtins.list[VaultAlert]:
+        """Read the vault and return the alerts not acknowledged yet.
+
+        Returns:
+            The alerts newer than the last :meth:`acknowledge`, in local order.
+
+        Raises:
+            Nothing of its own.
+        """
         found = self.all_alerts()
         if self._trust is None:
             return found
@@ -670,8 +962,16 @@ class Vault:
         return [a for a in found if a.seq > done]
 
     def acknowledge(self) -> int:
-        """Stop warning about the current alerts (they stay listed). Returns how many
-        were new."""
+        """Stop warning about the current alerts: :meth:`new_alerts` leaves them
+        out from now on, :meth:`all_alerts` still lists them. Kept in the device's
+        store (nothing is kept without ``trust``).
+
+        Returns:
+            How many alerts were new.
+
+        Raises:
+            Nothing of its own.
+        """
         fresh = self.new_alerts()
         if self._trust is not None and fresh:
             self._trust.provenance.acknowledge(SPACE, max(a.seq for a in fresh))
@@ -680,8 +980,19 @@ class Vault:
     def deletions(self, after: int) -> tuple[dict[bytes, int], int]:
         """Deletions this device saw after its local sequence number ``after``, per
         device whose verified op carried them (never per claimed author): tombstones,
-        refused forged ones included, and records changed or removed in place. Also
-        returns the newest sequence number counted (``after`` if none)."""
+        refused forged ones included, and records changed or removed in place.
+
+        Args:
+            after: A local sequence number: the second value a previous call
+                returned, or 0 for every deletion.
+
+        Returns:
+            The count per carrying device id, and the newest sequence number
+            counted (``after`` if none). Without ``trust``: nothing is counted.
+
+        Raises:
+            Nothing of its own.
+        """
         view = self._view()
         counts: dict[bytes, int] = {}
         newest = after
@@ -700,6 +1011,16 @@ class Vault:
                 count(bytes.fromhex(a.by), a.seq)
         return counts, newest
 
-    def list(self, *, deleted: bool = False) -> list[Item]:
-        """The items, by name; deleted ones only if ``deleted``."""
+    def list(self, *, deleted: bool = False) -> builtins.list[Item]:
+        """The items, by name, conflicts included.
+
+        Args:
+            deleted: Also list the deleted items (every head a tombstone).
+
+        Returns:
+            The items, sorted by name.
+
+        Raises:
+            Nothing of its own.
+        """
         return [i for i in self._items().values() if deleted or not i.deleted]

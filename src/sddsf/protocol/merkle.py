@@ -27,6 +27,11 @@ Hashes must be exactly 32 bytes everywhere, including the roots of the trivial
 cases (equal sizes, empty subtree) that the transparency-dev/merkle Go verifier
 compares without a length check: we reject those, so four of its "valid" probes
 are refused here (see ``tests/vectors_ext/test_rfc9162_vectors.py``).
+
+Size: the RFC 9162 algorithms (tree hash, inclusion and consistency proofs and
+their verifiers, the compact frontier) are one specification section; keeping
+them together lets each be checked against the RFC text and the vectors side by
+side.
 """
 
 from __future__ import annotations

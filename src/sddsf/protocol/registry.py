@@ -31,6 +31,10 @@ account key (:func:`verify_registry`); a gap, a fork, an unauthorised signer, a
 re-added or low-order key is a :class:`~sddsf.errors.RegistryError` (or
 ``bad_key`` / ``sig_invalid``). When the policy requires approval, device
 changes go through proposals (:mod:`sddsf.protocol.approval`).
+
+Size: the sigchain is one state machine: the entry format, the per-type
+authorisation rules and the verifier share the state they check, and splitting
+them would scatter the rules that must be read together.
 """
 
 from __future__ import annotations

@@ -41,6 +41,10 @@ device that holds the log recomputes the state, compares, and signs
 ``match`` or ``mismatch`` for the snapshot's id; the relay prunes only under a
 snapshot another device attested, and readers decide with them whether a
 snapshot of a since-revoked device may still be used (section 18.7).
+
+Size: the two snapshot wire forms (inline and chunked manifest), their
+verification and the attestations over them are protocol.md section 18, one
+format read together.
 """
 
 from __future__ import annotations

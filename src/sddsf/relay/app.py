@@ -19,16 +19,19 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from sddsf.controller.policy import load_policy
-from sddsf.controller.service import Controller
 from sddsf.crypto import Ed25519SigningKey
 from sddsf.errors import (
     Code,
     DecodeError,
     NotFoundError,
     SddsfError,
+    UnavailableError,
 )
 from sddsf.relay import models as m
+from sddsf.relay.bus import Bus, open_bus
+from sddsf.relay.cluster import ClusterLive
+from sddsf.relay.controller.policy import load_policy
+from sddsf.relay.controller.service import Controller
 from sddsf.relay.deps import (
     BodyLimit,
     RelayContext,
@@ -52,15 +55,20 @@ __all__ = ["create_app"]
 
 def create_app(settings: RelaySettings, storage: RelayStorage, relay_key: Ed25519SigningKey,
                *, edge: EdgeState | None = None,
-               clock: Callable[[], int] = now_ms) -> FastAPI:
+               clock: Callable[[], int] = now_ms, bus: Bus | bool | None = True) -> FastAPI:
     """Build the relay application around a storage backend.
 
     The app opens ``storage`` on start-up (applying migrations) and closes it
-    on shutdown.
+    on shutdown. ``bus``: the cluster bus; True (the default) picks it from the
+    settings (Redis pub/sub with ``redis_url``, else PostgreSQL LISTEN/NOTIFY
+    for a PostgreSQL database, else none); False or None for none.
     """
     hub = Hub()
     metrics = RelayMetrics(connected=lambda: hub.connected)
-    fabric = Fabric(storage, settings, relay_key, publish=hub.publish, clock=clock)
+    chosen = open_bus(settings.db, settings.redis_url) if bus is True else (bus or None)
+    fabric = Fabric(storage, settings, relay_key, clock=clock)
+    live_conns = ClusterLive(hub, storage, chosen, fabric.registries)
+    fabric.publish = live_conns.publish
     # The edge state comes from the settings (Redis when redis_url is set) unless
     # the caller passes one; the app closes only what it opened itself.
     own_edge = edge is None
@@ -76,20 +84,23 @@ def create_app(settings: RelaySettings, storage: RelayStorage, relay_key: Ed2551
     # account's WebSockets) and the audit log; it sees every stored op batch, and
     # closes the live connections of a device it denies.
     ctl = Controller(storage, load_policy(settings.policy_file), relay_key,
-                     fabric.registries.get, clock=clock, publish=hub.publish_account,
+                     fabric.registries.get, clock=clock, publish=live_conns.publish_account,
                      max_skew_ms=settings.max_skew_s * 1000,
                      window_ms=settings.request_window_s * 1000, audit_budget=audit_budget,
-                     live=hub)
+                     live=live_conns)
     fabric.on_batch = ctl.on_batch
     ctx = RelayContext(settings, storage, relay_key, edge_state, hub, fabric, metrics, clock,
-                       ctl)
+                       ctl, live_conns)
+    live_conns.refusal = lambda account, device: live.refusal(ctx, account, device)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await storage.open()
+        await live_conns.start()
         try:
             yield
         finally:
+            await live_conns.close()
             fabric.close()
             if own_edge:
                 await ctx.edge.close()
@@ -118,6 +129,31 @@ def create_app(settings: RelaySettings, storage: RelayStorage, relay_key: Ed2551
         metrics.latency.labels(request.method, path).observe(time.perf_counter() - started)
         return response
 
+    _error_handlers(app)
+
+    def openapi() -> dict[str, Any]:
+        # Validation failures are answered 400 {code: malformed} (on_validation
+        # below), never FastAPI's 422: drop 422 so the document says what we do.
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version,
+                                 description=app.description, routes=app.routes)
+            for path in schema.get("paths", {}).values():
+                for op in path.values():
+                    op.get("responses", {}).pop("422", None)
+            for name in ("HTTPValidationError", "ValidationError"):
+                schema.get("components", {}).get("schemas", {}).pop(name, None)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    _routes_health(app, ctx)
+    for router in (accounts.router, spaces.router, pairing.router, backup.router,
+                   live.router, controller.router, limits.router):
+        app.include_router(router)
+    return app
+
+
+def _error_handlers(app: FastAPI) -> None:
     @app.exception_handler(SddsfError)
     async def on_sddsf(_: Request, exc: SddsfError) -> JSONResponse:
         return error_response(exc)
@@ -143,27 +179,6 @@ def create_app(settings: RelaySettings, storage: RelayStorage, relay_key: Ed2551
                              "message": "internal relay error; nothing was acknowledged"},
                             status_code=500)
 
-    def openapi() -> dict[str, Any]:
-        # Validation failures are answered 400 {code: malformed} (on_validation
-        # below), never FastAPI's 422: drop 422 so the document says what we do.
-        if app.openapi_schema is None:
-            schema = get_openapi(title=app.title, version=app.version,
-                                 description=app.description, routes=app.routes)
-            for path in schema.get("paths", {}).values():
-                for op in path.values():
-                    op.get("responses", {}).pop("422", None)
-            for name in ("HTTPValidationError", "ValidationError"):
-                schema.get("components", {}).get("schemas", {}).pop(name, None)
-            app.openapi_schema = schema
-        return app.openapi_schema
-
-    app.openapi = openapi  # type: ignore[method-assign]
-    _routes_health(app, ctx)
-    for router in (accounts.router, spaces.router, pairing.router, backup.router,
-                   live.router, controller.router, limits.router):
-        app.include_router(router)
-    return app
-
 
 def _routes_health(app: FastAPI, ctx: RelayContext) -> None:
     @app.get("/healthz", tags=["ops"])
@@ -171,11 +186,26 @@ def _routes_health(app: FastAPI, ctx: RelayContext) -> None:
         """Liveness: the process answers."""
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["ops"])
+    @app.get("/readyz", tags=["ops"], responses={503: {"model": m.ErrorBody}})
     async def readyz() -> dict[str, str]:
-        """Readiness: the database (and Redis, when the edge state lives there) answers."""
-        await ctx.storage.ping()
-        await ctx.edge.ping()
+        """Readiness: the database answers within ``db_timeout_s`` and can take writes
+        (not stalled, its disk neither full nor read-only), Redis answers (with
+        ``redis_url``), and the cluster bus is connected (several processes).
+        Otherwise 503 ``unavailable`` naming every reason."""
+        reasons: list[str] = []
+        try:
+            reasons += await ctx.storage.not_ready()
+        except SddsfError as exc:
+            reasons.append(exc.message)
+        try:
+            await ctx.edge.ping()
+        except SddsfError as exc:
+            reasons.append(exc.message)
+        if ctx.live.bus is not None and not ctx.live.bus.up:
+            reasons.append("the cluster bus is disconnected (live updates from other "
+                           "processes are delayed)")
+        if reasons:
+            raise UnavailableError("not ready: " + "; ".join(reasons))
         return {"status": "ready", "schema": str(await ctx.storage.schema_version())}
 
     @app.get("/metrics", tags=["ops"], response_class=PlainTextResponse)

@@ -17,7 +17,6 @@ from fastapi import Depends, Request
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from sddsf.controller.service import CALLER, Controller
 from sddsf.crypto import Ed25519PublicKey, Ed25519SigningKey
 from sddsf.errors import (
     AuthenticationError,
@@ -32,6 +31,8 @@ from sddsf.protocol import auth
 from sddsf.protocol.registry import RegistryState
 from sddsf.protocol.treehead import decode_tree_head
 from sddsf.relay import models as m
+from sddsf.relay.cluster import ClusterLive
+from sddsf.relay.controller.service import CALLER, Controller
 from sddsf.relay.edge import EdgeState, Session
 from sddsf.relay.fabric import Fabric
 from sddsf.relay.fanout import Hub
@@ -64,6 +65,10 @@ log = logging.getLogger("sddsf.relay")
 SPACE_ID_SIZE = 16
 DOC_ID_SIZE = 16
 MAX_WS_FRAME = 64 * 1024
+#: A byte-identical copy of a signed request within this long of the original is
+#: a duplicate (a retrying proxy), not a replay: refused, but not held against
+#: the session or counted for ``replay_burst``.
+DUPLICATE_GRACE_MS = 10_000
 
 
 def now_ms() -> int:
@@ -83,6 +88,7 @@ class RelayContext:
     metrics: RelayMetrics
     clock: Callable[[], int]
     controller: Controller
+    live: ClusterLive
 
     @property
     def relay_id(self) -> bytes:
@@ -289,7 +295,19 @@ async def _check_signed_request(request: Request, ctx: RelayContext, session: Se
         raise
     # Keep each nonce for twice the window: any timestamp still inside the
     # window on either side cannot outlive its nonce (THREATS #5).
-    if not await ctx.edge.remember_nonce(session.device_id + nonce, now + 2 * window, now):
+    # The signature covers method, target, body, nonce and timestamp: the same
+    # signature is the same request, byte for byte.
+    seen = await ctx.edge.remember_request(session.device_id + nonce, sig[:24],
+                                           now + 2 * window, now)
+    if seen is not None:
+        tag, first_ms = seen
+        if tag == sig[:24] and 0 <= now - first_ms <= DUPLICATE_GRACE_MS:
+            # A byte-identical copy shortly after the original: a retrying proxy
+            # or client, not evidence of a leak. Refused (nothing is done
+            # twice), not counted, the session kept.
+            raise AuthenticationError("this request was already received (a duplicate of a "
+                                      "request of the last seconds); nothing was done twice",
+                                      Code.REPLAY)
         await _session_leaked(ctx, session, digest)
         raise AuthenticationError("this request was already received (replayed nonce); the "
                                   "session it came with has been ended", Code.REPLAY)

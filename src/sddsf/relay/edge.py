@@ -88,6 +88,18 @@ class EdgeState(ABC):
         """
 
     @abstractmethod
+    async def remember_request(self, key: bytes, tag: bytes, expires_ms: int,
+                               now_ms: int) -> tuple[bytes, int] | None:
+        """Record a signed request's nonce with a ``tag`` (what identifies the
+        request's bytes). None if the nonce was new; else the ``(tag, first_ms)``
+        stored when it was first seen (``now_ms`` then), to tell a byte-identical
+        duplicate from a replay.
+
+        Raises:
+            RateLimitedError: the cache is full of live nonces (fail closed).
+        """
+
+    @abstractmethod
     async def take_tokens(self, bucket: str, cost: float, rate_per_s: float, burst: float,
                           now_ms: int) -> float:
         """Token bucket: take ``cost`` tokens. Returns 0.0 if allowed, else the
@@ -144,6 +156,7 @@ class MemoryEdgeState(EdgeState):
         # replay), so at the cap it refuses new requests instead (see below).
         self._nonces: OrderedDict[bytes, int] = OrderedDict()
         self._max_nonces = max_entries
+        self._tags: OrderedDict[bytes, tuple[bytes, int]] = OrderedDict()
         self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
         self._max_buckets = max_entries
 
@@ -190,6 +203,21 @@ class MemoryEdgeState(EdgeState):
                                    retry_after_s=max(1.0, (oldest_expiry - now_ms) / 1000))
         self._nonces[key] = expires_ms
         return True
+
+    async def remember_request(self, key: bytes, tag: bytes, expires_ms: int,
+                               now_ms: int) -> tuple[bytes, int] | None:
+        """See :meth:`EdgeState.remember_request` (shares the nonce cache and its cap)."""
+        seen = self._tags.get(key)
+        if not await self.remember_nonce(key, expires_ms, now_ms):
+            return seen if seen is not None else (b"", 0)
+        self._tags.pop(key, None)
+        self._tags[key] = (tag, now_ms)
+        while self._tags:  # forget the tags of expired nonces (both in time order)
+            oldest = next(iter(self._tags))
+            if oldest in self._nonces:
+                break
+            del self._tags[oldest]
+        return None
 
     async def take_tokens(self, bucket: str, cost: float, rate_per_s: float, burst: float,
                           now_ms: int) -> float:

@@ -77,6 +77,14 @@ end
 return 1
 """
 
+# KEYS[1] nonce; ARGV value, ttl_ms. Returns the stored value, or sets it (nil).
+_FIRST: Final = """
+local v = redis.call('GET', KEYS[1])
+if v then return v end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return false
+"""
+
 # KEYS[1] record; ARGV[1] "1" to consume it. Returns the value or nil.
 _GET: Final = _RUN_ID_LUA + """
 local v
@@ -177,6 +185,7 @@ class RedisEdgeState(EdgeState):
         self._get = self._redis.register_script(_GET)
         self._drop = self._redis.register_script(_DROP)
         self._bucket = self._redis.register_script(_BUCKET)
+        self._first = self._redis.register_script(_FIRST)
 
     def __repr__(self) -> str:
         return f"RedisEdgeState({self._where!r}, prefix={self.prefix.decode()!r})"
@@ -264,6 +273,23 @@ class RedisEdgeState(EdgeState):
         stored = await self._run(self._redis.set(self._key("nonce", key), b"1", nx=True,
                                                  px=_ttl_ms(expires_ms, now_ms)))
         return bool(stored)
+
+    async def remember_request(self, key: bytes, tag: bytes, expires_ms: int,
+                               now_ms: int) -> tuple[bytes, int] | None:
+        """See :meth:`EdgeState.remember_request` (one script: the stored value, or
+        set it; the same keys as :meth:`remember_nonce`)."""
+        stored: Any = await self._run(self._first(
+            keys=[self._key("nonce", key)],
+            args=[tag + str(now_ms).encode(), _ttl_ms(expires_ms, now_ms)]))
+        if not stored:
+            return None
+        raw = bytes(stored)
+        if len(raw) <= len(tag):  # a plain nonce (remember_nonce): no tag to compare
+            return b"", 0
+        try:
+            return raw[:len(tag)], int(raw[len(tag):])
+        except ValueError:
+            return b"", 0
 
     async def take_tokens(self, bucket: str, cost: float, rate_per_s: float, burst: float,
                           now_ms: int) -> float:

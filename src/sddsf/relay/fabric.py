@@ -116,6 +116,10 @@ class RegistryCache:
         self._states[account_id] = state
         return state
 
+    def cached(self, account_id: bytes) -> RegistryState | None:
+        """The last verified state, without asking storage (None if never read)."""
+        return self._states.get(account_id)
+
     def forget(self, account_id: bytes) -> None:
         """Drop the cached state (after a storage conflict)."""
         self._states.pop(account_id, None)
@@ -198,7 +202,8 @@ class Fabric:
         # two PyNaCl threads give 1.6x one).
         self._pool_size = max(1, min(4, os.cpu_count() or 1))
         self._pool = ThreadPoolExecutor(self._pool_size, thread_name_prefix="sddsf-verify")
-        self._publish = publish
+        #: Called with the ops each stored batch appended (live fan-out).
+        self.publish = publish
         self._clock = clock
         #: Called after each stored batch with (account, author per op or None,
         #: (status, code) per op, authors of refused forks): the controller's hook.
@@ -364,8 +369,8 @@ class Fabric:
             for i, path in zip(with_offset, paths, strict=True):
                 r = final[i]
                 final[i] = OpResult(r.status, r.offset, r.op_id, path)
-        if published and self._publish is not None:
-            await self._publish(space_id, published)
+        if published and self.publish is not None:
+            await self.publish(space_id, published)
         return final, head
 
     async def package_seqs(self, space: SpaceRecord) -> tuple[int, ...]:

@@ -1,6 +1,9 @@
 """Live fan-out: per-space subscribers with bounded queues.
 
-After a batch commits, the fabric publishes ``(offset, envelope)`` pairs. Each
+After a batch commits, the fabric publishes ``(offset, envelope)`` pairs (through
+:class:`~sddsf.relay.cluster.ClusterLive`, which also feeds ops appended by
+other relay processes, in log order). Each op's WebSocket frame is encoded
+once, whatever the number of subscribers. Each
 subscriber has a queue of at most ``queue_max`` ops; a subscriber that falls
 behind on a space is not buffered without bound: that space's queued ops are
 replaced by one ``resync`` message naming the first offset it missed (other
@@ -13,10 +16,19 @@ Controller alerts go to every connection of the account
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import deque
 from dataclasses import dataclass, field
 
-__all__ = ["Hub", "Subscriber"]
+from sddsf.wire import b64
+
+__all__ = ["Hub", "Subscriber", "frame"]
+
+
+def frame(message: dict[str, object]) -> str:
+    """A WebSocket text frame: the message as JSON, bytes as base64."""
+    return json.dumps({k: b64(v) if isinstance(v, bytes) else v
+                       for k, v in message.items()}, separators=(",", ":"))
 
 
 @dataclass(eq=False)
@@ -115,26 +127,70 @@ class Hub:
                     del self._by_space[space_id]
         sub.spaces.clear()
 
+    def subscribed(self, space_id: bytes) -> bool:
+        """Whether any connection of this process subscribes to the space."""
+        return bool(self._by_space.get(space_id))
+
+    def subscriber_count(self, space_id: bytes) -> int:
+        """How many connections of this process subscribe to the space."""
+        return len(self._by_space.get(space_id, ()))
+
+    def spaces(self) -> list[bytes]:
+        """The spaces with subscribers on this process."""
+        return list(self._by_space)
+
+    def devices(self, account_id: bytes | None = None) -> list[tuple[bytes, bytes]]:
+        """``(account, device)`` of the open connections (of one account, or all)."""
+        return list(dict.fromkeys((s.account_id, s.device_id) for s in self._all
+                                  if not s.closed and account_id in (None, s.account_id)))
+
+    def space_devices(self, space_id: bytes) -> list[tuple[bytes, bytes]]:
+        """``(account, device)`` of the open connections subscribed to the space."""
+        return list(dict.fromkeys((s.account_id, s.device_id)
+                                  for s in self._by_space.get(space_id, ()) if not s.closed))
+
     async def publish(self, space_id: bytes, items: list[tuple[int, bytes]]) -> None:
-        """Deliver committed ops to every subscriber of the space."""
-        for sub in list(self._by_space.get(space_id, ())):
-            for offset, envelope in items:
-                if not sub.offer({"type": "op", "space": space_id, "offset": offset,
-                                  "envelope": envelope}):
-                    sub.overflow(space_id, offset)
+        """Deliver committed ops, in offset order, to every subscriber of the space
+        (each op's frame is encoded once, for all of them)."""
+        subs = list(self._by_space.get(space_id, ()))
+        if not subs:
+            return
+        messages = [{"type": "op", "space": space_id, "offset": offset,
+                     "frame": frame({"type": "op", "space": space_id, "offset": offset,
+                                     "envelope": envelope})}
+                    for offset, envelope in items]
+        for sub in subs:
+            for message in messages:
+                if not sub.offer(message):
+                    sub.overflow(space_id, int(str(message["offset"])))
                     break
 
-    def publish_account(self, account_id: bytes, about: bytes,
-                        alert: dict[str, object]) -> int:
-        """Push a controller alert to every connection of the account's devices
+    def resync(self, space_id: bytes, offset: int) -> None:
+        """Tell every subscriber of the space to backfill from ``offset`` over HTTP
+        (ops from there could not be pushed)."""
+        for sub in list(self._by_space.get(space_id, ())):
+            sub.overflow(space_id, offset)
+
+    @staticmethod
+    def alert_frame(alert: dict[str, object]) -> str:
+        """The WebSocket frame of a controller alert."""
+        return frame({"type": "alert", **alert})
+
+    def offer_account(self, account_id: bytes, about: bytes, alert_frame: str) -> int:
+        """Push an encoded alert to every connection of the account's devices
         except the one it is about. An alert that does not fit a full queue is
         dropped for that connection (alerts are also listed over HTTP).
         Returns how many connections it was queued on."""
         sent = 0
         for sub in list(self._all):
             if sub.account_id == account_id and sub.device_id != about:
-                sent += sub.offer({"type": "alert", **alert})
+                sent += sub.offer({"type": "alert", "frame": alert_frame})
         return sent
+
+    def publish_account(self, account_id: bytes, about: bytes,
+                        alert: dict[str, object]) -> int:
+        """:meth:`offer_account` of an alert not yet encoded."""
+        return self.offer_account(account_id, about, self.alert_frame(alert))
 
     def has_device(self, device_id: bytes) -> bool:
         """Whether the device has an open connection on this process."""

@@ -31,6 +31,10 @@ Errors: a database that cannot be opened raises
 :class:`~sddsf.errors.UnavailableError`; an unsupported URL, a database that is
 not a relay database, or one migrated by another version raises
 :class:`~sddsf.errors.ConfigError`.
+
+Size: fsck carries its own readers of the raw rows of both engines on purpose
+(it must not share the code it checks) plus the chain and Merkle re-derivation;
+splitting would spread one independent check over modules.
 """
 
 from __future__ import annotations
@@ -46,10 +50,10 @@ from enum import StrEnum
 from typing import Any, Final
 from urllib.parse import unquote
 
-from sddsf.controller.audit import audit_log_id
 from sddsf.crypto import Ed25519PublicKey
 from sddsf.errors import Code, ConfigError, SddsfError, UnavailableError
 from sddsf.protocol import keypackage as kp
+from sddsf.protocol.audit import audit_log_id
 from sddsf.protocol.encoding import decode
 from sddsf.protocol.envelope import decode_envelope
 from sddsf.protocol.identity import ID_SIZE

@@ -3,6 +3,10 @@ padding), in JSON bodies and in URL paths alike.
 
 These pydantic models are the single source of the OpenAPI document served at
 ``/openapi.json``: what is documented is what the handlers parse and return.
+
+Size: the pydantic models are the single source of the OpenAPI document, one
+model per request and response of the HTTP API; one module keeps that
+document's source in one place.
 """
 
 from __future__ import annotations

@@ -56,7 +56,8 @@ def run(settings: RelaySettings) -> None:
 
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    app = create_app(settings, open_storage(settings.db), load_relay_key(settings.key_file))
+    storage = open_storage(settings.db, **settings.storage_options())
+    app = create_app(settings, storage, load_relay_key(settings.key_file))
     guard = ConnectionGuard(settings.max_connections, settings.header_timeout_s)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="info",
                 http=guarded_protocol(AutoHTTPProtocol, guard),

@@ -70,6 +70,9 @@ class RelaySettings:
     header_timeout_s: float = 10.0  # a request head must arrive within this
     body_timeout_s: float = 60.0  # a request body must arrive within this
     shutdown_timeout_s: float = 10.0  # graceful shutdown, then open connections are closed
+    db_timeout_s: float = 10.0  # a database call that takes longer gets 503 unavailable
+    db_lock_timeout_s: float = 2.0  # PostgreSQL: a row lock waited for longer gets 503
+    db_statement_timeout_s: float = 10.0  # PostgreSQL: server-side bound on a statement
     redis_url: str = ""  # shared edge state for several processes; "" = per process
     policy_file: str = ""  # the controller's policy (TOML); "" = the built-in defaults
 
@@ -83,6 +86,14 @@ class RelaySettings:
         """The op verification windows (relay and clients must agree)."""
         return RuleSettings(max_skew_ms=self.max_skew_s * 1000,
                             epoch_grace_ms=self.epoch_grace_s * 1000)
+
+    def storage_options(self) -> dict[str, Any]:
+        """Keyword options for :func:`~sddsf.relay.storage.open_storage` of ``db``."""
+        if self.db.startswith("sqlite:///"):
+            return {"deadline_s": self.db_timeout_s}
+        return {"command_timeout_s": self.db_timeout_s,
+                "lock_timeout_ms": round(self.db_lock_timeout_s * 1000),
+                "statement_timeout_ms": round(self.db_statement_timeout_s * 1000)}
 
     def replace(self, **changes: Any) -> RelaySettings:
         """A copy with ``changes`` applied and validated."""

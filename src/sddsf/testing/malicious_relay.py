@@ -114,6 +114,10 @@ to keep writing under an epoch the revoked device can read.
     Serve another (validly signed) package for an epoch the victim already
     stored: a second package for one (space, epoch) is fork evidence
     (``key_package_fork``); the stored one is never replaced.
+
+Size: the malicious relay is a test double implementing every lie a relay can
+tell (omit, reorder, rewrite, roll back, fork, forge) over one transport; the
+attacks share its log model.
 """
 
 from __future__ import annotations

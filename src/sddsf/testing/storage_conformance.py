@@ -8,6 +8,10 @@ contract, plus portable SQL on ``schema_migrations`` for the migration checks.
 Ops are synthesised with random envelopes but real hashes: ``leaf_hash`` is the
 RFC 9162 leaf hash and ``op_id`` the tagged op-id hash of the envelope, so the
 Merkle checks recompute everything independently of the backend.
+
+Size: the conformance suite is one list of checks every storage backend must
+pass; keeping them in one module keeps the list, its fixtures and its order in
+one place.
 """
 
 from __future__ import annotations

@@ -7,6 +7,10 @@ byte-for-byte reproducible; a test regenerates the files and compares.
 Each file has ``valid`` cases (MLS style: inputs and every intermediate value)
 and ``invalid`` cases (Keybase style: the input and the error ``code`` a
 conforming implementation must report). Byte strings are lowercase hex.
+
+Size: the deterministic generator of every conformance vector file; each vector
+family is a short function over one seeded world, and they must share that
+world to stay reproducible.
 """
 
 from __future__ import annotations

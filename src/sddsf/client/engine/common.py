@@ -153,11 +153,15 @@ class EngineObserver(Protocol):
                          updates: list[bytes]) -> None:
         """Another device's edit of ``doc`` was applied."""
 
-    def on_registry_change(self, state: RegistryState) -> None:
-        """New registry entries were verified (a device added, revoked, a policy)."""
+    def on_registry_change(self, old: RegistryState, new: RegistryState) -> None:
+        """New registry entries were verified (a device added, revoked, a policy):
+        the registry moved from ``old`` to ``new`` (not told for a new device's
+        first fetch of the whole chain)."""
 
-    def on_rotation(self, space_id: bytes, epoch: int) -> None:
-        """This device opened key epoch ``epoch`` of a space."""
+    def on_rotation(self, space_id: bytes, epoch: int, creator: bytes) -> None:
+        """Key epoch ``epoch`` of a space was opened: by this device (``creator``
+        is its id) or, seen when its key packages were refreshed, by another
+        device in a space this device already held keys of."""
 
     def on_alert(self, code: str, message: str) -> None:
         """This device found something wrong with another device (an alert)."""

@@ -13,7 +13,8 @@ from pathlib import Path
 
 from sddsf.client.engine.common import as_dict
 from sddsf.client.home import open_home
-from sddsf.client.store import LocalStore
+from sddsf.client.keystore import KeyStore, Passphrase
+from sddsf.client.store import LocalStore, StoreFactory
 from sddsf.client.transport.base import Transport
 from sddsf.crypto import Ed25519PublicKey
 from sddsf.errors import Code, ConfigError, ProofError
@@ -129,11 +130,14 @@ class DeviceIdentity:
 
 
 def new_home(home: Path, keys: DeviceKeys, name: str, account: AccountPublic,
-             relay_url: str, passphrase: Callable[[], str] | None,
-             insecure_plaintext: bool) -> LocalStore:
-    """Create a device home holding a new identity (the relay key is pinned later)."""
+             relay_url: str, passphrase: Passphrase | None,
+             insecure_plaintext: bool, *, key_store: KeyStore | None = None,
+             store_factory: StoreFactory | None = None) -> LocalStore:
+    """Create a device home holding a new identity (the relay key is pinned later);
+    ``key_store`` and ``store_factory`` as :func:`sddsf.client.home.open_home`."""
     store, _ = open_home(home, passphrase=passphrase, create=True,
-                         insecure_plaintext=insecure_plaintext)
+                         insecure_plaintext=insecure_plaintext, key_store=key_store,
+                         store_factory=store_factory)
     with store.batch() as b:
         b.put("id", b"device", encode({"sign": keys.signing.seed, "kx": keys.kx.seed,
                                        "name": name}))

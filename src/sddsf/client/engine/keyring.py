@@ -14,6 +14,7 @@ no newer one without the revoked device, rotation fails with
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 from sddsf.client.engine.common import EngineObserver, notify
@@ -84,7 +85,8 @@ class Keyring:
             return False
         self.store.put("kp", space_id + (last.epoch + 1).to_bytes(4, "big"), pkg)
         self.forget(space_id)
-        notify(self.observer, lambda o: o.on_rotation(space_id, last.epoch + 1))
+        notify(self.observer, lambda o: o.on_rotation(space_id, last.epoch + 1,
+                                                   self.ident.device_id))
         return True
 
     def check_not_blocked(self, space_id: bytes, newest: kp.KeyPackage,
@@ -116,7 +118,9 @@ class Keyring:
         raw = await self.transport.key_packages(space_id, 0)
         state = await self.reg.refresh()
         stored = dict(self.store.scan("kp", space_id))
+        held_keys = bool(stored)  # a space this device already held keys of
         verified: list[kp.KeyPackage] = []
+        opened: list[kp.KeyPackage] = []  # epochs new to this device (observer)
         for data in raw:
             previous = verified[-1] if verified else None
             pkg = kp.verify_key_package(data, registry=state, space=space_id,
@@ -128,6 +132,8 @@ class Keyring:
                     f"{self.ident.space_label(space_id)} than the one this device stored: two "
                     "packages for one epoch are fork evidence (the relay, or a device, "
                     "equivocates); the stored one is kept", Code.KEY_PACKAGE_FORK)
+            if mine is None and pkg.epoch > 0 and held_keys:
+                opened.append(pkg)
             verified.append(pkg)
         if stored:
             epochs = sorted(int.from_bytes(k[16:], "big") for k in stored)
@@ -140,6 +146,8 @@ class Keyring:
             for pkg in verified:
                 b.put("kp", space_id + pkg.epoch.to_bytes(4, "big"), pkg.raw)
         self.forget(space_id)
+        for pkg in opened:
+            notify(self.observer, functools.partial(_tell_rotation, space_id, pkg))
         return verified
 
     def stored_packages(self, space_id: bytes) -> list[kp.KeyPackage]:
@@ -214,3 +222,7 @@ def previous_keys(known: dict[int, bytes], last: kp.KeyPackage) -> list[bytes]:
         run.append(known[epoch])
         epoch -= 1
     return run[::-1]
+
+
+def _tell_rotation(space_id: bytes, pkg: kp.KeyPackage, observer: EngineObserver) -> None:
+    observer.on_rotation(space_id, pkg.epoch, pkg.creator)

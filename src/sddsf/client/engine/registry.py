@@ -57,7 +57,7 @@ class RegistryView:
                     b.put("reg", u64(seq), entry)
             self._state = state
             return state
-        state = self.state()
+        old = state = self.state()
         new = await self.transport.registry(self.ident.account.account_id, state.seq + 1)
         with self.store.batch() as b:
             for entry in new:
@@ -65,7 +65,7 @@ class RegistryView:
                 b.put("reg", u64(state.seq), entry)
         self._state = state
         if new:
-            notify(self.observer, lambda o: o.on_registry_change(state))
+            notify(self.observer, lambda o: o.on_registry_change(old, state))
         return state
 
     def cutoff_for(self, device_id: bytes) -> dict[bytes, int]:

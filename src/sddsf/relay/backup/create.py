@@ -35,9 +35,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
-from sddsf.controller.audit import audit_log_id
 from sddsf.crypto import Ed25519SigningKey, blake2b_256, random_bytes
 from sddsf.errors import Code, ConfigError, DecodeError, ProofError, SddsfError
+from sddsf.protocol.audit import audit_log_id
 from sddsf.protocol.merkle import Frontier
 from sddsf.protocol.treehead import sign_tree_head
 from sddsf.relay.backup.dbio import Snapshot, open_snapshot

@@ -26,9 +26,9 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Final
 
-from sddsf.controller.audit import audit_log_id
 from sddsf.crypto import Ed25519PublicKey, X25519KeyPair, blake2b_256
 from sddsf.errors import Code, ConfigError, DecodeError, NotFoundError, ProofError
+from sddsf.protocol.audit import audit_log_id
 from sddsf.protocol.merkle import Frontier
 from sddsf.protocol.treehead import TreeHead, decode_tree_head, verify_tree_head
 from sddsf.relay.backup.create import latest_complete, list_numbers

@@ -89,10 +89,11 @@ async def append_registry(account_id: str, body: m.RegistryEntryIn,
     for device_id, rec in new_state.devices.items():
         if rec.revoked_seq == entry.seq:
             await ctx.edge.drop_device(device_id)
-            ctx.hub.close_device(device_id, "revoked")
+            ctx.live.close_device(device_id, "revoked")  # on every relay process
     if entry.type is EntryType.REVOKE or entry.type is EntryType.RECOVER:
         log.info("registry %s: seq %d revocation applied", aid.hex()[:12], entry.seq)
     if new_state is not state:  # new (a re-sent entry was audited when first stored)
+        ctx.live.registry_changed(aid)
         await ctx.controller.on_registry_entry(aid, entry, new_state)
     return m.RegistryEntries(entries=[], next_seq=new_state.seq + 1)
 

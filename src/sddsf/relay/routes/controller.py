@@ -7,9 +7,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 
-from sddsf.controller.reports import decode_report
 from sddsf.errors import NotFoundError
 from sddsf.protocol.identity import ID_SIZE
+from sddsf.protocol.posture import decode_report
 from sddsf.protocol.registry import DeviceStatus
 from sddsf.relay import models as m
 from sddsf.relay.deps import Authed, Ctx, RelayContext, limit_ip, tree_head_out

@@ -57,7 +57,7 @@ async def live(ws: WebSocket, ticket: str = "") -> None:
         await ws.close(code=4401, reason="ticket unknown, expired or used")
         return
     await ws.accept()
-    refused = await _refusal(ctx, session.account_id, session.device_id)
+    refused = await refusal(ctx, session.account_id, session.device_id)
     if refused:  # revoked or denied since the ticket was issued
         await ws.close(code=4403, reason=refused)
         return
@@ -75,7 +75,7 @@ async def live(ws: WebSocket, ticket: str = "") -> None:
             await sender
 
 
-async def _refusal(ctx: RelayContext, account_id: bytes, device_id: bytes) -> str:
+async def refusal(ctx: RelayContext, account_id: bytes, device_id: bytes) -> str:
     """Why the device may not read now (a close reason), or "" if it may."""
     registry = await ctx.fabric.registries.get(account_id)
     if not registry.is_active(device_id):
@@ -93,6 +93,10 @@ async def _ws_send(ws: WebSocket, sub: Subscriber) -> None:
         if message.get("type") == "close":
             await ws.close(code=4403, reason=str(message.get("reason", "closed")))
             return
+        encoded = message.get("frame")
+        if isinstance(encoded, str):  # encoded once for every subscriber
+            await ws.send_text(encoded)
+            continue
         await ws.send_json({k: m.b64(v) if isinstance(v, bytes) else v
                             for k, v in message.items()})
 
@@ -109,7 +113,7 @@ async def _ws_receive(ws: WebSocket, sub: Subscriber, ctx: RelayContext) -> None
         if len(text) > MAX_WS_FRAME:
             await ws.close(code=1009, reason="frame too large")
             return
-        refused = await _refusal(ctx, sub.account_id, sub.device_id)
+        refused = await refusal(ctx, sub.account_id, sub.device_id)
         if refused:
             await ws.close(code=4403, reason=refused)
             return
@@ -129,5 +133,6 @@ async def _ws_receive(ws: WebSocket, sub: Subscriber, ctx: RelayContext) -> None
         # offset), never missing from both.
         ctx.hub.subscribe(sub, space.space_id)
         space = await ctx.fabric.space_for(space.space_id, sub.account_id)
+        ctx.live.subscribed(space.space_id, space.size)
         await ws.send_json({"type": "subscribed", "space": m.b64(space.space_id),
                             "size": space.size})

@@ -43,6 +43,10 @@ on registry entries, key packages or spaces surfaces as
 :class:`~sddsf.errors.ConflictError` (``StorageConflict``, code ``conflict``).
 A database that is unreachable raises :class:`~sddsf.errors.UnavailableError`
 (``StorageUnavailable``, code ``unavailable``, HTTP 503).
+
+Size: the storage contract: about fifty methods whose docstrings are the
+written contract (Args, Returns, Raises) every backend and the conformance
+suite follow, and the pure backup-lockout decisions they share.
 """
 
 from __future__ import annotations
@@ -377,6 +381,15 @@ class RelayStorage(ABC):
     @abstractmethod
     async def ping(self) -> None:
         """Cheap round trip for readiness checks. Raises StorageUnavailable."""
+
+    async def not_ready(self) -> list[str]:
+        """Why the database cannot serve writes now, for ``/readyz`` (empty: ready).
+
+        Raises:
+            StorageUnavailable: the round trip itself failed.
+        """
+        await self.ping()
+        return []
 
     # ----------------------------------------------------------------- registry
     @abstractmethod

@@ -47,6 +47,10 @@ Schema (both backends; ``log_offset`` because ``offset`` is an SQL keyword):
   reports each device had accepted within the freshness window (a copy is a replay), and
   ``backup_sources(account_id, source, failures, lockouts, locked_until_ms,
   updated_ms)``: the passphrase-backup attempt state per source address.
+
+Size: the schema history of both engines, one numbered migration after another;
+a migration is never edited once released, so the file only grows and is read
+in order.
 """
 
 from __future__ import annotations

@@ -15,6 +15,11 @@ Several relay nodes may share one database. What keeps them correct:
 * **Durability.** ``synchronous_commit=on`` is set explicitly on every
   connection, whatever the server default (THREATS #21).
 * Driver errors are translated once, in :meth:`PostgresStorage._conn`.
+
+Size: one class implements the whole storage contract on PostgreSQL; each
+remaining method is a transaction whose statements or locking (row locks,
+advisory locks, array parameters) differ from SQLite (what both engines run
+identically is in ._sql).
 """
 
 from __future__ import annotations
@@ -44,14 +49,24 @@ from sddsf.relay.storage._common import (
     audit_leaf,
     check_cutoffs,
     check_registry_seq,
-    evidence_digest,
     pairs_to_look_up,
     plan_append,
-    prefix_range,
     space_record,
     stored_op,
     validate_batch,
     validate_sql_identifier,
+)
+from sddsf.relay.storage._sql import (
+    ALERT_COLUMNS,
+    APPEND_AUDIT,
+    CHANNEL_COLUMNS,
+    FREE_NAMEPLATE,
+    OP_COLUMNS,
+    SPACE_COLUMNS,
+    Row,
+    SqlStorage,
+    channel_row,
+    check_limit,
 )
 from sddsf.relay.storage.base import (
     AlertRecord,
@@ -65,11 +80,7 @@ from sddsf.relay.storage.base import (
     OpToAppend,
     PairingChannel,
     PairingMessage,
-    PostureRecord,
-    RelayStorage,
-    SignalRow,
     SpaceRecord,
-    StoredBackup,
     StoredOp,
     decide_backup_attempt,
     decide_sourced_attempt,
@@ -78,13 +89,6 @@ from sddsf.relay.storage.base import (
 
 __all__ = ["PostgresStorage"]
 
-_SPACE_COLUMNS: Final = ("space_id, account_id, size, root, epoch, epoch_started_ms, "
-                         "created_ms")
-_OP_COLUMNS: Final = "log_offset, op_id, author, seq, leaf_hash, envelope, received_ms"
-_ALERT_COLUMNS: Final = ("alert_id, account_id, device_id, rule, severity, message, quarantine, "
-                         "created_ms, acked_ms, acked_by")
-_BACKUP_COLUMNS: Final = ("account_id, kdf_alg, kdf_t, kdf_m, kdf_p, kdf_salt, verifier_hash, "
-                          "blob, stored_ms")
 _STALLED: Final = "space is locked by a stalled writer; retry"
 # Revocations and op appends of one account are ordered by an advisory lock
 # (THREATS #14): appends hold it shared, registry appends exclusively. Keyed by
@@ -128,7 +132,7 @@ def _count(status: str) -> int:
     return int(status.rsplit(" ", 1)[-1])
 
 
-class PostgresStorage(RelayStorage):
+class PostgresStorage(SqlStorage):
     """Relay storage in PostgreSQL, shareable by several relay processes.
 
     Args:
@@ -141,11 +145,16 @@ class PostgresStorage(RelayStorage):
             call fails with ``StorageUnavailable``.
         statement_timeout_ms: the longest any statement may run.
         connect_timeout_s: how long opening a connection may take.
+        command_timeout_s: client-side bound on each statement (asyncpg's
+            ``command_timeout``): a connection that stops answering (a black-holed
+            network, a paused server) fails the call with ``StorageUnavailable``
+            instead of hanging until TCP gives up. None: no client-side bound.
     """
 
     def __init__(self, dsn: str, *, schema: str | None = None, min_size: int = 1,
                  max_size: int = 4, lock_timeout_ms: int = 2000,
-                 statement_timeout_ms: int = 10000, connect_timeout_s: float = 5.0) -> None:
+                 statement_timeout_ms: int = 10000, connect_timeout_s: float = 5.0,
+                 command_timeout_s: float | None = None) -> None:
         """Configure; nothing connects before :meth:`open`."""
         if schema is not None:
             validate_sql_identifier(schema, "PostgreSQL schema")
@@ -158,6 +167,7 @@ class PostgresStorage(RelayStorage):
         self.lock_timeout_ms = lock_timeout_ms
         self.statement_timeout_ms = statement_timeout_ms
         self.connect_timeout_s = connect_timeout_s
+        self.command_timeout_s = command_timeout_s
         self._pool: Any = None
 
     def __repr__(self) -> str:
@@ -171,6 +181,9 @@ class PostgresStorage(RelayStorage):
         text = str(exc) or type(exc).__name__
         if state == "55P03":  # lock_not_available: lock_timeout fired
             return UnavailableError(f"{lock_message} (waited {self.lock_timeout_ms} ms)")
+        if isinstance(exc, TimeoutError) and self.command_timeout_s is not None:
+            return UnavailableError(f"PostgreSQL at {where} did not answer within "
+                                    f"{self.command_timeout_s:g} s; retry")
         if state == "57014":  # query_canceled: statement_timeout fired
             return UnavailableError(f"a database statement took longer than "
                                     f"{self.statement_timeout_ms} ms; retry")
@@ -202,6 +215,20 @@ class PostgresStorage(RelayStorage):
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
             raise self._translate(exc, lock_message) from exc
 
+    # The primitives of the statements both backends share (:mod:`._sql`).
+    async def _fetch(self, sql: str, *args: object) -> list[Row]:
+        async with self._conn() as conn:
+            return list(await conn.fetch(sql, *args))
+
+    async def _execute(self, sql: str, *args: object) -> int:
+        async with self._conn() as conn:
+            return _count(await conn.execute(sql, *args))
+
+    async def _execute_in_space(self, space_id: bytes, sql: str, *args: object) -> int:
+        async with self._conn() as conn, conn.transaction():
+            await _space_size(conn, space_id)
+            return _count(await conn.execute(sql, *args))
+
     # ------------------------------------------------------------ lifecycle
     async def open(self) -> None:
         """Create the pool (and the schema), then apply migrations.
@@ -223,7 +250,8 @@ class PostgresStorage(RelayStorage):
         try:
             self._pool = await asyncpg.create_pool(
                 self.dsn, min_size=self.min_size, max_size=self.max_size,
-                timeout=self.connect_timeout_s, server_settings=settings)
+                timeout=self.connect_timeout_s, server_settings=settings,
+                command_timeout=self.command_timeout_s)
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
             raise self._translate(exc, "") from exc
         except ValueError as exc:  # a malformed DSN
@@ -259,6 +287,19 @@ class PostgresStorage(RelayStorage):
         async with self._conn() as conn:
             await conn.fetchval("SELECT 1")
 
+    async def not_ready(self) -> list[str]:
+        """A round trip; a server in recovery (a standby) or read-only is not ready.
+        (A full disk on the server shows as failing writes, not here.)"""
+        async with self._conn() as conn:
+            row = await conn.fetchrow("SELECT pg_is_in_recovery(), "
+                                      "current_setting('transaction_read_only')")
+        reasons = []
+        if row[0]:
+            reasons.append("PostgreSQL is in recovery (a standby): it refuses writes")
+        elif row[1] == "on":
+            reasons.append("PostgreSQL sessions are read-only (default_transaction_read_only)")
+        return reasons
+
     # ------------------------------------------------------------- registry
     async def create_account(self, account_id: bytes, genesis: bytes, now_ms: int) -> bool:
         """See :meth:`RelayStorage.create_account`."""
@@ -273,20 +314,6 @@ class PostgresStorage(RelayStorage):
             if bytes(stored) == genesis:
                 return False
             raise ConflictError("this account already exists with another genesis entry")
-
-    async def registry_entries(self, account_id: bytes, since: int = 0) -> list[bytes]:
-        """See :meth:`RelayStorage.registry_entries`."""
-        async with self._conn() as conn:
-            rows = await conn.fetch("SELECT entry FROM registry_entries WHERE account_id = $1 "
-                                    "AND seq >= $2 ORDER BY seq", account_id, since)
-        return [bytes(r[0]) for r in rows]
-
-    async def registry_entry_stored_ms(self, account_id: bytes, seq: int) -> int | None:
-        """See :meth:`RelayStorage.registry_entry_stored_ms`."""
-        async with self._conn() as conn:
-            value = await conn.fetchval("SELECT stored_ms FROM registry_entries WHERE "
-                                        "account_id = $1 AND seq = $2", account_id, seq)
-        return None if value is None else int(value)
 
     async def append_registry_entry(
             self, account_id: bytes, seq: int, entry: bytes, now_ms: int, *,
@@ -339,19 +366,11 @@ class PostgresStorage(RelayStorage):
             return False
         raise ConflictError("this space id belongs to another account")
 
-    async def get_space(self, space_id: bytes) -> SpaceRecord | None:
-        """See :meth:`RelayStorage.get_space`."""
-        async with self._conn() as conn:
-            row = await conn.fetchrow(
-                f"SELECT {_SPACE_COLUMNS} FROM spaces WHERE space_id = $1",  # noqa: S608
-                space_id)
-        return None if row is None else space_record(*row)
-
     async def list_spaces(self, account_id: bytes) -> list[SpaceRecord]:
         """See :meth:`RelayStorage.list_spaces`."""
         async with self._conn() as conn:
             rows = await conn.fetch(
-                f"SELECT {_SPACE_COLUMNS} FROM spaces WHERE account_id = $1 "  # noqa: S608
+                f"SELECT {SPACE_COLUMNS} FROM spaces WHERE account_id = $1 "  # noqa: S608
                 "ORDER BY created_ms, space_id", account_id)
         return [space_record(*r) for r in rows]
 
@@ -378,13 +397,6 @@ class PostgresStorage(RelayStorage):
             await conn.execute("UPDATE spaces SET epoch = $2, epoch_started_ms = $3 "
                                "WHERE space_id = $1", space_id, epoch, now_ms)
             return True
-
-    async def key_packages(self, space_id: bytes, since_epoch: int = 0) -> list[bytes]:
-        """See :meth:`RelayStorage.key_packages` ([] for an unknown space)."""
-        async with self._conn() as conn:
-            rows = await conn.fetch("SELECT package FROM key_packages WHERE space_id = $1 AND "
-                                    "epoch >= $2 ORDER BY epoch", space_id, since_epoch)
-        return [bytes(r[0]) for r in rows]
 
     # ------------------------------------------------------------------ ops
     async def chain_snapshot(self, space_id: bytes,
@@ -458,7 +470,7 @@ class PostgresStorage(RelayStorage):
         """See :meth:`RelayStorage.op_by_author_seq`."""
         async with self._conn() as conn:
             row = await conn.fetchrow(
-                f"SELECT {_OP_COLUMNS} FROM ops WHERE space_id = $1 AND "  # noqa: S608
+                f"SELECT {OP_COLUMNS} FROM ops WHERE space_id = $1 AND "  # noqa: S608
                 "author = $2 AND seq = $3", space_id, author, seq)
             if row is None:
                 await _space_size(conn, space_id)
@@ -466,11 +478,10 @@ class PostgresStorage(RelayStorage):
 
     async def read_ops(self, space_id: bytes, after: int, limit: int) -> list[StoredOp]:
         """See :meth:`RelayStorage.read_ops`."""
-        if limit < 0:
-            raise UsageError(f"limit must be >= 0, got {limit}")
+        check_limit(limit)
         async with self._conn() as conn:
             rows = await conn.fetch(
-                f"SELECT {_OP_COLUMNS} FROM ops WHERE space_id = $1 AND "  # noqa: S608
+                f"SELECT {OP_COLUMNS} FROM ops WHERE space_id = $1 AND "  # noqa: S608
                 "log_offset > $2 ORDER BY log_offset LIMIT $3", space_id, after, limit)
             if not rows:
                 await _space_size(conn, space_id)
@@ -506,18 +517,6 @@ class PostgresStorage(RelayStorage):
                 await _space_size(conn, space_id)
         return {(int(r[0]), int(r[1])): bytes(r[2]) for r in rows}
 
-    async def record_fork(self, evidence: ForkEvidence) -> None:
-        """See :meth:`RelayStorage.record_fork`."""
-        e = evidence
-        async with self._conn() as conn, conn.transaction():
-            await _space_size(conn, e.space_id)
-            await conn.execute(
-                "INSERT INTO fork_evidence (space_id, author, seq, pair_digest, "
-                "accepted_envelope, refused_envelope, recorded_ms) VALUES "
-                "($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (space_id, pair_digest) DO NOTHING",
-                e.space_id, e.author, e.seq, evidence_digest(e), e.accepted_envelope,
-                e.refused_envelope, e.recorded_ms)
-
     async def fork_evidence(self, space_id: bytes) -> list[ForkEvidence]:
         """See :meth:`RelayStorage.fork_evidence`."""
         async with self._conn() as conn:
@@ -529,30 +528,7 @@ class PostgresStorage(RelayStorage):
         return [ForkEvidence(space_id, bytes(r[0]), int(r[1]), bytes(r[2]), bytes(r[3]),
                              int(r[4])) for r in rows]
 
-    async def prune_ops(self, space_id: bytes, before_offset: int) -> int:
-        """See :meth:`RelayStorage.prune_ops`."""
-        async with self._conn() as conn, conn.transaction():
-            await _space_size(conn, space_id)
-            status = await conn.execute("UPDATE ops SET envelope = NULL WHERE space_id = $1 AND "
-                                        "log_offset < $2 AND envelope IS NOT NULL",
-                                        space_id, before_offset)
-        return _count(status)
-
     # ------------------------------------------------------------ snapshots
-    async def put_snapshot(self, space_id: bytes, doc_id: bytes, covers_offset: int,
-                           blob: bytes, now_ms: int) -> None:
-        """See :meth:`RelayStorage.put_snapshot`. A snapshot covering the same
-        offset replaces the stored one (e.g. re-encrypted for a new epoch)."""
-        async with self._conn() as conn, conn.transaction():
-            await _space_size(conn, space_id)
-            await conn.execute(
-                "INSERT INTO snapshots (space_id, doc_id, covers_offset, blob, stored_ms) "
-                "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (space_id, doc_id) DO UPDATE SET "
-                "covers_offset = excluded.covers_offset, blob = excluded.blob, "
-                "stored_ms = excluded.stored_ms "
-                "WHERE excluded.covers_offset >= snapshots.covers_offset",
-                space_id, doc_id, covers_offset, blob, now_ms)
-
     async def set_ack(self, space_id: bytes, device_id: bytes, offset: int,
                       now_ms: int) -> int:
         """See :meth:`RelayStorage.set_ack` (monotonic: the larger value wins)."""
@@ -576,37 +552,6 @@ class PostgresStorage(RelayStorage):
                                     "space_id = $1", space_id)
         return {bytes(r[0]): int(r[1]) for r in rows}
 
-    async def get_snapshot(self, space_id: bytes, doc_id: bytes) -> tuple[int, bytes] | None:
-        """See :meth:`RelayStorage.get_snapshot`."""
-        async with self._conn() as conn:
-            row = await conn.fetchrow("SELECT covers_offset, blob FROM snapshots WHERE "
-                                      "space_id = $1 AND doc_id = $2", space_id, doc_id)
-        return None if row is None else (int(row[0]), bytes(row[1]))
-
-    async def put_snapshot_chunk(self, space_id: bytes, chunk_id: bytes, blob: bytes,
-                                 now_ms: int) -> None:
-        """See :meth:`RelayStorage.put_snapshot_chunk`."""
-        async with self._conn() as conn, conn.transaction():
-            await _space_size(conn, space_id)
-            await conn.execute(
-                "INSERT INTO snapshot_chunks (space_id, chunk_id, blob, stored_ms) "
-                "VALUES ($1, $2, $3, $4) ON CONFLICT (space_id, chunk_id) DO NOTHING",
-                space_id, chunk_id, blob, now_ms)
-
-    async def get_snapshot_chunk(self, space_id: bytes, chunk_id: bytes) -> bytes | None:
-        """See :meth:`RelayStorage.get_snapshot_chunk`."""
-        async with self._conn() as conn:
-            value = await conn.fetchval("SELECT blob FROM snapshot_chunks WHERE space_id = $1 "
-                                        "AND chunk_id = $2", space_id, chunk_id)
-        return None if value is None else bytes(value)
-
-    async def snapshot_chunks(self, space_id: bytes) -> dict[bytes, int]:
-        """See :meth:`RelayStorage.snapshot_chunks`."""
-        async with self._conn() as conn:
-            rows = await conn.fetch("SELECT chunk_id, stored_ms FROM snapshot_chunks WHERE "
-                                    "space_id = $1", space_id)
-        return {bytes(r[0]): int(r[1]) for r in rows}
-
     async def delete_snapshot_chunks(self, space_id: bytes, chunk_ids: Sequence[bytes]) -> int:
         """See :meth:`RelayStorage.delete_snapshot_chunks`."""
         async with self._conn() as conn:
@@ -614,20 +559,6 @@ class PostgresStorage(RelayStorage):
                                         "chunk_id = ANY($2::bytea[])", space_id,
                                         list(chunk_ids))
         return _count(status)
-
-    async def put_snapshot_attestation(self, space_id: bytes, doc_id: bytes,
-                                       snapshot_id: bytes, attester: bytes, verdict: str,
-                                       attestation: bytes, now_ms: int) -> None:
-        """See :meth:`RelayStorage.put_snapshot_attestation`."""
-        async with self._conn() as conn, conn.transaction():
-            await _space_size(conn, space_id)
-            await conn.execute(
-                "INSERT INTO snapshot_attestations (space_id, doc_id, snapshot_id, attester, "
-                "verdict, attestation, stored_ms) VALUES ($1, $2, $3, $4, $5, $6, $7) "
-                "ON CONFLICT (space_id, doc_id, snapshot_id, attester) DO UPDATE SET "
-                "verdict = excluded.verdict, attestation = excluded.attestation, "
-                "stored_ms = excluded.stored_ms",
-                space_id, doc_id, snapshot_id, attester, verdict, attestation, now_ms)
 
     async def delete_snapshot_attestations(self, space_id: bytes, doc_id: bytes,
                                            keep: Sequence[bytes]) -> int:
@@ -637,16 +568,6 @@ class PostgresStorage(RelayStorage):
                                         "AND doc_id = $2 AND NOT (snapshot_id = ANY($3::bytea[]))",
                                         space_id, doc_id, list(keep))
         return _count(status)
-
-    async def snapshot_attestations(self, space_id: bytes, doc_id: bytes,
-                                    snapshot_id: bytes) -> list[tuple[bytes, str, bytes]]:
-        """See :meth:`RelayStorage.snapshot_attestations`."""
-        async with self._conn() as conn:
-            rows = await conn.fetch(
-                "SELECT attester, verdict, attestation FROM snapshot_attestations WHERE "
-                "space_id = $1 AND doc_id = $2 AND snapshot_id = $3 ORDER BY attester",
-                space_id, doc_id, snapshot_id)
-        return [(bytes(r[0]), str(r[1]), bytes(r[2])) for r in rows]
 
     # ------------------------------------------------------ pairing mailbox
     async def create_channel(self, channel_id: bytes, token_hash: bytes, now_ms: int,
@@ -665,12 +586,12 @@ class PostgresStorage(RelayStorage):
         """See :meth:`RelayStorage.claim_channel`."""
         async with self._conn() as conn, conn.transaction():
             found = await conn.fetchrow(
-                f"SELECT {_CHANNEL_COLUMNS} FROM pairing_channels WHERE nameplate = $1 AND "  # noqa: S608
+                f"SELECT {CHANNEL_COLUMNS} FROM pairing_channels WHERE nameplate = $1 AND "  # noqa: S608
                 "nameplate_until_ms > $2 FOR UPDATE", nameplate, now_ms)
             if found is None:
                 raise NotFoundError(f"no pairing numbered {nameplate} on this relay: it "
                                     "expired, or the number is mistyped; check the code")
-            row = _channel_row(found)
+            row = channel_row(found)
             verdict = pairing.claim_verdict(row, token_hash, now_ms)
             if verdict is pairing.ClaimVerdict.TAKE:
                 await conn.execute("UPDATE pairing_channels SET joiner_token = $2 WHERE "
@@ -730,40 +651,6 @@ class PostgresStorage(RelayStorage):
                 await _burn(conn, channel_id, reason, role)
 
     # --------------------------------------------------- passphrase backups
-    async def put_backup(self, backup: StoredBackup) -> None:
-        """See :meth:`RelayStorage.put_backup` (the attempt state is kept)."""
-        b = backup
-        async with self._conn() as conn:
-            await conn.execute(
-                f"INSERT INTO backups ({_BACKUP_COLUMNS}) "  # noqa: S608 - constant
-                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (account_id) DO UPDATE "
-                "SET kdf_alg = excluded.kdf_alg, kdf_t = excluded.kdf_t, "
-                "kdf_m = excluded.kdf_m, kdf_p = excluded.kdf_p, "
-                "kdf_salt = excluded.kdf_salt, verifier_hash = excluded.verifier_hash, "
-                "blob = excluded.blob, stored_ms = excluded.stored_ms",
-                b.account_id, b.alg, b.t, b.m_kib, b.p, b.salt, b.verifier_hash, b.blob,
-                b.stored_ms)
-
-    async def backup_accounts(self, prefix: bytes, limit: int = 2) -> list[bytes]:
-        """See :meth:`RelayStorage.backup_accounts` (a range scan of the primary key)."""
-        low, high = prefix_range(prefix)
-        async with self._conn() as conn:
-            rows = await conn.fetch("SELECT account_id FROM backups WHERE account_id >= $1 "
-                                    "AND account_id <= $2 ORDER BY account_id LIMIT $3",
-                                    low, high, limit)
-        return [bytes(r[0]) for r in rows]
-
-    async def get_backup(self, account_id: bytes) -> StoredBackup | None:
-        """See :meth:`RelayStorage.get_backup`."""
-        async with self._conn() as conn:
-            row = await conn.fetchrow(
-                f"SELECT {_BACKUP_COLUMNS} FROM backups WHERE account_id = $1",  # noqa: S608
-                account_id)
-        if row is None:
-            return None
-        return StoredBackup(bytes(row[0]), str(row[1]), int(row[2]), int(row[3]), int(row[4]),
-                            bytes(row[5]), bytes(row[6]), bytes(row[7]), int(row[8]))
-
     async def delete_backup(self, account_id: bytes) -> bool:
         """See :meth:`RelayStorage.delete_backup`."""
         async with self._conn() as conn, conn.transaction():
@@ -829,18 +716,6 @@ class PostgresStorage(RelayStorage):
         return decided.attempt
 
     # ----------------------------------------------------------- controller
-    async def put_posture(self, account_id: bytes, device_id: bytes, report: bytes,
-                          ts_ms: int, now_ms: int) -> bool:
-        """See :meth:`RelayStorage.put_posture`."""
-        async with self._conn() as conn:
-            stored = await conn.fetchval(
-                "INSERT INTO device_posture (account_id, device_id, report, ts_ms, received_ms) "
-                "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (account_id, device_id) DO UPDATE SET "
-                "report = excluded.report, ts_ms = excluded.ts_ms, "
-                "received_ms = excluded.received_ms WHERE excluded.ts_ms > device_posture.ts_ms "
-                "RETURNING true", account_id, device_id, report, ts_ms, now_ms)
-        return bool(stored)
-
     async def remember_report(self, account_id: bytes, device_id: bytes, digest: bytes,
                               now_ms: int, keep_ms: int) -> bool:
         """See :meth:`RelayStorage.remember_report`."""
@@ -854,80 +729,6 @@ class PostgresStorage(RelayStorage):
                 account_id, device_id, digest, now_ms)
         return bool(stored)
 
-    async def postures(self, account_id: bytes) -> dict[bytes, PostureRecord]:
-        """See :meth:`RelayStorage.postures`."""
-        async with self._conn() as conn:
-            rows = await conn.fetch("SELECT device_id, report, ts_ms, received_ms FROM "
-                                    "device_posture WHERE account_id = $1", account_id)
-        return {bytes(r[0]): PostureRecord(bytes(r[0]), bytes(r[1]), int(r[2]), int(r[3]))
-                for r in rows}
-
-    async def record_signal(self, account_id: bytes, device_id: bytes, kind: str,
-                            ts_ms: int, count: int = 1) -> None:
-        """See :meth:`RelayStorage.record_signal`."""
-        if count < 1:
-            raise UsageError(f"a signal counts at least one event, got {count}")
-        async with self._conn() as conn:
-            await conn.execute("INSERT INTO controller_signals (account_id, device_id, kind, "
-                               "ts_ms, count) VALUES ($1, $2, $3, $4, $5)",
-                               account_id, device_id, kind, ts_ms, count)
-
-    async def signals(self, account_id: bytes, device_id: bytes,
-                      since_ms: int) -> list[SignalRow]:
-        """See :meth:`RelayStorage.signals`."""
-        async with self._conn() as conn:
-            rows = await conn.fetch("SELECT kind, ts_ms, count FROM controller_signals WHERE "
-                                    "account_id = $1 AND device_id = $2 AND ts_ms >= $3 "
-                                    "ORDER BY ts_ms, id", account_id, device_id, since_ms)
-        return [SignalRow(str(r[0]), int(r[1]), int(r[2])) for r in rows]
-
-    async def prune_signals(self, before_ms: int) -> int:
-        """See :meth:`RelayStorage.prune_signals`."""
-        async with self._conn() as conn:
-            status = await conn.execute("DELETE FROM controller_signals WHERE ts_ms < $1",
-                                        before_ms)
-        return _count(status)
-
-    async def get_controller_state(self, account_id: bytes, device_id: bytes) -> bytes | None:
-        """See :meth:`RelayStorage.get_controller_state`."""
-        async with self._conn() as conn:
-            value = await conn.fetchval("SELECT state FROM controller_state WHERE "
-                                        "account_id = $1 AND device_id = $2",
-                                        account_id, device_id)
-        return None if value is None else bytes(value)
-
-    async def put_controller_state(self, account_id: bytes, device_id: bytes, state: bytes,
-                                   now_ms: int) -> None:
-        """See :meth:`RelayStorage.put_controller_state`."""
-        async with self._conn() as conn:
-            await conn.execute(
-                "INSERT INTO controller_state (account_id, device_id, state, updated_ms) "
-                "VALUES ($1, $2, $3, $4) ON CONFLICT (account_id, device_id) DO UPDATE SET "
-                "state = excluded.state, updated_ms = excluded.updated_ms",
-                account_id, device_id, state, now_ms)
-
-    async def put_alert(self, alert: AlertRecord) -> bool:
-        """See :meth:`RelayStorage.put_alert`."""
-        a = alert
-        async with self._conn() as conn:
-            stored = await conn.fetchval(
-                f"INSERT INTO alerts ({_ALERT_COLUMNS}) VALUES "  # noqa: S608 - constant
-                "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (alert_id) DO NOTHING "
-                "RETURNING true", a.alert_id, a.account_id, a.device_id, a.rule, a.severity,
-                a.message, a.quarantine, a.created_ms, a.acked_ms, a.acked_by)
-        return bool(stored)
-
-    async def alerts(self, account_id: bytes, *, include_acked: bool = False,
-                     since_ms: int = 0) -> list[AlertRecord]:
-        """See :meth:`RelayStorage.alerts`."""
-        acked = "" if include_acked else " AND acked_ms IS NULL"
-        async with self._conn() as conn:
-            rows = await conn.fetch(
-                f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE account_id = $1 "  # noqa: S608
-                f"AND created_ms >= $2{acked} ORDER BY created_ms, alert_id",
-                account_id, since_ms)
-        return [alert_record(*r) for r in rows]
-
     async def ack_alert(self, account_id: bytes, alert_id: bytes, by: bytes,
                         now_ms: int) -> AlertRecord | None:
         """See :meth:`RelayStorage.ack_alert`."""
@@ -935,7 +736,7 @@ class PostgresStorage(RelayStorage):
             await conn.execute("UPDATE alerts SET acked_ms = $1, acked_by = $2 WHERE "
                                "account_id = $3 AND alert_id = $4 AND acked_ms IS NULL",
                                now_ms, by, account_id, alert_id)
-            row = await conn.fetchrow(f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE "  # noqa: S608
+            row = await conn.fetchrow(f"SELECT {ALERT_COLUMNS} FROM alerts WHERE "  # noqa: S608
                                       "account_id = $1 AND alert_id = $2", account_id, alert_id)
         return None if row is None else alert_record(*row)
 
@@ -944,40 +745,9 @@ class PostgresStorage(RelayStorage):
         holds its lock until commit, so seqs are gap-free and in commit order."""
         leaf = audit_leaf(entry)
         async with self._conn() as conn, conn.transaction():
-            size = int(await conn.fetchval(
-                "INSERT INTO audit_heads (account_id, size) VALUES ($1, 1) ON CONFLICT "
-                "(account_id) DO UPDATE SET size = audit_heads.size + 1 RETURNING size",
-                account_id))
-            await conn.execute("INSERT INTO audit_log (account_id, seq, entry, leaf_hash, "
-                               "stored_ms) VALUES ($1, $2, $3, $4, $5)",
-                               account_id, size - 1, entry, leaf, now_ms)
+            size = int(await conn.fetchval(APPEND_AUDIT[0], account_id))
+            await conn.execute(APPEND_AUDIT[1], account_id, size - 1, entry, leaf, now_ms)
         return size - 1
-
-    async def audit_entries(self, account_id: bytes, start: int,
-                            limit: int) -> list[tuple[int, bytes]]:
-        """See :meth:`RelayStorage.audit_entries`."""
-        if limit < 0:
-            raise UsageError(f"limit must be >= 0, got {limit}")
-        async with self._conn() as conn:
-            rows = await conn.fetch("SELECT seq, entry FROM audit_log WHERE account_id = $1 "
-                                    "AND seq >= $2 ORDER BY seq LIMIT $3",
-                                    account_id, start, limit)
-        return [(int(r[0]), bytes(r[1])) for r in rows]
-
-    async def audit_leaf_hashes(self, account_id: bytes, end: int) -> list[bytes]:
-        """See :meth:`RelayStorage.audit_leaf_hashes`."""
-        async with self._conn() as conn:
-            rows = await conn.fetch("SELECT leaf_hash FROM audit_log WHERE account_id = $1 "
-                                    "AND seq < $2 ORDER BY seq", account_id, end)
-        return [bytes(r[0]) for r in rows]
-
-    async def audit_size(self, account_id: bytes) -> int:
-        """See :meth:`RelayStorage.audit_size`."""
-        async with self._conn() as conn:
-            value = await conn.fetchval("SELECT size FROM audit_heads WHERE account_id = $1",
-                                        account_id)
-        return 0 if value is None else int(value)
-
 
 async def _create_schema(conn: Any, schema: str) -> None:
     """``CREATE SCHEMA IF NOT EXISTS``, tolerating a concurrent creator (which can
@@ -1012,29 +782,11 @@ async def _space_size(conn: Any, space_id: bytes, *, lock: bool = False) -> tupl
     return int(row[0]), bytes(row[1])
 
 
-_CHANNEL_COLUMNS: Final = ("channel_id, expires_ms, burnt, burnt_reason, burnt_by, "
-                           "initiator_token, joiner_token, message_count")
-# The smallest positive nameplate no channel holds (the released ones are NULL).
-_FREE_NAMEPLATE: Final = (
-    "SELECT coalesce(min(n), 1) FROM (SELECT 1 AS n WHERE NOT EXISTS (SELECT 1 FROM "
-    "pairing_channels WHERE nameplate = 1) UNION ALL SELECT p.nameplate + 1 FROM "
-    "pairing_channels p WHERE p.nameplate IS NOT NULL AND NOT EXISTS (SELECT 1 FROM "
-    "pairing_channels q WHERE q.nameplate = p.nameplate + 1)) AS free")
-
-
-def _channel_row(r: Any) -> pairing.ChannelRow:
-    return pairing.ChannelRow(
-        channel_id=bytes(r[0]), expires_ms=int(r[1]), burnt=bool(r[2]),
-        reason=None if r[3] is None else str(r[3]), burnt_by=None if r[4] is None else str(r[4]),
-        initiator_token=None if r[5] is None else bytes(r[5]),
-        joiner_token=None if r[6] is None else bytes(r[6]), count=int(r[7]))
-
-
 async def _channel(conn: Any, channel_id: bytes, *,
                    lock: bool = False) -> pairing.ChannelRow | None:
-    query = f"SELECT {_CHANNEL_COLUMNS} FROM pairing_channels WHERE channel_id = $1"  # noqa: S608
+    query = f"SELECT {CHANNEL_COLUMNS} FROM pairing_channels WHERE channel_id = $1"  # noqa: S608
     found = await conn.fetchrow(query + " FOR UPDATE" if lock else query, channel_id)
-    return None if found is None else _channel_row(found)
+    return None if found is None else channel_row(found)
 
 
 async def _create_channel(conn: Any, channel_id: bytes, token_hash: bytes, now_ms: int,
@@ -1042,7 +794,7 @@ async def _create_channel(conn: Any, channel_id: bytes, token_hash: bytes, now_m
     # Release the numbers whose reservation ended, then take the smallest free.
     await conn.execute("UPDATE pairing_channels SET nameplate = NULL WHERE nameplate IS NOT "
                        "NULL AND nameplate_until_ms <= $1", now_ms)
-    nameplate = int(await conn.fetchval(_FREE_NAMEPLATE))
+    nameplate = int(await conn.fetchval(FREE_NAMEPLATE))
     if nameplate > NAMEPLATE_MAX:
         raise UnavailableError("too many pairings at once on this relay; retry later")
     created = await conn.fetchval(

@@ -15,6 +15,10 @@ Design:
   (durability before acknowledgement, THREATS #21).
 * The write lock of ``BEGIN IMMEDIATE`` is what makes the space's counter row
   the only source of offsets: two appends can never read the same ``size``.
+
+Size: one class implements the whole storage contract on SQLite; each remaining
+method is a transaction whose statements or locking differ from PostgreSQL
+(what both engines run identically is in ._sql).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
+import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Final, TypeVar
@@ -43,13 +48,24 @@ from sddsf.relay.storage._common import (
     audit_leaf,
     check_cutoffs,
     check_registry_seq,
-    evidence_digest,
     pairs_to_look_up,
     plan_append,
-    prefix_range,
     space_record,
     stored_op,
     validate_batch,
+)
+from sddsf.relay.storage._sql import (
+    ALERT_COLUMNS,
+    APPEND_AUDIT,
+    CHANNEL_COLUMNS,
+    FREE_NAMEPLATE,
+    OP_COLUMNS,
+    SPACE_COLUMNS,
+    Row,
+    SqlStorage,
+    channel_row,
+    check_limit,
+    sqlite_statement,
 )
 from sddsf.relay.storage.base import (
     AlertRecord,
@@ -63,11 +79,7 @@ from sddsf.relay.storage.base import (
     OpToAppend,
     PairingChannel,
     PairingMessage,
-    PostureRecord,
-    RelayStorage,
-    SignalRow,
     SpaceRecord,
-    StoredBackup,
     StoredOp,
     decide_backup_attempt,
     decide_sourced_attempt,
@@ -78,15 +90,6 @@ __all__ = ["SqliteStorage"]
 
 T = TypeVar("T")
 Conn = sqlite3.Connection
-
-_SPACE_COLUMNS: Final = ("space_id, account_id, size, root, epoch, epoch_started_ms, "
-                         "created_ms")
-_OP_COLUMNS: Final = "log_offset, op_id, author, seq, leaf_hash, envelope, received_ms"
-_ALERT_COLUMNS: Final = ("alert_id, account_id, device_id, rule, severity, message, quarantine, "
-                         "created_ms, acked_ms, acked_by")
-_BACKUP_COLUMNS: Final = ("account_id, kdf_alg, kdf_t, kdf_m, kdf_p, kdf_salt, verifier_hash, "
-                          "blob, stored_ms")
-
 
 def _translate(exc: sqlite3.Error, path: str) -> SddsfError:
     """Map a driver error to the storage contract's errors (the only place that does)."""
@@ -115,7 +118,18 @@ def _translate(exc: sqlite3.Error, path: str) -> SddsfError:
     return UnavailableError(f"SQLite error on {path!r}: {text}")
 
 
-class SqliteStorage(RelayStorage):
+def _observe(future: asyncio.Future[Any]) -> None:
+    # The result of a call whose caller gave up: read it so it is not reported
+    # as never retrieved (the caller already got its 503).
+    if not future.cancelled():
+        future.exception()
+
+
+#: Below this much free space on the database's filesystem, /readyz says not ready.
+MIN_FREE_BYTES: Final = 64 << 20
+
+
+class SqliteStorage(SqlStorage):
     """Relay storage in one SQLite file (WAL, ``synchronous=FULL``).
 
     Several processes may open the same file (SQLite's file locks serialise
@@ -125,15 +139,27 @@ class SqliteStorage(RelayStorage):
         path: the database file; parent directories are created on :meth:`open`.
         busy_timeout_ms: how long a write waits for another process's write lock
             before failing with ``StorageUnavailable``.
+        deadline_s: how long a caller waits for its call (queued behind others
+            included) before it gets ``StorageUnavailable``; the call itself
+            still runs to its end on the worker (a stalled disk or a lock held
+            elsewhere). While a call has been running longer than this, new
+            calls fail at once instead of queuing. None waits without bound.
     """
 
-    def __init__(self, path: str, *, busy_timeout_ms: int = 5000) -> None:
+    def __init__(self, path: str, *, busy_timeout_ms: int = 5000,
+                 deadline_s: float | None = None) -> None:
         """Configure; nothing touches the disk before :meth:`open`."""
         if not path or path == ":memory:" or path.startswith("file:"):
             raise ConfigError("the SQLite storage needs a file path (an in-memory database "
                               "is not durable)")
         self.path = path
         self.busy_timeout_ms = busy_timeout_ms
+        if deadline_s is not None and not deadline_s > 0:
+            raise ConfigError(f"the SQLite deadline must be positive, got {deadline_s}")
+        self.deadline_s = deadline_s
+        # time.monotonic() when the worker's current call started (None: idle);
+        # written on the worker, read on the event loop (a float store is atomic).
+        self._busy_since: float | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._conn: Conn | None = None  # touched only on the worker thread
 
@@ -151,16 +177,42 @@ class SqliteStorage(RelayStorage):
         executor = self._executor
         if executor is None:
             raise UsageError("the SQLite storage is not open: call open() first")
-        return await asyncio.get_running_loop().run_in_executor(executor, self._call, fn)
+        deadline = self.deadline_s
+        if deadline is None:
+            return await asyncio.get_running_loop().run_in_executor(executor, self._call, fn)
+        if self.stalled():
+            raise self._stalled_error()
+        future = asyncio.get_running_loop().run_in_executor(executor, self._call, fn)
+        try:
+            # shield: a caller that gives up does not cancel the call (it cannot
+            # be stopped half-way on the worker anyway); it finishes, unobserved.
+            return await asyncio.wait_for(asyncio.shield(future), deadline)
+        except TimeoutError:
+            future.add_done_callback(_observe)
+            raise self._stalled_error() from None
+
+    def stalled(self) -> bool:
+        """Whether the worker's current call has run longer than the deadline."""
+        since, deadline = self._busy_since, self.deadline_s
+        return since is not None and deadline is not None and \
+            time.monotonic() - since > deadline
+
+    def _stalled_error(self) -> UnavailableError:
+        return UnavailableError(f"the SQLite database {self.path!r} did not answer within "
+                                f"{self.deadline_s:g} s (a stalled disk, or a write lock held "
+                                "by another process); retry")
 
     def _call(self, fn: Callable[[Conn], T]) -> T:
         conn = self._conn
         if conn is None:
             raise UsageError("the SQLite storage is closed")
+        self._busy_since = time.monotonic()
         try:
             return fn(conn)
         except sqlite3.Error as exc:
             raise _translate(exc, self.path) from exc
+        finally:
+            self._busy_since = None
 
     @staticmethod
     def _tx(conn: Conn, body: Callable[[Conn], T], *, write: bool) -> T:
@@ -184,6 +236,23 @@ class SqliteStorage(RelayStorage):
 
     async def _read(self, body: Callable[[Conn], T]) -> T:
         return await self._run(lambda conn: self._tx(conn, body, write=False))
+
+    # The primitives of the statements both backends share (:mod:`._sql`).
+    async def _fetch(self, sql: str, *args: object) -> list[Row]:
+        statement = sqlite_statement(sql)
+        return await self._read(lambda c: list(c.execute(statement, args).fetchall()))
+
+    async def _execute(self, sql: str, *args: object) -> int:
+        statement = sqlite_statement(sql)
+        return await self._write(lambda c: int(c.execute(statement, args).rowcount))
+
+    async def _execute_in_space(self, space_id: bytes, sql: str, *args: object) -> int:
+        statement = sqlite_statement(sql)
+
+        def body(c: Conn) -> int:
+            _space_size(c, space_id)
+            return int(c.execute(statement, args).rowcount)
+        return await self._write(body)
 
     # ------------------------------------------------------------ lifecycle
     def _connect(self) -> None:
@@ -233,6 +302,28 @@ class SqliteStorage(RelayStorage):
             await self.close()
             raise
 
+    async def not_ready(self) -> list[str]:
+        """Stalled worker, read-only or full filesystem, unwritable file; then a
+        round trip (bounded by the deadline)."""
+        if self.stalled():
+            return [f"the database has not answered for more than {self.deadline_s:g} s"]
+        reasons = []
+        path = os.path.abspath(self.path)
+        try:
+            fs = os.statvfs(os.path.dirname(path))
+        except OSError as exc:
+            reasons.append(f"cannot inspect the database's filesystem ({exc.strerror})")
+        else:
+            if fs.f_flag & os.ST_RDONLY:
+                reasons.append("the database's filesystem is read-only")
+            elif fs.f_bavail * fs.f_frsize < MIN_FREE_BYTES:
+                reasons.append(f"the database's disk is full (less than "
+                               f"{MIN_FREE_BYTES >> 20} MiB free)")
+        if not os.access(path, os.W_OK):
+            reasons.append("the database file is not writable")
+        await self.ping()
+        return reasons
+
     def _connect_translated(self) -> None:
         try:
             self._connect()
@@ -279,20 +370,6 @@ class SqliteStorage(RelayStorage):
             return True
         return await self._write(body)
 
-    async def registry_entries(self, account_id: bytes, since: int = 0) -> list[bytes]:
-        """See :meth:`RelayStorage.registry_entries`."""
-        rows = await self._read(lambda c: c.execute(
-            "SELECT entry FROM registry_entries WHERE account_id = ? AND seq >= ? ORDER BY seq",
-            (account_id, since)).fetchall())
-        return [bytes(r[0]) for r in rows]
-
-    async def registry_entry_stored_ms(self, account_id: bytes, seq: int) -> int | None:
-        """See :meth:`RelayStorage.registry_entry_stored_ms`."""
-        row = await self._read(lambda c: c.execute(
-            "SELECT stored_ms FROM registry_entries WHERE account_id = ? AND seq = ?",
-            (account_id, seq)).fetchone())
-        return None if row is None else int(row[0])
-
     async def append_registry_entry(
             self, account_id: bytes, seq: int, entry: bytes, now_ms: int, *,
             revoked_cutoffs: Mapping[bytes, Mapping[bytes, int]] | None = None) -> bool:
@@ -337,17 +414,10 @@ class SqliteStorage(RelayStorage):
             return True
         return await self._write(body)
 
-    async def get_space(self, space_id: bytes) -> SpaceRecord | None:
-        """See :meth:`RelayStorage.get_space`."""
-        row = await self._read(lambda c: c.execute(
-            f"SELECT {_SPACE_COLUMNS} FROM spaces WHERE space_id = ?",  # noqa: S608 - constant
-            (space_id,)).fetchone())
-        return None if row is None else space_record(*row)
-
     async def list_spaces(self, account_id: bytes) -> list[SpaceRecord]:
         """See :meth:`RelayStorage.list_spaces`."""
         rows = await self._read(lambda c: c.execute(
-            f"SELECT {_SPACE_COLUMNS} FROM spaces WHERE account_id = ? "  # noqa: S608 - constant
+            f"SELECT {SPACE_COLUMNS} FROM spaces WHERE account_id = ? "  # noqa: S608 - constant
             "ORDER BY created_ms, rowid", (account_id,)).fetchall())
         return [space_record(*r) for r in rows]
 
@@ -372,13 +442,6 @@ class SqliteStorage(RelayStorage):
                       (epoch, now_ms, space_id))
             return True
         return await self._write(body)
-
-    async def key_packages(self, space_id: bytes, since_epoch: int = 0) -> list[bytes]:
-        """See :meth:`RelayStorage.key_packages` ([] for an unknown space)."""
-        rows = await self._read(lambda c: c.execute(
-            "SELECT package FROM key_packages WHERE space_id = ? AND epoch >= ? ORDER BY epoch",
-            (space_id, since_epoch)).fetchall())
-        return [bytes(r[0]) for r in rows]
 
     # ------------------------------------------------------------------ ops
     async def chain_snapshot(self, space_id: bytes,
@@ -456,19 +519,18 @@ class SqliteStorage(RelayStorage):
         """See :meth:`RelayStorage.op_by_author_seq`."""
         def body(c: Conn) -> StoredOp | None:
             _space_size(c, space_id)
-            row = c.execute(f"SELECT {_OP_COLUMNS} FROM ops WHERE space_id = ? "  # noqa: S608
+            row = c.execute(f"SELECT {OP_COLUMNS} FROM ops WHERE space_id = ? "  # noqa: S608
                             "AND author = ? AND seq = ?", (space_id, author, seq)).fetchone()
             return None if row is None else stored_op(*row)
         return await self._read(body)
 
     async def read_ops(self, space_id: bytes, after: int, limit: int) -> list[StoredOp]:
         """See :meth:`RelayStorage.read_ops`."""
-        if limit < 0:
-            raise UsageError(f"limit must be >= 0, got {limit}")
+        check_limit(limit)
 
         def body(c: Conn) -> list[StoredOp]:
             _space_size(c, space_id)
-            rows = c.execute(f"SELECT {_OP_COLUMNS} FROM ops WHERE space_id = ? "  # noqa: S608
+            rows = c.execute(f"SELECT {OP_COLUMNS} FROM ops WHERE space_id = ? "  # noqa: S608
                              "AND log_offset > ? ORDER BY log_offset LIMIT ?",
                              (space_id, after, limit)).fetchall()
             return [stored_op(*r) for r in rows]
@@ -504,19 +566,6 @@ class SqliteStorage(RelayStorage):
             return out
         return await self._read(body)
 
-    async def record_fork(self, evidence: ForkEvidence) -> None:
-        """See :meth:`RelayStorage.record_fork`."""
-        e = evidence
-
-        def body(c: Conn) -> None:
-            _space_size(c, e.space_id)
-            c.execute("INSERT INTO fork_evidence (space_id, author, seq, pair_digest, "
-                      "accepted_envelope, refused_envelope, recorded_ms) VALUES "
-                      "(?, ?, ?, ?, ?, ?, ?) ON CONFLICT (space_id, pair_digest) DO NOTHING",
-                      (e.space_id, e.author, e.seq, evidence_digest(e), e.accepted_envelope,
-                       e.refused_envelope, e.recorded_ms))
-        await self._write(body)
-
     async def fork_evidence(self, space_id: bytes) -> list[ForkEvidence]:
         """See :meth:`RelayStorage.fork_evidence`."""
         def body(c: Conn) -> list[ForkEvidence]:
@@ -527,15 +576,6 @@ class SqliteStorage(RelayStorage):
             return [ForkEvidence(space_id, bytes(r[0]), int(r[1]), bytes(r[2]), bytes(r[3]),
                                  int(r[4])) for r in rows]
         return await self._read(body)
-
-    async def prune_ops(self, space_id: bytes, before_offset: int) -> int:
-        """See :meth:`RelayStorage.prune_ops`."""
-        def body(c: Conn) -> int:
-            _space_size(c, space_id)
-            cur = c.execute("UPDATE ops SET envelope = NULL WHERE space_id = ? AND "
-                            "log_offset < ? AND envelope IS NOT NULL", (space_id, before_offset))
-            return int(cur.rowcount)
-        return await self._write(body)
 
     async def set_ack(self, space_id: bytes, device_id: bytes, offset: int,
                       now_ms: int) -> int:
@@ -563,71 +603,12 @@ class SqliteStorage(RelayStorage):
         return await self._read(body)
 
     # ------------------------------------------------------------ snapshots
-    async def put_snapshot(self, space_id: bytes, doc_id: bytes, covers_offset: int,
-                           blob: bytes, now_ms: int) -> None:
-        """See :meth:`RelayStorage.put_snapshot`. A snapshot covering the same
-        offset replaces the stored one (e.g. re-encrypted for a new epoch)."""
-        def body(c: Conn) -> None:
-            _space_size(c, space_id)
-            c.execute("INSERT INTO snapshots (space_id, doc_id, covers_offset, blob, stored_ms) "
-                      "VALUES (?, ?, ?, ?, ?) ON CONFLICT (space_id, doc_id) DO UPDATE SET "
-                      "covers_offset = excluded.covers_offset, blob = excluded.blob, "
-                      "stored_ms = excluded.stored_ms "
-                      "WHERE excluded.covers_offset >= snapshots.covers_offset",
-                      (space_id, doc_id, covers_offset, blob, now_ms))
-        await self._write(body)
-
-    async def get_snapshot(self, space_id: bytes, doc_id: bytes) -> tuple[int, bytes] | None:
-        """See :meth:`RelayStorage.get_snapshot`."""
-        row = await self._read(lambda c: c.execute(
-            "SELECT covers_offset, blob FROM snapshots WHERE space_id = ? AND doc_id = ?",
-            (space_id, doc_id)).fetchone())
-        return None if row is None else (int(row[0]), bytes(row[1]))
-
-    async def put_snapshot_chunk(self, space_id: bytes, chunk_id: bytes, blob: bytes,
-                                 now_ms: int) -> None:
-        """See :meth:`RelayStorage.put_snapshot_chunk`."""
-        def body(c: Conn) -> None:
-            _space_size(c, space_id)
-            c.execute("INSERT INTO snapshot_chunks (space_id, chunk_id, blob, stored_ms) "
-                      "VALUES (?, ?, ?, ?) ON CONFLICT (space_id, chunk_id) DO NOTHING",
-                      (space_id, chunk_id, blob, now_ms))
-        await self._write(body)
-
-    async def get_snapshot_chunk(self, space_id: bytes, chunk_id: bytes) -> bytes | None:
-        """See :meth:`RelayStorage.get_snapshot_chunk`."""
-        row = await self._read(lambda c: c.execute(
-            "SELECT blob FROM snapshot_chunks WHERE space_id = ? AND chunk_id = ?",
-            (space_id, chunk_id)).fetchone())
-        return None if row is None else bytes(row[0])
-
-    async def snapshot_chunks(self, space_id: bytes) -> dict[bytes, int]:
-        """See :meth:`RelayStorage.snapshot_chunks`."""
-        rows = await self._read(lambda c: c.execute(
-            "SELECT chunk_id, stored_ms FROM snapshot_chunks WHERE space_id = ?",
-            (space_id,)).fetchall())
-        return {bytes(i): int(t) for i, t in rows}
-
     async def delete_snapshot_chunks(self, space_id: bytes, chunk_ids: Sequence[bytes]) -> int:
         """See :meth:`RelayStorage.delete_snapshot_chunks`."""
         def body(c: Conn) -> int:
             return sum(c.execute("DELETE FROM snapshot_chunks WHERE space_id = ? AND "
                                  "chunk_id = ?", (space_id, i)).rowcount for i in chunk_ids)
         return await self._write(body)
-
-    async def put_snapshot_attestation(self, space_id: bytes, doc_id: bytes,
-                                       snapshot_id: bytes, attester: bytes, verdict: str,
-                                       attestation: bytes, now_ms: int) -> None:
-        """See :meth:`RelayStorage.put_snapshot_attestation`."""
-        def body(c: Conn) -> None:
-            _space_size(c, space_id)
-            c.execute("INSERT INTO snapshot_attestations (space_id, doc_id, snapshot_id, "
-                      "attester, verdict, attestation, stored_ms) VALUES (?, ?, ?, ?, ?, ?, ?) "
-                      "ON CONFLICT (space_id, doc_id, snapshot_id, attester) DO UPDATE SET "
-                      "verdict = excluded.verdict, attestation = excluded.attestation, "
-                      "stored_ms = excluded.stored_ms",
-                      (space_id, doc_id, snapshot_id, attester, verdict, attestation, now_ms))
-        await self._write(body)
 
     async def delete_snapshot_attestations(self, space_id: bytes, doc_id: bytes,
                                            keep: Sequence[bytes]) -> int:
@@ -641,15 +622,6 @@ class SqliteStorage(RelayStorage):
                                  (space_id, doc_id, sid)).rowcount for sid in stale)
         return await self._write(body)
 
-    async def snapshot_attestations(self, space_id: bytes, doc_id: bytes,
-                                    snapshot_id: bytes) -> list[tuple[bytes, str, bytes]]:
-        """See :meth:`RelayStorage.snapshot_attestations`."""
-        rows = await self._read(lambda c: c.execute(
-            "SELECT attester, verdict, attestation FROM snapshot_attestations WHERE "
-            "space_id = ? AND doc_id = ? AND snapshot_id = ? ORDER BY attester",
-            (space_id, doc_id, snapshot_id)).fetchall())
-        return [(bytes(a), str(v), bytes(b)) for a, v, b in rows]
-
     # ------------------------------------------------------ pairing mailbox
     async def create_channel(self, channel_id: bytes, token_hash: bytes, now_ms: int,
                              expires_ms: int, reserve_until_ms: int) -> int:
@@ -658,7 +630,7 @@ class SqliteStorage(RelayStorage):
             # Release the numbers whose reservation ended, then take the smallest free.
             c.execute("UPDATE pairing_channels SET nameplate = NULL WHERE nameplate IS NOT "
                       "NULL AND nameplate_until_ms <= ?", (now_ms,))
-            nameplate = int(c.execute(_FREE_NAMEPLATE).fetchone()[0])
+            nameplate = int(c.execute(FREE_NAMEPLATE).fetchone()[0])
             if nameplate > NAMEPLATE_MAX:
                 raise UnavailableError("too many pairings at once on this relay; retry later")
             cur = c.execute(
@@ -676,13 +648,13 @@ class SqliteStorage(RelayStorage):
                             now_ms: int) -> PairingChannel:
         """See :meth:`RelayStorage.claim_channel`."""
         def body(c: Conn) -> tuple[PairingChannel, bool]:
-            found = c.execute(f"SELECT {_CHANNEL_COLUMNS} FROM pairing_channels WHERE "  # noqa: S608
+            found = c.execute(f"SELECT {CHANNEL_COLUMNS} FROM pairing_channels WHERE "  # noqa: S608
                               "nameplate = ? AND nameplate_until_ms > ?",
                               (nameplate, now_ms)).fetchone()
             if found is None:
                 raise NotFoundError(f"no pairing numbered {nameplate} on this relay: it "
                                     "expired, or the number is mistyped; check the code")
-            row = _channel_row(found)
+            row = channel_row(found)
             verdict = pairing.claim_verdict(row, token_hash, now_ms)
             if verdict is pairing.ClaimVerdict.TAKE:
                 c.execute("UPDATE pairing_channels SET joiner_token = ? WHERE channel_id = ?",
@@ -748,36 +720,6 @@ class SqliteStorage(RelayStorage):
         await self._write(body)
 
     # --------------------------------------------------- passphrase backups
-    async def put_backup(self, backup: StoredBackup) -> None:
-        """See :meth:`RelayStorage.put_backup` (the attempt state is kept)."""
-        b = backup
-
-        def body(c: Conn) -> None:
-            c.execute(f"INSERT INTO backups ({_BACKUP_COLUMNS}) "  # noqa: S608 - constant
-                      "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (account_id) DO UPDATE "
-                      "SET kdf_alg = excluded.kdf_alg, kdf_t = excluded.kdf_t, "
-                      "kdf_m = excluded.kdf_m, kdf_p = excluded.kdf_p, "
-                      "kdf_salt = excluded.kdf_salt, verifier_hash = excluded.verifier_hash, "
-                      "blob = excluded.blob, stored_ms = excluded.stored_ms",
-                      (b.account_id, b.alg, b.t, b.m_kib, b.p, b.salt, b.verifier_hash,
-                       b.blob, b.stored_ms))
-        await self._write(body)
-
-    async def backup_accounts(self, prefix: bytes, limit: int = 2) -> list[bytes]:
-        """See :meth:`RelayStorage.backup_accounts` (a range scan of the primary key)."""
-        low, high = prefix_range(prefix)
-        rows = await self._read(lambda c: c.execute(
-            "SELECT account_id FROM backups WHERE account_id >= ? AND account_id <= ? "
-            "ORDER BY account_id LIMIT ?", (low, high, limit)).fetchall())
-        return [bytes(r[0]) for r in rows]
-
-    async def get_backup(self, account_id: bytes) -> StoredBackup | None:
-        """See :meth:`RelayStorage.get_backup`."""
-        row = await self._read(lambda c: c.execute(
-            f"SELECT {_BACKUP_COLUMNS} FROM backups WHERE account_id = ?",  # noqa: S608
-            (account_id,)).fetchone())
-        return None if row is None else _stored_backup(row)
-
     async def delete_backup(self, account_id: bytes) -> bool:
         """See :meth:`RelayStorage.delete_backup`."""
         def body(c: Conn) -> bool:
@@ -839,16 +781,6 @@ class SqliteStorage(RelayStorage):
         return decided.attempt
 
     # ----------------------------------------------------------- controller
-    async def put_posture(self, account_id: bytes, device_id: bytes, report: bytes,
-                          ts_ms: int, now_ms: int) -> bool:
-        """See :meth:`RelayStorage.put_posture`."""
-        return await self._write(lambda c: c.execute(
-            "INSERT INTO device_posture (account_id, device_id, report, ts_ms, received_ms) "
-            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (account_id, device_id) DO UPDATE SET "
-            "report = excluded.report, ts_ms = excluded.ts_ms, "
-            "received_ms = excluded.received_ms WHERE excluded.ts_ms > device_posture.ts_ms",
-            (account_id, device_id, report, ts_ms, now_ms)).rowcount == 1)
-
     async def remember_report(self, account_id: bytes, device_id: bytes, digest: bytes,
                               now_ms: int, keep_ms: int) -> bool:
         """See :meth:`RelayStorage.remember_report`."""
@@ -860,79 +792,13 @@ class SqliteStorage(RelayStorage):
                              (account_id, device_id, digest, now_ms)).rowcount == 1
         return await self._write(body)
 
-    async def postures(self, account_id: bytes) -> dict[bytes, PostureRecord]:
-        """See :meth:`RelayStorage.postures`."""
-        rows = await self._read(lambda c: c.execute(
-            "SELECT device_id, report, ts_ms, received_ms FROM device_posture "
-            "WHERE account_id = ?", (account_id,)).fetchall())
-        return {bytes(r[0]): PostureRecord(bytes(r[0]), bytes(r[1]), int(r[2]), int(r[3]))
-                for r in rows}
-
-    async def record_signal(self, account_id: bytes, device_id: bytes, kind: str,
-                            ts_ms: int, count: int = 1) -> None:
-        """See :meth:`RelayStorage.record_signal`."""
-        if count < 1:
-            raise UsageError(f"a signal counts at least one event, got {count}")
-        await self._write(lambda c: c.execute(
-            "INSERT INTO controller_signals (account_id, device_id, kind, ts_ms, count) "
-            "VALUES (?, ?, ?, ?, ?)", (account_id, device_id, kind, ts_ms, count)))
-
-    async def signals(self, account_id: bytes, device_id: bytes,
-                      since_ms: int) -> list[SignalRow]:
-        """See :meth:`RelayStorage.signals`."""
-        rows = await self._read(lambda c: c.execute(
-            "SELECT kind, ts_ms, count FROM controller_signals WHERE account_id = ? AND "
-            "device_id = ? AND ts_ms >= ? ORDER BY ts_ms, id",
-            (account_id, device_id, since_ms)).fetchall())
-        return [SignalRow(str(r[0]), int(r[1]), int(r[2])) for r in rows]
-
-    async def prune_signals(self, before_ms: int) -> int:
-        """See :meth:`RelayStorage.prune_signals`."""
-        return await self._write(lambda c: int(c.execute(
-            "DELETE FROM controller_signals WHERE ts_ms < ?", (before_ms,)).rowcount))
-
-    async def get_controller_state(self, account_id: bytes, device_id: bytes) -> bytes | None:
-        """See :meth:`RelayStorage.get_controller_state`."""
-        row = await self._read(lambda c: c.execute(
-            "SELECT state FROM controller_state WHERE account_id = ? AND device_id = ?",
-            (account_id, device_id)).fetchone())
-        return None if row is None else bytes(row[0])
-
-    async def put_controller_state(self, account_id: bytes, device_id: bytes, state: bytes,
-                                   now_ms: int) -> None:
-        """See :meth:`RelayStorage.put_controller_state`."""
-        await self._write(lambda c: c.execute(
-            "INSERT INTO controller_state (account_id, device_id, state, updated_ms) "
-            "VALUES (?, ?, ?, ?) ON CONFLICT (account_id, device_id) DO UPDATE SET "
-            "state = excluded.state, updated_ms = excluded.updated_ms",
-            (account_id, device_id, state, now_ms)))
-
-    async def put_alert(self, alert: AlertRecord) -> bool:
-        """See :meth:`RelayStorage.put_alert`."""
-        a = alert
-        return await self._write(lambda c: c.execute(
-            f"INSERT INTO alerts ({_ALERT_COLUMNS}) VALUES "  # noqa: S608 - constant
-            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (alert_id) DO NOTHING",
-            (a.alert_id, a.account_id, a.device_id, a.rule, a.severity, a.message,
-             int(a.quarantine), a.created_ms, a.acked_ms, a.acked_by)).rowcount == 1)
-
-    async def alerts(self, account_id: bytes, *, include_acked: bool = False,
-                     since_ms: int = 0) -> list[AlertRecord]:
-        """See :meth:`RelayStorage.alerts`."""
-        acked = "" if include_acked else " AND acked_ms IS NULL"
-        rows = await self._read(lambda c: c.execute(
-            f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE account_id = ? "  # noqa: S608
-            f"AND created_ms >= ?{acked} ORDER BY created_ms, alert_id",
-            (account_id, since_ms)).fetchall())
-        return [alert_record(*r) for r in rows]
-
     async def ack_alert(self, account_id: bytes, alert_id: bytes, by: bytes,
                         now_ms: int) -> AlertRecord | None:
         """See :meth:`RelayStorage.ack_alert`."""
         def body(c: Conn) -> AlertRecord | None:
             c.execute("UPDATE alerts SET acked_ms = ?, acked_by = ? WHERE account_id = ? AND "
                       "alert_id = ? AND acked_ms IS NULL", (now_ms, by, account_id, alert_id))
-            row = c.execute(f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE "  # noqa: S608
+            row = c.execute(f"SELECT {ALERT_COLUMNS} FROM alerts WHERE "  # noqa: S608
                             "account_id = ? AND alert_id = ?", (account_id, alert_id)).fetchone()
             return None if row is None else alert_record(*row)
         return await self._write(body)
@@ -942,44 +808,13 @@ class SqliteStorage(RelayStorage):
         one ``BEGIN IMMEDIATE`` transaction."""
         leaf = audit_leaf(entry)
 
+        counter, insert = (sqlite_statement(s) for s in APPEND_AUDIT)
+
         def body(c: Conn) -> int:
-            size = int(c.execute(
-                "INSERT INTO audit_heads (account_id, size) VALUES (?, 1) ON CONFLICT "
-                "(account_id) DO UPDATE SET size = size + 1 RETURNING size",
-                (account_id,)).fetchone()[0])
-            c.execute("INSERT INTO audit_log (account_id, seq, entry, leaf_hash, stored_ms) "
-                      "VALUES (?, ?, ?, ?, ?)", (account_id, size - 1, entry, leaf, now_ms))
+            size = int(c.execute(counter, (account_id,)).fetchone()[0])
+            c.execute(insert, (account_id, size - 1, entry, leaf, now_ms))
             return size - 1
         return await self._write(body)
-
-    async def audit_entries(self, account_id: bytes, start: int,
-                            limit: int) -> list[tuple[int, bytes]]:
-        """See :meth:`RelayStorage.audit_entries`."""
-        if limit < 0:
-            raise UsageError(f"limit must be >= 0, got {limit}")
-        rows = await self._read(lambda c: c.execute(
-            "SELECT seq, entry FROM audit_log WHERE account_id = ? AND seq >= ? ORDER BY seq "
-            "LIMIT ?", (account_id, start, limit)).fetchall())
-        return [(int(r[0]), bytes(r[1])) for r in rows]
-
-    async def audit_leaf_hashes(self, account_id: bytes, end: int) -> list[bytes]:
-        """See :meth:`RelayStorage.audit_leaf_hashes`."""
-        rows = await self._read(lambda c: c.execute(
-            "SELECT leaf_hash FROM audit_log WHERE account_id = ? AND seq < ? ORDER BY seq",
-            (account_id, end)).fetchall())
-        return [bytes(r[0]) for r in rows]
-
-    async def audit_size(self, account_id: bytes) -> int:
-        """See :meth:`RelayStorage.audit_size`."""
-        row = await self._read(lambda c: c.execute(
-            "SELECT size FROM audit_heads WHERE account_id = ?", (account_id,)).fetchone())
-        return 0 if row is None else int(row[0])
-
-
-def _stored_backup(row: Any) -> StoredBackup:
-    account_id, alg, t, m_kib, p, salt, verifier_hash, blob, stored_ms = row
-    return StoredBackup(bytes(account_id), str(alg), int(t), int(m_kib), int(p), bytes(salt),
-                        bytes(verifier_hash), bytes(blob), int(stored_ms))
 
 
 def _space_size(c: Conn, space_id: bytes) -> tuple[int, bytes]:
@@ -998,28 +833,10 @@ def _space_epoch(c: Conn, space_id: bytes) -> int:
     return int(row[0])
 
 
-_CHANNEL_COLUMNS: Final = ("channel_id, expires_ms, burnt, burnt_reason, burnt_by, "
-                           "initiator_token, joiner_token, message_count")
-# The smallest positive nameplate no channel holds (the released ones are NULL).
-_FREE_NAMEPLATE: Final = (
-    "SELECT coalesce(min(n), 1) FROM (SELECT 1 AS n WHERE NOT EXISTS (SELECT 1 FROM "
-    "pairing_channels WHERE nameplate = 1) UNION ALL SELECT p.nameplate + 1 FROM "
-    "pairing_channels p WHERE p.nameplate IS NOT NULL AND NOT EXISTS (SELECT 1 FROM "
-    "pairing_channels q WHERE q.nameplate = p.nameplate + 1)) AS free")
-
-
-def _channel_row(r: Sequence[Any]) -> pairing.ChannelRow:
-    return pairing.ChannelRow(
-        channel_id=bytes(r[0]), expires_ms=int(r[1]), burnt=bool(r[2]),
-        reason=None if r[3] is None else str(r[3]), burnt_by=None if r[4] is None else str(r[4]),
-        initiator_token=None if r[5] is None else bytes(r[5]),
-        joiner_token=None if r[6] is None else bytes(r[6]), count=int(r[7]))
-
-
 def _channel(c: Conn, channel_id: bytes) -> pairing.ChannelRow | None:
-    found = c.execute(f"SELECT {_CHANNEL_COLUMNS} FROM pairing_channels "  # noqa: S608 - constant
+    found = c.execute(f"SELECT {CHANNEL_COLUMNS} FROM pairing_channels "  # noqa: S608 - constant
                       "WHERE channel_id = ?", (channel_id,)).fetchone()
-    return None if found is None else _channel_row(found)
+    return None if found is None else channel_row(found)
 
 
 def _burn(c: Conn, channel_id: bytes, reason: str, by: str | None) -> None:

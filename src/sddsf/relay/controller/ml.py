@@ -3,7 +3,7 @@
 Optional: install the ``ml`` extra (``pip install 'sddsf[ml]'``). Without
 scikit-learn, :func:`isolation_available` is False and the relay runs the rules
 and statistics only. The model is trained on the relay's own closed per-device
-windows (the :data:`~sddsf.controller.detectors.FEATURES` counts, ``log1p``
+windows (the :data:`~sddsf.relay.controller.detectors.FEATURES` counts, ``log1p``
 scaled), retrained every ``retrain_every`` new windows once ``min_samples``
 are held, and scores each newly closed window; a window the forest isolates
 as an outlier (``predict == -1``), or that lies beyond the range the model
@@ -21,9 +21,9 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
-from sddsf.controller.detectors import FEATURES, Finding, SignalKind
-from sddsf.controller.policy import MlDetector
-from sddsf.controller.trust import Severity
+from sddsf.relay.controller.detectors import FEATURES, Finding, SignalKind
+from sddsf.relay.controller.policy import MlDetector
+from sddsf.relay.controller.trust import Severity
 
 __all__ = ["IsolationDetector", "isolation_available"]
 

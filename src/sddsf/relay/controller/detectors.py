@@ -2,7 +2,7 @@
 
 The relay feeds *signals* (what it observed about a device, with a count and a
 time) and asks for *findings*; storage, clocks and alerts stay in the adapter
-(:mod:`sddsf.controller.service`). Every function here is deterministic.
+(:mod:`sddsf.relay.controller.service`). Every function here is deterministic.
 
 Rules (each over the device's signals in the rule's window):
 
@@ -47,8 +47,8 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Final
 
-from sddsf.controller.policy import BurstRule, ControllerPolicy
-from sddsf.controller.trust import Severity
+from sddsf.relay.controller.policy import BurstRule, ControllerPolicy
+from sddsf.relay.controller.trust import Severity
 
 __all__ = [
     "CORRELATED",

@@ -20,6 +20,11 @@ Caches are per process: trust scores for ``TRUST_TTL_MS`` (dropped at once
 when this process records something about the device), and the rate baselines
 (written back to storage when a window closes). In a cluster each node's
 statistics see its own share of a device's traffic.
+
+Size: one Controller is the relay's single entry point to the security
+controller (trust, signals, alerts, events, reports, audit log); its parts
+share the per-process caches and storage, while the pure logic already lives in
+trust, detectors and ml.
 """
 
 from __future__ import annotations
@@ -31,27 +36,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Final, Protocol
 
-from sddsf.controller import audit as au
-from sddsf.controller import detectors as det
-from sddsf.controller.detectors import Finding, Signal, SignalKind
-from sddsf.controller.encpolicy import EncryptionPolicy, sign_encryption_policy
-from sddsf.controller.ml import IsolationDetector, isolation_available
-from sddsf.controller.policy import ControllerPolicy
-from sddsf.controller.reports import (
-    DeviceReport,
-    Posture,
-    ReportKind,
-    decode_report,
-    verify_report,
-)
-from sddsf.controller.trust import (
-    Access,
-    DeviceSignals,
-    OpenAlert,
-    Severity,
-    TrustScore,
-    score_device,
-)
 from sddsf.crypto import Ed25519SigningKey, random_bytes, sha256
 from sddsf.errors import (
     AuthenticationError,
@@ -63,14 +47,36 @@ from sddsf.errors import (
     SddsfError,
     UsageError,
 )
+from sddsf.protocol import audit as au
 from sddsf.protocol import auth, merkle
+from sddsf.protocol.encpolicy import EncryptionPolicy, sign_encryption_policy
+from sddsf.protocol.posture import (
+    DeviceReport,
+    Posture,
+    ReportKind,
+    decode_report,
+    verify_report,
+)
 from sddsf.protocol.registry import EntryType, RegistryEntry, RegistryState
 from sddsf.protocol.treehead import sign_tree_head
+from sddsf.relay.controller import detectors as det
+from sddsf.relay.controller.detectors import Finding, Signal, SignalKind
+from sddsf.relay.controller.ml import IsolationDetector, isolation_available
+from sddsf.relay.controller.policy import ControllerPolicy
+from sddsf.relay.controller.trust import (
+    Access,
+    DeviceSignals,
+    OpenAlert,
+    Severity,
+    TrustScore,
+    score_device,
+)
 from sddsf.relay.storage.base import AlertRecord, RelayStorage
 
 __all__ = ["CALLER", "TRUST_TTL_MS", "Controller", "LiveConnections", "ReportOutcome",
            "alert_json"]
 
+# The logger keeps the name operators filter on (docs/operations.md, "Operating alerts").
 log = logging.getLogger("sddsf.controller")
 
 #: The authenticated (account, device) of the request being served; set by the

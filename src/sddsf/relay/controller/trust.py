@@ -32,8 +32,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final
 
-from sddsf.controller.policy import ControllerPolicy, version_tuple
-from sddsf.controller.reports import Posture
+from sddsf.protocol.posture import Posture
+from sddsf.relay.controller.policy import ControllerPolicy, version_tuple
 
 __all__ = ["Access", "DeviceSignals", "Factor", "OpenAlert", "Severity", "TrustScore",
            "access_for", "score_device"]

@@ -1,0 +1,127 @@
+"""The API reference builds without warnings and the checked public modules keep
+their Google-style docstrings (scripts/api_reference.py)."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import sys
+import textwrap
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "api_reference.py"
+
+
+@pytest.fixture(scope="module")
+def api_reference() -> ModuleType:
+    # A script, not a package module: loaded from its path.
+    spec = importlib.util.spec_from_file_location("api_reference", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_checked_modules_have_complete_docstrings(api_reference: ModuleType) -> None:
+    checked = api_reference.CHECKED_MODULES
+    assert set(checked) <= set(api_reference.PUBLIC_MODULES)
+    assert {"sddsf", "sddsf.errors", "sddsf.client.retry", "sddsf.client.kv",
+            "sddsf.client.vault", "sddsf.client.events", "sddsf.client.live",
+            "sddsf.sync_api", "sddsf.client.store", "sddsf.client.sqlite_store",
+            "sddsf.client.memory_store", "sddsf.client.keystore",
+            "sddsf.client.bridge"} <= set(checked)
+    assert api_reference.check_docstrings(checked) == []
+
+
+def test_public_modules_come_in_reading_order(api_reference: ModuleType) -> None:
+    # The index lists them in this order: the facade, the application API (device,
+    # live documents, events, the blocking API), background sync, documents,
+    # storage, the bridge, and the exception tree last.
+    assert api_reference.PUBLIC_MODULES == (
+        "sddsf", "sddsf.client.device", "sddsf.client.live", "sddsf.client.events",
+        "sddsf.sync_api", "sddsf.client.runner", "sddsf.client.retry", "sddsf.client.kv",
+        "sddsf.client.vault", "sddsf.client.store", "sddsf.client.sqlite_store",
+        "sddsf.client.memory_store", "sddsf.client.keystore", "sddsf.client.bridge",
+        "sddsf.errors")
+
+
+def test_reference_renders_every_public_module_without_warnings(
+        api_reference: ModuleType, tmp_path: Path) -> None:
+    out = tmp_path / "api"
+    assert api_reference.build(out) == []
+    index = (out / "index.html").read_text()
+    linked = re.findall(r'<a href="([^"]+)\.html">([^<]+)</a>', index)
+    modules = api_reference.PUBLIC_MODULES
+    for name in modules:
+        assert (name.replace(".", "/"), name) in linked, f"the index does not list {name}"
+        page = out / f"{name.replace('.', '/')}.html"
+        assert page.is_file(), f"{name} was not rendered"
+    assert [title for _, title in linked if title in modules] == list(modules), \
+        "the index lists the modules in another order than PUBLIC_MODULES"
+    vault = (out / "sddsf/client/vault.html").read_text()
+    assert "VaultConflictError" in vault and "Raises" in vault
+
+
+def test_main_exits_zero_and_names_the_index(api_reference: ModuleType, tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    assert api_reference.main(["--out", str(tmp_path / "api")]) == 0
+    assert f"{tmp_path / 'api'}/index.html" in capsys.readouterr().out
+
+
+
+def test_a_function_valued_field_is_not_taken_for_a_method(
+        api_reference: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
+    # As Runner.sleep (a dataclass field whose default is asyncio.sleep): the
+    # default's docstring belongs to another API; the class's own methods count.
+    probe = ModuleType("apiref_probe", "A module the check reads.")
+    monkeypatch.setitem(sys.modules, "apiref_probe", probe)  # dataclass looks it up
+    exec(textwrap.dedent("""
+        import asyncio
+        from dataclasses import dataclass
+
+        __all__ = ["Probe"]
+
+        @dataclass
+        class Probe:
+            \"\"\"A class with a function-valued field.\"\"\"
+
+            wait: object = asyncio.sleep
+
+            def run(self) -> int:
+                \"\"\"Undocumented sections.\"\"\"
+                return 1
+        """), probe.__dict__)  # noqa: S102 - a fixed probe module
+    problems = api_reference.check_docstrings(("apiref_probe",))
+    assert problems == ["apiref_probe.Probe.run: docstring lacks 'Returns:'",
+                        "apiref_probe.Probe.run: docstring lacks 'Raises:'"]
+
+
+def test_a_lambda_valued_field_is_not_taken_for_a_method(
+        api_reference: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
+    # As Bridge.on_event (a dataclass field whose default is a lambda written in
+    # the class body, so its qualname is "Bridge.<lambda>"): a field, documented
+    # with the class; the class's own methods count.
+    probe = ModuleType("apiref_probe_lambda", "A module the check reads.")
+    monkeypatch.setitem(sys.modules, "apiref_probe_lambda", probe)
+    exec(textwrap.dedent("""
+        from collections.abc import Callable
+        from dataclasses import dataclass
+
+        __all__ = ["Probe"]
+
+        @dataclass
+        class Probe:
+            \"\"\"A class with a lambda-valued field.\"\"\"
+
+            on_event: Callable[[str], None] = lambda line: None
+
+            def run(self) -> int:
+                \"\"\"Undocumented sections.\"\"\"
+                return 1
+        """), probe.__dict__)  # noqa: S102 - a fixed probe module
+    problems = api_reference.check_docstrings(("apiref_probe_lambda",))
+    assert problems == ["apiref_probe_lambda.Probe.run: docstring lacks 'Returns:'",
+                        "apiref_probe_lambda.Probe.run: docstring lacks 'Raises:'"]
