@@ -28,6 +28,10 @@ for the answer. The rules that follow from it:
 * Errors are those of the asyncio API, raised in the calling thread as they
   were raised on the loop; every call made from the loop's own thread (a
   callback) raises :class:`~sddsf.errors.UsageError` instead of waiting.
+
+Size: a blocking twin of each public class of the asyncio API (device,
+live document, event iterator, runner), each method a short call through
+the one background event loop.
 """
 
 from __future__ import annotations

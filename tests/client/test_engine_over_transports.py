@@ -16,9 +16,9 @@ from sddsf.client.device import Device
 from sddsf.client.engine import SyncEngine
 from sddsf.client.engine.identity import DeviceIdentity
 from sddsf.client.home import open_home
-from sddsf.client.transport.memory import BASE_URL, InProcessRelay
 from sddsf.errors import Code, ProofError
 from sddsf.testing.malicious_relay import Drop, Reorder
+from sddsf.testing.memory_transport import BASE_URL, InProcessRelay
 from sddsf.testing.tampering import TamperingTransport
 
 

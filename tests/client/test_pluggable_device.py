@@ -6,12 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pycrdt
+import pytest
 from clientkit import PASS, InProcessRelay, passphrase
 
 from sddsf.client.device import Device
 from sddsf.client.keystore import PlaintextKeyStore
 from sddsf.client.memory_store import MemoryStore
 from sddsf.client.store import LocalStore
+from sddsf.errors import UsageError
 
 
 async def test_a_device_on_a_memory_store_syncs_and_writes_no_store_file(
@@ -74,3 +76,28 @@ async def test_a_plugged_key_store_keeps_the_key(relay: InProcessRelay,
                         key_store=PlaintextKeyStore())
     assert again.device_id == laptop.device_id
     await again.close()
+
+
+async def test_add_local_that_cannot_make_the_home_registers_nothing(
+        relay: InProcessRelay, tmp_path: Path) -> None:
+    """A new home that cannot be made (a passphrase too short; a home that already
+    holds a device) is refused BEFORE the account's registry gets an entry for a
+    device whose keys would be thrown away; the refused home is left as it was."""
+    laptop, _ = await relay.new_account(tmp_path / "laptop")
+    before = [d.device_id for d in (await laptop.refresh_registry()).active_devices()]
+    with pytest.raises(UsageError):
+        await Device.add_local(laptop, tmp_path / "phone", "phone", passphrase="short",
+                               transport=relay.transport(), clock=relay.clock)
+    assert not (tmp_path / "phone").exists() or not any((tmp_path / "phone").iterdir())
+    second = await relay.add(laptop, tmp_path / "tablet", "tablet")
+    await second.close()
+    with pytest.raises(UsageError):
+        await Device.add_local(laptop, tmp_path / "tablet", "again", passphrase=PASS,
+                               transport=relay.transport(), clock=relay.clock)
+    after = [d.device_id for d in (await laptop.refresh_registry()).active_devices()]
+    assert after == [*before, second.device_id]
+    reopened = Device.open(tmp_path / "tablet", passphrase=passphrase,
+                           transport=relay.transport(), clock=relay.clock)
+    assert reopened.device_id == second.device_id  # the existing home is untouched
+    await reopened.close()
+    await laptop.close()

@@ -272,3 +272,21 @@ async def test_event_bus_alerts_streams_and_async_callbacks() -> None:
     assert stream.dropped == 3
     stream.close()
     assert [e async for e in stream] == [Alert("x", "y", "device")] * STREAM_MAX
+
+
+async def test_close_without_async_with_stops_the_live_sync(
+        live_relay: RelayProcess, tmp_path: Path) -> None:
+    """device.close() called directly (not by leaving ``async with device``) ends
+    the live handles' background sync too: no task keeps syncing a closed device."""
+    laptop, phone, space = await _paired(live_relay, tmp_path)
+    handle = await phone.live(space, "notes").__aenter__()
+    await asyncio.wait_for(handle.synced.wait(), SETTLE_S)
+    from sddsf.client import live as live_module
+
+    runner = live_module._sessions[phone].runner
+    tasks = list(runner._tasks)
+    assert tasks and not any(t.done() for t in tasks)
+    await phone.close()
+    assert phone not in live_module._sessions
+    assert all(t.done() for t in tasks)
+    await laptop.close()

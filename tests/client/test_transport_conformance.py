@@ -16,9 +16,9 @@ from livekit import Relays
 
 from sddsf.client.relay_client import RelayClient
 from sddsf.client.transport.base import Transport
-from sddsf.client.transport.memory import InProcessRelay
 from sddsf.client.transport.relay import RelayTransport
 from sddsf.protocol.identity import DeviceKeys
+from sddsf.testing.memory_transport import InProcessRelay
 from sddsf.testing.tampering import TamperingTransport
 from sddsf.testing.transport_conformance import CHECKS, TransportFactory
 

@@ -36,13 +36,8 @@ class ApplicationApi:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        """Stop the live handles' background sync (if any), then :meth:`close`."""
-        from sddsf.client.live import stop_live  # noqa: PLC0415 - live imports the runner
-
-        try:
-            await stop_live(self)
-        finally:
-            await self.close()
+        """:meth:`close` (which also stops the live handles' background sync)."""
+        await self.close()
 
     def changes(self) -> EventStream:
         """Events from now on: ``async for event in device.changes():`` yields

@@ -25,6 +25,11 @@ This module is the facade: the work is done by the parts of
 :mod:`sddsf.client.engine` (``device.engine``), which never import it; the
 facade adds the home's lock, the account's lifecycle (create, add, recover),
 governance and the controller's hooks, and keeps every public name.
+
+Size: the facade keeps every public name callers use (account lifecycle,
+spaces, documents, sync, governance, the controller's hooks) as short
+forwarding methods over the engine parts in :mod:`sddsf.client.engine`;
+the work itself lives there.
 """
 
 from __future__ import annotations
@@ -65,7 +70,7 @@ from sddsf.client.engine.keyring import previous_keys
 from sddsf.client.engine.sync import SyncEngine
 from sddsf.client.events import EventBus
 from sddsf.client.governance import REENCRYPT_POLICIES, Change, Governance, ProposalView
-from sddsf.client.home import open_home
+from sddsf.client.home import discard_home, open_home
 from sddsf.client.homelock import DEFAULT_TIMEOUT_S, HomeLock, WaitNotice
 from sddsf.client.keystore import KeyStore, Passphrase
 from sddsf.client.records import Provenance
@@ -307,12 +312,21 @@ class Device(ApplicationApi):
         the new device (a new epoch that includes it).
         """
         keys = DeviceKeys.from_seeds(random_bytes(32), random_bytes(32))
-        change = await approver.governance.change(
-            ActionType.ADD, {"device": reg.device_fields(keys.public, name)},
-            direct=lambda s: reg.add_device(s, approver.keys, keys, name, clock()),
-            new_device=keys)
+        # The home first: a home that cannot be made (a short passphrase, one that
+        # already holds a device) must not leave the account a registered device
+        # whose keys are gone. If the registry refuses the entry, the new home goes.
+        existed = home.exists()
         store = new_home(home, keys, name, approver.account, approver.relay_url,
-                              passphrase, insecure_plaintext)
+                         passphrase, insecure_plaintext)
+        try:
+            change = await approver.governance.change(
+                ActionType.ADD, {"device": reg.device_fields(keys.public, name)},
+                direct=lambda s: reg.add_device(s, approver.keys, keys, name, clock()),
+                new_device=keys)
+        except BaseException:
+            store.close()
+            discard_home(home, remove_dir=not existed)
+            raise
         device = cls(store, store_kind(home), transport=transport, clock=clock)
         if change.done:  # else it awaits approval: it can open a session once enacted
             await device.pin_relay()
@@ -431,11 +445,20 @@ class Device(ApplicationApi):
             raise
 
     async def close(self) -> None:
-        """Flush buffered edits to the pending queue and close everything.
+        """Stop the live handles' background sync, flush buffered edits to the
+        pending queue and close everything.
 
         The store, the connections and the home's lock are released even when
-        the flush refuses an edit (whose error is then raised).
+        the flush refuses an edit (whose error is then raised). An unexpected
+        error of the background sync is raised after the edits were flushed.
         """
+        from sddsf.client.live import stop_live  # noqa: PLC0415 - live imports the runner
+
+        stop_error: Exception | None = None
+        try:
+            await stop_live(self)  # no background sync may outlive the device
+        except Exception as exc:  # raised below, once nothing can be lost
+            stop_error = exc
         try:
             async with self._exclusive_async():
                 try:
@@ -448,6 +471,8 @@ class Device(ApplicationApi):
                 self.store.close()
             finally:
                 self._release_session()
+        if stop_error is not None:
+            raise stop_error
 
     def _release_session(self) -> None:
         # Once per device: other devices of this process may share the lock.

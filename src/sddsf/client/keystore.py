@@ -18,6 +18,10 @@ passes :mod:`sddsf.testing.keystore_conformance`):
 
 A passphrase is given as a ``str`` or as a function returning one (asked only
 when needed); :func:`passphrase_source` turns either into the function.
+
+Size: the interface with its written contract and its three
+implementations, kept together so the contract and every implementation
+of it read side by side.
 """
 
 from __future__ import annotations

@@ -7,6 +7,10 @@ translated here, once: a connection failure is :class:`UnavailableError`.
 
 It trusts nothing it receives: callers verify registries, key packages, tree
 heads and proofs with :mod:`sddsf.protocol`.
+
+Size: one short typed method per relay endpoint (sessions, registry, key
+packages, ops, proofs, snapshots, pairing, backups, controller), sharing
+one signing and error-translation path.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ answers between a device and a log; the engine verifies everything it gets
 :mod:`sddsf.protocol`, so a transport is trusted for availability only. The
 relay's HTTP + WebSocket client is one implementation
 (:class:`~sddsf.client.transport.relay.RelayTransport`), the relay's own logic
-run in-process another (:class:`~sddsf.client.transport.memory.MemoryTransport`),
+run in-process another (:class:`~sddsf.testing.memory_transport.MemoryTransport`),
 and a tampering wrapper for tests a third
 (:class:`~sddsf.testing.tampering.TamperingTransport`). Every implementation
 passes :mod:`sddsf.testing.transport_conformance`.

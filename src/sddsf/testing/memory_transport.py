@@ -86,13 +86,18 @@ class InProcessRelay:
         return ctx
 
     async def open(self) -> InProcessRelay:
-        """Open the storage this object owns (applies migrations)."""
+        """Open the storage this object owns (applies migrations) and start the
+        relay's live delivery (what the application's lifespan starts in a relay
+        process: without it, accepted ops are never fanned out)."""
         if self._own_dir is not None:
             await self.storage.open()
+        await self.context.live.start()
         return self
 
     async def aclose(self) -> None:
-        """Close the storage this object owns and remove its directory."""
+        """Stop live delivery; close the storage this object owns and remove its
+        directory."""
+        await self.context.live.close()
         if self._own_dir is not None:
             await self.storage.close()
             self._own_dir.cleanup()
