@@ -86,7 +86,7 @@ async def test_add_local_that_cannot_make_the_home_registers_nothing(
     laptop, _ = await relay.new_account(tmp_path / "laptop")
     before = [d.device_id for d in (await laptop.refresh_registry()).active_devices()]
     with pytest.raises(UsageError):
-        await Device.add_local(laptop, tmp_path / "phone", "phone", passphrase="short",
+        await Device.add_local(laptop, tmp_path / "phone", "phone", passphrase="short",  # noqa: S106 - too short on purpose
                                transport=relay.transport(), clock=relay.clock)
     assert not (tmp_path / "phone").exists() or not any((tmp_path / "phone").iterdir())
     second = await relay.add(laptop, tmp_path / "tablet", "tablet")
