@@ -28,7 +28,7 @@ async def storage(tmp_path: Path) -> AsyncIterator[RelayStorage]:
 def _malformed(r: httpx.Response) -> None:
     assert r.status_code == 400, (r.status_code, r.text)
     assert r.json()["code"] == "malformed"
-    assert set(r.json()) == {"code", "message"}
+    assert set(r.json()) == {"code", "message", "request_id"}
 
 
 @pytest.mark.parametrize("version", [True, "2", 2.0, [2]])

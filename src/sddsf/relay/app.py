@@ -35,6 +35,7 @@ from sddsf.relay.controller.service import Controller
 from sddsf.relay.deps import (
     BodyLimit,
     RelayContext,
+    error_body,
     error_response,
     log,
     now_ms,
@@ -43,6 +44,7 @@ from sddsf.relay.edge import EdgeState, open_edge_state
 from sddsf.relay.fabric import Fabric
 from sddsf.relay.fanout import Hub
 from sddsf.relay.metrics import RelayMetrics
+from sddsf.relay.observe import RequestObserver
 from sddsf.relay.routes import accounts, backup, controller, limits, live, pairing, spaces
 from sddsf.relay.settings import RelaySettings
 from sddsf.relay.storage.base import RelayStorage
@@ -129,6 +131,8 @@ def create_app(settings: RelaySettings, storage: RelayStorage, relay_key: Ed2551
         metrics.latency.labels(request.method, path).observe(time.perf_counter() - started)
         return response
 
+    # Outermost (added last): the request id is set before anything else runs.
+    app.add_middleware(RequestObserver, metrics=None)
     _error_handlers(app)
 
     def openapi() -> dict[str, Any]:
@@ -169,14 +173,15 @@ def _error_handlers(app: FastAPI) -> None:
     async def on_http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         if exc.status_code == 404:
             return error_response(NotFoundError("no such endpoint"))
-        return JSONResponse({"code": Code.USAGE.value, "message": str(exc.detail)},
-                            status_code=exc.status_code)
+        return JSONResponse(error_body({"code": Code.USAGE.value, "message": str(exc.detail)}),
+                            status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(Exception)
     async def on_bug(_: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error in relay handler", exc_info=exc)
-        return JSONResponse({"code": Code.INTERNAL.value,
-                             "message": "internal relay error; nothing was acknowledged"},
+        return JSONResponse(error_body({"code": Code.INTERNAL.value,
+                                        "message": "internal relay error; nothing was "
+                                                   "acknowledged"}),
                             status_code=500)
 
 

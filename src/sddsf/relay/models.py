@@ -119,6 +119,8 @@ class ErrorBody(_Strict):
 
     code: str = Field(description="stable error code (see docs/protocol.md)")
     message: str
+    request_id: str | None = Field(default=None, description="the request's id (its "
+                                   "X-Request-Id), for the relay operator's logs")
 
 
 class CreateAccount(_Strict):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import logging.config
 import os
 from pathlib import Path
 
@@ -52,14 +53,19 @@ def run(settings: RelaySettings) -> None:
         ConnectionGuard,
         guarded_protocol,
     )
+    from sddsf.relay.observe import log_config  # noqa: PLC0415
     from sddsf.relay.storage import open_storage  # noqa: PLC0415
 
-    logging.basicConfig(level=logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = log_config(settings.log_format, settings.log_level)
+    logging.config.dictConfig(config)
+    logging.getLogger("sddsf.relay").info(
+        "sddsf relay on http://%s:%d (%s)", settings.host, settings.port,
+        settings.db.split("://", 1)[0])
     storage = open_storage(settings.db, **settings.storage_options())
     app = create_app(settings, storage, load_relay_key(settings.key_file))
     guard = ConnectionGuard(settings.max_connections, settings.header_timeout_s)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info",
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level,
+                log_config=config, access_log=False,
                 http=guarded_protocol(AutoHTTPProtocol, guard),
                 h11_max_incomplete_event_size=MAX_HEAD_BYTES,
                 ws_max_size=64 * 1024,
