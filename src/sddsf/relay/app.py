@@ -9,8 +9,7 @@ translated once, into ``{code, message}`` bodies; a peer's mistake is always a
 from __future__ import annotations
 
 import contextlib
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -66,7 +65,9 @@ def create_app(settings: RelaySettings, storage: RelayStorage, relay_key: Ed2551
     for a PostgreSQL database, else none); False or None for none.
     """
     hub = Hub()
-    metrics = RelayMetrics(connected=lambda: hub.connected)
+    # The pool gauge reads asyncpg's pool, when the storage has one (PostgreSQL).
+    metrics = RelayMetrics(connected=lambda: hub.connected,
+                           pool=lambda: getattr(storage, "_pool", None))
     chosen = open_bus(settings.db, settings.redis_url) if bus is True else (bus or None)
     fabric = Fabric(storage, settings, relay_key, clock=clock)
     live_conns = ClusterLive(hub, storage, chosen, fabric.registries)
@@ -122,17 +123,8 @@ def create_app(settings: RelaySettings, storage: RelayStorage, relay_key: Ed2551
     app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes,
                        timeout_s=settings.body_timeout_s)
 
-    @app.middleware("http")
-    async def timing(request: Request, call_next: Callable[[Request], Awaitable[Any]]) -> Any:
-        started = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        metrics.latency.labels(request.method, path).observe(time.perf_counter() - started)
-        return response
-
     # Outermost (added last): the request id is set before anything else runs.
-    app.add_middleware(RequestObserver, metrics=None)
+    app.add_middleware(RequestObserver, metrics=metrics)
     _error_handlers(app)
 
     def openapi() -> dict[str, Any]:

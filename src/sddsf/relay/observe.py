@@ -59,7 +59,7 @@ def _request_id(scope: Scope) -> str:
     for name, value in scope.get("headers") or ():
         if name == b"x-request-id":
             try:
-                text = value.decode("ascii")
+                text = bytes(value).decode("ascii")
             except UnicodeDecodeError:
                 break
             if _SANE_ID.fullmatch(text):
