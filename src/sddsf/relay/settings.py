@@ -168,6 +168,12 @@ def _validated(values: Mapping[str, Any], where: str) -> RelaySettings:
         raise ConfigError(f"setting 'backup_max_lockout_s' ({s.backup_max_lockout_s}) must be "
                           f"at least 'backup_lockout_s' ({s.backup_lockout_s})")
     _networks(s.trusted_proxies)
+    if s.workers > 1 and not s.redis_url:
+        raise ConfigError(f"setting 'workers' ({env_name('workers')}) is {s.workers}: several "
+                          "workers share one address, so a client's session, ticket and "
+                          "WebSocket may reach different workers; set 'redis_url' "
+                          f"({env_name('redis_url')}) so they share the edge state and the "
+                          "cluster bus")
     if s.redis_url and not s.redis_url.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigError(f"setting 'redis_url' ({env_name('redis_url')}): unsupported Redis "
                           f"URL scheme {s.redis_url.split(':', 1)[0]!r}: use "
