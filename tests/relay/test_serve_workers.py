@@ -24,8 +24,9 @@ from livekit import (
     write_key_file,
     ws_connect,
 )
-from rediskit import redis_server
 from relaykit import World
+
+from rediskit import redis_server
 
 
 def _children(pid: int) -> list[int]:

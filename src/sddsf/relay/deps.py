@@ -433,6 +433,8 @@ def error_response(err: SddsfError, headers: dict[str, str] | None = None) -> JS
     headers = dict(headers or {})
     if isinstance(err, RateLimitedError):
         headers["Retry-After"] = str(max(1, int(err.retry_after_s + 0.999)))
+    elif err.http_status == 503:  # a hint: clients back off by their own policy too
+        headers.setdefault("Retry-After", "1")
     return JSONResponse(error_body(err.to_wire()), status_code=err.http_status,
                         headers=headers)
 

@@ -16,6 +16,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
+from sddsf.errors import Code
 from sddsf.wire import b64, unb64
 
 __all__ = [
@@ -117,7 +118,7 @@ class _Strict(BaseModel):
 class ErrorBody(_Strict):
     """Every error response."""
 
-    code: str = Field(description="stable error code (see docs/protocol.md)")
+    code: Code = Field(description="stable error code (docs/protocol.md section 14)")
     message: str
     request_id: str | None = Field(default=None, description="the request's id (its "
                                    "X-Request-Id), for the relay operator's logs")

@@ -60,8 +60,9 @@ def run(settings: RelaySettings) -> None:
     config = log_config(settings.log_format, settings.log_level)
     logging.config.dictConfig(config)
     logging.getLogger("sddsf.relay").info(
-        "sddsf relay on http://%s:%d (%s, %d worker%s)", settings.host, settings.port,
-        settings.db.split("://", 1)[0], settings.workers, "s" * (settings.workers > 1))
+        "sddsf relay on http://%s:%d (%s)%s", settings.host, settings.port,
+        settings.db.split("://", 1)[0],
+        f", {settings.workers} workers" if settings.workers > 1 else "")
     key = load_relay_key(settings.key_file)  # created here once, not by racing workers
     options: dict[str, Any] = {
         "host": settings.host, "port": settings.port, "log_level": settings.log_level,
