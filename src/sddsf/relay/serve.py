@@ -79,11 +79,13 @@ def run(settings: RelaySettings) -> None:
     if settings.workers == 1:
         uvicorn.run(_build_app(settings, key), http=_guarded_http(settings), **options)
         return
-    # Workers are spawned processes: they import the app factory and the
-    # protocol class by name and read the settings from the environment.
+    # Workers are spawned processes: uvicorn hands them its config pickled, so
+    # the app is a factory named by import string and the protocol class is
+    # pickled by reference (serve.WorkerHTTP, rebuilt in each worker from the
+    # settings it finds in the environment).
     os.environ[_SETTINGS_ENV] = json.dumps(dataclasses.asdict(settings))
     uvicorn.run(f"{__name__}:worker_app", factory=True, workers=settings.workers,
-                http=f"{__name__}:WorkerHTTP", **options)
+                http=__getattr__("WorkerHTTP"), **options)
 
 
 #: The settings a worker process is started with (JSON; set by :func:`run`).
@@ -129,6 +131,8 @@ def __getattr__(name: str) -> Any:
     # on first use from the worker's settings (uvicorn resolves it by name).
     if name == "WorkerHTTP":
         cls = _guarded_http(_worker_settings())
+        cls.__name__ = cls.__qualname__ = name
+        cls.__module__ = __name__
         globals()[name] = cls
         return cls
     raise AttributeError(name)
