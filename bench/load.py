@@ -23,7 +23,7 @@ machine the relay gets the CPU first.
 
 Reported: ops/s and the relay's requests/s over the measured phase; p50/p99 of
 push (upload) and pull requests as the devices saw them and as the relay's
-``sddsf_request_seconds`` histogram saw them (bucket upper bounds); 429s
+``sddsf_http_request_duration_seconds`` histogram saw them (bucket upper bounds); 429s
 (deliberate rate limiting, retried) apart from errors; the relay's RSS (at the
 end, peak, and the largest 0.25 s sample) from /proc.
 
@@ -353,18 +353,21 @@ def _worker(relay_url: str, work: str, start: int, stop: int, devices: int, roun
 
 
 def scrape_latency(url: str) -> dict[tuple[str, str], list[tuple[float, float]]]:
-    """The relay's ``sddsf_request_seconds`` histogram: (method, route) -> [(le, count)]."""
+    """The relay's ``sddsf_http_request_duration_seconds`` histogram, every status
+    summed: (method, route) -> [(le, count)]."""
     text = httpx.get(f"{url}/metrics", timeout=10).text
-    out: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    prefix = "sddsf_http_request_duration_seconds_bucket{"
+    sums: dict[tuple[str, str], dict[float, float]] = {}
     for line in text.splitlines():
-        if not line.startswith("sddsf_request_seconds_bucket{"):
+        if not line.startswith(prefix):
             continue
-        labels, value = line[len("sddsf_request_seconds_bucket{"):].rsplit("} ", 1)
+        labels, value = line[len(prefix):].rsplit("} ", 1)
         fields = dict(part.split("=", 1) for part in labels.split('",') if "=" in part)
         key = (fields["method"].strip('"'), fields["route"].strip('"'))
         le = float(fields["le"].strip('"'))
-        out.setdefault(key, []).append((le, float(value)))
-    return out
+        per_le = sums.setdefault(key, {})
+        per_le[le] = per_le.get(le, 0.0) + float(value)
+    return {key: sorted(per_le.items()) for key, per_le in sums.items()}
 
 
 def relay_quantile(before: dict[tuple[str, str], list[tuple[float, float]]],

@@ -176,10 +176,10 @@ async def until(check: Callable[[], Awaitable[bool]], timeout: float = 5.0,
 
 
 async def connected_devices(relay: RelayProcess) -> float:
-    """The ``sddsf_connected_devices`` gauge from ``/metrics``."""
+    """The ``sddsf_websocket_connections`` gauge from ``/metrics``."""
     async with httpx.AsyncClient(transport=httpx.AsyncHTTPTransport(), timeout=5) as http:
         text = (await http.get(f"{relay.base_url}/metrics")).text
-    found = re.search(r"^sddsf_connected_devices (\S+)$", text, re.MULTILINE)
+    found = re.search(r"^sddsf_websocket_connections (\S+)$", text, re.MULTILINE)
     assert found, text
     return float(found.group(1))
 

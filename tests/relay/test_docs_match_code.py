@@ -1,7 +1,9 @@
 """Keep the operator and protocol documents true to the code.
 
 * docs/operations.md lists every ``RelaySettings`` field with its environment
-  variable and default, every schema migration, and every metric with its labels.
+  variable and default (and no other), every schema migration, every metric
+  with its labels (and no other), the operational endpoints, and every flag of
+  ``sddsf relay serve``.
 * docs/protocol.md lists every HTTP endpoint of the relay's OpenAPI document
   (and every WebSocket route), every error code with its class and HTTP
   status, every domain-separation label and every WebSocket close code.
@@ -22,7 +24,6 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 from fastapi.routing import APIWebSocketRoute
-from prometheus_client.metrics import MetricWrapperBase
 
 import sddsf.relay.routes
 from sddsf.crypto import Ed25519SigningKey
@@ -30,7 +31,7 @@ from sddsf.errors import HTTP_STATUS, Code, error_from_wire
 from sddsf.protocol import labels
 from sddsf.relay.app import create_app
 from sddsf.relay.metrics import RelayMetrics
-from sddsf.relay.settings import RelaySettings
+from sddsf.relay.settings import RelaySettings, env_name
 from sddsf.relay.storage import open_storage
 from sddsf.relay.storage.migrations import POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS
 
@@ -97,22 +98,85 @@ def test_every_migration_is_documented(operations_md: str) -> None:
             f"migration {m.version} ({m.description!r}) is missing from docs/operations.md")
 
 
+def exposition_labels(text: str) -> dict[str, set[str]]:
+    """Metric family -> the label names its samples carry (``le`` aside)."""
+    out: dict[str, set[str]] = {}
+    family = ""
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            family = line.split()[2]
+            out[family] = set()
+        elif line and not line.startswith("#") and "{" in line:
+            out[family] |= set(re.findall(r'(\w+)="', line.split("{", 1)[1])) - {"le"}
+    return out
+
+
 def test_every_metric_is_documented_with_its_labels(operations_md: str) -> None:
     metrics = RelayMetrics(connected=lambda: 0)
+    # One sample of each labelled family, so its labels show in the exposition.
+    metrics.observe_request("GET", "/healthz", 503, 0.01)
+    metrics.ops.labels("rejected", "sig_invalid").inc()
+    metrics.rate_limited.labels("ip").inc()
     exposition = metrics.render()[0].decode()
     exposed = dict(re.findall(r"^# TYPE (\S+) (\S+)$", exposition, flags=re.MULTILINE))
-    assert exposed, "no metrics rendered?"
+    labels = exposition_labels(exposition)
+    assert "sddsf_build_info" in exposed and "process_cpu_seconds_total" in exposed
     for name, kind in exposed.items():
+        base = name.removesuffix("_created")
+        if base != name and (base in exposed or f"{base}_total" in exposed):
+            continue  # a counter's creation time (documented with the counter)
+        if name.startswith(("process_", "python_")):  # the default collectors: one row each
+            row = table_rows(operations_md, f"`{name.split('_', 1)[0]}_*`")
+            assert row and f"`{name}`" in row[0], f"default metric {name} is not documented"
+            continue
         rows = table_rows(operations_md, f"`{name}`")
         assert rows, f"metric {name} is missing from docs/operations.md"
         assert rows[0].split("|")[2].strip() == kind, f"metric {name} is a {kind}"
-    wrappers = [v for v in vars(metrics).values() if isinstance(v, MetricWrapperBase)]
-    assert len(wrappers) == len(exposed)
-    for wrapper in wrappers:
-        name = next(n for n in exposed if n in (wrapper._name, wrapper._name + "_total"))
-        row = table_rows(operations_md, f"`{name}`")[0]
-        for label in wrapper._labelnames:
-            assert f"`{label}`" in row, f"label {label!r} of {name} is not documented"
+        for label in labels[name]:
+            assert f"`{label}`" in rows[0], f"label {label!r} of {name} is not documented"
+    # The other way round: every documented sddsf_ metric is one the relay has
+    # (the PostgreSQL pool gauge appears only with a pool, see test_metrics.py).
+    source = Path(importlib.import_module("sddsf.relay.metrics").__file__ or "").read_text()
+    documented = re.findall(r"^\| `(sddsf_\w+)` \|", operations_md, flags=re.MULTILINE)
+    assert "sddsf_db_pool_connections" in documented
+    for name in documented:
+        assert name in exposed or f'"{name}"' in source, (
+            f"docs/operations.md documents {name}, which the relay does not have")
+
+
+def test_every_documented_setting_exists(operations_md: str) -> None:
+    names = {f.name for f in dataclasses.fields(RelaySettings)}
+    section = operations_md.split("### 2.5 All settings", 1)[1].split("\n### ", 1)[0]
+    rows = re.findall(r"^\| `(\w+)` \| `(\w+)` \| `(SDDSF_RELAY_\w+)` \|", section,
+                      flags=re.MULTILINE)
+    assert len(rows) == len(names), "the settings table has a row too many or too few"
+    for name, toml_key, env in rows:
+        assert name in names, f"docs/operations.md documents a setting {name!r} that is gone"
+        assert toml_key == name and env == env_name(name)
+
+
+def test_every_ops_endpoint_is_documented(app: FastAPI, operations_md: str) -> None:
+    section = operations_md.split("### 1.4 What the process serves", 1)[1].split("\n## ", 1)[0]
+    documented = {p for p in re.findall(r"`(/[\w./-]+)`", section) if not p.startswith("/v1")}
+    served = {getattr(r, "path", "") for r in app.routes}
+    ops = {p for p in served if p and not p.startswith("/v1") and "{" not in p}
+    assert {"/healthz", "/readyz", "/metrics", "/openapi.json"} <= ops
+    assert ops <= documented, f"not in operations.md 1.4: {sorted(ops - documented)}"
+    assert documented <= served, f"documented but not served: {sorted(documented - served)}"
+    for path in ("/healthz", "/readyz"):
+        assert table_rows(operations_md, f"`GET {path}`"), f"{path} has no row in 6.1"
+
+
+def test_every_serve_flag_is_documented(operations_md: str) -> None:
+    from sddsf.cli import relay_serve
+
+    section = operations_md.split("## 1. Running the relay", 1)[1].split("### 1.1", 1)[0]
+    flags = [opt for p in relay_serve.params for opt in getattr(p, "opts", ())
+             if opt.startswith("--") and opt != "--help"]
+    assert "--workers" in flags and "--log-format" in flags
+    for flag in flags:
+        assert re.search(rf"^\| `{re.escape(flag)}( [A-Z]+)?` \|", section, flags=re.MULTILINE), (
+            f"sddsf relay serve {flag} has no row in docs/operations.md section 1")
 
 
 # ----------------------------------------------------------------- protocol.md

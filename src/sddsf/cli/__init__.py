@@ -104,18 +104,26 @@ async def _check_storage(db: str) -> None:
 @click.option("--port", type=int, help="Port (default 8787).")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False),
               help="TOML file with relay settings (see docs/operations.md).")
+@click.option("--secrets-dir", type=click.Path(file_okay=False),
+              help="Directory of secret settings, one file per setting named like its "
+                   "environment variable (default: SDDSF_RELAY_SECRETS_DIR).")
+@click.option("--workers", type=int, help="Worker processes (default 1).")
+@click.option("--log-format", type=click.Choice(["text", "json"]),
+              help="Log lines as text (default) or one JSON object per line.")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
+              help="Lowest level logged (default info; warning drops the access log).")
 def relay_serve(db: str | None, host: str | None, port: int | None,
-                config_file: str | None) -> None:
+                config_file: str | None, secrets_dir: str | None, workers: int | None,
+                log_format: str | None, log_level: str | None) -> None:
     """Serve the relay (HTTP + WebSocket) until interrupted."""
     import asyncio  # noqa: PLC0415
 
     from sddsf.relay.serve import run  # noqa: PLC0415
     from sddsf.relay.settings import load_settings  # noqa: PLC0415
 
-    settings = load_settings(config_file, db=db, host=host, port=port)
+    settings = load_settings(config_file, secrets_dir=secrets_dir, db=db, host=host, port=port,
+                             workers=workers, log_format=log_format, log_level=log_level)
     asyncio.run(_check_storage(settings.db))
-    click.echo(f"sddsf relay on http://{settings.host}:{settings.port} "
-               f"({settings.db.split('://', 1)[0]})", err=True)
     run(settings)
 
 

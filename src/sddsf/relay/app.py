@@ -9,14 +9,14 @@ translated once, into ``{code, message}`` bodies; a peer's mistake is always a
 from __future__ import annotations
 
 import contextlib
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from sddsf.crypto import Ed25519SigningKey
@@ -35,6 +35,7 @@ from sddsf.relay.controller.service import Controller
 from sddsf.relay.deps import (
     BodyLimit,
     RelayContext,
+    error_body,
     error_response,
     log,
     now_ms,
@@ -43,6 +44,8 @@ from sddsf.relay.edge import EdgeState, open_edge_state
 from sddsf.relay.fabric import Fabric
 from sddsf.relay.fanout import Hub
 from sddsf.relay.metrics import RelayMetrics
+from sddsf.relay.observe import RequestObserver
+from sddsf.relay.openapi import complete_openapi
 from sddsf.relay.routes import accounts, backup, controller, limits, live, pairing, spaces
 from sddsf.relay.settings import RelaySettings
 from sddsf.relay.storage.base import RelayStorage
@@ -64,7 +67,9 @@ def create_app(settings: RelaySettings, storage: RelayStorage, relay_key: Ed2551
     for a PostgreSQL database, else none); False or None for none.
     """
     hub = Hub()
-    metrics = RelayMetrics(connected=lambda: hub.connected)
+    # The pool gauge reads asyncpg's pool, when the storage has one (PostgreSQL).
+    metrics = RelayMetrics(connected=lambda: hub.connected,
+                           pool=lambda: getattr(storage, "_pool", None))
     chosen = open_bus(settings.db, settings.redis_url) if bus is True else (bus or None)
     fabric = Fabric(storage, settings, relay_key, clock=clock)
     live_conns = ClusterLive(hub, storage, chosen, fabric.registries)
@@ -108,52 +113,36 @@ def create_app(settings: RelaySettings, storage: RelayStorage, relay_key: Ed2551
 
     app = FastAPI(title="SDDSF relay", version="1",
                   description="End-to-end encrypted sync relay. Binary fields are base64. "
-                              "Errors are {code, message} with stable codes.",
-                  lifespan=lifespan, responses={
-                      400: {"model": m.ErrorBody}, 401: {"model": m.ErrorBody},
-                      403: {"model": m.ErrorBody}, 404: {"model": m.ErrorBody},
-                      405: {"model": m.ErrorBody}, 408: {"model": m.ErrorBody},
-                      409: {"model": m.ErrorBody},
-                      413: {"model": m.ErrorBody}, 429: {"model": m.ErrorBody},
-                      500: {"model": m.ErrorBody}, 503: {"model": m.ErrorBody}})
+                              "Errors are {code, message, request_id} with stable codes.",
+                  lifespan=lifespan)
     app.state.relay = ctx
     app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes,
                        timeout_s=settings.body_timeout_s)
 
-    @app.middleware("http")
-    async def timing(request: Request, call_next: Callable[[Request], Awaitable[Any]]) -> Any:
-        started = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        metrics.latency.labels(request.method, path).observe(time.perf_counter() - started)
-        return response
+    # Outermost (added last): the request id is set before anything else runs.
+    app.add_middleware(RequestObserver, metrics=metrics)
+    _error_handlers(app, lambda: api_routes)
 
-    _error_handlers(app)
+    routers = (accounts.router, spaces.router, pairing.router, backup.router,
+               live.router, controller.router, limits.router)
 
     def openapi() -> dict[str, Any]:
-        # Validation failures are answered 400 {code: malformed} (on_validation
-        # below), never FastAPI's 422: drop 422 so the document says what we do.
         if app.openapi_schema is None:
             schema = get_openapi(title=app.title, version=app.version,
                                  description=app.description, routes=app.routes)
-            for path in schema.get("paths", {}).values():
-                for op in path.values():
-                    op.get("responses", {}).pop("422", None)
-            for name in ("HTTPValidationError", "ValidationError"):
-                schema.get("components", {}).get("schemas", {}).pop(name, None)
-            app.openapi_schema = schema
+            app.openapi_schema = complete_openapi(schema, api_routes)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
     _routes_health(app, ctx)
-    for router in (accounts.router, spaces.router, pairing.router, backup.router,
-                   live.router, controller.router, limits.router):
+    for router in routers:
         app.include_router(router)
+    api_routes = [r for r in app.routes if isinstance(r, APIRoute)] + [
+        r for router in routers for r in router.routes if isinstance(r, APIRoute)]
     return app
 
 
-def _error_handlers(app: FastAPI) -> None:
+def _error_handlers(app: FastAPI, routes: Callable[[], list[APIRoute]]) -> None:
     @app.exception_handler(SddsfError)
     async def on_sddsf(_: Request, exc: SddsfError) -> JSONResponse:
         return error_response(exc)
@@ -166,17 +155,23 @@ def _error_handlers(app: FastAPI) -> None:
                                            f"{first.get('msg', 'invalid')}"))
 
     @app.exception_handler(StarletteHTTPException)
-    async def on_http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def on_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if exc.status_code == 404:
             return error_response(NotFoundError("no such endpoint"))
-        return JSONResponse({"code": Code.USAGE.value, "message": str(exc.detail)},
-                            status_code=exc.status_code)
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:  # every method the path serves (the router names one route's)
+            path = request.url.path
+            allowed = {m for r in routes() if r.path_regex.match(path) for m in r.methods or ()}
+            headers["Allow"] = ", ".join(sorted(allowed)) or headers.get("Allow", "")
+        return JSONResponse(error_body({"code": Code.USAGE.value, "message": str(exc.detail)}),
+                            status_code=exc.status_code, headers=headers)
 
     @app.exception_handler(Exception)
     async def on_bug(_: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error in relay handler", exc_info=exc)
-        return JSONResponse({"code": Code.INTERNAL.value,
-                             "message": "internal relay error; nothing was acknowledged"},
+        return JSONResponse(error_body({"code": Code.INTERNAL.value,
+                                        "message": "internal relay error; nothing was "
+                                                   "acknowledged"}),
                             status_code=500)
 
 

@@ -37,6 +37,7 @@ from sddsf.relay.edge import EdgeState, Session
 from sddsf.relay.fabric import Fabric
 from sddsf.relay.fanout import Hub
 from sddsf.relay.metrics import RelayMetrics
+from sddsf.relay.observe import current_request_id
 from sddsf.relay.settings import RelaySettings
 from sddsf.relay.storage.base import RelayStorage, SpaceRecord
 
@@ -50,6 +51,7 @@ __all__ = [
     "RelayContext",
     "authenticated",
     "client_ip",
+    "error_body",
     "error_response",
     "limit_ip",
     "log",
@@ -176,7 +178,7 @@ class BodyLimit:
 
 
 async def _send_error(send: Send, err: SddsfError, *, close: bool = False) -> None:
-    response = JSONResponse(err.to_wire(), status_code=err.http_status,
+    response = JSONResponse(error_body(err.to_wire()), status_code=err.http_status,
                             headers={"connection": "close"} if close else None)
     await response({"type": "http"}, _no_receive, send)
 
@@ -420,10 +422,20 @@ async def space_of(ctx: RelayContext, caller: Caller, space_b64: str) -> SpaceRe
                                       caller.session.account_id)
 
 
-def error_response(err: SddsfError) -> JSONResponse:
-    headers = {}
+def error_body(wire: dict[str, str]) -> dict[str, str]:
+    """An error body ``{code, message}`` with the request's id (``request_id``),
+    so a user can quote it and an operator find the request's log lines."""
+    rid = current_request_id()
+    return {**wire, "request_id": rid} if rid else wire
+
+
+def error_response(err: SddsfError, headers: dict[str, str] | None = None) -> JSONResponse:
+    headers = dict(headers or {})
     if isinstance(err, RateLimitedError):
         headers["Retry-After"] = str(max(1, int(err.retry_after_s + 0.999)))
-    return JSONResponse(err.to_wire(), status_code=err.http_status, headers=headers)
+    elif err.http_status == 503:  # a hint: clients back off by their own policy too
+        headers.setdefault("Retry-After", "1")
+    return JSONResponse(error_body(err.to_wire()), status_code=err.http_status,
+                        headers=headers)
 
 

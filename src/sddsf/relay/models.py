@@ -11,10 +11,12 @@ document's source in one place.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
+from sddsf.errors import Code
 from sddsf.wire import b64, unb64
 
 __all__ = [
@@ -42,6 +44,7 @@ __all__ = [
     "ChannelOpen",
     "CreateAccount",
     "CreateSpace",
+    "DecimalInt",
     "DeviceTrustOut",
     "DevicesTrustOut",
     "EncryptionPolicyOut",
@@ -52,6 +55,7 @@ __all__ = [
     "OpResultOut",
     "OpsIn",
     "OpsOut",
+    "PlainBool",
     "PostureOut",
     "Proof",
     "RegistryEntries",
@@ -81,15 +85,43 @@ B64 = Annotated[str, Field(max_length=1_500_000, pattern=r"^[A-Za-z0-9_-]*={0,2}
                            description="URL-safe base64 (RFC 4648 section 5) with padding")]
 
 
+_DECIMAL = re.compile(r"-?[0-9]{1,19}")
+
+
+def _plain_decimal(value: object) -> object:
+    # A query parameter is text; pydantic's lax int would also take "2.0",
+    # "1_000", "+2" and " 2". One spelling per number (what clients sign).
+    if isinstance(value, str) and not _DECIMAL.fullmatch(value):
+        raise ValueError("expected an integer in plain decimal digits")
+    return value
+
+
+def _plain_bool(value: object) -> object:
+    # Lax bool would take "yes", "on", "t", "1": only the JSON spellings here.
+    if isinstance(value, str) and value not in ("true", "false"):
+        raise ValueError("expected true or false")
+    return value
+
+
+#: An integer query parameter: plain decimal digits, optionally negative.
+DecimalInt = Annotated[int, BeforeValidator(_plain_decimal)]
+#: A boolean query parameter: ``true`` or ``false``.
+PlainBool = Annotated[bool, BeforeValidator(_plain_bool)]
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict: a JSON true or "2" is not an integer, "yes" is not a boolean, 2.0
+    # is not an int (pydantic's lax mode would coerce each); extra keys refused.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class ErrorBody(_Strict):
     """Every error response."""
 
-    code: str = Field(description="stable error code (see docs/protocol.md)")
+    code: Code = Field(description="stable error code (docs/protocol.md section 14)")
     message: str
+    request_id: str | None = Field(default=None, description="the request's id (its "
+                                   "X-Request-Id), for the relay operator's logs")
 
 
 class CreateAccount(_Strict):

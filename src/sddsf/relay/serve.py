@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
+import logging.config
 import os
 from pathlib import Path
+from typing import Any
 
 from sddsf.crypto import Ed25519SigningKey, random_bytes
 from sddsf.errors import ConfigError
+from sddsf.relay.connguard import MAX_HEAD_BYTES
 from sddsf.relay.settings import RelaySettings
 
-__all__ = ["load_relay_key", "run"]
+__all__ = ["load_relay_key", "run", "worker_app"]
 
 
 def load_relay_key(path: str) -> Ed25519SigningKey:
@@ -42,31 +47,92 @@ def load_relay_key(path: str) -> Ed25519SigningKey:
 
 
 def run(settings: RelaySettings) -> None:
-    """Serve the relay until interrupted (blocking)."""
-    import uvicorn  # noqa: PLC0415 - only the serving process needs it
-    from uvicorn.protocols.http.auto import AutoHTTPProtocol  # noqa: PLC0415
+    """Serve the relay until interrupted (blocking).
 
+    With ``settings.workers`` > 1, uvicorn starts that many worker processes
+    on one socket; each builds its own app from the settings this process
+    validated (handed over in the environment, see :func:`worker_app`).
+    """
+    import uvicorn  # noqa: PLC0415 - only the serving process needs it
+
+    from sddsf.relay.observe import log_config  # noqa: PLC0415
+
+    config = log_config(settings.log_format, settings.log_level)
+    logging.config.dictConfig(config)
+    logging.getLogger("sddsf.relay").info(
+        "sddsf relay on http://%s:%d (%s)%s", settings.host, settings.port,
+        settings.db.split("://", 1)[0],
+        f", {settings.workers} workers" if settings.workers > 1 else "")
+    key = load_relay_key(settings.key_file)  # created here once, not by racing workers
+    options: dict[str, Any] = {
+        "host": settings.host, "port": settings.port, "log_level": settings.log_level,
+        "log_config": config, "access_log": False,
+        "h11_max_incomplete_event_size": MAX_HEAD_BYTES, "ws_max_size": 64 * 1024,
+        # X-Forwarded-For is read by the app, only from trusted_proxies
+        # (uvicorn's middleware would rewrite the peer address first).
+        "proxy_headers": False,
+        # Longer than clients keep idle connections (httpx: 5 s), so the
+        # relay does not close one as a client reuses it.
+        "timeout_keep_alive": 65,
+        "timeout_graceful_shutdown": max(1, round(settings.shutdown_timeout_s)),
+    }
+    if settings.workers == 1:
+        uvicorn.run(_build_app(settings, key), http=_guarded_http(settings), **options)
+        return
+    # Workers are spawned processes: uvicorn hands them its config pickled, so
+    # the app is a factory named by import string and the protocol class is
+    # pickled by reference (serve.WorkerHTTP, rebuilt in each worker from the
+    # settings it finds in the environment).
+    os.environ[_SETTINGS_ENV] = json.dumps(dataclasses.asdict(settings))
+    uvicorn.run(f"{__name__}:worker_app", factory=True, workers=settings.workers,
+                http=__getattr__("WorkerHTTP"), **options)
+
+
+#: The settings a worker process is started with (JSON; set by :func:`run`).
+_SETTINGS_ENV = "_SDDSF_RELAY_WORKER_SETTINGS"
+
+
+def _worker_settings() -> RelaySettings:
+    try:
+        return RelaySettings(**json.loads(os.environ[_SETTINGS_ENV]))
+    except (KeyError, ValueError, TypeError) as exc:
+        raise ConfigError(f"a relay worker started without its settings ({exc}); start it "
+                          "with 'sddsf relay serve --workers N'") from None
+
+
+def _build_app(settings: RelaySettings, key: Ed25519SigningKey) -> Any:
     from sddsf.relay.app import create_app  # noqa: PLC0415
-    from sddsf.relay.connguard import (  # noqa: PLC0415
-        MAX_HEAD_BYTES,
-        ConnectionGuard,
-        guarded_protocol,
-    )
     from sddsf.relay.storage import open_storage  # noqa: PLC0415
 
-    logging.basicConfig(level=logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     storage = open_storage(settings.db, **settings.storage_options())
-    app = create_app(settings, storage, load_relay_key(settings.key_file))
+    return create_app(settings, storage, key)
+
+
+def _guarded_http(settings: RelaySettings) -> type[Any]:
+    from uvicorn.protocols.http.auto import AutoHTTPProtocol  # noqa: PLC0415
+
+    from sddsf.relay.connguard import ConnectionGuard, guarded_protocol  # noqa: PLC0415
+
     guard = ConnectionGuard(settings.max_connections, settings.header_timeout_s)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info",
-                http=guarded_protocol(AutoHTTPProtocol, guard),
-                h11_max_incomplete_event_size=MAX_HEAD_BYTES,
-                ws_max_size=64 * 1024,
-                # X-Forwarded-For is read by the app, only from trusted_proxies
-                # (uvicorn's middleware would rewrite the peer address first).
-                proxy_headers=False,
-                # Longer than clients keep idle connections (httpx: 5 s), so the
-                # relay does not close one as a client reuses it.
-                timeout_keep_alive=65,
-                timeout_graceful_shutdown=max(1, round(settings.shutdown_timeout_s)))
+    return guarded_protocol(AutoHTTPProtocol, guard)
+
+
+def worker_app() -> Any:
+    """The app of one worker process (a uvicorn factory)."""
+    from sddsf.relay.observe import log_config  # noqa: PLC0415
+
+    settings = _worker_settings()
+    logging.config.dictConfig(log_config(settings.log_format, settings.log_level))
+    return _build_app(settings, load_relay_key(settings.key_file))
+
+
+def __getattr__(name: str) -> Any:
+    # ``WorkerHTTP``: the guarded HTTP protocol class of a worker process, made
+    # on first use from the worker's settings (uvicorn resolves it by name).
+    if name == "WorkerHTTP":
+        cls = _guarded_http(_worker_settings())
+        cls.__name__ = cls.__qualname__ = name
+        cls.__module__ = __name__
+        globals()[name] = cls
+        return cls
+    raise AttributeError(name)

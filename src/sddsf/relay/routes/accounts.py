@@ -52,7 +52,7 @@ async def create_account(body: m.CreateAccount, ctx: Ctx) -> m.AccountCreated:
 @router.get("/v1/accounts/{account_id}/registry", response_model=m.RegistryEntries,
          tags=["registry"], dependencies=[Depends(limit_ip)])
 async def get_registry(account_id: str, request: Request, ctx: Ctx,
-                       since: Annotated[int, Query(ge=0, le=m.INT64_MAX)] = 0
+                       since: Annotated[m.DecimalInt, Query(ge=0, le=m.INT64_MAX)] = 0
                        ) -> m.RegistryEntries:
     """Registry entries from ``since``; verify them from genesis against your pinned key.
     Needs a session of the account, or a request signed by the account key, one of

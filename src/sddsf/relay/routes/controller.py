@@ -18,6 +18,8 @@ from sddsf.relay.storage.base import AlertRecord
 __all__ = ["router"]
 
 router = APIRouter()
+#: An optional tree size in a query (default: the current size).
+OptionalSize = Annotated[m.DecimalInt | None, Query(ge=1, le=m.INT64_MAX)]
 _MAX_AUDIT_PAGE = 1000
 
 
@@ -76,7 +78,8 @@ async def devices(caller: Authed, ctx: Ctx) -> m.DevicesTrustOut:
 
 @router.get("/v1/controller/alerts", response_model=m.AlertsOut, tags=["controller"])
 async def alerts(caller: Authed, ctx: Ctx,
-                 everything: Annotated[bool, Query(alias="all")] = False) -> m.AlertsOut:
+                 everything: Annotated[m.PlainBool, Query(alias="all")] = False
+                 ) -> m.AlertsOut:
     """The account's open alerts (``all=true``: acknowledged ones too), oldest first."""
     found = await ctx.controller.alerts(caller.session.account_id, include_acked=everything)
     return m.AlertsOut(alerts=[_alert_out(ctx, a) for a in found])
@@ -107,8 +110,8 @@ async def acknowledge_as_account(account_id: str, body: m.AccountAckIn,
 
 @router.get("/v1/controller/audit", response_model=m.AuditPage, tags=["controller"])
 async def audit_entries(caller: Authed, ctx: Ctx,
-                        start: Annotated[int, Query(ge=0, le=m.INT64_MAX)] = 0,
-                        limit: Annotated[int, Query(ge=1, le=_MAX_AUDIT_PAGE)] = 500
+                        start: Annotated[m.DecimalInt, Query(ge=0, le=m.INT64_MAX)] = 0,
+                        limit: Annotated[m.DecimalInt, Query(ge=1, le=_MAX_AUDIT_PAGE)] = 500
                         ) -> m.AuditPage:
     """Audit entries from ``start`` and the signed head of the whole log (read after)."""
     aid = caller.session.account_id
@@ -129,8 +132,10 @@ async def audit_tree_head(caller: Authed, ctx: Ctx) -> m.TreeHeadOut:
 
 @router.get("/v1/controller/audit/proofs/inclusion", response_model=m.Proof,
             tags=["controller"])
-async def audit_inclusion(caller: Authed, ctx: Ctx, index: Annotated[int, Query(ge=0)],
-                          size: Annotated[int | None, Query(ge=1)] = None) -> m.Proof:
+async def audit_inclusion(caller: Authed, ctx: Ctx,
+                          index: Annotated[m.DecimalInt, Query(ge=0, le=m.INT64_MAX)],
+                          size: OptionalSize = None
+                          ) -> m.Proof:
     """Inclusion proof of audit entry ``index`` in the log of ``size`` (default: current)."""
     head, tree = await ctx.controller.audit_head(caller.session.account_id, size)
     if index >= tree.size:
@@ -141,8 +146,10 @@ async def audit_inclusion(caller: Authed, ctx: Ctx, index: Annotated[int, Query(
 
 @router.get("/v1/controller/audit/proofs/consistency", response_model=m.Proof,
             tags=["controller"])
-async def audit_consistency(caller: Authed, ctx: Ctx, first: Annotated[int, Query(ge=1)],
-                            second: Annotated[int | None, Query(ge=1)] = None) -> m.Proof:
+async def audit_consistency(caller: Authed, ctx: Ctx,
+                            first: Annotated[m.DecimalInt, Query(ge=1, le=m.INT64_MAX)],
+                            second: OptionalSize = None
+                            ) -> m.Proof:
     """Consistency proof between audit log sizes ``first`` and ``second`` (default: current)."""
     head, tree = await ctx.controller.audit_head(caller.session.account_id, second)
     if first > tree.size:

@@ -84,7 +84,7 @@ async def post_message(channel_id: str, body: m.ChannelMessageIn, ctx: Ctx,
 @router.get("/v1/pairing/{channel_id}/messages", response_model=m.ChannelMessages,
             tags=["pairing"], dependencies=[Depends(limit_ip)])
 async def read_messages(channel_id: str, ctx: Ctx,
-                        after: Annotated[int, Query(ge=-1, le=m.INT64_MAX)] = -1,
+                        after: Annotated[m.DecimalInt, Query(ge=-1, le=m.INT64_MAX)] = -1,
                         token: Token = None) -> m.ChannelMessages:
     """Messages after ``after``."""
     msgs = await ctx.storage.channel_messages(m.unb64(channel_id, "channel id", size=16),

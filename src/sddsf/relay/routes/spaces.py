@@ -46,6 +46,8 @@ from sddsf.relay.fabric import consistency_proof, inclusion_proof, root_at
 from sddsf.relay.storage.base import SpaceRecord
 
 router = APIRouter()
+#: An optional tree size in a query (default: the current size).
+OptionalSize = Annotated[m.DecimalInt | None, Query(ge=1, le=m.INT64_MAX)]
 
 #: A chunk no stored manifest names is dropped once it is this old (its
 #: uploader had this long to publish the manifest that names it).
@@ -92,7 +94,7 @@ async def put_keys(space_id: str, body: m.KeyPackageIn, caller: Pusher,
 
 @router.get("/v1/spaces/{space_id}/keys", response_model=m.KeyPackages, tags=["spaces"])
 async def get_keys(space_id: str, caller: Authed, ctx: Ctx,
-                   since_epoch: Annotated[int, Query(ge=0, le=m.INT64_MAX)] = 0
+                   since_epoch: Annotated[m.DecimalInt, Query(ge=0, le=m.INT64_MAX)] = 0
                    ) -> m.KeyPackages:
     """Key packages from ``since_epoch`` on (verify them as a chain)."""
     space = await space_of(ctx, caller, space_id)
@@ -128,8 +130,8 @@ async def upload(space_id: str, body: m.OpsIn, caller: Pusher, ctx: Ctx) -> JSON
 
 @router.get("/v1/spaces/{space_id}/ops", response_model=m.OpsPage, tags=["ops"])
 async def pull(space_id: str, caller: Authed, ctx: Ctx,
-               after: Annotated[int, Query(ge=-1, le=m.INT64_MAX)] = -1,
-               limit: Annotated[int, Query(ge=1, le=10_000)] = 500) -> JSONResponse:
+               after: Annotated[m.DecimalInt, Query(ge=-1, le=m.INT64_MAX)] = -1,
+               limit: Annotated[m.DecimalInt, Query(ge=1, le=10_000)] = 500) -> JSONResponse:
     """Ops with offset > ``after``, with the current signed tree head."""
     space = await space_of(ctx, caller, space_id)
     ops = await ctx.storage.read_ops(space.space_id, after,
@@ -154,8 +156,9 @@ async def tree_head(space_id: str, caller: Authed, ctx: Ctx) -> m.TreeHeadOut:
 @router.get("/v1/spaces/{space_id}/proofs/inclusion", response_model=m.Proof,
          tags=["proofs"])
 async def prove_inclusion(space_id: str, caller: Authed, ctx: Ctx,
-                          index: Annotated[int, Query(ge=0)],
-                          size: Annotated[int | None, Query(ge=1)] = None) -> m.Proof:
+                          index: Annotated[m.DecimalInt, Query(ge=0, le=m.INT64_MAX)],
+                          size: OptionalSize = None
+                          ) -> m.Proof:
     """Inclusion proof of leaf ``index`` in the tree of ``size`` (default: current)."""
     space = await space_of(ctx, caller, space_id)
     n = space.size if size is None else size
@@ -171,8 +174,9 @@ async def prove_inclusion(space_id: str, caller: Authed, ctx: Ctx,
 @router.get("/v1/spaces/{space_id}/proofs/consistency", response_model=m.Proof,
          tags=["proofs"])
 async def prove_consistency(space_id: str, caller: Authed, ctx: Ctx,
-                            first: Annotated[int, Query(ge=1)],
-                            second: Annotated[int | None, Query(ge=1)] = None) -> m.Proof:
+                            first: Annotated[m.DecimalInt, Query(ge=1, le=m.INT64_MAX)],
+                            second: OptionalSize = None
+                            ) -> m.Proof:
     """Consistency proof between tree sizes ``first`` and ``second`` (default: current)."""
     space = await space_of(ctx, caller, space_id)
     n = space.size if second is None else second
