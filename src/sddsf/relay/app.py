@@ -32,6 +32,7 @@ from sddsf.relay.bus import Bus, open_bus
 from sddsf.relay.cluster import ClusterLive
 from sddsf.relay.controller.policy import load_policy
 from sddsf.relay.controller.service import Controller
+from sddsf.relay.cors import ApiCors
 from sddsf.relay.deps import (
     BodyLimit,
     RelayContext,
@@ -128,6 +129,9 @@ def create_app(settings: RelaySettings, storage: RelayStorage, relay_key: Ed2551
         path = getattr(route, "path", "unmatched")
         metrics.latency.labels(request.method, path).observe(time.perf_counter() - started)
         return response
+
+    if settings.cors_origin_set:  # off by default: no CORS header at all (sddsf.relay.cors)
+        app.add_middleware(ApiCors, origins=settings.cors_origin_set)
 
     _error_handlers(app)
 

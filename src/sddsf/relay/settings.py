@@ -8,6 +8,7 @@ import dataclasses
 import functools
 import ipaddress
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -75,6 +76,9 @@ class RelaySettings:
     db_statement_timeout_s: float = 10.0  # PostgreSQL: server-side bound on a statement
     redis_url: str = ""  # shared edge state for several processes; "" = per process
     policy_file: str = ""  # the controller's policy (TOML); "" = the built-in defaults
+    # Web origins (scheme://host[:port], comma-separated) whose pages may call the
+    # API from another origin (CORS); "" = none: the relay sends no CORS headers.
+    cors_origins: str = ""
 
     @property
     def proxy_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
@@ -86,6 +90,11 @@ class RelaySettings:
         """The op verification windows (relay and clients must agree)."""
         return RuleSettings(max_skew_ms=self.max_skew_s * 1000,
                             epoch_grace_ms=self.epoch_grace_s * 1000)
+
+    @property
+    def cors_origin_set(self) -> frozenset[str]:
+        """``cors_origins`` parsed (validated when the settings are built)."""
+        return _origins(self.cors_origins)
 
     def storage_options(self) -> dict[str, Any]:
         """Keyword options for :func:`~sddsf.relay.storage.open_storage` of ``db``."""
@@ -125,6 +134,26 @@ def _networks(text: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network,
                           "separated by commas, e.g. \"10.0.0.5, 10.1.0.0/16\"") from None
 
 
+_ORIGIN = re.compile(r"https?://(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+)(:[0-9]{1,5})?")
+
+
+@functools.lru_cache(maxsize=16)  # read on every API request
+def _origins(text: str) -> frozenset[str]:
+    # Exact origins only: no "*" and no patterns, so the list is what the operator
+    # reviewed; an origin as a browser sends it has no path, user or trailing "/".
+    out = set()
+    for part in text.split(","):
+        origin = part.strip()
+        if not origin:
+            continue
+        if not _ORIGIN.fullmatch(origin):
+            raise ConfigError(f"setting 'cors_origins': {origin!r} is not an origin; give "
+                              "scheme://host[:port] values separated by commas, e.g. "
+                              "\"https://notes.example, http://127.0.0.1:5173\"")
+        out.add(origin)
+    return frozenset(out)
+
+
 def _validated(s: RelaySettings) -> RelaySettings:
     positive = [f.name for f in fields(s) if f.type in ("int", "float") and f.name != "port"]
     for name in positive:
@@ -134,6 +163,7 @@ def _validated(s: RelaySettings) -> RelaySettings:
         raise ConfigError(f"setting 'backup_max_lockout_s' ({s.backup_max_lockout_s}) must be "
                           f"at least 'backup_lockout_s' ({s.backup_lockout_s})")
     _networks(s.trusted_proxies)
+    _origins(s.cors_origins)
     if not 0 <= s.port <= 65535:
         raise ConfigError(f"port {s.port} is out of range")
     if s.redis_url and not s.redis_url.startswith(("redis://", "rediss://", "unix://")):
