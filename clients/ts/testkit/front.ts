@@ -48,7 +48,9 @@ export class MaliciousFront {
 
   /** Steer the harness (see py_malicious_front.py). */
   async control(body: Json): Promise<Json> {
-    const r = await fetch(`${this.url}/__harness`, { method: "POST", body: JSON.stringify(body) });
+    // A fresh connection each time (no keep-alive race with the server closing an idle one).
+    const r = await fetch(`${this.url}/__harness`, { method: "POST", body: JSON.stringify(body), keepalive: false,
+      headers: { connection: "close" } });
     const answer = await r.json();
     if (!r.ok) throw new Error(`harness ${JSON.stringify(body)}: ${JSON.stringify(answer)}`);
     return answer;

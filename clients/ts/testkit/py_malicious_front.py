@@ -66,25 +66,15 @@ class RewriteWhenThere(Rewrite):
         return super().serve(log, tools)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+class Control:
+    """The test's handle on the harness (POST /__harness)."""
 
+    def __init__(self, harness: MaliciousRelay, app: Any, work: Path, db: Path) -> None:
+        self.harness, self.app, self.work, self.db = harness, app, work, db
+        self.extra: list[Any] = []
 
-async def main(work: Path, dist: Path) -> None:
-    db = work / "relay.db"
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    settings = RelaySettings(db=f"sqlite:///{db}", key_file=str(work / "unused.key"))
-    storage = open_storage(settings.db)
-    app = create_app(settings, storage, Ed25519SigningKey.from_seed(random_bytes(32)),
-                     clock=lambda: time.time_ns() // 1_000_000)
-    harness = MaliciousRelay(httpx.ASGITransport(app=app))
-    front = WebFront(dist, "http://relay.internal", transport=harness, websocket_app=app)
-    extra: list[Any] = []
-
-    async def control(body: dict[str, Any]) -> Any:
+    async def __call__(self, body: dict[str, Any]) -> Any:
+        harness, app, work, db, extra = self.harness, self.app, self.work, self.db, self.extra
         op = body["op"]
         victims = [bytes.fromhex(v) for v in body.get("victims", [])] or None
         spaces = [bytes.fromhex(body["space"])] if "space" in body else None
@@ -115,6 +105,25 @@ async def main(work: Path, dist: Path) -> None:
             raise ValueError(f"unknown op {op!r}")
         return {"ok": True}
 
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def main(work: Path, dist: Path) -> None:
+    db = work / "relay.db"
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    settings = RelaySettings(db=f"sqlite:///{db}", key_file=str(work / "unused.key"))
+    storage = open_storage(settings.db)
+    app = create_app(settings, storage, Ed25519SigningKey.from_seed(random_bytes(32)),
+                     clock=lambda: time.time_ns() // 1_000_000)
+    harness = MaliciousRelay(httpx.ASGITransport(app=app))
+    front = WebFront(dist, "http://relay.internal", transport=harness, websocket_app=app)
+    control = Control(harness, app, work, db)
+
     async def asgi(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope["path"] == "/__harness":
             chunks = []
@@ -125,7 +134,7 @@ async def main(work: Path, dist: Path) -> None:
                     break
             try:
                 answer, status = await control(json.loads(b"".join(chunks))), 200
-            except Exception as exc:  # noqa: BLE001 - reported to the test
+            except Exception as exc:  # reported to the test
                 answer, status = {"error": f"{type(exc).__name__}: {exc}"}, 500
             body = json.dumps(answer).encode()
             await send({"type": "http.response.start", "status": status,
@@ -135,14 +144,15 @@ async def main(work: Path, dist: Path) -> None:
         await front(scope, receive, send)
 
     server = uvicorn.Server(uvicorn.Config(asgi, host="127.0.0.1", port=port, lifespan="off",
-                                           log_level="warning", ws="websockets"))
+                                           log_level="warning", ws="websockets",
+                                           timeout_keep_alive=600))
     async with app.router.lifespan_context(app):  # opens the storage, starts the live channel
         task = asyncio.ensure_future(server.serve())
         while not server.started and not task.done():
             await asyncio.sleep(0.05)
         print(json.dumps({"url": url}), flush=True)
         await task
-        for s in extra:
+        for s in control.extra:
             await s.close()
 
 
