@@ -61,7 +61,8 @@ EXEMPT = {
     "demo": "its own fixed data", "init": "run by the setup", "recover": "tested in "
     "test_cli_homes; prints a fingerprint", "space create": "run by the setup",
     "put": "run by the setup", "relay serve": "a server", "relay fsck": "a relay database",
-    "relay set-url": "prints URLs", "device add": "pairing (test_cli_pairing)",
+    "relay set-url": "prints URLs", "web": "a server; prints its URL",
+    "device add": "pairing (test_cli_pairing)",
     "device join": "pairing (test_cli_pairing)", "device revoke": "run by the setup",
     "device approve": "prints a proposal (as device pending)", "device veto": "as approve",
     "recovery split": "prints shares", "backup enable": "prints ids",

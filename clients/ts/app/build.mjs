@@ -14,6 +14,7 @@ await build({
   format: "esm",
   platform: "browser",
   target: "es2022",
+  minify: true,
   outfile: join(out, "app.js"),
   logLevel: "warning",
 });

@@ -70,3 +70,6 @@ export function codeOf(fn: () => unknown): string {
   }
   throw new Error("expected an SddsfError, nothing was thrown");
 }
+
+/** The built web app the browser tests serve. */
+export const APP_DIST = join(PACKAGE_ROOT, "app", "dist");

@@ -25,6 +25,7 @@ from sddsf.cli import (
     relay_cmds,
     unlock_cmds,
     vault_cmds,
+    web_cmds,
 )
 from sddsf.cli.output import JSON_HELP, clean
 from sddsf.cli.params import guard_text_params
@@ -69,6 +70,7 @@ controller_cmds.register(cli)
 unlock_cmds.register(cli)
 encpolicy_cmds.register(cli)
 bridge_cmds.register(cli)
+web_cmds.register(cli)
 
 
 @cli.group()

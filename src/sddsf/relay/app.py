@@ -32,6 +32,7 @@ from sddsf.relay.bus import Bus, open_bus
 from sddsf.relay.cluster import ClusterLive
 from sddsf.relay.controller.policy import load_policy
 from sddsf.relay.controller.service import Controller
+from sddsf.relay.cors import ApiCors
 from sddsf.relay.deps import (
     BodyLimit,
     RelayContext,
@@ -118,6 +119,9 @@ def create_app(settings: RelaySettings, storage: RelayStorage, relay_key: Ed2551
     app.state.relay = ctx
     app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes,
                        timeout_s=settings.body_timeout_s)
+
+    if settings.cors_origin_set:  # off by default: no CORS header at all (sddsf.relay.cors)
+        app.add_middleware(ApiCors, origins=settings.cors_origin_set)
 
     # Outermost (added last): the request id is set before anything else runs.
     app.add_middleware(RequestObserver, metrics=metrics)

@@ -15,6 +15,7 @@ import functools
 import ipaddress
 import math
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -111,6 +112,9 @@ class RelaySettings:
     workers: PosInt = 1  # uvicorn worker processes (they share the database)
     log_format: Literal["text", "json"] = "text"  # access and relay log lines
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # Web origins (scheme://host[:port], comma-separated) whose pages may call the
+    # API from another origin (CORS); "" = none: the relay sends no CORS headers.
+    cors_origins: str = ""
 
     @property
     def proxy_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
@@ -122,6 +126,11 @@ class RelaySettings:
         """The op verification windows (relay and clients must agree)."""
         return RuleSettings(max_skew_ms=self.max_skew_s * 1000,
                             epoch_grace_ms=self.epoch_grace_s * 1000)
+
+    @property
+    def cors_origin_set(self) -> frozenset[str]:
+        """``cors_origins`` parsed (validated when the settings are built)."""
+        return _origins(self.cors_origins)
 
     def storage_options(self) -> dict[str, Any]:
         """Keyword options for :func:`~sddsf.relay.storage.open_storage` of ``db``."""
@@ -155,6 +164,26 @@ def _networks(text: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network,
                           "separated by commas, e.g. \"10.0.0.5, 10.1.0.0/16\"") from None
 
 
+_ORIGIN = re.compile(r"https?://(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+)(:[0-9]{1,5})?")
+
+
+@functools.lru_cache(maxsize=16)  # read on every API request
+def _origins(text: str) -> frozenset[str]:
+    # Exact origins only: no "*" and no patterns, so the list is what the operator
+    # reviewed; an origin as a browser sends it has no path, user or trailing "/".
+    out = set()
+    for part in text.split(","):
+        origin = part.strip()
+        if not origin:
+            continue
+        if not _ORIGIN.fullmatch(origin):
+            raise ConfigError(f"setting 'cors_origins': {origin!r} is not an origin; give "
+                              "scheme://host[:port] values separated by commas, e.g. "
+                              "\"https://notes.example, http://127.0.0.1:5173\"")
+        out.add(origin)
+    return frozenset(out)
+
+
 _ADAPTER: TypeAdapter[RelaySettings] = TypeAdapter(RelaySettings)
 
 
@@ -174,6 +203,7 @@ def _validated(values: Mapping[str, Any], where: str) -> RelaySettings:
                           "WebSocket may reach different workers; set 'redis_url' "
                           f"({env_name('redis_url')}) so they share the edge state and the "
                           "cluster bus")
+    _origins(s.cors_origins)
     if s.redis_url and not s.redis_url.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigError(f"setting 'redis_url' ({env_name('redis_url')}): unsupported Redis "
                           f"URL scheme {s.redis_url.split(':', 1)[0]!r}: use "

@@ -21,8 +21,9 @@
  *    refused), and a shared text (Yjs) typed in the first page appears live in
  *    the second.
  *
- * SDDSF_SCREENSHOTS=DIR saves what the page shows at the refusal and at the
- * end (refused.png, verified.png).
+ * What the page shows at the refusal and at the end is saved as
+ * app-refused.png and app-verified.png in clients/ts/test-artifacts/ (or
+ * SDDSF_SCREENSHOTS=DIR).
  *
  * Chromium: /usr/bin/chromium or SDDSF_CHROMIUM; without it the test skips,
  * and fails under SDDSF_REQUIRE_CHROMIUM=1. It also needs the Python
@@ -38,6 +39,7 @@ import { after, test, type TestContext } from "node:test";
 import { chromium, type BrowserContext, type Page } from "playwright-core";
 
 import { AppServer } from "../../testkit/appserver.js";
+import { screenshot } from "../../testkit/browser.js";
 import { deviceAdd, getJson, sddsf } from "../../testkit/cli.js";
 import { PACKAGE_ROOT } from "../../testkit/kit.js";
 import { LiveRelay, pythonAvailable } from "../../testkit/relaykit.js";
@@ -183,7 +185,7 @@ test("the web app pairs, syncs, edits live and refuses a tampering relay, in Chr
   assert.equal(refused.code, "proof_invalid", refused.text);
   assert.match(refused.text, /Refused ✗ \[proof_invalid\]/);
   assert.equal(await page.locator('#kv-rows tr[data-key="jam"]').count(), 0, "nothing from the rewritten log is shown");
-  if (process.env.SDDSF_SCREENSHOTS) await page.screenshot({ path: join(process.env.SDDSF_SCREENSHOTS, "refused.png"), fullPage: true });
+  await screenshot(page, "app-refused");
   server.tamper = null;
   await page.click("#sync");
   assert.equal(await kvValue(page, "jam"), "plum", "the honest log verifies again");
@@ -224,6 +226,6 @@ test("the web app pairs, syncs, edits live and refuses a tampering relay, in Chr
   } finally {
     await second.close();
   }
-  if (process.env.SDDSF_SCREENSHOTS) await page.screenshot({ path: join(process.env.SDDSF_SCREENSHOTS, "verified.png"), fullPage: true });
+  await screenshot(page, "app-verified");
   assert.deepEqual(errors, []);
 });

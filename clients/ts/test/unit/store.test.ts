@@ -32,9 +32,9 @@ test("a storage-key record of the Python client opens with its passphrase (Argon
   if (!pythonAvailable(t)) return;
   const out = JSON.parse(py(`
 import json, tempfile, pathlib
-from sddsf.client import home
+from sddsf.client.keystore import PassphraseKeyStore
 d = pathlib.Path(tempfile.mkdtemp())
-key = home._create_key_file(d, lambda: "a long passphrase", False)
+key = PassphraseKeyStore(lambda: "a long passphrase").create(d)
 print(json.dumps({"key": key.hex(), "record": json.loads((d / "storage-key.json").read_text())}))
 `));
   const record = out.record as KeyRecord;
