@@ -62,6 +62,8 @@ EXEMPT = {
     "test_cli_homes; prints a fingerprint", "space create": "run by the setup",
     "put": "run by the setup", "relay serve": "a server", "relay fsck": "a relay database",
     "relay set-url": "prints URLs", "web": "a server; prints its URL",
+    "bridge": "a server; prints through sync --watch's view (covered by sync) and its "
+    "URL; test_bridge checks its output",
     "device add": "pairing (test_cli_pairing)",
     "device join": "pairing (test_cli_pairing)", "device revoke": "run by the setup",
     "device approve": "prints a proposal (as device pending)", "device veto": "as approve",
