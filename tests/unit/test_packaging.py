@@ -67,3 +67,21 @@ def test_license_is_spdx_with_its_text() -> None:
     assert "Apache License" in text and "Version 2.0, January 2004" in text
     assert "END OF TERMS AND CONDITIONS" in text
     assert not any(c.startswith("License ::") for c in PROJECT.get("classifiers", []))
+
+
+def test_the_command_without_the_cli_extra_says_what_to_install() -> None:
+    """A library install has the ``sddsf`` command but not click: the command
+    prints one line naming the extra, not an ImportError traceback."""
+    code = ("import sys; sys.modules['click'] = None; "  # as if click were not installed
+            "from sddsf._entry import main; main()")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=False, timeout=60)
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert done.stderr.strip() == ("error: the sddsf command needs the 'cli' extra (click is "
+                                   "not installed): pip install 'sddsf[cli]'")
+
+
+def test_the_console_script_is_the_entry_shim() -> None:
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts == {"sddsf": "sddsf._entry:main"}
