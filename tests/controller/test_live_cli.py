@@ -14,7 +14,7 @@ import pytest
 from ctlkit import bad_signature
 from livekit import RelayProcess, Relays, recv_json, ticket_url, write_key_file, ws_connect
 from pycrdt import Map
-from test_cli_homes import ok, ok_json
+from test_cli_homes import fails, ok, ok_json
 
 from sddsf.client.device import Device
 from sddsf.protocol.envelope import decode_envelope
@@ -63,6 +63,12 @@ async def test_alerts_and_audit_across_homes(relay: RelayProcess, tmp_path: Path
     assert report.read_only and b.pending_count() == 1
     await a.close()
     await b.close()
+
+    # Never quarantined silently: the read-only device's sync is an error that says
+    # what happened, that nothing is lost, and how it ends.
+    err = await asyncio.to_thread(fails, home_b, "sync")
+    assert "read-only" in err and "1 edit(s) stay pending" in err, err
+    assert "[policy_read_only]" in err and "alerts --ack" in err, err
 
     rows = await asyncio.to_thread(ok_json, home_a, "alerts")
     [alert] = [r for r in rows if r["rule"] == "sig_failure_burst"]

@@ -35,7 +35,15 @@ from sddsf.client.device import Device, LockMode, Progress, SyncReport
 from sddsf.client.home import default_home, staged_home
 from sddsf.client.kv import KeyValue, KvEntry, KvVersion
 from sddsf.client.relay_client import RelayClient
-from sddsf.errors import ConfigError, ProofError, SddsfError, UnavailableError, UsageError
+from sddsf.errors import (
+    AuthorizationError,
+    Code,
+    ConfigError,
+    ProofError,
+    SddsfError,
+    UnavailableError,
+    UsageError,
+)
 from sddsf.recovery import phrase_from_secret
 
 __all__ = ["register"]
@@ -569,6 +577,7 @@ class _Watch:
         self.online: bool | None = None
         self.last_error = ""
         self.status: Any = None
+        self.read_only = False  # the relay's controller holds this device read-only
 
     def event(self, kind: str, text: str, **fields: Any) -> None:
         now = iso_time(int(time.time() * 1000))
@@ -593,6 +602,14 @@ class _Watch:
             self.online, self.last_error = True, ""
             self.event("online", ("reconnected to " if again else "connected to ")
                        + self.device.relay_url, relay=self.device.relay_url)
+        if report.read_only != self.read_only:
+            self.read_only = report.read_only
+            if report.read_only:
+                self.event("read_only", read_only_message(report.read_only_reason,
+                                                          self.device.pending_count()),
+                           code=Code.POLICY_READ_ONLY.value, error=report.read_only_reason)
+            else:
+                self.event("writable", "the relay accepts this device's edits again")
         codes = sorted({code for code, _ in report.rejected})
         if report.pushed or report.applied or codes or report.enacted or report.rotated:
             parts = []
@@ -692,7 +709,10 @@ def sync(ctx: click.Context, watch: bool, interval: float, as_json: bool) -> Non
             "pushed": r.pushed, "pulled": r.pulled, "applied": r.applied,
             "rejected": r.rejected, "snapshots_loaded": r.snapshots_loaded,
             "skipped": [{"offset": k.offset, "author": k.author.hex(), "seq": k.seq,
-                         "code": k.code, "message": k.message} for k in r.skipped]}
+                         "code": k.code, "message": k.message} for k in r.skipped],
+            "read_only": r.read_only, "pending": d.pending_count()}
+        if r.read_only:
+            result["read_only_reason"] = r.read_only_reason
         if r.alerts:  # what this device found wrong with another device
             result["alerts"] = [list(a) for a in r.alerts]
         return result
@@ -717,6 +737,19 @@ def sync(ctx: click.Context, watch: bool, interval: float, as_json: bool) -> Non
     if lost:
         raise UsageError(f"the relay refused {len(lost)} op(s) ({', '.join(sorted(set(lost)))})"
                          "; they are kept in this device's store under 'failed'")
+    if result["read_only"]:
+        raise AuthorizationError(read_only_message(result["read_only_reason"],
+                                                   result["pending"]),
+                                 Code.POLICY_READ_ONLY)
+
+
+def read_only_message(reason: str, pending: int) -> str:
+    """What a device the relay's controller holds read-only tells its user."""
+    why = f" ({reason.rstrip('.')})" if reason else ""
+    return (f"the relay's security controller holds this device read-only{why}: it pulls "
+            f"but cannot send; its {pending} edit(s) stay pending here, nothing is lost. "
+            "Another device of the account lifts it with `sddsf alerts --ack ID` (or it "
+            "expires); then sync again")
 
 
 #: How long ``status`` waits for the relay before calling it unreachable.

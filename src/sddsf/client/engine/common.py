@@ -112,6 +112,7 @@ class SyncReport:
     attested: int = 0  # verdicts on other devices' snapshots sent to the relay
     enacted: int = 0  # approved proposals this device carried out (§9.8)
     read_only: bool = False  # the relay's controller refused pushes (policy_read_only)
+    read_only_reason: str = ""  # the relay's message when it did (what to tell the user)
     #: Ops of a revoked device beyond its revocation cutoff: a relay must never
     #: store them (THREATS #14); if one did, they are reported here and not
     #: applied, and the rest of the space stays readable.

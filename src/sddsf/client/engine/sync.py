@@ -28,7 +28,13 @@ from __future__ import annotations
 
 from collections.abc import Awaitable
 
-from sddsf.client.engine.common import EngineHooks, EngineSettings, Progress, SyncReport
+from sddsf.client.engine.common import (
+    EngineHooks,
+    EngineSettings,
+    Progress,
+    SyncReport,
+    notify,
+)
 from sddsf.client.engine.corroboration import Corroboration
 from sddsf.client.engine.documents import Documents
 from sddsf.client.engine.identity import DeviceIdentity
@@ -123,6 +129,9 @@ class SyncEngine:
             if not report.read_only:
                 await self.unless_read_only(self.corr.maintain(space_id, report), report)
         await self.hooks.after_sync(report)
+        if report.read_only:  # never silent: the application hears it as an alert
+            notify(self.hooks.observer, lambda o: o.on_alert(Code.POLICY_READ_ONLY.value,
+                                                             report.read_only_reason))
         return report
 
     @staticmethod
@@ -133,7 +142,7 @@ class SyncEngine:
         except AuthorizationError as exc:
             if exc.code is not Code.POLICY_READ_ONLY:
                 raise
-            report.read_only = True
+            report.read_only, report.read_only_reason = True, exc.message
 
     async def rotate_if_due(self, space_id: bytes, packages: list[kp.KeyPackage],
                             report: SyncReport) -> None:
