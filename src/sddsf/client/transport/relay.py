@@ -189,7 +189,7 @@ class RelayTransport(Transport):
         The socket is opened with a single-use ticket (``POST /v1/ws/ticket``,
         which needs a session) when iteration starts; then one ``subscribe``
         frame is sent per space. Frames of kinds a device ignores (alerts) are
-        skipped; frames larger than :data:`MAX_FRAME` end the channel.
+        skipped; a frame larger than ``MAX_FRAME`` (1 MiB) ends the channel.
 
         Args:
             space_ids: The spaces to follow.
