@@ -90,7 +90,7 @@ from sddsf.protocol.rules import ChainHead
 from sddsf.protocol.snapshot import SPACE_SNAPSHOT_DOC, snapshot_claims
 
 __all__ = ["DOC_PIECE", "Device", "LockMode", "Progress", "SkippedOp", "SyncReport",
-           "doc_id_for", "store_kind"]
+           "doc_id_for"]
 
 log = logging.getLogger("sddsf.client")
 
