@@ -90,7 +90,7 @@ from sddsf.protocol.rules import ChainHead
 from sddsf.protocol.snapshot import SPACE_SNAPSHOT_DOC, snapshot_claims
 
 __all__ = ["DOC_PIECE", "Device", "LockMode", "Progress", "SkippedOp", "SyncReport",
-           "doc_id_for", "store_kind"]
+           "doc_id_for"]
 
 log = logging.getLogger("sddsf.client")
 
@@ -141,6 +141,12 @@ class Device(ApplicationApi):
     (``device.engine``): this class adds the home's lock, the account's
     lifecycle (create, add, recover), governance and the controller's hooks,
     and keeps the public names every caller uses.
+
+    Every method reads the device's encrypted store, so any of them may also
+    raise ``DecryptError`` (a store file that was tampered with, or the wrong
+    storage key); "Nothing of its own" below means only that. With
+    ``lock="operation"``, the methods that take the home's lock raise
+    ``UnavailableError`` when another process holds it for ``lock_timeout_s``.
     """
 
     def __init__(self, store: LocalStore, key_kind: str, *,
@@ -236,7 +242,15 @@ class Device(ApplicationApi):
         return self.engine.snaps.alerts
 
     def clock(self) -> int:
-        """Milliseconds since the epoch, by this device's clock."""
+        """Milliseconds since the epoch, by this device's clock.
+
+        Returns:
+            The current Unix time in milliseconds (the ``clock`` the device was
+            opened with).
+
+        Raises:
+            Nothing of its own.
+        """
         return self.ident.clock()
 
     def _clock(self) -> int:  # kept: callers of the earlier layout
@@ -282,10 +296,37 @@ class Device(ApplicationApi):
                              clock: Callable[[], int] = now_ms,
                              key_store: KeyStore | None = None,
                              store_factory: StoreFactory | None = None) -> tuple[Device, bytes]:
-        """Create an account and this device (its first). Returns the device and the
-        32-byte account secret, which the caller shows ONCE (recovery phrase).
-        ``key_store`` and ``store_factory`` plug in where the storage key and the
-        store are kept (see :func:`sddsf.client.home.open_home`)."""
+        """Create an account and this device, its first, on the relay.
+
+        Args:
+            home: A directory for the new device's home (created; must not hold a
+                device already).
+            relay_url: The relay's base URL.
+            name: This device's name, shown to the other devices.
+            passphrase: The store's passphrase (a str, or a function asking for it);
+                None keeps the storage key in the OS keyring.
+            insecure_plaintext: Keep the storage key in a plain file (tests and
+                throw-away homes only).
+            transport: An httpx transport (tests).
+            clock: Unix milliseconds.
+            key_store: Where the storage key is kept (default: chosen from
+                ``passphrase`` and ``insecure_plaintext``; see
+                :func:`sddsf.client.home.open_home`).
+            store_factory: Makes the store from ``<home>/device.db`` and the storage
+                key (default: the SQLite file; see :mod:`sddsf.client.store`).
+
+        Returns:
+            The open device (``lock="session"``) and the 32-byte account secret,
+            which the caller shows ONCE (the recovery phrase) and never stores.
+
+        Raises:
+            UsageError: ``home`` already holds a device; a passphrase shorter
+                than 8 characters.
+            ConfigError: no OS keyring and no passphrase; the relay did not
+                identify itself.
+            UnavailableError: the relay cannot be reached.
+            SddsfError: the relay refused the account (its code says why).
+        """
         secret = random_bytes(32)
         account = AccountKeys.from_secret(secret)
         keys = DeviceKeys.from_seeds(random_bytes(32), random_bytes(32))
@@ -307,9 +348,39 @@ class Device(ApplicationApi):
         """Add a new device whose home is on this machine, approved by ``approver``.
 
         Both key sets are at hand, so the add entry is signed and countersigned
-        here; pairing between two machines (SPAKE2 over the relay's mailbox) is
-        the key-lifecycle milestone. The approver also wraps every space key for
-        the new device (a new epoch that includes it).
+        here (pairing between two machines, SPAKE2 over the relay's mailbox, is
+        ``sddsf.client.pairing``). Once the addition takes effect the approver
+        wraps every space key for the new device (a new epoch of each space that
+        includes it). If the registry refuses the entry, the new home is removed
+        again.
+
+        Args:
+            approver: An active device of the account, open.
+            home: A directory for the new device's home (must not hold a device).
+            name: The new device's name.
+            passphrase: The new store's passphrase (a str, or a function asking for
+                it); None: the OS keyring.
+            insecure_plaintext: Keep the storage key in a plain file (tests only).
+            transport: An httpx transport (tests).
+            clock: Unix milliseconds.
+
+        Returns:
+            The new device, open. On an account whose policy requires approval it
+            is only proposed: :meth:`awaiting_approval` shows the proposal, and it
+            can sync once the other devices approved it.
+
+        Raises:
+            UsageError: ``home`` already holds a device; a passphrase shorter
+                than 8 characters.
+            ConfigError: no OS keyring and no passphrase.
+            RegistryError: other devices kept changing the registry
+                (``registry_fork`` after the retries), or the relay refused the
+                entry.
+            AuthorizationError: ``approver`` may not add devices (revoked, not
+                active).
+            EpochError: ``rotation_blocked`` when the approver's new epoch of a
+                space is refused (see :meth:`rotate`).
+            UnavailableError: the relay cannot be reached.
         """
         keys = DeviceKeys.from_seeds(random_bytes(32), random_bytes(32))
         # The home first: a home that cannot be made (a short passphrase, one that
@@ -350,6 +421,34 @@ class Device(ApplicationApi):
         applies nothing, and until the revocation no snapshot of theirs is
         trusted without corroboration, so a stolen device's forged snapshot is
         never loaded nor published again (protocol.md 18.7).
+
+        Args:
+            home: A directory for the new device's home (must not hold a device).
+            relay_url: The account's relay.
+            secret: The 32-byte account secret (from the recovery phrase or the
+                Shamir shares).
+            name: The new device's name.
+            passphrase: The new store's passphrase (a str, or a function asking for
+                it); None: the OS keyring.
+            revoke_others: Revoke every other device of the account (a lost or
+                stolen device).
+            insecure_plaintext: Keep the storage key in a plain file (tests only).
+            transport: An httpx transport (tests).
+            clock: Unix milliseconds.
+
+        Returns:
+            The new device, open and synced, reading every space.
+
+        Raises:
+            NotFoundError: the relay holds no account for this secret (a mistyped
+                phrase).
+            RegistryError: the relay's registry does not verify against the
+                account key (or forks), or it refused the recover entry.
+            ProofError: the relay serves key packages that do not verify as a
+                chain, or a log that fails verification in the first sync.
+            UsageError: ``home`` already holds a device.
+            ConfigError: no OS keyring and no passphrase.
+            UnavailableError: the relay cannot be reached.
         """
         account = AccountKeys.from_secret(secret)
         keys = DeviceKeys.from_seeds(random_bytes(32), random_bytes(32))
@@ -431,7 +530,14 @@ class Device(ApplicationApi):
                 storage key (default: the SQLite file; see
                 :mod:`sddsf.client.store`).
 
+        Returns:
+            The device; :meth:`close` it (it holds the store, the relay
+            connections and, with ``lock="session"``, the home's lock).
+
         Raises:
+            ConfigError: ``home`` holds no device, or its storage key cannot be
+                had (no keyring, no passphrase given where one is needed).
+            DecryptError: a wrong passphrase.
             UnavailableError: another process kept the home locked for
                 ``lock_timeout_s`` seconds.
         """
@@ -451,6 +557,15 @@ class Device(ApplicationApi):
         The store, the connections and the home's lock are released even when
         the flush refuses an edit (whose error is then raised). An unexpected
         error of the background sync is raised after the edits were flushed.
+
+        Raises:
+            UsageError: the flush refused an edit (see :meth:`flush`); everything
+                was closed all the same.
+            UnavailableError: ``lock="operation"`` and another process held the
+                home's lock for ``lock_timeout_s``; closed without flushing
+                (edits made since the last flush are not queued).
+            Exception: the first unexpected exception (a bug) of the live handles'
+                background sync (as :meth:`sddsf.client.runner.Runner.stop` raises it).
         """
         from sddsf.client.live import stop_live  # noqa: PLC0415 - live imports the runner
 
@@ -488,6 +603,14 @@ class Device(ApplicationApi):
         :meth:`sync`, :meth:`flush`, :meth:`snapshot` and :meth:`close`; wrap
         other state-changing calls (creating spaces, revoking, rotating) in it.
         With ``lock="session"`` the device holds it already.
+
+        Returns:
+            An async context manager; entering it takes the lock (and reloads
+            what other processes changed), leaving it releases the lock.
+
+        Raises:
+            UnavailableError: on entering, another process held the lock for
+                ``lock_timeout_s`` seconds (``lock="operation"`` only).
         """
         return self._exclusive_async()
 
@@ -533,6 +656,8 @@ class Device(ApplicationApi):
 
         Raises:
             ProofError: ``tree_head_invalid`` when the relay's key changed.
+            ConfigError: the relay did not identify itself.
+            UnavailableError: the relay cannot be reached.
         """
         await self.ident.pin(self.transport)
 
@@ -544,6 +669,10 @@ class Device(ApplicationApi):
         session at ``url`` and got ``relay_key``; it must be the pinned key. Takes
         effect when the device is next opened.
 
+        Args:
+            url: The relay's new base URL.
+            relay_key: The 32-byte tree-head key the relay at ``url`` presented.
+
         Raises:
             ProofError: ``tree_head_invalid`` when ``relay_key`` is not the pinned key.
         """
@@ -551,15 +680,46 @@ class Device(ApplicationApi):
 
     # ------------------------------------------------------------ registry
     def registry(self) -> reg.RegistryState:
-        """The locally verified registry."""
+        """The locally verified registry (verified once from the stored entries,
+        then cached; :meth:`refresh_registry` fetches new entries).
+
+        Returns:
+            The registry state: devices, policy, open proposals.
+
+        Raises:
+            RegistryError: the stored entries no longer verify (a damaged store).
+        """
         return self.engine.reg.state()
 
     async def refresh_registry(self) -> reg.RegistryState:
-        """Fetch and verify new registry entries (against the pinned account key)."""
+        """Fetch and verify new registry entries (against the pinned account key).
+
+        Returns:
+            The registry state including the new entries, which are stored.
+
+        Raises:
+            RegistryError: the relay serves entries that do not extend the
+                verified chain (``registry_fork``, a gap, another account).
+            SignatureError: an entry's signature does not verify.
+            AuthorizationError: an entry's signer may not sign it.
+            UnavailableError: the relay cannot be reached.
+        """
         return await self.engine.reg.refresh()
 
     def cutoff_for(self, device_id: bytes) -> dict[bytes, int]:
-        """Per space, the last seq of ``device_id`` this device has verified."""
+        """Per space, the last seq of ``device_id`` this device has verified: the
+        cutoff a revocation of that device records.
+
+        Args:
+            device_id: The device's id.
+
+        Returns:
+            Space id -> the device's last verified op seq (spaces where it wrote
+            nothing this device saw are absent).
+
+        Raises:
+            Nothing of its own.
+        """
         return self.engine.reg.cutoff_for(device_id)
 
     @property
@@ -576,6 +736,27 @@ class Device(ApplicationApi):
 
         Sync first, so that the cutoff keeps every op of the device that this
         device has seen (later ones are refused as history too).
+
+        Args:
+            device_id: The device to revoke (not this one).
+            reason: Why, recorded in the registry.
+            signer: The account keys (recovery): revokes directly, never a
+                proposal. None: this device signs.
+
+        Returns:
+            ``Change(done=True)`` when the revocation took effect, else
+            ``Change(done=False, pending=...)``, the proposal awaiting approvals
+            or its veto window.
+
+        Raises:
+            UsageError: ``device_id`` is this device.
+            RegistryError: the target is not an active device, or other devices
+                kept changing the registry (``registry_fork``).
+            AuthorizationError: this device may not sign registry entries
+                (revoked, or not active).
+            EpochError: ``rotation_blocked`` when the relay refuses the new epoch
+                and serves none without the revoked device.
+            UnavailableError: the relay cannot be reached.
         """
         if device_id == self.device_id:
             raise UsageError("a device cannot revoke itself here; revoke it from another one")
@@ -591,13 +772,35 @@ class Device(ApplicationApi):
             ActionType.REVOKE, {"target": device_id, "reason": reason}, direct=direct)
 
     def space_policy(self, space_id: bytes) -> str:
-        """The space's re-encryption policy after a revocation: ``lazy`` (default:
-        snapshots re-encrypted at the next compaction) or ``eager`` (at once)."""
+        """The space's re-encryption policy after a revocation.
+
+        Args:
+            space_id: The space's id.
+
+        Returns:
+            ``lazy`` (default: snapshots re-encrypted at the next compaction) or
+            ``eager`` (at once).
+
+        Raises:
+            Nothing of its own.
+        """
         value = self.doc(space_id, "_meta").get("meta", type=pycrdt.Map).get("reencrypt")
         return value if value in REENCRYPT_POLICIES else "lazy"
 
     def set_space_policy(self, space_id: bytes, reencrypt: str) -> None:
-        """Set the space's re-encryption policy (synced, encrypted, in its meta doc)."""
+        """Set the space's re-encryption policy (synced, encrypted, in its meta
+        doc); queued now, sent at the next sync.
+
+        Args:
+            space_id: The space's id.
+            reencrypt: ``lazy`` or ``eager``.
+
+        Raises:
+            UsageError: ``reencrypt`` is neither, or the flush refused the edit
+                (see :meth:`flush`).
+            UnavailableError: ``lock="operation"`` and the home's lock was busy
+                for ``lock_timeout_s`` (the edit stays buffered).
+        """
         if reencrypt not in REENCRYPT_POLICIES:
             raise UsageError(f"re-encryption policy must be one of {REENCRYPT_POLICIES}")
         self.doc(space_id, "_meta").get("meta", type=pycrdt.Map)["reencrypt"] = reencrypt
@@ -606,7 +809,18 @@ class Device(ApplicationApi):
     async def snapshot_unusable(self, space_id: bytes) -> bool:
         """Whether the relay's snapshot of the space is by a device that is no
         longer active: new devices then start from the log or the corroborated
-        copy (18.7), so a fresh snapshot should be written now."""
+        copy (18.7), so a fresh snapshot should be written now.
+
+        Args:
+            space_id: The space's id.
+
+        Returns:
+            True when the snapshot's author is not active; False when there is
+            no snapshot, or it cannot be read (it is refused where it is read).
+
+        Raises:
+            UnavailableError: the relay cannot be reached.
+        """
         try:
             raw = (await self.transport.get_snapshot(space_id, SPACE_SNAPSHOT_DOC)).blob
         except NotFoundError:
@@ -619,11 +833,25 @@ class Device(ApplicationApi):
 
     # -------------------------------------------------------------- spaces
     def spaces(self) -> list[tuple[bytes, str]]:
-        """``(space_id, name)`` of the spaces this device holds keys for."""
+        """The spaces this device holds keys for.
+
+        Returns:
+            ``(space_id, name)`` pairs, by id; a name is empty until the space's
+            meta document was synced.
+
+        Raises:
+            Nothing of its own.
+        """
         return self.ident.spaces()
 
     def space_by_name(self, name: str) -> bytes:
         """The id of the space called ``name``.
+
+        Args:
+            name: The space's name.
+
+        Returns:
+            The first (smallest) id of a space with that name.
 
         Raises:
             UsageError: no such space here (sync first?).
@@ -635,7 +863,25 @@ class Device(ApplicationApi):
                          "`sddsf space list`")
 
     async def create_space(self, name: str) -> bytes:
-        """Create a space (its epoch-0 key wrapped for every device and the recovery key)."""
+        """Create a space: its epoch-0 key wrapped for every active device and the
+        account's recovery key, stored on the relay; the name travels encrypted
+        in the space's meta document (queued; sent at the next sync).
+
+        Args:
+            name: The space's name (unique on this device).
+
+        Returns:
+            The new space's 16-byte id.
+
+        Raises:
+            UsageError: a space with that name exists here, or the flush of the
+                name refused it (see :meth:`flush`).
+            UnavailableError: the relay cannot be reached (nothing was created);
+                or, with ``lock="operation"``, the home's lock was busy when the
+                name was queued (the space exists; the name stays buffered).
+            SddsfError: the relay refused the space (its code says why, e.g.
+                ``AuthorizationError`` for a revoked or read-only device).
+        """
         if any(n == name for _, n in self.spaces()):
             raise UsageError(f"a space named {name!r} already exists")
         space_id = random_bytes(16)
@@ -656,13 +902,21 @@ class Device(ApplicationApi):
     async def rotate(self, space_id: bytes) -> int:
         """Open the next key epoch for the current set of active devices.
 
-        Returns the space's newest epoch: this device's new one, or the one another
-        device opened first (a lost race).
+        Args:
+            space_id: The space's id.
+
+        Returns:
+            The space's newest epoch: this device's new one, or the one another
+            device opened first (a lost race).
 
         Raises:
             EpochError: ``rotation_blocked`` when a device was revoked since the
                 newest epoch was made and the relay neither stores this device's
                 new package nor serves a newer one without the revoked device.
+            ProofError: the relay's key packages do not verify (see
+                :meth:`refresh_keys`).
+            UsageError: this device lacks the space's previous key (sync first).
+            UnavailableError: the relay cannot be reached.
         """
         await self.engine.keyring.try_rotate(space_id)
         return max(self.engine.keyring.keys_cached(space_id))
@@ -670,11 +924,21 @@ class Device(ApplicationApi):
     async def refresh_keys(self, space_id: bytes) -> list[kp.KeyPackage]:
         """Fetch, verify (as a chain) and store the space's key packages.
 
+        Args:
+            space_id: The space's id.
+
+        Returns:
+            Every key package of the space, verified, oldest epoch first.
+
         Raises:
             ProofError: ``key_package_fork`` when the relay serves another package
                 for an epoch this device stored (a stored package is never
                 replaced), ``proof_invalid`` when it no longer serves one this
                 device stored, or serves none.
+            RegistryError: the registry refresh it makes fails (see
+                :meth:`refresh_registry`).
+            NotFoundError: the relay has no such space for this account.
+            UnavailableError: the relay cannot be reached.
         """
         return await self.engine.keyring.refresh(space_id)
 
@@ -683,45 +947,119 @@ class Device(ApplicationApi):
         """The document ``name`` of a space, as a live :class:`pycrdt.Doc`.
 
         Local transactions are captured and become ops at the next :meth:`flush`.
+
+        Args:
+            space_id: The space's id.
+            name: The document's name: 1 to ``MAX_DOC_NAME`` characters.
+
+        Returns:
+            The document, loaded from the store once and then the same object
+            (until a refused edit makes :meth:`flush` drop it).
+
+        Raises:
+            UsageError: an empty or too long name.
         """
         return self.engine.docs.doc(space_id, name)
 
     def flush(self) -> int:
         """Turn buffered local edits into pending ops (one edit per document; an
-        edit larger than one op becomes a multi-part op). Returns how many
-        documents had edits.
+        edit larger than one op becomes a multi-part op).
+
+        Returns:
+            How many documents had edits.
 
         Raises:
             UsageError: an edit is larger than :attr:`max_edit`. It is not synced
                 and is undone in this device's copy (with the edits of that
                 document made after it in the same flush): get the document again
-                with :meth:`doc`. Every other document's edits were queued.
+                with :meth:`doc`. Every other document's edits were queued. Also:
+                no key for the space yet (sync first); those edits stay buffered.
+            UnavailableError: ``lock="operation"`` and another process held the
+                home's lock for ``lock_timeout_s``; nothing was queued.
         """
         with self._exclusive():
             return self.engine.outbox.flush()
 
     def held_count(self) -> int:
-        """Edits kept back because their space's key must be rotated first."""
+        """Edits kept back because their space's key must be rotated first.
+
+        Returns:
+            How many held edits there are (sealed at the sync that rotates).
+
+        Raises:
+            Nothing of its own.
+        """
         return self.engine.outbox.held_count()
 
     def verified_size(self, space_id: bytes) -> int:
-        """Entries of the space's log this device has verified."""
+        """Entries of the space's log this device has verified.
+
+        Args:
+            space_id: The space's id.
+
+        Returns:
+            The size of the verified log (0: nothing pulled yet).
+
+        Raises:
+            Nothing of its own.
+        """
         return self.engine.log.tree(space_id).size
 
     def last_seen(self) -> dict[bytes, int]:
-        """Per device, the newest op timestamp (ms) this device has verified."""
+        """Per device, the newest op timestamp this device has verified.
+
+        Returns:
+            Device id -> Unix milliseconds (as the op's author claims it).
+
+        Raises:
+            Nothing of its own.
+        """
         return {k: as_int(v) for k, v in self.store.scan("lastseen")}
 
     def pending_count(self) -> int:
-        """Ops waiting to be pushed (after :meth:`flush`)."""
+        """Ops waiting to be pushed (after :meth:`flush`).
+
+        Returns:
+            How many ops are in the pending queue.
+
+        Raises:
+            Nothing of its own.
+        """
         return self.store.count("pending")
 
     # ---------------------------------------------------------------- sync
     async def sync(self, progress: Progress | None = None) -> SyncReport:
         """Push pending ops and pull, verifying everything (see the module docstring).
 
-        ``progress(space_id, done, total)`` is called after each page of a pull
-        (``total`` is the log size the relay reports), for progress bars.
+        Args:
+            progress: Called as ``progress(space_id, done, total)`` after each page
+                of a pull (``total`` is the log size the relay reports), for
+                progress bars; None: not called.
+
+        Returns:
+            What the sync did: ops pushed, pulled and applied, ops rejected or
+            skipped, rotations, snapshots, alerts about other devices and errors
+            of the application's observers (``app_errors``). A device the relay
+            made read-only only pulls (``read_only``).
+
+        Raises:
+            AuthorizationError: this device is revoked, unknown, or awaiting
+                approval (the message names the proposal).
+            ProofError: the relay misbehaved: a log that does not reproduce its
+                signed head, omits, reorders, rewrites or rolls back history
+                (``proof_invalid``, ``log_rollback``), a changed relay key
+                (``tree_head_invalid``), forked key packages
+                (``key_package_fork``), withheld registry entries
+                (``registry_withheld``), or other devices that saw another
+                history (``split_view``). Nothing is applied.
+            RegistryError: the registry does not verify (see
+                :meth:`refresh_registry`).
+            EpochError: ``rotation_blocked`` (see :meth:`rotate`); pending edits
+                are kept.
+            UsageError: the flush at the start refused an edit (see :meth:`flush`).
+            RateLimitedError: the relay asks to wait (``retry_after_s``).
+            UnavailableError: the relay cannot be reached, or the home's lock
+                was busy (``lock="operation"``); nothing is lost, sync again.
         """
         async with self._exclusive_async():
             return await self.engine.run(progress)
@@ -739,7 +1077,15 @@ class Device(ApplicationApi):
         return None if published is None else published.max_epoch_age_s
 
     def awaiting_approval(self) -> ProposalView | None:
-        """The open proposal to add this device, if it is waiting for approvals."""
+        """The open proposal to add this device, if it is waiting for approvals.
+
+        Returns:
+            The proposal (approvals had and needed, when its veto window ends),
+            or None when none is open for this device.
+
+        Raises:
+            Nothing of its own.
+        """
         for v in self.governance.open():
             a = v.proposal.action
             if a.device is not None and a.device.device_id == self.device_id:
@@ -761,25 +1107,65 @@ class Device(ApplicationApi):
                                  Code.UNKNOWN_DEVICE)
 
     async def set_policy(self, policy: dict[str, bool | int | str]) -> Change:
-        """Replace the account's registry policy (e.g. ``{"max_epoch_age_s": 86400}``,
-        ``{"approvals": 2, "veto_window_s": 3600}``); a proposal when the current
-        policy requires approval."""
+        """Replace the account's registry policy; a proposal when the current
+        policy requires approval.
+
+        Args:
+            policy: The whole new policy map, e.g. ``{"max_epoch_age_s": 86400}``
+                or ``{"approvals": 2, "veto_window_s": 3600}``.
+
+        Returns:
+            ``Change(done=True)`` when it took effect, else the pending proposal
+            (``Change.pending``).
+
+        Raises:
+            RegistryError: the relay refused the entry (an invalid policy), or
+                other devices kept changing the registry (``registry_fork``).
+            AuthorizationError: this device may not sign registry entries.
+            UnavailableError: the relay cannot be reached.
+        """
         return await self.governance.change(
             ActionType.POLICY, {"policy": dict(policy)},
             direct=lambda s: reg.set_policy(s, self.keys, policy, self.clock()))
 
     def snapshot_state(self, space_id: bytes) -> dict[str, bytes] | None:
         """Every document of a space as Yjs state, or None while local edits are
-        not yet in the log (a snapshot must hold exactly the logged state)."""
+        not yet in the log (a snapshot must hold exactly the logged state).
+
+        Args:
+            space_id: The space's id.
+
+        Returns:
+            Document name -> its full Yjs state; None while edits of the
+            space are buffered, pending or held, or a multi-part edit is half
+            logged.
+
+        Raises:
+            Nothing of its own.
+        """
         return self.engine.snaps.state(space_id)
 
     async def snapshot(self, space_id: bytes) -> int | None:
         """Write a signed encrypted (chunked) snapshot of the space at the log size
-        this device verified. Returns that size, or None when there is nothing to
-        snapshot, local edits are still pending (sync first), this device's
-        state rests on a snapshot nobody corroborated (it never signs state it
-        could not check against the log, 18.7), or the space exceeds the
-        snapshot limit (new devices then replay the ops)."""
+        this device verified.
+
+        Args:
+            space_id: The space's id.
+
+        Returns:
+            The log size of the snapshot, or None when there is nothing to
+            snapshot, local edits are still pending (sync first), this device's
+            state rests on a snapshot nobody corroborated (it never signs state it
+            could not check against the log, 18.7), or the space exceeds the
+            snapshot limit (new devices then replay the ops).
+
+        Raises:
+            UnavailableError: the relay cannot be reached (the snapshot is not
+                recorded as written; a later sync tries again), or the home's
+                lock was busy (``lock="operation"``).
+            SddsfError: the relay refused the snapshot or a chunk (its code says
+                why).
+        """
         async with self._exclusive_async():
             return await self.engine.snaps.write(space_id)
 
@@ -800,7 +1186,20 @@ class Device(ApplicationApi):
         return self.engine.docs.doc_row(space_id, doc_id)
 
     async def pull_only(self, space_id: bytes) -> None:
-        """Pull, verify and apply the space's new entries (nothing is pushed)."""
+        """Pull, verify and apply the space's new entries (nothing is pushed).
+
+        Unlike :meth:`sync` it neither refreshes the registry and key packages
+        first nor takes the home's lock (``lock="operation"``: wrap it in
+        :meth:`exclusive`).
+
+        Args:
+            space_id: The space's id.
+
+        Raises:
+            ProofError: the relay misbehaved (as for :meth:`sync`); nothing is
+                applied.
+            UnavailableError: the relay cannot be reached.
+        """
         await self.engine.puller.pull(space_id, SyncReport())
 
     async def _pull(self, space_id: bytes, report: SyncReport, *,

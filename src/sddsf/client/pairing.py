@@ -33,7 +33,8 @@ import httpx
 from mnemonic import Mnemonic
 
 from sddsf.client.controller import report_pairing
-from sddsf.client.device import Device, store_kind
+from sddsf.client.device import Device
+from sddsf.client.engine.common import store_kind
 from sddsf.client.engine.identity import new_home
 from sddsf.client.governance import Change
 from sddsf.client.home import discard_home

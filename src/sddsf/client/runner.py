@@ -49,10 +49,17 @@ class RunnerSettings:
 class Runner:
     """Keeps one device in sync until :meth:`stop` is called."""
 
+    #: The device it syncs (open it with ``lock="operation"``).
     device: Device
+    #: Debounce, full-check period and backoff bounds.
     settings: RunnerSettings = field(default_factory=RunnerSettings)
+    #: Told each completed sync's report.
     on_sync: Callable[[SyncReport], None] | None = None
+    #: Told each error a sync raised (a verification failure, an outage before
+    #: its retry) and each error of the application's own callbacks (None: they
+    #: are logged as warnings).
     on_error: Callable[[SddsfError], None] | None = None
+    #: Syncs completed.
     syncs: int = 0
     # --- live-state hooks (live handles, sddsf.client.live) ---
     #: Told True once the live channel subscribed every space, False when it drops.
@@ -77,7 +84,11 @@ class Runner:
         return RetryPolicy(base_s=self.settings.backoff_min_s, max_s=self.settings.backoff_max_s)
 
     def changed(self) -> None:
-        """Call after local edits: they are pushed after the debounce window."""
+        """Call after local edits: they are pushed after the debounce window.
+
+        Raises:
+            Nothing of its own.
+        """
         self._wake.set()
 
     async def __aenter__(self) -> Runner:
@@ -89,7 +100,14 @@ class Runner:
         await self.stop()
 
     async def start(self) -> None:
-        """Start the sync loop and the live channel."""
+        """Start the sync loop and the live channel, as tasks of the running event
+        loop; they run until :meth:`stop` (``async with runner:`` starts them and
+        asks for a first sync at once).
+
+        Raises:
+            Nothing of its own: the loops' errors go to ``on_error`` or are
+            logged, retried and raised again by :meth:`stop`.
+        """
         self._tasks = [asyncio.create_task(self._sync_loop()),
                        asyncio.create_task(self._live_loop())]
 

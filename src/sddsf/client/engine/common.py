@@ -72,7 +72,18 @@ def u64(n: int) -> bytes:
 
 
 def doc_id_for(space_id: bytes, name: str) -> bytes:
-    """Every device names a document the same way: a 16-byte hash of (space, name)."""
+    """Every device names a document the same way: a 16-byte hash of (space, name).
+
+    Args:
+        space_id: The space's 16-byte id.
+        name: The document's name.
+
+    Returns:
+        The document id (16 bytes), the same on every device.
+
+    Raises:
+        Nothing of its own.
+    """
     return tagged_hash(labels.DOC_ID, space_id, name)[:16]
 
 

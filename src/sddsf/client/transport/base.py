@@ -164,7 +164,19 @@ class RelayLimits:
     max_field_chars: int = 1_500_000  # base64 characters in one body field
 
     def request_fits(self, envelope_sizes: Sequence[int]) -> bool:
-        """Whether an upload of envelopes of these sizes fits one request."""
+        """Whether an upload of envelopes of these sizes fits one request.
+
+        Args:
+            envelope_sizes: The byte length of each envelope of the upload.
+
+        Returns:
+            True when the batch is within :attr:`max_batch_ops`, each envelope's
+            base64 within :attr:`max_field_chars` and the JSON body within
+            :attr:`max_request_bytes`.
+
+        Raises:
+            Nothing of its own.
+        """
         return (len(envelope_sizes) <= self.max_batch_ops
                 and all(_b64_len(n) <= self.max_field_chars for n in envelope_sizes)
                 and _upload_body_len(envelope_sizes) <= self.max_request_bytes)
@@ -219,7 +231,13 @@ class Transport(ABC):
     """Carries a device's ops and reads a log holder's signed state.
 
     See the module docstring for the contract shared by every method; each
-    method's docstring adds what is particular to it.
+    method's docstring adds what is particular to it. Every method that reaches
+    the other side may raise :class:`~sddsf.errors.UnavailableError` (it cannot
+    be reached) and :class:`~sddsf.errors.RateLimitedError` (``rate_limited``,
+    with ``retry_after_s`` when the other side said how long to wait); one that
+    needs a session may also raise the errors of :meth:`open_session`. The
+    ``Raises`` sections name these once more only where they mean something
+    particular.
     """
 
     @property
@@ -234,148 +252,430 @@ class Transport(ABC):
 
         Concurrent calls share one handshake.
 
+        Returns:
+            The open session: the log signer's key (:attr:`relay_id`) and when
+            the session ends (Unix ms).
+
         Raises:
-            AuthenticationError: the device could not prove its key.
-            AuthorizationError: it is revoked, unknown, or denied.
-            UnavailableError: the other side is unreachable.
+            AuthenticationError: the device could not prove its key
+                (``unauthenticated``, ``replay``).
+            AuthorizationError: it is revoked (``revoked``), unknown to the
+                account's registry (``unknown_device``), or denied by the log
+                holder's policy (``policy_denied``).
+            UnavailableError: the other side is unreachable, or this transport
+                has no device identity to authenticate with.
         """
 
     @abstractmethod
     def forget_session(self) -> None:
-        """Drop the session (the next call that needs one opens a new one)."""
+        """Drop the session (the next call that needs one opens a new one).
+
+        Raises:
+            Nothing of its own.
+        """
 
     @abstractmethod
     async def limits(self) -> RelayLimits:
-        """What one push may carry (asked once per transport)."""
+        """What one push may carry (asked once per transport).
+
+        Returns:
+            The log holder's request limits; the defaults of
+            :class:`RelayLimits` when it does not publish them.
+
+        Raises:
+            DecodeError: the limits it sent are malformed.
+            UnavailableError: the other side is unreachable.
+        """
 
     # ----------------------------------------------------------- registry
     @abstractmethod
     async def create_account(self, genesis: bytes) -> bytes:
-        """Store an account's genesis entry; returns the account id (idempotent)."""
+        """Store an account's genesis entry (idempotent; needs no session).
+
+        Args:
+            genesis: The account's signed genesis registry entry (seq 0).
+
+        Returns:
+            The account id the entry names.
+
+        Raises:
+            VerificationError: the entry does not verify as a genesis entry
+                (e.g. :class:`~sddsf.errors.RegistryError` ``registry_invalid``,
+                :class:`~sddsf.errors.SignatureError`).
+            ConflictError: the account already exists with another genesis entry.
+            UnavailableError: the other side is unreachable.
+        """
 
     @abstractmethod
     async def registry(self, account_id: bytes, since: int = 0) -> list[bytes]:
-        """The account's registry entries from seq ``since`` (verify them)."""
+        """The account's registry entries from seq ``since`` (verify them).
+
+        Args:
+            account_id: The account whose registry to read.
+            since: The first seq wanted (0: from the genesis entry).
+
+        Returns:
+            The signed entries from ``since`` in seq order (unverified; empty
+            when there are none after the head).
+
+        Raises:
+            NotFoundError: no such account (asked from seq 0).
+            AuthorizationError: this device may not read the account's registry.
+            UnavailableError: the other side is unreachable.
+        """
 
     @abstractmethod
     async def append_registry(self, account_id: bytes, entry: bytes) -> int:
-        """Append a signed registry entry; returns the next seq.
+        """Append a signed registry entry (self-authenticating, idempotent).
+
+        Args:
+            account_id: The account whose registry the entry extends.
+            entry: The signed entry, at the registry's next seq.
+
+        Returns:
+            The registry's next seq after the entry.
 
         Raises:
-            RegistryError: ``registry_fork`` when another entry took that seq.
+            RegistryError: ``registry_fork`` when another entry took that seq;
+                ``registry_invalid`` when the entry does not apply.
+            VerificationError: the entry fails another check (a bad signature,
+                ``clock_skew`` for an entry dated too far from now).
+            ConflictError: a concurrent append took the seq, or a revocation's
+                cutoff is behind the log (pull, then revoke again).
+            NotFoundError: no such account.
+            UnavailableError: the other side is unreachable.
         """
 
     # ------------------------------------------------------------- spaces
     @abstractmethod
     async def spaces(self) -> list[SpaceInfo]:
-        """The account's spaces."""
+        """The account's spaces.
+
+        Returns:
+            Every space of this device's account (unverified).
+
+        Raises:
+            UnavailableError: the other side is unreachable.
+        """
 
     @abstractmethod
     async def create_space(self, space_id: bytes, key_package: bytes) -> SpaceInfo:
-        """Create a space with its epoch-0 key package (idempotent)."""
+        """Create a space with its epoch-0 key package (idempotent).
+
+        Args:
+            space_id: The new space's id (16 random bytes).
+            key_package: The space's signed epoch-0 key package.
+
+        Returns:
+            The space as stored.
+
+        Raises:
+            VerificationError: the key package does not verify against the
+                account's registry.
+            ConflictError: the space id belongs to another account.
+            AuthorizationError: this device may not write (``policy_read_only``,
+                ``revoked``).
+            UnavailableError: the other side is unreachable.
+        """
 
     @abstractmethod
     async def key_packages(self, space_id: bytes, since_epoch: int = 0) -> list[bytes]:
         """The space's key packages from ``since_epoch`` (verify them as a chain).
 
+        Args:
+            space_id: The space.
+            since_epoch: The first epoch wanted.
+
+        Returns:
+            The signed key packages in epoch order (unverified).
+
         Raises:
             NotFoundError: no such space for this account.
+            UnavailableError: the other side is unreachable.
         """
 
     @abstractmethod
     async def put_key_package(self, space_id: bytes, key_package: bytes) -> SpaceInfo:
-        """Open the next key epoch.
+        """Open the next key epoch (idempotent for the same package).
+
+        Args:
+            space_id: The space.
+            key_package: The signed package of the epoch after the current one.
+
+        Returns:
+            The space as stored afterwards (its ``epoch`` the new one).
 
         Raises:
-            ConflictError: another package holds that epoch.
+            ConflictError: another package holds that epoch, or it is not the
+                next epoch.
+            VerificationError: the package does not verify against the
+                registry and the previous package.
+            NotFoundError: no such space for this account.
+            AuthorizationError: this device may not write (``policy_read_only``,
+                ``revoked``).
+            UnavailableError: the other side is unreachable.
         """
 
     # ---------------------------------------------------------------- log
     @abstractmethod
     async def push(self, space_id: bytes, envelopes: Sequence[bytes]) -> PushResult:
-        """Append a batch of op envelopes; one acknowledgement per envelope, in
-        order. An envelope already logged is ``duplicate`` (idempotent); a
-        refused one is ``rejected`` with the rule's code. A batch larger than
-        :meth:`limits` allows is refused as a whole (``too_large``)."""
+        """Append a batch of op envelopes; one acknowledgement per envelope, in order.
+
+        An envelope already logged is ``duplicate`` (idempotent); a refused one
+        is ``rejected`` with the rule's code (a per-op refusal is an
+        acknowledgement, not an exception).
+
+        Args:
+            space_id: The space whose log to append to.
+            envelopes: Signed, encrypted op envelopes, each within
+                :attr:`RelayLimits.max_envelope`.
+
+        Returns:
+            The acknowledgements, in the order of ``envelopes``, and the signed
+            tree head their inclusion proofs are relative to (unverified).
+
+        Raises:
+            DecodeError: ``too_large`` when the batch is larger than
+                :meth:`limits` allows (refused as a whole).
+            AuthorizationError: this device may not write (``policy_read_only``,
+                ``revoked``).
+            NotFoundError: no such space for this account.
+            RateLimitedError: this device pushes faster than it may.
+            UnavailableError: the other side is unreachable.
+        """
 
     @abstractmethod
     async def pull(self, space_id: bytes, after: int = -1, limit: int = 500) -> PullPage:
         """At most ``limit`` entries with offsets greater than ``after``, in order,
         and the current signed tree head.
 
+        Args:
+            space_id: The space whose log to read.
+            after: The cursor: the offset of the last entry already held (-1:
+                from the start).
+            limit: The most entries wanted (the log holder may send fewer).
+
+        Returns:
+            The page (empty at the end of the log) and the signed tree head
+            (unverified).
+
         Raises:
             NotFoundError: no such space for this account.
+            UnavailableError: the other side is unreachable.
         """
 
     @abstractmethod
     async def tree_head(self, space_id: bytes) -> bytes:
-        """The space's current signed tree head."""
+        """The space's current signed tree head.
+
+        Args:
+            space_id: The space.
+
+        Returns:
+            The encoded signed tree head (unverified).
+
+        Raises:
+            NotFoundError: no such space for this account.
+            UnavailableError: the other side is unreachable.
+        """
 
     @abstractmethod
     async def inclusion_proof(self, space_id: bytes, index: int,
                               size: int | None = None) -> Proof:
-        """The inclusion proof of entry ``index`` in the log of ``size`` entries
-        (default: the current size)."""
+        """The inclusion proof of entry ``index`` in the log of ``size`` entries.
+
+        Args:
+            space_id: The space.
+            index: The entry's offset.
+            size: The log size the proof is relative to (default: the current size).
+
+        Returns:
+            The proof's hashes and the signed tree head of ``size`` (unverified).
+
+        Raises:
+            NotFoundError: no such space, or ``index`` is not below ``size``.
+            UnavailableError: the other side is unreachable.
+        """
 
     @abstractmethod
     async def consistency_proof(self, space_id: bytes, first: int,
                                 second: int | None = None) -> Proof:
-        """The consistency proof from size ``first`` to ``second`` (default: current)."""
+        """The consistency proof from size ``first`` to ``second``.
+
+        Args:
+            space_id: The space.
+            first: The older log size (at least 1).
+            second: The newer log size (default: the current size).
+
+        Returns:
+            The proof's hashes and the signed tree head of ``second`` (unverified).
+
+        Raises:
+            NotFoundError: no such space, or not ``1 <= first <= second <= size``.
+            UnavailableError: the other side is unreachable.
+        """
 
     @abstractmethod
     async def acknowledge(self, space_id: bytes, offset: int) -> AckResult:
         """Record that this device applied every entry up to ``offset`` (lets the
-        log holder prune under a corroborated snapshot)."""
+        log holder prune under a corroborated snapshot).
+
+        Args:
+            space_id: The space.
+            offset: The last offset this device applied.
+
+        Returns:
+            The stored acknowledgement and the offset below which envelopes are
+            now pruned.
+
+        Raises:
+            NotFoundError: no such space for this account.
+            UnavailableError: the other side is unreachable.
+        """
 
     # ---------------------------------------------------------- snapshots
     @abstractmethod
     async def get_snapshot(self, space_id: bytes, doc_id: bytes) -> SnapshotBlob:
         """The document's stored snapshot.
 
+        Args:
+            space_id: The space.
+            doc_id: The document (the space snapshot's reserved id for the
+                whole space).
+
+        Returns:
+            The stored blob (unverified) and the log offset it covers.
+
         Raises:
-            NotFoundError: there is none.
+            NotFoundError: there is none (or no such space).
+            UnavailableError: the other side is unreachable.
         """
 
     @abstractmethod
     async def put_snapshot(self, space_id: bytes, doc_id: bytes, covers_offset: int,
                            blob: bytes) -> int:
-        """Store a signed encrypted snapshot (or chunked manifest); returns the
-        stored cover offset."""
+        """Store a signed encrypted snapshot (or chunked manifest).
+
+        Args:
+            space_id: The space.
+            doc_id: The document the snapshot is of.
+            covers_offset: The last log offset the snapshot includes.
+            blob: The signed, encrypted snapshot or manifest.
+
+        Returns:
+            The stored cover offset.
+
+        Raises:
+            DecodeError: ``covers_offset`` is beyond the log, or the blob is
+                malformed.
+            AuthorizationError: the doc id is reserved, the snapshot is not
+                signed by this device, or this device may not write.
+            ConflictError: a space snapshot's root is not the log's root at its size.
+            ContextError: the snapshot belongs to another space.
+            NotFoundError: no such space, or a chunk the manifest names is not
+                uploaded yet.
+            UnavailableError: the other side is unreachable.
+        """
 
     @abstractmethod
     async def get_snapshot_chunk(self, space_id: bytes, chunk_id: bytes) -> bytes:
         """One chunk of a chunked snapshot (check it against its manifest).
 
+        Args:
+            space_id: The space.
+            chunk_id: The chunk's id (the hash of its bytes).
+
+        Returns:
+            The chunk's bytes (unverified).
+
         Raises:
             NotFoundError: no such chunk.
+            UnavailableError: the other side is unreachable.
         """
 
     @abstractmethod
     async def put_snapshot_chunk(self, space_id: bytes, chunk_id: bytes, blob: bytes) -> None:
-        """Store one chunk (upload every chunk before the manifest naming it)."""
+        """Store one chunk (upload every chunk before the manifest naming it).
+
+        Args:
+            space_id: The space.
+            chunk_id: The hash of ``blob``.
+            blob: The encrypted chunk.
+
+        Raises:
+            DecodeError: the chunk is too large, ``chunk_id`` is not its hash, or
+                the space holds as many unclaimed chunks as it may.
+            AuthorizationError: this device may not write.
+            NotFoundError: no such space for this account.
+            UnavailableError: the other side is unreachable.
+        """
 
     @abstractmethod
     async def attest_snapshot(self, space_id: bytes, doc_id: bytes, attestation: bytes) -> None:
         """Store this device's signed verdict on the document's current snapshot.
 
+        Args:
+            space_id: The space.
+            doc_id: The document (attestations are about the whole-space snapshot).
+            attestation: This device's signed verdict.
+
         Raises:
             ConflictError: the snapshot it names was replaced meanwhile.
+            AuthorizationError: the attestation is not this device's own, or
+                this device may not write.
+            ContextError: the attestation is about another document.
+            NotFoundError: no such space, or ``doc_id`` is not the whole-space
+                snapshot's.
+            UnavailableError: the other side is unreachable.
         """
 
     @abstractmethod
     async def snapshot_attestations(self, space_id: bytes, doc_id: bytes) -> Attestations:
-        """The verdicts stored about the document's current snapshot."""
+        """The verdicts stored about the document's current snapshot.
+
+        Args:
+            space_id: The space.
+            doc_id: The document (the whole-space snapshot's id).
+
+        Returns:
+            The current snapshot's id (None when there is none) and the signed
+            verdicts about it (unverified).
+
+        Raises:
+            NotFoundError: no such space, or ``doc_id`` is not the whole-space
+                snapshot's.
+            UnavailableError: the other side is unreachable.
+        """
 
     # --------------------------------------------------------------- live
     @abstractmethod
     def subscribe(self, space_ids: Sequence[bytes]) -> AsyncIterator[Notification]:
         """Live notifications for the spaces, until the caller stops iterating or
-        the connection ends (then the iterator ends or raises
-        :class:`~sddsf.errors.UnavailableError`). First one
-        :class:`SubscribedNotice` per space, then :class:`OpNotice` per appended
-        entry (hints only: pull and verify) and :class:`ResyncNotice` when some
-        were dropped."""
+        the connection ends.
+
+        Args:
+            space_ids: The spaces to follow.
+
+        Returns:
+            An async iterator of notifications: first one
+            :class:`SubscribedNotice` per space, then an :class:`OpNotice` per
+            appended entry (hints only: pull and verify) and a
+            :class:`ResyncNotice` when some were dropped. It ends, or raises,
+            when the connection ends.
+
+        Raises:
+            UnavailableError: (while iterating) the connection could not be
+                opened, or it ended abnormally (as when the other side closes
+                the channel of a device it revoked or denied).
+            NotFoundError: (while iterating) a space is not this account's.
+            AuthorizationError: (while iterating) the device may not read
+                (revoked, denied), where the implementation can tell so.
+        """
 
     @abstractmethod
     async def aclose(self) -> None:
-        """Release connections; the transport is not used afterwards."""
+        """Release connections; the transport is not used afterwards.
+
+        Raises:
+            Nothing of its own.
+        """

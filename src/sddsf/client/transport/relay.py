@@ -33,14 +33,24 @@ from sddsf.client.transport.base import (
 from sddsf.errors import DecodeError, SddsfError, UnavailableError, error_from_wire
 from sddsf.wire import b64, unb64
 
-__all__ = ["RelayTransport", "space_info"]
+__all__ = ["RelayTransport"]
 
 #: The largest live frame accepted (the relay's own bound on what it sends).
 MAX_FRAME = 1 << 20
 
 
 def space_info(raw: dict[str, object]) -> SpaceInfo:
-    """A relay ``SpaceOut`` JSON object as a :class:`SpaceInfo`."""
+    """A relay ``SpaceOut`` JSON object as a :class:`SpaceInfo`.
+
+    Args:
+        raw: The decoded JSON object.
+
+    Returns:
+        The space it describes.
+
+    Raises:
+        DecodeError: a field is missing or malformed.
+    """
     try:
         return SpaceInfo(unb64(str(raw["space_id"]), "space_id"), int(str(raw["size"])),
                          unb64(str(raw["root"]), "root"), int(str(raw["epoch"])))
@@ -50,6 +60,35 @@ def space_info(raw: dict[str, object]) -> SpaceInfo:
 
 class RelayTransport(Transport):
     """A device's connection to one relay (see the module docstring).
+
+    Each method keeps the contract of :class:`~sddsf.client.transport.base.Transport`
+    (its docstrings are inherited) and is one relay request, through the
+    client (which retries what may be retried, opens the session again once
+    when the relay forgot it, and turns each error answer into the
+    :class:`~sddsf.errors.SddsfError` of its code):
+
+    * ``open_session``: ``POST /v1/auth/challenge``, then ``POST /v1/auth/session``
+    * ``limits``: ``GET /v1/limits`` (defaults for a relay without it)
+    * ``create_account``: ``POST /v1/accounts``
+    * ``registry``: ``GET /v1/accounts/{id}/registry``, signed by the device key
+    * ``append_registry``: ``POST /v1/accounts/{id}/registry``
+    * ``spaces``: ``GET /v1/spaces``
+    * ``create_space``: ``POST /v1/spaces``
+    * ``key_packages``: ``GET /v1/spaces/{id}/keys``
+    * ``put_key_package``: ``POST /v1/spaces/{id}/keys``
+    * ``push``: ``POST /v1/spaces/{id}/ops``, with inclusion proofs
+    * ``pull``: ``GET /v1/spaces/{id}/ops``
+    * ``tree_head``: ``GET /v1/spaces/{id}/tree-head``
+    * ``inclusion_proof``: ``GET /v1/spaces/{id}/proofs/inclusion``
+    * ``consistency_proof``: ``GET /v1/spaces/{id}/proofs/consistency``
+    * ``acknowledge``: ``POST /v1/spaces/{id}/ack``
+    * ``get_snapshot``: ``GET /v1/spaces/{id}/docs/{doc}/snapshot``
+    * ``put_snapshot``: ``PUT /v1/spaces/{id}/docs/{doc}/snapshot``
+    * ``get_snapshot_chunk``: ``GET /v1/spaces/{id}/snapshot-chunks/{chunk}``
+    * ``put_snapshot_chunk``: ``PUT /v1/spaces/{id}/snapshot-chunks/{chunk}``
+    * ``attest_snapshot``: ``POST /v1/spaces/{id}/docs/{doc}/snapshot/attestations``
+    * ``snapshot_attestations``: ``GET /v1/spaces/{id}/docs/{doc}/snapshot/attestations``
+    * ``subscribe``: ``POST /v1/ws/ticket``, then a WebSocket on ``/v1/ws``
 
     Args:
         client: the relay client (owned: :meth:`aclose` closes it).
@@ -62,11 +101,9 @@ class RelayTransport(Transport):
 
     @property
     def relay_id(self) -> bytes | None:
-        """The relay key learnt at the last session opening."""
         return self.client.relay_id
 
     async def open_session(self) -> SessionInfo:
-        """Open a session unless one is open (single flight, see RelayClient)."""
         await self.client.session_token()
         rid = self.client.relay_id
         if rid is None:  # pragma: no cover - a session opening learns it
@@ -74,101 +111,104 @@ class RelayTransport(Transport):
         return SessionInfo(rid, self.client.session_expires_ms)
 
     def forget_session(self) -> None:
-        """Drop the session."""
         self.client.forget_session()
 
     async def limits(self) -> RelayLimits:
-        """``GET /v1/limits`` (defaults for a relay without it)."""
         return await self.client.limits()
 
     async def create_account(self, genesis: bytes) -> bytes:
-        """``POST /v1/accounts``."""
         return await self.client.create_account(genesis)
 
     async def registry(self, account_id: bytes, since: int = 0) -> list[bytes]:
-        """``GET /v1/accounts/{id}/registry``, signed by the device key."""
         return await self.client.registry(account_id, since)
 
     async def append_registry(self, account_id: bytes, entry: bytes) -> int:
-        """``POST /v1/accounts/{id}/registry``."""
         return await self.client.append_registry(account_id, entry)
 
     async def spaces(self) -> list[SpaceInfo]:
-        """``GET /v1/spaces``."""
         return [space_info(s) for s in await self.client.list_spaces()]
 
     async def create_space(self, space_id: bytes, key_package: bytes) -> SpaceInfo:
-        """``POST /v1/spaces``."""
         return space_info(await self.client.create_space(space_id, key_package))
 
     async def key_packages(self, space_id: bytes, since_epoch: int = 0) -> list[bytes]:
-        """``GET /v1/spaces/{id}/keys``."""
         return await self.client.key_packages(space_id, since_epoch)
 
     async def put_key_package(self, space_id: bytes, key_package: bytes) -> SpaceInfo:
-        """``POST /v1/spaces/{id}/keys``."""
         return space_info(await self.client.put_key_package(space_id, key_package))
 
     async def push(self, space_id: bytes, envelopes: Sequence[bytes]) -> PushResult:
-        """``POST /v1/spaces/{id}/ops`` with inclusion proofs."""
         results, head = await self.client.upload(space_id, envelopes)
         return PushResult(tuple(results), head)
 
     async def pull(self, space_id: bytes, after: int = -1, limit: int = 500) -> PullPage:
-        """``GET /v1/spaces/{id}/ops``."""
         ops, head = await self.client.pull(space_id, after=after, limit=limit)
         return PullPage(tuple(ops), head)
 
     async def tree_head(self, space_id: bytes) -> bytes:
-        """``GET /v1/spaces/{id}/tree-head``."""
         return await self.client.tree_head(space_id)
 
     async def inclusion_proof(self, space_id: bytes, index: int,
                               size: int | None = None) -> Proof:
-        """``GET /v1/spaces/{id}/proofs/inclusion``."""
         hashes, head = await self.client.inclusion_proof(space_id, index, size)
         return Proof(tuple(hashes), head)
 
     async def consistency_proof(self, space_id: bytes, first: int,
                                 second: int | None = None) -> Proof:
-        """``GET /v1/spaces/{id}/proofs/consistency``."""
         hashes, head = await self.client.consistency_proof(space_id, first, second)
         return Proof(tuple(hashes), head)
 
     async def acknowledge(self, space_id: bytes, offset: int) -> AckResult:
-        """``POST /v1/spaces/{id}/ack``."""
         acked, pruned = await self.client.acknowledge(space_id, offset)
         return AckResult(acked, pruned)
 
     async def get_snapshot(self, space_id: bytes, doc_id: bytes) -> SnapshotBlob:
-        """``GET .../docs/{doc}/snapshot``."""
         covers, blob = await self.client.get_snapshot(space_id, doc_id)
         return SnapshotBlob(covers, blob)
 
     async def put_snapshot(self, space_id: bytes, doc_id: bytes, covers_offset: int,
                            blob: bytes) -> int:
-        """``PUT .../docs/{doc}/snapshot``."""
         return await self.client.put_snapshot(space_id, doc_id, covers_offset, blob)
 
     async def get_snapshot_chunk(self, space_id: bytes, chunk_id: bytes) -> bytes:
-        """``GET .../snapshot-chunks/{chunk}``."""
         return await self.client.get_snapshot_chunk(space_id, chunk_id)
 
     async def put_snapshot_chunk(self, space_id: bytes, chunk_id: bytes, blob: bytes) -> None:
-        """``PUT .../snapshot-chunks/{chunk}``."""
         await self.client.put_snapshot_chunk(space_id, chunk_id, blob)
 
     async def attest_snapshot(self, space_id: bytes, doc_id: bytes, attestation: bytes) -> None:
-        """``POST .../snapshot/attestations``."""
         await self.client.attest_snapshot(space_id, doc_id, attestation)
 
     async def snapshot_attestations(self, space_id: bytes, doc_id: bytes) -> Attestations:
-        """``GET .../snapshot/attestations``."""
         sid, raws = await self.client.snapshot_attestations(space_id, doc_id)
         return Attestations(sid, tuple(raws))
 
     async def subscribe(self, space_ids: Sequence[bytes]) -> AsyncIterator[Notification]:
-        """A WebSocket on ``/v1/ws`` (ticket from ``POST /v1/ws/ticket``)."""
+        """Follow the spaces over a WebSocket on ``/v1/ws``.
+
+        The socket is opened with a single-use ticket (``POST /v1/ws/ticket``,
+        which needs a session) when iteration starts; then one ``subscribe``
+        frame is sent per space. Frames of kinds a device ignores (alerts) are
+        skipped; a frame larger than ``MAX_FRAME`` (1 MiB) ends the channel.
+
+        Args:
+            space_ids: The spaces to follow.
+
+        Yields:
+            One :class:`~sddsf.client.transport.base.SubscribedNotice` per space,
+            then an :class:`~sddsf.client.transport.base.OpNotice` per appended
+            entry (a hint: pull and verify it) and a
+            :class:`~sddsf.client.transport.base.ResyncNotice` when the relay
+            dropped some. The iteration ends when the relay closes the socket
+            normally.
+
+        Raises:
+            UnavailableError: the socket could not be opened or ended abnormally
+                (the relay closes a revoked or denied device's socket so).
+            SddsfError: the relay sent an error frame (the class of its code, e.g.
+                ``NotFoundError`` for a space that is not this account's).
+            DecodeError: the relay sent a malformed frame.
+        """
         ticket = b64(await self.client.ws_ticket())
         url = self.base_url.replace("http://", "ws://", 1).replace("https://", "wss://", 1)
         try:
@@ -185,7 +225,6 @@ class RelayTransport(Transport):
                                    f"ended ({type(exc).__name__})") from None
 
     async def aclose(self) -> None:
-        """Close the HTTP connection pool."""
         await self.client.aclose()
 
 
