@@ -31,9 +31,9 @@ from sddsf.client.transport.base import (
     ResyncNotice,
     SubscribedNotice,
 )
-from sddsf.client.transport.relay import RelayTransport
+from sddsf.client.transport.relay import RelayTransport, live_closed
 from sddsf.crypto import Ed25519SigningKey, random_bytes
-from sddsf.errors import AuthorizationError, UnavailableError
+from sddsf.errors import Code, UnavailableError
 from sddsf.protocol.identity import DeviceKeys
 from sddsf.relay.app import create_app
 from sddsf.relay.deps import RelayContext
@@ -143,7 +143,7 @@ class MemoryTransport(RelayTransport):
         ctx = self.relay.context
         registry = await ctx.fabric.registries.get(account_id)
         if not registry.is_active(device.device_id):
-            raise AuthorizationError("this device has been revoked")
+            raise live_closed(Code.REVOKED.value)
         sub = Subscriber(account_id, device.device_id, ctx.settings.ws_queue_max)
         ctx.hub.add(sub)
         try:
@@ -156,8 +156,8 @@ class MemoryTransport(RelayTransport):
             while True:
                 message = await sub.next_message()
                 kind, space_raw = message.get("type"), message.get("space")
-                if kind == "close":
-                    return
+                if kind == "close":  # the relay closes a revoked or denied device's channel
+                    raise live_closed(str(message.get("reason", "")))
                 if not isinstance(space_raw, bytes):
                     continue  # an account-wide message (alerts): not a log hint
                 if kind == "op" and isinstance(message.get("offset"), int):

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 from sddsf.client.transport.base import OpNotice, SubscribedNotice, Transport
 from sddsf.crypto import Ed25519PublicKey, random_bytes
-from sddsf.errors import Code, NotFoundError, SddsfError
+from sddsf.errors import AuthorizationError, Code, NotFoundError, SddsfError
 from sddsf.protocol import keypackage as kp
 from sddsf.protocol import merkle
 from sddsf.protocol import registry as reg
@@ -248,7 +248,44 @@ async def check_errors_are_typed(factory: TransportFactory) -> None:
         await a.transport.aclose()
 
 
+async def check_revocation_ends_a_subscription(factory: TransportFactory) -> None:
+    """A device revoked while subscribed: its live channel ends with
+    ``AuthorizationError`` (code ``revoked``), the same on every transport, so the
+    engine tells a revocation from a network failure and stops retrying."""
+    a = await new_account(factory)
+    other = DeviceKeys.from_seeds(random_bytes(32), random_bytes(32))
+    state = reg.verify_registry([a.genesis], pinned=a.account.public)
+    added = reg.add_device(state, a.device, other, "revoked-later", _now_ms())
+    await a.transport.append_registry(a.account.account_id, added)
+    state = state.apply(added)
+    theirs = await factory(other, a.account.account_id)
+    live = theirs.subscribe([a.space_id])
+    try:
+        first = await asyncio.wait_for(anext(live), LIVE_TIMEOUT_S)
+        _expect(isinstance(first, SubscribedNotice), "a subscription")
+        revoke = reg.revoke_device(state, a.device, other.device_id, "lost", _now_ms())
+        await a.transport.append_registry(a.account.account_id, revoke)
+        try:
+            while True:  # notices before the close are allowed; the end is not
+                await asyncio.wait_for(anext(live), LIVE_TIMEOUT_S)
+        except AuthorizationError as exc:
+            _expect(exc.code is Code.REVOKED, f"the code revoked, not {exc.code.value}")
+        except StopAsyncIteration:
+            raise AssertionError("transport contract: expected the revoked device's "
+                                 "subscription to end with AuthorizationError, not "
+                                 "a normal end") from None
+        except SddsfError as exc:
+            raise AssertionError(f"transport contract: expected AuthorizationError "
+                                 f"[revoked], got {type(exc).__name__} "
+                                 f"[{exc.code.value}]") from None
+    finally:
+        await live.aclose()  # type: ignore[attr-defined]
+        await theirs.aclose()
+        await a.transport.aclose()
+
+
 #: Every check of the contract, in the order a reader meets the clauses.
 CHECKS = (check_session_single_flight, check_registry_and_key_packages,
           check_push_is_idempotent, check_pull_order_and_cursor, check_proofs_verify,
-          check_subscribe_delivers_a_pushed_op, check_errors_are_typed)
+          check_subscribe_delivers_a_pushed_op, check_errors_are_typed,
+          check_revocation_ends_a_subscription)

@@ -30,10 +30,17 @@ from sddsf.client.transport.base import (
     SubscribedNotice,
     Transport,
 )
-from sddsf.errors import DecodeError, SddsfError, UnavailableError, error_from_wire
+from sddsf.errors import (
+    AuthorizationError,
+    Code,
+    DecodeError,
+    SddsfError,
+    UnavailableError,
+    error_from_wire,
+)
 from sddsf.wire import b64, unb64
 
-__all__ = ["RelayTransport"]
+__all__ = ["RelayTransport", "live_closed"]
 
 #: The largest live frame accepted (the relay's own bound on what it sends).
 MAX_FRAME = 1 << 20
@@ -203,8 +210,9 @@ class RelayTransport(Transport):
             normally.
 
         Raises:
-            UnavailableError: the socket could not be opened or ended abnormally
-                (the relay closes a revoked or denied device's socket so).
+            AuthorizationError: the relay closed the channel because this device
+                may no longer read (code ``revoked`` or ``policy_denied``).
+            UnavailableError: the socket could not be opened or ended abnormally.
             SddsfError: the relay sent an error frame (the class of its code, e.g.
                 ``NotFoundError`` for a space that is not this account's).
             DecodeError: the relay sent a malformed frame.
@@ -220,12 +228,43 @@ class RelayTransport(Transport):
                     notice = notification(frame)
                     if notice is not None:
                         yield notice
+        except websockets.ConnectionClosed as exc:
+            if exc.rcvd is not None and exc.rcvd.code == _CLOSED_FOR_DEVICE:
+                raise live_closed(exc.rcvd.reason) from None
+            raise UnavailableError(f"the live channel to the relay at {self.base_url} "
+                                   f"ended ({type(exc).__name__})") from None
         except (OSError, websockets.WebSocketException) as exc:
             raise UnavailableError(f"the live channel to the relay at {self.base_url} "
                                    f"ended ({type(exc).__name__})") from None
 
     async def aclose(self) -> None:
         await self.client.aclose()
+
+
+#: The close code of a live channel the relay ends because the device may no
+#: longer read (revoked, denied by the controller); the reason is the error code.
+_CLOSED_FOR_DEVICE = 4403
+
+
+def live_closed(reason: str) -> SddsfError:
+    """The error a live channel closed for this device ends with (every transport).
+
+    Args:
+        reason: the relay's reason: a stable error code (``revoked``,
+            ``policy_denied``) or free text.
+
+    Returns:
+        The typed error of that code when it is an authorization code, else an
+        ``AuthorizationError`` (``revoked``) naming the reason.
+
+    Raises:
+        Nothing of its own.
+    """
+    error = error_from_wire(reason, f"the relay closed this device's live channel: {reason}")
+    if isinstance(error, AuthorizationError):
+        return error
+    return AuthorizationError(f"the relay closed this device's live channel ({reason})",
+                              Code.REVOKED)
 
 
 def notification(frame: str | bytes) -> Notification | None:
