@@ -61,7 +61,8 @@ async def test_a_report_receipt_is_typed(account: Account) -> None:
     assert isinstance(receipt.audit_seq, int) and isinstance(receipt.entry, bytes)
     assert isinstance(receipt.proof, Proof) and isinstance(receipt.proof.tree_head, bytes)
     assert all(isinstance(h, bytes) for h in receipt.proof.hashes)
-    again = await account.posture(0)  # the same posture again: stored, not logged
+    account.clock.now += 1  # a new report (a copy would be a replay)...
+    again = await account.posture(0)  # ...of the same posture: stored, not logged
     assert (again.stored, again.audit_seq, again.entry, again.proof) == (True, None, None, None)
 
 
@@ -136,6 +137,12 @@ def _without(d: dict[str, object], key: str) -> dict[str, object]:
 
 
 Call = Callable[[RelayClient, Account], Awaitable[object]]
+
+
+def _submit(client: RelayClient, a: Account) -> Awaitable[object]:
+    return client.submit_report(a.aid, a.posture_report(0))
+
+
 # (what, method, path (with {space} / {account} / {alert}), answer, the call)
 MALFORMED: list[tuple[str, str, str, object, Call]] = [
     ("space without root", "POST", "/v1/spaces", _without(_SPACE, "root"),
@@ -152,12 +159,12 @@ MALFORMED: list[tuple[str, str, str, object, Call]] = [
      {**_SPACE, "space_id": "!!"},
      lambda c, a: c.put_key_package(a.world.space, a.world.key_package())),
     ("receipt without stored", "POST", "/v1/accounts/{account}/reports", {"kind": "posture"},
-     lambda c, a: c.submit_report(a.aid, a.posture_report(0))),
+     _submit),
     ("receipt seq as text", "POST", "/v1/accounts/{account}/reports",
-     {"kind": "posture", "stored": True, "audit_seq": "3"}, lambda c, a: c.submit_report(a.aid, a.posture_report(0))),
+     {"kind": "posture", "stored": True, "audit_seq": "3"}, _submit),
     ("receipt proof not an object", "POST", "/v1/accounts/{account}/reports",
      {"kind": "posture", "stored": True, "audit_seq": 3, "entry": _B, "proof": [1]},
-     lambda c, a: c.submit_report(a.aid, a.posture_report(0))),
+     _submit),
     ("trust score as text", "GET", "/v1/controller/devices",
      {"devices": [{**_TRUST, "score": "90"}]}, lambda c, a: c.device_trust()),
     ("factor without points", "GET", "/v1/controller/devices",

@@ -32,18 +32,18 @@ def test_checked_modules_have_complete_docstrings(api_reference: ModuleType) -> 
             "sddsf.client.vault", "sddsf.client.events", "sddsf.client.live",
             "sddsf.sync_api", "sddsf.client.store", "sddsf.client.sqlite_store",
             "sddsf.client.memory_store", "sddsf.client.keystore",
-            "sddsf.client.bridge"} <= set(checked)
+            "sddsf.client.bridge", "sddsf.client.results"} <= set(checked)
     assert api_reference.check_docstrings(checked) == []
 
 
 def test_public_modules_come_in_reading_order(api_reference: ModuleType) -> None:
     # The index lists them in this order: the facade, the application API (device,
-    # live documents, events, the blocking API), background sync, documents,
-    # storage, the bridge, and the exception tree last.
+    # live documents, events, the blocking API), background sync, the relay's
+    # typed answers, documents, storage, the bridge, and the exception tree last.
     assert api_reference.PUBLIC_MODULES == (
         "sddsf", "sddsf.client.device", "sddsf.client.live", "sddsf.client.events",
-        "sddsf.sync_api", "sddsf.client.runner", "sddsf.client.retry", "sddsf.client.kv",
-        "sddsf.client.vault", "sddsf.client.store", "sddsf.client.sqlite_store",
+        "sddsf.sync_api", "sddsf.client.runner", "sddsf.client.results", "sddsf.client.retry",
+        "sddsf.client.kv", "sddsf.client.vault", "sddsf.client.store", "sddsf.client.sqlite_store",
         "sddsf.client.memory_store", "sddsf.client.keystore", "sddsf.client.bridge",
         "sddsf.errors")
 

@@ -95,11 +95,11 @@ class RelayTransport(Transport):
 
     async def spaces(self) -> list[SpaceInfo]:
         """``GET /v1/spaces``."""
-        return [space_info(s) for s in await self.client.list_spaces()]
+        return await self.client.list_spaces()
 
     async def create_space(self, space_id: bytes, key_package: bytes) -> SpaceInfo:
         """``POST /v1/spaces``."""
-        return space_info(await self.client.create_space(space_id, key_package))
+        return await self.client.create_space(space_id, key_package)
 
     async def key_packages(self, space_id: bytes, since_epoch: int = 0) -> list[bytes]:
         """``GET /v1/spaces/{id}/keys``."""
@@ -107,7 +107,7 @@ class RelayTransport(Transport):
 
     async def put_key_package(self, space_id: bytes, key_package: bytes) -> SpaceInfo:
         """``POST /v1/spaces/{id}/keys``."""
-        return space_info(await self.client.put_key_package(space_id, key_package))
+        return await self.client.put_key_package(space_id, key_package)
 
     async def push(self, space_id: bytes, envelopes: Sequence[bytes]) -> PushResult:
         """``POST /v1/spaces/{id}/ops`` with inclusion proofs."""
