@@ -146,8 +146,8 @@ async def test_the_owner_lifts_the_quarantine_of_the_only_device_with_the_accoun
         with pytest.raises(AuthorizationError, match="about itself"):
             await device.ack_alert(alert_id)  # a device still cannot clear its own alert
         acked = await device.ack_alerts_as_account(world.account, [alert_id])
-        assert [a["alert_id"] for a in acked] == [b64(alert_id)]
-        assert acked[0]["acked_by"] == b64(world.account.account_id)
+        assert [a.alert_id for a in acked] == [alert_id]
+        assert acked[0].acked_by == world.account.account_id
         results, _ = await device.upload(world.space, [world.op(0).raw])
         assert results[0].status == "accepted"
         # an acknowledgement of this account's alerts signed by another key is refused

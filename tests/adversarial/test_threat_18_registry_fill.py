@@ -74,7 +74,7 @@ async def check_owner_wins(owner: Device, thief: Device, secret: bytes, home: Pa
         f"the thief added {accepted} devices before being stopped ({refusal})")
     assert refusal.code in (Code.REGISTRY_INVALID, Code.RATE_LIMITED), refusal
     alerts = await owner.relay.alerts(include_acked=True)
-    assert {a["rule"] for a in alerts} & ADD_ALERTS, alerts
+    assert {a.rule for a in alerts} & ADD_ALERTS, alerts
     return await recover_and_evict(thief, secret, home, transport=transport, clock=clock)
 
 

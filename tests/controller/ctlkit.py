@@ -13,6 +13,8 @@ import httpx
 from relaykit import Clock, World, client_for, make_app
 
 from sddsf.client.relay_client import RelayClient
+from sddsf.client.results import ReportReceipt
+from sddsf.client.transport.base import SpaceInfo
 from sddsf.crypto import random_bytes
 from sddsf.protocol import auth
 from sddsf.protocol.posture import Posture, ReportKind, sign_report
@@ -39,6 +41,8 @@ class Account:
     clock: Clock
     world: World = field(default_factory=World)
     clients: list[RelayClient] = field(default_factory=list)
+    #: The relay's answer to the space :meth:`start` created.
+    created: SpaceInfo | None = None
 
     @property
     def aid(self) -> bytes:
@@ -60,15 +64,18 @@ class Account:
         for i in range(1, devices):
             await self.clients[0].append_registry(self.aid,
                                                   self.world.add_device(i, self.clock.now))
-        await self.clients[0].create_space(self.world.space, self.world.key_package())
+        self.created = await self.clients[0].create_space(self.world.space,
+                                                          self.world.key_package())
         return self
 
-    async def posture(self, i: int, posture: Posture = GOOD) -> dict[str, Any]:
-        report = sign_report(self.world.devices[i], self.aid, ReportKind.POSTURE,
-                             posture.to_data(), self.clock.now)
-        return await self.clients[i].submit_report(self.aid, report)
+    def posture_report(self, i: int, posture: Posture = GOOD) -> bytes:
+        return sign_report(self.world.devices[i], self.aid, ReportKind.POSTURE,
+                           posture.to_data(), self.clock.now)
 
-    async def report(self, i: int, kind: ReportKind, data: dict[str, object]) -> dict[str, Any]:
+    async def posture(self, i: int, posture: Posture = GOOD) -> ReportReceipt:
+        return await self.clients[i].submit_report(self.aid, self.posture_report(i, posture))
+
+    async def report(self, i: int, kind: ReportKind, data: dict[str, object]) -> ReportReceipt:
         report = sign_report(self.world.devices[i], self.aid, kind, data, self.clock.now)
         return await self.clients[i].submit_report(self.aid, report)
 

@@ -16,7 +16,6 @@ from sddsf.protocol import registry as reg
 from sddsf.protocol.audit import AuditKind, decode_entry
 from sddsf.protocol.identity import DeviceKeys
 from sddsf.protocol.posture import ReportKind
-from sddsf.wire import b64
 
 POLICY = """
 [detectors]
@@ -72,7 +71,7 @@ async def test_signature_failure_burst_quarantines_until_acknowledged(account: A
     with pytest.raises(AuthorizationError):
         await a.client(1).ack_alert(alert.alert_id)
     acked = await a.client(0).ack_alert(alert.alert_id)
-    assert acked["acked_by"] == b64(a.device_id(0))
+    assert acked.acked_by == a.device_id(0)
     results, _ = await a.client(1).upload(a.world.space, [held.raw])
     assert results[0].status == "accepted"
 
@@ -93,7 +92,7 @@ async def test_deletion_burst_from_the_devices_that_saw_the_tombstones(account: 
     a = account
     subject = a.device_id(1)
     out = await a.report(0, ReportKind.TOMBSTONES, {"subject": subject, "count": 2, "since": 0})
-    assert out["audit_seq"] is not None
+    assert out.audit_seq is not None
     assert "deletion_burst" not in [r for r, _ in await a.rules()]
     await a.report(2, ReportKind.TOMBSTONES, {"subject": subject, "count": 2, "since": 0})
     assert ("deletion_burst", subject) in await a.rules()

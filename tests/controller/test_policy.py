@@ -47,16 +47,16 @@ async def test_posture_drop_read_only_then_denied_then_restored(tmp_path: Path) 
 
         clock.now += 1
         weak = replace(GOOD, key_storage="plaintext", rooted="unknown")  # 100 - 25 - 5
-        assert (await a.posture(1, weak))["audit_seq"] is not None
+        assert (await a.posture(1, weak)).audit_seq is not None
         held = a.world.op(1, ts=clock.now)
         with pytest.raises(AuthorizationError) as refused:
             await a.client(1).upload(a.world.space, [held.raw])
         assert refused.value.code is Code.POLICY_READ_ONLY
         ops, _ = await a.client(1).pull(a.world.space)  # may pull
         assert len(ops) == 1
-        [me] = [d for d in await a.client(0).device_trust() if d["name"] == "dev1"]
-        assert (me["score"], me["access"]) == (70, "read_only")
-        assert {f["name"] for f in me["factors"]} == {"key_storage", "rooted"}
+        [me] = [d for d in await a.client(0).device_trust() if d.name == "dev1"]
+        assert (me.score, me.access) == (70, "read_only")
+        assert {f.name for f in me.factors} == {"key_storage", "rooted"}
 
         clock.now += 1
         await a.posture(1, replace(weak, rooted="yes"))  # 100 - 25 - 45
@@ -97,13 +97,13 @@ async def test_a_repeated_posture_is_not_news_and_an_older_one_is_ignored(tmp_pa
     a = await Account(app, storage, clock).start(1)
     try:
         first = await a.posture(0, GOOD)
-        assert first["stored"] and first["audit_seq"] is not None
+        assert first.stored and first.audit_seq is not None
         clock.now += 1
         again = await a.posture(0, GOOD)
-        assert again["stored"] and again["audit_seq"] is None
+        assert again.stored and again.audit_seq is None
         clock.now -= 10
         older = await a.posture(0, replace(GOOD, rooted="yes"))
-        assert not older["stored"]
+        assert not older.stored
         assert (await a.controller.trust(a.aid, a.device_id(0))).access.value == "full"
     finally:
         await a.close()

@@ -36,13 +36,15 @@ def test_checked_modules_have_complete_docstrings(api_reference: ModuleType) -> 
 
 def test_public_modules_come_in_reading_order(api_reference: ModuleType) -> None:
     # The index lists them in this order: the facade, the application API (device,
-    # live documents, events, the blocking API), background sync and the transports
-    # it runs over, documents, storage, the bridge, and the exception tree last.
+    # live documents, events, the blocking API), background sync, the transports it
+    # runs over and the relay's typed answers, documents, storage, the bridge, and
+    # the exception tree last.
     assert api_reference.PUBLIC_MODULES == (
         "sddsf", "sddsf.client.device", "sddsf.client.live", "sddsf.client.events",
         "sddsf.sync_api", "sddsf.client.runner", "sddsf.client.transport.base",
-        "sddsf.client.transport.relay", "sddsf.client.retry", "sddsf.client.kv",
-        "sddsf.client.vault", "sddsf.client.store", "sddsf.client.sqlite_store",
+        "sddsf.client.transport.relay", "sddsf.client.results", "sddsf.client.retry",
+        "sddsf.client.kv", "sddsf.client.vault", "sddsf.client.store",
+        "sddsf.client.sqlite_store",
         "sddsf.client.memory_store", "sddsf.client.keystore", "sddsf.client.bridge",
         "sddsf.errors")
 

@@ -13,9 +13,10 @@ from sddsf.cli.output import JSON_HELP, Out, iso_time
 from sddsf.cli.recovery_cmds import _account_secret
 from sddsf.client.controller import verify_audit
 from sddsf.client.device import Device
+from sddsf.client.results import Alert, DeviceTrust
 from sddsf.errors import AuthorizationError, Code, UsageError
 from sddsf.protocol.identity import AccountKeys, fingerprint
-from sddsf.wire import unb64
+from sddsf.wire import b64
 
 __all__ = ["register"]
 
@@ -58,13 +59,15 @@ def alerts(ctx: click.Context, as_json: bool, include_acked: bool, ack_id: str |
         raise UsageError("--ack all needs the account key: add --phrase")
 
     async def go(d: Device) -> tuple[list[dict[str, Any]], _View]:
+        # The rows are built here from the typed alerts: the --json shape is the CLI's.
         try:
             await d.refresh_registry()
         except AuthorizationError as exc:
             # A denied device can still acknowledge with the account key.
             if not by_account or exc.code is not Code.POLICY_DENIED:
                 raise
-        acked: list[dict[str, Any]] = []
+        acked: list[Alert] = []
+        trust: list[DeviceTrust]
         if ack_id and by_account:
             account = AccountKeys.from_secret(_account_secret(d.account.account_id,
                                                               phrase_file))
@@ -79,9 +82,9 @@ def alerts(ctx: click.Context, as_json: bool, include_acked: bool, ack_id: str |
             if not acked:
                 raise
             raw, trust = acked, []  # still denied for other reasons: show what was done
-        mine = next((t for t in trust if unb64(t["device_id"]) == d.device_id), None)
+        mine = next((t for t in trust if t.device_id == d.device_id), None)
         state = d.registry()
-        view = _View(d.device_id.hex(), mine["access"] if mine else None,
+        view = _View(d.device_id.hex(), mine.access if mine else None,
                      {r.device_id.hex() for r in state.active_devices()})
         return [_row(a, _names(d)) for a in raw], view
 
@@ -101,15 +104,15 @@ def alerts(ctx: click.Context, as_json: bool, include_acked: bool, ack_id: str |
     _emit(rows, as_json, render)
 
 
-def _row(a: dict[str, Any], names: dict[bytes, str]) -> dict[str, Any]:
-    about = unb64(a["device"])
-    return {"id": unb64(a["alert_id"]).hex(), "rule": a["rule"], "severity": a["severity"],
-            "message": a["message"], "device": about.hex() or None,
+def _row(a: Alert, names: dict[bytes, str]) -> dict[str, Any]:
+    about = a.device_id
+    return {"id": a.alert_id.hex(), "rule": a.rule, "severity": a.severity,
+            "message": a.message, "device": about.hex() or None,
             "device_name": names.get(about) if about else None,
-            "quarantine": a["quarantine"],
-            "quarantine_until": _when(a.get("quarantine_until_ms")),
-            "quarantined": (a.get("quarantine_until_ms") or 0) > time.time() * 1000,
-            "created_at": _when(a["created_ms"]), "acked_at": _when(a["acked_ms"])}
+            "quarantine": a.quarantine,
+            "quarantine_until": _when(a.quarantine_until_ms),
+            "quarantined": (a.quarantine_until_ms or 0) > time.time() * 1000,
+            "created_at": _when(a.created_ms), "acked_at": _when(a.acked_ms)}
 
 
 def _suggest(c: Out, r: dict[str, Any], view: _View) -> None:
@@ -137,10 +140,10 @@ async def _alert_id(d: Device, given: str) -> bytes:
         except ValueError:
             pass
     found = [a for a in await d.relay.alerts(include_acked=True)
-             if unb64(a["alert_id"]).hex().startswith(given.lower()) or a["alert_id"] == given]
+             if a.alert_id.hex().startswith(given.lower()) or b64(a.alert_id) == given]
     if len(found) != 1:
         raise UsageError(f"{given!r} names {len(found)} alerts; see `sddsf alerts`")
-    return unb64(found[0]["alert_id"])
+    return found[0].alert_id
 
 
 def _entry_row(e: Any, names: dict[bytes, str], seq: int) -> dict[str, Any]:

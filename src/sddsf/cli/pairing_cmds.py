@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import os
 import signal
@@ -31,7 +32,6 @@ from sddsf.protocol.pairing import (
     parse_uri,
 )
 from sddsf.protocol.registry import DeviceRecord
-from sddsf.wire import unb64
 
 __all__ = ["register"]
 
@@ -211,14 +211,15 @@ def device_list(ctx: click.Context, as_json: bool) -> None:
         rows = [_row(r, names, d.last_seen(), d.device_id)
                 for r in sorted(state.devices.values(), key=lambda r: r.added_seq)]
         try:
-            trust = {unb64(t["device_id"]).hex(): t for t in await d.relay.device_trust()}
+            trust = {t.device_id.hex(): t for t in await d.relay.device_trust()}
         except NotFoundError:  # a relay without the controller
             trust = {}
         for row in rows:
-            t = trust.get(row["id"], {})
-            row.update(trust=t.get("score"), access=t.get("access"),
-                       quarantined=t.get("quarantined", False),
-                       trust_factors=t.get("factors", []))
+            # JSON-ready values, in the shape of the relay's answer (--json shows them).
+            t = trust.get(row["id"])
+            row.update(trust=t.score if t else None, access=t.access if t else None,
+                       quarantined=t.quarantined if t else False,
+                       trust_factors=[dataclasses.asdict(f) for f in t.factors] if t else [])
         return rows
 
     rows = _run(_with_device(ctx, go))

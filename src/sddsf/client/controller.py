@@ -31,10 +31,11 @@ import logging
 import platform
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 from sddsf import _version
 from sddsf.client.hosts import ControllerHost, TombstoneHost
+from sddsf.client.results import ReportReceipt
 from sddsf.errors import NotFoundError, ProofError, RateLimitedError, SddsfError, UsageError
 from sddsf.protocol import merkle
 from sddsf.protocol.audit import (
@@ -54,7 +55,6 @@ from sddsf.protocol.encpolicy import (
 )
 from sddsf.protocol.posture import KEY_STORAGE_KINDS, Posture, ReportKind, sign_report
 from sddsf.protocol.treehead import TreeHead, verify_tree_head
-from sddsf.wire import unb64
 
 __all__ = ["AuditCheck", "DeviceReporter", "apply_encryption_policy", "backup_minimums",
            "collect_posture", "effective_encryption_policy", "package_hash",
@@ -122,12 +122,12 @@ class DeviceReporter:
         return sign_report(d.keys, d.account.account_id, ReportKind.POSTURE,
                            collect_posture(d.key_kind).to_data(), next_report_ts(d))
 
-    def accepted(self, report: bytes, response: dict[str, Any]) -> None:
+    def accepted(self, report: bytes, response: ReportReceipt) -> None:
         """Check the relay's receipt and remember it (see :func:`remember_receipt`)."""
         remember_receipt(self.device, report, response)
 
 
-def remember_receipt(device: ControllerHost, report: bytes, response: dict[str, Any]) -> None:
+def remember_receipt(device: ControllerHost, report: bytes, response: ReportReceipt) -> None:
     """Check that a logged report is in the audit entry the relay names, at the leaf
     its inclusion proof shows, under a head signed by the pinned relay key; keep
     the entry's seq and leaf hash, and the head.
@@ -135,24 +135,21 @@ def remember_receipt(device: ControllerHost, report: bytes, response: dict[str, 
     Raises:
         ProofError: the entry does not carry the report, or the proof or head fails.
     """
-    seq = response.get("audit_seq")
+    seq = response.audit_seq
     if seq is None:
         return
-    try:
-        entry = unb64(str(response["entry"]), "entry")
-        proof = [unb64(str(p), "proof") for p in response["proof"]["proof"]]
-        head_raw = unb64(str(response["proof"]["tree_head"]["tree_head"]), "tree head")
-    except (KeyError, TypeError):
-        raise ProofError("the relay's receipt for a report lacks its entry or proof") from None
+    if response.entry is None or response.proof is None:
+        raise ProofError("the relay's receipt for a report lacks its entry or proof")
+    entry, proof, head_raw = response.entry, list(response.proof.hashes), response.proof.tree_head
     if decode_entry(entry).report != report:
         raise ProofError("the relay logged another report than the one this device sent")
     leaf = merkle.leaf_hash(entry)
     if device.relay_key is not None:  # before the first session the key is not pinned yet
         head = verify_tree_head(head_raw, device.relay_key,
                                 log=audit_log_id(device.account.account_id))
-        merkle.verify_inclusion(leaf, int(seq), head.size, proof, head.root)
+        merkle.verify_inclusion(leaf, seq, head.size, proof, head.root)
         _store_head(device, head)
-    device.store.put(_NS, _OWN_PREFIX + int(seq).to_bytes(8, "big"), leaf)
+    device.store.put(_NS, _OWN_PREFIX + seq.to_bytes(8, "big"), leaf)
 
 
 def _stored_heads(device: ControllerHost) -> list[TreeHead]:

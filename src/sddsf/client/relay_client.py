@@ -24,8 +24,9 @@ from typing import Any, Protocol
 
 import httpx
 
+from sddsf.client.results import Alert, DeviceTrust, ReportReceipt, parse_list, parse_space
 from sddsf.client.retry import RetryPolicy, Sleep, parse_retry_after
-from sddsf.client.transport.base import PulledOp, RelayLimits, UploadResult
+from sddsf.client.transport.base import PulledOp, RelayLimits, SpaceInfo, UploadResult
 from sddsf.crypto import random_bytes
 from sddsf.errors import (
     AuthenticationError,
@@ -66,7 +67,7 @@ class ReportSource(Protocol):
         """A fresh signed posture report."""
         ...
 
-    def accepted(self, report: bytes, response: dict[str, Any]) -> None:
+    def accepted(self, report: bytes, response: ReportReceipt) -> None:
         """The relay's answer to ``report`` (raises if its proof does not verify)."""
         ...
 
@@ -344,24 +345,24 @@ class RelayClient:
         return int(r["next_seq"])
 
     # ---------------------------------------------------------------- spaces
-    async def create_space(self, space_id: bytes, key_package: bytes) -> dict[str, Any]:
-        """Create a space with its epoch-0 key package."""
-        r: dict[str, Any] = await self._send(
-            "POST", "/v1/spaces", signed=True,
-            body={"space_id": _b64(space_id), "key_package": _b64(key_package)})
-        return r
+    async def create_space(self, space_id: bytes, key_package: bytes) -> SpaceInfo:
+        """Create a space with its epoch-0 key package; the space's log state
+        (DecodeError ``malformed`` if the answer is not one)."""
+        r = await self._send("POST", "/v1/spaces", signed=True,
+                             body={"space_id": _b64(space_id), "key_package": _b64(key_package)})
+        return parse_space(r)
 
-    async def list_spaces(self) -> list[dict[str, Any]]:
-        """The account's spaces."""
+    async def list_spaces(self) -> list[SpaceInfo]:
+        """The account's spaces (DecodeError ``malformed`` if the answer is not a list
+        of them)."""
         r = await self._send("GET", "/v1/spaces", authed=True)
-        return list(r["spaces"])
+        return parse_list(r, "spaces", parse_space)
 
-    async def put_key_package(self, space_id: bytes, key_package: bytes) -> dict[str, Any]:
-        """Open the next epoch."""
-        r: dict[str, Any] = await self._send("POST", f"/v1/spaces/{_quote(space_id)}/keys",
-                                             signed=True,
-                                             body={"key_package": _b64(key_package)})
-        return r
+    async def put_key_package(self, space_id: bytes, key_package: bytes) -> SpaceInfo:
+        """Open the next epoch; the space's log state."""
+        r = await self._send("POST", f"/v1/spaces/{_quote(space_id)}/keys", signed=True,
+                             body={"key_package": _b64(key_package)})
+        return parse_space(r)
 
     async def key_packages(self, space_id: bytes, since_epoch: int = 0) -> list[bytes]:
         """Key packages from ``since_epoch``."""
@@ -525,31 +526,33 @@ class RelayClient:
                          body={"reason": reason}, headers=_pairing_token(token))
 
     # ------------------------------------------------------------ controller
-    async def submit_report(self, account_id: bytes, report: bytes) -> dict[str, Any]:
-        """Submit a signed device report; the answer names its audit leaf and proof."""
-        r: dict[str, Any] = await self._send(
-            "POST", f"/v1/accounts/{_quote(account_id)}/reports", body={"report": _b64(report)})
-        return r
+    # Each answer below is parsed by sddsf.client.results: a malformed one is a
+    # DecodeError ``malformed``.
+    async def submit_report(self, account_id: bytes, report: bytes) -> ReportReceipt:
+        """Submit a signed device report; the receipt names its audit leaf and proof."""
+        r = await self._send("POST", f"/v1/accounts/{_quote(account_id)}/reports",
+                             body={"report": _b64(report)})
+        return ReportReceipt.from_json(r)
 
-    async def device_trust(self) -> list[dict[str, Any]]:
+    async def device_trust(self) -> list[DeviceTrust]:
         """Every device of the account with its trust score, access and factors."""
         r = await self._send("GET", "/v1/controller/devices", authed=True)
-        return list(r["devices"])
+        return parse_list(r, "devices", DeviceTrust.from_json)
 
-    async def alerts(self, *, include_acked: bool = False) -> list[dict[str, Any]]:
-        """The account's alerts (open ones, or all)."""
+    async def alerts(self, *, include_acked: bool = False) -> list[Alert]:
+        """The account's alerts (open ones, or all), oldest first."""
         r = await self._send("GET", "/v1/controller/alerts", authed=True,
                              params={"all": "true" if include_acked else "false"})
-        return list(r["alerts"])
+        return parse_list(r, "alerts", Alert.from_json)
 
-    async def ack_alert(self, alert_id: bytes) -> dict[str, Any]:
-        """Acknowledge an alert (lifts its quarantine)."""
-        r: dict[str, Any] = await self._send(
-            "POST", f"/v1/controller/alerts/{_quote(alert_id)}/ack", signed=True, body={})
-        return r
+    async def ack_alert(self, alert_id: bytes) -> Alert:
+        """Acknowledge an alert (lifts its quarantine); the acknowledged alert."""
+        r = await self._send("POST", f"/v1/controller/alerts/{_quote(alert_id)}/ack",
+                             signed=True, body={})
+        return Alert.from_json(r)
 
     async def ack_alerts_as_account(self, account: AccountKeys,
-                                    alert_ids: Sequence[bytes]) -> list[dict[str, Any]]:
+                                    alert_ids: Sequence[bytes]) -> list[Alert]:
         """Acknowledge alerts with the account key (lifts their quarantine, also one
         about the account's only device); no ids: every open alert."""
         ts = self._clock()
@@ -557,7 +560,7 @@ class RelayClient:
         r = await self._send("POST", f"/v1/accounts/{_quote(account.account_id)}/alerts/ack",
                              body={"alert_ids": [_b64(a) for a in alert_ids], "ts_ms": ts,
                                    "signature": _b64(sig)})
-        return list(r["alerts"])
+        return parse_list(r, "alerts", Alert.from_json)
 
     async def audit_page(self, start: int = 0,
                          limit: int = 1000) -> tuple[list[tuple[int, bytes]], bytes]:

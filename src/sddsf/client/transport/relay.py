@@ -46,25 +46,6 @@ __all__ = ["RelayTransport", "live_closed"]
 MAX_FRAME = 1 << 20
 
 
-def space_info(raw: dict[str, object]) -> SpaceInfo:
-    """A relay ``SpaceOut`` JSON object as a :class:`SpaceInfo`.
-
-    Args:
-        raw: The decoded JSON object.
-
-    Returns:
-        The space it describes.
-
-    Raises:
-        DecodeError: a field is missing or malformed.
-    """
-    try:
-        return SpaceInfo(unb64(str(raw["space_id"]), "space_id"), int(str(raw["size"])),
-                         unb64(str(raw["root"]), "root"), int(str(raw["epoch"])))
-    except (KeyError, TypeError, ValueError):
-        raise DecodeError("the relay sent a malformed space") from None
-
-
 class RelayTransport(Transport):
     """A device's connection to one relay (see the module docstring).
 
@@ -133,16 +114,16 @@ class RelayTransport(Transport):
         return await self.client.append_registry(account_id, entry)
 
     async def spaces(self) -> list[SpaceInfo]:
-        return [space_info(s) for s in await self.client.list_spaces()]
+        return await self.client.list_spaces()
 
     async def create_space(self, space_id: bytes, key_package: bytes) -> SpaceInfo:
-        return space_info(await self.client.create_space(space_id, key_package))
+        return await self.client.create_space(space_id, key_package)
 
     async def key_packages(self, space_id: bytes, since_epoch: int = 0) -> list[bytes]:
         return await self.client.key_packages(space_id, since_epoch)
 
     async def put_key_package(self, space_id: bytes, key_package: bytes) -> SpaceInfo:
-        return space_info(await self.client.put_key_package(space_id, key_package))
+        return await self.client.put_key_package(space_id, key_package)
 
     async def push(self, space_id: bytes, envelopes: Sequence[bytes]) -> PushResult:
         results, head = await self.client.upload(space_id, envelopes)
