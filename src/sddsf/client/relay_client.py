@@ -104,8 +104,9 @@ class RelayClient:
 
     async def aclose(self) -> None:
         """Close the HTTP connection pool (and stop a session opening in flight)."""
-        if self._opening is not None:
-            self._opening.cancel()
+        opening, self._opening = self._opening, None
+        if opening is not None:
+            opening.cancel()
         await self._http.aclose()
 
     async def __aenter__(self) -> RelayClient:
@@ -249,6 +250,11 @@ class RelayClient:
         except asyncio.CancelledError:
             if self._waiting == 1:
                 opening.cancel()
+                # Forgotten at once, not when its done-callback runs: a request
+                # made right after this opens a new session instead of awaiting
+                # the cancelled one.
+                if self._opening is opening:
+                    self._opening = None
             raise
         finally:
             self._waiting -= 1
