@@ -18,6 +18,7 @@ against a real ``sddsf relay serve`` process.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import subprocess
 import sys
@@ -30,7 +31,7 @@ from edgekit import DAY_MS, Relay, new_account, relay_app
 from livekit import RelayProcess, Relays, write_key_file
 from pycrdt import Map
 from relaykit import World, client_for
-from test_cli_homes import cli_env, ok, ok_json
+from test_cli_homes import cli_env, ok, ok_json, spawn
 
 from sddsf.client.device import Device
 from sddsf.client.relay_client import RelayClient
@@ -216,7 +217,10 @@ def test_cli_suggestions_work_for_an_alert_about_the_only_device(
     ok(home, "space", "create", "notes")
     ok(home, "sync")
     asyncio.run(forge_ops(home))
-    assert ok_json(home, "sync")["pushed"] == 0  # quarantined: the edit stays pending
+    # Quarantined: the edit stays pending, and the sync says so (never silently).
+    held = spawn(home, "sync", "--json").result()
+    assert held.returncode == 1 and "[policy_read_only]" in held.stderr, held
+    assert json.loads(held.stdout)["pushed"] == 0
     out = ok(home, "alerts")
     assert "sig_failure_burst" in out
     suggested = re.findall(r"`(sddsf [^`]+)`", out)
