@@ -62,26 +62,7 @@ PUBLIC_MODULES: tuple[str, ...] = (
 
 #: The public modules whose docstrings are held to the rules (the test suite
 #: checks them, tests/unit/test_api_reference.py): every public module.
-CHECKED_MODULES: tuple[str, ...] = (
-    "sddsf",
-    "sddsf.client.device",
-    "sddsf.client.live",
-    "sddsf.client.events",
-    "sddsf.sync_api",
-    "sddsf.client.runner",
-    "sddsf.client.transport.base",
-    "sddsf.client.transport.relay",
-    "sddsf.client.results",
-    "sddsf.client.retry",
-    "sddsf.client.kv",
-    "sddsf.client.vault",
-    "sddsf.client.store",
-    "sddsf.client.sqlite_store",
-    "sddsf.client.memory_store",
-    "sddsf.client.keystore",
-    "sddsf.client.bridge",
-    "sddsf.errors",
-)
+CHECKED_MODULES: tuple[str, ...] = PUBLIC_MODULES
 
 #: pdoc templates of the reference (its index lists every public module).
 TEMPLATES = Path(__file__).resolve().parent / "api_templates"

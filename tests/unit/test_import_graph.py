@@ -5,7 +5,7 @@ happens), and each import -- at module level, inside a function, under
 ``TYPE_CHECKING``, or a literal ``importlib.import_module("sddsf...")`` -- is
 an edge from the importing module's package to the imported one's. The
 packages are ``sddsf.protocol``, ``sddsf.client``, ``sddsf.relay``,
-``sddsf.cli``, ``sddsf.testing`` (and ``sddsf.controller`` while it exists)
+``sddsf.cli``, ``sddsf.testing``
 and the top-level modules (``sddsf.crypto``, ``sddsf.errors``, ``sddsf.wire``,
 ``sddsf.recovery``, ...), each its own node.
 
@@ -176,7 +176,7 @@ def test_no_cycle_between_packages() -> None:
 def test_protocol_imports_no_adapter() -> None:
     bad = _violations(all_edges(), "sddsf.protocol",
                       ("sddsf.client", "sddsf.relay", "sddsf.cli", "sddsf.testing",
-                       "sddsf.controller", "sddsf.recovery"))
+                       "sddsf.recovery"))
     assert not bad, "\n".join(bad)
 
 

@@ -8,6 +8,7 @@ beyond ``events``, so the sync engine underneath can change without it.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
@@ -21,16 +22,18 @@ if TYPE_CHECKING:
 
 __all__ = ["ApplicationApi"]
 
-class ApplicationApi:
+class ApplicationApi(ABC):
     """Context manager, events and live documents of a device (module docstring)."""
 
     events: EventBus
 
-    async def close(self) -> None:  # the Device's
-        raise NotImplementedError
+    @abstractmethod
+    async def close(self) -> None:
+        """Close the device (``Device.close``)."""
 
-    def space_by_name(self, name: str) -> bytes:  # the Device's
-        raise NotImplementedError
+    @abstractmethod
+    def space_by_name(self, name: str) -> bytes:
+        """A space's id by its name (``Device.space_by_name``)."""
 
     async def __aenter__(self) -> ApplicationApi:
         return self
