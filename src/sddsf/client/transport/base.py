@@ -30,6 +30,9 @@ Contract (every method):
   :meth:`Transport.pull` returns the entries after ``after`` in offset order,
   at most ``limit`` of them, and the tree head signed when they were read.
 * **Untrusted results**: every byte string returned is unverified.
+
+Size: the contract in one place: the ABC with each method's arguments, result
+and errors written out, and the frozen result types it returns.
 """
 
 from __future__ import annotations
