@@ -32,7 +32,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sddsf.client.device import Device, store_kind
+from sddsf.client.device import Device
+from sddsf.client.engine.common import store_kind
+from sddsf.client.engine.identity import new_home
 from sddsf.client.kv import KeyValue
 from sddsf.crypto import random_bytes
 from sddsf.protocol import registry as reg
@@ -143,8 +145,7 @@ async def add(home_a: Path, home_c: Path, name: str) -> None:
         entry = reg.add_device(state, laptop.keys, keys, name, int(time.time() * 1000))
         await laptop.relay.append_registry(laptop.account.account_id, entry)
         # A home as Device.add_local makes it, without the approver's rotation.
-        store = Device._new_home(home_c, keys, name, laptop.account,
-                                 laptop.relay_url, None, True)
+        store = new_home(home_c, keys, name, laptop.account, laptop.relay_url, None, True)
         other = Device(store, store_kind(home_c))
         await other.pin_relay()
         await other.refresh_registry()
