@@ -300,7 +300,8 @@ def test_relay_down_then_back_pushes_the_offline_edits(tmp_path: Path) -> None:
         back = relays.start(*serve, env=env, port=port)  # same port, database and key
         synced = ok_json(home, "sync")
         assert synced == {"pushed": 2, "pulled": 2, "applied": 0, "rejected": [],
-                          "snapshots_loaded": 0, "skipped": []}
+                          "snapshots_loaded": 0, "skipped": [], "read_only": False,
+                          "pending": 0}
         info = ok_json(home, "status")
         assert info["pending_ops"] == 0
         assert info["spaces"] == {"groceries": {"verified_log_size": 4}}
