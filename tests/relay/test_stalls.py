@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
+import socket
 import sqlite3
 import subprocess
 import time
@@ -172,4 +173,51 @@ async def test_readyz_reports_a_read_only_and_a_full_filesystem(
         assert "disk is full" in body["message"], body
         (fs / "filler").unlink()
         await _wait_ready(relay, 200)
+        relays.stop_all()
+
+
+def _free_port() -> int:
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _redis(port: int) -> subprocess.Popen[bytes]:
+    server = shutil.which("redis-server")
+    if server is None:
+        pytest.skip("no redis-server binary to start a Redis of the test's own")
+    proc = subprocess.Popen([server, "--port", str(port), "--bind", "127.0.0.1",
+                             "--save", "", "--appendonly", "no"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(100):
+        with contextlib.suppress(OSError):
+            import socket
+
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return proc
+        time.sleep(0.05)
+    proc.kill()
+    raise AssertionError("redis-server did not start")
+
+
+async def test_readyz_reports_redis_down_and_recovers(relays: Relays, tmp_path: Path) -> None:
+    """A relay with ``redis_url`` whose Redis stops: ``/readyz`` 503 naming Redis
+    (load balancers take the node out), and ready again once Redis is back."""
+    port = _free_port()
+    redis = _redis(port)
+    try:
+        relay = relays.start("--db", f"sqlite:///{tmp_path / 'relay.db'}", env={
+            "SDDSF_RELAY_KEY_FILE": str(tmp_path / "relay.key"),
+            "SDDSF_RELAY_REDIS_URL": f"redis://127.0.0.1:{port}/0"})
+        await _wait_ready(relay, 200)
+        redis.kill()
+        redis.wait(10)
+        body = await _wait_ready(relay, 503)
+        assert "redis" in body["message"].lower(), body
+        redis = _redis(port)
+        await _wait_ready(relay, 200)
+    finally:
+        redis.kill()
+        redis.wait(10)
         relays.stop_all()
