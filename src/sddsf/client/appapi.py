@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any, cast
 if TYPE_CHECKING:
     import pycrdt
 
-    from sddsf.client.device import Device
     from sddsf.client.events import ErrorCallback, EventBus, EventCallback, EventStream
+    from sddsf.client.hosts import SyncHost
     from sddsf.client.live import LiveDoc
     from sddsf.client.runner import RunnerSettings
 
@@ -80,4 +80,4 @@ class ApplicationApi(ABC):
         from sddsf.client.live import LiveDoc  # noqa: PLC0415 - live imports the runner
 
         space_id = self.space_by_name(space) if isinstance(space, str) else space
-        return LiveDoc(cast("Device", self), space_id, name, doc, settings)
+        return LiveDoc(cast("SyncHost", self), space_id, name, doc, settings)

@@ -14,7 +14,8 @@ from typing import Any, Protocol
 
 import pycrdt
 
-from sddsf.client.engine.common import SyncReport
+from sddsf.client.engine.common import Progress, SyncReport
+from sddsf.client.events import EventBus
 from sddsf.client.records import Provenance
 from sddsf.client.relay_client import RelayClient
 from sddsf.client.store import LocalStore
@@ -22,7 +23,7 @@ from sddsf.crypto import Ed25519PublicKey
 from sddsf.protocol import registry as reg
 from sddsf.protocol.identity import AccountPublic, DeviceKeys
 
-__all__ = ["ControllerHost", "DocumentHost", "GovernanceHost", "TombstoneHost"]
+__all__ = ["ControllerHost", "DocumentHost", "GovernanceHost", "SyncHost", "TombstoneHost"]
 
 
 class DocumentHost(Protocol):
@@ -170,3 +171,33 @@ class GovernanceHost(Protocol):
 
 class TombstoneHost(ControllerHost, DocumentHost, Protocol):
     """A device that reports the vault deletions it saw (controller + vault)."""
+
+
+class SyncHost(Protocol):
+    """What the background sync and live documents (``sddsf.client.runner``,
+    ``sddsf.client.live``) need of a device: the facade satisfies it, so those
+    modules sit above the device without importing it (no import circle)."""
+
+    events: EventBus
+    relay: RelayClient
+
+    @property
+    def relay_url(self) -> str:
+        """The relay's URL."""
+        ...
+
+    async def sync(self, progress: Progress | None = None) -> SyncReport:
+        """One sync."""
+        ...
+
+    def spaces(self) -> list[tuple[bytes, str]]:
+        """The spaces this device knows, with their names."""
+        ...
+
+    def doc(self, space_id: bytes, name: str) -> pycrdt.Doc[Any]:
+        """A document of a space."""
+        ...
+
+    def flush(self) -> int:
+        """Seal buffered edits into pending ops."""
+        ...

@@ -57,7 +57,8 @@ from sddsf.errors import SddsfError, UsageError
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
-    from sddsf.client.device import Device, SyncReport
+    from sddsf.client.engine.common import SyncReport
+    from sddsf.client.hosts import SyncHost
 
 __all__ = ["LIVE_SETTINGS", "LiveDoc", "LiveStatus", "SyncedFlag"]
 
@@ -124,7 +125,7 @@ class SyncedFlag:
 class _Session:
     """The background sync one device's live handles share."""
 
-    def __init__(self, device: Device, settings: RunnerSettings) -> None:
+    def __init__(self, device: SyncHost, settings: RunnerSettings) -> None:
         self.device = device
         self.handles: list[LiveDoc] = []
         self.caught_up = False
@@ -156,7 +157,7 @@ class _Session:
             h._check_attached()
 
 
-_sessions: weakref.WeakKeyDictionary[Device, _Session] = weakref.WeakKeyDictionary()
+_sessions: weakref.WeakKeyDictionary[SyncHost, _Session] = weakref.WeakKeyDictionary()
 
 
 async def stop_live(device: object) -> None:
@@ -196,7 +197,7 @@ class LiveDoc:
             first open live handle (None: :data:`LIVE_SETTINGS`).
     """
 
-    def __init__(self, device: Device, space_id: bytes, name: str,
+    def __init__(self, device: SyncHost, space_id: bytes, name: str,
                  doc: pycrdt.Doc[Any] | None, settings: RunnerSettings | None) -> None:
         #: The device whose copy of the document the handle follows.
         self.device = device

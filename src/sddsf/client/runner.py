@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 import websockets
 from websockets.asyncio.client import ClientConnection
 
-from sddsf.client.device import Device, SyncReport
+from sddsf.client.engine.common import SyncReport
+from sddsf.client.hosts import SyncHost
 from sddsf.client.retry import RetryPolicy, Sleep
 from sddsf.errors import SddsfError, UsageError
 
@@ -50,7 +51,7 @@ class Runner:
     """Keeps one device in sync until :meth:`stop` is called."""
 
     #: The device it syncs (open it with ``lock="operation"``).
-    device: Device
+    device: SyncHost
     #: Debounce, full-check period and backoff bounds.
     settings: RunnerSettings = field(default_factory=RunnerSettings)
     #: Told each completed sync's report.
