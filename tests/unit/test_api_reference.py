@@ -51,6 +51,11 @@ def test_public_modules_come_in_reading_order(api_reference: ModuleType) -> None
 
 def test_reference_renders_every_public_module_without_warnings(
         api_reference: ModuleType, tmp_path: Path) -> None:
+    # The reference documents sddsf.client.bridge, whose annotations name the
+    # `bridge` extra's YRoom: rendered where the test extra is installed (the main
+    # CI run); the minimum-versions run installs only the floors of the core
+    # (pycrdt 0.12, below what the bridge extra needs) and skips the rendering.
+    pytest.importorskip("pycrdt.websocket", reason="the bridge extra is not installed")
     out = tmp_path / "api"
     assert api_reference.build(out) == []
     index = (out / "index.html").read_text()
