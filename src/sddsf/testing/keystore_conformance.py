@@ -15,7 +15,8 @@ from pathlib import Path
 
 from sddsf.client.keystore import KEY_FILE, KeyStore
 from sddsf.client.store import STORAGE_KEY_SIZE
-from sddsf.errors import Code, ConfigError, SddsfError, UsageError
+from sddsf.errors import Code, ConfigError, UsageError
+from sddsf.testing.store_conformance import expect_raises
 
 __all__ = ["CHECKS", "KeyStoreCheck", "KeyStoreHarness", "expect"]
 
@@ -43,15 +44,6 @@ def expect(condition: object, message: str = "key store contract violated") -> N
         raise AssertionError(message)
 
 
-def _raises(exc_type: type[SddsfError], code: Code, call: Callable[[], object]) -> None:
-    try:
-        call()
-    except exc_type as exc:
-        expect(exc.code == code, f"{exc!r} has code {exc.code}, expected {code}")
-        return
-    raise AssertionError(f"expected {exc_type.__name__} ({code.value})")
-
-
 def check_create_then_load(h: KeyStoreHarness) -> None:
     """create returns a 32-byte key that load returns, from this or a new instance;
     the key file is 0600 and names the store's kind."""
@@ -76,7 +68,7 @@ def check_create_refuses_an_existing_home(h: KeyStoreHarness) -> None:
     home = h.new_home()
     key = h.new().create(home)
     before = (home / KEY_FILE).read_bytes()
-    _raises(UsageError, Code.USAGE, lambda: h.new().create(home))
+    expect_raises(UsageError, Code.USAGE, lambda: h.new().create(home))
     expect((home / KEY_FILE).read_bytes() == before, "the key file is unchanged")
     expect(h.new().load(home) == key, "the first key still loads")
 
@@ -84,13 +76,13 @@ def check_create_refuses_an_existing_home(h: KeyStoreHarness) -> None:
 def check_load_errors(h: KeyStoreHarness) -> None:
     """No key file, an unreadable one, or one of another kind: ConfigError."""
     home = h.new_home()
-    _raises(ConfigError, Code.CONFIG, lambda: h.new().load(home))
+    expect_raises(ConfigError, Code.CONFIG, lambda: h.new().load(home))
     (home / KEY_FILE).write_text("{not json")
-    _raises(ConfigError, Code.CONFIG, lambda: h.new().load(home))
+    expect_raises(ConfigError, Code.CONFIG, lambda: h.new().load(home))
     (home / KEY_FILE).write_text(json.dumps({"kind": "carrier-pigeon"}))
-    _raises(ConfigError, Code.CONFIG, lambda: h.new().load(home))
+    expect_raises(ConfigError, Code.CONFIG, lambda: h.new().load(home))
     (home / KEY_FILE).write_text(json.dumps(["a list"]))
-    _raises(ConfigError, Code.CONFIG, lambda: h.new().load(home))
+    expect_raises(ConfigError, Code.CONFIG, lambda: h.new().load(home))
 
 
 def check_discard(h: KeyStoreHarness) -> None:
@@ -101,7 +93,7 @@ def check_discard(h: KeyStoreHarness) -> None:
     key = keys.create(home)
     keys.discard(home)
     expect(not (home / KEY_FILE).exists(), "the key file is gone")
-    _raises(ConfigError, Code.CONFIG, lambda: h.new().load(home))
+    expect_raises(ConfigError, Code.CONFIG, lambda: h.new().load(home))
     keys.discard(home)
     again = h.new().create(home)
     expect(again != key and h.new().load(home) == again, "a new key after discard")

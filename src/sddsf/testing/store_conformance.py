@@ -20,7 +20,7 @@ from sddsf.client.store import STORAGE_KEY_SIZE, LocalStore
 from sddsf.errors import Code, DecryptError, SddsfError, UsageError
 
 __all__ = ["CHECKS", "BatchStep", "Op", "StoreCheck", "StoreHarness", "check_against_model",
-           "expect"]
+           "expect", "expect_raises"]
 
 #: The bytes a sealed value adds: 24 of nonce, 16 of tag.
 SEAL_OVERHEAD = 40
@@ -60,7 +60,8 @@ def expect(condition: object, message: str = "store contract violated") -> None:
         raise AssertionError(message)
 
 
-def _raises(exc_type: type[SddsfError], code: Code, call: Callable[[], object]) -> None:
+def expect_raises(exc_type: type[SddsfError], code: Code, call: Callable[[], object]) -> None:
+    """Fail the check unless ``call()`` raises ``exc_type`` with the stable ``code``."""
     try:
         call()
     except exc_type as exc:
@@ -170,8 +171,8 @@ def check_batch_errors(h: StoreHarness) -> None:
                 with s.batch():
                     pass
 
-        _raises(UsageError, Code.USAGE, empty_prefix)
-        _raises(UsageError, Code.USAGE, nested)
+        expect_raises(UsageError, Code.USAGE, empty_prefix)
+        expect_raises(UsageError, Code.USAGE, nested)
         expect(s.count("t") == 0, "the enclosing batches were rolled back")
         s.put("t", b"c", b"3")
         expect(s.keys("t") == [b"c"], "the store works after a refused batch")
@@ -228,14 +229,14 @@ def check_values_bound_to_rows(h: StoreHarness) -> None:
         if sealed_a is None:
             raise AssertionError("row t/a is kept")
         h.raw_put("t", b"b", sealed_a)
-        _raises(DecryptError, Code.DECRYPT_FAILED, lambda: s.get("t", b"b"))
-        _raises(DecryptError, Code.DECRYPT_FAILED, lambda: s.scan("t"))
+        expect_raises(DecryptError, Code.DECRYPT_FAILED, lambda: s.get("t", b"b"))
+        expect_raises(DecryptError, Code.DECRYPT_FAILED, lambda: s.scan("t"))
         h.raw_put("u", b"a", sealed_a)
-        _raises(DecryptError, Code.DECRYPT_FAILED, lambda: s.get("u", b"a"))
+        expect_raises(DecryptError, Code.DECRYPT_FAILED, lambda: s.get("u", b"a"))
         flipped = bytearray(sealed_a)
         flipped[-1] ^= 1
         h.raw_put("t", b"a", bytes(flipped))
-        _raises(DecryptError, Code.DECRYPT_FAILED, lambda: s.get("t", b"a"))
+        expect_raises(DecryptError, Code.DECRYPT_FAILED, lambda: s.get("t", b"a"))
     finally:
         s.close()
 
@@ -250,10 +251,10 @@ def check_wrong_key(h: StoreHarness) -> None:
     other = h.open(os.urandom(STORAGE_KEY_SIZE))
     try:
         expect(other.keys("t") == [b"a"], "keys are readable without the key")
-        _raises(DecryptError, Code.DECRYPT_FAILED, lambda: other.get("t", b"a"))
+        expect_raises(DecryptError, Code.DECRYPT_FAILED, lambda: other.get("t", b"a"))
     finally:
         other.close()
-    _raises(UsageError, Code.USAGE, lambda: h.open(os.urandom(STORAGE_KEY_SIZE - 1)))
+    expect_raises(UsageError, Code.USAGE, lambda: h.open(os.urandom(STORAGE_KEY_SIZE - 1)))
 
 
 def check_survives_reopen(h: StoreHarness) -> None:
@@ -300,7 +301,7 @@ def check_closed(h: StoreHarness) -> None:
     for call in (lambda: s.get("t", b"a"), lambda: s.scan("t"), lambda: s.keys("t"),
                  lambda: s.count("t"), lambda: s.stored_bytes("t"), s.data_version,
                  s.make_durable, lambda: s.put("t", b"b", b"2")):
-        _raises(UsageError, Code.USAGE, call)
+        expect_raises(UsageError, Code.USAGE, call)
 
 
 def check_threads(h: StoreHarness) -> None:
