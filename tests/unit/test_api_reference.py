@@ -73,6 +73,8 @@ def test_reference_renders_every_public_module_without_warnings(
 
 def test_main_exits_zero_and_names_the_index(api_reference: ModuleType, tmp_path: Path,
                                              capsys: pytest.CaptureFixture[str]) -> None:
+    # main() renders the whole reference, the bridge module included (see above).
+    pytest.importorskip("pycrdt.websocket", reason="the bridge extra is not installed")
     assert api_reference.main(["--out", str(tmp_path / "api")]) == 0
     assert f"{tmp_path / 'api'}/index.html" in capsys.readouterr().out
 
