@@ -47,7 +47,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from trace_sync import apply_edit, load, relay_process
+from trace_sync import TRACE, apply_edit, load, relay_process
 
 from sddsf.client.device import Device
 from sddsf.protocol.snapshot import SPACE_SNAPSHOT_DOC, snapshot_claims, verify_snapshot
@@ -219,7 +219,7 @@ async def big(url: str, work: Path, mib: int) -> dict[str, object]:
 
 async def run(url: str, work: Path, trace: list[int], kv: list[int], debounce: int,
               big_mib: list[int]) -> list[dict[str, object]]:
-    edits, _ = load(max(trace, default=0))
+    edits = load(TRACE, max(trace, default=0)).edits
     rows = []
     for mib in big_mib:
         sub = work / f"big{mib}"
