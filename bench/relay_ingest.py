@@ -9,9 +9,14 @@ Starts a real relay process (`sddsf relay serve`) on loopback, then:
 3. subscribes N WebSocket clients to the space and reports p50/p99 latency from
    the start of an upload to each subscriber's receipt of the op.
 
+Steps 1 and 2 run ``--repeat`` times (default 3, each on a new account of the
+same relay), 24,000 ops per ingest run by default; the report gives each
+ratio's median and spread (min, max) over the repeats, since on a shared
+machine one run says little.
+
 Usage (with PostgreSQL, a scratch database is created on that server and dropped):
     python bench/relay_ingest.py [--db postgresql://postgres@127.0.0.1/test]
-        [--ops 6000] [--batch 500] [--subscribers 100] [--pushes 50]
+        [--ops 24000] [--repeat 3] [--batch 500] [--subscribers 100] [--pushes 50]
 
 Bounded in count and time; loopback only.
 """
@@ -215,10 +220,35 @@ def drop_database(dsn: str, name: str) -> None:
     asyncio.run(_pg_admin(dsn, f'DROP DATABASE IF EXISTS "{name}"'))
 
 
+def spread(values: list[float]) -> dict[str, float]:
+    """Median and range of repeated measurements."""
+    return {"median": statistics.median(values), "min": min(values), "max": max(values),
+            "runs": len(values)}
+
+
+def measure_once(base: str, pid: int, args: argparse.Namespace) -> dict[str, float]:
+    """One repeat: the raw verify rate, then the three ingest runs, as ratios to it."""
+    raw = verify_rate()
+    cpu0 = cpu_seconds(pid)
+    no_proofs = asyncio.run(ingest(base, args.ops, args.batch, False, args.concurrency))
+    busy = (cpu_seconds(pid) - cpu0) / no_proofs["seconds"]
+    with_proofs = asyncio.run(ingest(base, args.ops, args.batch, True, args.concurrency))
+    single = asyncio.run(ingest(base, args.ops // 2, args.batch, False, 1))
+    row = {"raw_verify_per_s": raw, "ops_per_s_no_proofs": no_proofs["ops_per_s"],
+           "ops_per_s_with_proofs": with_proofs["ops_per_s"],
+           "ops_per_s_one_uploader": single["ops_per_s"],
+           "ratio_no_proofs": no_proofs["ops_per_s"] / raw,
+           "ratio_with_proofs": with_proofs["ops_per_s"] / raw,
+           "ratio_one_uploader": single["ops_per_s"] / raw, "relay_cpu_cores_busy": busy}
+    print(json.dumps(row), file=sys.stderr, flush=True)
+    return row
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--db", default=None)
-    ap.add_argument("--ops", type=int, default=6000)
+    ap.add_argument("--ops", type=int, default=24_000)
+    ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--batch", type=int, default=500)
     ap.add_argument("--concurrency", type=int, default=4, help="devices uploading at once")
     ap.add_argument("--subscribers", type=int, default=100)
@@ -233,28 +263,18 @@ def main() -> None:
         port = free_port()
         proc = start_relay(db, port, Path(tmp))
         try:
-            raw = verify_rate()
             base, ws_base = f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}"
-            cpu0 = cpu_seconds(proc.pid)
-            no_proofs = asyncio.run(ingest(base, args.ops, args.batch, False, args.concurrency))
-            no_proofs["relay_cpu_cores_busy"] = (cpu_seconds(proc.pid) - cpu0) / no_proofs[
-                "seconds"]
-            with_proofs = asyncio.run(ingest(base, args.ops, args.batch, True, args.concurrency))
-            single = asyncio.run(ingest(base, args.ops // 2, args.batch, False, 1))
+            rows = [measure_once(base, proc.pid, args) for _ in range(args.repeat)]
             fan = asyncio.run(fanout(base, ws_base, args.subscribers, args.pushes))
         finally:
             proc.terminate()
             proc.wait(timeout=10)
             if scratch:
                 drop_database(args.db, scratch)
-    report = {
-        "backend": db.split("://", 1)[0], "raw_verify_per_s": raw,
-        "ingest_no_proofs": no_proofs, "ingest_with_proofs": with_proofs,
-        "ratio_no_proofs": no_proofs["ops_per_s"] / raw,
-        "ratio_with_proofs": with_proofs["ops_per_s"] / raw,
-        "ingest_one_uploader_no_proofs": single,
-        "ratio_one_uploader": single["ops_per_s"] / raw, "fanout": fan,
-    }
+    report: dict[str, object] = {"backend": db.split("://", 1)[0], "ops_per_run": args.ops,
+                                 "concurrency": args.concurrency, "batch": args.batch}
+    report.update({key: spread([row[key] for row in rows]) for key in rows[0]})
+    report["fanout"] = fan
     print(json.dumps(report, indent=2))
 
 
