@@ -387,13 +387,16 @@ class RelayClient:
             x.get("code"), x.get("message")) for x in r["results"]]
         return results, _unb64(r["tree_head"]["tree_head"])
 
-    async def pull(self, space_id: bytes, after: int = -1,
-                   limit: int = 500) -> tuple[list[PulledOp], bytes]:
-        """One page of ops after ``after`` and the current signed tree head."""
+    async def pull(self, space_id: bytes, after: int = -1, limit: int = 500, *,
+                   omit_own: bool = False) -> tuple[list[PulledOp], bytes]:
+        """One page of ops after ``after`` and the current signed tree head
+        (``omit_own``: this device's own ops without their envelope)."""
         r = await self._send("GET", f"/v1/spaces/{_quote(space_id)}/ops", authed=True,
-                             params={"after": after, "limit": limit})
+                             params={"after": after, "limit": limit,
+                                     "omit_own": "true" if omit_own else "false"})
         ops = [PulledOp(o["offset"], _unb64(o["op_id"]), _unb64(o["leaf_hash"]),
-                        _unb64(o["envelope"]) if o["envelope"] is not None else None)
+                        _unb64(o["envelope"]) if o["envelope"] is not None else None,
+                        o.get("own") is True)
                for o in r["ops"]]
         return ops, _unb64(r["tree_head"]["tree_head"])
 

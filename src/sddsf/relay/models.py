@@ -256,12 +256,14 @@ class OpsOut(_Strict):
 
 
 class StoredOpOut(_Strict):
-    """One op of the log (``envelope`` is null once pruned)."""
+    """One op of the log (``envelope`` is null once pruned, or when ``own``: an
+    op of the caller omitted because it asked with ``omit_own``)."""
 
     offset: int
     op_id: B64
     leaf_hash: B64
     envelope: B64 | None
+    own: bool = False
 
 
 class OpsPage(_Strict):

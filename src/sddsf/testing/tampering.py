@@ -83,10 +83,12 @@ class TamperingTransport(Transport):
                                             or space_id in self.spaces_attacked)
 
     # ---------------------------------------------------------- the log
-    async def pull(self, space_id: bytes, after: int = -1, limit: int = 500) -> PullPage:
-        """The inner pull, or a page of the attack's view of the whole log."""
+    async def pull(self, space_id: bytes, after: int = -1, limit: int = 500, *,
+                   omit_own: bool = False) -> PullPage:
+        """The inner pull, or a page of the attack's view of the whole log
+        (an attack serves every envelope: it never omits)."""
         if not self._attacks(space_id):
-            page = await self.inner.pull(space_id, after, limit)
+            page = await self.inner.pull(space_id, after, limit, omit_own=omit_own)
             self._record(space_id, page.tree_head)
             return page
         assert self.attack is not None  # noqa: S101 - _attacks checked it

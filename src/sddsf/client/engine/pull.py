@@ -14,6 +14,7 @@ and document rows are stored in one transaction; on any failure nothing is.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Any
 
@@ -43,7 +44,7 @@ from sddsf.client.engine.registry import RegistryView
 from sddsf.client.engine.snapshots import Snapshots, UnreadableSnapshot
 from sddsf.client.engine.verified import VerifiedLog
 from sddsf.client.parts import PartsReader
-from sddsf.client.transport.base import Transport
+from sddsf.client.transport.base import PulledOp, Transport
 from sddsf.errors import Code, ProofError, SddsfError
 from sddsf.protocol import merkle
 from sddsf.protocol import registry as reg
@@ -101,8 +102,7 @@ class Puller:
         head: TreeHead | None = None
         cursor = have
         for _ in range(10_000):  # bounded: at most 10k pages per sync
-            served = await self.transport.pull(space_id, after=cursor - 1, limit=MAX_BATCH)
-            page, head_raw = served.ops, served.tree_head
+            page, head_raw = await self.page(space_id, cursor)
             head = verify_tree_head(head_raw, self.ident.relay_key_or_raise(), log=space_id)
             if self.progress is not None:
                 self.progress(space_id, cursor + len(page), head.size)
@@ -155,6 +155,29 @@ class Puller:
                         f"{self.reg.label(exc.snap.author)} is unreadable ({exc.why}); not used")
             self.reset_space(space_id, exc.snap.id)
             return await self.pull(space_id, report, dry=dry)
+
+    async def page(self, space_id: bytes, cursor: int) -> tuple[list[PulledOp], bytes]:
+        """The page of the log from ``cursor``, this device's own acknowledged ops
+        filled in from the copies it kept (``ownop``) instead of downloaded.
+
+        An entry the log holder says is this device's own but that it holds no
+        copy of (a home restored from an older copy, or a lie) makes it ask for
+        the page again in full. A copy is only a candidate: the caller checks its
+        leaf hash against the served one and the tree head, as for any entry.
+        """
+        served = await self.transport.pull(space_id, after=cursor - 1, limit=MAX_BATCH,
+                                           omit_own=True)
+        ops: list[PulledOp] = []
+        for op in served.ops:
+            if not op.own:
+                ops.append(op)
+                continue
+            mine = self.store.get("ownop", space_id + u64(op.offset))
+            if mine is None:
+                full = await self.transport.pull(space_id, after=cursor - 1, limit=MAX_BATCH)
+                return list(full.ops), full.tree_head
+            ops.append(dataclasses.replace(op, envelope=mine, own=False))
+        return ops, served.tree_head
 
     async def apply_verified(  # noqa: PLR0915 - one verified transaction, kept in one place
             self, space_id: bytes, fetched: list[tuple[int, bytes, bytes | None]],
@@ -252,6 +275,9 @@ class Puller:
                 b.put("leaf", space_id + u64(offset), leaf)
                 if raw is not None:
                     b.put("op", space_id + u64(offset), raw)
+            for key, _ in self.store.scan("ownop", space_id):
+                if int.from_bytes(key[16:], "big") < head.size:
+                    b.delete("ownop", key)  # in the log replica now (or pruned)
             for k in report.skipped:  # not applied: a replay of the log skips them too
                 b.put("skipped", space_id + u64(k.offset), encode(k.code))
             for author, ch in chains.heads.items():

@@ -69,6 +69,8 @@ class Pusher:
                         merkle.verify_inclusion(merkle.leaf_hash(env), r.offset, head.size,
                                                 r.proof, head.root)
                         b.put("acked", space_id + u64(r.offset), merkle.leaf_hash(env))
+                        # Kept until pulled: the relay then omits it (omit_own).
+                        b.put("ownop", space_id + u64(r.offset), env)
                         b.delete("pending", key)
                         if key in parted:  # the last part of an edit is logged
                             b.delete("edit", parted[key])

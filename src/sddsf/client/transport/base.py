@@ -97,12 +97,14 @@ class PushResult:
 
 @dataclass(frozen=True, slots=True)
 class PulledOp:
-    """One op from the log (``envelope`` None once pruned under a snapshot)."""
+    """One op from the log (``envelope`` None once pruned under a snapshot, or
+    when ``own``: the puller's own op, omitted because it asked ``omit_own``)."""
 
     offset: int
     op_id: bytes
     leaf_hash: bytes
     envelope: bytes | None
+    own: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -448,7 +450,8 @@ class Transport(ABC):
         """
 
     @abstractmethod
-    async def pull(self, space_id: bytes, after: int = -1, limit: int = 500) -> PullPage:
+    async def pull(self, space_id: bytes, after: int = -1, limit: int = 500, *,
+                   omit_own: bool = False) -> PullPage:
         """At most ``limit`` entries with offsets greater than ``after``, in order,
         and the current signed tree head.
 
@@ -457,6 +460,9 @@ class Transport(ABC):
             after: The cursor: the offset of the last entry already held (-1:
                 from the start).
             limit: The most entries wanted (the log holder may send fewer).
+            omit_own: The log holder may send this device's own ops without
+                their envelope (``PulledOp.own``); it may also ignore the wish.
+                With False every entry that is not pruned carries its envelope.
 
         Returns:
             The page (empty at the end of the log) and the signed tree head

@@ -129,8 +129,10 @@ class RelayTransport(Transport):
         results, head = await self.client.upload(space_id, envelopes)
         return PushResult(tuple(results), head)
 
-    async def pull(self, space_id: bytes, after: int = -1, limit: int = 500) -> PullPage:
-        ops, head = await self.client.pull(space_id, after=after, limit=limit)
+    async def pull(self, space_id: bytes, after: int = -1, limit: int = 500, *,
+                   omit_own: bool = False) -> PullPage:
+        ops, head = await self.client.pull(space_id, after=after, limit=limit,
+                                           omit_own=omit_own)
         return PullPage(tuple(ops), head)
 
     async def tree_head(self, space_id: bytes) -> bytes:

@@ -43,7 +43,7 @@ from sddsf.relay.deps import (
     tree_head_out,
 )
 from sddsf.relay.fabric import consistency_proof, inclusion_proof, root_at
-from sddsf.relay.storage.base import SpaceRecord
+from sddsf.relay.storage.base import SpaceRecord, StoredOp
 
 router = APIRouter()
 #: An optional tree size in a query (default: the current size).
@@ -131,19 +131,35 @@ async def upload(space_id: str, body: m.OpsIn, caller: Pusher, ctx: Ctx) -> JSON
 @router.get("/v1/spaces/{space_id}/ops", response_model=m.OpsPage, tags=["ops"])
 async def pull(space_id: str, caller: Authed, ctx: Ctx,
                after: Annotated[m.DecimalInt, Query(ge=-1, le=m.INT64_MAX)] = -1,
-               limit: Annotated[m.DecimalInt, Query(ge=1, le=10_000)] = 500) -> JSONResponse:
-    """Ops with offset > ``after``, with the current signed tree head."""
+               limit: Annotated[m.DecimalInt, Query(ge=1, le=10_000)] = 500,
+               omit_own: bool = False) -> JSONResponse:
+    """Ops with offset > ``after``, with the current signed tree head.
+
+    ``omit_own``: the caller's own ops come without their envelope (``"own":
+    true``): it made them and keeps a copy since their acknowledgement.
+    """
     space = await space_of(ctx, caller, space_id)
     ops = await ctx.storage.read_ops(space.space_id, after,
                                      min(limit, ctx.settings.max_page_ops))
     # Read the log state after the page, so the signed head covers every op in it.
     space = await space_of(ctx, caller, space_id)
     head = ctx.fabric.tree_head(space, space.size, space.root)
-    return JSONResponse({"ops": [{  # the shape of m.OpsPage (see upload)
-        "offset": o.offset, "op_id": m.b64(o.op_id), "leaf_hash": m.b64(o.leaf_hash),
-        "envelope": m.b64(o.envelope) if o.envelope is not None else None} for o in ops],
+    me = caller.session.device_id if omit_own else None
+    return JSONResponse({"ops": [_pulled(o, me) for o in ops],
         "tree_head": tree_head_out(head).model_dump(),
         "next_after": ops[-1].offset if ops else after})
+
+
+def _pulled(o: StoredOp, omit_author: bytes | None) -> dict[str, object]:
+    # The shape of m.StoredOpOut; "own" appears only on an omitted entry, so a
+    # client that never asks for omissions sees the same shape as before.
+    out: dict[str, object] = {"offset": o.offset, "op_id": m.b64(o.op_id),
+                              "leaf_hash": m.b64(o.leaf_hash)}
+    if o.envelope is not None and o.author == omit_author:
+        out["envelope"], out["own"] = None, True
+    else:
+        out["envelope"] = m.b64(o.envelope) if o.envelope is not None else None
+    return out
 
 
 @router.get("/v1/spaces/{space_id}/tree-head", response_model=m.TreeHeadOut, tags=["proofs"])
