@@ -19,6 +19,9 @@ serve`` process; every command prints one JSON object on stdout.
   (with a home at HOME_C) and opens NO key epoch for it, so another device
   must catch up (as when an adding device stops before rotating). Prints C's
   device id.
+* ``text HOME [APPEND]``: the device of HOME syncs, appends APPEND (if given)
+  to the shared text ``t`` of the document ``notes`` of ``groceries`` (what the
+  web app's notes editor edits), syncs again and prints the text.
 * ``putbig HOME_A KEY SIZE``: A sets KEY to SIZE characters (an edit larger
   than one op: sealed as parts, §8.11) and syncs.
 """
@@ -31,6 +34,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+import pycrdt
 
 from sddsf.client.device import Device
 from sddsf.client.engine.common import store_kind
@@ -137,6 +142,21 @@ async def read(home_a: Path, key: str) -> None:
         await laptop.close()
 
 
+async def text(home: Path, append: str | None) -> None:
+    device = Device.open(home, passphrase=None)
+    try:
+        await device.sync()
+        space = device.space_by_name("groceries")
+        doc = device.doc(space, "notes")
+        t = doc.get("t", type=pycrdt.Text)
+        if append:
+            t += append
+            await device.sync()
+        _emit({"text": str(t), "size": device.verified_size(space)})
+    finally:
+        await device.close()
+
+
 async def add(home_a: Path, home_c: Path, name: str) -> None:
     laptop = Device.open(home_a, passphrase=None)
     try:
@@ -182,6 +202,8 @@ def main(argv: list[str]) -> None:
         asyncio.run(read(Path(args[0]), args[1]))
     elif command == "add":
         asyncio.run(add(Path(args[0]), Path(args[1]), args[2]))
+    elif command == "text":
+        asyncio.run(text(Path(args[0]), args[1] if len(args) > 1 else None))
     elif command == "putbig":
         asyncio.run(putbig(Path(args[0]), args[1], int(args[2])))
     else:
