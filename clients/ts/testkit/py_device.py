@@ -22,6 +22,9 @@ serve`` process; every command prints one JSON object on stdout.
 * ``text HOME [APPEND]``: the device of HOME syncs, appends APPEND (if given)
   to the shared text ``t`` of the document ``notes`` of ``groceries`` (what the
   web app's notes editor edits), syncs again and prints the text.
+* ``vaultfork HOME NAME SECRET``: the device of HOME syncs and writes a
+  password version of vault item NAME that supersedes nothing (as a device
+  that had not seen the current version would: a conflict), and syncs.
 * ``putbig HOME_A KEY SIZE``: A sets KEY to SIZE characters (an edit larger
   than one op: sealed as parts, §8.11) and syncs.
 """
@@ -41,6 +44,7 @@ from sddsf.client.device import Device
 from sddsf.client.engine.common import store_kind
 from sddsf.client.engine.identity import new_home
 from sddsf.client.kv import KeyValue
+from sddsf.client.vault import Vault
 from sddsf.crypto import random_bytes
 from sddsf.protocol import registry as reg
 from sddsf.protocol.identity import DeviceKeys
@@ -157,6 +161,21 @@ async def text(home: Path, append: str | None) -> None:
         await device.close()
 
 
+async def vaultfork(home: Path, name: str, secret: str) -> None:
+    device = Device.open(home, passphrase=None)
+    try:
+        await device.sync()
+        vault = await Vault.open(device)
+        # A version that supersedes nothing: concurrent with the current one, on purpose.
+        vault._write(name, [("password", secret)], ())
+        await device.sync()
+        item = vault.item(name)
+        _emit({"conflict": bool(item and item.conflict),
+               "heads": 0 if item is None else len(item.heads)})
+    finally:
+        await device.close()
+
+
 async def add(home_a: Path, home_c: Path, name: str) -> None:
     laptop = Device.open(home_a, passphrase=None)
     try:
@@ -202,6 +221,8 @@ def main(argv: list[str]) -> None:
         asyncio.run(read(Path(args[0]), args[1]))
     elif command == "add":
         asyncio.run(add(Path(args[0]), Path(args[1]), args[2]))
+    elif command == "vaultfork":
+        asyncio.run(vaultfork(Path(args[0]), args[1], args[2]))
     elif command == "text":
         asyncio.run(text(Path(args[0]), args[1] if len(args) > 1 else None))
     elif command == "putbig":

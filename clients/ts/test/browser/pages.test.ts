@@ -9,7 +9,8 @@
  *    appears in the editor (live). The sync line shows the live channel open,
  *    the last verified tree head and nothing pending.
  * 3. Vault: a secret written in Python is revealed on click and copied to the
- *    clipboard; never in the page's URL.
+ *    clipboard; never in the page's URL. A conflicting version written by the
+ *    Python device is shown as a conflict, each version revealable.
  * 4. Devices: this browser and the Python device, active, with the trust
  *    score, access and factors of the relay's controller.
  * 5. Alerts: the controller's open alerts (as many as `sddsf alerts` lists).
@@ -18,7 +19,8 @@
  *    that drops an event from it is refused (`proof_invalid`), nothing shown.
  *
  * A screenshot of each page goes to clients/ts/test-artifacts/ (or
- * SDDSF_SCREENSHOTS): page-pair, page-notes, page-vault, page-devices,
+ * SDDSF_SCREENSHOTS): page-pair, page-notes, page-vault (and
+ * page-vault-conflict), page-devices,
  * page-alerts, page-audit (and page-audit-refused). Needs Chromium and the Python environment (skips
  * without, fails under SDDSF_REQUIRE_CHROMIUM=1 / SDDSF_REQUIRE_INTEROP=1).
  */
@@ -120,6 +122,20 @@ test("every page of the web app: pair, notes (CodeMirror + Yjs) both ways, vault
   await page.locator('#vault-msg[data-copied="wallet"]').waitFor({ timeout: 30_000 });
   assert.equal(await page.evaluate(() => navigator.clipboard.readText()), "correct horse battery staple");
   assert.ok(!page.url().includes("correct"), "the secret is not in the URL");
+  // A conflict: the Python device writes a version that supersedes nothing (as a device that had not seen
+  // the current one would); the page shows both, each revealable.
+  const fork = relay.py("vaultfork", home, "wallet", "a concurrent secret");
+  assert.deepEqual(fork, { conflict: true, heads: 2 });
+  const conflicted = page.locator('#vault-rows tr[data-item="wallet"][data-conflict="true"]');
+  await conflicted.waitFor({ timeout: 60_000 });
+  assert.match(await conflicted.locator("td.kind").innerText(), /CONFLICT: 2 versions/);
+  await screenshot(page, "page-vault-conflict");
+  const revealed: string[] = [];
+  for (const i of [1, 2]) {
+    await conflicted.locator(`button.reveal:text-is("Reveal ${i}")`).click();
+    revealed.push(await page.locator("#vault-secret").innerText());
+  }
+  assert.deepEqual(revealed.sort(), ["a concurrent secret", "correct horse battery staple"]);
   await page.click("#nav-devices");
   assert.equal(await page.locator("#vault-secret").innerText(), "", "leaving the page hides the secret");
 
