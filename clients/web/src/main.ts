@@ -24,7 +24,7 @@ import { loadAlerts } from "./alerts.js";
 import { loadAudit } from "./audit.js";
 import { loadDevices } from "./devices.js";
 import { $, show } from "./dom.js";
-import { initNotes, openFirstSpace } from "./notes.js";
+import { flushNow, initNotes, openFirstSpace } from "./notes.js";
 import { pairFlow, unlockFlow } from "./pair.js";
 import { onRender, render, state } from "./state.js";
 import { refused, renderSyncLine, runSync, synced } from "./status.js";
@@ -56,6 +56,10 @@ function start(d: BrowserDevice): void {
   initNotes();
   initVault();
   onRender(renderSyncLine);
+  addEventListener("pagehide", flushNow);
+  document.addEventListener("visibilitychange", () => {
+    if (document.visibilityState === "hidden") flushNow();
+  });
   setInterval(renderSyncLine, 1000);
   render();
   void (async () => {

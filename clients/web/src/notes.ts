@@ -25,11 +25,26 @@ let editor: EditorView | null = null;
 let editing: Y.Doc | null = null;
 let pending: ReturnType<typeof setTimeout> | null = null;
 
-/** A local edit: sealed and stored now (it survives a reload), sent shortly. */
+/**
+ * A local edit: after a short pause in typing, sealed and stored (it survives
+ * a reload) and sent; one op per pause, not per keystroke. Leaving the page
+ * seals and stores at once.
+ */
 export function edited(): void {
-  void device().flush().then(renderSyncLine);
+  renderSyncLine();
   if (pending !== null) clearTimeout(pending);
-  pending = setTimeout(() => void runSync(), 300);
+  pending = setTimeout(() => {
+    pending = null;
+    void device().flush().then(runSync);
+  }, 300);
+}
+
+/** Seal and store what is typed but not yet sealed (the page is being left). */
+export function flushNow(): void {
+  if (pending === null || state.device === null) return;
+  clearTimeout(pending);
+  pending = null;
+  void state.device.flush();
 }
 
 /** Who wrote a value: the registry's name of the author, and whether that was verified. */
