@@ -13,10 +13,14 @@ import { $, el, row, when } from "./dom.js";
 import { authorLabel } from "./notes.js";
 import { device, onRender } from "./state.js";
 
-let revealed: string | null = null;
+/** What is revealed: the item and its versions then (a change of the item hides it). */
+let revealed: { name: string; versions: string } | null = null;
 
-function reveal(name: string, secret: string | null): void {
-  revealed = secret;
+const versionsOf = (item: Item): string => item.heads.map((h) => h.id).join(",");
+
+function reveal(item: Item, secret: string | null): void {
+  const name = item.name;
+  revealed = { name, versions: versionsOf(item) };
   const out = $("vault-secret");
   out.textContent = secret ?? "";
   out.dataset.item = name;
@@ -63,10 +67,10 @@ function itemRow(item: Item): HTMLTableRowElement {
   if (item.conflict) {
     // Each concurrent version, revealable and copyable on its own.
     item.heads.forEach((h, i) => actions.append(
-      button(`Reveal ${i + 1}`, "reveal", () => reveal(item.name, h.secret)), " ",
+      button(`Reveal ${i + 1}`, "reveal", () => reveal(item, h.secret)), " ",
       button(`Copy ${i + 1}`, "copy", () => void copy(item.name, h.secret)), " "));
   } else {
-    actions.append(button("Reveal", "reveal", () => reveal(item.name, current())), " ",
+    actions.append(button("Reveal", "reveal", () => reveal(item, current())), " ",
       button("Copy", "copy", () => void copy(item.name, current())));
   }
   const kind = item.conflict ? `${item.kind} (CONFLICT: ${item.heads.length} versions: ${item.heads.map(versionLabel).join("; ")})`
@@ -84,11 +88,14 @@ export function initVault(): void {
     const rows = $("vault-rows");
     rows.replaceChildren();
     const vault = device().vault();
-    for (const item of vault.list()) if (!item.deleted) rows.append(itemRow(item));
+    const items = vault.list();
+    for (const item of items) if (!item.deleted) rows.append(itemRow(item));
+    // A revealed secret whose item changed since (a new version, a conflict) is hidden: reveal again.
+    const shown = revealed === null ? undefined : items.find((i) => i.name === revealed!.name);
+    if (revealed !== null && (shown === undefined || versionsOf(shown) !== revealed.versions)) hideSecret();
     for (const a of vault.alerts) {
       const tr = el("tr", `alert: ${a.name ?? "?"} ${a.what}${a.by ? ` by ${a.by.slice(0, 12)}` : ""}`, "bad");
       rows.append(tr);
     }
-    if (revealed === null) $("vault-secret").textContent = "";
   });
 }

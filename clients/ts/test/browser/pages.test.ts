@@ -128,6 +128,7 @@ test("every page of the web app: pair, notes (CodeMirror + Yjs) both ways, vault
   assert.deepEqual(fork, { conflict: true, heads: 2 });
   const conflicted = page.locator('#vault-rows tr[data-item="wallet"][data-conflict="true"]');
   await conflicted.waitFor({ timeout: 60_000 });
+  assert.equal(await page.locator("#vault-secret").innerText(), "", "a revealed secret is hidden once its item changed");
   assert.match(await conflicted.locator("td.kind").innerText(), /CONFLICT: 2 versions/);
   await screenshot(page, "page-vault-conflict");
   const revealed: string[] = [];
