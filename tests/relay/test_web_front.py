@@ -18,6 +18,8 @@ import httpx
 import pytest
 from livekit import RelayProcess, Relays, connect_outcome, relay_env, write_key_file
 
+from sddsf.cli.web_cmds import default_dist
+
 START_TIMEOUT_S = 20.0
 
 
@@ -114,3 +116,15 @@ def test_web_without_a_built_app_says_how_to_build_it(tmp_path: Path) -> None:
                        env={**os.environ, **relay_env()}, timeout=60, check=False)
     assert r.returncode != 0
     assert "npm run build" in r.stderr, r.stderr
+    assert "clients/web" in r.stderr, r.stderr
+
+
+def test_web_serves_the_vite_app_of_clients_web_by_default() -> None:
+    # The built web app (clients/web, Vite) of this checkout, as the README's commands build it.
+    repo = Path(__file__).resolve().parents[2]
+    assert default_dist() == repo / "clients" / "web" / "dist"
+    assert (repo / "clients" / "web" / "package.json").is_file()
+    r = subprocess.run([sys.executable, "-m", "sddsf", "web", "--help"], capture_output=True,
+                       text=True, env={**os.environ, **relay_env()}, timeout=60, check=False)
+    assert r.returncode == 0
+    assert "clients/web" in r.stdout, r.stdout

@@ -15,6 +15,7 @@
  * space/<id>              CBOR {name, replica}  (replica: SpaceReplica.exportState)
  * doc/<id>/<name>         the Yjs state of a document (own unsent edits already sealed)
  * prov/<scope>            provenance of a write-once map
+ * audit/heads             CBOR [tree head, ...]  (audit heads verified before, newest 32)
  * ```
  *
  * Every change to a space is written in one store transaction (replica,
@@ -23,9 +24,11 @@
 
 import * as Y from "yjs";
 
-import { fromHex, toHex } from "./bytes.js";
+import { bytesEqual, fromHex, toHex } from "./bytes.js";
 import { decode, encode, type CborValue } from "./cbor.js";
 import { HLCTimestamp } from "./clock.js";
+import { auditLogId, isByteList, parseAlerts, parseAuditPage, parseDevices, verifyAuditLog, type AuditCheck,
+  type ControllerAlert, type DeviceTrust } from "./controller.js";
 import { docIdFor } from "./docs.js";
 import { AuthorizationError, Code, ProofError, SddsfError, UsageError } from "./errors.js";
 import { AccountPublic, DeviceKeys, fingerprint } from "./identity.js";
@@ -37,6 +40,7 @@ import type { RegistryState } from "./registry.js";
 import { RelayClient, type RetryPolicy } from "./relay.js";
 import { Batch, type Store } from "./store.js";
 import { DeviceSession, type PullReport, type SpaceReplica } from "./sync.js";
+import { verifyTreeHead, type TreeHead } from "./treehead.js";
 import { Vault } from "./vault.js";
 import { DocSet } from "./ydocs.js";
 
@@ -101,6 +105,9 @@ function decodeIdentity(raw: Uint8Array): Identity {
  * space's history only below every active device's acknowledgement.
  */
 export const ACK_EVERY = 256;
+
+/** Audit tree heads kept (the largest ones), as the Python client. */
+export const MAX_AUDIT_HEADS = 32;
 
 /** One space of the device: its verified replica and its Yjs documents. */
 class SpaceState {
@@ -417,6 +424,90 @@ export class BrowserDevice {
     st.docs.applyVerified(report.applied);
     const name = st.docs.names().includes("_meta") ? st.docs.doc("_meta").getMap("meta").get("name") : undefined;
     if (typeof name === "string" && name) st.name = name;
+  }
+
+  // --------------------------------------------------------------- controller
+
+  /** The account's devices with trust score, access and factors, as the relay's controller says (unverified). */
+  async devicesTrust(): Promise<DeviceTrust[]> {
+    return parseDevices(await this.relay.controllerDevices());
+  }
+
+  /** The account's alerts, as the relay's controller says (unverified); `all`: acknowledged ones too. */
+  async controllerAlerts(all = false): Promise<ControllerAlert[]> {
+    return parseAlerts(await this.relay.controllerAlerts(all));
+  }
+
+  private async storedAuditHeads(key: Uint8Array | null): Promise<TreeHead[]> {
+    const raw = await this.store.get("audit/heads");
+    if (raw === undefined || key === null) return [];
+    const heads = decode(raw);
+    if (!isByteList(heads)) throw new ProofError("this device's stored audit heads are unreadable");
+    const pinned = this.session.relayKey!;
+    return heads.map((h) => verifyTreeHead(h, pinned, auditLogId(this.identity.account.accountId)));
+  }
+
+  /**
+   * Fetch and verify the account's audit log (as the Python client's
+   * `verify_audit`): every entry against the relay's signed head, every head
+   * this device verified before still a prefix, consistent growth, every
+   * device report's signature; then keep the new head.
+   *
+   * @throws ProofError `log_rollback` or `proof_invalid` when the relay
+   *   dropped, rewrote or reordered an event or signed heads of a forked log;
+   *   `tree_head_invalid` for a head not signed by the pinned relay key.
+   */
+  async verifyAudit(page = 1000): Promise<AuditCheck> {
+    const state = await this.session.refreshRegistry();
+    const key = await this.session.pinRelay();
+    const log = auditLogId(this.identity.account.accountId);
+    const entries: Uint8Array[] = [];
+    let head: TreeHead | null = null;
+    for (let i = 0; i < 10_000; i++) {
+      const [rows, headRaw] = parseAuditPage(await this.relay.auditPage(entries.length, page));
+      for (const [seq, raw] of rows) {
+        if (seq !== entries.length) throw new ProofError(`the relay served audit entry ${seq} where ${entries.length} was expected`);
+        entries.push(raw);
+      }
+      head = verifyTreeHead(headRaw, key, log);
+      if (BigInt(entries.length) >= head.size || rows.length === 0) break;
+    }
+    if (head === null) throw new ProofError("the relay served no audit tree head");
+    const all = entries.slice(0, Number(head.size));
+    const stored = await this.storedAuditHeads(key.raw);
+    let proof: Uint8Array[] = [];
+    const latest = stored.reduce<TreeHead | null>((a, h) => (a === null || h.size > a.size ? h : a), null);
+    if (latest !== null && latest.size > 0n && latest.size < head.size) {
+      const [p, proofHead] = await this.relay.auditConsistency(Number(latest.size), Number(head.size));
+      if (!bytesEqual(verifyTreeHead(proofHead, key, log).root, head.root)) {
+        throw new ProofError("the relay signed two different audit logs of one size");
+      }
+      proof = p;
+    }
+    const [decoded] = verifyAuditLog(all, head, stored, state, proof);
+    const keep = [...stored.filter((h) => toHex(h.raw) !== toHex(head!.raw)), head]
+      .sort((a, b) => (a.size < b.size ? -1 : a.size > b.size ? 1 : 0)).slice(-MAX_AUDIT_HEADS);
+    await this.store.put("audit/heads", encode(keep.map((h) => h.raw)));
+    return { entries: decoded, head, headsChecked: stored.length };
+  }
+
+  // ------------------------------------------------------------------ status
+
+  /** Whether the live channel is open now. */
+  get connected(): boolean {
+    return this.live !== null;
+  }
+
+  /** Local edits not yet in the relay's log: sealed pending ops and held edits, plus unsealed Yjs edits. */
+  pending(): number {
+    let n = 0;
+    for (const st of this.spaces.values()) n += st.replica.unsentCount() + st.docs.localCount();
+    return n;
+  }
+
+  /** The verified tree head of a space (null before its first verified pull). */
+  treeHead(spaceId: Uint8Array): TreeHead | null {
+    return this.spaces.get(toHex(spaceId))?.replica.head ?? null;
   }
 
   // --------------------------------------------------------------------- live

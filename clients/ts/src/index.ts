@@ -9,6 +9,7 @@ export * as approval from "./approval.js";
 export * as auth from "./auth.js";
 export * as bytes from "./bytes.js";
 export * as cbor from "./cbor.js";
+export * as controller from "./controller.js";
 export * as crypto from "./crypto.js";
 export * as device from "./device.js";
 export * as docs from "./docs.js";

@@ -464,6 +464,32 @@ export class RelayClient {
       (r.attestations as string[]).map((a) => unb64(a, "attestation"))];
   }
 
+  // ------------------------------------------------------------ controller
+  // What the relay's security controller says (session requests; shown, never trusted).
+
+  /** Every device of the account with its trust score, access and factors (`GET /v1/controller/devices`). */
+  async controllerDevices(): Promise<Json> {
+    return this.send("GET", "/v1/controller/devices", { authed: true });
+  }
+
+  /** The account's alerts (`all`: acknowledged ones too), oldest first. */
+  async controllerAlerts(all = false): Promise<Json> {
+    return this.send("GET", "/v1/controller/alerts", { authed: true, params: all ? { all: "true" } : {} });
+  }
+
+  /** One page of the audit log from `start` and the signed head of the whole log (verify it!). */
+  async auditPage(start = 0, limit = 500): Promise<Json> {
+    return this.send("GET", "/v1/controller/audit", { authed: true, params: { start, limit } });
+  }
+
+  /** Consistency proof between audit log sizes `first` and `second`, and the signed head of `second`. */
+  async auditConsistency(first: number, second?: number): Promise<[Uint8Array[], Uint8Array]> {
+    const params: Record<string, number> = { first };
+    if (second !== undefined) params.second = second;
+    const r = await this.send("GET", "/v1/controller/audit/proofs/consistency", { authed: true, params });
+    return [(r.proof as string[]).map((p) => unb64(p, "proof", 32)), unb64(r.tree_head.tree_head, "tree_head")];
+  }
+
   // ------------------------------------------------------- pairing mailbox
   // Every channel request names the caller's slot by its token (§17.4.7).
 

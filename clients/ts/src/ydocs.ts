@@ -98,6 +98,13 @@ export class DocSet {
     return out;
   }
 
+  /** Documents with local edits not taken yet (not sealed into ops). */
+  localCount(): number {
+    let n = 0;
+    for (const buffer of this.local.values()) if (buffer.length) n += 1;
+    return n;
+  }
+
   /** The full state of every document (for a snapshot). */
   states(): Map<string, Uint8Array> {
     return new Map([...this.docs].map(([n, d]) => [n, Y.encodeStateAsUpdate(d)]));

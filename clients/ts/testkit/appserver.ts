@@ -1,5 +1,5 @@
 /**
- * Serves the web app (app/dist) and the relay from ONE origin, as a deployment
+ * Serves the web app (clients/web/dist) and the relay from ONE origin, as a deployment
  * puts both behind one reverse proxy: static files, and every /v1/ request
  * (HTTP and the WebSocket upgrade) forwarded to a real `sddsf relay serve`.
  * A test may rewrite the relay's JSON answers on the way (`tamper`), to play
@@ -12,12 +12,13 @@ import { connect } from "node:net";
 import { join } from "node:path";
 import type { AddressInfo } from "node:net";
 
-import { PACKAGE_ROOT } from "./kit.js";
+import { APP_DIST } from "./kit.js";
 
 /* eslint-disable @typescript-eslint/no-explicit-any */
 type Json = any;
 
-const TYPES: Record<string, string> = { ".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8" };
+const TYPES: Record<string, string> = { ".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
+  ".css": "text/css; charset=utf-8" };
 
 /** The app's origin in front of a relay. */
 export class AppServer {
@@ -29,7 +30,7 @@ export class AppServer {
   /** Listen on a free loopback port, forwarding /v1/ and /healthz to `relayUrl`. */
   static async start(relayUrl: string): Promise<AppServer> {
     const relay = new URL(relayUrl);
-    const dist = join(PACKAGE_ROOT, "app", "dist");
+    const dist = APP_DIST;
     let self: AppServer | null = null;
     const server = createServer((req, res) => {
       if (req.url?.startsWith("/v1/") || req.url === "/healthz") forward(req, res, relay, self!);
@@ -63,7 +64,8 @@ export class AppServer {
 function serveFile(dist: string, req: IncomingMessage, res: ServerResponse): void {
   const path = req.url === "/" || req.url === undefined ? "/index.html" : req.url.split("?")[0]!;
   const ext = path.slice(path.lastIndexOf("."));
-  if (!/^\/[a-z0-9_.-]+$/i.test(path) || TYPES[ext] === undefined) {
+  // index.html and the hashed files under assets/ (no "..": each segment is a plain name).
+  if (!/^(\/assets)?\/[a-z0-9_-][a-z0-9_.-]*$/i.test(path) || TYPES[ext] === undefined) {
     res.writeHead(404).end();
     return;
   }

@@ -71,5 +71,5 @@ export function codeOf(fn: () => unknown): string {
   throw new Error("expected an SddsfError, nothing was thrown");
 }
 
-/** The built web app the browser tests serve. */
-export const APP_DIST = join(PACKAGE_ROOT, "app", "dist");
+/** The built web app the browser tests serve (clients/web: `npm run build` there). */
+export const APP_DIST = join(REPO_ROOT, "clients", "web", "dist");

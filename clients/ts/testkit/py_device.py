@@ -19,6 +19,12 @@ serve`` process; every command prints one JSON object on stdout.
   (with a home at HOME_C) and opens NO key epoch for it, so another device
   must catch up (as when an adding device stops before rotating). Prints C's
   device id.
+* ``text HOME [APPEND]``: the device of HOME syncs, appends APPEND (if given)
+  to the shared text ``t`` of the document ``notes`` of ``groceries`` (what the
+  web app's notes editor edits), syncs again and prints the text.
+* ``vaultfork HOME NAME SECRET``: the device of HOME syncs and writes a
+  password version of vault item NAME that supersedes nothing (as a device
+  that had not seen the current version would: a conflict), and syncs.
 * ``putbig HOME_A KEY SIZE``: A sets KEY to SIZE characters (an edit larger
   than one op: sealed as parts, §8.11) and syncs.
 """
@@ -32,10 +38,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pycrdt
+
 from sddsf.client.device import Device
 from sddsf.client.engine.common import store_kind
 from sddsf.client.engine.identity import new_home
 from sddsf.client.kv import KeyValue
+from sddsf.client.vault import Vault
 from sddsf.crypto import random_bytes
 from sddsf.protocol import registry as reg
 from sddsf.protocol.identity import DeviceKeys
@@ -137,6 +146,36 @@ async def read(home_a: Path, key: str) -> None:
         await laptop.close()
 
 
+async def text(home: Path, append: str | None) -> None:
+    device = Device.open(home, passphrase=None)
+    try:
+        await device.sync()
+        space = device.space_by_name("groceries")
+        doc = device.doc(space, "notes")
+        t = doc.get("t", type=pycrdt.Text)
+        if append:
+            t += append
+            await device.sync()
+        _emit({"text": str(t), "size": device.verified_size(space)})
+    finally:
+        await device.close()
+
+
+async def vaultfork(home: Path, name: str, secret: str) -> None:
+    device = Device.open(home, passphrase=None)
+    try:
+        await device.sync()
+        vault = await Vault.open(device)
+        # A version that supersedes nothing: concurrent with the current one, on purpose.
+        vault._write(name, [("password", secret)], ())
+        await device.sync()
+        item = vault.item(name)
+        _emit({"conflict": bool(item and item.conflict),
+               "heads": 0 if item is None else len(item.heads)})
+    finally:
+        await device.close()
+
+
 async def add(home_a: Path, home_c: Path, name: str) -> None:
     laptop = Device.open(home_a, passphrase=None)
     try:
@@ -182,6 +221,10 @@ def main(argv: list[str]) -> None:
         asyncio.run(read(Path(args[0]), args[1]))
     elif command == "add":
         asyncio.run(add(Path(args[0]), Path(args[1]), args[2]))
+    elif command == "vaultfork":
+        asyncio.run(vaultfork(Path(args[0]), args[1], args[2]))
+    elif command == "text":
+        asyncio.run(text(Path(args[0]), args[1] if len(args) > 1 else None))
     elif command == "putbig":
         asyncio.run(putbig(Path(args[0]), args[1], int(args[2])))
     else:

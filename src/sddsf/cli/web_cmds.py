@@ -1,4 +1,4 @@
-"""``sddsf web``: serve the built web app (clients/ts/app) on loopback, with the
+"""``sddsf web``: serve the built web app (clients/web) on loopback, with the
 relay's API on the same origin.
 
 The browser app talks to the relay at its own origin (docs/web-client.md), so
@@ -40,8 +40,8 @@ _STATIC_HEADERS: Final = [(b"x-content-type-options", b"nosniff"),
 
 
 def default_dist() -> Path:
-    """``clients/ts/app/dist`` of the source checkout this package runs from."""
-    return Path(__file__).resolve().parents[3] / "clients" / "ts" / "app" / "dist"
+    """``clients/web/dist`` of the source checkout this package runs from."""
+    return Path(__file__).resolve().parents[3] / "clients" / "web" / "dist"
 
 
 def _relay_path(path: str) -> bool:
@@ -217,7 +217,7 @@ async def _home_relay(ctx: click.Context) -> str:
 @click.option("--relay", "relay_url", default=None,
               help="The relay's URL (default: the relay of this home's device).")
 @click.option("--dist", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="The built web app (default: clients/ts/app/dist of this checkout).")
+              help="The built web app (default: clients/web/dist of this checkout).")
 @click.pass_context
 def web(ctx: click.Context, port: int, relay_url: str | None, dist: Path | None) -> None:
     """Serve the web app on http://127.0.0.1:PORT, with the relay's API on the same origin.
@@ -225,14 +225,15 @@ def web(ctx: click.Context, port: int, relay_url: str | None, dist: Path | None)
     Open the printed URL in a browser and pair it with `sddsf device add`. The
     browser verifies and decrypts everything itself; this command only serves
     the app's files and forwards /v1/ (HTTP and the live WebSocket) to the
-    relay. Build the app first: cd clients/ts && npm ci && npm run build:app.
+    relay. Build the app first: (cd clients/ts && npm ci && npm run build) and then
+    (cd clients/web && npm ci && npm run build).
     """
     import uvicorn  # noqa: PLC0415 - only this command serves
 
     dist = dist or default_dist()
     if not (dist / "index.html").is_file():
-        raise UsageError(f"no built web app in {dist}: run `npm ci && npm run build:app` in "
-                         "clients/ts, or give --dist")
+        raise UsageError(f"no built web app in {dist}: run `npm ci && npm run build` in "
+                         "clients/ts, then in clients/web, or give --dist")
     if relay_url is None:
         relay_url = asyncio.run(_home_relay(ctx))
     if not relay_url.startswith(("http://", "https://")):

@@ -18,8 +18,8 @@
  *    not shown.
  * 7. A second browser device whose store is under a passphrase (Argon2id in
  *    the page) pairs, asks for the passphrase after a reload (a wrong one is
- *    refused), and a shared text (Yjs) typed in the first page appears live in
- *    the second.
+ *    refused), and a shared text (Yjs, in the CodeMirror editor) typed in the
+ *    first page appears live in the second.
  *
  * What the page shows at the refusal and at the end is saved as
  * app-refused.png and app-verified.png in clients/ts/test-artifacts/ (or
@@ -41,7 +41,7 @@ import { chromium, type BrowserContext, type Page } from "playwright-core";
 import { AppServer } from "../../testkit/appserver.js";
 import { screenshot } from "../../testkit/browser.js";
 import { deviceAdd, getJson, sddsf } from "../../testkit/cli.js";
-import { PACKAGE_ROOT } from "../../testkit/kit.js";
+import { APP_DIST } from "../../testkit/kit.js";
 import { LiveRelay, pythonAvailable } from "../../testkit/relaykit.js";
 
 /* eslint-disable @typescript-eslint/no-explicit-any */
@@ -90,7 +90,7 @@ async function kvValue(page: Page, key: string, timeout = 60_000): Promise<strin
 
 test("the web app pairs, syncs, edits live and refuses a tampering relay, in Chromium", { timeout: 600_000 }, async (t) => {
   if (!chromiumAvailable(t) || !pythonAvailable(t)) return;
-  assert.ok(existsSync(join(PACKAGE_ROOT, "app", "dist", "app.js")), "the app is built (npm run build:app)");
+  assert.ok(existsSync(join(APP_DIST, "index.html")), "the app is built (cd clients/web && npm run build)");
   relay = await LiveRelay.start();
   server = await AppServer.start(relay.baseUrl);
   const home = relay.home("laptop");
@@ -127,8 +127,10 @@ test("the web app pairs, syncs, edits live and refuses a tampering relay, in Chr
   await page.locator('#spaces button[data-space="groceries"]').click();
   assert.equal(await kvValue(page, "milk"), "2 l");
   assert.match(await page.locator('#kv-rows tr[data-key="milk"] td.author').innerText(), /laptop ✓/);
-  await page.locator('#vault-rows tr[data-item="wallet"] button').click();
+  await page.click("#nav-vault");
+  await page.locator('#vault-rows tr[data-item="wallet"] button.reveal').click();
   assert.equal(await page.locator("#vault-secret").innerText(), "correct horse battery staple");
+  await page.click("#nav-notes");
 
   // 3. An edit in the browser, read by Python with its authorship verified.
   await page.fill("#kv-key", "bread");
@@ -219,8 +221,9 @@ test("the web app pairs, syncs, edits live and refuses a tampering relay, in Chr
     await tab.locator('#status[data-state="verified"]').waitFor({ timeout: 60_000 });
     await tab.locator('#spaces button[data-space="groceries"]').click();
     assert.equal(await kvValue(tab, "bread"), "1 loaf");
-    await page.locator("#notes").fill("shopping on friday");
-    await tab.waitForFunction(() => (document.getElementById("notes") as HTMLTextAreaElement).value === "shopping on friday",
+    await page.locator("#notes .cm-content").click();
+    await page.keyboard.type("shopping on friday");
+    await tab.waitForFunction(() => document.querySelector("#notes .cm-content")?.textContent === "shopping on friday",
       null, { timeout: 60_000 });
     assert.equal((await statusOf(tab)).state, "verified");
   } finally {
