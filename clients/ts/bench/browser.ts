@@ -54,6 +54,8 @@ const { values: opts } = parseArgs({ options: {
   profile: { type: "boolean", default: false },
 } });
 const REPEAT = Number(opts.repeat);
+// The registry allows 16 device additions a day: 2 × REPEAT paired browsers and 2 Python devices.
+if (!(REPEAT >= 1 && REPEAT <= 7)) throw new Error("--repeat: 1 to 7 (each run pairs a new device; the registry allows 16 a day)");
 const HELPER = join(PACKAGE_ROOT, "bench", "py_bench.py");
 const OUT = join(PACKAGE_ROOT, "bench", "dist");
 const STEP_TIMEOUT_MS = 900_000;

@@ -15,9 +15,9 @@ a new device replays it until the ``snapshot`` command writes one.
   pairs the device that joins with it (words accepted) and opens a key epoch
   of the space that includes it. Prints the words and the new device's id.
 * ``snapshot WORK``: A syncs and writes a snapshot covering the whole log.
-* ``pull WORK MODE REPEAT``: REPEAT new Python devices (``Device.add_local``;
-  MODE ``replay`` or ``snapshot``) each time their first ``sync()`` and check
-  their text against A's. Prints the times in ms.
+* ``pull WORK MODE REPEAT``: a new Python device (``Device.add_local``; MODE
+  ``replay`` or ``snapshot``); REPEAT fresh copies of it (new homes) each time
+  their first ``sync()`` and check their text against A's. Prints the times in ms.
 """
 
 from __future__ import annotations
@@ -37,6 +37,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 from trace_sync import apply_edit, load  # noqa: E402
 
 from sddsf.client.device import Device  # noqa: E402
+from sddsf.client.engine.common import store_kind  # noqa: E402
+from sddsf.client.engine.identity import new_home  # noqa: E402
 from sddsf.client.pairing import PairingCheck, PairingInvite, add_device  # noqa: E402
 
 SPACE = "trace"
@@ -120,10 +122,19 @@ async def pull(work: Path, mode: str, repeat: int) -> None:
     times: list[float] = []
     try:
         space = a.space_by_name(SPACE)
-        for _ in range(repeat):
-            name = f"py-{mode}-{time.time_ns()}"
-            dev = await Device.add_local(a, work / name, name, passphrase=None,
-                                         insecure_plaintext=True)
+        # One new device (the registry allows 16 additions a day); each run is a
+        # fresh copy of it (a new home with its keys, the relay key pinned and the registry read),
+        # so every timed sync starts from nothing.
+        first = await Device.add_local(a, work / f"py-{mode}", f"py-{mode}", passphrase=None,
+                                       insecure_plaintext=True)
+        keys = first.keys
+        await first.close()
+        for i in range(repeat):
+            home = work / f"py-{mode}-{i}"
+            store = new_home(home, keys, f"py-{mode}", a.account, a.relay_url, None, True)
+            dev = Device(store, store_kind(home))
+            await dev.pin_relay()  # as Device.add_local leaves a new device (and pairing a browser)
+            await dev.refresh_registry()
             dev.use_snapshots = mode == "snapshot"
             dev.ack_every = 0
             start = time.perf_counter()
