@@ -6,10 +6,12 @@
 
 import { Code, DecodeError, UsageError } from "./errors.js";
 
+const HEX_BYTE: readonly string[] = Array.from({ length: 256 }, (_, b) => b.toString(16).padStart(2, "0"));
+
 /** Lowercase hex of `data`. */
 export function toHex(data: Uint8Array): string {
   let out = "";
-  for (const b of data) out += b.toString(16).padStart(2, "0");
+  for (let i = 0; i < data.length; i++) out += HEX_BYTE[data[i]!]!;
   return out;
 }
 
@@ -28,7 +30,12 @@ export function fromHex(text: string): Uint8Array {
 }
 
 const B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-const B64_INDEX: ReadonlyMap<string, number> = new Map([...B64].map((c, i) => [c, i]));
+/** Value of each ASCII code in the alphabet, -1 for codes outside it. */
+const B64_INDEX: Int8Array = (() => {
+  const t = new Int8Array(128).fill(-1);
+  for (let i = 0; i < B64.length; i++) t[B64.charCodeAt(i)] = i;
+  return t;
+})();
 
 /** URL-safe base64 with `=` padding (the canonical form the relay expects). */
 export function b64(data: Uint8Array): string {
@@ -67,9 +74,10 @@ export function unb64(text: string, what = "value", size?: number): Uint8Array {
   let acc = 0;
   let bits = 0;
   let o = 0;
-  for (const ch of body) {
-    const v = B64_INDEX.get(ch);
-    if (v === undefined) {
+  for (let i = 0; i < body.length; i++) {
+    const c = body.charCodeAt(i);
+    const v = c < 128 ? B64_INDEX[c]! : -1;
+    if (v < 0) {
       throw new DecodeError(`${what}: not valid URL-safe base64 ('-' and '_', padded)`, Code.MALFORMED);
     }
     acc = (acc << 6) | v;

@@ -74,7 +74,9 @@ export function blake2b(data: Uint8Array, size: number): Uint8Array {
 
 /** SHA-256 (the RFC 9162 log hash). */
 export function sha256(data: Uint8Array): Uint8Array {
-  return nobleSha256(data);
+  // libsodium's is 2-4× faster (the log hashes every leaf and node); the same
+  // function, so before ready() the pure-JS one serves.
+  return isReady ? sodium.crypto_hash_sha256(data) : nobleSha256(data);
 }
 
 /** HKDF-SHA256 (RFC 5869), extract then expand. */

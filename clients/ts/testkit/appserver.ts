@@ -27,10 +27,9 @@ export class AppServer {
 
   private constructor(private readonly server: Server, readonly url: string) {}
 
-  /** Listen on a free loopback port, forwarding /v1/ and /healthz to `relayUrl`. */
-  static async start(relayUrl: string): Promise<AppServer> {
+  /** Listen on a free loopback port serving `dist` (the web app's), forwarding /v1/ and /healthz to `relayUrl`. */
+  static async start(relayUrl: string, dist = APP_DIST): Promise<AppServer> {
     const relay = new URL(relayUrl);
-    const dist = APP_DIST;
     let self: AppServer | null = null;
     const server = createServer((req, res) => {
       if (req.url?.startsWith("/v1/") || req.url === "/healthz") forward(req, res, relay, self!);

@@ -54,8 +54,11 @@ export class LiveRelay {
     private readonly proc: ChildProcess,
   ) {}
 
-  /** Start a relay on SQLite in a fresh temporary directory and wait for `/healthz`. */
-  static async start(): Promise<LiveRelay> {
+  /**
+   * Start a relay on SQLite in a fresh temporary directory and wait for `/healthz`.
+   * `relayEnv`: settings for it (`SDDSF_RELAY_*`; the caller's own are not passed on).
+   */
+  static async start(relayEnv: Record<string, string> = {}): Promise<LiveRelay> {
     const work = mkdtempSync(join(tmpdir(), "sddsf-ts-"));
     writeFileSync(join(work, "relay.key"), `${toHex(randomBytes(32))}\n`, { mode: 0o600 });
     const port = await freePort();
@@ -63,7 +66,7 @@ export class LiveRelay {
     const fd = openSync(join(work, "relay.log"), "w");
     const proc = spawn(PYTHON, ["-m", "sddsf", "relay", "serve", "--db", `sqlite:///${join(work, "relay.db")}`,
       "--port", String(port)], { cwd: work, stdio: ["ignore", fd, fd],
-      env: { ...env, SDDSF_RELAY_KEY_FILE: join(work, "relay.key"), PYTHONPATH: join(REPO_ROOT, "src") } });
+      env: { ...env, ...relayEnv, SDDSF_RELAY_KEY_FILE: join(work, "relay.key"), PYTHONPATH: join(REPO_ROOT, "src") } });
     const relay = new LiveRelay(work, `http://127.0.0.1:${port}`, proc);
     const deadline = Date.now() + START_TIMEOUT_MS;
     while (Date.now() < deadline && proc.exitCode === null) {
