@@ -11,11 +11,13 @@ converted to pycrdt offsets by bench/trace_sync.py, before any clock starts):
   loopback; device B, another provider, receives;
 * ``pycrdt-websocket + SQLiteYStore``: the same, with the room persisting
   every update (pycrdt.store's SQLite store, a file in a temporary directory);
+* both again with each ``--debounce`` window of edits in one transaction (one
+  update sent per window, as SDDSF seals one op per window);
 * ``sddsf``: bench/trace_sync.py's run through a real relay process (signed,
   encrypted, verified ops; device B syncs at the end).
 
-A yields to the event loop every ``--debounce`` edits (what a typist's pauses
-give the network code); a run ends when B's text equals the trace's end, which
+A yields to the event loop after every ``--debounce`` edits (what a typist's
+pauses give the network code); a run ends when B's text equals the trace's end, which
 is checked. Each figure is a ratio to the baseline of the same run.
 
 Usage:
@@ -82,7 +84,10 @@ async def room_server(store_dir: Path | None) -> AsyncIterator[str]:
     ``store_dir``); yields its URL."""
     ystore = None
     if store_dir is not None:
-        ystore = SQLiteYStore(str(store_dir / "ystore.db"))
+        # pycrdt.store's documented way to place the database: a subclass's
+        # db_path (the constructor's argument names the document in it).
+        store_class = type("BenchYStore", (SQLiteYStore,), {"db_path": str(store_dir / "y.db")})
+        ystore = store_class("trace")
     async with contextlib.AsyncExitStack() as stack:
         if ystore is not None:
             await stack.enter_async_context(ystore)
@@ -108,10 +113,12 @@ async def peer(url: str) -> AsyncIterator[pycrdt.Doc[Any]]:
             yield doc
 
 
-async def websocket_run(trace: Trace, debounce: int,
-                        store_dir: Path | None) -> tuple[float, float, str]:
+async def websocket_run(trace: Trace, debounce: int, store_dir: Path | None,
+                        batched: bool) -> tuple[float, float, str]:
     """Type the trace into A; returns (seconds until B has it all, seconds of
-    typing alone, B's text)."""
+    typing alone, B's text). ``batched``: the edits of each ``debounce`` window
+    in one transaction, so one update per window is sent (as SDDSF seals one op
+    per window); otherwise one transaction, and one message, per edit."""
     async with room_server(store_dir) as url, peer(url) as a, peer(url) as b:
         text_a = a.get("t", type=pycrdt.Text)
         text_b = b.get("t", type=pycrdt.Text)
@@ -120,11 +127,17 @@ async def websocket_run(trace: Trace, debounce: int,
             await asyncio.sleep(0.01)
         want = len(trace.end.encode())
         start = time.perf_counter()
-        for i, edit in enumerate(trace.edits, 1):
-            with a.transaction():
-                apply_edit(text_a, edit)
-            if i % debounce == 0:
-                await asyncio.sleep(0)
+        for k in range(0, len(trace.edits), debounce):
+            window = trace.edits[k:k + debounce]
+            if batched:
+                with a.transaction():
+                    for edit in window:
+                        apply_edit(text_a, edit)
+            else:
+                for edit in window:
+                    with a.transaction():
+                        apply_edit(text_a, edit)
+            await asyncio.sleep(0)
         typed = time.perf_counter() - start
         while len(text_b) != want or str(text_b) != trace.end:
             await asyncio.sleep(0.005)
@@ -142,10 +155,13 @@ def main() -> None:
     rows: dict[str, dict[str, object]] = {}
     base_s, base_text = baseline(trace)
     rows["baseline"] = {"seconds": base_s, "matches_end": base_text == trace.end}
-    for name, store in (("pycrdt-websocket", False), ("pycrdt-websocket+SQLiteYStore", True)):
+    for name, store, batched in (
+            ("pycrdt-websocket", False, False), ("pycrdt-websocket+SQLiteYStore", True, False),
+            ("pycrdt-websocket, window per transaction", False, True),
+            ("pycrdt-websocket+SQLiteYStore, window per transaction", True, True)):
         with tempfile.TemporaryDirectory() as tmp:
-            seconds, typed, text = asyncio.run(websocket_run(trace, args.debounce,
-                                                             Path(tmp) if store else None))
+            seconds, typed, text = asyncio.run(websocket_run(
+                trace, args.debounce, Path(tmp) if store else None, batched))
         rows[name] = {"seconds": seconds, "typing_s": typed, "matches_end": text == trace.end}
     with tempfile.TemporaryDirectory() as tmp, relay_process(Path(tmp)) as url:
         seconds, text, ops = asyncio.run(sddsf_run(url, Path(tmp), trace, args.debounce,
