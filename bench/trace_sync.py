@@ -29,6 +29,7 @@ import gzip
 import json
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -175,6 +176,23 @@ def relay_process(work: Path, max_request_bytes: int | None = None) -> Iterator[
         relay.wait(timeout=10)
 
 
+def relay_storage(db: Path) -> dict[str, float]:
+    """What the relay stored: its database's bytes on disk (after a checkpoint
+    folds the write-ahead log in; and after VACUUM, without free pages) against
+    the bytes of the envelopes it still holds (pruned ones are NULL)."""
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        count, held, envelopes = conn.execute(
+            "SELECT count(*), count(envelope), coalesce(sum(length(envelope)), 0) "
+            "FROM ops").fetchone()
+        disk = db.stat().st_size
+        conn.execute("VACUUM")
+    return {"ops": count, "envelopes_held": held, "envelope_bytes": envelopes,
+            "db_bytes": disk, "db_bytes_vacuumed": db.stat().st_size,
+            "db_bytes_per_op": disk / max(count, 1),
+            "envelope_bytes_per_held_op": envelopes / max(held, 1)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--trace", type=Path, default=TRACE,
@@ -185,9 +203,11 @@ def main() -> None:
     args = ap.parse_args()
     trace = load(args.trace, args.edits)
     base_s, base_text = baseline(trace)
-    with tempfile.TemporaryDirectory() as tmp, relay_process(Path(tmp)) as url:
-        ours_s, ours_text, ops = asyncio.run(sddsf_run(
-            url, Path(tmp), trace, args.debounce, args.sync_every))
+    with tempfile.TemporaryDirectory() as tmp:
+        with relay_process(Path(tmp)) as url:
+            ours_s, ours_text, ops = asyncio.run(sddsf_run(
+                url, Path(tmp), trace, args.debounce, args.sync_every))
+        storage = relay_storage(Path(tmp) / "relay.db")
     report = {
         "trace": args.trace.name, "edits": len(trace.edits), "complete": trace.complete,
         "debounce_edits_per_op": args.debounce, "ops": ops,
@@ -196,6 +216,7 @@ def main() -> None:
         # loader's own replay of the same edits over a Python str.
         "baseline_matches_end": base_text == trace.end,
         "sddsf_matches_end": ours_text == trace.end,
+        "relay_storage": storage,
     }
     print(json.dumps(report, indent=2))
     if not (report["baseline_matches_end"] and report["sddsf_matches_end"]):

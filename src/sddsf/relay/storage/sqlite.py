@@ -127,6 +127,8 @@ def _observe(future: asyncio.Future[Any]) -> None:
 
 #: Below this much free space on the database's filesystem, /readyz says not ready.
 MIN_FREE_BYTES: Final = 64 << 20
+#: The page size of a new database (bytes).
+PAGE_SIZE: Final = 16384
 
 
 class SqliteStorage(SqlStorage):
@@ -271,6 +273,11 @@ class SqliteStorage(SqlStorage):
             raise _translate(exc, self.path) from exc
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
+            # Op rows are 2-4 KB: in 4 KiB pages each would take a page of its
+            # own (two never fit); 16 KiB pages hold several, 85-90 % full. It
+            # takes effect only on a new file (before WAL mode writes the
+            # header): an existing database keeps its page size.
+            conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if str(mode).lower() != "wal":
                 raise UnavailableError(f"SQLite refused WAL mode for {self.path!r} (got {mode}); "
