@@ -26,7 +26,7 @@
  */
 
 import assert from "node:assert/strict";
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, test } from "node:test";
@@ -86,6 +86,11 @@ test("every page of the web app: pair, notes (CodeMirror + Yjs) both ways, vault
   const page = await context.newPage();
   const errors: string[] = [];
   page.on("pageerror", (e) => errors.push(String(e)));
+  // What the page logs and every URL it asks for: no secret may appear in either.
+  const logged: string[] = [];
+  const urls: string[] = [];
+  page.on("console", (m) => logged.push(m.text()));
+  context.on("request", (r) => urls.push(r.url()));
   await page.goto(server.url);
 
   // 1. Pair.
@@ -189,4 +194,12 @@ test("every page of the web app: pair, notes (CodeMirror + Yjs) both ways, vault
   await screenshot(page, "page-audit-refused");
   server.tamper = null;
   assert.deepEqual(errors, []);
+  const passphraseOrSecrets = ["correct horse battery staple", "a concurrent secret",
+    readFileSync(join(work, "phrase"), "utf8").trim().split(/\s+/).slice(0, 6).join(" ")];
+  assert.ok(urls.length > 10, "the requests were recorded");
+  for (const secret of passphraseOrSecrets) {
+    assert.ok(!logged.some((line) => line.includes(secret)), "no secret is logged by the page");
+    assert.ok(!urls.some((url) => url.includes(secret) || url.includes(encodeURIComponent(secret))),
+      "no secret is put in a URL");
+  }
 });
