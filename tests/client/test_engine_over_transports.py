@@ -5,6 +5,7 @@ over HTTP."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -16,9 +17,11 @@ from sddsf.client.device import Device
 from sddsf.client.engine import SyncEngine
 from sddsf.client.engine.identity import DeviceIdentity
 from sddsf.client.home import open_home
+from sddsf.client.relay_client import RelayClient
+from sddsf.client.runner import Runner, RunnerSettings
 from sddsf.errors import Code, ProofError
 from sddsf.testing.malicious_relay import Drop, Reorder
-from sddsf.testing.memory_transport import BASE_URL, InProcessRelay
+from sddsf.testing.memory_transport import BASE_URL, InProcessRelay, MemoryTransport
 from sddsf.testing.tampering import TamperingTransport
 
 
@@ -118,5 +121,43 @@ async def test_observer_sees_remote_edits_and_its_errors_never_stop_a_sync(
     report = await phone.sync()
     assert (space, "kv", laptop.device_id) in seen.remote and report.applied >= 1
     assert phone.doc(space, "kv").get("kv", type=pycrdt.Map)["x"] == 1
+    await phone.close()
+    await laptop.close()
+
+
+async def test_background_sync_follows_spaces_over_the_devices_transport(
+        relay: InProcessRelay, tmp_path: Path) -> None:
+    # No socket anywhere: the relay runs in this process and the phone's engine
+    # transport reaches its fan-out hub directly. The runner's live updates come
+    # through Transport.subscribe (not a WebSocket of its own), so the phone
+    # hears of the laptop's edit at once; the periodic full check is an hour away.
+    def in_process(client: RelayClient, url: str) -> MemoryTransport:
+        return MemoryTransport(client, relay)
+
+    laptop, _ = await Device.create_account(tmp_path / "laptop", BASE_URL, "laptop",
+                                            passphrase=passphrase,
+                                            transport=relay.http_transport())
+    space = await laptop.create_space("notes")
+    phone = await Device.add_local(laptop, tmp_path / "phone", "phone", passphrase=passphrase,
+                                   transport=relay.http_transport())
+    await phone.sync()  # learns the space
+    await phone.close()
+    phone = Device.open(tmp_path / "phone", passphrase=passphrase,
+                        transport=relay.http_transport(), engine_transport=in_process)
+    assert isinstance(phone.transport, MemoryTransport)
+    runner = Runner(phone, settings=RunnerSettings(debounce_s=0.0, full_check_s=3600.0))
+    async with runner:
+        async def connected() -> None:
+            while not runner.connected:
+                await asyncio.sleep(0.02)
+        await asyncio.wait_for(connected(), 10)
+        laptop.doc(space, "kv").get("kv", type=pycrdt.Map)["live"] = "yes"
+        await laptop.sync()
+
+        async def arrived() -> None:
+            while phone.doc(space, "kv").get("kv", type=pycrdt.Map).get("live") != "yes":
+                await asyncio.sleep(0.02)
+        await asyncio.wait_for(arrived(), 10)
+    assert runner.syncs >= 2 and runner.failure is None
     await phone.close()
     await laptop.close()

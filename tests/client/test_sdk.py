@@ -5,6 +5,7 @@ devices against a real relay process on loopback), and the blocking facade."""
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -236,7 +237,8 @@ async def test_live_follows_a_space_learnt_after_connecting(
         await asyncio.wait_for(b.synced.wait(), SETTLE_S)
 
         async def subscribed() -> None:  # the phone's channel now follows the space
-            while space not in b._session.runner._subscribed:  # type: ignore[union-attr]
+            runner = b._session.runner  # type: ignore[union-attr]
+            while space not in runner._following or not runner.connected:
                 await asyncio.sleep(0.02)
         await asyncio.wait_for(subscribed(), SETTLE_S)
         events = phone.changes()
@@ -247,6 +249,7 @@ async def test_live_follows_a_space_learnt_after_connecting(
 
 async def test_event_bus_alerts_streams_and_async_callbacks() -> None:
     from sddsf.client.events import STREAM_MAX, Alert, EventBus
+    from sddsf.client.transport.relay import notification
     from sddsf.wire import b64
 
     bus = EventBus()
@@ -258,8 +261,9 @@ async def test_event_bus_alerts_streams_and_async_callbacks() -> None:
         raise KeyError("async callback bug")
 
     bus.on_change(failing)
-    bus.relay_alert({"type": "alert", "rule": "new_ip", "severity": "high",
-                     "message": "seen from a new network", "device": b64(b"\x01" * 32)})
+    bus.relay_alert(notification(json.dumps({
+        "type": "alert", "rule": "new_ip", "severity": "high",
+        "message": "seen from a new network", "device": b64(b"\x01" * 32)})))
     bus.device_alert("snapshot_mismatch", "device 'phone' wrote a forged snapshot")
     assert await anext(stream) == Alert("new_ip", "seen from a new network", "relay",
                                         b"\x01" * 32, "high")

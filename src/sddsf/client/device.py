@@ -76,6 +76,7 @@ from sddsf.client.keystore import KeyStore, Passphrase
 from sddsf.client.records import Provenance
 from sddsf.client.relay_client import RelayClient
 from sddsf.client.store import LocalStore, StoreFactory
+from sddsf.client.transport.base import Transport
 from sddsf.client.transport.relay import RelayTransport
 from sddsf.crypto import Ed25519PublicKey, random_bytes
 from sddsf.errors import AuthorizationError, Code, NotFoundError, SddsfError, UsageError
@@ -90,7 +91,7 @@ from sddsf.protocol.rules import ChainHead
 from sddsf.protocol.snapshot import SPACE_SNAPSHOT_DOC, snapshot_claims
 
 __all__ = ["DOC_PIECE", "Device", "LockMode", "Progress", "SkippedOp", "SyncReport",
-           "doc_id_for"]
+           "TransportFactory", "doc_id_for"]
 
 log = logging.getLogger("sddsf.client")
 
@@ -98,6 +99,11 @@ log = logging.getLogger("sddsf.client")
 #: or only while an operation runs, reloading what other processes changed
 #: (``operation``; long-running processes such as ``sddsf sync --watch``).
 LockMode = Literal["session", "operation"]
+
+#: Builds the transport a device's sync and live updates run over from its
+#: relay client and the relay's URL (the relay client still carries what only
+#: a relay does: the registry, pairing, the controller's reports).
+TransportFactory = Callable[[RelayClient, str], Transport]
 #: Kept for callers of the earlier module layout.
 _chain_head = chain_head
 _now_ms = now_ms
@@ -154,7 +160,8 @@ class Device(ApplicationApi):
                  clock: Callable[[], int] = now_ms, lock: LockMode = "session",
                  lock_timeout_s: float = DEFAULT_TIMEOUT_S,
                  on_lock_wait: WaitNotice | None = None,
-                 observer: EngineObserver | None = None) -> None:
+                 observer: EngineObserver | None = None,
+                 engine_transport: TransportFactory | None = None) -> None:
         self.store = store
         #: The home's lock (shared by this process's devices on the home).
         self.home_lock = HomeLock.for_home(store.path.parent)
@@ -167,14 +174,15 @@ class Device(ApplicationApi):
             self.home_lock.acquire(timeout_s=lock_timeout_s, on_wait=on_lock_wait)
             self._holds_session = True
         try:
-            self._init_state(store, key_kind, transport, clock, observer)
+            self._init_state(store, key_kind, transport, clock, observer, engine_transport)
         except BaseException:
             self._release_session()
             raise
 
     def _init_state(self, store: LocalStore, key_kind: str,
                     transport: httpx.AsyncBaseTransport | None,
-                    clock: Callable[[], int], observer: EngineObserver | None) -> None:
+                    clock: Callable[[], int], observer: EngineObserver | None,
+                    engine_transport: TransportFactory | None = None) -> None:
         self._data_version = store.data_version()
         #: What the application hears (``device.changes()``, ``on_change``).
         self.events = EventBus()
@@ -185,8 +193,10 @@ class Device(ApplicationApi):
                                  transport=transport, clock=clock)
         # Every session opening first sends a signed posture report (controller).
         self.relay.reporter = DeviceReporter(self)
-        #: The engine's transport: the relay client as a Transport.
-        self.transport = RelayTransport(self.relay, self.ident.relay_url)
+        #: The engine's transport (sync and live): the relay client as a
+        #: Transport, or what ``engine_transport`` built from it.
+        self.transport: Transport = (engine_transport or RelayTransport)(
+            self.relay, self.ident.relay_url)
         self.engine = SyncEngine(self.ident, self.transport, settings=EngineSettings(),
                                  hooks=EngineHooks(
                                      before_spaces=self._before_spaces,
@@ -295,7 +305,9 @@ class Device(ApplicationApi):
                              transport: httpx.AsyncBaseTransport | None = None,
                              clock: Callable[[], int] = now_ms,
                              key_store: KeyStore | None = None,
-                             store_factory: StoreFactory | None = None) -> tuple[Device, bytes]:
+                             store_factory: StoreFactory | None = None,
+                             engine_transport: TransportFactory | None = None
+                             ) -> tuple[Device, bytes]:
         """Create an account and this device, its first, on the relay.
 
         Args:
@@ -314,6 +326,9 @@ class Device(ApplicationApi):
                 :func:`sddsf.client.home.open_home`).
             store_factory: Makes the store from ``<home>/device.db`` and the storage
                 key (default: the SQLite file; see :mod:`sddsf.client.store`).
+            engine_transport: Builds the transport that sync and live updates
+                run over from the device's relay client and the relay's URL
+                (default: :class:`~sddsf.client.transport.relay.RelayTransport`).
 
         Returns:
             The open device (``lock="session"``) and the 32-byte account secret,
@@ -334,7 +349,8 @@ class Device(ApplicationApi):
         store = new_home(home, keys, name, account.public, relay_url, passphrase,
                          insecure_plaintext, key_store=key_store, store_factory=store_factory)
         store.put("reg", u64(0), genesis)
-        device = cls(store, store_kind(home), transport=transport, clock=clock)
+        device = cls(store, store_kind(home), transport=transport, clock=clock,
+                     engine_transport=engine_transport)
         await device.relay.create_account(genesis)
         await device.pin_relay()
         return device, secret
@@ -508,7 +524,8 @@ class Device(ApplicationApi):
              lock_timeout_s: float = DEFAULT_TIMEOUT_S,
              on_lock_wait: WaitNotice | None = None,
              key_store: KeyStore | None = None,
-             store_factory: StoreFactory | None = None) -> Device:
+             store_factory: StoreFactory | None = None,
+             engine_transport: TransportFactory | None = None) -> Device:
         """Open an existing device home.
 
         Args:
@@ -529,6 +546,9 @@ class Device(ApplicationApi):
             store_factory: makes the store from ``<home>/device.db`` and the
                 storage key (default: the SQLite file; see
                 :mod:`sddsf.client.store`).
+            engine_transport: builds the transport that sync and live updates
+                run over from the device's relay client and the relay's URL
+                (default: :class:`~sddsf.client.transport.relay.RelayTransport`).
 
         Returns:
             The device; :meth:`close` it (it holds the store, the relay
@@ -545,7 +565,8 @@ class Device(ApplicationApi):
                                 store_factory=store_factory)
         try:
             return cls(store, kind, transport=transport, clock=clock, lock=lock,
-                       lock_timeout_s=lock_timeout_s, on_lock_wait=on_lock_wait)
+                       lock_timeout_s=lock_timeout_s, on_lock_wait=on_lock_wait,
+                       engine_transport=engine_transport)
         except BaseException:
             store.close()
             raise

@@ -37,6 +37,7 @@ import pycrdt
 from sddsf.errors import SddsfError, UsageError
 
 if TYPE_CHECKING:
+    from sddsf.client.transport.base import AlertNotice
     from sddsf.protocol.registry import RegistryState
 
 __all__ = ["STREAM_MAX", "Alert", "ErrorCallback", "Event", "EventBus", "EventCallback",
@@ -408,23 +409,18 @@ class EventBus:
         if self.listening:
             self.publish(Alert(code, message, "device"))
 
-    def relay_alert(self, message: dict[str, Any]) -> None:
+    def relay_alert(self, notice: AlertNotice) -> None:
         """The relay's controller pushed an alert: publishes an :class:`Alert` (``relay``).
 
         Args:
-            message: the live channel's message, ``{"type": "alert", "rule",
-                "message", "severity", "device"}``; missing fields are empty, and
-                a ``device`` that is not base64 is left out.
+            notice: the alert, as the transport's live channel delivered it.
 
         Raises:
             Nothing of its own.
         """
-        if not self.listening:
-            return
-        about = message.get("device")
-        device = _unb64(about) if isinstance(about, str) and about else None
-        self.publish(Alert(str(message.get("rule", "")), str(message.get("message", "")),
-                           "relay", device, str(message.get("severity", "")) or None))
+        if self.listening:
+            self.publish(Alert(notice.rule, notice.message, "relay", notice.device,
+                               notice.severity))
 
 
 def _callback_error(callback: object, exc: Exception) -> SddsfError:
@@ -433,12 +429,3 @@ def _callback_error(callback: object, exc: Exception) -> SddsfError:
                        "syncing goes on")
     error.__cause__ = exc
     return error
-
-
-def _unb64(text: str) -> bytes | None:
-    from sddsf.wire import unb64  # noqa: PLC0415 - only for relay alerts
-
-    try:
-        return unb64(text, "alert device")
-    except SddsfError:
-        return None

@@ -19,6 +19,7 @@ from sddsf.client.events import EventBus
 from sddsf.client.records import Provenance
 from sddsf.client.relay_client import RelayClient
 from sddsf.client.store import LocalStore
+from sddsf.client.transport.base import Transport
 from sddsf.crypto import Ed25519PublicKey
 from sddsf.protocol import registry as reg
 from sddsf.protocol.identity import AccountPublic, DeviceKeys
@@ -179,11 +180,10 @@ class SyncHost(Protocol):
     modules sit above the device without importing it (no import circle)."""
 
     events: EventBus
-    relay: RelayClient
 
     @property
-    def relay_url(self) -> str:
-        """The relay's URL."""
+    def transport(self) -> Transport:
+        """The engine's transport: the runner follows the spaces with its subscribe."""
         ...
 
     async def sync(self, progress: Progress | None = None) -> SyncReport:

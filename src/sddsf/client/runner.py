@@ -1,9 +1,11 @@
-"""Background sync: push on change (debounced), live pull over WebSocket,
-reconnect with exponential backoff and jitter, and a periodic full check.
+"""Background sync: push on change (debounced), live pull over the device's
+transport (``Transport.subscribe``: the relay's WebSocket, or any other
+transport), reconnect with exponential backoff and jitter, and a periodic full
+check.
 
-The runner never applies what the WebSocket says directly: a live ``op`` or
-``resync`` message only wakes :meth:`Device.sync`, which pulls and verifies
-like any other sync (the live channel is a hint; the signed log is the truth).
+The runner never applies what the live channel says directly: an op or resync
+notice only wakes :meth:`Device.sync`, which pulls and verifies like any other
+sync (the live channel is a hint; the signed log is the truth).
 
 Nothing stops it but :meth:`Runner.stop`: ``429`` waits for the relay's
 ``Retry-After`` and outages back off (one :class:`~sddsf.client.retry.RetryPolicy`
@@ -16,19 +18,15 @@ with ``lock="operation"`` so that other processes can use its home between syncs
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import websockets
-from websockets.asyncio.client import ClientConnection
-
 from sddsf.client.engine.common import SyncReport
 from sddsf.client.hosts import SyncHost
 from sddsf.client.retry import RetryPolicy, Sleep
+from sddsf.client.transport.base import AlertNotice, SubscribedNotice
 from sddsf.errors import SddsfError, UsageError
 
 log = logging.getLogger("sddsf.client")
@@ -76,8 +74,8 @@ class Runner:
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
-    _ws: ClientConnection | None = None  # the live channel, while it is open
-    _subscribed: set[bytes] = field(default_factory=set)  # spaces it follows
+    _follow: asyncio.Task[None] | None = None  # the live subscription, while it runs
+    _following: set[bytes] = field(default_factory=set)  # the spaces it follows
 
     @property
     def retry(self) -> RetryPolicy:
@@ -187,62 +185,60 @@ class Runner:
 
     async def _live_loop(self) -> None:
         tries = 0  # failed connections in a row
-        url = self.device.relay_url.replace("http://", "ws://", 1).replace(
-            "https://", "wss://", 1).rstrip("/")
         while not self._stop.is_set():
+            spaces = [space_id for space_id, _ in self.device.spaces()]
+            self._following = set(spaces)
+            self._follow = asyncio.create_task(self._follow_spaces(spaces))
             try:
-                ticket = base64.urlsafe_b64encode(await self.device.relay.ws_ticket()).decode()
-                async with websockets.connect(f"{url}/v1/ws?ticket={ticket}",
-                                              max_size=1 << 20) as ws:
-                    self._ws, self._subscribed = ws, set()
-                    waiting = await self._subscribe_new()  # "subscribed" answers to come
-                    tries = 0
-                    self._set_connected(waiting == 0)
-                    async for frame in ws:
-                        message = json.loads(frame)
-                        kind = message.get("type")
-                        if kind in ("op", "resync", "subscribed"):
-                            self._wake.set()  # pull and verify; never trust the push
-                        if kind == "subscribed":
-                            waiting -= 1
-                            self._set_connected(waiting <= 0)
-                        elif kind == "alert":  # events hook: the controller's alerts
-                            self.device.events.relay_alert(message)
-            except (OSError, websockets.WebSocketException, SddsfError) as exc:
-                if isinstance(exc, SddsfError):
-                    self._report_error(exc)
-                    wait = self.retry.wait_for(exc, tries + 1)
-                    if wait is not None:  # 429: the relay's Retry-After
-                        tries += 1
-                        await self.sleep(wait)
-                        continue
+                await self._follow
+                tries = 0  # the channel ended normally: reconnect at once
+                continue
+            except asyncio.CancelledError:
+                _unless_cancelled()  # stop() cancels this loop: it ends
+                continue  # a new space to follow: subscribe again, at once
+            except SddsfError as exc:  # the transport's: outage, revoked, denied, 429
+                self._report_error(exc)
+                wait = self.retry.wait_for(exc, tries + 1)
+                if wait is not None:  # 429: the relay's Retry-After
+                    tries += 1
+                    await self.sleep(wait)
+                    continue
             except Exception as exc:  # a bug: logged, retried, raised again by stop()
                 _unless_cancelled()
                 log.exception("the live channel failed unexpectedly; reconnecting")
                 self.failure = self.failure or exc
             finally:
-                self._ws = None
                 self._set_connected(False)
             if self._stop.is_set():
                 return
             tries += 1
             await self.sleep(self.retry.backoff(tries))
 
+    async def _follow_spaces(self, spaces: list[bytes]) -> None:
+        # One subscription over the device's transport. Every notice is a hint
+        # that wakes a sync (pull and verify; never trust the push); alerts go
+        # to the events hook.
+        waiting = len(spaces)
+        self._set_connected(False)
+        async for notice in self.device.transport.subscribe(spaces):
+            if isinstance(notice, AlertNotice):
+                self.device.events.relay_alert(notice)
+                continue
+            self._wake.set()
+            if isinstance(notice, SubscribedNotice):
+                waiting -= 1
+                self._set_connected(waiting <= 0)
+        # Following no space: nothing to wait for (the transport yields nothing).
 
     async def _subscribe_new(self) -> int:
-        # Follow every space the device knows on the open live channel; returns how
-        # many subscriptions were sent. A failed send closes the channel, and the
-        # live loop reconnects (and subscribes everything again).
-        ws = self._ws
-        if ws is None:
-            return 0
+        # A space created or joined since the subscription began: subscribe
+        # again with it (the transport follows a fixed list). Returns how many
+        # spaces were new.
         new = [space_id for space_id, _ in self.device.spaces()
-               if space_id not in self._subscribed]
-        self._subscribed.update(new)  # before any await: the other loop may call too
-        for space_id in new:
-            with contextlib.suppress(websockets.WebSocketException, OSError):
-                await ws.send(json.dumps({
-                    "type": "subscribe", "space": base64.urlsafe_b64encode(space_id).decode()}))
+               if space_id not in self._following]
+        follow = self._follow
+        if new and follow is not None and not follow.done():
+            follow.cancel()
         return len(new)
 
     def _set_connected(self, up: bool) -> None:

@@ -31,7 +31,7 @@ from sddsf.client.transport.base import (
     ResyncNotice,
     SubscribedNotice,
 )
-from sddsf.client.transport.relay import RelayTransport, live_closed
+from sddsf.client.transport.relay import RelayTransport, live_closed, notification
 from sddsf.crypto import Ed25519SigningKey, random_bytes
 from sddsf.errors import Code, UnavailableError
 from sddsf.protocol.identity import DeviceKeys
@@ -158,8 +158,13 @@ class MemoryTransport(RelayTransport):
                 kind, space_raw = message.get("type"), message.get("space")
                 if kind == "close":  # the relay closes a revoked or denied device's channel
                     raise live_closed(str(message.get("reason", "")))
+                if kind == "alert" and isinstance(message.get("frame"), str):
+                    alert = notification(str(message["frame"]))  # as the socket sends it
+                    if alert is not None:
+                        yield alert
+                    continue
                 if not isinstance(space_raw, bytes):
-                    continue  # an account-wide message (alerts): not a log hint
+                    continue  # not a log hint
                 if kind == "op" and isinstance(message.get("offset"), int):
                     yield OpNotice(space_raw, int(str(message["offset"])))
                 elif kind == "resync":

@@ -43,6 +43,7 @@ from dataclasses import dataclass
 
 __all__ = [
     "AckResult",
+    "AlertNotice",
     "Attestations",
     "Notification",
     "OpNotice",
@@ -228,7 +229,18 @@ class ResyncNotice:
     space_id: bytes
 
 
-Notification = SubscribedNotice | OpNotice | ResyncNotice
+@dataclass(frozen=True, slots=True)
+class AlertNotice:
+    """The relay's security controller raised an alert about the account
+    (unauthenticated by any device: shown to the person, never acted on)."""
+
+    rule: str
+    message: str
+    severity: str | None = None
+    device: bytes | None = None
+
+
+Notification = SubscribedNotice | OpNotice | ResyncNotice | AlertNotice
 
 
 # ---------------------------------------------------------------- the ABC
@@ -668,9 +680,10 @@ class Transport(ABC):
         Returns:
             An async iterator of notifications: first one
             :class:`SubscribedNotice` per space, then an :class:`OpNotice` per
-            appended entry (hints only: pull and verify) and a
-            :class:`ResyncNotice` when some were dropped. It ends, or raises,
-            when the connection ends.
+            appended entry (hints only: pull and verify), a
+            :class:`ResyncNotice` when some were dropped, and an
+            :class:`AlertNotice` per alert of the log holder's controller
+            (where it has one). It ends, or raises, when the connection ends.
 
         Raises:
             UnavailableError: (while iterating) the connection could not be

@@ -8,6 +8,7 @@ a single-use ticket, whose JSON frames become typed notifications.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import AsyncIterator, Sequence
 
@@ -16,6 +17,7 @@ import websockets
 from sddsf.client.relay_client import RelayClient
 from sddsf.client.transport.base import (
     AckResult,
+    AlertNotice,
     Attestations,
     Notification,
     OpNotice,
@@ -178,7 +180,7 @@ class RelayTransport(Transport):
 
         The socket is opened with a single-use ticket (``POST /v1/ws/ticket``,
         which needs a session) when iteration starts; then one ``subscribe``
-        frame is sent per space. Frames of kinds a device ignores (alerts) are
+        frame is sent per space. Frames of kinds a device does not know are
         skipped; a frame larger than ``MAX_FRAME`` (1 MiB) ends the channel.
 
         Args:
@@ -187,10 +189,11 @@ class RelayTransport(Transport):
         Yields:
             One :class:`~sddsf.client.transport.base.SubscribedNotice` per space,
             then an :class:`~sddsf.client.transport.base.OpNotice` per appended
-            entry (a hint: pull and verify it) and a
+            entry (a hint: pull and verify it), a
             :class:`~sddsf.client.transport.base.ResyncNotice` when the relay
-            dropped some. The iteration ends when the relay closes the socket
-            normally.
+            dropped some, and an :class:`~sddsf.client.transport.base.AlertNotice`
+            per alert of the relay's controller. The iteration ends when the
+            relay closes the socket normally.
 
         Raises:
             AuthorizationError: the relay closed the channel because this device
@@ -229,6 +232,19 @@ class RelayTransport(Transport):
 _CLOSED_FOR_DEVICE = 4403
 
 
+def _alert(message: dict[str, object]) -> AlertNotice:
+    # Missing fields are empty; a device name that is not base64 is left out
+    # (an alert is shown, never acted on).
+    about = message.get("device")
+    device = None
+    if isinstance(about, str) and about:
+        with contextlib.suppress(SddsfError):
+            device = unb64(about, "device")
+    severity = message.get("severity")
+    return AlertNotice(str(message.get("rule", "")), str(message.get("message", "")),
+                       str(severity) if severity else None, device)
+
+
 def live_closed(reason: str) -> SddsfError:
     """The error a live channel closed for this device ends with (every transport).
 
@@ -251,7 +267,7 @@ def live_closed(reason: str) -> SddsfError:
 
 
 def notification(frame: str | bytes) -> Notification | None:
-    """A live frame as a notification; None for kinds a device ignores (alerts).
+    """A live frame as a notification; None for kinds a device does not know.
 
     Raises:
         SddsfError: the relay sent an error frame (its code), or a malformed one.
@@ -261,6 +277,8 @@ def notification(frame: str | bytes) -> Notification | None:
         kind = message.get("type")
         if kind == "error":
             raise error_from_wire(str(message["code"]), str(message["message"]))
+        if kind == "alert":
+            return _alert(message)
         if kind not in ("subscribed", "op", "resync"):
             return None
         space = unb64(str(message["space"]), "space")
