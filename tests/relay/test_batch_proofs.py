@@ -1,5 +1,5 @@
-"""Batch inclusion proofs built in memory (fabric.batch_inclusion_proofs): the same
-proofs as the stored-node path (fabric.inclusion_proofs), valid under RFC 9162."""
+"""Batch inclusion proofs built in memory (proofs.batch_inclusion_proofs): the same
+proofs as the stored-node path (proofs.inclusion_proofs), valid under RFC 9162."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from sddsf.errors import ProofError
 from sddsf.protocol import merkle
-from sddsf.relay.fabric import _proof_ranges, batch_inclusion_proofs, inclusion_proofs
+from sddsf.relay.proofs import _proof_ranges, batch_inclusion_proofs, inclusion_proofs
 from sddsf.relay.storage import SqliteStorage
 from sddsf.testing.storage_conformance import NOW, chain, new_space, rid
 

@@ -42,7 +42,7 @@ from sddsf.relay.deps import (
     space_out,
     tree_head_out,
 )
-from sddsf.relay.fabric import consistency_proof, inclusion_proof, root_at
+from sddsf.relay.proofs import consistency_proof, inclusion_proof, root_at
 from sddsf.relay.storage.base import SpaceRecord, StoredOp
 
 router = APIRouter()
