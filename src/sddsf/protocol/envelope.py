@@ -425,7 +425,7 @@ def _array_len(d: bytes, p: int, end: int) -> tuple[int, int]:
 def _decode_fast(data: bytes, limits: ProtocolLimits) -> OpEnvelope | None:
     """The envelope, if it has the fixed layout read here; None to let the generic
     strict decoder decide (see the comment above)."""
-    if not isinstance(data, bytes) or len(data) < 2 or data[0] != 0x84 or data[1] != 0x01:
+    if type(data) is not bytes or len(data) < 2 or data[0] != 0x84 or data[1] != 0x01:
         return None
     dl = limits.decode_limits(limits.max_op)
     if dl.max_depth < 3 or dl.max_items < 13:
