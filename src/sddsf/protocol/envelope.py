@@ -225,6 +225,225 @@ def _decode_header(header_bytes: bytes, limits: ProtocolLimits) -> OpHeader:
         reg=f.int_("reg") if version >= 2 else None)
 
 
+# ---------------------------------------------------------------- fast path
+#
+# The envelope has one fixed layout, and a header one fixed key order (canonical
+# CBOR sorts keys by their encoding). ``_decode_fast`` reads exactly that layout
+# in one pass, checking every rule the generic path checks (shortest-form
+# integers and lengths, sizes, ranges, sorted unique deps, no trailing bytes).
+# It never raises for bad input: anything it does not recognise - an error, or
+# merely an unusual but valid form - makes it return None, and the generic
+# strict decoder then decides (accepting it or raising the precise error). So
+# the fast path can only make decoding faster, never change what is accepted
+# (tests/unit/test_envelope_fast.py checks both directions, with mutated inputs).
+
+
+class _Bail(Exception):
+    """The fast path does not recognise the input (the generic path decides)."""
+
+
+_U64: Final = 2**64 - 1
+_KEY_V: Final = b"\x61v"
+#: The map head of each header version: 13 fields (version 2), 12 (version 1).
+_HEADER_HEADS: Final = {0xAD: 2, 0xAC: 1}
+_BSTR24: Final = b"\x58\x18"
+_BSTR32: Final = b"\x58\x20"
+_BSTR64: Final = b"\x58\x40"
+_MAX_WALL_MS: Final = 2**48 - 1
+_MAX_COUNTER: Final = 0xFFFF
+
+
+def _uint(d: bytes, p: int, end: int) -> tuple[int, int]:
+    """A canonical unsigned integer at ``p``: (value, next position)."""
+    if p >= end:
+        raise _Bail
+    b = d[p]
+    if b < 24:
+        return b, p + 1
+    if b == 24:
+        if p + 2 > end or d[p + 1] < 24:
+            raise _Bail
+        return d[p + 1], p + 2
+    width = {25: 2, 26: 4, 27: 8}.get(b)
+    if width is None or p + 1 + width > end:
+        raise _Bail
+    v = int.from_bytes(d[p + 1:p + 1 + width], "big")
+    if v < (1 << (4 * width)):  # not the shortest form
+        raise _Bail
+    return v, p + 1 + width
+
+
+def _bstr(d: bytes, p: int, end: int) -> tuple[bytes, int]:
+    """A canonical byte string at ``p``: (value, next position)."""
+    if p >= end:
+        raise _Bail
+    b = d[p]
+    if 0x40 <= b < 0x58:
+        n, p = b - 0x40, p + 1
+    elif b == 0x58:
+        if p + 2 > end or d[p + 1] < 24:
+            raise _Bail
+        n, p = d[p + 1], p + 2
+    elif b == 0x59:
+        if p + 3 > end:
+            raise _Bail
+        n, p = int.from_bytes(d[p + 1:p + 3], "big"), p + 3
+        if n < 0x100:
+            raise _Bail
+    elif b == 0x5A:
+        if p + 5 > end:
+            raise _Bail
+        n, p = int.from_bytes(d[p + 1:p + 5], "big"), p + 5
+        if n < 0x10000:
+            raise _Bail
+    else:
+        raise _Bail
+    if p + n > end:
+        raise _Bail
+    return d[p:p + n], p + n
+
+
+def _fixed(d: bytes, p: int, head: bytes, size: int) -> tuple[bytes, int]:
+    """A byte string of exactly ``size`` bytes whose canonical head is ``head``."""
+    q = p + len(head)
+    if d[p:q] != head or q + size > len(d):
+        raise _Bail
+    return d[q:q + size], q + size
+
+
+def _key(d: bytes, p: int, key: bytes) -> int:
+    q = p + len(key)
+    if d[p:q] != key:
+        raise _Bail
+    return q
+
+
+def _deps_fast(h: bytes, p: int, end: int, max_deps: int) -> tuple[VersionVector, int]:
+    start = p
+    count, p = _array_len(h, p, end)
+    if count > max_deps:
+        raise _Bail
+    entries: dict[bytes, int] = {}
+    previous = b""
+    for _ in range(count):
+        if p >= end or h[p] != 0x82:
+            raise _Bail
+        dev, p = _fixed(h, p + 1, _BSTR32, ID_SIZE)
+        n, p = _uint(h, p, end)
+        if n < 1 or dev <= previous:
+            raise _Bail
+        entries[dev] = n
+        previous = dev
+    return VersionVector._from_checked(entries, h[start:p]), p
+
+
+def _seen_fast(h: bytes, p: int, end: int) -> tuple[TreeHeadRef | None, int]:
+    if p < end and h[p] == 0xF6:
+        return None, p + 1
+    p = _key(h, p, b"\x82")
+    size, p = _uint(h, p, end)
+    if size < 1:
+        raise _Bail
+    root, p = _fixed(h, p, _BSTR32, HASH_SIZE)
+    return TreeHeadRef(size, root), p
+
+
+def _header_fast(h: bytes, limits: ProtocolLimits) -> OpHeader:
+    end = len(h)
+    if end < 2 or end > limits.max_header or limits.max_depth < 3:
+        raise _Bail
+    version = _HEADER_HEADS.get(h[0])
+    if version is None:
+        raise _Bail
+    p = _key(h, 1, _KEY_V)
+    v, p = _uint(h, p, end)
+    if v != version:
+        raise _Bail
+    p = _key(h, p, b"\x62ts\x82")
+    wall, p = _uint(h, p, end)
+    counter, p = _uint(h, p, end)
+    if wall > _MAX_WALL_MS or counter > _MAX_COUNTER:
+        raise _Bail
+    p = _key(h, p, b"\x63doc\x50")
+    doc, p = h[p:p + DOC_ID_SIZE], p + DOC_ID_SIZE
+    reg: int | None = None
+    if version == 2:
+        p = _key(h, p, b"\x63reg")
+        reg, p = _uint(h, p, end)
+    p = _key(h, p, b"\x63seq")
+    seq, p = _uint(h, p, end)
+    if seq < 1:
+        raise _Bail
+    p = _key(h, p, b"\x64deps")
+    deps, p = _deps_fast(h, p, end, limits.max_deps)
+    p = _key(h, p, b"\x64prev")
+    prev, p = _fixed(h, p, _BSTR32, HASH_SIZE)
+    if seq == 1 and prev != GENESIS_PREV:
+        raise _Bail
+    p = _key(h, p, b"\x64seen")
+    seen, p = _seen_fast(h, p, end)
+    p = _key(h, p, b"\x65epoch")
+    epoch, p = _uint(h, p, end)
+    p = _key(h, p, b"\x65nonce")
+    nonce, p = _fixed(h, p, _BSTR24, AEAD_NONCE_SIZE)
+    p = _key(h, p, b"\x65space\x50")
+    space, p = h[p:p + SPACE_ID_SIZE], p + SPACE_ID_SIZE
+    p = _key(h, p, b"\x65suite")
+    suite, p = _uint(h, p, end)
+    if suite not in SUPPORTED_SUITES:
+        raise _Bail
+    p = _key(h, p, b"\x66author")
+    author, p = _fixed(h, p, _BSTR32, ID_SIZE)
+    if p != end:
+        raise _Bail
+    return OpHeader(space=space, doc=doc, author=author, seq=seq, prev=prev, deps=deps,
+                    epoch=epoch, ts=HLCTimestamp(wall, counter), seen=seen, nonce=nonce,
+                    version=version, suite=suite, reg=reg)
+
+
+def _array_len(d: bytes, p: int, end: int) -> tuple[int, int]:
+    """A canonical array head at ``p``: (item count, next position)."""
+    if p >= end:
+        raise _Bail
+    b = d[p]
+    if 0x80 <= b < 0x98:
+        return b - 0x80, p + 1
+    if b == 0x98:
+        if p + 2 > end or d[p + 1] < 24:
+            raise _Bail
+        return d[p + 1], p + 2
+    if b == 0x99:
+        if p + 3 > end:
+            raise _Bail
+        n = int.from_bytes(d[p + 1:p + 3], "big")
+        if n < 0x100:
+            raise _Bail
+        return n, p + 3
+    raise _Bail
+
+
+def _decode_fast(data: bytes, limits: ProtocolLimits) -> OpEnvelope | None:
+    """The envelope, if it has the fixed layout read here; None to let the generic
+    strict decoder decide (see the comment above)."""
+    if type(data) is not bytes or len(data) < 2 or data[0] != 0x84 or data[1] != 0x01:
+        return None
+    dl = limits.decode_limits(limits.max_op)
+    if dl.max_depth < 3 or dl.max_items < 13:
+        return None
+    end = len(data)
+    try:
+        header_bytes, p = _bstr(data, 2, end)
+        ciphertext, p = _bstr(data, p, end)
+        signature, p = _fixed(data, p, _BSTR64, 64)
+        if p != end or len(ciphertext) < 16:
+            return None
+        header = _header_fast(header_bytes, limits)
+    except (_Bail, IndexError):
+        return None
+    return OpEnvelope(header, header_bytes, ciphertext, signature, data,
+                      tagged_hash(labels.OP_ID, data))
+
+
 def decode_envelope(data: bytes, *,
                     limits: ProtocolLimits = DEFAULT_PROTOCOL_LIMITS) -> OpEnvelope:
     """Decode an envelope (structure only: no signature or rule checks).
@@ -236,6 +455,14 @@ def decode_envelope(data: bytes, *,
     if len(data) > limits.max_op:
         raise DecodeError(f"op of {len(data)} bytes exceeds the limit of {limits.max_op}",
                           Code.TOO_LARGE)
+    fast = _decode_fast(data, limits)
+    if fast is not None:
+        return fast
+    return _decode_generic(data, limits)
+
+
+def _decode_generic(data: bytes, limits: ProtocolLimits) -> OpEnvelope:
+    """The generic strict path: :func:`decode`, then the schema checks."""
     outer = decode(data, limits=limits.decode_limits(limits.max_op))
     if not isinstance(outer, list) or len(outer) != 4:
         raise DecodeError("op envelope: expected [version, header, ciphertext, signature]")

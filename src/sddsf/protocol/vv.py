@@ -120,6 +120,17 @@ class VersionVector(Mapping[bytes, int]):
         return [[a, s] for a, s in self._entries.items()]
 
     @classmethod
+    def _from_checked(cls, entries: dict[bytes, int], encoded: bytes) -> VersionVector:
+        """A vector from entries already checked to be sorted by id, unique and
+        >= 1, with ``encoded`` their canonical wire bytes (for decoders that
+        validated the wire form themselves: the envelope's fast path)."""
+        vv = cls.__new__(cls)
+        vv._entries = entries
+        vv._hash = None
+        vv._encoded = encoded
+        return vv
+
+    @classmethod
     def from_wire(cls, value: object, *, what: str, id_size: int,
                   max_entries: int) -> VersionVector:
         """Parse the wire form strictly (sorted, unique, non-zero).

@@ -27,7 +27,6 @@ from sddsf.errors import (
     NotFoundError,
     SddsfError,
 )
-from sddsf.protocol import merkle
 from sddsf.protocol.encoding import decode
 from sddsf.protocol.envelope import OpEnvelope, decode_envelope
 from sddsf.protocol.identity import ID_SIZE
@@ -50,6 +49,13 @@ from sddsf.protocol.snapshot import (
 )
 from sddsf.protocol.treehead import sign_tree_head
 from sddsf.protocol.vv import VersionVector
+from sddsf.relay.proofs import (
+    batch_inclusion_proofs,
+    consistency_proof,
+    inclusion_proof,
+    inclusion_proofs,
+    root_at,
+)
 from sddsf.relay.settings import RelaySettings
 from sddsf.relay.storage.base import (
     AppendStatus,
@@ -59,7 +65,8 @@ from sddsf.relay.storage.base import (
     SpaceRecord,
 )
 
-__all__ = ["Fabric", "OpResult", "RegistryCache", "consistency_proof",
+# The proof functions live in sddsf.relay.proofs; re-exported here for older imports.
+__all__ = ["Fabric", "OpResult", "RegistryCache", "batch_inclusion_proofs", "consistency_proof",
            "inclusion_proof", "inclusion_proofs", "root_at"]
 
 
@@ -125,60 +132,8 @@ class RegistryCache:
         self._states.pop(account_id, None)
 
 
-_Builder = Callable[[Callable[[int, int], bytes]], list[bytes]]
 BatchHook = Callable[[bytes, list[bytes | None], list[tuple[str, str | None]], list[bytes]],
                      Awaitable[None]]
-
-
-async def _fetch_then(storage: RelayStorage, space_id: bytes,
-                      builders: Sequence[_Builder]) -> list[list[bytes]]:
-    """Run proof builders twice: once to learn which stored nodes they read (which
-    does not depend on the nodes' values), then with all of them fetched in one query."""
-    wanted: set[tuple[int, int]] = set()
-
-    def record(level: int, index: int) -> bytes:
-        wanted.add((level, index))
-        return bytes(32)
-
-    for build in builders:
-        build(lambda s, e: merkle.range_hash_from_nodes(record, s, e))
-    nodes = await storage.merkle_nodes(space_id, sorted(wanted))
-    cache: dict[tuple[int, int], bytes] = {}
-
-    def range_hash(s: int, e: int) -> bytes:
-        # Ranges repeat across the proofs of one batch; hash each once.
-        if (s, e) not in cache:
-            cache[(s, e)] = merkle.range_hash_from_nodes(lambda lv, ix: nodes[(lv, ix)], s, e)
-        return cache[(s, e)]
-
-    return [build(range_hash) for build in builders]
-
-
-async def inclusion_proofs(storage: RelayStorage, space_id: bytes, indices: Sequence[int],
-                           size: int) -> list[list[bytes]]:
-    """RFC 9162 inclusion proofs of several leaves in the tree of ``size`` leaves."""
-    def builder(index: int) -> _Builder:
-        return lambda hr: merkle.inclusion_proof(hr, index, size)
-
-    return await _fetch_then(storage, space_id, [builder(i) for i in indices])
-
-
-async def inclusion_proof(storage: RelayStorage, space_id: bytes, index: int,
-                          size: int) -> list[bytes]:
-    """RFC 9162 inclusion proof of leaf ``index`` in the tree of ``size`` leaves."""
-    return (await inclusion_proofs(storage, space_id, [index], size))[0]
-
-
-async def root_at(storage: RelayStorage, space_id: bytes, size: int) -> bytes:
-    """The root of the first ``size`` leaves, from stored nodes (an older tree head)."""
-    return (await _fetch_then(storage, space_id, [lambda hr: [hr(0, size)]]))[0][0]
-
-
-async def consistency_proof(storage: RelayStorage, space_id: bytes, size1: int,
-                            size2: int) -> list[bytes]:
-    """RFC 9162 consistency proof between two tree sizes."""
-    return (await _fetch_then(storage, space_id, [
-        lambda hr: merkle.consistency_proof(hr, size1, size2)]))[0]
 
 
 class Fabric:
@@ -305,7 +260,9 @@ class Fabric:
         space = await self.space_for(space_id, account_id)
         registry = await self.registries.get(account_id)
         limits = self.settings.rules.limits
-        decoded = await asyncio.to_thread(_decode_all, envelopes, limits)
+        # Decoded on the event loop: it is pure Python, so a worker thread would
+        # hold the GIL all the same and only add a hop.
+        decoded = _decode_all(envelopes, limits)
         wanted = [(e.header.author, e.header.seq) for e in decoded if isinstance(e, OpEnvelope)]
         snap = await self.storage.chain_snapshot(space_id, wanted)
         chains = MemoryChainView(
@@ -330,12 +287,15 @@ class Fabric:
                     and isinstance(env, OpEnvelope)
                     and (existing := snap.ids.get((env.header.author, env.header.seq)))):
                 forks.append((env, existing))
-        outcomes = await self.storage.append_ops(space_id, [
-            OpToAppend(e.raw, e.op_id, e.header.author, e.header.seq, e.header.deps.encoded(),
-                       merkle.leaf_hash(e.raw))
-            for _, e in to_append], now, registry_seq=registry.seq) if to_append else []
+        # OpToAppend hashes each leaf (the only place it is hashed); the proofs
+        # below reuse those hashes.
+        rows = [OpToAppend(e.raw, e.op_id, e.header.author, e.header.seq,
+                           e.header.deps.encoded()) for _, e in to_append]
+        outcomes = await self.storage.append_ops(space_id, rows, now,
+                                                 registry_seq=registry.seq) if rows else []
         published: list[tuple[int, bytes]] = []
-        for (i, env), out in zip(to_append, outcomes, strict=True):
+        appended: dict[int, bytes] = {}
+        for (i, env), out, row in zip(to_append, outcomes, rows, strict=True):
             if out.status is AppendStatus.FORK:
                 results[i] = OpResult("rejected", code=Code.CHAIN_FORK.value,
                                       message="a different op already holds this seq")
@@ -346,6 +306,7 @@ class Fabric:
                                   op_id=env.op_id)
             if accepted:
                 published.append((out.offset, env.raw))
+                appended[out.offset] = row.leaf_hash
         for env, existing_id in forks:
             await self._record_fork(space_id, env, existing_id, now)
         if self.on_batch is not None:
@@ -363,9 +324,9 @@ class Fabric:
             raise AssertionError("missing result")
         if proofs:
             with_offset = [i for i, r in enumerate(final) if r.offset is not None]
-            paths = await inclusion_proofs(self.storage, space_id,
-                                           [final[i].offset or 0 for i in with_offset],
-                                           after.size)
+            paths = await batch_inclusion_proofs(
+                self.storage, space_id, [final[i].offset or 0 for i in with_offset],
+                after.size, after.root, appended) if with_offset else []
             for i, path in zip(with_offset, paths, strict=True):
                 r = final[i]
                 final[i] = OpResult(r.status, r.offset, r.op_id, path)

@@ -485,12 +485,21 @@ async def check_append_refuses_chain_gaps(h: Harness) -> None:
 
 
 async def check_append_validates_ops(h: Harness) -> None:
-    """A leaf hash that is not the envelope's, or a seq below 1, is a UsageError."""
+    """A leaf hash that is not the envelope's, or a seq below 1, is a UsageError
+    (the first when the op is built: ``OpToAppend`` computes or checks it)."""
     s = h.storage
     space = await new_space(s)
     good = make_op(rid(), 1)
-    bad = OpToAppend(good.envelope, good.op_id, good.author, 1, good.deps, bytes(32))
-    await raises(UsageError, s.append_ops(space, [good, bad], NOW), "leaf")
+    expect_eq(good.leaf_hash, merkle.leaf_hash(good.envelope))
+    expect_eq(OpToAppend(good.envelope, good.op_id, good.author, 1, good.deps).leaf_hash,
+              good.leaf_hash)
+    try:
+        OpToAppend(good.envelope, good.op_id, good.author, 1, good.deps, bytes(32))
+    except UsageError as exc:
+        if "leaf" not in str(exc):
+            raise AssertionError(f"unexpected message: {exc}") from exc
+    else:
+        raise AssertionError("an OpToAppend with a wrong leaf hash was built")
     zero = make_op(rid(), 1)
     zero = OpToAppend(zero.envelope, zero.op_id, zero.author, 0, zero.deps, zero.leaf_hash)
     await raises(UsageError, s.append_ops(space, [zero], NOW), "seq")

@@ -42,7 +42,7 @@ from sddsf.relay.deps import (
     space_out,
     tree_head_out,
 )
-from sddsf.relay.fabric import consistency_proof, inclusion_proof, root_at
+from sddsf.relay.proofs import consistency_proof, inclusion_proof, root_at
 from sddsf.relay.storage.base import SpaceRecord, StoredOp
 
 router = APIRouter()
@@ -120,10 +120,19 @@ async def upload(space_id: str, body: m.OpsIn, caller: Pusher, ctx: Ctx) -> JSON
     # Built as plain JSON (the shape of m.OpsOut, which documents it): validating
     # a thousand result models again on the way out would cost more than the
     # signatures (PERFORMANCE-NOTES: the relay's ceiling is the verify rate).
+    # The proofs of one batch share most of their hashes: each is encoded once.
+    encoded: dict[bytes, str] = {}
+
+    def hash_b64(h: bytes) -> str:
+        text = encoded.get(h)
+        if text is None:
+            text = encoded[h] = m.b64(h)
+        return text
+
     return JSONResponse({"results": [{
         "status": r.status, "offset": r.offset,
         "op_id": m.b64(r.op_id) if r.op_id else None,
-        "proof": [m.b64(p) for p in r.proof] if r.proof is not None else None,
+        "proof": [hash_b64(p) for p in r.proof] if r.proof is not None else None,
         "code": r.code, "message": r.message} for r in results],
         "tree_head": tree_head_out(head).model_dump()})
 

@@ -57,7 +57,8 @@ from dataclasses import dataclass
 from enum import Enum
 
 from sddsf.crypto import constant_time_equal
-from sddsf.errors import ConfigError, ConflictError, UnavailableError
+from sddsf.errors import ConfigError, ConflictError, UnavailableError, UsageError
+from sddsf.protocol import merkle
 
 __all__ = [
     "AlertRecord",
@@ -114,7 +115,19 @@ class OpToAppend:
     author: bytes
     seq: int
     deps: bytes  # canonical encoding of the op's deps (for ChainSnapshot)
-    leaf_hash: bytes  # RFC 9162 leaf hash of ``envelope``
+    #: RFC 9162 leaf hash of ``envelope``: computed here when not given, checked when
+    #: given. This constructor is the one place the relay hashes a leaf, so no
+    #: caller can hand storage a wrong one (which would corrupt every later proof
+    #: of the space beyond repair) and storage need not hash it again.
+    leaf_hash: bytes = b""
+
+    def __post_init__(self) -> None:
+        computed = merkle.leaf_hash(self.envelope)
+        if not self.leaf_hash:
+            object.__setattr__(self, "leaf_hash", computed)
+        elif self.leaf_hash != computed:
+            raise UsageError("leaf_hash is not the RFC 9162 leaf hash of the envelope; "
+                             "refusing to corrupt the space's Merkle log")
 
 
 class AppendStatus(Enum):
