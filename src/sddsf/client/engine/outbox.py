@@ -47,11 +47,19 @@ from sddsf.protocol.envelope import (
 from sddsf.protocol.limits import DEFAULT_PROTOCOL_LIMITS
 from sddsf.protocol.payload import Edit, Part, decode_payload, encode_edit, split_edit
 
-__all__ = ["EditRefused", "NoKey", "Outbox", "parted_edits"]
+__all__ = ["EditRefused", "NoKey", "Outbox", "header_bound", "parted_edits"]
 
 #: Bytes an op envelope adds around its header and payload (CBOR heads, AEAD tag,
 #: signature), rounded up.
 _ENVELOPE_OVERHEAD = 128
+#: Bytes an op header takes besides its ``deps``, at most (its fixed-size ids,
+#: nonce and keys plus every integer at its largest: about 360), rounded up.
+_HEADER_BOUND = 512
+
+
+def header_bound(header: OpHeader) -> int:
+    """An upper bound of the encoded size of ``header`` (no trial encoding)."""
+    return _HEADER_BOUND + len(header.deps.encoded())
 
 
 class Outbox:
@@ -181,6 +189,12 @@ class Outbox:
         # its envelope fits one op and one request of the relay (its advertised
         # limits, remembered from the last sync; the defaults before).
         largest = min(self.limits_cached().max_envelope, DEFAULT_PROTOCOL_LIMITS.max_op)
+        # The common case, an edit far below the limit, needs no trial encoding
+        # of the header: its size is bounded by the deps it names plus
+        # _HEADER_BOUND (a test holds the bound against the largest header).
+        whole = encode_edit(name, updates)
+        if len(whole) <= largest - header_bound(probe) - _ENVELOPE_OVERHEAD:
+            return [whole]
         room = largest - len(encode(probe.to_wire())) - _ENVELOPE_OVERHEAD
         try:
             return split_edit(name, updates, max_payload=room, max_edit=self.settings.max_edit)

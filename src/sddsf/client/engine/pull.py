@@ -280,6 +280,7 @@ class Puller:
                     b.delete("ownop", key)  # in the log replica now (or pruned)
             for k in report.skipped:  # not applied: a replay of the log skips them too
                 b.put("skipped", space_id + u64(k.offset), encode(k.code))
+            self.log.deps_cache.pop(space_id, None)  # (and again once committed)
             for author, ch in chains.heads.items():
                 b.put("chain", space_id + author, encode([ch.seq, ch.op_id, ch.deps.encoded()]))
             seen_ms: dict[bytes, int] = {}
@@ -314,6 +315,7 @@ class Puller:
                 if isinstance(space_name, str) and space_name:
                     b.put("space", space_id, encode(space_name))
         self.log.trees[space_id] = tree  # only after the leaves were committed
+        self.log.deps_cache.pop(space_id, None)
         for env, body in remote:
             notify(self.observer, functools.partial(_tell_remote, space_id, env, body))
         report.tree_size[space_id] = head.size
@@ -380,6 +382,7 @@ class Puller:
             for ns in ("leaf", "op", "chain", "doc", "docpiece", "docrem", "skipped", "asm",
                        "asmpart"):
                 b.delete_prefix(ns, space_id)
+            self.log.deps_cache.pop(space_id, None)
             for ns in ("base", "snapbase", "snapmark", "snapcheck"):
                 b.delete(ns, space_id)
             for key in self.store.keys("docupd", space_id):
@@ -401,6 +404,7 @@ class Puller:
             if exclude:
                 b.put("snapdistrust", space_id, encode([*banned, exclude][-16:]))
         self.log.trees.pop(space_id, None)
+        self.log.deps_cache.pop(space_id, None)
         self.docs.detach_space(space_id)
 
 

@@ -1,0 +1,66 @@
+"""What ``Device.flush`` skips to cost less per op (issue 18, "Client") keeps
+every op exactly as before: the header-size bound that spares the trial
+encoding of a header holds for the largest header, and the other authors'
+chain heads (``deps``), read once per space, are read again after a sync
+verifies more of them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pycrdt
+from clientkit import InProcessRelay, passphrase
+
+from sddsf.client.device import Device
+from sddsf.client.engine.outbox import header_bound
+from sddsf.protocol.clock import HLCTimestamp
+from sddsf.protocol.encoding import encode
+from sddsf.protocol.envelope import OpHeader, TreeHeadRef, decode_envelope
+from sddsf.protocol.vv import VersionVector
+
+URL = "http://relay.test"  # the in-process relay (clientkit)
+_MAX = (1 << 64) - 1
+
+
+def test_header_bound_holds_for_the_largest_header() -> None:
+    for authors in (0, 1, 40):
+        deps = VersionVector({bytes([i]) * 32: _MAX for i in range(authors)})
+        header = OpHeader(space=b"s" * 16, doc=b"d" * 16, author=b"a" * 32, seq=_MAX,
+                          prev=b"p" * 32, deps=deps, epoch=_MAX,
+                          ts=HLCTimestamp(_MAX, _MAX), seen=TreeHeadRef(_MAX, b"r" * 32),
+                          nonce=b"n" * 24, reg=_MAX)
+        assert len(encode(header.to_wire())) <= header_bound(header)
+
+
+def _pending_deps(device: Device, space: bytes) -> list[dict[bytes, int]]:
+    rows = device.engine.store.scan("pending", space)
+    return [dict(decode_envelope(raw).header.deps) for _, raw in rows]
+
+
+async def test_deps_follow_the_chains_a_sync_verifies(relay: InProcessRelay,
+                                                      tmp_path: Path) -> None:
+    laptop, _ = await Device.create_account(tmp_path / "laptop", URL, "laptop",
+                                            passphrase=passphrase, transport=relay.transport())
+    space = await laptop.create_space("notes")
+    phone = await Device.add_local(laptop, tmp_path / "phone", "phone", passphrase=passphrase,
+                                   transport=relay.transport())
+    await laptop.sync()
+    await phone.sync()
+    laptop_kv = laptop.doc(space, "kv").get("kv", type=pycrdt.Map)
+    laptop_kv["a"] = "1"
+    laptop.flush()  # reads (and keeps) the deps: the phone has written nothing here yet
+    assert phone.device_id not in _pending_deps(laptop, space)[-1]
+    await laptop.sync()
+
+    phone_kv = phone.doc(space, "kv").get("kv", type=pycrdt.Map)
+    for i in range(3):
+        phone_kv[f"p{i}"] = str(i)
+        phone.flush()
+    await phone.sync()
+    await laptop.sync()  # verifies the phone's chain up to its third op
+
+    laptop_kv["b"] = "2"
+    laptop.flush()
+    assert _pending_deps(laptop, space)[-1][phone.device_id] == 3
+    await laptop.close()
+    await phone.close()
