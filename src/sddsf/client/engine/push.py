@@ -44,7 +44,7 @@ class Pusher:
         self.store.make_durable()  # the relay must never hold an op we could forget
         limits = await self.outbox.refresh_limits()
         parted = parted_edits(self.store, space_id)
-        last_ok: OpEnvelope | None = None
+        last_ok_raw: bytes | None = None  # decoded only when the head moves back
         reset = False
         requeued: set[bytes] = set()
         for chunk, unsendable in upload_batches(rows, limits):
@@ -52,7 +52,7 @@ class Pusher:
                 # Queued for a relay with larger limits: sealed again in ops that
                 # fit this one (on top of the last op it accepted), never dropped.
                 with self.store.batch() as b:
-                    self.outbox.reset_head(b, space_id, last_ok)
+                    self.outbox.reset_head(b, space_id, _decoded(last_ok_raw))
                     for key, env in unsendable:
                         b.put("failed", key, env)
                         b.delete("pending", key)
@@ -66,16 +66,16 @@ class Pusher:
                     if r.status in ("accepted", "duplicate"):
                         if r.offset is None or r.proof is None:
                             raise ProofError("the relay acknowledged an op without a proof")
-                        merkle.verify_inclusion(merkle.leaf_hash(env), r.offset, head.size,
-                                                r.proof, head.root)
-                        b.put("acked", space_id + u64(r.offset), merkle.leaf_hash(env))
+                        leaf = merkle.leaf_hash(env)
+                        merkle.verify_inclusion(leaf, r.offset, head.size, r.proof, head.root)
+                        b.put("acked", space_id + u64(r.offset), leaf)
                         # Kept until pulled: the relay then omits it (omit_own).
                         b.put("ownop", space_id + u64(r.offset), env)
                         b.delete("pending", key)
                         if key in parted:  # the last part of an edit is logged
                             b.delete("edit", parted[key])
                             b.delete("editdata", parted[key])
-                        last_ok = decode_envelope(env)
+                        last_ok_raw = env
                         report.pushed += 1
                         continue
                     report.rejected.append((r.code or "", r.message or ""))
@@ -89,9 +89,13 @@ class Pusher:
                         # an earlier op of this push was refused). The chain head
                         # moves back so the new ops link to what the log holds.
                         if not reset:
-                            self.outbox.reset_head(b, space_id, last_ok)
+                            self.outbox.reset_head(b, space_id, _decoded(last_ok_raw))
                             reset = True
                         self.outbox.requeue(space_id, env, b, requeued)
+
+
+def _decoded(raw: bytes | None) -> OpEnvelope | None:
+    return None if raw is None else decode_envelope(raw)
 
 
 def upload_batches(rows: list[tuple[bytes, bytes]], limits: RelayLimits
