@@ -6,6 +6,7 @@ verifies more of them."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pycrdt
@@ -97,3 +98,36 @@ async def test_a_pending_op_under_an_epoch_revoked_since_is_sealed_again(
     assert all(e > queued_under for e in _epochs_by(laptop, space, tablet.device_id))
     for d in (laptop, phone, tablet):
         await d.close()
+
+
+async def test_a_chain_head_adopted_from_the_log_is_the_next_ops_prev(
+        relay: InProcessRelay, tmp_path: Path) -> None:
+    # The outbox keeps its chain head between flushes; when a sync adopts a later
+    # head of this device from the log (another copy of the home wrote it), the
+    # next op follows that head instead of forking the chain (chain_fork).
+    laptop, _ = await Device.create_account(tmp_path / "laptop", URL, "laptop",
+                                            passphrase=passphrase, transport=relay.transport())
+    space = await laptop.create_space("notes")
+    await laptop.sync()
+    await laptop.close()
+    shutil.copytree(tmp_path / "laptop", tmp_path / "copy")
+    laptop = Device.open(tmp_path / "laptop", passphrase=passphrase,
+                         transport=relay.transport())
+    laptop.doc(space, "kv").get("kv", type=pycrdt.Map)["laptop"] = "1"
+    laptop.flush()
+    await laptop.sync()
+
+    copy = Device.open(tmp_path / "copy", passphrase=passphrase, transport=relay.transport())
+    await copy.sync()  # adopts the laptop's op as its own chain head
+    copy.doc(space, "kv").get("kv", type=pycrdt.Map)["copy"] = "2"
+    await copy.sync()
+    await copy.close()
+
+    await laptop.sync()  # adopts the copy's op
+    laptop.doc(space, "kv").get("kv", type=pycrdt.Map)["laptop again"] = "3"
+    laptop.flush()
+    report = await laptop.sync()
+    assert report.rejected == []
+    assert dict(laptop.doc(space, "kv").get("kv", type=pycrdt.Map)) == {
+        "laptop": "1", "copy": "2", "laptop again": "3"}
+    await laptop.close()

@@ -77,10 +77,30 @@ class Outbox:
         self.transport = transport
         self.settings = settings
         self._limits: RelayLimits | None = None
+        #: Per space, this device's chain head ``(seq, op_id)`` as the ``mine``
+        #: row holds it, kept by :meth:`seal` once its transaction committed;
+        #: every other writer of that row drops it (:meth:`forget_head`).
+        self._heads: dict[bytes, tuple[int, bytes]] = {}
 
     def forget_limits(self) -> None:
-        """Re-read the remembered relay limits at next use."""
+        """Re-read the remembered relay limits and chain heads at next use."""
         self._limits = None
+        self._heads.clear()
+
+    def forget_head(self, space_id: bytes) -> None:
+        """Re-read the space's chain head (``mine``) at next use."""
+        self._heads.pop(space_id, None)
+
+    def head(self, space_id: bytes) -> tuple[int, bytes]:
+        """This device's next ``(seq, prev)`` in the space."""
+        known = self._heads.get(space_id)
+        if known is not None:
+            return known[0] + 1, known[1]
+        mine = self.store.get("mine", space_id)
+        if mine is None:
+            return 1, GENESIS_PREV
+        last = as_list(mine)
+        return int(last[0]) + 1, bytes(last[1])
 
     def flush(self) -> int:
         """Seal every buffered edit into pending ops (see Device.flush); unlocked."""
@@ -145,11 +165,7 @@ class Outbox:
             if not release:
                 self.hold(space_id, doc_id, name, updates)
             return
-        mine = self.store.get("mine", space_id)
-        seq, prev = (1, GENESIS_PREV)
-        if mine is not None:
-            last = as_list(mine)
-            seq, prev = int(last[0]) + 1, bytes(last[1])
+        seq, prev = self.head(space_id)
         deps = self.log.deps(space_id)
         seen = self.log.seen(space_id)
         payloads = self.payloads(name, updates, OpHeader(
@@ -182,6 +198,7 @@ class Outbox:
                 keep_parted_edit(b, space_id, payloads[0], last_env.header.seq, name, updates)
             for key in release:
                 b.delete("held", key)
+        self._heads[space_id] = (last_env.header.seq, last_env.op_id)
 
     def payloads(self, name: str, updates: list[bytes], probe: OpHeader) -> list[bytes]:
         """The plaintexts of the ops that carry one edit."""
@@ -309,6 +326,7 @@ class Outbox:
         """Move this device's chain head back after a refusal (inside batch ``b``)."""
         # This device's chain head after a refusal: the last op of it accepted in
         # this push, else the last one the verified log holds, else genesis.
+        self.forget_head(space_id)
         if last_ok is not None:
             b.put("mine", space_id, encode([last_ok.header.seq, last_ok.op_id]))
             return

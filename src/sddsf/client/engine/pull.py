@@ -258,6 +258,7 @@ class Puller:
                 last = max(own, key=lambda e: e.header.seq)
                 mine = self.store.get("mine", space_id)
                 if mine is None or int(as_list(mine)[0]) <= last.header.seq:
+                    self.outbox.forget_head(space_id)
                     b.put("mine", space_id, encode([last.header.seq, last.op_id]))
                 for env in own:
                     b.put("sent", space_id + u64(env.header.seq), env.op_id)
