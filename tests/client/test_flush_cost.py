@@ -131,3 +131,33 @@ async def test_a_chain_head_adopted_from_the_log_is_the_next_ops_prev(
     assert dict(laptop.doc(space, "kv").get("kv", type=pycrdt.Map)) == {
         "laptop": "1", "copy": "2", "laptop again": "3"}
     await laptop.close()
+
+
+async def test_a_sealed_op_is_pulled_back_without_decoding_it_again(
+        relay: InProcessRelay, tmp_path: Path) -> None:
+    # The envelope decoded when the op was sealed stands for the same bytes
+    # only: other bytes (as a relay could serve) are decoded and checked.
+    laptop, _ = await Device.create_account(tmp_path / "laptop", URL, "laptop",
+                                            passphrase=passphrase, transport=relay.transport())
+    space = await laptop.create_space("notes")
+    await laptop.sync()
+    laptop.doc(space, "kv").get("kv", type=pycrdt.Map)["k"] = "v"
+    laptop.flush()
+    raw = laptop.engine.store.scan("pending", space)[-1][1]
+    outbox = laptop.engine.outbox
+    assert outbox.sealed_envelope(raw[:-1] + bytes([raw[-1] ^ 1])) is None
+    kept = outbox.sealed_envelope(raw)
+    assert kept is not None and kept == decode_envelope(raw) and kept.raw == raw
+    assert outbox.sealed_envelope(raw) is None  # taken once
+
+    laptop.doc(space, "kv").get("kv", type=pycrdt.Map)["k2"] = "v2"
+    laptop.flush()
+    await laptop.sync()
+    await laptop.sync()  # pulls both ops back: one decoded again, one taken as sealed
+    reopened_from = tmp_path / "laptop"
+    await laptop.close()
+    again = Device.open(reopened_from, passphrase=passphrase, transport=relay.transport())
+    await again.sync()
+    assert dict(again.doc(space, "kv").get("kv", type=pycrdt.Map)) == {"k": "v", "k2": "v2"}
+    assert again.verified_size(space) == len(again.engine.store.scan("leaf", space))
+    await again.close()

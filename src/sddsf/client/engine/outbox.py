@@ -55,6 +55,8 @@ _ENVELOPE_OVERHEAD = 128
 #: Bytes an op header takes besides its ``deps``, at most (its fixed-size ids,
 #: nonce and keys plus every integer at its largest: about 360), rounded up.
 _HEADER_BOUND = 512
+#: Decoded envelopes of recently sealed ops kept for the sync that pulls them.
+_SEALED_KEPT = 4096
 
 
 def header_bound(header: OpHeader) -> int:
@@ -81,11 +83,19 @@ class Outbox:
         #: row holds it, kept by :meth:`seal` once its transaction committed;
         #: every other writer of that row drops it (:meth:`forget_head`).
         self._heads: dict[bytes, tuple[int, bytes]] = {}
+        #: The ops this process sealed lately, decoded (raw envelope -> envelope):
+        #: a sync that pulls them back takes them from here instead of decoding
+        #: the same bytes again (:meth:`sealed_envelope`). At most _SEALED_KEPT.
+        self._sealed: dict[bytes, OpEnvelope] = {}
 
     def forget_limits(self) -> None:
         """Re-read the remembered relay limits and chain heads at next use."""
         self._limits = None
         self._heads.clear()
+
+    def sealed_envelope(self, raw: bytes) -> OpEnvelope | None:
+        """``raw`` decoded, if this process sealed it lately (then forgotten)."""
+        return self._sealed.pop(raw, None)
 
     def forget_head(self, space_id: bytes) -> None:
         """Re-read the space's chain head (``mine``) at next use."""
@@ -199,6 +209,10 @@ class Outbox:
             for key in release:
                 b.delete("held", key)
         self._heads[space_id] = (last_env.header.seq, last_env.op_id)
+        for env in envs:
+            if len(self._sealed) >= _SEALED_KEPT:
+                del self._sealed[next(iter(self._sealed))]  # the oldest
+            self._sealed[env.raw] = env
 
     def payloads(self, name: str, updates: list[bytes], probe: OpHeader) -> list[bytes]:
         """The plaintexts of the ops that carry one edit."""

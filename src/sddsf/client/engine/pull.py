@@ -188,7 +188,9 @@ class Puller:
         chains = MemoryChainView(heads=dict(snap.chains) if snap is not None else {
             k[16:]: chain_head(v) for k, v in self.store.scan("chain", space_id)})
         older: list[tuple[bytes, TreeHeadRef]] = []  # gossip about sizes before tree.base
-        envs = [decoded_or_raw(raw) for _, _, raw in fetched]
+        # This device's own ops, sealed by this process, are not decoded again.
+        envs = [(raw is not None and self.outbox.sealed_envelope(raw)) or decoded_or_raw(raw)
+                for _, _, raw in fetched]
         state = await self.reg.covering(envs)
         # package_seqs: the compromised-epoch rule (epoch_compromised) needs them.
         window = EpochWindow(max(keys) if keys else 0, 0, self.keyring.package_seqs(space_id))
