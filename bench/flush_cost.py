@@ -8,9 +8,14 @@ into one op; every ``--sync-every`` ops A syncs with an in-process relay
 are timed: wall and CPU time per op, and with ``--profile`` the cProfile
 cumulative time per op of the functions a flush spends most in.
 
+``--phases`` instead runs ``bench/trace_sync.py``'s SDDSF side (a real relay
+process, then device B syncs and must end on the same text) and reports where
+its time goes: typing, flushing, A's syncs, B's sync.
+
 Usage:
     python bench/flush_cost.py [--trace PATH.json.gz] [--edits 50000]
                                [--debounce 100] [--sync-every 200] [--profile]
+    python bench/flush_cost.py --phases [--edits 100000]
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from trace_sync import TRACE, apply_edit, load
+from trace_sync import TRACE, Trace, apply_edit, load, relay_process
 
 from sddsf.client.device import Device
 from sddsf.testing.memory_transport import BASE_URL, InProcessRelay
@@ -75,6 +80,47 @@ async def run(edits: list[tuple[int, int, str]], debounce: int, sync_every: int,
             "flush_cpu_us_per_op": cpu / ops * 1e6}
 
 
+async def phases(url: str, work: Path, trace: Trace, debounce: int,
+                 sync_every: int) -> dict[str, Any]:
+    """bench/trace_sync.py's SDDSF run, timed by phase (seconds)."""
+    laptop, _ = await Device.create_account(work / "a", url, "a", passphrase=None,
+                                            insecure_plaintext=True)
+    space = await laptop.create_space("trace")
+    phone = await Device.add_local(laptop, work / "b", "b", passphrase=None,
+                                   insecure_plaintext=True)
+    await laptop.sync()
+    await phone.sync()
+    doc = laptop.doc(space, "text")
+    text = doc.get("t", type=pycrdt.Text)
+    spent = {"typing": 0.0, "flush": 0.0, "sync_a": 0.0, "sync_b": 0.0}
+    ops = 0
+    for i, edit in enumerate(trace.edits, 1):
+        t = time.perf_counter()
+        with doc.transaction():
+            apply_edit(text, edit)
+        spent["typing"] += time.perf_counter() - t
+        if i % debounce == 0:
+            t = time.perf_counter()
+            ops += laptop.flush()
+            spent["flush"] += time.perf_counter() - t
+            if ops % sync_every == 0:
+                t = time.perf_counter()
+                await laptop.sync()
+                spent["sync_a"] += time.perf_counter() - t
+    t = time.perf_counter()
+    ops += laptop.flush()
+    await laptop.sync()
+    spent["sync_a"] += time.perf_counter() - t
+    t = time.perf_counter()
+    await phone.sync()
+    result = str(phone.doc(space, "text").get("t", type=pycrdt.Text))
+    spent["sync_b"] += time.perf_counter() - t
+    await laptop.close()
+    await phone.close()
+    return {"ops": ops, "seconds": {k: round(v, 3) for k, v in spent.items()},
+            "total_s": round(sum(spent.values()), 3), "matches_end": result == trace.end}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--trace", type=Path, default=TRACE)
@@ -83,8 +129,15 @@ def main() -> None:
     ap.add_argument("--sync-every", type=int, default=200)
     ap.add_argument("--profile", action="store_true",
                     help="also report cProfile cumulative µs per op (about 2x slower)")
+    ap.add_argument("--phases", action="store_true",
+                    help="time trace_sync.py's phases through a real relay instead")
     args = ap.parse_args()
     trace = load(args.trace, args.edits)
+    if args.phases:
+        with tempfile.TemporaryDirectory() as tmp, relay_process(Path(tmp)) as url:
+            print(json.dumps(asyncio.run(phases(url, Path(tmp), trace, args.debounce,
+                                                args.sync_every)), indent=2))
+        return
     profile = cProfile.Profile() if args.profile else None
     report = asyncio.run(run(trace.edits, args.debounce, args.sync_every, profile))
     if profile is not None:
