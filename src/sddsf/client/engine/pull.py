@@ -225,6 +225,7 @@ class Puller:
             await self.check_older_gossip(space_id, tree, author, seen)
         # Everything verified: apply and persist in one local transaction.
         remote: list[tuple[OpEnvelope, dict[str, object]]] = []
+        made_here: set[bytes] = set()  # own ops whose "sent" row names them
         self.docs.applying = True
         try:
             if snap is not None:
@@ -241,6 +242,7 @@ class Puller:
                     continue  # a part of an edit whose last part is not logged yet
                 if env.header.author == self.ident.device_id and self.store.get(
                         "sent", space_id + u64(env.header.seq)) == env.op_id:
+                    made_here.add(env.op_id)
                     continue  # made here: already applied locally
                 name = str(body.get("n", ""))
                 doc = self.docs.doc(space_id, name)
@@ -263,7 +265,8 @@ class Puller:
                     self.outbox.forget_head(space_id)
                     b.put("mine", space_id, encode([last.header.seq, last.op_id]))
                 for env in own:
-                    b.put("sent", space_id + u64(env.header.seq), env.op_id)
+                    if env.op_id not in made_here:  # (its row holds this already)
+                        b.put("sent", space_id + u64(env.header.seq), env.op_id)
             parts.commit(b)
             if snap is not None:
                 b.put("base", space_id, encode([snap.size, list(snap.frontier)]))
@@ -278,7 +281,7 @@ class Puller:
                 b.put("leaf", space_id + u64(offset), leaf)
                 if raw is not None:
                     b.put("op", space_id + u64(offset), raw)
-            for key, _ in self.store.scan("ownop", space_id):
+            for key in self.store.keys("ownop", space_id):  # (values not needed)
                 if int.from_bytes(key[16:], "big") < head.size:
                     b.delete("ownop", key)  # in the log replica now (or pruned)
             for k in report.skipped:  # not applied: a replay of the log skips them too
