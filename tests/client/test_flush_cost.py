@@ -6,6 +6,7 @@ verifies more of them."""
 
 from __future__ import annotations
 
+import random
 import shutil
 from pathlib import Path
 
@@ -13,7 +14,10 @@ import pycrdt
 from clientkit import InProcessRelay, passphrase
 
 from sddsf.client.device import Device
+from sddsf.client.engine.common import MAX_BATCH
 from sddsf.client.engine.outbox import header_bound
+from sddsf.client.engine.push import upload_batches
+from sddsf.client.transport.base import RelayLimits
 from sddsf.protocol.clock import HLCTimestamp
 from sddsf.protocol.encoding import encode
 from sddsf.protocol.envelope import OpHeader, TreeHeadRef, decode_envelope
@@ -161,3 +165,36 @@ async def test_a_sealed_op_is_pulled_back_without_decoding_it_again(
     assert dict(again.doc(space, "kv").get("kv", type=pycrdt.Map)) == {"k": "v", "k2": "v2"}
     assert again.verified_size(space) == len(again.engine.store.scan("leaf", space))
     await again.close()
+
+
+def _upload_batches_by_request_fits(rows: list[tuple[bytes, bytes]], limits: RelayLimits
+                                    ) -> list[tuple[list[bytes], list[bytes]]]:
+    """The batches as request_fits cuts them, asked over the whole batch at every op."""
+    out: list[tuple[list[bytes], list[bytes]]] = []
+    batch: list[tuple[bytes, bytes]] = []
+    for i, (key, env) in enumerate(rows):
+        if not limits.request_fits([len(env)]):
+            if batch:
+                out.append(([k for k, _ in batch], []))
+            out.append(([], [k for k, _ in rows[i:]]))
+            return out
+        if len(batch) >= MAX_BATCH or not limits.request_fits(
+                [*(len(v) for _, v in batch), len(env)]):
+            out.append(([k for k, _ in batch], []))
+            batch = []
+        batch.append((key, env))
+    if batch:
+        out.append(([k for k, _ in batch], []))
+    return out
+
+
+def test_upload_batches_cut_as_request_fits_does() -> None:
+    rng = random.Random(18)
+    for _ in range(300):
+        limits = RelayLimits(max_request_bytes=rng.choice([200, 2_000, 20_000, 1 << 20]),
+                             max_batch_ops=rng.choice([1, 3, 50, 1000]),
+                             max_field_chars=rng.choice([300, 3_000, 1_500_000]))
+        rows = [(i.to_bytes(8, "big"), bytes(rng.choice([10, 100, 700, 1_500, 5_000])))
+                for i in range(rng.randrange(0, 300))]
+        got = [([k for k, _ in b], [k for k, _ in u]) for b, u in upload_batches(rows, limits)]
+        assert got == _upload_batches_by_request_fits(rows, limits)

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from sddsf.client.engine.common import MAX_BATCH, SyncReport, u64
 from sddsf.client.engine.identity import DeviceIdentity
 from sddsf.client.engine.outbox import Outbox, parted_edits
-from sddsf.client.transport.base import RelayLimits, Transport
+from sddsf.client.transport.base import UPLOAD_FRAME, RelayLimits, Transport, upload_len
 from sddsf.errors import Code, ProofError
 from sddsf.protocol import merkle
 from sddsf.protocol.envelope import OpEnvelope, decode_envelope
@@ -102,18 +102,23 @@ def upload_batches(rows: list[tuple[bytes, bytes]], limits: RelayLimits
                     ) -> Iterator[tuple[list[tuple[bytes, bytes]], list[tuple[bytes, bytes]]]]:
     """Pending rows in uploads that each fit one request, in order: ``(batch, [])``;
     from the first op that cannot fit even alone, ``([], it and every later one)``."""
+    # The body length is kept as the batch grows (each envelope's own fit is
+    # checked alone): request_fits over the whole batch at every op was
+    # quadratic in the batch.
     batch: list[tuple[bytes, bytes]] = []
-    sizes: list[int] = []
+    body = UPLOAD_FRAME
     for i, (key, env) in enumerate(rows):
         if not limits.request_fits([len(env)]):
             if batch:
                 yield batch, []
             yield [], rows[i:]
             return
-        if len(batch) >= MAX_BATCH or not limits.request_fits([*sizes, len(env)]):
+        more = upload_len(len(env))
+        if len(batch) >= min(MAX_BATCH, limits.max_batch_ops) or \
+                body + more > limits.max_request_bytes:
             yield batch, []
-            batch, sizes = [], []
+            batch, body = [], UPLOAD_FRAME
         batch.append((key, env))
-        sizes.append(len(env))
+        body += more
     if batch:
         yield batch, []
