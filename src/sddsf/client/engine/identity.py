@@ -38,6 +38,8 @@ class DeviceIdentity:
         acct = as_dict(self.need("id", b"account"))
         relay = as_dict(self.need("id", b"relay"))
         self.keys = DeviceKeys.from_seeds(ident["sign"], ident["kx"])
+        self._id_of: DeviceKeys | None = None
+        self._device_id = b""
         self.name = str(ident["name"])
         self.account = AccountPublic.from_keys(acct["sign"], acct["recovery"])
         self.relay_url = str(relay["url"])
@@ -49,8 +51,11 @@ class DeviceIdentity:
 
     @property
     def device_id(self) -> bytes:
-        """This device's id."""
-        return self.keys.device_id
+        """This device's id (hashed once per key: every op names it)."""
+        keys = self.keys
+        if self._id_of is not keys:
+            self._id_of, self._device_id = keys, keys.device_id
+        return self._device_id
 
     def need(self, ns: str, key: bytes) -> bytes:
         """A row that every initialised home has.

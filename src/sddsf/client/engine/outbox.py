@@ -47,11 +47,21 @@ from sddsf.protocol.envelope import (
 from sddsf.protocol.limits import DEFAULT_PROTOCOL_LIMITS
 from sddsf.protocol.payload import Edit, Part, decode_payload, encode_edit, split_edit
 
-__all__ = ["EditRefused", "NoKey", "Outbox", "parted_edits"]
+__all__ = ["EditRefused", "NoKey", "Outbox", "header_bound", "parted_edits"]
 
 #: Bytes an op envelope adds around its header and payload (CBOR heads, AEAD tag,
 #: signature), rounded up.
 _ENVELOPE_OVERHEAD = 128
+#: Bytes an op header takes besides its ``deps``, at most (its fixed-size ids,
+#: nonce and keys plus every integer at its largest: about 360), rounded up.
+_HEADER_BOUND = 512
+#: Decoded envelopes of recently sealed ops kept for the sync that pulls them.
+_SEALED_KEPT = 4096
+
+
+def header_bound(header: OpHeader) -> int:
+    """An upper bound of the encoded size of ``header`` (no trial encoding)."""
+    return _HEADER_BOUND + len(header.deps.encoded())
 
 
 class Outbox:
@@ -69,10 +79,38 @@ class Outbox:
         self.transport = transport
         self.settings = settings
         self._limits: RelayLimits | None = None
+        #: Per space, this device's chain head ``(seq, op_id)`` as the ``mine``
+        #: row holds it, kept by :meth:`seal` once its transaction committed;
+        #: every other writer of that row drops it (:meth:`forget_head`).
+        self._heads: dict[bytes, tuple[int, bytes]] = {}
+        #: The ops this process sealed lately, decoded (raw envelope -> envelope):
+        #: a sync that pulls them back takes them from here instead of decoding
+        #: the same bytes again (:meth:`sealed_envelope`). At most _SEALED_KEPT.
+        self._sealed: dict[bytes, OpEnvelope] = {}
 
     def forget_limits(self) -> None:
-        """Re-read the remembered relay limits at next use."""
+        """Re-read the remembered relay limits and chain heads at next use."""
         self._limits = None
+        self._heads.clear()
+
+    def sealed_envelope(self, raw: bytes) -> OpEnvelope | None:
+        """``raw`` decoded, if this process sealed it lately (then forgotten)."""
+        return self._sealed.pop(raw, None)
+
+    def forget_head(self, space_id: bytes) -> None:
+        """Re-read the space's chain head (``mine``) at next use."""
+        self._heads.pop(space_id, None)
+
+    def head(self, space_id: bytes) -> tuple[int, bytes]:
+        """This device's next ``(seq, prev)`` in the space."""
+        known = self._heads.get(space_id)
+        if known is not None:
+            return known[0] + 1, known[1]
+        mine = self.store.get("mine", space_id)
+        if mine is None:
+            return 1, GENESIS_PREV
+        last = as_list(mine)
+        return int(last[0]) + 1, bytes(last[1])
 
     def flush(self) -> int:
         """Seal every buffered edit into pending ops (see Device.flush); unlocked."""
@@ -137,11 +175,7 @@ class Outbox:
             if not release:
                 self.hold(space_id, doc_id, name, updates)
             return
-        mine = self.store.get("mine", space_id)
-        seq, prev = (1, GENESIS_PREV)
-        if mine is not None:
-            last = as_list(mine)
-            seq, prev = int(last[0]) + 1, bytes(last[1])
+        seq, prev = self.head(space_id)
         deps = self.log.deps(space_id)
         seen = self.log.seen(space_id)
         payloads = self.payloads(name, updates, OpHeader(
@@ -174,6 +208,11 @@ class Outbox:
                 keep_parted_edit(b, space_id, payloads[0], last_env.header.seq, name, updates)
             for key in release:
                 b.delete("held", key)
+        self._heads[space_id] = (last_env.header.seq, last_env.op_id)
+        for env in envs:
+            if len(self._sealed) >= _SEALED_KEPT:
+                del self._sealed[next(iter(self._sealed))]  # the oldest
+            self._sealed[env.raw] = env
 
     def payloads(self, name: str, updates: list[bytes], probe: OpHeader) -> list[bytes]:
         """The plaintexts of the ops that carry one edit."""
@@ -181,6 +220,12 @@ class Outbox:
         # its envelope fits one op and one request of the relay (its advertised
         # limits, remembered from the last sync; the defaults before).
         largest = min(self.limits_cached().max_envelope, DEFAULT_PROTOCOL_LIMITS.max_op)
+        # The common case, an edit far below the limit, needs no trial encoding
+        # of the header: its size is bounded by the deps it names plus
+        # _HEADER_BOUND (a test holds the bound against the largest header).
+        whole = encode_edit(name, updates)
+        if len(whole) <= largest - header_bound(probe) - _ENVELOPE_OVERHEAD:
+            return [whole]
         room = largest - len(encode(probe.to_wire())) - _ENVELOPE_OVERHEAD
         try:
             return split_edit(name, updates, max_payload=room, max_edit=self.settings.max_edit)
@@ -243,8 +288,14 @@ class Outbox:
         # are never pushed: in one transaction they become held edits again and
         # the chain head goes back to what the log holds (every pending op is
         # re-sealed, since they form one chain after it).
-        rows = self.store.scan("pending", space_id)
         state = self.reg.state()
+        seqs = self.keyring.package_seqs(space_id)
+        if max(self.keyring.keys_cached(space_id), default=-1) < len(seqs) and not any(
+                self.keyring.compromised(space_id, epoch, state) for epoch in range(len(seqs))):
+            # No epoch this device may have sealed under is compromised (the
+            # usual case): the pending ops need not be decoded to tell.
+            return
+        rows = self.store.scan("pending", space_id)
         envs = [decode_envelope(raw) for _, raw in rows]
         if not any(self.keyring.compromised(space_id, e.header.epoch, state) for e in envs):
             return
@@ -289,6 +340,7 @@ class Outbox:
         """Move this device's chain head back after a refusal (inside batch ``b``)."""
         # This device's chain head after a refusal: the last op of it accepted in
         # this push, else the last one the verified log holds, else genesis.
+        self.forget_head(space_id)
         if last_ok is not None:
             b.put("mine", space_id, encode([last_ok.header.seq, last_ok.op_id]))
             return

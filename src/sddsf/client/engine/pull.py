@@ -188,7 +188,9 @@ class Puller:
         chains = MemoryChainView(heads=dict(snap.chains) if snap is not None else {
             k[16:]: chain_head(v) for k, v in self.store.scan("chain", space_id)})
         older: list[tuple[bytes, TreeHeadRef]] = []  # gossip about sizes before tree.base
-        envs = [decoded_or_raw(raw) for _, _, raw in fetched]
+        # This device's own ops, sealed by this process, are not decoded again.
+        envs = [(raw is not None and self.outbox.sealed_envelope(raw)) or decoded_or_raw(raw)
+                for _, _, raw in fetched]
         state = await self.reg.covering(envs)
         # package_seqs: the compromised-epoch rule (epoch_compromised) needs them.
         window = EpochWindow(max(keys) if keys else 0, 0, self.keyring.package_seqs(space_id))
@@ -223,6 +225,7 @@ class Puller:
             await self.check_older_gossip(space_id, tree, author, seen)
         # Everything verified: apply and persist in one local transaction.
         remote: list[tuple[OpEnvelope, dict[str, object]]] = []
+        made_here: set[bytes] = set()  # own ops whose "sent" row names them
         self.docs.applying = True
         try:
             if snap is not None:
@@ -239,6 +242,7 @@ class Puller:
                     continue  # a part of an edit whose last part is not logged yet
                 if env.header.author == self.ident.device_id and self.store.get(
                         "sent", space_id + u64(env.header.seq)) == env.op_id:
+                    made_here.add(env.op_id)
                     continue  # made here: already applied locally
                 name = str(body.get("n", ""))
                 doc = self.docs.doc(space_id, name)
@@ -258,9 +262,11 @@ class Puller:
                 last = max(own, key=lambda e: e.header.seq)
                 mine = self.store.get("mine", space_id)
                 if mine is None or int(as_list(mine)[0]) <= last.header.seq:
+                    self.outbox.forget_head(space_id)
                     b.put("mine", space_id, encode([last.header.seq, last.op_id]))
                 for env in own:
-                    b.put("sent", space_id + u64(env.header.seq), env.op_id)
+                    if env.op_id not in made_here:  # (its row holds this already)
+                        b.put("sent", space_id + u64(env.header.seq), env.op_id)
             parts.commit(b)
             if snap is not None:
                 b.put("base", space_id, encode([snap.size, list(snap.frontier)]))
@@ -275,11 +281,12 @@ class Puller:
                 b.put("leaf", space_id + u64(offset), leaf)
                 if raw is not None:
                     b.put("op", space_id + u64(offset), raw)
-            for key, _ in self.store.scan("ownop", space_id):
+            for key in self.store.keys("ownop", space_id):  # (values not needed)
                 if int.from_bytes(key[16:], "big") < head.size:
                     b.delete("ownop", key)  # in the log replica now (or pruned)
             for k in report.skipped:  # not applied: a replay of the log skips them too
                 b.put("skipped", space_id + u64(k.offset), encode(k.code))
+            self.log.deps_cache.pop(space_id, None)  # (and again once committed)
             for author, ch in chains.heads.items():
                 b.put("chain", space_id + author, encode([ch.seq, ch.op_id, ch.deps.encoded()]))
             seen_ms: dict[bytes, int] = {}
@@ -314,6 +321,7 @@ class Puller:
                 if isinstance(space_name, str) and space_name:
                     b.put("space", space_id, encode(space_name))
         self.log.trees[space_id] = tree  # only after the leaves were committed
+        self.log.deps_cache.pop(space_id, None)
         for env, body in remote:
             notify(self.observer, functools.partial(_tell_remote, space_id, env, body))
         report.tree_size[space_id] = head.size
@@ -380,6 +388,7 @@ class Puller:
             for ns in ("leaf", "op", "chain", "doc", "docpiece", "docrem", "skipped", "asm",
                        "asmpart"):
                 b.delete_prefix(ns, space_id)
+            self.log.deps_cache.pop(space_id, None)
             for ns in ("base", "snapbase", "snapmark", "snapcheck"):
                 b.delete(ns, space_id)
             for key in self.store.keys("docupd", space_id):
@@ -401,6 +410,7 @@ class Puller:
             if exclude:
                 b.put("snapdistrust", space_id, encode([*banned, exclude][-16:]))
         self.log.trees.pop(space_id, None)
+        self.log.deps_cache.pop(space_id, None)
         self.docs.detach_space(space_id)
 
 

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from sddsf.client.engine.common import MAX_BATCH, SyncReport, u64
 from sddsf.client.engine.identity import DeviceIdentity
 from sddsf.client.engine.outbox import Outbox, parted_edits
-from sddsf.client.transport.base import RelayLimits, Transport
+from sddsf.client.transport.base import UPLOAD_FRAME, RelayLimits, Transport, upload_len
 from sddsf.errors import Code, ProofError
 from sddsf.protocol import merkle
 from sddsf.protocol.envelope import OpEnvelope, decode_envelope
@@ -44,7 +44,7 @@ class Pusher:
         self.store.make_durable()  # the relay must never hold an op we could forget
         limits = await self.outbox.refresh_limits()
         parted = parted_edits(self.store, space_id)
-        last_ok: OpEnvelope | None = None
+        last_ok_raw: bytes | None = None  # decoded only when the head moves back
         reset = False
         requeued: set[bytes] = set()
         for chunk, unsendable in upload_batches(rows, limits):
@@ -52,7 +52,7 @@ class Pusher:
                 # Queued for a relay with larger limits: sealed again in ops that
                 # fit this one (on top of the last op it accepted), never dropped.
                 with self.store.batch() as b:
-                    self.outbox.reset_head(b, space_id, last_ok)
+                    self.outbox.reset_head(b, space_id, _decoded(last_ok_raw))
                     for key, env in unsendable:
                         b.put("failed", key, env)
                         b.delete("pending", key)
@@ -66,16 +66,16 @@ class Pusher:
                     if r.status in ("accepted", "duplicate"):
                         if r.offset is None or r.proof is None:
                             raise ProofError("the relay acknowledged an op without a proof")
-                        merkle.verify_inclusion(merkle.leaf_hash(env), r.offset, head.size,
-                                                r.proof, head.root)
-                        b.put("acked", space_id + u64(r.offset), merkle.leaf_hash(env))
+                        leaf = merkle.leaf_hash(env)
+                        merkle.verify_inclusion(leaf, r.offset, head.size, r.proof, head.root)
+                        b.put("acked", space_id + u64(r.offset), leaf)
                         # Kept until pulled: the relay then omits it (omit_own).
                         b.put("ownop", space_id + u64(r.offset), env)
                         b.delete("pending", key)
                         if key in parted:  # the last part of an edit is logged
                             b.delete("edit", parted[key])
                             b.delete("editdata", parted[key])
-                        last_ok = decode_envelope(env)
+                        last_ok_raw = env
                         report.pushed += 1
                         continue
                     report.rejected.append((r.code or "", r.message or ""))
@@ -89,27 +89,36 @@ class Pusher:
                         # an earlier op of this push was refused). The chain head
                         # moves back so the new ops link to what the log holds.
                         if not reset:
-                            self.outbox.reset_head(b, space_id, last_ok)
+                            self.outbox.reset_head(b, space_id, _decoded(last_ok_raw))
                             reset = True
                         self.outbox.requeue(space_id, env, b, requeued)
+
+
+def _decoded(raw: bytes | None) -> OpEnvelope | None:
+    return None if raw is None else decode_envelope(raw)
 
 
 def upload_batches(rows: list[tuple[bytes, bytes]], limits: RelayLimits
                     ) -> Iterator[tuple[list[tuple[bytes, bytes]], list[tuple[bytes, bytes]]]]:
     """Pending rows in uploads that each fit one request, in order: ``(batch, [])``;
     from the first op that cannot fit even alone, ``([], it and every later one)``."""
+    # The body length is kept as the batch grows (each envelope's own fit is
+    # checked alone): request_fits over the whole batch at every op was
+    # quadratic in the batch.
     batch: list[tuple[bytes, bytes]] = []
-    sizes: list[int] = []
+    body = UPLOAD_FRAME
     for i, (key, env) in enumerate(rows):
         if not limits.request_fits([len(env)]):
             if batch:
                 yield batch, []
             yield [], rows[i:]
             return
-        if len(batch) >= MAX_BATCH or not limits.request_fits([*sizes, len(env)]):
+        more = upload_len(len(env))
+        if len(batch) >= min(MAX_BATCH, limits.max_batch_ops) or \
+                body + more > limits.max_request_bytes:
             yield batch, []
-            batch, sizes = [], []
+            batch, body = [], UPLOAD_FRAME
         batch.append((key, env))
-        sizes.append(len(env))
+        body += more
     if batch:
         yield batch, []

@@ -26,6 +26,9 @@ class VerifiedLog:
         self.store = ident.store
         self.trees: dict[bytes, merkle.MerkleTree] = {}
         self.seen_cache: dict[bytes, TreeHeadRef | None] = {}
+        #: The other authors' chain heads per space (``deps``), read once: every
+        #: op this device seals names them. Dropped when a sync writes chains.
+        self.deps_cache: dict[bytes, VersionVector] = {}
         #: Gossiped heads before a snapshot already proven consistent.
         self.gossip_ok: set[tuple[int, bytes]] = set()
 
@@ -33,6 +36,7 @@ class VerifiedLog:
         """Drop every cache (another process may have verified more)."""
         self.trees.clear()
         self.seen_cache.clear()
+        self.deps_cache.clear()
         self.gossip_ok.clear()
 
     def tree(self, space_id: bytes) -> merkle.MerkleTree:
@@ -64,9 +68,13 @@ class VerifiedLog:
 
     def deps(self, space_id: bytes) -> VersionVector:
         """The other authors' verified chain heads (a new op's ``deps``)."""
+        cached = self.deps_cache.get(space_id)
+        if cached is not None:
+            return cached
         entries = {}
         for key, value in self.store.scan("chain", space_id):
             author = key[16:]
             if author != self.ident.device_id:
                 entries[author] = int(as_list(value)[0])
-        return VersionVector(entries)
+        deps = self.deps_cache[space_id] = VersionVector(entries)
+        return deps

@@ -42,6 +42,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 __all__ = [
+    "UPLOAD_FRAME",
     "AckResult",
     "AlertNotice",
     "Attestations",
@@ -59,6 +60,7 @@ __all__ = [
     "SubscribedNotice",
     "Transport",
     "UploadResult",
+    "upload_len",
 ]
 
 
@@ -199,10 +201,19 @@ def _b64_len(n: int) -> int:
     return (n + 2) // 3 * 4
 
 
+#: The bytes of an upload's JSON body besides its envelopes.
+UPLOAD_FRAME = 27
+
+
+def upload_len(envelope_size: int) -> int:
+    """What one envelope adds to an upload's JSON body, at most."""
+    return _b64_len(envelope_size) + 4
+
+
 def _upload_body_len(envelope_sizes: Sequence[int]) -> int:
     # json.dumps({"ops": ["...", "..."], "proofs": true}): 27 bytes of frame, then
     # per op its base64 in quotes and a ", " separator (bounded above).
-    return 27 + sum(_b64_len(n) + 4 for n in envelope_sizes)
+    return UPLOAD_FRAME + sum(upload_len(n) for n in envelope_sizes)
 
 
 # ------------------------------------------------------------ notifications
