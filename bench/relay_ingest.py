@@ -87,7 +87,9 @@ def start_relay(db: str, port: int, workdir: Path) -> subprocess.Popen[bytes]:
                SDDSF_RELAY_RATE_ACCOUNT_BURST="1e6", SDDSF_RELAY_RATE_IP_PER_S="1e6",
                SDDSF_RELAY_RATE_IP_BURST="1e6", SDDSF_RELAY_MAX_REQUEST_BYTES=str(64 << 20),
                SDDSF_RELAY_KEY_FILE=str(workdir / "relay.key"),
-               SDDSF_RELAY_WS_QUEUE_MAX="100000")
+               SDDSF_RELAY_WS_QUEUE_MAX="100000",
+               # The subscribers and the uploader share one process's connection cap.
+               SDDSF_RELAY_MAX_CONNECTIONS="100000")
     proc = subprocess.Popen([sys.executable, "-m", "sddsf", "relay", "serve", "--db", db,
                              "--port", str(port)], env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
