@@ -206,7 +206,18 @@ UPLOAD_FRAME = 27
 
 
 def upload_len(envelope_size: int) -> int:
-    """What one envelope adds to an upload's JSON body, at most."""
+    """What one envelope adds to an upload's JSON body, at most.
+
+    Args:
+        envelope_size: the envelope's length in bytes.
+
+    Returns:
+        Its base64 in quotes and a separator, in bytes (an upload's body is
+        at most :data:`UPLOAD_FRAME` plus this for each of its envelopes).
+
+    Raises:
+        Nothing of its own.
+    """
     return _b64_len(envelope_size) + 4
 
 
