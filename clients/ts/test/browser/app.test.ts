@@ -34,22 +34,18 @@ import assert from "node:assert/strict";
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { after, test, type TestContext } from "node:test";
+import { after, test } from "node:test";
 
-import { chromium, type BrowserContext, type Page } from "playwright-core";
+import type { BrowserContext } from "playwright-core";
 
 import { AppServer } from "../../testkit/appserver.js";
-import { screenshot } from "../../testkit/browser.js";
+import { chromiumAvailable, kvValue, launch, screenshot, statusOf } from "../../testkit/browser.js";
 import { deviceAdd, getJson, sddsf } from "../../testkit/cli.js";
 import { APP_DIST } from "../../testkit/kit.js";
 import { LiveRelay, pythonAvailable } from "../../testkit/relaykit.js";
 
 /* eslint-disable @typescript-eslint/no-explicit-any */
 type Json = any;
-
-const CHROMIUM = process.env.SDDSF_CHROMIUM ?? "/usr/bin/chromium";
-const FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-  "--disable-background-networking", "--disable-component-update", "--disable-sync"];
 
 let relay: LiveRelay | null = null;
 let server: AppServer | null = null;
@@ -62,31 +58,6 @@ after(async () => {
   relay?.stop();
   for (const p of profiles) rmSync(p, { recursive: true, force: true });
 });
-
-function chromiumAvailable(t: TestContext): boolean {
-  if (existsSync(CHROMIUM)) return true;
-  const reason = `Chromium is not installed at ${CHROMIUM} (apt-get install chromium, or set SDDSF_CHROMIUM)`;
-  if (process.env.SDDSF_REQUIRE_CHROMIUM === "1") throw new Error(`${reason} -- SDDSF_REQUIRE_CHROMIUM=1 makes this a failure`);
-  t.skip(reason);
-  return false;
-}
-
-async function launch(): Promise<BrowserContext> {
-  const profile = mkdtempSync(join(tmpdir(), "sddsf-chromium-"));
-  profiles.push(profile);
-  return chromium.launchPersistentContext(profile, { executablePath: CHROMIUM, headless: true, args: FLAGS });
-}
-
-async function statusOf(page: Page): Promise<{ state: string; code: string; text: string }> {
-  return page.$eval("#status", (el) => ({ state: (el as HTMLElement).dataset.state ?? "", code: (el as HTMLElement).dataset.code ?? "",
-    text: el.textContent ?? "" }));
-}
-
-async function kvValue(page: Page, key: string, timeout = 60_000): Promise<string> {
-  const cell = page.locator(`#kv-rows tr[data-key="${key}"] td.value`);
-  await cell.waitFor({ timeout });
-  return cell.innerText();
-}
 
 test("the web app pairs, syncs, edits live and refuses a tampering relay, in Chromium", { timeout: 600_000 }, async (t) => {
   if (!chromiumAvailable(t) || !pythonAvailable(t)) return;
@@ -103,7 +74,7 @@ test("the web app pairs, syncs, edits live and refuses a tampering relay, in Chr
   sddsf(home, ["vault", "put", "wallet", "--kind", "password", "--from-file", join(work, "secret")]);
   sddsf(home, ["sync"]);
 
-  context = await launch();
+  context = await launch(profiles);
   const page = await context.newPage();
   const errors: string[] = [];
   page.on("pageerror", (e) => errors.push(String(e)));
@@ -194,7 +165,7 @@ test("the web app pairs, syncs, edits live and refuses a tampering relay, in Chr
 
   // 7. A second browser device, its store under a passphrase (Argon2id in the page): it pairs,
   //    asks for the passphrase after a reload, and a shared text typed in one page appears in the other.
-  const second = await launch();
+  const second = await launch(profiles);
   try {
     const tab = await second.newPage();
     tab.on("pageerror", (e) => errors.push(String(e)));
