@@ -75,7 +75,15 @@ def clock_shift_path(workdir: Path) -> Path:
     """A directory whose ``sitecustomize.py`` shifts the clock (put it on PYTHONPATH)."""
     shift = workdir / "clockshift"
     shift.mkdir(parents=True, exist_ok=True)
-    (shift / "sitecustomize.py").write_text(_CLOCK_SHIFT)
+    target = shift / "sitecustomize.py"
+    # Written once, atomically: nodes are spawned back to back, and rewriting
+    # the file in place (truncate, then write) while the previous node's
+    # interpreter was reading it at startup left that node, now and then,
+    # with an empty sitecustomize: its clock was not shifted at all.
+    if not target.exists() or target.read_text() != _CLOCK_SHIFT:
+        partial = shift / f"sitecustomize.{os.getpid()}.tmp"
+        partial.write_text(_CLOCK_SHIFT)
+        os.replace(partial, target)
     return shift
 
 
