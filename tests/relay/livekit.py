@@ -14,6 +14,7 @@ import base64
 import contextlib
 import json
 import os
+import random
 import re
 import socket
 import subprocess
@@ -48,8 +49,35 @@ def unb64(text: str) -> bytes:
     return base64.b64decode(text.encode("ascii"), altchars=b"-_", validate=True)
 
 
+def _ephemeral_low() -> int:
+    """The lowest port the kernel hands out to outgoing connections."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
-    with socket.socket() as s:
+    """A free loopback port below the kernel's ephemeral range.
+
+    Outgoing connections take their local ports from the ephemeral range, so a
+    port there can be taken by a client socket between a relay's stop and a
+    test's next connection, and a connection to a dead port there can connect
+    to itself (the kernel picks the same local port: TCP self-connect), which
+    looks like a relay that accepts and never answers. Below the range neither
+    can happen.
+    """
+    low = _ephemeral_low()
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(max(1024, low - 20_000), low)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as s:  # nothing free below the range: any port
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
