@@ -85,7 +85,10 @@ def envelopes(draw: st.DrawFn) -> bytes:
         reg=draw(small_or_big) if version == 2 else None)
     ciphertext = draw(st.one_of(st.binary(min_size=16, max_size=40),
                                 st.binary(min_size=250, max_size=300),
-                                st.binary(min_size=65_536, max_size=65_540)))
+                                # A 4-byte length head: built from a drawn size and
+                                # byte (older Hypothesis cannot draw 64 KiB directly).
+                                st.builds(lambda n, b: bytes([b]) * n,
+                                          st.integers(65_536, 65_540), st.integers(0, 255))))
     signature = draw(st.binary(min_size=64, max_size=64))
     return encode([1, encode(header.to_wire()), ciphertext, signature])
 
