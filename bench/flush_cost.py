@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from trace_sync import TRACE, Trace, apply_edit, load, relay_process
+from trace_sync import TRACE, Trace, apply_edit, load, relay_process, two_devices
 
 from sddsf.client.device import Device
 from sddsf.testing.memory_transport import BASE_URL, InProcessRelay
@@ -86,13 +86,7 @@ async def phases(url: str, work: Path, trace: Trace, debounce: int,
                  sync_every: int) -> dict[str, Any]:
     """bench/trace_sync.py's SDDSF run, timed by phase: wall seconds, and this
     process's CPU seconds (the client's own work; the relay is another process)."""
-    laptop, _ = await Device.create_account(work / "a", url, "a", passphrase=None,
-                                            insecure_plaintext=True)
-    space = await laptop.create_space("trace")
-    phone = await Device.add_local(laptop, work / "b", "b", passphrase=None,
-                                   insecure_plaintext=True)
-    await laptop.sync()
-    await phone.sync()
+    laptop, phone, space = await two_devices(url, work)
     doc = laptop.doc(space, "text")
     text = doc.get("t", type=pycrdt.Text)
     wall = dict.fromkeys(("typing", "flush", "sync_a", "sync_b"), 0.0)

@@ -44,7 +44,9 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests" / "relay"))
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "bench"))
 
+from relay_ingest import verify_rate
 from relaykit import World
 
 from sddsf.client.relay_client import RelayClient
@@ -81,20 +83,6 @@ def timed_async(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
         finally:
             TIMES[name] += time.perf_counter() - t0
     return wrapper
-
-
-def verify_rate(seconds: float = 1.0) -> float:
-    from sddsf.crypto import Ed25519SigningKey  # noqa: PLC0415
-
-    key = Ed25519SigningKey.from_seed(bytes(32))
-    msg = bytes(200)
-    sig = key.sign(msg)
-    n, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        for _ in range(500):
-            key.public.verify(msg, sig)
-        n += 500
-    return n / (time.perf_counter() - start)
 
 
 def instrument(relay: InProcessRelay) -> None:
@@ -183,7 +171,7 @@ def main() -> None:
     ap.add_argument("--proofs", action="store_true")
     ap.add_argument("--profile", default=None, help="write cProfile stats of the requests")
     args = ap.parse_args()
-    raw = verify_rate()
+    raw = verify_rate(1.0)
     report = asyncio.run(run(args))
     report["raw_verify_per_s"] = raw
     report["raw_verify_us"] = round(1e6 / raw, 1)

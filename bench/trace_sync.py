@@ -115,8 +115,8 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def sddsf_run(url: str, work: Path, trace: Trace, debounce: int,
-                     sync_every: int) -> tuple[float, str, int]:
+async def two_devices(url: str, work: Path) -> tuple[Device, Device, bytes]:
+    """Device A (a new account with a space "trace") and device B, both synced."""
     laptop, _ = await Device.create_account(work / "a", url, "a", passphrase=None,
                                             insecure_plaintext=True)
     space = await laptop.create_space("trace")
@@ -124,6 +124,12 @@ async def sddsf_run(url: str, work: Path, trace: Trace, debounce: int,
                                    insecure_plaintext=True)
     await laptop.sync()
     await phone.sync()
+    return laptop, phone, space
+
+
+async def sddsf_run(url: str, work: Path, trace: Trace, debounce: int,
+                     sync_every: int) -> tuple[float, str, int]:
+    laptop, phone, space = await two_devices(url, work)
     doc = laptop.doc(space, "text")
     text = doc.get("t", type=pycrdt.Text)
     if trace.start:
