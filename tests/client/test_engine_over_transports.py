@@ -40,14 +40,20 @@ async def _engine(relay: InProcessRelay, home: Path) -> TamperingTransport:
     return tampering
 
 
-async def test_engine_syncs_over_memory_and_refuses_scripted_attacks(
-        relay: InProcessRelay, tmp_path: Path) -> None:
-    laptop, _ = await Device.create_account(tmp_path / "laptop", BASE_URL, "laptop",
+async def _laptop_and_phone(relay: InProcessRelay, tmp: Path) -> tuple[Device, bytes, Device]:
+    """A new account's laptop with a space "notes", and a phone added to it."""
+    laptop, _ = await Device.create_account(tmp / "laptop", BASE_URL, "laptop",
                                             passphrase=passphrase,
                                             transport=relay.http_transport())
     space = await laptop.create_space("notes")
-    phone = await Device.add_local(laptop, tmp_path / "phone", "phone", passphrase=passphrase,
+    phone = await Device.add_local(laptop, tmp / "phone", "phone", passphrase=passphrase,
                                    transport=relay.http_transport())
+    return laptop, space, phone
+
+
+async def test_engine_syncs_over_memory_and_refuses_scripted_attacks(
+        relay: InProcessRelay, tmp_path: Path) -> None:
+    laptop, space, phone = await _laptop_and_phone(relay, tmp_path)
     await phone.close()
     for i in range(3):
         laptop.doc(space, "kv").get("kv", type=pycrdt.Map)[f"k{i}"] = i
@@ -104,12 +110,7 @@ class _Recorder:
 
 async def test_observer_sees_remote_edits_and_its_errors_never_stop_a_sync(
         relay: InProcessRelay, tmp_path: Path) -> None:
-    laptop, _ = await Device.create_account(tmp_path / "laptop", BASE_URL, "laptop",
-                                            passphrase=passphrase,
-                                            transport=relay.http_transport())
-    space = await laptop.create_space("notes")
-    phone = await Device.add_local(laptop, tmp_path / "phone", "phone", passphrase=passphrase,
-                                   transport=relay.http_transport())
+    laptop, space, phone = await _laptop_and_phone(relay, tmp_path)
     await phone.close()
     store, kind = open_home(tmp_path / "phone", passphrase=passphrase)
     seen = _Recorder()
@@ -134,12 +135,7 @@ async def test_background_sync_follows_spaces_over_the_devices_transport(
     def in_process(client: RelayClient, url: str) -> MemoryTransport:
         return MemoryTransport(client, relay)
 
-    laptop, _ = await Device.create_account(tmp_path / "laptop", BASE_URL, "laptop",
-                                            passphrase=passphrase,
-                                            transport=relay.http_transport())
-    space = await laptop.create_space("notes")
-    phone = await Device.add_local(laptop, tmp_path / "phone", "phone", passphrase=passphrase,
-                                   transport=relay.http_transport())
+    laptop, space, phone = await _laptop_and_phone(relay, tmp_path)
     await phone.sync()  # learns the space
     await phone.close()
     phone = Device.open(tmp_path / "phone", passphrase=passphrase,
