@@ -17,6 +17,9 @@ machine one run says little.
 Usage (with PostgreSQL, a scratch database is created on that server and dropped):
     python bench/relay_ingest.py [--db postgresql://postgres@127.0.0.1/test]
         [--ops 24000] [--repeat 3] [--batch 500] [--subscribers 100] [--pushes 50]
+        [--workers N --redis redis://127.0.0.1:6379/15]
+    (--workers: relay worker processes sharing edge state through Redis; CPU is
+    summed over them)
 
 Bounded in count and time; loopback only.
 """
@@ -57,9 +60,12 @@ def b64(data: bytes) -> str:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (Linux /proc), to tell CPU- from GIL-bound."""
+    """User + system CPU time of a process and its live child processes (the
+    workers of ``--workers N``; Linux /proc), to tell CPU- from GIL-bound."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    children = " ".join(p.read_text() for p in Path(f"/proc/{pid}/task").glob("*/children"))
+    return own + sum(cpu_seconds(int(c)) for c in children.split())
 
 
 def verify_rate(seconds: float = 2.0) -> float:
@@ -80,7 +86,8 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_relay(db: str, port: int, workdir: Path) -> subprocess.Popen[bytes]:
+def start_relay(db: str, port: int, workdir: Path, workers: int = 1,
+                redis: str = "") -> subprocess.Popen[bytes]:
     env = dict(os.environ, SDDSF_RELAY_KEY_HEX=RELAY_SEED, SDDSF_RELAY_RATE_OPS_PER_S="1e9",
                SDDSF_RELAY_RATE_OPS_BURST="1e9", SDDSF_RELAY_RATE_DEVICE_PER_S="1e6",
                SDDSF_RELAY_RATE_DEVICE_BURST="1e6", SDDSF_RELAY_RATE_ACCOUNT_PER_S="1e6",
@@ -89,9 +96,12 @@ def start_relay(db: str, port: int, workdir: Path) -> subprocess.Popen[bytes]:
                SDDSF_RELAY_KEY_FILE=str(workdir / "relay.key"),
                SDDSF_RELAY_WS_QUEUE_MAX="100000",
                # The subscribers and the uploader share one process's connection cap.
-               SDDSF_RELAY_MAX_CONNECTIONS="100000")
+               SDDSF_RELAY_MAX_CONNECTIONS="100000",
+               # Several workers share edge state and the cluster bus through Redis.
+               SDDSF_RELAY_REDIS_URL=redis)
     proc = subprocess.Popen([sys.executable, "-m", "sddsf", "relay", "serve", "--db", db,
-                             "--port", str(port)], env=env, stdout=subprocess.DEVNULL,
+                             "--port", str(port), "--workers", str(workers)], env=env,
+                            stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     deadline = time.time() + 30
     while time.time() < deadline:
@@ -231,9 +241,11 @@ def spread(values: list[float]) -> dict[str, float]:
 def measure_once(base: str, pid: int, args: argparse.Namespace) -> dict[str, float]:
     """One repeat: the raw verify rate, then the three ingest runs, as ratios to it."""
     raw = verify_rate()
-    cpu0 = cpu_seconds(pid)
+    cpu0, own0 = cpu_seconds(pid), time.process_time()
     no_proofs = asyncio.run(ingest(base, args.ops, args.batch, False, args.concurrency))
     busy = (cpu_seconds(pid) - cpu0) / no_proofs["seconds"]
+    # The uploading client shares the machine's cores with the relay.
+    client_busy = (time.process_time() - own0) / no_proofs["seconds"]
     with_proofs = asyncio.run(ingest(base, args.ops, args.batch, True, args.concurrency))
     single = asyncio.run(ingest(base, args.ops // 2, args.batch, False, 1))
     row = {"raw_verify_per_s": raw, "ops_per_s_no_proofs": no_proofs["ops_per_s"],
@@ -241,7 +253,14 @@ def measure_once(base: str, pid: int, args: argparse.Namespace) -> dict[str, flo
            "ops_per_s_one_uploader": single["ops_per_s"],
            "ratio_no_proofs": no_proofs["ops_per_s"] / raw,
            "ratio_with_proofs": with_proofs["ops_per_s"] / raw,
-           "ratio_one_uploader": single["ops_per_s"] / raw, "relay_cpu_cores_busy": busy}
+           "ratio_one_uploader": single["ops_per_s"] / raw, "relay_cpu_cores_busy": busy,
+           "relay_cpu_us_per_op": busy / no_proofs["ops_per_s"] * 1e6,
+           "client_cpu_cores_busy": client_busy,
+           "client_cpu_us_per_op": client_busy / no_proofs["ops_per_s"] * 1e6,
+           # What this machine could reach at best with the client beside the
+           # relay: every core busy, the CPU per op of both as measured.
+           "ratio_ceiling_all_cores": (os.cpu_count() or 1)
+           / ((busy + client_busy) / no_proofs["ops_per_s"]) / raw}
     print(json.dumps(row), file=sys.stderr, flush=True)
     return row
 
@@ -255,6 +274,8 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=4, help="devices uploading at once")
     ap.add_argument("--subscribers", type=int, default=100)
     ap.add_argument("--pushes", type=int, default=50)
+    ap.add_argument("--workers", type=int, default=1, help="relay worker processes")
+    ap.add_argument("--redis", default="", help="Redis URL, needed with --workers > 1")
     args = ap.parse_args()
     scratch: str | None = None
     if args.db and args.db.startswith(("postgresql://", "postgres://")):
@@ -263,7 +284,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         db = db_url if scratch else args.db or f"sqlite:///{tmp}/relay.db"
         port = free_port()
-        proc = start_relay(db, port, Path(tmp))
+        proc = start_relay(db, port, Path(tmp), args.workers, args.redis)
         try:
             base, ws_base = f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}"
             rows = [measure_once(base, proc.pid, args) for _ in range(args.repeat)]
@@ -274,7 +295,8 @@ def main() -> None:
             if scratch:
                 drop_database(args.db, scratch)
     report: dict[str, object] = {"backend": db.split("://", 1)[0], "ops_per_run": args.ops,
-                                 "concurrency": args.concurrency, "batch": args.batch}
+                                 "concurrency": args.concurrency, "batch": args.batch,
+                                 "workers": args.workers}
     report.update({key: spread([row[key] for row in rows]) for key in rows[0]})
     report["fanout"] = fan
     print(json.dumps(report, indent=2))
