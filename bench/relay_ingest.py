@@ -265,8 +265,9 @@ def measure_once(base: str, pid: int, args: argparse.Namespace) -> dict[str, flo
            # relay: every core busy, the CPU per op of both as measured.
            "ratio_ceiling_all_cores": (os.cpu_count() or 1)
            / ((busy + client_busy) / no_proofs["ops_per_s"]) / raw,
-           # And with one interpreter lock: the relay's CPU per op less one
-           # signature check (run without the lock) is serial at best.
+           # And with one interpreter lock, if all the relay's CPU per op but
+           # the signature check (run without the lock) held it. SQLite and
+           # the kernel also run without it, so this bound is pessimistic.
            "ratio_ceiling_one_lock": 1 / (busy / no_proofs["ops_per_s"] - 1 / raw) / raw}
     print(json.dumps(row), file=sys.stderr, flush=True)
     return row
