@@ -1,13 +1,16 @@
 """Per-stage cost of the relay's ingest path, in microseconds per op (docs/performance.md).
 
 Runs the relay application in this process (``InProcessRelay``, SQLite in a
-temporary directory), uploads batches of pre-signed ops through its HTTP
-endpoint (httpx over ASGI: no sockets), and times each stage of the upload
-with wrappers around the relay's own functions:
+temporary directory, or with ``--db postgresql://...`` a scratch PostgreSQL
+database created next to the one named and dropped after), uploads batches
+of pre-signed ops through its HTTP endpoint (httpx over ASGI: no sockets),
+and times each stage of the upload with wrappers around the relay's own functions:
 
 * ``decode``: envelope and header decoding of the batch;
 * ``rules+verify``: the shared rules, signatures on the verifier pool;
-* ``storage append``: building the rows and the SQLite transaction;
+* ``chain snapshot``: reading the authors' chain heads and the ids already at
+  the batch's (author, seq) pairs (one read transaction);
+* ``storage append``: building the rows and the database transaction;
 * ``proofs``: the batch's inclusion proofs (only with ``--proofs``);
 * ``tree head``: signing the tree head;
 * ``submit other``: the rest of ``Fabric.submit`` (chain snapshot, space reads,
@@ -20,7 +23,7 @@ Also prints the raw PyNaCl verify rate of this run (one thread) for scale.
 
 Usage:
     python bench/relay_stages.py [--batches 12] [--batch 500] [--proofs]
-        [--profile out.prof]
+        [--profile out.prof] [--db postgresql://postgres@127.0.0.1:5432/test]
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ sys.path.insert(0, str(ROOT / "tests" / "relay"))
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from relay_ingest import verify_rate
+from relay_ingest import drop_database, scratch_database, verify_rate
 from relaykit import World
 
 from sddsf.client.relay_client import RelayClient
@@ -54,6 +57,7 @@ from sddsf.protocol import auth
 from sddsf.relay import fabric as fabric_mod
 from sddsf.relay.routes import spaces as spaces_mod
 from sddsf.relay.settings import RelaySettings
+from sddsf.relay.storage import RelayStorage, open_storage
 from sddsf.testing.memory_transport import BASE_URL, InProcessRelay
 
 TIMES: dict[str, float] = defaultdict(float)
@@ -98,17 +102,31 @@ def instrument(relay: InProcessRelay) -> None:
     fab._verify_all = timed_sync("rules+verify", fab._verify_all)  # type: ignore[method-assign]
     fab.tree_head = timed_sync("tree head", fab.tree_head)  # type: ignore[method-assign]
     storage.append_ops = timed_async("storage append", storage.append_ops)  # type: ignore[method-assign]
+    storage.chain_snapshot = timed_async(  # type: ignore[method-assign]
+        "chain snapshot", storage.chain_snapshot)
     fab.submit = timed_async("submit", fab.submit)  # type: ignore[method-assign]
     setattr(spaces_mod, "JSONResponse",  # noqa: B010 - a module attribute, patched
             timed_sync("response", getattr(spaces_mod, "JSONResponse")))  # noqa: B009
 
 
-async def run(args: argparse.Namespace) -> dict[str, Any]:
+async def run(args: argparse.Namespace, db_url: str | None) -> dict[str, Any]:
     settings = RelaySettings(db="sqlite:////unused", key_file="/unused").replace(
         rate_ops_per_s=1e9, rate_ops_burst=1e9, rate_device_per_s=1e6,
         rate_device_burst=1e6, rate_account_per_s=1e6, rate_account_burst=1e6,
         rate_ip_per_s=1e6, rate_ip_burst=1e6, max_request_bytes=64 << 20)
-    async with InProcessRelay(settings=settings) as relay:
+    storage: RelayStorage | None = None
+    if db_url:
+        storage = open_storage(db_url)
+        await storage.open()
+    try:
+        return await measure(args, InProcessRelay(storage, settings=settings))
+    finally:
+        if storage:
+            await storage.close()
+
+
+async def measure(args: argparse.Namespace, in_process: InProcessRelay) -> dict[str, Any]:
+    async with in_process as relay:
         world = World()
         now = time.time_ns() // 1_000_000
         client = RelayClient(BASE_URL, device=world.devices[0],
@@ -153,7 +171,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         if profiler:
             profiler.dump_stats(args.profile)
     per_op = {k: 1e6 * v / total for k, v in TIMES.items()}
-    stages = ["decode", "rules+verify", "storage append", "proofs", "tree head"]
+    stages = ["decode", "chain snapshot", "rules+verify", "storage append", "proofs",
+              "tree head"]
     submit = per_op.pop("submit")
     per_op["submit other"] = submit - sum(per_op.get(s, 0.0) for s in stages)
     request = 1e6 * elapsed / total
@@ -170,9 +189,16 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=500)
     ap.add_argument("--proofs", action="store_true")
     ap.add_argument("--profile", default=None, help="write cProfile stats of the requests")
+    ap.add_argument("--db", default=None, help="a PostgreSQL DSN (default: SQLite)")
     args = ap.parse_args()
     raw = verify_rate(1.0)
-    report = asyncio.run(run(args))
+    db_url, scratch = scratch_database(args.db) if args.db else (None, None)
+    try:
+        report = asyncio.run(run(args, db_url))
+    finally:
+        if scratch:
+            drop_database(args.db, scratch)
+    report["backend"] = "postgresql" if scratch else "sqlite"
     report["raw_verify_per_s"] = raw
     report["raw_verify_us"] = round(1e6 / raw, 1)
     print(json.dumps(report, indent=2))
