@@ -56,6 +56,7 @@ def run(settings: RelaySettings) -> None:
     import uvicorn  # noqa: PLC0415 - only the serving process needs it
 
     from sddsf.relay.observe import log_config  # noqa: PLC0415
+    from sddsf.relay.wsdirect import LiveWebSocketProtocol  # noqa: PLC0415
 
     config = log_config(settings.log_format, settings.log_level)
     logging.config.dictConfig(config)
@@ -68,6 +69,10 @@ def run(settings: RelaySettings) -> None:
         "host": settings.host, "port": settings.port, "log_level": settings.log_level,
         "log_config": config, "access_log": False,
         "h11_max_incomplete_event_size": MAX_HEAD_BYTES, "ws_max_size": 64 * 1024,
+        # No permessage-deflate (op envelopes are ciphertext): a frame's bytes are
+        # then the same on every connection, so the fan-out encodes each op's
+        # frame once and writes it to every subscriber (sddsf.relay.wsdirect).
+        "ws": LiveWebSocketProtocol, "ws_per_message_deflate": False,
         # X-Forwarded-For is read by the app, only from trusted_proxies
         # (uvicorn's middleware would rewrite the peer address first).
         "proxy_headers": False,
