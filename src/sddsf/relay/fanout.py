@@ -75,14 +75,19 @@ class Subscriber:
     # The sending task holds a message taken from ``pending``, not yet sent.
     sending: bool = False
 
+    def write_now(self, wire: bytes) -> bool:
+        """Write pre-encoded frames straight to the socket, if nothing is queued
+        or being sent and the socket takes them; False otherwise (nothing written)."""
+        return (not self.closed and self.direct is not None and not self.pending
+                and not self.sending and self.direct(wire))
+
     def offer(self, message: dict[str, object]) -> bool:
         """Send an op now if possible, else queue it; False if the queue is full
         (the caller then calls overflow)."""
         if self.closed:
             return False
         wire = message.get("wire")
-        if (self.direct is not None and isinstance(wire, bytes) and not self.pending
-                and not self.sending and self.direct(wire)):
+        if isinstance(wire, bytes) and self.write_now(wire):
             return True
         if len(self.pending) >= self.queue_max:
             return False
@@ -130,6 +135,28 @@ class Subscriber:
     def sent(self) -> None:
         """The message from :meth:`next_message` is written (or the send failed)."""
         self.sending = False
+
+
+#: At most this many bytes of consecutive frames are joined into one write
+#: (a slow reader's socket holds at most its high-water mark plus one chunk).
+CHUNK_BYTES = 64 * 1024
+
+
+def _joined(wires: list[bytes]) -> list[tuple[bytes, int]]:
+    """Consecutive frames joined into chunks of at most :data:`CHUNK_BYTES` (or
+    one frame, if larger): ``(bytes, number of frames)`` in order."""
+    chunks: list[tuple[bytes, int]] = []
+    run: list[bytes] = []
+    size = 0
+    for wire in wires:
+        if run and size + len(wire) > CHUNK_BYTES:
+            chunks.append((b"".join(run), len(run)))
+            run, size = [], 0
+        run.append(wire)
+        size += len(wire)
+    if run:
+        chunks.append((b"".join(run), len(run)))
+    return chunks
 
 
 class Hub:
@@ -188,18 +215,27 @@ class Hub:
 
     async def publish(self, space_id: bytes, items: list[tuple[int, bytes]]) -> None:
         """Deliver committed ops, in offset order, to every subscriber of the space
-        (each op's frame is encoded once, for all of them)."""
+        (each op's frame is encoded once, for all of them; consecutive frames go
+        to a socket in one write)."""
         subs = list(self._by_space.get(space_id, ()))
         if not subs:
             return
         messages: list[dict[str, object]] = []
+        wires: list[bytes] = []
         for offset, envelope in items:
             text = frame({"type": "op", "space": space_id, "offset": offset,
                           "envelope": envelope})
+            wires.append(text_frame(text))
             messages.append({"type": "op", "space": space_id, "offset": offset,
-                             "frame": text, "wire": text_frame(text)})
+                             "frame": text, "wire": wires[-1]})
+        chunks = _joined(wires)
         for sub in subs:
-            for message in messages:
+            done = 0  # one write per chunk of frames while the socket takes them
+            for wire, count in chunks:
+                if not sub.write_now(wire):
+                    break
+                done += count
+            for message in messages[done:]:
                 if not sub.offer(message):
                     sub.overflow(space_id, int(str(message["offset"])))
                     break
