@@ -272,9 +272,12 @@ async def fanout(base: str, ws_base: str, relay_pid: int, subscribers: int, push
         await client.create_account(world.entries[0])
         await client.create_space(world.space, world.key_package())
         cpu0 = cpu_seconds(relay_pid)
+        uploads = []
         for i in range(pushes):  # the same pushes, nobody subscribed
-            await _push(client, world, i)
+            start = await _push(client, world, i)
+            uploads.append((time.monotonic_ns() - start) / 1e6)
         alone = (cpu_seconds(relay_pid) - cpu0) / pushes
+        uploads.sort()
         tickets = [b64(await client.ws_ticket()) for _ in range(subscribers)]
         port = int(base.rsplit(":", 1)[1])
         procs = []
@@ -316,6 +319,9 @@ async def fanout(base: str, ws_base: str, relay_pid: int, subscribers: int, push
             "p50_ms": statistics.median(latencies),
             "p99_ms": latencies[int(0.99 * (len(latencies) - 1))],
             "max_ms": latencies[-1],
+            # The floor: the upload's round trip (to its response) with nobody subscribed.
+            "upload_p50_ms_unsubscribed": statistics.median(uploads),
+            "upload_p99_ms_unsubscribed": uploads[int(0.99 * (len(uploads) - 1))],
             "relay_cpu_ms_per_push": 1000 * relay_cpu,
             "relay_cpu_ms_per_push_unsubscribed": 1000 * alone,
             "relay_cpu_us_per_subscriber": 1e6 * (relay_cpu - alone) / subscribers,
