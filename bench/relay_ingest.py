@@ -6,8 +6,10 @@ Starts a real relay process (`sddsf relay serve`) on loopback, then:
    messages) - the ceiling one relay process can approach;
 2. uploads pre-signed ops through the HTTP batch endpoint and reports accepted
    ops/s, with and without per-op inclusion proofs, and the ratio to (1);
-3. subscribes N WebSocket clients to the space and reports p50/p99 latency from
-   the start of an upload to each subscriber's receipt of the op.
+3. subscribes N WebSocket clients to the space, spread over ``--receivers``
+   processes, and reports p50/p99 latency from the start of an upload to each
+   subscriber's receipt (frame parsed, JSON decoded) of the op, with the relay's
+   CPU per push with and without the subscribers, and the receivers' CPU.
 
 Steps 1 and 2 run ``--repeat`` times (default 3, each on a new account of the
 same relay), 24,000 ops per ingest run by default; the report gives each
@@ -17,7 +19,7 @@ machine one run says little.
 Usage (with PostgreSQL, a scratch database is created on that server and dropped):
     python bench/relay_ingest.py [--db postgresql://postgres@127.0.0.1/test]
         [--ops 24000] [--repeat 3] [--batch 500] [--subscribers 100] [--pushes 50]
-        [--workers N --redis redis://127.0.0.1:6379/15]
+        [--receivers 2] [--fanout-only] [--workers N --redis redis://127.0.0.1:6379/15]
     (--workers: relay worker processes sharing edge state through Redis; CPU is
     summed over them)
 
@@ -37,10 +39,16 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
-import websockets
+from websockets.client import ClientProtocol
+from websockets.extensions.permessage_deflate import enable_client_permessage_deflate
+from websockets.frames import Frame, Opcode
+from websockets.http11 import Response
+from websockets.uri import parse_uri
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests" / "relay"))
@@ -177,41 +185,161 @@ async def ingest(base: str, n_ops: int, batch: int, proofs: bool,
             "client_cpu_s": own}
 
 
-async def fanout(base: str, ws_base: str, subscribers: int, pushes: int) -> dict[str, float]:
+class _Receiver(asyncio.Protocol):
+    """One subscriber in a receiver process: ``websockets``' own sans-I/O client
+    protocol over an asyncio transport, offering permessage-deflate as
+    ``websockets.connect`` does. Each op frame is parsed and decoded as JSON; its
+    receipt time (``time.monotonic_ns``, one clock for all processes) is then
+    recorded."""
+
+    def __init__(self, url: str, space_b64: str, record: Callable[[int, int], None],
+                 ready: asyncio.Future[None]) -> None:
+        self.conn = ClientProtocol(parse_uri(url), max_size=None,
+                                   extensions=enable_client_permessage_deflate(None))
+        self.space_b64, self.record, self.ready = space_b64, record, ready
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.conn.send_request(self.conn.connect())
+        self._flush()
+
+    def data_received(self, data: bytes) -> None:
+        self.conn.receive_data(data)
+        for event in self.conn.events_received():
+            if isinstance(event, Response):
+                self.conn.send_text(json.dumps({"type": "subscribe",
+                                                "space": self.space_b64}).encode())
+            elif isinstance(event, Frame) and event.opcode is Opcode.TEXT:
+                msg = json.loads(event.data)
+                if msg["type"] == "op":
+                    self.record(msg["offset"], time.monotonic_ns())
+                elif msg["type"] == "subscribed" and not self.ready.done():
+                    self.ready.set_result(None)
+        self._flush()
+
+    def _flush(self) -> None:
+        assert self.transport is not None
+        for chunk in self.conn.data_to_send():
+            if chunk:
+                self.transport.write(chunk)
+
+
+async def _receive(job: dict[str, Any]) -> None:
+    """A receiver process: subscribe ``job["tickets"]``, print "ready", print
+    "done K" once every subscriber has op K, then the receipt times as JSON."""
+    loop = asyncio.get_running_loop()
+    times: dict[int, list[int]] = {}
+    complete = loop.create_future()
+    n, last = len(job["tickets"]), job["last_offset"]
+
+    def record(offset: int, ns: int) -> None:
+        got = times.setdefault(offset, [])
+        got.append(ns)
+        if len(got) == n:
+            print(f"done {offset}", flush=True)
+            if offset == last:
+                complete.set_result(None)
+
+    ready = []
+    for ticket in job["tickets"]:
+        future: asyncio.Future[None] = loop.create_future()
+        url = f"{job['ws_base']}/v1/ws?ticket={ticket}"
+        await loop.create_connection(
+            lambda u=url, f=future: _Receiver(u, job["space"], record, f),  # type: ignore[misc]
+            "127.0.0.1", job["port"])
+        ready.append(future)
+    await asyncio.gather(*ready)
+    print("ready", flush=True)
+    await complete
+    print(json.dumps(times), flush=True)
+
+
+def receiver_main() -> None:
+    job = json.loads(sys.stdin.readline())
+    try:
+        import uvloop  # noqa: PLC0415 - the fastest loop available, as the relay uses
+        uvloop.run(_receive(job))
+    except ImportError:
+        asyncio.run(_receive(job))
+
+
+async def _push(client: RelayClient, world: World, i: int) -> int:
+    """Upload one single-op batch; returns ``time.monotonic_ns()`` at its start."""
+    op = world.op(0, ts=time.time_ns() // 1_000_000, text=f"push {i}".encode())
+    start = time.monotonic_ns()
+    results, _ = await client.upload(world.space, [op.raw], proofs=False)
+    if results[0].status != "accepted":
+        raise SystemExit(f"push {i}: {results[0].status}")
+    return start
+
+
+async def fanout(base: str, ws_base: str, relay_pid: int, subscribers: int, pushes: int,
+                 receivers: int) -> dict[str, float]:
+    """p50/p99 from the start of an upload to each subscriber's receipt of the op,
+    and the relay's CPU per push with and without the subscribers. The
+    subscribers are spread over ``receivers`` processes; each push waits until
+    every subscriber has received the previous one."""
     world = World()
     async with RelayClient(base, device=world.devices[0],
                            account_id=world.account.account_id) as client:
         await client.create_account(world.entries[0])
         await client.create_space(world.space, world.key_package())
-        space_b64 = base64.urlsafe_b64encode(world.space).decode()
-        conns = []
-        for _ in range(subscribers):
-            ticket = base64.urlsafe_b64encode(await client.ws_ticket()).decode()
-            ws = await websockets.connect(f"{ws_base}/v1/ws?ticket={ticket}")
-            await ws.send(json.dumps({"type": "subscribe", "space": space_b64}))
-            if json.loads(await ws.recv())["type"] != "subscribed":
-                raise SystemExit("subscription failed")
-            conns.append(ws)
-        latencies: list[float] = []
+        cpu0 = cpu_seconds(relay_pid)
+        uploads = []
+        for i in range(pushes):  # the same pushes, nobody subscribed
+            start = await _push(client, world, i)
+            uploads.append((time.monotonic_ns() - start) / 1e6)
+        alone = (cpu_seconds(relay_pid) - cpu0) / pushes
+        uploads.sort()
+        tickets = [b64(await client.ws_ticket()) for _ in range(subscribers)]
+        port = int(base.rsplit(":", 1)[1])
+        procs = []
+        for k in range(receivers):
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, __file__, "--receiver", stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE, limit=1 << 26)  # the final line holds every time
+            assert proc.stdin is not None
+            proc.stdin.write(json.dumps({
+                "ws_base": ws_base, "port": port, "space": b64(world.space),
+                "tickets": tickets[k::receivers], "last_offset": 2 * pushes - 1,
+            }).encode() + b"\n")
+            await proc.stdin.drain()
+            procs.append(proc)
+
+        async def line(proc: asyncio.subprocess.Process) -> str:
+            assert proc.stdout is not None
+            return (await proc.stdout.readline()).decode().strip()
+
+        if {await line(p) for p in procs} != {"ready"}:
+            raise SystemExit("a receiver did not subscribe")
+        starts: dict[int, int] = {}
+        cpu0 = cpu_seconds(relay_pid)
+        receivers_cpu0 = sum(cpu_seconds(p.pid) for p in procs)
         for i in range(pushes):
-            op = world.op(0, ts=time.time_ns() // 1_000_000, text=f"push {i}".encode())
-            start = time.perf_counter()
-            upload = asyncio.create_task(client.upload(world.space, [op.raw], proofs=False))
-
-            async def receive(ws: websockets.ClientConnection, t0: float) -> float:
-                while True:
-                    msg = json.loads(await ws.recv())
-                    if msg["type"] == "op":
-                        return time.perf_counter() - t0
-
-            latencies += await asyncio.gather(*(receive(ws, start) for ws in conns))
-            await upload
-        for ws in conns:
-            await ws.close()
+            offset = pushes + i
+            starts[offset] = await _push(client, world, pushes + i)
+            if {await line(p) for p in procs} != {f"done {offset}"}:
+                raise SystemExit(f"a receiver missed op {offset}")
+        relay_cpu = (cpu_seconds(relay_pid) - cpu0) / pushes
+        receivers_cpu = (sum(cpu_seconds(p.pid) for p in procs) - receivers_cpu0) / pushes
+        latencies = []
+        for proc in procs:
+            times = json.loads(await line(proc))
+            latencies += [(ns - starts[int(k)]) / 1e6 for k, got in times.items() for ns in got]
+            await proc.wait()
     latencies.sort()
-    return {"subscribers": subscribers, "pushes": pushes,
-            "p50_ms": 1000 * statistics.median(latencies),
-            "p99_ms": 1000 * latencies[int(0.99 * (len(latencies) - 1))]}
+    return {"subscribers": subscribers, "pushes": pushes, "receiver_processes": receivers,
+            "p50_ms": statistics.median(latencies),
+            "p99_ms": latencies[int(0.99 * (len(latencies) - 1))],
+            "max_ms": latencies[-1],
+            # The floor: the upload's round trip (to its response) with nobody subscribed.
+            "upload_p50_ms_unsubscribed": statistics.median(uploads),
+            "upload_p99_ms_unsubscribed": uploads[int(0.99 * (len(uploads) - 1))],
+            "relay_cpu_ms_per_push": 1000 * relay_cpu,
+            "relay_cpu_ms_per_push_unsubscribed": 1000 * alone,
+            "relay_cpu_us_per_subscriber": 1e6 * (relay_cpu - alone) / subscribers,
+            "receivers_cpu_ms_per_push": 1000 * receivers_cpu}
 
 
 async def _pg_admin(dsn: str, sql: str) -> None:
@@ -274,6 +402,9 @@ def measure_once(base: str, pid: int, args: argparse.Namespace) -> dict[str, flo
 
 
 def main() -> None:
+    if sys.argv[1:] == ["--receiver"]:
+        receiver_main()
+        return
     ap = argparse.ArgumentParser()
     ap.add_argument("--db", default=None)
     ap.add_argument("--ops", type=int, default=24_000)
@@ -282,6 +413,9 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=4, help="devices uploading at once")
     ap.add_argument("--subscribers", type=int, default=100)
     ap.add_argument("--pushes", type=int, default=50)
+    ap.add_argument("--receivers", type=int, default=2,
+                    help="processes the subscribers are spread over")
+    ap.add_argument("--fanout-only", action="store_true", help="skip the ingest runs")
     ap.add_argument("--workers", type=int, default=1, help="relay worker processes")
     ap.add_argument("--redis", default="", help="Redis URL, needed with --workers > 1")
     args = ap.parse_args()
@@ -295,8 +429,10 @@ def main() -> None:
         proc = start_relay(db, port, Path(tmp), args.workers, args.redis)
         try:
             base, ws_base = f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}"
-            rows = [measure_once(base, proc.pid, args) for _ in range(args.repeat)]
-            fan = asyncio.run(fanout(base, ws_base, args.subscribers, args.pushes))
+            rows = [] if args.fanout_only else [measure_once(base, proc.pid, args)
+                                                for _ in range(args.repeat)]
+            fan = asyncio.run(fanout(base, ws_base, proc.pid, args.subscribers, args.pushes,
+                                     args.receivers))
         finally:
             proc.terminate()
             proc.wait(timeout=10)
@@ -305,7 +441,8 @@ def main() -> None:
     report: dict[str, object] = {"backend": db.split("://", 1)[0], "ops_per_run": args.ops,
                                  "concurrency": args.concurrency, "batch": args.batch,
                                  "workers": args.workers}
-    report.update({key: spread([row[key] for row in rows]) for key in rows[0]})
+    if rows:
+        report.update({key: spread([row[key] for row in rows]) for key in rows[0]})
     report["fanout"] = fan
     print(json.dumps(report, indent=2))
 

@@ -3,7 +3,11 @@
 After a batch commits, the fabric publishes ``(offset, envelope)`` pairs (through
 :class:`~sddsf.relay.cluster.ClusterLive`, which also feeds ops appended by
 other relay processes, in log order). Each op's WebSocket frame is encoded
-once, whatever the number of subscribers. Each
+once, whatever the number of subscribers: as JSON text, and as the complete
+wire frame that is written straight to each subscriber's socket when the
+server offers a direct writer (:mod:`sddsf.relay.wsdirect`), nothing is queued
+for that subscriber and its socket's send buffer is below the high-water mark;
+otherwise the op is queued and sent through ASGI by the connection's task. Each
 subscriber has a queue of at most ``queue_max`` ops; a subscriber that falls
 behind on a space is not buffered without bound: that space's queued ops are
 replaced by one ``resync`` message naming the first offset it missed (other
@@ -18,17 +22,30 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
+
+from websockets.frames import Frame, Opcode
 
 from sddsf.wire import b64
 
-__all__ = ["Hub", "Subscriber", "frame"]
+__all__ = ["DIRECT_WRITE", "Hub", "Subscriber", "frame", "text_frame"]
+
+#: ASGI scope extension of a WebSocket connection: a ``Callable[[bytes], bool]``
+#: writing one complete server frame to it now (:mod:`sddsf.relay.wsdirect`).
+DIRECT_WRITE = "sddsf.direct_write"
 
 
 def frame(message: dict[str, object]) -> str:
     """A WebSocket text frame: the message as JSON, bytes as base64."""
     return json.dumps({k: b64(v) if isinstance(v, bytes) else v
                        for k, v in message.items()}, separators=(",", ":"))
+
+
+def text_frame(text: str) -> bytes:
+    """The complete WebSocket frame a server sends for ``text`` (unmasked, no
+    extension): the same bytes on every connection without compression."""
+    return Frame(Opcode.TEXT, text.encode()).serialize(mask=False)
 
 
 @dataclass(eq=False)
@@ -38,7 +55,8 @@ class Subscriber:
     Invariant: for every subscribed space, the client either receives every op
     in order, or a ``resync`` naming an offset at or before the first op it did
     not receive. The queue holds at most ``queue_max`` ops plus one resync
-    marker per space.
+    marker per space. An op goes to ``direct`` only while nothing is queued
+    or being sent, so ops reach the socket in the order offered.
     """
 
     account_id: bytes
@@ -50,10 +68,28 @@ class Subscriber:
     closed: bool = False
     # Per space: the lowest offset missed and not yet told to the client.
     resync_from: dict[bytes, int] = field(default_factory=dict)
+    # Writes a message's pre-encoded "wire" frame to the socket now, or returns
+    # False (connection not open, or send buffer above its high-water mark).
+    # None: the server has no direct path; every message goes through the queue.
+    direct: Callable[[bytes], bool] | None = None
+    # The sending task holds a message taken from ``pending``, not yet sent.
+    sending: bool = False
+
+    def write_now(self, wire: bytes) -> bool:
+        """Write pre-encoded frames straight to the socket, if nothing is queued
+        or being sent and the socket takes them; False otherwise (nothing written)."""
+        return (not self.closed and self.direct is not None and not self.pending
+                and not self.sending and self.direct(wire))
 
     def offer(self, message: dict[str, object]) -> bool:
-        """Queue an op; False if the queue is full (the caller then calls overflow)."""
-        if self.closed or len(self.pending) >= self.queue_max:
+        """Send an op now if possible, else queue it; False if the queue is full
+        (the caller then calls overflow)."""
+        if self.closed:
+            return False
+        wire = message.get("wire")
+        if isinstance(wire, bytes) and self.write_now(wire):
+            return True
+        if len(self.pending) >= self.queue_max:
             return False
         self.pending.append(message)
         self.wake.set()
@@ -82,10 +118,12 @@ class Subscriber:
         self.wake.set()
 
     async def next_message(self) -> dict[str, object]:
-        """Wait for and return the next message to send."""
+        """Wait for and return the next message to send; the caller calls
+        :meth:`sent` once it is written."""
         while not self.pending:
             self.wake.clear()
             await self.wake.wait()
+        self.sending = True
         message = self.pending.popleft()
         if message.get("type") == "resync":
             space = message.get("space")
@@ -93,6 +131,32 @@ class Subscriber:
                 # Delivered: a later miss starts a new resync for this space.
                 self.resync_from.pop(space, None)
         return message
+
+    def sent(self) -> None:
+        """The message from :meth:`next_message` is written (or the send failed)."""
+        self.sending = False
+
+
+#: At most this many bytes of consecutive frames are joined into one write
+#: (a slow reader's socket holds at most its high-water mark plus one chunk).
+CHUNK_BYTES = 64 * 1024
+
+
+def _joined(wires: list[bytes]) -> list[tuple[bytes, int]]:
+    """Consecutive frames joined into chunks of at most :data:`CHUNK_BYTES` (or
+    one frame, if larger): ``(bytes, number of frames)`` in order."""
+    chunks: list[tuple[bytes, int]] = []
+    run: list[bytes] = []
+    size = 0
+    for wire in wires:
+        if run and size + len(wire) > CHUNK_BYTES:
+            chunks.append((b"".join(run), len(run)))
+            run, size = [], 0
+        run.append(wire)
+        size += len(wire)
+    if run:
+        chunks.append((b"".join(run), len(run)))
+    return chunks
 
 
 class Hub:
@@ -151,16 +215,27 @@ class Hub:
 
     async def publish(self, space_id: bytes, items: list[tuple[int, bytes]]) -> None:
         """Deliver committed ops, in offset order, to every subscriber of the space
-        (each op's frame is encoded once, for all of them)."""
+        (each op's frame is encoded once, for all of them; consecutive frames go
+        to a socket in one write)."""
         subs = list(self._by_space.get(space_id, ()))
         if not subs:
             return
-        messages = [{"type": "op", "space": space_id, "offset": offset,
-                     "frame": frame({"type": "op", "space": space_id, "offset": offset,
-                                     "envelope": envelope})}
-                    for offset, envelope in items]
+        messages: list[dict[str, object]] = []
+        wires: list[bytes] = []
+        for offset, envelope in items:
+            text = frame({"type": "op", "space": space_id, "offset": offset,
+                          "envelope": envelope})
+            wires.append(text_frame(text))
+            messages.append({"type": "op", "space": space_id, "offset": offset,
+                             "frame": text, "wire": wires[-1]})
+        chunks = _joined(wires)
         for sub in subs:
-            for message in messages:
+            done = 0  # one write per chunk of frames while the socket takes them
+            for wire, count in chunks:
+                if not sub.write_now(wire):
+                    break
+                done += count
+            for message in messages[done:]:
                 if not sub.offer(message):
                     sub.overflow(space_id, int(str(message["offset"])))
                     break

@@ -68,6 +68,10 @@ def run(settings: RelaySettings) -> None:
         "host": settings.host, "port": settings.port, "log_level": settings.log_level,
         "log_config": config, "access_log": False,
         "h11_max_incomplete_event_size": MAX_HEAD_BYTES, "ws_max_size": 64 * 1024,
+        # No permessage-deflate (op envelopes are ciphertext): a frame's bytes are
+        # then the same on every connection, so the fan-out encodes each op's
+        # frame once and writes it to every subscriber (sddsf.relay.wsdirect).
+        "ws": _ws_protocol(), "ws_per_message_deflate": False,
         # X-Forwarded-For is read by the app, only from trusted_proxies
         # (uvicorn's middleware would rewrite the peer address first).
         "proxy_headers": False,
@@ -136,3 +140,17 @@ def __getattr__(name: str) -> Any:
         globals()[name] = cls
         return cls
     raise AttributeError(name)
+
+
+def _ws_protocol() -> Any:
+    """The relay's WebSocket protocol: uvicorn's own with the direct frame writer
+    (:mod:`sddsf.relay.wsdirect`), or, if this uvicorn lacks the sans-I/O
+    protocol it extends, uvicorn's default (every frame through ASGI)."""
+    try:
+        from sddsf.relay.wsdirect import LiveWebSocketProtocol  # noqa: PLC0415
+    except ImportError:  # pragma: no cover - uvicorn below the declared floor
+        logging.getLogger(__name__).warning(
+            "this uvicorn has no sans-I/O WebSocket protocol: live fan-out sends every "
+            "frame through ASGI (slower); install uvicorn >= 0.53")
+        return "auto"
+    return LiveWebSocketProtocol

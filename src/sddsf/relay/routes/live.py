@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections.abc import Callable
+from typing import cast
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
@@ -26,7 +28,7 @@ from sddsf.relay.deps import (
     Ctx,
     RelayContext,
 )
-from sddsf.relay.fanout import Subscriber
+from sddsf.relay.fanout import DIRECT_WRITE, Subscriber
 
 router = APIRouter()
 
@@ -62,6 +64,9 @@ async def live(ws: WebSocket, ticket: str = "") -> None:
         await ws.close(code=4403, reason=refused)
         return
     sub = Subscriber(session.account_id, session.device_id, ctx.settings.ws_queue_max)
+    writer = ws.scope.get("extensions", {}).get(DIRECT_WRITE)
+    if callable(writer):  # served by the relay's own uvicorn protocol
+        sub.direct = cast(Callable[[bytes], bool], writer)
     ctx.hub.add(sub)
     sender = asyncio.create_task(_ws_send(ws, sub))
     try:
@@ -90,15 +95,18 @@ async def refusal(ctx: RelayContext, account_id: bytes, device_id: bytes) -> str
 async def _ws_send(ws: WebSocket, sub: Subscriber) -> None:
     while True:
         message = await sub.next_message()
-        if message.get("type") == "close":
-            await ws.close(code=4403, reason=str(message.get("reason", "closed")))
-            return
-        encoded = message.get("frame")
-        if isinstance(encoded, str):  # encoded once for every subscriber
-            await ws.send_text(encoded)
-            continue
-        await ws.send_json({k: m.b64(v) if isinstance(v, bytes) else v
-                            for k, v in message.items()})
+        try:
+            if message.get("type") == "close":
+                await ws.close(code=4403, reason=str(message.get("reason", "closed")))
+                return
+            encoded = message.get("frame")
+            if isinstance(encoded, str):  # encoded once for every subscriber
+                await ws.send_text(encoded)
+                continue
+            await ws.send_json({k: m.b64(v) if isinstance(v, bytes) else v
+                                for k, v in message.items()})
+        finally:
+            sub.sent()
 
 
 async def _ws_receive(ws: WebSocket, sub: Subscriber, ctx: RelayContext) -> None:
