@@ -333,8 +333,10 @@ class _Reader(ABC):
 
     async def ops(self, space_id: bytes, after: int, limit: int) -> list[LogEntry]:
         rows = await self.fetch(
-            "SELECT log_offset, op_id, author, seq, deps, leaf_hash, envelope FROM ops "
-            "WHERE space_id = ? AND log_offset > ? ORDER BY log_offset LIMIT ?",
+            "SELECT o.log_offset, o.op_id, o.author, o.seq, o.deps, o.leaf_hash, e.envelope "
+            "FROM ops o LEFT JOIN op_envelopes e ON e.space_id = o.space_id AND "
+            "e.log_offset = o.log_offset WHERE o.space_id = ? AND o.log_offset > ? "
+            "ORDER BY o.log_offset LIMIT ?",
             space_id, after, limit)
         return [LogEntry(int(o), bytes(i), bytes(a), int(s), bytes(d), bytes(h),
                          None if e is None else bytes(e)) for o, i, a, s, d, h, e in rows]

@@ -61,7 +61,7 @@ from sddsf.relay.storage._sql import (
     APPEND_AUDIT,
     CHANNEL_COLUMNS,
     FREE_NAMEPLATE,
-    OP_COLUMNS,
+    OP_SELECT,
     SPACE_COLUMNS,
     Row,
     SqlStorage,
@@ -104,10 +104,12 @@ _SPACE_WITH_REGISTRY: Final = (
 # The rows of one append: the ops, the completed Merkle nodes and the counter row.
 _WRITE_BATCH: Final = """
 WITH new_ops AS (
-    INSERT INTO ops (space_id, log_offset, op_id, author, seq, deps, leaf_hash, envelope,
-                     received_ms)
+    INSERT INTO ops (space_id, log_offset, op_id, author, seq, deps, leaf_hash, received_ms)
     SELECT $1, u.*, $9::bigint FROM unnest($2::bigint[], $3::bytea[], $4::bytea[],
-        $5::bigint[], $6::bytea[], $7::bytea[], $8::bytea[]) AS u
+        $5::bigint[], $6::bytea[], $7::bytea[]) AS u
+), new_envelopes AS (
+    INSERT INTO op_envelopes (space_id, log_offset, envelope)
+    SELECT $1, e.* FROM unnest($2::bigint[], $8::bytea[]) AS e
 ), new_nodes AS (
     INSERT INTO merkle_nodes (space_id, level, idx, hash)
     SELECT $1, n.* FROM unnest($10::smallint[], $11::bigint[], $12::bytea[]) AS n
@@ -470,8 +472,8 @@ class PostgresStorage(SqlStorage):
         """See :meth:`RelayStorage.op_by_author_seq`."""
         async with self._conn() as conn:
             row = await conn.fetchrow(
-                f"SELECT {OP_COLUMNS} FROM ops WHERE space_id = $1 AND "  # noqa: S608
-                "author = $2 AND seq = $3", space_id, author, seq)
+                f"{OP_SELECT} WHERE o.space_id = $1 AND "
+                "o.author = $2 AND o.seq = $3", space_id, author, seq)
             if row is None:
                 await _space_size(conn, space_id)
         return None if row is None else stored_op(*row)
@@ -481,8 +483,8 @@ class PostgresStorage(SqlStorage):
         check_limit(limit)
         async with self._conn() as conn:
             rows = await conn.fetch(
-                f"SELECT {OP_COLUMNS} FROM ops WHERE space_id = $1 AND "  # noqa: S608
-                "log_offset > $2 ORDER BY log_offset LIMIT $3", space_id, after, limit)
+                f"{OP_SELECT} WHERE o.space_id = $1 AND "
+                "o.log_offset > $2 ORDER BY o.log_offset LIMIT $3", space_id, after, limit)
             if not rows:
                 await _space_size(conn, space_id)
         return [stored_op(*r) for r in rows]
