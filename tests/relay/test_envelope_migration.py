@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from conftest import postgres_test_schema
 from sddsf.errors import SddsfError
 from sddsf.protocol import merkle
 from sddsf.relay.storage import migrations
@@ -42,43 +40,53 @@ class OldDatabase:
     pg: bool
 
 
-@asynccontextmanager
-async def old_database(backend: str, tmp_path: Path) -> AsyncIterator[OldDatabase]:
-    """An empty database at schema version 10, as the previous relay created it."""
-    if backend == "sqlite":
-        path = str(tmp_path / "relay.db")
-        conn = sqlite3.connect(path, isolation_level=None)
-        conn.execute("PRAGMA page_size = 16384")
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA foreign_keys = ON")
-        assert migrations.apply_sqlite(conn, up_to=OLD) == OLD
+@pytest.fixture
+async def sqlite_old(tmp_path: Path) -> AsyncIterator[OldDatabase]:
+    """An empty SQLite database at schema version 10, as the previous relay made it."""
+    path = str(tmp_path / "relay.db")
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA page_size = 16384")
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA foreign_keys = ON")
+    assert migrations.apply_sqlite(conn, up_to=OLD) == OLD
 
-        async def sqlite_sql(statement: str, args: Sequence[object]) -> list[tuple[Any, ...]]:
-            return [tuple(r) for r in conn.execute(statement, tuple(args)).fetchall()]
-        try:
-            yield OldDatabase(sqlite_sql, lambda: SqliteStorage(path), pg=False)
-        finally:
-            conn.close()
-        return
+    async def sqlite_sql(statement: str, args: Sequence[object]) -> list[tuple[Any, ...]]:
+        return [tuple(r) for r in conn.execute(statement, tuple(args)).fetchall()]
+    try:
+        yield OldDatabase(sqlite_sql, lambda: SqliteStorage(path), pg=False)
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+async def postgres_old(postgres_schema: Any) -> AsyncIterator[OldDatabase]:
+    """The same in a fresh PostgreSQL schema."""
     import asyncpg
 
     from sddsf.relay.storage.postgres import PostgresStorage
 
-    async with postgres_test_schema() as schema:
-        conn = await asyncpg.connect(schema.dsn)
-        await conn.execute(f'CREATE SCHEMA "{schema.name}"')
-        await conn.execute(f'SET search_path = "{schema.name}"')
-        assert await migrations.apply_postgres(conn, up_to=OLD) == OLD
+    schema = postgres_schema
+    conn = await asyncpg.connect(schema.dsn)
+    await conn.execute(f'CREATE SCHEMA "{schema.name}"')
+    await conn.execute(f'SET search_path = "{schema.name}"')
+    assert await migrations.apply_postgres(conn, up_to=OLD) == OLD
 
-        async def pg_sql(statement: str, args: Sequence[object]) -> list[tuple[Any, ...]]:
-            parts = statement.split("?")
-            numbered = parts[0] + "".join(f"${n}{p}" for n, p in enumerate(parts[1:], 1))
-            return [tuple(r) for r in await conn.fetch(numbered, *args)]
-        try:
-            yield OldDatabase(pg_sql, lambda: PostgresStorage(schema.dsn, schema=schema.name),
-                              pg=True)
-        finally:
-            await conn.close()
+    async def pg_sql(statement: str, args: Sequence[object]) -> list[tuple[Any, ...]]:
+        parts = statement.split("?")
+        numbered = parts[0] + "".join(f"${n}{p}" for n, p in enumerate(parts[1:], 1))
+        return [tuple(r) for r in await conn.fetch(numbered, *args)]
+    try:
+        yield OldDatabase(pg_sql, lambda: PostgresStorage(schema.dsn, schema=schema.name),
+                          pg=True)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def old_db(request: pytest.FixtureRequest) -> OldDatabase:
+    """A schema-10 database of each backend."""
+    db: OldDatabase = request.getfixturevalue(f"{request.param}_old")
+    return db
 
 
 async def old_append(db: OldDatabase, space: bytes, ops: list[OpToAppend],
@@ -184,66 +192,63 @@ async def check_reads(storage: RelayStorage, filled: Filled) -> None:
         await verify_log(storage, space, history)
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
-async def test_migration_moves_envelopes_and_changes_nothing_else(backend: str,
-                                                                  tmp_path: Path) -> None:
-    async with old_database(backend, tmp_path) as db:
-        filled = await fill(db)
-        before = await raw_rows(db)
-        storage = db.storage()
-        await storage.open()
-        try:
-            assert await storage.schema_version() == migrations.LATEST_VERSION == OLD + 1
-            assert await raw_rows(db) == before
-            held = await db.sql("SELECT space_id, log_offset, envelope FROM op_envelopes", [])
-            assert len(held) == sum(len(o) for o in filled.spaces.values()) - 23
-            await check_reads(storage, filled)
-            # The upgraded database goes on: appends, then a prune that deletes rows.
-            space = next(iter(filled.spaces))
-            last = filled.spaces[space][-1]
-            more = [make_op(last.author, last.seq + k, size=2_000) for k in range(1, 6)]
-            outcomes = await storage.append_ops(space, more, NOW + 9000)
-            assert [o.offset for o in outcomes] == list(range(last.offset + 1,
-                                                              last.offset + 6))
-            assert await storage.prune_ops(space, last.offset + 3) == last.offset + 3 - 23
-            tail = await storage.read_ops(space, last.offset, 10)
-            assert [o.envelope for o in tail] == [None, None, *(op.envelope for op in more[2:])]
-            await verify_log(storage, space)
-        finally:
-            await storage.close()
+async def test_migration_moves_envelopes_and_changes_nothing_else(old_db: OldDatabase) -> None:
+    db = old_db
+    filled = await fill(db)
+    before = await raw_rows(db)
+    storage = db.storage()
+    await storage.open()
+    try:
+        assert await storage.schema_version() == migrations.LATEST_VERSION == OLD + 1
+        assert await raw_rows(db) == before
+        held = await db.sql("SELECT space_id, log_offset, envelope FROM op_envelopes", [])
+        assert len(held) == sum(len(o) for o in filled.spaces.values()) - 23
+        await check_reads(storage, filled)
+        # The upgraded database goes on: appends, then a prune that deletes rows.
+        space = next(iter(filled.spaces))
+        last = filled.spaces[space][-1]
+        more = [make_op(last.author, last.seq + k, size=2_000) for k in range(1, 6)]
+        outcomes = await storage.append_ops(space, more, NOW + 9000)
+        assert [o.offset for o in outcomes] == list(range(last.offset + 1,
+                                                          last.offset + 6))
+        assert await storage.prune_ops(space, last.offset + 3) == last.offset + 3 - 23
+        tail = await storage.read_ops(space, last.offset, 10)
+        assert [o.envelope for o in tail] == [None, None, *(op.envelope for op in more[2:])]
+        await verify_log(storage, space)
+    finally:
+        await storage.close()
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 async def test_a_migration_that_fails_half_way_leaves_schema_10_intact(
-        backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        old_db: OldDatabase, monkeypatch: pytest.MonkeyPatch) -> None:
     # The copy ran, the column was dropped, then the next statement failed (a
     # crash at that point is the same: the transaction never commits).
-    name = "POSTGRES_MIGRATIONS" if backend == "postgres" else "SQLITE_MIGRATIONS"
+    db = old_db
+    name = "POSTGRES_MIGRATIONS" if db.pg else "SQLITE_MIGRATIONS"
     real: tuple[migrations.Migration, ...] = getattr(migrations, name)
     eleven = real[OLD]
     broken = migrations.Migration(eleven.version, eleven.description,
                                   (*eleven.sql, "INSERT INTO no_such_table VALUES (1)"))
-    async with old_database(backend, tmp_path) as db:
-        filled = await fill(db)
-        before = await raw_rows(db)
-        envelopes = await db.sql("SELECT space_id, log_offset, envelope FROM ops "
-                                 "ORDER BY space_id, log_offset", [])
-        monkeypatch.setattr(migrations, name, (*real[:OLD], broken))
-        storage = db.storage()
-        with pytest.raises(SddsfError):
-            await storage.open()
-        await storage.close()
-        assert (await db.sql("SELECT max(version) FROM schema_migrations", []))[0][0] == OLD
-        assert await raw_rows(db) == before
-        assert await db.sql("SELECT space_id, log_offset, envelope FROM ops "
-                            "ORDER BY space_id, log_offset", []) == envelopes
-        with pytest.raises(Exception, match="op_envelopes"):
-            await db.sql("SELECT 1 FROM op_envelopes", [])
-        monkeypatch.setattr(migrations, name, real)
-        storage = db.storage()
+    filled = await fill(db)
+    before = await raw_rows(db)
+    envelopes = await db.sql("SELECT space_id, log_offset, envelope FROM ops "
+                             "ORDER BY space_id, log_offset", [])
+    monkeypatch.setattr(migrations, name, (*real[:OLD], broken))
+    storage = db.storage()
+    with pytest.raises(SddsfError):
         await storage.open()
-        try:
-            await check_reads(storage, filled)
-        finally:
-            await storage.close()
+    await storage.close()
+    assert (await db.sql("SELECT max(version) FROM schema_migrations", []))[0][0] == OLD
+    assert await raw_rows(db) == before
+    assert await db.sql("SELECT space_id, log_offset, envelope FROM ops "
+                        "ORDER BY space_id, log_offset", []) == envelopes
+    with pytest.raises(Exception, match="op_envelopes"):
+        await db.sql("SELECT 1 FROM op_envelopes", [])
+    monkeypatch.setattr(migrations, name, real)
+    storage = db.storage()
+    await storage.open()
+    try:
+        await check_reads(storage, filled)
+    finally:
+        await storage.close()
 
