@@ -310,6 +310,8 @@ def _last_kept(world: World) -> int:
     (["UPDATE snapshots SET covers_offset = 10000"], {"snapshot_beyond_log"}),
     (["UPDATE snapshot_chunks SET blob = zeroblob(length(blob))"], {"chunk_mismatch"}),
     (["DELETE FROM snapshot_chunks"], {"chunk_missing"}),
+    (["INSERT INTO op_envelopes SELECT space_id, size + 5, x'00' FROM spaces"],
+     {"envelope_orphan"}),
 ])
 async def test_fsck_finds_each_kind_of_tampering(db_copy: Path, statements: list[str],
                                                  expected: set[str]) -> None:
