@@ -182,21 +182,28 @@ def relay_process(work: Path, max_request_bytes: int | None = None) -> Iterator[
         relay.wait(timeout=10)
 
 
-def relay_storage(db: Path) -> dict[str, float]:
+def relay_storage(db: Path) -> dict[str, Any]:
     """What the relay stored: its database's bytes on disk (after a checkpoint
     folds the write-ahead log in; and after VACUUM, without free pages) against
-    the bytes of the envelopes it still holds (pruned ones are NULL)."""
+    the bytes of the envelopes it still holds (pruned ones have no row), and
+    the bytes of each table and index (SQLite's ``dbstat``)."""
     with contextlib.closing(sqlite3.connect(db)) as conn:
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        count, held, envelopes = conn.execute(
-            "SELECT count(*), count(envelope), coalesce(sum(length(envelope)), 0) "
-            "FROM ops").fetchone()
+        count = conn.execute("SELECT count(*) FROM ops").fetchone()[0]
+        held, envelopes = conn.execute(
+            "SELECT count(*), coalesce(sum(length(envelope)), 0) FROM op_envelopes").fetchone()
+        free_pages, page = (conn.execute(f"PRAGMA {p}").fetchone()[0]
+                            for p in ("freelist_count", "page_size"))
+        tables = dict(conn.execute("SELECT name, sum(pgsize) FROM dbstat GROUP BY name "
+                                   "ORDER BY 2 DESC").fetchall())
         disk = db.stat().st_size
         conn.execute("VACUUM")
     return {"ops": count, "envelopes_held": held, "envelope_bytes": envelopes,
             "db_bytes": disk, "db_bytes_vacuumed": db.stat().st_size,
+            "free_bytes": free_pages * page,
             "db_bytes_per_op": disk / max(count, 1),
-            "envelope_bytes_per_held_op": envelopes / max(held, 1)}
+            "envelope_bytes_per_held_op": envelopes / max(held, 1),
+            "bytes_by_table": tables}
 
 
 def main() -> None:

@@ -310,6 +310,8 @@ def _last_kept(world: World) -> int:
     (["UPDATE snapshots SET covers_offset = 10000"], {"snapshot_beyond_log"}),
     (["UPDATE snapshot_chunks SET blob = zeroblob(length(blob))"], {"chunk_mismatch"}),
     (["DELETE FROM snapshot_chunks"], {"chunk_missing"}),
+    (["INSERT INTO op_envelopes SELECT space_id, size + 5, x'00' FROM spaces"],
+     {"envelope_orphan"}),
 ])
 async def test_fsck_finds_each_kind_of_tampering(db_copy: Path, statements: list[str],
                                                  expected: set[str]) -> None:
@@ -323,11 +325,13 @@ async def test_fsck_replays_op_rows_against_the_signed_envelopes(world: World,
     last = _last_kept(world)
     # a flipped signature byte, with the leaf hash recomputed: only the rules catch it
     conn = sqlite3.connect(db_copy, isolation_level=None)
-    env = bytearray(conn.execute("SELECT envelope FROM ops WHERE log_offset = ?",
+    env = bytearray(conn.execute("SELECT envelope FROM op_envelopes WHERE log_offset = ?",
                                  (last,)).fetchone()[0])
     env[-1] ^= 1
-    conn.execute("UPDATE ops SET envelope = ?, leaf_hash = ? WHERE log_offset = ?",
-                 (bytes(env), merkle.leaf_hash(bytes(env)), last))
+    conn.execute("UPDATE op_envelopes SET envelope = ? WHERE log_offset = ?",
+                 (bytes(env), last))
+    conn.execute("UPDATE ops SET leaf_hash = ? WHERE log_offset = ?",
+                 (merkle.leaf_hash(bytes(env)), last))
     conn.execute("UPDATE ops SET leaf_hash = zeroblob(32) WHERE log_offset = ?", (last - 1,))
     conn.execute("UPDATE ops SET deps = x'80' WHERE log_offset = ?", (last - 2,))
     conn.close()
@@ -345,12 +349,12 @@ async def test_fsck_finds_gaps_unpruned_holes_and_duplicate_rows(world: World,
     sql(db_copy, "CREATE TABLE ops_copy AS SELECT * FROM ops", "DROP TABLE ops",
         "ALTER TABLE ops_copy RENAME TO ops",
         ("INSERT INTO ops SELECT * FROM ops WHERE log_offset = ?", (last,)),
-        ("UPDATE ops SET envelope = NULL WHERE log_offset = ?", (last - 5,)),
+        ("DELETE FROM op_envelopes WHERE log_offset = ?", (last - 5,)),
         ("DELETE FROM ops WHERE log_offset = ?", (last - 2,)))
     report = await fsck(f"sqlite:///{db_copy}")
     found = codes(report)
     assert {"duplicate_offset", "duplicate_seq", "offset_gap", "size_mismatch",
-            "prune_not_prefix"} <= found, [str(f) for f in report.findings]
+            "prune_not_prefix", "envelope_orphan"} <= found, [str(f) for f in report.findings]
 
 
 def test_fsck_cli_reports_findings_and_exits_1(db_copy: Path) -> None:

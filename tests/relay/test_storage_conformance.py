@@ -102,7 +102,9 @@ async def test_sqlite_io_error_after_rows_rolls_back(sqlite_storage: SqliteStora
 
     def failing(c: sqlite3.Connection, space_id: bytes, rows: Any, nodes: Any, head: Any) -> None:
         c.executemany("INSERT INTO ops (space_id, log_offset, op_id, author, seq, deps, "
-                      "leaf_hash, envelope, received_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+                      "leaf_hash, received_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?9)", rows)
+        c.executemany("INSERT INTO op_envelopes (space_id, log_offset, envelope) "
+                      "VALUES (?, ?, ?)", [(r[0], r[1], r[7]) for r in rows])
         c.executemany("INSERT INTO merkle_nodes (space_id, level, idx, hash) "
                       "VALUES (?, ?, ?, ?)", nodes)
         raise sqlite3.OperationalError("disk I/O error")

@@ -16,7 +16,8 @@ Trillian "alternate tree"):
   seq, deps) match the signed bytes, and the whole log replays through
   :func:`sddsf.protocol.rules.verify_op` in history mode, so every device chain
   (seq contiguous, ``prev`` linked, deps monotonic, signature) verifies;
-  pruned envelopes must be a prefix of the log and keep their chains contiguous;
+  pruned envelopes must be a prefix of the log and keep their chains contiguous,
+  and every stored envelope must belong to an op of the log;
 * **registries** verify from genesis (:func:`~sddsf.protocol.registry.verify_registry`)
   and **key packages** as a chain against them;
 * acknowledgements and snapshots point inside the log; every stored snapshot
@@ -112,6 +113,7 @@ class FsckCode(StrEnum):
     OP_AFTER_REVOCATION = "op_after_revocation"
     CHAIN_GAP = "chain_gap"  # a pruned op breaks its author's seq sequence
     PRUNE_NOT_PREFIX = "prune_not_prefix"  # a pruned envelope after a kept one
+    ENVELOPE_ORPHAN = "envelope_orphan"  # an op_envelopes row without its ops row
     REGISTRY_INVALID = "registry_invalid"
     REGISTRY_MISSING = "registry_missing"  # spaces of an account without a registry
     KEY_PACKAGE_INVALID = "key_package_invalid"
@@ -333,8 +335,10 @@ class _Reader(ABC):
 
     async def ops(self, space_id: bytes, after: int, limit: int) -> list[LogEntry]:
         rows = await self.fetch(
-            "SELECT log_offset, op_id, author, seq, deps, leaf_hash, envelope FROM ops "
-            "WHERE space_id = ? AND log_offset > ? ORDER BY log_offset LIMIT ?",
+            "SELECT o.log_offset, o.op_id, o.author, o.seq, o.deps, o.leaf_hash, e.envelope "
+            "FROM ops o LEFT JOIN op_envelopes e ON e.space_id = o.space_id AND "
+            "e.log_offset = o.log_offset WHERE o.space_id = ? AND o.log_offset > ? "
+            "ORDER BY o.log_offset LIMIT ?",
             space_id, after, limit)
         return [LogEntry(int(o), bytes(i), bytes(a), int(s), bytes(d), bytes(h),
                          None if e is None else bytes(e)) for o, i, a, s, d, h, e in rows]
@@ -356,6 +360,13 @@ class _Reader(ABC):
                                    "space_id = ? GROUP BY author, seq HAVING count(*) > 1) d",
                                    space_id)
         return (int(n_ops[0][0]), int(n_nodes[0][0]), int(dup_off[0][0]), int(dup_seq[0][0]))
+
+    async def orphan_envelopes(self) -> list[tuple[bytes, int]]:
+        """``(space, offset)`` of the envelopes whose op row is missing."""
+        rows = await self.fetch("SELECT e.space_id, e.log_offset FROM op_envelopes e WHERE "
+                                "NOT EXISTS (SELECT 1 FROM ops o WHERE o.space_id = e.space_id "
+                                "AND o.log_offset = e.log_offset) ORDER BY 1, 2")
+        return [(bytes(s), int(o)) for s, o in rows]
 
     async def key_packages(self, space_id: bytes) -> list[tuple[int, bytes]]:
         rows = await self.fetch("SELECT epoch, package FROM key_packages WHERE space_id = ? "
@@ -486,6 +497,9 @@ class _Fsck:
         self.report.accounts = len(self.registries)
         for space in await self.reader.spaces():
             await self._space(space)
+        for space_id, offset in await self.reader.orphan_envelopes():
+            self.add(FsckCode.ENVELOPE_ORPHAN, "an envelope is stored for an op the log "
+                     "does not have", space=space_id, offset=offset)
         return self.report
 
     async def _registry(self, account: bytes) -> RegistryState | None:

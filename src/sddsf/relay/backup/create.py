@@ -56,6 +56,7 @@ from sddsf.relay.backup.format import (
 )
 from sddsf.relay.backup.store import BackupStore
 from sddsf.relay.backup.tables import (
+    SAME_ROWS_SINCE,
     TABLE_BY_NAME,
     TABLES,
     Table,
@@ -261,7 +262,7 @@ class _Run:
                               seal_kind="relay")
 
     def _select(self, table: Table, where: str = "") -> str:
-        return (f"SELECT {', '.join(table.names)} FROM {table.name} {where} "  # noqa: S608
+        return (f"SELECT {', '.join(table.names)} FROM {table.from_} {where} "  # noqa: S608
                 f"ORDER BY {table.order_by}")
 
     async def _table(self, table: Table) -> None:
@@ -289,8 +290,8 @@ class _Run:
         """The prune watermark of each space: envelopes below it were dropped."""
         rows = _Rows(self.writer, "pruned", ("space_id", "below"))
         for sid, count, last in await self.snap.fetch(
-                "SELECT space_id, count(*), max(log_offset) FROM ops WHERE envelope IS NULL "
-                "GROUP BY space_id ORDER BY space_id"):
+                f"SELECT space_id, count(*), max(log_offset) FROM {_OPS.from_} "  # noqa: S608
+                "WHERE envelope IS NULL GROUP BY space_id ORDER BY space_id"):
             if int(count) != int(last) + 1:
                 raise ProofError(f"space {bytes(sid).hex()}: pruned envelopes are not a prefix "
                                  "of the log; run sddsf relay fsck", Code.PROOF_INVALID)
@@ -398,7 +399,7 @@ async def _load_parent(store: BackupStore, number: int, key: Ed25519SigningKey,
                           f"{was}, this one would be {'encrypted to ' if recipient else ''}"
                           f"{now}: an incremental backup keeps its chain's encryption; "
                           "pass --full to start a new chain")
-    if manifest.schema != LATEST_VERSION:
+    if not SAME_ROWS_SINCE <= manifest.schema <= LATEST_VERSION:
         raise ConfigError(f"backup {number} is of schema version {manifest.schema}, the "
                           f"database of {LATEST_VERSION}: take a full backup (--full)")
     states = [p for p in manifest.pieces if p.kind == "state"]

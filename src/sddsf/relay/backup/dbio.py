@@ -222,7 +222,8 @@ class RestoreTarget(ABC):
         """Let the table's identity column continue after the restored ids."""
 
     async def _check_empty(self, fetch: Any) -> None:
-        for name in [t.name for t in TABLES] + sorted(DERIVED_TABLES - {"schema_migrations"}):
+        for name in ([t.name for t in TABLES] + sorted(DERIVED_TABLES - {"schema_migrations"})
+                     + ["op_envelopes"]):
             if await fetch(f"SELECT 1 FROM {name} LIMIT 1"):  # noqa: S608 - fixed names
                 raise ConfigError(f"the target database is not empty (table {name} has rows): "
                                   "restore into a new database (or an empty one)")

@@ -43,7 +43,14 @@ from sddsf.relay.backup.format import (
     piece_ad,
 )
 from sddsf.relay.backup.store import BackupStore
-from sddsf.relay.backup.tables import TABLE_BY_NAME, TABLES, Table, space_fields
+from sddsf.relay.backup.tables import (
+    SAME_ROWS_SINCE,
+    STORED_COLUMNS,
+    TABLE_BY_NAME,
+    TABLES,
+    Table,
+    space_fields,
+)
 from sddsf.relay.storage.migrations import LATEST_VERSION
 
 __all__ = ["RestoreReport", "read_manifest", "restore_backup"]
@@ -228,6 +235,10 @@ class _Restore:
         for i in range(0, len(rows), _INSERT_BATCH):
             await self.target.insert(table.name, table.names, rows[i:i + _INSERT_BATCH])
 
+    async def _insert_stored(self, name: str, rows: list[list[object]]) -> None:
+        for i in range(0, len(rows), _INSERT_BATCH):
+            await self.target.insert(name, STORED_COLUMNS[name], rows[i:i + _INSERT_BATCH])
+
     def _pruned(self, columns: list[object], rows: list[object]) -> None:
         if columns != ["space_id", "below"]:
             raise DecodeError("pruned piece: unexpected columns", Code.MALFORMED)
@@ -245,7 +256,10 @@ class _Restore:
             nodes.extend([sid, lvl, idx, h] for lvl, idx, h in completed if lvl)
             if offset < self.pruned.get(sid, 0):
                 row[7] = None  # pruned by the relay after an earlier backup copied it
-        await self._insert(TABLE_BY_NAME["ops"], rows)
+        # The backup's op rows carry the envelope; the database keeps it apart.
+        await self._insert_stored("ops", [[*r[:7], r[8]] for r in rows])
+        await self._insert_stored("op_envelopes",
+                                  [[r[0], r[1], r[7]] for r in rows if r[7] is not None])
         for i in range(0, len(nodes), _INSERT_BATCH):
             await self.target.insert("merkle_nodes", ("space_id", "level", "idx", "hash"),
                                      nodes[i:i + _INSERT_BATCH])
@@ -393,7 +407,7 @@ async def restore_backup(store: BackupStore, target_url: str | None, *,
     else:
         verify_key = _relay_decision(manifest, relay_key, allow_new_relay_key, report)
     manifest.verify(verify_key)
-    if manifest.schema != LATEST_VERSION:
+    if not SAME_ROWS_SINCE <= manifest.schema <= LATEST_VERSION:
         raise ConfigError(f"backup {manifest.number} holds a database of schema version "
                           f"{manifest.schema}; this sddsf restores version {LATEST_VERSION}: "
                           "restore with the sddsf version that wrote it, then upgrade")

@@ -23,6 +23,8 @@ from sddsf.errors import Code, ConfigError, DecodeError
 
 __all__ = [
     "DERIVED_TABLES",
+    "SAME_ROWS_SINCE",
+    "STORED_COLUMNS",
     "TABLES",
     "TABLE_BY_NAME",
     "Column",
@@ -60,6 +62,12 @@ class Table:
     order_by: str
     incremental: tuple[str, str] | None = None
     identity: str | None = None  # PostgreSQL ``GENERATED ALWAYS AS IDENTITY`` column
+    source: str = ""  # what a backup reads the rows from, when not the table itself
+
+    @property
+    def from_(self) -> str:
+        """The FROM item that yields the rows, with these column names."""
+        return self.source or self.name
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -115,9 +123,28 @@ def _normalise(table: str, column: Column, value: object) -> object:
 
 
 def _t(name: str, spec: str, order_by: str, *, incremental: tuple[str, str] | None = None,
-       identity: str | None = None) -> Table:
+       identity: str | None = None, source: str = "") -> Table:
     cols = tuple(Column(*part.split(":")) for part in spec.split())
-    return Table(name, cols, order_by, incremental, identity)
+    return Table(name, cols, order_by, incremental, identity, source)
+
+
+#: Where the database keeps what differs from the backup's rows: an op's
+#: envelope is a column of the backup's ``ops`` rows (as it was of the table
+#: until schema version 10), and in the table ``op_envelopes`` since version 11
+#: (no row once pruned: the backup's column is NULL).
+STORED_COLUMNS: Final[Mapping[str, tuple[str, ...]]] = {
+    "ops": ("space_id", "log_offset", "op_id", "author", "seq", "deps", "leaf_hash",
+            "received_ms"),
+    "op_envelopes": ("space_id", "log_offset", "envelope"),
+}
+#: The oldest schema version whose backups hold the same rows as this code's
+#: (version 11 moved envelopes to a table of their own, not out of the backup's
+#: ``ops`` rows): a restore or an incremental backup accepts a chain from it on.
+SAME_ROWS_SINCE: Final = 10
+_OPS_SOURCE: Final = (
+    "(SELECT o.space_id, o.log_offset, o.op_id, o.author, o.seq, o.deps, o.leaf_hash, "
+    "e.envelope, o.received_ms FROM ops o LEFT JOIN op_envelopes e ON "
+    "e.space_id = o.space_id AND e.log_offset = o.log_offset) AS ops")
 
 
 #: Every copied table, in the order a restore inserts them (foreign keys first).
@@ -126,7 +153,8 @@ TABLES: Final[tuple[Table, ...]] = (
     _t("spaces", "space_id:b account_id:b created_ms:i size:i root:b frontier:b epoch:i "
        "epoch_started_ms:i", "space_id"),
     _t("ops", "space_id:b log_offset:i op_id:b author:b seq:i deps:b leaf_hash:b envelope:b "
-       "received_ms:i", "space_id, log_offset", incremental=("space_id", "log_offset")),
+       "received_ms:i", "space_id, log_offset", incremental=("space_id", "log_offset"),
+       source=_OPS_SOURCE),
     _t("key_packages", "space_id:b epoch:i package:b stored_ms:i", "space_id, epoch"),
     _t("snapshots", "space_id:b doc_id:b covers_offset:i blob:b stored_ms:i",
        "space_id, doc_id"),
@@ -176,6 +204,7 @@ def check_columns(actual: Mapping[str, Sequence[str]]) -> None:
             expects that is missing.
     """
     known = {t.name: set(t.names) for t in TABLES}
+    known.update((name, set(cols)) for name, cols in STORED_COLUMNS.items())
     unknown = sorted(set(actual) - set(known) - DERIVED_TABLES)
     missing = sorted(set(known) - set(actual))
     problems = [f"table {t} is not covered by the backup" for t in unknown]

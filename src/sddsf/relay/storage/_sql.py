@@ -51,7 +51,7 @@ __all__ = [
     "BACKUP_COLUMNS",
     "CHANNEL_COLUMNS",
     "FREE_NAMEPLATE",
-    "OP_COLUMNS",
+    "OP_SELECT",
     "SPACE_COLUMNS",
     "Row",
     "SqlStorage",
@@ -65,7 +65,11 @@ __all__ = [
 Row = Sequence[Any]
 
 SPACE_COLUMNS: Final = "space_id, account_id, size, root, epoch, epoch_started_ms, created_ms"
-OP_COLUMNS: Final = "log_offset, op_id, author, seq, leaf_hash, envelope, received_ms"
+# An op row with its envelope (NULL once pruned); callers add "WHERE o.space_id = ...".
+OP_SELECT: Final = (
+    "SELECT o.log_offset, o.op_id, o.author, o.seq, o.leaf_hash, e.envelope, o.received_ms "
+    "FROM ops o LEFT JOIN op_envelopes e ON e.space_id = o.space_id "
+    "AND e.log_offset = o.log_offset")
 ALERT_COLUMNS: Final = ("alert_id, account_id, device_id, rule, severity, message, quarantine, "
                         "created_ms, acked_ms, acked_by")
 BACKUP_COLUMNS: Final = ("account_id, kdf_alg, kdf_t, kdf_m, kdf_p, kdf_salt, verifier_hash, "
@@ -178,9 +182,11 @@ class SqlStorage(RelayStorage):
 
     async def prune_ops(self, space_id: bytes, before_offset: int) -> int:
         """See :meth:`RelayStorage.prune_ops`."""
+        # A DELETE, not an UPDATE to NULL: whole pages of envelopes become free
+        # for later appends (or, on SQLite, for the incremental vacuum).
         return await self._execute_in_space(
-            space_id, "UPDATE ops SET envelope = NULL WHERE space_id = $1 AND log_offset < $2 "
-            "AND envelope IS NOT NULL", space_id, before_offset)
+            space_id, "DELETE FROM op_envelopes WHERE space_id = $1 AND log_offset < $2",
+            space_id, before_offset)
 
     # ------------------------------------------------------------ snapshots
     async def put_snapshot(self, space_id: bytes, doc_id: bytes, covers_offset: int,

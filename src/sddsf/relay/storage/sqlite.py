@@ -59,7 +59,7 @@ from sddsf.relay.storage._sql import (
     APPEND_AUDIT,
     CHANNEL_COLUMNS,
     FREE_NAMEPLATE,
-    OP_COLUMNS,
+    OP_SELECT,
     SPACE_COLUMNS,
     Row,
     SqlStorage,
@@ -129,6 +129,10 @@ def _observe(future: asyncio.Future[Any]) -> None:
 MIN_FREE_BYTES: Final = 64 << 20
 #: The page size of a new database (bytes).
 PAGE_SIZE: Final = 16384
+#: At most this many free pages (4 MiB) go back to the filesystem per prune:
+#: the step stays short; the rest wait for the next prune, and appends reuse
+#: free pages meanwhile.
+VACUUM_PAGES_PER_PRUNE: Final = 256
 
 
 class SqliteStorage(SqlStorage):
@@ -278,6 +282,11 @@ class SqliteStorage(SqlStorage):
             # takes effect only on a new file (before WAL mode writes the
             # header): an existing database keeps its page size.
             conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")
+            # Pruning frees whole pages of envelopes; INCREMENTAL lets
+            # prune_ops hand some back to the filesystem, a bounded number per
+            # call. Like the page size, only a new file takes it (before its
+            # first table); an existing one keeps its mode (docs/operations.md).
+            conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if str(mode).lower() != "wal":
                 raise UnavailableError(f"SQLite refused WAL mode for {self.path!r} (got {mode}); "
@@ -479,7 +488,9 @@ class SqliteStorage(SqlStorage):
                      nodes: list[tuple[object, ...]], head: tuple[int, bytes, bytes]) -> None:
         """Write one batch's rows (a separate step so tests can inject a fault here)."""
         c.executemany("INSERT INTO ops (space_id, log_offset, op_id, author, seq, deps, "
-                      "leaf_hash, envelope, received_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+                      "leaf_hash, received_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?9)", rows)
+        c.executemany("INSERT INTO op_envelopes (space_id, log_offset, envelope) "
+                      "VALUES (?, ?, ?)", [(r[0], r[1], r[7]) for r in rows])
         c.executemany("INSERT INTO merkle_nodes (space_id, level, idx, hash) VALUES (?, ?, ?, ?)",
                       nodes)
         c.execute("UPDATE spaces SET size = ?, root = ?, frontier = ? WHERE space_id = ?",
@@ -526,8 +537,8 @@ class SqliteStorage(SqlStorage):
         """See :meth:`RelayStorage.op_by_author_seq`."""
         def body(c: Conn) -> StoredOp | None:
             _space_size(c, space_id)
-            row = c.execute(f"SELECT {OP_COLUMNS} FROM ops WHERE space_id = ? "  # noqa: S608
-                            "AND author = ? AND seq = ?", (space_id, author, seq)).fetchone()
+            row = c.execute(f"{OP_SELECT} WHERE o.space_id = ? "
+                            "AND o.author = ? AND o.seq = ?", (space_id, author, seq)).fetchone()
             return None if row is None else stored_op(*row)
         return await self._read(body)
 
@@ -537,8 +548,8 @@ class SqliteStorage(SqlStorage):
 
         def body(c: Conn) -> list[StoredOp]:
             _space_size(c, space_id)
-            rows = c.execute(f"SELECT {OP_COLUMNS} FROM ops WHERE space_id = ? "  # noqa: S608
-                             "AND log_offset > ? ORDER BY log_offset LIMIT ?",
+            rows = c.execute(f"{OP_SELECT} WHERE o.space_id = ? "
+                             "AND o.log_offset > ? ORDER BY o.log_offset LIMIT ?",
                              (space_id, after, limit)).fetchall()
             return [stored_op(*r) for r in rows]
         return await self._read(body)
@@ -608,6 +619,14 @@ class SqliteStorage(SqlStorage):
                              (space_id,)).fetchall()
             return {bytes(d): int(o) for d, o in rows}
         return await self._read(body)
+
+    async def prune_ops(self, space_id: bytes, before_offset: int) -> int:
+        """See :meth:`RelayStorage.prune_ops`; then a bounded incremental vacuum,
+        in its own transaction (the prune is already committed)."""
+        dropped = await super().prune_ops(space_id, before_offset)
+        if dropped:
+            await self._run(_vacuum_step)
+        return dropped
 
     # ------------------------------------------------------------ snapshots
     async def delete_snapshot_chunks(self, space_id: bytes, chunk_ids: Sequence[bytes]) -> int:
@@ -822,6 +841,15 @@ class SqliteStorage(SqlStorage):
             c.execute(insert, (account_id, size - 1, entry, leaf, now_ms))
             return size - 1
         return await self._write(body)
+
+
+def _vacuum_step(c: Conn) -> None:
+    """Return up to VACUUM_PAGES_PER_PRUNE free pages to the filesystem (a no-op
+    unless the file is in ``auto_vacuum = INCREMENTAL`` mode)."""
+    # Each step of the statement frees one page, and execute() steps it only
+    # once (it returns no columns); executescript() runs it to the end, in one
+    # transaction of its own.
+    c.executescript(f"PRAGMA incremental_vacuum({VACUUM_PAGES_PER_PRUNE})")
 
 
 def _space_size(c: Conn, space_id: bytes) -> tuple[int, bytes]:
