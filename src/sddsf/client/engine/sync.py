@@ -9,7 +9,10 @@ corroboration) and moves verified ops between the local store and a
 
 A sync (:meth:`SyncEngine.run`), under the caller's home lock:
 
-1. seal buffered edits; refresh the registry (verified against the pinned
+1. seal buffered edits; on a device that never pulled a log, read the
+   first-sync bundle (protocol 17.9) when the relay offers it, so that the
+   reads below are answered from it (each part verified as from its own
+   endpoint); refresh the registry (verified against the pinned
    account key) and refuse to go on when this device is not active;
 2. pin the relay key; learn new spaces; ``hooks.before_spaces``;
 3. per space: verify key packages; rotate when due (or fail with
@@ -99,6 +102,17 @@ class SyncEngine:
     async def run(self, progress: Progress | None = None) -> SyncReport:
         """One sync (see the module docstring); the caller holds the home lock."""
         self.outbox.flush()
+        if self.store.count("head") == 0 and self.settings.use_bootstrap:
+            # A new device: one request reads what this sync reads (17.9); each
+            # part is verified where it is used, exactly as from its endpoint.
+            await self.transport.prefetch_first_sync()
+        try:
+            return await self.steps(progress)
+        finally:
+            self.transport.end_prefetch()
+
+    async def steps(self, progress: Progress | None) -> SyncReport:
+        """The steps of a sync, in order (see the module docstring)."""
         report = SyncReport()
         self.puller.progress = progress
         state = await self.reg.refresh()
