@@ -59,6 +59,8 @@ class Wire(httpx.AsyncBaseTransport):
         self.requests: list[str] = []
         #: Drop the session's feature list (an older relay).
         self.old_relay = False
+        #: List the feature but answer 404 (a node being upgraded).
+        self.no_endpoint = False
         #: Alters a bundle's body, then the relay signs it (a malicious relay).
         self.alter_bundle: Callable[[Body], None] | None = None
         #: Alters a bundle after it was signed (the network).
@@ -69,6 +71,8 @@ class Wire(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         path = request.url.path
         self.requests.append(f"{request.method} {path}")
+        if path == "/v1/bootstrap" and self.no_endpoint:
+            return httpx.Response(404, json={"code": "not_found", "message": "no such route"})
         response = await self.inner.handle_async_request(request)
         if response.status_code != 200 or (request.method != "GET" and \
                 path != "/v1/auth/session"):
@@ -188,6 +192,17 @@ async def test_an_older_relay_gets_the_per_endpoint_reads(setup: Setup,
     phone = await new_device(setup, tmp_path / "phone")
     report = await phone.sync()
     assert not setup.relay.wire.used_bundle()
+    assert any("/keys" in r for r in setup.relay.wire.endpoint_reads())
+    assert report.snapshots_loaded == 1 and kv(phone, setup.space) == setup.expected
+    await phone.close()
+
+
+async def test_a_node_without_the_endpoint_gets_the_per_endpoint_reads(
+        setup: Setup, tmp_path: Path) -> None:
+    setup.relay.wire.no_endpoint = True
+    phone = await new_device(setup, tmp_path / "phone")
+    report = await phone.sync()
+    assert setup.relay.wire.used_bundle()  # asked, refused 404
     assert any("/keys" in r for r in setup.relay.wire.endpoint_reads())
     assert report.snapshots_loaded == 1 and kv(phone, setup.space) == setup.expected
     await phone.close()

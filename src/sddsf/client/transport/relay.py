@@ -38,6 +38,7 @@ from sddsf.errors import (
     AuthorizationError,
     Code,
     DecodeError,
+    NotFoundError,
     SddsfError,
     UnavailableError,
     error_from_wire,
@@ -123,7 +124,10 @@ class RelayTransport(Transport):
                 or account is None or rid is None:
             return False  # a relay from before the bundle: the reads go to their endpoints
         nonce = random_bytes(NONCE_SIZE)
-        raw = await self.client.bootstrap(nonce)
+        try:
+            raw = await self.client.bootstrap(nonce)
+        except NotFoundError:
+            return False  # a node without the endpoint (e.g. mid-upgrade): read each one
         bundle = verify_bootstrap(raw, Ed25519PublicKey.from_bytes(rid), account=account,
                                   device=device.device_id, nonce=nonce)
         self._pre, self.client.held_policy = Prefetched(bundle), bundle.policy
