@@ -333,7 +333,8 @@ class Transport(ABC):
         from it (the same bytes, as unverified as any answer).
 
         Returns:
-            Whether a bundle was read (False: not offered, the default).
+            Whether a bundle was read (False: not offered, the default, or
+            offered but not served after all).
 
         Raises:
             ProofError: ``tree_head_invalid`` when the bundle's signature does not
