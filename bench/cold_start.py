@@ -12,7 +12,11 @@ Two workloads, each at several history lengths, through a real relay process:
 For each: A syncs and writes a snapshot covering the whole log; device B (new,
 snapshots on) and device C (new, ``use_snapshots = False``) are added and their
 first ``sync()`` is timed end to end (session, registry, key packages,
-snapshot or ops, verification, local store). ``snapshot_local_ms`` is the
+snapshot or ops, verification, local store), and the HTTP requests it sends
+are counted (``requests_snapshot``, ``requests_replay``). B and C hold the
+session ``Device.add_local`` opened; ``cold_fresh_ms`` (``requests_fresh``) is
+B's start from a home opened again, as in a new process, whose first sync also
+opens its session (challenge and session requests). ``snapshot_local_ms`` is the
 CPU part of a snapshot start (verify, decrypt, apply to a fresh document);
 ``plain_ms`` is ``Doc().apply_update(state)`` of the same final state.
 Every device's document must equal A's.
@@ -41,6 +45,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pycrdt
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -54,6 +59,18 @@ from sddsf.protocol.snapshot import SPACE_SNAPSHOT_DOC, snapshot_claims, verify_
 
 REPEAT = 3
 BIG_VALUE = 400_000
+
+#: HTTP requests sent by every client of this process (counted around a first sync).
+SENT = [0]
+_send = httpx.AsyncClient.send
+
+
+async def _counted_send(self: httpx.AsyncClient, *args: Any, **kwargs: Any) -> httpx.Response:
+    SENT[0] += 1
+    return await _send(self, *args, **kwargs)
+
+
+httpx.AsyncClient.send = _counted_send  # type: ignore[method-assign]
 
 
 def content(doc: pycrdt.Doc[Any], workload: str) -> object:
@@ -120,21 +137,28 @@ async def one(url: str, work: Path, workload: str, n: int,
         assert content(d, workload) == expected
         local.append(time.perf_counter() - start)
 
-    timings: dict[str, list[float]] = {"snapshot": [], "replay": []}
+    timings: dict[str, list[float]] = {"snapshot": [], "fresh": [], "replay": []}
+    requests: dict[str, int] = {}
     for i in range(REPEAT):
-        for mode in ("snapshot", "replay"):
+        for mode, times in timings.items():
+            if mode == "fresh" and i:
+                continue  # once: more new devices in a row trip the controller's burst rule
             dev = await Device.add_local(a, work / f"{mode}{i}", f"{mode}{i}", passphrase=None,
                                          insecure_plaintext=True)
-            dev.use_snapshots = mode == "snapshot"
+            if mode == "fresh":  # a new process: the first sync opens the session too
+                await dev.close()
+                dev = Device.open(work / f"{mode}{i}", passphrase=None)
+            dev.use_snapshots = mode != "replay"
             dev.ack_every = 0
-            start = time.perf_counter()
+            sent, start = SENT[0], time.perf_counter()
             report = await dev.sync()
-            timings[mode].append(time.perf_counter() - start)
-            assert report.snapshots_loaded == (mode == "snapshot")
+            times.append(time.perf_counter() - start)
+            requests[mode] = SENT[0] - sent
+            assert report.snapshots_loaded == (mode != "replay")
             assert content(dev.doc(space, name), workload) == expected
             await dev.close()
     await a.close()
-    med = {k: statistics.median(v) * 1000 for k, v in timings.items()}
+    med = {k: statistics.median(v) * 1000 for k, v in timings.items()}  # (fresh: one run)
     plain_ms = statistics.median(plain) * 1000
     local_ms = statistics.median(local) * 1000
     return {
@@ -142,6 +166,8 @@ async def one(url: str, work: Path, workload: str, n: int,
         "state_bytes": len(state), "snapshot_bytes": len(blob) + sum(map(len, chunks)),
         "plain_ms": round(plain_ms, 2), "snapshot_local_ms": round(local_ms, 2),
         "cold_snapshot_ms": round(med["snapshot"], 1), "cold_replay_ms": round(med["replay"], 1),
+        "cold_fresh_ms": round(med["fresh"], 1), "requests_snapshot": requests["snapshot"],
+        "requests_fresh": requests["fresh"], "requests_replay": requests["replay"],
         "local_vs_plain": round(local_ms / plain_ms, 2),
         "cold_snapshot_vs_plain": round(med["snapshot"] / plain_ms, 1),
         "replay_vs_snapshot": round(med["replay"] / med["snapshot"], 1),

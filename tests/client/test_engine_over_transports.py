@@ -144,7 +144,9 @@ async def test_background_sync_follows_spaces_over_the_devices_transport(
     runner = Runner(phone, settings=RunnerSettings(debounce_s=0.0, full_check_s=3600.0))
     async with runner:
         async def connected() -> None:
-            while not runner.connected:
+            # Connected and caught up: the edit below can only arrive by a later
+            # sync, the one its live notification starts.
+            while not runner.connected or runner.syncs < 1:
                 await asyncio.sleep(0.02)
         await asyncio.wait_for(connected(), 10)
         laptop.doc(space, "kv").get("kv", type=pycrdt.Map)["live"] = "yes"

@@ -7,7 +7,8 @@ account-space-ops flow whose tree heads and proofs verify with the protocol
 core, the TOML settings file (a limit enforced; an unknown key refused in one
 line), live fan-out (order, envelopes, single-use tickets, close codes 4401,
 4403 and 1009, another account's space), a slow subscriber (bounded queue,
-``resync``, no gap after backfilling) and connection clean-up (THREATS #27).
+``resync``, no gap after backfilling), connection clean-up (THREATS #27), and a
+new device's first sync from one bundle (protocol 17.9) on SQLite and PostgreSQL.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pycrdt
 import pytest
 from livekit import (
     Follower,
@@ -50,6 +52,7 @@ from livekit import (
 )
 from relaykit import World, relay_key
 
+from sddsf.client.device import Device
 from sddsf.client.relay_client import RelayClient
 from sddsf.errors import AuthorizationError, Code, DecodeError
 from sddsf.protocol import merkle
@@ -59,7 +62,8 @@ V1_PATHS = ("/v1/accounts", "/v1/accounts/{account_id}/registry", "/v1/auth/chal
             "/v1/auth/session", "/v1/spaces", "/v1/spaces/{space_id}/ops",
             "/v1/spaces/{space_id}/keys", "/v1/spaces/{space_id}/tree-head",
             "/v1/spaces/{space_id}/proofs/inclusion",
-            "/v1/spaces/{space_id}/proofs/consistency", "/v1/pairing", "/v1/ws/ticket")
+            "/v1/spaces/{space_id}/proofs/consistency", "/v1/pairing", "/v1/ws/ticket",
+            "/v1/bootstrap")
 FRAME_LIMIT = 64 * 1024
 
 
@@ -394,3 +398,63 @@ async def test_many_connections_leave_no_residue(relays: Relays, tmp_path: Path)
 
     assert await until(back_to_zero, timeout=5), await connected_devices(relay)
     assert (await get_json(relay, "/readyz"))[0] == 200  # still serving after the churn
+
+
+# ----------------------------------------------------------- first sync (17.9)
+
+
+class _Recorded(httpx.AsyncBaseTransport):
+    """Loopback HTTP, every request recorded."""
+
+    def __init__(self) -> None:
+        self.inner = httpx.AsyncHTTPTransport()
+        self.requests: list[str] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(f"{request.method} {request.url.path}")
+        return await self.inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+async def check_first_sync_from_one_bundle(relay: RelayProcess, work: Path) -> None:
+    """A new device's first sync of a space with a snapshot and a tail reads
+    everything with one request; the documents agree."""
+    laptop, _ = await Device.create_account(work / "laptop", relay.base_url, "laptop",
+                                            passphrase=None, insecure_plaintext=True)
+    laptop.snapshot_every = 0
+    space = await laptop.create_space("notes")
+    m = laptop.doc(space, "kv").get("kv", type=pycrdt.Map)
+    for i in range(20):
+        m[f"k{i % 5}"] = i
+        laptop.flush()
+        if i == 14:
+            await laptop.sync()
+            assert await laptop.snapshot(space) is not None
+    await laptop.sync()
+    wire = _Recorded()
+    phone = await Device.add_local(laptop, work / "phone", "phone", passphrase=None,
+                                   insecure_plaintext=True, transport=wire)
+    phone.ack_every = 0
+    wire.requests.clear()
+    report = await phone.sync()
+    assert wire.requests == ["GET /v1/bootstrap"]
+    assert report.snapshots_loaded == 1
+    assert dict(phone.doc(space, "kv").get("kv", type=pycrdt.Map)) == dict(m)
+    await phone.close()
+    await laptop.close()
+
+
+async def test_first_sync_from_one_bundle_on_sqlite(relay: RelayProcess,
+                                                    tmp_path: Path) -> None:
+    await check_first_sync_from_one_bundle(relay, tmp_path)
+
+
+async def test_first_sync_from_one_bundle_on_postgres(relays: Relays, tmp_path: Path) -> None:
+    async with fresh_postgres_database() as dsn:
+        relay = relays.start("--db", dsn, env=key_env(tmp_path))
+        try:
+            await check_first_sync_from_one_bundle(relay, tmp_path)
+        finally:
+            relay.stop()  # before the database is dropped

@@ -45,13 +45,17 @@ _PASS = "demo passphrase (not a real one)"  # noqa: S105 - throw-away demo homes
 
 
 class _TamperingTransport(httpx.AsyncBaseTransport):
-    """A relay that flips one byte of every op it serves, while ``active``."""
+    """A relay that flips one byte of every op it serves, while ``active`` (and
+    serves no first-sync bundle then, which a relay need not: the ops go out one
+    page at a time, through the flipping)."""
 
     def __init__(self) -> None:
         self.inner = httpx.AsyncHTTPTransport()
         self.active = False
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if self.active and request.url.path == "/v1/bootstrap":
+            return httpx.Response(404, json={"code": "not_found", "message": "no bundle"})
         response = await self.inner.handle_async_request(request)
         if not (self.active and request.method == "GET" and request.url.path.endswith("/ops")):
             return response

@@ -88,6 +88,12 @@ class RelayClient:
         self._token: bytes | None = None
         self._token_expires_ms = 0
         self.relay_id: bytes | None = None
+        #: The optional features the relay listed at the last session opening
+        #: (empty for a relay that predates the list).
+        self.features: frozenset[str] = frozenset()
+        #: The signed encryption policy of a first-sync bundle, answering
+        #: :meth:`encryption_policy` while the bundle is in use (None: ask).
+        self.held_policy: bytes | None = None
         #: Sends a signed posture report before each session opening (the
         #: controller scores the device with it); None sends none.
         self.reporter: ReportSource | None = None
@@ -278,6 +284,9 @@ class RelayClient:
             s = await self._open_session(self.device, self.account_id)
         token = _unb64(s["token"])
         self._token, self._token_expires_ms = token, int(s["expires_ms"])
+        listed = s.get("features")
+        self.features = frozenset(f for f in listed if isinstance(f, str)) \
+            if isinstance(listed, list) else frozenset()
         return token
 
     async def _open_session(self, device: DeviceKeys, account_id: bytes) -> dict[str, Any]:
@@ -349,6 +358,12 @@ class RelayClient:
         r = await self._send("POST", f"/v1/accounts/{_quote(account_id)}/registry",
                              body={"entry": _b64(entry)})
         return int(r["next_seq"])
+
+    async def bootstrap(self, nonce: bytes) -> bytes:
+        """The signed first-sync bundle (``GET /v1/bootstrap``, protocol 17.9;
+        verify it, then every component)."""
+        r = await self._send("GET", "/v1/bootstrap", authed=True, params={"nonce": _b64(nonce)})
+        return _unb64(r["bundle"])
 
     # ---------------------------------------------------------------- spaces
     async def create_space(self, space_id: bytes, key_package: bytes) -> SpaceInfo:
@@ -591,6 +606,8 @@ class RelayClient:
 
     async def encryption_policy(self) -> bytes:
         """The relay's signed encryption policy (verify it with the pinned relay key)."""
+        if self.held_policy is not None:
+            return self.held_policy
         r = await self._send("GET", "/v1/controller/encryption-policy")
         return _unb64(r["policy"])
 

@@ -30,6 +30,7 @@ __all__ = [
     "BACKUP_AD",
     "BACKUP_KEY",
     "BACKUP_VERIFIER",
+    "BOOTSTRAP_SIG",
     "DEVICE_ID",
     "DEVICE_REPORT_SIG",
     "DOC_ID",
@@ -121,6 +122,7 @@ ALERT_ACK_SIG: Final = "sddsf/v1/controller/alert-ack"
 RELAY_BACKUP_SIG: Final = "sddsf/v1/relay-backup/manifest"
 RELAY_BACKUP_AD: Final = "sddsf/v1/relay-backup/ad"
 RELAY_BACKUP_STATE: Final = "sddsf/v1/relay-backup/state-key"
+BOOTSTRAP_SIG: Final = "sddsf/v1/bootstrap/sig"
 
 
 @functools.cache

@@ -47,7 +47,16 @@ from sddsf.relay.fanout import Hub
 from sddsf.relay.metrics import RelayMetrics
 from sddsf.relay.observe import RequestObserver
 from sddsf.relay.openapi import complete_openapi
-from sddsf.relay.routes import accounts, backup, controller, limits, live, pairing, spaces
+from sddsf.relay.routes import (
+    accounts,
+    backup,
+    bootstrap,
+    controller,
+    limits,
+    live,
+    pairing,
+    spaces,
+)
 from sddsf.relay.settings import RelaySettings
 from sddsf.relay.storage.base import RelayStorage
 
@@ -128,7 +137,7 @@ def create_app(settings: RelaySettings, storage: RelayStorage, relay_key: Ed2551
     _error_handlers(app, lambda: api_routes)
 
     routers = (accounts.router, spaces.router, pairing.router, backup.router,
-               live.router, controller.router, limits.router)
+               live.router, controller.router, limits.router, bootstrap.router)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

@@ -175,10 +175,18 @@ class SessionRequest(_Strict):
 
 
 class SessionResponse(_Strict):
-    """A bearer token for ``Authorization: Bearer``."""
+    """A bearer token for ``Authorization: Bearer``, and the optional features
+    this relay serves (e.g. ``bootstrap``: ``GET /v1/bootstrap``)."""
 
     token: B64
     expires_ms: int
+    features: list[str] = []
+
+
+class BootstrapOut(_Strict):
+    """A new device's first-sync bundle, signed by the relay (protocol 17.9)."""
+
+    bundle: str = Field(description="URL-safe base64 of the signed bundle")
 
 
 class TicketResponse(_Strict):

@@ -115,6 +115,15 @@ to keep writing under an epoch the revoked device can read.
     stored: a second package for one (space, epoch) is fork evidence
     (``key_package_fork``); the stored one is never replaced.
 
+First-sync bundles
+==================
+
+A victim of an armed attack (log or key packages) asking for the first-sync
+bundle (``GET /v1/bootstrap``, protocol 17.9) is answered ``404 not_found``,
+as a relay node without the endpoint would; the device then reads endpoint by
+endpoint, where the attack applies. Lies told inside a bundle are tested in
+``tests/client/test_bootstrap.py``.
+
 Size: the malicious relay is a test double implementing every lie a relay can
 tell (omit, reorder, rewrite, roll back, fork, forge) over one transport; the
 attacks share its log model.
@@ -770,6 +779,9 @@ class MaliciousRelay(httpx.AsyncBaseTransport):
             self.key_served += 1
             return _json_response({"code": "conflict", "message": "key epoch already has "
                                    "another package; re-read the key packages"}, 409)
+        if request.url.path == "/v1/bootstrap" and self._victim(device):
+            return _json_response({"code": "not_found", "message": "no first-sync bundle "
+                                   "here: read each endpoint"}, 404)
         response = await transport.handle_async_request(request)
         content = await response.aread()
         match = _OPS.fullmatch(request.url.path)
@@ -792,6 +804,12 @@ class MaliciousRelay(httpx.AsyncBaseTransport):
                     and (self.spaces is None or space_id in self.spaces)):
                 return await self._attacked_pull(request, backend, space_id, attack)
         return self._copy(response, content)
+
+    def _victim(self, device: bytes | None) -> bool:
+        # Whether an armed attack (log or key packages) applies to the device.
+        return (self.attack is not None and (self.victims is None or device in self.victims)
+                ) or (self.key_attack is not None and (self.key_victims is None
+                                                       or device in self.key_victims))
 
     def _key_attack_for(self, request: httpx.Request, device: bytes | None) -> KeyAttack | None:
         match = _KEYS.fullmatch(request.url.path)

@@ -187,6 +187,35 @@ async def check_pull_order_and_cursor(factory: TransportFactory) -> None:
         await a.transport.aclose()
 
 
+async def check_prefetch_answers_as_the_endpoints(factory: TransportFactory) -> None:
+    """A prefetched first-sync bundle (where offered) answers reads with what the
+    endpoints serve, and a write makes later reads ask the other side again."""
+    a = await new_account(factory)
+    try:
+        envs = [a.op(f"edit {i}") for i in range(3)]
+        await a.transport.push(a.space_id, [e.raw for e in envs])
+
+        async def reads() -> tuple[object, ...]:
+            page = await a.transport.pull(a.space_id, -1, 10)
+            head = a.head(page.tree_head)
+            return (await a.transport.registry(a.account.account_id, 0),
+                    await a.transport.registry(a.account.account_id, 1),
+                    await a.transport.spaces(), await a.transport.key_packages(a.space_id, 0),
+                    [(o.offset, o.op_id, o.leaf_hash, o.envelope) for o in page.ops],
+                    (head.size, head.root))
+        await a.transport.prefetch_first_sync()
+        prefetched = await reads()
+        a.transport.end_prefetch()
+        _expect(prefetched == await reads(), "the bundle's answers to be the endpoints'")
+        await a.transport.prefetch_first_sync()
+        await a.transport.push(a.space_id, [a.op("after").raw])
+        page = await a.transport.pull(a.space_id, -1, 10)
+        _expect(len(page.ops) == 4, "reads after a write to ask the other side")
+        a.transport.end_prefetch()
+    finally:
+        await a.transport.aclose()
+
+
 async def check_proofs_verify(factory: TransportFactory) -> None:
     """Inclusion and consistency proofs verify against the signed heads."""
     a = await new_account(factory)
@@ -286,6 +315,7 @@ async def check_revocation_ends_a_subscription(factory: TransportFactory) -> Non
 
 #: Every check of the contract, in the order a reader meets the clauses.
 CHECKS = (check_session_single_flight, check_registry_and_key_packages,
-          check_push_is_idempotent, check_pull_order_and_cursor, check_proofs_verify,
+          check_push_is_idempotent, check_pull_order_and_cursor,
+          check_prefetch_answers_as_the_endpoints, check_proofs_verify,
           check_subscribe_delivers_a_pushed_op, check_errors_are_typed,
           check_revocation_ends_a_subscription)

@@ -138,6 +138,9 @@ class EngineSettings:
 
     #: Start new spaces from the relay's snapshot (False: replay every op).
     use_snapshots: bool = True
+    #: A device that never pulled a log reads its first sync in one request
+    #: when the relay offers it (protocol 17.9; False: one request per read).
+    use_bootstrap: bool = True
     #: Log growth after which a sync writes a snapshot (0: never).
     snapshot_every: int = SNAPSHOT_EVERY
     #: Acknowledge progress every this many ops (0: never, so the relay keeps

@@ -184,7 +184,7 @@ class Puller:
             tree: merkle.MerkleTree, head: TreeHead, report: SyncReport,
             snap: Snapshot | None, *, basis: dict[str, Any] | None = None,
             dry: bool = False) -> dict[bytes, ChainHead] | None:
-        keys = self.keyring.epoch_keys(space_id)
+        keys = self.keyring.keys_cached(space_id)
         chains = MemoryChainView(heads=dict(snap.chains) if snap is not None else {
             k[16:]: chain_head(v) for k, v in self.store.scan("chain", space_id)})
         older: list[tuple[bytes, TreeHeadRef]] = []  # gossip about sizes before tree.base

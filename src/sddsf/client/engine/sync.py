@@ -9,7 +9,10 @@ corroboration) and moves verified ops between the local store and a
 
 A sync (:meth:`SyncEngine.run`), under the caller's home lock:
 
-1. seal buffered edits; refresh the registry (verified against the pinned
+1. seal buffered edits; on a device that never pulled a log, read the
+   first-sync bundle (protocol 17.9) when the relay offers it, so that the
+   reads below are answered from it (each part verified as from its own
+   endpoint); refresh the registry (verified against the pinned
    account key) and refuse to go on when this device is not active;
 2. pin the relay key; learn new spaces; ``hooks.before_spaces``;
 3. per space: verify key packages; rotate when due (or fail with
@@ -26,6 +29,7 @@ rotation and alert; an observer that raises is logged and never stops a sync.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable
 
 from sddsf.client.engine.common import (
@@ -47,7 +51,7 @@ from sddsf.client.engine.snapshots import Snapshots
 from sddsf.client.engine.verified import VerifiedLog
 from sddsf.client.records import Provenance
 from sddsf.client.transport.base import Transport
-from sddsf.errors import AuthorizationError, Code
+from sddsf.errors import AuthenticationError, AuthorizationError, Code
 from sddsf.protocol import keypackage as kp
 from sddsf.protocol.encoding import encode
 
@@ -99,6 +103,24 @@ class SyncEngine:
     async def run(self, progress: Progress | None = None) -> SyncReport:
         """One sync (see the module docstring); the caller holds the home lock."""
         self.outbox.flush()
+        if self.store.count("head") == 0 and self.settings.use_bootstrap:
+            await self.prefetch()
+        try:
+            return await self.steps(progress)
+        finally:
+            self.transport.end_prefetch()
+
+    async def prefetch(self) -> None:
+        """A new device: one request reads what this sync reads (17.9); each part
+        is verified where it is used, exactly as from its endpoint."""
+        if self.store.count("reg") and not self.reg.state().is_active(self.ident.device_id):
+            return  # awaiting approval (or revoked): it has no session to ask with
+        # No session for this device (e.g. revoked meanwhile): the steps say why.
+        with contextlib.suppress(AuthenticationError, AuthorizationError):
+            await self.transport.prefetch_first_sync()
+
+    async def steps(self, progress: Progress | None) -> SyncReport:
+        """The steps of a sync, in order (see the module docstring)."""
         report = SyncReport()
         self.puller.progress = progress
         state = await self.reg.refresh()

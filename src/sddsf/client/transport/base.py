@@ -326,6 +326,31 @@ class Transport(ABC):
             UnavailableError: the other side is unreachable.
         """
 
+    async def prefetch_first_sync(self) -> bool:
+        """Read, in one request, what a new device's first sync reads (the
+        first-sync bundle, protocol 17.9), where the other side offers it; until
+        :meth:`end_prefetch`, or the first write, the reads it holds are answered
+        from it (the same bytes, as unverified as any answer).
+
+        Returns:
+            Whether a bundle was read (False: not offered, the default, or
+            offered but not served after all).
+
+        Raises:
+            ProofError: ``tree_head_invalid`` when the bundle's signature does not
+                verify under the session's relay key or it answers another
+                request (nothing of it is used).
+            DecodeError: the bundle is malformed.
+        """
+        return False
+
+    def end_prefetch(self) -> None:  # noqa: B027 - optional: a transport without bundles
+        """Forget a prefetched bundle (every later read asks the other side).
+
+        Raises:
+            Nothing of its own.
+        """
+
     # ----------------------------------------------------------- registry
     @abstractmethod
     async def create_account(self, genesis: bytes) -> bytes:

@@ -32,14 +32,18 @@ from sddsf.client.transport.base import (
     SubscribedNotice,
     Transport,
 )
+from sddsf.client.transport.prefetch import Prefetched
+from sddsf.crypto import Ed25519PublicKey, random_bytes
 from sddsf.errors import (
     AuthorizationError,
     Code,
     DecodeError,
+    NotFoundError,
     SddsfError,
     UnavailableError,
     error_from_wire,
 )
+from sddsf.protocol.bootstrap import BOOTSTRAP_FEATURE, NONCE_SIZE, verify_bootstrap
 from sddsf.wire import b64, unb64
 
 __all__ = ["RelayTransport", "live_closed"]
@@ -79,6 +83,10 @@ class RelayTransport(Transport):
     * ``attest_snapshot``: ``POST /v1/spaces/{id}/docs/{doc}/snapshot/attestations``
     * ``snapshot_attestations``: ``GET /v1/spaces/{id}/docs/{doc}/snapshot/attestations``
     * ``subscribe``: ``POST /v1/ws/ticket``, then a WebSocket on ``/v1/ws``
+    * ``prefetch_first_sync``: ``GET /v1/bootstrap`` when the session lists the
+      ``bootstrap`` feature; the reads above that it holds are then answered
+      from it until ``end_prefetch`` or any write, and the client's
+      ``encryption_policy`` read until ``end_prefetch`` (protocol 17.9)
 
     Args:
         client: the relay client (owned: :meth:`aclose` closes it).
@@ -88,6 +96,8 @@ class RelayTransport(Transport):
     def __init__(self, client: RelayClient, base_url: str | None = None) -> None:
         self.client = client
         self.base_url = (base_url or client.base_url).rstrip("/")
+        #: The first-sync bundle answering reads (see prefetch_first_sync).
+        self._pre: Prefetched | None = None
 
     @property
     def relay_id(self) -> bytes | None:
@@ -106,33 +116,67 @@ class RelayTransport(Transport):
     async def limits(self) -> RelayLimits:
         return await self.client.limits()
 
+    async def prefetch_first_sync(self) -> bool:
+        self._pre = None
+        await self.open_session()
+        device, account, rid = self.client.device, self.client.account_id, self.client.relay_id
+        if BOOTSTRAP_FEATURE not in self.client.features or device is None \
+                or account is None or rid is None:
+            return False  # a relay from before the bundle: the reads go to their endpoints
+        nonce = random_bytes(NONCE_SIZE)
+        try:
+            raw = await self.client.bootstrap(nonce)
+        except NotFoundError:
+            return False  # a node without the endpoint (e.g. mid-upgrade): read each one
+        bundle = verify_bootstrap(raw, Ed25519PublicKey.from_bytes(rid), account=account,
+                                  device=device.device_id, nonce=nonce)
+        self._pre, self.client.held_policy = Prefetched(bundle), bundle.policy
+        return True
+
+    def end_prefetch(self) -> None:
+        self._pre = self.client.held_policy = None
+
+    def _wrote(self) -> None:
+        # A write makes the bundle stale: every later read asks the relay.
+        self._pre = None
+
     async def create_account(self, genesis: bytes) -> bytes:
         return await self.client.create_account(genesis)
 
     async def registry(self, account_id: bytes, since: int = 0) -> list[bytes]:
-        return await self.client.registry(account_id, since)
+        held = self._pre.registry(account_id, since) if self._pre else None
+        return held if held is not None else await self.client.registry(account_id, since)
 
     async def append_registry(self, account_id: bytes, entry: bytes) -> int:
+        self._wrote()
         return await self.client.append_registry(account_id, entry)
 
     async def spaces(self) -> list[SpaceInfo]:
-        return await self.client.list_spaces()
+        return self._pre.spaces() if self._pre else await self.client.list_spaces()
 
     async def create_space(self, space_id: bytes, key_package: bytes) -> SpaceInfo:
+        self._wrote()
         return await self.client.create_space(space_id, key_package)
 
     async def key_packages(self, space_id: bytes, since_epoch: int = 0) -> list[bytes]:
-        return await self.client.key_packages(space_id, since_epoch)
+        held = self._pre.key_packages(space_id, since_epoch) if self._pre else None
+        return held if held is not None else await self.client.key_packages(space_id,
+                                                                             since_epoch)
 
     async def put_key_package(self, space_id: bytes, key_package: bytes) -> SpaceInfo:
+        self._wrote()
         return await self.client.put_key_package(space_id, key_package)
 
     async def push(self, space_id: bytes, envelopes: Sequence[bytes]) -> PushResult:
+        self._wrote()
         results, head = await self.client.upload(space_id, envelopes)
         return PushResult(tuple(results), head)
 
     async def pull(self, space_id: bytes, after: int = -1, limit: int = 500, *,
                    omit_own: bool = False) -> PullPage:
+        held = self._pre.pull(space_id, after, limit) if self._pre else None
+        if held is not None:
+            return held
         ops, head = await self.client.pull(space_id, after=after, limit=limit,
                                            omit_own=omit_own)
         return PullPage(tuple(ops), head)
@@ -151,27 +195,40 @@ class RelayTransport(Transport):
         return Proof(tuple(hashes), head)
 
     async def acknowledge(self, space_id: bytes, offset: int) -> AckResult:
+        self._wrote()
         acked, pruned = await self.client.acknowledge(space_id, offset)
         return AckResult(acked, pruned)
 
     async def get_snapshot(self, space_id: bytes, doc_id: bytes) -> SnapshotBlob:
+        held = self._pre.snapshot(space_id, doc_id) if self._pre else None
+        if held is not None:
+            return held
         covers, blob = await self.client.get_snapshot(space_id, doc_id)
         return SnapshotBlob(covers, blob)
 
     async def put_snapshot(self, space_id: bytes, doc_id: bytes, covers_offset: int,
                            blob: bytes) -> int:
+        self._wrote()
         return await self.client.put_snapshot(space_id, doc_id, covers_offset, blob)
 
     async def get_snapshot_chunk(self, space_id: bytes, chunk_id: bytes) -> bytes:
+        held = self._pre.chunk(space_id, chunk_id) if self._pre else None
+        if held is not None:
+            return held
         return await self.client.get_snapshot_chunk(space_id, chunk_id)
 
     async def put_snapshot_chunk(self, space_id: bytes, chunk_id: bytes, blob: bytes) -> None:
+        self._wrote()
         await self.client.put_snapshot_chunk(space_id, chunk_id, blob)
 
     async def attest_snapshot(self, space_id: bytes, doc_id: bytes, attestation: bytes) -> None:
+        self._wrote()
         await self.client.attest_snapshot(space_id, doc_id, attestation)
 
     async def snapshot_attestations(self, space_id: bytes, doc_id: bytes) -> Attestations:
+        held = self._pre.attestations(space_id, doc_id) if self._pre else None
+        if held is not None:
+            return held
         sid, raws = await self.client.snapshot_attestations(space_id, doc_id)
         return Attestations(sid, tuple(raws))
 

@@ -16,6 +16,7 @@ from sddsf.errors import (
 )
 from sddsf.protocol import auth
 from sddsf.protocol.approval import check_enact_on_clock
+from sddsf.protocol.bootstrap import RELAY_FEATURES
 from sddsf.protocol.identity import ID_SIZE
 from sddsf.protocol.registry import (
     APPROVAL_TYPES,
@@ -196,4 +197,5 @@ async def session(body: m.SessionRequest, ctx: Ctx) -> m.SessionResponse:
     token = random_bytes(32)
     expires = now + s.session_ttl_s * 1000
     await ctx.edge.put_session(auth.token_hash(token), Session(aid, did, expires), now)
-    return m.SessionResponse(token=m.b64(token), expires_ms=expires)
+    return m.SessionResponse(token=m.b64(token), expires_ms=expires,
+                             features=list(RELAY_FEATURES))

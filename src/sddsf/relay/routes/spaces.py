@@ -404,9 +404,18 @@ async def attestations(space_id: str, doc_id: str, caller: Authed,
 
 
 async def _attestations(ctx: Ctx, space_id: bytes, doc_id: bytes) -> m.AttestationsOut:
+    sid, raws = await stored_attestations(ctx, space_id, doc_id)
+    return m.AttestationsOut(snapshot_id=m.b64(sid) if sid is not None else None,
+                             attestations=[m.b64(r) for r in raws])
+
+
+async def stored_attestations(ctx: Ctx, space_id: bytes,
+                              doc_id: bytes) -> tuple[bytes | None, list[bytes]]:
+    """The id of the snapshot stored under ``doc_id`` (None: none) and the signed
+    verdicts about it (attestations are kept under the whole-space doc id)."""
     stored = await ctx.storage.get_snapshot(space_id, doc_id)
     if stored is None:
-        return m.AttestationsOut(snapshot_id=None, attestations=[])
+        return None, []
     sid = snapshot_id(stored[1])
     rows = await ctx.storage.snapshot_attestations(space_id, SPACE_SNAPSHOT_DOC, sid)
-    return m.AttestationsOut(snapshot_id=m.b64(sid), attestations=[m.b64(r[2]) for r in rows])
+    return sid, [r[2] for r in rows]
