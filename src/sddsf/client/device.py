@@ -603,6 +603,7 @@ class Device(ApplicationApi):
                     self.engine.docs.compact()
         finally:
             try:
+                self.engine.outbox.close()
                 await self.relay.aclose()
                 self.store.close()
             finally:

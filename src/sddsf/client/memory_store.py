@@ -243,6 +243,9 @@ class MemoryStore(LocalStore):
                 self._rows.commits += 1
                 self._own_commits += 1
 
+    def batch_open_here(self) -> bool:
+        return self._rows.batch_thread == threading.get_ident()
+
     def data_version(self) -> int:
         with self._rows.lock:
             self._live()

@@ -74,6 +74,7 @@ class SqliteStore(LocalStore):
         """
         super().__init__(path, storage_key)
         self._lock = threading.RLock()
+        self._batch_thread: int | None = None  # the thread whose batch is open
         self._closed = False
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -146,12 +147,15 @@ class SqliteStore(LocalStore):
                 if self._conn.in_transaction:
                     raise UsageError("store batches do not nest")
                 self._conn.execute("BEGIN IMMEDIATE")
+            self._batch_thread = threading.get_ident()
             try:
                 yield _SqliteBatch(self, self._conn)
             except BaseException:
                 with contextlib.suppress(sqlite3.Error):  # the first error is the one to see
                     self._conn.execute("ROLLBACK")
                 raise
+            finally:
+                self._batch_thread = None
             try:
                 with self._translated():
                     self._conn.execute("COMMIT")
@@ -159,6 +163,9 @@ class SqliteStore(LocalStore):
                 with contextlib.suppress(sqlite3.Error):
                     self._conn.execute("ROLLBACK")
                 raise
+
+    def batch_open_here(self) -> bool:
+        return self._batch_thread == threading.get_ident()
 
     def data_version(self) -> int:
         return int(str(self._rows("PRAGMA data_version", ())[0][0]))

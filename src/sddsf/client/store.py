@@ -337,6 +337,18 @@ class LocalStore(ABC):
             UnavailableError: the storage failed.
         """
 
+    def batch_open_here(self) -> bool | None:
+        """Whether the calling thread holds a :meth:`batch` of this store open.
+
+        Work that may run on another thread (sealing edits) stays on the calling
+        thread unless this is False: the other thread would wait for the batch
+        forever instead of raising that batches do not nest.
+
+        Returns:
+            True or False; None (this default) when the store does not say.
+        """
+        return None
+
     def put(self, ns: str, key: bytes, value: bytes) -> None:
         """Write one row in a batch of its own (see :meth:`StoreBatch.put`).
 

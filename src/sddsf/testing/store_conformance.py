@@ -332,6 +332,26 @@ def check_threads(h: StoreHarness) -> None:
         s.close()
 
 
+def check_batch_open_here(h: StoreHarness) -> None:
+    """``batch_open_here`` is True only in the thread that holds a batch open (or
+    None everywhere: the store does not say, and work stays on that thread)."""
+    s = h.store()
+    seen: list[bool | None] = []
+    try:
+        outside = s.batch_open_here()
+        with s.batch():
+            inside = s.batch_open_here()
+            other = threading.Thread(target=lambda: seen.append(s.batch_open_here()))
+            other.start()
+            other.join()
+        after = s.batch_open_here()
+        answers = [outside, inside, *seen, after]
+        expect(answers in ([False, True, False, False], [None] * 4),
+               f"batch_open_here outside, inside, in another thread, after: {answers}")
+    finally:
+        s.close()
+
+
 CHECKS: list[StoreCheck] = [
     check_round_trip,
     check_scan_order,
@@ -345,6 +365,7 @@ CHECKS: list[StoreCheck] = [
     check_data_version,
     check_closed,
     check_threads,
+    check_batch_open_here,
 ]
 
 
