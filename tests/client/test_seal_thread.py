@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from sddsf.client.device import Device
 from sddsf.client.engine import outbox as outbox_module
-from sddsf.client.engine.outbox import SealThread
+from sddsf.client.engine.sealthread import SealThread
 from sddsf.errors import UsageError
 from sddsf.protocol.envelope import decode_envelope, open_op
 from sddsf.protocol.payload import Edit, decode_payload

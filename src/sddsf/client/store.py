@@ -346,6 +346,9 @@ class LocalStore(ABC):
 
         Returns:
             True or False; None (this default) when the store does not say.
+
+        Raises:
+            Nothing: a closed store answers too (False or None).
         """
         return None
 
