@@ -46,6 +46,8 @@ TARGETS: dict[str, str] = {
     "envelope_sealed": "fuzz.targets.envelope",
     "registry_entry": "fuzz.targets.registry",
     "registry_signed": "fuzz.targets.registry",
+    "membership_entry": "fuzz.targets.membership",
+    "membership_signed": "fuzz.targets.membership",
     "key_package": "fuzz.targets.keypackage",
     "key_package_signed": "fuzz.targets.keypackage",
     "snapshot": "fuzz.targets.snapshot",

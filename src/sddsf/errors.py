@@ -33,6 +33,8 @@ The tree (after h11's Local/Remote split)::
             ├── ClockSkewError      clock_skew
             ├── RegistryError       registry_invalid, registry_fork
             │                       (an unauthorised registry signer is AuthorizationError)
+            ├── MembershipError     membership_invalid
+            │                       (an unauthorised membership signer is AuthorizationError)
             ├── ProofError          proof_invalid, tree_head_invalid, log_rollback,
             │                       split_view, key_package_fork, registry_withheld,
             │                       snapshot_mismatch
@@ -62,6 +64,7 @@ __all__ = [
     "InternalError",
     "KeyValidationError",
     "LocalProtocolError",
+    "MembershipError",
     "NotFoundError",
     "ProofError",
     "RateLimitedError",
@@ -107,6 +110,7 @@ class Code(StrEnum):
     CLOCK_SKEW = "clock_skew"
     REGISTRY_INVALID = "registry_invalid"
     REGISTRY_FORK = "registry_fork"
+    MEMBERSHIP_INVALID = "membership_invalid"
     PROOF_INVALID = "proof_invalid"
     TREE_HEAD_INVALID = "tree_head_invalid"
     LOG_ROLLBACK = "log_rollback"
@@ -288,6 +292,13 @@ class RegistryError(VerificationError):
     default_code = Code.REGISTRY_INVALID
 
 
+class MembershipError(VerificationError):
+    """A space membership entry breaks a membership rule (not first, duplicate,
+    no such member, the last admin would go, a replay)."""
+
+    default_code = Code.MEMBERSHIP_INVALID
+
+
 class ProofError(VerificationError):
     """A Merkle proof or signed tree head fails, the log went back in time, or the
     relay serves conflicting or withheld key material or registry entries."""
@@ -328,6 +339,7 @@ _CODES: Final[dict[Code, tuple[type[SddsfError], int]]] = {
     Code.CLOCK_SKEW: (ClockSkewError, 400),
     Code.REGISTRY_INVALID: (RegistryError, 400),
     Code.REGISTRY_FORK: (RegistryError, 409),
+    Code.MEMBERSHIP_INVALID: (MembershipError, 409),
     Code.PROOF_INVALID: (ProofError, 400),
     Code.TREE_HEAD_INVALID: (ProofError, 400),
     Code.LOG_ROLLBACK: (ProofError, 409),

@@ -17,6 +17,7 @@ import pytest
 from sddsf.crypto import Ed25519PublicKey, aead_decrypt, hkdf_sha256
 from sddsf.errors import SddsfError
 from sddsf.protocol import keypackage as kp
+from sddsf.protocol import membership as ms
 from sddsf.protocol.encoding import decode
 from sddsf.protocol.envelope import decode_envelope, open_op
 from sddsf.protocol.identity import AccountKeys
@@ -82,6 +83,7 @@ SNAPSHOT = _load("snapshot.json")
 PAYLOAD = _load("payload.json")
 CHUNKED = _load("snapshot_chunked.json")
 ATTESTATION = _load("snapshot_attestation.json")
+MEMBERSHIP = _load("membership.json")
 
 
 @pytest.mark.parametrize("case", ENVELOPE["valid"], ids=lambda c: c["name"])
@@ -250,7 +252,8 @@ def test_vector_counts() -> None:
     counts = {n: len(d["valid"]) + len(d["invalid"]) for n, d in vectorgen.generate().items()}
     assert counts == {"envelope.json": 22, "registry.json": 13, "key_package.json": 9,
                       "tree_head.json": 4, "snapshot.json": 24, "payload.json": 18,
-                      "snapshot_chunked.json": 13, "snapshot_attestation.json": 9}
+                      "snapshot_chunked.json": 13, "snapshot_attestation.json": 9,
+                      "membership.json": 29}
 
 
 def test_snapshot_vectors_cover_every_rejection() -> None:
@@ -341,3 +344,50 @@ def test_attestation_invalid(case: dict[str, Any]) -> None:
         verify_attestation(bytes.fromhex(case["attestation"]), registry=_registry(ctx),
                            space=bytes.fromhex(ctx["space"]))
     assert info.value.code.value == case["code"]
+
+
+def _membership_registries() -> dict[bytes, Any]:
+    # Every account's registry, verified from the key its secret derives.
+    ctx = MEMBERSHIP["context"]
+    regs = {AccountKeys.from_secret(bytes.fromhex(ctx["account_secret"])).account_id:
+            _registry(ctx)}
+    for m in ctx["members"].values():
+        account = AccountKeys.from_secret(bytes.fromhex(m["account_secret"]))
+        assert account.account_id.hex() == m["account_id"]
+        regs[account.account_id] = verify_registry([bytes.fromhex(e) for e in m["registry"]],
+                                                   pinned=account.public)
+    return regs
+
+
+def _names() -> dict[bytes, str]:
+    ctx = MEMBERSHIP["context"]
+    owner = AccountKeys.from_secret(bytes.fromhex(ctx["account_secret"])).account_id
+    return {owner: "alice", **{bytes.fromhex(m["account_id"]): n
+                               for n, m in ctx["members"].items()}}
+
+
+@pytest.mark.parametrize("case", MEMBERSHIP["valid"], ids=lambda c: c["name"])
+def test_membership_valid(case: dict[str, Any]) -> None:
+    result = ms.fold(bytes.fromhex(MEMBERSHIP["context"]["space"]),
+                     [bytes.fromhex(e) for e in case["entries"]], _membership_registries().get)
+    names = _names()
+    assert {names[a]: m.role.value for a, m in result.state.members.items()} == case["members"]
+    assert result.state.head.hex() == case["head"]
+    assert [[i, e.code.value] for i, e in result.refused] == case["refused"]
+
+
+@pytest.mark.parametrize("case", MEMBERSHIP["invalid"], ids=lambda c: c["name"])
+def test_membership_invalid(case: dict[str, Any]) -> None:
+    regs = _membership_registries()
+    state = ms.MembershipState.empty(bytes.fromhex(MEMBERSHIP["context"]["space"]))
+    for e in case["preceding"]:
+        state = state.apply(bytes.fromhex(e), regs.get)
+    with pytest.raises(SddsfError) as info:
+        state.apply(bytes.fromhex(case["entry"]), regs.get)
+    assert info.value.code.value == case["code"]
+
+
+def test_membership_vectors_cover_every_rejection() -> None:
+    codes = {c["code"] for c in MEMBERSHIP["invalid"]}
+    assert codes == {"sig_invalid", "not_authorized", "revoked", "unknown_device",
+                     "wrong_context", "membership_invalid", "unsupported_version", "malformed"}

@@ -15,7 +15,8 @@
  *     ├── RateLimitedError   rate_limited
  *     └── VerificationError  AuthenticationError, SignatureError, KeyValidationError,
  *                            ContextError, ChainError, AuthorizationError, EpochError,
- *                            ClockSkewError, RegistryError, ProofError, DecryptError
+ *                            ClockSkewError, RegistryError, MembershipError, ProofError,
+ *                            DecryptError
  * ```
  */
 
@@ -45,6 +46,7 @@ export const Code = {
   CLOCK_SKEW: "clock_skew",
   REGISTRY_INVALID: "registry_invalid",
   REGISTRY_FORK: "registry_fork",
+  MEMBERSHIP_INVALID: "membership_invalid",
   PROOF_INVALID: "proof_invalid",
   TREE_HEAD_INVALID: "tree_head_invalid",
   LOG_ROLLBACK: "log_rollback",
@@ -188,6 +190,10 @@ export class ClockSkewError extends VerificationError {
 export class RegistryError extends VerificationError {
   static override readonly defaultCode: Code = Code.REGISTRY_INVALID;
 }
+/** A space membership entry breaks a membership rule (docs/protocol.md §21). */
+export class MembershipError extends VerificationError {
+  static override readonly defaultCode: Code = Code.MEMBERSHIP_INVALID;
+}
 /** A Merkle proof or signed tree head fails, or the log went back in time. */
 export class ProofError extends VerificationError {
   static override readonly defaultCode: Code = Code.PROOF_INVALID;
@@ -223,6 +229,7 @@ const CODES: ReadonlyArray<readonly [Code, ErrorClass, number]> = [
   [Code.CLOCK_SKEW, ClockSkewError, 400],
   [Code.REGISTRY_INVALID, RegistryError, 400],
   [Code.REGISTRY_FORK, RegistryError, 409],
+  [Code.MEMBERSHIP_INVALID, MembershipError, 409],
   [Code.PROOF_INVALID, ProofError, 400],
   [Code.TREE_HEAD_INVALID, ProofError, 400],
   [Code.LOG_ROLLBACK, ProofError, 409],

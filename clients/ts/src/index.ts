@@ -20,6 +20,7 @@ export * as keypackage from "./keypackage.js";
 export * as kv from "./kv.js";
 export * as labels from "./labels.js";
 export * as limits from "./limits.js";
+export * as membership from "./membership.js";
 export * as merkle from "./merkle.js";
 export * as pairing from "./pairing.js";
 export * as payload from "./payload.js";

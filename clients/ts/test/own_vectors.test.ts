@@ -23,6 +23,7 @@ import { openEpochKey, unwrapPreviousKeys, verifyKeyPackage, type KeyPackage } f
 import { SNAPSHOT_AD, SNAPSHOT_KEY, labelled } from "../src/labels.js";
 import { DEFAULT_PROTOCOL_LIMITS } from "../src/limits.js";
 import { leafHash, MerkleTree } from "../src/merkle.js";
+import { foldMembership, MembershipState } from "../src/membership.js";
 import { verifyRegistry, type RegistryState } from "../src/registry.js";
 import { MemoryChainView, verifyOp, type Outcome } from "../src/rules.js";
 import { assemble, partsDigest, splitEdit } from "../src/payload.js";
@@ -35,10 +36,11 @@ import { codeOf, loadJson, OWN_VECTORS } from "../testkit/kit.js";
 type Json = any;
 
 const RUNNERS = new Set(["envelope.json", "registry.json", "key_package.json", "tree_head.json", "snapshot.json",
-  "payload.json", "snapshot_chunked.json", "snapshot_attestation.json"]);
+  "payload.json", "snapshot_chunked.json", "snapshot_attestation.json", "membership.json"]);
 /** Cases per file, as tests/unit/test_own_vectors.py::test_vector_counts pins them. */
 const COUNTS: Record<string, number> = { "envelope.json": 22, "registry.json": 13, "key_package.json": 9,
-  "tree_head.json": 4, "snapshot.json": 24, "payload.json": 18, "snapshot_chunked.json": 13, "snapshot_attestation.json": 9 };
+  "tree_head.json": 4, "snapshot.json": 24, "payload.json": 18, "snapshot_chunked.json": 13, "snapshot_attestation.json": 9,
+  "membership.json": 29 };
 const load = (name: string): Json => loadJson(join(OWN_VECTORS, name));
 
 function registryOf(ctx: Json): RegistryState {
@@ -302,6 +304,44 @@ describe("snapshot_attestation.json", () => {
   for (const c of data.invalid) {
     test(`invalid (${c.code}): ${c.name}`, () => {
       assert.equal(codeOf(() => verifyAttestation(fromHex(c.attestation), registryOf(ctx), fromHex(ctx.space))), c.code);
+    });
+  }
+});
+
+describe("membership.json", () => {
+  const data = load("membership.json");
+  const ctx = data.context;
+  const space = fromHex(ctx.space);
+  // Every account's registry, verified from the key its secret derives; and names by account id.
+  const world = (): { regs: Map<string, RegistryState>; names: Map<string, string> } => {
+    const owner = AccountKeys.fromSecret(fromHex(ctx.account_secret));
+    const regs = new Map([[toHex(owner.accountId), registryOf(ctx)]]);
+    const names = new Map([[toHex(owner.accountId), "alice"]]);
+    for (const [name, m] of Object.entries<Json>(ctx.members)) {
+      const account = AccountKeys.fromSecret(fromHex(m.account_secret));
+      assert.equal(toHex(account.accountId), m.account_id);
+      regs.set(m.account_id, verifyRegistry(m.registry.map(fromHex), account.publicKeys));
+      names.set(m.account_id, name);
+    }
+    return { regs, names };
+  };
+  for (const c of data.valid) {
+    test(`valid: ${c.name}`, () => {
+      const { regs, names } = world();
+      const result = foldMembership(space, c.entries.map(fromHex), (a) => regs.get(toHex(a)));
+      const members = Object.fromEntries([...result.state.members].map(([a, m]) => [names.get(a), m.role]));
+      assert.deepEqual(members, c.members);
+      assert.equal(toHex(result.state.head), c.head);
+      assert.deepEqual(result.refused.map(([i, e]) => [i, e.code]), c.refused);
+    });
+  }
+  for (const c of data.invalid) {
+    test(`invalid (${c.code}): ${c.name}`, () => {
+      const { regs } = world();
+      const registry = (a: Uint8Array): RegistryState | undefined => regs.get(toHex(a));
+      let state = new MembershipState(space);
+      for (const e of c.preceding) state = state.apply(fromHex(e), registry);
+      assert.equal(codeOf(() => state.apply(fromHex(c.entry), registry)), c.code);
     });
   }
 });

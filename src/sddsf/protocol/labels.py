@@ -42,6 +42,8 @@ __all__ = [
     "KEY_PACKAGE_SIG",
     "KEY_PACKAGE_WRAP",
     "KV_RECORD_SIG",
+    "MEMBERSHIP_ENTRY",
+    "MEMBERSHIP_SIG",
     "OP_AD",
     "OP_CIPHERTEXT",
     "OP_ID",
@@ -123,6 +125,8 @@ RELAY_BACKUP_SIG: Final = "sddsf/v1/relay-backup/manifest"
 RELAY_BACKUP_AD: Final = "sddsf/v1/relay-backup/ad"
 RELAY_BACKUP_STATE: Final = "sddsf/v1/relay-backup/state-key"
 BOOTSTRAP_SIG: Final = "sddsf/v1/bootstrap/sig"
+MEMBERSHIP_SIG: Final = "sddsf/v1/membership/sig"
+MEMBERSHIP_ENTRY: Final = "sddsf/v1/membership/entry"
 
 
 @functools.cache

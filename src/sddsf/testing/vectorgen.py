@@ -31,6 +31,7 @@ from sddsf.crypto import (
 from sddsf.errors import Code
 from sddsf.protocol import keypackage as kp
 from sddsf.protocol import labels
+from sddsf.protocol import membership as ms
 from sddsf.protocol import payload as pl
 from sddsf.protocol import registry as reg
 from sddsf.protocol.approval import ActionType
@@ -622,6 +623,148 @@ def _attestations(w: _World) -> dict[str, Any]:
     return {"context": w.context(), "valid": valid, "invalid": invalid}
 
 
+def _memberships(w: _World) -> dict[str, Any]:
+    """Alice (the context account) owns the space; Bob and Carol have one device each."""
+    people = {"bob": AccountKeys.from_secret(seed("account/bob")),
+              "carol": AccountKeys.from_secret(seed("account/carol"))}
+    devices = {n: _device(f"{n}/laptop") for n in people}
+    entries = {n: [reg.genesis(a, devices[n], "laptop", NOW_MS - 45_000)]
+               for n, a in people.items()}
+    regs = {w.account.account_id: w.state, **{
+        a.account_id: reg.verify_registry(entries[n], pinned=a.public)
+        for n, a in people.items()}}
+    names = {w.account.account_id: "alice", **{a.account_id: n for n, a in people.items()}}
+    bob, carol = people["bob"], people["carol"]
+    alice_reg, bob_reg, carol_reg = (regs[a.account_id] for a in (w.account, bob, carol))
+
+    def apply(state: ms.MembershipState, entry: bytes) -> ms.MembershipState:
+        return state.apply(entry, regs.get)
+
+    log: list[bytes] = [ms.create(SPACE, w.laptop, alice_reg, NOW_MS - 10_000)]
+    states = [apply(ms.MembershipState.empty(SPACE), log[0])]
+    steps: list[Callable[[ms.MembershipState], bytes]] = [
+        lambda s: ms.add_member(s, w.laptop, alice_reg, bob.public, ms.Role.WRITER,
+                                NOW_MS - 9_000),
+        lambda s: ms.add_member(s, w.phone, alice_reg, carol.public, ms.Role.READER,
+                                NOW_MS - 8_000),
+        lambda s: ms.change_role(s, w.laptop, alice_reg, carol.account_id, ms.Role.ADMIN,
+                                 NOW_MS - 7_000),
+        lambda s: ms.remove_member(s, devices["carol"], carol_reg, bob.account_id,
+                                   NOW_MS - 6_000),
+        lambda s: ms.leave(s, w.laptop, alice_reg, NOW_MS - 5_000),
+    ]
+    for step in steps:
+        log.append(step(states[-1]))
+        states.append(apply(states[-1], log[-1]))
+    two_admins = states[3]  # alice, carol admins; bob writer
+    alice_out = ms.remove_member(two_admins, devices["carol"], carol_reg, w.account.account_id,
+                                 NOW_MS - 4_000)
+    carol_out = ms.remove_member(two_admins, w.laptop, alice_reg, carol.account_id,
+                                 NOW_MS - 4_000)
+
+    def members(state: ms.MembershipState) -> dict[str, str]:
+        return {names[a]: m.role.value for a, m in state.members.items()}
+
+    def valid(name: str, entries: list[bytes]) -> dict[str, Any]:
+        result = ms.fold(SPACE, entries, regs.get)
+        return {"name": name, "entries": [e.hex() for e in entries],
+                "members": members(result.state), "head": result.state.head.hex(),
+                "refused": [[i, exc.code.value] for i, exc in result.refused]}
+
+    def by_hand(state: ms.MembershipState, key: DeviceKeys, **over: Any) -> bytes:
+        body = {"v": 1, "space": SPACE, "type": "add", "prev": state.head,
+                "member": people["bob"].account_id, "signer": w.account.account_id,
+                "device": key.device_id, "registry_seq": alice_reg.seq, "ts": NOW_MS,
+                "account_key": bob.public.signing_key.raw, "recovery_key": bob.public.recovery_key,
+                "role": "writer", **over}
+        raw = encode({k: v for k, v in body.items() if v is not None})
+        return ms.assemble_entry(raw, ms.sign_body(raw, key))
+
+    s1, s2, s4 = states[1], states[2], states[4]
+    good = ms.add_member(s1, w.laptop, alice_reg, carol.public, ms.Role.READER, NOW_MS)
+    dave = AccountKeys.from_secret(seed("account/dave")).public
+    invalid = [{"name": n, "preceding": [e.hex() for e in log[:k]], "entry": e.hex(),
+                "code": code} for n, k, e, code in (
+        ("bit flip in the signature", 2, _flip(good, len(good) - 1), Code.SIG_INVALID),
+        ("signed by another device than it names", 2, by_hand(s1, w.phone, device=w.laptop
+                                                            .device_id, member=carol.account_id,
+                                                            account_key=carol.public
+                                                            .signing_key.raw,
+                                                            recovery_key=carol.public
+                                                            .recovery_key), Code.SIG_INVALID),
+        ("add signed by a writer", 2, ms.add_member(s1, devices["bob"], bob_reg, dave,
+                                                    ms.Role.READER, NOW_MS),
+         Code.NOT_AUTHORIZED),
+        ("remove signed by a reader", 3, ms.remove_member(s2, devices["carol"], carol_reg,
+                                                          bob.account_id, NOW_MS),
+         Code.NOT_AUTHORIZED),
+        ("add signed by a non-member", 1, ms.add_member(states[0], devices["bob"], bob_reg,
+                                                        dave, ms.Role.READER, NOW_MS),
+         Code.NOT_AUTHORIZED),
+        ("leave signed for another member", 3, by_hand(
+            s2, devices["bob"], type="leave", member=carol.account_id, signer=bob.account_id,
+            registry_seq=0, account_key=None, recovery_key=None, role=None),
+         Code.NOT_AUTHORIZED),
+        ("signed by a revoked device (tablet)", 1, ms.add_member(
+            states[0], w.tablet, alice_reg, bob.public, ms.Role.WRITER, NOW_MS), Code.REVOKED),
+        ("signed by a device of another account", 1, by_hand(states[0], devices["bob"]),
+         Code.UNKNOWN_DEVICE),
+        ("registry position beyond the verifier's registry", 1, by_hand(
+            states[0], w.laptop, registry_seq=alice_reg.seq + 1), Code.WRONG_CONTEXT),
+        ("last admin removed", 2, ms.remove_member(s1, w.laptop, alice_reg,
+                                                   w.account.account_id, NOW_MS),
+         Code.MEMBERSHIP_INVALID),
+        ("last admin demoted", 2, ms.change_role(s1, w.laptop, alice_reg,
+                                                 w.account.account_id, ms.Role.WRITER,
+                                                 NOW_MS), Code.MEMBERSHIP_INVALID),
+        ("last admin leaves", 2, ms.leave(s1, w.laptop, alice_reg, NOW_MS),
+         Code.MEMBERSHIP_INVALID),
+        ("duplicate add", 2, ms.add_member(s1, w.laptop, alice_reg, bob.public,
+                                           ms.Role.READER, NOW_MS), Code.MEMBERSHIP_INVALID),
+        ("role change for a non-member", 2, ms.change_role(s1, w.laptop, alice_reg,
+                                                           carol.account_id, ms.Role.WRITER,
+                                                           NOW_MS), Code.MEMBERSHIP_INVALID),
+        ("create not first", 1, ms.create(SPACE, w.phone, alice_reg, NOW_MS),
+         Code.MEMBERSHIP_INVALID),
+        ("replay of an applied entry", 5, log[1], Code.MEMBERSHIP_INVALID),
+        ("entry of a removed member", 5, ms.leave(s4, devices["bob"], bob_reg, NOW_MS),
+         Code.NOT_AUTHORIZED),
+        ("another space", 1, ms.add_member(ms.MembershipState(
+            bytes(16), s1.members, s1.applied, s1.registry_seqs, s1.applied_set), w.laptop,
+            alice_reg, carol.public, ms.Role.READER, NOW_MS), Code.WRONG_CONTEXT),
+        ("member id is not its key's", 1, by_hand(states[0], w.laptop,
+                                                  member=carol.account_id),
+         Code.MEMBERSHIP_INVALID),
+        ("unknown type", 1, by_hand(states[0], w.laptop, type="invite"),
+         Code.UNSUPPORTED_VERSION),
+        ("unknown role", 1, by_hand(states[0], w.laptop, role="owner"), Code.MALFORMED),
+        ("unknown field", 1, by_hand(states[0], w.laptop, note="hi"), Code.MALFORMED),
+        ("non-canonical encoding (long array head)", 1, b"\x98\x03" + good[1:],
+         Code.MALFORMED),
+        ("trailing byte", 1, good + b"\x00", Code.MALFORMED),
+    )]
+    context = {
+        **w.context(),
+        "members": {n: {"account_secret": seed(f"account/{n}").hex(),
+                        "account_id": people[n].account_id.hex(),
+                        "registry": [e.hex() for e in entries[n]],
+                        "device": {"signing_seed": seed(f"{n}/laptop/sign").hex(),
+                                   "kx_seed": seed(f"{n}/laptop/kx").hex(),
+                                   "device_id": devices[n].device_id.hex()}}
+                    for n in people},
+        "owner": "alice (the context account)",
+    }
+    return {"context": context, "valid": [
+        valid("create", log[:1]),
+        valid("create, add bob writer, add carol reader (by the phone)", log[:3]),
+        valid("carol made admin removes bob; alice leaves", log),
+        valid("two admins remove each other: the log's first wins (carol's)",
+              [*log[:4], alice_out, carol_out]),
+        valid("two admins remove each other: the log's first wins (alice's)",
+              [*log[:4], carol_out, alice_out]),
+    ], "invalid": invalid}
+
+
 def _tree_heads() -> dict[str, Any]:
     relay = Ed25519SigningKey.from_seed(seed("relay"))
     tree = MerkleTree()
@@ -732,6 +875,7 @@ def generate() -> dict[str, Any]:
         "payload.json": _payloads,
         "snapshot_chunked.json": lambda: _chunked_snapshots(w),
         "snapshot_attestation.json": lambda: _attestations(w),
+        "membership.json": lambda: _memberships(w),
     }
     return {name: {"generator": "python -m sddsf.testing.vectorgen tests/vectors", **make()}
             for name, make in makers.items()}
