@@ -10,6 +10,7 @@ and that it refuses (writes nothing) once the connection is closing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -49,21 +50,28 @@ class _App:
         self.after_close.set_result(writer(text_frame("too late")))
 
 
-@pytest.fixture
-async def server() -> AsyncIterator[tuple[_App, int]]:
-    app = _App()
+@contextlib.asynccontextmanager
+async def serving(app: _App, *, deflate: bool = False) -> AsyncIterator[int]:
+    """A real uvicorn server with the relay's protocol on a free port; yields the port."""
     port = free_port()
     config = uvicorn.Config(app, host="127.0.0.1", port=port, ws=LiveWebSocketProtocol,
-                            ws_per_message_deflate=False, lifespan="off", log_level="error")
+                            ws_per_message_deflate=deflate, lifespan="off", log_level="error")
     srv = uvicorn.Server(config)
     task = asyncio.create_task(srv.serve())
     while not srv.started:
         await asyncio.sleep(0.01)
     try:
-        yield app, port
+        yield port
     finally:
         srv.should_exit = True
         await asyncio.wait_for(task, 10)
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[tuple[_App, int]]:
+    app = _App()
+    async with serving(app) as port:
+        yield app, port
 
 
 async def test_direct_frames_arrive_in_order_after_asgi_sends(
@@ -88,17 +96,7 @@ async def test_the_writer_refuses_once_the_connection_is_closed(
 async def test_not_offered_when_compression_was_negotiated() -> None:
     # With permessage-deflate a pre-encoded frame is not valid on the wire.
     app = _App()
-    port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, ws=LiveWebSocketProtocol,
-                            ws_per_message_deflate=True, lifespan="off", log_level="error")
-    srv = uvicorn.Server(config)
-    task = asyncio.create_task(srv.serve())
-    while not srv.started:
-        await asyncio.sleep(0.01)
-    try:
-        async with websockets.connect(f"ws://127.0.0.1:{port}/") as ws:
-            assert await asyncio.wait_for(ws.recv(), 5) == "through asgi"
-    finally:
-        srv.should_exit = True
-        await asyncio.wait_for(task, 10)
+    async with serving(app, deflate=True) as port, \
+            websockets.connect(f"ws://127.0.0.1:{port}/") as ws:
+        assert await asyncio.wait_for(ws.recv(), 5) == "through asgi"
     assert app.offered == [False]
