@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -34,7 +35,7 @@ import pycrdt
 ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT / "bench"))
 
-from trace_sync import apply_edit, load  # noqa: E402
+from trace_sync import TRACE, apply_edit, load  # noqa: E402
 
 from sddsf.client.device import Device  # noqa: E402
 from sddsf.client.engine.common import store_kind  # noqa: E402
@@ -56,7 +57,8 @@ def _open(work: Path) -> Device:
 
 
 async def setup(work: Path, relay_url: str, n: int, debounce: int) -> None:
-    edits, end = load(n)
+    trace = load(Path(os.environ.get("SDDSF_TRACE", str(TRACE))), n)
+    edits, end = trace.edits, trace.end
     a, _ = await Device.create_account(work / "a", relay_url, "a", passphrase=None,
                                        insecure_plaintext=True)
     a.snapshot_every = 0
@@ -82,7 +84,7 @@ async def setup(work: Path, relay_url: str, n: int, debounce: int) -> None:
         _emit({"space": space.hex(), "ops": ops, "edits": len(edits),
                "log_size": a.verified_size(space), "state_bytes": len(doc.get_update()),
                "text_chars": len(result),
-               "matches_end": result == end if n >= 259_778 else None, "typed_s": typed_s})
+               "matches_end": result == end if trace.complete else None, "typed_s": typed_s})
     finally:
         await a.close()
 

@@ -335,6 +335,17 @@ export class BrowserDevice {
   }
 
   private async syncOnce(): Promise<SyncSummary> {
+    // A new device reads this sync through the relay's signed first-sync
+    // bundle (§17.9); every part is verified where it is used.
+    await this.session.prefetchFirstSync();
+    try {
+      return await this.syncSteps();
+    } finally {
+      this.session.endPrefetch();
+    }
+  }
+
+  private async syncSteps(): Promise<SyncSummary> {
     let pushed = 0;
     let applied = 0;
     let skipped = 0;
@@ -389,8 +400,9 @@ export class BrowserDevice {
         applied += more.applied.length;
       }
       await this.persist(st);
-      await this.acknowledge(st);
     }
+    // Acknowledged once every space was read: a write ends the first-sync bundle's use.
+    for (const st of this.spaces.values()) await this.acknowledge(st);
     this.alerts.push(...alerts);
     const sizes = new Map([...this.spaces].map(([k, st]) => [k, st.replica.size]));
     return { pushed, applied, rejected, skipped, rotated, alerts, sizes, readOnly };

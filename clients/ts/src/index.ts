@@ -7,6 +7,7 @@
 
 export * as approval from "./approval.js";
 export * as auth from "./auth.js";
+export * as bootstrap from "./bootstrap.js";
 export * as bytes from "./bytes.js";
 export * as cbor from "./cbor.js";
 export * as controller from "./controller.js";

@@ -55,6 +55,7 @@ export const KV_RECORD_SIG = "sddsf/v1/kv/record";
 export const AUTH_CHALLENGE_MAC = "sddsf/v1/auth/challenge-mac";
 export const REQUEST_KEY_SIG = "sddsf/v1/request/key-sig";
 export const ALERT_ACK_SIG = "sddsf/v1/controller/alert-ack";
+export const BOOTSTRAP_SIG = "sddsf/v1/bootstrap/sig";
 export const MEMBERSHIP_SIG = "sddsf/v1/membership/sig";
 export const MEMBERSHIP_ENTRY = "sddsf/v1/membership/entry";
 

@@ -9,10 +9,18 @@
  *
  * It trusts nothing it receives: callers verify registries, key packages,
  * tree heads and proofs with the protocol modules (see `./sync.js`).
+ *
+ * A new device's first sync may read through one signed first-sync bundle
+ * (`GET /v1/bootstrap`, §17.9; {@link RelayClient.prefetchFirstSync}): while
+ * it is held, the registry, spaces, key packages, snapshots, attestations,
+ * chunks and pages of the log it holds are answered from it, with the bytes
+ * the endpoints would have served, until {@link RelayClient.endPrefetch} or
+ * any write.
  */
 
+import { BOOTSTRAP_FEATURE, BOOTSTRAP_NONCE_SIZE, Prefetched, verifyBootstrap } from "./bootstrap.js";
 import { b64, unb64 } from "./bytes.js";
-import { randomBytes } from "./crypto.js";
+import { randomBytes, type Ed25519PublicKey } from "./crypto.js";
 import { AuthenticationError, Code, DecodeError, errorFromWire, NotFoundError, RateLimitedError,
   UnavailableError } from "./errors.js";
 import { AccountKeys, type DeviceKeys } from "./identity.js";
@@ -135,6 +143,10 @@ export class RelayClient {
   readonly baseUrl: string;
   /** The relay's tree-head key, as it stated it when this client opened a session (unpinned). */
   relayId: Uint8Array | null = null;
+  /** The optional features the relay listed at the last session opening (empty for a relay that predates the list). */
+  features: ReadonlySet<string> = new Set();
+  /** The first-sync bundle answering reads (see {@link prefetchFirstSync}). */
+  private prefetched: Prefetched | null = null;
   private readonly device: DeviceKeys | undefined;
   private readonly accountId: Uint8Array | undefined;
   private readonly clock: () => number;
@@ -277,6 +289,7 @@ export class RelayClient {
     }
     this.token = unb64(s.token, "token", 32);
     this.tokenExpiresMs = Number(s.expires_ms);
+    this.features = new Set(Array.isArray(s.features) ? s.features.filter((f: unknown) => typeof f === "string") : []);
     return this.token;
   }
 
@@ -318,6 +331,58 @@ export class RelayClient {
     return this.relayId!;
   }
 
+  // ------------------------------------------------- first-sync bundle (§17.9)
+
+  /** The signed first-sync bundle for `nonce` (`GET /v1/bootstrap`; verify it, then every component). */
+  async bootstrap(nonce: Uint8Array): Promise<Uint8Array> {
+    const r = await this.send("GET", "/v1/bootstrap", { authed: true, params: { nonce: b64(nonce) } });
+    return unb64(r.bundle, "bundle");
+  }
+
+  /**
+   * Read a new device's first sync in one request: when the session lists
+   * the `bootstrap` feature, fetch a bundle for a fresh nonce, check its
+   * signature under `relayKey` (the pinned key) and its binding to this
+   * request, and answer the reads it holds from it until {@link endPrefetch}
+   * or any write. Returns false (the reads go to their endpoints) for a relay
+   * without the feature or a node answering 404.
+   *
+   * @throws ProofError `tree_head_invalid` for a bundle altered on the way or
+   *   answering another request (nothing of it is used); DecodeError a
+   *   malformed one; the session's errors.
+   */
+  async prefetchFirstSync(relayKey: Ed25519PublicKey): Promise<boolean> {
+    this.prefetched = null;
+    await this.sessionToken();
+    if (!this.features.has(BOOTSTRAP_FEATURE) || this.device === undefined || this.accountId === undefined) return false;
+    const nonce = randomBytes(BOOTSTRAP_NONCE_SIZE);
+    let raw: Uint8Array;
+    try {
+      raw = await this.bootstrap(nonce);
+    } catch (e) {
+      if (e instanceof NotFoundError) return false; // a node without the endpoint (mid-upgrade)
+      throw e;
+    }
+    this.prefetched = new Prefetched(verifyBootstrap(raw, relayKey,
+      { account: this.accountId, device: this.device.deviceId, nonce }));
+    return true;
+  }
+
+  /** Whether a first-sync bundle answers reads now. */
+  get prefetching(): boolean {
+    return this.prefetched !== null;
+  }
+
+  /** Stop answering reads from the first-sync bundle. */
+  endPrefetch(): void {
+    this.prefetched = null;
+  }
+
+  private wrote(): void {
+    // A write may change what the relay holds: every later read asks it.
+    this.prefetched = null;
+  }
+
   // -------------------------------------------------------------- registry
 
   /** Upload a genesis entry; returns the account id (idempotent). */
@@ -333,6 +398,8 @@ export class RelayClient {
    * secret passes the account keys (§17.3.3).
    */
   async registry(accountId: Uint8Array, since = 0, signer?: DeviceKeys | AccountKeys): Promise<Uint8Array[]> {
+    const held = this.prefetched?.registry(accountId, since);
+    if (held) return held;
     const own = this.accountId !== undefined && b64(accountId) === b64(this.accountId);
     const key = signer ?? (own ? this.device : undefined);
     const r = await this.send("GET", `/v1/accounts/${b64(accountId)}/registry`, { params: { since }, key });
@@ -341,6 +408,7 @@ export class RelayClient {
 
   /** Append a signed entry; returns the next seq. */
   async appendRegistry(accountId: Uint8Array, entry: Uint8Array): Promise<number> {
+    this.wrote();
     const r = await this.send("POST", `/v1/accounts/${b64(accountId)}/registry`, { body: { entry: b64(entry) } });
     return Number(r.next_seq);
   }
@@ -354,30 +422,36 @@ export class RelayClient {
 
   /** Create a space with its epoch-0 key package. */
   async createSpace(spaceId: Uint8Array, keyPackage: Uint8Array): Promise<SpaceInfo> {
+    this.wrote();
     return RelayClient.space(await this.send("POST", "/v1/spaces", { signed: true,
       body: { space_id: b64(spaceId), key_package: b64(keyPackage) } }));
   }
 
   /** The account's spaces. */
   async listSpaces(): Promise<SpaceInfo[]> {
+    if (this.prefetched) return this.prefetched.listSpaces();
     const r = await this.send("GET", "/v1/spaces", { authed: true });
     return (r.spaces as Json[]).map(RelayClient.space);
   }
 
   /** Open the next epoch. */
   async putKeyPackage(spaceId: Uint8Array, keyPackage: Uint8Array): Promise<SpaceInfo> {
+    this.wrote();
     return RelayClient.space(await this.send("POST", `/v1/spaces/${b64(spaceId)}/keys`, { signed: true,
       body: { key_package: b64(keyPackage) } }));
   }
 
   /** Key packages from `sinceEpoch`. */
   async keyPackages(spaceId: Uint8Array, sinceEpoch = 0): Promise<Uint8Array[]> {
+    const held = this.prefetched?.keyPackages(spaceId, sinceEpoch);
+    if (held) return held;
     const r = await this.send("GET", `/v1/spaces/${b64(spaceId)}/keys`, { authed: true, params: { since_epoch: sinceEpoch } });
     return (r.key_packages as string[]).map((p) => unb64(p, "key package"));
   }
 
   /** Upload a batch; returns per-op results and the signed tree head bytes. */
   async upload(spaceId: Uint8Array, envelopes: readonly Uint8Array[], proofs = true): Promise<[UploadResult[], Uint8Array]> {
+    this.wrote();
     const r = await this.send("POST", `/v1/spaces/${b64(spaceId)}/ops`, { signed: true,
       body: { ops: envelopes.map(b64), proofs } });
     const results: UploadResult[] = (r.results as Json[]).map((x) => ({
@@ -390,6 +464,8 @@ export class RelayClient {
 
   /** One page of ops after `after` and the current signed tree head bytes. */
   async pull(spaceId: Uint8Array, after = -1, limit = 500): Promise<[PulledOp[], Uint8Array]> {
+    const held = this.prefetched?.pull(spaceId, after, limit);
+    if (held) return held;
     const r = await this.send("GET", `/v1/spaces/${b64(spaceId)}/ops`, { authed: true, params: { after, limit } });
     const ops: PulledOp[] = (r.ops as Json[]).map((o) => ({
       offset: Number(o.offset), opId: unb64(o.op_id, "op_id", 32), leafHash: unb64(o.leaf_hash, "leaf_hash", 32),
@@ -422,12 +498,14 @@ export class RelayClient {
 
   /** Tell the relay this device applied every op up to `offset`: `[stored ack, pruned before]`. */
   async acknowledge(spaceId: Uint8Array, offset: number): Promise<[number, number]> {
+    this.wrote();
     const r = await this.send("POST", `/v1/spaces/${b64(spaceId)}/ack`, { signed: true, body: { offset } });
     return [Number(r.acked), Number(r.pruned_before)];
   }
 
   /** Store a signed encrypted snapshot; returns the stored cover offset. */
   async putSnapshot(spaceId: Uint8Array, docId: Uint8Array, coversOffset: number, blob: Uint8Array): Promise<number> {
+    this.wrote();
     const r = await this.send("PUT", `/v1/spaces/${b64(spaceId)}/docs/${b64(docId)}/snapshot`, { signed: true,
       body: { covers_offset: coversOffset, blob: b64(blob) } });
     return Number(r.covers_offset);
@@ -435,30 +513,38 @@ export class RelayClient {
 
   /** A doc's snapshot `[covers_offset, blob]` (NotFoundError when none). */
   async getSnapshot(spaceId: Uint8Array, docId: Uint8Array): Promise<[number, Uint8Array]> {
+    const held = this.prefetched?.snapshot(spaceId, docId);
+    if (held) return held;
     const r = await this.send("GET", `/v1/spaces/${b64(spaceId)}/docs/${b64(docId)}/snapshot`, { authed: true });
     return [Number(r.covers_offset), unb64(r.blob, "blob")];
   }
 
   /** Store one chunk of a chunked snapshot (upload every chunk, then the manifest). */
   async putSnapshotChunk(spaceId: Uint8Array, chunkId: Uint8Array, blob: Uint8Array): Promise<void> {
+    this.wrote();
     await this.send("PUT", `/v1/spaces/${b64(spaceId)}/snapshot-chunks/${b64(chunkId)}`, { signed: true,
       body: { blob: b64(blob) } });
   }
 
   /** One chunk of a chunked snapshot (check it against its manifest). */
   async getSnapshotChunk(spaceId: Uint8Array, chunkId: Uint8Array): Promise<Uint8Array> {
+    const held = this.prefetched?.chunk(spaceId, chunkId);
+    if (held) return held;
     const r = await this.send("GET", `/v1/spaces/${b64(spaceId)}/snapshot-chunks/${b64(chunkId)}`, { authed: true });
     return unb64(r.blob, "blob");
   }
 
   /** Send this device's signed verdict on the doc's current snapshot. */
   async attestSnapshot(spaceId: Uint8Array, docId: Uint8Array, attestation: Uint8Array): Promise<void> {
+    this.wrote();
     await this.send("POST", `/v1/spaces/${b64(spaceId)}/docs/${b64(docId)}/snapshot/attestations`, { signed: true,
       body: { attestation: b64(attestation) } });
   }
 
   /** `[snapshot id, attestations]` of the doc's current snapshot (unverified). */
   async snapshotAttestations(spaceId: Uint8Array, docId: Uint8Array): Promise<[Uint8Array | null, Uint8Array[]]> {
+    const held = this.prefetched?.attestations(spaceId, docId);
+    if (held) return held;
     const r = await this.send("GET", `/v1/spaces/${b64(spaceId)}/docs/${b64(docId)}/snapshot/attestations`, { authed: true });
     return [r.snapshot_id ? unb64(r.snapshot_id, "snapshot_id", 32) : null,
       (r.attestations as string[]).map((a) => unb64(a, "attestation"))];

@@ -45,8 +45,8 @@ import { Ed25519PublicKey, randomBytes } from "./crypto.js";
 import { docIdFor, editOf, type OpPayload } from "./docs.js";
 import { decodeEnvelope, GENESIS_PREV, headerToWire, openOp, sealOp, type OpEnvelope, type OpHeader,
   type TreeHeadRef } from "./envelope.js";
-import { AuthorizationError, Code, ConfigError, ConflictError, DecodeError, EpochError, NotFoundError, ProofError,
-  SddsfError, UsageError } from "./errors.js";
+import { AuthenticationError, AuthorizationError, Code, ConfigError, ConflictError, DecodeError, EpochError, NotFoundError,
+  ProofError, SddsfError, UsageError } from "./errors.js";
 import type { AccountPublic, DeviceKeys } from "./identity.js";
 import { buildKeyPackage, needsRotation, openKeyHistory, revokedSince, verifyKeyPackage,
   type KeyPackage } from "./keypackage.js";
@@ -165,6 +165,37 @@ export class DeviceSession {
         Code.TREE_HEAD_INVALID);
     }
     return this.relayKey;
+  }
+
+  /**
+   * A new device (no verified tree head of any space): read this sync through
+   * the relay's first-sync bundle (§17.9), verified under the pinned relay key
+   * ({@link pinRelay} first). Every component is then verified where it is
+   * used, exactly as when its endpoint serves it. Returns false, and the reads
+   * go to their endpoints, for a device that already pulled a log, one the
+   * verified registry lists as inactive or whose session is refused (the sync
+   * then says why), a relay without the feature, or a node answering 404.
+   * Call {@link endPrefetch} when the sync ends.
+   *
+   * @throws ProofError `tree_head_invalid`: a bundle altered on the way or
+   *   answering another request, or a relay key that changed; DecodeError a
+   *   malformed bundle.
+   */
+  async prefetchFirstSync(): Promise<boolean> {
+    if (this.replicas().some((r) => r.head !== null)) return false;
+    if (this.registryState !== null && !this.registryState.isActive(this.deviceId)) return false;
+    try {
+      return await this.relay.prefetchFirstSync(await this.pinRelay());
+    } catch (e) {
+      // No session for this device (revoked or awaiting approval): the sync says why.
+      if (e instanceof AuthenticationError || e instanceof AuthorizationError) return false;
+      throw e;
+    }
+  }
+
+  /** Read from the endpoints again (the sync that used the first-sync bundle ended). */
+  endPrefetch(): void {
+    this.relay.endPrefetch();
   }
 
   /** The relay key, which must be pinned. */
