@@ -9,32 +9,11 @@ from sddsf.crypto import Ed25519SigningKey
 from sddsf.errors import Code, DecodeError, ProofError
 from sddsf.protocol import labels
 from sddsf.protocol.bootstrap import (
-    BundledOp,
-    BundledSnapshot,
-    BundledSpace,
-    sign_bootstrap,
     verify_bootstrap,
 )
 from sddsf.protocol.encoding import decode, encode
 from sddsf.protocol.labels import labelled
-
-KEY = Ed25519SigningKey.from_seed(bytes(range(32)))
-ACCOUNT, DEVICE, NONCE = b"a" * 32, b"d" * 32, b"n" * 16
-SPACE = BundledSpace(
-    b"s" * 16, 3, b"r" * 32, 1, b"head", keys=(b"kp0", b"kp1"),
-    snapshots=(BundledSnapshot(bytes(16), 1, b"manifest", b"i" * 32, (b"att",)),
-               BundledSnapshot(bytes(15) + b"\x01", -1, None, None, ())),
-    chunks={b"c" * 32: b"chunk"}, after=1,
-    ops=(BundledOp(2, b"o" * 32, b"l" * 32, b"env"),))
-BARE = BundledSpace(b"t" * 16, 0, b"z" * 32, -1, b"head2")
-
-
-def bundle(**overrides: object) -> bytes:
-    args: dict[str, object] = {"account": ACCOUNT, "device": DEVICE, "nonce": NONCE,
-                               "ts_ms": 7, "registry": [b"g", b"e"], "policy": b"p",
-                               "spaces": [SPACE, BARE]}
-    args.update(overrides)
-    return sign_bootstrap(KEY, **args)  # type: ignore[arg-type]
+from sddsf.testing.bootstrap_samples import ACCOUNT, BARE, DEVICE, KEY, NONCE, SPACE, bundle
 
 
 def check(raw: bytes):  # type: ignore[no-untyped-def]

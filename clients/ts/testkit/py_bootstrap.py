@@ -16,38 +16,18 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sddsf.crypto import Ed25519SigningKey
 from sddsf.errors import SddsfError
 from sddsf.protocol import labels
 from sddsf.protocol.bootstrap import (
     Bootstrap,
-    BundledOp,
-    BundledSnapshot,
-    BundledSpace,
-    sign_bootstrap,
     verify_bootstrap,
 )
 from sddsf.protocol.encoding import decode, encode
 from sddsf.protocol.labels import labelled
+from sddsf.testing.bootstrap_samples import ACCOUNT, DEVICE, KEY, NONCE, bundle
 
-KEY = Ed25519SigningKey.from_seed(bytes(range(32)))
-ACCOUNT, DEVICE, NONCE = b"a" * 32, b"d" * 32, b"n" * 16
-SPACE = BundledSpace(
-    b"s" * 16, 3, b"r" * 32, 1, b"head", keys=(b"kp0", b"kp1"),
-    snapshots=(BundledSnapshot(bytes(16), 1, b"manifest", b"i" * 32, (b"att",)),
-               BundledSnapshot(bytes(15) + b"\x01", -1, None, None, ())),
-    chunks={b"c" * 32: b"chunk"}, after=1,
-    ops=(BundledOp(2, b"o" * 32, b"l" * 32, b"env"), BundledOp(3, b"p" * 32, b"m" * 32, None)))
-BARE = BundledSpace(b"t" * 16, 0, b"z" * 32, -1, b"head2")
 SPACE_KEYS = ("space", "size", "root", "epoch", "head")
 EMPTY_SNAP = [bytes(16), 1, None, None, []]
-
-
-def bundle(**overrides: object) -> bytes:
-    args: dict[str, object] = {"account": ACCOUNT, "device": DEVICE, "nonce": NONCE, "ts_ms": 7,
-                               "registry": [b"g", b"e"], "policy": b"p", "spaces": [SPACE, BARE]}
-    args.update(overrides)
-    return sign_bootstrap(KEY, **args)  # type: ignore[arg-type]
 
 
 def body() -> dict[str, object]:
