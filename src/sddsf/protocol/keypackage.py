@@ -30,12 +30,18 @@ gives the ones before, and so on down to epoch 0 along the verified chain
 (:func:`open_key_history`), however many epochs there are. Version 1 packages
 (old history) carried up to :data:`MAX_KEY_HISTORY` earlier keys inside each
 sealed key instead; they stay readable.
+
+Version 3 packages (spaces shared between accounts) are decoded here and
+built and verified by :mod:`sddsf.protocol.keypackage_v3`: the body drops
+``registry_seq`` and adds ``creator_account``, ``members`` (each member
+account with the registry position its devices were taken at) and
+``membership`` (the membership head the members were read at).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Final
 
 from sddsf.crypto import (
@@ -69,7 +75,10 @@ from sddsf.protocol.schema import decode_signed
 __all__ = [
     "KEY_PACKAGE_VERSION",
     "KEY_PACKAGE_VERSIONS",
+    "KEY_PACKAGE_VERSION_SHARED",
     "MAX_KEY_HISTORY",
+    "MAX_PACKAGE_MEMBERS",
+    "MAX_PACKAGE_RECIPIENTS",
     "MAX_WRAPPED_KEYS",
     "KeyPackage",
     "build_key_package",
@@ -80,18 +89,32 @@ __all__ = [
     "open_epoch_keys",
     "open_key_history",
     "package_hash",
+    "registry_seq_for",
     "revoked_since",
     "unwrap_previous_keys",
     "verify_key_package",
 ]
 
-#: The version new packages use; version 1 (sealed history lists) is read only.
+#: The version new packages of a one-account space use; version 1 (sealed
+#: history lists) is read only.
 KEY_PACKAGE_VERSION: Final = 2
-KEY_PACKAGE_VERSIONS: Final = frozenset({1, KEY_PACKAGE_VERSION})
+#: The version of a shared space's packages (:mod:`sddsf.protocol.keypackage_v3`).
+KEY_PACKAGE_VERSION_SHARED: Final = 3
+KEY_PACKAGE_VERSIONS: Final = frozenset({1, KEY_PACKAGE_VERSION, KEY_PACKAGE_VERSION_SHARED})
+#: Member accounts one version 3 package may list.
+MAX_PACKAGE_MEMBERS: Final = 1024
+#: Recipients of one version 3 package: 1024 members with one device each plus
+#: their recovery keys (one account alone keeps its own bound, max_devices + 1).
+#: A package at both bounds that wraps one earlier key is 387,500 bytes, under
+#: the default ``max_key_package`` (512 KiB).
+MAX_PACKAGE_RECIPIENTS: Final = 2 * MAX_PACKAGE_MEMBERS
 _ZERO: Final = bytes(32)
 _FIELDS_V1: Final = ("v", "space", "epoch", "prev", "creator", "ts", "registry_seq",
                      "recipients")
-_FIELDS: Final = {1: _FIELDS_V1, 2: (*_FIELDS_V1, "key_commit", "prev_keys")}
+_FIELDS_V2: Final = (*_FIELDS_V1, "key_commit", "prev_keys")
+_FIELDS: Final = {1: _FIELDS_V1, 2: _FIELDS_V2,
+                  3: (*(k for k in _FIELDS_V2 if k != "registry_seq"), "creator_account",
+                      "members", "membership")}
 #: Version 1 only: earlier epoch keys carried in one sealed key.
 MAX_KEY_HISTORY: Final = 255
 #: Earlier epoch keys one version 2 package may wrap (a package normally wraps
@@ -106,7 +129,14 @@ _SEALED_SIZE: Final = 48 + 100 + 34 * MAX_KEY_HISTORY
 
 @dataclass(frozen=True, slots=True)
 class KeyPackage:
-    """A decoded key package (``key_commit`` and ``prev_keys`` are None in version 1)."""
+    """A decoded key package (``key_commit`` and ``prev_keys`` are None in version 1).
+
+    ``creator_account``, ``members`` and ``membership`` are set in version 3
+    only (None before). A version 3 package has no single ``registry_seq``:
+    there the field holds the creator account's stated position (0 if the
+    creator account is not listed, which verification refuses); use
+    :func:`registry_seq_for` for any member's.
+    """
 
     space: bytes
     epoch: int
@@ -122,6 +152,22 @@ class KeyPackage:
     version: int = KEY_PACKAGE_VERSION
     key_commit: bytes | None = None
     prev_keys: bytes | None = None  # the wrapped earlier keys (AEAD output)
+    creator_account: bytes | None = None
+    #: (member account id, registry seq), strictly increasing by account id.
+    members: tuple[tuple[bytes, int], ...] | None = None
+    membership: bytes | None = None  # hash of the membership head the members come from
+
+
+def registry_seq_for(pkg: KeyPackage, account_id: bytes) -> int | None:
+    """The registry position at which ``pkg`` took ``account_id``'s devices.
+
+    Version 3: the member's stated seq, or None if the account is not a member
+    of the package. Versions 1 and 2 name one account's position only, which
+    this returns whatever ``account_id`` is (the caller knows the account).
+    """
+    if pkg.members is None:
+        return pkg.registry_seq
+    return dict(pkg.members).get(account_id)
 
 
 def package_hash(package_bytes: bytes) -> bytes:
@@ -176,6 +222,31 @@ def build_key_package(*, creator: DeviceKeys, registry: RegistryState, space: by
         raise UsageError("only an active device can create a key package")
     targets = {r.device_id: r.public.kx_key for r in registry.active_devices()}
     targets[registry.account_id] = registry.account.recovery_key
+    return sign_package(creator, {
+        "v": KEY_PACKAGE_VERSION, "space": space, "epoch": epoch,
+        "prev": prev if epoch else _ZERO, "creator": creator.device_id, "ts": ts_ms,
+        "registry_seq": registry.seq,
+        **sealed_fields(targets, space=space, epoch=epoch, epoch_key=epoch_key,
+                        previous_keys=previous_keys, ephemeral_seeds=ephemeral_seeds)})
+
+
+# sealed_fields, sign_package, check_chain and active_at are shared with the
+# version 3 builder and verifier (sddsf.protocol.keypackage_v3); not public API.
+
+
+def sealed_fields(targets: Mapping[bytes, bytes], *, space: bytes, epoch: int,
+                  epoch_key: bytes, previous_keys: Sequence[bytes],
+                  ephemeral_seeds: Sequence[bytes] | None) -> dict[str, object]:
+    """The ``recipients``, ``key_commit`` and ``prev_keys`` body fields (10.2),
+    the same in versions 2 and 3.
+
+    Args:
+        targets: recipient id -> the X25519 public key its sealed key is for.
+        ephemeral_seeds: see :func:`build_key_package` (one per target, in id order).
+
+    Raises:
+        UsageError: a wrong seed count or wrong previous keys.
+    """
     if ephemeral_seeds is not None and len(ephemeral_seeds) != len(targets):
         raise UsageError(f"need {len(targets)} ephemeral seeds, got {len(ephemeral_seeds)}")
     history = list(previous_keys)[-MAX_WRAPPED_KEYS:]
@@ -191,13 +262,15 @@ def build_key_package(*, creator: DeviceKeys, registry: RegistryState, space: by
     if history:
         key, nonce = _wrap_key_and_nonce(space, epoch, epoch_key)
         wrapped = aead_encrypt(key, nonce, encode(history), _wrap_ad(space, epoch))
-    body = encode({"v": KEY_PACKAGE_VERSION, "space": space, "epoch": epoch,
-                   "prev": prev if epoch else _ZERO, "creator": creator.device_id, "ts": ts_ms,
-                   "registry_seq": registry.seq, "recipients": recipients,
-                   "key_commit": key_commitment(space, epoch, epoch_key),
-                   "prev_keys": wrapped})
-    return encode([KEY_PACKAGE_VERSION, body,
-                   creator.sign(labelled(labels.KEY_PACKAGE_SIG, body))])
+    return {"recipients": recipients, "key_commit": key_commitment(space, epoch, epoch_key),
+            "prev_keys": wrapped}
+
+
+def sign_package(creator: DeviceKeys, body: Mapping[str, object]) -> bytes:
+    """``[v, body_bytes, signature]``: the body encoded and signed by ``creator``."""
+    body_bytes = encode(dict(body))
+    return encode([body["v"], body_bytes,
+                   creator.sign(labelled(labels.KEY_PACKAGE_SIG, body_bytes))])
 
 
 def decode_key_package(data: bytes, *,
@@ -207,21 +280,16 @@ def decode_key_package(data: bytes, *,
     Raises:
         DecodeError: malformed, too large or an unsupported version.
     """
+    dl = limits.decode_limits(limits.max_key_package)
+    # A shared space's recipients array is longer than any other array in the
+    # protocol; its own bound is checked right after decoding.
     f, body_bytes, signature = decode_signed(
         data, what="key package", version=KEY_PACKAGE_VERSIONS, fields=_FIELDS.__getitem__,
-        limits=limits.decode_limits(limits.max_key_package))
-    recipients: dict[bytes, bytes] = {}
-    previous = b""
-    for item in f.list_("recipients", max_items=limits.max_devices + 1):
-        if (not isinstance(item, list) or len(item) != 2 or not isinstance(item[0], bytes)
-                or len(item[0]) != ID_SIZE or not isinstance(item[1], bytes)
-                or len(item[1]) > _SEALED_SIZE):
-            raise DecodeError("key package: each recipient is [32-byte id, sealed key]")
-        if item[0] <= previous:
-            raise DecodeError("key package: recipients must be sorted and unique")
-        previous = item[0]
-        recipients[item[0]] = item[1]
+        limits=replace(dl, max_items=max(dl.max_items, MAX_PACKAGE_RECIPIENTS)))
     version = f.int_("v")
+    recipients = _decode_recipients(f.list_(
+        "recipients", max_items=MAX_PACKAGE_RECIPIENTS if version >= KEY_PACKAGE_VERSION_SHARED
+        else limits.max_devices + 1))
     epoch = f.int_("epoch")
     prev = f.bytes_("prev", size=32)
     if epoch == 0 and prev != _ZERO:
@@ -237,11 +305,50 @@ def decode_key_package(data: bytes, *,
         if epoch == 0 and raw_wrapped is not None:
             raise DecodeError("key package: epoch 0 has no earlier keys to wrap")
         wrapped = raw_wrapped
+    space, creator, ts = (f.bytes_("space", size=SPACE_ID_SIZE),
+                          f.bytes_("creator", size=ID_SIZE), f.int_("ts"))
     raw = bytes(data)
-    return KeyPackage(f.bytes_("space", size=SPACE_ID_SIZE), epoch, prev,
-                      f.bytes_("creator", size=ID_SIZE), f.int_("ts"), f.int_("registry_seq"),
+    if version < KEY_PACKAGE_VERSION_SHARED:
+        return KeyPackage(space, epoch, prev, creator, ts, f.int_("registry_seq"), recipients,
+                          body_bytes, signature, raw, package_hash(raw), version, commit,
+                          wrapped)
+    creator_account = f.bytes_("creator_account", size=ID_SIZE)
+    members = _decode_members(f.list_("members", max_items=MAX_PACKAGE_MEMBERS))
+    return KeyPackage(space, epoch, prev, creator, ts, dict(members).get(creator_account, 0),
                       recipients, body_bytes, signature, raw, package_hash(raw), version,
-                      commit, wrapped)
+                      commit, wrapped, creator_account, members,
+                      f.bytes_("membership", size=32))
+
+
+def _decode_recipients(items: list[object]) -> dict[bytes, bytes]:
+    recipients: dict[bytes, bytes] = {}
+    previous = b""
+    for item in items:
+        if (not isinstance(item, list) or len(item) != 2 or not isinstance(item[0], bytes)
+                or len(item[0]) != ID_SIZE or not isinstance(item[1], bytes)
+                or len(item[1]) > _SEALED_SIZE):
+            raise DecodeError("key package: each recipient is [32-byte id, sealed key]")
+        if item[0] <= previous:
+            raise DecodeError("key package: recipients must be sorted and unique")
+        previous = item[0]
+        recipients[item[0]] = item[1]
+    return recipients
+
+
+def _decode_members(items: list[object]) -> tuple[tuple[bytes, int], ...]:
+    members: list[tuple[bytes, int]] = []
+    previous = b""
+    for item in items:
+        if (not isinstance(item, list) or len(item) != 2 or not isinstance(item[0], bytes)
+                or len(item[0]) != ID_SIZE or type(item[1]) is not int or item[1] < 0):
+            raise DecodeError("key package: each member is [32-byte account id, registry seq]")
+        if item[0] <= previous:
+            raise DecodeError("key package: members must be sorted and unique")
+        previous = item[0]
+        members.append((item[0], item[1]))
+    if not members:
+        raise DecodeError("key package: a version 3 package lists at least one member")
+    return tuple(members)
 
 
 def verify_key_package(data: bytes, *, registry: RegistryState, space: bytes,
@@ -254,20 +361,22 @@ def verify_key_package(data: bytes, *, registry: RegistryState, space: bytes,
         previous: the verified package of epoch ``epoch - 1`` (None for epoch 0).
 
     Raises:
-        DecodeError, ContextError (other space, broken epoch chain),
+        DecodeError, ContextError (a version 3 package, other space, broken epoch
+        chain, a version 3 previous package),
         AuthorizationError (creator or a recipient not active, an active device
         or the recovery key missing),
         SignatureError.
     """
     pkg = decode_key_package(data, limits=limits)
-    if pkg.space != space:
-        raise ContextError("key package belongs to another space")
-    expected_epoch = 0 if previous is None else previous.epoch + 1
-    if pkg.epoch != expected_epoch:
-        raise EpochError(f"key package is for epoch {pkg.epoch}, expected {expected_epoch}",
-                         Code.UNKNOWN_EPOCH)
-    if pkg.prev != (_ZERO if previous is None else previous.hash):
-        raise ContextError("key package does not link to the previous epoch's package")
+    if pkg.version >= KEY_PACKAGE_VERSION_SHARED:
+        raise ContextError("key package is a shared space's (version 3); verify it with "
+                           "verify_key_package_v3")
+    check_chain(pkg, space, previous)
+    # A space moves to shared packages once; a one-account package after a
+    # shared one would drop the other members without a membership change.
+    if previous is not None and previous.version >= KEY_PACKAGE_VERSION_SHARED:
+        raise ContextError("a one-account key package (version 2) cannot follow a shared "
+                           "space's package (version 3)")
     if pkg.registry_seq > registry.seq:
         raise ContextError("key package refers to registry entries this device has not seen; "
                            "sync the registry first")
@@ -305,6 +414,31 @@ def verify_key_package(data: bytes, *, registry: RegistryState, space: bytes,
             raise AuthorizationError("key package leaves out a device that was active at its "
                                      "registry state", Code.NOT_AUTHORIZED)
     return pkg
+
+
+def check_chain(pkg: KeyPackage, space: bytes, previous: KeyPackage | None) -> None:
+    """The space and epoch-chain checks every version shares (10.5 steps 2-4).
+
+    Raises:
+        ContextError: another space, or ``prev`` is not the previous package's hash.
+        EpochError: ``unknown_epoch``: the epoch does not follow the previous one.
+    """
+    if pkg.space != space:
+        raise ContextError("key package belongs to another space")
+    expected_epoch = 0 if previous is None else previous.epoch + 1
+    if pkg.epoch != expected_epoch:
+        raise EpochError(f"key package is for epoch {pkg.epoch}, expected {expected_epoch}",
+                         Code.UNKNOWN_EPOCH)
+    if pkg.prev != (_ZERO if previous is None else previous.hash):
+        raise ContextError("key package does not link to the previous epoch's package")
+
+
+def active_at(registry: RegistryState, seq: int) -> Iterator[DeviceRecord]:
+    """The devices active at registry position ``seq``. Device ids are never
+    re-added (9.6), so the current verified state answers for any earlier ``seq``."""
+    for rec in registry.devices.values():
+        if rec.added_seq <= seq and (rec.revoked_seq is None or rec.revoked_seq > seq):
+            yield rec
 
 
 def needs_rotation(pkg: KeyPackage, registry: RegistryState) -> bool:
