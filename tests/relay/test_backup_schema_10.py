@@ -21,6 +21,7 @@ from sddsf.relay.backup import create
 from sddsf.relay.backup.dbio import Snapshot
 from sddsf.relay.backup.restore import read_manifest, restore_backup
 from sddsf.relay.backup.store import open_store
+from sddsf.relay.storage.migrations import LATEST_VERSION
 from sddsf.relay.storage.sqlite import SqliteStorage
 from sddsf.testing.storage_conformance import NOW, make_op, new_space, rid
 
@@ -41,7 +42,7 @@ async def _as_of_version(monkeypatch: pytest.MonkeyPatch, version: int, url: str
 
     async def check(snap: Snapshot) -> None:
         with monkeypatch.context() as m:
-            m.setattr(create, "LATEST_VERSION", 11)
+            m.setattr(create, "LATEST_VERSION", LATEST_VERSION)
             await real_check(snap)
     with monkeypatch.context() as m:
         m.setattr(create, "LATEST_VERSION", version)
@@ -62,7 +63,7 @@ async def test_a_schema_10_backup_restores_and_its_chain_continues(
         first = await dump(url)
         await restore_backup(store, f"sqlite:///{tmp_path / 'one.db'}", relay_key=key.public)
         assert await dump(f"sqlite:///{tmp_path / 'one.db'}") == first
-        # The relay goes on at schema 11; the next backup extends the schema-10 one.
+        # The relay goes on at the current schema; the next backup extends the schema-10 one.
         await storage.append_ops(space, [make_op(author, s, size=900) for s in range(11, 14)],
                                  NOW)
         await storage.prune_ops(space, 8)

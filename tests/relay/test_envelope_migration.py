@@ -199,7 +199,7 @@ async def test_migration_moves_envelopes_and_changes_nothing_else(old_db: OldDat
     storage = db.storage()
     await storage.open()
     try:
-        assert await storage.schema_version() == migrations.LATEST_VERSION == OLD + 1
+        assert await storage.schema_version() == migrations.LATEST_VERSION
         assert await raw_rows(db) == before
         held = await db.sql("SELECT space_id, log_offset, envelope FROM op_envelopes", [])
         assert len(held) == sum(len(o) for o in filled.spaces.values()) - 23

@@ -100,7 +100,8 @@ async def test_sqlite_io_error_after_rows_rolls_back(sqlite_storage: SqliteStora
     await s.append_ops(space, chain(rid(), 1, 4), NOW)
     real = s._store_batch
 
-    def failing(c: sqlite3.Connection, space_id: bytes, rows: Any, nodes: Any, head: Any) -> None:
+    def failing(c: sqlite3.Connection, space_id: bytes, rows: Any, nodes: Any, head: Any,
+                kind: Any) -> None:
         c.executemany("INSERT INTO ops (space_id, log_offset, op_id, author, seq, deps, "
                       "leaf_hash, received_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?9)", rows)
         c.executemany("INSERT INTO op_envelopes (space_id, log_offset, envelope) "

@@ -16,8 +16,13 @@ Trillian "alternate tree"):
   seq, deps) match the signed bytes, and the whole log replays through
   :func:`sddsf.protocol.rules.verify_op` in history mode, so every device chain
   (seq contiguous, ``prev`` linked, deps monotonic, signature) verifies;
-  pruned envelopes must be a prefix of the log and keep their chains contiguous,
-  and every stored envelope must belong to an op of the log;
+  pruned envelopes must be a prefix of the log's ops and keep their chains
+  contiguous, and every stored envelope must belong to a leaf of the log;
+* **membership entries** (leaves of kind 1, schema 12): each keeps its bytes
+  (never pruned), hashes to its leaf, and its row's op id and author are its
+  entry hash (seq 1, empty deps); the member sets stored for shared spaces
+  belong to spaces that exist (folding the entries is the relay's work, not
+  fsck's);
 * **registries** verify from genesis (:func:`~sddsf.protocol.registry.verify_registry`)
   and **key packages** as a chain against them;
 * acknowledgements and snapshots point inside the log; every stored snapshot
@@ -58,6 +63,7 @@ from sddsf.protocol.audit import audit_log_id
 from sddsf.protocol.encoding import decode
 from sddsf.protocol.envelope import decode_envelope
 from sddsf.protocol.identity import ID_SIZE
+from sddsf.protocol.membership import entry_hash as membership_entry_hash
 from sddsf.protocol.merkle import Frontier, leaf_hash
 from sddsf.protocol.registry import RegistryState, verify_registry
 from sddsf.protocol.rules import ChainHead, EpochWindow, MemoryChainView, Outcome, verify_op
@@ -90,6 +96,10 @@ __all__ = [
 ]
 
 _PAGE: Final = 5000
+# ops.kind of a membership entry (storage's LeafKind.MEMBERSHIP; fsck keeps its
+# own constants rather than share the code it checks) and its row's deps.
+_MEMBERSHIP: Final = 1
+_NO_DEPS: Final = b"\xa0"
 
 
 class FsckCode(StrEnum):
@@ -114,6 +124,11 @@ class FsckCode(StrEnum):
     CHAIN_GAP = "chain_gap"  # a pruned op breaks its author's seq sequence
     PRUNE_NOT_PREFIX = "prune_not_prefix"  # a pruned envelope after a kept one
     ENVELOPE_ORPHAN = "envelope_orphan"  # an op_envelopes row without its ops row
+    MEMBERSHIP_PRUNED = "membership_pruned"  # a membership entry's bytes are gone
+    # A membership row's op id / author is not the entry hash of its bytes, or
+    # its seq / deps are not 1 / the empty map.
+    MEMBERSHIP_MISMATCH = "membership_mismatch"
+    MEMBERS_ORPHAN = "members_orphan"  # space_members rows of a space that does not exist
     REGISTRY_INVALID = "registry_invalid"
     REGISTRY_MISSING = "registry_missing"  # spaces of an account without a registry
     KEY_PACKAGE_INVALID = "key_package_invalid"
@@ -177,7 +192,8 @@ class FsckReport:
 
 @dataclass(frozen=True, slots=True)
 class LogEntry:
-    """One stored op row (``envelope`` None once pruned)."""
+    """One stored leaf row (``envelope`` None once pruned): an op, or a
+    membership entry (``kind`` 1)."""
 
     offset: int
     op_id: bytes
@@ -186,6 +202,7 @@ class LogEntry:
     deps: bytes
     leaf_hash: bytes
     envelope: bytes | None
+    kind: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,14 +240,13 @@ class ChainVerifier:
         return Finding(code, message, space=self.space_id, offset=entry.offset)
 
     def feed(self, entry: LogEntry) -> list[Finding]:
-        """Check the next op of the log; returns what is wrong with it."""
+        """Check the next leaf of the log; returns what is wrong with it."""
+        if entry.kind == _MEMBERSHIP:
+            return self._feed_membership(entry)
         if entry.envelope is None:
             return self._feed_pruned(entry)
         self._kept_seen = True
-        out: list[Finding] = []
-        if leaf_hash(entry.envelope) != entry.leaf_hash:
-            out.append(self._finding(FsckCode.LEAF_MISMATCH, entry, "the stored leaf hash is "
-                                     "not the leaf hash of the stored envelope"))
+        out = self._leaf(entry, entry.envelope)
         try:
             env = decode_envelope(entry.envelope)
         except SddsfError as exc:
@@ -254,6 +270,26 @@ class ChainVerifier:
         # Recorded even when invalid, so one bad op is reported once, not again
         # as a broken link by each of its author's later ops.
         self.chains.record(env)
+        return out
+
+    def _leaf(self, entry: LogEntry, envelope: bytes) -> list[Finding]:
+        if leaf_hash(envelope) == entry.leaf_hash:
+            return []
+        return [self._finding(FsckCode.LEAF_MISMATCH, entry, "the stored leaf hash is not "
+                              "the leaf hash of the stored envelope")]
+
+    def _feed_membership(self, entry: LogEntry) -> list[Finding]:
+        # Not an op: no author chain. Its bytes are kept for good (clients fold
+        # every entry), and its row names it by its entry hash.
+        if entry.envelope is None:
+            return [self._finding(FsckCode.MEMBERSHIP_PRUNED, entry, "the bytes of this "
+                                  "membership entry are gone (they are never pruned)")]
+        out = self._leaf(entry, entry.envelope)
+        ident = membership_entry_hash(entry.envelope)
+        if (entry.op_id, entry.author, entry.seq, entry.deps) != (ident, ident, 1, _NO_DEPS):
+            out.append(self._finding(FsckCode.MEMBERSHIP_MISMATCH, entry, "the row of this "
+                                     "membership entry does not name it: op id and author "
+                                     "must be its entry hash, seq 1, deps empty"))
         return out
 
     def _refusal(self, entry: LogEntry, author: bytes, seq: int, exc: SddsfError) -> Finding:
@@ -335,13 +371,14 @@ class _Reader(ABC):
 
     async def ops(self, space_id: bytes, after: int, limit: int) -> list[LogEntry]:
         rows = await self.fetch(
-            "SELECT o.log_offset, o.op_id, o.author, o.seq, o.deps, o.leaf_hash, e.envelope "
-            "FROM ops o LEFT JOIN op_envelopes e ON e.space_id = o.space_id AND "
+            "SELECT o.log_offset, o.op_id, o.author, o.seq, o.deps, o.leaf_hash, e.envelope, "
+            "o.kind FROM ops o LEFT JOIN op_envelopes e ON e.space_id = o.space_id AND "
             "e.log_offset = o.log_offset WHERE o.space_id = ? AND o.log_offset > ? "
             "ORDER BY o.log_offset LIMIT ?",
             space_id, after, limit)
         return [LogEntry(int(o), bytes(i), bytes(a), int(s), bytes(d), bytes(h),
-                         None if e is None else bytes(e)) for o, i, a, s, d, h, e in rows]
+                         None if e is None else bytes(e), int(k))
+                for o, i, a, s, d, h, e, k in rows]
 
     async def nodes(self, space_id: bytes, level: int, lo: int, hi: int) -> dict[int, bytes]:
         rows = await self.fetch("SELECT idx, hash FROM merkle_nodes WHERE space_id = ? AND "
@@ -367,6 +404,13 @@ class _Reader(ABC):
                                 "NOT EXISTS (SELECT 1 FROM ops o WHERE o.space_id = e.space_id "
                                 "AND o.log_offset = e.log_offset) ORDER BY 1, 2")
         return [(bytes(s), int(o)) for s, o in rows]
+
+    async def orphan_members(self) -> list[bytes]:
+        """The spaces named by ``space_members`` rows that do not exist."""
+        rows = await self.fetch("SELECT DISTINCT m.space_id FROM space_members m WHERE NOT "
+                                "EXISTS (SELECT 1 FROM spaces s WHERE s.space_id = m.space_id) "
+                                "ORDER BY 1")
+        return [bytes(r[0]) for r in rows]
 
     async def key_packages(self, space_id: bytes) -> list[tuple[int, bytes]]:
         rows = await self.fetch("SELECT epoch, package FROM key_packages WHERE space_id = ? "
@@ -500,6 +544,9 @@ class _Fsck:
         for space_id, offset in await self.reader.orphan_envelopes():
             self.add(FsckCode.ENVELOPE_ORPHAN, "an envelope is stored for an op the log "
                      "does not have", space=space_id, offset=offset)
+        for space_id in await self.reader.orphan_members():
+            self.add(FsckCode.MEMBERS_ORPHAN, "a member set is stored for a space that does "
+                     "not exist", space=space_id)
         return self.report
 
     async def _registry(self, account: bytes) -> RegistryState | None:

@@ -26,6 +26,7 @@ from sddsf.errors import AuthenticationError, ConfigError, NotFoundError, SddsfE
 from sddsf.protocol import merkle
 from sddsf.protocol.encoding import encode
 from sddsf.protocol.labels import OP_ID, tagged_hash
+from sddsf.protocol.membership import entry_hash
 from sddsf.relay.storage import migrations
 from sddsf.relay.storage.base import (
     AlertRecord,
@@ -35,6 +36,7 @@ from sddsf.relay.storage.base import (
     BackupAttemptStatus,
     BackupLockPolicy,
     ForkEvidence,
+    LeafKind,
     OpToAppend,
     PairingChannel,
     PairingMessage,
@@ -43,7 +45,8 @@ from sddsf.relay.storage.base import (
     StoredBackup,
 )
 
-__all__ = ["CHECKS", "Check", "Harness", "expect", "expect_eq", "make_op", "verify_log"]
+__all__ = ["CHECKS", "Check", "Harness", "expect", "expect_eq", "make_entry", "make_op",
+           "verify_log"]
 
 ACCEPTED, DUPLICATE, FORK = AppendStatus.ACCEPTED, AppendStatus.DUPLICATE, AppendStatus.FORK
 NOW = 1_700_000_000_000
@@ -110,6 +113,17 @@ def make_op(author: bytes, seq: int, size: int = 160, deps: object = ()) -> OpTo
     return OpToAppend(envelope=envelope, op_id=tagged_hash(OP_ID, envelope), author=author,
                       seq=seq, deps=encode(list(deps) if isinstance(deps, tuple) else deps),
                       leaf_hash=merkle.leaf_hash(envelope))
+
+
+def make_entry(size: int = 300) -> tuple[bytes, bytes]:
+    """``(entry, entry_hash)``: random bytes standing for a signed membership
+    entry (storage never decodes one) and their real entry hash."""
+    entry = os.urandom(size)
+    return entry, entry_hash(entry)
+
+
+#: The membership head of a space without entries.
+NO_HEAD = bytes(32)
 
 
 def chain(author: bytes, first: int, count: int) -> list[OpToAppend]:
@@ -1201,6 +1215,209 @@ async def check_audit_concurrent_two_nodes(h: Harness) -> None:
         await peer.close()
 
 
+# ---------------------------------------------------------------- membership
+async def check_membership_append(h: Harness) -> None:
+    """append_membership: ACCEPTED at the next offset with its leaf row, DUPLICATE
+    (nothing changes) for a stored entry, StorageConflict on a stale expected
+    head; the member set is replaced by each accepted entry."""
+    s = h.storage
+    space = await new_space(s)
+    alice, bob, carol = rid(32), rid(32), rid(32)
+    await s.append_ops(space, chain(rid(), 1, 2), NOW)
+    expect_eq(await s.space_members(space), {})
+    expect_eq(await s.membership_entries(space), [])
+    first, h1 = make_entry()
+    out = await s.append_membership(space, first, h1, NOW + 1, expected_head=NO_HEAD,
+                                    members={alice: "admin"})
+    expect_eq(out, AppendOutcome(ACCEPTED, 2, h1))
+    second, h2 = make_entry()
+    out = await s.append_membership(space, second, h2, NOW + 2, expected_head=h1,
+                                    members={alice: "admin", bob: "writer", carol: "reader"})
+    expect_eq(out, AppendOutcome(ACCEPTED, 3, h2))
+    expect_eq(await s.space_members(space), {alice: "admin", bob: "writer", carol: "reader"})
+    before = present(await s.get_space(space))
+    # The same entry again, whatever the caller's head and members: nothing changes.
+    for head in (h2, h1, NO_HEAD):
+        again = await s.append_membership(space, first, h1, NOW + 3, expected_head=head,
+                                          members={})
+        expect_eq(again, AppendOutcome(DUPLICATE, 2, h1))
+    stale, h3 = make_entry()
+    await raises(StorageConflict, s.append_membership(space, stale, h3, NOW, expected_head=h1,
+                                                      members={bob: "admin"}), "fold")
+    await raises(StorageConflict, s.append_membership(space, stale, h3, NOW,
+                                                      expected_head=NO_HEAD, members={}))
+    expect_eq(await s.get_space(space), before)
+    expect_eq(await s.space_members(space), {alice: "admin", bob: "writer", carol: "reader"})
+    expect_eq(await s.membership_entries(space), [(2, first), (3, second)])
+    # A removal: the stored set is replaced, not merged.
+    out = await s.append_membership(space, stale, h3, NOW + 4, expected_head=h2,
+                                    members={alice: "admin", carol: "writer"})
+    expect_eq(out, AppendOutcome(ACCEPTED, 4, h3))
+    expect_eq(await s.space_members(space), {alice: "admin", carol: "writer"})
+    leaves = await s.read_ops(space, 1, 10)
+    stored = [(first, h1, NOW + 1), (second, h2, NOW + 2), (stale, h3, NOW + 4)]
+    expect_eq([(o.offset, o.op_id, o.author, o.seq, o.leaf_hash, o.envelope, o.received_ms,
+                o.kind) for o in leaves], [
+        (k + 2, eh, eh, 1, merkle.leaf_hash(e), e, ms, LeafKind.MEMBERSHIP)
+        for k, (e, eh, ms) in enumerate(stored)])
+    expect(all(o.kind is LeafKind.OP for o in await s.read_ops(space, -1, 2)))
+    await verify_log(s, space)
+
+
+async def check_membership_refuses_bad_arguments(h: Harness) -> None:
+    """A wrong entry hash, a role not in the list or a malformed head is a
+    UsageError; an unknown space is NotFoundError; nothing is stored."""
+    s = h.storage
+    space = await new_space(s)
+    entry, eh = make_entry()
+    bad = [
+        s.append_membership(space, entry, bytes(32), NOW, expected_head=NO_HEAD, members={}),
+        s.append_membership(space, entry, eh, NOW, expected_head=b"short", members={}),
+        s.append_membership(space, entry, eh, NOW, expected_head=NO_HEAD,
+                            members={rid(32): "owner"}),
+        s.append_membership(space, b"", entry_hash(b""), NOW, expected_head=NO_HEAD,
+                            members={}),
+    ]
+    for call in bad:
+        await raises(UsageError, call)
+    expect_eq(present(await s.get_space(space)).size, 0)
+    unknown = rid()
+    await raises(NotFoundError, s.append_membership(unknown, entry, eh, NOW,
+                                                    expected_head=NO_HEAD, members={}))
+    await raises(NotFoundError, s.membership_entries(unknown))
+    await raises(NotFoundError, s.space_members(unknown))
+    expect_eq(await s.shared_spaces(rid(32)), [])
+
+
+async def check_membership_interleaved_with_ops(h: Harness) -> None:
+    """Entries between op batches take the next offsets; the root is the RFC 9162
+    root of every leaf hash, ops and entries alike, and every proof verifies."""
+    s = h.storage
+    space = await new_space(s)
+    authors = [rid(), rid()]
+    seqs = dict.fromkeys(authors, 1)
+    leaves: list[bytes] = []
+    history: list[tuple[int, bytes]] = [(0, merkle.EMPTY_ROOT)]
+    head = NO_HEAD
+    entries: list[tuple[int, bytes]] = []
+    for k, count in enumerate((3, 0, 1, 4, 2, 0, 7)):
+        author = authors[k % 2]
+        ops = chain(author, seqs[author], count)
+        seqs[author] += count
+        out = await s.append_ops(space, ops, NOW)
+        expect_eq([o.offset for o in out], list(range(len(leaves), len(leaves) + count)))
+        leaves += [op.leaf_hash for op in ops]
+        entry, eh = make_entry(200 + 50 * k)
+        got = await s.append_membership(space, entry, eh, NOW, expected_head=head,
+                                        members={rid(32): "admin"})
+        expect_eq((got.status, got.offset), (ACCEPTED, len(leaves)))
+        entries.append((len(leaves), entry))
+        leaves.append(merkle.leaf_hash(entry))
+        head = eh
+        record = present(await s.get_space(space))
+        expect_eq((record.size, record.root), (len(leaves), merkle.root_of(leaves)))
+        history.append((record.size, record.root))
+    expect_eq(await s.leaf_hashes(space, 0, len(leaves)), leaves)
+    expect_eq(await s.membership_entries(space), entries)
+    kinds = {o.offset: o.kind for o in await s.read_ops(space, -1, 100)}
+    expect_eq(sorted(o for o, k in kinds.items() if k is LeafKind.MEMBERSHIP),
+              [o for o, _ in entries])
+    await verify_log(s, space, history)
+
+
+async def check_membership_concurrent_with_ops(h: Harness) -> None:
+    """Entries and op batches appended at once through two nodes serialise on the
+    same lock: offsets gap-free, entries in their order, the log recomputes. Two
+    entries racing on one head: one is stored, the other is a conflict."""
+    space = await new_space(h.storage)
+    peer = h.new_peer()
+    await peer.open()
+    try:
+        author = rid()
+
+        async def writer() -> None:
+            for seq in range(1, 31, 3):
+                await h.storage.append_ops(space, chain(author, seq, 3), NOW)
+
+        async def admin() -> list[int]:
+            head, offsets = NO_HEAD, []
+            for _ in range(8):
+                entry, eh = make_entry()
+                out = await peer.append_membership(space, entry, eh, NOW, expected_head=head,
+                                                   members={eh: "admin"})
+                offsets.append(out.offset)
+                head = eh
+            return offsets
+
+        _, offsets = await asyncio.gather(writer(), admin())
+        log = await peer.read_ops(space, -1, 100)
+        expect_eq([o.offset for o in log], list(range(38)))
+        expect_eq([o.offset for o in log if o.kind is LeafKind.MEMBERSHIP], offsets)
+        expect_eq([o.seq for o in log if o.kind is LeafKind.OP], list(range(1, 31)))
+        head = log[offsets[-1]].op_id
+        (a, ha), (b, hb) = make_entry(), make_entry()
+        outcomes = await asyncio.gather(
+            h.storage.append_membership(space, a, ha, NOW, expected_head=head, members={}),
+            peer.append_membership(space, b, hb, NOW, expected_head=head, members={}),
+            return_exceptions=True)
+        won = [o for o in outcomes if isinstance(o, AppendOutcome)]
+        lost = [o for o in outcomes if isinstance(o, StorageConflict)]
+        expect(len(won) == 1 and len(lost) == 1, f"expected one winner: {outcomes!r}")
+        expect_eq(won[0].offset, 38)
+        await verify_log(h.storage, space)
+    finally:
+        await peer.close()
+
+
+async def check_prune_keeps_membership(h: Harness) -> None:
+    """prune_ops drops op envelopes only: every membership entry stays readable."""
+    s = h.storage
+    space = await new_space(s)
+    author = rid()
+    await s.append_ops(space, chain(author, 1, 3), NOW)
+    e1, h1 = make_entry()
+    await s.append_membership(space, e1, h1, NOW, expected_head=NO_HEAD, members={})
+    await s.append_ops(space, chain(author, 4, 3), NOW)
+    e2, h2 = make_entry()
+    await s.append_membership(space, e2, h2, NOW, expected_head=h1, members={})
+    await s.append_ops(space, chain(author, 7, 2), NOW)
+    before = present(await s.get_space(space))
+    expect_eq(await s.prune_ops(space, 8), 6)
+    log = await s.read_ops(space, -1, 100)
+    expect_eq([o.offset for o in log if o.envelope is not None], [3, 7, 8, 9])
+    expect_eq((log[3].envelope, log[7].envelope), (e1, e2))
+    expect_eq(await s.membership_entries(space), [(3, e1), (7, e2)])
+    expect_eq(await s.prune_ops(space, 100), 2)
+    expect_eq(await s.membership_entries(space), [(3, e1), (7, e2)])
+    expect_eq(await s.get_space(space), before)
+    await verify_log(s, space)
+
+
+async def check_shared_spaces(h: Harness) -> None:
+    """shared_spaces lists, oldest first, the spaces whose member set names the
+    account (its own included), and drops one once it is removed."""
+    s = h.storage
+    owner, member, stranger = rid(32), rid(32), rid(32)
+    first, second, unshared = rid(), rid(), rid()
+    for k, space in enumerate((second, first, unshared)):
+        await s.create_space(space, owner, NOW + (10 if space == second else k))
+    for space in (second, first):
+        entry, eh = make_entry()
+        await s.append_membership(space, entry, eh, NOW, expected_head=NO_HEAD,
+                                  members={owner: "admin", member: "reader"})
+    expect_eq([r.space_id for r in await s.shared_spaces(member)], [first, second])
+    expect_eq([r.space_id for r in await s.shared_spaces(owner)], [first, second])
+    expect_eq(await s.shared_spaces(stranger), [])
+    expect_eq(await s.space_members(unshared), {})
+    shared = await s.shared_spaces(member)
+    expect_eq(shared, [present(await s.get_space(first)), present(await s.get_space(second))])
+    ((_, last),) = await s.membership_entries(first)
+    entry, eh = make_entry()
+    await s.append_membership(first, entry, eh, NOW, expected_head=entry_hash(last),
+                              members={owner: "admin"})
+    expect_eq([r.space_id for r in await s.shared_spaces(member)], [second])
+
+
 CHECKS: list[Check] = [
     check_migrations_applied,
     check_reopen_is_idempotent,
@@ -1225,6 +1442,12 @@ CHECKS: list[Check] = [
     check_op_by_author_seq,
     check_read_ops_pagination,
     check_prune_keeps_proofs,
+    check_membership_append,
+    check_membership_refuses_bad_arguments,
+    check_membership_interleaved_with_ops,
+    check_membership_concurrent_with_ops,
+    check_prune_keeps_membership,
+    check_shared_spaces,
     check_fork_evidence,
     check_snapshots,
     check_snapshot_chunks,

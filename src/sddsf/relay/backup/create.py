@@ -63,6 +63,7 @@ from sddsf.relay.backup.tables import (
     check_columns,
     space_fields,
 )
+from sddsf.relay.storage.base import LeafKind
 from sddsf.relay.storage.migrations import LATEST_VERSION
 
 __all__ = ["BackupReport", "create_backup", "latest_complete", "list_numbers"]
@@ -287,15 +288,20 @@ class _Run:
         return out
 
     async def _pruned(self) -> None:
-        """The prune watermark of each space: envelopes below it were dropped."""
+        """The prune watermark of each space: the envelopes of the ops below it
+        were dropped (those of membership entries never are)."""
         rows = _Rows(self.writer, "pruned", ("space_id", "below"))
         for sid, count, last in await self.snap.fetch(
                 f"SELECT space_id, count(*), max(log_offset) FROM {_OPS.from_} "  # noqa: S608
                 "WHERE envelope IS NULL GROUP BY space_id ORDER BY space_id"):
-            if int(count) != int(last) + 1:
-                raise ProofError(f"space {bytes(sid).hex()}: pruned envelopes are not a prefix "
-                                 "of the log; run sddsf relay fsck", Code.PROOF_INVALID)
-            await rows.add([bytes(sid), int(count)])
+            ((ops_below,),) = await self.snap.fetch(
+                "SELECT count(*) FROM ops WHERE space_id = ? AND log_offset <= ? AND kind = ?",
+                sid, last, int(LeafKind.OP))
+            if int(count) != int(ops_below):
+                raise ProofError(f"space {bytes(sid).hex()}: pruned envelopes are not the ops "
+                                 "of a prefix of the log (or a membership entry lost its "
+                                 "bytes); run sddsf relay fsck", Code.PROOF_INVALID)
+            await rows.add([bytes(sid), int(last) + 1])
         await rows.flush()
 
     async def _logs(self, spaces: list[list[object]]) -> None:

@@ -49,8 +49,10 @@ from sddsf.relay.backup.tables import (
     TABLE_BY_NAME,
     TABLES,
     Table,
+    piece_rows,
     space_fields,
 )
+from sddsf.relay.storage.base import LeafKind
 from sddsf.relay.storage.migrations import LATEST_VERSION
 
 __all__ = ["RestoreReport", "read_manifest", "restore_backup"]
@@ -213,11 +215,7 @@ class _Restore:
         if table is None:
             raise DecodeError(f"piece {ref.key} is of unknown kind {ref.kind!r}",
                               Code.MALFORMED)
-        if tuple(columns) != table.names:
-            raise DecodeError(f"piece {ref.key}: columns {columns} are not those of table "
-                              f"{table.name} at schema version {LATEST_VERSION}",
-                              Code.MALFORMED)
-        checked = [table.check_row(r) for r in rows]
+        checked = piece_rows(table, columns, rows, f"piece {ref.key}")
         if table.name == "ops":
             await self._ops(checked)
         else:
@@ -254,10 +252,12 @@ class _Restore:
             frontier = self.logs.setdefault(sid, Frontier())
             completed = _extend(frontier, offset, row[6], f"space {sid.hex()}")
             nodes.extend([sid, lvl, idx, h] for lvl, idx, h in completed if lvl)
-            if offset < self.pruned.get(sid, 0):
-                row[7] = None  # pruned by the relay after an earlier backup copied it
+            if offset < self.pruned.get(sid, 0) and row[9] == LeafKind.OP:
+                # Pruned by the relay after an earlier backup copied it (never a
+                # membership entry: the relay keeps every one).
+                row[7] = None
         # The backup's op rows carry the envelope; the database keeps it apart.
-        await self._insert_stored("ops", [[*r[:7], r[8]] for r in rows])
+        await self._insert_stored("ops", [[*r[:7], r[8], r[9]] for r in rows])
         await self._insert_stored("op_envelopes",
                                   [[r[0], r[1], r[7]] for r in rows if r[7] is not None])
         for i in range(0, len(nodes), _INSERT_BATCH):

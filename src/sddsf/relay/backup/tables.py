@@ -23,6 +23,7 @@ from sddsf.errors import Code, ConfigError, DecodeError
 
 __all__ = [
     "DERIVED_TABLES",
+    "OLDER_COLUMNS",
     "SAME_ROWS_SINCE",
     "STORED_COLUMNS",
     "TABLES",
@@ -30,6 +31,7 @@ __all__ = [
     "Column",
     "Table",
     "check_columns",
+    "piece_rows",
     "space_fields",
 ]
 
@@ -134,16 +136,17 @@ def _t(name: str, spec: str, order_by: str, *, incremental: tuple[str, str] | No
 #: (no row once pruned: the backup's column is NULL).
 STORED_COLUMNS: Final[Mapping[str, tuple[str, ...]]] = {
     "ops": ("space_id", "log_offset", "op_id", "author", "seq", "deps", "leaf_hash",
-            "received_ms"),
+            "received_ms", "kind"),
     "op_envelopes": ("space_id", "log_offset", "envelope"),
 }
-#: The oldest schema version whose backups hold the same rows as this code's
-#: (version 11 moved envelopes to a table of their own, not out of the backup's
-#: ``ops`` rows): a restore or an incremental backup accepts a chain from it on.
+#: The oldest schema version whose backups a restore or an incremental backup
+#: still reads (version 11 moved envelopes to a table of their own, not out of
+#: the backup's ``ops`` rows; version 12 added ``ops.kind``, which the rows of
+#: older backups lack: see :data:`OLDER_COLUMNS`).
 SAME_ROWS_SINCE: Final = 10
 _OPS_SOURCE: Final = (
     "(SELECT o.space_id, o.log_offset, o.op_id, o.author, o.seq, o.deps, o.leaf_hash, "
-    "e.envelope, o.received_ms FROM ops o LEFT JOIN op_envelopes e ON "
+    "e.envelope, o.received_ms, o.kind FROM ops o LEFT JOIN op_envelopes e ON "
     "e.space_id = o.space_id AND e.log_offset = o.log_offset) AS ops")
 
 
@@ -152,8 +155,9 @@ TABLES: Final[tuple[Table, ...]] = (
     _t("registry_entries", "account_id:b seq:i entry:b stored_ms:i", "account_id, seq"),
     _t("spaces", "space_id:b account_id:b created_ms:i size:i root:b frontier:b epoch:i "
        "epoch_started_ms:i", "space_id"),
+    _t("space_members", "space_id:b account_id:b role:s", "space_id, account_id"),
     _t("ops", "space_id:b log_offset:i op_id:b author:b seq:i deps:b leaf_hash:b envelope:b "
-       "received_ms:i", "space_id, log_offset", incremental=("space_id", "log_offset"),
+       "received_ms:i kind:i", "space_id, log_offset", incremental=("space_id", "log_offset"),
        source=_OPS_SOURCE),
     _t("key_packages", "space_id:b epoch:i package:b stored_ms:i", "space_id, epoch"),
     _t("snapshots", "space_id:b doc_id:b covers_offset:i blob:b stored_ms:i",
@@ -189,6 +193,13 @@ TABLES: Final[tuple[Table, ...]] = (
 
 TABLE_BY_NAME: Final[Mapping[str, Table]] = {t.name: t for t in TABLES}
 
+#: The columns of older backups' pieces that a restore still reads, and the
+#: values of the columns they lack (appended to each row): ``ops`` pieces
+#: written before schema 12 have no ``kind``, and every leaf they hold is an op.
+OLDER_COLUMNS: Final[Mapping[str, tuple[tuple[str, ...], tuple[object, ...]]]] = {
+    "ops": (TABLE_BY_NAME["ops"].names[:-1], (0,)),
+}
+
 #: Tables of the schema that the backup deliberately does not copy (see the module doc).
 DERIVED_TABLES: Final = frozenset({"schema_migrations", "merkle_nodes"})
 
@@ -219,6 +230,25 @@ def check_columns(actual: Mapping[str, Sequence[str]]) -> None:
         raise ConfigError("this database's schema is not the one this version of sddsf "
                           "backs up (" + "; ".join(problems) + "); use the sddsf version "
                           "that matches the relay")
+
+
+def piece_rows(table: Table, columns: Sequence[object], rows: Sequence[object],
+               where: str) -> list[list[object]]:
+    """The checked rows of a backup piece, in the table's current columns (rows
+    of an older backup's columns, :data:`OLDER_COLUMNS`, are completed).
+
+    Raises:
+        DecodeError: columns of neither kind, or a malformed row (``where``
+            names the piece).
+    """
+    names = tuple(columns)
+    if names == table.names:
+        return [table.check_row(r) for r in rows]
+    older = OLDER_COLUMNS.get(table.name)
+    if older is None or names != older[0]:
+        raise DecodeError(f"{where}: columns {list(names)} are not those of table "
+                          f"{table.name}", Code.MALFORMED)
+    return [table.check_row([*r, *older[1]] if isinstance(r, list) else r) for r in rows]
 
 
 def space_fields(row: Sequence[object]) -> tuple[bytes, int, bytes, bytes]:

@@ -25,12 +25,16 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from sddsf.errors import ConfigError, ConflictError, UsageError
+from sddsf.protocol.encoding import encode
+from sddsf.protocol.membership import Role
+from sddsf.protocol.membership import entry_hash as hash_entry
 from sddsf.protocol.merkle import HASH_SIZE, Frontier, leaf_hash
 from sddsf.relay.storage.base import (
     AlertRecord,
     AppendOutcome,
     AppendStatus,
     ForkEvidence,
+    LeafKind,
     OpToAppend,
     SpaceRecord,
     StoredOp,
@@ -38,15 +42,20 @@ from sddsf.relay.storage.base import (
 
 __all__ = [
     "FIRST_OP_SEQ",
+    "MEMBERSHIP_DEPS",
+    "NO_MEMBERSHIP_HEAD",
     "PAIRING_SENDERS",
     "AppendPlan",
     "alert_record",
     "audit_leaf",
     "check_cutoffs",
+    "check_membership_head",
     "check_registry_seq",
     "decode_frontier",
+    "duplicate_membership",
     "encode_frontier",
     "evidence_digest",
+    "membership_leaf",
     "now_ms",
     "pairs_to_look_up",
     "plan_append",
@@ -61,6 +70,11 @@ __all__ = [
 #: Op chains start at seq 1 (``rules.verify_op``: no head means head seq 0).
 FIRST_OP_SEQ: Final = 1
 PAIRING_SENDERS: Final = ("initiator", "joiner")
+#: ``deps`` of a membership leaf's row: the canonical encoding of an empty map.
+MEMBERSHIP_DEPS: Final = encode({})
+#: The membership head of a space that holds no entry yet.
+NO_MEMBERSHIP_HEAD: Final = bytes(HASH_SIZE)
+_ROLES: Final = frozenset(r.value for r in Role)
 _IDENTIFIER: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 
 
@@ -95,10 +109,11 @@ def space_record(space_id: bytes, account_id: bytes, size: int, root: bytes, epo
 
 
 def stored_op(offset: int, op_id: bytes, author: bytes, seq: int, leaf: bytes,
-              envelope: bytes | None, received_ms: int) -> StoredOp:
+              envelope: bytes | None, received_ms: int, kind: int) -> StoredOp:
     """A :class:`StoredOp` from column values (``envelope`` is NULL once pruned)."""
     return StoredOp(int(offset), bytes(op_id), bytes(author), int(seq), bytes(leaf),
-                    None if envelope is None else bytes(envelope), int(received_ms))
+                    None if envelope is None else bytes(envelope), int(received_ms),
+                    LeafKind(kind))
 
 
 def check_registry_seq(stored: int | None, expected: int | None) -> None:
@@ -239,6 +254,57 @@ def plan_append(size: int, frontier_blob: bytes, heads: Mapping[bytes, int],
     plan.root = frontier.root()
     plan.frontier = encode_frontier(frontier.to_hashes())
     return plan
+
+
+def membership_leaf(entry: bytes, entry_hash: bytes, expected_head: bytes,
+                    members: Mapping[bytes, str]) -> tuple[OpToAppend, list[tuple[bytes, str]]]:
+    """Check :meth:`RelayStorage.append_membership`'s arguments; the entry's leaf
+    row (as an op to append: see :class:`LeafKind`) and the member rows.
+
+    Raises:
+        UsageError: ``entry_hash`` is not the entry's hash (it is the row's op id
+            and author, and the ``prev`` of later entries: a wrong one would
+            break the space's membership chain), an ``expected_head`` that is not
+            32 bytes, or a member that is not ``bytes -> role``.
+    """
+    if not isinstance(entry, bytes) or not entry:
+        raise UsageError("a membership entry is a non-empty byte string")
+    if entry_hash != hash_entry(entry):
+        raise UsageError("entry_hash is not the hash of the membership entry")
+    if not isinstance(expected_head, bytes) or len(expected_head) != HASH_SIZE:
+        raise UsageError(f"expected_head must be {HASH_SIZE} bytes")
+    rows = []
+    for account, role in members.items():
+        if not isinstance(account, bytes) or role not in _ROLES:
+            raise UsageError(f"a member is an account id (bytes) and one of the roles "
+                             f"{sorted(_ROLES)}, got {account!r}: {role!r}")
+        rows.append((account, str(role)))
+    leaf = OpToAppend(envelope=entry, op_id=entry_hash, author=entry_hash, seq=FIRST_OP_SEQ,
+                      deps=MEMBERSHIP_DEPS)
+    return leaf, rows
+
+
+def duplicate_membership(offset: int, entry_hash: bytes) -> AppendOutcome:
+    """The outcome of an entry already stored at ``offset``."""
+    return AppendOutcome(AppendStatus.DUPLICATE, offset, entry_hash)
+
+
+def check_membership_head(stored: bytes | None, expected: bytes) -> None:
+    """Refuse an entry folded against an older membership than the stored one.
+
+    Args:
+        stored: the hash of the space's newest membership entry, None if none.
+        expected: the caller's ``expected_head``.
+
+    Raises:
+        ConflictError: they differ.
+    """
+    head = NO_MEMBERSHIP_HEAD if stored is None else bytes(stored)
+    if head != expected:
+        raise ConflictError("another membership entry was stored meanwhile (the space's "
+                            f"newest entry is {head.hex()[:16]}..., not "
+                            f"{expected.hex()[:16]}...): fold the membership again and retry "
+                            "(nothing was stored)")
 
 
 def evidence_digest(evidence: ForkEvidence) -> bytes:

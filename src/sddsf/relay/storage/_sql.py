@@ -27,7 +27,7 @@ from abc import abstractmethod
 from collections.abc import Sequence
 from typing import Any, Final
 
-from sddsf.errors import UsageError
+from sddsf.errors import InternalError, NotFoundError, UsageError
 from sddsf.relay.storage import _pairing as pairing
 from sddsf.relay.storage._common import (
     alert_record,
@@ -38,6 +38,7 @@ from sddsf.relay.storage._common import (
 from sddsf.relay.storage.base import (
     AlertRecord,
     ForkEvidence,
+    LeafKind,
     PostureRecord,
     RelayStorage,
     SignalRow,
@@ -51,6 +52,8 @@ __all__ = [
     "BACKUP_COLUMNS",
     "CHANNEL_COLUMNS",
     "FREE_NAMEPLATE",
+    "MEMBERSHIP_HEAD",
+    "MEMBERSHIP_OFFSET",
     "OP_SELECT",
     "SPACE_COLUMNS",
     "Row",
@@ -65,11 +68,33 @@ __all__ = [
 Row = Sequence[Any]
 
 SPACE_COLUMNS: Final = "space_id, account_id, size, root, epoch, epoch_started_ms, created_ms"
-# An op row with its envelope (NULL once pruned); callers add "WHERE o.space_id = ...".
+# A leaf row with its envelope (NULL once pruned); callers add "WHERE o.space_id = ...".
 OP_SELECT: Final = (
-    "SELECT o.log_offset, o.op_id, o.author, o.seq, o.leaf_hash, e.envelope, o.received_ms "
-    "FROM ops o LEFT JOIN op_envelopes e ON e.space_id = o.space_id "
+    "SELECT o.log_offset, o.op_id, o.author, o.seq, o.leaf_hash, e.envelope, o.received_ms, "
+    "o.kind FROM ops o LEFT JOIN op_envelopes e ON e.space_id = o.space_id "
     "AND e.log_offset = o.log_offset")
+# Membership leaves. ``kind = 1`` is written out, not a parameter: it is what
+# lets both engines use the partial index ops_membership (the predicate must
+# match the index's), so finding a space's entries never scans its ops.
+_IS_MEMBERSHIP: Final = f"kind = {LeafKind.MEMBERSHIP:d}"
+#: The hash (op id) of the space's newest membership entry.
+MEMBERSHIP_HEAD: Final = (
+    f"SELECT op_id FROM ops WHERE space_id = $1 AND {_IS_MEMBERSHIP} "  # noqa: S608
+    "ORDER BY log_offset DESC LIMIT 1")
+#: The offset of the space's membership entry whose hash is $2, if stored.
+MEMBERSHIP_OFFSET: Final = (
+    "SELECT log_offset FROM ops WHERE space_id = $1 AND author = $2 AND seq = 1 "  # noqa: S608
+    f"AND {_IS_MEMBERSHIP}")
+_MEMBERSHIP_ENTRIES: Final = (
+    "SELECT o.log_offset, e.envelope FROM ops o LEFT JOIN op_envelopes e ON "  # noqa: S608
+    "e.space_id = o.space_id AND e.log_offset = o.log_offset WHERE o.space_id = $1 AND "
+    f"o.{_IS_MEMBERSHIP} ORDER BY o.log_offset")
+# Pruning keeps the envelopes of membership leaves (one uncorrelated lookup
+# through the partial index, not a probe per deleted row).
+_PRUNE: Final = (
+    "DELETE FROM op_envelopes WHERE space_id = $1 AND log_offset < $2 AND "  # noqa: S608
+    f"log_offset NOT IN (SELECT log_offset FROM ops WHERE space_id = $1 AND {_IS_MEMBERSHIP} "
+    "AND log_offset < $2)")
 ALERT_COLUMNS: Final = ("alert_id, account_id, device_id, rule, severity, message, quarantine, "
                         "created_ms, acked_ms, acked_by")
 BACKUP_COLUMNS: Final = ("account_id, kdf_alg, kdf_t, kdf_m, kdf_p, kdf_salt, verifier_hash, "
@@ -184,9 +209,42 @@ class SqlStorage(RelayStorage):
         """See :meth:`RelayStorage.prune_ops`."""
         # A DELETE, not an UPDATE to NULL: whole pages of envelopes become free
         # for later appends (or, on SQLite, for the incremental vacuum).
-        return await self._execute_in_space(
-            space_id, "DELETE FROM op_envelopes WHERE space_id = $1 AND log_offset < $2",
-            space_id, before_offset)
+        return await self._execute_in_space(space_id, _PRUNE, space_id, before_offset)
+
+    async def _require_space(self, space_id: bytes) -> None:
+        """NotFoundError unless the space exists (asked only when an answer is
+        empty, to tell an unknown space from an empty one)."""
+        if await self.get_space(space_id) is None:
+            raise NotFoundError("unknown space")
+
+    # ----------------------------------------------------------- membership
+    async def membership_entries(self, space_id: bytes) -> list[tuple[int, bytes]]:
+        """See :meth:`RelayStorage.membership_entries`."""
+        rows = await self._fetch(_MEMBERSHIP_ENTRIES, space_id)
+        if not rows:
+            await self._require_space(space_id)
+        lost = [int(r[0]) for r in rows if r[1] is None]
+        if lost:  # never pruned: only a damaged database lacks one
+            raise InternalError(f"the membership entry at offset {lost[0]} of this space "
+                                "has lost its bytes; run sddsf relay fsck")
+        return [(int(r[0]), bytes(r[1])) for r in rows]
+
+    async def space_members(self, space_id: bytes) -> dict[bytes, str]:
+        """See :meth:`RelayStorage.space_members`."""
+        rows = await self._fetch("SELECT account_id, role FROM space_members WHERE "
+                                 "space_id = $1", space_id)
+        if not rows:
+            await self._require_space(space_id)
+        return {bytes(r[0]): str(r[1]) for r in rows}
+
+    async def shared_spaces(self, account_id: bytes) -> list[SpaceRecord]:
+        """See :meth:`RelayStorage.shared_spaces`."""
+        columns = ", ".join(f"s.{c}" for c in SPACE_COLUMNS.split(", "))
+        rows = await self._fetch(
+            f"SELECT {columns} FROM space_members m JOIN spaces s ON "  # noqa: S608 - constant
+            "s.space_id = m.space_id WHERE m.account_id = $1 ORDER BY s.created_ms, s.space_id",
+            account_id)
+        return [space_record(*r) for r in rows]
 
     # ------------------------------------------------------------ snapshots
     async def put_snapshot(self, space_id: bytes, doc_id: bytes, covers_offset: int,

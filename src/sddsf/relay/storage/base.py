@@ -20,7 +20,14 @@ Invariants every backend keeps (the conformance suite checks each):
   id it yields ``fork`` and nothing is appended (the caller stores evidence).
 * **Proofs survive pruning.** :meth:`RelayStorage.prune_ops` drops envelopes but
   never leaf hashes or nodes, so every inclusion and consistency proof stays
-  valid.
+  valid; it never drops a membership entry's bytes.
+* **One log, two kinds of leaf** (schema 12). A space's Merkle log holds ops
+  and the signed membership entries of a shared space (``docs/protocol.md``
+  section 21), interleaved in commit order (:class:`LeafKind`), so every member
+  sees one order of both. :meth:`RelayStorage.append_membership` appends an
+  entry through the same counter row, Merkle update and locking as
+  :meth:`RelayStorage.append_ops`, and replaces the space's stored member set
+  in the same transaction.
 * **Backup attempts are atomic and durable.** :meth:`RelayStorage.backup_attempt`
   reads the attempt state (the account's and, given a source, the source's),
   compares the verifier hash, decides with :func:`decide_backup_attempt` or
@@ -54,7 +61,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from enum import Enum
+from enum import Enum, IntEnum
 
 from sddsf.crypto import constant_time_equal
 from sddsf.errors import ConfigError, ConflictError, UnavailableError, UsageError
@@ -70,6 +77,7 @@ __all__ = [
     "BackupLockPolicy",
     "ChainSnapshot",
     "ForkEvidence",
+    "LeafKind",
     "OpToAppend",
     "PairingChannel",
     "PairingMessage",
@@ -130,6 +138,21 @@ class OpToAppend:
                              "refusing to corrupt the space's Merkle log")
 
 
+class LeafKind(IntEnum):
+    """What a leaf of a space's log is (the ``ops.kind`` column).
+
+    A MEMBERSHIP leaf's row: ``op_id`` and ``author`` are the entry hash
+    (:func:`sddsf.protocol.membership.entry_hash`), ``seq`` is 1, ``deps`` the
+    canonical encoding of an empty map (``b"\\xa0"``), ``leaf_hash`` the RFC 9162
+    leaf hash of the entry bytes, and the envelope is the entry bytes. The entry
+    hash as author keeps UNIQUE (space, author, seq) meaningful: one entry is
+    stored at most once per space.
+    """
+
+    OP = 0
+    MEMBERSHIP = 1
+
+
 class AppendStatus(Enum):
     """What happened to one op of a batch."""
 
@@ -150,7 +173,9 @@ class AppendOutcome:
 
 @dataclass(frozen=True, slots=True)
 class StoredOp:
-    """An op as served to readers. ``envelope`` is None once pruned."""
+    """A leaf as served to readers: an op, or a membership entry (``kind``; see
+    :class:`LeafKind` for its columns). ``envelope`` is None once pruned (never
+    for a membership entry)."""
 
     offset: int
     op_id: bytes
@@ -159,6 +184,7 @@ class StoredOp:
     leaf_hash: bytes
     envelope: bytes | None
     received_ms: int
+    kind: LeafKind = LeafKind.OP
 
 
 @dataclass(frozen=True, slots=True)
@@ -512,7 +538,8 @@ class RelayStorage(ABC):
 
     @abstractmethod
     async def read_ops(self, space_id: bytes, after: int, limit: int) -> list[StoredOp]:
-        """Ops with offset > ``after`` (use -1 for all), ascending, at most ``limit``."""
+        """Leaves with offset > ``after`` (use -1 for all), ascending, at most
+        ``limit``: ops and membership entries alike, each with its ``kind``."""
 
     @abstractmethod
     async def leaf_hashes(self, space_id: bytes, start: int, end: int) -> list[bytes]:
@@ -533,7 +560,9 @@ class RelayStorage(ABC):
 
     @abstractmethod
     async def prune_ops(self, space_id: bytes, before_offset: int) -> int:
-        """Drop envelopes of offsets < ``before_offset``; keep leaf hashes and nodes.
+        """Drop the envelopes of the ops at offsets < ``before_offset``; keep leaf
+        hashes and nodes. Membership entries are never dropped: a client needs
+        every one of them to fold the space's membership.
 
         Returns the number of envelopes dropped.
         """
@@ -551,6 +580,66 @@ class RelayStorage(ABC):
     @abstractmethod
     async def acks(self, space_id: bytes) -> dict[bytes, int]:
         """Every device's acknowledged offset in the space."""
+
+    # --------------------------------------------------------------- membership
+    # A shared space's signed membership entries (docs/protocol.md section 21)
+    # are leaves of the space's own log (LeafKind.MEMBERSHIP). Storage orders
+    # and keeps them; the caller verifies and folds them.
+    @abstractmethod
+    async def append_membership(self, space_id: bytes, entry: bytes, entry_hash: bytes,
+                                now_ms: int, *, expected_head: bytes,
+                                members: Mapping[bytes, str]) -> AppendOutcome:
+        """Append a verified membership entry as the next leaf of the space's log.
+
+        In ONE transaction, under the same lock as :meth:`append_ops` (so ops and
+        entries appended concurrently get consecutive offsets in commit order):
+
+        1. an entry with this hash already stored in the space: return
+           ``AppendOutcome(DUPLICATE, its offset, entry_hash)``, change nothing;
+        2. the hash of the space's newest membership entry (32 zero bytes if it
+           has none) is not ``expected_head``: raise StorageConflict (another
+           entry was appended meanwhile: the caller folds again and retries);
+        3. append the leaf at the next offset (its row as in :class:`LeafKind`;
+           Merkle nodes, root, frontier and size updated as for an op) and
+           replace the space's stored member set with ``members``;
+        4. return ``AppendOutcome(ACCEPTED, offset, entry_hash)``.
+
+        Args:
+            entry: the entry's bytes (the leaf's envelope).
+            entry_hash: :func:`sddsf.protocol.membership.entry_hash` of ``entry``.
+            expected_head: the newest entry's hash the caller folded up to.
+            members: the member set after this entry, account id -> role
+                (``reader``, ``writer`` or ``admin``).
+
+        Raises:
+            NotFoundError: unknown space.
+            StorageConflict: see 2 (nothing was stored).
+            UsageError: ``entry_hash`` is not the entry's hash, or a malformed
+                argument (a role not listed above).
+            StorageUnavailable: nothing was stored.
+        """
+
+    @abstractmethod
+    async def membership_entries(self, space_id: bytes) -> list[tuple[int, bytes]]:
+        """``(offset, entry bytes)`` of every membership entry of the space, by offset.
+
+        Raises:
+            NotFoundError: unknown space.
+        """
+
+    @abstractmethod
+    async def space_members(self, space_id: bytes) -> dict[bytes, str]:
+        """The space's stored member set, account id -> role (``{}`` for a space
+        that was never shared): what the last :meth:`append_membership` wrote.
+
+        Raises:
+            NotFoundError: unknown space.
+        """
+
+    @abstractmethod
+    async def shared_spaces(self, account_id: bytes) -> list[SpaceRecord]:
+        """The spaces whose stored member set lists ``account_id`` (whoever owns
+        them, the account itself included), oldest first."""
 
     # ---------------------------------------------------------------- snapshots
     @abstractmethod

@@ -19,10 +19,18 @@ Schema (both backends; ``log_offset`` because ``offset`` is an SQL keyword):
   epoch_started_ms)``: ``size`` is the per-space counter (next offset) that the
   append transaction locks; ``frontier`` is the concatenated RFC 9162 frontier.
 * ``ops(space_id, log_offset, op_id, author, seq, deps, leaf_hash,
-  received_ms)``: unique ``(space_id, author, seq)``; kept forever (proofs).
+  received_ms, kind)``: the leaves of each space's log, unique ``(space_id,
+  author, seq)``; kept forever (proofs). ``kind`` (since version 12) is 0 for
+  an op, 1 for a membership entry (``LeafKind``: its op id and author are the
+  entry hash, seq 1); the partial index ``ops_membership`` finds a space's
+  entries without scanning its ops.
 * ``op_envelopes(space_id, log_offset, envelope)`` (since version 11; before, an
-  ``ops.envelope`` column set to NULL by pruning): the envelope of each op not
-  yet pruned; pruning deletes the rows, so the envelopes held are a suffix of the log.
+  ``ops.envelope`` column set to NULL by pruning): the envelope of each leaf not
+  yet pruned; pruning deletes the rows of ops (never of membership entries), so
+  the op envelopes held are a suffix of the log.
+* ``space_members(space_id, account_id, role)`` (since version 12): the current
+  member set of each shared space, rewritten with each membership entry; the
+  index ``space_members_by_account`` lists an account's shared spaces.
 * ``merkle_nodes(space_id, level, idx, hash)``: perfect nodes of level >= 1
   (level 0 is ``ops.leaf_hash``).
 * ``key_packages``, ``snapshots``, ``fork_evidence``, ``pairing_channels``,
@@ -305,6 +313,19 @@ SQLITE_MIGRATIONS: Final[tuple[Migration, ...]] = (
         "log_offset, envelope FROM ops WHERE envelope IS NOT NULL ORDER BY space_id, log_offset",
         "ALTER TABLE ops DROP COLUMN envelope",
     )),
+    # Membership entries become leaves of the space's log. The column's
+    # constant default changes no existing row (each reads as an op) and
+    # rewrites nothing; SQLite checks the CHECK against the existing rows.
+    Migration(12, "membership entries in the space log", (
+        "ALTER TABLE ops ADD COLUMN kind INTEGER NOT NULL DEFAULT 0 CHECK (kind IN (0, 1))",
+        "CREATE INDEX ops_membership ON ops (space_id, log_offset) WHERE kind = 1",
+        """CREATE TABLE space_members (
+            space_id BLOB NOT NULL REFERENCES spaces (space_id),
+            account_id BLOB NOT NULL,
+            role TEXT NOT NULL CHECK (role IN ('reader', 'writer', 'admin')),
+            PRIMARY KEY (space_id, account_id)) WITHOUT ROWID""",
+        "CREATE INDEX space_members_by_account ON space_members (account_id)",
+    )),
 )
 
 POSTGRES_MIGRATIONS: Final[tuple[Migration, ...]] = (
@@ -511,6 +532,18 @@ POSTGRES_MIGRATIONS: Final[tuple[Migration, ...]] = (
         "INSERT INTO op_envelopes (space_id, log_offset, envelope) SELECT space_id, "
         "log_offset, envelope FROM ops WHERE envelope IS NOT NULL ORDER BY space_id, log_offset",
         "ALTER TABLE ops DROP COLUMN envelope",
+    )),
+    # As for SQLite (PostgreSQL 11+ adds a column with a constant default
+    # without rewriting the table; the CHECK reads it once).
+    Migration(12, "membership entries in the space log", (
+        "ALTER TABLE ops ADD COLUMN kind smallint NOT NULL DEFAULT 0 CHECK (kind IN (0, 1))",
+        "CREATE INDEX ops_membership ON ops (space_id, log_offset) WHERE kind = 1",
+        """CREATE TABLE space_members (
+            space_id bytea NOT NULL REFERENCES spaces (space_id),
+            account_id bytea NOT NULL,
+            role text NOT NULL CHECK (role IN ('reader', 'writer', 'admin')),
+            PRIMARY KEY (space_id, account_id))""",
+        "CREATE INDEX space_members_by_account ON space_members (account_id)",
     )),
 )
 

@@ -45,10 +45,14 @@ from sddsf.protocol.pairing import NAMEPLATE_MAX, PAIRING_VERSION
 from sddsf.relay.storage import _pairing as pairing
 from sddsf.relay.storage import migrations
 from sddsf.relay.storage._common import (
+    AppendPlan,
     alert_record,
     audit_leaf,
     check_cutoffs,
+    check_membership_head,
     check_registry_seq,
+    duplicate_membership,
+    membership_leaf,
     pairs_to_look_up,
     plan_append,
     space_record,
@@ -61,6 +65,8 @@ from sddsf.relay.storage._sql import (
     APPEND_AUDIT,
     CHANNEL_COLUMNS,
     FREE_NAMEPLATE,
+    MEMBERSHIP_HEAD,
+    MEMBERSHIP_OFFSET,
     OP_SELECT,
     SPACE_COLUMNS,
     Row,
@@ -77,6 +83,7 @@ from sddsf.relay.storage.base import (
     BackupLockPolicy,
     ChainSnapshot,
     ForkEvidence,
+    LeafKind,
     OpToAppend,
     PairingChannel,
     PairingMessage,
@@ -101,12 +108,14 @@ _LOCK_SPACE_ACCOUNT: Final = (
 _SPACE_WITH_REGISTRY: Final = (
     "SELECT size, frontier, (SELECT max(r.seq) FROM registry_entries r WHERE r.account_id = "
     "spaces.account_id) FROM spaces WHERE space_id = $1 FOR UPDATE")
-# The rows of one append: the ops, the completed Merkle nodes and the counter row.
+# The rows of one append: the leaves (all of one kind, $16), the completed
+# Merkle nodes and the counter row.
 _WRITE_BATCH: Final = """
 WITH new_ops AS (
-    INSERT INTO ops (space_id, log_offset, op_id, author, seq, deps, leaf_hash, received_ms)
-    SELECT $1, u.*, $9::bigint FROM unnest($2::bigint[], $3::bytea[], $4::bytea[],
-        $5::bigint[], $6::bytea[], $7::bytea[]) AS u
+    INSERT INTO ops (space_id, log_offset, op_id, author, seq, deps, leaf_hash, received_ms,
+        kind)
+    SELECT $1, u.*, $9::bigint, $16::smallint FROM unnest($2::bigint[], $3::bytea[],
+        $4::bytea[], $5::bigint[], $6::bytea[], $7::bytea[]) AS u
 ), new_envelopes AS (
     INSERT INTO op_envelopes (space_id, log_offset, envelope)
     SELECT $1, e.* FROM unnest($2::bigint[], $8::bytea[]) AS e
@@ -122,7 +131,7 @@ UPDATE spaces SET size = $13, root = $14, frontier = $15 WHERE space_id = $1"""
 # between the two reads leaves an envelope out, as a read just after the
 # prune would (the ops themselves never change).
 _READ_PAGE: Final = (
-    "SELECT log_offset, op_id, author, seq, leaf_hash, received_ms FROM ops "
+    "SELECT log_offset, op_id, author, seq, leaf_hash, received_ms, kind FROM ops "
     "WHERE space_id = $1 AND log_offset > $2 ORDER BY log_offset LIMIT $3")
 _READ_ENVELOPES: Final = (
     "SELECT log_offset, envelope FROM op_envelopes WHERE space_id = $1 "
@@ -465,17 +474,30 @@ class PostgresStorage(SqlStorage):
                     "o.author = w.author AND o.seq = w.seq",
                     space_id, [a for a, _ in pairs], [s for _, s in pairs])
                 stored = {(bytes(r[0]), int(r[1])): (bytes(r[2]), int(r[3])) for r in rows}
-            plan = plan_append(size, frontier, heads, stored, ops)
-            if plan.op_rows:
-                op_columns = list(map(list, zip(*plan.op_rows, strict=True)))
-                node_columns = (list(map(list, zip(*plan.node_rows, strict=True)))
-                                if plan.node_rows else [[], [], []])
-                # All writes in ONE statement (arrays in, rows out): fewer round
-                # trips while the counter row is locked means more appends per
-                # second on a busy space.
-                await conn.execute(_WRITE_BATCH, space_id, *op_columns, now_ms, *node_columns,
-                                   plan.size, plan.root, plan.frontier)
-        return plan.outcomes
+            return await _append_planned(conn, space_id, plan_append(
+                size, frontier, heads, stored, ops), now_ms, LeafKind.OP)
+
+    async def append_membership(self, space_id: bytes, entry: bytes, entry_hash: bytes,
+                                now_ms: int, *, expected_head: bytes,
+                                members: Mapping[bytes, str]) -> AppendOutcome:
+        """See :meth:`RelayStorage.append_membership`: one transaction holding the
+        counter row, as every append does."""
+        leaf, member_rows = membership_leaf(entry, entry_hash, expected_head, members)
+        async with self._conn(_STALLED) as conn, conn.transaction():
+            size, frontier = await _space_size(conn, space_id, lock=True)
+            offset = await conn.fetchval(MEMBERSHIP_OFFSET, space_id, entry_hash)
+            if offset is not None:
+                return duplicate_membership(int(offset), entry_hash)
+            head = await conn.fetchval(MEMBERSHIP_HEAD, space_id)
+            check_membership_head(None if head is None else bytes(head), expected_head)
+            (outcome,) = await _append_planned(conn, space_id, plan_append(
+                size, frontier, {}, {}, [leaf]), now_ms, LeafKind.MEMBERSHIP)
+            await conn.execute("DELETE FROM space_members WHERE space_id = $1", space_id)
+            await conn.execute(
+                "INSERT INTO space_members (space_id, account_id, role) SELECT $1, m.* FROM "
+                "unnest($2::bytea[], $3::text[]) AS m", space_id,
+                [a for a, _ in member_rows], [r for _, r in member_rows])
+        return outcome
 
     # Hot read paths run ONE statement (one snapshot, one round trip) and look
     # the space up only when the answer is empty, to tell "unknown space" apart.
@@ -499,7 +521,7 @@ class PostgresStorage(SqlStorage):
                 await _space_size(conn, space_id)
                 return []
             held = dict(await conn.fetch(_READ_ENVELOPES, space_id, rows[0][0], rows[-1][0]))
-        return [stored_op(o, i, a, s, h, held.get(o), ms) for o, i, a, s, h, ms in rows]
+        return [stored_op(o, i, a, s, h, held.get(o), ms, k) for o, i, a, s, h, ms, k in rows]
 
     async def leaf_hashes(self, space_id: bytes, start: int, end: int) -> list[bytes]:
         """See :meth:`RelayStorage.leaf_hashes`. A range past the log is a UsageError."""
@@ -762,6 +784,22 @@ class PostgresStorage(SqlStorage):
             size = int(await conn.fetchval(APPEND_AUDIT[0], account_id))
             await conn.execute(APPEND_AUDIT[1], account_id, size - 1, entry, leaf, now_ms)
         return size - 1
+
+
+async def _append_planned(conn: Any, space_id: bytes, plan: AppendPlan, now_ms: int,
+                          kind: LeafKind) -> list[AppendOutcome]:
+    """Store a planned append (ops or a membership entry alike): its leaves, the
+    Merkle nodes they complete and the counter row, in ONE statement (arrays
+    in): fewer round trips while the counter row is locked means more appends
+    per second on a busy space."""
+    if plan.op_rows:
+        op_columns = list(map(list, zip(*plan.op_rows, strict=True)))
+        node_columns = (list(map(list, zip(*plan.node_rows, strict=True)))
+                        if plan.node_rows else [[], [], []])
+        await conn.execute(_WRITE_BATCH, space_id, *op_columns, now_ms, *node_columns,
+                           plan.size, plan.root, plan.frontier, int(kind))
+    return plan.outcomes
+
 
 async def _create_schema(conn: Any, schema: str) -> None:
     """``CREATE SCHEMA IF NOT EXISTS``, tolerating a concurrent creator (which can

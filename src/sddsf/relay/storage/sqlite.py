@@ -44,10 +44,14 @@ from sddsf.protocol.pairing import NAMEPLATE_MAX, PAIRING_VERSION
 from sddsf.relay.storage import _pairing as pairing
 from sddsf.relay.storage import migrations
 from sddsf.relay.storage._common import (
+    AppendPlan,
     alert_record,
     audit_leaf,
     check_cutoffs,
+    check_membership_head,
     check_registry_seq,
+    duplicate_membership,
+    membership_leaf,
     pairs_to_look_up,
     plan_append,
     space_record,
@@ -59,6 +63,8 @@ from sddsf.relay.storage._sql import (
     APPEND_AUDIT,
     CHANNEL_COLUMNS,
     FREE_NAMEPLATE,
+    MEMBERSHIP_HEAD,
+    MEMBERSHIP_OFFSET,
     OP_SELECT,
     SPACE_COLUMNS,
     Row,
@@ -76,6 +82,7 @@ from sddsf.relay.storage.base import (
     BackupLockPolicy,
     ChainSnapshot,
     ForkEvidence,
+    LeafKind,
     OpToAppend,
     PairingChannel,
     PairingMessage,
@@ -127,6 +134,12 @@ def _observe(future: asyncio.Future[Any]) -> None:
 
 #: Below this much free space on the database's filesystem, /readyz says not ready.
 MIN_FREE_BYTES: Final = 64 << 20
+# Every leaf of a batch is of one kind, written out in the statement (one text
+# per kind, each prepared once): the rows bound per op are those of before kinds.
+_INSERT_LEAVES: Final = {
+    kind: ("INSERT INTO ops (space_id, log_offset, op_id, author, seq, deps, "  # noqa: S608
+           f"leaf_hash, received_ms, kind) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?9, {kind:d})")
+    for kind in LeafKind}
 #: The page size of a new database (bytes).
 PAGE_SIZE: Final = 16384
 #: At most this many free pages (4 MiB) go back to the filesystem per prune:
@@ -485,10 +498,10 @@ class SqliteStorage(SqlStorage):
         return await self._read(body)
 
     def _store_batch(self, c: Conn, space_id: bytes, rows: list[tuple[object, ...]],
-                     nodes: list[tuple[object, ...]], head: tuple[int, bytes, bytes]) -> None:
+                     nodes: list[tuple[object, ...]], head: tuple[int, bytes, bytes],
+                     kind: LeafKind) -> None:
         """Write one batch's rows (a separate step so tests can inject a fault here)."""
-        c.executemany("INSERT INTO ops (space_id, log_offset, op_id, author, seq, deps, "
-                      "leaf_hash, received_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?9)", rows)
+        c.executemany(_INSERT_LEAVES[kind], rows)
         c.executemany("INSERT INTO op_envelopes (space_id, log_offset, envelope) "
                       "VALUES (?, ?, ?)", [(r[0], r[1], r[7]) for r in rows])
         c.executemany("INSERT INTO merkle_nodes (space_id, level, idx, hash) VALUES (?, ?, ?, ?)",
@@ -522,14 +535,43 @@ class SqliteStorage(SqlStorage):
                                 "author = ? AND seq = ?", (space_id, author, seq)).fetchone()
                 if row is not None:
                     stored[(author, seq)] = (bytes(row[0]), int(row[1]))
-            plan = plan_append(size, frontier, heads, stored, ops)
-            if plan.op_rows:
-                self._store_batch(
-                    c, space_id,
-                    [(space_id, *r, now_ms) for r in plan.op_rows],
-                    [(space_id, *n) for n in plan.node_rows],
-                    (plan.size, plan.root, plan.frontier))
-            return plan.outcomes
+            return self._append_planned(c, space_id, plan_append(size, frontier, heads, stored,
+                                                                 ops), now_ms, LeafKind.OP)
+        return await self._write(body)
+
+    def _append_planned(self, c: Conn, space_id: bytes, plan: AppendPlan, now_ms: int,
+                        kind: LeafKind) -> list[AppendOutcome]:
+        """Store a planned append (ops or a membership entry alike): its leaves,
+        the Merkle nodes they complete and the counter row."""
+        if plan.op_rows:
+            self._store_batch(
+                c, space_id,
+                [(space_id, *r, now_ms) for r in plan.op_rows],
+                [(space_id, *n) for n in plan.node_rows],
+                (plan.size, plan.root, plan.frontier), kind)
+        return plan.outcomes
+
+    async def append_membership(self, space_id: bytes, entry: bytes, entry_hash: bytes,
+                                now_ms: int, *, expected_head: bytes,
+                                members: Mapping[bytes, str]) -> AppendOutcome:
+        """See :meth:`RelayStorage.append_membership`: one ``BEGIN IMMEDIATE``
+        transaction, the write lock every append takes."""
+        leaf, member_rows = membership_leaf(entry, entry_hash, expected_head, members)
+
+        def body(c: Conn) -> AppendOutcome:
+            size, frontier = _space_size(c, space_id)
+            row = c.execute(sqlite_statement(MEMBERSHIP_OFFSET), (space_id, entry_hash)).fetchone()
+            if row is not None:
+                return duplicate_membership(int(row[0]), entry_hash)
+            head = c.execute(sqlite_statement(MEMBERSHIP_HEAD), (space_id,)).fetchone()
+            check_membership_head(None if head is None else bytes(head[0]), expected_head)
+            (outcome,) = self._append_planned(c, space_id, plan_append(size, frontier, {}, {},
+                                                                       [leaf]),
+                                              now_ms, LeafKind.MEMBERSHIP)
+            c.execute("DELETE FROM space_members WHERE space_id = ?", (space_id,))
+            c.executemany("INSERT INTO space_members (space_id, account_id, role) "
+                          "VALUES (?, ?, ?)", [(space_id, a, r) for a, r in member_rows])
+            return outcome
         return await self._write(body)
 
     async def op_by_author_seq(self, space_id: bytes, author: bytes,
