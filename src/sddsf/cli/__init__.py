@@ -23,6 +23,7 @@ from sddsf.cli import (
     pairing_cmds,
     recovery_cmds,
     relay_cmds,
+    share_cmds,
     unlock_cmds,
     vault_cmds,
     web_cmds,
@@ -71,6 +72,7 @@ unlock_cmds.register(cli)
 encpolicy_cmds.register(cli)
 bridge_cmds.register(cli)
 web_cmds.register(cli)
+share_cmds.register(cli)
 
 
 @cli.group()

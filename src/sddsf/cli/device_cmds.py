@@ -13,7 +13,6 @@ error hints; each command stays a thin wrapper.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import json
 import os
@@ -44,6 +43,7 @@ from sddsf.errors import (
     UnavailableError,
     UsageError,
 )
+from sddsf.protocol.identity import fingerprint_bytes
 from sddsf.recovery import phrase_from_secret
 
 __all__ = ["register"]
@@ -301,14 +301,6 @@ def recover(ctx: click.Context, relay_url: str, phrase_file: str | None,
     say(f"Recovered account {fingerprint}; {spaces} space(s) readable.")
 
 
-def _fingerprint_bytes(text: str) -> bytes | None:
-    """The 20 bytes a fingerprint (``XXXX-XXXX-...``, 8 groups of base32) shows, or None."""
-    compact = "".join(text.split()).replace("-", "").upper()
-    if len(compact) != 32 or not set(compact) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"):
-        return None
-    return base64.b32decode(compact)
-
-
 async def _account_id_from(relay_url: str, text: str) -> bytes:
     """The account id named by ``text``: an id, or a fingerprint the relay resolves
     (the answer is checked against the fingerprint; the backup itself is checked
@@ -320,7 +312,7 @@ async def _account_id_from(relay_url: str, text: str) -> bytes:
     """
     from sddsf import recovery  # noqa: PLC0415
 
-    prefix = _fingerprint_bytes(text)
+    prefix = fingerprint_bytes(text)
     if prefix is None:
         try:
             return recovery.parse_account_id(text)

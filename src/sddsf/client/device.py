@@ -75,6 +75,7 @@ from sddsf.client.homelock import DEFAULT_TIMEOUT_S, HomeLock, WaitNotice
 from sddsf.client.keystore import KeyStore, Passphrase
 from sddsf.client.records import Provenance
 from sddsf.client.relay_client import RelayClient
+from sddsf.client.sharing import Sharing
 from sddsf.client.store import LocalStore, StoreFactory
 from sddsf.client.transport.base import Transport
 from sddsf.client.transport.relay import RelayTransport
@@ -204,6 +205,8 @@ class Device(ApplicationApi):
                                      refuse_inactive=self._refuse_inactive,
                                      max_epoch_age_s=self._published_max_epoch_age,
                                      observer=observer))
+        #: Spaces shared between people: share, join, members, roles, removal.
+        self.sharing = Sharing(self)
 
     # ------------------------------------------------------ identity (read)
     @property

@@ -26,7 +26,14 @@ import httpx
 
 from sddsf.client.results import Alert, DeviceTrust, ReportReceipt, parse_list, parse_space
 from sddsf.client.retry import RetryPolicy, Sleep, parse_retry_after
-from sddsf.client.transport.base import PulledOp, RelayLimits, SpaceInfo, UploadResult
+from sddsf.client.transport.base import (
+    MembershipAppended,
+    MembershipLog,
+    PulledOp,
+    RelayLimits,
+    SpaceInfo,
+    UploadResult,
+)
 from sddsf.crypto import random_bytes
 from sddsf.errors import (
     AuthenticationError,
@@ -70,6 +77,10 @@ class ReportSource(Protocol):
     def accepted(self, report: bytes, response: ReportReceipt) -> None:
         """The relay's answer to ``report`` (raises if its proof does not verify)."""
         ...
+
+
+def _members(items: list[dict[str, Any]]) -> dict[bytes, str]:
+    return {_unb64(i["account_id"]): str(i["role"]) for i in items}
 
 
 class RelayClient:
@@ -349,8 +360,10 @@ class RelayClient:
         awaiting approval can read it); a device recovering with the account secret
         passes the account keys."""
         key = signer or (self.device if account_id == self.account_id else None)
+        # Another account's registry: with this device's session, as a member of
+        # a space shared with it (protocol.md 17.3.4, 21.7).
         r = await self._send("GET", f"/v1/accounts/{_quote(account_id)}/registry",
-                             params={"since": since}, key=key)
+                             params={"since": since}, key=key, authed=key is None)
         return [_unb64(e) for e in r["entries"]]
 
     async def append_registry(self, account_id: bytes, entry: bytes) -> int:
@@ -390,6 +403,21 @@ class RelayClient:
         r = await self._send("GET", f"/v1/spaces/{_quote(space_id)}/keys", authed=True,
                              params={"since_epoch": since_epoch})
         return [_unb64(p) for p in r["key_packages"]]
+
+    async def append_membership(self, space_id: bytes, entry: bytes) -> MembershipAppended:
+        """Append a signed membership entry to the space log (protocol.md 21.7)."""
+        r = await self._send("POST", f"/v1/spaces/{_quote(space_id)}/members", signed=True,
+                             body={"entry": _b64(entry)})
+        return MembershipAppended(r["status"], r["offset"], _members(r["members"]),
+                                  _unb64(r["tree_head"]["tree_head"]))
+
+    async def membership(self, space_id: bytes) -> MembershipLog:
+        """Every membership entry of the space with its offset, the relay's member
+        set, the owner account and the current tree head (verify before use)."""
+        r = await self._send("GET", f"/v1/spaces/{_quote(space_id)}/members", authed=True)
+        return MembershipLog([(e["offset"], _unb64(e["entry"])) for e in r["entries"]],
+                             _members(r["members"]), _unb64(r["owner"]),
+                             _unb64(r["tree_head"]["tree_head"]))
 
     async def upload(self, space_id: bytes, envelopes: Sequence[bytes], *,
                      proofs: bool = True) -> tuple[list[UploadResult], bytes]:
@@ -645,6 +673,16 @@ class RelayClient:
                              salt=_unb64(str(kdf["salt"]), "kdf.salt"), alg=kdf["alg"])
         except (KeyError, TypeError):
             raise DecodeError("the relay sent malformed backup KDF parameters") from None
+
+    async def account_by_fingerprint(self, prefix: bytes) -> bytes:
+        """The genesis registry entry of the account whose fingerprint is ``prefix``
+        (20 bytes; unverified: verify it and check that its id starts with them)."""
+        r = await self._send("GET", f"/v1/accounts/by-fingerprint/{_quote(prefix)}",
+                             authed=True)
+        try:
+            return _unb64(str(r["genesis"]), "genesis")
+        except (KeyError, TypeError):
+            raise DecodeError("the relay sent no genesis entry") from None
 
     async def backup_account(self, fingerprint_bytes: bytes) -> bytes:
         """The id of the account with a backup whose fingerprint is ``fingerprint_bytes``

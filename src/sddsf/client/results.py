@@ -143,8 +143,9 @@ def parse_space(data: object) -> SpaceInfo:
         DecodeError: ``malformed``: a field is missing or of the wrong type.
     """
     f = _Fields(data, "space")
+    owner = f.raw("owner") if isinstance(data, dict) and "owner" in data else None
     return SpaceInfo(space_id=f.raw("space_id"), size=f.integer("size"), root=f.raw("root"),
-                     epoch=f.integer("epoch"))
+                     epoch=f.integer("epoch"), owner=owner)
 
 
 def _proof(data: object) -> Proof:

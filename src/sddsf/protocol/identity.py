@@ -37,6 +37,7 @@ __all__ = [
     "account_id_of",
     "device_id_of",
     "fingerprint",
+    "fingerprint_bytes",
 ]
 
 ID_SIZE = 32
@@ -60,6 +61,15 @@ def fingerprint(identifier: bytes) -> str:
     """
     text = base64.b32encode(identifier[:20]).decode("ascii")
     return "-".join(text[i:i + 4] for i in range(0, 32, 4))
+
+
+def fingerprint_bytes(text: str) -> bytes | None:
+    """The 20 bytes a fingerprint (``XXXX-XXXX-...``, 8 groups of base32) shows, or
+    None when ``text`` is not one (spaces, dashes and case are ignored)."""
+    compact = "".join(text.split()).replace("-", "").upper()
+    if len(compact) != 32 or not set(compact) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"):
+        return None
+    return base64.b32decode(compact)
 
 
 @dataclass(frozen=True, slots=True)

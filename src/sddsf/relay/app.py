@@ -54,6 +54,7 @@ from sddsf.relay.routes import (
     controller,
     limits,
     live,
+    members,
     pairing,
     spaces,
 )
@@ -137,7 +138,8 @@ def create_app(settings: RelaySettings, storage: RelayStorage, relay_key: Ed2551
     _error_handlers(app, lambda: api_routes)
 
     routers = (accounts.router, spaces.router, pairing.router, backup.router,
-               live.router, controller.router, limits.router, bootstrap.router)
+               live.router, controller.router, limits.router, bootstrap.router,
+               members.router)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

@@ -58,6 +58,7 @@ __all__ = [
     "now_ms",
     "rate_limit",
     "registry_reader",
+    "shares_space",
     "space_of",
     "space_out",
     "tree_head_out",
@@ -330,6 +331,15 @@ async def _session_leaked(ctx: RelayContext, session: Session, digest: bytes) ->
 Authed = Annotated[Caller, Depends(authenticated)]
 
 
+async def shares_space(ctx: RelayContext, account_id: bytes, other: bytes) -> bool:
+    """Whether the two accounts are members of one space (protocol.md 21.7: members
+    verify each other's devices from each other's registries)."""
+    for space in await ctx.storage.shared_spaces(account_id):
+        if other in await ctx.storage.space_members(space.space_id):
+            return True
+    return False
+
+
 async def registry_reader(request: Request, ctx: RelayContext, account_id: bytes) -> None:
     """Who may read an account's registry (docs/protocol.md 17.3.4): a session of
     the account, or a request signed by a key the registry knows (the account
@@ -342,9 +352,10 @@ async def registry_reader(request: Request, ctx: RelayContext, account_id: bytes
     """
     if request.headers.get("authorization"):
         caller = await authenticated(request, ctx)
-        if caller.session.account_id != account_id:
-            raise AuthorizationError("a session reads its own account's registry only",
-                                     Code.NOT_AUTHORIZED)
+        if caller.session.account_id != account_id and not await shares_space(
+                ctx, caller.session.account_id, account_id):
+            raise AuthorizationError("a session reads its own account's registry and those "
+                                     "of accounts it shares a space with", Code.NOT_AUTHORIZED)
         return
     raw_id = request.headers.get("x-sddsf-key-id")
     if raw_id is None:
@@ -414,7 +425,7 @@ def tree_head_out(head: bytes) -> m.TreeHeadOut:
 
 def space_out(space: SpaceRecord) -> m.SpaceOut:
     return m.SpaceOut(space_id=m.b64(space.space_id), size=space.size,
-                      root=m.b64(space.root), epoch=space.epoch)
+                      root=m.b64(space.root), epoch=space.epoch, owner=m.b64(space.account_id))
 
 
 async def space_of(ctx: RelayContext, caller: Caller, space_b64: str) -> SpaceRecord:

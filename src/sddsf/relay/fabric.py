@@ -40,6 +40,7 @@ from sddsf.protocol.rules import (
     Verdict,
     verify_batch,
 )
+from sddsf.protocol.sharing import SpaceMembers, check_epoch_holders, holders_of
 from sddsf.protocol.snapshot import (
     CORROBORATED_SNAPSHOT_DOC,
     MATCH,
@@ -57,8 +58,10 @@ from sddsf.relay.proofs import (
     root_at,
 )
 from sddsf.relay.settings import RelaySettings
+from sddsf.relay.sharing import SharedSpaces
 from sddsf.relay.storage.base import (
     AppendStatus,
+    ChainSnapshot,
     ForkEvidence,
     OpToAppend,
     RelayStorage,
@@ -153,6 +156,10 @@ class Fabric:
         # Per space, the registry_seq of each epoch's key package (a stored
         # package never changes, so the memo only grows).
         self._package_seqs: dict[bytes, tuple[int, ...]] = {}
+        # Per space, per epoch: the accounts its key was sealed for, each with
+        # the registry position it was computed at (grows like _package_seqs).
+        self._holders: dict[bytes, tuple[dict[bytes, int], ...]] = {}
+        self.shared = SharedSpaces(storage, self.registries.get)
         # Signature verification pool: one thread per core (PERFORMANCE-NOTES:
         # two PyNaCl threads give 1.6x one).
         self._pool_size = max(1, min(4, os.cpu_count() or 1))
@@ -175,7 +182,12 @@ class Fabric:
             NotFoundError: unknown space, or one of another account (not revealed).
         """
         space = await self.storage.get_space(space_id)
-        if space is None or space.account_id != account_id:
+        if space is None:
+            raise NotFoundError("no such space in this account")
+        # A shared space is open to its current members (the owner included
+        # only while a member); any other space to its owner alone.
+        members = await self.storage.space_members(space_id)
+        if (account_id not in members) if members else space.account_id != account_id:
             raise NotFoundError("no such space in this account")
         return space
 
@@ -187,7 +199,11 @@ class Fabric:
         Returns the offset below which envelopes are now pruned.
         """
         registry = await self.registries.get(space.account_id)
-        active = [d.device_id for d in registry.active_devices()]
+        # Every device that reads the space must have applied what is dropped:
+        # in a shared space, the active devices of every member.
+        members = await self.shared.members(space)
+        readers = members.registries.values() if members is not None else [registry]
+        active = [d.device_id for r in readers for d in r.active_devices()]
         start = self._pruned_to.get(space.space_id, 0)
         if not active:
             return start
@@ -258,21 +274,16 @@ class Fabric:
                            envelopes: Sequence[bytes],
                            proofs: bool) -> tuple[list[OpResult], bytes]:
         space = await self.space_for(space_id, account_id)
-        registry = await self.registries.get(account_id)
-        limits = self.settings.rules.limits
+        # The owner's registry: the one append_ops re-checks for a concurrent
+        # revocation (in a shared space, each op's own is in ``members``).
+        registry = await self.registries.get(space.account_id)
         # Decoded on the event loop: it is pure Python, so a worker thread would
         # hold the GIL all the same and only add a hop.
-        decoded = _decode_all(envelopes, limits)
+        decoded = _decode_all(envelopes, self.settings.rules.limits)
         wanted = [(e.header.author, e.header.seq) for e in decoded if isinstance(e, OpEnvelope)]
         snap = await self.storage.chain_snapshot(space_id, wanted)
-        chains = MemoryChainView(
-            heads={a: ChainHead(s, oid, _deps(d)) for a, (s, oid, d) in snap.heads.items()},
-            ids=dict(snap.ids))
         now = self._clock()
-        window = EpochWindow(space.epoch, space.epoch_started_ms,
-                             await self.package_seqs(space))
-        verdicts = await asyncio.to_thread(self._verify_all, decoded, space, registry, chains,
-                                           window, now)
+        verdicts = await self._judge(space, registry, decoded, snap, now)
         results: list[OpResult | None] = [None] * len(envelopes)
         to_append: list[tuple[int, OpEnvelope]] = []
         forks: list[tuple[OpEnvelope, bytes]] = []
@@ -334,6 +345,38 @@ class Fabric:
             await self.publish(space_id, published)
         return final, head
 
+    async def _judge(self, space: SpaceRecord, registry: RegistryState,
+                     decoded: Sequence[OpEnvelope | SddsfError], snap: ChainSnapshot,
+                     now: int) -> list[SddsfError | Verdict]:
+        chains = MemoryChainView(
+            heads={a: ChainHead(s, oid, _deps(d)) for a, (s, oid, d) in snap.heads.items()},
+            ids=dict(snap.ids))
+        members = await self.shared.members(space)
+        if members is not None:
+            holders = await self.holders(space)
+            return await asyncio.to_thread(self._verify_shared, decoded, space, members,
+                                           holders, chains, now)
+        window = EpochWindow(space.epoch, space.epoch_started_ms,
+                             await self.package_seqs(space))
+        return await asyncio.to_thread(self._verify_all, decoded, space, registry, chains,
+                                       window, now)
+
+    async def holders(self, space: SpaceRecord) -> tuple[dict[bytes, int], ...]:
+        """Per epoch (0..``space.epoch`` at least), the accounts its key package was
+        sealed for, each with its registry position (``protocol.sharing.holders_of``)."""
+        known = self._holders.get(space.space_id, ())
+        if len(known) <= space.epoch:
+            raw = await self.storage.key_packages(space.space_id, len(known))
+            limits = self.settings.rules.limits
+
+            def read() -> list[dict[bytes, int]]:
+                pkgs = [decode_key_package(p, limits=limits) for p in raw]
+                return [holders_of(p.members, space.account_id, p.registry_seq) for p in pkgs]
+
+            known = (*known, *await asyncio.to_thread(read))
+            self._holders[space.space_id] = known
+        return known
+
     async def package_seqs(self, space: SpaceRecord) -> tuple[int, ...]:
         """The ``registry_seq`` of each epoch's key package (epochs 0..``space.epoch``
         at least): the input of the compromised-epoch rule (``EpochWindow``)."""
@@ -364,6 +407,42 @@ class Fabric:
             parallel_map=lambda f, parts: list(self._pool.map(f, parts)),
             chunks=self._pool_size if len(envs) >= 64 else 1))
         return [env if isinstance(env, SddsfError) else next(verdicts) for env in decoded]
+
+    def _verify_shared(self, decoded: Sequence[OpEnvelope | SddsfError], space: SpaceRecord,
+                       members: SpaceMembers, holders: tuple[dict[bytes, int], ...],
+                       chains: MemoryChainView, now: int) -> list[SddsfError | Verdict]:
+        # Runs in a worker thread. Each op is judged with its author's member
+        # registry (protocol.md 21.7): ops are grouped by author account, and
+        # authors of different accounts never share a chain.
+        out: list[SddsfError | Verdict | None] = [
+            env if isinstance(env, SddsfError) else None for env in decoded]
+        groups: dict[bytes, list[int]] = {}
+        for i, env in enumerate(decoded):
+            if isinstance(env, SddsfError):
+                continue
+            try:
+                account, _ = members.writer(env.header.author)
+                if chains.op_id_at(env.header.author, env.header.seq) != env.op_id \
+                        and env.header.epoch < len(holders):
+                    # Before the chain rules, so a refused op is never recorded
+                    # as its author's head; a retry of an accepted op stays a
+                    # duplicate (13.3).
+                    check_epoch_holders(holders[env.header.epoch], members, skip=account)
+            except SddsfError as exc:
+                out[i] = exc
+                continue
+            groups.setdefault(account, []).append(i)
+        for account, idx in groups.items():
+            window = EpochWindow(space.epoch, space.epoch_started_ms,
+                                 tuple(h.get(account, 0) for h in holders))
+            group = self._verify_all([decoded[i] for i in idx], space,
+                                     members.registries[account], chains, window, now)
+            for i, verdict in zip(idx, group, strict=True):
+                out[i] = verdict
+        judged = [v for v in out if v is not None]
+        if len(judged) != len(out):  # pragma: no cover - every op is judged above
+            raise AssertionError("an op of the batch was not judged")
+        return judged
 
     async def _record_fork(self, space_id: bytes, refused: OpEnvelope, existing_id: bytes,
                            now: int) -> None:

@@ -210,6 +210,9 @@ class SpaceOut(_Strict):
     size: int
     root: B64
     epoch: int
+    #: The account that created the space (its owner; in a shared space, the
+    #: account whose ``create`` entry starts the membership).
+    owner: B64 | None = None
 
 
 class SpacesOut(_Strict):
@@ -272,6 +275,47 @@ class StoredOpOut(_Strict):
     leaf_hash: B64
     envelope: B64 | None
     own: bool = False
+    #: ``"member"`` for a membership entry (protocol.md 21.7; ``envelope`` holds
+    #: the entry); absent for an op.
+    kind: str | None = None
+
+
+class MembershipIn(_Strict):
+    """One signed membership entry (protocol.md 21.1)."""
+
+    entry: B64
+
+
+class MemberOut(_Strict):
+    """A member account and its role."""
+
+    account_id: B64
+    role: str
+
+
+class MembershipAppended(_Strict):
+    """Where the entry sits in the space log, and the membership after it."""
+
+    status: str  # accepted | duplicate
+    offset: int
+    members: list[MemberOut]
+    tree_head: TreeHeadOut
+
+
+class MembershipEntryOut(_Strict):
+    """A membership entry at its log offset."""
+
+    offset: int
+    entry: B64
+
+
+class MembershipLog(_Strict):
+    """Every membership entry of a space in log order, with the current tree head."""
+
+    entries: list[MembershipEntryOut]
+    members: list[MemberOut]
+    owner: B64
+    tree_head: TreeHeadOut
 
 
 class OpsPage(_Strict):
@@ -441,6 +485,13 @@ class BackupFetch(_Strict):
 
     verifier: Annotated[str, Field(max_length=44, pattern=r"^[A-Za-z0-9_-]*={0,2}$",
                                    description="URL-safe base64 of 32 bytes")]
+
+
+class AccountGenesis(_Strict):
+    """The account a fingerprint names: its id and genesis registry entry."""
+
+    account_id: B64
+    genesis: B64
 
 
 class BackupAccount(_Strict):

@@ -967,6 +967,20 @@ async def check_backup_accounts_by_prefix(h: Harness) -> None:
     expect_eq(await s.backup_accounts(prefix), [high], "a deleted backup is not found")
 
 
+async def check_accounts_by_prefix(h: Harness) -> None:
+    """A fingerprint's 20 bytes find the accounts whose id starts with them, in id
+    order, at most ``limit``; an id sharing a shorter prefix is not found."""
+    s = h.storage
+    prefix = rid(20)
+    low, high = prefix + bytes(12), prefix + b"\xff" * 12
+    near = prefix[:19] + bytes([(prefix[19] + 1) % 256]) + bytes(12)
+    for account in (high, low, near):
+        expect(await s.create_account(account, b"genesis", NOW), "created")
+    expect_eq(await s.accounts_by_prefix(prefix, limit=2), [low, high], "both, in order")
+    expect_eq(await s.accounts_by_prefix(prefix, limit=1), [low], "limit")
+    expect_eq(await s.accounts_by_prefix(rid(20)), [], "no account with that prefix")
+
+
 async def check_backup_lockout_doubles_and_persists(h: Harness) -> None:
     """Wrong verifiers lock the backup after max_failures, for a duration that
     doubles up to the cap; a locked backup refuses even the right verifier; the
@@ -1460,6 +1474,7 @@ CHECKS: list[Check] = [
     check_pairing_expiry_and_burn,
     check_backup_put_get_delete,
     check_backup_accounts_by_prefix,
+    check_accounts_by_prefix,
     check_backup_lockout_doubles_and_persists,
     check_backup_concurrent_attempts,
     check_backup_sources,

@@ -20,6 +20,8 @@ from collections.abc import AsyncIterator, Sequence
 from sddsf.client.transport.base import (
     AckResult,
     Attestations,
+    MembershipAppended,
+    MembershipLog,
     Notification,
     Proof,
     PulledOp,
@@ -116,6 +118,15 @@ class TamperingTransport(Transport):
     def _record(self, space_id: bytes, head: bytes) -> None:
         size = decode_tree_head(head).size
         self._recorded.setdefault(space_id, {}).setdefault(size, head)
+
+    # ------------------------------------------------------ membership
+    async def membership(self, space_id: bytes) -> MembershipLog:
+        """The inner membership log (membership leaves in pulls are what attacks alter)."""
+        return await self.inner.membership(space_id)
+
+    async def append_membership(self, space_id: bytes, entry: bytes) -> MembershipAppended:
+        """Passed through."""
+        return await self.inner.append_membership(space_id, entry)
 
     # ------------------------------------------------------ key packages
     async def key_packages(self, space_id: bytes, since_epoch: int = 0) -> list[bytes]:

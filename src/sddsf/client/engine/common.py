@@ -131,6 +131,9 @@ class SyncReport:
     #: Errors raised by the application's document observers while updates were
     #: applied (the updates were applied and stored all the same).
     app_errors: list[SddsfError] = field(default_factory=list)
+    #: Shared spaces of other accounts that this account can no longer reach
+    #: (removed, or the space's relay forgot it): kept here, read only, unsynced.
+    unreachable: list[bytes] = field(default_factory=list)
 
 @dataclass
 class EngineSettings:

@@ -19,12 +19,20 @@ from collections.abc import Callable
 
 from sddsf.client.engine.common import EngineObserver, notify
 from sddsf.client.engine.identity import DeviceIdentity
+from sddsf.client.engine.members import Members
 from sddsf.client.engine.registry import RegistryView
 from sddsf.client.transport.base import Transport
 from sddsf.crypto import random_bytes
 from sddsf.errors import Code, ConflictError, EpochError, ProofError, SddsfError, UsageError
 from sddsf.protocol import keypackage as kp
 from sddsf.protocol import registry as reg
+from sddsf.protocol.keypackage_v3 import (
+    RotationDue,
+    build_key_package_v3,
+    rotation_due_v3,
+    verify_key_package_v3,
+)
+from sddsf.protocol.sharing import check_epoch_holders, holders_of
 
 __all__ = ["Keyring", "previous_keys"]
 
@@ -33,11 +41,13 @@ class Keyring:
     """One device's key epochs of every space (see the module docstring)."""
 
     def __init__(self, ident: DeviceIdentity, registry: RegistryView, transport: Transport, *,
-                 max_epoch_age_s: Callable[[], int | None],
+                 max_epoch_age_s: Callable[[], int | None], members: Members,
                  observer: EngineObserver | None = None) -> None:
         self.ident = ident
         self.store = ident.store
         self.reg = registry
+        #: Shared spaces: the membership and the member accounts' registries.
+        self.members = members
         self.transport = transport
         #: The relay's published maximum epoch age (clamped), None if none.
         self.max_epoch_age_s = max_epoch_age_s
@@ -63,12 +73,22 @@ class Keyring:
             if last is None or epoch - 1 not in known:
                 raise UsageError("this device lacks the space's previous key; sync first")
             previous = previous_keys(known, last)
+        if self.members.shared(space_id):
+            # A shared space's key goes to every member's active devices and
+            # recovery key, as the membership and registries stand (10.8).
+            fold = self.members.current(space_id)
+            return build_key_package_v3(
+                creator=self.ident.keys, creator_account=self.ident.account.account_id,
+                registries=self.members.members(space_id, fold).registries,
+                members=fold.state.members, membership_head=fold.state.head, space=space_id,
+                epoch=epoch, prev=prev, epoch_key=random_bytes(32), ts_ms=self.ident.clock(),
+                previous_keys=previous)
         return kp.build_key_package(
             creator=self.ident.keys, registry=state, space=space_id, epoch=epoch, prev=prev,
             epoch_key=random_bytes(32), ts_ms=self.ident.clock(),
             previous_keys=previous)
 
-    async def try_rotate(self, space_id: bytes) -> bool:
+    async def try_rotate(self, space_id: bytes, *, again: bool = True) -> bool:
         """Open the next epoch; True when this device stored it (see below)."""
         # True when this device stored the new epoch. A refused upload (409:
         # another device's package holds the epoch, or the relay claims so) is
@@ -81,6 +101,12 @@ class Keyring:
             await self.transport.put_key_package(space_id, pkg)
         except (ConflictError, EpochError) as exc:
             newest = (await self.refresh(space_id))[-1]
+            if again and isinstance(exc, ConflictError) and newest.epoch == last.epoch \
+                    and self.members.shared(space_id):
+                # Nobody opened the epoch: the space's membership moved on since
+                # this device folded it. Read it ahead and build again, once.
+                await self.members.ahead(space_id)
+                return await self.try_rotate(space_id, again=False)
             self.check_not_blocked(space_id, newest, exc)
             return False
         self.store.put("kp", space_id + (last.epoch + 1).to_bytes(4, "big"), pkg)
@@ -91,11 +117,19 @@ class Keyring:
 
     def check_not_blocked(self, space_id: bytes, newest: kp.KeyPackage,
                            cause: SddsfError | None = None) -> None:
-        """Raise ``rotation_blocked`` when ``newest`` predates a revocation."""
+        """Raise ``rotation_blocked`` when ``newest`` predates a revocation (or, in a
+        shared space, a membership change or another member's revocation)."""
         revoked = kp.revoked_since(newest, self.reg.state())
-        if not revoked:
+        removed: list[str] = []
+        if self.members.shared(space_id):
+            # Not blocking: a member added or a device not yet a recipient (they
+            # only lack the key); blocking: anyone who holds it and should not.
+            due = self.rotation_due(space_id, newest)
+            revoked = list(due.revoked)
+            removed = [f"member {a.hex()[:12]}" for a in due.removed]
+        if not revoked and not removed:
             return
-        names = ", ".join(repr(r.name) for r in revoked)
+        names = ", ".join([*(repr(r.name) for r in revoked), *removed])
         why = f" ([{cause.code.value}] {cause.message})" if cause is not None else ""
         raise EpochError(
             f"cannot rotate the key of space {self.ident.space_label(space_id)} after the "
@@ -117,6 +151,7 @@ class Keyring:
         """
         raw = await self.transport.key_packages(space_id, 0)
         state = await self.reg.refresh()
+        verify = await self.verifier(space_id, state, raw)
         stored = dict(self.store.scan("kp", space_id))
         held_keys = bool(stored)  # a space this device already held keys of
         verified: list[kp.KeyPackage] = []
@@ -129,8 +164,7 @@ class Keyring:
             # of such packages, passed these checks when it was stored (or this
             # device made it): they depend only on the package, the previous one
             # and the registry up to its registry_seq, none of which changed.
-            pkg = kp.decode_key_package(data) if unchanged else kp.verify_key_package(
-                data, registry=state, space=space_id, previous=previous)
+            pkg = kp.decode_key_package(data) if unchanged else verify(data, previous)
             mine = stored.pop(space_id + pkg.epoch.to_bytes(4, "big"), None)
             if mine is not None and mine != data:
                 raise ProofError(
@@ -156,6 +190,31 @@ class Keyring:
             notify(self.observer, functools.partial(_tell_rotation, space_id, pkg))
         return verified
 
+    async def verifier(self, space_id: bytes, state: reg.RegistryState, raw: list[bytes]
+                       ) -> Callable[[bytes, kp.KeyPackage | None], kp.KeyPackage]:
+        """How this space's packages verify: one-account packages against the
+        owner's registry (this account's, or a shared space owner's, verified
+        from its pinned key); shared ones (version 3) against the member
+        registries and the membership, read ahead of the log when a package
+        names entries this device has not pulled yet (10.8, 21.7)."""
+        owner = self.members.owner(space_id)
+        owner_state = state if owner == self.ident.account.account_id else \
+            await self.members.refresh_registry(owner)
+        fold = self.members.fold(space_id)
+        if any(kp.decode_key_package(p).version >= kp.KEY_PACKAGE_VERSION_SHARED for p in raw):
+            fold = await self.members.ahead(space_id)
+        regs = await self.members.refresh_all({owner, *fold.state.members}) \
+            if fold.state.applied else {}
+
+        def verify(data: bytes, previous: kp.KeyPackage | None) -> kp.KeyPackage:
+            if kp.decode_key_package(data).version >= kp.KEY_PACKAGE_VERSION_SHARED:
+                return verify_key_package_v3(data, space=space_id, previous=previous,
+                                             registries=regs, members_at=fold.sets.get)
+            return kp.verify_key_package(data, registry=owner_state, space=space_id,
+                                         previous=previous)
+
+        return verify
+
     def stored_packages(self, space_id: bytes) -> list[kp.KeyPackage]:
         """The space's key packages this device stored, by epoch."""
         return [kp.decode_key_package(data) for _, data in self.store.scan("kp", space_id)]
@@ -172,22 +231,33 @@ class Keyring:
         return kp.open_key_history(self.stored_packages(space_id), self.ident.device_id,
                                    self.ident.keys.kx)
 
-    def package_seqs(self, space_id: bytes) -> tuple[int, ...]:
-        """Per epoch, the registry seq its package was made at."""
+    def package_seqs(self, space_id: bytes, account: bytes | None = None) -> tuple[int, ...]:
+        """Per epoch, the registry seq its package took ``account``'s devices at
+        (default: this device's account; 0 for an account it was not sealed for)."""
         # Epoch -> the registry_seq of its package, for the rules' EpochWindow.
-        seqs = self._seq_cache.get(space_id)
+        account = account or self.ident.account.account_id
+        key = space_id + account
+        seqs = self._seq_cache.get(key)
         if seqs is None:
-            packages = self.stored_packages(space_id)
-            if [p.epoch for p in packages] != list(range(len(packages))):
-                raise ProofError("this device's stored key packages are not a chain from "
-                                 "epoch 0; the device store is damaged")
-            seqs = self._seq_cache[space_id] = tuple(p.registry_seq for p in packages)
+            seqs = self._seq_cache[key] = tuple(
+                h.get(account, 0) for h in self.holders(space_id))
         return seqs
+
+    def holders(self, space_id: bytes) -> list[dict[bytes, int]]:
+        """Per epoch, the accounts its key was sealed for, each with its registry
+        position (``protocol.sharing.holders_of``)."""
+        packages = self.stored_packages(space_id)
+        if [p.epoch for p in packages] != list(range(len(packages))):
+            raise ProofError("this device's stored key packages are not a chain from "
+                             "epoch 0; the device store is damaged")
+        owner = self.members.owner(space_id)
+        return [holders_of(p.members, owner, p.registry_seq) for p in packages]
 
     def forget(self, space_id: bytes) -> None:
         """Drop the space's cached keys (new packages were stored)."""
         self._key_cache.pop(space_id, None)
-        self._seq_cache.pop(space_id, None)
+        for key in [k for k in self._seq_cache if k[:len(space_id)] == space_id]:
+            del self._seq_cache[key]
 
     def keys_cached(self, space_id: bytes) -> dict[int, bytes]:
         """:meth:`epoch_keys`, computed once per change."""
@@ -200,7 +270,19 @@ class Keyring:
         """Whether a device revoked (in ``state``) after ``epoch``'s package was made
         may hold its key: no new op may be sealed or pushed under it."""
         seqs = self.package_seqs(space_id)
-        return epoch >= len(seqs) or state.revoked_between(seqs[epoch], state.seq)
+        if epoch >= len(seqs) or state.revoked_between(seqs[epoch], state.seq):
+            return True
+        if not self.members.shared(space_id):
+            return False
+        # Shared: also held by a member removed since, or by another member's
+        # device revoked since (21.7; this account's own is the check above).
+        try:
+            check_epoch_holders(self.holders(space_id)[epoch],
+                                self.members.members(space_id),
+                                skip=self.ident.account.account_id)
+        except EpochError:
+            return True
+        return False
 
     def epoch_due(self, last: kp.KeyPackage) -> bool:
         """Whether a new epoch is due: the newest is older than the policy allows
@@ -213,7 +295,15 @@ class Keyring:
             max_age = published
         aged = isinstance(max_age, int) and not isinstance(max_age, bool) and max_age > 0 \
             and self.ident.clock() - last.ts > max_age * 1000
+        if self.members.shared(last.space):
+            return aged or bool(self.rotation_due(last.space, last))
         return aged or kp.needs_rotation(last, self.reg.state())
+
+    def rotation_due(self, space_id: bytes, last: kp.KeyPackage) -> RotationDue:
+        """What makes a shared space's newest package out of date (10.8)."""
+        fold = self.members.current(space_id)
+        return rotation_due_v3(last, self.members.members(space_id, fold).registries,
+                               fold.state.members)
 
 
 def previous_keys(known: dict[int, bytes], last: kp.KeyPackage) -> list[bytes]:

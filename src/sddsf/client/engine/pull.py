@@ -39,6 +39,7 @@ from sddsf.client.engine.common import (
 from sddsf.client.engine.documents import Documents
 from sddsf.client.engine.identity import DeviceIdentity
 from sddsf.client.engine.keyring import Keyring
+from sddsf.client.engine.members import LogJudge, Members
 from sddsf.client.engine.outbox import NoKey, Outbox
 from sddsf.client.engine.registry import RegistryView
 from sddsf.client.engine.snapshots import Snapshots, UnreadableSnapshot
@@ -50,8 +51,9 @@ from sddsf.protocol import merkle
 from sddsf.protocol import registry as reg
 from sddsf.protocol.encoding import encode
 from sddsf.protocol.envelope import OpEnvelope, TreeHeadRef, decode_envelope, open_op
+from sddsf.protocol.membership import MembershipEntry, decode_entry
 from sddsf.protocol.payload import decode_payload
-from sddsf.protocol.rules import ChainHead, EpochWindow, MemoryChainView, Outcome, verify_op
+from sddsf.protocol.rules import ChainHead, MemoryChainView, Outcome, verify_op
 from sddsf.protocol.snapshot import Snapshot
 from sddsf.protocol.treehead import TreeHead, verify_tree_head
 
@@ -63,9 +65,10 @@ class Puller:
 
     def __init__(self, ident: DeviceIdentity, registry: RegistryView, keyring: Keyring,
                  docs: Documents, log: VerifiedLog, outbox: Outbox, snaps: Snapshots,
-                 transport: Transport, settings: EngineSettings,
+                 transport: Transport, settings: EngineSettings, members: Members,
                  observer: EngineObserver | None = None) -> None:
         self.ident = ident
+        self.members = members
         self.store = ident.store
         self.reg = registry
         self.keyring = keyring
@@ -156,6 +159,33 @@ class Puller:
             self.reset_space(space_id, exc.snap.id)
             return await self.pull(space_id, report, dry=dry)
 
+    async def judge(self, space_id: bytes, fetched: list[tuple[int, bytes, bytes | None]],
+                    envs: list[OpEnvelope | MembershipEntry | bytes | None],
+                    current_epoch: int) -> LogJudge:
+        """Who judges each leaf of ``fetched``: the owner's registry before the
+        space's membership, then each op's author's member registry at its
+        position (21.7). Registries of every account named are refreshed first,
+        so an op's ``reg`` is covered (else ``registry_withheld``)."""
+        entries = [e for e in envs if isinstance(e, MembershipEntry)]
+        listed = self.members.listed.get(space_id, {})
+        for (offset, _, raw), e in zip(fetched, envs, strict=True):
+            if isinstance(e, MembershipEntry) and listed.get(offset, raw) != raw:
+                raise ProofError(f"the relay listed another membership entry at offset "
+                                 f"{offset} than its log holds")
+        fold = self.members.fold(space_id)
+        owner = self.members.owner(space_id)
+        if owner == self.ident.account.account_id and not fold.state.applied and not entries:
+            # This account's own space, not shared: its registry judges every op.
+            ops = [e for e in envs if not isinstance(e, MembershipEntry)]
+            owner_state = await self.reg.covering(ops)
+        else:
+            await self.members.prepare(entries)
+            regs = await self.members.refresh_all(
+                {owner, self.ident.account.account_id, *fold.state.members})
+            owner_state = regs[owner]
+        return LogJudge(self.members, space_id, fold, owner_state, current_epoch,
+                        self.keyring.package_seqs)
+
     async def page(self, space_id: bytes, cursor: int) -> tuple[list[PulledOp], bytes]:
         """The page of the log from ``cursor``, this device's own acknowledged ops
         filled in from the copies it kept (``ownop``) instead of downloaded.
@@ -189,19 +219,23 @@ class Puller:
             k[16:]: chain_head(v) for k, v in self.store.scan("chain", space_id)})
         older: list[tuple[bytes, TreeHeadRef]] = []  # gossip about sizes before tree.base
         # This device's own ops, sealed by this process, are not decoded again.
-        envs = [(raw is not None and self.outbox.sealed_envelope(raw)) or decoded_or_raw(raw)
-                for _, _, raw in fetched]
-        state = await self.reg.covering(envs)
-        # package_seqs: the compromised-epoch rule (epoch_compromised) needs them.
-        window = EpochWindow(max(keys) if keys else 0, 0, self.keyring.package_seqs(space_id))
+        envs = [leaf_of(raw, self.outbox) for _, _, raw in fetched]
+        judge = await self.judge(space_id, fetched, envs, max(keys) if keys else 0)
         parts = PartsReader(self.store, space_id)  # (a snapshot is never taken mid-edit)
         applied: list[tuple[OpEnvelope, dict[str, object] | None]] = []
         for (offset, _, raw), item in zip(fetched, envs, strict=True):
             if raw is None or item is None:
                 continue  # pruned: covered by a snapshot (client snapshots: next milestone)
+            if isinstance(item, MembershipEntry):
+                judge.entry(offset, item, report)
+                continue
+            state = judge.owner_state  # (until the author's is known)
             try:
+                state, window = judge.context(item)
                 verdict = verify_op(item, space=space_id, registry=state, epochs=window,
                                     chains=chains, now_ms=None)
+            except ProofError:
+                raise  # the relay withholds a member's registry: said as such
             except SddsfError as exc:
                 skipped = beyond_cutoff(raw, offset, exc, state)
                 if skipped is None:
@@ -298,6 +332,8 @@ class Puller:
                 if old_ms is None or as_int(old_ms) < ms:
                     b.put("lastseen", author, encode(ms))
             b.put("head", space_id, head.raw)
+            for offset, raw_entry in judge.new:
+                b.put("mlog", space_id + u64(offset), raw_entry)
             self.docs.provenance.persist(b)
             self.log.seen_cache[space_id] = TreeHeadRef(head.size, head.root) if head.size else None
             # Pulled updates are appended (O(op), not O(document)) and folded
@@ -321,6 +357,7 @@ class Puller:
                 if isinstance(space_name, str) and space_name:
                     b.put("space", space_id, encode(space_name))
         self.log.trees[space_id] = tree  # only after the leaves were committed
+        self.members.remember(space_id, judge.fold)
         self.log.deps_cache.pop(space_id, None)
         for env, body in remote:
             notify(self.observer, functools.partial(_tell_remote, space_id, env, body))
@@ -446,6 +483,18 @@ def edit_body(parts: PartsReader, space_id: bytes, env: OpEnvelope, offset: int,
         raise ProofError(f"op at offset {offset} has a malformed payload: its document name "
                          "does not match its document id")
     return {"n": edit.name, "u": list(edit.updates)}
+
+
+def leaf_of(raw: bytes | None, outbox: Outbox) -> OpEnvelope | MembershipEntry | bytes | None:
+    """A pulled leaf decoded by its kind (21.7): this device's own sealed ops are
+    not decoded again; a membership entry that does not decode refuses the pull."""
+    if raw is not None and raw[:1] == b"\x83":
+        try:
+            return decode_entry(raw)
+        except SddsfError as exc:
+            raise ProofError(f"the relay served a membership entry that does not decode: "
+                             f"[{exc.code.value}] {exc.message}") from exc
+    return (raw is not None and outbox.sealed_envelope(raw)) or decoded_or_raw(raw)
 
 
 def decoded_or_raw(raw: bytes | None) -> OpEnvelope | bytes | None:

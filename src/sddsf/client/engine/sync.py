@@ -43,6 +43,7 @@ from sddsf.client.engine.corroboration import Corroboration
 from sddsf.client.engine.documents import Documents
 from sddsf.client.engine.identity import DeviceIdentity
 from sddsf.client.engine.keyring import Keyring
+from sddsf.client.engine.members import Members
 from sddsf.client.engine.outbox import Outbox
 from sddsf.client.engine.pull import Puller
 from sddsf.client.engine.push import Pusher
@@ -51,7 +52,7 @@ from sddsf.client.engine.snapshots import Snapshots
 from sddsf.client.engine.verified import VerifiedLog
 from sddsf.client.records import Provenance
 from sddsf.client.transport.base import Transport
-from sddsf.errors import AuthenticationError, AuthorizationError, Code
+from sddsf.errors import AuthenticationError, AuthorizationError, Code, NotFoundError
 from sddsf.protocol import keypackage as kp
 from sddsf.protocol.encoding import encode
 
@@ -78,8 +79,10 @@ class SyncEngine:
         self.settings = settings or EngineSettings()
         observer = self.hooks.observer
         self.reg = RegistryView(ident, transport, observer)
+        self.members = Members(ident, self.reg, transport)
         self.keyring = Keyring(ident, self.reg, transport,
-                               max_epoch_age_s=self.hooks.max_epoch_age_s, observer=observer)
+                               max_epoch_age_s=self.hooks.max_epoch_age_s,
+                               members=self.members, observer=observer)
         self.docs = Documents(ident.store, Provenance(ident.store, ident.device_id, ident.clock))
         self.log = VerifiedLog(ident)
         self.outbox = Outbox(ident, self.reg, self.keyring, self.docs, self.log, transport,
@@ -87,7 +90,7 @@ class SyncEngine:
         self.snaps = Snapshots(ident, self.reg, self.keyring, self.docs, self.log, self.outbox,
                                transport, self.settings, observer)
         self.puller = Puller(ident, self.reg, self.keyring, self.docs, self.log, self.outbox,
-                             self.snaps, transport, self.settings, observer)
+                             self.snaps, transport, self.settings, self.members, observer)
         self.pusher = Pusher(ident, self.outbox, transport)
         self.corr = Corroboration(ident, self.reg, self.keyring, self.docs, self.log,
                                   self.outbox, self.snaps, self.puller, transport, self.settings)
@@ -95,6 +98,7 @@ class SyncEngine:
     def forget_caches(self) -> None:
         """Drop everything derived from the store (another process changed it)."""
         self.reg.forget()
+        self.members.forget()
         self.keyring.forget_all()
         self.log.forget_all()
         self.outbox.forget_limits()
@@ -123,18 +127,34 @@ class SyncEngine:
         """The steps of a sync, in order (see the module docstring)."""
         report = SyncReport()
         self.puller.progress = progress
+        self.members.new_sync()
         state = await self.reg.refresh()
         if not state.is_active(self.ident.device_id):
             self.hooks.refuse_inactive(state)
         await self.ident.pin(self.transport)
         known = {s for s, _ in self.ident.spaces()}
+        own = self.ident.account.account_id
         for space in await self.transport.spaces():
-            if space.space_id not in known:
+            # Another account's shared space is held only once joined (its
+            # owner's key compared by the people, not taken from the relay).
+            if space.space_id not in known and space.owner in (None, own):
                 with self.store.batch() as b:
                     b.put("space", space.space_id, encode(""))  # name learnt from its _meta doc
         await self.hooks.before_spaces()
         for space_id, _ in self.ident.spaces():
-            packages = await self.keyring.refresh(space_id)
+            if self.members.owner(space_id) != own and self.store.get("gone", space_id):
+                report.unreachable.append(space_id)
+                continue
+            try:
+                packages = await self.keyring.refresh(space_id)
+            except NotFoundError:
+                if self.members.owner(space_id) == own:
+                    raise
+                # Removed from another account's space (or it left): what it
+                # synced stays readable here; nothing more is pulled or pushed.
+                self.store.put("gone", space_id, encode(True))
+                report.unreachable.append(space_id)
+                continue
             # A device the relay's controller made read-only keeps its pending
             # ops and only pulls (and acknowledges) until it is trusted again.
             if not report.read_only:

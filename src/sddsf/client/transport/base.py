@@ -126,6 +126,8 @@ class SpaceInfo:
     size: int
     root: bytes
     epoch: int
+    #: The account whose space it is (None from a log holder that does not say).
+    owner: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,6 +268,27 @@ Notification = SubscribedNotice | OpNotice | ResyncNotice | AlertNotice
 
 
 # ---------------------------------------------------------------- the ABC
+@dataclass(frozen=True, slots=True)
+class MembershipAppended:
+    """Answer to a membership append: where the entry sits, and who is a member after it
+    (the relay's view: a client folds the entries itself)."""
+
+    status: str
+    offset: int
+    members: dict[bytes, str]
+    tree_head: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class MembershipLog:
+    """A space's membership entries (offset, bytes), the relay's member set, the owner."""
+
+    entries: list[tuple[int, bytes]]
+    members: dict[bytes, str]
+    owner: bytes
+    tree_head: bytes
+
+
 class Transport(ABC):
     """Carries a device's ops and reads a log holder's signed state.
 
@@ -440,6 +463,34 @@ class Transport(ABC):
             AuthorizationError: this device may not write (``policy_read_only``,
                 ``revoked``).
             UnavailableError: the other side is unreachable.
+        """
+
+    @abstractmethod
+    async def membership(self, space_id: bytes) -> MembershipLog:
+        """The space's membership entries with their log offsets (protocol.md 21.7).
+
+        Returns:
+            The entries in log order, the log holder's member set and the space's
+            owner (all unverified: fold the entries, and check each against the
+            log at its offset).
+
+        Raises:
+            NotFoundError: no such space for this account (or not a member).
+        """
+
+    @abstractmethod
+    async def append_membership(self, space_id: bytes, entry: bytes) -> MembershipAppended:
+        """Append a signed membership entry to the space's log (idempotent).
+
+        Returns:
+            Where the entry sits (``accepted``, or ``duplicate`` at its old offset).
+
+        Raises:
+            VerificationError: the entry is refused (``not_authorized``,
+                ``membership_invalid``, ``revoked``, ...); nothing was stored.
+            NotFoundError: no such space for this account, or the added account
+                has no registry on the log holder.
+            ConflictError: other entries kept landing first; fold again and retry.
         """
 
     @abstractmethod

@@ -19,6 +19,8 @@ from sddsf.client.transport.base import (
     AckResult,
     AlertNotice,
     Attestations,
+    MembershipAppended,
+    MembershipLog,
     Notification,
     OpNotice,
     Proof,
@@ -157,6 +159,13 @@ class RelayTransport(Transport):
     async def create_space(self, space_id: bytes, key_package: bytes) -> SpaceInfo:
         self._wrote()
         return await self.client.create_space(space_id, key_package)
+
+    async def membership(self, space_id: bytes) -> MembershipLog:
+        return await self.client.membership(space_id)
+
+    async def append_membership(self, space_id: bytes, entry: bytes) -> MembershipAppended:
+        self._wrote()
+        return await self.client.append_membership(space_id, entry)
 
     async def key_packages(self, space_id: bytes, since_epoch: int = 0) -> list[bytes]:
         held = self._pre.key_packages(space_id, since_epoch) if self._pre else None

@@ -17,7 +17,8 @@ from sddsf.errors import (
     DecodeError,
     NotFoundError,
 )
-from sddsf.protocol.keypackage import decode_key_package, verify_key_package
+from sddsf.protocol.keypackage import KeyPackage, decode_key_package, verify_key_package
+from sddsf.protocol.keypackage_v3 import verify_key_package_v3
 from sddsf.protocol.snapshot import (
     CORROBORATED_SNAPSHOT_DOC,
     MISMATCH,
@@ -43,7 +44,7 @@ from sddsf.relay.deps import (
     tree_head_out,
 )
 from sddsf.relay.proofs import consistency_proof, inclusion_proof, root_at
-from sddsf.relay.storage.base import SpaceRecord, StoredOp
+from sddsf.relay.storage.base import LeafKind, SpaceRecord, StoredOp
 
 router = APIRouter()
 #: An optional tree size in a query (default: the current size).
@@ -56,8 +57,16 @@ CHUNK_GRACE_MS = 15 * 60 * 1000
 
 @router.get("/v1/spaces", response_model=m.SpacesOut, tags=["spaces"])
 async def list_spaces(caller: Authed, ctx: Ctx) -> m.SpacesOut:
-    """The caller's account's spaces."""
-    spaces = await ctx.storage.list_spaces(caller.session.account_id)
+    """The spaces the caller's account may read: its own that are not shared
+    (or shared and it is still a member) and those shared with it."""
+    account = caller.session.account_id
+    own = await ctx.storage.list_spaces(account)
+    shared = await ctx.storage.shared_spaces(account)
+    listed = {s.space_id for s in shared}
+    kept = [s for s in own if s.space_id in listed
+            or not await ctx.storage.space_members(s.space_id)]
+    spaces = sorted({s.space_id: s for s in [*kept, *shared]}.values(),
+                    key=lambda s: (s.created_ms, s.space_id))
     return m.SpacesOut(spaces=[space_out(s) for s in spaces])
 
 
@@ -81,15 +90,37 @@ async def put_keys(space_id: str, body: m.KeyPackageIn, caller: Pusher,
     """Open the next key epoch (verified against the previous package)."""
     space = await space_of(ctx, caller, space_id)
     raw = m.unb64(body.key_package, "key package")
-    registry = await ctx.fabric.registries.get(caller.session.account_id)
     packages = await ctx.storage.key_packages(space.space_id, max(space.epoch, 0))
     previous = decode_key_package(packages[-1]) if packages else None
-    pkg = verify_key_package(raw, registry=registry, space=space.space_id,
-                             previous=previous, limits=ctx.settings.rules.limits)
+    pkg = await _verify_next_package(ctx, space, raw, previous)
     if await ctx.storage.put_key_package(space.space_id, pkg.epoch, raw, ctx.clock()):
         await ctx.controller.on_key_package(caller.session.account_id,
                                             caller.session.device_id, space.space_id, pkg.epoch)
     return space_out(await ctx.fabric.space_for(space.space_id, caller.session.account_id))
+
+
+async def _verify_next_package(ctx: Ctx, space: SpaceRecord, raw: bytes,
+                               previous: KeyPackage | None) -> KeyPackage:
+    # A one-account space: a version 2 package for the owner's devices. A
+    # shared one: version 3, for the members at the relay's current membership
+    # head exactly (one built before a removal would give the removed member the
+    # new key), checked against every member's current registry (10.8, 21.7).
+    limits = ctx.settings.rules.limits
+    folded = await ctx.fabric.shared.folded(space)
+    if folded is None:
+        registry = await ctx.fabric.registries.get(space.account_id)
+        return verify_key_package(raw, registry=registry, space=space.space_id,
+                                  previous=previous, limits=limits)
+    members = await ctx.fabric.shared.members(space)
+    if members is None:  # pragma: no cover - folded above
+        raise AssertionError("membership vanished")
+    pkg = verify_key_package_v3(raw, space=space.space_id, previous=previous,
+                                registries=members.registries, members_at=folded.sets.get,
+                                limits=limits)
+    if pkg.membership != folded.state.head:
+        raise ConflictError("the key package was built for an earlier membership of the "
+                            "space; sync and build it again")
+    return pkg
 
 
 @router.get("/v1/spaces/{space_id}/keys", response_model=m.KeyPackages, tags=["spaces"])
@@ -168,6 +199,8 @@ def _pulled(o: StoredOp, omit_author: bytes | None) -> dict[str, object]:
         out["envelope"], out["own"] = None, True
     else:
         out["envelope"] = m.b64(o.envelope) if o.envelope is not None else None
+    if o.kind is LeafKind.MEMBERSHIP:
+        out["kind"] = "member"
     return out
 
 

@@ -322,6 +322,14 @@ class SqlStorage(RelayStorage):
             b.account_id, b.alg, b.t, b.m_kib, b.p, b.salt, b.verifier_hash, b.blob,
             b.stored_ms)
 
+    async def accounts_by_prefix(self, prefix: bytes, limit: int = 2) -> list[bytes]:
+        """See :meth:`RelayStorage.accounts_by_prefix` (genesis rows: seq 0)."""
+        low, high = prefix_range(prefix)
+        rows = await self._fetch("SELECT account_id FROM registry_entries WHERE account_id >= $1 "
+                                 "AND account_id <= $2 AND seq = 0 ORDER BY account_id LIMIT $3",
+                                 low, high, limit)
+        return [bytes(r[0]) for r in rows]
+
     async def backup_accounts(self, prefix: bytes, limit: int = 2) -> list[bytes]:
         """See :meth:`RelayStorage.backup_accounts` (a range scan of the primary key)."""
         low, high = prefix_range(prefix)

@@ -445,6 +445,11 @@ class RelayStorage(ABC):
         """Entries with seq >= ``since`` in seq order ([] for an unknown account)."""
 
     @abstractmethod
+    async def accounts_by_prefix(self, prefix: bytes, limit: int = 2) -> list[bytes]:
+        """Ids (ascending, at most ``limit``) of the accounts whose id starts with
+        ``prefix`` (a fingerprint's 20 bytes): a range scan of the registry."""
+
+    @abstractmethod
     async def registry_entry_stored_ms(self, account_id: bytes, seq: int) -> int | None:
         """When the relay stored the entry at ``seq`` (its own clock), or None."""
 

@@ -1,0 +1,205 @@
+"""Shared spaces end to end: three people, two devices each, one relay (SQLite and
+PostgreSQL), through the client engine (protocol.md 21, 10.8).
+
+Covers: share (create + add) opens an epoch for the new members' devices; a
+member's devices join and read; concurrent offline edits by two people
+converge; a reader's edit is refused by the relay; a removed member's devices
+cannot read anything written after the removal (no key) nor write; a member
+revoking one of its own devices makes the space rotate; membership is shown
+with every member's devices.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pycrdt
+import pytest
+from relaykit import Clock, make_app
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "client"))
+
+from clientkit import InProcessRelay, passphrase  # noqa: E402
+from relaykit import relay_key  # noqa: E402
+
+from sddsf.client.device import Device  # noqa: E402
+from sddsf.client.relay_client import RelayClient  # noqa: E402
+from sddsf.client.transport.relay import RelayTransport  # noqa: E402
+from sddsf.errors import Code, ProofError  # noqa: E402
+from sddsf.protocol import keypackage as kp  # noqa: E402
+from sddsf.protocol.membership import Role  # noqa: E402
+from sddsf.relay.storage.base import RelayStorage  # noqa: E402
+from sddsf.testing.malicious_relay import Drop  # noqa: E402
+from sddsf.testing.tampering import TamperingTransport  # noqa: E402
+
+
+def text(dev: Device, space: bytes) -> str:
+    return str(dev.doc(space, "text").get("t", type=pycrdt.Text))
+
+
+def write(dev: Device, space: bytes, at: int, s: str) -> None:
+    dev.doc(space, "text").get("t", type=pycrdt.Text).insert(at, s)
+    dev.flush()
+
+
+class People:
+    def __init__(self, relay: InProcessRelay) -> None:
+        self.relay = relay
+        self.devices: dict[str, tuple[Device, Device]] = {}
+
+    async def make(self, tmp_path: Path, name: str) -> tuple[Device, Device]:
+        first, _ = await self.relay.new_account(tmp_path / f"{name}1", f"{name}-laptop")
+        second = await self.relay.add(first, tmp_path / f"{name}2", f"{name}-phone")
+        self.devices[name] = (first, second)
+        return first, second
+
+
+@pytest.fixture
+async def people(storage: RelayStorage, tmp_path: Path) -> AsyncIterator[People]:
+    relay = InProcessRelay(storage, Clock(time.time_ns() // 1_000_000))
+    # Six devices share one loopback address here: lift the per-address limit.
+    relay.app = make_app(storage, relay.clock, rate_ip_per_s=1000.0, rate_ip_burst=5000.0)
+    p = People(relay)
+    for name in ("alice", "bob", "carol"):
+        await p.make(tmp_path, name)
+    yield p
+    for pair in p.devices.values():
+        for dev in pair:
+            await dev.close()
+
+
+async def _shared(p: People) -> bytes:
+    (a1, a2), (b1, b2), (c1, c2) = (p.devices[n] for n in ("alice", "bob", "carol"))
+    space = await a1.create_space("plans")
+    write(a1, space, 0, "hello")
+    await a1.sync()
+    await a1.sharing.share(space, b1.account, Role.WRITER)
+    await a1.sharing.share(space, c1.account, Role.READER)
+    for dev in (b1, b2, c1, c2):
+        await dev.sharing.join(space, a1.account, "plans")
+    await a2.sync()
+    return space
+
+
+async def test_three_people_share_a_space_and_converge(people: People) -> None:
+    p = people
+    (a1, a2), (b1, b2), (c1, c2) = (p.devices[n] for n in ("alice", "bob", "carol"))
+    space = await _shared(p)
+    # Every device of every member reads what the owner wrote before sharing.
+    for dev in (a2, b1, b2, c1, c2):
+        assert text(dev, space) == "hello", dev.name
+    # The newest key package is sealed for all six devices and three recovery keys.
+    newest = a1.engine.keyring.stored_packages(space)[-1]
+    assert newest.version == kp.KEY_PACKAGE_VERSION_SHARED
+    expected = {d.device_id for pair in p.devices.values() for d in pair} | {
+        d.account.account_id for d in (a1, b1, c1)}
+    assert set(newest.recipients) == expected
+    # Concurrent offline edits by two people converge everywhere.
+    write(a2, space, 5, " from alice")
+    write(b2, space, 0, "bob says: ")
+    for _ in range(2):
+        for dev in (a2, b2, a1, b1, c1, c2):
+            await dev.sync()
+    texts = {text(dev, space) for pair in p.devices.values() for dev in pair}
+    assert len(texts) == 1, texts
+    assert "bob says: " in texts.pop()
+    # Members are listed with their roles and devices, the owner marked.
+    view = {m.fingerprint: m for m in b1.sharing.members(space)}
+    owner = view[a1.account.fingerprint]
+    assert owner.owner and owner.role == "admin" and not owner.you
+    assert {name for _, name, active in owner.devices if active} == {"alice-laptop",
+                                                                      "alice-phone"}
+    assert view[c1.account.fingerprint].role == "reader"
+
+
+async def test_a_readers_edit_is_refused_and_never_applied(people: People) -> None:
+    p = people
+    (a1, _), (b1, _), (c1, _) = (p.devices[n] for n in ("alice", "bob", "carol"))
+    space = await _shared(p)
+    write(c1, space, 0, "carol was here ")
+    report = await c1.sync()
+    assert any(code == Code.NOT_AUTHORIZED.value for code, _ in report.rejected), report
+    await a1.sync()
+    await b1.sync()
+    assert text(a1, space) == text(b1, space) == "hello"
+
+
+async def test_a_removed_member_reads_nothing_written_after_and_cannot_write(
+        people: People) -> None:
+    p = people
+    (a1, _), (b1, b2), (c1, _) = (p.devices[n] for n in ("alice", "bob", "carol"))
+    space = await _shared(p)
+    before = max(b1.engine.keyring.keys_cached(space))
+    report = await a1.sharing.remove(space, b1.account.account_id)
+    assert report.rotated == 1
+    write(a1, space, 5, " (secret after bob left)")
+    await a1.sync()
+    await c1.sync()
+    assert text(c1, space) == "hello (secret after bob left)"
+    # Bob's devices can no longer reach the space; their keys stop before the removal.
+    report = await b1.sync()
+    assert space in report.unreachable
+    assert max(b1.engine.keyring.keys_cached(space)) == before
+    assert text(b1, space) == "hello"
+    newest = a1.engine.keyring.stored_packages(space)[-1]
+    assert not {b1.device_id, b2.device_id, b1.account.account_id} & set(newest.recipients)
+    # The relay refuses Bob's ops outright (the space is gone for his account).
+    write(b2, space, 0, "bob again ")
+    report = await b2.sync()
+    assert space in report.unreachable and b2.pending_count() >= 1  # kept, never sent
+    await a1.sync()
+    assert "bob again" not in text(a1, space)
+
+
+async def test_a_members_device_revocation_rotates_the_shared_space(people: People) -> None:
+    p = people
+    (a1, _), (b1, _), (c1, c2) = (p.devices[n] for n in ("alice", "bob", "carol"))
+    space = await _shared(p)
+    epoch = max(a1.engine.keyring.keys_cached(space))
+    await c1.revoke(c2.device_id, "lost")  # the revoker opens new epochs at once
+    await c1.sync()
+    await a1.sync()
+    newest = a1.engine.keyring.stored_packages(space)[-1]
+    assert newest.epoch > epoch and c2.device_id not in newest.recipients
+    write(b1, space, 0, "after ")
+    await b1.sync()
+    await a1.sync()
+    assert text(a1, space).startswith("after ")
+
+
+async def test_a_relay_hiding_a_removal_from_one_member_is_caught(people: People,
+                                                                  tmp_path: Path) -> None:
+    p = people
+    (a1, _), (b1, _), (c1, _) = (p.devices[n] for n in ("alice", "bob", "carol"))
+    space = await _shared(p)
+    # Carol's laptop, reopened behind a relay that can lie to it (it holds the key).
+    home = c1.store.path.parent
+    await c1.close()
+    wires: list[TamperingTransport] = []
+
+    def lying(client: RelayClient, url: str) -> TamperingTransport:
+        wires.append(TamperingTransport(RelayTransport(client, url), relay_key=relay_key()))
+        return wires[-1]
+
+    carol = Device.open(home, passphrase=passphrase, transport=p.relay.transport(),
+                        clock=p.relay.clock, engine_transport=lying)
+    p.devices["carol"] = (carol, p.devices["carol"][1])
+    await a1.sharing.remove(space, b1.account.account_id)
+    removal = (await a1.transport.membership(space)).entries[-1][0]
+    write(a1, space, 5, " after the removal")
+    await a1.sync()
+    # The relay shows Carol a log without the removal, re-signed: Alice's op that
+    # followed it names the log she had seen, which Carol's view contradicts.
+    wires[-1].set_attack(Drop(offsets=frozenset({removal}), renumber=True, resign=True),
+                         spaces=[space])
+    with pytest.raises(ProofError) as caught:
+        await carol.sync()
+    assert caught.value.code is Code.SPLIT_VIEW, caught.value
+    assert "after the removal" not in text(carol, space)
+    wires[-1].honest()
+    await carol.sync()
+    assert text(carol, space) == "hello after the removal"
+    assert b1.account.account_id not in {m.account_id for m in carol.sharing.members(space)}
