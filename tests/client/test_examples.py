@@ -70,3 +70,21 @@ def test_readme_library_example(relay: RelayProcess, tmp_path: Path) -> None:
                          env=relay_env({"SDDSF_RELAY": relay.base_url}))
     assert out.returncode == 0, out.stdout + out.stderr
     assert out.stdout == "the phone got an edit of 'list': milk, eggs\n"
+
+
+def test_chat(relay: RelayProcess, tmp_path: Path) -> None:
+    # Four devices on one loopback address, under the relay's default per-address
+    # limits (the example stays within them; a device waits out a 429 anyway).
+    lines = run_example("chat.py", relay, tmp_path / "work")
+    assert lines == [f"{name} sees: alice: hi | bob: hello | carol: hey"
+                     for name in ("alice", "bob", "carol", "carol's phone")]
+
+
+def test_shared_doc(relay: RelayProcess, tmp_path: Path) -> None:
+    lines = run_example("shared_doc.py", relay, tmp_path / "work")
+    assert lines == ["bob got: Meet at noon by the river.",
+                     "alice offline: Meet at one by the river.",
+                     "bob offline: Saturday: Meet at noon by the river.",
+                     "alice: Saturday: Meet at one by the river.",
+                     "bob: Saturday: Meet at one by the river.",
+                     "converged: True"]
