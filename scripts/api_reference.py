@@ -52,6 +52,7 @@ PUBLIC_MODULES: tuple[str, ...] = (
     "sddsf.client.retry",
     "sddsf.client.kv",
     "sddsf.client.vault",
+    "sddsf.client.sharing",
     "sddsf.client.store",
     "sddsf.client.sqlite_store",
     "sddsf.client.memory_store",

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from sddsf.client.events import (
         Alert,
         Event,
+        MembershipChange,
         PendingProposal,
         RegistryChange,
         RemoteChange,
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
     from sddsf.client.live import LiveDoc, LiveStatus
     from sddsf.client.retry import RetryPolicy
     from sddsf.client.runner import Runner, RunnerSettings
+    from sddsf.client.sharing import MemberView
     from sddsf.errors import (
         AuthorizationError,
         Code,
@@ -53,6 +55,7 @@ if TYPE_CHECKING:
         UsageError,
         VerificationError,
     )
+    from sddsf.protocol.membership import Role
 
 from sddsf._version import __version__
 
@@ -62,8 +65,10 @@ _EXPORTS = {
     **dict.fromkeys(("Runner", "RunnerSettings"), "sddsf.client.runner"),
     "RetryPolicy": "sddsf.client.retry",
     **dict.fromkeys(("LiveDoc", "LiveStatus"), "sddsf.client.live"),
-    **dict.fromkeys(("Alert", "Event", "PendingProposal", "RegistryChange", "RemoteChange",
-                     "Rotation"), "sddsf.client.events"),
+    **dict.fromkeys(("Alert", "Event", "MembershipChange", "PendingProposal",
+                     "RegistryChange", "RemoteChange", "Rotation"), "sddsf.client.events"),
+    "MemberView": "sddsf.client.sharing",
+    "Role": "sddsf.protocol.membership",
     **dict.fromkeys(("AuthorizationError", "Code", "ConfigError", "ConflictError",
                      "DecodeError", "EpochError", "LocalProtocolError", "NotFoundError",
                      "ProofError", "RateLimitedError", "RemoteProtocolError", "SddsfError",
@@ -84,6 +89,8 @@ __all__ = [
     "LiveDoc",
     "LiveStatus",
     "LocalProtocolError",
+    "MemberView",
+    "MembershipChange",
     "NotFoundError",
     "PendingProposal",
     "ProofError",
@@ -92,6 +99,7 @@ __all__ = [
     "RemoteChange",
     "RemoteProtocolError",
     "RetryPolicy",
+    "Role",
     "Rotation",
     "Runner",
     "RunnerSettings",

@@ -55,6 +55,8 @@ COVERED: dict[str, list[tuple[str, ...]]] = {
     "vault conflicts": [()],
     "vault get": [(ITEM,)],
     "vault alerts": [()],
+    "account fingerprint": [()],
+    "space members": [(SPACE,)],
 }
 # Commands that print no data of the account, or are run by the setup below.
 EXEMPT = {
@@ -75,6 +77,9 @@ EXEMPT = {
     "encryption-policy reset": "no data",
     "relay backup": "a relay database", "relay restore": "a relay database",
     "relay backup-keygen": "prints key file paths",
+    **dict.fromkeys(("space share", "space join", "space role", "space remove", "space leave"),
+                    "changes a shared space's membership; prints fingerprints, ids and the "
+                    "space's name (test_cli_sharing)"),
 }
 
 
@@ -178,7 +183,7 @@ def check_text_output(path: str, out: str) -> None:
         "ls": [f"{KEY} = {VALUE}", ":smile: [/]"], "get": [VALUE],
         "device list": [DEVICE, "\\x1b[2J\\x1b[31mphone[/]\\ndevice laptop"],
         "vault list": [ITEM], "vault history": [], "vault get": [VALUE],
-        "audit": [DEVICE], "device pending": [DEVICE],
+        "audit": [DEVICE], "device pending": [DEVICE], "space members": [SPACE],
     }.get(path, [])
     for text in expected:
         assert text in out, (path, text, out)

@@ -11,6 +11,7 @@ from relaykit import T0, Clock, World, client_for, make_app
 
 from sddsf.client.relay_client import RelayClient
 from sddsf.errors import Code, SddsfError
+from sddsf.protocol import audit
 from sddsf.protocol import membership as ms
 from sddsf.protocol import merkle
 from sddsf.protocol.membership import MembershipState, Role
@@ -210,3 +211,28 @@ async def test_two_admins_racing_get_one_order(people) -> None:  # type: ignore[
     assert log.members == {alice.account_id: "admin", carol.account_id: "reader"}
     assert ms.fold(space, [e for _, e in log.entries], m.regs.get).state.members.keys() \
         == {alice.account_id, carol.account_id}
+
+
+async def test_membership_is_audited_for_every_member_and_registry_changes_alerted(
+        people) -> None:  # type: ignore[no-untyped-def]
+    alice, bob, carol, _ = people
+    space = alice.world.space
+    m = await _share(alice, bob, carol)
+    await alice.c.append_membership(space, m.apply(ms.remove_member(
+        m.state, alice.world.devices[0], alice.state, carol.account_id, T0)))
+
+    async def changes(p: Person) -> list[tuple[str, bytes]]:
+        entries, _ = await p.c.audit_page()
+        return [(str(e.data["change"]), bytes(e.data["member"]))  # type: ignore[arg-type]
+                for e in map(audit.decode_entry, (raw for _, raw in entries))
+                if e.kind is audit.AuditKind.MEMBERSHIP]
+
+    every = [("create", alice.account_id), ("add", bob.account_id),
+             ("add", carol.account_id), ("remove", carol.account_id)]
+    assert await changes(alice) == every
+    assert await changes(bob) == every[1:]  # from the entry that made it a member
+    assert await changes(carol) == every[2:]  # its removal included
+    # Bob's account adds a device: Alice (still sharing with Bob) is alerted, Carol not.
+    await bob.c.append_registry(bob.account_id, bob.world.add_device(2))
+    assert [a.rule for a in await alice.c.alerts()] == ["member_registry_changed"]
+    assert "member_registry_changed" not in {a.rule for a in await carol.c.alerts()}

@@ -11,6 +11,7 @@ with every member's devices.
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -26,10 +27,12 @@ from clientkit import InProcessRelay, passphrase  # noqa: E402
 from relaykit import relay_key  # noqa: E402
 
 from sddsf.client.device import Device  # noqa: E402
+from sddsf.client.events import MembershipChange  # noqa: E402
 from sddsf.client.relay_client import RelayClient  # noqa: E402
 from sddsf.client.transport.relay import RelayTransport  # noqa: E402
 from sddsf.errors import Code, ProofError  # noqa: E402
 from sddsf.protocol import keypackage as kp  # noqa: E402
+from sddsf.protocol.envelope import OpEnvelope, decode_envelope  # noqa: E402
 from sddsf.protocol.membership import Role  # noqa: E402
 from sddsf.relay.storage.base import RelayStorage  # noqa: E402
 from sddsf.testing.malicious_relay import Drop  # noqa: E402
@@ -43,6 +46,12 @@ def text(dev: Device, space: bytes) -> str:
 def write(dev: Device, space: bytes, at: int, s: str) -> None:
     dev.doc(space, "text").get("t", type=pycrdt.Text).insert(at, s)
     dev.flush()
+
+
+def _logged(dev: Device, space: bytes) -> list[OpEnvelope]:
+    """The op envelopes of the space's log as the device stored them."""
+    rows = dev.store.scan("op", space)
+    return [decode_envelope(raw) for _, raw in rows if raw[:1] == b"\x84"]
 
 
 class People:
@@ -133,12 +142,20 @@ async def test_a_removed_member_reads_nothing_written_after_and_cannot_write(
     (a1, _), (b1, b2), (c1, _) = (p.devices[n] for n in ("alice", "bob", "carol"))
     space = await _shared(p)
     before = max(b1.engine.keyring.keys_cached(space))
+    events = c1.changes()
     report = await a1.sharing.remove(space, b1.account.account_id)
     assert report.rotated == 1
     write(a1, space, 5, " (secret after bob left)")
     await a1.sync()
     await c1.sync()
     assert text(c1, space) == "hello (secret after bob left)"
+    # Carol's application hears of the removal, as her device verified it.
+    seen = []
+    while not any(isinstance(e, MembershipChange) for e in seen):
+        seen.append(await asyncio.wait_for(anext(events), 5))
+    change = next(e for e in seen if isinstance(e, MembershipChange))
+    assert (change.space, change.change, change.account, change.role, change.by) == (
+        space, "remove", b1.account.account_id, None, a1.account.account_id)
     # Bob's devices can no longer reach the space; their keys stop before the removal.
     report = await b1.sync()
     assert space in report.unreachable
@@ -159,15 +176,22 @@ async def test_a_members_device_revocation_rotates_the_shared_space(people: Peop
     (a1, _), (b1, _), (c1, c2) = (p.devices[n] for n in ("alice", "bob", "carol"))
     space = await _shared(p)
     epoch = max(a1.engine.keyring.keys_cached(space))
+    write(a1, space, 5, " (sealed before)")  # under the old epoch, not sent yet
     await c1.revoke(c2.device_id, "lost")  # the revoker opens new epochs at once
     await c1.sync()
     await a1.sync()
     newest = a1.engine.keyring.stored_packages(space)[-1]
     assert newest.epoch > epoch and c2.device_id not in newest.recipients
+    # Alice's edit was not sent under the epoch the revoked phone holds, nor lost.
+    assert a1.pending_count() == 0
     write(b1, space, 0, "after ")
     await b1.sync()
     await a1.sync()
-    assert text(a1, space).startswith("after ")
+    await c1.sync()
+    assert text(a1, space) == text(c1, space) == "after hello (sealed before)"
+    epochs = {env.header.epoch for env in _logged(a1, space)
+              if env.header.author == a1.device_id}
+    assert newest.epoch in epochs and epoch not in epochs  # (epoch 0: before sharing)
 
 
 async def test_a_relay_hiding_a_removal_from_one_member_is_caught(people: People,

@@ -38,12 +38,12 @@ def test_public_modules_come_in_reading_order(api_reference: ModuleType) -> None
     # The index lists them in this order: the facade, the application API (device,
     # live documents, events, the blocking API), background sync, the transports it
     # runs over and the relay's typed answers, documents, storage, the bridge, and
-    # the exception tree last.
+    # the exception tree last; sharing spaces with people comes after the vault.
     assert api_reference.PUBLIC_MODULES == (
         "sddsf", "sddsf.client.device", "sddsf.client.live", "sddsf.client.events",
         "sddsf.sync_api", "sddsf.client.runner", "sddsf.client.transport.base",
         "sddsf.client.transport.relay", "sddsf.client.results", "sddsf.client.retry",
-        "sddsf.client.kv", "sddsf.client.vault", "sddsf.client.store",
+        "sddsf.client.kv", "sddsf.client.vault", "sddsf.client.sharing", "sddsf.client.store",
         "sddsf.client.sqlite_store",
         "sddsf.client.memory_store", "sddsf.client.keystore", "sddsf.client.bridge",
         "sddsf.errors")

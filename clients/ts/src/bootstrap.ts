@@ -6,7 +6,8 @@
  * ```
  * bundle = [1, body_bytes, signature]     signature over labelled(BOOTSTRAP_SIG, body_bytes)
  * body   = {v, account, device, nonce, ts, registry, policy, spaces}
- * space  = {space, size, root, epoch, head} + {keys} + {snaps} + {chunks} + {after, ops}   (each optional)
+ * space  = {space, size, root, epoch, head} + {keys} + {snaps} + {chunks} + {after, ops} + {owner}   (each optional;
+ *          owner: a space another account shares with this one)
  * snap   = [doc_id, covers_offset, blob / null, snapshot_id / null, [attestation, ...]]
  * op     = [offset, op_id, leaf_hash, envelope / null]
  * ```
@@ -40,7 +41,7 @@ export const BOOTSTRAP_NONCE_SIZE = 16;
 const LIMITS: DecodeLimits = Object.freeze({ maxSize: BOOTSTRAP_MAX_BYTES, maxDepth: 8, maxItems: 10_000 });
 const BODY = ["v", "account", "device", "nonce", "ts", "registry", "policy", "spaces"];
 const SPACE = ["space", "size", "root", "epoch", "head"];
-const SPACE_OPTIONAL = ["keys", "snaps", "chunks", "after", "ops"];
+const SPACE_OPTIONAL = ["keys", "snaps", "chunks", "after", "ops", "owner"];
 const MAX_ITEMS = 10_000;
 
 /** A stored snapshot (`blob` null: none is stored under `doc`) and the attestations about it. */
@@ -62,6 +63,8 @@ export interface BundledSpace {
   readonly chunks: ReadonlyMap<string, Uint8Array>;
   readonly after: number | null;
   readonly ops: readonly PulledOp[];
+  /** The owner of a space another account shares with this one (null: the account's own). */
+  readonly owner: Uint8Array | null;
 }
 
 /** A bundle whose signature and request binding were checked (its components were not). */
@@ -158,7 +161,8 @@ function space(f: Fields): BundledSpace {
   const info: SpaceInfo = { spaceId: f.bytes("space", { size: 16 }), size: Number(f.u64("size", 0n, BigInt(Number.MAX_SAFE_INTEGER))),
     root: f.bytes("root", { size: 32 }), epoch: int(f.raw("epoch"), "epoch", -1) };
   return { info, head: f.bytes("head", { maxSize: 1024 }), keys, snapshots, chunks,
-    after: f.has("after") ? int(f.raw("after"), "after", -1) : null, ops };
+    after: f.has("after") ? int(f.raw("after"), "after", -1) : null, ops,
+    owner: f.has("owner") ? f.bytes("owner", { size: 32 }) : null };
 }
 
 /**

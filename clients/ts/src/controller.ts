@@ -47,7 +47,8 @@ const REPORT_FIELDS = ["v", "account", "device", "ts", "kind", "data"] as const;
 
 /** Kinds of audit event. */
 export const AUDIT_KINDS = ["device_added", "device_revoked", "device_recovered", "registry_policy", "registry_entry",
-  "key_rotation", "session", "posture", "report", "alert", "alert_ack", "policy"] as const;
+  "key_rotation", "session", "posture", "report", "alert", "alert_ack", "policy",
+  "membership"] as const;
 export type AuditKind = (typeof AUDIT_KINDS)[number];
 
 const REPORT_DATA: Readonly<Record<string, readonly string[]>> = {

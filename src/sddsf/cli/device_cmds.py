@@ -707,6 +707,12 @@ def sync(ctx: click.Context, watch: bool, interval: float, as_json: bool) -> Non
             result["read_only_reason"] = r.read_only_reason
         if r.alerts:  # what this device found wrong with another device
             result["alerts"] = [list(a) for a in r.alerts]
+        if r.unreachable:  # shared spaces this account was removed from (or left)
+            result["unreachable"] = [{"id": s.hex(), "name": d.ident.space_label(s)}
+                                     for s in r.unreachable]
+        if r.not_writable:  # shared spaces where this account only reads
+            result["not_writable"] = [{"id": s.hex(), "name": d.ident.space_label(s)}
+                                      for s in r.not_writable]
         return result
 
     if watch:
@@ -721,6 +727,14 @@ def sync(ctx: click.Context, watch: bool, interval: float, as_json: bool) -> Non
         say(f"warning: the relay's log holds {len(result['skipped'])} op(s) of a revoked device "
             "written after its revocation; they were not applied (the relay should have "
             "refused them: tell its operator to run `sddsf relay fsck`)", err=True)
+    for space in result.get("not_writable", []):
+        say(f"note: this account is a reader of space {space['name']}: its edits stay on "
+            "this device, not sent, until an admin of the space makes it a writer",
+            err=True)
+    for gone in result.get("unreachable", []):
+        say(f"note: space {gone['name']} is no longer shared with this account (removed, "
+            "or you left); what was synced stays readable here, nothing more syncs",
+            err=True)
     codes = [code for code, _ in result["rejected"]]
     if "chain_fork" in codes:
         say("note: this device's chain had diverged (restored from an older copy?); "

@@ -68,7 +68,7 @@ from sddsf.client.engine.common import (
 from sddsf.client.engine.identity import DeviceIdentity, new_home
 from sddsf.client.engine.keyring import previous_keys
 from sddsf.client.engine.sync import SyncEngine
-from sddsf.client.events import EventBus
+from sddsf.client.events import EventBus, MembershipChange
 from sddsf.client.governance import REENCRYPT_POLICIES, Change, Governance, ProposalView
 from sddsf.client.home import discard_home, open_home
 from sddsf.client.homelock import DEFAULT_TIMEOUT_S, HomeLock, WaitNotice
@@ -88,6 +88,7 @@ from sddsf.protocol.approval import ActionType
 from sddsf.protocol.clock import HybridLogicalClock
 from sddsf.protocol.encoding import encode
 from sddsf.protocol.identity import AccountKeys, AccountPublic, DeviceKeys
+from sddsf.protocol.keypackage_v3 import build_key_package_v3
 from sddsf.protocol.rules import ChainHead
 from sddsf.protocol.snapshot import SPACE_SNAPSHOT_DOC, snapshot_claims
 
@@ -139,6 +140,14 @@ class _BusObserver:
         self._bus.device_alert(code, message)
         if self._extra is not None:
             self._extra.on_alert(code, message)
+
+    def on_membership(self, space_id: bytes, change: str, account: bytes, role: str | None,
+                      by: bytes) -> None:
+        self._bus.membership_changed(MembershipChange(space_id, change, account, role, by))
+        # An observer written before shared spaces may lack this method.
+        told = getattr(self._extra, "on_membership", None)
+        if told is not None:
+            told(space_id, change, account, role, by)
 
 
 class Device(ApplicationApi):
@@ -489,15 +498,24 @@ class Device(ApplicationApi):
         device.engine.reg.distrusted.update(others)
         for space in await device.transport.spaces():
             space_id = space.space_id
+            if space.owner not in (None, account.account_id):
+                continue  # another person's shared space: joined again by its id
+            fold = await device.engine.members.ahead(space_id)
             packages = await device.refresh_keys(space_id)
             # The recovery key is a recipient of every package: it opens the
             # newest one, whose chain leads to every earlier key.
             known = kp.open_key_history(packages, account.account_id, account.recovery)
             last = packages[-1]
-            pkg_bytes = kp.build_key_package(
-                creator=keys, registry=device.registry(), space=space_id,
-                epoch=last.epoch + 1, prev=last.hash, epoch_key=random_bytes(32),
-                ts_ms=clock(), previous_keys=previous_keys(known, last))
+            epoch, key, earlier = last.epoch + 1, random_bytes(32), previous_keys(known, last)
+            pkg_bytes = build_key_package_v3(
+                creator=keys, creator_account=account.account_id,
+                registries=device.engine.members.members(space_id, fold).registries,
+                members=fold.state.members, membership_head=fold.state.head, space=space_id,
+                epoch=epoch, prev=last.hash, epoch_key=key, ts_ms=clock(),
+                previous_keys=earlier,
+            ) if fold.state.applied else kp.build_key_package(
+                creator=keys, registry=device.registry(), space=space_id, epoch=epoch,
+                prev=last.hash, epoch_key=key, ts_ms=clock(), previous_keys=earlier)
             await device.transport.put_key_package(space_id, pkg_bytes)
             with store.batch() as b:
                 b.put("space", space_id, encode(""))
@@ -511,7 +529,7 @@ class Device(ApplicationApi):
         # the log (from the snapshot's frontier and chain heads where history
         # is pruned) and applies nothing, so no state is loaded before they are
         # revoked; the sync inside each revocation is this device's first load.
-        for space_id, _ in self.spaces():
+        for space_id, _ in self.ident.synced_spaces():
             await self.refresh_keys(space_id)  # the epoch this recovery just opened
             heads = await self.engine.puller.pull(space_id, SyncReport(), dry=True) or {}
             for author, head in heads.items():
@@ -868,6 +886,19 @@ class Device(ApplicationApi):
             Nothing of its own.
         """
         return self.ident.spaces()
+
+    def synced_spaces(self) -> list[tuple[bytes, str]]:
+        """The spaces that sync: :meth:`spaces` without the shared spaces of other
+        accounts that this account left or was removed from (they stay readable
+        here, read only).
+
+        Returns:
+            ``(space_id, name)`` pairs, by id.
+
+        Raises:
+            Nothing of its own.
+        """
+        return self.ident.synced_spaces()
 
     def space_by_name(self, name: str) -> bytes:
         """The id of the space called ``name``.

@@ -10,6 +10,8 @@ the application may care about became true:
 * :class:`PendingProposal`: the verified registry holds a new open proposal
   (a device change that waits for approvals, ``docs/protocol.md`` §9.8);
 * :class:`Rotation`: a space moved to a new key epoch (made here or elsewhere);
+* :class:`MembershipChange`: a shared space's verified membership changed (an
+  account added, its role changed, removed, or it left);
 * :class:`Alert`: this device found something wrong with another one
   (``SyncReport.alerts``), or the relay's security controller pushed an alert
   over the live channel.
@@ -41,7 +43,8 @@ if TYPE_CHECKING:
     from sddsf.protocol.registry import RegistryState
 
 __all__ = ["STREAM_MAX", "Alert", "ErrorCallback", "Event", "EventBus", "EventCallback",
-           "EventStream", "PendingProposal", "RegistryChange", "RemoteChange", "Rotation"]
+           "EventStream", "MembershipChange", "PendingProposal", "RegistryChange",
+           "RemoteChange", "Rotation"]
 
 log = logging.getLogger("sddsf.client")
 
@@ -114,6 +117,25 @@ class Rotation:
 
 
 @dataclass(frozen=True, slots=True)
+class MembershipChange:
+    """A shared space's membership changed, as this device verified it in the log.
+
+    Attributes:
+        space: the space id (16 bytes).
+        change: ``create``, ``add``, ``role``, ``remove`` or ``leave``.
+        account: the account the change is about (32 bytes).
+        role: its role after the change (None after ``remove`` or ``leave``).
+        by: the account that signed the change.
+    """
+
+    space: bytes
+    change: str
+    account: bytes
+    role: str | None
+    by: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class Alert:
     """Something is wrong with a device.
 
@@ -135,7 +157,7 @@ class Alert:
 
 
 #: Any event a device publishes (what ``device.changes()`` yields).
-Event = RemoteChange | RegistryChange | PendingProposal | Rotation | Alert
+Event = RemoteChange | RegistryChange | PendingProposal | Rotation | MembershipChange | Alert
 #: A callback for events; it may return an awaitable (run as a task).
 EventCallback = Callable[[Event], Awaitable[None] | None]
 #: A callback for the errors of callbacks and background syncs (``on_error``).
@@ -395,6 +417,18 @@ class EventBus:
         """
         if self.listening:
             self.publish(Rotation(space, epoch, by))
+
+    def membership_changed(self, change: MembershipChange) -> None:
+        """A shared space's membership changed: publishes the :class:`MembershipChange`.
+
+        Args:
+            change: what changed.
+
+        Raises:
+            Nothing of its own.
+        """
+        if self.listening:
+            self.publish(change)
 
     def device_alert(self, code: str, message: str) -> None:
         """This device found something wrong: publishes an :class:`Alert` (``device``).

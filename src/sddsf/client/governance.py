@@ -178,7 +178,7 @@ class Governance:
         can no longer be used (its author is the revoked device)."""
         if kind is ActionType.POLICY:
             return
-        spaces = [s for s, _ in self.d.spaces()]
+        spaces = [s for s, _ in self.d.synced_spaces()]
         for space_id in spaces:
             await self.d.rotate(space_id)
         if kind is not ActionType.REVOKE:
@@ -211,7 +211,7 @@ class Governance:
                 # A revocation whose cutoff the log has outgrown (the target
                 # wrote after our last pull): pull, so the rebuilt entry's
                 # cutoff keeps every op the log holds.
-                for space_id, _ in self.d.spaces():
+                for space_id, _ in self.d.synced_spaces():
                     await self.d.pull_only(space_id)
                 continue
             await self.d.refresh_registry()

@@ -10,11 +10,13 @@ satisfies every protocol here (a test checks it).
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Protocol
 
 import pycrdt
 
 from sddsf.client.engine.common import Progress, SyncReport
+from sddsf.client.engine.sync import SyncEngine
 from sddsf.client.events import EventBus
 from sddsf.client.records import Provenance
 from sddsf.client.relay_client import RelayClient
@@ -24,7 +26,8 @@ from sddsf.crypto import Ed25519PublicKey
 from sddsf.protocol import registry as reg
 from sddsf.protocol.identity import AccountPublic, DeviceKeys
 
-__all__ = ["ControllerHost", "DocumentHost", "GovernanceHost", "SyncHost", "TombstoneHost"]
+__all__ = ["ControllerHost", "DocumentHost", "GovernanceHost", "SharingHost", "SyncHost",
+           "TombstoneHost"]
 
 
 class DocumentHost(Protocol):
@@ -59,6 +62,10 @@ class DocumentHost(Protocol):
 
     def spaces(self) -> list[tuple[bytes, str]]:
         """``(space_id, name)`` of the device's spaces."""
+        ...
+
+    def synced_spaces(self) -> list[tuple[bytes, str]]:
+        """The spaces that sync (not those of others this account left or lost)."""
         ...
 
     async def create_space(self, name: str) -> bytes:
@@ -145,6 +152,10 @@ class GovernanceHost(Protocol):
         """``(space_id, name)`` of the device's spaces."""
         ...
 
+    def synced_spaces(self) -> list[tuple[bytes, str]]:
+        """The spaces that sync (not those of others this account left or lost)."""
+        ...
+
     async def rotate(self, space_id: bytes) -> int:
         """Open the next key epoch."""
         ...
@@ -194,10 +205,53 @@ class SyncHost(Protocol):
         """The spaces this device knows, with their names."""
         ...
 
+    def synced_spaces(self) -> list[tuple[bytes, str]]:
+        """The spaces that sync (not those of others this account left or lost)."""
+        ...
+
     def doc(self, space_id: bytes, name: str) -> pycrdt.Doc[Any]:
         """A document of a space."""
         ...
 
     def flush(self) -> int:
         """Seal buffered edits into pending ops."""
+        ...
+
+
+class SharingHost(Protocol):
+    """A device as :class:`~sddsf.client.sharing.Sharing` uses it."""
+
+    engine: SyncEngine
+    store: LocalStore
+    transport: Transport
+    relay: RelayClient
+
+    @property
+    def account(self) -> AccountPublic:
+        """The account's public keys."""
+        ...
+
+    @property
+    def keys(self) -> DeviceKeys:
+        """This device's keys (membership entries are signed with them)."""
+        ...
+
+    def registry(self) -> reg.RegistryState:
+        """The verified registry."""
+        ...
+
+    def clock(self) -> int:
+        """Milliseconds since the epoch."""
+        ...
+
+    def spaces(self) -> list[tuple[bytes, str]]:
+        """The device's spaces."""
+        ...
+
+    def exclusive(self) -> contextlib.AbstractAsyncContextManager[None]:
+        """Hold the home's lock for a block of calls."""
+        ...
+
+    async def sync(self, progress: Progress | None = None) -> SyncReport:
+        """One sync."""
         ...

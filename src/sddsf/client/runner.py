@@ -186,7 +186,7 @@ class Runner:
     async def _live_loop(self) -> None:
         tries = 0  # failed connections in a row
         while not self._stop.is_set():
-            spaces = [space_id for space_id, _ in self.device.spaces()]
+            spaces = [space_id for space_id, _ in self.device.synced_spaces()]
             self._following = set(spaces)
             self._follow = asyncio.create_task(self._follow_spaces(spaces))
             try:
@@ -234,7 +234,7 @@ class Runner:
         # A space created or joined since the subscription began: subscribe
         # again with it (the transport follows a fixed list). Returns how many
         # spaces were new.
-        new = [space_id for space_id, _ in self.device.spaces()
+        new = [space_id for space_id, _ in self.device.synced_spaces()
                if space_id not in self._following]
         follow = self._follow
         if new and follow is not None and not follow.done():

@@ -15,19 +15,16 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from sddsf.client.engine.common import SyncReport
 from sddsf.client.engine.members import Members
+from sddsf.client.hosts import SharingHost
 from sddsf.errors import Code, NotFoundError, ProofError, SddsfError, UsageError
 from sddsf.protocol import membership as ms
 from sddsf.protocol import registry as reg
 from sddsf.protocol.encoding import decode, encode
 from sddsf.protocol.identity import AccountPublic, fingerprint, fingerprint_bytes
 from sddsf.protocol.membership import Role
-
-if TYPE_CHECKING:
-    from sddsf.client.device import Device
 
 __all__ = ["ACCOUNT_CODE_PREFIX", "MemberView", "Sharing", "account_code", "parse_account"]
 
@@ -37,13 +34,29 @@ ACCOUNT_CODE_PREFIX = "sddsf-account-"
 
 
 def account_code(account: AccountPublic) -> str:
-    """The account's public keys as one copyable string (both keys, base32)."""
+    """The account's public keys as one copyable string (both keys, base32).
+
+    Args:
+        account: The account.
+
+    Returns:
+        ``sddsf-account-`` followed by the keys.
+
+    Raises:
+        Nothing of its own.
+    """
     raw = encode([account.signing_key.raw, account.recovery_key])
     return ACCOUNT_CODE_PREFIX + base64.b32encode(raw).decode().rstrip("=").lower()
 
 
 def parse_account(code: str) -> AccountPublic:
     """The account of an account code.
+
+    Args:
+        code: What :func:`account_code` made (spaces around it are ignored).
+
+    Returns:
+        The account's public keys.
 
     Raises:
         UsageError: not an account code.
@@ -77,7 +90,7 @@ class MemberView:
 class Sharing:
     """Share, join and manage the membership of spaces (see the module docstring)."""
 
-    def __init__(self, device: Device) -> None:
+    def __init__(self, device: SharingHost) -> None:
         self._d = device
 
     @property
@@ -94,6 +107,15 @@ class Sharing:
         The first share of a space also appends its ``create`` entry. The sync
         that follows opens a key epoch that includes the member's devices.
 
+        Args:
+            space_id: A space this account administers (its own, or one where
+                it is an admin).
+            member: The other account's public keys (:meth:`resolve`).
+            role: ``reader``, ``writer`` or ``admin``.
+
+        Returns:
+            The report of the sync that followed.
+
         Raises:
             UsageError: the member is this account, or already a member.
             AuthorizationError: this account is not an admin of the space.
@@ -103,24 +125,70 @@ class Sharing:
             return await self._share(space_id, member, role)
 
     async def set_role(self, space_id: bytes, account_id: bytes, role: Role) -> SyncReport:
-        """Give a member another role (admins only)."""
+        """Give a member another role (admins only).
+
+        Args:
+            space_id: The shared space.
+            account_id: The member's account id.
+            role: Its new role.
+
+        Returns:
+            The report of the sync that followed.
+
+        Raises:
+            UsageError: the space is not shared.
+            AuthorizationError: this account is not an admin.
+            MembershipError: ``membership_invalid`` (not a member, the same
+                role, or the last admin demoted).
+        """
         async with self._d.exclusive():
             return await self._set_role(space_id, account_id, role)
 
     async def remove(self, space_id: bytes, account_id: bytes) -> SyncReport:
-        """Remove a member (admins only); the sync opens an epoch without it, so
-        nothing written afterwards is readable by its devices."""
+        """Remove a member (admins only). The sync that follows opens an epoch
+        without it, so nothing written afterwards is readable by its devices.
+
+        Args:
+            space_id: The shared space.
+            account_id: The member's account id.
+
+        Returns:
+            The report of the sync that followed (``rotated`` counts the new epoch).
+
+        Raises:
+            UsageError: the space is not shared.
+            AuthorizationError: this account is not an admin.
+            MembershipError: ``membership_invalid`` (not a member, or the last admin).
+            EpochError: ``rotation_blocked`` when the relay refuses the new epoch.
+        """
         async with self._d.exclusive():
             return await self._remove(space_id, account_id)
 
     async def leave(self, space_id: bytes) -> None:
-        """Leave another account's space (its data synced so far stays here, read only)."""
+        """Leave another account's space. What was synced stays on this device,
+        read only; nothing more is pulled or pushed.
+
+        Args:
+            space_id: The shared space.
+
+        Raises:
+            UsageError: the space is not shared.
+            MembershipError: ``membership_invalid`` for the last admin.
+        """
         async with self._d.exclusive():
             await self._leave(space_id)
 
     async def join(self, space_id: bytes, owner: AccountPublic, name: str = "") -> SyncReport:
         """Hold another account's space, shared with this one: pin the owner's key
         (as the people compared it) and sync it.
+
+        Args:
+            space_id: The space's id (the owner's ``space share`` prints it).
+            owner: The owner's public keys (:meth:`resolve`).
+            name: What to call the space here until its own name is synced.
+
+        Returns:
+            The report of the sync that read the space.
 
         Raises:
             UsageError: the space is this device's already.
@@ -176,8 +244,9 @@ class Sharing:
     async def _leave(self, space_id: bytes) -> None:
         """Leave another account's space (its data synced so far stays here)."""
         state = await self._current(space_id)
+        # (Not read ahead: once appended, the space is out of this account's reach.)
         await self._append(space_id, ms.leave(state, self._d.keys, self._d.registry(),
-                                              self._d.clock()))
+                                              self._d.clock()), ahead=False)
         self._d.store.put("gone", space_id, encode(True))
 
     async def _join(self, space_id: bytes, owner: AccountPublic, name: str = "") -> SyncReport:
@@ -213,6 +282,12 @@ class Sharing:
         signature and id this device checks against the fingerprint (160 bits),
         so the relay cannot answer with another account's keys.
 
+        Args:
+            text: An account code (``sddsf-account-...``) or a fingerprint.
+
+        Returns:
+            The account's public keys.
+
         Raises:
             UsageError: neither a code nor a fingerprint.
             NotFoundError: no account with that fingerprint on this relay.
@@ -233,7 +308,17 @@ class Sharing:
 
     # ------------------------------------------------------------- reads
     def members(self, space_id: bytes) -> list[MemberView]:
-        """The space's members as this device verified them (empty: not shared)."""
+        """The space's members as this device verified them.
+
+        Args:
+            space_id: The space.
+
+        Returns:
+            One view per member, by account id (empty: the space is not shared).
+
+        Raises:
+            Nothing of its own.
+        """
         view = self._members.members(space_id)
         owner = self._members.owner(space_id)
         me = self._d.account.account_id
@@ -254,8 +339,9 @@ class Sharing:
             raise UsageError("this space is not shared; share it first")
         return state
 
-    async def _append(self, space_id: bytes, entry: bytes) -> None:
+    async def _append(self, space_id: bytes, entry: bytes, *, ahead: bool = True) -> None:
         await self._d.transport.append_membership(space_id, entry)
-        # Read the membership ahead of the log, so that the next sync opens the
-        # epoch it calls for at once (before its pull reaches the entry).
-        await self._members.ahead(space_id)
+        if ahead:
+            # Read the membership ahead of the log, so that the next sync opens
+            # the epoch it calls for at once (before its pull reaches the entry).
+            await self._members.ahead(space_id)

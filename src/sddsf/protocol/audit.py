@@ -70,6 +70,7 @@ class AuditKind(StrEnum):
     ALERT = "alert"
     ALERT_ACK = "alert_ack"
     POLICY = "policy"
+    MEMBERSHIP = "membership"  # a shared space's membership entry (each member's log)
 
 
 @dataclass(frozen=True, slots=True)

@@ -54,7 +54,7 @@ NONCE_SIZE: Final = 16
 _LIMITS: Final = DecodeLimits(max_size=BOOTSTRAP_MAX_BYTES, max_depth=8, max_items=10_000)
 _BODY: Final = ("v", "account", "device", "nonce", "ts", "registry", "policy", "spaces")
 _SPACE: Final = ("space", "size", "root", "epoch", "head")
-_SPACE_OPTIONAL: Final = ("keys", "snaps", "chunks", "after", "ops")
+_SPACE_OPTIONAL: Final = ("keys", "snaps", "chunks", "after", "ops", "owner")
 _U63: Final = 2**63 - 1
 
 
@@ -95,6 +95,9 @@ class BundledSpace:
     chunks: Mapping[bytes, bytes] = field(default_factory=dict)
     after: int | None = None
     ops: tuple[BundledOp, ...] = ()
+    #: The space's owner when it is not the bundle's account (a space shared
+    #: with it, protocol 21.7); None: the account's own.
+    owner: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +126,8 @@ def _space_map(s: BundledSpace) -> dict[str, object]:
     if s.after is not None:
         out["after"] = s.after
         out["ops"] = [[o.offset, o.op_id, o.leaf_hash, o.envelope] for o in s.ops]
+    if s.owner is not None:
+        out["owner"] = s.owner
     return out
 
 
@@ -215,4 +220,4 @@ def _space(f: Fields) -> BundledSpace:
         f.bytes_("space", size=16), f.int_("size", hi=_U63), f.bytes_("root", size=32),
         _int(f.raw("epoch"), "epoch", -1), f.bytes_("head", max_size=1024), keys,
         tuple(snaps), chunks, _int(f.raw("after"), "after", -1) if f.has("after") else None,
-        tuple(ops))
+        tuple(ops), f.bytes_("owner", size=32) if f.has("owner") else None)

@@ -36,6 +36,10 @@ built and verified by :mod:`sddsf.protocol.keypackage_v3`: the body drops
 ``registry_seq`` and adds ``creator_account``, ``members`` (each member
 account with the registry position its devices were taken at) and
 ``membership`` (the membership head the members were read at).
+
+Size: one format in three versions; the decoder, the version 2 builder and
+verifier, and the openers every version shares are kept together, with their
+private helpers (version 3's builder and verifier are in ``keypackage_v3``).
 """
 
 from __future__ import annotations

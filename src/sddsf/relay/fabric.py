@@ -191,6 +191,17 @@ class Fabric:
             raise NotFoundError("no such space in this account")
         return space
 
+    async def readable_spaces(self, account_id: bytes) -> list[SpaceRecord]:
+        """The spaces the account may read, oldest first: its own that are not
+        shared (or shared with it still a member) and those shared with it."""
+        own = await self.storage.list_spaces(account_id)
+        shared = await self.storage.shared_spaces(account_id)
+        listed = {s.space_id for s in shared}
+        kept = [s for s in own if s.space_id in listed
+                or not await self.storage.space_members(s.space_id)]
+        return sorted({s.space_id: s for s in [*kept, *shared]}.values(),
+                      key=lambda s: (s.created_ms, s.space_id))
+
     async def maybe_prune(self, space: SpaceRecord) -> int:
         """Drop envelopes that every active device has applied and that the
         space's snapshot covers, once that snapshot is corroborated (see
@@ -199,12 +210,12 @@ class Fabric:
         Returns the offset below which envelopes are now pruned.
         """
         registry = await self.registries.get(space.account_id)
-        # Every device that reads the space must have applied what is dropped:
-        # in a shared space, the active devices of every member.
-        members = await self.shared.members(space)
-        readers = members.registries.values() if members is not None else [registry]
-        active = [d.device_id for r in readers for d in r.active_devices()]
         start = self._pruned_to.get(space.space_id, 0)
+        if await self.storage.space_members(space.space_id):
+            # A shared space keeps its whole log: a member's new device replays
+            # it, since it trusts no snapshot of another account's devices yet.
+            return start
+        active = [d.device_id for d in registry.active_devices()]
         if not active:
             return start
         acks = await self.storage.acks(space.space_id)

@@ -29,7 +29,7 @@ from sddsf.protocol.membership import (
 )
 from sddsf.protocol.registry import RegistryState
 from sddsf.protocol.sharing import SpaceMembers, check_create_owner
-from sddsf.relay.storage.base import AppendOutcome, RelayStorage, SpaceRecord
+from sddsf.relay.storage.base import AppendOutcome, AppendStatus, RelayStorage, SpaceRecord
 
 __all__ = ["Folded", "RegistryGetter", "SharedSpaces"]
 
@@ -132,6 +132,12 @@ class SharedSpaces:
                 if attempt:
                     raise
                 continue  # another entry landed first: fold again and re-judge
+            if outcome.status is AppendStatus.ACCEPTED:
+                # Stored right after the entries folded (expected_head held): the
+                # new fold is this one, no need to verify them all again.
+                count, sets = (folded.count, folded.sets) if folded is not None else (0, {})
+                self._folded[space.space_id] = Folded(
+                    count + 1, after, {**sets, e.hash: frozenset(after.members)})
             return outcome, after
         raise AssertionError("unreachable")  # pragma: no cover
 

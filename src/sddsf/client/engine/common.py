@@ -131,9 +131,12 @@ class SyncReport:
     #: Errors raised by the application's document observers while updates were
     #: applied (the updates were applied and stored all the same).
     app_errors: list[SddsfError] = field(default_factory=list)
-    #: Shared spaces of other accounts that this account can no longer reach
-    #: (removed, or the space's relay forgot it): kept here, read only, unsynced.
+    #: Shared spaces of other accounts that this sync found this account can no
+    #: longer reach (removed): kept here, read only, no longer synced.
     unreachable: list[bytes] = field(default_factory=list)
+    #: Shared spaces where this account is a reader and has edits of its own:
+    #: they are kept on this device, not sent (the relay would refuse them).
+    not_writable: list[bytes] = field(default_factory=list)
 
 @dataclass
 class EngineSettings:
@@ -183,6 +186,11 @@ class EngineObserver(Protocol):
 
     def on_alert(self, code: str, message: str) -> None:
         """This device found something wrong with another device (an alert)."""
+
+    def on_membership(self, space_id: bytes, change: str, account: bytes, role: str | None,
+                      by: bytes) -> None:
+        """A membership entry of a shared space was verified and stored: ``change``
+        (its type) about ``account``, ``role`` after it, signed by account ``by``."""
 
 
 async def _nothing() -> None:

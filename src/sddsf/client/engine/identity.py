@@ -127,6 +127,12 @@ class DeviceIdentity:
         """``(space_id, name)`` of the spaces this device holds keys for."""
         return [(k, str(decode(v))) for k, v in self.store.scan("space")]
 
+    def synced_spaces(self) -> list[tuple[bytes, str]]:
+        """:meth:`spaces` without the shared spaces this account no longer reaches
+        (removed, or it left: ``gone``): those stay readable here, never synced."""
+        gone = {k for k, _ in self.store.scan("gone")}
+        return [(s, n) for s, n in self.spaces() if s not in gone]
+
     def space_label(self, space_id: bytes) -> str:
         """How messages name a space: its name quoted, else a prefix of its id."""
         name = self.store.get("space", space_id)

@@ -203,8 +203,11 @@ class Keyring:
         fold = self.members.fold(space_id)
         if any(kp.decode_key_package(p).version >= kp.KEY_PACKAGE_VERSION_SHARED for p in raw):
             fold = await self.members.ahead(space_id)
-        regs = await self.members.refresh_all({owner, *fold.state.members}) \
-            if fold.state.applied else {}
+        accounts = {owner, *fold.state.members}
+        stated = [(a, seq) for p in raw for a, seq in kp.decode_key_package(p).members or ()]
+        regs = await self.members.refresh_all(accounts, force={
+            a for a, seq in stated if (s := self.members.registry_of(a)) is None or s.seq < seq
+        }) if fold.state.applied else {}
 
         def verify(data: bytes, previous: kp.KeyPackage | None) -> kp.KeyPackage:
             if kp.decode_key_package(data).version >= kp.KEY_PACKAGE_VERSION_SHARED:

@@ -19,7 +19,7 @@ which registry judges an op's author (``protocol.sharing``, 21.7).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from sddsf.client.engine.common import SkippedOp, SyncReport, as_list, u64
@@ -42,12 +42,21 @@ from sddsf.protocol.membership import (
     MembershipEntry,
     MembershipState,
     RegistryResolver,
+    can_write,
     decode_entry,
 )
 from sddsf.protocol.rules import EpochWindow
 from sddsf.protocol.sharing import SpaceMembers, check_create_owner
 
-__all__ = ["Fold", "LogJudge", "Members"]
+__all__ = ["REGISTRY_MAX_AGE_MS", "Fold", "LogJudge", "Members"]
+
+#: ``package_seqs(space_id, account)``: per epoch, the registry position its key
+#: package took ``account``'s devices at (``Keyring.package_seqs``).
+PackageSeqs = Callable[[bytes, bytes | None], tuple[int, ...]]
+
+#: How long another account's verified registry is used without asking the
+#: relay again (unless a log or key package names later entries of it).
+REGISTRY_MAX_AGE_MS = 30_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,13 +89,16 @@ class Members:
         self.listed: dict[bytes, dict[int, bytes]] = {}
         #: Per space, the fold including those listed entries (see :meth:`ahead`).
         self._ahead: dict[bytes, Fold] = {}
-        #: Accounts whose registry was fetched during the current sync: read once
-        #: per sync (each read is a request the relay rate-limits per address).
-        self._fresh: set[bytes] = set()
+        #: When each account's registry was last fetched (this device's clock, ms).
+        #: Another account's registry is read at most once per
+        #: :data:`REGISTRY_MAX_AGE_MS` (each read is a request the relay limits
+        #: per address), and at once when a log or key package names entries of
+        #: it this device lacks (``force``). The own registry is the sync's own.
+        self._fetched_ms: dict[bytes, int] = {}
 
     def new_sync(self) -> None:
-        """A sync starts: registries are fetched again (once) when next needed."""
-        self._fresh.clear()
+        """A sync starts (the own registry was just refreshed by it)."""
+        self._fetched_ms[self.ident.account.account_id] = self.ident.clock()
 
     def forget(self) -> None:
         """Drop cached states (another process may have stored rows)."""
@@ -100,6 +112,14 @@ class Members:
         """The account whose space it is."""
         raw = self.store.get("owner", space_id)
         return raw if raw is not None else self.ident.account.account_id
+
+    def may_write(self, space_id: bytes) -> bool:
+        """Whether this account may write the space: its own unshared space, or a
+        shared one where it is a writer or an admin (21.5)."""
+        state = self.current(space_id).state
+        if not state.applied:
+            return self.owner(space_id) == self.ident.account.account_id
+        return can_write(state, self.ident.account.account_id)
 
     def shared(self, space_id: bytes) -> bool:
         """Whether the space's log holds a membership (from its ``create`` on)."""
@@ -145,18 +165,21 @@ class Members:
             state = self._regs[account_id] = reg.verify_registry(entries, pinned=key)
         return state
 
-    async def refresh_registry(self, account_id: bytes) -> reg.RegistryState:
+    async def refresh_registry(self, account_id: bytes, *,
+                               force: bool = False) -> reg.RegistryState:
         """Fetch and verify the account's new registry entries from its pinned key.
 
         Raises:
             ProofError: the account has no pinned key here.
             RegistryError: the entries do not verify.
         """
-        if account_id in self._fresh and (state := self.registry_of(account_id)) is not None:
+        fetched = self._fetched_ms.get(account_id)
+        if not force and fetched is not None and self.ident.clock() - fetched \
+                < REGISTRY_MAX_AGE_MS and (state := self.registry_of(account_id)) is not None:
             return state
         if account_id == self.ident.account.account_id:
             state = await self.reg.refresh()
-            self._fresh.add(account_id)
+            self._fetched_ms[account_id] = self.ident.clock()
             return state
         key = self.pinned(account_id)
         if key is None:
@@ -177,17 +200,19 @@ class Members:
             for i, entry in enumerate(entries):
                 b.put("mreg", account_id + u64(start + i), entry)
         self._regs[account_id] = state
-        self._fresh.add(account_id)
+        self._fetched_ms[account_id] = self.ident.clock()
         return state
 
-    async def refresh_all(self, accounts: Iterable[bytes]) -> dict[bytes, reg.RegistryState]:
-        """Every listed account's registry, refreshed (those without a pinned key skipped)."""
+    async def refresh_all(self, accounts: Iterable[bytes], *,
+                          force: Collection[bytes] = ()) -> dict[bytes, reg.RegistryState]:
+        """Every listed account's registry, refreshed unless read recently (those in
+        ``force`` always; those without a pinned key skipped)."""
         out: dict[bytes, reg.RegistryState] = {}
         for account in sorted(set(accounts)):
             if self.pinned(account) is None:
                 continue
             try:
-                out[account] = await self.refresh_registry(account)
+                out[account] = await self.refresh_registry(account, force=account in force)
             except (AuthorizationError, NotFoundError):
                 # No longer readable (an account removed from every space this
                 # one shares with it): what was verified before still stands.
@@ -254,6 +279,55 @@ class Members:
         New key packages are built for it (the relay wants its newest head)."""
         return self._ahead.get(space_id) or self.fold(space_id)
 
+    def behind(self, accounts: Collection[bytes],
+               ops: Iterable[OpEnvelope]) -> set[bytes]:
+        """The accounts among ``accounts`` whose registry must be fetched now to
+        judge ``ops``: one that lists an op's author below the op's ``reg``, or
+        all of them for an author none lists yet (a member's new device)."""
+        states = {a: s for a in accounts if (s := self.registry_of(a)) is not None}
+        out: set[bytes] = {a for a in accounts if a not in states}
+        for env in ops:
+            owner = next((a for a, s in states.items() if s.device(env.header.author)), None)
+            if owner is None:
+                return set(accounts)
+            if env.header.reg is not None and env.header.reg > states[owner].seq:
+                out.add(owner)
+        return out
+
+    async def judge(self, space_id: bytes, fetched: list[tuple[int, bytes, bytes | None]],
+                    envs: Sequence[OpEnvelope | MembershipEntry | bytes | None],
+                    current_epoch: int, package_seqs: PackageSeqs) -> LogJudge:
+        """Who judges each leaf of a pulled page (``fetched``, decoded as ``envs``):
+        the owner's registry before the space's membership, then each op's
+        author's member registry at its position (21.7). The registries of every
+        account named are refreshed first, so an op's ``reg`` is covered (else
+        ``registry_withheld``).
+
+        Raises:
+            ProofError: a membership leaf differs from what the relay listed at
+                its offset, or a registry is withheld.
+        """
+        entries = [e for e in envs if isinstance(e, MembershipEntry)]
+        listed = self.listed.get(space_id, {})
+        for (offset, _, raw), e in zip(fetched, envs, strict=True):
+            if isinstance(e, MembershipEntry) and listed.get(offset, raw) != raw:
+                raise ProofError(f"the relay listed another membership entry at offset "
+                                 f"{offset} than its log holds")
+        fold = self.fold(space_id)
+        owner = self.owner(space_id)
+        if owner == self.ident.account.account_id and not fold.state.applied and not entries:
+            # This account's own space, not shared: its registry judges every op.
+            ops = [e for e in envs if not isinstance(e, MembershipEntry)]
+            owner_state = await self.reg.covering(ops)
+        else:
+            await self.prepare(entries)
+            accounts = {owner, self.ident.account.account_id, *fold.state.members,
+                        *(e.member for e in entries)}
+            decoded = [e for e in envs if isinstance(e, OpEnvelope)]
+            regs = await self.refresh_all(accounts, force=self.behind(accounts, decoded))
+            owner_state = regs[owner]
+        return LogJudge(self, space_id, fold, owner_state, current_epoch, package_seqs)
+
     def remember(self, space_id: bytes, fold: Fold) -> None:
         """The fold after a pull stored its entries (``mlog`` rows)."""
         self._folds[space_id] = fold
@@ -293,7 +367,7 @@ class LogJudge:
 
     def __init__(self, members: Members, space_id: bytes, fold: Fold,
                  owner_state: reg.RegistryState, current_epoch: int,
-                 package_seqs: Callable[[bytes, bytes | None], tuple[int, ...]]) -> None:
+                 package_seqs: PackageSeqs) -> None:
         self.members = members
         self.space_id = space_id
         self.fold = fold
@@ -302,12 +376,15 @@ class LogJudge:
         self.package_seqs = package_seqs
         #: (offset, entry) of every membership leaf judged (stored with the page).
         self.new: list[tuple[int, bytes]] = []
+        #: The entries that applied (the application hears of them once stored).
+        self.applied: list[MembershipEntry] = []
 
     def entry(self, offset: int, e: MembershipEntry, report: SyncReport) -> None:
         """Fold the entry at ``offset``; a refused one changes nothing and is reported."""
         try:
             check_create_owner(e, self.owner_state.account_id)
             self.fold = self.fold.apply(e, self.members.registry_of)
+            self.applied.append(e)
         except SddsfError as exc:
             report.skipped.append(SkippedOp(offset, e.signer, 0, exc.code.value,
                                             f"membership entry ({e.type.value}) refused: "

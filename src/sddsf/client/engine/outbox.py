@@ -184,10 +184,13 @@ class Outbox:
             raise UsageError("this device has no key for the space yet; sync first")
         epoch = max(keys)
         state = self.reg.state()
-        if self.keyring.compromised(space_id, epoch, state):
+        if self.keyring.compromised(space_id, epoch, state) \
+                or not self.keyring.members.may_write(space_id):
             # A device revoked since this epoch was made holds its key: nothing is
             # sealed under it. The edit is kept (persisted) until sync opens a new
             # epoch (_rotate_if_due), or says why it cannot (rotation_blocked).
+            # Likewise while this account is a reader of a shared space: kept
+            # until it may write (the relay would refuse it).
             if not release:
                 self.hold(space_id, doc_id, name, updates)
             return
@@ -315,6 +318,15 @@ class Outbox:
         envs = [decode_envelope(raw) for _, raw in rows]
         if not any(self.keyring.compromised(space_id, e.header.epoch, state) for e in envs):
             return
+        self.hold_pending(space_id)
+
+    def hold_pending(self, space_id: bytes) -> None:
+        """Take back every pending op of the space as held edits, and move the chain
+        head back to what the log holds (they form one chain after it)."""
+        rows = self.store.scan("pending", space_id)
+        if not rows:
+            return
+        envs = [decode_envelope(raw) for _, raw in rows]
         keys = self.keyring.keys_cached(space_id)
         parted: set[bytes] = set()  # the parts of one edit are held once, as the edit
         with self.store.batch() as b:

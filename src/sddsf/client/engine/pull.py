@@ -39,7 +39,7 @@ from sddsf.client.engine.common import (
 from sddsf.client.engine.documents import Documents
 from sddsf.client.engine.identity import DeviceIdentity
 from sddsf.client.engine.keyring import Keyring
-from sddsf.client.engine.members import LogJudge, Members
+from sddsf.client.engine.members import Members
 from sddsf.client.engine.outbox import NoKey, Outbox
 from sddsf.client.engine.registry import RegistryView
 from sddsf.client.engine.snapshots import Snapshots, UnreadableSnapshot
@@ -159,33 +159,6 @@ class Puller:
             self.reset_space(space_id, exc.snap.id)
             return await self.pull(space_id, report, dry=dry)
 
-    async def judge(self, space_id: bytes, fetched: list[tuple[int, bytes, bytes | None]],
-                    envs: list[OpEnvelope | MembershipEntry | bytes | None],
-                    current_epoch: int) -> LogJudge:
-        """Who judges each leaf of ``fetched``: the owner's registry before the
-        space's membership, then each op's author's member registry at its
-        position (21.7). Registries of every account named are refreshed first,
-        so an op's ``reg`` is covered (else ``registry_withheld``)."""
-        entries = [e for e in envs if isinstance(e, MembershipEntry)]
-        listed = self.members.listed.get(space_id, {})
-        for (offset, _, raw), e in zip(fetched, envs, strict=True):
-            if isinstance(e, MembershipEntry) and listed.get(offset, raw) != raw:
-                raise ProofError(f"the relay listed another membership entry at offset "
-                                 f"{offset} than its log holds")
-        fold = self.members.fold(space_id)
-        owner = self.members.owner(space_id)
-        if owner == self.ident.account.account_id and not fold.state.applied and not entries:
-            # This account's own space, not shared: its registry judges every op.
-            ops = [e for e in envs if not isinstance(e, MembershipEntry)]
-            owner_state = await self.reg.covering(ops)
-        else:
-            await self.members.prepare(entries)
-            regs = await self.members.refresh_all(
-                {owner, self.ident.account.account_id, *fold.state.members})
-            owner_state = regs[owner]
-        return LogJudge(self.members, space_id, fold, owner_state, current_epoch,
-                        self.keyring.package_seqs)
-
     async def page(self, space_id: bytes, cursor: int) -> tuple[list[PulledOp], bytes]:
         """The page of the log from ``cursor``, this device's own acknowledged ops
         filled in from the copies it kept (``ownop``) instead of downloaded.
@@ -220,7 +193,8 @@ class Puller:
         older: list[tuple[bytes, TreeHeadRef]] = []  # gossip about sizes before tree.base
         # This device's own ops, sealed by this process, are not decoded again.
         envs = [leaf_of(raw, self.outbox) for _, _, raw in fetched]
-        judge = await self.judge(space_id, fetched, envs, max(keys) if keys else 0)
+        judge = await self.members.judge(space_id, fetched, envs, max(keys) if keys else 0,
+                                         self.keyring.package_seqs)
         parts = PartsReader(self.store, space_id)  # (a snapshot is never taken mid-edit)
         applied: list[tuple[OpEnvelope, dict[str, object] | None]] = []
         for (offset, _, raw), item in zip(fetched, envs, strict=True):
@@ -361,6 +335,8 @@ class Puller:
         self.log.deps_cache.pop(space_id, None)
         for env, body in remote:
             notify(self.observer, functools.partial(_tell_remote, space_id, env, body))
+        for entry in judge.applied:
+            notify(self.observer, functools.partial(_tell_membership, space_id, entry))
         report.tree_size[space_id] = head.size
         if snap is not None:  # its verdicts were just read: the next look can wait
             self.snaps.checked_at[space_id] = head.size
@@ -506,6 +482,13 @@ def decoded_or_raw(raw: bytes | None) -> OpEnvelope | bytes | None:
         return decode_envelope(raw)
     except SddsfError:
         return raw
+
+
+def _tell_membership(space_id: bytes, e: MembershipEntry, observer: EngineObserver) -> None:
+    # An observer written before shared spaces may lack the method.
+    told = getattr(observer, "on_membership", None)
+    if told is not None:
+        told(space_id, e.type.value, e.member, e.role.value if e.role else None, e.signer)
 
 
 def _tell_remote(space_id: bytes, env: OpEnvelope, body: dict[str, object],

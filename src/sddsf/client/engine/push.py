@@ -14,6 +14,7 @@ from collections.abc import Iterator
 
 from sddsf.client.engine.common import MAX_BATCH, SyncReport, u64
 from sddsf.client.engine.identity import DeviceIdentity
+from sddsf.client.engine.members import Members
 from sddsf.client.engine.outbox import Outbox, parted_edits
 from sddsf.client.transport.base import UPLOAD_FRAME, RelayLimits, Transport, upload_len
 from sddsf.errors import Code, ProofError
@@ -21,17 +22,21 @@ from sddsf.protocol import merkle
 from sddsf.protocol.envelope import OpEnvelope, decode_envelope
 from sddsf.protocol.treehead import verify_tree_head
 
-__all__ = ["RESEAL", "Pusher", "upload_batches"]
+__all__ = ["RESEAL", "SHARED_RESEAL", "Pusher", "upload_batches"]
 
 #: Refusals of an own op whose edits are sealed again.
 RESEAL = frozenset({Code.CHAIN_FORK.value, Code.STALE_EPOCH.value, Code.CHAIN_GAP.value})
+#: Refusals that, in a shared space only, re-queue the edit too (protocol 21.7).
+SHARED_RESEAL = frozenset({Code.NOT_AUTHORIZED.value, Code.EPOCH_COMPROMISED.value})
 
 
 class Pusher:
     """Pushes one device's pending ops (see the module docstring)."""
 
-    def __init__(self, ident: DeviceIdentity, outbox: Outbox, transport: Transport) -> None:
+    def __init__(self, ident: DeviceIdentity, outbox: Outbox, transport: Transport,
+                 members: Members) -> None:
         self.ident = ident
+        self.members = members
         self.store = ident.store
         self.outbox = outbox
         self.transport = transport
@@ -81,7 +86,13 @@ class Pusher:
                     report.rejected.append((r.code or "", r.message or ""))
                     b.put("failed", key, env)
                     b.delete("pending", key)
-                    if r.code in RESEAL:
+                    if r.code in RESEAL or (r.code in SHARED_RESEAL
+                                            and self.members.shared(space_id)):
+                        # (In a shared space, not_authorized: demoted to reader
+                        # meanwhile, the edit waits, held, until it may write;
+                        # epoch_compromised: another member revoked a device or
+                        # someone was removed since, the edit is sealed again
+                        # under the epoch that follows.)
                         # Keep the edit: re-queue its updates, to be sealed again
                         # under the current epoch on top of this device's last
                         # accepted op (a chain fork: restored from an older copy;

@@ -91,7 +91,7 @@ class SyncEngine:
                                transport, self.settings, observer)
         self.puller = Puller(ident, self.reg, self.keyring, self.docs, self.log, self.outbox,
                              self.snaps, transport, self.settings, self.members, observer)
-        self.pusher = Pusher(ident, self.outbox, transport)
+        self.pusher = Pusher(ident, self.outbox, transport, self.members)
         self.corr = Corroboration(ident, self.reg, self.keyring, self.docs, self.log,
                                   self.outbox, self.snaps, self.puller, transport, self.settings)
 
@@ -141,10 +141,7 @@ class SyncEngine:
                 with self.store.batch() as b:
                     b.put("space", space.space_id, encode(""))  # name learnt from its _meta doc
         await self.hooks.before_spaces()
-        for space_id, _ in self.ident.spaces():
-            if self.members.owner(space_id) != own and self.store.get("gone", space_id):
-                report.unreachable.append(space_id)
-                continue
+        for space_id, _ in self.ident.synced_spaces():
             try:
                 packages = await self.keyring.refresh(space_id)
             except NotFoundError:
@@ -167,7 +164,7 @@ class SyncEngine:
                 await self.unless_read_only(self.pusher.push(space_id, report), report)
                 await self.puller.pull(space_id, report)
         self.docs.compact()
-        for space_id, _ in self.ident.spaces():
+        for space_id, _ in self.ident.synced_spaces():
             if not report.read_only:
                 await self.unless_read_only(self.corr.maintain(space_id, report), report)
         await self.hooks.after_sync(report)
@@ -202,4 +199,11 @@ class SyncEngine:
         if self.keyring.epoch_due(last) and await self.keyring.try_rotate(space_id):
             report.rotated += 1
         self.outbox.hold_compromised_pending(space_id)
+        if not self.members.may_write(space_id):
+            # A reader of a shared space (or demoted to one): its edits wait on
+            # this device, never sent, until an admin makes it a writer again.
+            self.outbox.hold_pending(space_id)
+            if self.store.count("held", space_id):
+                report.not_writable.append(space_id)
+            return
         self.outbox.release_held(space_id)

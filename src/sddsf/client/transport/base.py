@@ -469,6 +469,9 @@ class Transport(ABC):
     async def membership(self, space_id: bytes) -> MembershipLog:
         """The space's membership entries with their log offsets (protocol.md 21.7).
 
+        Args:
+            space_id: The space.
+
         Returns:
             The entries in log order, the log holder's member set and the space's
             owner (all unverified: fold the entries, and check each against the
@@ -481,6 +484,10 @@ class Transport(ABC):
     @abstractmethod
     async def append_membership(self, space_id: bytes, entry: bytes) -> MembershipAppended:
         """Append a signed membership entry to the space's log (idempotent).
+
+        Args:
+            space_id: The space.
+            entry: The signed entry (protocol.md 21.1).
 
         Returns:
             Where the entry sits (``accepted``, or ``duplicate`` at its old offset).

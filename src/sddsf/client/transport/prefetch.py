@@ -39,8 +39,9 @@ class Prefetched:
         return list(self.bundle.registry[since:])
 
     def spaces(self) -> list[SpaceInfo]:
-        """The account's spaces."""
-        return [SpaceInfo(s.space_id, s.size, s.root, s.epoch) for s in self.bundle.spaces]
+        """The spaces the account reads (a space without an owner is its own)."""
+        return [SpaceInfo(s.space_id, s.size, s.root, s.epoch, s.owner or self.bundle.account)
+                for s in self.bundle.spaces]
 
     def key_packages(self, space_id: bytes, since_epoch: int) -> list[bytes] | None:
         """The space's packages from ``since_epoch`` (bundled from epoch 0)."""

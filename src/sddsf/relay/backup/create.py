@@ -24,6 +24,9 @@ and writes one backup folder:
 
 A run that fails leaves a folder without a manifest, which every reader
 ignores (and which can be deleted).
+
+Size: one run is one snapshot read and one folder written; the steps share
+the run's state (chain position, frontier proofs, pieces) and stay together.
 """
 
 from __future__ import annotations

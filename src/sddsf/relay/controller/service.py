@@ -32,7 +32,7 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Final, Protocol
 
@@ -50,6 +50,8 @@ from sddsf.errors import (
 from sddsf.protocol import audit as au
 from sddsf.protocol import auth, merkle
 from sddsf.protocol.encpolicy import EncryptionPolicy, sign_encryption_policy
+from sddsf.protocol.identity import fingerprint
+from sddsf.protocol.membership import MembershipEntry
 from sddsf.protocol.posture import (
     DeviceReport,
     Posture,
@@ -57,7 +59,7 @@ from sddsf.protocol.posture import (
     decode_report,
     verify_report,
 )
-from sddsf.protocol.registry import EntryType, RegistryEntry, RegistryState
+from sddsf.protocol.registry import DeviceRecord, EntryType, RegistryEntry, RegistryState
 from sddsf.protocol.treehead import sign_tree_head
 from sddsf.relay.controller import detectors as det
 from sddsf.relay.controller.detectors import Finding, Signal, SignalKind
@@ -535,6 +537,8 @@ class Controller:
             found = det.unusual_hour(self._clock(), hours or [0] * 24, self.policy)
             if found is not None:
                 await self.raise_alert(account_id, added[0].device_id, found)
+        if added or revoked:
+            await self._tell_co_members(account_id, added, revoked)
         if added and entry.signer != account_id:
             burst = det.device_add_burst(
                 [r.added_ts for r in state.devices.values() if r.added_by != account_id],
@@ -563,6 +567,36 @@ class Controller:
                              data={"space": space_id, "epoch": epoch})
         except SddsfError as exc:
             log.warning("controller: key rotation audit failed: %s", exc)
+
+    async def on_membership(self, space_id: bytes, entry: MembershipEntry,
+                            accounts: Iterable[bytes]) -> None:
+        """Audit a shared space's membership change in the log of every account it
+        concerns (the members before and after it: a removed member's log says so)."""
+        data: dict[str, int | str | bytes | bool] = {
+            "space": space_id, "change": entry.type.value, "member": entry.member,
+            "role": entry.role.value if entry.role is not None else "", "by": entry.signer}
+        for account in sorted(set(accounts)):
+            try:
+                await self.audit(account, au.AuditKind.MEMBERSHIP, device=entry.device,
+                                 data=data)
+            except SddsfError as exc:
+                log.warning("controller: membership audit failed: %s", exc)
+
+    async def _tell_co_members(self, account_id: bytes, added: Sequence[DeviceRecord],
+                               revoked: Sequence[DeviceRecord]) -> None:
+        # A member account's new device reads every space it shares; a revoked
+        # one stops. The other members hear of it: they share their data with it.
+        what = ", ".join([*(f"added device {r.name!r}" for r in added),
+                          *(f"revoked device {r.name!r}" for r in revoked)])
+        for space in await self.storage.shared_spaces(account_id):
+            for other in sorted(await self.storage.space_members(space.space_id)):
+                if other == account_id:
+                    continue
+                await self.raise_alert(other, b"", Finding(
+                    "member_registry_changed", Severity.LOW,
+                    f"account {fingerprint(account_id)}, a member of shared space "
+                    f"{space.space_id.hex()[:12]}, {what}: its devices are the ones that "
+                    "read the space; check with that person if you did not expect it"))
 
     async def on_snapshot_mismatch(self, account_id: bytes, author: bytes, attester: bytes,
                                    space_id: bytes) -> None:

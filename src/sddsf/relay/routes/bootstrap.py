@@ -11,6 +11,7 @@ after it in its space are left out, to be read from their own endpoints.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Annotated
 
 from fastapi import APIRouter, Query
@@ -65,7 +66,10 @@ async def bootstrap(caller: Authed, ctx: Ctx,
     registry: list[bytes] | None = await ctx.storage.registry_entries(aid, 0)
     if not budget.take(*registry or ()):
         registry = None  # read from its endpoint, like everything that does not fit
-    spaces = [await _space(ctx, s, budget) for s in await ctx.storage.list_spaces(aid)]
+    # A space shared with the account by another one names its owner (17.9).
+    spaces = [dataclasses.replace(await _space(ctx, s, budget),
+                                  owner=None if s.account_id == aid else s.account_id)
+              for s in await ctx.fabric.readable_spaces(aid)]
     bundle = sign_bootstrap(ctx.fabric.relay_key, account=aid, device=did, nonce=raw_nonce,
                             ts_ms=ctx.clock(), registry=registry,
                             policy=ctx.controller.encryption_policy(), spaces=spaces)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from sddsf.errors import NotFoundError
-from sddsf.protocol.membership import MembershipState
+from sddsf.protocol.membership import MembershipState, decode_entry
 from sddsf.relay import models as m
 from sddsf.relay.deps import (
     SPACE_ID_SIZE,
@@ -57,6 +57,7 @@ async def append_entry(space_id: str, body: m.MembershipIn, caller: Pusher,
     # Before create only the owner reaches the space; after it, its members.
     space = await ctx.fabric.space_for(sid, caller.session.account_id)
     entry = m.unb64(body.entry, "membership entry")
+    before = await ctx.fabric.shared.folded(space)
     outcome, state = await ctx.fabric.shared.append(space, entry, ctx.clock())
     # Read directly: a member who just left or removed itself no longer passes
     # space_of, but still gets its answer.
@@ -64,8 +65,13 @@ async def append_entry(space_id: str, body: m.MembershipIn, caller: Pusher,
     if after is None:  # pragma: no cover - spaces are never deleted
         raise AssertionError("space disappeared")
     accepted = outcome.status is AppendStatus.ACCEPTED
-    if accepted and ctx.fabric.publish is not None:
-        await ctx.fabric.publish(sid, [(outcome.offset, entry)])
+    if accepted:
+        if ctx.fabric.publish is not None:
+            await ctx.fabric.publish(sid, [(outcome.offset, entry)])
+        # Audited for the members before and after it (a removed one included).
+        earlier = before.state.members if before is not None else {}
+        await ctx.controller.on_membership(sid, decode_entry(entry),
+                                           {*earlier, *state.members})
     return m.MembershipAppended(
         status="accepted" if accepted else "duplicate", offset=outcome.offset,
         members=_members_out(state),

@@ -59,14 +59,7 @@ CHUNK_GRACE_MS = 15 * 60 * 1000
 async def list_spaces(caller: Authed, ctx: Ctx) -> m.SpacesOut:
     """The spaces the caller's account may read: its own that are not shared
     (or shared and it is still a member) and those shared with it."""
-    account = caller.session.account_id
-    own = await ctx.storage.list_spaces(account)
-    shared = await ctx.storage.shared_spaces(account)
-    listed = {s.space_id for s in shared}
-    kept = [s for s in own if s.space_id in listed
-            or not await ctx.storage.space_members(s.space_id)]
-    spaces = sorted({s.space_id: s for s in [*kept, *shared]}.values(),
-                    key=lambda s: (s.created_ms, s.space_id))
+    spaces = await ctx.fabric.readable_spaces(caller.session.account_id)
     return m.SpacesOut(spaces=[space_out(s) for s in spaces])
 
 
