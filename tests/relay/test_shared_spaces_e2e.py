@@ -23,20 +23,29 @@ from relaykit import Clock, make_app
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "client"))
 
-from clientkit import InProcessRelay, passphrase  # noqa: E402
-from relaykit import relay_key  # noqa: E402
+from clientkit import InProcessRelay, passphrase
+from relaykit import relay_key
 
-from sddsf.client.device import Device  # noqa: E402
-from sddsf.client.events import MembershipChange  # noqa: E402
-from sddsf.client.relay_client import RelayClient  # noqa: E402
-from sddsf.client.transport.relay import RelayTransport  # noqa: E402
-from sddsf.errors import Code, ProofError  # noqa: E402
-from sddsf.protocol import keypackage as kp  # noqa: E402
-from sddsf.protocol.envelope import OpEnvelope, decode_envelope  # noqa: E402
-from sddsf.protocol.membership import Role  # noqa: E402
-from sddsf.relay.storage.base import RelayStorage  # noqa: E402
-from sddsf.testing.malicious_relay import Drop  # noqa: E402
-from sddsf.testing.tampering import TamperingTransport  # noqa: E402
+from sddsf.client.device import Device
+from sddsf.client.engine.common import doc_id_for
+from sddsf.client.events import MembershipChange
+from sddsf.client.relay_client import RelayClient
+from sddsf.client.transport.relay import RelayTransport
+from sddsf.errors import Code, ProofError
+from sddsf.protocol import keypackage as kp
+from sddsf.protocol.clock import HLCTimestamp
+from sddsf.protocol.envelope import (
+    GENESIS_PREV,
+    OpEnvelope,
+    OpHeader,
+    decode_envelope,
+    seal_op,
+)
+from sddsf.protocol.membership import Role
+from sddsf.protocol.vv import VersionVector
+from sddsf.relay.storage.base import RelayStorage
+from sddsf.testing.malicious_relay import Drop, Inject
+from sddsf.testing.tampering import TamperingTransport
 
 
 def text(dev: Device, space: bytes) -> str:
@@ -227,3 +236,35 @@ async def test_a_relay_hiding_a_removal_from_one_member_is_caught(people: People
     await carol.sync()
     assert text(carol, space) == "hello after the removal"
     assert b1.account.account_id not in {m.account_id for m in carol.sharing.members(space)}
+
+
+async def test_a_readers_op_served_by_a_lying_relay_is_refused(people: People) -> None:
+    p = people
+    (a1, _), (_, _), (c1, _) = (p.devices[n] for n in ("alice", "bob", "carol"))
+    space = await _shared(p)
+    # Carol (a reader) signs a well-formed op under the current epoch; the relay
+    # refused it, but a lying relay serves it to Alice's laptop all the same.
+    keys = c1.engine.keyring.keys_cached(space)
+    epoch = max(keys)
+    header = OpHeader(space=space, doc=doc_id_for(space, "text"), author=c1.device_id, seq=1,
+                      prev=GENESIS_PREV, deps=VersionVector(), epoch=epoch,
+                      ts=HLCTimestamp(p.relay.clock(), 0), seen=None,
+                      nonce=bytes(range(24)), reg=c1.registry().seq)
+    forged = seal_op(c1.keys, header, b"reader wrote this", keys[epoch]).raw
+    home = a1.store.path.parent
+    await a1.close()
+    wires: list[TamperingTransport] = []
+
+    def lying(client: RelayClient, url: str) -> TamperingTransport:
+        wires.append(TamperingTransport(RelayTransport(client, url), relay_key=relay_key()))
+        return wires[-1]
+
+    alice = Device.open(home, passphrase=passphrase, transport=p.relay.transport(),
+                        clock=p.relay.clock, engine_transport=lying)
+    p.devices["alice"] = (alice, p.devices["alice"][1])
+    before = alice.verified_size(space)
+    wires[-1].set_attack(Inject(leaf=forged), spaces=[space])
+    with pytest.raises(ProofError) as caught:
+        await alice.sync()
+    assert "not_authorized" in caught.value.message and "reader" in caught.value.message
+    assert alice.verified_size(space) == before  # nothing of the lying page was applied

@@ -42,6 +42,8 @@ def test_demo_runs_and_every_protection_holds() -> None:
     assert "refused: the phone's write" in out  # the revoked device is cut off
     assert "the tablet reads the whole history" in out and "coffee" in out
     assert "active devices: ['tablet']" in out
+    assert "Bob brings snacks" in out  # the second person's edit reached the owner
+    assert "removed: the note moved to key epoch" in out and "never sees 'PRIVATE'" in out
     assert "every protection held" in out
 
 

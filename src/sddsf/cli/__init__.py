@@ -54,9 +54,10 @@ def demo(quiet: bool) -> None:
     relay on 127.0.0.1 and devices in separate homes (laptop, phone, tablet):
     creates an account, pairs the phone (code, QR code, matching words), edits
     on both and syncs, catches a relay that tampers with history, revokes the
-    phone (it can neither write nor read what comes after), and recovers the
-    account on a new tablet from the recovery phrase. Exits 1 if any
-    protection does not hold.
+    phone (it can neither write nor read what comes after), shares a note with
+    a second person who is later removed (and reads nothing written after), and
+    recovers the account on a new tablet from the recovery phrase. Exits 1 if
+    any protection does not hold.
     """
     from sddsf.cli.demo import run_demo  # noqa: PLC0415 - keep CLI start-up light
 

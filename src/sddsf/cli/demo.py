@@ -6,7 +6,9 @@ the real commands: create the account on a laptop, pair a phone (SPAKE2, a QR
 code on a terminal), edit on both and converge (each edit says who made it),
 catch a relay that tampers with history, revoke the phone (its writes are
 refused and it is no recipient of the new key, so it cannot read what comes
-after), and recover the account on a new tablet from the recovery secret. The
+after), share a note with a second person (who joins, edits, and once removed
+reads nothing written after), and recover the account on a new tablet from
+the recovery secret. The
 end says what happened to each device. Each protection is checked: the demo
 fails (exit 1) if one does not hold.
 """
@@ -208,7 +210,9 @@ async def _scenario(say: Console, workdir: Path, url: str) -> None:  # noqa: PLR
     if "coffee" in _kv(phone, space):
         raise UsageError("demo: the revoked phone holds data written after its revocation")
 
-    say.print("\n[bold]6. Every device lost: recover on a new tablet from the recovery "
+    bob = await _share_act(say, workdir, url, laptop)
+
+    say.print("\n[bold]7. Every device lost: recover on a new tablet from the recovery "
               "secret[/]")
     tablet = await Device.recover(workdir / "tablet", url, secret, "tablet",
                                   passphrase=secret_source, revoke_others=True)
@@ -222,11 +226,48 @@ async def _scenario(say: Console, workdir: Path, url: str) -> None:  # noqa: PLR
                       "writes are refused and it has no key for anything written after"),
             ("watcher", "caught the tampering relay (nothing it served was applied); "
                         "revoked"),
+            ("bob", "another person: joined the shared note by the owner's fingerprint, "
+                    "wrote in it, was removed, and cannot read what came after"),
             ("tablet", "recovered the account from the 24-word phrase; the only active "
                        "device, holding every edit")):
         say.print(f"  {name:<8} {fate}")
-    for device in (laptop, phone, watcher, tablet):
+    for device in (laptop, phone, watcher, tablet, bob):
         await device.close()
+
+
+def _note(device: Device, space: bytes) -> str:
+    return str(device.doc(space, "note").get("t", type=pycrdt.Text))
+
+
+async def _share_act(say: Console, workdir: Path, url: str, laptop: Device) -> Device:
+    """Act 6: a note shared with another person, who is later removed."""
+    say.print("\n[bold]6. Share a note with another person (Bob), then remove him[/]")
+    bob, _ = await Device.create_account(workdir / "bob", url, "bob-laptop",
+                                         passphrase=lambda: _PASS)
+    note = await laptop.create_space("trip")
+    laptop.doc(note, "note").get("t", type=pycrdt.Text).insert(0, "Train at 9.")
+    await laptop.sync()
+    say.print(f"  Bob's account fingerprint {bob.account.fingerprint}: the people compare it")
+    await laptop.sharing.share(note, await laptop.sharing.resolve(bob.account.fingerprint))
+    await bob.sharing.join(note, await bob.sharing.resolve(laptop.account.fingerprint), "trip")
+    bob.doc(note, "note").get("t", type=pycrdt.Text).insert(11, " Bob brings snacks.")
+    await bob.sync()
+    await laptop.sync()
+    if _note(laptop, note) != _note(bob, note):
+        raise UsageError("demo: the two people's copies of the note did not converge")
+    say.print(f"  both read the note: {_note(laptop, note)!r} (Bob's devices got the key; "
+              "the relay still sees only ciphertext)")
+    report = await laptop.sharing.remove(note, bob.account.account_id)
+    laptop.doc(note, "note").get("t", type=pycrdt.Text).insert(0, "PRIVATE: ")
+    await laptop.sync()
+    gone = await bob.sync()
+    newest = laptop.engine.keyring.stored_packages(note)[-1]
+    if note not in gone.unreachable or report.rotated != 1 or bob.device_id in \
+            newest.recipients or "PRIVATE" in _note(bob, note):
+        raise UsageError("demo: the removed person could still reach the note")
+    say.print(f"  [green]removed[/]: the note moved to key epoch {newest.epoch} without Bob's "
+              "devices; the relay no longer serves it to him and he never sees 'PRIVATE'")
+    return bob
 
 
 def run_demo(*, quiet: bool = False) -> None:

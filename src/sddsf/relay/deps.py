@@ -332,10 +332,12 @@ Authed = Annotated[Caller, Depends(authenticated)]
 
 
 async def shares_space(ctx: RelayContext, account_id: bytes, other: bytes) -> bool:
-    """Whether the two accounts are members of one space (protocol.md 21.7: members
-    verify each other's devices from each other's registries)."""
+    """Whether ``other`` is, or was, a member of a space ``account_id`` is a member
+    of (protocol.md 21.7: members verify each other's devices, and the key
+    packages of the space's history, from each other's registries)."""
     for space in await ctx.storage.shared_spaces(account_id):
-        if other in await ctx.storage.space_members(space.space_id):
+        folded = await ctx.fabric.shared.folded(space)
+        if folded is not None and any(other in s for s in folded.sets.values()):
             return True
     return False
 

@@ -160,6 +160,7 @@ from sddsf.protocol.envelope import (
 from sddsf.protocol.identity import DeviceKeys
 from sddsf.protocol.keypackage import decode_key_package
 from sddsf.protocol.labels import labelled, tagged_hash
+from sddsf.protocol.sharing import LeafKind, leaf_kind
 from sddsf.protocol.treehead import TreeHead, decode_tree_head, sign_tree_head
 from sddsf.protocol.vv import VersionVector
 from sddsf.relay.app import create_app
@@ -178,6 +179,7 @@ __all__ = [
     "Forge",
     "HarnessError",
     "HideKeyPackages",
+    "Inject",
     "KeyAttack",
     "LogEntry",
     "MaliciousRelay",
@@ -224,8 +226,10 @@ class LogEntry:
                    envelope)
 
     def decoded(self) -> OpEnvelope | None:
-        """The envelope, decoded (None when pruned)."""
-        return None if self.envelope is None else decode_envelope(self.envelope)
+        """The envelope, decoded (None when pruned, or for a membership entry)."""
+        if self.envelope is None or leaf_kind(self.envelope) is not LeafKind.OP:
+            return None
+        return decode_envelope(self.envelope)
 
     def to_json(self) -> dict[str, Any]:
         """The wire shape of one pulled op."""
@@ -526,6 +530,23 @@ class Forge(Attack):
                     LogEntry.of(0, raw))
         view = _renumber(view)
         return Served(view, self._head(view, tools, self.resign))
+
+
+@dataclass(frozen=True)
+class Inject(Attack):
+    """Insert a given leaf (e.g. an op some device really signed, which the relay
+    should have refused) at ``at`` (default: the end), renumber and re-sign."""
+
+    mode: ClassVar[str] = "inject"
+    leaf: bytes = field(default=b"", repr=False)
+    at: int | None = None
+
+    def serve(self, log: list[LogEntry], tools: AttackTools) -> Served:
+        view = list(log)
+        view.insert(len(view) if self.at is None else _at(view, self.at),
+                    LogEntry.of(0, self.leaf))
+        view = _renumber(view)
+        return Served(view, self._head(view, tools, True))
 
 
 @dataclass(frozen=True)

@@ -203,8 +203,9 @@ class Keyring:
         fold = self.members.fold(space_id)
         if any(kp.decode_key_package(p).version >= kp.KEY_PACKAGE_VERSION_SHARED for p in raw):
             fold = await self.members.ahead(space_id)
-        accounts = {owner, *fold.state.members}
         stated = [(a, seq) for p in raw for a, seq in kp.decode_key_package(p).members or ()]
+        # Every account a package was sealed for: former members too (history).
+        accounts = {owner, *fold.state.members, *(a for a, _ in stated)}
         regs = await self.members.refresh_all(accounts, force={
             a for a, seq in stated if (s := self.members.registry_of(a)) is None or s.seq < seq
         }) if fold.state.applied else {}
