@@ -18,7 +18,7 @@ from pathlib import Path
 import clientkit  # noqa: F401 - puts tests/relay on sys.path for livekit
 import pytest
 from livekit import RelayProcess, Relays
-from test_cli_recovery import fails, ok, run
+from test_cli_recovery import ok, run
 
 
 @pytest.fixture(scope="module")

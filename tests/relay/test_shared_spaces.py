@@ -11,9 +11,8 @@ from relaykit import T0, Clock, World, client_for, make_app
 
 from sddsf.client.relay_client import RelayClient
 from sddsf.errors import Code, SddsfError
-from sddsf.protocol import audit
+from sddsf.protocol import audit, merkle
 from sddsf.protocol import membership as ms
-from sddsf.protocol import merkle
 from sddsf.protocol.membership import MembershipState, Role
 from sddsf.protocol.registry import RegistryState
 from sddsf.protocol.treehead import decode_tree_head
