@@ -43,7 +43,7 @@ from sddsf.protocol.encoding import decode
 from sddsf.protocol.identity import DeviceKeys
 from sddsf.wire import unb64
 
-WORDS = cp._WORDS
+WORDS = cp.WORDS
 GRIND = 48  # SPAKE2 messages the attacker tries after seeing the approver's
 
 

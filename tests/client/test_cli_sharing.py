@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import clientkit  # noqa: F401 - puts tests/relay on sys.path for livekit
 import pytest
 from livekit import RelayProcess, Relays
+from test_cli_homes import cli_env
 from test_cli_recovery import ok, run
 
 
@@ -105,3 +108,37 @@ def test_three_people_share_a_space_from_the_command_line(relay: RelayProcess,
     ok(alice, "sync")
     left = json.loads(ok(alice, "space", "members", "plans", "--json"))
     assert [m["fingerprint"] for m in left] == [a["fingerprint"]]
+
+
+def test_an_invitation_code_shares_a_space_between_two_homes(relay: RelayProcess,
+                                                             tmp_path: Path) -> None:
+    (alice, a), (dora, d) = (person(relay, tmp_path, n) for n in ("alice", "dora"))
+    ok(alice, "space", "create", "trip")
+    ok(alice, "put", "trip", "train", "9:05")
+    ok(alice, "sync")
+    admin = subprocess.Popen(
+        [sys.executable, "-m", "sddsf", "--home", str(alice), "space", "share", "trip",
+         "--invite", "--role", "reader", "--yes", "--timeout", "60"],
+        env=cli_env(), cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+    try:
+        code = None
+        assert admin.stderr is not None
+        for line in admin.stderr:
+            found = re.fullmatch(r"\s+(\d+(?:-[a-z]+)+)\s*", line)
+            if found:
+                code = found.group(1)
+                break
+        assert code is not None, "the admin showed no invitation code"
+        joined = ok(dora, "space", "join", code, "--yes", "--name", "trip")
+        assert re.search(r"joined space 'trip' \([0-9a-f]{32}\), 2 member\(s\)", joined), joined
+        out, err = admin.communicate(timeout=60)
+    finally:
+        if admin.poll() is None:
+            admin.kill()
+    assert admin.returncode == 0, err
+    assert f"shared 'trip' with {d['fingerprint']} as reader" in out
+    assert json.loads(ok(dora, "get", "trip", "train", "--json"))["value"] == "9:05"
+    roles = {m["fingerprint"]: m["role"]
+             for m in json.loads(ok(alice, "space", "members", "trip", "--json"))}
+    assert roles == {a["fingerprint"]: "admin", d["fingerprint"]: "reader"}

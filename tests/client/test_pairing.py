@@ -15,8 +15,7 @@ import pytest
 from clientkit import InProcessRelay, passphrase
 
 from sddsf.client.device import Device
-from sddsf.client.pairing import _WORDS as WORDS
-from sddsf.client.pairing import PairingCheck, PairingInvite, add_device, join
+from sddsf.client.pairing import WORDS, PairingCheck, PairingInvite, add_device, join
 from sddsf.client.retry import RetryPolicy
 from sddsf.crypto import random_bytes
 from sddsf.errors import AuthenticationError, ConflictError, SddsfError, UsageError

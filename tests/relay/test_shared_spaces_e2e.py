@@ -29,10 +29,13 @@ from relaykit import relay_key
 from sddsf.client.device import Device
 from sddsf.client.engine.common import doc_id_for
 from sddsf.client.events import MembershipChange
+from sddsf.client.invite import InviteCheck, accept_invite, invite
+from sddsf.client.pairing import WORDS
 from sddsf.client.relay_client import RelayClient
 from sddsf.client.transport.relay import RelayTransport
-from sddsf.errors import Code, ProofError
+from sddsf.errors import AuthenticationError, Code, ConflictError, ProofError
 from sddsf.protocol import keypackage as kp
+from sddsf.protocol import pairing as pp
 from sddsf.protocol.clock import HLCTimestamp
 from sddsf.protocol.envelope import (
     GENESIS_PREV,
@@ -268,3 +271,46 @@ async def test_a_readers_op_served_by_a_lying_relay_is_refused(people: People) -
         await alice.sync()
     assert "not_authorized" in caught.value.message and "reader" in caught.value.message
     assert alice.verified_size(space) == before  # nothing of the lying page was applied
+
+
+async def test_an_invitation_by_code_shares_with_whoever_holds_it(people: People) -> None:
+    p = people
+    (a1, _), (b1, b2), (c1, _) = (p.devices[n] for n in ("alice", "bob", "carol"))
+    space = await a1.create_space("trip")
+    write(a1, space, 0, "train at 9")
+    await a1.sync()
+    shown: asyncio.Queue[str] = asyncio.Queue()
+    checks: list[InviteCheck] = []
+
+    def confirm(check: InviteCheck) -> bool:
+        checks.append(check)  # a person compares the words on both screens
+        return True
+
+    async def guest() -> bytes:
+        return await accept_invite(b1, b1.sharing, await shown.get(), confirm=confirm,
+                                   name="trip", poll_s=0.02)
+
+    (account, report), joined = await asyncio.gather(
+        invite(a1, a1.sharing, space, Role.WRITER, show=lambda c: shown.put_nowait(c.code),
+               confirm=confirm, poll_s=0.02), guest())
+    assert joined == space and account.account_id == b1.account.account_id
+    assert report.rotated == 1 and checks[0].words == checks[1].words
+    assert {c.fingerprint for c in checks} == {b1.account.fingerprint}
+    assert text(b1, space) == "train at 9"
+    await b2.sharing.join(space, a1.account, "trip")  # Bob's other device, by the key
+    assert text(b2, space) == "train at 9"
+
+    # A wrong code (right mailbox number, other words) shares nothing.
+    async def wrong_guest() -> bytes:
+        code = await shown.get()
+        other = pp.new_code(pp.decode_code(code, WORDS).nameplate)
+        return await accept_invite(c1, c1.sharing, other.text(WORDS), confirm=confirm,
+                                   poll_s=0.02)
+
+    results = await asyncio.gather(
+        invite(a1, a1.sharing, space, Role.WRITER, show=lambda c: shown.put_nowait(c.code),
+               confirm=confirm, poll_s=0.02, timeout_s=10), wrong_guest(),
+        return_exceptions=True)
+    assert all(isinstance(r, AuthenticationError | ConflictError) for r in results), results
+    assert {m.account_id for m in a1.sharing.members(space)} == {
+        a1.account.account_id, b1.account.account_id}

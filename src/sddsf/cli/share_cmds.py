@@ -11,8 +11,10 @@ import segno
 
 from sddsf.cli.device_cmds import _emit, _lines, _run, _with_device, space
 from sddsf.cli.output import JSON_HELP, say
+from sddsf.cli.pairing_cmds import _ask
 from sddsf.client.device import Device
 from sddsf.client.engine.common import SyncReport
+from sddsf.client.invite import InviteCheck, InviteCode, accept_invite, invite
 from sddsf.client.sharing import account_code
 from sddsf.errors import UsageError
 from sddsf.protocol.membership import Role
@@ -57,22 +59,35 @@ def _report_line(report: SyncReport) -> str:
 
 @space.command("share")
 @click.argument("name")
-@click.option("--with", "who", required=True, metavar="FINGERPRINT|CODE",
+@click.option("--with", "who", metavar="FINGERPRINT|CODE",
               help="The person's account fingerprint (as `sddsf account fingerprint` shows "
                    "it on their device: compare every group) or account code.")
+@click.option("--invite", is_flag=True,
+              help="Instead of --with: show a one-time code the person enters with "
+                   "`sddsf space join CODE`; both screens then show words to compare.")
 @click.option("--role", type=_ROLES, default=Role.WRITER.value, show_default=True,
               help="reader: reads only; writer: reads and writes; admin: also shares.")
+@click.option("--yes", is_flag=True, help="--invite: accept the words without asking.")
+@click.option("--timeout", "timeout_s", default=600.0, show_default=True,
+              help="--invite: seconds to wait for the person.")
 @click.pass_context
-def space_share(ctx: click.Context, name: str, who: str, role: str) -> None:
+def space_share(ctx: click.Context, name: str, who: str | None, invite: bool, role: str,
+                yes: bool, timeout_s: float) -> None:
     """Share the space NAME with another person's account.
 
     Their devices can read everything in the space (its history included) and,
-    as writer or admin, write. Then, on each of their devices:
+    as writer or admin, write. With --with, then, on each of their devices:
     sddsf space join ID --owner YOUR-FINGERPRINT
     """
+    if invite == (who is not None):
+        raise UsageError("give either --with FINGERPRINT|CODE or --invite")
+    if invite:
+        _share_by_invite(ctx, name, Role(role), yes, timeout_s)
+        return
+
     async def go(d: Device) -> dict[str, Any]:
         space_id = d.space_by_name(name)
-        member = await d.sharing.resolve(who)
+        member = await d.sharing.resolve(who or "")
         report = await d.sharing.share(space_id, member, Role(role))
         return {"space": name, "id": space_id.hex(), "member": member.fingerprint,
                 "role": role, "owner": d.account.fingerprint, "sync": _report_line(report)}
@@ -84,14 +99,44 @@ def space_share(ctx: click.Context, name: str, who: str, role: str) -> None:
         f"  sddsf space join {info['id']} --owner {info['owner']}"]))
 
 
+def _share_by_invite(ctx: click.Context, name: str, role: Role, yes: bool,
+                     timeout_s: float) -> None:
+    def show(code: InviteCode) -> None:
+        click.echo(f"Invitation code (single use, valid for {timeout_s:.0f} s at most):\n\n"
+                   f"    {code.code}\n\nThe person runs:\n    sddsf space join "
+                   f"{code.code}\n", err=True)
+
+    def confirm(check: InviteCheck) -> bool:
+        click.echo(f"An account asks to join {name!r}:\n\n    fingerprint: "
+                   f"{check.fingerprint}\n\nIts screen should show these words:\n\n    "
+                   f"{' '.join(check.words)}\n", err=True)
+        return True if yes else _ask(f"Share {name!r} with this account as {role.value}?")
+
+    async def go(d: Device) -> dict[str, Any]:
+        space_id = d.space_by_name(name)
+        guest, report = await invite(d, d.sharing, space_id, role, show=show, confirm=confirm,
+                                     timeout_s=timeout_s)
+        return {"member": guest.fingerprint, "sync": _report_line(report)}
+
+    info = _run(_with_device(ctx, go))
+    say(f"shared {name!r} with {info['member']} as {role.value} ({info['sync']})")
+
+
 @space.command("join")
-@click.argument("space_id")
-@click.option("--owner", required=True, metavar="FINGERPRINT|CODE",
-              help="The space owner's account fingerprint (compare it with them) or code.")
+@click.argument("space_id", metavar="SPACE_ID|INVITE_CODE")
+@click.option("--owner", metavar="FINGERPRINT|CODE",
+              help="With a space id: the owner's account fingerprint (compare it with them) "
+                   "or account code. Not with an invitation code.")
 @click.option("--name", default="", help="What to call the space on this device.")
+@click.option("--yes", is_flag=True, help="An invitation: accept the words without asking.")
 @click.pass_context
-def space_join(ctx: click.Context, space_id: str, owner: str, name: str) -> None:
-    """Join a space another person shared with your account, and sync it."""
+def space_join(ctx: click.Context, space_id: str, owner: str | None, name: str,
+               yes: bool) -> None:
+    """Join a space another person shared with your account, and sync it: by its id
+    and the owner's fingerprint, or by the invitation code their screen shows."""
+    if owner is None:
+        _join_by_invite(ctx, space_id, name, yes)
+        return
     try:
         sid = bytes.fromhex(space_id)
     except ValueError:
@@ -102,6 +147,21 @@ def space_join(ctx: click.Context, space_id: str, owner: str, name: str) -> None
     async def go(d: Device) -> dict[str, Any]:
         key = await d.sharing.resolve(owner)
         await d.sharing.join(sid, key, name)
+        return {"id": sid.hex(), "name": d.ident.space_label(sid),
+                "members": len(d.sharing.members(sid))}
+
+    info = _run(_with_device(ctx, go))
+    say(f"joined space {info['name']} ({info['id']}), {info['members']} member(s)")
+
+
+def _join_by_invite(ctx: click.Context, code: str, name: str, yes: bool) -> None:
+    def confirm(check: InviteCheck) -> bool:
+        click.echo(f"This account: {check.fingerprint}\nCheck that the other screen shows "
+                   f"these words:\n\n    {' '.join(check.words)}\n", err=True)
+        return True if yes else _ask("Do the words match?")
+
+    async def go(d: Device) -> dict[str, Any]:
+        sid = await accept_invite(d, d.sharing, code, confirm=confirm, name=name)
         return {"id": sid.hex(), "name": d.ident.space_label(sid),
                 "members": len(d.sharing.members(sid))}
 

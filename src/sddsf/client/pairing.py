@@ -58,11 +58,22 @@ from sddsf.protocol.encoding import decode, encode
 from sddsf.protocol.identity import AccountPublic, DeviceKeys, DevicePublic, fingerprint
 from sddsf.protocol.schema import Fields
 
-__all__ = ["PairingCheck", "PairingInvite", "add_device", "join"]
+__all__ = [
+    "WORDS",
+    "Mailbox",
+    "PairingCheck",
+    "PairingInvite",
+    "add_device",
+    "burn_reason",
+    "exchange",
+    "join",
+    "open_confirmed",
+    "open_reveal",
+]
 
 _ID_A = b"sddsf/v2/pairing/initiator"
 _ID_B = b"sddsf/v2/pairing/joiner"
-_WORDS = Mnemonic("english").wordlist
+WORDS = Mnemonic("english").wordlist
 _MIN_PASSPHRASE = 8  # the rule of sddsf.client.home, checked before pairing starts
 
 
@@ -91,7 +102,7 @@ class PairingCheck:
     fingerprint: str
 
 
-class _Mailbox:
+class Mailbox:
     """One side's view of a pairing channel: post in its turn, and wait for the
     peer's next message."""
 
@@ -125,7 +136,7 @@ class _Mailbox:
             await self.relay.burn_channel(self.channel, self.token, reason)
 
 
-def _burn_reason(exc: BaseException, box: _Mailbox, declined: bool) -> str:
+def burn_reason(exc: BaseException, box: Mailbox, declined: bool) -> str:
     """Why this side stops, as the other side will be told."""
     if declined:
         return "rejected"
@@ -138,7 +149,7 @@ def _burn_reason(exc: BaseException, box: _Mailbox, declined: bool) -> str:
     return "failed"
 
 
-def _open_confirmed(data: bytes, kind: str, keys: pp.PairingKeys,
+def open_confirmed(data: bytes, kind: str, keys: pp.PairingKeys,
                     clear: tuple[str, ...] = ("c",)) -> Fields:
     """Open the peer's first sealed message and check its confirmation tag. Under a
     wrong code the box does not open either: both mean the same to the person."""
@@ -152,7 +163,7 @@ def _open_confirmed(data: bytes, kind: str, keys: pp.PairingKeys,
     return payload
 
 
-def _open_reveal(data: bytes, spake: Spake2, channel: bytes,
+def open_reveal(data: bytes, spake: Spake2, channel: bytes,
                  committed: bytes) -> tuple[pp.PairingKeys, Fields]:
     """The initiator reads message 2: the revealed message must be the committed
     one (before anything is derived from it); then the keys, tag and hello."""
@@ -161,8 +172,8 @@ def _open_reveal(data: bytes, spake: Spake2, channel: bytes,
     pp.check_commitment(committed, joiner_msg, outer.bytes_("n", size=pp.COMMIT_NONCE_SIZE))
     keys = pp.pairing_keys("initiator", spake.finish(joiner_msg), channel_id=channel,
                            commitment=committed, initiator_msg=spake.message,
-                           joiner_msg=joiner_msg, wordlist=_WORDS)
-    return keys, _open_confirmed(data, "reveal", keys, clear=("m", "n", "c"))
+                           joiner_msg=joiner_msg, wordlist=WORDS)
+    return keys, open_confirmed(data, "reveal", keys, clear=("m", "n", "c"))
 
 
 async def add_device(approver: Device, *, show: Callable[[PairingInvite], None],
@@ -187,16 +198,16 @@ async def add_device(approver: Device, *, show: Callable[[PairingInvite], None],
     token = random_bytes(pp.TOKEN_SIZE)
     channel, nameplate, expires_ms = await approver.relay.open_channel(token)
     code = pp.new_code(nameplate, code_words)
-    box = _Mailbox(approver.relay, channel, token, "initiator", time.monotonic() + timeout_s,
+    box = Mailbox(approver.relay, channel, token, "initiator", time.monotonic() + timeout_s,
                    poll_s)
     declined = False
     try:
-        show(PairingInvite(code.text(_WORDS), approver.relay_url, expires_ms))
+        show(PairingInvite(code.text(WORDS), approver.relay_url, expires_ms))
         committed = pp.open_message(await box.next("first message"), "commit", None,
                                     clear=("h",))[0].bytes_("h", size=32)
         spake = Spake2("initiator", code.password, id_a=_ID_A, id_b=_ID_B)
         await box.post(pp.seal_message("pake", None, b"", extra={"m": spake.message}))
-        keys, hello = _open_reveal(await box.next("key exchange"), spake, channel, committed)
+        keys, hello = open_reveal(await box.next("key exchange"), spake, channel, committed)
         public = DevicePublic.from_keys(hello.bytes_("sign", size=32),
                                         hello.bytes_("kx", size=32))
         name = hello.str_("name", max_len=128)
@@ -206,7 +217,7 @@ async def add_device(approver: Device, *, show: Callable[[PairingInvite], None],
                              "added")
         return await _approve(approver, box, keys, public, name)
     except BaseException as exc:
-        reason = _burn_reason(exc, box, declined)
+        reason = burn_reason(exc, box, declined)
         await box.burn(reason)
         if isinstance(exc, SddsfError):  # the controller counts failed pairing attempts
             await report_pairing(approver, {"rejected": "sas_mismatch",
@@ -214,7 +225,7 @@ async def add_device(approver: Device, *, show: Callable[[PairingInvite], None],
         raise
 
 
-async def _approve(approver: Device, box: _Mailbox, keys: pp.PairingKeys,
+async def _approve(approver: Device, box: Mailbox, keys: pp.PairingKeys,
                    public: DevicePublic, name: str) -> tuple[bytes, Change]:
     """After the person confirmed: offer the signed entry, append it with the
     joiner's countersignature, open the epochs, tell the joiner."""
@@ -277,7 +288,7 @@ async def join(home: Path, relay_url: str, code: str, name: str, *,
             (the message says why); nothing is kept here then.
         SddsfError: the relay or the other device misbehaved.
     """
-    parsed = pp.decode_code(code, _WORDS)  # a typo never reaches the relay
+    parsed = pp.decode_code(code, WORDS)  # a typo never reaches the relay
     if (home / "storage-key.json").exists():
         raise UsageError(f"{home} already holds a device; use another --home")
     ask = passphrase_source(passphrase)
@@ -309,16 +320,17 @@ async def _join_mailbox(relay: RelayClient, parsed: pp.PairingCode, keys: Device
     new home's store and, if the approver's "done" did not come, why."""
     token = random_bytes(pp.TOKEN_SIZE)
     channel, _ = await relay.claim_channel(parsed.nameplate, token)
-    box = _Mailbox(relay, channel, token, "joiner", time.monotonic() + timeout_s, poll_s)
+    box = Mailbox(relay, channel, token, "joiner", time.monotonic() + timeout_s, poll_s)
     store: LocalStore | None = None
     declined = False
     try:
-        pk = await _exchange(box, parsed, channel, keys, name)
+        pk = await exchange(box, parsed, channel, {"sign": keys.signing.public.raw,
+                                                   "kx": keys.kx.public, "name": name})
         if not confirm_sas(PairingCheck(pk.sas, name, fingerprint(keys.device_id))):
             declined = True
             raise UsageError("pairing cancelled: the words were not confirmed; nothing was "
                              "added")
-        offer = _open_confirmed(await box.next("approval"), "offer", pk)
+        offer = open_confirmed(await box.next("approval"), "offer", pk)
         body = offer.bytes_("body", max_size=64 * 1024)
         account = AccountPublic.from_keys(offer.bytes_("account_sign", size=32),
                                           offer.bytes_("account_recovery", size=32))
@@ -332,7 +344,7 @@ async def _join_mailbox(relay: RelayClient, parsed: pp.PairingCode, keys: Device
         cosign = pp.seal_message("cosign", pk.send, random_bytes(24), payload={
             "cosig": reg.countersign_body(body, keys)})
     except BaseException as exc:
-        await box.burn(_burn_reason(exc, box, declined))
+        await box.burn(burn_reason(exc, box, declined))
         if store is not None:
             store.close()
             discard()
@@ -348,10 +360,13 @@ async def _join_mailbox(relay: RelayClient, parsed: pp.PairingCode, keys: Device
     return store, None
 
 
-async def _exchange(box: _Mailbox, parsed: pp.PairingCode, channel: bytes,
-                    keys: DeviceKeys, name: str) -> pp.PairingKeys:
-    """Messages 0-2: commit, read the initiator's SPAKE2 message, reveal."""
-    spake = Spake2("joiner", parsed.password, id_a=_ID_A, id_b=_ID_B)
+async def exchange(box: Mailbox, parsed: pp.PairingCode, channel: bytes,
+                   hello: dict[str, object], *,
+                   ids: tuple[bytes, bytes] = (_ID_A, _ID_B)) -> pp.PairingKeys:
+    """Messages 0-2: commit, read the initiator's SPAKE2 message, reveal ``hello``
+    (sealed). ``ids``: the SPAKE2 identities, which separate device pairing
+    from other uses of the mailbox (a code of one never opens the other)."""
+    spake = Spake2("joiner", parsed.password, id_a=ids[0], id_b=ids[1])
     nonce = random_bytes(pp.COMMIT_NONCE_SIZE)
     committed = pp.commitment(spake.message, nonce)
     await box.post(pp.seal_message("commit", None, b"", extra={"h": committed}))
@@ -360,10 +375,9 @@ async def _exchange(box: _Mailbox, parsed: pp.PairingCode, channel: bytes,
                                     clear=("m",))[0].bytes_("m", max_size=64)
     pk = pp.pairing_keys("joiner", spake.finish(initiator_msg), channel_id=channel,
                          commitment=committed, initiator_msg=initiator_msg,
-                         joiner_msg=spake.message, wordlist=_WORDS)
+                         joiner_msg=spake.message, wordlist=WORDS)
     await box.post(pp.seal_message("reveal", pk.send, random_bytes(24), extra={
-        "m": spake.message, "n": nonce, "c": pk.my_confirm}, payload={
-        "sign": keys.signing.public.raw, "kx": keys.kx.public, "name": name}))
+        "m": spake.message, "n": nonce, "c": pk.my_confirm}, payload=hello))
     return pk
 
 

@@ -306,6 +306,23 @@ class Sharing:
                              Code.PROOF_INVALID)
         return state.account
 
+    def owner_key(self, space_id: bytes) -> AccountPublic:
+        """The space owner's account key as pinned on this device.
+
+        Args:
+            space_id: A space this device holds.
+
+        Returns:
+            The owner's public keys (this account's for its own spaces).
+
+        Raises:
+            UsageError: no key is pinned for the owner (the space is not held here).
+        """
+        key = self._members.pinned(self._members.owner(space_id))
+        if key is None:
+            raise UsageError("this device does not hold that space's owner key; join it first")
+        return key
+
     # ------------------------------------------------------------- reads
     def members(self, space_id: bytes) -> list[MemberView]:
         """The space's members as this device verified them.
