@@ -159,7 +159,7 @@ function space(f: Fields): BundledSpace {
     return { offset: int(offset, "op offset"), opId: id, leafHash, envelope: optBytes(env, "op envelope") };
   });
   const info: SpaceInfo = { spaceId: f.bytes("space", { size: 16 }), size: Number(f.u64("size", 0n, BigInt(Number.MAX_SAFE_INTEGER))),
-    root: f.bytes("root", { size: 32 }), epoch: int(f.raw("epoch"), "epoch", -1) };
+    root: f.bytes("root", { size: 32 }), epoch: int(f.raw("epoch"), "epoch", -1), owner: null };
   return { info, head: f.bytes("head", { maxSize: 1024 }), keys, snapshots, chunks,
     after: f.has("after") ? int(f.raw("after"), "after", -1) : null, ops,
     owner: f.has("owner") ? f.bytes("owner", { size: 32 }) : null };

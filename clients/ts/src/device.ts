@@ -11,8 +11,9 @@
  * ```
  * id                      CBOR {sign, kx, name, account_sign, account_recovery, relay_url, relay_key}
  * registry                CBOR [entry, ...]     (verified again from genesis on open)
+ * members                 Members.exportState: other accounts' pinned keys and registries
  * hlc                     CBOR [wall_ms, counter]
- * space/<id>              CBOR {name, replica}  (replica: SpaceReplica.exportState)
+ * space/<id>              CBOR {name, acked, gone, replica}  (replica: SpaceReplica.exportState)
  * doc/<id>/<name>         the Yjs state of a document (own unsent edits already sealed)
  * prov/<scope>            provenance of a write-once map
  * audit/heads             CBOR [tree head, ...]  (audit heads verified before, newest 32)
@@ -20,6 +21,14 @@
  *
  * Every change to a space is written in one store transaction (replica,
  * documents, provenance), after the verified step that made it.
+ *
+ * Spaces shared between accounts (§21.7): the relay lists another account's
+ * space shared with this one, but this device holds it only once joined
+ * ({@link BrowserDevice.joinSpace}, naming the owner's account key as the
+ * people compared it). Such a space, and this account's own once shared, is
+ * read only here: its edits stay on this device. After this account is
+ * removed from another account's space the relay no longer serves it: what
+ * was synced stays readable and the space is reported `unreachable`.
  */
 
 import * as Y from "yjs";
@@ -30,7 +39,7 @@ import { HLCTimestamp } from "./clock.js";
 import { auditLogId, isByteList, parseAlerts, parseAuditPage, parseDevices, verifyAuditLog, type AuditCheck,
   type ControllerAlert, type DeviceTrust } from "./controller.js";
 import { docIdFor } from "./docs.js";
-import { AuthorizationError, Code, ProofError, SddsfError, UsageError } from "./errors.js";
+import { AuthorizationError, Code, NotFoundError, ProofError, SddsfError, UsageError } from "./errors.js";
 import { AccountPublic, DeviceKeys, fingerprint } from "./identity.js";
 import { KeyValue } from "./kv.js";
 import { LiveChannel, type LiveMessage } from "./live.js";
@@ -59,6 +68,22 @@ export interface SyncSummary {
    * (`policy_read_only`): its edits stay pending here until it is trusted again.
    */
   readonly readOnly: boolean;
+  /**
+   * Other accounts' spaces this account was removed from (or left): the relay
+   * no longer serves them; what was synced stays readable here.
+   */
+  readonly unreachable: readonly Uint8Array[];
+}
+
+/** One member of a shared space as this device verified it. */
+export interface MemberView {
+  readonly accountId: Uint8Array;
+  readonly fingerprint: string;
+  readonly role: string;
+  /** The account whose space it is. */
+  readonly owner: boolean;
+  /** This device's account. */
+  readonly you: boolean;
 }
 
 /** A space as this device knows it. */
@@ -114,6 +139,8 @@ class SpaceState {
   name = "";
   /** The offset this device last acknowledged (-1: none yet). */
   acked = -1n;
+  /** Another account's space the relay no longer serves to this account (removed, or left). */
+  gone = false;
   constructor(readonly replica: SpaceReplica, readonly docs: DocSet) {}
 }
 
@@ -201,6 +228,8 @@ export class BrowserDevice {
   private async load(): Promise<void> {
     const reg = await this.store.get("registry");
     if (reg !== undefined) this.session.restoreRegistry(decode(reg) as Uint8Array[]);
+    const members = await this.store.get("members");
+    if (members !== undefined) this.session.members.importState(members);
     const hlc = await this.store.get("hlc");
     if (hlc !== undefined) {
       const [wall, counter] = decode(hlc) as [number, number];
@@ -213,6 +242,7 @@ export class BrowserDevice {
       st.name = String(row.get("name") ?? "");
       const acked = row.get("acked");
       if (typeof acked === "number" || typeof acked === "bigint") st.acked = BigInt(acked);
+      st.gone = row.get("gone") === true;
       const replica = row.get("replica");
       if (replica instanceof Uint8Array && this.session.entries().length) st.replica.importState(replica);
       for (const docKey of await this.store.keys(`doc/${toHex(id)}/`)) {
@@ -246,11 +276,12 @@ export class BrowserDevice {
   private async persist(st: SpaceState): Promise<void> {
     const b = new Batch();
     const id = toHex(st.replica.spaceId);
-    b.put(`space/${id}`, encode(new Map<string, CborValue>([["name", st.name], ["acked", st.acked],
+    b.put(`space/${id}`, encode(new Map<string, CborValue>([["name", st.name], ["acked", st.acked], ["gone", st.gone],
       ["replica", st.replica.exportState()]])));
     for (const name of st.docs.names()) b.put(`doc/${id}/${encodeURIComponent(name)}`, Y.encodeStateAsUpdate(st.docs.doc(name)));
     await this.provenance.save({ load: async () => undefined, save: async (s, v) => void b.put(`prov/${s}`, v) });
     b.put("registry", encode([...this.session.entries()]));
+    b.put("members", this.session.members.exportState());
     const last = this.session.hlc.last;
     b.put("hlc", encode([last.wallMs, last.counter]));
     await this.store.commit(b);
@@ -306,7 +337,7 @@ export class BrowserDevice {
   async flush(): Promise<number> {
     let sealed = 0;
     for (const st of this.spaces.values()) {
-      if (st.replica.keys.size === 0) continue; // keys come with the first sync
+      if (st.replica.keys.size === 0 || st.replica.shared) continue; // keys come with the first sync; shared: read only
       for (const [name, update] of st.docs.takeLocal()) {
         sealed += st.replica.seal(name, [update]).length;
       }
@@ -353,6 +384,7 @@ export class BrowserDevice {
     const rejected: [string, string][] = [];
     const alerts: [string, string][] = [];
     let readOnly = false;
+    const unreachable: Uint8Array[] = [];
     // A device the controller made read-only keeps its pending ops and only pulls.
     const unlessReadOnly = async <T>(step: () => Promise<T>, otherwise: T): Promise<T> => {
       if (readOnly) return otherwise;
@@ -374,11 +406,25 @@ export class BrowserDevice {
     for (const id of await this.session.listSpaces()) await this.spaceState(id);
     for (const st of this.spaces.values()) {
       const r = st.replica;
-      await r.refreshKeys();
+      if (st.gone) {
+        unreachable.push(r.spaceId);
+        continue;
+      }
+      try {
+        await r.refreshKeys();
+      } catch (e) {
+        if (!(e instanceof NotFoundError) || r.ownedHere) throw e;
+        // Removed from another account's space (or it left): what it synced
+        // stays readable here; nothing more is pulled or pushed.
+        st.gone = true;
+        await this.persist(st);
+        unreachable.push(r.spaceId);
+        continue;
+      }
       if (await unlessReadOnly(() => r.rotateIfDue(), false)) rotated += 1;
       for (const [name, update] of st.docs.takeLocal()) {
-        if (r.keys.size) r.seal(name, [update]);
-        else st.docs.restoreLocal(name, update); // no key yet: kept until one comes
+        if (r.keys.size && !r.shared) r.seal(name, [update]);
+        else st.docs.restoreLocal(name, update); // no key yet, or a shared space (read only here): kept
       }
       await this.persist(st); // pending ops are stored before they are sent
       const push = await unlessReadOnly(() => r.push(), { pushed: 0, rejected: [], requeued: [] });
@@ -405,14 +451,54 @@ export class BrowserDevice {
     for (const st of this.spaces.values()) await this.acknowledge(st);
     this.alerts.push(...alerts);
     const sizes = new Map([...this.spaces].map(([k, st]) => [k, st.replica.size]));
-    return { pushed, applied, rejected, skipped, rotated, alerts, sizes, readOnly };
+    return { pushed, applied, rejected, skipped, rotated, alerts, sizes, readOnly, unreachable };
+  }
+
+  // ------------------------------------------------------------ shared spaces
+
+  /**
+   * Hold another account's space, shared with this one, and sync: the owner's
+   * account key (signing and recovery key, as `sddsf account fingerprint`
+   * shows them compared by the people, or from an account code) is pinned
+   * here and never taken from the relay (as `sharing.join`).
+   *
+   * @param name the space's name until its `_meta` document names it.
+   * @throws UsageError the space is held already, or this account's own;
+   *   ProofError the owner's key differs from one pinned before, or the relay
+   *   names another owner; NotFoundError the space is not shared with this account.
+   */
+  async joinSpace(spaceId: Uint8Array, ownerAccountKey: Uint8Array, ownerRecoveryKey: Uint8Array,
+    name = ""): Promise<SyncSummary> {
+    while (this.syncing !== null) await this.syncing.catch(() => undefined);
+    const owner = AccountPublic.fromKeys(ownerAccountKey, ownerRecoveryKey);
+    await this.session.joinSpace(spaceId, owner);
+    const st = await this.spaceState(spaceId);
+    st.name = name;
+    await this.persist(st);
+    return this.sync();
+  }
+
+  /** Other accounts' spaces the relay says are shared with this account, not joined here (unverified, to offer a join). */
+  async sharedWithMe(): Promise<{ id: Uint8Array; owner: Uint8Array }[]> {
+    return (await this.session.sharedWithMe()).map((s) => ({ id: s.spaceId, owner: s.owner! }));
+  }
+
+  /** The members of a shared space as this device verified them (empty: not shared). */
+  members(spaceId: Uint8Array): MemberView[] {
+    const st = this.spaces.get(toHex(spaceId));
+    if (st === undefined) throw new UsageError("no such space on this device; sync first");
+    const owner = toHex(st.replica.ownerId());
+    const me = toHex(this.identity.account.accountId);
+    return [...st.replica.membership().members].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+      .map(([a, m]) => ({ accountId: fromHex(a), fingerprint: fingerprint(fromHex(a)), role: m.role, owner: a === owner,
+        you: a === me }));
   }
 
   private async acknowledge(st: SpaceState): Promise<void> {
     // Everything up to the verified size is applied and stored: say so, now
     // and then, so that the relay can prune under a corroborated snapshot.
     const last = st.replica.size - 1n;
-    if (last < 0n || (st.acked >= 0n && last - st.acked < BigInt(ACK_EVERY))) return;
+    if (st.gone || last < 0n || (st.acked >= 0n && last - st.acked < BigInt(ACK_EVERY))) return;
     await this.relay.acknowledge(st.replica.spaceId, Number(last));
     st.acked = last;
     await this.persist(st);

@@ -13,15 +13,21 @@
  * wrap_key ‖ wrap_nonce = HKDF-SHA256(key, salt = KEY_PACKAGE_WRAP, info = labelled(KEY_PACKAGE_WRAP, space, epoch), 56)
  * ```
  *
- * Format versions: {@link decodeKeyPackage} reads version 2 and version 1
+ * Format versions: {@link decodeKeyPackage} reads version 2, version 1
  * (history: no `key_commit`/`prev_keys`; each sealed key carries up to 255
- * earlier keys itself); {@link buildKeyPackage} writes version 2 only.
- * Whoever holds epoch `e`'s key opens `prev_keys` and walks back to epoch 0
- * ({@link openKeyHistory}).
+ * earlier keys itself) and version 3 (a space shared between accounts, §10.8:
+ * no `registry_seq`, but `creator_account`, `members` — each member account
+ * with the registry position its devices were taken at — and `membership`,
+ * the membership head the members were read at); {@link buildKeyPackage}
+ * writes version 2 only. Version 3 is verified by {@link verifyKeyPackageV3}
+ * (mirrors `sddsf.protocol.keypackage_v3`, same checks in the same order);
+ * its sealed keys, `key_commit` and `prev_keys` are version 2's, so opening is
+ * unchanged. Whoever holds epoch `e`'s key opens `prev_keys` and walks back to
+ * epoch 0 ({@link openKeyHistory}).
  */
 
 import { bytesEqual, compareBytes, fromHex, toHex, utf8, zeros } from "./bytes.js";
-import { decode, encode, isInt, type Encodable } from "./cbor.js";
+import { decode, encode, isInt, type DecodeLimits, type Encodable } from "./cbor.js";
 import { AEAD_NONCE_SIZE, aeadDecrypt, aeadEncrypt, hkdfSha256, sealOpen, seal, type X25519KeyPair } from "./crypto.js";
 import { AuthorizationError, Code, ContextError, DecodeError, DecryptError, EpochError, UsageError } from "./errors.js";
 import { ID_SIZE, type DeviceKeys } from "./identity.js";
@@ -34,8 +40,14 @@ import { decodeSignedOuter, expectMap, versionOfMap } from "./schema.js";
 
 /** The key package format version this module writes. */
 export const KEY_PACKAGE_VERSION = 2;
+/** The version of a shared space's packages (§10.8; read and verified here, not built). */
+export const KEY_PACKAGE_VERSION_SHARED = 3;
 /** Versions this build reads (1 is history). */
-export const KEY_PACKAGE_VERSIONS: readonly number[] = [1, KEY_PACKAGE_VERSION];
+export const KEY_PACKAGE_VERSIONS: readonly number[] = [1, KEY_PACKAGE_VERSION, KEY_PACKAGE_VERSION_SHARED];
+/** Member accounts one version 3 package may list. */
+export const MAX_PACKAGE_MEMBERS = 1024;
+/** Recipients of one version 3 package (1,024 members with one device each, plus their recovery keys). */
+export const MAX_PACKAGE_RECIPIENTS = 2 * MAX_PACKAGE_MEMBERS;
 /** Version 1 only: earlier epoch keys carried in one sealed key. */
 export const MAX_KEY_HISTORY = 255;
 /** Earlier epoch keys one version-2 package may wrap. */
@@ -44,11 +56,21 @@ const WRAPPED_MAX_BYTES = 16 + 3 + 34 * MAX_WRAPPED_KEYS;
 const WRAPPED_LIMITS = { maxSize: WRAPPED_MAX_BYTES, maxDepth: 2, maxItems: MAX_WRAPPED_KEYS };
 const ZERO = zeros(32);
 const FIELDS_V1 = ["v", "space", "epoch", "prev", "creator", "ts", "registry_seq", "recipients"];
-const FIELDS: ReadonlyMap<number, readonly string[]> = new Map([[1, FIELDS_V1], [2, [...FIELDS_V1, "key_commit", "prev_keys"]]]);
+const FIELDS_V2 = [...FIELDS_V1, "key_commit", "prev_keys"];
+const FIELDS: ReadonlyMap<number, readonly string[]> = new Map([[1, FIELDS_V1], [2, FIELDS_V2],
+  [3, [...FIELDS_V2.filter((k) => k !== "registry_seq"), "creator_account", "members", "membership"]]]);
 /** Seal overhead + the labelled plaintext with a full (version 1) key history. */
 const SEALED_SIZE = 48 + 100 + 34 * MAX_KEY_HISTORY;
 
-/** A decoded key package (`keyCommit` and `prevKeys` are null in version 1). */
+/**
+ * A decoded key package (`keyCommit` and `prevKeys` are null in version 1).
+ *
+ * `creatorAccount`, `members` and `membership` are set in version 3 only (null
+ * before). A version 3 package has no single `registry_seq`: `registrySeq`
+ * then holds the creator account's stated position (0 if the creator account
+ * is not listed, which verification refuses); {@link registrySeqFor} gives any
+ * member's.
+ */
 export interface KeyPackage {
   readonly version: number;
   readonly space: Uint8Array;
@@ -66,6 +88,23 @@ export interface KeyPackage {
   readonly keyCommit: Uint8Array | null;
   /** The wrapped earlier keys (AEAD output), or null. */
   readonly prevKeys: Uint8Array | null;
+  /** Version 3: the creator device's account. */
+  readonly creatorAccount: Uint8Array | null;
+  /** Version 3: `[member account id, registry seq]`, strictly increasing by account id. */
+  readonly members: readonly (readonly [Uint8Array, bigint])[] | null;
+  /** Version 3: hash of the membership head the members come from. */
+  readonly membership: Uint8Array | null;
+}
+
+/**
+ * The registry position at which `pkg` took `accountId`'s devices. Version 3:
+ * the member's stated seq, or null if the account is not a member of the
+ * package. Versions 1 and 2 name one account's position only, which this
+ * returns whatever `accountId` is (the caller knows the account).
+ */
+export function registrySeqFor(pkg: KeyPackage, accountId: Uint8Array): bigint | null {
+  if (pkg.members === null) return pkg.registrySeq;
+  return pkg.members.find(([a]) => bytesEqual(a, accountId))?.[1] ?? null;
 }
 
 /** Hash that the next epoch's package names as `prev`. */
@@ -89,14 +128,22 @@ function wrapAd(space: Uint8Array, epoch: bigint): Uint8Array {
   return labelled(labels.KEY_PACKAGE_WRAP, space, epoch);
 }
 
+function packageLimits(limits: ProtocolLimits): DecodeLimits {
+  // A shared space's recipients array is longer than any other array in the
+  // protocol; its own bound is checked right after decoding.
+  const dl = decodeLimits(limits, limits.maxKeyPackage);
+  return { ...dl, maxItems: Math.max(dl.maxItems, MAX_PACKAGE_RECIPIENTS) };
+}
+
 function decodeBody(version: number, data: Uint8Array, bodyBytes: Uint8Array, signature: Uint8Array,
   limits: ProtocolLimits): KeyPackage {
-  const body = decode(bodyBytes, decodeLimits(limits, limits.maxKeyPackage));
+  const body = decode(bodyBytes, packageLimits(limits));
   versionOfMap(body, version, "key package body");
   const f = expectMap(body, "key package", FIELDS.get(version)!);
   const recipients = new Map<string, Uint8Array>();
   let previous: Uint8Array = new Uint8Array(0);
-  for (const item of f.list("recipients", limits.maxDevices + 1)) {
+  const shared = version >= KEY_PACKAGE_VERSION_SHARED;
+  for (const item of f.list("recipients", shared ? MAX_PACKAGE_RECIPIENTS : limits.maxDevices + 1)) {
     if (!Array.isArray(item) || item.length !== 2 || !(item[0] instanceof Uint8Array) || item[0].length !== ID_SIZE ||
       !(item[1] instanceof Uint8Array) || item[1].length > SEALED_SIZE) {
       throw new DecodeError("key package: each recipient is [32-byte id, sealed key]");
@@ -122,10 +169,30 @@ function decodeBody(version: number, data: Uint8Array, bodyBytes: Uint8Array, si
   const space = f.bytes("space", { size: SPACE_ID_SIZE });
   const creator = f.bytes("creator", { size: ID_SIZE });
   const ts = f.u64("ts");
-  const registrySeq = f.u64("registry_seq");
   const raw = new Uint8Array(data);
-  return { version, space, epoch, prev, creator, ts, registrySeq, recipients, bodyBytes, signature, raw,
+  const common = { version, space, epoch, prev, creator, ts, recipients, bodyBytes, signature, raw,
     hash: packageHash(raw), keyCommit, prevKeys };
+  if (!shared) return { ...common, registrySeq: f.u64("registry_seq"), creatorAccount: null, members: null, membership: null };
+  const creatorAccount = f.bytes("creator_account", { size: ID_SIZE });
+  const members = decodeMembers(f.list("members", MAX_PACKAGE_MEMBERS));
+  const registrySeq = members.find(([a]) => bytesEqual(a, creatorAccount))?.[1] ?? 0n;
+  return { ...common, registrySeq, creatorAccount, members, membership: f.bytes("membership", { size: 32 }) };
+}
+
+function decodeMembers(items: readonly unknown[]): (readonly [Uint8Array, bigint])[] {
+  const members: (readonly [Uint8Array, bigint])[] = [];
+  let previous: Uint8Array = new Uint8Array(0);
+  for (const item of items) {
+    if (!Array.isArray(item) || item.length !== 2 || !(item[0] instanceof Uint8Array) || item[0].length !== ID_SIZE ||
+      !isInt(item[1]) || BigInt(item[1]) < 0n) {
+      throw new DecodeError("key package: each member is [32-byte account id, registry seq]");
+    }
+    if (compareBytes(item[0], previous) <= 0) throw new DecodeError("key package: members must be sorted and unique");
+    previous = item[0];
+    members.push([item[0], BigInt(item[1])]);
+  }
+  if (members.length === 0) throw new DecodeError("key package: a version 3 package lists at least one member");
+  return members;
 }
 
 type PackageDecoder = (data: Uint8Array, body: Uint8Array, signature: Uint8Array, limits: ProtocolLimits) => KeyPackage;
@@ -141,7 +208,7 @@ export const KEY_PACKAGE_FORMATS: ReadonlyMap<number, PackageDecoder> = new Map(
  * @throws DecodeError malformed, too large or an unsupported version.
  */
 export function decodeKeyPackage(data: Uint8Array, limits: ProtocolLimits = DEFAULT_PROTOCOL_LIMITS): KeyPackage {
-  const outer = decodeSignedOuter(data, "key package", KEY_PACKAGE_VERSIONS, decodeLimits(limits, limits.maxKeyPackage));
+  const outer = decodeSignedOuter(data, "key package", KEY_PACKAGE_VERSIONS, packageLimits(limits));
   return KEY_PACKAGE_FORMATS.get(outer.version)!(data, outer.bodyBytes, outer.signature, limits);
 }
 
@@ -159,13 +226,14 @@ function activeAt(rec: { addedSeq: number; revokedSeq: number | null }, seq: big
 export function verifyKeyPackage(data: Uint8Array, registry: RegistryState, space: Uint8Array,
   previous: KeyPackage | null, limits: ProtocolLimits = DEFAULT_PROTOCOL_LIMITS): KeyPackage {
   const pkg = decodeKeyPackage(data, limits);
-  if (!bytesEqual(pkg.space, space)) throw new ContextError("key package belongs to another space");
-  const expectedEpoch = previous === null ? 0n : previous.epoch + 1n;
-  if (pkg.epoch !== expectedEpoch) {
-    throw new EpochError(`key package is for epoch ${pkg.epoch}, expected ${expectedEpoch}`, Code.UNKNOWN_EPOCH);
+  if (pkg.version >= KEY_PACKAGE_VERSION_SHARED) {
+    throw new ContextError("key package is a shared space's (version 3); verify it with verifyKeyPackageV3");
   }
-  if (!bytesEqual(pkg.prev, previous === null ? ZERO : previous.hash)) {
-    throw new ContextError("key package does not link to the previous epoch's package");
+  checkChain(pkg, space, previous);
+  // A space moves to shared packages once; a one-account package after a
+  // shared one would drop the other members without a membership change.
+  if (previous !== null && previous.version >= KEY_PACKAGE_VERSION_SHARED) {
+    throw new ContextError("a one-account key package (version 2) cannot follow a shared space's package (version 3)");
   }
   if (pkg.registrySeq > BigInt(registry.seq)) {
     throw new ContextError("key package refers to registry entries this device has not seen; sync the registry first");
@@ -205,6 +273,148 @@ export function verifyKeyPackage(data: Uint8Array, registry: RegistryState, spac
     }
   }
   return pkg;
+}
+
+/**
+ * The space and epoch-chain checks every version shares (§10.5 steps 2–4).
+ *
+ * @throws ContextError another space, or `prev` is not the previous package's
+ *   hash; EpochError `unknown_epoch`: the epoch does not follow the previous one.
+ */
+export function checkChain(pkg: KeyPackage, space: Uint8Array, previous: KeyPackage | null): void {
+  if (!bytesEqual(pkg.space, space)) throw new ContextError("key package belongs to another space");
+  const expectedEpoch = previous === null ? 0n : previous.epoch + 1n;
+  if (pkg.epoch !== expectedEpoch) {
+    throw new EpochError(`key package is for epoch ${pkg.epoch}, expected ${expectedEpoch}`, Code.UNKNOWN_EPOCH);
+  }
+  if (!bytesEqual(pkg.prev, previous === null ? ZERO : previous.hash)) {
+    throw new ContextError("key package does not link to the previous epoch's package");
+  }
+}
+
+/**
+ * `membersAt(membershipHash)`: the member account ids (hex) after the applied
+ * membership entry with that hash, or undefined if no applied entry has it.
+ */
+export type MembersAt = (membershipHash: Uint8Array) => ReadonlySet<string> | undefined;
+
+function memberRegistry(registries: ReadonlyMap<string, RegistryState>, account: string): RegistryState {
+  const reg = registries.get(account);
+  if (reg === undefined) {
+    throw new ContextError("a member account's registry is not at hand; sync that member's registry first");
+  }
+  if (toHex(reg.accountId) !== account) throw new UsageError("registries must map each account id to that account's registry");
+  return reg;
+}
+
+/**
+ * Verify a shared space's key package (§10.8, the checks in that order; mirrors
+ * `verify_key_package_v3`).
+ *
+ * @param previous the verified package of epoch − 1 (any version; null for epoch 0).
+ * @param registries account id (hex) → that account's registry, verified from
+ *   the key pinned for it, at or after the position the package states.
+ * @param membersAt the member set after a membership entry ({@link MembersAt}).
+ * @throws DecodeError; ContextError (not version 3, other space, broken chain,
+ *   membership head not applied, a member registry missing or behind, a
+ *   position older than the previous package's); EpochError `unknown_epoch`;
+ *   AuthorizationError (`not_authorized`: members differ from the membership,
+ *   the creator account not a member, a recovery key or an active device
+ *   missing; `unknown_device` / `revoked`: the creator or a recipient not
+ *   active at its account's position); SignatureError; UsageError (a registry
+ *   of another account).
+ */
+export function verifyKeyPackageV3(data: Uint8Array, space: Uint8Array, previous: KeyPackage | null,
+  registries: ReadonlyMap<string, RegistryState>, membersAt: MembersAt,
+  limits: ProtocolLimits = DEFAULT_PROTOCOL_LIMITS): KeyPackage {
+  const pkg = decodeKeyPackage(data, limits);
+  if (pkg.version !== KEY_PACKAGE_VERSION_SHARED || pkg.members === null || pkg.membership === null ||
+    pkg.creatorAccount === null) {
+    throw new ContextError(`key package is a one-account package (version ${pkg.version}); verify it with verifyKeyPackage`);
+  }
+  checkChain(pkg, space, previous);
+  const expected = membersAt(pkg.membership);
+  if (expected === undefined) {
+    throw new ContextError("key package names a membership entry this device has not applied; sync the membership log first");
+  }
+  const stated = new Map(pkg.members.map(([a, seq]) => [toHex(a), seq] as const));
+  if (stated.size !== expected.size || [...stated.keys()].some((a) => !expected.has(a))) {
+    throw new AuthorizationError("key package members are not the space's members at its membership entry", Code.NOT_AUTHORIZED);
+  }
+  checkPositions(stated, registries, statedSeqs(previous, registries));
+  checkCreator(pkg, stated, registries);
+  const creator = registries.get(toHex(pkg.creatorAccount))!.device(pkg.creator)!;
+  creator.publicId.signingKey.verify(labelled(labels.KEY_PACKAGE_SIG, pkg.bodyBytes), pkg.signature);
+  checkRecipients(pkg, stated, registries);
+  return pkg;
+}
+
+function statedSeqs(pkg: KeyPackage | null, registries: ReadonlyMap<string, RegistryState>): ReadonlyMap<string, bigint> {
+  // Per account, the registry position a package took its devices at. A
+  // version 1/2 package names one: its creator device's account.
+  if (pkg === null) return new Map();
+  if (pkg.members !== null) return new Map(pkg.members.map(([a, seq]) => [toHex(a), seq]));
+  for (const [a, reg] of registries) if (reg.device(pkg.creator) !== undefined) return new Map([[a, pkg.registrySeq]]);
+  return new Map();
+}
+
+function checkPositions(stated: ReadonlyMap<string, bigint>, registries: ReadonlyMap<string, RegistryState>,
+  before: ReadonlyMap<string, bigint>): void {
+  for (const [account, seq] of stated) {
+    const reg = memberRegistry(registries, account);
+    if (seq > BigInt(reg.seq)) {
+      throw new ContextError("key package refers to registry entries of a member this device has not seen; sync that " +
+        "member's registry first");
+    }
+    // Registry positions only move forward along the epoch chain: a device
+    // revoked after epoch e cannot back-date epoch e+1 to when it was active.
+    if (seq < (before.get(account) ?? 0n)) {
+      throw new ContextError("key package states an older registry position for a member than the previous epoch's package");
+    }
+  }
+}
+
+function checkCreator(pkg: KeyPackage, stated: ReadonlyMap<string, bigint>,
+  registries: ReadonlyMap<string, RegistryState>): void {
+  const account = pkg.creatorAccount === null ? undefined : toHex(pkg.creatorAccount);
+  const seq = account === undefined ? undefined : stated.get(account);
+  if (account === undefined || seq === undefined) {
+    throw new AuthorizationError("key package creator account is not a member", Code.NOT_AUTHORIZED);
+  }
+  const rec = registries.get(account)!.device(pkg.creator);
+  if (rec === undefined || BigInt(rec.addedSeq) > seq) {
+    throw new AuthorizationError("key package creator is not a device of its account at the stated registry position",
+      Code.UNKNOWN_DEVICE);
+  }
+  if (rec.revokedSeq !== null && BigInt(rec.revokedSeq) <= seq) {
+    throw new AuthorizationError("key package creator was revoked", Code.REVOKED);
+  }
+}
+
+function checkRecipients(pkg: KeyPackage, stated: ReadonlyMap<string, bigint>,
+  registries: ReadonlyMap<string, RegistryState>): void {
+  if ([...stated.keys()].some((account) => !pkg.recipients.has(account))) {
+    throw new AuthorizationError("key package omits a member's recovery key", Code.NOT_AUTHORIZED);
+  }
+  const active = new Set<string>();
+  for (const [account, seq] of stated) {
+    for (const [id, rec] of registries.get(account)!.devices) if (activeAt(rec, seq)) active.add(id);
+  }
+  for (const rid of pkg.recipients.keys()) {
+    if (stated.has(rid) || active.has(rid)) continue;
+    if ([...stated.keys()].some((a) => registries.get(a)!.devices.has(rid))) {
+      throw new AuthorizationError("key package wraps the key for a device that was not active at its account's stated " +
+        "position", Code.REVOKED);
+    }
+    throw new AuthorizationError("key package wraps the key for a device of no member", Code.UNKNOWN_DEVICE);
+  }
+  // Completeness: no member's device can quietly lock the others out.
+  for (const id of active) {
+    if (!pkg.recipients.has(id)) {
+      throw new AuthorizationError("key package leaves out a device that was active at its account's stated position",
+        Code.NOT_AUTHORIZED);
+    }
+  }
 }
 
 /**

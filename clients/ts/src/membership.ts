@@ -1,7 +1,7 @@
 /**
  * Space membership entries (docs/protocol.md §21): decoding, verification in
  * log order, and the read/write queries. Mirrors src/sddsf/protocol/membership.py;
- * like the Python core, nothing here carries entries to or from a relay yet.
+ * a pulled space log's entries are folded with it by `./sharing.js` (§21.7).
  */
 
 import { bytesEqual, key, zeros } from "./bytes.js";

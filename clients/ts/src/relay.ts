@@ -19,7 +19,7 @@
  */
 
 import { BOOTSTRAP_FEATURE, BOOTSTRAP_NONCE_SIZE, Prefetched, verifyBootstrap } from "./bootstrap.js";
-import { b64, unb64 } from "./bytes.js";
+import { b64, toHex, unb64 } from "./bytes.js";
 import { randomBytes, type Ed25519PublicKey } from "./crypto.js";
 import { AuthenticationError, Code, DecodeError, errorFromWire, NotFoundError, RateLimitedError,
   UnavailableError } from "./errors.js";
@@ -56,6 +56,23 @@ export interface SpaceInfo {
   readonly size: number;
   readonly root: Uint8Array;
   readonly epoch: number;
+  /** The account whose space it is (null from a relay, or a first-sync bundle, that does not say). */
+  readonly owner: Uint8Array | null;
+}
+
+/**
+ * A space's membership entries as the relay lists them (`GET
+ * /v1/spaces/{id}/members`, §17.4.13; unverified: fold the entries, and
+ * check each against the log at its offset).
+ */
+export interface MembershipLog {
+  /** `[log offset, entry bytes]`, in log order. */
+  readonly entries: readonly (readonly [number, Uint8Array])[];
+  /** The relay's member set: account id (hex) → role. */
+  readonly members: ReadonlyMap<string, string>;
+  /** The account that created the space. */
+  readonly owner: Uint8Array;
+  readonly treeHead: Uint8Array;
 }
 
 /**
@@ -402,7 +419,10 @@ export class RelayClient {
     if (held) return held;
     const own = this.accountId !== undefined && b64(accountId) === b64(this.accountId);
     const key = signer ?? (own ? this.device : undefined);
-    const r = await this.send("GET", `/v1/accounts/${b64(accountId)}/registry`, { params: { since }, key });
+    // Another account's registry: with this device's session, as a member of
+    // a space shared with it (§17.3.4, §21.7).
+    const authed = key === undefined && this.device !== undefined && this.accountId !== undefined;
+    const r = await this.send("GET", `/v1/accounts/${b64(accountId)}/registry`, { params: { since }, key, authed });
     return (r.entries as string[]).map((e) => unb64(e, "registry entry"));
   }
 
@@ -417,7 +437,7 @@ export class RelayClient {
 
   private static space(x: Json): SpaceInfo {
     return { spaceId: unb64(x.space_id, "space_id", 16), size: Number(x.size), root: unb64(x.root, "root", 32),
-      epoch: Number(x.epoch) };
+      epoch: Number(x.epoch), owner: typeof x.owner === "string" ? unb64(x.owner, "owner", 32) : null };
   }
 
   /** Create a space with its epoch-0 key package. */
@@ -432,6 +452,31 @@ export class RelayClient {
     if (this.prefetched) return this.prefetched.listSpaces();
     const r = await this.send("GET", "/v1/spaces", { authed: true });
     return (r.spaces as Json[]).map(RelayClient.space);
+  }
+
+  /**
+   * Every membership entry of the space with its log offset, the relay's
+   * member set, the owner account and the current tree head (§17.4.13; verify
+   * before use).
+   */
+  async membership(spaceId: Uint8Array): Promise<MembershipLog> {
+    const r = await this.send("GET", `/v1/spaces/${b64(spaceId)}/members`, { authed: true });
+    return {
+      entries: (r.entries as Json[]).map((e) => [Number(e.offset), unb64(e.entry, "membership entry")] as const),
+      members: new Map((r.members as Json[]).map((m) => [toHex(unb64(m.account_id, "account_id", 32)), String(m.role)])),
+      owner: unb64(r.owner, "owner", 32), treeHead: unb64(r.tree_head.tree_head, "tree_head"),
+    };
+  }
+
+  /**
+   * The genesis registry entry of the account whose fingerprint is `prefix`
+   * (20 bytes; §17.4.13; unverified: verify it and check that its id starts
+   * with them).
+   */
+  async accountByFingerprint(prefix: Uint8Array): Promise<Uint8Array> {
+    const r = await this.send("GET", `/v1/accounts/by-fingerprint/${b64(prefix)}`, { authed: true });
+    if (typeof r?.genesis !== "string") throw new DecodeError("the relay sent no genesis entry");
+    return unb64(r.genesis, "genesis");
   }
 
   /** Open the next epoch. */

@@ -31,6 +31,20 @@
  * device other than its author attested it, and no trusted device disputes it);
  * otherwise it replays the log.
  *
+ * A space shared between accounts (§21.7; another account's, joined with
+ * {@link DeviceSession.joinSpace}, or this account's own once shared) is read
+ * here, not written: its log interleaves membership entries, told from ops by
+ * their bytes and folded in log order (`./sharing.js`); before its `create`
+ * entry the owner's registry judges each op, after it the registry of the
+ * author's member account, verified from the key the entry that introduced
+ * the account pinned (`./members.js`), with that account's positions in the
+ * version 3 key packages, which are verified against the members' registries
+ * and the fold (§10.8). An op of a device of no member, of two, of a reader
+ * or of a removed member refuses the pull (the relay served an op that fails
+ * the rules). Such a space is replayed from its log (no snapshot start), and
+ * its epochs are opened and its edits written by a device of the Python
+ * client: here {@link SpaceReplica.seal} refuses and no epoch is rotated.
+ *
  * Writing: an edit is sealed under the newest epoch unless a device revoked
  * since that epoch's package may hold its key: then it is held until a new
  * epoch is stored ({@link SpaceReplica.rotateIfDue}), or `rotation_blocked` says
@@ -43,19 +57,22 @@ import { decode, encode, type CborValue, type Encodable } from "./cbor.js";
 import { HybridLogicalClock } from "./clock.js";
 import { Ed25519PublicKey, randomBytes } from "./crypto.js";
 import { docIdFor, editOf, type OpPayload } from "./docs.js";
-import { decodeEnvelope, GENESIS_PREV, headerToWire, openOp, sealOp, type OpEnvelope, type OpHeader,
+import { decodeEnvelope, GENESIS_PREV, headerToWire, OpEnvelope, openOp, sealOp, type OpHeader,
   type TreeHeadRef } from "./envelope.js";
 import { AuthenticationError, AuthorizationError, Code, ConfigError, ConflictError, DecodeError, EpochError, NotFoundError,
   ProofError, SddsfError, UsageError } from "./errors.js";
 import type { AccountPublic, DeviceKeys } from "./identity.js";
-import { buildKeyPackage, needsRotation, openKeyHistory, revokedSince, verifyKeyPackage,
-  type KeyPackage } from "./keypackage.js";
+import { buildKeyPackage, checkChain, decodeKeyPackage, KEY_PACKAGE_VERSION_SHARED, needsRotation, openKeyHistory,
+  revokedSince, verifyKeyPackage, verifyKeyPackageV3, type KeyPackage } from "./keypackage.js";
+import { Members } from "./members.js";
+import { decodeMembershipEntry, type MembershipEntry, type MembershipState } from "./membership.js";
+import { Fold, holdersOf, leafKind, LogJudge } from "./sharing.js";
 import { DEFAULT_PROTOCOL_LIMITS } from "./limits.js";
 import { Frontier, leafHash, MerkleTree, verifyConsistency, verifyInclusion } from "./merkle.js";
 import { decodePayload, PartsReader, splitEdit, type Assembly, type OpenAssembly } from "./payload.js";
 import { verifyRegistry, type RegistryState } from "./registry.js";
-import { DEFAULT_RELAY_LIMITS, maxEnvelope, requestFits, type RelayClient, type RelayLimits } from "./relay.js";
-import { MemoryChainView, verifyOp, type ChainHead, type EpochWindow } from "./rules.js";
+import { DEFAULT_RELAY_LIMITS, maxEnvelope, requestFits, type RelayClient, type RelayLimits, type SpaceInfo } from "./relay.js";
+import { MemoryChainView, verifyOp, type ChainHead } from "./rules.js";
 import { CORROBORATED_SNAPSHOT_DOC, decodeSnapshot, loadSnapshot, MATCH, MISMATCH, openSnapshot, SPACE_SNAPSHOT_DOC,
   snapshotId, verifyAttestation, type Snapshot } from "./snapshot.js";
 import { verifyTreeHead, type TreeHead } from "./treehead.js";
@@ -131,6 +148,8 @@ export class DeviceSession {
   private readonly spaces = new Map<string, SpaceReplica>();
   /** The relay's request limits, remembered so that offline edits are sized for it. */
   relayLimits: RelayLimits = DEFAULT_RELAY_LIMITS;
+  /** Other accounts: their pinned keys and verified registries (shared spaces). */
+  readonly members: Members;
 
   constructor(
     readonly keys: DeviceKeys,
@@ -142,6 +161,8 @@ export class DeviceSession {
     this.relayKey = opts.relayKey ? Ed25519PublicKey.fromBytes(opts.relayKey) : null;
     this.clock = opts.clock ?? (() => Date.now());
     this.useSnapshots = opts.useSnapshots ?? true;
+    this.members = new Members({ account, relay, ownRegistry: () => this.registryState,
+      refreshRegistry: () => this.refreshRegistry() });
   }
 
   /** This device's id. */
@@ -267,9 +288,48 @@ export class DeviceSession {
     return [...this.spaces.values()];
   }
 
-  /** Ids of the account's spaces as the relay lists them. */
+  /**
+   * Ids of the account's own spaces as the relay lists them. Another account's
+   * space shared with this one is held only once joined ({@link joinSpace}):
+   * its owner's key is compared by the people, never taken from the relay.
+   */
   async listSpaces(): Promise<Uint8Array[]> {
-    return (await this.relay.listSpaces()).map((s) => s.spaceId);
+    return (await this.relay.listSpaces())
+      .filter((s) => s.owner === null || bytesEqual(s.owner, this.account.accountId)).map((s) => s.spaceId);
+  }
+
+  /** Other accounts' spaces the relay says are shared with this account and this device does not hold (unverified). */
+  async sharedWithMe(): Promise<SpaceInfo[]> {
+    return (await this.relay.listSpaces()).filter((s) => s.owner !== null && !bytesEqual(s.owner, this.account.accountId) &&
+      !this.spaces.has(toHex(s.spaceId)));
+  }
+
+  /**
+   * Hold another account's space, shared with this one (as `sharing.join`):
+   * pin the owner's account key, as the people compared it (its fingerprint),
+   * check that the relay lists the space as that account's, and return its
+   * replica (pull it to read it).
+   *
+   * @throws UsageError the space is this device's already, or this account's own;
+   *   ProofError the owner's key differs from one pinned before, or the relay
+   *   names another owner (`proof_invalid`); NotFoundError the space is not
+   *   shared with this account (yet).
+   */
+  async joinSpace(spaceId: Uint8Array, owner: AccountPublic): Promise<SpaceReplica> {
+    if (bytesEqual(owner.accountId, this.account.accountId)) throw new UsageError("this account owns the space; nothing to join");
+    if (this.spaces.has(toHex(spaceId))) throw new UsageError("this device holds that space already");
+    this.members.pin(owner);
+    const space = (await this.relay.listSpaces()).find((s) => bytesEqual(s.spaceId, spaceId));
+    if (space === undefined) {
+      throw new NotFoundError("no space with that id is shared with this account; ask its owner to share it first");
+    }
+    if (space.owner === null || !bytesEqual(space.owner, owner.accountId)) {
+      throw new ProofError("the relay says another account owns this space than the one you named: compare the owner's " +
+        "fingerprint again", Code.PROOF_INVALID);
+    }
+    const replica = this.space(spaceId);
+    replica.owner = owner.accountId;
+    return replica;
   }
 
   /** Whether `deviceId` is a device this session trusts (active in the verified registry). */
@@ -330,11 +390,62 @@ export class SpaceReplica {
   private readonly gossipOk = new Set<string>();
   /** Snapshot ids this device never uses again (unreadable, or disputed). */
   private distrusted = new Set<string>();
+  /** The account whose space it is; null: this device's own account. */
+  owner: Uint8Array | null = null;
+  /** The membership entries of the verified log, by offset, each stored by the pull that verified its leaf. */
+  private mlog = new Map<number, Uint8Array>();
+  /** Offsets of the entries the fold refused (they change nothing; kept so a reload folds alike). */
+  private mrefused = new Set<number>();
+  /** The fold of {@link mlog} (§21.3). */
+  private fold: Fold;
+  /**
+   * Entries the relay listed beyond the pulled log (offset → bytes), read
+   * ahead for the key packages that name them: a later pull must find exactly
+   * these leaves there.
+   */
+  private listed: Map<number, Uint8Array> | null = null;
+  /** The fold including {@link listed}, until a pull reaches them. */
+  private ahead: Fold | null = null;
 
   constructor(
     readonly device: DeviceSession,
     readonly spaceId: Uint8Array,
-  ) {}
+  ) {
+    this.fold = Fold.empty(spaceId);
+  }
+
+  /** The account whose space it is. */
+  ownerId(): Uint8Array {
+    return this.owner ?? this.device.account.accountId;
+  }
+
+  /** Whether the space is this device's account's own. */
+  get ownedHere(): boolean {
+    return bytesEqual(this.ownerId(), this.device.account.accountId);
+  }
+
+  /**
+   * Whether the space is shared between accounts as far as this device knows
+   * (another account's, or a membership or a version 3 key package seen): read
+   * only here ({@link seal} refuses, no epoch is rotated), replayed from its log.
+   */
+  get shared(): boolean {
+    return !this.ownedHere || (this.ahead ?? this.fold).shared ||
+      this.packages.some((p) => p.version >= KEY_PACKAGE_VERSION_SHARED);
+  }
+
+  /** The newest membership this device verified (read ahead of the pulled log when it did so). */
+  membership(): MembershipState {
+    return (this.ahead ?? this.fold).state;
+  }
+
+  private refold(): void {
+    // The stored entries in log order; an entry refused when it was pulled is
+    // skipped again (registries only grow, so one applied then applies now).
+    const entries = [...this.mlog].sort(([a], [b]) => a - b).filter(([o]) => !this.mrefused.has(o))
+      .map(([, raw]) => decodeMembershipEntry(raw));
+    this.fold = Fold.empty(this.spaceId).more(entries, this.ownerId(), (a) => this.device.members.registryOf(a));
+  }
 
   private get relay(): RelayClient {
     return this.device.relay;
@@ -350,11 +461,21 @@ export class SpaceReplica {
    *   device holds), `proof_invalid` (a held epoch no longer served, or none).
    */
   async refreshKeys(): Promise<KeyPackage[]> {
+    // A space's sync starts here: other accounts' registries are read again,
+    // once each, for its key packages and its pull.
+    this.device.members.newGeneration();
     const raw = await this.relay.keyPackages(this.spaceId, 0);
     const state = await this.device.refreshRegistry();
-    const verified: KeyPackage[] = [];
-    for (const data of raw) {
-      const pkg = verifyKeyPackage(data, state, this.spaceId, verified.at(-1) ?? null);
+    // A package byte-identical to the stored one of its epoch, after a run of
+    // such packages, passed these checks when it was stored: they depend only
+    // on the package, the previous one and registry positions it states, none
+    // of which changed (device records are never rewritten, §9.6).
+    let same = 0;
+    while (same < raw.length && same < this.packages.length && bytesEqual(raw[same]!, this.packages[same]!.raw)) same++;
+    const verify = await this.verifier(state, raw.slice(same));
+    const verified: KeyPackage[] = this.packages.slice(0, same);
+    for (const data of raw.slice(same)) {
+      const pkg = verify(data, verified.at(-1) ?? null);
       const mine = this.packages[Number(pkg.epoch)];
       if (mine !== undefined && !bytesEqual(mine.raw, pkg.raw)) {
         throw new ProofError(`the relay serves another key package for epoch ${pkg.epoch} of space ${this.label()} than ` +
@@ -372,14 +493,75 @@ export class SpaceReplica {
     return verified;
   }
 
+  private async verifier(state: RegistryState, fresh: readonly Uint8Array[]):
+    Promise<(data: Uint8Array, previous: KeyPackage | null) => KeyPackage> {
+    // One-account packages (versions 1, 2) verify against the owner's
+    // registry (this account's, or a joined space owner's, verified from its
+    // pinned key); shared ones (version 3) against the member registries and
+    // the membership, read ahead of the log when they name entries this device
+    // has not pulled yet (§10.8, §21.7).
+    const owner = this.ownerId();
+    const members = this.device.members;
+    const ownerState = this.ownedHere ? state : await members.refresh(owner);
+    const v3 = fresh.map((p) => decodeKeyPackage(p)).filter((p) => p.version >= KEY_PACKAGE_VERSION_SHARED);
+    let fold = this.fold;
+    let regs = new Map<string, RegistryState>();
+    if (v3.length) {
+      fold = await this.readAhead();
+      // Accounts a package names that are no longer members keep the registry verified before.
+      const named = v3.flatMap((p) => p.members!.map(([a]) => toHex(a)));
+      regs = await members.refreshAll([toHex(owner), ...fold.state.members.keys(), ...named]);
+    }
+    return (data, previous) => (decodeKeyPackage(data).version >= KEY_PACKAGE_VERSION_SHARED
+      ? verifyKeyPackageV3(data, this.spaceId, previous, regs, (h) => fold.membersAt(h))
+      : verifyKeyPackage(data, ownerState, this.spaceId, previous));
+  }
+
+  /**
+   * The stored fold extended by the entries the relay lists beyond the log this
+   * device pulled (`GET .../members`): what the newest key packages may name.
+   * The extension is not stored: each entry is stored by the pull that finds it
+   * in the signed log, and must be the leaf listed here.
+   *
+   * @throws ProofError the relay lists other entries at pulled offsets, or
+   *   another owner than this device knows.
+   */
+  private async readAhead(): Promise<Fold> {
+    const log = await this.relay.membership(this.spaceId);
+    if (!bytesEqual(log.owner, this.ownerId())) {
+      throw new ProofError("the relay names another owner of this space than the one this device joined");
+    }
+    // Every listed entry inside the log this device verified must be the entry
+    // stored from it (an op there, or another entry, is the relay lying).
+    const last = Math.max(this.mlog.size ? Math.max(...this.mlog.keys()) : -1, Number(this.tree.size) - 1);
+    for (const [offset, raw] of log.entries) {
+      const stored = this.mlog.get(offset);
+      if (offset <= last && offset >= Number(this.tree.base) && (stored === undefined || !bytesEqual(stored, raw))) {
+        throw new ProofError(`the relay lists another membership entry at offset ${offset} than its log holds`);
+      }
+    }
+    const fresh = log.entries.filter(([o]) => o > last).map(([o, raw]) => [o, decodeMembershipEntry(raw)] as const);
+    const members = this.device.members;
+    await members.prepare(fresh.map(([, e]) => e));
+    this.listed = new Map(fresh.map(([o, e]) => [o, e.raw]));
+    this.ahead = this.fold.more(fresh.map(([, e]) => e), this.ownerId(), (a) => members.registryOf(a));
+    await members.refreshAll(this.ahead.state.members.keys()); // new members: their devices get keys
+    return this.ahead;
+  }
+
   private setPackages(packages: KeyPackage[]): void {
     this.packages = packages;
     this.keys = openKeyHistory(packages, this.device.deviceId, this.device.keys.kx);
   }
 
-  /** Epoch → the `registry_seq` of its package (the rules' `EpochWindow.packageSeqs`). */
-  packageSeqs(): bigint[] {
-    return this.packages.map((p) => p.registrySeq);
+  /**
+   * Epoch → the registry seq its package took `account`'s devices at (default:
+   * this device's account; 0 for an account it was not sealed for): the
+   * rules' `EpochWindow.packageSeqs`.
+   */
+  packageSeqs(account: Uint8Array = this.device.account.accountId): bigint[] {
+    const who = toHex(account);
+    return this.packages.map((p) => holdersOf(p, this.ownerId()).get(who) ?? 0n);
   }
 
   /** The newest epoch this device holds a key for. */
@@ -412,6 +594,8 @@ export class SpaceReplica {
   async rotateIfDue(): Promise<boolean> {
     const last = this.packages.at(-1);
     if (last === undefined) throw new UsageError("refresh the space's keys first");
+    // A shared space's epochs are opened by a device that builds version 3 packages.
+    if (this.shared) return false;
     // A device that holds no key of the newest epoch (added, and the adder has
     // not opened an epoch for it yet) cannot wrap it: another device rotates.
     const rotated = this.epochDue(last) && this.keys.has(last.epoch) ? await this.tryRotate() : false;
@@ -535,6 +719,10 @@ export class SpaceReplica {
    * @throws UsageError no key yet, or an edit over `max_edit`/`max_parts`.
    */
   seal(name: string, updates: readonly Uint8Array[]): OpEnvelope[] {
+    if (this.shared) {
+      throw new UsageError(`space ${this.label()} is shared between accounts: this client reads it but does not write ` +
+        "to it yet (write from a device of the Python client)");
+    }
     const epoch = this.currentEpoch();
     const state = this.device.registry();
     if (this.compromised(epoch, state)) {
@@ -663,7 +851,9 @@ export class SpaceReplica {
     let snap: Snapshot | null = null;
     let basis: SnapBase | null = null;
     const alerts: [string, string][] = [];
-    if (verified.size === 0n && this.device.useSnapshots) {
+    // A shared space is replayed: a snapshot would leave out the membership
+    // entries before it, which judge the ops after it.
+    if (verified.size === 0n && this.device.useSnapshots && !this.shared) {
       const start = await this.fetchSnapshot(alerts);
       if (start !== null) {
         [snap, basis] = start;
@@ -730,31 +920,92 @@ export class SpaceReplica {
     return state;
   }
 
+  private leafOf(offset: number, raw: Uint8Array): OpEnvelope | MembershipEntry | null {
+    // A pulled leaf decoded by its kind (§21.7). A leaf the relay listed ahead
+    // must be the listed entry; an entry that does not decode refuses the pull;
+    // an op that does not decode is refused below by the rules, with its code.
+    const listed = this.listed?.get(offset);
+    if (listed !== undefined && !bytesEqual(listed, raw)) {
+      throw new ProofError(`the relay listed another membership entry at offset ${offset} than its log holds`);
+    }
+    let kind;
+    try {
+      kind = leafKind(raw);
+    } catch (e) {
+      if (!(e instanceof SddsfError)) throw e;
+      kind = "op";
+    }
+    try {
+      return kind === "member" ? decodeMembershipEntry(raw) : decodeEnvelope(raw);
+    } catch (e) {
+      if (!(e instanceof SddsfError)) throw e;
+      if (kind === "op") return null;
+      throw new ProofError(`the relay served a membership entry that does not decode: [${e.code}] ${e.message}`);
+    }
+  }
+
+  private async judge(items: readonly (OpEnvelope | MembershipEntry | null)[], current: bigint): Promise<LogJudge> {
+    // Who judges each leaf: this account's registry for its own space that is
+    // not shared (fetched further only when an op names a later entry); else
+    // the owner's before the space's membership and each op's author's member
+    // registry at its position, every account named refreshed first (once per
+    // generation), so that an op's `reg` is covered (else `registry_withheld`).
+    const entries = items.filter((e): e is MembershipEntry => e !== null && !(e instanceof OpEnvelope));
+    const members = this.device.members;
+    const owner = this.ownerId();
+    let ownerState: RegistryState;
+    if (this.ownedHere && !this.fold.shared && entries.length === 0) {
+      ownerState = await this.registryCovering(items.filter((e): e is OpEnvelope => e instanceof OpEnvelope));
+    } else {
+      await members.prepare(entries);
+      const named = [toHex(owner), toHex(this.device.account.accountId), ...this.fold.state.members.keys(),
+        ...entries.filter((e) => e.memberKey !== null).map((e) => toHex(e.member))];
+      let regs = await members.refreshAll(named);
+      // An op of a device no registry read in this sync lists, or that names a
+      // later registry entry of its account, may be newer than that read (a
+      // member added a device and wrote): read them all once more before judging.
+      const ops = items.filter((e): e is OpEnvelope => e instanceof OpEnvelope);
+      const listing = (env: OpEnvelope): RegistryState | undefined =>
+        [...regs.values()].find((r) => r.device(env.header.author) !== undefined);
+      if (ops.some((env) => { const r = listing(env); return r === undefined || (env.header.reg ?? 0n) > BigInt(r.seq); })) {
+        members.newGeneration();
+        regs = await members.refreshAll(named);
+      }
+      const state = regs.get(toHex(owner));
+      if (state === undefined) {
+        throw new ProofError(`the relay does not serve the registry of the space's owner (${toHex(owner).slice(0, 12)})`);
+      }
+      ownerState = state;
+    }
+    return new LogJudge(this.fold, { owner, ownerState, registryOf: (a) => members.registryOf(a), currentEpoch: current,
+      packages: this.packages });
+  }
+
   private async applyVerified(fetched: [number, Uint8Array, Uint8Array][], tree: MerkleTree, head: TreeHead,
     snap: Snapshot | null, basis: SnapBase | null, alerts: [string, string][]): Promise<PullReport> {
     const keys = this.keys;
     const chains = new MemoryChainView(snap !== null ? snap.chains : this.chains.heads);
     const older: [Uint8Array, TreeHeadRef][] = [];
-    const envs: (OpEnvelope | null)[] = fetched.map(([, , raw]) => {
-      try {
-        return decodeEnvelope(raw);
-      } catch (e) {
-        if (e instanceof SddsfError) return null; // refused below by the rules, with its code
-        throw e;
-      }
-    });
-    const state = await this.registryCovering(envs.filter((e): e is OpEnvelope => e !== null));
+    const items = fetched.map(([offset, , raw]) => this.leafOf(offset, raw));
     const current = keys.size ? [...keys.keys()].reduce((a, b) => (a > b ? a : b)) : 0n;
-    const window: EpochWindow = { current, startedMs: 0, packageSeqs: this.packageSeqs() };
+    const judge = await this.judge(items, current);
     // A snapshot is never taken while an assembly is open (§8.11): start fresh from one.
     const parts = new PartsReader(snap !== null ? new Map() : this.assemblies);
     const verifiedOps: AppliedOp[] = [];
     const skipped: SkippedOp[] = [];
     const own: OpEnvelope[] = [];
     fetched.forEach(([offset, , raw], i) => {
+      const item = items[i]!;
+      if (item !== null && !(item instanceof OpEnvelope)) {
+        judge.entry(offset, item);
+        return;
+      }
       let env: OpEnvelope;
+      let state = judge.ctx.ownerState; // (until the author's is known)
       try {
-        const verdict = verifyOp(envs[i] ?? raw, { space: this.spaceId, registry: state, epochs: window, chains, nowMs: null });
+        const c = judge.context(item);
+        state = c.registry;
+        const verdict = verifyOp(item ?? raw, { space: this.spaceId, registry: state, epochs: c.window, chains, nowMs: null });
         if (verdict.outcome !== "accept") throw new ProofError(`the relay served a duplicate op at offset ${offset}`);
         env = verdict.envelope;
       } catch (e) {
@@ -776,6 +1027,10 @@ export class SpaceReplica {
       if (payload !== null) verifiedOps.push({ offset, envelope: env, payload });
     });
     for (const [author, seen] of older) await this.checkOlderGossip(tree, author, seen);
+    for (const r of judge.refused) {
+      skipped.push({ offset: r.offset, author: r.entry.signer, seq: 0n, code: r.error.code,
+        message: `membership entry (${r.entry.type}) refused: ${r.error.message}` });
+    }
     // Everything verified: adopt the new state at once.
     const applied = verifiedOps.filter(({ envelope: env }) =>
       !(bytesEqual(env.header.author, this.device.deviceId) && this.sent.get(env.header.seq) === toHex(env.opId)));
@@ -796,6 +1051,13 @@ export class SpaceReplica {
     this.tree = tree;
     this.head = head;
     this.chains = chains;
+    for (const [offset, raw] of judge.entries) this.mlog.set(offset, raw);
+    for (const r of judge.refused) this.mrefused.add(r.offset);
+    this.fold = judge.fold;
+    if (this.ahead !== null && this.ahead.state.applied.length <= this.fold.state.applied.length) {
+      this.ahead = null;
+      this.listed = null;
+    }
     return { pulled: fetched.length, applied, snapshot: snap, skipped, size: head.size, alerts };
   }
 
@@ -997,6 +1259,8 @@ export class SpaceReplica {
       ["snapbase", this.snapBase === null ? null : [this.snapBase.id, this.snapBase.author, this.snapBase.size,
         [...this.snapBase.by], this.snapBase.final]],
       ["distrusted", [...this.distrusted].map(fromHex)],
+      ["owner", this.owner],
+      ["mlog", [...this.mlog].map(([o, raw]) => [o, raw, this.mrefused.has(o)])],
     ]);
     return encode(value);
   }
@@ -1026,10 +1290,28 @@ export class SpaceReplica {
       heads.set(toHex(a), { seq: BigInt(seq), opId, deps: VersionVector.fromWire(deps, "stored chain", 32, 1 << 20) });
     }
     this.chains = new MemoryChainView(heads);
-    const state = this.device.registry();
+    // (States written before shared spaces have neither key: this account's own space, no membership.)
+    this.owner = get<Uint8Array | null | undefined>("owner") ?? null;
+    const mlog = get<[number | bigint, Uint8Array, boolean][] | undefined>("mlog") ?? [];
+    this.mlog = new Map(mlog.map(([o, raw]) => [Number(o), raw]));
+    this.mrefused = new Set(mlog.filter(([, , refused]) => refused).map(([o]) => Number(o)));
+    this.refold();
+    // One-account packages are verified again against the owner's registry (a
+    // joined space's as verified here from its pinned key); a shared space's
+    // (version 3) were verified against the membership they name, which may be
+    // ahead of the stored log: their chain is checked, the rest was verified
+    // when they were stored (the store is authenticated).
+    const ownerState = this.ownedHere ? this.device.registry() : this.device.members.registryOf(this.ownerId());
     const packages: KeyPackage[] = [];
     for (const raw of get<Uint8Array[]>("packages")) {
-      packages.push(verifyKeyPackage(raw, state, this.spaceId, packages.at(-1) ?? null));
+      const previous = packages.at(-1) ?? null;
+      const pkg = decodeKeyPackage(raw);
+      if (pkg.version < KEY_PACKAGE_VERSION_SHARED && ownerState !== undefined) {
+        packages.push(verifyKeyPackage(raw, ownerState, this.spaceId, previous));
+      } else {
+        checkChain(pkg, this.spaceId, previous);
+        packages.push(pkg);
+      }
     }
     if (packages.length) this.setPackages(packages);
     this.pending = get<Uint8Array[]>("pending").map((r) => decodeEnvelope(r));

@@ -16,10 +16,11 @@ import { before, describe, test } from "node:test";
 
 import { fromHex, toHex, utf8 } from "../src/bytes.js";
 import { decode } from "../src/cbor.js";
-import { aeadDecrypt, Ed25519PublicKey, hkdfSha256, ready } from "../src/crypto.js";
+import { aeadDecrypt, Ed25519PublicKey, hkdfSha256, ready, type X25519KeyPair } from "../src/crypto.js";
 import { decodeEnvelope, deriveDocKey, openOp } from "../src/envelope.js";
-import { AccountKeys } from "../src/identity.js";
-import { openEpochKey, unwrapPreviousKeys, verifyKeyPackage, type KeyPackage } from "../src/keypackage.js";
+import { AccountKeys, DeviceKeys } from "../src/identity.js";
+import { decodeKeyPackage, openEpochKey, openKeyHistory, unwrapPreviousKeys, verifyKeyPackage, verifyKeyPackageV3,
+  type KeyPackage } from "../src/keypackage.js";
 import { SNAPSHOT_AD, SNAPSHOT_KEY, labelled } from "../src/labels.js";
 import { DEFAULT_PROTOCOL_LIMITS } from "../src/limits.js";
 import { leafHash, MerkleTree } from "../src/merkle.js";
@@ -36,11 +37,11 @@ import { codeOf, loadJson, OWN_VECTORS } from "../testkit/kit.js";
 type Json = any;
 
 const RUNNERS = new Set(["envelope.json", "registry.json", "key_package.json", "tree_head.json", "snapshot.json",
-  "payload.json", "snapshot_chunked.json", "snapshot_attestation.json", "membership.json"]);
-/** Cases per file, as tests/unit/test_own_vectors.py::test_vector_counts pins them. */
+  "payload.json", "snapshot_chunked.json", "snapshot_attestation.json", "membership.json", "key_package_v3.json"]);
+/** Cases per file, as tests/unit/test_own_vectors.py::test_vector_counts (and test_keypackage_v3_vectors.py) pin them. */
 const COUNTS: Record<string, number> = { "envelope.json": 22, "registry.json": 13, "key_package.json": 9,
   "tree_head.json": 4, "snapshot.json": 24, "payload.json": 18, "snapshot_chunked.json": 13, "snapshot_attestation.json": 9,
-  "membership.json": 29 };
+  "membership.json": 29, "key_package_v3.json": 26 };
 const load = (name: string): Json => loadJson(join(OWN_VECTORS, name));
 
 function registryOf(ctx: Json): RegistryState {
@@ -342,6 +343,80 @@ describe("membership.json", () => {
       let state = new MembershipState(space);
       for (const e of c.preceding) state = state.apply(fromHex(e), registry);
       assert.equal(codeOf(() => state.apply(fromHex(c.entry), registry)), c.code);
+    });
+  }
+});
+
+describe("key_package_v3.json", () => {
+  // Alice owns the space (her registry judges version 2 packages); the
+  // membership log makes Bob and then Carol members; each case's chain is the
+  // first `previous` packages of the context's `chain`.
+  const data = load("key_package_v3.json");
+  const ctx = data.context;
+  const space = fromHex(ctx.space);
+  const world = (): { regs: Map<string, RegistryState>; sets: Map<string, Set<string>> } => {
+    const alice = AccountKeys.fromSecret(fromHex(ctx.account_secret));
+    const regs = new Map([[toHex(alice.accountId), registryOf(ctx)]]);
+    for (const m of Object.values<Json>(ctx.members)) {
+      const account = AccountKeys.fromSecret(fromHex(m.account_secret));
+      regs.set(m.account_id, verifyRegistry(m.registry.map(fromHex), account.publicKeys));
+    }
+    const sets = new Map<string, Set<string>>();
+    let state = new MembershipState(space);
+    for (const e of ctx.membership) {
+      state = state.apply(fromHex(e), (a) => regs.get(toHex(a)));
+      sets.set(toHex(state.head), new Set(state.members.keys()));
+    }
+    return { regs, sets };
+  };
+  const verify = (raw: Uint8Array, previous: KeyPackage | null, verifier: string): KeyPackage => {
+    const { regs, sets } = world();
+    if (verifier === "v2") return verifyKeyPackage(raw, registryOf(ctx), space, previous);
+    return verifyKeyPackageV3(raw, space, previous, regs, (h) => sets.get(toHex(h)));
+  };
+  const byVersion = (raw: Uint8Array): string => (decodeKeyPackage(raw).version === 3 ? "v3" : "v2");
+  const chainBefore = (count: number): KeyPackage[] => {
+    const out: KeyPackage[] = [];
+    for (const p of ctx.chain.slice(0, count)) out.push(verify(fromHex(p), out.at(-1) ?? null, byVersion(fromHex(p))));
+    return out;
+  };
+  const opener = (name: string): [Uint8Array, X25519KeyPair] => {
+    if (name === "alice/recovery") {
+      const alice = AccountKeys.fromSecret(fromHex(ctx.account_secret));
+      return [alice.accountId, alice.recovery];
+    }
+    const [owner, device] = name.split("/") as [string, string];
+    const seeds = owner === "alice" ? ctx.devices[device] : ctx.members[owner].device;
+    const keys = DeviceKeys.fromSeeds(fromHex(seeds.signing_seed), fromHex(seeds.kx_seed));
+    return [keys.deviceId, keys.kx];
+  };
+  for (const c of data.valid) {
+    test(`valid: ${c.name}`, () => {
+      const chain = chainBefore(c.previous);
+      const raw = fromHex(c.package);
+      const pkg = verify(raw, chain.at(-1) ?? null, byVersion(raw));
+      assert.deepEqual({ version: pkg.version, epoch: Number(pkg.epoch), hash: toHex(pkg.hash), creator: toHex(pkg.creator),
+        creator_account: pkg.creatorAccount && toHex(pkg.creatorAccount),
+        members: pkg.members && pkg.members.map(([a, seq]) => [toHex(a), Number(seq)]),
+        membership: pkg.membership && toHex(pkg.membership), recipients: [...pkg.recipients.keys()] },
+      { version: c.version, epoch: c.epoch, hash: c.hash, creator: c.creator, creator_account: c.creator_account,
+        members: c.members, membership: c.membership, recipients: c.recipients });
+      assert.ok(c.opened_by.length > 0);
+      for (const name of c.opened_by) {
+        const [rid, pair] = opener(name);
+        assert.equal(toHex(openEpochKey(pkg, rid, pair)), c.epoch_key, name);
+      }
+      for (const [name, keys] of Object.entries<Json>(c.history ?? {})) {
+        const [rid, pair] = opener(name);
+        const got = Object.fromEntries([...openKeyHistory([...chain, pkg], rid, pair)].map(([e, k]) => [String(e), toHex(k)]));
+        assert.deepEqual(got, keys, name);
+      }
+    });
+  }
+  for (const c of data.invalid) {
+    test(`invalid (${c.code}): ${c.name}`, () => {
+      const chain = chainBefore(c.previous);
+      assert.equal(codeOf(() => verify(fromHex(c.package), chain.at(-1) ?? null, c.verifier)), c.code);
     });
   }
 });
