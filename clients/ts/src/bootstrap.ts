@@ -63,8 +63,6 @@ export interface BundledSpace {
   readonly chunks: ReadonlyMap<string, Uint8Array>;
   readonly after: number | null;
   readonly ops: readonly PulledOp[];
-  /** The owner of a space another account shares with this one (null: the account's own). */
-  readonly owner: Uint8Array | null;
 }
 
 /** A bundle whose signature and request binding were checked (its components were not). */
@@ -159,10 +157,10 @@ function space(f: Fields): BundledSpace {
     return { offset: int(offset, "op offset"), opId: id, leafHash, envelope: optBytes(env, "op envelope") };
   });
   const info: SpaceInfo = { spaceId: f.bytes("space", { size: 16 }), size: Number(f.u64("size", 0n, BigInt(Number.MAX_SAFE_INTEGER))),
-    root: f.bytes("root", { size: 32 }), epoch: int(f.raw("epoch"), "epoch", -1), owner: null };
-  return { info, head: f.bytes("head", { maxSize: 1024 }), keys, snapshots, chunks,
-    after: f.has("after") ? int(f.raw("after"), "after", -1) : null, ops,
+    root: f.bytes("root", { size: 32 }), epoch: int(f.raw("epoch"), "epoch", -1),
     owner: f.has("owner") ? f.bytes("owner", { size: 32 }) : null };
+  return { info, head: f.bytes("head", { maxSize: 1024 }), keys, snapshots, chunks,
+    after: f.has("after") ? int(f.raw("after"), "after", -1) : null, ops };
 }
 
 /**
@@ -183,9 +181,9 @@ export class Prefetched {
     return this.bundle.registry.slice(since);
   }
 
-  /** The account's spaces. */
+  /** The spaces the account reads: a space without an `owner` is the account's own. */
   listSpaces(): SpaceInfo[] {
-    return this.bundle.spaces.map((s) => s.info);
+    return this.bundle.spaces.map((s) => ({ ...s.info, owner: s.info.owner ?? this.bundle.account }));
   }
 
   /** The space's key packages from `sinceEpoch` (bundled from epoch 0). */
