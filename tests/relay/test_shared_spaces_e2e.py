@@ -314,3 +314,26 @@ async def test_an_invitation_by_code_shares_with_whoever_holds_it(people: People
     assert all(isinstance(r, AuthenticationError | ConflictError) for r in results), results
     assert {m.account_id for m in a1.sharing.members(space)} == {
         a1.account.account_id, b1.account.account_id}
+
+
+async def test_a_members_new_device_gets_the_current_key(people: People,
+                                                          tmp_path: Path) -> None:
+    p = people
+    (a1, _), (b1, _), _ = (p.devices[n] for n in ("alice", "bob", "carol"))
+    space = await _shared(p)
+    epoch = max(b1.engine.keyring.keys_cached(space))
+    # Adding it opens a new epoch of every space Bob's account reads, this one too.
+    tablet = await p.relay.add(b1, tmp_path / "bob3", "bob-tablet")
+    try:
+        await b1.sync()
+        newest = b1.engine.keyring.stored_packages(space)[-1]
+        assert newest.epoch > epoch
+        assert tablet.device_id in newest.recipients
+        await tablet.sharing.join(space, a1.account, "plans")
+        assert text(tablet, space) == "hello"
+        write(tablet, space, 5, " from the tablet")
+        await tablet.sync()
+        await a1.sync()
+        assert text(a1, space) == "hello from the tablet"
+    finally:
+        await tablet.close()
