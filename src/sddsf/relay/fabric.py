@@ -294,7 +294,7 @@ class Fabric:
         wanted = [(e.header.author, e.header.seq) for e in decoded if isinstance(e, OpEnvelope)]
         snap = await self.storage.chain_snapshot(space_id, wanted)
         now = self._clock()
-        verdicts = await self._judge(space, registry, decoded, snap, now)
+        verdicts, membership_head = await self._judge(space, registry, decoded, snap, now)
         results: list[OpResult | None] = [None] * len(envelopes)
         to_append: list[tuple[int, OpEnvelope]] = []
         forks: list[tuple[OpEnvelope, bytes]] = []
@@ -313,8 +313,9 @@ class Fabric:
         # below reuse those hashes.
         rows = [OpToAppend(e.raw, e.op_id, e.header.author, e.header.seq,
                            e.header.deps.encoded()) for _, e in to_append]
-        outcomes = await self.storage.append_ops(space_id, rows, now,
-                                                 registry_seq=registry.seq) if rows else []
+        outcomes = await self.storage.append_ops(
+            space_id, rows, now, registry_seq=registry.seq,
+            membership_head=membership_head) if rows else []
         published: list[tuple[int, bytes]] = []
         appended: dict[int, bytes] = {}
         for (i, env), out, row in zip(to_append, outcomes, rows, strict=True):
@@ -358,19 +359,22 @@ class Fabric:
 
     async def _judge(self, space: SpaceRecord, registry: RegistryState,
                      decoded: Sequence[OpEnvelope | SddsfError], snap: ChainSnapshot,
-                     now: int) -> list[SddsfError | Verdict]:
+                     now: int) -> tuple[list[SddsfError | Verdict], bytes]:
+        # Also returns the membership head the ops were judged at (zeros: a
+        # space never shared), which the append re-checks (21.7).
         chains = MemoryChainView(
             heads={a: ChainHead(s, oid, _deps(d)) for a, (s, oid, d) in snap.heads.items()},
             ids=dict(snap.ids))
-        members = await self.shared.members(space)
-        if members is not None:
+        shared = await self.shared.members(space)
+        if shared is not None:
+            members, last = shared
             holders = await self.holders(space)
             return await asyncio.to_thread(self._verify_shared, decoded, space, members,
-                                           holders, chains, now)
+                                           holders, chains, now), last
         window = EpochWindow(space.epoch, space.epoch_started_ms,
                              await self.package_seqs(space))
         return await asyncio.to_thread(self._verify_all, decoded, space, registry, chains,
-                                       window, now)
+                                       window, now), bytes(32)
 
     async def holders(self, space: SpaceRecord) -> tuple[dict[bytes, int], ...]:
         """Per epoch (0..``space.epoch`` at least), the accounts its key package was

@@ -45,6 +45,9 @@ class Folded:
     count: int
     state: MembershipState
     sets: dict[bytes, frozenset[bytes]]
+    #: The hash of the newest stored entry (what storage compares appends with;
+    #: the fold's head unless that entry was refused, which the relay never stores).
+    last: bytes = bytes(32)
 
 
 class SharedSpaces:
@@ -81,17 +84,18 @@ class SharedSpaces:
             except SddsfError:
                 continue
             sets[e.hash] = frozenset(state.members)
-        out = Folded(len(entries), state, sets)
+        out = Folded(len(entries), state, sets, decoded[-1].hash)
         self._folded[space.space_id] = out
         return out
 
-    async def members(self, space: SpaceRecord) -> SpaceMembers | None:
-        """The current membership with every member's fresh registry (None: not shared)."""
+    async def members(self, space: SpaceRecord) -> tuple[SpaceMembers, bytes] | None:
+        """The current membership with every member's fresh registry, and the hash
+        of the newest stored entry (None: a space never shared)."""
         folded = await self.folded(space)
         if folded is None:
             return None
         registries = await self._registries(folded.state.members)
-        return SpaceMembers(folded.state, registries)
+        return SpaceMembers(folded.state, registries), folded.last
 
     async def _registries(self, accounts: Iterable[bytes]) -> dict[bytes, RegistryState]:
         out: dict[bytes, RegistryState] = {}
@@ -118,15 +122,16 @@ class SharedSpaces:
         for attempt in (0, 1):
             folded = await self.folded(space)
             state = folded.state if folded is not None else MembershipState.empty(space.space_id)
+            last = folded.last if folded is not None else bytes(32)
             if e.hash in state.applied_set:
                 stored = await self._storage.append_membership(
-                    space.space_id, entry, e.hash, now_ms, expected_head=state.head,
+                    space.space_id, entry, e.hash, now_ms, expected_head=last,
                     members={a: m.role.value for a, m in state.members.items()})
                 return stored, state
             after = await self._verify(space, state, e)
             try:
                 outcome = await self._storage.append_membership(
-                    space.space_id, entry, e.hash, now_ms, expected_head=state.head,
+                    space.space_id, entry, e.hash, now_ms, expected_head=last,
                     members={a: m.role.value for a, m in after.members.items()})
             except ConflictError:
                 if attempt:
@@ -137,7 +142,7 @@ class SharedSpaces:
                 # new fold is this one, no need to verify them all again.
                 count, sets = (folded.count, folded.sets) if folded is not None else (0, {})
                 self._folded[space.space_id] = Folded(
-                    count + 1, after, {**sets, e.hash: frozenset(after.members)})
+                    count + 1, after, {**sets, e.hash: frozenset(after.members)}, e.hash)
             return outcome, after
         raise AssertionError("unreachable")  # pragma: no cover
 

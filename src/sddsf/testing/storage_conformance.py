@@ -1278,6 +1278,28 @@ async def check_membership_append(h: Harness) -> None:
     await verify_log(s, space)
 
 
+async def check_ops_refused_after_a_newer_membership(h: Harness) -> None:
+    """append_ops with ``membership_head``: a batch judged at an older membership
+    than the stored one (an entry landed meanwhile: a removal, say) is a
+    StorageConflict and nothing is stored; at the stored head it is appended;
+    zeros stand for a space with no entry."""
+    s = h.storage
+    space = await new_space(s)
+    author = rid()
+    out = await s.append_ops(space, chain(author, 1, 1), NOW, membership_head=NO_HEAD)
+    expect_eq([o.status for o in out], [ACCEPTED])
+    entry, eh = make_entry()
+    await s.append_membership(space, entry, eh, NOW, expected_head=NO_HEAD,
+                              members={rid(32): "admin"})
+    before = present(await s.get_space(space))
+    await raises(StorageConflict, s.append_ops(space, chain(author, 2, 1), NOW,
+                                               membership_head=NO_HEAD), "stored meanwhile")
+    expect_eq(await s.get_space(space), before)
+    out = await s.append_ops(space, chain(author, 2, 1), NOW, membership_head=eh)
+    expect_eq([(o.status, o.offset) for o in out], [(ACCEPTED, 2)])
+    await verify_log(s, space)
+
+
 async def check_membership_refuses_bad_arguments(h: Harness) -> None:
     """A wrong entry hash, a role not in the list or a malformed head is a
     UsageError; an unknown space is NotFoundError; nothing is stored."""
@@ -1475,6 +1497,7 @@ CHECKS: list[Check] = [
     check_backup_put_get_delete,
     check_backup_accounts_by_prefix,
     check_accounts_by_prefix,
+    check_ops_refused_after_a_newer_membership,
     check_backup_lockout_doubles_and_persists,
     check_backup_concurrent_attempts,
     check_backup_sources,

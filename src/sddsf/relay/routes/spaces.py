@@ -104,11 +104,11 @@ async def _verify_next_package(ctx: Ctx, space: SpaceRecord, raw: bytes,
         registry = await ctx.fabric.registries.get(space.account_id)
         return verify_key_package(raw, registry=registry, space=space.space_id,
                                   previous=previous, limits=limits)
-    members = await ctx.fabric.shared.members(space)
-    if members is None:  # pragma: no cover - folded above
+    shared = await ctx.fabric.shared.members(space)
+    if shared is None:  # pragma: no cover - folded above
         raise AssertionError("membership vanished")
     pkg = verify_key_package_v3(raw, space=space.space_id, previous=previous,
-                                registries=members.registries, members_at=folded.sets.get,
+                                registries=shared[0].registries, members_at=folded.sets.get,
                                 limits=limits)
     if pkg.membership != folded.state.head:
         raise ConflictError("the key package was built for an earlier membership of the "

@@ -515,13 +515,19 @@ class RelayStorage(ABC):
 
     @abstractmethod
     async def append_ops(self, space_id: bytes, ops: Sequence[OpToAppend], now_ms: int, *,
-                         registry_seq: int | None = None) -> list[AppendOutcome]:
+                         registry_seq: int | None = None,
+                         membership_head: bytes | None = None) -> list[AppendOutcome]:
         """Append a batch in one transaction (see the module invariants).
 
         ``registry_seq`` is the last registry seq of the space's account that the
         batch was verified against: if the stored registry has moved on (e.g. a
         revocation was stored meanwhile), raise StorageConflict so the caller
         verifies again. None skips the check (tools and tests only).
+
+        ``membership_head`` is the hash of the newest membership entry the batch
+        was judged against (32 zero bytes: none): if another entry was appended
+        meanwhile (a removal, say), raise StorageConflict, so that no op is
+        appended after an entry that would have refused it. None skips it.
 
         Ops are processed in order; an op whose (author, seq) is already stored
         (possibly by an earlier op of the same batch) is DUPLICATE or FORK and

@@ -443,7 +443,8 @@ class PostgresStorage(SqlStorage):
             {(bytes(r[0]), int(r[1])): bytes(r[2]) for r in id_rows})
 
     async def append_ops(self, space_id: bytes, ops: Sequence[OpToAppend], now_ms: int, *,
-                         registry_seq: int | None = None) -> list[AppendOutcome]:
+                         registry_seq: int | None = None,
+                         membership_head: bytes | None = None) -> list[AppendOutcome]:
         """See :meth:`RelayStorage.append_ops`: one transaction holding the counter row
         (and, with ``registry_seq``, the account's advisory lock shared)."""
         ops = list(ops)
@@ -461,6 +462,9 @@ class PostgresStorage(SqlStorage):
                     raise NotFoundError("unknown space")
                 size, frontier = int(row[0]), bytes(row[1])
                 check_registry_seq(row[2], registry_seq)
+            if membership_head is not None:
+                head = await conn.fetchval(MEMBERSHIP_HEAD, space_id)
+                check_membership_head(None if head is None else bytes(head), membership_head)
             head_rows = await conn.fetch(
                 "SELECT a.author, (SELECT max(seq) FROM ops WHERE space_id = $1 AND "
                 "author = a.author) FROM unnest($2::bytea[]) AS a(author)", space_id, authors)

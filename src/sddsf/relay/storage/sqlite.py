@@ -510,7 +510,8 @@ class SqliteStorage(SqlStorage):
                   (*head, space_id))
 
     async def append_ops(self, space_id: bytes, ops: Sequence[OpToAppend], now_ms: int, *,
-                         registry_seq: int | None = None) -> list[AppendOutcome]:
+                         registry_seq: int | None = None,
+                         membership_head: bytes | None = None) -> list[AppendOutcome]:
         """See :meth:`RelayStorage.append_ops`: one ``BEGIN IMMEDIATE`` transaction
         (the registry check runs under the same write lock as registry appends)."""
         ops = list(ops)
@@ -523,6 +524,9 @@ class SqliteStorage(SqlStorage):
                     "SELECT max(r.seq) FROM registry_entries r JOIN spaces s ON "
                     "s.account_id = r.account_id WHERE s.space_id = ?",
                     (space_id,)).fetchone()[0], registry_seq)
+            if membership_head is not None:
+                row = c.execute(sqlite_statement(MEMBERSHIP_HEAD), (space_id,)).fetchone()
+                check_membership_head(None if row is None else bytes(row[0]), membership_head)
             heads: dict[bytes, int] = {}
             for author in dict.fromkeys(op.author for op in ops):
                 head = c.execute("SELECT max(seq) FROM ops WHERE space_id = ? AND author = ?",
