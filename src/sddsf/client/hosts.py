@@ -33,6 +33,9 @@ __all__ = ["ControllerHost", "DocumentHost", "GovernanceHost", "SharingHost", "S
 class DocumentHost(Protocol):
     """A device as the vault and the key-value document use it."""
 
+    #: Its engine: the vault of a shared space judges authors by its members.
+    engine: SyncEngine
+
     @property
     def keys(self) -> DeviceKeys:
         """This device's keys (records are signed with them)."""

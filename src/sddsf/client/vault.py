@@ -17,6 +17,14 @@ a device first saw under a version id stays that version (a change or removal
 is refused and alerted, :meth:`Vault.all_alerts`); grace periods and deletion
 reports use the time this device first saw a record, not its claimed ``ts``.
 
+A shared space has a vault too (:meth:`Vault.open` with ``space``): the
+document ``vault`` of that space, in the same format. One secret goes there
+with :meth:`Vault.share`, so the space's members read that secret and nothing
+else of the personal vault. Its records' signatures are checked with the key
+of the author device as listed by this account's registry or by the verified
+registry of an account that is or was a member of the space
+(:func:`author_device`).
+
 Secrets appear only in :attr:`Version.secret`: never in a repr, an error message
 or :meth:`Version.describe`.
 
@@ -31,6 +39,7 @@ import builtins
 import contextlib
 import functools
 import json
+import shlex
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -55,14 +64,16 @@ from sddsf.client.records import (
     sign_record,
 )
 from sddsf.crypto import Ed25519PublicKey, Ed25519SigningKey, random_bytes, secp256k1_public_key
-from sddsf.errors import UsageError
+from sddsf.errors import AuthorizationError, NotFoundError, UsageError
 from sddsf.protocol.labels import VAULT_RECORD_SIG
 
 if TYPE_CHECKING:
     from sddsf.protocol.identity import DeviceKeys
+    from sddsf.protocol.registry import DeviceRecord, RegistryState
 
 __all__ = ["GRACE_MS", "KINDS", "DeviceTrust", "Item", "Vault", "VaultAlert",
-           "VaultConflictError", "Version", "normalize_secret"]
+           "VaultConflictError", "Version", "author_device", "normalize_secret",
+           "vouching_registries"]
 
 SPACE: Final = "vault"
 DOC: Final = "vault"
@@ -190,6 +201,11 @@ class DeviceTrust:
     provenance: Provenance
     #: The vault documents, each with its scope (space id + document id).
     sources: Callable[[], Sequence[tuple[bytes, pycrdt.Doc[Any]]]]
+    #: Whether this account may write the vault's space (False: a reader of a
+    #: shared space, or no longer a member): checked before every write.
+    may_write: Callable[[], bool] = lambda: True
+    #: Under which name the device's store keeps the acknowledged alerts.
+    ack: str = SPACE
 
 
 @dataclass(frozen=True)
@@ -422,6 +438,59 @@ def _hex(device_id: bytes | None) -> str | None:
     return None if device_id is None else device_id.hex()
 
 
+# ------------------------------------------------------------------ authors
+def vouching_registries(device: DocumentHost,
+                        space: bytes | None = None) -> builtins.list[RegistryState]:
+    """The verified registries that may vouch for a vault record's author device.
+
+    Args:
+        device: An open device.
+        space: None for the personal vault; else a space id.
+
+    Returns:
+        This account's registry first; with ``space``, then the registry of
+        every other account that was a member of the space at some position of
+        its verified membership log (a former member's records stay theirs),
+        by account id, as far as this device verified them (each from the
+        account's pinned key, never from the relay's word).
+
+    Raises:
+        Nothing of its own.
+    """
+    own = device.registry()
+    if space is None:
+        return [own]
+    members = device.engine.members
+    fold = members.current(space)
+    accounts = set(fold.state.members).union(*fold.sets.values()) - {own.account_id}
+    return [own, *(r for a in sorted(accounts) if (r := members.registry_of(a)) is not None)]
+
+
+def author_device(device: DocumentHost, space: bytes | None,
+                  device_id: bytes) -> tuple[bytes, DeviceRecord] | None:
+    """The account and registry record of a vault record's author device.
+
+    Args:
+        device: An open device.
+        space: None for the personal vault; else the shared space's id.
+        device_id: The author device's id.
+
+    Returns:
+        ``(account id, record)`` from the first of :func:`vouching_registries`
+        that lists the device (active or revoked: what it signed while active
+        stays its own); None: no such registry lists it, so a signed record
+        naming it is forged.
+
+    Raises:
+        Nothing of its own.
+    """
+    for registry in vouching_registries(device, space):
+        rec = registry.device(device_id)
+        if rec is not None:
+            return registry.account_id, rec
+    return None
+
+
 @dataclass
 class _View:
     """What a read found: the versions taken, how this device saw each, what it refused."""
@@ -456,13 +525,19 @@ class Vault:
         commit: Runs after each write (a device's vault: ``Device.flush``).
         trust: How records are checked (a device's vault); None takes them as
             they claim to be.
+        space: The shared space whose vault this is (None: the personal vault).
+        label: The shared space's name, for messages (``--space`` in hints).
     """
 
     def __init__(self, docs: Callable[[], Sequence[pycrdt.Doc[Any]]], author: bytes, *,
                  clock: Callable[[], int] = _now_ms, grace_ms: int = GRACE_MS,
                  commit: Callable[[], object] = lambda: None,
-                 trust: DeviceTrust | None = None) -> None:
+                 trust: DeviceTrust | None = None, space: bytes | None = None,
+                 label: str = "") -> None:
         self._docs = docs
+        #: The shared space whose vault this is (None: the personal vault).
+        self.space = space
+        self.label = label
         self.author = author.hex()
         self._clock = clock
         self.grace_ms = grace_ms
@@ -474,33 +549,49 @@ class Vault:
         self.alerts: builtins.list[VaultAlert] = []
 
     @classmethod
-    async def open(cls, device: DocumentHost, *, create: bool = True,
-                   clock: Callable[[], int] = _now_ms, grace_ms: int = GRACE_MS) -> Vault:
+    async def open(cls, device: DocumentHost, *, space: bytes | None = None,
+                   create: bool = True, clock: Callable[[], int] = _now_ms,
+                   grace_ms: int = GRACE_MS) -> Vault:
         """The vault of ``device``, checking every record (see the module docstring).
 
         Args:
             device: An open device.
+            space: None: the personal vault. Else the id of a space this device
+                holds (its own, or one shared with it): the vault in that
+                space's document ``vault``, whose records' authors are judged
+                by :func:`author_device`; writes need this account to be a
+                writer there.
             create: Create the ``vault`` space when the device has none (this
                 needs the relay); False: an absent vault reads as empty and
-                writes raise :class:`~sddsf.errors.UsageError`.
+                writes raise :class:`~sddsf.errors.UsageError`. Not used with
+                ``space``.
             clock: Unix milliseconds, for write times and the grace period.
             grace_ms: How long a deletion can be undone (:data:`GRACE_MS`).
 
         Returns:
-            The vault, reading every ``vault`` space of the device (two devices
-            that created one each before syncing leave two) and writing to the
-            one with the smallest id; each write is flushed to the device's
-            pending queue (sync to send it).
+            The personal vault reads every ``vault`` space of this account on
+            the device (two devices that created one each before syncing leave
+            two; another account's space of that name is never one) and writes
+            to the one with the smallest id. Each write is flushed to the
+            device's pending queue (sync to send it).
 
         Raises:
+            NotFoundError: ``space`` is not a space this device holds.
             UnavailableError: the space had to be created and the relay could not
                 be reached (nothing was created), or another process held the
                 home's lock too long.
             SddsfError: the relay refused to create the space (for example an
                 ``AuthorizationError`` when it no longer accepts this device).
         """
+        if space is not None:
+            return cls._shared(device, space, clock, grace_ms)
+        own, members = device.registry().account_id, device.engine.members
+
         def spaces() -> list[bytes]:
-            return sorted(s for s, n in device.spaces() if n == SPACE)
+            # Only this account's spaces: another account's space named "vault"
+            # (shared with this one) is that person's, never merged nor written.
+            return sorted(s for s, n in device.spaces()
+                          if n == SPACE and members.owner(s) == own)
 
         if not spaces() and create:
             await device.create_space(SPACE)
@@ -515,6 +606,39 @@ class Vault:
         trust = DeviceTrust(device.keys, public_key, device.provenance, sources)
         return cls(lambda: [d for _, d in sources()], device.device_id, clock=clock,
                    grace_ms=grace_ms, commit=device.flush, trust=trust)
+
+    @classmethod
+    def _shared(cls, device: DocumentHost, space: bytes, clock: Callable[[], int],
+                grace_ms: int) -> Vault:
+        names = dict(device.spaces())
+        if space not in names:
+            raise NotFoundError("this device holds no space with that id: join it first "
+                                "(`sddsf space join`), or sync")
+        scope = space + doc_id_for(space, DOC)
+
+        def sources() -> list[tuple[bytes, pycrdt.Doc[Any]]]:
+            return [(scope, device.doc(space, DOC))]
+
+        def public_key(device_id: bytes) -> Ed25519PublicKey | None:
+            found = author_device(device, space, device_id)
+            return None if found is None else found[1].public.signing_key
+
+        members = device.engine.members
+        trust = DeviceTrust(device.keys, public_key, device.provenance, sources,
+                            may_write=lambda: members.may_write(space),
+                            ack=f"{SPACE}/{space.hex()}")
+        return cls(lambda: [device.doc(space, DOC)], device.device_id, clock=clock,
+                   grace_ms=grace_ms, commit=device.flush, trust=trust, space=space,
+                   label=names[space] or space.hex())
+
+    def _cmd(self, args: str) -> str:
+        """A ``sddsf vault`` command line for this vault (``--space`` when shared)."""
+        where = "" if self.space is None else f" --space {shlex.quote(self.label)}"
+        return f"`sddsf vault {args}{where}`"
+
+    @property
+    def _in(self) -> str:
+        return "the vault" if self.space is None else f"the vault of space {self.label!r}"
 
     # --------------------------------------------------------------- reading
     def _maps(self) -> list[pycrdt.Map[Any]]:
@@ -615,7 +739,7 @@ class Vault:
     def _need(self, name: str, *, live: bool = True) -> Item:
         item = self.item(name)
         if item is None:
-            raise UsageError(f"no secret named {name!r} in the vault; `sddsf vault list` "
+            raise UsageError(f"no secret named {name!r} in {self._in}; {self._cmd('list')} "
                              "shows the names")
         if live and item.deleted:
             raise UsageError(f"{name!r} was deleted on {_date(self.deleted_at(item))}; "
@@ -657,7 +781,7 @@ class Vault:
     def _restore_hint(self, item: Item) -> str:
         if not self.restorable(item):
             return "its grace period has ended and it is gone"
-        return (f"`sddsf vault restore {item.name}` brings it back until "
+        return (f"{self._cmd(f'restore {item.name}')} brings it back until "
                 f"{_date(self.deleted_at(item) + self.grace_ms)}")
 
     def history(self, name: str) -> builtins.list[Version]:
@@ -684,7 +808,7 @@ class Vault:
             return hits[0]
         lister = lister or f"history {name}"
         what = ("too short" if len(prefix) < _MIN_PREFIX else "ambiguous" if hits
-                else f"not one of the versions of {name!r} that `sddsf vault {lister}` lists")
+                else f"not one of the versions of {name!r} that {self._cmd(lister)} lists")
         raise UsageError(f"version {prefix!r} is {what}; give at least {_MIN_PREFIX} hex "
                          "digits of one of those ids")
 
@@ -719,8 +843,8 @@ class Vault:
             ids = [h.id[:12] for h in item.heads]
             raise VaultConflictError(
                 f"{name!r} has {len(ids)} conflicting versions ({', '.join(ids)}); read one "
-                f"with `sddsf vault get {name} --version ID` and keep it with "
-                f"`sddsf vault resolve {name} --keep ID`", [h.id for h in item.heads])
+                f"with {self._cmd(f'get {name} --version ID')} and keep it with "
+                f"{self._cmd(f'resolve {name} --keep ID')}", [h.id for h in item.heads])
         return next(h for h in item.heads if not h.deleted)
 
     def conflicts(self) -> builtins.list[Item]:
@@ -741,8 +865,17 @@ class Vault:
             return contextlib.nullcontext()
         return self._trust.provenance.writing(ids)
 
+    def _check_writable(self) -> None:
+        if self._trust is not None and not self._trust.may_write():
+            # A reader's edit would be held on this device, never accepted.
+            raise AuthorizationError(
+                f"this account may only read space {self.label!r} (a reader, or no longer a "
+                "member): nothing was written; an admin of the space can make it a writer "
+                "(`sddsf space role`)")
+
     def _write(self, name: str, values: Sequence[tuple[str, str | None]],
                supersedes: Sequence[Version]) -> list[Version]:
+        self._check_writable()
         maps = self._maps()
         if not maps:
             raise UsageError("this device has no vault space yet; open it with create=True")
@@ -774,6 +907,8 @@ class Vault:
                 it). Also: the vault has no document to write to (opened with
                 ``create=False`` on a device without one), or ``commit`` refused
                 the edit (:meth:`sddsf.client.device.Device.flush` says how).
+            AuthorizationError: a shared space's vault where this account only
+                reads (a reader, or no longer a member); nothing was written.
             UnavailableError: ``commit`` waited too long for the home's lock; the
                 write is in this device's copy and the next flush queues it.
         """
@@ -799,17 +934,19 @@ class Vault:
                 Also: the vault has no document to write to (opened with
                 ``create=False`` on a device without one), or ``commit`` refused
                 the edit (:meth:`sddsf.client.device.Device.flush` says how).
+            AuthorizationError: a shared space's vault where this account only
+                reads (a reader, or no longer a member); nothing was written.
             UnavailableError: ``commit`` waited too long for the home's lock; the
                 write is in this device's copy and the next flush queues it.
         """
         kind = check_kind(kind)
         if kind not in GENERATED:
             raise UsageError(f"only {', '.join(GENERATED)} secrets can be generated; store a "
-                             f"{kind} with `sddsf vault put`")
+                             f"{kind} with {self._cmd('put')}")
         item = self.item(check_name(name))
         if item is not None and not item.deleted:
-            raise UsageError(f"{name!r} already exists; pick another name, or `sddsf vault "
-                             f"rm {name}` first")
+            raise UsageError(f"{name!r} already exists; pick another name, or "
+                             f"{self._cmd(f'rm {name}')} first")
         return self.put(name, kind, _generate(kind))
 
     def rm(self, name: str) -> Version:
@@ -826,6 +963,8 @@ class Vault:
             UsageError: no item is called ``name``, or it is deleted already.
                 Also: ``commit`` refused the edit
                 (:meth:`sddsf.client.device.Device.flush` says how).
+            AuthorizationError: a shared space's vault where this account only
+                reads (a reader, or no longer a member); nothing was written.
             UnavailableError: ``commit`` waited too long for the home's lock; the
                 write is in this device's copy and the next flush queues it.
         """
@@ -848,13 +987,15 @@ class Vault:
                 period has ended; or no value before its deletion is left.
                 Also: ``commit`` refused the edit
                 (:meth:`sddsf.client.device.Device.flush` says how).
+            AuthorizationError: a shared space's vault where this account only
+                reads (a reader, or no longer a member); nothing was written.
             UnavailableError: ``commit`` waited too long for the home's lock; the
                 write is in this device's copy and the next flush queues it.
         """
         item = self._need(name, live=False)
         if not item.deleted:
             raise UsageError(f"{name!r} is not deleted"
-                             + ("; `sddsf vault conflicts` shows its versions"
+                             + (f"; {self._cmd('conflicts')} shows its versions"
                                 if item.conflict else ""))
         if not self.restorable(item):
             raise UsageError(f"{name!r} was deleted on {_date(self.deleted_at(item))}; "
@@ -893,6 +1034,8 @@ class Vault:
                 too short, ambiguous or not one of its current versions.
                 Also: ``commit`` refused the edit
                 (:meth:`sddsf.client.device.Device.flush` says how).
+            AuthorizationError: a shared space's vault where this account only
+                reads (a reader, or no longer a member); nothing was written.
             UnavailableError: ``commit`` waited too long for the home's lock; the
                 write is in this device's copy and the next flush queues it.
         """
@@ -901,6 +1044,48 @@ class Vault:
             raise UsageError(f"{name!r} has no conflict to resolve")
         kept = self._pick(name, keep, item.heads, "conflicts")
         return self._write(name, [(kept.kind, kept.secret)], item.heads)[0]
+
+    def share(self, name: str, into: Vault) -> Version:
+        """Copy the current version of ``name`` (kind and secret, so a key's public
+        key too) into the vault of a shared space, as a new version there signed
+        by this device and superseding that vault's current versions of ``name``
+        (sharing again updates it). This vault is unchanged: nothing else of it
+        reaches the space.
+
+        Args:
+            name: A live item of this vault, not in conflict.
+            into: The vault of the space to share it in
+                (``Vault.open(device, space=...)``), where this account writes.
+
+        Returns:
+            The version written in ``into``.
+
+        Raises:
+            UsageError: ``into`` is not a shared space's vault, or is a space of
+                this vault; no item is called ``name``, or it is deleted.
+            VaultConflictError: ``name`` has several current versions here:
+                resolve the conflict first (its ``versions`` lists them).
+            AuthorizationError: this account only reads ``into``'s space (a
+                reader, or no longer a member); nothing was written.
+            UnavailableError: ``commit`` waited too long for the home's lock; the
+                write is in this device's copy and the next flush queues it.
+        """
+        own = {scope[:16] for scope, _ in self._trust.sources()} if self._trust else set()
+        if into.space is None or into.space == self.space or into.space in own:
+            raise UsageError("share a secret into another space's vault: open it with "
+                             "`Vault.open(device, space=SPACE_ID)` (`--space SPACE`)")
+        item = self._need(name)
+        if item.conflict:
+            ids = [h.id[:12] for h in item.heads]
+            raise VaultConflictError(
+                f"{name!r} has {len(ids)} conflicting versions ({', '.join(ids)}) in "
+                f"{self._in}; resolve it first with {self._cmd(f'resolve {name} --keep ID')} "
+                f"({self._cmd('conflicts')} shows them), then share it",
+                [h.id for h in item.heads])
+        current = next(h for h in item.heads if not h.deleted)
+        there = into.item(name)
+        return into._write(name, [(current.kind, current.secret)],
+                           there.heads if there else ())[0]
 
     def purge(self) -> builtins.list[str]:
         """Erase every version of the items deleted longer than the grace period ago
@@ -912,6 +1097,8 @@ class Vault:
         Raises:
             UsageError: ``commit`` refused the edit
                 (:meth:`sddsf.client.device.Device.flush` says how).
+            AuthorizationError: a shared space's vault where this account only
+                reads; nothing was erased.
             UnavailableError: ``commit`` waited too long for the home's lock; the
                 next flush queues the erasure.
         """
@@ -919,6 +1106,7 @@ class Vault:
         gone = {i.name for i in self._group(view.versions.values()).values()
                 if i.deleted and not self.restorable(i)}
         if gone:
+            self._check_writable()
             ids = {vid for vid, v in view.versions.items() if v.name in gone}
             for m in self._maps():
                 with self._writing(ids), m.doc.transaction():
@@ -958,7 +1146,7 @@ class Vault:
         found = self.all_alerts()
         if self._trust is None:
             return found
-        done = self._trust.provenance.acknowledged(SPACE)
+        done = self._trust.provenance.acknowledged(self._trust.ack)
         return [a for a in found if a.seq > done]
 
     def acknowledge(self) -> int:
@@ -974,7 +1162,7 @@ class Vault:
         """
         fresh = self.new_alerts()
         if self._trust is not None and fresh:
-            self._trust.provenance.acknowledge(SPACE, max(a.seq for a in fresh))
+            self._trust.provenance.acknowledge(self._trust.ack, max(a.seq for a in fresh))
         return len(fresh)
 
     def deletions(self, after: int) -> tuple[dict[bytes, int], int]:
