@@ -136,16 +136,25 @@ async def test_three_people_share_a_space_and_converge(people: People) -> None:
     assert view[c1.account.fingerprint].role == "reader"
 
 
-async def test_a_readers_edit_is_refused_and_never_applied(people: People) -> None:
+async def test_a_readers_edit_stays_on_its_device_until_it_may_write(people: People) -> None:
     p = people
     (a1, _), (b1, _), (c1, _) = (p.devices[n] for n in ("alice", "bob", "carol"))
     space = await _shared(p)
     write(c1, space, 0, "carol was here ")
     report = await c1.sync()
-    assert any(code == Code.NOT_AUTHORIZED.value for code, _ in report.rejected), report
+    # Never sent (the relay would refuse it: tests/relay/test_shared_spaces.py),
+    # never lost: held on the reader's device, and said so.
+    assert report.not_writable == [space] and report.pushed == 0 and not report.rejected
+    assert c1.held_count() == 1
     await a1.sync()
     await b1.sync()
     assert text(a1, space) == text(b1, space) == "hello"
+    # Made a writer, the held edit goes out on its next sync.
+    await a1.sharing.set_role(space, c1.account.account_id, Role.WRITER)
+    report = await c1.sync()
+    assert report.pushed == 1 and c1.held_count() == 0
+    await a1.sync()
+    assert text(a1, space) == "carol was here hello"
 
 
 async def test_a_removed_member_reads_nothing_written_after_and_cannot_write(
