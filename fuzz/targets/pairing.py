@@ -43,7 +43,7 @@ def _keys() -> tuple[pp.PairingKeys, pp.PairingKeys]:
     def keys(role: str) -> pp.PairingKeys:
         return pp.pairing_keys(role, key, channel_id=bytes(16), commitment=committed,
                                initiator_msg=m_i, joiner_msg=_JOINER_MSG,
-                               wordlist=client._WORDS)
+                               wordlist=client.WORDS)
     return keys("initiator"), keys("joiner")
 
 
@@ -71,14 +71,14 @@ def _reveal(msg: bytes) -> None:  # read by the initiator
     outer, _ = pp.open_message(msg, "reveal", None, clear=("m", "n", "c", "box"))
     attempt(pp.check_commitment, pp.commitment(_JOINER_MSG, _COMMIT_NONCE),
             outer.bytes_("m", max_size=64), outer.bytes_("n", size=pp.COMMIT_NONCE_SIZE))
-    hello = client._open_confirmed(msg, "reveal", _keys()[0], clear=("m", "n", "c"))
+    hello = client.open_confirmed(msg, "reveal", _keys()[0], clear=("m", "n", "c"))
     DevicePublic.from_keys(hello.bytes_("sign", size=32), hello.bytes_("kx", size=32))
     hello.str_("name", max_len=128)
 
 
 def _offer(msg: bytes) -> None:  # read by the joiner
     w = world()
-    offer = client._open_confirmed(msg, "offer", _keys()[1])
+    offer = client.open_confirmed(msg, "offer", _keys()[1])
     body = offer.bytes_("body", max_size=64 * 1024)
     account = AccountPublic.from_keys(offer.bytes_("account_sign", size=32),
                                       offer.bytes_("account_recovery", size=32))
@@ -129,7 +129,7 @@ def run(data: bytes) -> None:
     kind = _KINDS[selector % len(_KINDS)]
     sealed = (selector // len(_KINDS)) % 2 == 1
     if kind == "pake" and not sealed:
-        attempt(pp.decode_code, rest.decode("latin-1"), client._WORDS)
+        attempt(pp.decode_code, rest.decode("latin-1"), client.WORDS)
         attempt(pp.parse_uri, rest.decode("latin-1"))
     _READERS[kind](_sealed(kind, rest) if sealed else rest)
 
@@ -155,7 +155,7 @@ def seeds() -> Iterator[bytes]:
     for i, (kind, plaintext) in enumerate(_payloads().items()):
         yield bytes([i]) + _sealed(kind, plaintext)
         yield bytes([i + len(_KINDS)]) + plaintext
-    code = pp.PairingCode(7, 0x1234567, pp.CODE_WORDS).text(client._WORDS)
+    code = pp.PairingCode(7, 0x1234567, pp.CODE_WORDS).text(client.WORDS)
     yield b"\x00" + code.encode()
     yield b"\x00" + pp.pairing_uri("https://relay.example", code).encode()
 
