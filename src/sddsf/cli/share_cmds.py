@@ -90,7 +90,8 @@ def space_share(ctx: click.Context, name: str, who: str | None, invite: bool, ro
         member = await d.sharing.resolve(who or "")
         report = await d.sharing.share(space_id, member, Role(role))
         return {"space": name, "id": space_id.hex(), "member": member.fingerprint,
-                "role": role, "owner": d.account.fingerprint, "sync": _report_line(report)}
+                "role": role, "owner": d.sharing.owner_key(space_id).fingerprint,
+                "sync": _report_line(report)}
 
     info = _run(_with_device(ctx, go))
     _emit(info, False, lambda c: _lines(c, [
