@@ -71,6 +71,23 @@ class People:
         self.relay = relay
         self.devices: dict[str, tuple[Device, Device]] = {}
 
+    async def behind_a_liar(self, name: str) -> tuple[Device, TamperingTransport]:
+        """``name``'s first device, reopened behind a relay that can lie to it (the
+        lie is re-signed with the relay key)."""
+        first, second = self.devices[name]
+        home = first.store.path.parent
+        await first.close()
+        wires: list[TamperingTransport] = []
+
+        def lying(client: RelayClient, url: str) -> TamperingTransport:
+            wires.append(TamperingTransport(RelayTransport(client, url), relay_key=relay_key()))
+            return wires[-1]
+
+        again = Device.open(home, passphrase=passphrase, transport=self.relay.transport(),
+                            clock=self.relay.clock, engine_transport=lying)
+        self.devices[name] = (again, second)
+        return again, wires[-1]
+
     async def make(self, tmp_path: Path, name: str) -> tuple[Device, Device]:
         first, _ = await self.relay.new_account(tmp_path / f"{name}1", f"{name}-laptop")
         second = await self.relay.add(first, tmp_path / f"{name}2", f"{name}-phone")
@@ -218,33 +235,23 @@ async def test_a_members_device_revocation_rotates_the_shared_space(people: Peop
 async def test_a_relay_hiding_a_removal_from_one_member_is_caught(people: People,
                                                                   tmp_path: Path) -> None:
     p = people
-    (a1, _), (b1, _), (c1, _) = (p.devices[n] for n in ("alice", "bob", "carol"))
+    (a1, _), (b1, _) = p.devices["alice"], p.devices["bob"]
     space = await _shared(p)
     # Carol's laptop, reopened behind a relay that can lie to it (it holds the key).
-    home = c1.store.path.parent
-    await c1.close()
-    wires: list[TamperingTransport] = []
-
-    def lying(client: RelayClient, url: str) -> TamperingTransport:
-        wires.append(TamperingTransport(RelayTransport(client, url), relay_key=relay_key()))
-        return wires[-1]
-
-    carol = Device.open(home, passphrase=passphrase, transport=p.relay.transport(),
-                        clock=p.relay.clock, engine_transport=lying)
-    p.devices["carol"] = (carol, p.devices["carol"][1])
+    carol, wire = await p.behind_a_liar("carol")
     await a1.sharing.remove(space, b1.account.account_id)
     removal = (await a1.transport.membership(space)).entries[-1][0]
     write(a1, space, 5, " after the removal")
     await a1.sync()
     # The relay shows Carol a log without the removal, re-signed: Alice's op that
     # followed it names the log she had seen, which Carol's view contradicts.
-    wires[-1].set_attack(Drop(offsets=frozenset({removal}), renumber=True, resign=True),
-                         spaces=[space])
+    wire.set_attack(Drop(offsets=frozenset({removal}), renumber=True, resign=True),
+                    spaces=[space])
     with pytest.raises(ProofError) as caught:
         await carol.sync()
     assert caught.value.code is Code.SPLIT_VIEW, caught.value
     assert "after the removal" not in text(carol, space)
-    wires[-1].honest()
+    wire.honest()
     await carol.sync()
     assert text(carol, space) == "hello after the removal"
     assert b1.account.account_id not in {m.account_id for m in carol.sharing.members(space)}
@@ -252,7 +259,7 @@ async def test_a_relay_hiding_a_removal_from_one_member_is_caught(people: People
 
 async def test_a_readers_op_served_by_a_lying_relay_is_refused(people: People) -> None:
     p = people
-    (a1, _), (_, _), (c1, _) = (p.devices[n] for n in ("alice", "bob", "carol"))
+    c1 = p.devices["carol"][0]
     space = await _shared(p)
     # Carol (a reader) signs a well-formed op under the current epoch; the relay
     # refused it, but a lying relay serves it to Alice's laptop all the same.
@@ -263,19 +270,9 @@ async def test_a_readers_op_served_by_a_lying_relay_is_refused(people: People) -
                       ts=HLCTimestamp(p.relay.clock(), 0), seen=None,
                       nonce=bytes(range(24)), reg=c1.registry().seq)
     forged = seal_op(c1.keys, header, b"reader wrote this", keys[epoch]).raw
-    home = a1.store.path.parent
-    await a1.close()
-    wires: list[TamperingTransport] = []
-
-    def lying(client: RelayClient, url: str) -> TamperingTransport:
-        wires.append(TamperingTransport(RelayTransport(client, url), relay_key=relay_key()))
-        return wires[-1]
-
-    alice = Device.open(home, passphrase=passphrase, transport=p.relay.transport(),
-                        clock=p.relay.clock, engine_transport=lying)
-    p.devices["alice"] = (alice, p.devices["alice"][1])
+    alice, wire = await p.behind_a_liar("alice")
     before = alice.verified_size(space)
-    wires[-1].set_attack(Inject(leaf=forged), spaces=[space])
+    wire.set_attack(Inject(leaf=forged), spaces=[space])
     with pytest.raises(ProofError) as caught:
         await alice.sync()
     assert "not_authorized" in caught.value.message and "reader" in caught.value.message
