@@ -77,6 +77,10 @@ def test_three_people_share_a_space_from_the_command_line(relay: RelayProcess,
                      c["fingerprint"]: ("reader", False, True)}
     assert {d["name"] for m in members for d in m["devices"]} == {
         "alice-laptop", "bob-laptop", "carol-laptop"}
+    # Trust scores are the relay's, of Carol's own devices; every device is verified.
+    scores = {d["name"]: d["trust"] for m in members for d in m["devices"]}
+    assert isinstance(scores["carol-laptop"], int) and scores["bob-laptop"] is None
+    assert all(d["verified"] for m in members for d in m["devices"])
 
     # A reader's edit stays on its device (the relay would refuse it) ...
     ok(carol, "put", "plans", "who", "carol")

@@ -16,7 +16,7 @@ from sddsf.client.device import Device
 from sddsf.client.engine.common import SyncReport
 from sddsf.client.invite import InviteCheck, InviteCode, accept_invite, invite
 from sddsf.client.sharing import account_code
-from sddsf.errors import UsageError
+from sddsf.errors import NotFoundError, UsageError
 from sddsf.protocol.membership import Role
 
 __all__ = ["register"]
@@ -178,8 +178,15 @@ def space_members(ctx: click.Context, name: str, as_json: bool) -> None:
     """List the space's members: account, role and devices, as this device verified them."""
     async def go(d: Device) -> list[dict[str, Any]]:
         await d.sync()
+        try:  # the relay's trust scores, of this account's own devices only
+            trust = {t.device_id: t.score for t in await d.relay.device_trust()}
+        except NotFoundError:  # a relay without the controller
+            trust = {}
+        # Every device listed comes from a registry verified from that account's
+        # pinned key ("verified"); "trust" is the relay controller's score.
         return [{"fingerprint": m.fingerprint, "role": m.role, "owner": m.owner, "you": m.you,
-                 "devices": [{"id": i.hex(), "name": n, "active": a} for i, n, a in m.devices]}
+                 "devices": [{"id": i.hex(), "name": n, "active": a, "verified": True,
+                              "trust": trust.get(i)} for i, n, a in m.devices]}
                 for m in d.sharing.members(d.space_by_name(name))]
 
     rows = _run(_with_device(ctx, go))
@@ -189,8 +196,10 @@ def space_members(ctx: click.Context, name: str, as_json: bool) -> None:
             c.line(f"space {name!r} is not shared")
         for r in rows:
             marks = "".join([" (owner)" if r["owner"] else "", " (you)" if r["you"] else ""])
-            active = [d["name"] for d in r["devices"] if d["active"]]
-            c.line(f"{r['fingerprint']}  {r['role']}{marks}  devices: {', '.join(active)}")
+            active = [d["name"] + (f" (trust {d['trust']}/100)" if d["trust"] is not None
+                                   else "") for d in r["devices"] if d["active"]]
+            c.line(f"{r['fingerprint']}  {r['role']}{marks}  devices, verified from the "
+                   f"account key: {', '.join(active)}")
 
     _emit(rows, as_json, text)
 
