@@ -41,8 +41,8 @@ def person(relay: RelayProcess, tmp_path: Path, name: str) -> tuple[Path, dict[s
     return home, json.loads(ok(home, "account", "fingerprint", "--json"))
 
 
-def test_three_people_share_a_space_from_the_command_line(relay: RelayProcess,
-                                                          tmp_path: Path) -> None:
+def test_three_people_share_a_space_from_the_command_line(  # noqa: PLR0915 - one story
+        relay: RelayProcess, tmp_path: Path) -> None:
     (alice, a), (bob, b), (carol, c) = (person(relay, tmp_path, n)
                                         for n in ("alice", "bob", "carol"))
     assert re.fullmatch(r"([A-Z2-7]{4}-){7}[A-Z2-7]{4}", a["fingerprint"])

@@ -26,11 +26,12 @@ from sddsf.client.pairing import (
     Mailbox,
     burn_reason,
     exchange,
+    initiator_exchange,
     open_confirmed,
-    open_reveal,
+    open_initiator,
 )
 from sddsf.client.sharing import Sharing
-from sddsf.crypto import Spake2, random_bytes
+from sddsf.crypto import random_bytes
 from sddsf.errors import UsageError
 from sddsf.protocol import pairing as pp
 from sddsf.protocol.identity import AccountPublic
@@ -73,19 +74,12 @@ async def invite(admin: SharingHost, sharing: Sharing, space_id: bytes, role: Ro
         AuthenticationError: a wrong code or a tampered exchange (``unauthenticated``).
         SddsfError: the relay or the other device misbehaved, or the share failed.
     """
-    token = random_bytes(pp.TOKEN_SIZE)
-    channel, nameplate, expires_ms = await admin.relay.open_channel(token)
-    code = pp.new_code(nameplate, code_words)
-    box = Mailbox(admin.relay, channel, token, "initiator", time.monotonic() + timeout_s,
-                  poll_s)
+    box, code, expires_ms = await open_initiator(admin.relay, code_words=code_words,
+                                                 timeout_s=timeout_s, poll_s=poll_s)
     declined = False
     try:
         show(InviteCode(code.text(WORDS), expires_ms))
-        committed = pp.open_message(await box.next("first message"), "commit", None,
-                                    clear=("h",))[0].bytes_("h", size=32)
-        spake = Spake2("initiator", code.password, id_a=_IDS[0], id_b=_IDS[1])
-        await box.post(pp.seal_message("pake", None, b"", extra={"m": spake.message}))
-        keys, hello = open_reveal(await box.next("key exchange"), spake, channel, committed)
+        keys, hello = await initiator_exchange(box, code, ids=_IDS)
         guest = AccountPublic.from_keys(hello.bytes_("account_sign", size=32),
                                         hello.bytes_("account_recovery", size=32))
         if not confirm(InviteCheck(keys.sas, guest.fingerprint)):

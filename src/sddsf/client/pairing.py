@@ -66,8 +66,10 @@ __all__ = [
     "add_device",
     "burn_reason",
     "exchange",
+    "initiator_exchange",
     "join",
     "open_confirmed",
+    "open_initiator",
     "open_reveal",
 ]
 
@@ -163,6 +165,29 @@ def open_confirmed(data: bytes, kind: str, keys: pp.PairingKeys,
     return payload
 
 
+async def open_initiator(relay: RelayClient, *, code_words: int, timeout_s: float,
+                         poll_s: float) -> tuple[Mailbox, pp.PairingCode, int]:
+    """The initiator's side: open a mailbox and draw its code. Returns the mailbox,
+    the code (to show) and when the mailbox expires (Unix ms)."""
+    token = random_bytes(pp.TOKEN_SIZE)
+    channel, nameplate, expires_ms = await relay.open_channel(token)
+    box = Mailbox(relay, channel, token, "initiator", time.monotonic() + timeout_s, poll_s)
+    return box, pp.new_code(nameplate, code_words), expires_ms
+
+
+async def initiator_exchange(box: Mailbox, code: pp.PairingCode, *,
+                             ids: tuple[bytes, bytes] = (_ID_A, _ID_B)
+                             ) -> tuple[pp.PairingKeys, Fields]:
+    """Messages 0-2 on the initiator's side (the mirror of :func:`exchange`): read the
+    commitment, send this side's SPAKE2 message, read the reveal. Returns the keys
+    and the joiner's sealed hello."""
+    committed = pp.open_message(await box.next("first message"), "commit", None,
+                                clear=("h",))[0].bytes_("h", size=32)
+    spake = Spake2("initiator", code.password, id_a=ids[0], id_b=ids[1])
+    await box.post(pp.seal_message("pake", None, b"", extra={"m": spake.message}))
+    return open_reveal(await box.next("key exchange"), spake, box.channel, committed)
+
+
 def open_reveal(data: bytes, spake: Spake2, channel: bytes,
                  committed: bytes) -> tuple[pp.PairingKeys, Fields]:
     """The initiator reads message 2: the revealed message must be the committed
@@ -195,19 +220,12 @@ async def add_device(approver: Device, *, show: Callable[[PairingInvite], None],
             stopped (the message says why).
         SddsfError: the relay or the other device misbehaved.
     """
-    token = random_bytes(pp.TOKEN_SIZE)
-    channel, nameplate, expires_ms = await approver.relay.open_channel(token)
-    code = pp.new_code(nameplate, code_words)
-    box = Mailbox(approver.relay, channel, token, "initiator", time.monotonic() + timeout_s,
-                   poll_s)
+    box, code, expires_ms = await open_initiator(approver.relay, code_words=code_words,
+                                                 timeout_s=timeout_s, poll_s=poll_s)
     declined = False
     try:
         show(PairingInvite(code.text(WORDS), approver.relay_url, expires_ms))
-        committed = pp.open_message(await box.next("first message"), "commit", None,
-                                    clear=("h",))[0].bytes_("h", size=32)
-        spake = Spake2("initiator", code.password, id_a=_ID_A, id_b=_ID_B)
-        await box.post(pp.seal_message("pake", None, b"", extra={"m": spake.message}))
-        keys, hello = open_reveal(await box.next("key exchange"), spake, channel, committed)
+        keys, hello = await initiator_exchange(box, code)
         public = DevicePublic.from_keys(hello.bytes_("sign", size=32),
                                         hello.bytes_("kx", size=32))
         name = hello.str_("name", max_len=128)
