@@ -49,11 +49,15 @@ __all__ = [
     "OP_ID",
     "OP_PARTS",
     "OP_SIG",
+    "P2P_TOPIC",
     "PAIRING_CODE",
     "PAIRING_COMMIT",
     "PAIRING_CONFIRM",
     "PAIRING_KEY",
     "PAIRING_SAS",
+    "PRESENCE_AD",
+    "PRESENCE_KEY",
+    "PRESENCE_SIG",
     "REGISTRY_COSIG",
     "REGISTRY_ENTRY",
     "REGISTRY_SIG",
@@ -127,6 +131,10 @@ RELAY_BACKUP_STATE: Final = "sddsf/v1/relay-backup/state-key"
 BOOTSTRAP_SIG: Final = "sddsf/v1/bootstrap/sig"
 MEMBERSHIP_SIG: Final = "sddsf/v1/membership/sig"
 MEMBERSHIP_ENTRY: Final = "sddsf/v1/membership/entry"
+P2P_TOPIC: Final = "sddsf/v1/p2p/topic"
+PRESENCE_KEY: Final = "sddsf/v1/presence/key"
+PRESENCE_AD: Final = "sddsf/v1/presence/ad"
+PRESENCE_SIG: Final = "sddsf/v1/presence/sig"
 
 
 @functools.cache
