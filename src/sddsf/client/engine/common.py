@@ -109,6 +109,8 @@ class SyncReport:
     """What one sync (:meth:`sddsf.client.device.Device.sync`) did."""
 
     pushed: int = 0
+    #: Other devices' ops learnt from peers that this sync uploaded (section 23.6).
+    carried: int = 0
     pulled: int = 0
     applied: int = 0
     rejected: list[tuple[str, str]] = field(default_factory=list)  # (code, message) per op

@@ -40,6 +40,7 @@ from sddsf.client.engine.documents import Documents
 from sddsf.client.engine.identity import DeviceIdentity
 from sddsf.client.engine.keyring import Keyring
 from sddsf.client.engine.members import Members
+from sddsf.client.engine.mesh import forget_logged
 from sddsf.client.engine.outbox import NoKey, Outbox
 from sddsf.client.engine.registry import RegistryView
 from sddsf.client.engine.snapshots import Snapshots, UnreadableSnapshot
@@ -234,6 +235,8 @@ class Puller:
         # Everything verified: apply and persist in one local transaction.
         remote: list[tuple[OpEnvelope, dict[str, object]]] = []
         made_here: set[bytes] = set()  # own ops whose "sent" row names them
+        # Ops a peer carried here were applied when they arrived (section 23).
+        from_peers = self.store.count("papplied", space_id) > 0
         self.docs.applying = True
         try:
             if snap is not None:
@@ -252,6 +255,8 @@ class Puller:
                         "sent", space_id + u64(env.header.seq)) == env.op_id:
                     made_here.add(env.op_id)
                     continue  # made here: already applied locally
+                if from_peers and self.store.get("papplied", space_id + env.op_id) is not None:
+                    continue  # applied when a peer carried it here
                 name = str(body.get("n", ""))
                 doc = self.docs.doc(space_id, name)
                 self.docs.provenance.applying(env.header.author, doc, body.get("u", []))  # type: ignore[arg-type]
@@ -276,6 +281,8 @@ class Puller:
                     if env.op_id not in made_here:  # (its row holds this already)
                         b.put("sent", space_id + u64(env.header.seq), env.op_id)
             parts.commit(b)
+            if from_peers or self.store.count("pop", space_id):
+                forget_logged(self.store, b, space_id, [env for env, _ in applied])
             if snap is not None:
                 b.put("base", space_id, encode([snap.size, list(snap.frontier)]))
                 b.put("snapmark", space_id, encode(snap.size))

@@ -105,6 +105,38 @@ class Pusher:
                         self.outbox.requeue(space_id, env, b, requeued)
 
 
+    async def carry(self, space_id: bytes, report: SyncReport) -> None:
+        """Upload other devices' ops that peers carried here and the log lacks
+        (protocol 23.6): each is signed by its author, so any device may carry
+        it and the log holder judges it as usual.
+
+        A carried op is forgotten here once the log refuses it for good; one
+        refused with ``chain_gap`` waits for its author's earlier op (carried
+        later, or pushed by its author). Accepted ones are forgotten by the pull
+        that finds them in the log.
+        """
+        rows = self.store.scan("pop", space_id)
+        if not rows:
+            return
+        limits = await self.outbox.refresh_limits()
+        for chunk, unsendable in upload_batches(rows, limits):
+            sendable = chunk
+            if sendable:
+                pushed = await self.transport.push(space_id, [v for _, v in sendable])
+                with self.store.batch() as b:
+                    for (key, _), r in zip(sendable, pushed.acks, strict=True):
+                        if r.status in ("accepted", "duplicate"):
+                            report.carried += r.status == "accepted"
+                        elif r.code != Code.CHAIN_GAP.value:
+                            report.rejected.append((r.code or "", "a carried op of another "
+                                                    f"device was refused: {r.message or ''}"))
+                            b.delete("pop", key)
+            if unsendable:  # (larger than this relay takes: its author re-seals it)
+                with self.store.batch() as b:
+                    for key, _ in unsendable:
+                        b.delete("pop", key)
+
+
 def _decoded(raw: bytes | None) -> OpEnvelope | None:
     return None if raw is None else decode_envelope(raw)
 

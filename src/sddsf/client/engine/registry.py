@@ -8,6 +8,8 @@ about devices it is revoking (``distrusted``, ``cutoff_hint``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from sddsf.client.engine.common import EngineObserver, as_list, notify, u64
 from sddsf.client.engine.identity import DeviceIdentity
 from sddsf.client.transport.base import Transport
@@ -67,6 +69,30 @@ class RegistryView:
         if new:
             notify(self.observer, lambda o: o.on_registry_change(old, state))
         return state
+
+    def extend(self, first: int, entries: Sequence[bytes]) -> bool:
+        """Apply registry entries from seq ``first`` learnt from a peer (signed,
+        so a peer can withhold entries but never forge them); the ones already
+        held are skipped.
+
+        Returns:
+            Whether the registry grew.
+
+        Raises:
+            RegistryError, SignatureError: an entry does not apply (nothing stored).
+        """
+        old = state = self.state()
+        new = list(entries)[max(0, state.seq + 1 - first):] if first <= state.seq + 1 else []
+        if not new:
+            return False
+        for entry in new:
+            state = state.apply(entry)
+        with self.store.batch() as b:
+            for seq in range(old.seq + 1, state.seq + 1):
+                b.put("reg", u64(seq), new[seq - old.seq - 1])
+        self._state = state
+        notify(self.observer, lambda o: o.on_registry_change(old, state))
+        return True
 
     def cutoff_for(self, device_id: bytes) -> dict[bytes, int]:
         """Per space, the last seq of ``device_id`` this device has verified."""

@@ -44,6 +44,7 @@ from sddsf.client.engine.documents import Documents
 from sddsf.client.engine.identity import DeviceIdentity
 from sddsf.client.engine.keyring import Keyring
 from sddsf.client.engine.members import Members
+from sddsf.client.engine.mesh import MeshOps
 from sddsf.client.engine.outbox import Outbox
 from sddsf.client.engine.pull import Puller
 from sddsf.client.engine.push import Pusher
@@ -92,6 +93,7 @@ class SyncEngine:
         self.puller = Puller(ident, self.reg, self.keyring, self.docs, self.log, self.outbox,
                              self.snaps, transport, self.settings, self.members, observer)
         self.pusher = Pusher(ident, self.outbox, transport, self.members)
+        self.mesh = MeshOps(ident, self.reg, self.keyring, self.docs, self.members, observer)
         self.corr = Corroboration(ident, self.reg, self.keyring, self.docs, self.log,
                                   self.outbox, self.snaps, self.puller, transport, self.settings)
 
@@ -152,6 +154,8 @@ class SyncEngine:
                 self.store.put("gone", space_id, encode(True))
                 report.unreachable.append(space_id)
                 continue
+            if self.mesh.waiting:  # ops from peers that needed these keys or entries
+                self.mesh.retry(space_id)
             # A device the relay's controller made read-only keeps its pending
             # ops and only pulls (and acknowledges) until it is trusted again.
             if not report.read_only:
@@ -159,6 +163,7 @@ class SyncEngine:
                                             report)
             if not report.read_only:
                 await self.unless_read_only(self.pusher.push(space_id, report), report)
+                await self.unless_read_only(self.pusher.carry(space_id, report), report)
             await self.puller.pull(space_id, report)
             if not report.read_only and self.outbox.flush():  # re-queued after a chain fork
                 await self.unless_read_only(self.pusher.push(space_id, report), report)
