@@ -30,6 +30,8 @@ from rich.progress import Progress as RichProgress
 
 from sddsf.cli.output import JSON_HELP, Out, emit, iso_time, say
 from sddsf.cli.params import NAME, check_text
+from sddsf.cli.peer_cmds import PeerOptions, peer_options, resolve, start_peers
+from sddsf.cli.peer_cmds import peers as peers_command
 from sddsf.client.device import Device, LockMode, Progress, SyncReport
 from sddsf.client.home import default_home, staged_home
 from sddsf.client.kv import KeyValue, KvEntry, KvVersion
@@ -621,6 +623,13 @@ class _Watch:
         else:
             self.redraw()
 
+    def peer_applied(self, report: Any, then: Callable[[], None] | None = None) -> None:
+        """Ops from peers were applied (``then``: e.g. wake a relay sync to carry them)."""
+        self.event("peers", f"received {report.applied} edit(s) from peers",
+                   applied=report.applied)
+        if then is not None:
+            then()
+
     def failed(self, exc: SddsfError) -> None:
         offline = isinstance(exc, UnavailableError)
         if offline and self.online is False:
@@ -653,9 +662,13 @@ async def _local_edits(device: CliDevice, changed: Callable[[], None]) -> None:
         seen = pending
 
 
-async def _watch(device: CliDevice, as_json: bool, interval: float) -> None:
-    """Keep ``device`` in sync with the WebSocket runner until SIGINT/SIGTERM."""
+async def _watch(device: CliDevice, as_json: bool, interval: float,
+                 peering: PeerOptions | None = None) -> None:
+    """Keep ``device`` in sync until SIGINT/SIGTERM: with the WebSocket runner
+    (modes relay and hybrid) and with peers (modes p2p and hybrid)."""
     from sddsf.client.runner import Runner, RunnerSettings  # noqa: PLC0415 - --watch only
+
+    mode = peering.mode if peering is not None else "relay"
 
     view = _Watch(device, as_json)
     stop = asyncio.Event()
@@ -667,17 +680,27 @@ async def _watch(device: CliDevice, as_json: bool, interval: float) -> None:
     console = view.out.console
     status_line = (console.status("connecting", spinner="dots")
                    if console.is_terminal and not as_json else contextlib.nullcontext())
+    peer_sync: Any = None
     with status_line as view.status:
-        await runner.start()
-        runner.changed()  # a first sync at once: push what is pending, pull what is new
+        if peering is not None and mode != "relay":
+            # Ops learnt from peers wake a relay sync that carries them (hybrid).
+            peer_sync = await start_peers(device, peering, view.event, on_applied=(
+                (lambda report: view.peer_applied(report, runner.changed))
+                if mode == "hybrid" else view.peer_applied))
+        if mode != "p2p":
+            await runner.start()
+            runner.changed()  # a first sync at once: push what is pending, pull what is new
         local = asyncio.create_task(_local_edits(device, runner.changed))
         try:
             await stop.wait()
         finally:
             # Also when cancelled (a Ctrl-C before the handlers above were in
-            # place): the runner stops before the device closes.
+            # place): the runner and the peers stop before the device closes.
             local.cancel()
-            await runner.stop()
+            if peer_sync is not None:
+                await peer_sync.stop()
+            if mode != "p2p":
+                await runner.stop()
     view.status = None
     view.event("stopped", f"stopped; {device.pending_count()} edit(s) pending",
                pending=device.pending_count())
@@ -690,9 +713,14 @@ async def _watch(device: CliDevice, as_json: bool, interval: float) -> None:
 @click.option("--interval", default=60.0, show_default=True, type=click.FloatRange(1, 3600),
               help="With --watch: seconds between full checks when nothing happens.")
 @click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
+@peer_options
 @click.pass_context
-def sync(ctx: click.Context, watch: bool, interval: float, as_json: bool) -> None:
-    """Push pending edits, pull and verify everything, apply."""
+def sync(ctx: click.Context, watch: bool, interval: float, as_json: bool,
+         mode: str | None, p2p_flag: bool, listen: tuple[str, ...], peers: tuple[str, ...],
+         no_mdns: bool) -> None:
+    """Push pending edits, pull and verify everything, apply (--watch: keep syncing,
+    through the relay, directly with peers, or both)."""
+    peering = resolve(mode, p2p_flag, listen, peers, no_mdns, watch)
     async def once(d: CliDevice) -> dict[str, Any]:
         with _pull_progress(enabled=not as_json) as progress:
             r = await d.sync(progress)
@@ -717,7 +745,8 @@ def sync(ctx: click.Context, watch: bool, interval: float, as_json: bool) -> Non
 
     if watch:
         # The watcher locks the home only while it syncs, so other commands get turns.
-        _run(_with_device(ctx, lambda d: _watch(d, as_json, interval), lock="operation"))
+        _run(_with_device(ctx, lambda d: _watch(d, as_json, interval, peering),
+                          lock="operation"))
         return
     result = _run(_with_device(ctx, once))
     _emit(result, as_json, lambda c: c.line(
@@ -835,3 +864,4 @@ def register(cli: click.Group) -> None:
     cli.add_command(rm)
     cli.add_command(sync)
     cli.add_command(status)
+    cli.add_command(peers_command)

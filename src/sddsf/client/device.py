@@ -1117,7 +1117,7 @@ class Device(ApplicationApi):
             UnavailableError: the relay cannot be reached, or the home's lock
                 was busy (``lock="operation"``); nothing is lost, sync again.
         """
-        async with self._exclusive_async():
+        async with self._exclusive_async(), self.engine.lock:
             return await self.engine.run(progress)
 
     async def _before_spaces(self) -> None:

@@ -8,6 +8,7 @@ decoders are not bound by the wire's 1 MiB limit (a document may be far larger).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -27,7 +28,8 @@ from sddsf.protocol.vv import VersionVector
 
 __all__ = ["ACK_EVERY", "CHECK_EVERY", "COMPACT_MIN_BYTES", "COMPACT_ROWS", "DOC_PIECE", "HELD",
            "LOCAL_LIMITS", "LOCAL_ROWS", "MAX_BATCH", "SNAPSHOT_EVERY", "EngineHooks",
-           "EngineObserver", "EngineSettings", "Progress", "SkippedOp", "SyncReport", "as_dict",
+           "EngineObserver", "EngineSettings", "Progress", "SkippedOp", "SyncReport", "TaskLock",
+           "as_dict",
            "as_int", "as_list", "as_local_dict", "as_local_list", "chain_head", "doc_id_for",
            "leaves_at", "notify", "now_ms", "store_kind", "u64"]
 
@@ -287,3 +289,33 @@ def store_kind(home: Path) -> str:
     import json  # noqa: PLC0415
 
     return str(json.loads((home / "storage-key.json").read_text())["kind"])
+
+
+class TaskLock:
+    """One task at a time uses the engine across its awaits (a sync, the peers'
+    work); the task that holds it may enter again (a sync's own steps).
+
+    The home's lock cannot do this: it excludes other processes, and every task
+    of this process shares it.
+    """
+
+    def __init__(self) -> None:
+        self._lock: asyncio.Lock | None = None  # made on first use, in the running loop
+        self._owner: asyncio.Task[Any] | None = None
+        self._depth = 0
+
+    async def __aenter__(self) -> None:
+        task = asyncio.current_task()
+        if task is not None and task is self._owner:
+            self._depth += 1
+            return
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        await self._lock.acquire()
+        self._owner, self._depth = task, 1
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._depth -= 1
+        if self._depth == 0 and self._lock is not None:
+            self._owner = None
+            self._lock.release()

@@ -37,6 +37,7 @@ from sddsf.client.engine.common import (
     EngineSettings,
     Progress,
     SyncReport,
+    TaskLock,
     notify,
 )
 from sddsf.client.engine.corroboration import Corroboration
@@ -93,6 +94,8 @@ class SyncEngine:
         self.puller = Puller(ident, self.reg, self.keyring, self.docs, self.log, self.outbox,
                              self.snaps, transport, self.settings, self.members, observer)
         self.pusher = Pusher(ident, self.outbox, transport, self.members)
+        #: Held by a sync and by the peers' work for their whole duration (TaskLock).
+        self.lock = TaskLock()
         self.mesh = MeshOps(ident, self.reg, self.keyring, self.docs, self.members, observer)
         self.corr = Corroboration(ident, self.reg, self.keyring, self.docs, self.log,
                                   self.outbox, self.snaps, self.puller, transport, self.settings)
