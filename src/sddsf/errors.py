@@ -30,7 +30,7 @@ The tree (after h11's Local/Remote split)::
             │                       policy_read_only, policy_denied
             ├── EpochError          stale_epoch, unknown_epoch, epoch_compromised,
             │                       rotation_blocked
-            ├── ClockSkewError      clock_skew
+            ├── ClockSkewError      clock_skew, presence_expired
             ├── RegistryError       registry_invalid, registry_fork
             │                       (an unauthorised registry signer is AuthorizationError)
             ├── MembershipError     membership_invalid
@@ -108,6 +108,7 @@ class Code(StrEnum):
     EPOCH_COMPROMISED = "epoch_compromised"
     ROTATION_BLOCKED = "rotation_blocked"
     CLOCK_SKEW = "clock_skew"
+    PRESENCE_EXPIRED = "presence_expired"
     REGISTRY_INVALID = "registry_invalid"
     REGISTRY_FORK = "registry_fork"
     MEMBERSHIP_INVALID = "membership_invalid"
@@ -281,7 +282,9 @@ class EpochError(VerificationError):
 
 
 class ClockSkewError(VerificationError):
-    """A timestamp lies outside the allowed skew window."""
+    """A timestamp lies outside the allowed window: too far from the verifier's
+    clock (``clock_skew``), or a presence record already past its expiry
+    (``presence_expired``)."""
 
     default_code = Code.CLOCK_SKEW
 
@@ -337,6 +340,7 @@ _CODES: Final[dict[Code, tuple[type[SddsfError], int]]] = {
     Code.EPOCH_COMPROMISED: (EpochError, 409),
     Code.ROTATION_BLOCKED: (EpochError, 409),
     Code.CLOCK_SKEW: (ClockSkewError, 400),
+    Code.PRESENCE_EXPIRED: (ClockSkewError, 400),
     Code.REGISTRY_INVALID: (RegistryError, 400),
     Code.REGISTRY_FORK: (RegistryError, 409),
     Code.MEMBERSHIP_INVALID: (MembershipError, 409),

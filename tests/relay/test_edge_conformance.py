@@ -152,6 +152,64 @@ async def test_concurrent_single_use_takes_have_one_winner(edge: EdgeState) -> N
     assert sorted(nonces) == [False] * 7 + [True]
 
 
+async def test_presence_round_trips_per_space_and_replaces(edge: EdgeState) -> None:
+    t = now()
+    space, other = b"s" * 16, b"o" * 16
+    assert await edge.presence(space, t) == []
+    assert await edge.put_presence(space, DEV_B, b"b1", t + 60_000, t, max_devices=8)
+    assert await edge.put_presence(space, DEV_A, b"a1", t + 60_000, t, max_devices=8)
+    assert await edge.put_presence(other, DEV_A, b"elsewhere", t + 60_000, t, max_devices=8)
+    assert await edge.presence(space, now()) == [(DEV_A, b"a1"), (DEV_B, b"b1")]
+    # The device's latest record replaces its previous one, even one living longer.
+    assert await edge.put_presence(space, DEV_A, b"a2", t + 30_000, now(), max_devices=8)
+    assert await edge.presence(space, now()) == [(DEV_A, b"a2"), (DEV_B, b"b1")]
+    assert await edge.presence(other, now()) == [(DEV_A, b"elsewhere")]
+
+
+async def test_presence_expires(edge: EdgeState) -> None:
+    t = now()
+    space = b"e" * 16
+    assert await edge.put_presence(space, DEV_A, b"short", t + 60, t, max_devices=8)
+    assert await edge.put_presence(space, DEV_B, b"long", t + 60_000, t, max_devices=8)
+    await asyncio.sleep(0.15)
+    assert await edge.presence(space, now()) == [(DEV_B, b"long")]
+
+
+async def test_presence_is_bounded_per_space_by_live_records(edge: EdgeState) -> None:
+    t = now()
+    space = b"b" * 16
+    dev_c = bytes([0xC] * 32)
+    assert await edge.put_presence(space, DEV_A, b"a", t + 60, t, max_devices=2)
+    assert await edge.put_presence(space, DEV_B, b"b", t + 60_000, t, max_devices=2)
+    assert not await edge.put_presence(space, dev_c, b"c", t + 60_000, t, max_devices=2)
+    assert await edge.put_presence(space, DEV_B, b"b2", t + 60_000, t, max_devices=2)
+    assert await edge.presence(space, now()) == [(DEV_A, b"a"), (DEV_B, b"b2")]
+    await asyncio.sleep(0.15)  # A's record died: its place is free
+    assert await edge.put_presence(space, dev_c, b"c", t + 60_000, now(), max_devices=2)
+    assert await edge.presence(space, now()) == [(DEV_B, b"b2"), (dev_c, b"c")]
+
+
+async def test_concurrent_presence_writers_never_exceed_the_bound(edge: EdgeState) -> None:
+    t = now()
+    space = b"c" * 16
+    stored = await asyncio.gather(*(edge.put_presence(space, bytes([i]) * 32, b"x",
+                                                      t + 60_000, t, max_devices=3)
+                                    for i in range(8)))
+    assert sorted(stored) == [False] * 5 + [True] * 3
+    assert len(await edge.presence(space, now())) == 3
+
+
+async def test_memory_presence_drops_the_least_recently_written_space() -> None:
+    edge = MemoryEdgeState(max_presence=3)
+    t = now()
+    for space in (b"1" * 16, b"2" * 16):
+        for dev in (DEV_A, DEV_B):
+            assert await edge.put_presence(space, dev, space[:1], t + 60_000, t, max_devices=8)
+    # Four records over a cap of three: the space written first is gone whole.
+    assert await edge.presence(b"1" * 16, t) == []
+    assert len(await edge.presence(b"2" * 16, t)) == 2
+
+
 # ------------------------------------------------------------- Redis only
 
 
@@ -201,6 +259,8 @@ async def _every_operation(state: EdgeState) -> list[str]:
         "take_ticket": state.take_ticket(b"k", t),
         "remember_nonce": state.remember_nonce(b"n", t + 1000, t),
         "take_tokens": state.take_tokens("ip:x", 1, 1, 1, t),
+        "put_presence": state.put_presence(b"s" * 16, DEV_A, b"r", t + 1000, t, max_devices=1),
+        "presence": state.presence(b"s" * 16, t),
         "ping": state.ping(),
     }
     passed = []

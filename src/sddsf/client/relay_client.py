@@ -516,6 +516,18 @@ class RelayClient:
         sid = r.get("snapshot_id")
         return (_unb64(sid) if sid else None), [_unb64(a) for a in r["attestations"]]
 
+    async def put_presence(self, space_id: bytes, record: bytes) -> None:
+        """Publish this device's presence record in the space (protocol.md 17.4.14),
+        replacing its previous one."""
+        await self._send("PUT", f"/v1/spaces/{_quote(space_id)}/presence", signed=True,
+                         body={"record": _b64(record)})
+
+    async def presence(self, space_id: bytes) -> list[bytes]:
+        """The live presence records of the space's devices (verify and open each;
+        DecodeError ``malformed`` if the answer is not a list of base64 records)."""
+        r = await self._send("GET", f"/v1/spaces/{_quote(space_id)}/presence", authed=True)
+        return parse_list(r, "records", _presence_record)
+
     # ------------------------------------------------------- pairing mailbox
     # Every channel request names the caller's slot by its token (docs/protocol.md 17.4.7).
     async def open_channel(self, token: bytes) -> tuple[bytes, int, int]:
@@ -721,6 +733,12 @@ def _why_unreachable(exc: httpx.HTTPError) -> str:
     if isinstance(exc, httpx.ProxyError):
         return "the proxy refused the connection"
     return "network error: check the network and the relay URL"
+
+
+def _presence_record(item: object) -> bytes:
+    if not isinstance(item, str):
+        raise DecodeError("the relay sent a presence record that is not base64 text")
+    return _unb64(item, "presence record")
 
 
 def _quote(raw: bytes) -> str:

@@ -14,6 +14,8 @@ imports). Modules:
 * :mod:`~sddsf.protocol.keypackage` - key epochs and key packages
 * :mod:`~sddsf.protocol.merkle`, :mod:`~sddsf.protocol.treehead` - RFC 9162 log
 * :mod:`~sddsf.protocol.rules` - THE verification rules, shared by relay and clients
+* :mod:`~sddsf.protocol.presence` - signed, encrypted presence records (where a
+  device of a space can be reached peer to peer)
 * :mod:`~sddsf.protocol.posture`, :mod:`~sddsf.protocol.encpolicy`,
   :mod:`~sddsf.protocol.audit` - what devices and the relay's security
   controller sign for each other: device reports, the encryption policy, the

@@ -56,6 +56,7 @@ from sddsf.relay.routes import (
     live,
     members,
     pairing,
+    presence,
     spaces,
 )
 from sddsf.relay.settings import RelaySettings
@@ -139,7 +140,7 @@ def create_app(settings: RelaySettings, storage: RelayStorage, relay_key: Ed2551
 
     routers = (accounts.router, spaces.router, pairing.router, backup.router,
                live.router, controller.router, limits.router, bootstrap.router,
-               members.router)
+               members.router, presence.router)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

@@ -1,5 +1,6 @@
 """Edge state: sessions, WebSocket tickets, the replay cache (request nonces and
-used session challenges) and rate-limit buckets, behind one interface.
+used session challenges), rate-limit buckets and the devices' presence records
+(protocol.md 23.5), behind one interface.
 
 :class:`MemoryEdgeState` serves one relay process.
 :class:`~sddsf.relay.edge_redis.RedisEdgeState` serves a cluster (the relay's
@@ -16,7 +17,9 @@ Bounds: every map is capped, so a flood cannot grow memory without limit.
 Sessions and tickets evict their oldest entry at the cap (the owner just
 authenticates again); the nonce cache never evicts a live nonce
 (that would allow a replay) and refuses new signed requests instead
-(:class:`~sddsf.errors.RateLimitedError`).
+(:class:`~sddsf.errors.RateLimitedError`). Presence records are capped per
+space by the caller and in all by the state, which then drops the space
+written least recently (its devices publish again).
 """
 
 from __future__ import annotations
@@ -24,10 +27,14 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Final
 
 from sddsf.errors import ConfigError, RateLimitedError
 
 __all__ = ["EdgeState", "MemoryEdgeState", "Session", "open_edge_state"]
+
+#: Presence records an in-process state holds in all (each at most ~2 KiB).
+MAX_PRESENCE_RECORDS: Final = 20_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +112,51 @@ class EdgeState(ABC):
         """Token bucket: take ``cost`` tokens. Returns 0.0 if allowed, else the
         seconds to wait before ``cost`` tokens will be available (nothing taken)."""
 
+    @abstractmethod
+    async def put_presence(self, space_id: bytes, device_id: bytes, value: bytes,
+                           expires_ms: int, now_ms: int, *, max_devices: int) -> bool:
+        """Store ``value`` as the presence of ``device_id`` in ``space_id`` until
+        ``expires_ms``, replacing that device's previous one (whatever its expiry).
+
+        Contract: a record is live while ``now_ms < expires_ms`` (the lifetime is
+        ``expires_ms - now_ms`` on the caller's clock, so nodes with skewed clocks
+        agree on it); only live records count and are served; the check and the
+        write are one atomic step, so concurrent writers never exceed the bound.
+        A record may be forgotten before it expires (a restarted process, a cap):
+        its device publishes again.
+
+        Args:
+            space_id: the space.
+            device_id: the publishing device (one record per device and space).
+            value: the bytes to serve back (opaque here).
+            expires_ms: when the record dies; after ``now_ms``.
+            now_ms: the caller's clock.
+            max_devices: the most devices with a live record in the space.
+
+        Returns:
+            True when stored; False, storing nothing, when ``max_devices`` other
+            devices already have a live record in the space.
+
+        Raises:
+            UnavailableError: the backing service cannot be reached.
+        """
+
+    @abstractmethod
+    async def presence(self, space_id: bytes, now_ms: int) -> list[tuple[bytes, bytes]]:
+        """The live presence records of a space (see :meth:`put_presence`).
+
+        Args:
+            space_id: the space.
+            now_ms: the caller's clock.
+
+        Returns:
+            ``(device_id, value)`` for each device with a live record, sorted by
+            device id (empty for a space without any).
+
+        Raises:
+            UnavailableError: the backing service cannot be reached.
+        """
+
 
 class _Expiring:
     """An insertion-ordered map with per-entry expiry and a hard cap."""
@@ -149,7 +201,8 @@ class _Expiring:
 class MemoryEdgeState(EdgeState):
     """In-process edge state for a single relay node."""
 
-    def __init__(self, *, max_entries: int = 200_000) -> None:
+    def __init__(self, *, max_entries: int = 200_000,
+                 max_presence: int = MAX_PRESENCE_RECORDS) -> None:
         self._sessions = _Expiring(max_entries)
         self._tickets = _Expiring(max_entries)
         # The nonce cache must never evict a live nonce (that would allow a
@@ -159,6 +212,10 @@ class MemoryEdgeState(EdgeState):
         self._tags: OrderedDict[bytes, tuple[bytes, int]] = OrderedDict()
         self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
         self._max_buckets = max_entries
+        # space -> device -> (expires_ms, value); spaces in order of their last write.
+        self._presence: OrderedDict[bytes, dict[bytes, tuple[int, bytes]]] = OrderedDict()
+        self._presence_count = 0
+        self._max_presence = max_presence
 
     async def put_session(self, token_digest: bytes, session: Session, now_ms: int) -> None:
         self._sessions.put(token_digest, session, session.expires_ms, now_ms)
@@ -233,6 +290,44 @@ class MemoryEdgeState(EdgeState):
             return 0.0
         self._buckets[bucket] = (tokens, float(now_ms))
         return (cost - tokens) / rate_per_s if rate_per_s > 0 else float("inf")
+
+
+    async def put_presence(self, space_id: bytes, device_id: bytes, value: bytes,
+                           expires_ms: int, now_ms: int, *, max_devices: int) -> bool:
+        """See :meth:`EdgeState.put_presence` (at the total cap, the spaces written
+        least recently are dropped whole)."""
+        if self._presence:  # reclaim the oldest space's dead records as we go
+            self._live_presence(next(iter(self._presence)), now_ms)
+        records = self._live_presence(space_id, now_ms)
+        if device_id not in records:
+            if len(records) >= max_devices:
+                return False
+            self._presence_count += 1
+        records[device_id] = (expires_ms, value)
+        self._presence[space_id] = records
+        self._presence.move_to_end(space_id)
+        while self._presence_count > self._max_presence and len(self._presence) > 1:
+            _, dropped = self._presence.popitem(last=False)
+            self._presence_count -= len(dropped)
+        return True
+
+    async def presence(self, space_id: bytes, now_ms: int) -> list[tuple[bytes, bytes]]:
+        """See :meth:`EdgeState.presence`."""
+        return sorted((d, v) for d, (_, v) in self._live_presence(space_id, now_ms).items())
+
+    def _live_presence(self, space_id: bytes, now_ms: int) -> dict[bytes, tuple[int, bytes]]:
+        # The space's records with the dead ones removed (a new dict for a space
+        # without any: the caller stores it if it writes).
+        records = self._presence.get(space_id)
+        if records is None:
+            return {}
+        dead = [d for d, (expires, _) in records.items() if expires <= now_ms]
+        for d in dead:
+            del records[d]
+        self._presence_count -= len(dead)
+        if not records:
+            del self._presence[space_id]
+        return records
 
 
 def open_edge_state(redis_url: str = "", *, prefix: str = "sddsf:edge:",

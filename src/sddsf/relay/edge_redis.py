@@ -14,6 +14,11 @@ the same on every node (THREATS #5, #18):
   session challenge is such a nonce, so two nodes never both accept one.
 * token buckets: a Lua script on Redis's own clock (``TIME``), so a limit is
   global across nodes and clock skew between nodes cannot refill a bucket.
+* presence records: one key per (space, device) with the record's lifetime
+  (``SET ... PX``) and a per-space index set of device ids; one script counts
+  the live records and writes (the per-space bound holds across nodes), one
+  reads them and prunes the index of expired ones. Presence is not tied to
+  the server's ``run_id``: a lost record only means its device publishes again.
 
 Expiry uses Redis TTLs (relative: ``expires_ms - now_ms``), so nodes with
 skewed clocks still agree on when a record dies.
@@ -132,6 +137,42 @@ return wait
 """
 
 
+# KEYS[1] a space's index set (the records are KEYS[1] .. ':' .. device hex);
+# ARGV device hex, value, ttl_ms, max devices. 1 if stored, 0 if the space is full.
+_PRESENCE_PUT: Final = """
+local others = 0
+for _, d in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  if redis.call('EXISTS', KEYS[1] .. ':' .. d) == 0 then
+    redis.call('SREM', KEYS[1], d)
+  elseif d ~= ARGV[1] then
+    others = others + 1
+  end
+end
+if others >= tonumber(ARGV[4]) then return 0 end
+redis.call('SET', KEYS[1] .. ':' .. ARGV[1], ARGV[2], 'PX', ARGV[3])
+redis.call('SADD', KEYS[1], ARGV[1])
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[3]) then
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+end
+return 1
+"""
+
+# KEYS[1] a space's index set. Returns device hex, value, device hex, value, ...
+_PRESENCE_GET: Final = """
+local out = {}
+for _, d in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local v = redis.call('GET', KEYS[1] .. ':' .. d)
+  if v then
+    out[#out + 1] = d
+    out[#out + 1] = v
+  else
+    redis.call('SREM', KEYS[1], d)
+  end
+end
+return out
+"""
+
+
 def redact_url(url: str) -> str:
     """The URL without its password, for messages and logs."""
     try:
@@ -186,6 +227,8 @@ class RedisEdgeState(EdgeState):
         self._drop = self._redis.register_script(_DROP)
         self._bucket = self._redis.register_script(_BUCKET)
         self._first = self._redis.register_script(_FIRST)
+        self._presence_put = self._redis.register_script(_PRESENCE_PUT)
+        self._presence_get = self._redis.register_script(_PRESENCE_GET)
 
     def __repr__(self) -> str:
         return f"RedisEdgeState({self._where!r}, prefix={self.prefix.decode()!r})"
@@ -300,3 +343,19 @@ class RedisEdgeState(EdgeState):
                                                        repr(float(rate_per_s)),
                                                        repr(float(burst))]))
         return float(wait.decode() if isinstance(wait, bytes) else wait)
+
+    # ------------------------------------------------------------ presence
+    async def put_presence(self, space_id: bytes, device_id: bytes, value: bytes,
+                           expires_ms: int, now_ms: int, *, max_devices: int) -> bool:
+        """See :meth:`EdgeState.put_presence` (one script: count, then write)."""
+        stored: Any = await self._run(self._presence_put(
+            keys=[self._key("presence", space_id)],
+            args=[device_id.hex(), value, _ttl_ms(expires_ms, now_ms), max_devices]))
+        return bool(stored)
+
+    async def presence(self, space_id: bytes, now_ms: int) -> list[tuple[bytes, bytes]]:
+        """See :meth:`EdgeState.presence` (expiry is each record's Redis TTL)."""
+        flat: Any = await self._run(self._presence_get(keys=[self._key("presence", space_id)]))
+        pairs = [(bytes.fromhex(bytes(flat[i]).decode()), bytes(flat[i + 1]))
+                 for i in range(0, len(flat), 2)]
+        return sorted(pairs)

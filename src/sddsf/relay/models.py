@@ -57,6 +57,9 @@ __all__ = [
     "OpsOut",
     "PlainBool",
     "PostureOut",
+    "PresenceIn",
+    "PresenceRecords",
+    "PresenceStored",
     "Proof",
     "RegistryEntries",
     "RegistryEntryIn",
@@ -345,6 +348,24 @@ class SnapshotOut(_Strict):
 
     covers_offset: int
     blob: B64
+
+
+class PresenceIn(_Strict):
+    """A presence record of the calling device in the space (protocol.md 23.5)."""
+
+    record: B64
+
+
+class PresenceStored(_Strict):
+    """The stored record's expiry (the relay serves it until then)."""
+
+    expires_ms: int
+
+
+class PresenceRecords(_Strict):
+    """The live presence records of the space's devices (verify and open each)."""
+
+    records: list[B64]
 
 
 class ChunkIn(_Strict):

@@ -92,6 +92,9 @@ class RelaySettings:
     rate_registry_burst: PosFloat = 30.0
     rate_audit_per_s: PosFloat = 0.1  # audit entries a device's reports and sessions may add
     rate_audit_burst: PosFloat = 120.0
+    # Presence records a device publishes (one per space, about every few minutes).
+    rate_presence_per_s: PosFloat = 0.5
+    rate_presence_burst: PosFloat = 120.0
     ws_queue_max: PosInt = 256
     pairing_ttl_s: PosInt = 600
     pairing_max_messages: PosInt = 16

@@ -230,6 +230,14 @@ class TamperingTransport(Transport):
         """Passed through."""
         return await self.inner.snapshot_attestations(space_id, doc_id)
 
+    async def put_presence(self, space_id: bytes, record: bytes) -> None:
+        """Passed through."""
+        await self.inner.put_presence(space_id, record)
+
+    async def presence(self, space_id: bytes) -> list[bytes]:
+        """Passed through (records are verified by their readers)."""
+        return await self.inner.presence(space_id)
+
     async def subscribe(self, space_ids: Sequence[bytes]) -> AsyncIterator[Notification]:
         """Passed through (notifications are hints; pulls are what lie)."""
         async for notice in self.inner.subscribe(space_ids):

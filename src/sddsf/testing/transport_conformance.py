@@ -33,6 +33,13 @@ from sddsf.protocol.clock import HLCTimestamp
 from sddsf.protocol.envelope import GENESIS_PREV, OpEnvelope, OpHeader, seal_op
 from sddsf.protocol.identity import AccountKeys, DeviceKeys
 from sddsf.protocol.payload import encode_edit
+from sddsf.protocol.presence import (
+    Presence,
+    decode_presence,
+    open_presence,
+    seal_presence,
+    verify_presence,
+)
 from sddsf.protocol.treehead import TreeHead, verify_tree_head
 from sddsf.protocol.vv import VersionVector
 
@@ -313,9 +320,42 @@ async def check_revocation_ends_a_subscription(factory: TransportFactory) -> Non
         await a.transport.aclose()
 
 
+async def check_presence_round_trips(factory: TransportFactory) -> None:
+    """A published presence record is served back as it was sent, verifies and
+    opens; publishing again replaces it; an unknown space is ``not_found``."""
+    a = await new_account(factory)
+    try:
+        def record(peer: str) -> bytes:
+            return seal_presence(a.device, space=a.space_id, epoch=0, epoch_key=a.epoch_key,
+                                 peer=peer, addrs=["/ip4/127.0.0.1/tcp/4001"],
+                                 now_ms=_now_ms(), ttl_ms=60_000, nonce=random_bytes(24))
+        first, second = record("12D3KooWfirst"), record("12D3KooWsecond")
+        await a.transport.put_presence(a.space_id, first)
+        _expect(await a.transport.presence(a.space_id) == [first], "the record as published")
+        await a.transport.put_presence(a.space_id, second)
+        [served] = await a.transport.presence(a.space_id)
+        _expect(served == second, "the device's newer record replacing the older")
+        decoded = decode_presence(served)
+        verify_presence(decoded, a.device.public, space=a.space_id, now_ms=_now_ms())
+        _expect(open_presence(decoded, a.epoch_key) == Presence(
+            "12D3KooWsecond", ("/ip4/127.0.0.1/tcp/4001",), decoded.expires_ms - 60_000),
+                "the record to open to what was sealed")
+        unknown = random_bytes(16)
+        for call in (a.transport.presence(unknown), a.transport.put_presence(unknown, second)):
+            try:
+                await call
+            except NotFoundError:
+                continue
+            raise AssertionError("transport contract: expected not_found for an unknown space")
+    except SddsfError as exc:
+        raise AssertionError(f"unexpected [{exc.code.value}] {exc.message}") from exc
+    finally:
+        await a.transport.aclose()
+
+
 #: Every check of the contract, in the order a reader meets the clauses.
 CHECKS = (check_session_single_flight, check_registry_and_key_packages,
           check_push_is_idempotent, check_pull_order_and_cursor,
           check_prefetch_answers_as_the_endpoints, check_proofs_verify,
           check_subscribe_delivers_a_pushed_op, check_errors_are_typed,
-          check_revocation_ends_a_subscription)
+          check_revocation_ends_a_subscription, check_presence_round_trips)

@@ -30,6 +30,10 @@ Contract (every method):
   :meth:`Transport.pull` returns the entries after ``after`` in offset order,
   at most ``limit`` of them, and the tree head signed when they were read.
 * **Untrusted results**: every byte string returned is unverified.
+* **Optional parts** have defaults, so a log holder without them still
+  implements the contract: the first-sync bundle (:meth:`Transport.prefetch_first_sync`
+  reads nothing) and presence records (:meth:`Transport.put_presence` and
+  :meth:`Transport.presence` raise :class:`~sddsf.errors.UnavailableError`).
 
 Size: the contract in one place: the ABC with each method's arguments, result
 and errors written out, and the frozen result types it returns.
@@ -40,6 +44,8 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+
+from sddsf.errors import UnavailableError
 
 __all__ = [
     "UPLOAD_FRAME",
@@ -772,6 +778,53 @@ class Transport(ABC):
                 snapshot's.
             UnavailableError: the other side is unreachable.
         """
+
+    # ----------------------------------------------------------- presence
+    async def put_presence(self, space_id: bytes, record: bytes) -> None:
+        """Publish this device's presence record in the space (protocol.md 23.5),
+        replacing its previous one, so the space's other devices can reach it
+        peer to peer. Not every log holder keeps presence: the default answers
+        that this one does not.
+
+        Args:
+            space_id: The space.
+            record: This device's signed, encrypted presence record for the
+                space (:func:`~sddsf.protocol.presence.seal_presence`).
+
+        Raises:
+            UnavailableError: this log holder publishes no presence (the
+                default), or it cannot be reached.
+            DecodeError: the record is malformed or too large, or the space
+                already has as many devices present as the log holder keeps
+                (``too_large``).
+            ClockSkewError: the record has expired (``presence_expired``) or
+                expires beyond the longest lifetime (``clock_skew``).
+            VerificationError: the record is not this device's own
+                (``not_authorized``), its signature does not verify, or it is of
+                another space (``wrong_context``).
+            NotFoundError: no such space for this account.
+        """
+        raise UnavailableError(f"this log holder ({type(self).__name__}) publishes no "
+                               "presence records")
+
+    async def presence(self, space_id: bytes) -> list[bytes]:
+        """The live presence records of the space's devices (this device's own
+        included).
+
+        Args:
+            space_id: The space.
+
+        Returns:
+            The records (unverified: decode, verify and open each with
+            :mod:`sddsf.protocol.presence`, and ignore those that fail).
+
+        Raises:
+            UnavailableError: this log holder publishes no presence (the
+                default), or it cannot be reached.
+            NotFoundError: no such space for this account.
+        """
+        raise UnavailableError(f"this log holder ({type(self).__name__}) publishes no "
+                               "presence records")
 
     # --------------------------------------------------------------- live
     @abstractmethod

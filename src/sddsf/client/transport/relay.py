@@ -84,6 +84,8 @@ class RelayTransport(Transport):
     * ``put_snapshot_chunk``: ``PUT /v1/spaces/{id}/snapshot-chunks/{chunk}``
     * ``attest_snapshot``: ``POST /v1/spaces/{id}/docs/{doc}/snapshot/attestations``
     * ``snapshot_attestations``: ``GET /v1/spaces/{id}/docs/{doc}/snapshot/attestations``
+    * ``put_presence``: ``PUT /v1/spaces/{id}/presence``
+    * ``presence``: ``GET /v1/spaces/{id}/presence``
     * ``subscribe``: ``POST /v1/ws/ticket``, then a WebSocket on ``/v1/ws``
     * ``prefetch_first_sync``: ``GET /v1/bootstrap`` when the session lists the
       ``bootstrap`` feature; the reads above that it holds are then answered
@@ -240,6 +242,13 @@ class RelayTransport(Transport):
             return held
         sid, raws = await self.client.snapshot_attestations(space_id, doc_id)
         return Attestations(sid, tuple(raws))
+
+    async def put_presence(self, space_id: bytes, record: bytes) -> None:
+        # Presence is not part of the first-sync bundle: nothing prefetched goes stale.
+        await self.client.put_presence(space_id, record)
+
+    async def presence(self, space_id: bytes) -> list[bytes]:
+        return await self.client.presence(space_id)
 
     async def subscribe(self, space_ids: Sequence[bytes]) -> AsyncIterator[Notification]:
         """Follow the spaces over a WebSocket on ``/v1/ws``.
