@@ -87,8 +87,10 @@ async def start_peers(device: Any, options: PeerOptions, say: Any,
     except ImportError as exc:
         raise ConfigError("peer-to-peer sync needs the p2p extra: pip install 'sddsf[p2p]' "
                           f"({exc})") from None
+    # Hybrid: devices also find each other through the relay (presence records).
     peer_sync = PeerSync(device, PeerSyncSettings(listen=options.listen, mdns=options.mdns,
-                                                  bootstrap=options.peers),
+                                                  bootstrap=options.peers,
+                                                  presence=options.mode == "hybrid"),
                          on_applied=on_applied)
     await peer_sync.start()
     say("peers", "listening for peers at " + ", ".join(peer_sync.addrs),

@@ -22,6 +22,7 @@ py-libp2p 0.8.1 behaviours this module works around (each bit us in a spike):
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 from typing import Any, Final, Protocol
@@ -340,9 +341,31 @@ class TrioHost:
         """
         for status in self.table.of_device(device_id):
             peer = ID.from_base58(status.peer_id)
-            self.topics.pubsub.add_to_blacklist(peer)
+            await _blacklist(self.topics.pubsub, peer)
             try:
                 await self._host.disconnect(peer)
             except Exception:  # the ban holds either way
                 _log.debug("closing connections to %s failed", peer, exc_info=True)
             self.table.update(status.peer_id, connected=False)
+
+
+async def _blacklist(pubsub: Any, peer: Any) -> None:
+    """Ban ``peer`` from pubsub and drop its stream, without racing libp2p.
+
+    ``Pubsub.add_to_blacklist`` (0.8.1) starts a task that resets the peer's
+    stream and then deletes it from ``peers``; the reset lets the dead-peer
+    handler delete it first, and the second delete raises KeyError, which ends
+    the whole pubsub service (seen when a revoked device is cut off). Here the
+    peer is removed first, then its stream is reset.
+    """
+    pubsub.blacklisted_peers.add(peer)
+    stream = pubsub.peers.pop(peer, None)
+    queue = pubsub.peer_queues.pop(peer, None) if hasattr(pubsub, "peer_queues") else None
+    if queue is not None:
+        queue.close()
+    with contextlib.suppress(Exception):  # (the router may not know it yet)
+        pubsub.router.remove_peer(peer)
+    pubsub._forget_all_subscriptions(peer)
+    if stream is not None:
+        with contextlib.suppress(Exception):  # already closed by the other side
+            await stream.reset()
