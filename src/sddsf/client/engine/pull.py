@@ -10,6 +10,9 @@ author's ops beyond its cutoff are skipped and reported, never applied); and
 tree heads gossiped in ops agree with this device's view (``split_view``).
 Then the updates are decrypted and applied, and the leaves, ops, chains, head
 and document rows are stored in one transaction; on any failure nothing is.
+
+Size: the verify-then-apply transaction is one unit (what is verified, applied
+and stored must agree, including ops peers carried here), kept in one module.
 """
 
 from __future__ import annotations
