@@ -58,6 +58,8 @@ PUBLIC_MODULES: tuple[str, ...] = (
     "sddsf.client.memory_store",
     "sddsf.client.keystore",
     "sddsf.client.bridge",
+    "sddsf.p2p.sync",
+    "sddsf.p2p.hybrid",
     "sddsf.errors",
 )
 

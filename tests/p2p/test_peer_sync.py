@@ -6,6 +6,7 @@ relay's log. The relay here is in process; the peers talk over TCP."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import time
 from collections.abc import AsyncIterator, Callable
@@ -19,6 +20,8 @@ if os.environ.get("SDDSF_REQUIRE_P2P") != "1":
 
 from client.clientkit import InProcessRelay, sqlite_relay
 from sddsf.client.device import Device
+from sddsf.client.runner import RunnerSettings
+from sddsf.p2p.hybrid import HybridSync
 from sddsf.p2p.sync import PeerSync, PeerSyncSettings
 
 LOOPBACK = PeerSyncSettings(listen=("/ip4/127.0.0.1/tcp/0",), mdns=False, poll_s=0.1,
@@ -162,5 +165,28 @@ async def test_hybrid_carries_peer_ops_to_the_log(relay: InProcessRelay,
     assert report.carried >= 1
     await tablet.sync()  # a device only ever on the relay side
     assert text(tablet, space) == "offline laptop"
+    for dev in (laptop, phone, tablet):
+        await dev.close()
+
+
+async def test_hybrid_sync_sends_to_peers_and_to_the_relay(relay: InProcessRelay,
+                                                           tmp_path: Path) -> None:
+    (laptop, phone, tablet), space = await devices(relay, tmp_path, "laptop", "phone",
+                                                    "tablet")
+    quick = RunnerSettings(debounce_s=0.05, full_check_s=1.0)
+    async with HybridSync(laptop, LOOPBACK, quick) as a, \
+            HybridSync(phone, dataclasses.replace(LOOPBACK, bootstrap=tuple(a.peers.addrs)),
+                       quick):
+        append(laptop, space, "both ways")
+        a.changed()
+        await until(lambda: text(phone, space) == "both ways")  # (peers, or the relay)
+
+        async def tablet_has_it() -> bool:
+            await tablet.sync()  # a device only on the relay side
+            return text(tablet, space) == "both ways"
+        deadline = time.monotonic() + 20
+        while not await tablet_has_it():
+            assert time.monotonic() < deadline, "the relay never got the edit"
+            await asyncio.sleep(0.2)
     for dev in (laptop, phone, tablet):
         await dev.close()

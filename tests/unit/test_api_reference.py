@@ -38,7 +38,8 @@ def test_public_modules_come_in_reading_order(api_reference: ModuleType) -> None
     # The index lists them in this order: the facade, the application API (device,
     # live documents, events, the blocking API), background sync, the transports it
     # runs over and the relay's typed answers, documents, storage, the bridge, and
-    # the exception tree last; sharing spaces with people comes after the vault.
+    # the exception tree last; sharing spaces with people comes after the vault, and
+    # peer-to-peer sync after the bridge.
     assert api_reference.PUBLIC_MODULES == (
         "sddsf", "sddsf.client.device", "sddsf.client.live", "sddsf.client.events",
         "sddsf.sync_api", "sddsf.client.runner", "sddsf.client.transport.base",
@@ -46,7 +47,7 @@ def test_public_modules_come_in_reading_order(api_reference: ModuleType) -> None
         "sddsf.client.kv", "sddsf.client.vault", "sddsf.client.sharing", "sddsf.client.store",
         "sddsf.client.sqlite_store",
         "sddsf.client.memory_store", "sddsf.client.keystore", "sddsf.client.bridge",
-        "sddsf.errors")
+        "sddsf.p2p.sync", "sddsf.p2p.hybrid", "sddsf.errors")
 
 
 def test_reference_renders_every_public_module_without_warnings(

@@ -9,7 +9,10 @@ Modules: :mod:`~sddsf.p2p.node` (the API), :mod:`~sddsf.p2p.host` (the trio
 side), :mod:`~sddsf.p2p.bridge` (asyncio <-> trio), :mod:`~sddsf.p2p.gate`
 (admission), :mod:`~sddsf.p2p.rpc` (the request/response framing),
 :mod:`~sddsf.p2p.local` (addresses, mDNS), :mod:`~sddsf.p2p.peers` (peer
-statuses), :mod:`~sddsf.p2p.peerid` (peer id <-> device id, no libp2p needed).
+statuses), :mod:`~sddsf.p2p.peerid` (peer id <-> device id, no libp2p needed),
+:mod:`~sddsf.p2p.sync` (:class:`~sddsf.p2p.sync.PeerSync`: a device's sync with
+its peers), :mod:`~sddsf.p2p.hybrid` (with the relay too),
+:mod:`~sddsf.p2p.discovery` (presence records read through the relay).
 """
 
 from sddsf.p2p.node import SYNC_PROTOCOL, PeerNode, PeerStatus, device_of

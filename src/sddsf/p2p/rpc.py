@@ -42,13 +42,13 @@ from sddsf.errors import (
 )
 from sddsf.p2p.gate import Admission
 from sddsf.p2p.peers import PeerTable
+from sddsf.protocol.p2p import SYNC_PROTOCOL
 
 __all__ = ["MAX_ERROR", "SYNC_PROTOCOL", "SyncExchange", "network_errors", "request_on",
            "serve_on"]
 
 _log = logging.getLogger(__name__)
 
-SYNC_PROTOCOL: Final = "/sddsf/sync/1.0.0"
 MAX_ERROR: Final = 1024
 _LEN = struct.Struct(">I")
 _OK, _ERR = 0, 1

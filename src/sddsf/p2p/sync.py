@@ -26,6 +26,7 @@ from typing import Any
 from sddsf.client.engine.mesh import MeshOps, MeshReport
 from sddsf.crypto import random_bytes
 from sddsf.errors import Code, SddsfError
+from sddsf.p2p.discovery import open_record
 from sddsf.p2p.node import PeerNode, PeerStatus
 from sddsf.protocol import p2p, presence
 from sddsf.protocol.encoding import encode
@@ -68,7 +69,7 @@ class PeerSyncStats:
 
 class PeerSync:
     """Keeps one device in sync with its peers until :meth:`stop` (see the module
-    docstring).
+    docstring): ``async with PeerSync(device) as peers:`` starts it.
 
     Args:
         device: an open :class:`sddsf.client.device.Device` (``lock="operation"``
@@ -116,8 +117,19 @@ class PeerSync:
         for addr in self.settings.bootstrap:
             await self.dial(addr)
 
+    async def __aenter__(self) -> PeerSync:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
     async def stop(self) -> None:
-        """Stop the node and the loops (idempotent)."""
+        """Stop the node and the loops (idempotent).
+
+        Raises:
+            Nothing of its own.
+        """
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -129,8 +141,14 @@ class PeerSync:
     async def dial(self, addr: str) -> bytes | None:
         """Connect to a peer by multiaddr (a refused or unreachable one is logged).
 
+        Args:
+            addr: a multiaddr ending in ``/p2p/<peer id>``.
+
         Returns:
             Its device id, or None when it could not be reached or is not allowed.
+
+        Raises:
+            Nothing of its own.
         """
         try:
             device_id = await self.node.dial(addr)
@@ -141,11 +159,23 @@ class PeerSync:
         return device_id
 
     def changed(self) -> None:
-        """Call after local edits: they are sealed and published at once."""
+        """Call after local edits: they are sealed and published at once.
+
+        Raises:
+            Nothing of its own.
+        """
         self._inbox.put_nowait(("edits", None))
 
     def peers(self) -> list[PeerStatus]:
-        """Peers discovered or connected, with how and when last seen."""
+        """Peers discovered or connected.
+
+        Returns:
+            Each peer's device id, peer id, addresses, whether it is connected,
+            how it was found and when it was last seen.
+
+        Raises:
+            Nothing of its own.
+        """
         return self.node.peers()
 
     @property
@@ -269,7 +299,7 @@ class PeerSync:
                     ttl_ms=int(self.settings.presence_ttl_s * 1000), nonce=random_bytes(24))
             await transport.put_presence(space_id, record)
             for raw in await transport.presence(space_id):
-                seen = self._open_presence(space_id, raw, keys, now)
+                seen = open_record(self.device, space_id, raw, keys, now)
                 if seen is not None:
                     found[seen[0]] = seen[1]
         connected = {p.device_id for p in self.node.peers() if p.connected}
@@ -283,37 +313,6 @@ class PeerSync:
                     break
         return dialled
 
-    def _open_presence(self, space_id: bytes, raw: bytes, keys: dict[int, bytes],
-                       now: int) -> tuple[bytes, list[str]] | None:
-        # A record is used only when it verifies under its device's key in a
-        # registry this device verified, and opens with an epoch key it holds.
-        try:
-            record = presence.decode_presence(raw)
-            if record.device == self.device.device_id or record.epoch not in keys:
-                return None
-            state = self._registry_of(space_id, record.device)
-            if state is None:
-                return None
-            presence.verify_presence(record, state, space=space_id, now_ms=now)
-            opened = presence.open_presence(record, keys[record.epoch])
-        except SddsfError as exc:
-            log.info("a presence record was refused: %s", exc.message)
-            return None
-        suffix = "/p2p/" + opened.peer
-        return record.device, [a if a.endswith(suffix) else a + suffix for a in opened.addrs]
-
-    def _registry_of(self, space_id: bytes, device_id: bytes) -> Any:
-        own = self.device.engine.reg.state()
-        if own.device(device_id) is not None:
-            return own
-        members = self.device.engine.members
-        if members.shared(space_id):
-            for account in members.current(space_id).state.members:
-                state = members.registry_of(account)
-                if state is not None and state.device(device_id) is not None:
-                    return state
-        return None
-
     # ------------------------------------------------------------ operations
     async def publish_pending(self) -> int:
         """Seal buffered edits, then publish this device's ops that its peers
@@ -321,6 +320,10 @@ class PeerSync:
 
         Returns:
             How many ops were published.
+
+        Raises:
+            UnavailableError: the node is stopped.
+            UsageError: the flush refused an edit (see ``Device.flush``).
         """
         out: list[tuple[str, bytes, bytes]] = []
         async with self._using():
@@ -353,8 +356,15 @@ class PeerSync:
     async def catch_up(self, peer: bytes) -> int:
         """Ask a peer for everything this device lacks in every space it syncs.
 
+        Args:
+            peer: the peer's device id.
+
         Returns:
             How many ops were applied.
+
+        Raises:
+            Nothing for the peer's failures (an unreachable or refusing peer is
+            logged and skipped).
         """
         applied = 0
         for space_id, _ in self.device.synced_spaces():
