@@ -11,7 +11,8 @@ The peer id therefore *contains* the public key, and the device id is
 ``tagged_hash(DEVICE_ID, key)`` (:func:`sddsf.protocol.identity.device_id_of`).
 Noise proves the remote holds that key, so a connection's peer id names its device.
 
-This module does no I/O and does not import libp2p: it is the bounded decoder at
+This module does no I/O and does not import libp2p (only the base58 codec it
+brings): it is the bounded decoder at
 the edge for peer id text that arrives from the network (mDNS records, dialled
 addresses, pubsub ``from`` fields).
 """
@@ -19,6 +20,8 @@ addresses, pubsub ``from`` fields).
 from __future__ import annotations
 
 from typing import Final
+
+import base58  # (a dependency of libp2p and its multiaddr)
 
 from sddsf.crypto import Ed25519PublicKey
 from sddsf.errors import Code, DecodeError
@@ -32,30 +35,17 @@ _PEER_ID_SIZE: Final = len(_ED25519_PREFIX) + 32
 #: Longest base58 text of 38 bytes is 52 characters; anything longer is refused
 #: before decoding (the decoder is quadratic in the length).
 _MAX_TEXT: Final = 60
-_ALPHABET: Final = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
-_INDEX: Final = {c: i for i, c in enumerate(_ALPHABET)}
 
 
 def _b58encode(data: bytes) -> str:
-    zeros = len(data) - len(data.lstrip(b"\0"))
-    n = int.from_bytes(data, "big")
-    out = []
-    while n:
-        n, r = divmod(n, 58)
-        out.append(_ALPHABET[r])
-    return "1" * zeros + "".join(reversed(out))
+    return base58.b58encode(data).decode("ascii")
 
 
 def _b58decode(text: str) -> bytes:
-    n = 0
-    for c in text:
-        digit = _INDEX.get(c)
-        if digit is None:
-            raise DecodeError(f"peer id has a character outside base58: {c!r}", Code.MALFORMED)
-        n = n * 58 + digit
-    zeros = len(text) - len(text.lstrip("1"))
-    body = n.to_bytes((n.bit_length() + 7) // 8, "big") if n else b""
-    return b"\0" * zeros + body
+    try:
+        return base58.b58decode(text)
+    except ValueError:
+        raise DecodeError("peer id has a character outside base58", Code.MALFORMED) from None
 
 
 def peer_id_bytes_of(signing_public: bytes) -> bytes:
