@@ -22,7 +22,7 @@ order across authors is claimed (the relay's log alone gives one).
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -97,13 +97,18 @@ class MeshOps:
         self.rules = RuleSettings()
         #: Ops kept for an earlier op (or a registry entry, a key), by (space, author, seq).
         self.waiting: dict[tuple[bytes, bytes, int], OpEnvelope] = {}
+        #: Heads and documents written by the batch being judged (not committed yet).
+        self._fresh: dict[tuple[bytes, bytes], ChainHead] = {}
+        self._fresh_docs: set[tuple[bytes, bytes]] = set()
         #: Per space: how many log rows were indexed, and author -> {seq: offset}.
         self._index: dict[bytes, tuple[int, dict[bytes, dict[int, int]]]] = {}
 
     # ------------------------------------------------------------ held state
     def head(self, space_id: bytes, author: bytes) -> ChainHead | None:
         """The author's last op this device holds in the space (logged, carried or own)."""
-        best: ChainHead | None = None
+        best: ChainHead | None = self._fresh.get((space_id, author))
+        if best is not None:
+            return best  # applied in the batch being written (the newest)
         for ns in ("chain", "pchain"):
             raw = self.store.get(ns, space_id + author)
             if raw is not None:
@@ -229,13 +234,30 @@ class MeshOps:
         return self.accept(space_id, ())
 
     def _drain(self, space_id: bytes, report: MeshReport) -> None:
+        # One store transaction for the whole batch (a catch-up brings up to a
+        # thousand ops); the heads it moves are kept in memory meanwhile (a store
+        # need not show a batch its own writes), the application told after it.
+        told: list[Callable[[EngineObserver], object]] = []
+        self._fresh.clear()
+        self._fresh_docs.clear()
+        try:
+            with self.store.batch() as b:
+                self._drain_in(space_id, report, b, told)
+        finally:
+            self._fresh.clear()
+            self._fresh_docs.clear()
+        for call in told:
+            notify(self.observer, call)
+
+    def _drain_in(self, space_id: bytes, report: MeshReport, b: StoreBatch,
+                  told: list[Callable[[EngineObserver], object]]) -> None:
         progress = True
         while progress:
             progress = False
             for key in sorted(k for k in self.waiting if k[0] == space_id):
                 env = self.waiting[key]
                 try:
-                    done = self._judge(space_id, env, report)
+                    done = self._judge(space_id, env, report, b, told)
                 except _Wait as wait:
                     report.need_registry |= wait.why == "registry"
                     report.need_keys |= wait.why == "keys"
@@ -249,7 +271,8 @@ class MeshOps:
                     del self.waiting[key]
                     progress = True
 
-    def _judge(self, space_id: bytes, env: OpEnvelope, report: MeshReport) -> bool:
+    def _judge(self, space_id: bytes, env: OpEnvelope, report: MeshReport, b: StoreBatch,
+               told: list[Callable[[EngineObserver], object]]) -> bool:
         # True: decided (applied, known, refused by raising); False: wait for an earlier op.
         h = env.header
         head = self.head(space_id, h.author)
@@ -270,7 +293,7 @@ class MeshOps:
                   now_ms=None, settings=self.rules)
         if h.ts.wall_ms - self.ident.clock() > self.rules.max_skew_ms:
             raise ClockSkewError("the op is dated in the future", Code.CLOCK_SKEW)
-        self._apply(space_id, env, keys[h.epoch])
+        self._apply(space_id, env, keys[h.epoch], b, told)
         report.applied += 1
         return True
 
@@ -290,7 +313,8 @@ class MeshOps:
             return self.members.owner(space_id), self.reg.state()
         return self.members.members(space_id).writer(env.header.author)
 
-    def _apply(self, space_id: bytes, env: OpEnvelope, epoch_key: bytes) -> None:
+    def _apply(self, space_id: bytes, env: OpEnvelope, epoch_key: bytes, b: StoreBatch,
+               told: list[Callable[[EngineObserver], object]]) -> None:
         payload = decode_payload(open_op(env, epoch_key))
         h = env.header
         body: dict[str, Any] | None = None
@@ -309,23 +333,24 @@ class MeshOps:
             finally:
                 self.docs.applying = False
                 self.docs.provenance.applied()
-        with self.store.batch() as b:
-            b.put("pop", space_id + h.author + u64(h.seq), env.raw)
-            b.put("pchain", space_id + h.author, encode([h.seq, env.op_id, h.deps.encoded()]))
-            if body is not None:
-                b.put("papplied", space_id + env.op_id, b"")
-                b.put("docrem", space_id + h.doc + env.op_id, encode(body["u"]))
-                if self.store.get("doc", space_id + h.doc) is None:
-                    b.put("doc", space_id + h.doc, encode({"name": body["n"], "pieces": 0,
-                                                            "size": 0}))
-                self.docs.provenance.persist(b)
-            old = self.store.get("lastseen", h.author)
-            if old is None or as_int(old) < h.ts.wall_ms:
-                b.put("lastseen", h.author, encode(h.ts.wall_ms))
+        b.put("pop", space_id + h.author + u64(h.seq), env.raw)
+        b.put("pchain", space_id + h.author, encode([h.seq, env.op_id, h.deps.encoded()]))
+        self._fresh[(space_id, h.author)] = ChainHead(h.seq, env.op_id, h.deps)
         if body is not None:
-            notify(self.observer, functools.partial(_tell, space_id, env, body))
-        for error in errors:
-            notify(self.observer, functools.partial(_alert, error))
+            b.put("papplied", space_id + env.op_id, b"")
+            b.put("docrem", space_id + h.doc + env.op_id, encode(body["u"]))
+            if (space_id, h.doc) not in self._fresh_docs and \
+                    self.store.get("doc", space_id + h.doc) is None:
+                b.put("doc", space_id + h.doc, encode({"name": body["n"], "pieces": 0,
+                                                        "size": 0}))
+            self._fresh_docs.add((space_id, h.doc))
+            self.docs.provenance.persist(b)
+        old = self.store.get("lastseen", h.author)
+        if old is None or as_int(old) < h.ts.wall_ms:
+            b.put("lastseen", h.author, encode(h.ts.wall_ms))
+        if body is not None:
+            told.append(functools.partial(_tell, space_id, env, body))
+        told.extend(functools.partial(_alert, error) for error in errors)
 
     def accept_registry(self, first: int, entries: Sequence[bytes]) -> bool:
         """Extend this account's verified registry with entries from a peer (they
