@@ -19,6 +19,7 @@ if os.environ.get("SDDSF_REQUIRE_P2P") != "1":
     pytest.importorskip("libp2p", reason="peer-to-peer sync needs the p2p extra (libp2p)")
 
 from client.clientkit import InProcessRelay, sqlite_relay
+from relay.livekit import free_port
 from sddsf.client.device import Device
 from sddsf.client.runner import RunnerSettings
 from sddsf.p2p.hybrid import HybridSync
@@ -189,4 +190,28 @@ async def test_hybrid_sync_sends_to_peers_and_to_the_relay(relay: InProcessRelay
             assert time.monotonic() < deadline, "the relay never got the edit"
             await asyncio.sleep(0.2)
     for dev in (laptop, phone, tablet):
+        await dev.close()
+
+
+async def test_a_peer_that_comes_back_is_dialled_again(relay: InProcessRelay,
+                                                       tmp_path: Path) -> None:
+    (laptop, phone), space = await devices(relay, tmp_path, "laptop", "phone")
+    port = free_port()
+    fixed = dataclasses.replace(LOOPBACK, listen=(f"/ip4/127.0.0.1/tcp/{port}",))
+    a = PeerSync(laptop, fixed)
+    await a.start()
+    b = await start(phone, *a.addrs)
+    try:
+        await until(lambda: any(p.connected for p in b.peers()))
+        await a.stop()  # the laptop goes away, then comes back at the same address,
+        append(phone, space, "while you were away")  # knowing no one's address
+        await b.publish_pending()
+        a = PeerSync(laptop, fixed)
+        await a.start()
+        # The phone dials it again on its own (every catch_up_s) and it catches up.
+        await until(lambda: text(laptop, space) == "while you were away")
+    finally:
+        await a.stop()
+        await b.stop()
+    for dev in (laptop, phone):
         await dev.close()

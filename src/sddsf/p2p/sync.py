@@ -94,6 +94,8 @@ class PeerSync:
         self._tasks: list[asyncio.Task[None]] = []
         self._data_version = -1
         self._saved: dict[bytes, bytes] = {}  # the peer rows last stored
+        #: Addresses dialled (device id once reached): redialled when not connected.
+        self._redial: dict[str, bytes | None] = {}
         self.node = PeerNode(device.keys.signing.seed, listen=self.settings.listen,
                              mdns=self.settings.mdns, authorize=self._authorize,
                              on_message=self._message, on_request=self._request,
@@ -154,9 +156,20 @@ class PeerSync:
             device_id = await self.node.dial(addr)
         except SddsfError as exc:
             log.info("peer %s: %s", addr, exc.message)
+            self._redial.setdefault(addr, None)  # tried again every catch_up_s
             return None
+        self._redial[addr] = device_id
         self._inbox.put_nowait(("peer", device_id))
         return device_id
+
+    async def _reconnect(self) -> None:
+        # Addresses dialled before (bootstrap, presence) whose device is not
+        # connected now: dial again (a peer that restarted, or a healed network).
+        # mDNS peers are redialled by the node itself.
+        connected = {p.device_id for p in self.node.peers() if p.connected}
+        for addr, device_id in list(self._redial.items()):
+            if device_id is None or (device_id not in connected and device_id in self._allowed):
+                await self.dial(addr)
 
     def changed(self) -> None:
         """Call after local edits: they are sealed and published at once.
@@ -227,6 +240,7 @@ class PeerSync:
         elif kind == "cut":
             await self.node.disconnect(item)
         elif kind == "catch_up_all":
+            await self._reconnect()
             for status in self.node.peers():
                 if status.connected:
                     await self.catch_up(status.device_id)
