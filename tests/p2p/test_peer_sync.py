@@ -24,6 +24,7 @@ from sddsf.client.device import Device
 from sddsf.client.runner import RunnerSettings
 from sddsf.p2p.hybrid import HybridSync
 from sddsf.p2p.sync import PeerSync, PeerSyncSettings
+from sddsf.protocol.membership import Role
 
 LOOPBACK = PeerSyncSettings(listen=("/ip4/127.0.0.1/tcp/0",), mdns=False, poll_s=0.1,
                             catch_up_s=1.0)
@@ -214,4 +215,29 @@ async def test_a_peer_that_comes_back_is_dialled_again(relay: InProcessRelay,
         await a.stop()
         await b.stop()
     for dev in (laptop, phone):
+        await dev.close()
+
+
+async def test_two_people_sync_a_shared_space_directly(relay: InProcessRelay,
+                                                       tmp_path: Path) -> None:
+    alice, _ = await relay.new_account(tmp_path / "alice", "alice-laptop")
+    bob, _ = await relay.new_account(tmp_path / "bob", "bob-laptop")
+    carol, _ = await relay.new_account(tmp_path / "carol", "carol-laptop")
+    space = await alice.create_space("plans")
+    await alice.sync()
+    await alice.sharing.share(space, bob.account, Role.WRITER)
+    await bob.sharing.join(space, alice.account, "plans")
+    a = await start(alice)
+    b = await start(bob, *a.addrs)
+    c = await start(carol, *a.addrs)  # not a member: refused
+    try:
+        append(bob, space, "from bob")
+        await until(lambda: text(alice, space) == "from bob")
+        append(alice, space, ", and alice")
+        await until(lambda: text(bob, space) == "from bob, and alice")
+        assert not any(p.connected and p.device_id == carol.device_id for p in a.peers())
+    finally:
+        for p in (a, b, c):
+            await p.stop()
+    for dev in (alice, bob, carol):
         await dev.close()
