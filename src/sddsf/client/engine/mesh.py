@@ -22,7 +22,7 @@ order across authors is claimed (the relay's log alone gives one).
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -404,9 +404,10 @@ class MeshOps:
         return decode_envelope(raw) if raw is not None else None
 
     def _ops_after(self, space_id: bytes, have: Mapping[bytes, int]
-                   ) -> list[tuple[bytes, int, bytes]]:
+                   ) -> Iterator[tuple[bytes, int, bytes]]:
         # Every op this device holds of the space with a seq beyond the asker's,
         # by author then seq: logged ones (indexed once), carried and own pending.
+        # Read lazily: a response takes the first thousand or so.
         index = self._indexed(space_id)
         found: dict[tuple[bytes, int], bytes | int] = {}
         for author, seqs in index.items():
@@ -422,13 +423,11 @@ class MeshOps:
             seq = int.from_bytes(key[16:], "big")
             if seq > have.get(me, 0):
                 found.setdefault((me, seq), raw)
-        out: list[tuple[bytes, int, bytes]] = []
         for (author, seq), where in sorted(found.items()):
             held = where if isinstance(where, bytes) else self.store.get(
                 "op", space_id + u64(where)) or self.store.get("ownop", space_id + u64(where))
             if held is not None:
-                out.append((author, seq, held))
-        return out
+                yield author, seq, held
 
     def _indexed(self, space_id: bytes) -> dict[bytes, dict[int, int]]:
         done, index = self._index.get(space_id, (0, {}))
