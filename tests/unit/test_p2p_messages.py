@@ -12,6 +12,7 @@ tests/unit without it).
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -66,7 +67,8 @@ responses = st.builds(
     st.lists(items, max_size=6), st.booleans(), st.lists(items, max_size=4),
     st.lists(items, max_size=4))
 
-CODECS = {
+Codec = tuple[Callable[[Any], bytes], Callable[[bytes], Any]]
+CODECS: dict[str, Codec] = {
     "gossip": (p2p.encode_gossip, p2p.decode_gossip),
     "request": (p2p.encode_request, p2p.decode_request),
     "response": (p2p.encode_response, p2p.decode_response),
@@ -117,7 +119,7 @@ def test_structured_inputs_decode_or_raise_a_decoding_error(rest: list[object], 
     # authors may come in any order; the encoder sorts them).
     again = encoder(value)
     assert decoder(again) == value
-    if which != "request" or list(value.have) == sorted(value.have):  # type: ignore[attr-defined]
+    if which != "request" or list(value.have) == sorted(value.have):
         assert again == data
 
 
@@ -244,7 +246,7 @@ def test_distinct_inputs_give_distinct_topics(a: tuple[bytes, int, bytes],
 
 
 # --------------------------------------------------------------------- limits
-def _request_bytes(*, limit: int = 10, have: list[list[object]] | None = None) -> bytes:
+def _request_bytes(*, limit: int = 10, have: list[Any] | None = None) -> bytes:
     return encode([1, SPACE, have or [], ACCOUNT, 0, 0, limit])
 
 
