@@ -395,7 +395,10 @@ class PeerSync:
                     break
                 report = await self._take(space_id, req, resp, peer)
                 applied += report.applied
-                if not resp.more or not (report.applied or report.known):
+                # Ask again only after progress: an answer of ops this device
+                # already holds (a replay) with "more" set would otherwise hold
+                # the worker for a thousand exchanges.
+                if not resp.more or not report.applied:
                     break
         self.stats.catch_ups += 1
         return applied

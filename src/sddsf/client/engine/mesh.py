@@ -194,6 +194,11 @@ class MeshOps:
     def accept(self, space_id: bytes, envelopes: Sequence[bytes]) -> MeshReport:
         """Judge and apply ops from a peer; ops out of order wait for the earlier ones.
 
+        Each op is judged as it arrives; only one that cannot be placed yet
+        takes room among the waiting ops. So when that room is full (a peer sent
+        ops that never apply) an op that applies at once still does, and an
+        in-order batch (a catch-up answer) needs no room at all.
+
         Returns:
             What happened to them (and to ops that were waiting).
 
@@ -201,6 +206,26 @@ class MeshOps:
             Nothing for a bad op (it is reported in the result).
         """
         report = MeshReport()
+        # One store transaction for the whole batch (a catch-up brings up to a
+        # thousand ops); the heads it moves are kept in memory meanwhile (a store
+        # need not show a batch its own writes), the application told after it.
+        told: list[Callable[[EngineObserver], object]] = []
+        self._fresh.clear()
+        self._fresh_docs.clear()
+        try:
+            with self.store.batch() as b:
+                self._arrive(space_id, envelopes, report, b, told)
+                self._drain(space_id, report, b, told)
+        finally:
+            self._fresh.clear()
+            self._fresh_docs.clear()
+        for call in told:
+            notify(self.observer, call)
+        report.waiting = sum(1 for k in self.waiting if k[0] == space_id)
+        return report
+
+    def _arrive(self, space_id: bytes, envelopes: Sequence[bytes], report: MeshReport,
+                b: StoreBatch, told: list[Callable[[EngineObserver], object]]) -> None:
         for raw in envelopes:
             try:
                 env = decode_envelope(raw)
@@ -218,11 +243,12 @@ class MeshOps:
                 if exc.code is Code.SIG_INVALID:
                     report.blamed.add(env.header.author)
                 continue
-            if len(self.waiting) < _MAX_WAITING:
-                self.waiting.setdefault((space_id, env.header.author, env.header.seq), env)
-        self._drain(space_id, report)
-        report.waiting = sum(1 for k in self.waiting if k[0] == space_id)
-        return report
+            key = (space_id, env.header.author, env.header.seq)
+            if key in self.waiting:
+                continue  # already waiting: decided with its chain by _drain
+            if not self._settle(space_id, env, report, b, told) and \
+                    len(self.waiting) < _MAX_WAITING:
+                self.waiting[key] = env
 
     def retry(self, space_id: bytes) -> MeshReport:
         """Judge the ops that wait in the space again (a sync fetched registry
@@ -233,43 +259,39 @@ class MeshOps:
         """
         return self.accept(space_id, ())
 
-    def _drain(self, space_id: bytes, report: MeshReport) -> None:
-        # One store transaction for the whole batch (a catch-up brings up to a
-        # thousand ops); the heads it moves are kept in memory meanwhile (a store
-        # need not show a batch its own writes), the application told after it.
-        told: list[Callable[[EngineObserver], object]] = []
-        self._fresh.clear()
-        self._fresh_docs.clear()
-        try:
-            with self.store.batch() as b:
-                self._drain_in(space_id, report, b, told)
-        finally:
-            self._fresh.clear()
-            self._fresh_docs.clear()
-        for call in told:
-            notify(self.observer, call)
+    def _drain(self, space_id: bytes, report: MeshReport, b: StoreBatch,
+               told: list[Callable[[EngineObserver], object]]) -> None:
+        # Per author, only the waiting ops from its chain head on can be decided,
+        # in seq order: stop at the first that still waits (the later ones need
+        # it). So a full waiting room costs one chain-head lookup per author and
+        # per batch, not one per waiting op. Applying an op never unblocks
+        # another author's (registry entries and keys come from elsewhere), so
+        # one pass is enough.
+        by_author: dict[bytes, list[int]] = {}
+        for s, author, seq in self.waiting:
+            if s == space_id:
+                by_author.setdefault(author, []).append(seq)
+        for author, seqs in by_author.items():
+            for seq in sorted(seqs):
+                key = (space_id, author, seq)
+                if not self._settle(space_id, self.waiting[key], report, b, told):
+                    break
+                del self.waiting[key]
 
-    def _drain_in(self, space_id: bytes, report: MeshReport, b: StoreBatch,
-                  told: list[Callable[[EngineObserver], object]]) -> None:
-        progress = True
-        while progress:
-            progress = False
-            for key in sorted(k for k in self.waiting if k[0] == space_id):
-                env = self.waiting[key]
-                try:
-                    done = self._judge(space_id, env, report, b, told)
-                except _Wait as wait:
-                    report.need_registry |= wait.why == "registry"
-                    report.need_keys |= wait.why == "keys"
-                    continue
-                except SddsfError as exc:
-                    report.refused.append((exc.code.value, exc.message))
-                    if exc.code is Code.SIG_INVALID:
-                        report.blamed.add(env.header.author)
-                    done = True
-                if done:
-                    del self.waiting[key]
-                    progress = True
+    def _settle(self, space_id: bytes, env: OpEnvelope, report: MeshReport, b: StoreBatch,
+                told: list[Callable[[EngineObserver], object]]) -> bool:
+        # True: decided (applied, already held, or refused: reported); False: it waits.
+        try:
+            return self._judge(space_id, env, report, b, told)
+        except _Wait as wait:
+            report.need_registry |= wait.why == "registry"
+            report.need_keys |= wait.why == "keys"
+            return False
+        except SddsfError as exc:
+            report.refused.append((exc.code.value, exc.message))
+            if exc.code is Code.SIG_INVALID:
+                report.blamed.add(env.header.author)
+            return True
 
     def _judge(self, space_id: bytes, env: OpEnvelope, report: MeshReport, b: StoreBatch,
                told: list[Callable[[EngineObserver], object]]) -> bool:
