@@ -54,7 +54,13 @@ from sddsf.protocol import registry as reg
 from sddsf.protocol.encoding import encode
 from sddsf.protocol.envelope import OpEnvelope, decode_envelope, open_op
 from sddsf.protocol.payload import Edit, decode_payload
-from sddsf.protocol.rules import ChainHead, EpochWindow, RuleSettings, verify_op
+from sddsf.protocol.rules import (
+    ChainHead,
+    EpochWindow,
+    MemoryChainView,
+    RuleSettings,
+    verify_op,
+)
 
 __all__ = ["MeshOps", "MeshReport", "forget_logged"]
 
@@ -310,7 +316,8 @@ class MeshOps:
         if h.epoch not in keys:
             raise _Wait("keys")
         window = EpochWindow(max(keys), 0, self.keyring.package_seqs(space_id, account))
-        chains = _OneChain(h.author, head)
+        chains = MemoryChainView(heads={h.author: head} if head else {},
+                                 ids={(h.author, head.seq): head.op_id} if head else {})
         verify_op(env, space=space_id, registry=state, epochs=window, chains=chains,
                   now_ms=None, settings=self.rules)
         if h.ts.wall_ms - self.ident.clock() > self.rules.max_skew_ms:
@@ -474,21 +481,6 @@ def forget_logged(store: LocalStore, b: StoreBatch, space_id: bytes,
         raw = store.get("pchain", space_id + h.author)
         if raw is not None and int(as_list(raw)[0]) <= h.seq:
             b.delete("pchain", space_id + h.author)
-
-
-class _OneChain:
-    """The chain view of one author for one op (its held head)."""
-
-    def __init__(self, author: bytes, head: ChainHead | None) -> None:
-        self.author = author
-        self._head = head
-
-    def head(self, author: bytes) -> ChainHead | None:
-        return self._head if author == self.author else None
-
-    def op_id_at(self, author: bytes, seq: int) -> bytes | None:
-        h = self._head
-        return h.op_id if h is not None and author == self.author and h.seq == seq else None
 
 
 def _tell(space_id: bytes, env: OpEnvelope, body: dict[str, Any],
