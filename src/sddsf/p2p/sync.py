@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -93,6 +94,7 @@ class PeerSync:
         self._tasks: list[asyncio.Task[None]] = []
         self._data_version = -1
         self._saved: dict[bytes, bytes] = {}  # the peer rows last stored
+        self._running = False  # between a successful start and stop
         self.node = PeerNode(device.keys.signing.seed, listen=self.settings.listen,
                              mdns=self.settings.mdns, authorize=self._authorize,
                              on_message=self._message, on_request=self._request,
@@ -108,7 +110,11 @@ class PeerSync:
         async with self._using():
             self._refresh_allowed()
             self._reg_told = self.device.engine.reg.state().seq
+            # The rows an earlier run left (one that was killed still calls its
+            # peers connected): the first save replaces them.
+            self._saved = dict(self.device.store.scan("peers"))
         await self.node.start()
+        self._running = True
         await self._follow_topics()
         self._tasks = [asyncio.create_task(self._work()), asyncio.create_task(self._poll())]
         if self.settings.presence:
@@ -117,14 +123,19 @@ class PeerSync:
             await self.dial(addr)
 
     async def stop(self) -> None:
-        """Stop the node and the loops (idempotent)."""
+        """Stop the node and the loops (idempotent). The stored peer rows then say
+        that no peer is connected and that this device listens nowhere."""
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks = []
+        last = self.node.peers()  # as they were until now
         await self.node.stop()
+        if self._running:
+            self._running = False
+            await self._save_peers(last)
 
     async def dial(self, addr: str) -> bytes | None:
         """Connect to a peer by multiaddr (a refused or unreachable one is logged).
@@ -217,12 +228,18 @@ class PeerSync:
                 waited = 0.0
                 self._inbox.put_nowait(("catch_up_all", None))
 
-    async def _save_peers(self) -> None:
+    async def _save_peers(self, peers: list[PeerStatus] | None = None) -> None:
         # What `sddsf peers` shows from another process: the peers and this
         # device's own addresses, in the home's store (only when they changed).
-        rows = {p.device_id: encode([p.peer_id, list(p.addrs), p.connected, p.found_by,
-                                     p.last_seen_ms]) for p in self.node.peers()}
-        rows[b"self"] = encode([self.node.peer_id, self.node.addrs, True, "self", 0])
+        # Once stopped: no peer connected (those that were, seen until now) and
+        # no address (nothing listens there any more).
+        running, now = self._running, time.time_ns() // 1_000_000
+        rows = {p.device_id: encode([
+            p.peer_id, list(p.addrs), p.connected and running, p.found_by,
+            p.last_seen_ms if running or not p.connected else max(now, p.last_seen_ms)])
+            for p in (self.node.peers() if peers is None else peers)}
+        rows[b"self"] = encode([self.node.peer_id, self.node.addrs if running else [],
+                                running, "self", 0])
         if rows == self._saved:
             return
         async with self._using():
