@@ -27,7 +27,7 @@ from typing import Any
 
 import clientkit  # noqa: F401 - puts tests/relay on sys.path for livekit and relaykit
 import pytest
-from livekit import RelayProcess, Relays, free_port, relay_env, write_key_file
+from livekit import RelayProcess, Relays, held_port, relay_env, write_key_file
 from mnemonic import Mnemonic
 
 PASS = "correct horse battery staple"  # noqa: S105 - a test passphrase
@@ -271,46 +271,48 @@ def test_wrong_passphrase_init_twice_and_no_device(relay: RelayProcess,
 
 def test_relay_down_then_back_pushes_the_offline_edits(tmp_path: Path) -> None:
     relays = Relays(tmp_path)
-    try:
-        args, env = relay_args(tmp_path)
-        port = free_port()
-        serve = [*args, "--port", str(port)]
-        relay = relays.start(*serve, env=env, port=port)
-        home, other = tmp_path / "a", tmp_path / "b"
-        phrase = tmp_path / "phrase.txt"
-        ok(home, "init", "--relay", relay.base_url, "--name", "laptop", "--phrase-out",
-           str(phrase), "--insecure-plaintext-key")
-        ok(home, "space", "create", "groceries")
-        ok(home, "put", "groceries", "milk", "2 l")
-        assert ok_json(home, "sync")["pushed"] == 2
+    # The port stays held while the relay is down: refused at once, and free for
+    # no other process (held_port), so the relay comes back on it.
+    with held_port() as port:
+        try:
+            args, env = relay_args(tmp_path)
+            serve = [*args, "--port", str(port)]
+            relay = relays.start(*serve, env=env, port=port)
+            home, other = tmp_path / "a", tmp_path / "b"
+            phrase = tmp_path / "phrase.txt"
+            ok(home, "init", "--relay", relay.base_url, "--name", "laptop", "--phrase-out",
+               str(phrase), "--insecure-plaintext-key")
+            ok(home, "space", "create", "groceries")
+            ok(home, "put", "groceries", "milk", "2 l")
+            assert ok_json(home, "sync")["pushed"] == 2
 
-        relay.stop()
-        assert relay.proc.poll() is not None
-        ok(home, "put", "groceries", "bread", "1")  # offline-first: works without a relay
-        ok(home, "put", "groceries", "milk", "1 l")
-        ls, sync_text, sync_json, status = together(
-            spawn(home, "ls", "groceries", "--json"), spawn(home, "sync"),
-            spawn(home, "sync", "--json"), spawn(home, "status", "--json"))
-        assert json.loads(succeeded(ls)) == {"milk": "1 l", "bread": "1"}
-        for r in (sync_text, sync_json):
-            line = failed(r)
-            assert "cannot reach the relay" in line and "[unavailable]" in line, line
-        assert json.loads(succeeded(status))["pending_ops"] == 2  # kept, not sent
+            relay.stop()
+            assert relay.proc.poll() is not None
+            ok(home, "put", "groceries", "bread", "1")  # offline-first: works without a relay
+            ok(home, "put", "groceries", "milk", "1 l")
+            ls, sync_text, sync_json, status = together(
+                spawn(home, "ls", "groceries", "--json"), spawn(home, "sync"),
+                spawn(home, "sync", "--json"), spawn(home, "status", "--json"))
+            assert json.loads(succeeded(ls)) == {"milk": "1 l", "bread": "1"}
+            for r in (sync_text, sync_json):
+                line = failed(r)
+                assert "cannot reach the relay" in line and "[unavailable]" in line, line
+            assert json.loads(succeeded(status))["pending_ops"] == 2  # kept, not sent
 
-        back = relays.start(*serve, env=env, port=port)  # same port, database and key
-        synced = ok_json(home, "sync")
-        assert synced == {"pushed": 2, "pulled": 2, "applied": 0, "rejected": [],
-                          "snapshots_loaded": 0, "skipped": [], "read_only": False,
-                          "pending": 0}
-        info = ok_json(home, "status")
-        assert info["pending_ops"] == 0
-        assert info["spaces"] == {"groceries": {"verified_log_size": 4}}
+            back = relays.start(*serve, env=env, port=port)  # same port, database and key
+            synced = ok_json(home, "sync")
+            assert synced == {"pushed": 2, "pulled": 2, "applied": 0, "rejected": [],
+                              "snapshots_loaded": 0, "skipped": [], "read_only": False,
+                              "pending": 0}
+            info = ok_json(home, "status")
+            assert info["pending_ops"] == 0
+            assert info["spaces"] == {"groceries": {"verified_log_size": 4}}
 
-        # another home sees the edits made offline (converged through the relay)
-        ok(other, "recover", "--relay", back.base_url, "--phrase-file", str(phrase),
-           "--name", "tablet", passphrase=PASS)
-        assert ok_json(other, "ls", "groceries", passphrase=PASS) == {"milk": "1 l",
-                                                                      "bread": "1"}
-    finally:
-        relays.stop_all()
-    assert all(r.proc.poll() is not None for r in relays.started)
+            # another home sees the edits made offline (converged through the relay)
+            ok(other, "recover", "--relay", back.base_url, "--phrase-file", str(phrase),
+               "--name", "tablet", passphrase=PASS)
+            assert ok_json(other, "ls", "groceries", passphrase=PASS) == {"milk": "1 l",
+                                                                          "bread": "1"}
+        finally:
+            relays.stop_all()
+        assert all(r.proc.poll() is not None for r in relays.started)

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 import test_cli_homes as homes
-from livekit import RelayProcess, Relays, free_port
+from livekit import RelayProcess, Relays, free_port, held_port
 from test_cli_homes import (
     CLI_TIMEOUT_S,
     PASS,
@@ -257,28 +257,31 @@ def test_core_dump_limit_test_sees_the_limit_of_a_child() -> None:
 def test_status_says_when_the_relay_is_unreachable_and_when_it_last_synced(
         tmp_path: Path) -> None:
     relays = Relays(tmp_path)
-    try:
-        args, env = relay_args(tmp_path)
-        port = free_port()
-        up = relays.start(*args, "--port", str(port), env=env, port=port)
-        home = tmp_path / "home"
-        plain_init(home, up.base_url)
-        info = ok_json(home, "status")
-        assert info["relay_reachable"] is True and info["relay_error"] is None
-        assert info["last_sync"] is None
-        ok(home, "sync")
-        synced = ok_json(home, "status")["last_sync"]
-        assert synced.endswith("Z") and "T" in synced, synced
-        up.stop()
-        info = ok_json(home, "status")
-        assert info["relay_reachable"] is False, info
-        assert "cannot reach the relay" in info["relay_error"], info
-        assert "ConnectError" not in info["relay_error"]
-        assert info["last_sync"] == synced
-        text = ok(home, "status")
-        assert "unreachable" in text and f"last successful sync: {synced}" in text, text
-    finally:
-        relays.stop_all()
+    # The test holds the relay's port throughout: once the relay stops, a
+    # connection there is refused at once, and no other process can have taken
+    # the port (one that accepts and never answers reads as "did not answer").
+    with held_port() as port:
+        try:
+            args, env = relay_args(tmp_path)
+            up = relays.start(*args, "--port", str(port), env=env, port=port)
+            home = tmp_path / "home"
+            plain_init(home, up.base_url)
+            info = ok_json(home, "status")
+            assert info["relay_reachable"] is True and info["relay_error"] is None
+            assert info["last_sync"] is None
+            ok(home, "sync")
+            synced = ok_json(home, "status")["last_sync"]
+            assert synced.endswith("Z") and "T" in synced, synced
+            up.stop()
+            info = ok_json(home, "status")
+            assert info["relay_reachable"] is False, info
+            assert "cannot reach the relay" in info["relay_error"], info
+            assert "ConnectError" not in info["relay_error"]
+            assert info["last_sync"] == synced
+            text = ok(home, "status")
+            assert "unreachable" in text and f"last successful sync: {synced}" in text, text
+        finally:
+            relays.stop_all()
 
 
 def test_vault_put_warns_once_when_the_relay_is_down(tmp_path: Path) -> None:

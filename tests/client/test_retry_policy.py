@@ -65,3 +65,35 @@ def test_retry_after_header_forms() -> None:
     now = 1_800_000_000.0
     assert parse_retry_after(formatdate(now + 30, usegmt=True), now=now) == 30.0
     assert parse_retry_after(formatdate(now - 30, usegmt=True), now=now) == 0.0
+
+
+async def test_a_relay_that_refuses_connections_gets_the_policys_tries_not_more() -> None:
+    """An authenticated request to a relay that is down: the session opening and
+    the request are one request's tries, not tries of tries (each opening's own
+    retries inside each retry of the request made 16 connections and about 9 s
+    of waiting, past ``sddsf status``'s 10 s probe under load)."""
+    import httpx
+    from relaykit import World
+
+    from sddsf.client.relay_client import RelayClient
+
+    tried: list[str] = []
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        tried.append(request.url.path)
+        raise httpx.ConnectError("connection refused", request=request)
+
+    world = World()
+    client = RelayClient("http://127.0.0.1:9", device=world.devices[0],
+                         account_id=world.account.account_id,
+                         transport=httpx.MockTransport(refuse))
+    waits = Calls()
+    client.sleep = waits.sleep
+    try:
+        with pytest.raises(UnavailableError, match="cannot reach the relay"):
+            await client.list_spaces()
+    finally:
+        await client.aclose()
+    policy = RetryPolicy()
+    assert tried == ["/v1/auth/challenge"] * policy.attempts, tried
+    assert len(waits.waits) == policy.attempts - 1, waits.waits

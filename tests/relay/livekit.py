@@ -2,6 +2,8 @@
 
 * :class:`Relays`: starts relay subprocesses (free port, own log file, clean
   ``SDDSF_RELAY_*`` environment), waits for ``/healthz`` and always stops them.
+* :func:`held_port`: a port that stays unconnectable (and untaken) after the
+  relay on it stops.
 * :func:`fresh_postgres_database`: a throw-away PostgreSQL database (skip, or
   fail under ``SDDSF_REQUIRE_POSTGRES=1``, when the server is unreachable).
 * WebSocket helpers over the ``websockets`` client library.
@@ -21,7 +23,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -80,6 +82,38 @@ def free_port() -> int:
     with socket.socket() as s:  # nothing free below the range: any port
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def held_port() -> Iterator[int]:
+    """A loopback port below the ephemeral range that this process keeps bound,
+    never listening, until the block ends.
+
+    Nothing listens on it unless a server is started there: a relay binds it as
+    well (servers set ``SO_REUSEADDR``, and this socket has it once bound) and
+    listens.
+    Once that server stops, the port is still held: a connection to it is
+    refused at once, and a port probe such as :func:`free_port` (a plain bind)
+    fails on it, so no other test's server can take it in between. Use it
+    where a test stops a relay and expects "cannot reach the relay".
+    """
+    low = _ephemeral_low()
+    rng = random.Random()
+    for _ in range(200):
+        sock = socket.socket()
+        try:  # a plain bind: nobody else holds the port, not even in TIME_WAIT
+            sock.bind(("127.0.0.1", rng.randrange(max(1024, low - 20_000), low)))
+        except OSError:
+            sock.close()
+            continue
+        # Set after the bind: only a server that sets it too can bind next to it.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            yield int(sock.getsockname()[1])
+        finally:
+            sock.close()
+        return
+    raise AssertionError("no free loopback port below the ephemeral range")
 
 
 def relay_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:

@@ -110,3 +110,24 @@ def test_every_json_option_has_help_and_every_text_parameter_is_checked() -> Non
             stack.extend(command.commands.values())
     assert seen >= 15
     assert TEXT.name == "text"
+
+
+def test_the_client_guide_documents_sync_and_peers() -> None:
+    """docs/client.md names every option of ``sync`` and ``peers``, and its ``--json``
+    table every event that ``sync --watch`` prints."""
+    import inspect
+
+    from sddsf.cli import device_cmds, peer_cmds
+
+    guide = (README.parent / "docs" / "client.md").read_text()
+    for name in ("sync", "peers"):
+        for param in cli.commands[name].params:
+            for opt in getattr(param, "opts", []):
+                assert opt in guide or opt == "--help", f"docs/client.md: {name} {opt}?"
+    row = next(line for line in guide.splitlines() if line.startswith("| `sync --watch` |"))
+    kinds = set()
+    for module in (device_cmds, peer_cmds):  # view.event("kind", ...), say("kind", ...)
+        kinds |= set(re.findall(r'\b(?:event|say)\(\s*"([a-z_]+)"', inspect.getsource(module)))
+    assert {"online", "synced", "peers", "stopped"} <= kinds, kinds
+    for kind in kinds:
+        assert f"`{kind}`" in row, f"docs/client.md: the sync --watch event {kind!r}?"

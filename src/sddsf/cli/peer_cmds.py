@@ -9,16 +9,18 @@ stores its peers in the home, so ``sddsf peers`` in another terminal shows them.
 
 from __future__ import annotations
 
+import logging
+import os
 from typing import Any
 
 import click
 
-from sddsf.cli.output import JSON_HELP, Out, iso_time
+from sddsf.cli.output import JSON_HELP, Out, clean, iso_time
 from sddsf.errors import ConfigError
 from sddsf.protocol.encoding import decode
 
-__all__ = ["MODES", "PeerOptions", "peer_options", "peer_rows", "register", "resolve",
-           "start_peers"]
+__all__ = ["MODES", "PeerOptions", "log_to_stderr", "peer_options", "peer_rows", "register",
+           "resolve", "start_peers"]
 
 #: What ``sync --watch --mode`` accepts (relay stays the default until hybrid has a
 #: longer record).
@@ -40,7 +42,8 @@ def peer_options(f: Any) -> Any:
     """Add ``--mode``, ``--p2p``, ``--listen``, ``--peer`` and ``--no-mdns`` to a command."""
     f = click.option("--no-mdns", "no_mdns", is_flag=True,
                      help="With --mode p2p|hybrid: do not look for peers on the local "
-                          "network (dial --peer addresses only).")(f)
+                          "network by mDNS (--peer addresses are dialled, and in hybrid "
+                          "mode the peers' presence records on the relay).")(f)
     f = click.option("--peer", "peers", multiple=True, metavar="MULTIADDR",
                      help="With --mode p2p|hybrid: a peer to dial, e.g. "
                           "/ip4/192.168.1.7/tcp/4001/p2p/12D3Koo... (repeatable).")(f)
@@ -71,6 +74,41 @@ def resolve(mode: str | None, p2p_flag: bool, listen: tuple[str, ...], peers: tu
     return PeerOptions(chosen, listen, peers, not no_mdns)
 
 
+class _LogLine(logging.Formatter):
+    """A log record as one CLI line, ``warning: MESSAGE`` (``error: ...``): inert
+    text, with the traceback only under SDDSF_DEBUG."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = f"{record.levelname.lower()}: {clean(record.getMessage())}"
+        if record.exc_info and os.environ.get("SDDSF_DEBUG"):
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+def log_to_stderr() -> None:
+    """Show SDDSF's own warnings (``sddsf.*`` loggers) as ``warning: ...`` lines on
+    stderr, and no other library's (every library's under SDDSF_DEBUG).
+
+    libp2p calls the root ``logging.debug()`` when a connection opens, which runs
+    ``logging.basicConfig()`` if the root logger has no handler: every library's
+    warnings were then printed on the watcher's stderr, tracebacks included
+    (zeroconf's about a network interface that is down). With this handler on
+    the root logger that call does nothing.
+
+    Raises:
+        Nothing.
+    """
+    root = logging.getLogger()
+    if any(isinstance(h.formatter, _LogLine) for h in root.handlers):
+        return  # once per process
+    everything = bool(os.environ.get("SDDSF_DEBUG"))
+    handler = logging.StreamHandler()
+    handler.setLevel(logging.WARNING)
+    handler.setFormatter(_LogLine())
+    handler.addFilter(lambda r: everything or r.name == "sddsf" or r.name.startswith("sddsf."))
+    root.addHandler(handler)
+
+
 async def start_peers(device: Any, options: PeerOptions, say: Any,
                       on_applied: Any = None) -> Any:
     """Start the device's peer-to-peer sync.
@@ -82,6 +120,7 @@ async def start_peers(device: Any, options: PeerOptions, say: Any,
         ConfigError: the ``p2p`` extra (libp2p) is not installed.
         UnavailableError: the node could not listen.
     """
+    log_to_stderr()
     try:
         from sddsf.p2p.sync import PeerSync, PeerSyncSettings  # noqa: PLC0415 - optional
     except ImportError as exc:
@@ -122,7 +161,8 @@ def peer_rows(device: Any) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]
 @click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 @click.pass_context
 def peers(ctx: click.Context, as_json: bool) -> None:
-    """Peers found and connected by a running `sync --watch --mode p2p|hybrid`."""
+    """Peers found and connected by `sync --watch --mode p2p|hybrid` (running, or the
+    last one)."""
     from sddsf.cli.device_cmds import _emit, _run, _with_device  # noqa: PLC0415 - no cycle
 
     async def go(d: Any) -> dict[str, Any]:
@@ -140,6 +180,8 @@ def peers(ctx: click.Context, as_json: bool) -> None:
         out.line(f"this device: {me['peer_id']}")
         for addr in me["addrs"]:
             out.line(f"  {addr}")
+        if not me["addrs"]:  # the watcher stopped (it leaves no address behind)
+            out.line("  not listening: its `sync --watch --mode p2p|hybrid` has stopped")
         if not result["peers"]:
             out.line("no peers found yet")
         for p in result["peers"]:

@@ -143,6 +143,11 @@ class RelayClient:
             return await self._send_retrying_session(method, path, body=body, params=params,
                                                      signed=signed, authed=authed,
                                                      headers=headers, key=key)
+        if authed or signed:
+            # The session opening retries its own requests; opened before this
+            # request's tries, a relay that is down gets the policy's tries, not
+            # tries of tries (4 x 4 connections and ~9 s of waiting).
+            await self._session_token()
         return await self.retry.run(attempt, idempotent=idempotent, what=f"{method} {path}",
                                     sleep=self.sleep)
 

@@ -58,6 +58,12 @@ from sddsf.p2p.topics import Topics
 __all__ = ["Sink", "TrioHost"]
 
 _log = logging.getLogger(__name__)
+# libp2p's logger has no handler (unless LIBP2P_DEBUG configures one) and does
+# not propagate, so Python's last-resort handler printed its warnings and errors
+# (one per refused dial of a peer that is away) on the stderr of every program
+# using this module. With a handler of its own they go only where LIBP2P_DEBUG or
+# the application sends them.
+logging.getLogger("libp2p").addHandler(logging.NullHandler())
 
 _STOP_GRACE_S: Final = 3.0
 _ADDR_TTL_S: Final = 3600

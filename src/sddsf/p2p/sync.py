@@ -19,16 +19,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from sddsf.client.engine.mesh import MeshOps, MeshReport
-from sddsf.crypto import random_bytes
 from sddsf.errors import Code, SddsfError
-from sddsf.p2p.discovery import open_record
+from sddsf.p2p.discovery import allowed_devices, discover, topic_of, wanted_topics
 from sddsf.p2p.node import PeerNode, PeerStatus
-from sddsf.protocol import p2p, presence
+from sddsf.protocol import p2p
 from sddsf.protocol.encoding import encode
 from sddsf.protocol.labels import OP_ID, tagged_hash
 
@@ -96,6 +96,7 @@ class PeerSync:
         self._saved: dict[bytes, bytes] = {}  # the peer rows last stored
         #: Addresses dialled (device id once reached): redialled when not connected.
         self._redial: dict[str, bytes | None] = {}
+        self._running = False  # between a successful start and stop
         self.node = PeerNode(device.keys.signing.seed, listen=self.settings.listen,
                              mdns=self.settings.mdns, authorize=self._authorize,
                              on_message=self._message, on_request=self._request,
@@ -111,7 +112,11 @@ class PeerSync:
         async with self._using():
             self._refresh_allowed()
             self._reg_told = self.device.engine.reg.state().seq
+            # The rows an earlier run left (one that was killed still calls its
+            # peers connected): the first save replaces them.
+            self._saved = dict(self.device.store.scan("peers"))
         await self.node.start()
+        self._running = True
         await self._follow_topics()
         self._tasks = [asyncio.create_task(self._work()), asyncio.create_task(self._poll())]
         if self.settings.presence:
@@ -127,7 +132,8 @@ class PeerSync:
         await self.stop()
 
     async def stop(self) -> None:
-        """Stop the node and the loops (idempotent).
+        """Stop the node and the loops (idempotent). The stored peer rows then say
+        that no peer is connected and that this device listens nowhere.
 
         Raises:
             Nothing of its own.
@@ -138,7 +144,11 @@ class PeerSync:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks = []
+        last = self.node.peers()  # as they were until now
         await self.node.stop()
+        if self._running:
+            self._running = False
+            await self._save_peers(last)
 
     async def dial(self, addr: str) -> bytes | None:
         """Connect to a peer by multiaddr (a refused or unreachable one is logged).
@@ -261,12 +271,18 @@ class PeerSync:
                 waited = 0.0
                 self._inbox.put_nowait(("catch_up_all", None))
 
-    async def _save_peers(self) -> None:
+    async def _save_peers(self, peers: list[PeerStatus] | None = None) -> None:
         # What `sddsf peers` shows from another process: the peers and this
         # device's own addresses, in the home's store (only when they changed).
-        rows = {p.device_id: encode([p.peer_id, list(p.addrs), p.connected, p.found_by,
-                                     p.last_seen_ms]) for p in self.node.peers()}
-        rows[b"self"] = encode([self.node.peer_id, self.node.addrs, True, "self", 0])
+        # Once stopped: no peer connected (those that were, seen until now) and
+        # no address (nothing listens there any more).
+        running, now = self._running, time.time_ns() // 1_000_000
+        rows = {p.device_id: encode([
+            p.peer_id, list(p.addrs), p.connected and running, p.found_by,
+            p.last_seen_ms if running or not p.connected else max(now, p.last_seen_ms)])
+            for p in (self.node.peers() if peers is None else peers)}
+        rows[b"self"] = encode([self.node.peer_id, self.node.addrs if running else [],
+                                running, "self", 0])
         if rows == self._saved:
             return
         async with self._using():
@@ -298,24 +314,8 @@ class PeerSync:
         Raises:
             UnavailableError: the relay cannot be reached.
         """
-        transport = self.device.transport
-        now = self.device.clock()
-        found: dict[bytes, list[str]] = {}
-        for space_id, _ in self.device.synced_spaces():
-            async with self._using():
-                keys = self.device.engine.keyring.keys_cached(space_id)
-                if not keys:
-                    continue
-                epoch = max(keys)
-                record = presence.seal_presence(
-                    self.device.keys, space=space_id, epoch=epoch, epoch_key=keys[epoch],
-                    peer=self.node.peer_id, addrs=tuple(self.node.addrs[:16]), now_ms=now,
-                    ttl_ms=int(self.settings.presence_ttl_s * 1000), nonce=random_bytes(24))
-            await transport.put_presence(space_id, record)
-            for raw in await transport.presence(space_id):
-                seen = open_record(self.device, space_id, raw, keys, now)
-                if seen is not None:
-                    found[seen[0]] = seen[1]
+        found = await discover(self.device, self.node, self._using,
+                               int(self.settings.presence_ttl_s * 1000))
         connected = {p.device_id for p in self.node.peers() if p.connected}
         dialled = 0
         for device_id, addrs in found.items():
@@ -343,9 +343,9 @@ class PeerSync:
         async with self._using():
             self.device.engine.outbox.flush()
             self._refresh_allowed()
-            changed_topics = self._topics != self._wanted_topics()
+            changed_topics = self._topics != wanted_topics(self.device)
             for space_id, _ in self.device.synced_spaces():
-                topic = self._topic_of(space_id)
+                topic = topic_of(self.device, space_id)
                 if topic is None:
                     continue
                 for raw in self.mesh.outgoing(space_id):
@@ -465,20 +465,9 @@ class PeerSync:
         return first, entries
 
     def _refresh_allowed(self) -> None:
-        allowed: set[bytes] = set()
-        own = self.device.engine.reg.state()
-        allowed.update(r.device_id for r in own.active_devices())
-        members = self.device.engine.members
-        for space_id, _ in self.device.synced_spaces():
-            if not members.shared(space_id):
-                continue
-            for account in members.current(space_id).state.members:
-                state = members.registry_of(account)
-                if state is not None:
-                    allowed.update(r.device_id for r in state.active_devices())
-        allowed.discard(self.device.device_id)
+        allowed = allowed_devices(self.device)
         revoked = self._allowed - allowed
-        self._allowed = frozenset(allowed)
+        self._allowed = allowed
         for device_id in revoked:
             self._inbox.put_nowait(("cut", device_id))
 
@@ -488,26 +477,9 @@ class PeerSync:
                 await self.node.disconnect(status.device_id)
 
     # ---------------------------------------------------------------- topics
-    def _topic_of(self, space_id: bytes) -> str | None:
-        keys = self.device.engine.keyring.keys_cached(space_id)
-        if not keys:
-            return None
-        epoch = max(keys)
-        return p2p.space_topic(space_id, epoch, keys[epoch])
-
-    def _wanted_topics(self) -> dict[str, bytes]:
-        # The newest epoch's topic of every space (publish there), and the one
-        # before (a peer that has not seen the rotation yet still publishes there).
-        wanted: dict[str, bytes] = {}
-        for space_id, _ in self.device.synced_spaces():
-            keys = self.device.engine.keyring.keys_cached(space_id)
-            for epoch in sorted(keys)[-2:]:
-                wanted[p2p.space_topic(space_id, epoch, keys[epoch])] = space_id
-        return wanted
-
     async def _follow_topics(self) -> None:
         async with self._using():
-            wanted = self._wanted_topics()
+            wanted = wanted_topics(self.device)
         for topic in set(self._topics) - set(wanted):
             await self.node.unsubscribe(topic)
         for topic in set(wanted) - set(self._topics):
