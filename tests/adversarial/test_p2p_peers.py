@@ -30,6 +30,7 @@ import pycrdt
 import pytest
 from clientkit import InProcessRelay, sqlite_relay
 
+from p2pkit import devices, text, until
 from sddsf.client.device import Device
 from sddsf.client.engine import mesh as mesh_module
 from sddsf.client.events import RemoteChange
@@ -58,26 +59,12 @@ async def relay(tmp_path: Path) -> AsyncIterator[InProcessRelay]:
 
 
 # ---------------------------------------------------------------- helpers
-def text(dev: Device, space: bytes) -> str:
-    return str(dev.doc(space, "t").get("t", type=pycrdt.Text))
-
-
 def edit(dev: Device, space: bytes, s: str) -> bytes:
     """Append ``s`` and seal it: the new op's envelope (not sent anywhere)."""
     t = dev.doc(space, "t").get("t", type=pycrdt.Text)
     t.insert(len(str(t)), s)
     dev.flush()
     return dev.engine.mesh.outgoing(space)[-1]
-
-
-async def devices(relay: InProcessRelay, tmp_path: Path, *names: str
-                  ) -> tuple[list[Device], bytes]:
-    first, _ = await relay.new_account(tmp_path / names[0], names[0])
-    space = await first.create_space("notes")
-    others = [await relay.add(first, tmp_path / n, n) for n in names[1:]]
-    for dev in (first, *others, first, *others):
-        await dev.sync()  # everyone holds the registry and the newest key
-    return [first, *others], space
 
 
 async def close(*devs: Device) -> None:
@@ -420,14 +407,6 @@ class Attacker:
 
 def gossip_op(raw: bytes) -> bytes:
     return p2p.encode_gossip(p2p.Gossip(p2p.GossipKind.OP, (raw,)))
-
-
-async def until(check: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out")
-        await asyncio.sleep(0.05)
 
 
 async def serve(dev: Device) -> PeerSync:

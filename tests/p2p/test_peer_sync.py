@@ -9,7 +9,7 @@ import asyncio
 import dataclasses
 import os
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pycrdt
@@ -19,6 +19,7 @@ if os.environ.get("SDDSF_REQUIRE_P2P") != "1":
     pytest.importorskip("libp2p", reason="peer-to-peer sync needs the p2p extra (libp2p)")
 
 from client.clientkit import InProcessRelay, sqlite_relay
+from p2pkit import devices, text, until
 from relay.livekit import free_port
 from sddsf.client.device import Device
 from sddsf.client.runner import RunnerSettings
@@ -36,31 +37,9 @@ async def relay(tmp_path: Path) -> AsyncIterator[InProcessRelay]:
         yield r
 
 
-def text(dev: Device, space: bytes) -> str:
-    return str(dev.doc(space, "t").get("t", type=pycrdt.Text))
-
-
 def append(dev: Device, space: bytes, s: str) -> None:
     t = dev.doc(space, "t").get("t", type=pycrdt.Text)
     t.insert(len(str(t)), s)
-
-
-async def until(check: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out")
-        await asyncio.sleep(0.05)
-
-
-async def devices(relay: InProcessRelay, tmp_path: Path, *names: str
-                  ) -> tuple[list[Device], bytes]:
-    first, _ = await relay.new_account(tmp_path / names[0], names[0])
-    space = await first.create_space("notes")
-    others = [await relay.add(first, tmp_path / n, n) for n in names[1:]]
-    for dev in (first, *others, first, *others):
-        await dev.sync()  # everyone holds the registry and the newest key
-    return [first, *others], space
 
 
 async def start(dev: Device, *bootstrap: str) -> PeerSync:
