@@ -877,7 +877,8 @@ def _say_trace(rows: list[dict[str, Any]]) -> None:
               f"after the last edit, {r['first_edit_to_converged_s']:.2f} s in all = "
               f"{r['edits_per_s']:.0f} edits/s; texts equal"
               + (f"; gossip dropped by A: {r['a_peer_stats']['gossip_dropped']}, B's catch-ups: "
-                 f"{r['b_peer_stats']['catch_ups']}" if r["a_peer_stats"] else ""), flush=True)
+                 f"{r['b_peer_stats']['catch_ups']}" if "gossip_dropped" in r["a_peer_stats"]
+                 else ""), flush=True)
 
 
 def _say_initial(rows: list[dict[str, Any]]) -> None:
