@@ -4,7 +4,7 @@ against the relay, with real processes (results go to docs/performance.md).
 Needs root (it builds a :class:`sddsf.testing.netns.NetLab`: namespaces on a
 bridge, deleted at the end) and the ``p2p`` extra. The relay is a real ``sddsf
 relay serve`` process (SQLite; rate limits lifted, the per-IP one included: a
-runner without debounce makes about 20 syncs a second of about 3.7 requests
+runner without debounce makes up to 15 syncs a second of about 3.7 requests
 each) in the root namespace, listening on the bridge's address. Each device
 runs as a small driver process of this script (``--driver ROLE``) inside its
 namespace, using the library (``Device.open``, ``Runner``, ``PeerSync``):
