@@ -64,7 +64,7 @@ def edit(dev: Device, space: bytes, s: str) -> bytes:
     t = dev.doc(space, "t").get("t", type=pycrdt.Text)
     t.insert(len(str(t)), s)
     dev.flush()
-    return dev.engine.mesh.outgoing(space)[-1]
+    return dev.engine.mesh.outgoing(space)[-1][1]
 
 
 async def close(*devs: Device) -> None:

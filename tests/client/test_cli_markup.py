@@ -27,6 +27,7 @@ from test_cli_homes import cli_env, ok, ok_json, spawn, succeeded
 
 from sddsf.cli import cli
 from sddsf.client.device import Device
+from sddsf.protocol.encoding import encode
 
 relay = homes.relay  # the module's relay-process fixture
 
@@ -57,6 +58,7 @@ COVERED: dict[str, list[tuple[str, ...]]] = {
     "vault alerts": [()],
     "account fingerprint": [()],
     "space members": [(SPACE,)],
+    "peers": [()],
 }
 # Commands that print no data of the account, or are run by the setup below.
 EXEMPT = {
@@ -114,6 +116,20 @@ async def add_hostile_device(home: Path, url_home: Path) -> None:
         await laptop.close()
 
 
+async def add_peer_rows(home: Path) -> None:
+    """Peer rows as a watcher stores them: the hostile device seen by mDNS."""
+    laptop = Device.open(home, passphrase=None)
+    try:
+        other = next(r for r in laptop.registry().active_devices()
+                     if r.device_id != laptop.device_id)
+        fake = "12D3KooWFakeFakeFake"
+        laptop.store.put("peers", other.device_id, encode(
+            [fake, [f"/ip4/127.0.0.1/tcp/1/p2p/{fake}"], True, "mdns", 1_700_000_000_000]))
+        laptop.store.put("peers", b"self", encode(["12D3KooWSelf", [], False, "self", 0]))
+    finally:
+        await laptop.close()
+
+
 def run_vault_put(home: Path) -> None:
     done = subprocess.run([sys.executable, "-m", "sddsf", "--home", str(home), "vault", "put",
                            ITEM, "--kind", "password"], input=VALUE + "\n", text=True,
@@ -132,6 +148,7 @@ def hostile_home(relay: RelayProcess, tmp_path_factory: pytest.TempPathFactory) 
     ok(home, "sync")
     asyncio.run(add_hostile_device(work / "phone", home))
     run_vault_put(home)
+    asyncio.run(add_peer_rows(home))
     ok(home, "device", "policy", "--approvals", "2")
     other = next(d for d in ok_json(home, "device", "list") if not d["this_device"])
     assert other["name"] == OTHER
@@ -185,6 +202,7 @@ def check_text_output(path: str, out: str) -> None:
         "device list": [DEVICE, "\\x1b[2J\\x1b[31mphone[/]\\ndevice laptop"],
         "vault list": [ITEM], "vault history": [], "vault get": [VALUE],
         "audit": [DEVICE], "device pending": [DEVICE], "space members": [SPACE],
+        "peers": ["\\x1b[2J\\x1b[31mphone[/]\\ndevice laptop"],
     }.get(path, [])
     for text in expected:
         assert text in out, (path, text, out)

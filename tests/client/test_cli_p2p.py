@@ -195,7 +195,7 @@ def check_listening(event: dict[str, Any]) -> None:
     """A ``peers`` event of a watcher listening on loopback only."""
     assert event["addrs"], event
     for addr in event["addrs"]:
-        assert re.fullmatch(r"/ip4/127\.0\.0\.1/tcp/\d+/p2p/" + event["peer_id"], addr), addr
+        assert re.fullmatch(r"/ip4/127\.0\.0\.1/tcp/\d+/p2p/" + event["peer"], addr), addr
 
 
 def check_row(row: dict[str, Any] | None, name: str, dev_id: str, peer: dict[str, Any],
@@ -204,19 +204,19 @@ def check_row(row: dict[str, Any] | None, name: str, dev_id: str, peer: dict[str
     printed ``peer`` (its ``peers`` event)."""
     assert row is not None, (name, "not connected")
     assert row["device"] == name and row["device_id"] == dev_id, row
-    assert row["peer_id"] == peer["peer_id"], row
+    assert row["peer"] == peer["peer"], row
     assert row["connected"] is True and row["active"] is True, row
     assert row["found_by"] in found_by, row
     assert row["transport"] == TRANSPORT, row
     assert ISO_UTC.match(row["last_seen"] or ""), row
-    assert set(row) == {"device", "device_id", "peer_id", "addrs", "connected", "found_by",
+    assert set(row) == {"device", "device_id", "peer", "addrs", "connected", "found_by",
                         "transport", "active", "last_seen"}, row
 
 
 def check_peers_text(home: Path, me: dict[str, Any], other: str, other_id: str) -> None:
     """The text form of ``sddsf peers`` while ``other`` is connected."""
     lines = ok(home, "peers").splitlines()
-    assert lines[0] == f"this device: {me['peer_id']}", lines
+    assert lines[0] == f"this device: {me['peer']}", lines
     assert [ln.strip() for ln in lines[1:1 + len(me["addrs"])]] == me["addrs"], lines
     rows = [ln for ln in lines if ln.startswith(f"{other} ({other_id[:12]}): ")]
     assert len(rows) == 1, lines
@@ -231,14 +231,14 @@ def check_stopped(home: Path, me: dict[str, Any], was: dict[str, Any] | None, ot
     until then and no longer connected; this device listening nowhere."""
     assert was is not None
     after = peers_json(home)
-    assert after["self"] == {"peer_id": me["peer_id"], "addrs": []}, after
+    assert after["self"] == {"peer": me["peer"], "addrs": []}, after
     (row,) = after["peers"]
-    same = ("device", "device_id", "peer_id", "found_by", "transport", "active")
+    same = ("device", "device_id", "peer", "found_by", "transport", "active")
     assert row["connected"] is False, row
     assert {k: row[k] for k in same} == {k: was[k] for k in same}, (row, was)
     assert ISO_UTC.match(row["last_seen"]) and row["last_seen"] >= was["last_seen"], row
     lines = ok(home, "peers").splitlines()
-    assert lines[0] == f"this device: {me['peer_id']}", lines
+    assert lines[0] == f"this device: {me['peer']}", lines
     assert "not listening" in lines[1], lines
     assert lines[2].startswith(f"{other} ({other_id[:12]}): seen, found by "
                                f"{row['found_by']}, {TRANSPORT}, last seen "), lines
@@ -269,7 +269,7 @@ def test_two_homes_on_loopback_find_each_other_by_mdns_and_sync(
         check_row(rows[phone], "laptop", ids[laptop], me[laptop], {"mdns", "inbound"})
         assert "mdns" in {r["found_by"] for r in rows.values() if r}, rows
         for h in (laptop, phone):
-            assert peers_json(h)["self"] == {"peer_id": me[h]["peer_id"],
+            assert peers_json(h)["self"] == {"peer": me[h]["peer"],
                                              "addrs": me[h]["addrs"]}
         check_peers_text(laptop, me[laptop], "phone", ids[phone])
         check_peers_text(phone, me[phone], "laptop", ids[laptop])
@@ -308,7 +308,7 @@ def test_no_mdns_dials_the_address_the_other_watcher_printed(
         # `sddsf peers --json` in the same home shows the addresses the watcher printed.
         until(lambda: peers_json(laptop)["self"] is not None, "the laptop's own addresses")
         shown = peers_json(laptop)["self"]
-        assert shown == {"peer_id": printed["peer_id"], "addrs": printed["addrs"]}
+        assert shown == {"peer": printed["peer"], "addrs": printed["addrs"]}
         assert peers_json(laptop)["peers"] == []  # nobody to hear: mDNS is off
         second = Watcher(phone, "--p2p", "--no-mdns", "--listen", LOOPBACK,
                          "--peer", shown["addrs"][0])
@@ -336,7 +336,7 @@ def test_no_mdns_dials_the_address_the_other_watcher_printed(
         third = Watcher(phone, "--p2p", "--no-mdns", "--listen", LOOPBACK)
         watchers[1] = third
         again = third.listening()
-        until(lambda: peers_json(phone)["self"] == {"peer_id": again["peer_id"],
+        until(lambda: peers_json(phone)["self"] == {"peer": again["peer"],
                                                      "addrs": again["addrs"]},
               "the phone's new addresses")
         assert not [p for p in peers_json(phone)["peers"] if p["connected"]], peers_json(phone)

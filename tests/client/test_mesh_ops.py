@@ -40,7 +40,7 @@ async def test_ops_from_a_peer_apply_in_chain_order(relay: InProcessRelay,
     laptop, phone, space = await pair(relay, tmp_path)
     edit(laptop, space, "a")
     edit(laptop, space, "b")
-    first, second = laptop.engine.mesh.outgoing(space)
+    first, second = [raw for _, raw in laptop.engine.mesh.outgoing(space)]
     report = phone.engine.mesh.accept(space, [second])
     assert (report.applied, report.waiting) == (0, 1)  # seq n+1 waits for seq n
     assert text(phone, space) == ""
@@ -63,7 +63,7 @@ async def test_forged_and_foreign_ops_are_refused(relay: InProcessRelay,
                                                   tmp_path: Path) -> None:
     laptop, phone, space = await pair(relay, tmp_path)
     edit(laptop, space, "x")
-    (raw,) = laptop.engine.mesh.outgoing(space)
+    ((_, raw),) = laptop.engine.mesh.outgoing(space)
     forged = raw[:-1] + bytes([raw[-1] ^ 1])  # the signature's last byte
     report = phone.engine.mesh.accept(space, [forged])
     assert [c for c, _ in report.refused] == [Code.SIG_INVALID.value]
@@ -72,7 +72,7 @@ async def test_forged_and_foreign_ops_are_refused(relay: InProcessRelay,
     other, _ = await relay.new_account(tmp_path / "other", "other")
     own_space = await other.create_space("mine")
     edit(other, own_space, "intruder")
-    alien = other.engine.mesh.outgoing(own_space)[-1]
+    alien = other.engine.mesh.outgoing(own_space)[-1][1]
     report = phone.engine.mesh.accept(space, [alien])
     assert [c for c, _ in report.refused] == [Code.WRONG_CONTEXT.value]
     # Signed by that device for this space (it guessed the id; it holds no key).
@@ -119,7 +119,7 @@ async def test_a_peer_carries_ops_to_the_relay(relay: InProcessRelay,
     tablet = await relay.add(laptop, tmp_path / "tablet", "tablet")
     await tablet.sync()
     edit(laptop, space, "written offline")  # the laptop never reaches the relay again
-    phone.engine.mesh.accept(space, laptop.engine.mesh.outgoing(space))
+    phone.engine.mesh.accept(space, [r for _, r in laptop.engine.mesh.outgoing(space)])
     report = await phone.sync()
     assert report.carried == 1
     await tablet.sync()

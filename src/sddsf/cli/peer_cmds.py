@@ -133,7 +133,7 @@ async def start_peers(device: Any, options: PeerOptions, say: Any,
                          on_applied=on_applied)
     await peer_sync.start()
     say("peers", "listening for peers at " + ", ".join(peer_sync.addrs),
-        addrs=peer_sync.addrs, peer_id=peer_sync.node.peer_id)
+        addrs=peer_sync.addrs, peer=peer_sync.node.peer_id)
     return peer_sync
 
 
@@ -146,11 +146,11 @@ def peer_rows(device: Any) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]
         row: list[Any] = decode(raw)  # type: ignore[assignment]  # (this device's own row)
         peer_id, addrs, connected, found_by, last_seen = row
         if key == b"self":
-            me = {"peer_id": peer_id, "addrs": list(addrs)}
+            me = {"peer": peer_id, "addrs": list(addrs)}
             continue
         rec = state.device(key)
         rows.append({"device": rec.name if rec else None, "device_id": key.hex(),
-                     "peer_id": peer_id, "addrs": list(addrs), "connected": connected,
+                     "peer": peer_id, "addrs": list(addrs), "connected": connected,
                      "found_by": found_by, "transport": "libp2p (tcp, noise, yamux)",
                      "active": state.is_active(key),
                      "last_seen": iso_time(last_seen) if last_seen else None})
@@ -177,7 +177,7 @@ def peers(ctx: click.Context, as_json: bool) -> None:
             out.line("no peer-to-peer sync has run on this device: start "
                      "`sddsf sync --watch --mode hybrid` (or --mode p2p)")
             return
-        out.line(f"this device: {me['peer_id']}")
+        out.line(f"this device: {me['peer']}")
         for addr in me["addrs"]:
             out.line(f"  {addr}")
         if not me["addrs"]:  # the watcher stopped (it leaves no address behind)

@@ -30,7 +30,6 @@ from sddsf.p2p.discovery import allowed_devices, discover, topic_of, wanted_topi
 from sddsf.p2p.node import PeerNode, PeerStatus
 from sddsf.protocol import p2p
 from sddsf.protocol.encoding import encode
-from sddsf.protocol.labels import OP_ID, tagged_hash
 
 __all__ = ["PeerSync", "PeerSyncSettings", "PeerSyncStats"]
 
@@ -88,7 +87,8 @@ class PeerSync:
         self.mesh: MeshOps = device.engine.mesh
         self._allowed: frozenset[bytes] = frozenset()
         self._topics: dict[str, bytes] = {}  # topic -> space
-        self._published: set[bytes] = set()  # op ids of own ops published
+        self._sent_seq: dict[bytes, int] = {}  # per space: the last own seq published
+        self._edits_due = False  # an "edits" item waits in the inbox
         self._reg_told = -1  # the registry seq announced to peers
         self._inbox: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
@@ -187,7 +187,14 @@ class PeerSync:
         Raises:
             Nothing of its own.
         """
-        self._inbox.put_nowait(("edits", None))
+        self._edits()
+
+    def _edits(self) -> None:
+        # One "edits" item at a time in the inbox: a burst of edits is published
+        # by one pass, not one pass each.
+        if not self._edits_due:
+            self._edits_due = True
+            self._inbox.put_nowait(("edits", None))
 
     def peers(self) -> list[PeerStatus]:
         """Peers discovered or connected.
@@ -246,6 +253,7 @@ class PeerSync:
         elif kind == "peer":
             await self.catch_up(item)
         elif kind == "edits":
+            self._edits_due = False
             await self.publish_pending()
         elif kind == "cut":
             await self.node.disconnect(item)
@@ -265,7 +273,7 @@ class PeerSync:
             version = self.device.store.data_version()
             if version != self._data_version or any(self.device.engine.docs.buffers.values()):
                 self._data_version = version
-                self._inbox.put_nowait(("edits", None))
+                self._edits()
             await self._save_peers()
             if waited >= self.settings.catch_up_s:
                 waited = 0.0
@@ -348,17 +356,21 @@ class PeerSync:
                 topic = topic_of(self.device, space_id)
                 if topic is None:
                     continue
-                for raw in self.mesh.outgoing(space_id):
-                    op_id = _op_id(raw)
-                    if op_id not in self._published:
-                        out.append((topic, op_id, raw))
+                # Only ops sealed since the last publication are read (a device
+                # with no relay keeps every op pending); a chain head that moved
+                # back (ops sealed again) is published again from there.
+                last = self.device.engine.outbox.head(space_id)[0] - 1
+                sent = min(self._sent_seq.get(space_id, 0), last)
+                for seq, raw in self.mesh.outgoing(space_id, after=sent):
+                    out.append((topic, space_id, raw))
+                    sent = seq
+                self._sent_seq[space_id] = sent
             registry = self._registry_news()
         if changed_topics:
             await self._follow_topics()
-        for topic, op_id, raw in out:
+        for topic, _, raw in out:
             await self.node.publish(topic, p2p.encode_gossip(p2p.Gossip(p2p.GossipKind.OP,
                                                                         (raw,))))
-            self._published.add(op_id)
             self.stats.published += 1
         if registry is not None:
             first, entries = registry
@@ -485,7 +497,3 @@ class PeerSync:
         for topic in set(wanted) - set(self._topics):
             await self.node.subscribe(topic)
         self._topics = wanted
-
-
-def _op_id(raw: bytes) -> bytes:
-    return tagged_hash(OP_ID, raw)

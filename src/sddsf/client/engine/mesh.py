@@ -187,9 +187,11 @@ class MeshOps:
                     if int.from_bytes(k[16:], "big") > req.epoch][:1024]
         return p2p.CatchUpResponse(tuple(ops), more, tuple(registry), tuple(packages))
 
-    def outgoing(self, space_id: bytes) -> list[bytes]:
-        """This device's ops not in the log yet (pending), in seq order."""
-        return [v for _, v in self.store.scan("pending", space_id)]
+    def outgoing(self, space_id: bytes, after: int = 0) -> list[tuple[int, bytes]]:
+        """This device's ops not in the log yet (pending) with a seq above
+        ``after``, as ``(seq, envelope)`` in seq order."""
+        return [(int.from_bytes(k[16:], "big"), v)
+                for k, v in self.store.scan("pending", space_id, start=space_id + u64(after + 1))]
 
     def carried(self, space_id: bytes) -> list[bytes]:
         """Other devices' ops learnt from peers and not seen in the log yet, by
