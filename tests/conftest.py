@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import signal
 
+import pytest
 from hypothesis import HealthCheck, settings
 
 settings.register_profile(
@@ -25,3 +26,18 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.ge
 # own handler would be lost.
 if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+# Under pytest-xdist (the README's test command runs two workers), tests that
+# run libp2p nodes on loopback share one worker, one after another: their mDNS
+# announcements reach every process on the machine, so two such tests at once
+# would see (and refuse) each other's peers and measure each other's load.
+_ONE_WORKER_GROUPS = {"p2p": ("p2p",)}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        name = item.path.name
+        for group, words in _ONE_WORKER_GROUPS.items():
+            if any(word in name or word in item.path.parent.name for word in words):
+                item.add_marker(pytest.mark.xdist_group(group))
