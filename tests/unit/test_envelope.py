@@ -101,6 +101,23 @@ def test_signature_verifies_under_author_key_only() -> None:
     assert info.value.code is Code.SIG_INVALID
 
 
+def test_a_verified_signature_is_remembered_per_key_and_never_across_envelopes() -> None:
+    # The memo that spares a second check (ops from peers are checked before
+    # they wait and again when judged) must not turn into an acceptance: a
+    # success under D1's key says nothing about D2's key, nor about an envelope
+    # built from this one with other bytes.
+    env = decode_envelope(make_op(D1))
+    env.verify_signature(D1.signing.public)
+    env.verify_signature(D1.signing.public)
+    with pytest.raises(SignatureError):
+        env.verify_signature(D2.signing.public)
+    other = seal_op(D1, FULL_HEADER, b"other", EPOCH_KEY)
+    forged = replace(env, ciphertext=other.ciphertext)
+    with pytest.raises(SignatureError):
+        forged.verify_signature(D1.signing.public)
+    assert forged == replace(forged) and env != forged
+
+
 def test_ciphertext_does_not_contain_plaintext() -> None:
     env = decode_envelope(make_op(D1, plaintext=b"secret-password-123"))
     assert b"secret-password-123" not in env.raw

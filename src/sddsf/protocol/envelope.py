@@ -127,6 +127,12 @@ class OpEnvelope:
     signature: bytes
     raw: bytes
     op_id: bytes = field(default=b"", compare=False)
+    # The author keys this envelope's signature verified under. Its bytes never
+    # change, so a signature that verified once verifies again: a device that
+    # checks an op before it waits and again when it is judged (ops from peers)
+    # pays for one check.
+    _verified_under: list[bytes] = field(default_factory=list, init=False, compare=False,
+                                         repr=False)
 
     def signed_message(self) -> bytes:
         """The bytes the author's signature covers."""
@@ -139,7 +145,10 @@ class OpEnvelope:
         Raises:
             SignatureError: the signature does not verify under ``author_key``.
         """
+        if author_key.raw in self._verified_under:
+            return
         author_key.verify(self.signed_message(), self.signature)
+        self._verified_under.append(author_key.raw)
 
 
 def derive_doc_key(epoch_key: bytes, space: bytes, doc: bytes, epoch: int) -> bytes:
