@@ -4,6 +4,7 @@ their Google-style docstrings (scripts/api_reference.py)."""
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 import sys
 import textwrap
@@ -31,7 +32,17 @@ def test_checked_modules_have_complete_docstrings(api_reference: ModuleType) -> 
     # Every public module is held to the rules, the device facade and the
     # transport contract included.
     assert set(checked) == set(api_reference.PUBLIC_MODULES)
-    assert api_reference.check_docstrings(checked) == []
+    assert api_reference.check_docstrings(_importable(checked)) == []
+
+
+def _importable(modules: tuple[str, ...]) -> list[str]:
+    # The p2p extra (libp2p, trio) cannot be installed at the floors of the
+    # minimum-versions run (.ci/run says why), which sets SDDSF_REQUIRE_P2P=0:
+    # there the peer-to-peer modules are left out. Everywhere else, and always
+    # under SDDSF_REQUIRE_P2P=1, every checked module is imported and checked.
+    if os.environ.get("SDDSF_REQUIRE_P2P") == "1" or importlib.util.find_spec("libp2p"):
+        return list(modules)
+    return [m for m in modules if not m.startswith("sddsf.p2p.")]
 
 
 def test_public_modules_come_in_reading_order(api_reference: ModuleType) -> None:
