@@ -42,6 +42,15 @@ const RUNNERS = new Set(["envelope.json", "registry.json", "key_package.json", "
 const COUNTS: Record<string, number> = { "envelope.json": 22, "registry.json": 13, "key_package.json": 9,
   "tree_head.json": 4, "snapshot.json": 24, "payload.json": 18, "snapshot_chunked.json": 13, "snapshot_attestation.json": 9,
   "membership.json": 29, "key_package_v3.json": 26 };
+/**
+ * Vector files of protocols this library does not speak, each with the reason.
+ * presence.json: presence records (protocol.md 23.5) exist only for peer-to-peer
+ * sync over libp2p, which a browser device does not run; it never seals, fetches
+ * or opens one. A browser peer would need a runner here first.
+ */
+const NOT_SPOKEN: Record<string, string> = {
+  "presence.json": "presence records serve peer-to-peer sync, which the browser does not run",
+};
 const load = (name: string): Json => loadJson(join(OWN_VECTORS, name));
 
 function registryOf(ctx: Json): RegistryState {
@@ -55,10 +64,10 @@ before(ready);
 test("every vector file has a runner", () => {
   const files = readdirSync(OWN_VECTORS).filter((f) => f.endsWith(".json")).sort();
   assert.ok(files.length > 0, "no vector files found");
-  const unknown = files.filter((f) => !RUNNERS.has(f));
+  const unknown = files.filter((f) => !RUNNERS.has(f) && !(f in NOT_SPOKEN));
   assert.deepEqual(unknown, [], `vector files without a TypeScript runner: ${unknown.join(", ")}`);
-  assert.deepEqual(files, [...RUNNERS].sort());
-  for (const f of files) {
+  assert.deepEqual(files, [...RUNNERS, ...Object.keys(NOT_SPOKEN)].sort());
+  for (const f of files.filter((name) => RUNNERS.has(name))) {
     const d = load(f);
     assert.equal(d.valid.length + d.invalid.length, COUNTS[f], `${f}: every case is run`);
   }
