@@ -32,12 +32,7 @@ if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
 # run libp2p nodes on loopback share one worker, one after another: their mDNS
 # announcements reach every process on the machine, so two such tests at once
 # would see (and refuse) each other's peers and measure each other's load.
-_ONE_WORKER_GROUPS = {"p2p": ("p2p",)}
-
-
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        name = item.path.name
-        for group, words in _ONE_WORKER_GROUPS.items():
-            if any(word in name or word in item.path.parent.name for word in words):
-                item.add_marker(pytest.mark.xdist_group(group))
+        if "p2p" in item.path.name or item.path.parent.name == "p2p":
+            item.add_marker(pytest.mark.xdist_group("p2p"))
