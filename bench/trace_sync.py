@@ -10,6 +10,13 @@ op (what the background runner's debounce window does for a fast typist); A
 syncs every ``--sync-every`` ops; at the end device B (another home) syncs,
 verifying everything, and its text must equal the trace's ``endContent``.
 
+``--debounce-ms MS`` replaces the fixed edit count by the background runner's
+own policy (``RunnerSettings.debounce_s``, 250 ms by default): once MS
+milliseconds have passed since the window's first edit, A syncs (a sync
+flushes first, so each window becomes one op). The runner syncs on its own
+task while typing goes on; here the sync blocks the typing, so the figure is
+an upper bound on what the runner costs.
+
 Any trace in the editing-traces format replays (``--trace``): its positions
 count Unicode code points, pycrdt's ``Text`` offsets count UTF-8 bytes, and the
 loader converts (before the clock starts). Both texts must end on the trace's
@@ -17,7 +24,7 @@ loader converts (before the clock starts). Both texts must end on the trace's
 
 Usage:
     python bench/trace_sync.py [--trace PATH.json.gz] [--edits N] [--debounce 100]
-                               [--sync-every 200]
+                               [--sync-every 200] [--debounce-ms 250]
 """
 
 from __future__ import annotations
@@ -128,7 +135,7 @@ async def two_devices(url: str, work: Path) -> tuple[Device, Device, bytes]:
 
 
 async def sddsf_run(url: str, work: Path, trace: Trace, debounce: int,
-                     sync_every: int) -> tuple[float, str, int]:
+                     sync_every: int, debounce_s: float | None) -> tuple[float, str, int]:
     laptop, phone, space = await two_devices(url, work)
     doc = laptop.doc(space, "text")
     text = doc.get("t", type=pycrdt.Text)
@@ -139,7 +146,9 @@ async def sddsf_run(url: str, work: Path, trace: Trace, debounce: int,
         await phone.sync()
     ops = 0
     start = time.perf_counter()
-    for i, edit in enumerate(trace.edits, 1):
+    if debounce_s is not None:
+        ops = await _type_debounced(laptop, text, trace, debounce_s)
+    for i, edit in enumerate(trace.edits if debounce_s is None else (), 1):
         with doc.transaction():
             apply_edit(text, edit)
         if i % debounce == 0:
@@ -154,6 +163,25 @@ async def sddsf_run(url: str, work: Path, trace: Trace, debounce: int,
     await laptop.close()
     await phone.close()
     return elapsed, result, ops
+
+
+async def _type_debounced(laptop: Device, text: pycrdt.Text, trace: Trace,
+                          debounce_s: float) -> int:
+    """Type the trace; sync (which flushes) once ``debounce_s`` has passed since
+    the first edit after the last sync: the background runner's window."""
+    doc = text.doc
+    ops = 0
+    window_start: float | None = None
+    for edit in trace.edits:
+        with doc.transaction():
+            apply_edit(text, edit)
+        now = time.perf_counter()
+        if window_start is None:
+            window_start = now
+        elif now - window_start >= debounce_s:
+            ops += (await laptop.sync()).pushed
+            window_start = None
+    return ops
 
 
 @contextlib.contextmanager
@@ -213,17 +241,22 @@ def main() -> None:
     ap.add_argument("--edits", type=int, default=None, help="replay only the first N edits")
     ap.add_argument("--debounce", type=int, default=100)
     ap.add_argument("--sync-every", type=int, default=200)
+    ap.add_argument("--debounce-ms", type=float, default=None,
+                    help="sync this long after a window's first edit (the runner's policy) "
+                         "instead of every --debounce edits")
     args = ap.parse_args()
     trace = load(args.trace, args.edits)
     base_s, base_text = baseline(trace)
     with tempfile.TemporaryDirectory() as tmp:
         with relay_process(Path(tmp)) as url:
             ours_s, ours_text, ops = asyncio.run(sddsf_run(
-                url, Path(tmp), trace, args.debounce, args.sync_every))
+                url, Path(tmp), trace, args.debounce, args.sync_every,
+                None if args.debounce_ms is None else args.debounce_ms / 1000))
         storage = relay_storage(Path(tmp) / "relay.db")
     report = {
         "trace": args.trace.name, "edits": len(trace.edits), "complete": trace.complete,
-        "debounce_edits_per_op": args.debounce, "ops": ops,
+        "debounce_edits_per_op": None if args.debounce_ms else args.debounce,
+        "debounce_ms": args.debounce_ms, "ops": ops,
         "baseline_s": base_s, "sddsf_s": ours_s, "ratio": ours_s / base_s,
         # A partial replay has no endContent to compare with: its end is the
         # loader's own replay of the same edits over a Python str.

@@ -15,6 +15,7 @@ import { toHex } from "./bytes.js";
 import type { Provenance } from "./records.js";
 import type { Snapshot } from "./snapshot.js";
 import type { AppliedOp } from "./sync.js";
+import { mergeMany } from "./yupdates.js";
 
 /** The transaction origin of updates that came from verified ops. */
 export const REMOTE = Symbol("sddsf-remote");
@@ -92,7 +93,7 @@ export class DocSet {
     const out = new Map<string, Uint8Array>();
     for (const [name, buffer] of this.local) {
       if (buffer.length === 0) continue;
-      out.set(name, buffer.length === 1 ? buffer[0]! : Y.mergeUpdates(buffer));
+      out.set(name, mergeMany(buffer));
       buffer.length = 0;
     }
     return out;

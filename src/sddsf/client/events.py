@@ -34,8 +34,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-import pycrdt
-
+from sddsf.client import yupdates
 from sddsf.errors import SddsfError, UsageError
 
 if TYPE_CHECKING:
@@ -368,7 +367,7 @@ class EventBus:
         for name, author, updates in ops:
             if name.startswith("_"):
                 continue
-            update = updates[0] if len(updates) == 1 else pycrdt.merge_updates(*updates)
+            update = yupdates.merge(updates)
             self.publish(RemoteChange(space, name, author, bytes(update)))
 
     def registry_changed(self, old: RegistryState, new: RegistryState, now_ms: int) -> None:

@@ -13,8 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import pycrdt
-
+from sddsf.client import yupdates
 from sddsf.client.engine.common import (
     HELD,
     LOCAL_ROWS,
@@ -152,14 +151,15 @@ class Outbox:
 
     def seal_edits(self, key: tuple[bytes, bytes], updates: list[bytes]) -> None:
         """Seal one document's buffered updates (merged when that fits)."""
-        # One merged Yjs update per edit (merging a debounce window's worth is
-        # cheap, shrinks the op and applies ~8x faster than the parts). When the
+        # One merged Yjs update per op (it shrinks the op and applies ~8x faster
+        # than the parts; yupdates.merge keeps a long window's merge linear in
+        # its edits, pycrdt's own call is quadratic). When the
         # merge is too large, the updates are sealed one by one up to the first
         # one that is too large itself: it and the later ones (which may build on
         # it) are refused together.
         space_id, doc_id = key
         name = self.docs.names[doc_id]
-        merged = updates[0] if len(updates) == 1 else pycrdt.merge_updates(*updates)
+        merged = yupdates.merge(updates)
         try:
             self.seal(space_id, doc_id, name, [merged])
             return
@@ -298,7 +298,7 @@ class Outbox:
             updates.extend(bytes(u) for u in row["u"])
             keys.append(key)
         for doc_id, (name, updates, keys) in docs.items():
-            merged = updates[0] if len(updates) == 1 else pycrdt.merge_updates(*updates)
+            merged = yupdates.merge(updates)
             self.seal(space_id, doc_id, name, [merged], release=tuple(keys))
 
     def hold_compromised_pending(self, space_id: bytes) -> None:
