@@ -67,13 +67,46 @@ def b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).decode("ascii")
 
 
+def own_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of one process, without its children (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process and its live child processes (the
     workers of ``--workers N``; Linux /proc), to tell CPU- from GIL-bound."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     children = " ".join(p.read_text() for p in Path(f"/proc/{pid}/task").glob("*/children"))
-    return own + sum(cpu_seconds(int(c)) for c in children.split())
+    return own_cpu_seconds(pid) + sum(cpu_seconds(int(c)) for c in children.split())
+
+
+def process_tree_seconds(pid: int) -> dict[int, float]:
+    """Own CPU seconds of a process and of each of its descendants, by pid."""
+    children = " ".join(p.read_text() for p in Path(f"/proc/{pid}/task").glob("*/children"))
+    out = {pid: own_cpu_seconds(pid)}
+    for child in children.split():
+        out.update(process_tree_seconds(int(child)))
+    return out
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds every core of the machine has spent busy since boot (Linux
+    /proc/stat: all but idle and iowait): the relay, its database, Redis, the
+    client, the kernel and anything else running."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def database_server_seconds() -> float:
+    """CPU seconds of this machine's PostgreSQL server processes (0 with none)."""
+    total = 0.0
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if (proc / "comm").read_text().strip() == "postgres":
+                total += own_cpu_seconds(int(proc.name))  # each process once
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # a backend that ended meanwhile
+    return total
 
 
 def verify_rate(seconds: float = 2.0) -> float:
@@ -170,10 +203,18 @@ async def ingest(base: str, n_ops: int, batch: int, proofs: bool,
             return done
 
         relay0 = cpu_seconds(relay_pid) if relay_pid else 0.0
+        tree0 = process_tree_seconds(relay_pid) if relay_pid else {}
+        machine0, db0 = machine_busy_seconds(), database_server_seconds()
         start, own0 = time.perf_counter(), time.process_time()
         accepted = sum(await asyncio.gather(*(run(i) for i in range(concurrency))))
         elapsed, own = time.perf_counter() - start, time.process_time() - own0
         relay = cpu_seconds(relay_pid) - relay0 if relay_pid else 0.0
+        machine = machine_busy_seconds() - machine0
+        # Each relay process's share: with --workers N, the kernel spreads the
+        # uploaders' keep-alive connections over the workers, maybe unevenly.
+        tree = process_tree_seconds(relay_pid) if relay_pid else {}
+        split = sorted((tree[p] - tree0.get(p, 0.0) for p in tree), reverse=True)
+        database = database_server_seconds() - db0
     finally:
         for c in clients:
             await c.aclose()
@@ -182,7 +223,8 @@ async def ingest(base: str, n_ops: int, batch: int, proofs: bool,
         raise SystemExit(f"only {accepted} of {expected} ops accepted")
     return {"ops": accepted, "seconds": elapsed, "ops_per_s": accepted / elapsed,
             "concurrency": concurrency, "batch": batch, "relay_cpu_s": relay,
-            "client_cpu_s": own}
+            "client_cpu_s": own, "machine_cpu_s": machine, "database_cpu_s": database,
+            "relay_busiest_process_cpu_s": split[0] if split else 0.0}
 
 
 class _Receiver(asyncio.Protocol):
@@ -396,7 +438,16 @@ def measure_once(base: str, pid: int, args: argparse.Namespace) -> dict[str, flo
            # And with one interpreter lock, if all the relay's CPU per op but
            # the signature check (run without the lock) held it. SQLite and
            # the kernel also run without it, so this bound is pessimistic.
-           "ratio_ceiling_one_lock": 1 / (busy / no_proofs["ops_per_s"] - 1 / raw) / raw}
+           "ratio_ceiling_one_lock": 1 / (busy / no_proofs["ops_per_s"] - 1 / raw) / raw,
+           # Every process of the machine (database, Redis, kernel included):
+           # at ~all cores busy, no number of relay workers can go faster here.
+           "machine_cpu_cores_busy": no_proofs["machine_cpu_s"] / no_proofs["seconds"],
+           "relay_busiest_process_cores_busy":
+           no_proofs["relay_busiest_process_cpu_s"] / no_proofs["seconds"],
+           "machine_cpu_us_per_op": no_proofs["machine_cpu_s"] / no_proofs["ops"] * 1e6,
+           "database_cpu_us_per_op": no_proofs["database_cpu_s"] / no_proofs["ops"] * 1e6,
+           "ratio_ceiling_machine": (os.cpu_count() or 1)
+           / (no_proofs["machine_cpu_s"] / no_proofs["ops"]) / raw}
     print(json.dumps(row), file=sys.stderr, flush=True)
     return row
 
