@@ -144,17 +144,11 @@ async def sddsf_run(url: str, work: Path, trace: Trace, debounce: int,
         laptop.flush()
         await laptop.sync()
         await phone.sync()
-    ops = 0
     start = time.perf_counter()
-    if debounce_s is not None:
+    if debounce_s is None:
+        ops = await _type_every(laptop, text, trace, debounce, sync_every)
+    else:
         ops = await _type_debounced(laptop, text, trace, debounce_s)
-    for i, edit in enumerate(trace.edits if debounce_s is None else (), 1):
-        with doc.transaction():
-            apply_edit(text, edit)
-        if i % debounce == 0:
-            ops += laptop.flush()
-            if ops % sync_every == 0:
-                await laptop.sync()
     ops += laptop.flush()
     await laptop.sync()
     await phone.sync()
@@ -163,6 +157,21 @@ async def sddsf_run(url: str, work: Path, trace: Trace, debounce: int,
     await laptop.close()
     await phone.close()
     return elapsed, result, ops
+
+
+async def _type_every(laptop: Device, text: pycrdt.Text, trace: Trace, debounce: int,
+                      sync_every: int) -> int:
+    """Type the trace; seal an op every ``debounce`` edits, sync every ``sync_every`` ops."""
+    doc = text.doc
+    ops = 0
+    for i, edit in enumerate(trace.edits, 1):
+        with doc.transaction():
+            apply_edit(text, edit)
+        if i % debounce == 0:
+            ops += laptop.flush()
+            if ops % sync_every == 0:
+                await laptop.sync()
+    return ops
 
 
 async def _type_debounced(laptop: Device, text: pycrdt.Text, trace: Trace,
