@@ -49,24 +49,43 @@ def load_relay_key(path: str) -> Ed25519SigningKey:
 def run(settings: RelaySettings) -> None:
     """Serve the relay until interrupted (blocking).
 
-    With ``settings.workers`` > 1, uvicorn starts that many worker processes
-    on one socket; each builds its own app from the settings this process
-    validated (handed over in the environment, see :func:`worker_app`).
+    With ``settings.workers`` > 1, that many worker processes serve one address,
+    a listening socket each (:mod:`sddsf.relay.workers`); each builds its own
+    app from the settings this process validated (handed over in the
+    environment, see :func:`worker_app`).
     """
     import uvicorn  # noqa: PLC0415 - only the serving process needs it
 
-    from sddsf.relay.observe import log_config  # noqa: PLC0415
-
-    config = log_config(settings.log_format, settings.log_level)
-    logging.config.dictConfig(config)
+    options = _uvicorn_options(settings)
+    logging.config.dictConfig(options["log_config"])
     logging.getLogger("sddsf.relay").info(
         "sddsf relay on http://%s:%d (%s)%s", settings.host, settings.port,
         settings.db.split("://", 1)[0],
         f", {settings.workers} workers" if settings.workers > 1 else "")
     key = load_relay_key(settings.key_file)  # created here once, not by racing workers
-    options: dict[str, Any] = {
-        "host": settings.host, "port": settings.port, "log_level": settings.log_level,
-        "log_config": config, "access_log": False,
+    if settings.workers == 1:
+        uvicorn.run(_build_app(settings, key), http=_guarded_http(settings),
+                    host=settings.host, port=settings.port, **options)
+        return
+    os.environ[_SETTINGS_ENV] = json.dumps(dataclasses.asdict(settings))
+    from sddsf.relay import workers  # noqa: PLC0415
+
+    if workers.REUSE_PORT:
+        workers.supervise(settings)
+    else:  # pragma: no cover - no SO_REUSEPORT (Windows): uvicorn's workers, one socket
+        uvicorn.run(f"{__name__}:worker_app", factory=True, workers=settings.workers,
+                    http=__getattr__("WorkerHTTP"), host=settings.host, port=settings.port,
+                    **options)
+
+
+def _uvicorn_options(settings: RelaySettings) -> dict[str, Any]:
+    """uvicorn's settings for the relay (all but the app, the HTTP protocol and
+    the address)."""
+    from sddsf.relay.observe import log_config  # noqa: PLC0415
+
+    return {
+        "log_level": settings.log_level,
+        "log_config": log_config(settings.log_format, settings.log_level), "access_log": False,
         "h11_max_incomplete_event_size": MAX_HEAD_BYTES, "ws_max_size": 64 * 1024,
         # No permessage-deflate (op envelopes are ciphertext): a frame's bytes are
         # then the same on every connection, so the fan-out encodes each op's
@@ -80,16 +99,6 @@ def run(settings: RelaySettings) -> None:
         "timeout_keep_alive": 65,
         "timeout_graceful_shutdown": max(1, round(settings.shutdown_timeout_s)),
     }
-    if settings.workers == 1:
-        uvicorn.run(_build_app(settings, key), http=_guarded_http(settings), **options)
-        return
-    # Workers are spawned processes: uvicorn hands them its config pickled, so
-    # the app is a factory named by import string and the protocol class is
-    # pickled by reference (serve.WorkerHTTP, rebuilt in each worker from the
-    # settings it finds in the environment).
-    os.environ[_SETTINGS_ENV] = json.dumps(dataclasses.asdict(settings))
-    uvicorn.run(f"{__name__}:worker_app", factory=True, workers=settings.workers,
-                http=__getattr__("WorkerHTTP"), **options)
 
 
 #: The settings a worker process is started with (JSON; set by :func:`run`).

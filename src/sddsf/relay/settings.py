@@ -112,7 +112,7 @@ class RelaySettings:
     db_statement_timeout_s: PosFloat = 10.0  # PostgreSQL: server-side bound on a statement
     redis_url: str = ""  # shared edge state for several processes; "" = per process
     policy_file: str = ""  # the controller's policy (TOML); "" = the built-in defaults
-    workers: PosInt = 1  # uvicorn worker processes (they share the database)
+    workers: PosInt = 1  # worker processes, a socket each (they share the database)
     log_format: Literal["text", "json"] = "text"  # access and relay log lines
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     # Web origins (scheme://host[:port], comma-separated) whose pages may call the
