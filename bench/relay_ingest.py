@@ -59,6 +59,7 @@ from relaykit import World
 from sddsf.client.relay_client import RelayClient
 from sddsf.crypto import Ed25519SigningKey
 from sddsf.protocol import auth
+from sddsf.protocol.identity import DeviceKeys
 
 RELAY_SEED = "11" * 32
 
@@ -163,7 +164,9 @@ async def ingest(base: str, n_ops: int, batch: int, proofs: bool,
     With ``relay_pid``, also the CPU seconds the relay (all its processes) and
     this client process spent in the timed part."""
     world = World()
-    for i in range(1, 4):
+    while len(world.devices) < concurrency:  # one device per uploader
+        world.devices.append(DeviceKeys.from_seeds(os.urandom(32), os.urandom(32)))
+    for i in range(1, max(4, concurrency)):  # device 0 exists
         world.add_device(i, time.time_ns() // 1_000_000)
     clients = [RelayClient(base, device=world.devices[i], account_id=world.account.account_id)
                for i in range(concurrency)]
