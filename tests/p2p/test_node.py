@@ -167,6 +167,18 @@ async def test_two_nodes_exchange_pubsub_messages_both_ways(make_node) -> None:
         assert [s.connected for s in b.statuses] == [True]
 
 
+async def test_simultaneous_dials_record_each_sides_own_reason(make_node) -> None:
+    # Two nodes that dial each other at once (as two nodes that hear each
+    # other's mDNS announcements do) each see the other's connection arrive
+    # while their own dial is in flight: each records the peer as found by its
+    # own dial, not as "inbound" on both sides.
+    for _ in range(4):
+        a, b = await make_node(), await make_node()
+        await asyncio.gather(a.node.dial(b.node.addrs[0]), b.node.dial(a.node.addrs[0]))
+        (b_seen_by_a,), (a_seen_by_b,) = a.node.peers(), b.node.peers()
+        assert (b_seen_by_a.found_by, a_seen_by_b.found_by) == ("dial", "dial")
+
+
 async def test_request_response_round_trip_of_one_mebibyte(make_node) -> None:
     async with asyncio.timeout(15):
         a, b = await make_node(), await make_node()

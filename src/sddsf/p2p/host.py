@@ -223,7 +223,12 @@ class TrioHost:
             return
         key = peer.to_base58()
         inbound = str(getattr(conn, "direction", "")) == "inbound"
-        found_by: FoundBy = "inbound" if inbound else self._dialing.pop(key, "dial")
+        # A connection that arrives while this node dials the same peer (both
+        # dialled at once, as two nodes hearing each other over mDNS do) keeps
+        # this node's reason to dial: it found the peer itself. (dial() drops
+        # the entry when it returns.)
+        dialing = self._dialing.get(key)
+        found_by: FoundBy = dialing or ("inbound" if inbound else "dial")
         old = self.table.get(key)
         if old is not None and old.connected:
             self.table.update(key)
