@@ -74,13 +74,6 @@ def own_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process and its live child processes (the
-    workers of ``--workers N``; Linux /proc), to tell CPU- from GIL-bound."""
-    children = " ".join(p.read_text() for p in Path(f"/proc/{pid}/task").glob("*/children"))
-    return own_cpu_seconds(pid) + sum(cpu_seconds(int(c)) for c in children.split())
-
-
 def process_tree_seconds(pid: int) -> dict[int, float]:
     """Own CPU seconds of a process and of each of its descendants, by pid."""
     children = " ".join(p.read_text() for p in Path(f"/proc/{pid}/task").glob("*/children"))
@@ -88,6 +81,12 @@ def process_tree_seconds(pid: int) -> dict[int, float]:
     for child in children.split():
         out.update(process_tree_seconds(int(child)))
     return out
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and its live child processes (the
+    workers of ``--workers N``; Linux /proc), to tell CPU- from GIL-bound."""
+    return sum(process_tree_seconds(pid).values())
 
 
 def machine_busy_seconds() -> float:
@@ -205,18 +204,17 @@ async def ingest(base: str, n_ops: int, batch: int, proofs: bool,
                     done += sum(x["status"] == "accepted" for x in r.json()["results"])
             return done
 
-        relay0 = cpu_seconds(relay_pid) if relay_pid else 0.0
         tree0 = process_tree_seconds(relay_pid) if relay_pid else {}
         machine0, db0 = machine_busy_seconds(), database_server_seconds()
         start, own0 = time.perf_counter(), time.process_time()
         accepted = sum(await asyncio.gather(*(run(i) for i in range(concurrency))))
         elapsed, own = time.perf_counter() - start, time.process_time() - own0
-        relay = cpu_seconds(relay_pid) - relay0 if relay_pid else 0.0
         machine = machine_busy_seconds() - machine0
         # Each relay process's share: with --workers N, the kernel spreads the
         # uploaders' keep-alive connections over the workers, maybe unevenly.
         tree = process_tree_seconds(relay_pid) if relay_pid else {}
         split = sorted((tree[p] - tree0.get(p, 0.0) for p in tree), reverse=True)
+        relay = sum(split)
         database = database_server_seconds() - db0
     finally:
         for c in clients:
