@@ -218,3 +218,16 @@ def test_an_address_in_use_is_refused_before_any_worker_starts(tmp_path: Path) -
     stderr = done.stderr.decode()
     assert done.returncode == 1 and "Traceback" not in stderr, stderr
     assert f"127.0.0.1:{port}" in stderr and "[config]" in stderr, stderr
+
+
+def test_port_zero_is_refused_with_several_workers(tmp_path: Path) -> None:
+    # Each worker would bind a port of its own: refused before any starts.
+    done = subprocess.run(
+        serve_command("--db", f"sqlite:///{tmp_path / 'relay.db'}", "--workers", "2",
+                      "--port", "0"),
+        env=relay_env({"SDDSF_RELAY_KEY_FILE": str(write_key_file(tmp_path / "k")),
+                       "SDDSF_RELAY_REDIS_URL": "redis://127.0.0.1:1/0"}),
+        cwd=tmp_path, capture_output=True, timeout=60, check=False)
+    stderr = done.stderr.decode()
+    assert done.returncode == 1 and "Traceback" not in stderr, stderr
+    assert "fixed 'port'" in stderr and "[config]" in stderr, stderr
