@@ -5,7 +5,8 @@ what it cannot know: readable operation ids, the security schemes (a bearer
 session; the signed-request headers of docs/protocol.md 17.3.2) applied to
 each operation, and the error responses each operation can give (derived
 from its dependencies: an authenticated handler can answer 401/403, a rate
-limited one 429, one with path parameters 404, one with a body 408/413/409),
+limited one 429, one with path parameters (or a log index in its query) 404,
+one with a body 408/413/409),
 with ``Retry-After`` on 429 and 503. Validation failures are 400 ``malformed``
 (never FastAPI's 422), so 422 is dropped.
 """
@@ -63,6 +64,10 @@ SECURITY_SCHEMES: Final[dict[str, dict[str, str]]] = {
                      "description": "requests signed without a session: the account key's "
                                     "or a device's id, base64 (17.3.4)"},
 }
+# Operations that answer 404 for a query value past the end of a log (an entry
+# index or a size the log has not reached); other 404s come from path parameters.
+_NOT_FOUND_BY_QUERY: Final = {("GET", "/v1/controller/audit/proofs/inclusion"),
+                              ("GET", "/v1/controller/audit/proofs/consistency")}
 # Readers of an account's registry: a session of the account, or a key-signed request.
 _KEY_SIGNED_READERS: Final = {("GET", "/v1/accounts/{account_id}/registry")}
 _RETRY_AFTER: Final = {"Retry-After": {
@@ -73,7 +78,7 @@ _WHY: Final = {
     "400": "malformed: a body, path or query value that does not parse (code malformed)",
     "401": "no, an expired or a bad credential (unauthenticated, replay, clock_skew)",
     "403": "the caller may not do this (revoked, not_authorized, policy_denied, ...)",
-    "404": "no such account, space, document or channel (not_found)",
+    "404": "no such account, space, document, channel or log entry (not_found)",
     "408": "the request body did not arrive in time (request_timeout)",
     "409": "conflicts with stored state (conflict, chain_fork, ...)",
     "413": "the body or batch exceeds the relay's limits (too_large)",
@@ -105,7 +110,7 @@ def _statuses(method: str, path: str, calls: set[str], security: bool,
         codes |= {"404", "409"}
     if calls & {"authenticated", "pusher", "limit_ip"}:
         codes.add("429")
-    if "{" in path:
+    if "{" in path or (method, path) in _NOT_FOUND_BY_QUERY:
         codes.add("404")
     if method in ("POST", "PUT", "DELETE"):
         codes |= {"408", "413"}
