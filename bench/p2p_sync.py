@@ -276,7 +276,7 @@ class Timers:
         self.wrap(link.peer.mesh, "respond", "respond")
         self.wrap(link.peer.mesh, "accept", "accept_ops")
         self.wrap(link.peer, "publish_pending", "publish_pending")
-        self.wrap(link.peer.node, "publish", "gossip_publish")
+        self.wrap(link.peer.node, "publish_many", "gossip_publish")
 
     def report(self) -> dict[str, dict[str, float]]:
         return {k: {"calls": v[0], "seconds": round(v[1], 4)} for k, v in self.totals.items()}

@@ -220,7 +220,30 @@ class PeerNode:
             UsageError: ``data`` exceeds the pubsub limit.
             UnavailableError: the node is not running (nothing was sent).
         """
-        await self._bridge.call(self._running_host().topics.publish, topic, bytes(data))
+        await self.publish_many([(topic, data)])
+
+    async def publish_many(self, messages: Sequence[tuple[str, bytes]],
+                           wait_s: float = 2.0) -> None:
+        """Send each ``(topic, data)``, in order, in one hand-over to the network
+        thread (a burst costs one thread round trip, not one per message).
+
+        Each message waits for room in its peers' outbound queues, so a burst
+        is not dropped by a peer that reads more slowly than this node publishes
+        (one that stalls for ``wait_s`` is not waited for again until it has
+        drained: it catches up later).
+
+        Args:
+            messages: Topic names and messages.
+            wait_s: The longest wait for one peer's room, in seconds.
+
+        Raises:
+            UsageError: a message exceeds the pubsub limit (nothing was sent).
+            UnavailableError: the node is not running (nothing was sent).
+        """
+        if messages:
+            await self._bridge.call(self._running_host().topics.publish,
+                                    [(topic, bytes(data)) for topic, data in messages],
+                                    wait_s)
 
     async def request(self, device_id: bytes, data: bytes, timeout: float = 10.0) -> bytes:
         """Ask a device: one request, one response, over a new stream.

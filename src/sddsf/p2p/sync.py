@@ -48,6 +48,10 @@ class PeerSyncSettings:
     poll_s: float = 0.5
     #: Ask every connected peer for what this device lacks this often, even idle.
     catch_up_s: float = 10.0
+    #: Publishing waits for a peer that reads more slowly than this device
+    #: writes (so that it loses nothing), but at most this long: a peer stalled
+    #: longer is not waited for until it drains, and catches up instead.
+    gossip_wait_s: float = 2.0
     #: Publish this device's presence through the relay and read the others'
     #: (hybrid mode, protocol 23.5): how often, and how long a record lives.
     presence: bool = False
@@ -368,15 +372,16 @@ class PeerSync:
             registry = self._registry_news()
         if changed_topics:
             await self._follow_topics()
-        for topic, _, raw in out:
-            await self.node.publish(topic, p2p.encode_gossip(p2p.Gossip(p2p.GossipKind.OP,
-                                                                        (raw,))))
-            self.stats.published += 1
+        messages = [(topic, p2p.encode_gossip(p2p.Gossip(p2p.GossipKind.OP, (raw,))))
+                    for topic, _, raw in out]
         if registry is not None:
             first, entries = registry
-            for topic in list(self._topics):
-                await self.node.publish(topic, p2p.encode_gossip(
-                    p2p.Gossip(p2p.GossipKind.REGISTRY, entries, first)))
+            news = p2p.encode_gossip(p2p.Gossip(p2p.GossipKind.REGISTRY, entries, first))
+            messages.extend((topic, news) for topic in list(self._topics))
+        # One hand-over for the whole burst: it waits there for the peers'
+        # queues (a message per op, never dropped by this node for a full queue).
+        await self.node.publish_many(messages, self.settings.gossip_wait_s)
+        self.stats.published += len(out)
         return len(out)
 
     async def catch_up(self, peer: bytes) -> int:

@@ -14,17 +14,22 @@ py-libp2p 0.8.1 behaviours this module works around:
   topic has a task that hands messages to asyncio at once (unbounded there).
 * One pubsub RPC is capped at 1 MiB (larger ones are dropped silently on the
   way out): :meth:`Topics.publish` refuses what would not fit.
+* A peer's outbound queue holds 32 RPCs and drops the rest silently, so a burst
+  published faster than a peer reads loses its tail until the next catch-up:
+  :meth:`Topics.publish` waits for room in the topic's peers' queues first
+  (back-pressure), except for a peer that has not drained for a whole wait.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 import trio
 from libp2p.peer.id import ID
 from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11, PROTOCOL_ID_V12, GossipSub
 from libp2p.pubsub.pubsub import Pubsub
+from libp2p.pubsub.rpc_queue import OutBoundQueueSize
 
 from sddsf.errors import UsageError
 from sddsf.p2p.gate import Admission
@@ -33,6 +38,14 @@ __all__ = ["PUBSUB_MAX_DATA", "Topics"]
 
 #: 1 MiB per pubsub RPC, less 16 KiB for the envelope (ids, signature, key, topic).
 PUBSUB_MAX_DATA: Final = (1 << 20) - (16 << 10)
+
+#: A publication waits until each peer's outbound queue holds fewer RPCs than
+#: this, leaving room for GossipSub's own control messages (heartbeat GRAFT,
+#: PRUNE, IHAVE share the queue and its bound).
+_QUEUE_ROOM: Final = OutBoundQueueSize - 8
+#: How often a waiting publication looks at the queues again (they have no
+#: "room" event).
+_QUEUE_POLL_S: Final = 0.002
 
 
 class Topics:
@@ -57,6 +70,10 @@ class Topics:
         self._seen = seen
         self._max = max_message
         self._subs: dict[str, Any] = {}
+        # Peers whose queue stayed full for a whole wait: not waited for until it
+        # has room again (a stalled peer must not stall every publication; it
+        # gets what it misses from a catch-up).
+        self._stalled: set[Any] = set()
 
     def _validate(self, forwarder: Any, msg: Any) -> bool:
         # Runs for every message, ours included, before anything is delivered.
@@ -110,18 +127,45 @@ class Topics:
         await self.pubsub.unsubscribe(topic)  # closes the queue: _drain ends
         self.pubsub.remove_topic_validator(topic)
 
-    async def publish(self, topic: str, data: bytes) -> None:
-        """Publish ``data`` on ``topic`` (to the peers in the topic's mesh).
+    async def publish(self, messages: Sequence[tuple[str, bytes]], wait_s: float) -> None:
+        """Publish each ``(topic, data)`` in order (to the peers in the topic's
+        mesh), each once the topic's peers have room for it.
 
         Args:
-            topic: The pubsub topic name.
-            data: At most min(max_message, PUBSUB_MAX_DATA) bytes.
+            messages: Each ``data`` at most min(max_message, PUBSUB_MAX_DATA) bytes.
+            wait_s: The longest wait for a peer's room; a peer whose queue
+                stays full that long is not waited for again until it drains.
 
         Raises:
-            UsageError: ``data`` is too large for a pubsub message.
+            UsageError: a message is too large for pubsub (nothing was sent).
         """
         limit = min(self._max, PUBSUB_MAX_DATA)
-        if len(data) > limit:
-            raise UsageError(f"a pubsub message is at most {limit} bytes, got {len(data)}; "
-                             "send larger payloads with request()")
-        await self.pubsub.publish(topic, data)
+        for _, data in messages:
+            if len(data) > limit:
+                raise UsageError(f"a pubsub message is at most {limit} bytes, got {len(data)}; "
+                                 "send larger payloads with request()")
+        for topic, data in messages:
+            await self._room(topic, wait_s)
+            await self.pubsub.publish(topic, data)
+
+    def _full(self, topic: str) -> list[Any]:
+        """The topic's peers whose outbound queue has no room (stalled ones aside)."""
+        queues = self.pubsub.peer_queues
+        full = []
+        for peer in self.pubsub.peer_topics.get(topic, ()):
+            queue = queues.get(peer)
+            if queue is None or len(queue) < _QUEUE_ROOM:
+                self._stalled.discard(peer)
+            elif peer not in self._stalled:
+                full.append(peer)
+        return full
+
+    async def _room(self, topic: str, wait_s: float) -> None:
+        # Invariant: returns once every non-stalled peer of the topic has room
+        # for this publication, or after wait_s (those still full are then
+        # marked stalled and their copy may be dropped by libp2p).
+        with trio.move_on_after(wait_s) as scope:
+            while self._full(topic):
+                await trio.sleep(_QUEUE_POLL_S)
+        if scope.cancelled_caught:
+            self._stalled.update(self._full(topic))

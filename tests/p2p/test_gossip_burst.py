@@ -1,0 +1,135 @@
+"""A burst of ops published at once reaches a peer by gossip alone (protocol 23.3).
+
+py-libp2p queues at most 32 RPCs per peer and drops the rest silently. A device
+that publishes faster than a peer reads must wait for room in that peer's queue
+instead of losing the burst's tail until the next periodic catch-up; and a peer
+that stalls for longer than ``gossip_wait_s`` must not stall publication."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pycrdt
+import pytest
+
+if os.environ.get("SDDSF_REQUIRE_P2P") != "1":
+    pytest.importorskip("libp2p", reason="peer-to-peer sync needs the p2p extra (libp2p)")
+
+from libp2p.pubsub import gossipsub, pubsub, rpc_queue
+
+from client.clientkit import InProcessRelay, sqlite_relay
+from p2pkit import devices, text, until
+from sddsf.client.device import Device
+from sddsf.p2p.sync import PeerSync, PeerSyncSettings
+
+#: No periodic catch-up: only gossip (and the catch-up a gap in it triggers)
+#: carries the ops.
+NO_TIMER = PeerSyncSettings(listen=("/ip4/127.0.0.1/tcp/0",), mdns=False, poll_s=0.1,
+                            catch_up_s=3600.0)
+#: Large ops: the writer to a peer that reads nothing soon waits for it (the
+#: stream's window), so the queue in front of that writer fills.
+WORDS = [f"{i:04d}" * 4096 for i in range(300)]
+
+
+@pytest.fixture
+def dropped(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Publications libp2p drops on the way out (it only logs them)."""
+    counts: list[int] = []
+    real_drop = rpc_queue.drop_rpc
+
+    def count_drop(peer_id: object, rpc: object) -> None:
+        counts.append(len(rpc.publish))  # type: ignore[attr-defined]
+        real_drop(peer_id, rpc)  # type: ignore[arg-type]
+
+    for module in (pubsub, gossipsub):  # each imported the function by name
+        assert module.drop_rpc is real_drop
+        monkeypatch.setattr(module, "drop_rpc", count_drop)
+    return counts
+
+
+@pytest.fixture
+async def relay(tmp_path: Path) -> AsyncIterator[InProcessRelay]:
+    async with sqlite_relay(tmp_path) as r:
+        yield r
+
+
+async def _block(seconds: float) -> None:
+    time.sleep(seconds)  # blocks the node's network thread: it reads nothing
+
+
+def _stall(peer: PeerSync, seconds: float) -> asyncio.Future[None]:
+    """The peer's network side stalls (a busy CPU, a pause): it reads nothing."""
+    return asyncio.ensure_future(peer.node._bridge.call(_block, seconds))
+
+
+async def _pair(relay: InProcessRelay, tmp_path: Path, settings: PeerSyncSettings
+                ) -> tuple[Device, Device, bytes, PeerSync, PeerSync]:
+    (laptop, phone), space = await devices(relay, tmp_path, "laptop", "phone")
+    a = PeerSync(laptop, settings)
+    await a.start()
+    b = PeerSync(phone, dataclasses.replace(settings, bootstrap=tuple(a.addrs)))
+    await b.start()
+    await until(lambda: any(p.connected for p in a.peers()))
+    # Gossip flows before the burst (the pubsub streams are set up): one op.
+    laptop.doc(space, "t").get("t", type=pycrdt.Text).insert(0, ">")
+    await a.publish_pending()
+    await until(lambda: text(phone, space) == ">")
+    return laptop, phone, space, a, b
+
+
+async def _seal_burst(laptop: Device, space: bytes) -> None:
+    t = laptop.doc(space, "t").get("t", type=pycrdt.Text)
+    for word in WORDS:  # one op each
+        t.insert(len(str(t)), word)
+        laptop.engine.outbox.flush()
+
+
+async def test_a_burst_reaches_a_slow_peer_without_drops(
+        relay: InProcessRelay, tmp_path: Path, dropped: list[int]) -> None:
+    settings = dataclasses.replace(NO_TIMER, gossip_wait_s=30.0)
+    laptop, phone, space, a, b = await _pair(relay, tmp_path, settings)
+    try:
+        stall = _stall(b, 3.0)
+        await asyncio.sleep(0.2)
+        before = a.stats.published
+        await _seal_burst(laptop, space)
+        await a.publish_pending()  # its own, or the one the edits started
+        await until(lambda: a.stats.published - before == len(WORDS), timeout=60)
+        await stall
+        await until(lambda: text(phone, space) == ">" + "".join(WORDS), timeout=60)
+        assert sum(dropped) == 0, f"{sum(dropped)} publications dropped"
+    finally:
+        await a.stop()
+        await b.stop()
+        await laptop.close()
+        await phone.close()
+
+
+async def test_a_stalled_peer_does_not_stall_publication(
+        relay: InProcessRelay, tmp_path: Path, dropped: list[int]) -> None:
+    # The phone reads nothing for longer than the laptop waits for room: the
+    # laptop stops waiting for it, publishes the rest (libp2p drops the
+    # phone's copies) and the phone gets them from its periodic catch-up.
+    settings = dataclasses.replace(NO_TIMER, gossip_wait_s=0.5, catch_up_s=1.0)
+    laptop, phone, space, a, b = await _pair(relay, tmp_path, settings)
+    try:
+        stall = _stall(b, 10.0)
+        await asyncio.sleep(0.2)
+        before = a.stats.published
+        await _seal_burst(laptop, space)
+        await a.publish_pending()
+        await until(lambda: a.stats.published - before == len(WORDS), timeout=60)
+        assert not stall.done(), "publication waited for the stalled peer"
+        assert sum(dropped) > 0  # the stalled peer's copies
+        await stall
+        await until(lambda: text(phone, space) == ">" + "".join(WORDS), timeout=60)
+    finally:
+        await a.stop()
+        await b.stop()
+        await laptop.close()
+        await phone.close()
