@@ -193,7 +193,8 @@ class Transports:
         if self.peer is None:
             return syncs
         st = self.peer.stats
-        return {"published": st.published, "applied": st.applied, "known": st.known,
+        return {"published": st.published, "messages": st.messages,
+                "applied": st.applied, "known": st.known,
                 "catch_ups": st.catch_ups, "refused": len(st.refused),
                 "gossip_dropped": GOSSIP_DROPPED[0], **syncs}
 
@@ -876,7 +877,8 @@ def _say_trace(rows: list[dict[str, Any]]) -> None:
               f"{r['typing_s']:.2f} s, converged {r['converged_after_last_edit_s']:.2f} s "
               f"after the last edit, {r['first_edit_to_converged_s']:.2f} s in all = "
               f"{r['edits_per_s']:.0f} edits/s; texts equal"
-              + (f"; gossip dropped by A: {r['a_peer_stats']['gossip_dropped']}, B's catch-ups: "
+              + (f"; A's gossip messages: {r['a_peer_stats']['messages']}, dropped by A: "
+                 f"{r['a_peer_stats']['gossip_dropped']}, B's catch-ups: "
                  f"{r['b_peer_stats']['catch_ups']}" if "gossip_dropped" in r["a_peer_stats"]
                  else ""), flush=True)
 

@@ -82,11 +82,13 @@ async def _pair(relay: InProcessRelay, tmp_path: Path, settings: PeerSyncSetting
     return laptop, phone, space, a, b
 
 
-async def _seal_burst(laptop: Device, space: bytes) -> None:
+async def _publish_each(a: PeerSync, laptop: Device, space: bytes) -> None:
+    """One large op after another, each published at once (a message each:
+    together far more than a peer's queue holds)."""
     t = laptop.doc(space, "t").get("t", type=pycrdt.Text)
-    for word in WORDS:  # one op each
+    for word in WORDS:
         t.insert(len(str(t)), word)
-        laptop.engine.outbox.flush()
+        await a.publish_pending()
 
 
 async def test_a_burst_reaches_a_slow_peer_without_drops(
@@ -97,8 +99,7 @@ async def test_a_burst_reaches_a_slow_peer_without_drops(
         stall = _stall(b, 3.0)
         await asyncio.sleep(0.2)
         before = a.stats.published
-        await _seal_burst(laptop, space)
-        await a.publish_pending()  # its own, or the one the edits started
+        await _publish_each(a, laptop, space)
         await until(lambda: a.stats.published - before == len(WORDS), timeout=60)
         await stall
         await until(lambda: text(phone, space) == ">" + "".join(WORDS), timeout=60)
@@ -121,13 +122,36 @@ async def test_a_stalled_peer_does_not_stall_publication(
         stall = _stall(b, 10.0)
         await asyncio.sleep(0.2)
         before = a.stats.published
-        await _seal_burst(laptop, space)
-        await a.publish_pending()
+        await _publish_each(a, laptop, space)
         await until(lambda: a.stats.published - before == len(WORDS), timeout=60)
         assert not stall.done(), "publication waited for the stalled peer"
         assert sum(dropped) > 0  # the stalled peer's copies
         await stall
         await until(lambda: text(phone, space) == ">" + "".join(WORDS), timeout=60)
+    finally:
+        await a.stop()
+        await b.stop()
+        await laptop.close()
+        await phone.close()
+
+
+async def test_a_burst_travels_in_as_few_messages_as_fit(
+        relay: InProcessRelay, tmp_path: Path, dropped: list[int]) -> None:
+    # Nothing publishes behind the test's back (no polling): the 50 ops sealed
+    # here are new at one publication, which packs them into one message.
+    settings = dataclasses.replace(NO_TIMER, poll_s=3600.0)
+    laptop, phone, space, a, b = await _pair(relay, tmp_path, settings)
+    try:
+        t = laptop.doc(space, "t").get("t", type=pycrdt.Text)
+        for i in range(50):
+            t.insert(len(str(t)), f" {i}")
+            laptop.engine.outbox.flush()
+        messages = a.stats.messages
+        assert await a.publish_pending() == 50
+        assert a.stats.messages == messages + 1
+        expected = ">" + "".join(f" {i}" for i in range(50))
+        await until(lambda: text(phone, space) == expected)
+        assert b.stats.applied >= 51 and not b.stats.refused
     finally:
         await a.stop()
         await b.stop()

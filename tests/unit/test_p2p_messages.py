@@ -12,6 +12,7 @@ tests/unit without it).
 from __future__ import annotations
 
 import hashlib
+import itertools
 from collections.abc import Callable
 from typing import Any
 
@@ -19,12 +20,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sddsf.errors import Code, DecodeError
+from sddsf.errors import Code, DecodeError, UsageError
 from sddsf.protocol import p2p
 from sddsf.protocol.encoding import decode, encode
 from sddsf.protocol.limits import DEFAULT_PROTOCOL_LIMITS
 from sddsf.protocol.p2p import (
     MAX_AUTHORS,
+    MAX_GOSSIP_OPS,
     MAX_MESSAGE,
     MAX_RESPONSE_OPS,
     TOPIC_PREFIX,
@@ -54,7 +56,8 @@ def code_of(call: Any, *args: Any) -> Code:
 # ---------------------------------------------------------------- strategies
 items = st.binary(min_size=1, max_size=64)
 gossips = st.one_of(
-    st.builds(lambda item, first: Gossip(GossipKind.OP, (item,), first), items, U64),
+    st.builds(lambda ops, first: Gossip(GossipKind.OP, tuple(ops), first),
+              st.lists(items, min_size=1, max_size=8), U64),
     st.builds(lambda many, first: Gossip(GossipKind.REGISTRY, tuple(many), first),
               st.lists(items, min_size=1, max_size=8), U64))
 requests = st.builds(
@@ -293,8 +296,9 @@ def test_gossip_shape() -> None:
     assert one == Gossip(GossipKind.OP, (b"op",))
     entries = [b"e%d" % i for i in range(1024)]
     assert len(p2p.decode_gossip(encode([1, GossipKind.REGISTRY, 7, entries])).items) == 1024
+    assert len(p2p.decode_gossip(encode([1, GossipKind.OP, 0, entries])).items) == MAX_GOSSIP_OPS
     cases = {
-        Code.TOO_LARGE: [[1, GossipKind.OP, 0, [b"a", b"b"]],           # one op per message
+        Code.TOO_LARGE: [[1, GossipKind.OP, 0, [*entries, b"x"]],        # 1,025 ops
                          [1, GossipKind.REGISTRY, 0, [*entries, b"x"]],  # 1,025 entries
                          [1, GossipKind.OP, 0,
                           [b"x" * (DEFAULT_PROTOCOL_LIMITS.max_op + 1)]]],
@@ -339,3 +343,28 @@ def test_response_shape() -> None:
     assert code_of(p2p.decode_response, encode([2, [], False, [], []])
                    ) is Code.UNSUPPORTED_VERSION
 
+
+
+@given(ops=st.lists(st.binary(min_size=1, max_size=3000), max_size=60),
+       max_size=st.integers(3100, 20000))
+def test_packed_ops_keep_their_order_and_fit(ops: list[bytes], max_size: int) -> None:
+    messages = p2p.pack_ops(ops, max_size)
+    carried = [p2p.decode_gossip(m) for m in messages]
+    assert all(g.kind == GossipKind.OP for g in carried)
+    assert [op for g in carried for op in g.items] == ops
+    assert all(len(m) <= max_size for m in messages)
+    # As few as fit: a message ends only when the next op would not have fitted
+    # (the packer counts every item's header as 5 bytes and the frame as 8).
+    for left, right in itertools.pairwise(carried):
+        n = len(left.items) + 1
+        joined = p2p.encode_gossip(Gossip(GossipKind.OP, (*left.items, right.items[0])))
+        assert len(joined) + 4 * n + 8 > max_size or n > MAX_GOSSIP_OPS
+
+
+def test_packing_respects_the_op_count_and_refuses_an_op_that_cannot_fit() -> None:
+    ops = [b"%d" % i for i in range(2 * MAX_GOSSIP_OPS + 1)]
+    sizes = [len(p2p.decode_gossip(m).items) for m in p2p.pack_ops(ops, 1 << 20)]
+    assert sizes == [MAX_GOSSIP_OPS, MAX_GOSSIP_OPS, 1]
+    assert p2p.pack_ops([], 1000) == []
+    with pytest.raises(UsageError, match="does not fit"):
+        p2p.pack_ops([b"x" * 1000], 1000)

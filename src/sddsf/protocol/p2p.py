@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from sddsf.crypto import hkdf_sha256
-from sddsf.errors import Code, DecodeError
+from sddsf.errors import Code, DecodeError, UsageError
 from sddsf.protocol import labels
 from sddsf.protocol.encoding import DecodeLimits, decode, encode
 from sddsf.protocol.identity import ID_SIZE
@@ -24,6 +24,7 @@ from sddsf.protocol.schema import check_version, expect_list
 
 __all__ = [
     "MAX_AUTHORS",
+    "MAX_GOSSIP_OPS",
     "MAX_MESSAGE",
     "MAX_RESPONSE_OPS",
     "SYNC_PROTOCOL",
@@ -38,6 +39,7 @@ __all__ = [
     "encode_gossip",
     "encode_request",
     "encode_response",
+    "pack_ops",
     "space_topic",
 ]
 
@@ -47,6 +49,8 @@ SYNC_PROTOCOL = "/sddsf/sync/1.0.0"
 TOPIC_PREFIX = "sddsf/p2p/1/"
 #: The largest gossip message or catch-up message, in bytes.
 MAX_MESSAGE = 4 << 20
+#: A gossip message carries at most this many ops (23.3).
+MAX_GOSSIP_OPS = 1024
 #: A catch-up response carries at most this many ops (``more`` says there are others).
 MAX_RESPONSE_OPS = 1000
 #: A catch-up request names at most this many authors.
@@ -85,13 +89,13 @@ def space_topic(space_id: bytes, epoch: int, epoch_key: bytes) -> str:
 class GossipKind:
     """What a gossip message carries (its second item)."""
 
-    OP = 0  #: one signed, encrypted op envelope
+    OP = 0  #: signed, encrypted op envelopes (one or more, at most MAX_GOSSIP_OPS)
     REGISTRY = 1  #: registry entries of the sender's account, consecutive from ``first``
 
 
 @dataclass(frozen=True, slots=True)
 class Gossip:
-    """One message on a space topic: an op, or registry entries from ``first``."""
+    """One message on a space topic: ops, or registry entries from ``first``."""
 
     kind: int
     items: tuple[bytes, ...]
@@ -117,10 +121,45 @@ def decode_gossip(data: bytes) -> Gossip:
     kind, first = _uint(items[1], "gossip.kind"), _uint(items[2], "gossip.first")
     if kind not in (GossipKind.OP, GossipKind.REGISTRY):
         raise DecodeError(f"gossip message: unknown kind {kind}", Code.MALFORMED)
-    carried = _bytes_list(items[3], "gossip.items", 1 if kind == GossipKind.OP else _MAX_SIGNED)
+    carried = _bytes_list(items[3], "gossip.items",
+                          MAX_GOSSIP_OPS if kind == GossipKind.OP else _MAX_SIGNED)
     if not carried:
         raise DecodeError("gossip message: carries nothing", Code.MALFORMED)
     return Gossip(kind, carried, first)
+
+
+#: The encoding of an op gossip message around its items (array, version, kind,
+#: first, the items' array header), and the most an item's header adds (CBOR).
+_GOSSIP_FRAME = 8
+_ITEM_HEADER = 5
+
+
+def pack_ops(envelopes: Sequence[bytes], max_size: int) -> list[bytes]:
+    """Op gossip messages (encoded) carrying ``envelopes`` in their order, as
+    few as fit: each at most ``max_size`` bytes and ``MAX_GOSSIP_OPS`` ops.
+
+    One message per burst instead of one per op: a pubsub message costs its
+    sender a signature and its receiver a check and a store transaction.
+
+    Raises:
+        UsageError: an envelope does not fit in a message of ``max_size`` bytes.
+    """
+    out: list[bytes] = []
+    batch: list[bytes] = []
+    size = _GOSSIP_FRAME
+    for raw in envelopes:
+        cost = len(raw) + _ITEM_HEADER
+        if _GOSSIP_FRAME + cost > max_size:
+            raise UsageError(f"an op of {len(raw)} bytes does not fit in a gossip message "
+                             f"of {max_size} bytes")
+        if batch and (size + cost > max_size or len(batch) == MAX_GOSSIP_OPS):
+            out.append(encode_gossip(Gossip(GossipKind.OP, tuple(batch))))
+            batch, size = [], _GOSSIP_FRAME
+        batch.append(raw)
+        size += cost
+    if batch:
+        out.append(encode_gossip(Gossip(GossipKind.OP, tuple(batch))))
+    return out
 
 
 @dataclass(frozen=True, slots=True)
