@@ -457,6 +457,20 @@ def test_too_large_package() -> None:
     assert info.value.code is Code.TOO_LARGE
 
 
+def test_a_decoded_package_is_kept_and_the_limits_still_apply() -> None:
+    # A first sync read each stored package a couple of dozen times (keys,
+    # holders, the chain's check): the same bytes are decoded once.
+    data = build(base_registry().state)
+    first = decode_key_package(data)
+    assert decode_key_package(bytes(bytearray(data))) is first
+    with pytest.raises(DecodeError) as info:  # a caller's own limits are not bypassed
+        decode_key_package(data, limits=ProtocolLimits(max_key_package=len(data) - 1))
+    assert info.value.code is Code.TOO_LARGE
+    for _ in range(2):  # a damaged copy is refused every time
+        with pytest.raises(DecodeError):
+            decode_key_package(data[:-1])
+
+
 # ------------------------------------- version 2: key commitment, key history
 
 

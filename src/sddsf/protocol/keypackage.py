@@ -44,6 +44,7 @@ private helpers (version 3's builder and verifier are in ``keypackage_v3``).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Final
@@ -281,9 +282,27 @@ def decode_key_package(data: bytes, *,
                        limits: ProtocolLimits = DEFAULT_PROTOCOL_LIMITS) -> KeyPackage:
     """Decode a key package's structure (no signature or membership checks).
 
+    A device reads its space's stored packages many times per sync (keys,
+    holders, the chain's check); the decoded value of a package of at most
+    ``_CACHED_MAX`` bytes under the default limits is kept (a pure function of
+    the bytes: the same bytes always give the same immutable result; a package
+    that does not decode is decoded, and refused, every time).
+
     Raises:
         DecodeError: malformed, too large or an unsupported version.
     """
+    if limits is DEFAULT_PROTOCOL_LIMITS and len(data) <= _CACHED_MAX:
+        return _decode_cached(bytes(data))
+    return _decode_key_package(data, limits)
+
+
+#: Packages up to this size are kept decoded (at most _CACHED_COUNT of them:
+#: a few MiB at most, whatever the packages).
+_CACHED_MAX: Final = 32 * 1024
+_CACHED_COUNT: Final = 128
+
+
+def _decode_key_package(data: bytes, limits: ProtocolLimits) -> KeyPackage:
     dl = limits.decode_limits(limits.max_key_package)
     # A shared space's recipients array is longer than any other array in the
     # protocol; its own bound is checked right after decoding.
@@ -322,6 +341,11 @@ def decode_key_package(data: bytes, *,
                       recipients, body_bytes, signature, raw, package_hash(raw), version,
                       commit, wrapped, creator_account, members,
                       f.bytes_("membership", size=32))
+
+
+@functools.lru_cache(maxsize=_CACHED_COUNT)
+def _decode_cached(data: bytes) -> KeyPackage:
+    return _decode_key_package(data, DEFAULT_PROTOCOL_LIMITS)
 
 
 def _decode_recipients(items: list[object]) -> dict[bytes, bytes]:
