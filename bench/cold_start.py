@@ -19,6 +19,11 @@ B's start from a home opened again, as in a new process, whose first sync also
 opens its session (challenge and session requests). ``snapshot_local_ms`` is the
 CPU part of a snapshot start (verify, decrypt, apply to a fresh document);
 ``plain_ms`` is ``Doc().apply_update(state)`` of the same final state.
+``pycrdt_websocket_ms`` is the same first sync through what a user would pick
+instead, in the same run: a pycrdt-websocket room on loopback holding the same
+final state, and a new ``pycrdt.Provider`` client connecting over a new
+WebSocket, timed until it is synced and its document equals A's (bench/peers.py's
+room and client; no store, no signatures, no encryption).
 Every device's document must equal A's.
 
 ``--big MIB,...`` (issue 13 item 3): one document of that many MiB built from
@@ -52,6 +57,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from peers import peer, room_server
 from trace_sync import TRACE, apply_edit, load, relay_process
 
 from sddsf.client.device import Device
@@ -137,6 +143,8 @@ async def one(url: str, work: Path, workload: str, n: int,
         assert content(d, workload) == expected
         local.append(time.perf_counter() - start)
 
+    websocket = await websocket_first_syncs(state, workload, expected)
+
     timings: dict[str, list[float]] = {"snapshot": [], "fresh": [], "replay": []}
     requests: dict[str, int] = {}
     for i in range(REPEAT):
@@ -166,12 +174,35 @@ async def one(url: str, work: Path, workload: str, n: int,
         "state_bytes": len(state), "snapshot_bytes": len(blob) + sum(map(len, chunks)),
         "plain_ms": round(plain_ms, 2), "snapshot_local_ms": round(local_ms, 2),
         "cold_snapshot_ms": round(med["snapshot"], 1), "cold_replay_ms": round(med["replay"], 1),
-        "cold_fresh_ms": round(med["fresh"], 1), "requests_snapshot": requests["snapshot"],
+        "cold_fresh_ms": round(med["fresh"], 1),
+        "pycrdt_websocket_ms": round(statistics.median(websocket) * 1000, 1),
+        "snapshot_vs_pycrdt_websocket": round(med["snapshot"] / 1000
+                                              / statistics.median(websocket), 2),
+        "requests_snapshot": requests["snapshot"],
         "requests_fresh": requests["fresh"], "requests_replay": requests["replay"],
         "local_vs_plain": round(local_ms / plain_ms, 2),
         "cold_snapshot_vs_plain": round(med["snapshot"] / plain_ms, 1),
         "replay_vs_snapshot": round(med["replay"] / med["snapshot"], 1),
     }
+
+
+async def websocket_first_syncs(state: bytes, workload: str, expected: object) -> list[float]:
+    """Seconds of REPEAT new pycrdt-websocket clients' first syncs of ``state``
+    from a room that holds it (a first client seeds the room and stays)."""
+    times = []
+    async with room_server(None) as url, peer(url) as seeder:
+        seeder.apply_update(state)
+        while True:  # the room has it once a new client gets all of it
+            async with peer(url) as probe:
+                if content(probe, workload) == expected:
+                    break
+            await asyncio.sleep(0.01)
+        for _ in range(REPEAT):
+            start = time.perf_counter()
+            async with peer(url) as doc:
+                assert content(doc, workload) == expected
+                times.append(time.perf_counter() - start)
+    return times
 
 
 def big_value(i: int) -> str:
