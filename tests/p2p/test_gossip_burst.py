@@ -8,6 +8,7 @@ that stalls for longer than ``gossip_wait_s`` must not stall publication."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import os
 import time
@@ -67,19 +68,36 @@ def _stall(peer: PeerSync, seconds: float) -> asyncio.Future[None]:
     return asyncio.ensure_future(peer.node._bridge.call(_block, seconds))
 
 
+@dataclasses.dataclass
+class Pair:
+    laptop: Device
+    phone: Device
+    space: bytes
+    a: PeerSync  # the laptop's
+    b: PeerSync  # the phone's
+
+
+@contextlib.asynccontextmanager
 async def _pair(relay: InProcessRelay, tmp_path: Path, settings: PeerSyncSettings
-                ) -> tuple[Device, Device, bytes, PeerSync, PeerSync]:
+                ) -> AsyncIterator[Pair]:
+    """Two connected devices whose gossip already flows (one op went through)."""
     (laptop, phone), space = await devices(relay, tmp_path, "laptop", "phone")
-    a = PeerSync(laptop, settings)
-    await a.start()
-    b = PeerSync(phone, dataclasses.replace(settings, bootstrap=tuple(a.addrs)))
-    await b.start()
-    await until(lambda: any(p.connected for p in a.peers()))
-    # Gossip flows before the burst (the pubsub streams are set up): one op.
-    laptop.doc(space, "t").get("t", type=pycrdt.Text).insert(0, ">")
-    await a.publish_pending()
-    await until(lambda: text(phone, space) == ">")
-    return laptop, phone, space, a, b
+    a, b = PeerSync(laptop, settings), None
+    try:
+        await a.start()
+        b = PeerSync(phone, dataclasses.replace(settings, bootstrap=tuple(a.addrs)))
+        await b.start()
+        await until(lambda: any(p.connected for p in a.peers()))
+        laptop.doc(space, "t").get("t", type=pycrdt.Text).insert(0, ">")
+        await a.publish_pending()
+        await until(lambda: text(phone, space) == ">")
+        yield Pair(laptop, phone, space, a, b)
+    finally:
+        await a.stop()
+        if b is not None:
+            await b.stop()
+        await laptop.close()
+        await phone.close()
 
 
 async def _publish_each(a: PeerSync, laptop: Device, space: bytes) -> None:
@@ -94,21 +112,15 @@ async def _publish_each(a: PeerSync, laptop: Device, space: bytes) -> None:
 async def test_a_burst_reaches_a_slow_peer_without_drops(
         relay: InProcessRelay, tmp_path: Path, dropped: list[int]) -> None:
     settings = dataclasses.replace(NO_TIMER, gossip_wait_s=30.0)
-    laptop, phone, space, a, b = await _pair(relay, tmp_path, settings)
-    try:
-        stall = _stall(b, 3.0)
+    async with _pair(relay, tmp_path, settings) as p:
+        stall = _stall(p.b, 3.0)
         await asyncio.sleep(0.2)
-        before = a.stats.published
-        await _publish_each(a, laptop, space)
-        await until(lambda: a.stats.published - before == len(WORDS), timeout=60)
+        before = p.a.stats.published
+        await _publish_each(p.a, p.laptop, p.space)
+        await until(lambda: p.a.stats.published - before == len(WORDS), timeout=60)
         await stall
-        await until(lambda: text(phone, space) == ">" + "".join(WORDS), timeout=60)
+        await until(lambda: text(p.phone, p.space) == ">" + "".join(WORDS), timeout=60)
         assert sum(dropped) == 0, f"{sum(dropped)} publications dropped"
-    finally:
-        await a.stop()
-        await b.stop()
-        await laptop.close()
-        await phone.close()
 
 
 async def test_a_stalled_peer_does_not_stall_publication(
@@ -117,22 +129,16 @@ async def test_a_stalled_peer_does_not_stall_publication(
     # laptop stops waiting for it, publishes the rest (libp2p drops the
     # phone's copies) and the phone gets them from its periodic catch-up.
     settings = dataclasses.replace(NO_TIMER, gossip_wait_s=0.5, catch_up_s=1.0)
-    laptop, phone, space, a, b = await _pair(relay, tmp_path, settings)
-    try:
-        stall = _stall(b, 10.0)
+    async with _pair(relay, tmp_path, settings) as p:
+        stall = _stall(p.b, 10.0)
         await asyncio.sleep(0.2)
-        before = a.stats.published
-        await _publish_each(a, laptop, space)
-        await until(lambda: a.stats.published - before == len(WORDS), timeout=60)
+        before = p.a.stats.published
+        await _publish_each(p.a, p.laptop, p.space)
+        await until(lambda: p.a.stats.published - before == len(WORDS), timeout=60)
         assert not stall.done(), "publication waited for the stalled peer"
         assert sum(dropped) > 0  # the stalled peer's copies
         await stall
-        await until(lambda: text(phone, space) == ">" + "".join(WORDS), timeout=60)
-    finally:
-        await a.stop()
-        await b.stop()
-        await laptop.close()
-        await phone.close()
+        await until(lambda: text(p.phone, p.space) == ">" + "".join(WORDS), timeout=60)
 
 
 async def test_a_burst_travels_in_as_few_messages_as_fit(
@@ -140,20 +146,14 @@ async def test_a_burst_travels_in_as_few_messages_as_fit(
     # Nothing publishes behind the test's back (no polling): the 50 ops sealed
     # here are new at one publication, which packs them into one message.
     settings = dataclasses.replace(NO_TIMER, poll_s=3600.0)
-    laptop, phone, space, a, b = await _pair(relay, tmp_path, settings)
-    try:
-        t = laptop.doc(space, "t").get("t", type=pycrdt.Text)
+    async with _pair(relay, tmp_path, settings) as p:
+        t = p.laptop.doc(p.space, "t").get("t", type=pycrdt.Text)
         for i in range(50):
             t.insert(len(str(t)), f" {i}")
-            laptop.engine.outbox.flush()
-        messages = a.stats.messages
-        assert await a.publish_pending() == 50
-        assert a.stats.messages == messages + 1
+            p.laptop.engine.outbox.flush()
+        messages = p.a.stats.messages
+        assert await p.a.publish_pending() == 50
+        assert p.a.stats.messages == messages + 1
         expected = ">" + "".join(f" {i}" for i in range(50))
-        await until(lambda: text(phone, space) == expected)
-        assert b.stats.applied >= 51 and not b.stats.refused
-    finally:
-        await a.stop()
-        await b.stop()
-        await laptop.close()
-        await phone.close()
+        await until(lambda: text(p.phone, p.space) == expected)
+        assert p.b.stats.applied >= 51 and not p.b.stats.refused
