@@ -393,3 +393,32 @@ async def test_unchanged_key_packages_are_not_verified_again(
         await phone.sync()
     assert first >= 1
     await phone.close()
+
+
+# ------------------------------------------------- the relay's reads for a bundle
+async def test_the_bundle_is_read_in_few_storage_calls(setup: Setup, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each storage call is a hand-over to the database's worker (or pool) and
+    back: the bundle's reads are grouped, and their number does not grow with
+    the account's spaces (one listing for all of them)."""
+    storage = setup.relay.storage
+    real = storage._run  # type: ignore[attr-defined]
+    calls: list[int] = []
+
+    async def counted(fn: Any) -> Any:
+        calls.append(1)
+        return await real(fn)
+
+    monkeypatch.setattr(storage, "_run", counted)
+    phone = await new_device(setup, tmp_path / "phone")
+    calls.clear()
+    body = await phone.engine.transport.client.bootstrap(bytes(16))  # type: ignore[attr-defined]
+    assert body
+    # Before: 15 (the space listing alone 4, each snapshot read twice).
+    assert len(calls) <= 10, len(calls)
+    for name in ("a", "b", "c"):
+        await setup.laptop.create_space(name)
+    calls.clear()
+    await phone.engine.transport.client.list_spaces()  # type: ignore[attr-defined]
+    assert len(calls) <= 2, len(calls)  # the session's registry, the listing (before: 11)
+    await phone.close()

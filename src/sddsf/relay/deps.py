@@ -105,7 +105,9 @@ class RelayContext:
         return auth.challenge_key(self.relay_key.seed)
 
 
-def _ctx(request: Request) -> RelayContext:
+async def _ctx(request: Request) -> RelayContext:
+    # A coroutine: FastAPI runs a plain function dependency in its thread pool,
+    # a hand-over and back on every request for one attribute read.
     ctx: RelayContext = request.app.state.relay
     return ctx
 

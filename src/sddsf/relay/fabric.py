@@ -194,13 +194,7 @@ class Fabric:
     async def readable_spaces(self, account_id: bytes) -> list[SpaceRecord]:
         """The spaces the account may read, oldest first: its own that are not
         shared (or shared with it still a member) and those shared with it."""
-        own = await self.storage.list_spaces(account_id)
-        shared = await self.storage.shared_spaces(account_id)
-        listed = {s.space_id for s in shared}
-        kept = [s for s in own if s.space_id in listed
-                or not await self.storage.space_members(s.space_id)]
-        return sorted({s.space_id: s for s in [*kept, *shared]}.values(),
-                      key=lambda s: (s.created_ms, s.space_id))
+        return await self.storage.readable_spaces(account_id)
 
     async def maybe_prune(self, space: SpaceRecord) -> int:
         """Drop envelopes that every active device has applied and that the

@@ -1454,6 +1454,42 @@ async def check_shared_spaces(h: Harness) -> None:
     expect_eq([r.space_id for r in await s.shared_spaces(member)], [second])
 
 
+async def check_readable_spaces(h: Harness) -> None:
+    """readable_spaces: the spaces shared with the account (whoever owns them)
+    and its own never shared, by (created_ms, space_id); not its own once it is
+    no longer a member; the same as the per-space reads say."""
+    s = h.storage
+    owner, member, stranger = rid(32), rid(32), rid(32)
+    mine, shared, left, theirs, tie = rid(), rid(), rid(), rid(), rid()
+    for k, space in enumerate((mine, shared, left)):
+        await s.create_space(space, owner, NOW + 10 - k)
+    await s.create_space(theirs, member, NOW)
+    await s.create_space(tie, owner, NOW)  # same time as `theirs`: ordered by id
+    for space, members in ((shared, {owner: "admin", member: "writer"}),
+                           (left, {member: "admin"}), (theirs, {member: "admin",
+                                                               owner: "reader"})):
+        entry, eh = make_entry()
+        await s.append_membership(space, entry, eh, NOW, expected_head=NO_HEAD,
+                                  members=members)
+
+    async def composed(account: bytes) -> list[bytes]:
+        listed = {r.space_id: r for r in await s.shared_spaces(account)}
+        for r in await s.list_spaces(account):
+            if not await s.space_members(r.space_id):
+                listed[r.space_id] = r
+        return [r.space_id for r in sorted(listed.values(),
+                                            key=lambda r: (r.created_ms, r.space_id))]
+
+    expect_eq({r.space_id for r in await s.readable_spaces(owner)},
+              {mine, shared, theirs, tie})
+    expect_eq({r.space_id for r in await s.readable_spaces(member)}, {shared, left, theirs})
+    expect_eq(await s.readable_spaces(stranger), [])
+    for account in (owner, member, stranger):
+        got = await s.readable_spaces(account)
+        expect_eq([r.space_id for r in got], await composed(account))
+        expect_eq(got, [present(await s.get_space(r.space_id)) for r in got])
+
+
 CHECKS: list[Check] = [
     check_migrations_applied,
     check_reopen_is_idempotent,
@@ -1484,6 +1520,7 @@ CHECKS: list[Check] = [
     check_membership_concurrent_with_ops,
     check_prune_keeps_membership,
     check_shared_spaces,
+    check_readable_spaces,
     check_fork_evidence,
     check_snapshots,
     check_snapshot_chunks,

@@ -28,7 +28,7 @@ from sddsf.protocol.bootstrap import (
 from sddsf.protocol.snapshot import CORROBORATED_SNAPSHOT_DOC, SPACE_SNAPSHOT_DOC, snapshot_claims
 from sddsf.relay import models as m
 from sddsf.relay.deps import Authed, Ctx
-from sddsf.relay.routes.spaces import stored_attestations
+from sddsf.relay.routes.spaces import attestations_of
 from sddsf.relay.storage.base import SpaceRecord
 
 router = APIRouter()
@@ -86,7 +86,7 @@ async def _space(ctx: Ctx, space: SpaceRecord, budget: _Budget) -> BundledSpace:
     after: int | None = None
     for doc in (SPACE_SNAPSHOT_DOC, CORROBORATED_SNAPSHOT_DOC):
         stored = await ctx.storage.get_snapshot(sid, doc)
-        snap_id, atts = await stored_attestations(ctx, sid, doc)
+        snap_id, atts = await attestations_of(ctx, sid, stored)
         if not budget.take(stored[1] if stored else None, *atts):
             return await _head_only(ctx, sid, keys)
         snaps.append(BundledSnapshot(doc, stored[0] if stored else -1,

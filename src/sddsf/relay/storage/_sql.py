@@ -246,6 +246,17 @@ class SqlStorage(RelayStorage):
             account_id)
         return [space_record(*r) for r in rows]
 
+    async def readable_spaces(self, account_id: bytes) -> list[SpaceRecord]:
+        """See :meth:`RelayStorage.readable_spaces`."""
+        columns = ", ".join(f"s.{c}" for c in SPACE_COLUMNS.split(", "))
+        rows = await self._fetch(
+            f"SELECT {columns} FROM spaces s WHERE s.space_id IN "  # noqa: S608 - constant
+            "(SELECT space_id FROM space_members WHERE account_id = $1) "
+            "OR (s.account_id = $1 AND NOT EXISTS "
+            "(SELECT 1 FROM space_members m WHERE m.space_id = s.space_id)) "
+            "ORDER BY s.created_ms, s.space_id", account_id)
+        return [space_record(*r) for r in rows]
+
     # ------------------------------------------------------------ snapshots
     async def put_snapshot(self, space_id: bytes, doc_id: bytes, covers_offset: int,
                            blob: bytes, now_ms: int) -> None:

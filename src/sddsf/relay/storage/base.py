@@ -652,6 +652,17 @@ class RelayStorage(ABC):
         """The spaces whose stored member set lists ``account_id`` (whoever owns
         them, the account itself included), oldest first."""
 
+    @abstractmethod
+    async def readable_spaces(self, account_id: bytes) -> list[SpaceRecord]:
+        """The spaces ``account_id`` may read, ordered by ``(created_ms, space_id)``:
+        those whose stored member set lists it (whoever owns them), and those it
+        owns that were never shared. A space it owns whose member set no longer
+        lists it is not included.
+
+        One read (one consistent view, one call), since every authenticated
+        listing and every first-sync bundle asks it.
+        """
+
     # ---------------------------------------------------------------- snapshots
     @abstractmethod
     async def put_snapshot(self, space_id: bytes, doc_id: bytes, covers_offset: int,
