@@ -766,6 +766,41 @@ async def check_snapshot_attestations(h: Harness) -> None:
                                                            b"a", NOW))
 
 
+async def check_first_sync_reads(h: Harness) -> None:
+    """first_sync_reads gives what the separate reads give: the key packages,
+    the requested docs' snapshots, their doc ids' attestations by snapshot id,
+    the log after the oldest snapshot (bounded), and the space after them."""
+    s = h.storage
+    space = await new_space(s)
+    author, x, y = rid(), *sorted([rid(32), rid(32)])
+    current, copy, absent, other = rid(), rid(), rid(), rid()
+    await raises(NotFoundError, s.first_sync_reads(rid(), [current], 10))
+    await raises(UsageError, s.first_sync_reads(space, [current], -1))
+    empty = await s.first_sync_reads(space, [current, copy], 10)
+    expect_eq((empty.key_packages, empty.snapshots, empty.attestations, empty.ops),
+              ([], {}, {}, []))
+    expect_eq(empty.space, await s.get_space(space))
+    for epoch in range(3):
+        await s.put_key_package(space, epoch, b"p%d" % epoch, NOW + epoch)
+    await s.append_ops(space, chain(author, 1, 12), NOW)
+    await s.put_snapshot(space, current, 8, b"current", NOW)
+    await s.put_snapshot(space, copy, 4, b"older copy", NOW)
+    await s.put_snapshot(space, other, 1, b"not asked for", NOW)
+    snap = rid(32)
+    await s.put_snapshot_attestation(space, current, snap, y, "match", b"y", NOW)
+    await s.put_snapshot_attestation(space, current, snap, x, "mismatch", b"x", NOW)
+    await s.put_snapshot_attestation(space, other, snap, x, "match", b"elsewhere", NOW)
+    for limit in (0, 3, 100):
+        got = await s.first_sync_reads(space, [current, copy, absent], limit)
+        expect_eq(got.key_packages, await s.key_packages(space))
+        expect_eq(got.snapshots, {current: (8, b"current"), copy: (4, b"older copy")})
+        expect_eq(got.attestations, {(current, snap): [b"x", b"y"]}, "by attester")
+        expect_eq(got.ops, await s.read_ops(space, 4, limit), "after the oldest snapshot")
+        expect_eq(got.space, await s.get_space(space))
+    only = await s.first_sync_reads(space, [current], 100)
+    expect_eq([o.offset for o in only.ops], [9, 10, 11])
+
+
 async def check_acks_only_move_forward(h: Harness) -> None:
     """Acknowledgements are per device, monotonic, and bounded by the log."""
     s = h.storage
@@ -1525,6 +1560,7 @@ CHECKS: list[Check] = [
     check_snapshots,
     check_snapshot_chunks,
     check_snapshot_attestations,
+    check_first_sync_reads,
     check_acks_only_move_forward,
     check_pairing_channel,
     check_pairing_out_of_order_or_changed_burns,

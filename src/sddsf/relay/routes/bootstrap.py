@@ -25,11 +25,15 @@ from sddsf.protocol.bootstrap import (
     BundledSpace,
     sign_bootstrap,
 )
-from sddsf.protocol.snapshot import CORROBORATED_SNAPSHOT_DOC, SPACE_SNAPSHOT_DOC, snapshot_claims
+from sddsf.protocol.snapshot import (
+    CORROBORATED_SNAPSHOT_DOC,
+    SPACE_SNAPSHOT_DOC,
+    snapshot_claims,
+    snapshot_id,
+)
 from sddsf.relay import models as m
 from sddsf.relay.deps import Authed, Ctx
-from sddsf.relay.routes.spaces import attestations_of
-from sddsf.relay.storage.base import SpaceRecord
+from sddsf.relay.storage.base import FirstSyncReads, SpaceRecord
 
 router = APIRouter()
 
@@ -78,47 +82,45 @@ async def bootstrap(caller: Authed, ctx: Ctx,
 
 async def _space(ctx: Ctx, space: SpaceRecord, budget: _Budget) -> BundledSpace:
     sid = space.space_id
-    keys = await ctx.storage.key_packages(sid, 0)
+    docs = (SPACE_SNAPSHOT_DOC, CORROBORATED_SNAPSHOT_DOC)
+    # One storage call for all but the chunks (their ids are inside the snapshots).
+    read = await ctx.storage.first_sync_reads(sid, docs, ctx.settings.max_page_ops)
+    keys = read.key_packages
     if not budget.take(*keys):
-        return await _head_only(ctx, sid)
+        return _head_only(ctx, read)
     snaps: list[BundledSnapshot] = []
     chunks: dict[bytes, bytes] = {}
-    after: int | None = None
-    for doc in (SPACE_SNAPSHOT_DOC, CORROBORATED_SNAPSHOT_DOC):
-        stored = await ctx.storage.get_snapshot(sid, doc)
-        snap_id, atts = await attestations_of(ctx, sid, stored)
+    for doc in docs:
+        stored = read.snapshots.get(doc)
+        snap_id = None if stored is None else snapshot_id(stored[1])
+        # Attestations are kept under the whole-space doc id (see stored_attestations).
+        atts = read.attestations.get((SPACE_SNAPSHOT_DOC, snap_id or b""), [])
         if not budget.take(stored[1] if stored else None, *atts):
-            return await _head_only(ctx, sid, keys)
+            return _head_only(ctx, read, keys)
         snaps.append(BundledSnapshot(doc, stored[0] if stored else -1,
                                      stored[1] if stored else None, snap_id, tuple(atts)))
-        if stored is not None:
-            after = stored[0] if after is None else min(after, stored[0])
     for snap in snaps:
         for cid in _chunk_ids(ctx, snap.blob):
             blob = chunks.get(cid) or await ctx.storage.get_snapshot_chunk(sid, cid)
             if blob is None or not (cid in chunks or budget.take(blob)):
-                return await _head_only(ctx, sid, keys, snaps, chunks)
+                return _head_only(ctx, read, keys, snaps, chunks)
             chunks[cid] = blob
-    ops = await ctx.storage.read_ops(sid, -1 if after is None else after,
-                                     ctx.settings.max_page_ops)
+    after = min((covers for covers, _ in read.snapshots.values()), default=-1)
     tail = []
-    for op in ops:
+    for op in read.ops:
         if not budget.take(op.envelope):
             break
         tail.append(BundledOp(op.offset, op.op_id, op.leaf_hash, op.envelope))
-    return await _head_only(ctx, sid, keys, snaps, chunks, -1 if after is None else after,
-                            tail)
+    return _head_only(ctx, read, keys, snaps, chunks, after, tail)
 
 
-async def _head_only(ctx: Ctx, space_id: bytes, keys: list[bytes] | None = None,
-                     snaps: list[BundledSnapshot] | None = None,
-                     chunks: dict[bytes, bytes] | None = None, after: int | None = None,
-                     ops: list[BundledOp] | None = None) -> BundledSpace:
-    # The log state is read after the ops, so the signed head covers every op
-    # in the tail (as a pull's does).
-    space = await ctx.storage.get_space(space_id)
-    if space is None:  # pragma: no cover - listed a moment ago; spaces are never deleted
-        raise DecodeError("a space vanished while the bundle was read")
+def _head_only(ctx: Ctx, read: FirstSyncReads, keys: list[bytes] | None = None,
+               snaps: list[BundledSnapshot] | None = None,
+               chunks: dict[bytes, bytes] | None = None, after: int | None = None,
+               ops: list[BundledOp] | None = None) -> BundledSpace:
+    # The space was read after the ops, so the signed head covers every op in
+    # the tail (as a pull's does).
+    space = read.space
     head = ctx.fabric.tree_head(space, space.size, space.root)
     return BundledSpace(space.space_id, space.size, space.root, space.epoch, head,
                         tuple(keys) if keys is not None else None, tuple(snaps or ()),

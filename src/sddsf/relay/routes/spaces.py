@@ -439,12 +439,7 @@ async def stored_attestations(ctx: Ctx, space_id: bytes,
                               doc_id: bytes) -> tuple[bytes | None, list[bytes]]:
     """The id of the snapshot stored under ``doc_id`` (None: none) and the signed
     verdicts about it (attestations are kept under the whole-space doc id)."""
-    return await attestations_of(ctx, space_id, await ctx.storage.get_snapshot(space_id, doc_id))
-
-
-async def attestations_of(ctx: Ctx, space_id: bytes, stored: tuple[int, bytes] | None,
-                          ) -> tuple[bytes | None, list[bytes]]:
-    """:func:`stored_attestations` of a snapshot already read (``None``: none)."""
+    stored = await ctx.storage.get_snapshot(space_id, doc_id)
     if stored is None:
         return None, []
     sid = snapshot_id(stored[1])

@@ -37,6 +37,7 @@ from sddsf.relay.storage._common import (
 )
 from sddsf.relay.storage.base import (
     AlertRecord,
+    FirstSyncReads,
     ForkEvidence,
     LeafKind,
     PostureRecord,
@@ -49,6 +50,7 @@ from sddsf.relay.storage.base import (
 __all__ = [
     "ALERT_COLUMNS",
     "APPEND_AUDIT",
+    "ATTESTATIONS_OF_SPACE",
     "BACKUP_COLUMNS",
     "CHANNEL_COLUMNS",
     "FREE_NAMEPLATE",
@@ -58,8 +60,10 @@ __all__ = [
     "SPACE_COLUMNS",
     "Row",
     "SqlStorage",
+    "attestations_by_id",
     "channel_row",
     "check_limit",
+    "first_sync_after",
     "sqlite_statement",
     "stored_backup",
 ]
@@ -116,6 +120,28 @@ APPEND_AUDIT: Final = (
     "VALUES ($1, $2, $3, $4, $5)")
 
 _NUMBERED: Final = re.compile(r"\$(\d+)")
+
+
+#: Every stored attestation of a space, grouped for :func:`attestations_by_id`.
+ATTESTATIONS_OF_SPACE: Final = (
+    "SELECT doc_id, snapshot_id, attestation FROM snapshot_attestations WHERE space_id = $1 "
+    "ORDER BY doc_id, snapshot_id, attester")
+
+
+def first_sync_after(snapshots: dict[bytes, tuple[int, bytes]]) -> int:
+    """The offset a first sync's tail starts after: the oldest snapshot's cover."""
+    return min((covers for covers, _ in snapshots.values()), default=-1)
+
+
+def attestations_by_id(rows: Sequence[Row], docs: Sequence[bytes],
+                       ) -> dict[tuple[bytes, bytes], list[bytes]]:
+    """``ATTESTATIONS_OF_SPACE`` rows of ``docs``, by ``(doc id, snapshot id)``."""
+    wanted = set(docs)
+    out: dict[tuple[bytes, bytes], list[bytes]] = {}
+    for doc, sid, raw in rows:
+        if bytes(doc) in wanted:
+            out.setdefault((bytes(doc), bytes(sid)), []).append(bytes(raw))
+    return out
 
 
 @functools.cache
@@ -245,6 +271,21 @@ class SqlStorage(RelayStorage):
             "s.space_id = m.space_id WHERE m.account_id = $1 ORDER BY s.created_ms, s.space_id",
             account_id)
         return [space_record(*r) for r in rows]
+
+    async def first_sync_reads(self, space_id: bytes, docs: Sequence[bytes],
+                               limit: int) -> FirstSyncReads:
+        """See :meth:`RelayStorage.first_sync_reads` (one call per read here;
+        SQLite answers in one transaction)."""
+        check_limit(limit)
+        packages = await self.key_packages(space_id)
+        snapshots = {doc: s for doc in docs
+                     if (s := await self.get_snapshot(space_id, doc)) is not None}
+        rows = await self._fetch(ATTESTATIONS_OF_SPACE, space_id)
+        ops = await self.read_ops(space_id, first_sync_after(snapshots), limit)
+        space = await self.get_space(space_id)
+        if space is None:  # pragma: no cover - read_ops raised already; never deleted
+            raise NotFoundError("unknown space")
+        return FirstSyncReads(space, packages, snapshots, attestations_by_id(rows, docs), ops)
 
     async def readable_spaces(self, account_id: bytes) -> list[SpaceRecord]:
         """See :meth:`RelayStorage.readable_spaces`."""

@@ -188,6 +188,25 @@ class StoredOp:
 
 
 @dataclass(frozen=True, slots=True)
+class FirstSyncReads:
+    """What a new device's first sync reads of one space (see
+    :meth:`RelayStorage.first_sync_reads`)."""
+
+    #: The space as it was when the ops were read (its size covers all of them).
+    space: SpaceRecord
+    #: Every key package, in epoch order.
+    key_packages: list[bytes]
+    #: Requested doc id -> ``(covers_offset, blob)``, for those that have a snapshot.
+    snapshots: dict[bytes, tuple[int, bytes]]
+    #: ``(doc id, snapshot id)`` -> the attestations stored under them (requested
+    #: doc ids only), ordered by attester.
+    attestations: dict[tuple[bytes, bytes], list[bytes]]
+    #: The leaves after the lowest ``covers_offset`` of ``snapshots`` (after -1
+    #: when there is none), ascending, at most the limit asked for.
+    ops: list[StoredOp]
+
+
+@dataclass(frozen=True, slots=True)
 class ChainSnapshot:
     """Per-author chain state of one space, prefetched for verifying a batch.
 
@@ -651,6 +670,23 @@ class RelayStorage(ABC):
     async def shared_spaces(self, account_id: bytes) -> list[SpaceRecord]:
         """The spaces whose stored member set lists ``account_id`` (whoever owns
         them, the account itself included), oldest first."""
+
+    @abstractmethod
+    async def first_sync_reads(self, space_id: bytes, docs: Sequence[bytes],
+                               limit: int) -> FirstSyncReads:
+        """What a first-sync bundle (protocol 17.9) holds of the space: its key
+        packages, the snapshots of ``docs`` with the attestations stored under
+        those doc ids, and the log after the oldest of those snapshots (at most
+        ``limit`` leaves), with the space read after the leaves. These are the
+        values :meth:`key_packages`, :meth:`get_snapshot`,
+        :meth:`snapshot_attestations`, :meth:`read_ops` and :meth:`get_space`
+        give; a backend answers them in as few round trips as it can (one
+        transaction on SQLite), since every new device asks.
+
+        Raises:
+            NotFoundError: unknown space.
+            UsageError: a negative limit.
+        """
 
     @abstractmethod
     async def readable_spaces(self, account_id: bytes) -> list[SpaceRecord]:

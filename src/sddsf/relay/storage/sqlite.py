@@ -61,6 +61,7 @@ from sddsf.relay.storage._common import (
 from sddsf.relay.storage._sql import (
     ALERT_COLUMNS,
     APPEND_AUDIT,
+    ATTESTATIONS_OF_SPACE,
     CHANNEL_COLUMNS,
     FREE_NAMEPLATE,
     MEMBERSHIP_HEAD,
@@ -69,8 +70,10 @@ from sddsf.relay.storage._sql import (
     SPACE_COLUMNS,
     Row,
     SqlStorage,
+    attestations_by_id,
     channel_row,
     check_limit,
+    first_sync_after,
     sqlite_statement,
 )
 from sddsf.relay.storage.base import (
@@ -81,6 +84,7 @@ from sddsf.relay.storage.base import (
     BackupAttemptStatus,
     BackupLockPolicy,
     ChainSnapshot,
+    FirstSyncReads,
     ForkEvidence,
     LeafKind,
     OpToAppend,
@@ -598,6 +602,34 @@ class SqliteStorage(SqlStorage):
                              "AND o.log_offset > ? ORDER BY o.log_offset LIMIT ?",
                              (space_id, after, limit)).fetchall()
             return [stored_op(*r) for r in rows]
+        return await self._read(body)
+
+    async def first_sync_reads(self, space_id: bytes, docs: Sequence[bytes],
+                               limit: int) -> FirstSyncReads:
+        """See :meth:`RelayStorage.first_sync_reads`: one read transaction, so one
+        hand-over to the worker instead of one per read."""
+        check_limit(limit)
+
+        def body(c: Conn) -> FirstSyncReads:
+            _space_size(c, space_id)  # NotFoundError first, as read_ops raises it
+            packages = [bytes(r[0]) for r in c.execute(
+                "SELECT package FROM key_packages WHERE space_id = ? ORDER BY epoch",
+                (space_id,))]
+            snapshots: dict[bytes, tuple[int, bytes]] = {}
+            for doc in docs:
+                row = c.execute("SELECT covers_offset, blob FROM snapshots WHERE "
+                                "space_id = ? AND doc_id = ?", (space_id, doc)).fetchone()
+                if row is not None:
+                    snapshots[doc] = (int(row[0]), bytes(row[1]))
+            attestations = attestations_by_id(c.execute(
+                sqlite_statement(ATTESTATIONS_OF_SPACE), (space_id,)).fetchall(), docs)
+            ops = [stored_op(*r) for r in c.execute(
+                f"{OP_SELECT} WHERE o.space_id = ? AND o.log_offset > ? "
+                "ORDER BY o.log_offset LIMIT ?", (space_id, first_sync_after(snapshots), limit))]
+            space = space_record(*c.execute(
+                f"SELECT {SPACE_COLUMNS} FROM spaces WHERE space_id = ?",  # noqa: S608 - constant
+                (space_id,)).fetchone())
+            return FirstSyncReads(space, packages, snapshots, attestations, ops)
         return await self._read(body)
 
     async def leaf_hashes(self, space_id: bytes, start: int, end: int) -> list[bytes]:
