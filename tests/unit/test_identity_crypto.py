@@ -143,6 +143,26 @@ def test_different_secrets_give_different_keys() -> None:
     assert a.account_id != b.account_id
 
 
+def test_account_id_is_derived_once_per_public_identity(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Registry states, key packages and memberships read the account id many
+    times per sync: it is derived when the public identity is built, not on
+    every read."""
+    from sddsf.protocol import identity
+
+    pub = AccountPublic.from_keys(ACCOUNT.public.signing_key.raw, ACCOUNT.public.recovery_key)
+    derived: list[bytes] = []
+    real = identity.account_id_of
+    monkeypatch.setattr(identity, "account_id_of",
+                        lambda key: derived.append(key) or real(key))
+    assert [pub.account_id for _ in range(3)] == [account_id_of(pub.signing_key.raw)] * 3
+    assert derived == []  # read three times: derived when built, before the patch
+    again = AccountPublic.from_keys(pub.signing_key.raw, pub.recovery_key)
+    assert again == pub and again.account_id == pub.account_id and hash(again) == hash(pub)
+    assert derived == [pub.signing_key.raw]  # built once more: derived once more
+    assert "account_id" not in repr(pub)
+
+
 @pytest.mark.parametrize("size", [0, 16, 31, 33])
 def test_account_secret_must_be_32_bytes(size: int) -> None:
     with pytest.raises(UsageError):

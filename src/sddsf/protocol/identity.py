@@ -15,7 +15,7 @@ Key material comes in as seeds (bytes): this module reads no randomness.
 from __future__ import annotations
 
 import base64
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sddsf.crypto import (
     Ed25519PublicKey,
@@ -130,6 +130,13 @@ class AccountPublic:
 
     signing_key: Ed25519PublicKey
     recovery_key: bytes
+    #: The 32-byte account id, derived once here: registry states, key packages
+    #: and memberships read it many times per sync (a tagged hash each time
+    #: before). Not compared: it follows from ``signing_key``.
+    account_id: bytes = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "account_id", account_id_of(self.signing_key.raw))
 
     @classmethod
     def from_keys(cls, signing_public: bytes, recovery_public: bytes) -> AccountPublic:
@@ -140,11 +147,6 @@ class AccountPublic:
         """
         return cls(Ed25519PublicKey.from_bytes(signing_public),
                    validate_x25519_public(recovery_public))
-
-    @property
-    def account_id(self) -> bytes:
-        """The 32-byte account id."""
-        return account_id_of(self.signing_key.raw)
 
     @property
     def fingerprint(self) -> str:
