@@ -26,6 +26,13 @@ WebSocket, timed until it is synced and its document equals A's (bench/peers.py'
 room and client; no store, no signatures, no encryption).
 Every device's document must equal A's.
 
+``bundle_request_ms`` and ``bundle_relay_cpu_ms``: A asks for the first-sync
+bundle (``GET /v1/bootstrap``) ``--requests`` times in a row on its open
+connection; the median round trip, and the relay process's CPU time per
+request (Linux /proc). ``spaces_request_ms`` / ``spaces_relay_cpu_ms`` are the
+same for ``GET /v1/spaces``, the smallest authenticated read, as the baseline
+of what any request costs.
+
 ``--big MIB,...`` (issue 13 item 3): one document of that many MiB built from
 400 KB values (one op each, so every push fits the relay's default 1 MiB
 request limit, which this relay keeps). It times reopening the home and reading
@@ -58,12 +65,16 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from peers import peer, room_server
-from trace_sync import TRACE, apply_edit, load, relay_process
+from relay_ingest import own_cpu_seconds
+from trace_sync import RELAY_PID, TRACE, apply_edit, load, relay_process
 
 from sddsf.client.device import Device
+from sddsf.crypto import random_bytes
 from sddsf.protocol.snapshot import SPACE_SNAPSHOT_DOC, snapshot_claims, verify_snapshot
 
 REPEAT = 3
+#: Requests of each kind timed by :func:`timed_requests` (``--requests``).
+REQUESTS = [300]
 BIG_VALUE = 400_000
 
 #: HTTP requests sent by every client of this process (counted around a first sync).
@@ -144,6 +155,7 @@ async def one(url: str, work: Path, workload: str, n: int,
         local.append(time.perf_counter() - start)
 
     websocket = await websocket_first_syncs(state, workload, expected)
+    requests_timed = await timed_requests(a, REQUESTS[0])
 
     timings: dict[str, list[float]] = {"snapshot": [], "fresh": [], "replay": []}
     requests: dict[str, int] = {}
@@ -178,12 +190,32 @@ async def one(url: str, work: Path, workload: str, n: int,
         "pycrdt_websocket_ms": round(statistics.median(websocket) * 1000, 1),
         "snapshot_vs_pycrdt_websocket": round(med["snapshot"] / 1000
                                               / statistics.median(websocket), 2),
+        **requests_timed,
         "requests_snapshot": requests["snapshot"],
         "requests_fresh": requests["fresh"], "requests_replay": requests["replay"],
         "local_vs_plain": round(local_ms / plain_ms, 2),
         "cold_snapshot_vs_plain": round(med["snapshot"] / plain_ms, 1),
         "replay_vs_snapshot": round(med["replay"] / med["snapshot"], 1),
     }
+
+
+async def timed_requests(a: Device, n: int) -> dict[str, float]:
+    """Median round trip and relay CPU per request of ``n`` bundle requests and
+    ``n`` space listings by A, in a row on its open connection."""
+    client = a.engine.transport.client  # type: ignore[attr-defined]
+    out: dict[str, float] = {}
+    for name, call in (("bundle", lambda: client.bootstrap(random_bytes(16))),
+                       ("spaces", client.list_spaces)):
+        await call()  # the connection and the caches are warm before timing
+        times, cpu0 = [], own_cpu_seconds(RELAY_PID[0])
+        for _ in range(n):
+            start = time.perf_counter()
+            await call()
+            times.append(time.perf_counter() - start)
+        cpu = (own_cpu_seconds(RELAY_PID[0]) - cpu0) / n
+        out[f"{name}_request_ms"] = round(statistics.median(times) * 1000, 2)
+        out[f"{name}_relay_cpu_ms"] = round(cpu * 1000, 2)
+    return out
 
 
 async def websocket_first_syncs(state: bytes, workload: str, expected: object) -> list[float]:
@@ -298,10 +330,13 @@ def main() -> None:
     ap.add_argument("--kv", default="500,2000,8000")
     ap.add_argument("--debounce", type=int, default=100)
     ap.add_argument("--big", default="", help="MiB of one document, e.g. 50,100")
+    ap.add_argument("--requests", type=int, default=300,
+                    help="bundle requests and space listings timed per workload")
     args = ap.parse_args()
     trace = [int(x) for x in args.trace.split(",") if x]
     kv = [int(x) for x in args.kv.split(",") if x]
     big_mib = [int(x) for x in args.big.split(",") if x]
+    REQUESTS[0] = args.requests
     # The big workload keeps the relay's default 1 MiB request limit: every
     # snapshot chunk and every push must fit it.
     limit = 1 << 20 if big_mib else None

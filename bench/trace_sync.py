@@ -193,11 +193,15 @@ async def _type_debounced(laptop: Device, text: pycrdt.Text, trace: Trace,
     return ops
 
 
+#: The process id of the relay :func:`relay_process` started last (for CPU readings).
+RELAY_PID = [0]
+
+
 @contextlib.contextmanager
 def relay_process(work: Path, max_request_bytes: int | None = None) -> Iterator[str]:
     """A real relay (``sddsf relay serve``, SQLite) on a free loopback port, with
     rate limits lifted for benchmarks (and requests of up to 64 MiB unless
-    ``max_request_bytes`` is given). Yields its URL."""
+    ``max_request_bytes`` is given). Yields its URL; its pid is in ``RELAY_PID``."""
     port = free_port()
     env = dict(os.environ, SDDSF_RELAY_KEY_FILE=str(work / "relay.key"),
                SDDSF_RELAY_RATE_OPS_PER_S="1e9", SDDSF_RELAY_RATE_OPS_BURST="1e9",
@@ -206,6 +210,7 @@ def relay_process(work: Path, max_request_bytes: int | None = None) -> Iterator[
     relay = subprocess.Popen([sys.executable, "-m", "sddsf", "relay", "serve", "--db",
                               f"sqlite:///{work / 'relay.db'}", "--port", str(port)],
                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    RELAY_PID[0] = relay.pid
     try:
         for _ in range(100):
             try:
