@@ -777,8 +777,8 @@ async def check_first_sync_reads(h: Harness) -> None:
     await raises(NotFoundError, s.first_sync_reads(rid(), [current], 10))
     await raises(UsageError, s.first_sync_reads(space, [current], -1))
     empty = await s.first_sync_reads(space, [current, copy], 10)
-    expect_eq((empty.key_packages, empty.snapshots, empty.attestations, empty.ops),
-              ([], {}, {}, []))
+    expect_eq((empty.key_packages, empty.snapshots, empty.attestations, empty.after,
+               empty.ops), ([], {}, {}, -1, []))
     expect_eq(empty.space, await s.get_space(space))
     for epoch in range(3):
         await s.put_key_package(space, epoch, b"p%d" % epoch, NOW + epoch)
@@ -795,10 +795,11 @@ async def check_first_sync_reads(h: Harness) -> None:
         expect_eq(got.key_packages, await s.key_packages(space))
         expect_eq(got.snapshots, {current: (8, b"current"), copy: (4, b"older copy")})
         expect_eq(got.attestations, {(current, snap): [b"x", b"y"]}, "by attester")
+        expect_eq(got.after, 4, "the oldest snapshot's cover")
         expect_eq(got.ops, await s.read_ops(space, 4, limit), "after the oldest snapshot")
         expect_eq(got.space, await s.get_space(space))
     only = await s.first_sync_reads(space, [current], 100)
-    expect_eq([o.offset for o in only.ops], [9, 10, 11])
+    expect_eq((only.after, [o.offset for o in only.ops]), (8, [9, 10, 11]))
 
 
 async def check_acks_only_move_forward(h: Harness) -> None:

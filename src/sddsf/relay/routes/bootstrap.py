@@ -105,13 +105,12 @@ async def _space(ctx: Ctx, space: SpaceRecord, budget: _Budget) -> BundledSpace:
             if blob is None or not (cid in chunks or budget.take(blob)):
                 return _head_only(ctx, read, keys, snaps, chunks)
             chunks[cid] = blob
-    after = min((covers for covers, _ in read.snapshots.values()), default=-1)
     tail = []
     for op in read.ops:
         if not budget.take(op.envelope):
             break
         tail.append(BundledOp(op.offset, op.op_id, op.leaf_hash, op.envelope))
-    return _head_only(ctx, read, keys, snaps, chunks, after, tail)
+    return _head_only(ctx, read, keys, snaps, chunks, read.after, tail)
 
 
 def _head_only(ctx: Ctx, read: FirstSyncReads, keys: list[bytes] | None = None,

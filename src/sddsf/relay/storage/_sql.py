@@ -54,9 +54,11 @@ __all__ = [
     "BACKUP_COLUMNS",
     "CHANNEL_COLUMNS",
     "FREE_NAMEPLATE",
+    "KEY_PACKAGES_SINCE",
     "MEMBERSHIP_HEAD",
     "MEMBERSHIP_OFFSET",
     "OP_SELECT",
+    "SNAPSHOT_OF_DOC",
     "SPACE_COLUMNS",
     "Row",
     "SqlStorage",
@@ -122,6 +124,10 @@ APPEND_AUDIT: Final = (
 _NUMBERED: Final = re.compile(r"\$(\d+)")
 
 
+KEY_PACKAGES_SINCE: Final = ("SELECT package FROM key_packages WHERE space_id = $1 AND "
+                             "epoch >= $2 ORDER BY epoch")
+SNAPSHOT_OF_DOC: Final = ("SELECT covers_offset, blob FROM snapshots WHERE space_id = $1 "
+                          "AND doc_id = $2")
 #: Every stored attestation of a space, grouped for :func:`attestations_by_id`.
 ATTESTATIONS_OF_SPACE: Final = (
     "SELECT doc_id, snapshot_id, attestation FROM snapshot_attestations WHERE space_id = $1 "
@@ -215,8 +221,7 @@ class SqlStorage(RelayStorage):
 
     async def key_packages(self, space_id: bytes, since_epoch: int = 0) -> list[bytes]:
         """See :meth:`RelayStorage.key_packages` ([] for an unknown space)."""
-        rows = await self._fetch("SELECT package FROM key_packages WHERE space_id = $1 AND "
-                                 "epoch >= $2 ORDER BY epoch", space_id, since_epoch)
+        rows = await self._fetch(KEY_PACKAGES_SINCE, space_id, since_epoch)
         return [bytes(r[0]) for r in rows]
 
     # ------------------------------------------------------------------ ops
@@ -281,11 +286,13 @@ class SqlStorage(RelayStorage):
         snapshots = {doc: s for doc in docs
                      if (s := await self.get_snapshot(space_id, doc)) is not None}
         rows = await self._fetch(ATTESTATIONS_OF_SPACE, space_id)
-        ops = await self.read_ops(space_id, first_sync_after(snapshots), limit)
+        after = first_sync_after(snapshots)
+        ops = await self.read_ops(space_id, after, limit)
         space = await self.get_space(space_id)
         if space is None:  # pragma: no cover - read_ops raised already; never deleted
             raise NotFoundError("unknown space")
-        return FirstSyncReads(space, packages, snapshots, attestations_by_id(rows, docs), ops)
+        return FirstSyncReads(space, packages, snapshots, attestations_by_id(rows, docs),
+                              after, ops)
 
     async def readable_spaces(self, account_id: bytes) -> list[SpaceRecord]:
         """See :meth:`RelayStorage.readable_spaces`."""
@@ -314,8 +321,7 @@ class SqlStorage(RelayStorage):
 
     async def get_snapshot(self, space_id: bytes, doc_id: bytes) -> tuple[int, bytes] | None:
         """See :meth:`RelayStorage.get_snapshot`."""
-        row = await self._fetchone("SELECT covers_offset, blob FROM snapshots WHERE "
-                                   "space_id = $1 AND doc_id = $2", space_id, doc_id)
+        row = await self._fetchone(SNAPSHOT_OF_DOC, space_id, doc_id)
         return None if row is None else (int(row[0]), bytes(row[1]))
 
     async def put_snapshot_chunk(self, space_id: bytes, chunk_id: bytes, blob: bytes,

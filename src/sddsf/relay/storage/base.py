@@ -201,8 +201,10 @@ class FirstSyncReads:
     #: ``(doc id, snapshot id)`` -> the attestations stored under them (requested
     #: doc ids only), ordered by attester.
     attestations: dict[tuple[bytes, bytes], list[bytes]]
-    #: The leaves after the lowest ``covers_offset`` of ``snapshots`` (after -1
-    #: when there is none), ascending, at most the limit asked for.
+    #: The offset the ops start after: the lowest ``covers_offset`` of
+    #: ``snapshots`` (-1 when there is none).
+    after: int
+    #: The leaves after ``after``, ascending, at most the limit asked for.
     ops: list[StoredOp]
 
 

@@ -64,9 +64,11 @@ from sddsf.relay.storage._sql import (
     ATTESTATIONS_OF_SPACE,
     CHANNEL_COLUMNS,
     FREE_NAMEPLATE,
+    KEY_PACKAGES_SINCE,
     MEMBERSHIP_HEAD,
     MEMBERSHIP_OFFSET,
     OP_SELECT,
+    SNAPSHOT_OF_DOC,
     SPACE_COLUMNS,
     Row,
     SqlStorage,
@@ -613,23 +615,22 @@ class SqliteStorage(SqlStorage):
         def body(c: Conn) -> FirstSyncReads:
             _space_size(c, space_id)  # NotFoundError first, as read_ops raises it
             packages = [bytes(r[0]) for r in c.execute(
-                "SELECT package FROM key_packages WHERE space_id = ? ORDER BY epoch",
-                (space_id,))]
+                sqlite_statement(KEY_PACKAGES_SINCE), (space_id, 0))]
             snapshots: dict[bytes, tuple[int, bytes]] = {}
             for doc in docs:
-                row = c.execute("SELECT covers_offset, blob FROM snapshots WHERE "
-                                "space_id = ? AND doc_id = ?", (space_id, doc)).fetchone()
+                row = c.execute(sqlite_statement(SNAPSHOT_OF_DOC), (space_id, doc)).fetchone()
                 if row is not None:
                     snapshots[doc] = (int(row[0]), bytes(row[1]))
             attestations = attestations_by_id(c.execute(
                 sqlite_statement(ATTESTATIONS_OF_SPACE), (space_id,)).fetchall(), docs)
+            after = first_sync_after(snapshots)
             ops = [stored_op(*r) for r in c.execute(
                 f"{OP_SELECT} WHERE o.space_id = ? AND o.log_offset > ? "
-                "ORDER BY o.log_offset LIMIT ?", (space_id, first_sync_after(snapshots), limit))]
+                "ORDER BY o.log_offset LIMIT ?", (space_id, after, limit))]
             space = space_record(*c.execute(
                 f"SELECT {SPACE_COLUMNS} FROM spaces WHERE space_id = ?",  # noqa: S608 - constant
                 (space_id,)).fetchone())
-            return FirstSyncReads(space, packages, snapshots, attestations, ops)
+            return FirstSyncReads(space, packages, snapshots, attestations, after, ops)
         return await self._read(body)
 
     async def leaf_hashes(self, space_id: bytes, start: int, end: int) -> list[bytes]:
