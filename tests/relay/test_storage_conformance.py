@@ -4,6 +4,8 @@ that need internals (fault injection, pragmas, lock timeouts, pool settings)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import re
 import sqlite3
 import threading
 import time
@@ -12,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from sddsf.crypto import sha256
 from sddsf.errors import ConfigError, SddsfError, UnavailableError, UsageError
 from sddsf.protocol import merkle
 from sddsf.relay.storage import (
@@ -21,6 +24,7 @@ from sddsf.relay.storage import (
     migrations,
     open_storage,
 )
+from sddsf.relay.storage._sql import READABLE_SPACES, sqlite_statement
 from sddsf.relay.storage.base import RelayStorage
 from sddsf.testing.storage_conformance import (
     CHECKS,
@@ -297,3 +301,73 @@ async def test_wrong_argument_types_are_usage_errors(storage: RelayStorage) -> N
         await storage.create_space(object(), b"acct", NOW)  # type: ignore[arg-type]
     with pytest.raises(UsageError):
         await storage.append_ops(rid(), [object()], NOW)  # type: ignore[list-item]
+
+
+# ----------------------------------------------- the listing every request makes
+#: 30,000 spaces of 10,000 accounts (3 each); every 10th is shared with another.
+_MANY_SPACES = (
+    "INSERT INTO spaces (space_id, account_id, created_ms, root) "
+    "SELECT h(i), h(i / 3 + 1000000), i, h(0) FROM {series}")
+_MANY_MEMBERS = (
+    "INSERT INTO space_members (space_id, account_id, role) "
+    "SELECT h(i), h(i / 3 + 1000007), 'reader' FROM {series} WHERE i % 10 = 0")
+#: The account of spaces 321-323 (never shared), a member of space 300.
+_READER = 1000107
+_READABLE = (300, 321, 322, 323)
+
+
+def _h(i: int) -> bytes:
+    """The SQL function ``h`` of both tests: an id from a number."""
+    return sha256(i.to_bytes(8, "big", signed=True))
+
+
+def _assert_no_full_scan(plan: str) -> None:
+    assert "Seq Scan on spaces" not in plan, plan  # PostgreSQL
+    assert not re.search(r"\bSCAN (s|spaces)\b", plan), plan  # SQLite
+
+
+async def test_readable_spaces_are_found_by_index_on_a_big_relay(tmp_path: Path) -> None:
+    """The space listing (every first sync, every GET /v1/spaces) is two index
+    searches, not a scan of every space on the relay."""
+    path = tmp_path / "relay.db"
+    storage = SqliteStorage(str(path))
+    await storage.open()
+    await storage.close()
+    with contextlib.closing(sqlite3.connect(path)) as conn, conn:
+        conn.create_function("h", 1, _h, deterministic=True)
+        series = ("(WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n "
+                  "WHERE i < 30000) SELECT i FROM n)")
+        for statement in (_MANY_SPACES, _MANY_MEMBERS):
+            conn.execute(statement.format(series=series))
+        conn.execute("ANALYZE")
+        plan = " | ".join(str(r[3]) for r in conn.execute(
+            "EXPLAIN QUERY PLAN " + sqlite_statement(READABLE_SPACES), (_h(_READER),)))
+    _assert_no_full_scan(plan)
+    await storage.open()
+    try:
+        got = [r.space_id for r in await storage.readable_spaces(_h(_READER))]
+        assert got == [_h(i) for i in _READABLE]
+    finally:
+        await storage.close()
+
+
+async def test_postgres_readable_spaces_are_found_by_index_on_a_big_relay(
+        postgres_schema: Any) -> None:
+    """As above on PostgreSQL, where the same listing written with OR scanned
+    the whole table (200,000 spaces: 423 ms against 0.1 ms)."""
+    pg = postgres_schema
+    storage = await _pg(pg)
+    try:
+        await pg.sql("CREATE FUNCTION h(i bigint) RETURNS bytea LANGUAGE sql IMMUTABLE AS "
+                     "$$ SELECT sha256(int8send(i)) $$")
+        for statement in (_MANY_SPACES, _MANY_MEMBERS):
+            await pg.sql(statement.format(series="generate_series(1, 30000) i"))
+        await pg.sql("ANALYZE")
+        literal = f"'\\x{_h(_READER).hex()}'::bytea"
+        plan = "\n".join(str(r[0]) for r in await pg.sql(
+            "EXPLAIN " + READABLE_SPACES.replace("$1", literal)))
+        _assert_no_full_scan(plan)
+        got = [r.space_id for r in await storage.readable_spaces(_h(_READER))]
+        assert got == [_h(i) for i in _READABLE]
+    finally:
+        await storage.close()

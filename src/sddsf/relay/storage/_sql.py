@@ -58,6 +58,7 @@ __all__ = [
     "MEMBERSHIP_HEAD",
     "MEMBERSHIP_OFFSET",
     "OP_SELECT",
+    "READABLE_SPACES",
     "SNAPSHOT_OF_DOC",
     "SPACE_COLUMNS",
     "Row",
@@ -128,6 +129,16 @@ KEY_PACKAGES_SINCE: Final = ("SELECT package FROM key_packages WHERE space_id = 
                              "epoch >= $2 ORDER BY epoch")
 SNAPSHOT_OF_DOC: Final = ("SELECT covers_offset, blob FROM snapshots WHERE space_id = $1 "
                           "AND doc_id = $2")
+_S_COLUMNS: Final = ", ".join(f"s.{c}" for c in SPACE_COLUMNS.split(", "))
+#: The spaces an account may read (RelayStorage.readable_spaces). Two
+#: index-driven parts (an account's memberships; its own spaces never shared),
+#: disjoint, so UNION ALL: written with OR, PostgreSQL scans the whole table.
+READABLE_SPACES: Final = (
+    f"SELECT {_S_COLUMNS} FROM space_members m JOIN spaces s "  # noqa: S608 - constant
+    "ON s.space_id = m.space_id WHERE m.account_id = $1 UNION ALL "
+    f"SELECT {_S_COLUMNS} FROM spaces s WHERE s.account_id = $1 AND NOT EXISTS "
+    "(SELECT 1 FROM space_members o WHERE o.space_id = s.space_id) "
+    "ORDER BY created_ms, space_id")
 #: Every stored attestation of a space, grouped for :func:`attestations_by_id`.
 ATTESTATIONS_OF_SPACE: Final = (
     "SELECT doc_id, snapshot_id, attestation FROM snapshot_attestations WHERE space_id = $1 "
@@ -270,9 +281,8 @@ class SqlStorage(RelayStorage):
 
     async def shared_spaces(self, account_id: bytes) -> list[SpaceRecord]:
         """See :meth:`RelayStorage.shared_spaces`."""
-        columns = ", ".join(f"s.{c}" for c in SPACE_COLUMNS.split(", "))
         rows = await self._fetch(
-            f"SELECT {columns} FROM space_members m JOIN spaces s ON "  # noqa: S608 - constant
+            f"SELECT {_S_COLUMNS} FROM space_members m JOIN spaces s ON "  # noqa: S608 - constant
             "s.space_id = m.space_id WHERE m.account_id = $1 ORDER BY s.created_ms, s.space_id",
             account_id)
         return [space_record(*r) for r in rows]
@@ -296,14 +306,7 @@ class SqlStorage(RelayStorage):
 
     async def readable_spaces(self, account_id: bytes) -> list[SpaceRecord]:
         """See :meth:`RelayStorage.readable_spaces`."""
-        columns = ", ".join(f"s.{c}" for c in SPACE_COLUMNS.split(", "))
-        rows = await self._fetch(
-            f"SELECT {columns} FROM spaces s WHERE s.space_id IN "  # noqa: S608 - constant
-            "(SELECT space_id FROM space_members WHERE account_id = $1) "
-            "OR (s.account_id = $1 AND NOT EXISTS "
-            "(SELECT 1 FROM space_members m WHERE m.space_id = s.space_id)) "
-            "ORDER BY s.created_ms, s.space_id", account_id)
-        return [space_record(*r) for r in rows]
+        return [space_record(*r) for r in await self._fetch(READABLE_SPACES, account_id)]
 
     # ------------------------------------------------------------ snapshots
     async def put_snapshot(self, space_id: bytes, doc_id: bytes, covers_offset: int,
