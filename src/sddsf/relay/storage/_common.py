@@ -22,7 +22,7 @@ import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 from sddsf.errors import ConfigError, ConflictError, UsageError
 from sddsf.protocol.encoding import encode
@@ -47,6 +47,7 @@ __all__ = [
     "PAIRING_SENDERS",
     "AppendPlan",
     "alert_record",
+    "attestations_by_id",
     "audit_leaf",
     "check_cutoffs",
     "check_membership_head",
@@ -55,6 +56,7 @@ __all__ = [
     "duplicate_membership",
     "encode_frontier",
     "evidence_digest",
+    "first_sync_after",
     "membership_leaf",
     "now_ms",
     "pairs_to_look_up",
@@ -99,6 +101,24 @@ def decode_frontier(size: int, blob: bytes) -> Frontier:
     """Rebuild the stored frontier (validated: a tampered row raises ProofError)."""
     hashes = [bytes(blob[i:i + HASH_SIZE]) for i in range(0, len(blob), HASH_SIZE)]
     return Frontier.from_hashes(size, hashes)
+
+
+def first_sync_after(snapshots: Mapping[bytes, tuple[int, bytes]]) -> int:
+    """The offset a first sync's tail starts after: the oldest snapshot's cover."""
+    return min((covers for covers, _ in snapshots.values()), default=-1)
+
+
+def attestations_by_id(rows: Sequence[Sequence[Any]], docs: Sequence[bytes],
+                       ) -> dict[tuple[bytes, bytes], list[bytes]]:
+    """Rows ``(doc id, snapshot id, attestation)`` of ``docs``, by ``(doc id,
+    snapshot id)`` (drivers return memoryview or bytes)."""
+    wanted = set(docs)
+    out: dict[tuple[bytes, bytes], list[bytes]] = {}
+    for doc, sid, raw in rows:
+        key = (bytes(doc), bytes(sid))
+        if key[0] in wanted:
+            out.setdefault(key, []).append(bytes(raw))
+    return out
 
 
 def space_record(space_id: bytes, account_id: bytes, size: int, root: bytes, epoch: int,

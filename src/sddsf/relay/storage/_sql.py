@@ -31,7 +31,9 @@ from sddsf.errors import InternalError, NotFoundError, UsageError
 from sddsf.relay.storage import _pairing as pairing
 from sddsf.relay.storage._common import (
     alert_record,
+    attestations_by_id,
     evidence_digest,
+    first_sync_after,
     prefix_range,
     space_record,
 )
@@ -63,10 +65,8 @@ __all__ = [
     "SPACE_COLUMNS",
     "Row",
     "SqlStorage",
-    "attestations_by_id",
     "channel_row",
     "check_limit",
-    "first_sync_after",
     "sqlite_statement",
     "stored_backup",
 ]
@@ -139,26 +139,11 @@ READABLE_SPACES: Final = (
     f"SELECT {_S_COLUMNS} FROM spaces s WHERE s.account_id = $1 AND NOT EXISTS "
     "(SELECT 1 FROM space_members o WHERE o.space_id = s.space_id) "
     "ORDER BY created_ms, space_id")
-#: Every stored attestation of a space, grouped for :func:`attestations_by_id`.
+#: Every stored attestation of a space (grouped by ``_common.attestations_by_id``).
 ATTESTATIONS_OF_SPACE: Final = (
     "SELECT doc_id, snapshot_id, attestation FROM snapshot_attestations WHERE space_id = $1 "
     "ORDER BY doc_id, snapshot_id, attester")
 
-
-def first_sync_after(snapshots: dict[bytes, tuple[int, bytes]]) -> int:
-    """The offset a first sync's tail starts after: the oldest snapshot's cover."""
-    return min((covers for covers, _ in snapshots.values()), default=-1)
-
-
-def attestations_by_id(rows: Sequence[Row], docs: Sequence[bytes],
-                       ) -> dict[tuple[bytes, bytes], list[bytes]]:
-    """``ATTESTATIONS_OF_SPACE`` rows of ``docs``, by ``(doc id, snapshot id)``."""
-    wanted = set(docs)
-    out: dict[tuple[bytes, bytes], list[bytes]] = {}
-    for doc, sid, raw in rows:
-        if bytes(doc) in wanted:
-            out.setdefault((bytes(doc), bytes(sid)), []).append(bytes(raw))
-    return out
 
 
 @functools.cache

@@ -46,11 +46,13 @@ from sddsf.relay.storage import migrations
 from sddsf.relay.storage._common import (
     AppendPlan,
     alert_record,
+    attestations_by_id,
     audit_leaf,
     check_cutoffs,
     check_membership_head,
     check_registry_seq,
     duplicate_membership,
+    first_sync_after,
     membership_leaf,
     pairs_to_look_up,
     plan_append,
@@ -72,10 +74,8 @@ from sddsf.relay.storage._sql import (
     SPACE_COLUMNS,
     Row,
     SqlStorage,
-    attestations_by_id,
     channel_row,
     check_limit,
-    first_sync_after,
     sqlite_statement,
 )
 from sddsf.relay.storage.base import (
