@@ -109,15 +109,22 @@ async def _publish_each(a: PeerSync, laptop: Device, space: bytes) -> None:
         await a.publish_pending()
 
 
+async def _publish_while_stalled(p: Pair, seconds: float) -> asyncio.Future[None]:
+    """Stall the phone's network thread for ``seconds``, publish every word on
+    the laptop, and wait until all are published; returns the stall."""
+    stall = _stall(p.b, seconds)
+    await asyncio.sleep(0.2)
+    before = p.a.stats.published
+    await _publish_each(p.a, p.laptop, p.space)
+    await until(lambda: p.a.stats.published - before == len(WORDS), timeout=60)
+    return stall
+
+
 async def test_a_burst_reaches_a_slow_peer_without_drops(
         relay: InProcessRelay, tmp_path: Path, dropped: list[int]) -> None:
     settings = dataclasses.replace(NO_TIMER, gossip_wait_s=30.0)
     async with _pair(relay, tmp_path, settings) as p:
-        stall = _stall(p.b, 3.0)
-        await asyncio.sleep(0.2)
-        before = p.a.stats.published
-        await _publish_each(p.a, p.laptop, p.space)
-        await until(lambda: p.a.stats.published - before == len(WORDS), timeout=60)
+        stall = await _publish_while_stalled(p, 3.0)
         await stall
         await until(lambda: text(p.phone, p.space) == ">" + "".join(WORDS), timeout=60)
         assert sum(dropped) == 0, f"{sum(dropped)} publications dropped"
@@ -130,11 +137,7 @@ async def test_a_stalled_peer_does_not_stall_publication(
     # phone's copies) and the phone gets them from its periodic catch-up.
     settings = dataclasses.replace(NO_TIMER, gossip_wait_s=0.5, catch_up_s=1.0)
     async with _pair(relay, tmp_path, settings) as p:
-        stall = _stall(p.b, 10.0)
-        await asyncio.sleep(0.2)
-        before = p.a.stats.published
-        await _publish_each(p.a, p.laptop, p.space)
-        await until(lambda: p.a.stats.published - before == len(WORDS), timeout=60)
+        stall = await _publish_while_stalled(p, 10.0)
         assert not stall.done(), "publication waited for the stalled peer"
         assert sum(dropped) > 0  # the stalled peer's copies
         await stall
