@@ -20,8 +20,11 @@ Usage (with PostgreSQL, a scratch database is created on that server and dropped
     python bench/relay_ingest.py [--db postgresql://postgres@127.0.0.1/test]
         [--ops 24000] [--repeat 3] [--batch 500] [--subscribers 100] [--pushes 50]
         [--receivers 2] [--fanout-only] [--workers N --redis redis://127.0.0.1:6379/15]
+        [--what-if-unverified]
     (--workers: relay worker processes sharing edge state through Redis; CPU is
-    summed over them)
+    summed over them. --what-if-unverified: a measurement only, the relay
+    process with its signature check replaced by a no-op, to show what the
+    rest of its work allows; the ratios are still to the real verify rate)
 
 Bounded in count and time; loopback only.
 """
@@ -70,7 +73,26 @@ def b64(data: bytes) -> str:
 
 def own_cpu_seconds(pid: int) -> float:
     """User + system CPU time of one process, without its children (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return own_cpu_seconds_of(Path(f"/proc/{pid}/stat"))
+
+
+def thread_seconds(pid: int) -> dict[int, float]:
+    """User + system CPU seconds of each thread of a process and its
+    descendants, by thread id (Linux /proc): the busiest one shows whether
+    one thread (the event loop, holding the interpreter lock) is the limit."""
+    out: dict[int, float] = {}
+    for proc in process_tree_seconds(pid):
+        for task in Path(f"/proc/{proc}/task").glob("[0-9]*"):
+            try:
+                out[int(task.name)] = own_cpu_seconds_of(task / "stat")
+            except OSError:  # the thread ended meanwhile
+                continue
+    return out
+
+
+def own_cpu_seconds_of(stat: Path) -> float:
+    """User + system CPU seconds from one /proc ``stat`` file."""
+    fields = stat.read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
@@ -127,8 +149,16 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+#: ``--what-if-unverified``: the relay process with its Ed25519 check replaced by
+#: a no-op (a measurement only: how fast the rest of the relay's work alone
+#: goes). It patches this one process, so it needs ``--workers 1``.
+_UNVERIFIED = ("import runpy, sys; import sddsf.crypto as c; "
+               "c.Ed25519PublicKey.verify = lambda self, message, signature: None; "
+               "sys.argv[0] = 'sddsf'; runpy.run_module('sddsf', run_name='__main__')")
+
+
 def start_relay(db: str, port: int, workdir: Path, workers: int = 1,
-                redis: str = "") -> subprocess.Popen[bytes]:
+                redis: str = "", unverified: bool = False) -> subprocess.Popen[bytes]:
     env = dict(os.environ, SDDSF_RELAY_KEY_HEX=RELAY_SEED, SDDSF_RELAY_RATE_OPS_PER_S="1e9",
                SDDSF_RELAY_RATE_OPS_BURST="1e9", SDDSF_RELAY_RATE_DEVICE_PER_S="1e6",
                SDDSF_RELAY_RATE_DEVICE_BURST="1e6", SDDSF_RELAY_RATE_ACCOUNT_PER_S="1e6",
@@ -140,7 +170,8 @@ def start_relay(db: str, port: int, workdir: Path, workers: int = 1,
                SDDSF_RELAY_MAX_CONNECTIONS="100000",
                # Several workers share edge state and the cluster bus through Redis.
                SDDSF_RELAY_REDIS_URL=redis)
-    proc = subprocess.Popen([sys.executable, "-m", "sddsf", "relay", "serve", "--db", db,
+    launch = ["-c", _UNVERIFIED] if unverified else ["-m", "sddsf"]
+    proc = subprocess.Popen([sys.executable, *launch, "relay", "serve", "--db", db,
                              "--port", str(port), "--workers", str(workers)], env=env,
                             stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
@@ -205,6 +236,7 @@ async def ingest(base: str, n_ops: int, batch: int, proofs: bool,
             return done
 
         tree0 = process_tree_seconds(relay_pid) if relay_pid else {}
+        threads0 = thread_seconds(relay_pid) if relay_pid else {}
         machine0, db0 = machine_busy_seconds(), database_server_seconds()
         start, own0 = time.perf_counter(), time.process_time()
         accepted = sum(await asyncio.gather(*(run(i) for i in range(concurrency))))
@@ -213,6 +245,8 @@ async def ingest(base: str, n_ops: int, batch: int, proofs: bool,
         # Each relay process's share: with --workers N, the kernel spreads the
         # uploaders' keep-alive connections over the workers, maybe unevenly.
         tree = process_tree_seconds(relay_pid) if relay_pid else {}
+        threads = thread_seconds(relay_pid) if relay_pid else {}
+        busiest_thread = max((threads[t] - threads0.get(t, 0.0) for t in threads), default=0.0)
         split = sorted((tree[p] - tree0.get(p, 0.0) for p in tree), reverse=True)
         relay = sum(split)
         database = database_server_seconds() - db0
@@ -225,7 +259,8 @@ async def ingest(base: str, n_ops: int, batch: int, proofs: bool,
     return {"ops": accepted, "seconds": elapsed, "ops_per_s": accepted / elapsed,
             "concurrency": concurrency, "batch": batch, "relay_cpu_s": relay,
             "client_cpu_s": own, "machine_cpu_s": machine, "database_cpu_s": database,
-            "relay_busiest_process_cpu_s": split[0] if split else 0.0}
+            "relay_busiest_process_cpu_s": split[0] if split else 0.0,
+            "relay_busiest_thread_cpu_s": busiest_thread}
 
 
 class _Receiver(asyncio.Protocol):
@@ -445,6 +480,10 @@ def measure_once(base: str, pid: int, args: argparse.Namespace) -> dict[str, flo
            "machine_cpu_cores_busy": no_proofs["machine_cpu_s"] / no_proofs["seconds"],
            "relay_busiest_process_cores_busy":
            no_proofs["relay_busiest_process_cpu_s"] / no_proofs["seconds"],
+           # Near 1.0: one thread (the event loop) is the limit; well under it
+           # with cores idle: the interpreter lock's hand-offs are.
+           "relay_busiest_thread_cores_busy":
+           no_proofs["relay_busiest_thread_cpu_s"] / no_proofs["seconds"],
            "machine_cpu_us_per_op": no_proofs["machine_cpu_s"] / no_proofs["ops"] * 1e6,
            "database_cpu_us_per_op": no_proofs["database_cpu_s"] / no_proofs["ops"] * 1e6,
            "ratio_ceiling_machine": (os.cpu_count() or 1)
@@ -470,7 +509,11 @@ def main() -> None:
     ap.add_argument("--fanout-only", action="store_true", help="skip the ingest runs")
     ap.add_argument("--workers", type=int, default=1, help="relay worker processes")
     ap.add_argument("--redis", default="", help="Redis URL, needed with --workers > 1")
+    ap.add_argument("--what-if-unverified", action="store_true",
+                    help="what-if run: the relay skips every signature check (one worker)")
     args = ap.parse_args()
+    if args.what_if_unverified and args.workers != 1:
+        ap.error("--what-if-unverified patches one relay process: use --workers 1")
     scratch: str | None = None
     if args.db and args.db.startswith(("postgresql://", "postgres://")):
         # Never write into the database the DSN names: run in a scratch one.
@@ -478,7 +521,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         db = db_url if scratch else args.db or f"sqlite:///{tmp}/relay.db"
         port = free_port()
-        proc = start_relay(db, port, Path(tmp), args.workers, args.redis)
+        proc = start_relay(db, port, Path(tmp), args.workers, args.redis,
+                           args.what_if_unverified)
         try:
             base, ws_base = f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}"
             rows = [] if args.fanout_only else [measure_once(base, proc.pid, args)
@@ -492,7 +536,8 @@ def main() -> None:
                 drop_database(args.db, scratch)
     report: dict[str, object] = {"backend": db.split("://", 1)[0], "ops_per_run": args.ops,
                                  "concurrency": args.concurrency, "batch": args.batch,
-                                 "workers": args.workers}
+                                 "workers": args.workers,
+                                 "signatures_checked": not args.what_if_unverified}
     if rows:
         report.update({key: spread([row[key] for row in rows]) for key in rows[0]})
     report["fanout"] = fan
