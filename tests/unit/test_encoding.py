@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 
 from sddsf.errors import Code, DecodeError, UsageError
 from sddsf.protocol.encoding import DEFAULT_LIMITS, DecodeLimits, decode, encode
+from sddsf.protocol.labels import labelled
 
 INT = st.integers(min_value=-(2**64), max_value=2**64 - 1)
 SCALARS = st.none() | st.booleans() | INT | st.binary(max_size=40) | st.text(max_size=20)
@@ -304,3 +305,29 @@ def test_mutated_encodings_decode_canonically_or_raise_decode_error(value: objec
     raw[pos] ^= data.draw(st.integers(1, 255))
     cut = data.draw(st.integers(0, len(raw)))
     _decode_or_reject(bytes(raw[:cut]) if data.draw(st.booleans()) else bytes(raw))
+
+
+@given(st.text(min_size=1, max_size=40),
+       st.lists(MIXED_KEYED | st.integers(min_value=-(2**70), max_value=2**70), max_size=8))
+def test_labelled_is_the_canonical_encoding_of_label_and_parts(label: str,
+                                                                parts: list[object]) -> None:
+    # labelled() encodes byte strings and integers itself (the hot path of every
+    # signature, id and AD) and sends any other part through encode(): the bytes
+    # are encode([label, *parts]) either way, and what encode() refuses it refuses.
+    try:
+        expected = encode([label, *parts])
+    except UsageError:
+        with pytest.raises(UsageError):
+            labelled(label, *parts)
+        return
+    assert labelled(label, *parts) == expected
+
+
+@pytest.mark.parametrize("part", [True, False, 0, 23, 24, 255, 256, 2**64 - 1, 2**64, -1,
+                                  bytearray(b"ab"), memoryview(b"ab"), "text", None])
+def test_labelled_handles_each_part_kind_exactly_like_encode(part: object) -> None:
+    if part == 2**64:
+        with pytest.raises(UsageError):
+            labelled("sddsf/v1/test", b"id", part)
+        return
+    assert labelled("sddsf/v1/test", b"id", part, 7) == encode(["sddsf/v1/test", b"id", part, 7])

@@ -36,6 +36,7 @@ __all__ = [
     "byte_string_head",
     "decode",
     "encode",
+    "unsigned_int",
 ]
 
 _UINT64_MAX: Final = 2**64 - 1
@@ -76,6 +77,11 @@ def _head(major: int, arg: int) -> bytes:
 def byte_string_head(length: int) -> bytes:
     """The canonical head of a byte string of ``length`` bytes."""
     return _head(_MAJOR_BYTES, length)
+
+
+def unsigned_int(value: int) -> bytes:
+    """The canonical encoding of an integer in 0 .. 2^64-1 (the caller checks the range)."""
+    return _head(_MAJOR_UINT, value)
 
 
 def _encode_into(out: bytearray, value: object, depth: int) -> None:

@@ -18,7 +18,7 @@ import functools
 from typing import Final
 
 from sddsf.crypto import blake2b_256
-from sddsf.protocol.encoding import byte_string_head, encode
+from sddsf.protocol.encoding import byte_string_head, encode, unsigned_int
 
 __all__ = [
     "ACCOUNT_ID",
@@ -137,6 +137,9 @@ PRESENCE_AD: Final = "sddsf/v1/presence/ad"
 PRESENCE_SIG: Final = "sddsf/v1/presence/sig"
 
 
+_UINT64_MAX: Final = 2**64 - 1
+
+
 @functools.cache
 def _prefix(label: str, count: int) -> bytes:
     # Canonical array head for ``count`` items followed by the encoded label.
@@ -146,14 +149,21 @@ def _prefix(label: str, count: int) -> bytes:
 
 def labelled(label: str, *parts: object) -> bytes:
     """Canonical bytes of ``[label, *parts]``: the input to a signature, KDF or AD."""
-    # Hot path (every op signature, id and AD): when every part is a byte
-    # string the encoding is the cached prefix plus each part with its head.
-    # A test checks the result equals encode([label, *parts]).
-    raw = [p for p in parts if type(p) is bytes]
-    if len(raw) == len(parts):
-        return _prefix(label, len(parts) + 1) + b"".join(
-            [byte_string_head(len(p)) + p for p in raw])
-    return encode([label, *parts])
+    # Hot path (every op signature, id and AD; a snapshot's chunk nonce, chunk
+    # AD and key): byte strings and integers in 0 .. 2^64-1 are encoded here,
+    # after the cached prefix; any other part sends the whole array through
+    # encode. A property test checks the result equals encode([label, *parts]).
+    out = [_prefix(label, len(parts) + 1)]
+    for p in parts:
+        # Exact types: a bool, or a subclass of bytes or int, takes encode's path.
+        if type(p) is bytes:
+            out.append(byte_string_head(len(p)))
+            out.append(p)
+        elif type(p) is int and 0 <= p <= _UINT64_MAX:
+            out.append(unsigned_int(p))
+        else:
+            return encode([label, *parts])
+    return b"".join(out)
 
 
 def tagged_hash(label: str, *parts: object) -> bytes:

@@ -9,6 +9,7 @@ breaks interoperability with default peers.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Final
 
@@ -53,8 +54,14 @@ class ProtocolLimits:
 
     def decode_limits(self, max_size: int) -> DecodeLimits:
         """Decoder bounds for one structure of at most ``max_size`` bytes."""
-        return DecodeLimits(max_size=max_size, max_depth=self.max_depth,
-                            max_items=max(self.max_deps, self.max_devices) + 16)
+        return _decode_limits(max_size, self.max_depth, max(self.max_deps, self.max_devices) + 16)
+
+
+@functools.lru_cache(maxsize=256)
+def _decode_limits(max_size: int, max_depth: int, max_items: int) -> DecodeLimits:
+    # DecodeLimits is frozen, so one instance serves every decode with these
+    # bounds (every op, manifest and key package decode asks for one).
+    return DecodeLimits(max_size=max_size, max_depth=max_depth, max_items=max_items)
 
 
 DEFAULT_PROTOCOL_LIMITS: Final = ProtocolLimits()

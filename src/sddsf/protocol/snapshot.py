@@ -124,6 +124,8 @@ CORROBORATED_SNAPSHOT_DOC: Final = bytes(15) + b"\x01"
 _HEADER_KEYS: Final = ("v", "space", "author", "epoch", "size", "root", "frontier",
                        "chains", "ts", "nonce")
 _MANIFEST_KEYS: Final = (*_HEADER_KEYS, "plain", "chunks")
+#: The first two bytes of every canonical version 2 manifest: an array of 3, then 2.
+_CHUNKED_PREFIX: Final = encode([CHUNKED_SNAPSHOT_VERSION, None, None])[:2]
 #: Bounds a reader enforces, so a writer checks them too (a snapshot nobody
 #: can load must never be published: readers would not fall back to replay).
 MAX_SNAPSHOT_DOCS: Final = 1024
@@ -334,21 +336,18 @@ def seal_chunked_snapshot(author: DeviceKeys, *, space: bytes, epoch: int, epoch
     return SealedSnapshot(manifest, chunks, ids, snapshot_id(manifest), size)
 
 
-def _outer_version(data: bytes, limits: DecodeLimits) -> int:
-    # Which layout to decode with; decode_signed then checks everything.
-    if len(data) > limits.max_size:
-        raise DecodeError(f"snapshot of {len(data)} bytes exceeds the limit of "
-                          f"{limits.max_size}", Code.TOO_LARGE)
-    outer = decode(data, limits=limits)
-    if (isinstance(outer, list) and outer and type(outer[0]) is int
-            and outer[0] == CHUNKED_SNAPSHOT_VERSION):
-        return CHUNKED_SNAPSHOT_VERSION
-    return SNAPSHOT_VERSION
+def _outer_version(data: bytes) -> int:
+    # Which layout to expect; decode_signed then checks everything (size,
+    # canonical form, version, keys). The canonical encoding of
+    # [2, body, signature] is the only one that starts with these two bytes,
+    # so a blob that does not is either version 1 or refused by decode_signed
+    # exactly as a full decode here would have refused it.
+    return CHUNKED_SNAPSHOT_VERSION if data[:2] == _CHUNKED_PREFIX else SNAPSHOT_VERSION
 
 
 def _decode(data: bytes, limits: ProtocolLimits) -> _Decoded:
     dl = limits.decode_limits(limits.max_snapshot)
-    version = _outer_version(data, dl)
+    version = _outer_version(data)
     keys = _MANIFEST_KEYS if version == CHUNKED_SNAPSHOT_VERSION else (*_HEADER_KEYS, "ct")
     f, body, sig = decode_signed(data, what="snapshot", version=version, fields=keys,
                                  limits=dl)
