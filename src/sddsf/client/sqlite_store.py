@@ -30,6 +30,12 @@ _SCHEMA: Final = """CREATE TABLE IF NOT EXISTS kv (
     PRIMARY KEY (ns, key)) WITHOUT ROWID"""
 
 
+# Key ranges (see _key_range): the only text ever added to a query; every
+# value is a bound parameter.
+_FROM: Final = " AND key >= ?"
+_BETWEEN: Final = " AND key >= ? AND key < ?"
+
+
 class _SqliteBatch(StoreBatch):
     def __init__(self, store: SqliteStore, conn: sqlite3.Connection) -> None:
         self._store = store
@@ -48,9 +54,9 @@ class _SqliteBatch(StoreBatch):
     def delete_prefix(self, ns: str, prefix: bytes) -> None:
         if not prefix:
             raise UsageError("delete_prefix needs a non-empty prefix")
+        where, args = _key_range(prefix)
         with self._store._translated():
-            self._conn.execute("DELETE FROM kv WHERE ns = ? AND substr(key, 1, ?) = ?",
-                               (ns, len(prefix), prefix))
+            self._conn.execute("DELETE FROM kv WHERE ns = ?" + where, (ns, *args))  # noqa: S608
 
 
 class SqliteStore(LocalStore):
@@ -113,31 +119,30 @@ class SqliteStore(LocalStore):
 
     def scan(self, ns: str, prefix: bytes = b"", *, start: bytes | None = None,
              limit: int | None = None) -> list[tuple[bytes, bytes]]:
-        low = start if start is not None else prefix
-        query = "SELECT key, value FROM kv WHERE ns = ? AND key >= ?"
-        args: list[object] = [ns, low]
-        if prefix:
-            query += " AND substr(key, 1, ?) = ?"
-            args += [len(prefix), prefix]
-        query += " ORDER BY key"
+        where, bounds = _key_range(prefix, start)
+        query = "SELECT key, value FROM kv WHERE ns = ?" + where + " ORDER BY key"  # noqa: S608
+        args: list[object] = [ns, *bounds]
         if limit is not None:
             query += " LIMIT ?"
             args.append(limit)
         return [(_blob(k), self.unseal(ns, _blob(k), _blob(v))) for k, v in self._rows(query, args)]
 
     def keys(self, ns: str, prefix: bytes = b"") -> list[bytes]:
-        rows = self._rows("SELECT key FROM kv WHERE ns = ? AND substr(key, 1, ?) = ? "
-                          "ORDER BY key", (ns, len(prefix), prefix))
+        where, args = _key_range(prefix)
+        query = "SELECT key FROM kv WHERE ns = ?" + where + " ORDER BY key"  # noqa: S608
+        rows = self._rows(query, (ns, *args))
         return [_blob(r[0]) for r in rows]
 
     def stored_bytes(self, ns: str, prefix: bytes = b"") -> int:
-        rows = self._rows("SELECT coalesce(sum(length(value)), 0) FROM kv WHERE "
-                          "ns = ? AND substr(key, 1, ?) = ?", (ns, len(prefix), prefix))
+        where, args = _key_range(prefix)
+        query = "SELECT coalesce(sum(length(value)), 0) FROM kv WHERE ns = ?" + where  # noqa: S608
+        rows = self._rows(query, (ns, *args))
         return int(str(rows[0][0]))
 
     def count(self, ns: str, prefix: bytes = b"") -> int:
-        rows = self._rows("SELECT count(*) FROM kv WHERE ns = ? AND substr(key, 1, ?) = ?",
-                          (ns, len(prefix), prefix))
+        where, args = _key_range(prefix)
+        query = "SELECT count(*) FROM kv WHERE ns = ?" + where  # noqa: S608
+        rows = self._rows(query, (ns, *args))
         return int(str(rows[0][0]))
 
     @contextlib.contextmanager
@@ -172,6 +177,24 @@ class SqliteStore(LocalStore):
 
     def make_durable(self) -> None:
         self._rows("PRAGMA wal_checkpoint(FULL)", ())
+
+
+def _key_range(prefix: bytes, start: bytes | None = None) -> tuple[str, tuple[bytes, ...]]:
+    """The SQL condition (after ``ns = ?``) and its arguments for the keys that
+    start with ``prefix``, from ``start`` on.
+
+    Keys are BLOBs, which SQLite orders bytewise, so the keys with a prefix are
+    exactly those from the prefix up to (not including) its successor: the
+    prefix without its trailing 0xFF bytes, last byte plus one (none when the
+    prefix is all 0xFF). As a range on the primary key, a read visits only the
+    matching rows; comparing each key's first bytes (``substr(key, ...)``, the
+    earlier form) made SQLite walk every row of the namespace.
+    """
+    low = prefix if start is None or start < prefix else start
+    stem = prefix.rstrip(b"\xff")
+    if not stem:
+        return (_FROM, (low,)) if low else ("", ())
+    return _BETWEEN, (low, stem[:-1] + bytes((stem[-1] + 1,)))
 
 
 def _blob(value: object) -> bytes:

@@ -117,6 +117,10 @@ class LocalStore(ABC):
       none. Batches do not nest (:class:`~sddsf.errors.UsageError`).
     * **Order.** :meth:`scan` and :meth:`keys` return rows in ascending
       bytewise (unsigned, lexicographic) key order.
+    * **Prefix reads are ranges.** The work of :meth:`scan`, :meth:`keys`,
+      :meth:`count`, :meth:`stored_bytes` and ``delete_prefix`` grows with the
+      rows that match, not with the rest of the namespace (a namespace holds
+      every space's rows; a device calls them on every sync and flush).
     * **Durability.** A batch that ended survives a crash of the process (for a
       store that outlives its process at all); once :meth:`make_durable`
       returns, every batch that ended before survives a power loss too.
@@ -232,8 +236,8 @@ class LocalStore(ABC):
         Args:
             ns: the namespace.
             prefix: the key prefix (empty: every row of ``ns``).
-            start: the first key to return (inclusive; it shares the prefix), to
-                page through a namespace.
+            start: the first key to return (inclusive), to page through a
+                namespace; a start before ``prefix`` reads from the prefix on.
             limit: at most this many rows.
 
         Returns:

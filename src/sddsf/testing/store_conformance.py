@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -422,3 +422,30 @@ def check_against_model(store: LocalStore, steps: Sequence[BatchStep],
             got = store.scan(ns)
             expect(got == want, f"namespace {ns!r}: store {got!r} != model {want!r}")
             expect(store.keys(ns) == [k for k, _ in want], f"keys of {ns!r}")
+    check_prefix_reads_against_model(store, model, namespaces)
+
+
+def check_prefix_reads_against_model(store: LocalStore, model: Mapping[tuple[str, bytes], bytes],
+                                     namespaces: Sequence[str]) -> None:
+    """Every prefix read (scan, from a start key too, keys, count, stored_bytes)
+    agrees with ``model`` for every prefix of every key in it, one byte shorter
+    and longer, and the prefixes at the ends of the byte range (0x00, 0xFF)."""
+    prefixes = {b"", b"\x00", b"\xff", b"\xff\xff"}
+    for _, key in model:
+        prefixes.update({key[:n] for n in range(len(key) + 1)})
+        prefixes.update({key + b"\x00", key + b"\xff"})
+    for ns in namespaces:
+        rows = sorted((k, v) for (n, k), v in model.items() if n == ns)
+        for prefix in sorted(prefixes):
+            want = [(k, v) for k, v in rows if k.startswith(prefix)]
+            what = f"namespace {ns!r}, prefix {prefix.hex()!r}"
+            expect(store.scan(ns, prefix) == want, f"scan of {what}")
+            expect(store.keys(ns, prefix) == [k for k, _ in want], f"keys of {what}")
+            expect(store.count(ns, prefix) == len(want), f"count of {what}")
+            expect(store.stored_bytes(ns, prefix) == sum(len(v) + 40 for _, v in want),
+                   f"stored_bytes of {what}")
+            # A start before the prefix reads from the prefix on (nothing else).
+            for start in {b"", prefix, *(k for k, _ in want[1:2])}:
+                expect(store.scan(ns, prefix, start=start, limit=2)
+                       == [(k, v) for k, v in want if k >= start][:2],
+                       f"scan of {what} from {start.hex()!r}")
