@@ -29,7 +29,11 @@ from clientkit import InProcessRelay
 from relaykit import Clock, make_app
 
 from factories import ACCOUNT, D1, D2, NOW_MS, genesis_registry
-from sddsf.client.controller import effective_encryption_policy
+from sddsf.client.controller import (
+    effective_encryption_policy,
+    refresh_encryption_policy,
+    reset_encryption_policy,
+)
 from sddsf.client.device import Device
 from sddsf.crypto import random_bytes
 from sddsf.protocol import keypackage as kp
@@ -78,6 +82,30 @@ async def test_a_one_second_rotation_age_from_the_relay_is_clamped(
     policy = effective_encryption_policy(laptop)
     assert policy is not None and policy.max_epoch_age_s >= 3600
     assert max(laptop._epoch_keys(space)) == 0
+    await laptop.close()
+
+
+async def test_the_merged_policy_and_its_fetch_time_are_one_commit(
+        hostile: PolicyRelay, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A sync that fetches the relay's policy stores it and the time it was
+    # fetched together: one commit of the device store, not one per row.
+    laptop, _ = await hostile.new_account(tmp_path / "laptop")
+    reset_encryption_policy(laptop)
+    real = laptop.store.batch
+    commits: list[int] = []
+
+    def counted() -> Any:
+        commits.append(1)
+        return real()
+
+    monkeypatch.setattr(laptop.store, "batch", counted)
+    await refresh_encryption_policy(laptop)
+    assert len(commits) == 1
+    policy = effective_encryption_policy(laptop)
+    assert policy is not None and policy.max_epoch_age_s >= 3600
+    commits.clear()
+    await refresh_encryption_policy(laptop)  # fetched just now: nothing to do
+    assert commits == []
     await laptop.close()
 
 

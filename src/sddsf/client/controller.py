@@ -263,10 +263,18 @@ async def apply_encryption_policy(device: ControllerHost) -> EncryptionPolicy:
     Raises:
         ProofError: not signed by the pinned relay key.
     """
-    published = await published_encryption_policy(device)
-    merged = strictest(effective_encryption_policy(device), published)
-    device.store.put(_POLICY_NS, _POLICY_KEY, json.dumps(merged.to_json()).encode())
+    merged = await _merged_encryption_policy(device)
+    device.store.put(_POLICY_NS, _POLICY_KEY, _policy_row(merged))
     return merged
+
+
+async def _merged_encryption_policy(device: ControllerHost) -> EncryptionPolicy:
+    published = await published_encryption_policy(device)
+    return strictest(effective_encryption_policy(device), published)
+
+
+def _policy_row(policy: EncryptionPolicy) -> bytes:
+    return json.dumps(policy.to_json()).encode()
 
 
 def reset_encryption_policy(device: ControllerHost) -> bool:
@@ -310,11 +318,15 @@ async def refresh_encryption_policy(device: ControllerHost, *, every_ms: int = 3
     now = device.clock()
     if last is not None and 0 <= now - int.from_bytes(last, "big") < every_ms:
         return
+    merged: EncryptionPolicy | None = None
     try:
-        await apply_encryption_policy(device)
+        merged = await _merged_encryption_policy(device)
     except NotFoundError:
         log.info("the relay publishes no encryption policy; keeping this device's own")
-    device.store.put(_POLICY_NS, _POLICY_AT, now.to_bytes(8, "big"))
+    with device.store.batch() as b:  # the policy and when it was fetched: one commit
+        if merged is not None:
+            b.put(_POLICY_NS, _POLICY_KEY, _policy_row(merged))
+        b.put(_POLICY_NS, _POLICY_AT, now.to_bytes(8, "big"))
 
 
 async def report_tombstones(device: TombstoneHost) -> int:
