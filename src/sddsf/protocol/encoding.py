@@ -32,6 +32,7 @@ from sddsf.errors import Code, DecodeError, UsageError
 
 __all__ = [
     "DEFAULT_LIMITS",
+    "UINT64_MAX",
     "DecodeLimits",
     "byte_string_head",
     "decode",
@@ -39,7 +40,8 @@ __all__ = [
     "unsigned_int",
 ]
 
-_UINT64_MAX: Final = 2**64 - 1
+#: The largest integer the encoding holds (unsigned 64 bits).
+UINT64_MAX: Final = 2**64 - 1
 _MAJOR_UINT, _MAJOR_NINT, _MAJOR_BYTES, _MAJOR_TEXT = 0, 1, 2, 3
 _MAJOR_ARRAY, _MAJOR_MAP, _MAJOR_TAG, _MAJOR_SIMPLE = 4, 5, 6, 7
 _FALSE, _TRUE, _NULL = 0xF4, 0xF5, 0xF6
@@ -94,7 +96,7 @@ def _encode_into(out: bytearray, value: object, depth: int) -> None:
     elif value is False:
         out.append(_FALSE)
     elif isinstance(value, int):
-        if 0 <= value <= _UINT64_MAX:
+        if 0 <= value <= UINT64_MAX:
             out += _head(_MAJOR_UINT, value)
         elif -(2**64) <= value < 0:
             out += _head(_MAJOR_NINT, -1 - value)

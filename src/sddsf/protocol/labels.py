@@ -18,7 +18,7 @@ import functools
 from typing import Final
 
 from sddsf.crypto import blake2b_256
-from sddsf.protocol.encoding import byte_string_head, encode, unsigned_int
+from sddsf.protocol.encoding import UINT64_MAX, byte_string_head, encode, unsigned_int
 
 __all__ = [
     "ACCOUNT_ID",
@@ -137,9 +137,6 @@ PRESENCE_AD: Final = "sddsf/v1/presence/ad"
 PRESENCE_SIG: Final = "sddsf/v1/presence/sig"
 
 
-_UINT64_MAX: Final = 2**64 - 1
-
-
 @functools.cache
 def _prefix(label: str, count: int) -> bytes:
     # Canonical array head for ``count`` items followed by the encoded label.
@@ -159,7 +156,7 @@ def labelled(label: str, *parts: object) -> bytes:
         if type(p) is bytes:
             out.append(byte_string_head(len(p)))
             out.append(p)
-        elif type(p) is int and 0 <= p <= _UINT64_MAX:
+        elif type(p) is int and 0 <= p <= UINT64_MAX:
             out.append(unsigned_int(p))
         else:
             return encode([label, *parts])
