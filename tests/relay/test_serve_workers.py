@@ -168,6 +168,10 @@ async def test_two_workers_on_sqlite_serve_sessions_tickets_and_live_updates(
 async def test_a_burst_of_connections_is_spread_over_the_workers(tmp_path: Path) -> None:
     with _two_workers(tmp_path) as relay:
         for _ in range(3):
+            # The previous round's (or the start-up probe's) connections are
+            # closed on the workers' side first, so that only this burst is counted.
+            _wait(lambda: sum(_sockets(w, relay.port, "01")
+                              for w in _workers(relay.proc.pid)) == 0, "idle workers", 10)
             clients = [httpx.AsyncClient(base_url=relay.base_url) for _ in range(16)]
             try:  # sixteen keep-alive connections opened at once, as uploaders do
                 answers = await asyncio.gather(*(c.get("/healthz") for c in clients))
