@@ -6,7 +6,7 @@ over HTTP."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pycrdt
@@ -19,6 +19,8 @@ from sddsf.client.engine.identity import DeviceIdentity
 from sddsf.client.home import open_home
 from sddsf.client.relay_client import RelayClient
 from sddsf.client.runner import Runner, RunnerSettings
+from sddsf.client.transport.base import PullPage
+from sddsf.client.transport.relay import RelayTransport
 from sddsf.errors import Code, ProofError
 from sddsf.testing.malicious_relay import Drop, Reorder
 from sddsf.testing.memory_transport import BASE_URL, InProcessRelay, MemoryTransport
@@ -157,5 +159,79 @@ async def test_background_sync_follows_spaces_over_the_devices_transport(
                 await asyncio.sleep(0.02)
         await asyncio.wait_for(arrived(), 10)
     assert runner.syncs >= 2 and runner.failure is None
+    await phone.close()
+    await laptop.close()
+
+
+class _AppendBetween(RelayTransport):
+    """The relay's own order of reads for a pull (the page, then the head),
+    with another device's upload landing between the two, once (``armed``):
+    an empty page under a head one entry longer. ``withhold``: every page is
+    served empty (a relay hiding its new entries behind its signed head)."""
+
+    armed: Callable[[], Awaitable[object]] | None = None
+    withhold = False
+    pulls = 0
+
+    async def pull(self, space_id: bytes, after: int = -1, limit: int = 500, *,
+                   omit_own: bool = False) -> PullPage:
+        type(self).pulls += 1
+        page = await super().pull(space_id, after, limit, omit_own=omit_own)
+        upload, type(self).armed = type(self).armed, None
+        if upload is not None and not page.ops:
+            await upload()
+            return PullPage((), await self.tree_head(space_id))
+        if type(self).withhold:
+            return PullPage((), page.tree_head)
+        return page
+
+
+async def _with_append_between(relay: InProcessRelay, tmp_path: Path
+                               ) -> tuple[Device, bytes, Device]:
+    laptop, space, phone = await _laptop_and_phone(relay, tmp_path)
+    await phone.sync()
+    await phone.close()
+    phone = Device.open(tmp_path / "phone", passphrase=passphrase,
+                        transport=relay.http_transport(), engine_transport=_AppendBetween)
+    await phone.sync()  # caught up: its next page of the log is empty
+    return laptop, space, phone
+
+
+async def test_an_upload_between_the_page_and_the_head_is_no_proof_failure(
+        relay: InProcessRelay, tmp_path: Path) -> None:
+    # Nothing misbehaved: the relay read the page, another device's op was
+    # appended, then the relay read its head. The entries are there; the
+    # device asks again instead of calling the log rewritten.
+    laptop, space, phone = await _with_append_between(relay, tmp_path)
+
+    async def upload() -> None:
+        laptop.doc(space, "kv").get("kv", type=pycrdt.Map)["between"] = "yes"
+        await laptop.sync()
+
+    _AppendBetween.armed = upload
+    report = await phone.sync()
+    assert _AppendBetween.armed is None  # the upload happened inside the pull
+    assert phone.doc(space, "kv").get("kv", type=pycrdt.Map)["between"] == "yes"
+    assert report.applied >= 1
+    await phone.close()
+    await laptop.close()
+
+
+async def test_a_head_over_empty_pages_is_still_refused(relay: InProcessRelay,
+                                                        tmp_path: Path) -> None:
+    # A relay that signs a longer log but serves no entries of it is hiding
+    # them: the device asks a bounded number of times, then refuses.
+    laptop, space, phone = await _with_append_between(relay, tmp_path)
+    laptop.doc(space, "kv").get("kv", type=pycrdt.Map)["hidden"] = "yes"
+    await laptop.sync()
+    _AppendBetween.withhold, _AppendBetween.pulls = True, 0
+    try:
+        with pytest.raises(ProofError) as info:
+            await phone.sync()
+    finally:
+        _AppendBetween.withhold = False
+    assert info.value.code is Code.PROOF_INVALID
+    assert _AppendBetween.pulls <= 5
+    assert phone.doc(space, "kv").get("kv", type=pycrdt.Map).get("hidden") is None
     await phone.close()
     await laptop.close()

@@ -123,3 +123,36 @@ async def test_encryption_policy_is_applied_and_never_weakened(laptop: Device) -
     policy = effective_encryption_policy(laptop)
     assert policy is not None and policy.min_kdf_t == 3 and policy.suites == (1,)
     assert policy.max_epoch_age_s == 90 * 86_400
+
+
+def _emptied_pages(device: Device, monkeypatch: pytest.MonkeyPatch, *,
+                   times: int) -> list[int]:
+    """The relay's audit pages served empty ``times`` times (each under the
+    head it read after the page); returns the calls made."""
+    real = device.relay.audit_page
+    calls: list[int] = []
+
+    async def page(start: int, limit: int) -> tuple[list[tuple[int, bytes]], bytes]:
+        calls.append(start)
+        rows, head = await real(start, limit)
+        return ([], head) if len(calls) <= times else (rows, head)
+
+    monkeypatch.setattr(device.relay, "audit_page", page)
+    return calls
+
+
+async def test_events_appended_between_the_page_and_the_head_are_no_proof_failure(
+        relay: InProcessRelay, laptop: Device, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The relay reads the page, then its head: events recorded between the two
+    # give an empty page under a longer head. The device asks again.
+    calls = _emptied_pages(laptop, monkeypatch, times=1)
+    check = await verify_audit(laptop)
+    assert check.size >= 2 and len(calls) == 2
+
+
+async def test_a_head_over_empty_audit_pages_is_refused(relay: InProcessRelay, laptop: Device,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = _emptied_pages(laptop, monkeypatch, times=1_000)
+    with pytest.raises(ProofError):
+        await verify_audit(laptop)
+    assert len(calls) <= 5

@@ -80,6 +80,11 @@ import { VersionVector } from "./vv.js";
 
 const MAX_BATCH = 500;
 const MAX_PAGES = 10_000;
+/** Empty pages in a row a pull asks for again while the signed head says the
+ * log is longer (an append between the relay's two reads), before it refuses
+ * the log as withholding entries (protocol 17.6; the Python device's
+ * `EMPTY_PAGE_RETRIES`). */
+export const EMPTY_PAGE_RETRIES = 3;
 /** Header and framing of an envelope around its payload (as the reference's `_ENVELOPE_OVERHEAD`). */
 const ENVELOPE_OVERHEAD = 128;
 /** Refusals of an own op whose edits are sealed again on top of the log. */
@@ -865,6 +870,7 @@ export class SpaceReplica {
     const fetched: [number, Uint8Array, Uint8Array][] = [];
     let head: TreeHead | null = null;
     let cursor = Number(have);
+    let empty = 0; // empty pages in a row under a head beyond the cursor
     for (let page = 0; page < MAX_PAGES; page++) {
       const [ops, headRaw] = await this.relay.pull(this.spaceId, cursor - 1, MAX_BATCH);
       head = this.verifyHead(headRaw);
@@ -881,7 +887,15 @@ export class SpaceReplica {
         fetched.push([op.offset, op.leafHash, op.envelope]);
         cursor += 1;
       }
-      if (ops.length === 0 || BigInt(cursor) >= head.size) break;
+      if (BigInt(cursor) >= head.size) break;
+      if (ops.length === 0) {
+        // The relay reads the page, then its head: an append between the two
+        // serves no entry under a longer head. Ask again; a relay that keeps
+        // doing so hides entries, refused by the root check below.
+        if (++empty > EMPTY_PAGE_RETRIES) break;
+        continue;
+      }
+      empty = 0;
     }
     if (head === null) throw new ProofError("the relay sent no tree head");
     if (head.size < have || (old !== null && head.size < old.size)) {

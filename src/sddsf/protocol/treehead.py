@@ -30,10 +30,15 @@ from sddsf.protocol.limits import DEFAULT_PROTOCOL_LIMITS, ProtocolLimits
 from sddsf.protocol.merkle import verify_consistency
 from sddsf.protocol.schema import decode_signed
 
-__all__ = ["TREE_HEAD_VERSION", "TreeHead", "check_progress", "decode_tree_head",
-           "sign_tree_head", "verify_tree_head"]
+__all__ = ["EMPTY_PAGE_RETRIES", "TREE_HEAD_VERSION", "TreeHead", "check_progress",
+           "decode_tree_head", "sign_tree_head", "verify_tree_head"]
 
 TREE_HEAD_VERSION: Final = 1
+#: A log holder answers a page of entries with the head it read *after* the
+#: page (protocol 17.6), so an append between its two reads serves no entry
+#: under a longer head. A reader asks again this many times in a row before
+#: it treats the log as withholding entries (its root check then fails).
+EMPTY_PAGE_RETRIES: Final = 3
 
 
 @dataclass(frozen=True, slots=True)

@@ -173,3 +173,34 @@ test("the TypeScript device refuses every tampered answer of a real relay", { ti
   assert.equal((await c2.upload(sp2.spaceId, [ahead.raw]))[0][0]!.status, "accepted");
   await expectCode("split_view", sp2.pull());
 });
+
+test("an append between the relay's page and head is no tamper; a head over empty pages is", { timeout: 300_000 }, async (t) => {
+  if (!pythonAvailable(t)) return;
+  relay ??= await LiveRelay.start();
+  const r = relay;
+  const setup = r.py("setup", r.home("race-a"), r.home("race-b"), r.baseUrl);
+  let mode: "honest" | "race" | "withhold" = "honest";
+  let pulls = 0;
+  const racing = tampering(() => (b: Json) => {
+    pulls += 1;
+    if (mode === "race") {
+      mode = "honest"; // once: the page as read before the append, the head after it
+      return { ...b, ops: [] };
+    }
+    return mode === "withhold" ? { ...b, ops: [] } : b;
+  });
+  const device = newSession(setup, r.baseUrl, racing);
+  await pullWith(setup, r.baseUrl, racing, device);
+  const space = device.space(fromHex(setup.space));
+  const before = space.tree.size;
+  r.py("put", r.home("race-a"), "between", "yes");
+  mode = "race";
+  await space.pull();
+  assert.equal(space.tree.size, before + 1n);
+  r.py("put", r.home("race-a"), "hidden", "yes");
+  mode = "withhold";
+  pulls = 0;
+  await expectCode("proof_invalid", space.pull());
+  assert.ok(pulls <= 5, `asked ${pulls} times`);
+  assert.equal(space.tree.size, before + 1n);
+});

@@ -59,7 +59,7 @@ from sddsf.protocol.membership import MembershipEntry, decode_entry
 from sddsf.protocol.payload import decode_payload
 from sddsf.protocol.rules import ChainHead, MemoryChainView, Outcome, verify_op
 from sddsf.protocol.snapshot import Snapshot
-from sddsf.protocol.treehead import TreeHead, verify_tree_head
+from sddsf.protocol.treehead import EMPTY_PAGE_RETRIES, TreeHead, verify_tree_head
 
 __all__ = ["Puller", "beyond_cutoff"]
 
@@ -105,29 +105,7 @@ class Puller:
         old_head_raw = self.store.get("head", space_id)
         old = (verify_tree_head(old_head_raw, self.ident.relay_key_or_raise(), log=space_id)
                if old_head_raw else None)
-        fetched: list[tuple[int, bytes, bytes | None]] = []
-        head: TreeHead | None = None
-        cursor = have
-        for _ in range(10_000):  # bounded: at most 10k pages per sync
-            page, head_raw = await self.page(space_id, cursor)
-            head = verify_tree_head(head_raw, self.ident.relay_key_or_raise(), log=space_id)
-            if self.progress is not None:
-                self.progress(space_id, cursor + len(page), head.size)
-            for op in page:
-                if op.offset != cursor:
-                    raise ProofError(f"the relay skipped or repeated log offsets (expected "
-                                     f"{cursor}, got {op.offset}): it is omitting history")
-                if op.envelope is None:
-                    # Pruned ops are served only under a snapshot that covers them;
-                    # this device starts from a snapshot only when it is new.
-                    raise ProofError(f"the relay withheld the op at offset {op.offset} "
-                                     "(no snapshot this device trusts covers it)")
-                if merkle.leaf_hash(op.envelope) != op.leaf_hash:
-                    raise ProofError(f"op at offset {op.offset} does not match its leaf hash")
-                fetched.append((op.offset, op.leaf_hash, op.envelope))
-                cursor += 1
-            if not page or cursor >= head.size:
-                break
+        fetched, head = await self.fetch_pages(space_id, have)
         if head is None:
             return None
         if head.size < have or (old is not None and head.size < old.size):
@@ -162,6 +140,45 @@ class Puller:
                         f"{self.reg.label(exc.snap.author)} is unreadable ({exc.why}); not used")
             self.reset_space(space_id, exc.snap.id)
             return await self.pull(space_id, report, dry=dry)
+
+    async def fetch_pages(self, space_id: bytes, have: int
+                          ) -> tuple[list[tuple[int, bytes, bytes | None]], TreeHead | None]:
+        """The log's entries from offset ``have`` on, each checked against its
+        leaf hash, and the last signed head served (None: no page came)."""
+        fetched: list[tuple[int, bytes, bytes | None]] = []
+        head: TreeHead | None = None
+        cursor = have
+        empty = 0  # empty pages in a row under a head beyond the cursor
+        for _ in range(10_000):  # bounded: at most 10k pages per sync
+            page, head_raw = await self.page(space_id, cursor)
+            head = verify_tree_head(head_raw, self.ident.relay_key_or_raise(), log=space_id)
+            if self.progress is not None:
+                self.progress(space_id, cursor + len(page), head.size)
+            for op in page:
+                if op.offset != cursor:
+                    raise ProofError(f"the relay skipped or repeated log offsets (expected "
+                                     f"{cursor}, got {op.offset}): it is omitting history")
+                if op.envelope is None:
+                    # Pruned ops are served only under a snapshot that covers them;
+                    # this device starts from a snapshot only when it is new.
+                    raise ProofError(f"the relay withheld the op at offset {op.offset} "
+                                     "(no snapshot this device trusts covers it)")
+                if merkle.leaf_hash(op.envelope) != op.leaf_hash:
+                    raise ProofError(f"op at offset {op.offset} does not match its leaf hash")
+                fetched.append((op.offset, op.leaf_hash, op.envelope))
+                cursor += 1
+            if cursor >= head.size:
+                break
+            if not page:
+                # A log holder reads the page, then its head: an append between
+                # the two serves no entry under a longer head. Ask again; a holder
+                # that keeps doing so hides entries: pull() refuses it (the root check).
+                empty += 1
+                if empty > EMPTY_PAGE_RETRIES:
+                    break
+                continue
+            empty = 0
+        return fetched, head
 
     async def page(self, space_id: bytes, cursor: int) -> tuple[list[PulledOp], bytes]:
         """The page of the log from ``cursor``, this device's own acknowledged ops
