@@ -16,8 +16,10 @@ one signing and error-translation path.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
+import ssl
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
@@ -62,6 +64,19 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+@functools.cache
+def _trust_store() -> ssl.SSLContext:
+    """The TLS context every relay client of this process verifies relays with.
+
+    httpx's own default (its CA bundle, or ``SSL_CERT_FILE`` / ``SSL_CERT_DIR``),
+    built once: loading the bundle costs about 20 ms, which each new client
+    used to pay (most of a device's open). A context is safe to share: it holds
+    trust settings, and every connection still checks the relay's certificate
+    and host name against them.
+    """
+    return httpx.create_ssl_context()
+
+
 class _ConnectionDropped(UnavailableError):
     """The connection broke before a response arrived (retried once)."""
 
@@ -94,8 +109,10 @@ class RelayClient:
         self.device = device
         self.account_id = account_id
         self._clock = clock
+        # A given transport (in-process tests, the demo) brings its own TLS, if any.
+        verify: ssl.SSLContext | bool = True if transport is not None else _trust_store()
         self._http = httpx.AsyncClient(base_url=base_url, transport=transport,
-                                       timeout=timeout_s)
+                                       timeout=timeout_s, verify=verify)
         self._token: bytes | None = None
         self._token_expires_ms = 0
         self.relay_id: bytes | None = None
