@@ -16,7 +16,9 @@ snapshot or ops, verification, local store), and the HTTP requests it sends
 are counted (``requests_snapshot``, ``requests_replay``). B and C hold the
 session ``Device.add_local`` opened; ``cold_fresh_ms`` (``requests_fresh``) is
 B's start from a home opened again, as in a new process, whose first sync also
-opens its session (challenge and session requests). ``snapshot_local_ms`` is the
+opens its session (challenge and session requests); ``open_ms`` is that
+``Device.open`` itself (a process that already opened a device: its relay
+client reuses the process's TLS trust store). ``snapshot_local_ms`` is the
 CPU part of a snapshot start (verify, decrypt, apply to a fresh document);
 ``plain_ms`` is ``Doc().apply_update(state)`` of the same final state.
 ``pycrdt_websocket_ms`` is the same first sync through what a user would pick
@@ -158,6 +160,7 @@ async def one(url: str, work: Path, workload: str, n: int,
     requests_timed = await timed_requests(a, REQUESTS[0])
 
     timings: dict[str, list[float]] = {"snapshot": [], "fresh": [], "replay": []}
+    open_ms = 0.0
     requests: dict[str, int] = {}
     for i in range(REPEAT):
         for mode, times in timings.items():
@@ -167,7 +170,9 @@ async def one(url: str, work: Path, workload: str, n: int,
                                          insecure_plaintext=True)
             if mode == "fresh":  # a new process: the first sync opens the session too
                 await dev.close()
+                opened = time.perf_counter()
                 dev = Device.open(work / f"{mode}{i}", passphrase=None)
+                open_ms = (time.perf_counter() - opened) * 1000
             dev.use_snapshots = mode != "replay"
             dev.ack_every = 0
             sent, start = SENT[0], time.perf_counter()
@@ -186,7 +191,7 @@ async def one(url: str, work: Path, workload: str, n: int,
         "state_bytes": len(state), "snapshot_bytes": len(blob) + sum(map(len, chunks)),
         "plain_ms": round(plain_ms, 2), "snapshot_local_ms": round(local_ms, 2),
         "cold_snapshot_ms": round(med["snapshot"], 1), "cold_replay_ms": round(med["replay"], 1),
-        "cold_fresh_ms": round(med["fresh"], 1),
+        "cold_fresh_ms": round(med["fresh"], 1), "open_ms": round(open_ms, 1),
         "pycrdt_websocket_ms": round(statistics.median(websocket) * 1000, 1),
         "snapshot_vs_pycrdt_websocket": round(med["snapshot"] / 1000
                                               / statistics.median(websocket), 2),

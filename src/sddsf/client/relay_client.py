@@ -45,6 +45,7 @@ from sddsf.errors import (
     RateLimitedError,
     SddsfError,
     UnavailableError,
+    UsageError,
     error_from_wire,
 )
 from sddsf.protocol import auth
@@ -75,6 +76,15 @@ def _trust_store() -> ssl.SSLContext:
     and host name against them.
     """
     return httpx.create_ssl_context()
+
+
+def _base_url(url: str) -> httpx.URL:
+    """``url`` as an httpx client keeps its base URL: with a path that ends in
+    "/", so that request paths join under it."""
+    parsed = httpx.URL(url)
+    if parsed.raw_path.endswith(b"/"):
+        return parsed
+    return parsed.copy_with(raw_path=parsed.raw_path + b"/")
 
 
 class _ConnectionDropped(UnavailableError):
@@ -109,10 +119,10 @@ class RelayClient:
         self.device = device
         self.account_id = account_id
         self._clock = clock
-        # A given transport (in-process tests, the demo) brings its own TLS, if any.
-        verify: ssl.SSLContext | bool = True if transport is not None else _trust_store()
-        self._http = httpx.AsyncClient(base_url=base_url, transport=transport,
-                                       timeout=timeout_s, verify=verify)
+        self._url = _base_url(base_url)  # a malformed URL fails here, at once
+        self._transport, self._timeout_s = transport, timeout_s
+        self._client: httpx.AsyncClient | None = None  # made at the first request
+        self._closed = False
         self._token: bytes | None = None
         self._token_expires_ms = 0
         self.relay_id: bytes | None = None
@@ -141,7 +151,30 @@ class RelayClient:
         opening, self._opening = self._opening, None
         if opening is not None:
             opening.cancel()
-        await self._http.aclose()
+        self._closed = True
+        if self._client is not None:
+            await self._client.aclose()
+
+    @property
+    def _http(self) -> httpx.AsyncClient:
+        """The HTTP client, made at the first request.
+
+        A device that works offline (the CLI's ``get``, ``ls`` and ``put``; an
+        application between syncs) never loads httpx's connection code or the
+        TLS trust store: about 100 ms for a process's first client.
+
+        Raises:
+            UsageError: the client was closed.
+        """
+        if self._closed:
+            raise UsageError("this relay client is closed; open the device again")
+        if self._client is None:
+            # A given transport (in-process tests, the demo) brings its own TLS, if any.
+            verify: ssl.SSLContext | bool = True if self._transport is not None \
+                else _trust_store()
+            self._client = httpx.AsyncClient(base_url=self._url, transport=self._transport,
+                                             timeout=self._timeout_s, verify=verify)
+        return self._client
 
     async def __aenter__(self) -> RelayClient:
         return self
@@ -255,7 +288,7 @@ class RelayClient:
     @property
     def base_url(self) -> str:
         """The relay's URL."""
-        return str(self._http.base_url)
+        return str(self._url)
 
     @property
     def session_expires_ms(self) -> int:

@@ -1,5 +1,6 @@
-"""The relay client's TLS trust: one trust store per process, and certificates
-still checked (a real TLS server on loopback)."""
+"""The relay client's HTTP client: made at the first request (offline work
+makes none), one TLS trust store per process, and certificates still checked
+(a real TLS server on loopback)."""
 
 from __future__ import annotations
 
@@ -10,15 +11,19 @@ import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import httpx
+import pycrdt
 import pytest
+from clientkit import InProcessRelay, passphrase
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from sddsf.client.device import Device
 from sddsf.client.relay_client import RelayClient
 from sddsf.client.retry import RetryPolicy
-from sddsf.errors import UnavailableError
+from sddsf.errors import UnavailableError, UsageError
 
 
 def _count_trust_store_loads(monkeypatch: pytest.MonkeyPatch) -> list[object]:
@@ -44,6 +49,55 @@ async def test_relay_clients_share_one_trust_store(monkeypatch: pytest.MonkeyPat
     assert loads == []
     for c in (first, *clients):
         await c.aclose()
+
+
+def _count_http_clients(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    made: list[object] = []
+    original = httpx.AsyncClient.__init__
+
+    def counted(self: httpx.AsyncClient, *args: object, **kwargs: object) -> None:
+        made.append(kwargs.get("base_url"))
+        original(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(httpx.AsyncClient, "__init__", counted)
+    return made
+
+
+async def test_offline_work_makes_no_http_client(relay: InProcessRelay, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    # The first HTTP client of a process costs about 100 ms (httpx's connection
+    # code and the trust store): the CLI's get, ls and put, which work offline,
+    # paid it on every run.
+    laptop, _ = await relay.new_account(tmp_path / "laptop")
+    space = await laptop.create_space("notes")
+    await laptop.close()
+    made = _count_http_clients(monkeypatch)
+    device = Device.open(tmp_path / "laptop", passphrase=passphrase,
+                         transport=relay.transport())
+    device.doc(space, "kv").get("kv", type=pycrdt.Map)["k"] = "offline"
+    assert device.flush() == 1
+    await device.close()
+    assert made == []
+    device = Device.open(tmp_path / "laptop", passphrase=passphrase,
+                         transport=relay.transport())
+    report = await device.sync()  # the first request makes it
+    assert report.pushed >= 1  # the offline edit (and the space's first ops)
+    assert len(made) == 1
+    await device.close()
+
+
+async def test_a_closed_relay_client_refuses_requests() -> None:
+    client = RelayClient("http://127.0.0.1:9")
+    await client.aclose()
+    with pytest.raises(UsageError, match="closed"):
+        await client.limits()
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:8000", "http://127.0.0.1:8000/",
+                                 "https://relay.example/base", "https://relay.example/base/",
+                                 "http://[::1]:80", "https://relay.example:8443/a/b?x=1"])
+def test_the_base_url_is_the_one_httpx_would_keep(url: str) -> None:
+    assert RelayClient(url).base_url == str(httpx.AsyncClient(base_url=url).base_url)
 
 
 def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
