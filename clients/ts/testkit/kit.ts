@@ -71,5 +71,16 @@ export function codeOf(fn: () => unknown): string {
   throw new Error("expected an SddsfError, nothing was thrown");
 }
 
+/** Await `p` and check it rejects with the SDDSF error `code` (a resolved promise or another error fails). */
+export async function expectCode(code: string, p: Promise<unknown>): Promise<void> {
+  let got = "none";
+  try {
+    await p;
+  } catch (e) {
+    got = (e as { code?: string }).code ?? String(e);
+  }
+  if (got !== code) throw new Error(`expected the error code ${code}, got ${got}`);
+}
+
 /** The built web app the browser tests serve (clients/web: `npm run build` there). */
 export const APP_DIST = join(REPO_ROOT, "clients", "web", "dist");

@@ -27,6 +27,7 @@ import { BrowserDevice } from "../../src/device.js";
 import { MemoryBackend, Store } from "../../src/store.js";
 import { EMPTY_PAGE_RETRIES } from "../../src/sync.js";
 import { deviceAdd, sddsf } from "../../testkit/cli.js";
+import { expectCode } from "../../testkit/kit.js";
 import { LiveRelay, pythonAvailable } from "../../testkit/relaykit.js";
 
 /* eslint-disable @typescript-eslint/no-explicit-any */
@@ -72,16 +73,6 @@ function auditWire(): AuditWire {
     },
   };
   return wire;
-}
-
-async function expectCode(code: string, p: Promise<unknown>): Promise<void> {
-  let got = "none";
-  try {
-    await p;
-  } catch (e) {
-    got = (e as { code?: string }).code ?? String(e);
-  }
-  assert.equal(got, code);
 }
 
 test("verifyAudit asks again after an empty audit page under a longer head; a relay that keeps withholding is refused",

@@ -31,6 +31,7 @@ import { DeviceSession } from "../../src/sync.js";
 import { decodeTreeHead } from "../../src/treehead.js";
 import { VersionVector } from "../../src/vv.js";
 import { HLCTimestamp } from "../../src/clock.js";
+import { expectCode } from "../../testkit/kit.js";
 import { LiveRelay, pythonAvailable } from "../../testkit/relaykit.js";
 
 /* eslint-disable @typescript-eslint/no-explicit-any */
@@ -67,16 +68,6 @@ function newSession(setup: Json, baseUrl: string, fetchImpl: typeof fetch): Devi
   const account = AccountPublic.fromKeys(fromHex(setup.account_sign), fromHex(setup.account_recovery));
   return new DeviceSession(keys, account, new RelayClient(baseUrl, { device: keys, accountId: account.accountId, fetch: fetchImpl }),
     { relayKey: fromHex(setup.relay_key) });
-}
-
-async function expectCode(code: string, p: Promise<unknown>): Promise<void> {
-  let got = "none";
-  try {
-    await p;
-  } catch (e) {
-    got = (e as { code?: string }).code ?? String(e);
-  }
-  assert.equal(got, code);
 }
 
 const swap = (ops: Json[], i: number, j: number): void => {
