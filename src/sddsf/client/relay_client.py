@@ -254,10 +254,10 @@ class RelayClient:
             response = await self._http.request(method, path, params=params, content=content,
                                                 headers=headers)
         except (httpx.RemoteProtocolError, httpx.ReadError):
-            raise _ConnectionDropped(f"the relay at {self._http.base_url} dropped the "
+            raise _ConnectionDropped(f"the relay at {self._url} dropped the "
                                      "connection before answering; try again") from None
         except httpx.HTTPError as exc:
-            raise UnavailableError(f"cannot reach the relay at {self._http.base_url} "
+            raise UnavailableError(f"cannot reach the relay at {self._url} "
                                    f"({_why_unreachable(exc)})") from None
         if response.status_code >= 400:
             try:
@@ -596,7 +596,7 @@ class RelayClient:
         r = await self._send("POST", "/v1/pairing", body={"version": PAIRING_VERSION},
                              headers=_pairing_token(token), idempotent=False)
         if "nameplate" not in r:  # a relay from before pairing version 2 ignores the body
-            raise DecodeError(f"the relay at {self._http.base_url} does not speak pairing "
+            raise DecodeError(f"the relay at {self._url} does not speak pairing "
                               f"version {PAIRING_VERSION}: update the relay",
                               Code.UNSUPPORTED_VERSION)
         return _unb64(r["channel_id"]), int(r["nameplate"]), int(r["expires_ms"])
@@ -616,7 +616,7 @@ class RelayClient:
                                  headers=_pairing_token(token), idempotent=False)
         except NotFoundError as exc:
             if exc.message == "no such endpoint":
-                raise DecodeError(f"the relay at {self._http.base_url} does not speak pairing "
+                raise DecodeError(f"the relay at {self._url} does not speak pairing "
                                   f"version {PAIRING_VERSION}: update the relay",
                                   Code.UNSUPPORTED_VERSION) from None
             raise
