@@ -12,6 +12,8 @@ import pytest
 from clientkit import InProcessRelay, passphrase
 
 from sddsf.client.device import Device
+from sddsf.client.retry import RetryPolicy
+from sddsf.errors import UnavailableError
 
 
 class _Counting(httpx.AsyncBaseTransport):
@@ -88,5 +90,60 @@ async def test_a_cancelled_lone_request_leaves_no_handshake_running(relay: InPro
             await opening
         assert device.relay._opening is None
         assert await device.relay.list_spaces() == []  # a later request opens a new one
+    finally:
+        await device.close()
+
+
+class _HoldReports(httpx.AsyncBaseTransport):
+    """Holds each posture report until the challenge request has arrived too (or
+    2 s have passed: then the client asked for them one after the other)."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self.inner = inner
+        self.challenged = asyncio.Event()
+        self.overlapped: list[bool] = []
+        self.fail_reports = False
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        if path == "/v1/auth/challenge":
+            self.challenged.set()
+        elif path.endswith("/reports"):
+            try:
+                await asyncio.wait_for(self.challenged.wait(), 2.0)
+                self.overlapped.append(True)
+            except TimeoutError:
+                self.overlapped.append(False)
+            if self.fail_reports:
+                raise httpx.ConnectError("the report's connection failed", request=request)
+        return await self.inner.handle_async_request(request)
+
+
+async def test_the_posture_report_and_the_challenge_share_a_round_trip(
+        relay: InProcessRelay, tmp_path: Path) -> None:
+    """A session opening is the posture report, a challenge and the session
+    request: the first two do not depend on each other, so they are asked at
+    once (two round trips, not three); the session request still waits for the
+    report's answer, so the relay scores the device with the fresh posture."""
+    holding = _HoldReports(relay.transport())
+    device, _ = await Device.create_account(tmp_path / "laptop", "http://relay.test",
+                                            "laptop", passphrase=passphrase,
+                                            transport=holding, clock=relay.clock)
+    try:
+        device.relay.forget_session()
+        holding.challenged.clear()
+        holding.overlapped.clear()
+        assert await device.relay.list_spaces() == []
+        assert holding.overlapped == [True]
+        assert device.relay.report_error is None  # the report was accepted
+
+        # A report that cannot be delivered still stops the opening, as one typed error.
+        device.relay.forget_session()
+        device.relay.retry = RetryPolicy(attempts=1)
+        holding.challenged.clear()
+        holding.fail_reports = True
+        with pytest.raises(UnavailableError, match="cannot reach the relay"):
+            await device.relay.list_spaces()
+        assert device.relay._opening is None
     finally:
         await device.close()

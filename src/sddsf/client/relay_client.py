@@ -16,6 +16,7 @@ one signing and error-translation path.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import logging
@@ -339,15 +340,29 @@ class RelayClient:
 
     async def _handshake(self) -> bytes:
         assert self.device is not None and self.account_id is not None  # noqa: S101
-        await self._report_posture()
+        device, account_id = self.device, self.account_id
+        # The posture report and the challenge do not depend on each other (a
+        # challenge is stateless): asked at once, an opening is two round trips
+        # instead of three. The session request waits for the report's answer,
+        # so the relay scores the device with the fresh posture, as before.
+        report = asyncio.ensure_future(self._report_posture())
         try:
-            s = await self._open_session(self.device, self.account_id)
+            ch = await self._challenge(device, account_id)
+        except BaseException:
+            report.cancel()
+            with contextlib.suppress(BaseException):  # the challenge's error is the one to see
+                await report
+            raise
+        await report
+        try:
+            s = await self._session(device, account_id, ch)
         except AuthenticationError as exc:
             # The challenge was refused (it expired on the way, or a node with a
             # skewed clock answered): once more with a new one.
             if exc.code is not Code.UNAUTHENTICATED:
                 raise
-            s = await self._open_session(self.device, self.account_id)
+            s = await self._session(device, account_id,
+                                    await self._challenge(device, account_id))
         token = _unb64(s["token"])
         self._token, self._token_expires_ms = token, int(s["expires_ms"])
         listed = s.get("features")
@@ -355,14 +370,23 @@ class RelayClient:
             if isinstance(listed, list) else frozenset()
         return token
 
-    async def _open_session(self, device: DeviceKeys, account_id: bytes) -> dict[str, Any]:
-        ids = {"account_id": _b64(account_id), "device_id": _b64(device.device_id)}
-        ch = await self._send("POST", "/v1/auth/challenge", body=ids)
+    @staticmethod
+    def _ids(device: DeviceKeys, account_id: bytes) -> dict[str, str]:
+        return {"account_id": _b64(account_id), "device_id": _b64(device.device_id)}
+
+    async def _challenge(self, device: DeviceKeys, account_id: bytes) -> bytes:
+        ch = await self._send("POST", "/v1/auth/challenge", body=self._ids(device, account_id))
         challenge, self.relay_id = _unb64(ch["challenge"]), _unb64(ch["relay_id"])
+        return challenge
+
+    async def _session(self, device: DeviceKeys, account_id: bytes,
+                       challenge: bytes) -> dict[str, Any]:
+        assert self.relay_id is not None  # noqa: S101 - set with the challenge
         sig = device.sign(auth.session_message(self.relay_id, account_id, device.device_id,
                                                challenge))
         s: dict[str, Any] = await self._send("POST", "/v1/auth/session", body={
-            **ids, "challenge": _b64(challenge), "signature": _b64(sig)})
+            **self._ids(device, account_id), "challenge": _b64(challenge),
+            "signature": _b64(sig)})
         return s
 
     async def _report_posture(self) -> None:
