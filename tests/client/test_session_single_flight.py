@@ -31,12 +31,19 @@ class _Counting(httpx.AsyncBaseTransport):
         return sum(1 for p in self.paths if p == path)
 
 
+async def _laptop(relay: InProcessRelay, tmp_path: Path,
+                  transport: httpx.AsyncBaseTransport) -> Device:
+    """A new account's device whose requests go through ``transport``."""
+    device, _ = await Device.create_account(tmp_path / "laptop", "http://relay.test",
+                                            "laptop", passphrase=passphrase,
+                                            transport=transport, clock=relay.clock)
+    return device
+
+
 async def test_concurrent_first_requests_share_one_session(relay: InProcessRelay,
                                                            tmp_path: Path) -> None:
     counting = _Counting(relay.transport())
-    device, _ = await Device.create_account(tmp_path / "laptop", "http://relay.test",
-                                            "laptop", passphrase=passphrase,
-                                            transport=counting, clock=relay.clock)
+    device = await _laptop(relay, tmp_path, counting)
     try:
         device.relay.forget_session()
         counting.paths.clear()
@@ -54,9 +61,7 @@ async def test_a_forgotten_session_is_reopened_once(relay: InProcessRelay,
     """The relay restarted: its answer to the old token is 401 for every request in
     flight; the client opens one new session and retries each request on it."""
     counting = _Counting(relay.transport())
-    device, _ = await Device.create_account(tmp_path / "laptop", "http://relay.test",
-                                            "laptop", passphrase=passphrase,
-                                            transport=counting, clock=relay.clock)
+    device = await _laptop(relay, tmp_path, counting)
     try:
         device.relay._token = bytes(32)  # a token the relay never issued (it restarted)
         counting.paths.clear()
@@ -74,9 +79,7 @@ async def test_a_cancelled_lone_request_leaves_no_handshake_running(relay: InPro
     request waits for it, it is cancelled too (no orphaned task keeps using the
     connection pool after the caller gave up or closed the client)."""
     counting = _Counting(relay.transport())
-    device, _ = await Device.create_account(tmp_path / "laptop", "http://relay.test",
-                                            "laptop", passphrase=passphrase,
-                                            transport=counting, clock=relay.clock)
+    device = await _laptop(relay, tmp_path, counting)
     try:
         device.relay.forget_session()
         request = asyncio.create_task(device.relay.list_spaces())
@@ -126,9 +129,7 @@ async def test_the_posture_report_and_the_challenge_share_a_round_trip(
     once (two round trips, not three); the session request still waits for the
     report's answer, so the relay scores the device with the fresh posture."""
     holding = _HoldReports(relay.transport())
-    device, _ = await Device.create_account(tmp_path / "laptop", "http://relay.test",
-                                            "laptop", passphrase=passphrase,
-                                            transport=holding, clock=relay.clock)
+    device = await _laptop(relay, tmp_path, holding)
     try:
         device.relay.forget_session()
         holding.challenged.clear()
