@@ -71,14 +71,16 @@ class Probe:
 @pytest.fixture
 async def make_node() -> AsyncIterator[Callable[..., object]]:
     started: list[PeerNode] = []
-    counter = iter(range(1, 1000))
 
     async def make(*, open_to_all: bool = True, max_message: int = 4 << 20,
                    on_request: Callable[[bytes, bytes], object] | None = None,
                    mdns: bool = False, start: bool = True,
                    authorize: Callable[[bytes], bool] | None = None) -> Probe:
-        n = next(counter)
-        keys = DeviceKeys.from_seeds(bytes([n]) * 32, bytes([n + 100]) * 32)
+        # Fresh identities: mDNS announcements reach every process on this machine,
+        # and a test running at the same time in another worker must not hear
+        # (and be dialled as) a node with this node's peer id.
+        seed = os.urandom(32)
+        keys = DeviceKeys.from_seeds(seed, os.urandom(32))
         allowed: set[bytes] | None = None if open_to_all else set()
 
         def by_set(device_id: bytes) -> bool:
@@ -88,7 +90,7 @@ async def make_node() -> AsyncIterator[Callable[..., object]]:
             return device_id + data
 
         probe: Probe
-        node = PeerNode(bytes([n]) * 32, listen=LOOPBACK, mdns=mdns,
+        node = PeerNode(seed, listen=LOOPBACK, mdns=mdns,
                         authorize=authorize or by_set,
                         on_message=lambda t, d, m: probe.on_message(t, d, m),  # noqa: PLW0108 -- probe is
                         # assigned below
