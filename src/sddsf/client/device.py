@@ -765,6 +765,25 @@ class Device(ApplicationApi):
         """
         return self.engine.reg.cutoff_for(device_id)
 
+    async def log_peer_ops(self, device_id: bytes) -> list[bytes]:
+        """Carry the ops of ``device_id`` that peers brought here and the relay's
+        log lacks to the log, and pull them back: a revocation does this first,
+        so that its cutoff keeps every op of the device that this device applied.
+
+        Args:
+            device_id: The device whose ops to carry.
+
+        Returns:
+            The ids of the spaces that held such ops.
+
+        Raises:
+            ProofError: the relay misbehaved on the pull (as for :meth:`sync`).
+            UnavailableError: the relay cannot be reached, or the home's lock was
+                busy (``lock="operation"``).
+        """
+        async with self._exclusive_async(), self.engine.lock:
+            return await self.engine.log_peer_ops(device_id)
+
     @property
     def governance(self) -> Governance:
         """Device changes under the account's approval policy (§9.8)."""
@@ -778,7 +797,9 @@ class Device(ApplicationApi):
         unless ``signer`` is the account key.
 
         Sync first, so that the cutoff keeps every op of the device that this
-        device has seen (later ones are refused as history too).
+        device has seen (later ones are refused as history too). Ops of the
+        device that peers brought here and the log lacks are carried to the log
+        first (:meth:`log_peer_ops`), so the cutoff keeps them too.
 
         Args:
             device_id: The device to revoke (not this one).
@@ -803,6 +824,7 @@ class Device(ApplicationApi):
         """
         if device_id == self.device_id:
             raise UsageError("a device cannot revoke itself here; revoke it from another one")
+        await self.log_peer_ops(device_id)
 
         def direct(state: reg.RegistryState) -> bytes:
             return reg.revoke_device(state, signer or self.keys, device_id, reason,

@@ -151,6 +151,8 @@ class Governance:
                 or not state.is_active(self.d.device_id)):
             return False
         target = current.action.target
+        if target is not None and current.action.type is ActionType.REVOKE:
+            await self.d.log_peer_ops(target)  # so that the cutoff keeps them
         cutoff = self.d.cutoff_for(target) if target is not None else {}
         try:
             done = await self._append(

@@ -151,6 +151,10 @@ class GovernanceHost(Protocol):
         """Per space, the last seq of ``device_id`` this device verified."""
         ...
 
+    async def log_peer_ops(self, device_id: bytes) -> list[bytes]:
+        """Carry ``device_id``'s ops that peers brought here to the log, and pull."""
+        ...
+
     def spaces(self) -> list[tuple[bytes, str]]:
         """``(space_id, name)`` of the device's spaces."""
         ...

@@ -181,6 +181,26 @@ class SyncEngine:
                                                              report.read_only_reason))
         return report
 
+    async def log_peer_ops(self, author: bytes) -> list[bytes]:
+        """Carry ``author``'s ops that peers brought here and the log lacks to the
+        log, then pull each space that had some; the caller holds the home lock.
+
+        Called before a revocation of ``author``: its cutoff is the log's chain
+        head, so an op applied here from a peer but never logged would otherwise
+        fall beyond it and stay in this device's documents alone (protocol 23.8).
+        An op the log refuses stays out of the log (the push report says why).
+
+        Returns:
+            The spaces that held such ops.
+        """
+        spaces = [s for s, _ in self.ident.synced_spaces()
+                  if self.store.count("pop", s + author)]
+        for space_id in spaces:
+            report = SyncReport()
+            await self.unless_read_only(self.pusher.carry(space_id, report), report)
+            await self.puller.pull(space_id, report)
+        return spaces
+
     @staticmethod
     async def unless_read_only(step: Awaitable[None], report: SyncReport) -> None:
         """Run a step that writes; a ``policy_read_only`` refusal marks the report."""
