@@ -26,16 +26,17 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import httpx
 import pycrdt
 import pytest
-from clientkit import InProcessRelay, sqlite_relay
+from clientkit import InProcessRelay, passphrase, sqlite_relay
 
 from p2pkit import devices, text, until
 from sddsf.client.device import Device
 from sddsf.client.engine import mesh as mesh_module
 from sddsf.client.events import RemoteChange
 from sddsf.crypto import random_bytes
-from sddsf.errors import Code, SddsfError
+from sddsf.errors import Code, SddsfError, UnavailableError
 from sddsf.protocol import p2p
 from sddsf.protocol.encoding import encode as encode_raw
 from sddsf.protocol.envelope import decode_envelope, open_op, seal_op
@@ -302,22 +303,87 @@ async def test_an_approved_revocation_keeps_the_enacting_devices_peer_only_ops(
     await close(laptop, phone, tablet)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "open: an op of a device applied from a peer by a device other than the revoker "
-    "(which never saw it) and never logged stays on the devices that applied it; the "
-    "revoker's cutoff cannot keep an op it does not know of, and a CRDT update cannot "
-    "be taken back, so the states differ (protocol.md 23.8)"))
 async def test_a_revocation_by_a_device_that_missed_a_peer_only_op_leaves_every_device_equal(
         relay: InProcessRelay, tmp_path: Path) -> None:
+    # Only the phone applied the tablet's op (from a peer); the laptop, which never
+    # saw it, revokes the tablet. The op is beyond the cutoff, refused everywhere
+    # else, so the phone rebuilds the space from the log without it, says so, and
+    # keeps what it learnt from peers that is still valid (the laptop's "z").
     (laptop, phone, tablet), space = await devices(relay, tmp_path, "laptop", "phone",
                                                     "tablet")
     offline = edit(tablet, space, "x")  # reaches the phone only, never the log
     assert phone.engine.mesh.accept(space, [offline]).applied == 1
     await laptop.revoke(tablet.device_id, "stolen")
-    for dev in (laptop, phone, laptop, phone):
+    edit(laptop, space, "z")  # not pushed; the phone catches up with the laptop
+    catch_up(phone, laptop, space)
+    assert text(phone, space) in ("xz", "zx")
+    report = await phone.sync()
+    assert report.rederived == [space]
+    assert [c for c, m in report.alerts if "taken back" in m] == [Code.REVOKED.value]
+    assert text(phone, space) == "z"
+    for dev in (laptop, phone, laptop):
         await dev.sync()
-    assert text(laptop, space) == text(phone, space)
+    assert text(laptop, space) == text(phone, space) == "z"
+    assert (await phone.sync()).rederived == []  # once
+    phone.engine.mesh.accept(space, [offline])  # heard again from a peer: refused
+    assert text(phone, space) == "z"
     await close(laptop, phone, tablet)
+
+
+async def test_a_rebuild_cut_short_by_the_network_resumes_at_the_next_sync(
+        relay: InProcessRelay, tmp_path: Path) -> None:
+    (laptop, phone, tablet), space = await devices(relay, tmp_path, "laptop", "phone",
+                                                    "tablet")
+    offline = edit(tablet, space, "x")
+    assert phone.engine.mesh.accept(space, [offline]).applied == 1
+    await laptop.revoke(tablet.device_id, "stolen")
+    edit(laptop, space, "z")  # not pushed; the phone catches up with the laptop
+    catch_up(phone, laptop, space)
+    await phone.close()
+
+    def pulls(request: httpx.Request) -> bool:
+        return request.method == "GET" and request.url.path.endswith("/ops")
+    home = tmp_path / "phone"
+    phone = Device.open(home, passphrase=passphrase,
+                        transport=Network(relay.transport(), drop=pulls), clock=relay.clock)
+    with pytest.raises(UnavailableError):
+        await phone.sync()  # the state was dropped; the pull that rebuilds it never arrives
+    assert text(phone, space) == ""
+    assert phone.store.keys("prejudge") == [space]
+    assert [k[16:48] for k in phone.store.keys("pop", space)] == [laptop.device_id]
+    await phone.close()
+    phone = Device.open(home, passphrase=passphrase, transport=relay.transport(),
+                        clock=relay.clock)
+    report = await phone.sync()
+    assert report.rederived == []  # (dropped last time: this pull rebuilds it)
+    assert text(phone, space) == "z"  # the laptop's op, learnt from a peer, was kept
+    assert phone.store.keys("prejudge") == []
+    await laptop.sync()
+    assert text(laptop, space) == "z"
+    await close(laptop, phone, tablet)
+
+
+def catch_up(dev: Device, peer: Device, space: bytes) -> None:
+    """``dev`` asks ``peer`` for what it lacks (registry entries, key packages,
+    ops), as a catch-up over the network would, and takes all of it."""
+    req = dev.engine.mesh.request(space)
+    resp = peer.engine.mesh.respond(req, dev.device_id)
+    assert dev.engine.mesh.accept_registry(req.registry_seq + 1, resp.registry)
+    assert dev.engine.mesh.accept_packages(space, resp.packages)
+    assert dev.engine.mesh.accept(space, resp.ops).applied >= 1
+
+
+class Network(httpx.AsyncBaseTransport):
+    """A device's network to the relay that drops the requests ``drop`` picks."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport,
+                 drop: Callable[[httpx.Request], bool]) -> None:
+        self.inner, self.drop = inner, drop
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if self.drop(request):
+            raise httpx.ConnectError("network down", request=request)
+        return await self.inner.handle_async_request(request)
 
 
 async def test_forged_registry_entries_are_refused(relay: InProcessRelay,

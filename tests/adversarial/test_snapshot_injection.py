@@ -242,6 +242,35 @@ async def test_device_that_loaded_a_forged_snapshot_rederives_when_its_author_is
         await d.close()
 
 
+async def test_a_rederived_state_keeps_the_ops_learnt_from_peers(
+        relay: RelayProcess, tmp_path: Path) -> None:
+    # As above, and the tablet also holds an edit of the laptop that reached it from
+    # a peer only (not logged yet): rebuilding the state from the log keeps it, now
+    # and once the laptop logs it.
+    laptop, phone, space, _ = await account(relay, tmp_path)
+    await write(laptop, space, "a", 12)
+    await forge(phone, space)
+    tablet = await Device.add_local(laptop, tmp_path / "tablet", "tablet", passphrase=None,
+                                    insecure_plaintext=True)
+    assert (await tablet.sync()).snapshots_loaded == 1
+    await laptop.revoke(phone.device_id, "stolen")
+    laptop.doc(space, "kv").get("kv", type=pycrdt.Map)["peer"] = "from a peer"
+    laptop.flush()  # not pushed: the tablet hears of it from the laptop directly
+    req = tablet.engine.mesh.request(space)
+    resp = laptop.engine.mesh.respond(req, tablet.device_id)
+    assert tablet.engine.mesh.accept_registry(req.registry_seq + 1, resp.registry)
+    assert tablet.engine.mesh.accept_packages(space, resp.packages)
+    assert tablet.engine.mesh.accept(space, resp.ops).applied >= 1
+    report = await tablet.sync()
+    assert space in report.rederived
+    assert kv(tablet, space).get("peer") == "from a peer"
+    await laptop.sync()  # logged now
+    await tablet.sync()
+    assert kv(tablet, space) == kv(laptop, space) and kv(laptop, space)["peer"] == "from a peer"
+    for d in (laptop, phone, tablet):
+        await d.close()
+
+
 async def test_device_holding_the_log_reports_the_forger_and_history_is_kept(
         relay: RelayProcess, tmp_path: Path) -> None:
     laptop, phone, space, _ = await account(relay, tmp_path)

@@ -10,7 +10,8 @@ Rows (device store):
 * ``pchain``   space ‖ author → [seq, op_id, deps]: the head of those ops per
   author (the effective head is the greater of it and the log's ``chain``);
 * ``papplied`` space ‖ op_id: the op's edit was applied from a peer, so a pull
-  that later finds it in the log does not apply it again.
+  that later finds it in the log does not apply it again (``prejudge``: see
+  :mod:`sddsf.client.engine.peer_rebuild`).
 
 Invariants: an op is applied only after every earlier op of its author in the
 space was (the per-author chain, rule 10, never skips a seq); a peer's op is
@@ -311,7 +312,7 @@ class MeshOps:
             return True
         if h.seq > (head.seq if head else 0) + 1:
             return False
-        account, state = self._context(space_id, env)
+        account, state = self.writer(space_id, env.header.author)
         if h.reg is not None and h.reg > state.seq:
             raise _Wait("registry")
         keys = self.keyring.keys_cached(space_id)
@@ -332,17 +333,18 @@ class MeshOps:
         # Before an op may wait in memory: its author is a device this device
         # knows for the space, and the signature is its author's (so waiting ops
         # are real ops of real devices, never a peer's filler).
-        _, state = self._context(space_id, env)
+        _, state = self.writer(space_id, env.header.author)
         record = state.device(env.header.author)
         if record is None:
             raise AuthorizationError(f"device {env.header.author.hex()[:12]} is not in the "
                                      "registry that judges this space", Code.UNKNOWN_DEVICE)
         env.verify_signature(record.public.signing_key)
 
-    def _context(self, space_id: bytes, env: OpEnvelope) -> tuple[bytes, reg.RegistryState]:
+    def writer(self, space_id: bytes, author: bytes) -> tuple[bytes, reg.RegistryState]:
+        """A writer's account and its registry (AuthorizationError: no writer here)."""
         if not self.members.shared(space_id):
             return self.members.owner(space_id), self.reg.state()
-        return self.members.members(space_id).writer(env.header.author)
+        return self.members.members(space_id).writer(author)
 
     def _apply(self, space_id: bytes, env: OpEnvelope, epoch_key: bytes, b: StoreBatch,
                told: list[Callable[[EngineObserver], object]]) -> None:

@@ -420,7 +420,8 @@ class Puller:
         # Forget everything derived from the space's log (leaves, ops, chains,
         # documents, the snapshot start), as for a new device; keep what this
         # device made and has not sent (pending ops, their updates re-stored),
-        # the newest verified tree head (rollback check) and its acknowledgements.
+        # the newest verified tree head (rollback check) and its acknowledgements,
+        # and the ops learnt from peers (judged again once the state is rebuilt).
         pending = {int.from_bytes(k[16:], "big"): v for k, v in self.store.scan("pending",
                                                                                  space_id)}
         banned = as_list(self.store.get("snapdistrust", space_id) or encode([]))
@@ -449,6 +450,12 @@ class Puller:
                           encode(body[1]))
             if exclude:
                 b.put("snapdistrust", space_id, encode([*banned, exclude][-16:]))
+            # Ops learnt from peers were applied to the state dropped here: they are
+            # judged again on the rebuilt one (PeerRebuild.rejudge_all, after the pull).
+            b.delete_prefix("pchain", space_id)
+            b.delete_prefix("papplied", space_id)
+            if self.store.count("pop", space_id):
+                b.put("prejudge", space_id, b"")
         self.log.trees.pop(space_id, None)
         self.log.deps_cache.pop(space_id, None)
         self.docs.detach_space(space_id)

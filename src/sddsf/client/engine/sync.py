@@ -47,6 +47,7 @@ from sddsf.client.engine.keyring import Keyring
 from sddsf.client.engine.members import Members
 from sddsf.client.engine.mesh import MeshOps
 from sddsf.client.engine.outbox import Outbox
+from sddsf.client.engine.peer_rebuild import PeerRebuild
 from sddsf.client.engine.pull import Puller
 from sddsf.client.engine.push import Pusher
 from sddsf.client.engine.registry import RegistryView
@@ -97,6 +98,7 @@ class SyncEngine:
         #: Held by a sync and by the peers' work for their whole duration (TaskLock).
         self.lock = TaskLock()
         self.mesh = MeshOps(ident, self.reg, self.keyring, self.docs, self.members, observer)
+        self.rebuild = PeerRebuild(self.store, self.mesh, self.puller, self.reg, observer)
         self.corr = Corroboration(ident, self.reg, self.keyring, self.docs, self.log,
                                   self.outbox, self.snaps, self.puller, transport, self.settings)
 
@@ -146,6 +148,7 @@ class SyncEngine:
                 with self.store.batch() as b:
                     b.put("space", space.space_id, encode(""))  # name learnt from its _meta doc
         await self.hooks.before_spaces()
+        from_peers = self.rebuild.any_from_peers()
         for space_id, _ in self.ident.synced_spaces():
             try:
                 packages = await self.keyring.refresh(space_id)
@@ -159,6 +162,8 @@ class SyncEngine:
                 continue
             if self.mesh.waiting:  # ops from peers that needed these keys or entries
                 self.mesh.retry(space_id)
+            if from_peers:  # edits of a revoked device beyond its cutoff: rebuilt away
+                self.rebuild.drop_revoked(space_id, report)
             # A device the relay's controller made read-only keeps its pending
             # ops and only pulls (and acknowledges) until it is trusted again.
             if not report.read_only:
@@ -175,6 +180,7 @@ class SyncEngine:
         for space_id, _ in self.ident.synced_spaces():
             if not report.read_only:
                 await self.unless_read_only(self.corr.maintain(space_id, report), report)
+        self.rebuild.rejudge_all()  # (states rebuilt above, or re-derived, 18.7)
         await self.hooks.after_sync(report)
         if report.read_only:  # never silent: the application hears it as an alert
             notify(self.hooks.observer, lambda o: o.on_alert(Code.POLICY_READ_ONLY.value,
