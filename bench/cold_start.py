@@ -31,9 +31,10 @@ Every device's document must equal A's.
 ``bundle_request_ms`` and ``bundle_relay_cpu_ms``: A asks for the first-sync
 bundle (``GET /v1/bootstrap``) ``--requests`` times in a row on its open
 connection; the median round trip, and the relay process's CPU time per
-request (Linux /proc). ``spaces_request_ms`` / ``spaces_relay_cpu_ms`` are the
-same for ``GET /v1/spaces``, the smallest authenticated read, as the baseline
-of what any request costs.
+request (Linux /proc); ``bundle_client_cpu_ms`` is this process's CPU time per
+request (the client's side). ``spaces_*`` are the same for ``GET /v1/spaces``,
+the smallest authenticated read, as the baseline of what any request costs,
+and ``healthz_*`` for a bare httpx ``GET /healthz``: the HTTP library's floor.
 
 ``--big MIB,...`` (issue 13 item 3): one document of that many MiB built from
 400 KB values (one op each, so every push fits the relay's default 1 MiB
@@ -205,21 +206,27 @@ async def one(url: str, work: Path, workload: str, n: int,
 
 
 async def timed_requests(a: Device, n: int) -> dict[str, float]:
-    """Median round trip and relay CPU per request of ``n`` bundle requests and
-    ``n`` space listings by A, in a row on its open connection."""
+    """Median round trip, relay CPU and client CPU per request of ``n`` bundle
+    requests and ``n`` space listings by A, in a row on its open connection, and
+    of ``n`` plain ``GET /healthz`` through a bare httpx client (the HTTP
+    library's own floor: no signing, no session, no decoding)."""
     client = a.engine.transport.client  # type: ignore[attr-defined]
     out: dict[str, float] = {}
-    for name, call in (("bundle", lambda: client.bootstrap(random_bytes(16))),
-                       ("spaces", client.list_spaces)):
-        await call()  # the connection and the caches are warm before timing
-        times, cpu0 = [], own_cpu_seconds(RELAY_PID[0])
-        for _ in range(n):
-            start = time.perf_counter()
-            await call()
-            times.append(time.perf_counter() - start)
-        cpu = (own_cpu_seconds(RELAY_PID[0]) - cpu0) / n
-        out[f"{name}_request_ms"] = round(statistics.median(times) * 1000, 2)
-        out[f"{name}_relay_cpu_ms"] = round(cpu * 1000, 2)
+    async with httpx.AsyncClient(base_url=client._url) as plain:
+        for name, call in (("bundle", lambda: client.bootstrap(random_bytes(16))),
+                           ("spaces", client.list_spaces),
+                           ("healthz", lambda: plain.get("/healthz"))):
+            await call()  # the connection and the caches are warm before timing
+            times, cpu0, own0 = [], own_cpu_seconds(RELAY_PID[0]), time.process_time()
+            for _ in range(n):
+                start = time.perf_counter()
+                await call()
+                times.append(time.perf_counter() - start)
+            own = (time.process_time() - own0) / n  # this process: the client alone
+            cpu = (own_cpu_seconds(RELAY_PID[0]) - cpu0) / n
+            out[f"{name}_request_ms"] = round(statistics.median(times) * 1000, 2)
+            out[f"{name}_relay_cpu_ms"] = round(cpu * 1000, 2)
+            out[f"{name}_client_cpu_ms"] = round(own * 1000, 2)
     return out
 
 
