@@ -1,5 +1,6 @@
 """Shared helpers of the peer-to-peer tests: devices of one account that all hold
-the registry and the newest key, a document's text, and waiting for a condition."""
+the registry and the newest key, a document's text, a catch-up exchange between
+two devices' engines, and waiting for a condition."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "client"))
 from clientkit import InProcessRelay
 
 from sddsf.client.device import Device
+from sddsf.client.engine.mesh import MeshReport
 
 
 def text(dev: Device, space: bytes) -> str:
@@ -42,3 +44,13 @@ async def until(check: Callable[[], bool], timeout: float = 20.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("timed out")
         await asyncio.sleep(0.05)
+
+
+def exchange(dev: Device, peer: Device, space: bytes) -> MeshReport:
+    """``dev`` takes what ``peer`` answers to its catch-up request (registry
+    entries, key packages, ops), as over the network, at the engine."""
+    req = dev.engine.mesh.request(space)
+    resp = peer.engine.mesh.respond(req, dev.device_id)
+    dev.engine.mesh.accept_registry(req.registry_seq + 1, resp.registry)
+    dev.engine.mesh.accept_packages(space, resp.packages)
+    return dev.engine.mesh.accept(space, resp.ops)

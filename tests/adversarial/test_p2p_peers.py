@@ -31,7 +31,7 @@ import pycrdt
 import pytest
 from clientkit import InProcessRelay, passphrase, sqlite_relay
 
-from p2pkit import devices, text, until
+from p2pkit import devices, exchange, text, until
 from sddsf.client.device import Device
 from sddsf.client.engine import mesh as mesh_module
 from sddsf.client.events import RemoteChange
@@ -315,7 +315,7 @@ async def test_a_revocation_by_a_device_that_missed_a_peer_only_op_leaves_every_
     assert phone.engine.mesh.accept(space, [offline]).applied == 1
     await laptop.revoke(tablet.device_id, "stolen")
     edit(laptop, space, "z")  # not pushed; the phone catches up with the laptop
-    catch_up(phone, laptop, space)
+    assert exchange(phone, laptop, space).applied == 1
     assert text(phone, space) in ("xz", "zx")
     report = await phone.sync()
     assert report.rederived == [space]
@@ -338,7 +338,7 @@ async def test_a_rebuild_cut_short_by_the_network_resumes_at_the_next_sync(
     assert phone.engine.mesh.accept(space, [offline]).applied == 1
     await laptop.revoke(tablet.device_id, "stolen")
     edit(laptop, space, "z")  # not pushed; the phone catches up with the laptop
-    catch_up(phone, laptop, space)
+    assert exchange(phone, laptop, space).applied == 1
     await phone.close()
 
     def pulls(request: httpx.Request) -> bool:
@@ -361,16 +361,6 @@ async def test_a_rebuild_cut_short_by_the_network_resumes_at_the_next_sync(
     await laptop.sync()
     assert text(laptop, space) == "z"
     await close(laptop, phone, tablet)
-
-
-def catch_up(dev: Device, peer: Device, space: bytes) -> None:
-    """``dev`` asks ``peer`` for what it lacks (registry entries, key packages,
-    ops), as a catch-up over the network would, and takes all of it."""
-    req = dev.engine.mesh.request(space)
-    resp = peer.engine.mesh.respond(req, dev.device_id)
-    assert dev.engine.mesh.accept_registry(req.registry_seq + 1, resp.registry)
-    assert dev.engine.mesh.accept_packages(space, resp.packages)
-    assert dev.engine.mesh.accept(space, resp.ops).applied >= 1
 
 
 class Network(httpx.AsyncBaseTransport):

@@ -24,7 +24,7 @@ import pytest
 from clientkit import InProcessRelay, sqlite_relay
 from relaykit import make_app
 
-from p2pkit import devices, text
+from p2pkit import devices, exchange, text
 from sddsf.client.device import Device
 
 STEPS = 40
@@ -40,15 +40,6 @@ async def relay(tmp_path: Path) -> AsyncIterator[InProcessRelay]:
     async with sqlite_relay(tmp_path) as r:
         r.app = make_app(r.storage, r.clock, **LIFTED)
         yield r
-
-
-def exchange(dev: Device, peer: Device, space: bytes) -> None:
-    """``dev`` takes what ``peer`` answers to its catch-up request."""
-    req = dev.engine.mesh.request(space)
-    resp = peer.engine.mesh.respond(req, dev.device_id)
-    dev.engine.mesh.accept_registry(req.registry_seq + 1, resp.registry)
-    dev.engine.mesh.accept_packages(space, resp.packages)
-    dev.engine.mesh.accept(space, resp.ops)
 
 
 def append(dev: Device, space: bytes, token: str) -> None:

@@ -34,6 +34,7 @@ import pycrdt
 import pytest
 from livekit import RelayProcess, Relays, relay_env, write_key_file
 
+from p2pkit import exchange
 from sddsf.client.device import Device, _chain_head
 from sddsf.crypto import random_bytes
 from sddsf.protocol.snapshot import (
@@ -256,11 +257,7 @@ async def test_a_rederived_state_keeps_the_ops_learnt_from_peers(
     await laptop.revoke(phone.device_id, "stolen")
     laptop.doc(space, "kv").get("kv", type=pycrdt.Map)["peer"] = "from a peer"
     laptop.flush()  # not pushed: the tablet hears of it from the laptop directly
-    req = tablet.engine.mesh.request(space)
-    resp = laptop.engine.mesh.respond(req, tablet.device_id)
-    assert tablet.engine.mesh.accept_registry(req.registry_seq + 1, resp.registry)
-    assert tablet.engine.mesh.accept_packages(space, resp.packages)
-    assert tablet.engine.mesh.accept(space, resp.ops).applied >= 1
+    assert exchange(tablet, laptop, space).applied >= 1
     report = await tablet.sync()
     assert space in report.rederived
     assert kv(tablet, space).get("peer") == "from a peer"
