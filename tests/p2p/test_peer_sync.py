@@ -130,6 +130,32 @@ async def test_revoked_device_is_cut_off_without_the_relay(relay: InProcessRelay
         await dev.close()
 
 
+async def test_a_revoked_devices_gossip_beyond_its_cutoff_is_taken_back(
+        relay: InProcessRelay, tmp_path: Path) -> None:
+    # The tablet's edit reaches the phone by gossip only; the laptop, which never
+    # saw it, revokes the tablet. At its next relay sync the phone rebuilds the
+    # space from the log without that edit, and says so (protocol 23.8).
+    (laptop, phone, tablet), space = await devices(relay, tmp_path, "laptop", "phone",
+                                                    "tablet")
+    b = await start(phone)
+    c = await start(tablet, *b.addrs)
+    try:
+        await until(lambda: any(p.connected for p in b.peers()))
+        append(tablet, space, "from the stolen tablet")
+        await until(lambda: text(phone, space) == "from the stolen tablet")
+    finally:
+        await b.stop()
+        await c.stop()
+    await laptop.revoke(tablet.device_id, "stolen")
+    report = await phone.sync()
+    assert report.rederived == [space]
+    assert any(code == "revoked" and "'tablet'" in message for code, message in report.alerts)
+    await laptop.sync()
+    assert text(phone, space) == text(laptop, space) == ""
+    for dev in (laptop, phone, tablet):
+        await dev.close()
+
+
 async def test_hybrid_carries_peer_ops_to_the_log(relay: InProcessRelay,
                                                   tmp_path: Path) -> None:
     (laptop, phone, tablet), space = await devices(relay, tmp_path, "laptop", "phone",
