@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import socket
 import threading
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -446,3 +447,87 @@ async def test_mdns_peers_heard_before_they_were_authorized_are_dialled_later(
             await asyncio.sleep(0.05)
         # Either side may dial first (a's periodic retry, or b hearing a again).
         assert "mdns" in {a.node.peers()[0].found_by, b.node.peers()[0].found_by}
+
+
+class _Spoofer:
+    """An outsider on the LAN announcing another node's peer id over real mDNS.
+
+    It registers libp2p's own ``_p2p._udp.local`` service (a random service
+    name, as every node's) whose TXT records name ``peer_id`` at ``addrs``,
+    and listens to nothing (so it re-announces nobody else).
+    """
+
+    def __init__(self, peer_id: str, addrs: list[str]) -> None:
+        from libp2p.discovery.mdns.broadcaster import PeerBroadcaster
+        from libp2p.discovery.mdns.mdns import SERVICE_TYPE
+        from zeroconf import Zeroconf
+
+        port = int(addrs[0].split("/tcp/")[1].split("/")[0])
+        self.zeroconf = Zeroconf()
+        name = f"{os.urandom(16).hex()}.{SERVICE_TYPE}"
+        self.broadcaster = PeerBroadcaster(self.zeroconf, SERVICE_TYPE, name, peer_id, port,
+                                           listen_addrs=addrs)
+        self.broadcaster.register()
+
+    def close(self) -> None:
+        self.broadcaster.unregister()
+        self.zeroconf.close()
+
+
+async def _until(done: Callable[[], bool], what: str) -> None:
+    deadline = asyncio.get_running_loop().time() + 8
+    while not done():
+        if asyncio.get_running_loop().time() > deadline:
+            reason = f"no mDNS announcement of {what} within 8 s (no multicast here?)"
+            if os.environ.get("SDDSF_REQUIRE_P2P") == "1":
+                pytest.fail(reason)
+            pytest.skip(reason)
+        await asyncio.sleep(0.05)
+
+
+@pytest.mark.parametrize("dead", ["refused", "blackhole"])
+async def test_an_outsiders_mdns_announcements_of_a_devices_peer_id_do_not_hide_it(
+        make_node, monkeypatch, dead) -> None:
+    # An outsider hears a and b announce themselves, then announces each one's
+    # peer id with an address of its own: one that refuses connections, or one
+    # that never answers. a and b still find each other once they authorize
+    # each other (nobody re-announces: mDNS reports a service once).
+    from libp2p.discovery.events.peerDiscovery import peerDiscovery
+
+    from sddsf.p2p import local
+
+    monkeypatch.setattr(local, "REDIAL_S", 0.3)
+    heard: set[tuple[str, str]] = set()
+
+    def hear(info: object) -> None:  # zeroconf's thread
+        heard.update((str(info.peer_id), str(addr)) for addr in info.addrs)  # type: ignore[attr-defined]
+
+    spoofers: list[_Spoofer] = []
+    peerDiscovery.register_peer_discovered_handler(hear)
+    try:
+        async with asyncio.timeout(40):
+            a, b = [await make_node(open_to_all=False, mdns=True, start=False)
+                    for _ in range(2)]
+            await asyncio.gather(a.node.start(), b.node.start())
+            ids = {a.node.peer_id, b.node.peer_id}
+            await _until(lambda: ids <= {p for p, _ in heard}, "a and b")
+            await asyncio.sleep(0.3)  # each node has recorded the other
+            with socket.socket() as s:  # a loopback port nobody listens on
+                s.bind(("127.0.0.1", 0))
+                closed = s.getsockname()[1]
+            fake = (f"/ip4/127.0.0.1/tcp/{closed}" if dead == "refused"
+                    else "/ip4/192.0.2.1/tcp/4001")  # TEST-NET-1: no answer ever
+            for peer_id in sorted(ids):
+                spoofers.append(await asyncio.to_thread(_Spoofer, peer_id, [fake]))
+            await _until(lambda: {(p, fake) for p in ids} <= heard, "the spoofed peers")
+            await asyncio.sleep(0.3)  # each node has recorded the spoofed address
+            a.allow(b)
+            b.allow(a)
+            # Within a few rounds of retries (0.3 s apart, each dial ≤ 5 s).
+            while not (a.node.peers() and any(p.connected for p in a.node.peers())):
+                await asyncio.sleep(0.05)
+            assert [p.device_id for p in a.node.peers()] == [b.device_id]
+    finally:
+        peerDiscovery.unregister_peer_discovered_handler(hear)
+        for spoofer in spoofers:
+            await asyncio.to_thread(spoofer.close)

@@ -142,7 +142,9 @@ class TrioHost:
         self.topics = Topics(self._host, admission, sink.message, self._touch, max_message)
         self.sync = SyncExchange(self._host, admission, self.table, sink.request, self._touch,
                                  max_message)
-        self._dialing: dict[str, FoundBy] = {}
+        # peer id -> the reason of each dial to it in flight (mDNS dials a
+        # node's addresses at once).
+        self._dialing: dict[str, list[FoundBy]] = {}
         self._local: LocalDiscovery | None = None
         self.transport_addrs: list[str] = []
 
@@ -169,7 +171,7 @@ class TrioHost:
                         self.topics.tasks = tasks
                         if self._mdns_on:
                             self._local = LocalDiscovery(self.peer_id, self._dial_heard,
-                                                         self._wanted)
+                                                         self._wanted, self._admitted)
                             await self._local.start(
                                 listen_addrs(self.transport_addrs, self.peer_id), tasks)
                         task_status.started()
@@ -228,7 +230,7 @@ class TrioHost:
         # this node's reason to dial: it found the peer itself. (dial() drops
         # the entry when it returns.)
         dialing = self._dialing.get(key)
-        found_by: FoundBy = dialing or ("inbound" if inbound else "dial")
+        found_by: FoundBy = dialing[0] if dialing else ("inbound" if inbound else "dial")
         old = self.table.get(key)
         if old is not None and old.connected:
             self.table.update(key)
@@ -308,7 +310,8 @@ class TrioHost:
                                      "(or was disconnected by this node)")
         key, network = peer.to_base58(), self._host.get_network()
         self._host.get_peerstore().add_addrs(peer, info.addrs, _ADDR_TTL_S)
-        self._dialing[key] = found_by  # read by on_connected, which runs inside dial_addr
+        # Read by on_connected, which runs inside dial_addr.
+        self._dialing.setdefault(key, []).append(found_by)
         try:
             # dial_addr, not host.connect: connect's happy-eyeballs loop waits out
             # its 250 ms head start even after the only address has connected.
@@ -316,7 +319,10 @@ class TrioHost:
                 if not network.get_connections(peer):
                     await network.dial_addr(info.addrs[0], peer)
         finally:
-            self._dialing.pop(key, None)
+            reasons = self._dialing[key]
+            reasons.remove(found_by)
+            if not reasons:
+                del self._dialing[key]
         if scope.cancelled_caught:
             raise UnavailableError(f"no connection to {addr} within {timeout:g} s",
                                    Code.REQUEST_TIMEOUT)
@@ -330,6 +336,9 @@ class TrioHost:
         status = self.table.get(peer_id)
         if status is not None and status.connected:
             return False
+        return self._admitted(peer_id)
+
+    def _admitted(self, peer_id: str) -> bool:
         try:
             return self._admission.admits(ID.from_base58(peer_id).to_bytes()) is not None
         except ValueError:  # not base58

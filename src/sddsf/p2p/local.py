@@ -31,7 +31,13 @@ __all__ = ["REDIAL_S", "LocalDiscovery", "listen_addrs"]
 _log = logging.getLogger(__name__)
 _WILDCARDS = ("/ip4/0.0.0.0/", "/ip6/::/")
 _LOOPBACKS = ("/ip4/127.", "/ip6/::1/")
+#: Nodes remembered; past it, a node this one admits takes the place of one it does not.
 _MAX_HEARD: Final = 256
+#: Addresses remembered per node (anyone on the LAN may announce any peer id).
+_MAX_ADDRS: Final = 16
+#: Seconds each address of a node is tried after the one before it, unless one
+#: connects first: an address that never answers delays the next by this much only.
+_STAGGER_S: Final = 0.25
 #: Seconds between dial attempts to nodes heard over mDNS but not connected.
 REDIAL_S: Final = 10.0
 
@@ -75,17 +81,29 @@ class LocalDiscovery:
     :data:`REDIAL_S` seconds, so a device that the service authorizes later, or
     that dropped off, is connected without a new announcement. A node that is
     unreachable at every address is forgotten until it announces itself again.
+
+    Anyone on the network can announce any peer id with addresses of its own
+    (an announcement is not signed; the Noise handshake authenticates the peer
+    at dial time). So a new announcement adds addresses and never replaces
+    them, the address that last connected (before any connection: the first
+    heard) is kept first, the addresses of a
+    node are dialled at once, :data:`_STAGGER_S` apart, and those that fail
+    are dropped. A full table makes room for a node that ``admitted`` accepts
+    by forgetting the oldest one that it does not.
     """
 
     def __init__(self, peer_id: str, dial: Callable[[str], Awaitable[object]],
-                 wanted: Callable[[str], bool]) -> None:
+                 wanted: Callable[[str], bool], admitted: Callable[[str], bool]) -> None:
         self._peer_id = peer_id
         self._dial = dial
         self._wanted = wanted
+        self._admitted = admitted
         self._mdns: Any = None
         self._token: trio.lowlevel.TrioToken | None = None
         self._nursery: trio.Nursery | None = None
-        self._heard: dict[str, tuple[str, ...]] = {}
+        # peer id -> its addresses, the one that last connected first, then
+        # in the order heard (at most _MAX_ADDRS).
+        self._heard: dict[str, list[str]] = {}
         self._trying: set[str] = set()
 
     async def start(self, addrs: list[str], nursery: trio.Nursery) -> None:
@@ -145,10 +163,27 @@ class LocalDiscovery:
             token.run_sync_soon(self._heard_in_trio, peer_id, addrs)
 
     def _heard_in_trio(self, peer_id: str, addrs: tuple[str, ...]) -> None:
-        if len(self._heard) >= _MAX_HEARD and peer_id not in self._heard:
-            return  # a LAN with hundreds of libp2p nodes: keep the first ones
-        self._heard[peer_id] = addrs
+        known = self._heard.get(peer_id)
+        if known is None:
+            if len(self._heard) >= _MAX_HEARD and not self._make_room(peer_id):
+                return  # a LAN with hundreds of libp2p nodes: keep the first ones
+            known = self._heard[peer_id] = []
+        for addr in addrs:
+            if addr not in known:
+                known.append(addr)
+        # Past the bound the oldest go, except the one that last connected.
+        del known[1:max(1, len(known) - _MAX_ADDRS + 1)]
         self._spawn(peer_id)
+
+    def _make_room(self, peer_id: str) -> bool:
+        # Announcements of made-up peer ids must not keep a device out.
+        if not self._admitted(peer_id):
+            return False
+        stranger = next((p for p in self._heard if not self._admitted(p)), None)
+        if stranger is None:
+            return False
+        del self._heard[stranger]
+        return True
 
     def _spawn(self, peer_id: str) -> None:
         if self._nursery is None or peer_id in self._trying:
@@ -167,18 +202,51 @@ class LocalDiscovery:
         try:
             if not self._wanted(peer_id):
                 return
-            for addr in self._heard.get(peer_id, ()):
-                try:
-                    await self._dial(addr)
-                    return
-                except UnavailableError as exc:
-                    _log.debug("mDNS peer %s at %s: %s", peer_id, addr, exc)
-                except SddsfError as exc:  # not a device, or not authorized now
-                    _log.debug("mDNS peer %s: %s", peer_id, exc)
-                    return
-            self._heard.pop(peer_id, None)  # unreachable everywhere: forget it
+            tried = _Round(list(self._heard.get(peer_id, ())))
+            async with trio.open_nursery() as dials:
+                for i, addr in enumerate(tried.addrs):
+                    dials.start_soon(self._try_addr, peer_id, addr, i * _STAGGER_S, tried,
+                                     dials.cancel_scope)
+            self._remember(peer_id, tried)
         finally:
             self._trying.discard(peer_id)
+
+    async def _try_addr(self, peer_id: str, addr: str, delay: float, tried: _Round,
+                        dials: trio.CancelScope) -> None:
+        await trio.sleep(delay)
+        try:
+            await self._dial(addr)
+        except UnavailableError as exc:
+            _log.debug("mDNS peer %s at %s: %s", peer_id, addr, exc)
+            tried.dead.add(addr)
+            return
+        except SddsfError as exc:  # not a device, or not authorized now
+            _log.debug("mDNS peer %s: %s", peer_id, exc)
+            tried.refused = True
+        else:
+            tried.connected = addr
+        dials.cancel()  # the other addresses need no try
+
+    def _remember(self, peer_id: str, tried: _Round) -> None:
+        known = self._heard.get(peer_id)
+        if known is None:
+            return
+        if tried.connected is None and not tried.refused and tried.dead >= set(known):
+            del self._heard[peer_id]  # unreachable everywhere: forget it
+            return
+        known[:] = [a for a in known if a not in tried.dead and a != tried.connected]
+        if tried.connected is not None:
+            known.insert(0, tried.connected)
+
+
+class _Round:
+    """One round of dials to a node's addresses, and how it went."""
+
+    def __init__(self, addrs: list[str]) -> None:
+        self.addrs = addrs
+        self.dead: set[str] = set()  # unreachable, or not the node announced
+        self.connected: str | None = None
+        self.refused = False  # the node is not one to connect to now
 
 
 def _close(mdns: Any) -> None:
