@@ -16,13 +16,8 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-try:
-    import libp2p  # noqa: F401
-except ImportError:
-    if os.environ.get("SDDSF_REQUIRE_P2P") == "1":
-        raise
-    pytest.skip("py-libp2p is not installed (pip install 'sddsf[p2p]'; "
-                "SDDSF_REQUIRE_P2P=1 makes this a failure)", allow_module_level=True)
+if os.environ.get("SDDSF_REQUIRE_P2P") != "1":
+    pytest.importorskip("libp2p", reason="peer-to-peer sync needs the p2p extra (libp2p)")
 
 import multiaddr
 import trio

@@ -392,6 +392,17 @@ async def test_a_peer_without_noise_or_yamux_cannot_connect(make_node, offer: st
         assert a.node.peers() == []
 
 
+async def _until(done: Callable[[], bool], what: str) -> None:
+    deadline = asyncio.get_running_loop().time() + 8
+    while not done():
+        if asyncio.get_running_loop().time() > deadline:
+            reason = f"no mDNS {what} within 8 s (no multicast on this machine?)"
+            if os.environ.get("SDDSF_REQUIRE_P2P") == "1":
+                pytest.fail(reason)
+            pytest.skip(reason)
+        await asyncio.sleep(0.05)
+
+
 async def test_mdns_discovery_connects_authorized_devices_only(make_node) -> None:
     # Three nodes announce themselves on the loopback interface; a and b
     # authorize each other, c is authorized by nobody (nor are other SDDSF or
@@ -402,14 +413,7 @@ async def test_mdns_discovery_connects_authorized_devices_only(make_node) -> Non
         a.allow(b)
         b.allow(a)
         await asyncio.gather(a.node.start(), b.node.start(), c.node.start())
-        deadline = asyncio.get_running_loop().time() + 8
-        while not (a.node.peers() and b.node.peers()):
-            if asyncio.get_running_loop().time() > deadline:
-                reason = "no mDNS discovery within 8 s (no multicast on this machine?)"
-                if os.environ.get("SDDSF_REQUIRE_P2P") == "1":
-                    pytest.fail(reason)
-                pytest.skip(reason)
-            await asyncio.sleep(0.05)
+        await _until(lambda: bool(a.node.peers() and b.node.peers()), "discovery")
         (b_seen_by_a,), (a_seen_by_b,) = a.node.peers(), b.node.peers()
         assert (b_seen_by_a.device_id, a_seen_by_b.device_id) == (b.device_id, a.device_id)
         assert "mdns" in {b_seen_by_a.found_by, a_seen_by_b.found_by}
@@ -430,14 +434,7 @@ async def test_mdns_peers_heard_before_they_were_authorized_are_dialled_later(
         b.allow(a)  # a authorizes nobody yet: b's dials are refused at a's gate
         await asyncio.gather(a.node.start(), b.node.start())
         refused = f"refused peer {b.node.peer_id} at the handshake"
-        deadline = asyncio.get_running_loop().time() + 5
-        while refused not in caplog.text:
-            if asyncio.get_running_loop().time() > deadline:
-                reason = "no mDNS discovery within 5 s (no multicast on this machine?)"
-                if os.environ.get("SDDSF_REQUIRE_P2P") == "1":
-                    pytest.fail(reason)
-                pytest.skip(reason)
-            await asyncio.sleep(0.05)
+        await _until(lambda: refused in caplog.text, "discovery")
         # a authorizes nobody: it lists nobody. b may list a, not connected: its
         # side of the secure channel can complete before a's gate closes it.
         assert a.node.peers() == []
@@ -474,17 +471,6 @@ class _Spoofer:
         self.zeroconf.close()
 
 
-async def _until(done: Callable[[], bool], what: str) -> None:
-    deadline = asyncio.get_running_loop().time() + 8
-    while not done():
-        if asyncio.get_running_loop().time() > deadline:
-            reason = f"no mDNS announcement of {what} within 8 s (no multicast here?)"
-            if os.environ.get("SDDSF_REQUIRE_P2P") == "1":
-                pytest.fail(reason)
-            pytest.skip(reason)
-        await asyncio.sleep(0.05)
-
-
 @pytest.mark.parametrize("dead", ["refused", "blackhole"])
 async def test_an_outsiders_mdns_announcements_of_a_devices_peer_id_do_not_hide_it(
         make_node, monkeypatch, dead) -> None:
@@ -510,7 +496,7 @@ async def test_an_outsiders_mdns_announcements_of_a_devices_peer_id_do_not_hide_
                     for _ in range(2)]
             await asyncio.gather(a.node.start(), b.node.start())
             ids = {a.node.peer_id, b.node.peer_id}
-            await _until(lambda: ids <= {p for p, _ in heard}, "a and b")
+            await _until(lambda: ids <= {p for p, _ in heard}, "announcement of a and b")
             await asyncio.sleep(0.3)  # each node has recorded the other
             with socket.socket() as s:  # a loopback port nobody listens on
                 s.bind(("127.0.0.1", 0))
@@ -519,7 +505,7 @@ async def test_an_outsiders_mdns_announcements_of_a_devices_peer_id_do_not_hide_
                     else "/ip4/192.0.2.1/tcp/4001")  # TEST-NET-1: no answer ever
             for peer_id in sorted(ids):
                 spoofers.append(await asyncio.to_thread(_Spoofer, peer_id, [fake]))
-            await _until(lambda: {(p, fake) for p in ids} <= heard, "the spoofed peers")
+            await _until(lambda: {(p, fake) for p in ids} <= heard, "announcement of the fakes")
             await asyncio.sleep(0.3)  # each node has recorded the spoofed address
             a.allow(b)
             b.allow(a)
