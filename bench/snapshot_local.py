@@ -10,6 +10,8 @@ times (``--kv``), syncs, and writes one snapshot. Then, in this process, with
   decoding) of the same snapshot, then the same load and read; ``plain`` and
   ``local`` are timed in alternation (best of 25 rounds of 100 calls each), so
   that the machine's busy spells do not fall on one of them only;
+* a client's judging of a served snapshot (its signature and claims) and then
+  opening it, with the signature checked once and, as the code did before, twice;
 * each step of ``verify_snapshot`` alone, to show which part of the difference
   is fixed cost (the signature, the AEAD, the key derivation) and which is
   Python decoding.
@@ -106,6 +108,15 @@ def steps(n: int, state: bytes, blob: bytes, chunks: list[bytes], registry: Any,
                            "manifest_bytes": len(blob), "chunks": len(chunks)}
     out["plain_us"], out["local_us"] = paired_best_us(lambda: load(state), local)
     out["local_vs_plain"] = round(out["local_us"] / out["plain_us"], 2)
+    def judged(*, once: bool) -> object:
+        # A client judges a served snapshot (its claims), then opens it.
+        claims = snap.check_snapshot_signature(blob, registry=registry, accept_revoked=True)
+        return snap.open_snapshot(blob, registry=registry, space=space, epoch_keys=keys,
+                                  accept_revoked=True, checked=claims if once else None)
+
+    out["client_judge_then_open_us"] = dict(zip(
+        ("checked once", "checked twice (as before)"),
+        paired_best_us(lambda: judged(once=True), lambda: judged(once=False)), strict=True))
     out["steps_us"] = {
         "verify_snapshot": best_us(lambda: snap.verify_snapshot(
             blob, registry=registry, space=space, epoch_keys=keys, chunks=chunks)),

@@ -25,7 +25,7 @@ from relaykit import Clock
 
 from sddsf.client.device import Device
 from sddsf.client.engine import keyring as keyring_module
-from sddsf.crypto import Ed25519SigningKey
+from sddsf.crypto import Ed25519PublicKey, Ed25519SigningKey
 from sddsf.errors import Code, ProofError, SddsfError
 from sddsf.protocol import labels
 from sddsf.protocol.encoding import decode, encode
@@ -183,6 +183,24 @@ async def test_first_sync_reads_everything_from_one_bundle(setup: Setup,
     await setup.laptop.sync()
     await phone.sync()  # a later sync reads from the endpoints again
     assert not wire.used_bundle() and kv(phone, setup.space) == kv(setup.laptop, setup.space)
+    await phone.close()
+
+
+async def test_a_first_sync_checks_each_signature_once(setup: Setup, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    # The snapshot's signature was checked to judge it, then again to open it.
+    phone = await new_device(setup, tmp_path / "phone")
+    checked: list[tuple[bytes, bytes]] = []
+    verify = Ed25519PublicKey.verify
+
+    def counting(key: Ed25519PublicKey, message: bytes, signature: bytes) -> None:
+        checked.append((key.raw, bytes(signature)))
+        verify(key, message, signature)
+
+    monkeypatch.setattr(Ed25519PublicKey, "verify", counting)
+    report = await phone.sync()
+    assert report.snapshots_loaded == 1 and kv(phone, setup.space) == setup.expected
+    assert checked and len(checked) == len(set(checked))
     await phone.close()
 
 

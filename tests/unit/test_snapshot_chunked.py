@@ -234,6 +234,35 @@ def test_check_snapshot_signature() -> None:
         stranger.manifest, registry=base_registry().state)).code is Code.UNKNOWN_DEVICE
 
 
+def test_open_snapshot_trusts_only_its_own_checks_of_the_same_bytes() -> None:
+    state = base_registry().state
+    sealed = seal()
+    checked = check_snapshot_signature(sealed.manifest, registry=state)
+    plain = open_snapshot(sealed.manifest, registry=state, space=SPACE, epoch_keys=KEYS)
+    assert open_snapshot(sealed.manifest, registry=state, space=SPACE, epoch_keys=KEYS,
+                         checked=checked) == plain
+    # Forged signature: claims read without a check, or checked for other
+    # bytes, do not stand in for the check.
+    forged, _ = by_hand(BIG, signer=D2)
+    for claims in (snapshot_claims(forged), checked):
+        assert isinstance(_err(lambda claims=claims: open_snapshot(
+            forged, registry=state, space=SPACE, epoch_keys=KEYS, checked=claims)),
+            SignatureError)
+    # A checked snapshot still goes through the checks that depend on the caller.
+    assert _err(lambda: open_snapshot(sealed.manifest, registry=state, space=bytes(16),
+                                      epoch_keys=KEYS, checked=checked)).code \
+        is Code.WRONG_CONTEXT
+    assert _err(lambda: open_snapshot(sealed.manifest, registry=state, space=SPACE,
+                                      epoch_keys={}, checked=checked)).code \
+        is Code.UNKNOWN_EPOCH
+    revoked = revoked_registry().state
+    by_revoked = seal(author=D3)
+    checked = check_snapshot_signature(by_revoked.manifest, registry=revoked,
+                                       accept_revoked=True)
+    assert _err(lambda: open_snapshot(by_revoked.manifest, registry=revoked, space=SPACE,
+                                      epoch_keys=KEYS, checked=checked)).code is Code.REVOKED
+
+
 def test_a_revoked_authors_snapshot_opens_only_when_asked() -> None:
     sealed = seal(author=D3)
     state = revoked_registry().state

@@ -49,8 +49,9 @@ format read together.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 from sddsf.crypto import AEAD_NONCE_SIZE, aead_decrypt, aead_encrypt, hkdf_sha256
@@ -372,6 +373,10 @@ class SnapshotClaims:
     size: int
     root: bytes
     chunk_ids: tuple[bytes, ...]
+    #: Set by :func:`check_snapshot_signature` only: the decoded snapshot whose
+    #: signature and frontier it checked, so that :func:`open_snapshot` of the
+    #: same bytes (``checked=``) does not decode and verify them again.
+    _checked: _Decoded | None = field(default=None, repr=False, compare=False)
 
 
 def decode_snapshot(data: bytes, *,
@@ -423,14 +428,16 @@ def check_snapshot_signature(data: bytes, *, registry: RegistryState,
     claims = _claims(data, d, limits)
     record = _author(registry, claims.author, accept_revoked)
     record.public.signing_key.verify(labelled(labels.SNAPSHOT_SIG, d.body_bytes), d.signature)
-    frontier_raw = d.fields.list_("frontier", max_items=64)
+    if _frontier(d.fields, claims.size).root() != claims.root:
+        raise ProofError("the snapshot's Merkle frontier does not fold to its root")
+    return dataclasses.replace(claims, _checked=d)
+
+
+def _frontier(f: Fields, size: int) -> Frontier:
+    frontier_raw = f.list_("frontier", max_items=64)
     if not all(isinstance(h, bytes) for h in frontier_raw):
         raise DecodeError("snapshot.frontier: expected 32-byte hashes")
-    frontier = Frontier.from_hashes(claims.size,
-                                    [h for h in frontier_raw if isinstance(h, bytes)])
-    if frontier.root() != claims.root:
-        raise ProofError("the snapshot's Merkle frontier does not fold to its root")
-    return claims
+    return Frontier.from_hashes(size, [h for h in frontier_raw if isinstance(h, bytes)])
 
 
 def _chunk_list(f: Fields, limits: ProtocolLimits) -> tuple[int, tuple[bytes, ...]]:
@@ -491,8 +498,13 @@ def _author(registry: RegistryState, author: bytes, accept_revoked: bool) -> Dev
 
 def open_snapshot(data: bytes, *, registry: RegistryState, space: bytes,
                   epoch_keys: Mapping[int, bytes], accept_revoked: bool = False,
-                  limits: ProtocolLimits = DEFAULT_PROTOCOL_LIMITS) -> SnapshotManifest:
+                  limits: ProtocolLimits = DEFAULT_PROTOCOL_LIMITS,
+                  checked: SnapshotClaims | None = None) -> SnapshotManifest:
     """Check a snapshot's (or manifest's) author, signature, frontier and epoch.
+
+    ``checked``: what :func:`check_snapshot_signature` returned for these same
+    bytes; their signature and frontier are then not checked twice (claims
+    from anywhere else, or about other bytes, change nothing).
 
     A version 1 blob is decrypted here too (it is one blob); a version 2
     manifest's chunks are checked and decrypted by :func:`load_snapshot`.
@@ -509,20 +521,22 @@ def open_snapshot(data: bytes, *, registry: RegistryState, space: bytes,
         EpochError: no key for its epoch (``unknown_epoch``).
         DecryptError: a version 1 ciphertext does not open.
     """
-    d = _decode(data, limits)
+    sid = snapshot_id(data)
+    # The id hashes the whole blob: equal ids, same bytes, same checks passed.
+    done = checked._checked if checked is not None and checked.id == sid else None
+    d = done or _decode(data, limits)
     f = d.fields
     if f.bytes_("space", size=SPACE_ID_SIZE) != space:
         raise ContextError("the snapshot belongs to another space")
     author = f.bytes_("author", size=ID_SIZE)
     record = _author(registry, author, accept_revoked)
-    record.public.signing_key.verify(labelled(labels.SNAPSHOT_SIG, d.body_bytes), d.signature)
+    if done is None:
+        record.public.signing_key.verify(labelled(labels.SNAPSHOT_SIG, d.body_bytes),
+                                         d.signature)
     size = f.int_("size", lo=1)
-    frontier_raw = f.list_("frontier", max_items=64)
-    if not all(isinstance(h, bytes) for h in frontier_raw):
-        raise DecodeError("snapshot.frontier: expected 32-byte hashes")
-    frontier = Frontier.from_hashes(size, [h for h in frontier_raw if isinstance(h, bytes)])
+    frontier = _frontier(f, size)
     root = f.bytes_("root", size=HASH_SIZE)
-    if frontier.root() != root:
+    if done is None and frontier.root() != root:
         raise ProofError("the snapshot's Merkle frontier does not fold to its root")
     epoch = f.int_("epoch")
     if epoch not in epoch_keys:
@@ -542,7 +556,7 @@ def open_snapshot(data: bytes, *, registry: RegistryState, space: bytes,
         chains = _chains(f, limits)
         plain, ids = _chunk_list(f, limits)
     return SnapshotManifest(
-        version=d.version, id=snapshot_id(data), space=space, author=author,
+        version=d.version, id=sid, space=space, author=author,
         author_active=registry.is_active(author), epoch=epoch, size=size, root=root,
         frontier=tuple(frontier.to_hashes()), chains=chains, ts=f.int_("ts"), nonce=nonce,
         plain=plain, chunk_ids=ids, raw=bytes(data), inline_docs=inline)

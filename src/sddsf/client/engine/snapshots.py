@@ -246,7 +246,7 @@ class Snapshots:
         keys = self.keyring.keys_cached(space_id)
         try:
             manifest = open_snapshot(raw, registry=self.reg.state(), space=space_id,
-                                     epoch_keys=keys, accept_revoked=True)
+                                     epoch_keys=keys, accept_revoked=True, checked=claims)
             if not docs:
                 return load_snapshot(dataclasses.replace(manifest, inline_docs={}), (),
                                      epoch_keys=keys), basis
