@@ -69,6 +69,8 @@ def test_three_people_share_a_space_from_the_command_line(  # noqa: PLR0915 - on
     ok(bob, "sync")
     ok(alice, "sync")
     assert json.loads(ok(alice, "get", "plans", "when", "--json"))["value"] == "saturday"
+    shown = run(alice, "get", "plans", "when")  # Bob's signed record: checked, no alarm
+    assert shown.returncode == 0 and shown.stderr == "", shown.stderr
 
     members = json.loads(ok(carol, "space", "members", "plans", "--json"))
     roles = {m["fingerprint"]: (m["role"], m["owner"], m["you"]) for m in members}
@@ -94,6 +96,16 @@ def test_three_people_share_a_space_from_the_command_line(  # noqa: PLR0915 - on
     ok(carol, "sync")
     ok(alice, "sync")
     assert json.loads(ok(alice, "get", "plans", "who", "--json"))["value"] == "carol"
+
+    # Two people set one key at once: both values stay, each named by its device.
+    ok(alice, "put", "plans", "dish", "soup")
+    ok(bob, "put", "plans", "dish", "pasta")
+    for home in (alice, bob, alice):
+        ok(home, "sync")
+    shown = run(alice, "get", "plans", "dish")
+    assert shown.returncode == 0 and "2 concurrent values" in shown.stderr, shown
+    assert set(shown.stdout.splitlines()) == {
+        "alice-laptop: soup", f"bob-laptop (account {b['fingerprint'][:9]}): pasta"}
 
     # Removed, Bob is told and keeps what he had.
     out = ok(alice, "space", "remove", "plans", b["fingerprint"][:9])

@@ -32,6 +32,7 @@ from sddsf.cli.output import JSON_HELP, Out, emit, iso_time, say
 from sddsf.cli.params import NAME, check_text
 from sddsf.cli.peer_cmds import PeerOptions, peer_options, resolve, start_peers
 from sddsf.cli.peer_cmds import peers as peers_command
+from sddsf.client.authors import author_device
 from sddsf.client.device import Device, LockMode, Progress, SyncReport
 from sddsf.client.home import default_home, staged_home
 from sddsf.client.kv import KeyValue, KvEntry, KvVersion
@@ -45,7 +46,7 @@ from sddsf.errors import (
     UnavailableError,
     UsageError,
 )
-from sddsf.protocol.identity import fingerprint_bytes
+from sddsf.protocol.identity import fingerprint, fingerprint_bytes
 from sddsf.recovery import phrase_from_secret
 
 __all__ = ["register"]
@@ -413,16 +414,28 @@ def _read_value(value: str | None, from_file: str | None) -> str:
     return text[:-2] if text.endswith("\r\n") else text.removesuffix("\n")
 
 
-def _author_name(device: Device, v: KvVersion) -> str:
-    if v.author is None:
-        return "an older sddsf"
-    rec = device.registry().device(bytes.fromhex(v.author))
-    return rec.name if rec is not None else v.author[:12]
+def device_name(device: Device, device_hex: str, space: bytes | None = None) -> str:
+    """The name of a record's author device; a device of another account (a
+    shared space's member) also shows the start of that account's fingerprint."""
+    try:
+        found = author_device(device, space, bytes.fromhex(device_hex))
+    except ValueError:
+        found = None
+    if found is None:
+        return device_hex[:12]
+    account, rec = found
+    if account == device.account.account_id:
+        return rec.name
+    return f"{rec.name} (account {fingerprint(account)[:9]})"
 
 
-def _conflict_rows(device: Device, e: KvEntry) -> list[dict[str, Any]]:
+def _author_name(device: Device, v: KvVersion, space: bytes) -> str:
+    return "an older sddsf" if v.author is None else device_name(device, v.author, space)
+
+
+def _conflict_rows(device: Device, kv: KeyValue, e: KvEntry) -> list[dict[str, Any]]:
     return [{"version": h.id, "value": h.value, "author": h.author,
-             "author_name": _author_name(device, h), "ts_ms": h.ts_ms,
+             "author_name": _author_name(device, h, kv.space), "ts_ms": h.ts_ms,
              "author_verified": h.verified} for h in e.heads]
 
 
@@ -478,7 +491,7 @@ def get(ctx: click.Context, space_name: str, key: str, as_json: bool) -> None:
         if e is None:
             raise UsageError(f"no key {key!r} in {space_name!r}; `sddsf ls {space_name}` "
                              "lists them")
-        return e, _conflict_rows(d, e) if e.conflict else []
+        return e, _conflict_rows(d, kv, e) if e.conflict else []
     e, rows = _run(_with_device(ctx, go))
     if not e.conflict:
         # The value itself, unchanged (it is what scripts read with `$(sddsf get ...)`).
@@ -512,7 +525,7 @@ def ls(ctx: click.Context, space_name: str, as_json: bool) -> None:
                 lines.append(f"{e.key} = {e.value}")
                 continue
             data[e.key] = [h.value for h in e.heads if not h.deleted]
-            names = ", ".join(_author_name(d, h) for h in e.heads)
+            names = ", ".join(_author_name(d, h, kv.space) for h in e.heads)
             lines.append(f"{e.key}: CONFLICT, {len(e.heads)} concurrent values ({names}); "
                          f"`sddsf get {space_name} {e.key}` shows them")
         _kv_notes(kv)

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 import click
 
-from sddsf.cli.device_cmds import _emit, _run, _with_device
+from sddsf.cli.device_cmds import _emit, _run, _with_device, device_name
 from sddsf.cli.output import clean
 from sddsf.client.device import Device
 from sddsf.client.vault import (
@@ -30,11 +30,9 @@ from sddsf.client.vault import (
     Vault,
     VaultAlert,
     Version,
-    author_device,
     normalize_secret,
 )
 from sddsf.errors import NotFoundError, UnavailableError, UsageError
-from sddsf.protocol.identity import fingerprint
 
 __all__ = ["register"]
 
@@ -140,23 +138,8 @@ def _when(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def _device_name(device: Device, device_hex: str, space: bytes | None = None) -> str:
-    """The device's name; a device of another account (a shared space's member)
-    also shows the start of that account's fingerprint."""
-    try:
-        found = author_device(device, space, bytes.fromhex(device_hex))
-    except ValueError:
-        found = None
-    if found is None:
-        return device_hex[:12]
-    account, rec = found
-    if account == device.account.account_id:
-        return rec.name
-    return f"{rec.name} (account {fingerprint(account)[:9]})"
-
-
 def _author(device: Device, v: Version, space: bytes | None = None) -> str:
-    name = _device_name(device, v.author, space)
+    name = device_name(device, v.author, space)
     return name if v.verified else f"{name} (unverified)"
 
 
@@ -372,7 +355,7 @@ def alerts(ctx: click.Context, ack: bool, space: str | None, as_json: bool) -> N
         if ack:
             vt.acknowledge()
         lines = [f"version {a.version[:12]} of {a.name!r}: {_WHAT.get(a.what, a.what)}, by "
-                 + (_device_name(d, a.by, vt.space) if a.by else "an unknown device")
+                 + (device_name(d, a.by, vt.space) if a.by else "an unknown device")
                  for a in found]
         if ack:
             lines.append(f"acknowledged {len(found)} alert(s)")

@@ -26,6 +26,7 @@ from typing import Any, Final
 
 import pycrdt
 
+from sddsf.client.authors import author_device
 from sddsf.client.engine.common import doc_id_for
 from sddsf.client.hosts import DocumentHost
 from sddsf.client.records import (
@@ -115,6 +116,8 @@ class KeyValue:
     def __init__(self, device: DocumentHost, space_id: bytes, *,
                  clock: Callable[[], int] = _now_ms) -> None:
         self._device = device
+        #: The space whose key-value document this is.
+        self.space = space_id
         self._doc = device.doc(space_id, DOC)
         self._scope = space_id + doc_id_for(space_id, DOC)
         self._clock = clock
@@ -152,8 +155,9 @@ class KeyValue:
         return found
 
     def _public_key(self, device_id: bytes) -> Ed25519PublicKey | None:
-        rec = self._device.registry().device(device_id)
-        return None if rec is None else rec.public.signing_key
+        # In a shared space the author may be another member's device.
+        found = author_device(self._device, self.space, device_id)
+        return None if found is None else found[1].public.signing_key
 
     def _entries(self) -> dict[str, KvEntry]:
         by_key: dict[str, list[KvVersion]] = {}

@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING, Any, Final
 import pycrdt
 from mnemonic import Mnemonic
 
+from sddsf.client.authors import author_device, vouching_registries
 from sddsf.client.engine.common import doc_id_for
 from sddsf.client.hosts import DocumentHost
 from sddsf.client.records import (
@@ -69,7 +70,6 @@ from sddsf.protocol.labels import VAULT_RECORD_SIG
 
 if TYPE_CHECKING:
     from sddsf.protocol.identity import DeviceKeys
-    from sddsf.protocol.registry import DeviceRecord, RegistryState
 
 __all__ = ["GRACE_MS", "KINDS", "DeviceTrust", "Item", "Vault", "VaultAlert",
            "VaultConflictError", "Version", "author_device", "normalize_secret",
@@ -436,59 +436,6 @@ def _heads(versions: Sequence[Version]) -> tuple[Version, ...]:
 
 def _hex(device_id: bytes | None) -> str | None:
     return None if device_id is None else device_id.hex()
-
-
-# ------------------------------------------------------------------ authors
-def vouching_registries(device: DocumentHost,
-                        space: bytes | None = None) -> builtins.list[RegistryState]:
-    """The verified registries that may vouch for a vault record's author device.
-
-    Args:
-        device: An open device.
-        space: None for the personal vault; else a space id.
-
-    Returns:
-        This account's registry first; with ``space``, then the registry of
-        every other account that was a member of the space at some position of
-        its verified membership log (a former member's records stay theirs),
-        by account id, as far as this device verified them (each from the
-        account's pinned key, never from the relay's word).
-
-    Raises:
-        Nothing of its own.
-    """
-    own = device.registry()
-    if space is None:
-        return [own]
-    members = device.engine.members
-    fold = members.current(space)
-    accounts = set(fold.state.members).union(*fold.sets.values()) - {own.account_id}
-    return [own, *(r for a in sorted(accounts) if (r := members.registry_of(a)) is not None)]
-
-
-def author_device(device: DocumentHost, space: bytes | None,
-                  device_id: bytes) -> tuple[bytes, DeviceRecord] | None:
-    """The account and registry record of a vault record's author device.
-
-    Args:
-        device: An open device.
-        space: None for the personal vault; else the shared space's id.
-        device_id: The author device's id.
-
-    Returns:
-        ``(account id, record)`` from the first of :func:`vouching_registries`
-        that lists the device (active or revoked: what it signed while active
-        stays its own); None: no such registry lists it, so a signed record
-        naming it is forged.
-
-    Raises:
-        Nothing of its own.
-    """
-    for registry in vouching_registries(device, space):
-        rec = registry.device(device_id)
-        if rec is not None:
-            return registry.account_id, rec
-    return None
 
 
 @dataclass
