@@ -36,6 +36,7 @@ import * as Y from "yjs";
 import { bytesEqual, fromHex, toHex } from "./bytes.js";
 import { decode, encode, type CborValue } from "./cbor.js";
 import { HLCTimestamp } from "./clock.js";
+import type { Ed25519PublicKey } from "./crypto.js";
 import { auditLogId, isByteList, parseAlerts, parseAuditPage, parseDevices, verifyAuditLog, type AuditCheck,
   type ControllerAlert, type DeviceTrust } from "./controller.js";
 import { docIdFor } from "./docs.js";
@@ -312,8 +313,26 @@ export class BrowserDevice {
 
   /** The key-value document of a space. */
   kv(spaceId: Uint8Array): KeyValue {
-    return new KeyValue(this.doc(spaceId, "kv"), this.scope(spaceId, "kv"), this.identity.keys, () => this.registry(),
-      this.provenance, this.clock);
+    return new KeyValue(this.doc(spaceId, "kv"), this.scope(spaceId, "kv"), this.identity.keys,
+      (id) => this.authorKey(spaceId, id), this.provenance, this.clock);
+  }
+
+  /**
+   * The signing key of a record's author device: from this account's registry,
+   * else (a space shared between people) from the verified registry of an
+   * account that is or was a member of the space; undefined: no such registry
+   * lists it (a record naming it is forged).
+   */
+  private authorKey(spaceId: Uint8Array, deviceId: Uint8Array): Ed25519PublicKey | undefined {
+    const own = this.registry().device(deviceId);
+    if (own !== undefined) return own.publicId.signingKey;
+    const me = toHex(this.identity.account.accountId);
+    for (const account of this.spaces.get(toHex(spaceId))?.replica.memberAccounts() ?? []) {
+      if (account === me) continue;
+      const rec = this.session.members.registryOf(fromHex(account))?.device(deviceId);
+      if (rec !== undefined) return rec.publicId.signingKey;
+    }
+    return undefined;
   }
 
   /** The vault (the spaces named `vault`; reads as empty when there is none). */

@@ -12,12 +12,11 @@
 import * as Y from "yjs";
 
 import { fromHex, toHex } from "./bytes.js";
-import { randomBytes } from "./crypto.js";
+import { randomBytes, type Ed25519PublicKey } from "./crypto.js";
 import { UsageError } from "./errors.js";
 import type { DeviceKeys } from "./identity.js";
 import { KV_RECORD_SIG } from "./labels.js";
 import { authorship, CHANGED, currentHeads, isInt, parseRecord, REMOVED, signRecord, type Provenance } from "./records.js";
-import type { RegistryState } from "./registry.js";
 
 export const DOC = "kv";
 const PLAIN = "kv";
@@ -74,7 +73,8 @@ export class KeyValue {
     readonly doc: Y.Doc,
     private readonly scope: string,
     private readonly keys: DeviceKeys,
-    private readonly registry: () => RegistryState,
+    /** The signing key of an author device (undefined: no verified registry lists it). */
+    private readonly publicKey: (deviceId: Uint8Array) => Ed25519PublicKey | undefined,
     private readonly provenance: Provenance,
     private readonly clock: () => number = () => Date.now(),
   ) {}
@@ -83,7 +83,6 @@ export class KeyValue {
     this.unreadable = [];
     this.alerts = [];
     const found: KvVersion[] = [];
-    const publicKey = (id: Uint8Array) => this.registry().device(id)?.publicId.signingKey;
     for (const rec of this.provenance.records(this.scope, this.doc.getMap(MAP))) {
       const d = parseRecord(rec.value);
       const ok = d !== null && d.f === FORMAT && typeof d.key === "string" && (d.value === null || typeof d.value === "string") &&
@@ -95,7 +94,7 @@ export class KeyValue {
       }
       const v: KvVersion = { id: rec.key, key: d.key, value: d.value, author: d.author, tsMs: d.ts, supersedes: d.supersedes,
         verified: true };
-      const status = authorship(KV_RECORD_SIG, rec.key, d, rec.seen, publicKey, true);
+      const status = authorship(KV_RECORD_SIG, rec.key, d, rec.seen, this.publicKey, true);
       const by = rec.seen.carrier ? toHex(rec.seen.carrier) : null;
       if (status !== "verified") { // every record of this format is signed
         this.alerts.push({ version: v.id, key: v.key, what: status, by });

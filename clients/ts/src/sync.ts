@@ -444,6 +444,18 @@ export class SpaceReplica {
     return (this.ahead ?? this.fold).state;
   }
 
+  /**
+   * The accounts (hex ids, sorted) that are or were members of the space at
+   * some position of its verified membership log: a former member's records
+   * stay theirs.
+   */
+  memberAccounts(): string[] {
+    const fold = this.ahead ?? this.fold;
+    const all = new Set(fold.state.members.keys());
+    for (const set of fold.sets.values()) for (const a of set) all.add(a);
+    return [...all].sort();
+  }
+
   private refold(): void {
     // The stored entries in log order; an entry refused when it was pulled is
     // skipped again (registries only grow, so one applied then applies now).

@@ -14,8 +14,10 @@ Python ``Device`` homes in the relay's work directory; the document is
 * ``join HOME SPACE OWNER_SIGN OWNER_RECOVERY``: the device of HOME joins the
   owner's space.
 * ``text HOME SPACE [APPEND]``: the device of HOME syncs, appends APPEND (if
-  given) to the text and syncs again; prints the text, the space's newest key
-  package (hex) and the members' account ids.
+  given) to the text, sets the key ``last`` of the space's key-value document
+  to it (a record signed by this device) and syncs again; prints the text,
+  the space's newest key package (hex), the members' account ids and the
+  device id.
 * ``remove HOME SPACE ACCOUNT_ID``: the device of HOME removes that member (the
   sync after it opens an epoch without it).
 """
@@ -31,6 +33,7 @@ from typing import Any
 import pycrdt
 
 from sddsf.client.device import Device
+from sddsf.client.kv import KeyValue
 from sddsf.protocol.identity import AccountPublic
 from sddsf.protocol.membership import Role
 
@@ -93,13 +96,14 @@ async def text(home: Path, space_hex: str, append: str | None) -> None:
         t = _text(device, space)
         if append:
             t += append
+            KeyValue(device, space).put("last", append)
             report = await device.sync()
             if report.rejected:
                 raise SystemExit(f"py_sharing: the relay refused the edit: {report.rejected}")
         newest = device.engine.keyring.stored_packages(space)[-1]
         _emit({"text": str(t), "package": newest.raw.hex(), "epoch": newest.epoch,
                "members": sorted(m.account_id.hex() for m in device.sharing.members(space)),
-               "size": device.verified_size(space)})
+               "size": device.verified_size(space), "device_id": device.device_id.hex()})
     finally:
         await device.close()
 

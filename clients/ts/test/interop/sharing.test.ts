@@ -10,7 +10,8 @@
  *    against the member registries, every op judged with its author's);
  * 3. Alice adds Carol (a second Python account), Carol joins and writes: the
  *    browser reads Carol's edit (judged with Carol's registry, pinned by the
- *    entry that added her), and again after a restart from its store;
+ *    entry that added her) and her signed key-value record (checked with the
+ *    same registry, no alert), and again after a restart from its store;
  * 4. Alice removes Bob and writes: Bob's browser device reads nothing more
  *    (the relay no longer serves the space: `not_found`; the space is
  *    reported unreachable, what it read stays) and the newest key package has
@@ -113,6 +114,11 @@ test("a Python owner shares a space with a TypeScript device's account; it reads
     assert.ok(read.applied >= 1);
     assert.ok(text(device).endsWith("alice: hello / carol: hi"), text(device));
     assert.equal(device.members(space).find((m) => toHex(m.accountId) === s.carol_account_id)?.role, "writer");
+    // Carol's signed key-value record is checked with Carol's registry: hers, not forged.
+    const kv = device.kv(space);
+    const last = kv.entry("last");
+    assert.deepEqual(kv.alerts, []);
+    assert.deepEqual([last?.value, last?.heads.map((h) => h.author)], [" / carol: hi", [byCarol.device_id]]);
     // The same after a restart from the encrypted store (pinned keys, membership, owner kept).
     const reopened = await BrowserDevice.open(store);
     assert.ok(text(reopened).endsWith("alice: hello / carol: hi"));
