@@ -335,9 +335,11 @@ export class BrowserDevice {
     return undefined;
   }
 
-  /** The vault (the spaces named `vault`; reads as empty when there is none). */
+  /** The vault (this account's spaces named `vault`; reads as empty when there is none). */
   vault(): Vault {
-    const sources = [...this.spaces.values()].filter((s) => s.name === "vault")
+    // Only this account's spaces: another account's space named "vault" (shared
+    // with this one) is that person's, never merged nor written (as in Python).
+    const sources = [...this.spaces.values()].filter((s) => s.name === "vault" && s.replica.ownedHere)
       .sort((a, b) => (toHex(a.replica.spaceId) < toHex(b.replica.spaceId) ? -1 : 1))
       .map((s) => [this.scope(s.replica.spaceId, "vault"), s.docs.doc("vault")] as const);
     return new Vault(sources, this.identity.keys, () => this.registry(), this.provenance, this.clock);

@@ -7,7 +7,8 @@ Python ``Device`` homes in the relay's work directory; the document is
 ``notes`` with the shared text ``t`` (what the web app's editor edits).
 
 * ``setup HOME_ALICE HOME_CAROL RELAY_URL``: Alice's account and laptop, a
-  space ``notes`` whose text she starts; Carol's account and laptop. Prints
+  space named ``vault`` whose text she starts and whose vault document holds
+  one item; Carol's account and laptop. Prints
   both accounts' public keys and ids, the space id and the relay key.
 * ``share HOME SPACE ACCOUNT_SIGN ACCOUNT_RECOVERY ROLE``: the device of HOME
   shares the space with that account (its keys as the people compared them).
@@ -34,6 +35,7 @@ import pycrdt
 
 from sddsf.client.device import Device
 from sddsf.client.kv import KeyValue
+from sddsf.client.vault import Vault
 from sddsf.protocol.identity import AccountPublic
 from sddsf.protocol.membership import Role
 
@@ -53,8 +55,11 @@ async def setup(home_alice: Path, home_carol: Path, relay_url: str) -> None:
     carol, _ = await Device.create_account(home_carol, relay_url, "carol-laptop", passphrase=None,
                                            insecure_plaintext=True)
     try:
-        space = await alice.create_space("notes")
+        # Named "vault", as a personal vault is: for the accounts it is shared
+        # with, another account's space is never their own vault.
+        space = await alice.create_space("vault")
         _text(alice, space).insert(0, "alice: hello")
+        (await Vault.open(alice, space=space)).put("wifi", "password", "family-wifi-secret")
         await alice.sync()
         await carol.sync()
         if alice.relay_key is None:

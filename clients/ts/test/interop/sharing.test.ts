@@ -7,7 +7,8 @@
  *    account) does not hold it until it joins, naming Alice's account key;
  * 2. Alice shares it with Bob: the browser device joins and reads Alice's text
  *    (the membership entries folded, the version 3 key packages verified
- *    against the member registries, every op judged with its author's);
+ *    against the member registries, every op judged with its author's); the
+ *    space is named "vault", which does not make it Bob's own vault;
  * 3. Alice adds Carol (a second Python account), Carol joins and writes: the
  *    browser reads Carol's edit (judged with Carol's registry, pinned by the
  *    entry that added her) and her signed key-value record (checked with the
@@ -95,6 +96,9 @@ test("a Python owner shares a space with a TypeScript device's account; it reads
     assert.deepEqual(joined.unreachable, []);
     const text = (d: BrowserDevice): string => d.doc(space, "notes").getText("t").toString();
     assert.equal(text(device), "alice: hello");
+    // Alice named her space "vault": another account's space is never this account's vault.
+    const vault = device.vault();
+    assert.deepEqual([vault.list(), vault.alerts], [[], []], "Alice's space is not Bob's vault");
     assert.deepEqual(device.members(space).map((m) => [toHex(m.accountId), m.role, m.owner, m.you]).sort(), [
       [s.alice_account_id, "admin", true, false], [toHex(bobAccount.accountId), "writer", false, true]].sort());
     // Read only here: an edit stays on this device.
