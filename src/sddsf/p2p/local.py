@@ -85,11 +85,11 @@ class LocalDiscovery:
     Anyone on the network can announce any peer id with addresses of its own
     (an announcement is not signed; the Noise handshake authenticates the peer
     at dial time). So a new announcement adds addresses and never replaces
-    them, the address that last connected (before any connection: the first
-    heard) is kept first, the addresses of a
-    node are dialled at once, :data:`_STAGGER_S` apart, and those that fail
-    are dropped. A full table makes room for a node that ``admitted`` accepts
-    by forgetting the oldest one that it does not.
+    them; the address that last connected (before any connection: the first
+    heard) is kept first; a node's addresses are dialled at once,
+    :data:`_STAGGER_S` apart, and those that fail are dropped. A full table
+    makes room for a node that ``admitted`` accepts by forgetting the oldest
+    one that it does not.
     """
 
     def __init__(self, peer_id: str, dial: Callable[[str], Awaitable[object]],
