@@ -43,6 +43,7 @@ __all__ = [
     "AuditKind",
     "audit_log_id",
     "build_entry",
+    "check_entry",
     "check_own_entry",
     "decode_entry",
     "verify_audit_log",
@@ -129,7 +130,14 @@ def decode_entry(raw: bytes) -> AuditEntry:
                       f.bytes_("report", max_size=4096), bytes(raw))
 
 
-def _check_entry(entry: AuditEntry, index: int, registry: RegistryState) -> None:
+def check_entry(entry: AuditEntry, index: int, registry: RegistryState) -> None:
+    """Check that a decoded entry is of the registry's account and that its device
+    report, where it needs one, verifies under a device of that registry.
+
+    Raises:
+        ProofError: another account's entry, a missing report, or a report that
+            does not verify (or names another device).
+    """
     if entry.account != registry.account_id:
         raise ProofError(f"audit entry {index} belongs to another account")
     if not entry.report:
@@ -173,7 +181,7 @@ def verify_audit_log(entries: Sequence[bytes], head: TreeHead, stored: Sequence[
                          f"{head.size}")
     decoded = [decode_entry(raw) for raw in entries]
     for i, entry in enumerate(decoded):
-        _check_entry(entry, i, registry)
+        check_entry(entry, i, registry)
     tree = merkle.MerkleTree(merkle.leaf_hash(raw) for raw in entries)
     if tree.root() != head.root:
         raise ProofError("the audit entries do not hash to the relay's signed tree head: the "

@@ -27,7 +27,10 @@ Trillian "alternate tree"):
   and **key packages** as a chain against them;
 * acknowledgements and snapshots point inside the log; every stored snapshot
   chunk is the one its id names, and every chunk a stored whole-space
-  snapshot's manifest lists is stored.
+  snapshot's manifest lists is stored;
+* the **audit log** of every account (the controller's tables): seqs 0..n-1
+  matching the counter row, each leaf the hash of its entry, each entry the
+  account's, with a device report that verifies where it needs one.
 
 Every problem is a :class:`Finding` with a stable :class:`FsckCode`; the check
 never stops at the first one. The SQL lives here, not in the storage backends:
@@ -57,9 +60,11 @@ from typing import Any, Final
 from urllib.parse import unquote
 
 from sddsf.crypto import Ed25519PublicKey
-from sddsf.errors import Code, ConfigError, SddsfError, UnavailableError
+from sddsf.errors import Code, ConfigError, ProofError, SddsfError, UnavailableError
 from sddsf.protocol import keypackage as kp
 from sddsf.protocol.audit import audit_log_id
+from sddsf.protocol.audit import check_entry as check_audit_entry
+from sddsf.protocol.audit import decode_entry as decode_audit_entry
 from sddsf.protocol.encoding import decode
 from sddsf.protocol.envelope import decode_envelope
 from sddsf.protocol.identity import ID_SIZE
@@ -138,6 +143,10 @@ class FsckCode(StrEnum):
     CHUNK_MISMATCH = "chunk_mismatch"  # a snapshot chunk's bytes do not hash to its id
     CHUNK_MISSING = "chunk_missing"  # a stored manifest lists a chunk that is not stored
     # Signed heads given with --heads (a backup's): see check_heads.
+    AUDIT_GAP = "audit_gap"  # an account's audit seqs are not 0, 1, 2, ...
+    AUDIT_SIZE_MISMATCH = "audit_size_mismatch"  # audit_heads.size != the entries stored
+    AUDIT_LEAF_MISMATCH = "audit_leaf_mismatch"  # leaf_hash != RFC 9162 leaf hash of the entry
+    AUDIT_ENTRY_INVALID = "audit_entry_invalid"  # malformed, another account's, bad report
     HEAD_INVALID = "head_invalid"  # malformed, or its signature fails under the relay key
     HEAD_BEYOND_LOG = "head_beyond_log"  # the log is shorter than the signed size
     HEAD_MISMATCH = "head_mismatch"  # the log's root at the signed size != the signed root
@@ -177,6 +186,7 @@ class FsckReport:
     spaces: int = 0
     ops: int = 0
     nodes: int = 0
+    audit_entries: int = 0
 
     @property
     def ok(self) -> bool:
@@ -186,7 +196,7 @@ class FsckReport:
     def to_json(self) -> dict[str, object]:
         """A JSON-ready dict."""
         return {"ok": self.ok, "accounts": self.accounts, "spaces": self.spaces,
-                "ops": self.ops, "nodes": self.nodes,
+                "ops": self.ops, "nodes": self.nodes, "audit_entries": self.audit_entries,
                 "findings": [f.to_json() for f in self.findings]}
 
 
@@ -412,6 +422,23 @@ class _Reader(ABC):
                                 "ORDER BY 1")
         return [bytes(r[0]) for r in rows]
 
+    async def audit_accounts(self) -> list[tuple[bytes, int | None]]:
+        """``(account, size)`` of every audit counter row, and ``(account, None)``
+        for an account with audit entries but no counter row."""
+        rows = await self.fetch("SELECT account_id, size FROM audit_heads UNION ALL SELECT "
+                                "DISTINCT l.account_id, -1 FROM audit_log l WHERE NOT EXISTS "
+                                "(SELECT 1 FROM audit_heads h WHERE h.account_id = "
+                                "l.account_id)")  # -1: no counter row (sizes are >= 0)
+        return sorted((bytes(a), None if int(n) < 0 else int(n)) for a, n in rows)
+
+    async def audit_entries(self, account_id: bytes, after: int,
+                            limit: int) -> list[tuple[int, bytes, bytes]]:
+        """``(seq, entry, leaf_hash)`` of an account's audit log after ``after``."""
+        rows = await self.fetch("SELECT seq, entry, leaf_hash FROM audit_log WHERE "
+                                "account_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+                                account_id, after, limit)
+        return [(int(q), bytes(e), bytes(h)) for q, e, h in rows]
+
     async def key_packages(self, space_id: bytes) -> list[tuple[int, bytes]]:
         rows = await self.fetch("SELECT epoch, package FROM key_packages WHERE space_id = ? "
                                 "ORDER BY epoch", space_id)
@@ -547,7 +574,42 @@ class _Fsck:
         for space_id in await self.reader.orphan_members():
             self.add(FsckCode.MEMBERS_ORPHAN, "a member set is stored for a space that does "
                      "not exist", space=space_id)
+        for account, size in await self.reader.audit_accounts():
+            await self._audit(account, size)
         return self.report
+
+    async def _audit(self, account: bytes, size: int | None) -> None:
+        # The controller's audit log of an account (docs/operations.md §14):
+        # seqs 0..size-1, each leaf the hash of its entry, each entry the
+        # account's, with a device report that verifies where it needs one.
+        if account not in self.registries:
+            self.registries[account] = await self._registry(account)
+        registry, expected = self.registries[account], 0
+        while page := await self.reader.audit_entries(account, expected - 1, self.page):
+            for seq, raw, leaf in page:
+                if seq != expected:
+                    self.add(FsckCode.AUDIT_GAP, f"audit entry {expected} is missing (the "
+                             f"next stored is {seq})", account=account, offset=expected)
+                expected = seq + 1
+                self.report.audit_entries += 1
+                if leaf != leaf_hash(raw):
+                    self.add(FsckCode.AUDIT_LEAF_MISMATCH, f"audit entry {seq}: the stored "
+                             "leaf hash is not the entry's", account=account, offset=seq)
+                try:
+                    entry = decode_audit_entry(raw)
+                    if registry is None and entry.account != account:
+                        raise ProofError(f"audit entry {seq} belongs to another account")
+                    if registry is not None:
+                        check_audit_entry(entry, seq, registry)
+                except SddsfError as exc:
+                    self.add(FsckCode.AUDIT_ENTRY_INVALID, f"[{exc.code.value}] {exc.message}",
+                             account=account, offset=seq)
+        if size is None:
+            self.add(FsckCode.AUDIT_SIZE_MISMATCH, f"{expected} audit entries are stored "
+                     "without a counter row", account=account)
+        elif size != expected:
+            self.add(FsckCode.AUDIT_SIZE_MISMATCH, f"the audit counter says {size} entries, "
+                     f"the log ends at {expected}", account=account)
 
     async def _registry(self, account: bytes) -> RegistryState | None:
         rows = await self.reader.registry(account)
